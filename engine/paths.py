@@ -1,0 +1,130 @@
+"""Where traintop keeps its state, and the files of one run directory.
+
+The run directory is the contract between the daemon, the per-run shim and
+the worker. Every file in it has exactly one writer:
+
+``launch.json``   daemon: what to run (workload, config, device, resume_from,
+                  generation, control_offset); rewritten before each (re)start.
+``worker.json``   shim: pid, pgid and create_time of the worker it started.
+``exit.json``     shim: the worker's return code, written atomically on exit.
+``spool.jsonl``   worker: append-only records (metrics batches, state changes,
+                  checkpoints). The daemon tails it from a stored byte offset,
+                  so nothing logged while the daemon is down is lost.
+``control.jsonl`` daemon: append-only commands (pause, resume, release,
+                  checkpoint); the worker is nudged with SIGUSR1 and reads new
+                  lines at its next step boundary.
+``stdout.log``, ``stderr.log``  the worker's output, appended per generation.
+``checkpoints/``  atomic checkpoints written by the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def state_home() -> Path:
+    """The state directory: ``$TRAINTOP_HOME`` or ``~/.local/share/traintop``."""
+    env = os.environ.get("TRAINTOP_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "traintop"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The files of one state directory."""
+
+    home: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "engine.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / "engine.pid"
+
+    @property
+    def store(self) -> Path:
+        return self.home / "store.sqlite"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "engine.log"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    def run_dir(self, run_id: str) -> RunDir:
+        return RunDir(self.runs / run_id)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run (see the module docstring for who writes what)."""
+
+    path: Path
+
+    @property
+    def launch(self) -> Path:
+        return self.path / "launch.json"
+
+    @property
+    def worker(self) -> Path:
+        return self.path / "worker.json"
+
+    @property
+    def exit(self) -> Path:
+        return self.path / "exit.json"
+
+    @property
+    def spool(self) -> Path:
+        return self.path / "spool.jsonl"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control.jsonl"
+
+    @property
+    def stdout(self) -> Path:
+        return self.path / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.path / "stderr.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; ``None`` if it does not exist or is not (yet) valid."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
