@@ -1,0 +1,407 @@
+"""The ``traintop`` command line.
+
+Every user mistake ends as one line on stderr and a non-zero exit status:
+2 for a malformed command line, 1 for a request the engine refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from engine.client import Client, EngineError, EngineUnavailable
+from engine.format import format_table, run_line_values
+
+ACTIVE_WAIT = ("queued", "starting")
+ENDED = ("finished", "failed", "killed")
+
+
+class UsageError(Exception):
+    """A malformed command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _client(args: argparse.Namespace, autostart: bool = True) -> Client:
+    return Client().connect(autostart=autostart)
+
+
+def _wait_for(
+    client: Client, run_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """Poll a run until ``done(run)`` or ``timeout`` seconds; returns the last view."""
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = client.call("get_run", run=run_id)
+    while not done(run) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = client.call("get_run", run=run_id)
+    return run
+
+
+def _fail_if_failed(run: dict[str, Any]) -> int:
+    if run["state"] == "failed":
+        print(
+            f"traintop: run {run['id']} ({run['name']}) failed: {run['exit_reason']} "
+            f"(see 'traintop logs {run['id']} --stderr')",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _describe(run: dict[str, Any]) -> str:
+    step = f"step {run['step']}" + (f"/{run['total_steps']}" if run["total_steps"] else "")
+    return f"{run['id']} ({run['name']}) {run['state']} at {step} on {run['device']}"
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.text is not None:
+        overrides.append(f"text={os.path.abspath(args.text)}")
+    with _client(args) as client:
+        run = client.call(
+            "start",
+            workload=args.workload,
+            overrides=overrides,
+            name=args.name,
+            device=args.device,
+            steps=args.steps,
+            cwd=os.getcwd(),
+        )
+        if not args.no_wait:
+            run = _wait_for(client, run["id"], lambda r: r["state"] not in ACTIVE_WAIT, 60)
+    if args.json:
+        print(json.dumps(run))
+    else:
+        print(f"started {_describe(run)}")
+    return _fail_if_failed(run)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        runs = client.call("list_runs")
+    if args.json:
+        print(json.dumps(runs))
+        return 0
+    if not runs:
+        print("no runs yet: try 'traintop start charlm'")
+        return 0
+    rows = [run_line_values(r) for r in runs]
+    print(format_table(["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.call("get_run", run=args.run)
+    if args.json:
+        print(json.dumps(run))
+        return 0
+    lines = [
+        f"run       {run['id']}  {run['name']}",
+        f"state     {run['state']}" + (" (memory released)" if run["released"] else ""),
+        f"workload  {run['workload']}",
+        f"device    {run['device']}",
+        f"step      {run['step']}" + (f" / {run['total_steps']}" if run["total_steps"] else ""),
+    ]
+    if run["parent_id"]:
+        lines.append(f"forked    from {run['parent_id']} at step {run['fork_step']}")
+    if run["children"]:
+        lines.append(f"forks     {', '.join(run['children'])}")
+    lines.append("config    " + " ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
+    if run["last"]:
+        lines.append(
+            "last      "
+            + " ".join(
+                f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(run["last"].items())
+            )
+        )
+    if run["exit_reason"]:
+        lines.append(f"exit      {run['exit_reason']} (code {run['exit_code']})")
+    lines.append(f"dir       {run['dir']}")
+    lines.append("events")
+    for event in run["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+        lines.append(f"  {when}  {event['state']:<9} {event['reason']}")
+    if run["stderr_tail"]:
+        lines.append("stderr (tail)")
+        lines.extend("  " + line for line in run["stderr_tail"].splitlines())
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.call("pause", run=args.run, release=args.release)
+        if args.release:
+
+            def done(r: dict[str, Any]) -> bool:
+                return r["released"] or r["state"] in ENDED
+        else:
+            done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
+        run = _wait_for(client, run["id"], done, args.timeout)
+    if run["state"] in ("running", "starting") or (args.release and not run["released"]):
+        print(f"pause of {run['id']} requested; it takes effect at its next step")
+        return 0
+    print(f"paused {_describe(run)}" + (" (memory released)" if run["released"] else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.call("resume", run=args.run)
+        run = _wait_for(
+            client, run["id"], lambda r: r["state"] not in ("paused", *ACTIVE_WAIT), args.timeout
+        )
+    print(f"resumed {_describe(run)}")
+    return _fail_if_failed(run)
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        child = client.call(
+            "fork",
+            run=args.run,
+            overrides=list(args.overrides),
+            name=args.name,
+            device=args.device,
+        )
+        if not args.no_wait:
+            child = _wait_for(client, child["id"], lambda r: r["state"] not in ACTIVE_WAIT, 60)
+    if args.json:
+        print(json.dumps(child))
+    else:
+        where = f" at step {child['fork_step']}" if child["fork_step"] is not None else ""
+        print(f"forked {child['parent_id']}{where} -> {_describe(child)}")
+    return _fail_if_failed(child)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.call("kill", run=args.run, grace=args.grace)
+        run = _wait_for(
+            client,
+            run["id"],
+            lambda r: r["state"] in ("killed", "finished", "failed"),
+            args.grace + 10,
+        )
+    print(
+        f"killed {run['id']} ({run['name']})"
+        if run["state"] == "killed"
+        else f"{run['id']} is {run['state']}"
+    )
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    stream = "stderr" if args.stderr else "stdout"
+    with _client(args) as client:
+        reply = client.call("read_log", run=args.run, stream=stream, offset=-args.bytes)
+        text = reply["data"]
+        if args.bytes and reply["offset"] > args.bytes and "\n" in text:
+            text = text.split("\n", 1)[1]  # start on a whole line
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        while args.follow:
+            offset = reply["offset"]
+            reply = client.call("read_log", run=args.run, stream=stream, offset=offset)
+            sys.stdout.write(reply["data"])
+            sys.stdout.flush()
+            if not reply["data"]:
+                if reply["state"] in ("finished", "failed", "killed"):
+                    break
+                time.sleep(0.25)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.call("get_run", run=args.run)
+        points = client.call("metrics", run=run["id"])
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "csv":
+            writer = csv.writer(out)
+            writer.writerow(["run", "step", "key", "value", "time"])
+            for step, key, value, when in points:
+                writer.writerow([run["id"], step, key, "" if value is None else repr(value), when])
+        else:
+            series: dict[str, list[list[Any]]] = {}
+            for step, key, value, when in points:
+                series.setdefault(key, []).append([step, value, when])
+            meta = {
+                k: run[k]
+                for k in (
+                    "id",
+                    "name",
+                    "workload",
+                    "config",
+                    "state",
+                    "parent_id",
+                    "fork_step",
+                    "device",
+                    "step",
+                    "total_steps",
+                )
+            }
+            json.dump({"run": meta, "metrics": series}, out)
+            out.write("\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        with _client(args) as client:
+            status = client.call("status")
+        print(f"engine {status['pid']} serving {status['home']}")
+        return 0
+    try:
+        client = _client(args, autostart=False)
+    except EngineUnavailable:
+        print("engine not running")
+        return 0 if args.action == "stop" else 3
+    with client:
+        if args.action == "stop":
+            reply = client.call("shutdown")
+            pid = client.server_pid
+            print(f"engine {pid} stopping; {reply['live_runs']} runs keep going")
+            _wait_gone(pid)
+            return 0
+        status = client.call("status")
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
+    print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
+    print(f"runs: {counts}; GPUs: {status['gpus']}")
+    return 0
+
+
+def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+# -- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="traintop", description="top for training runs")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("start", cmd_start, "start a run of a workload (built-in name or file.py:function)")
+    p.add_argument("workload")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--name")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a free GPU, else cpu)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--text", help="charlm: train on this text file")
+    p.add_argument("--no-wait", action="store_true", help="return before the run is training")
+    p.add_argument("--json", action="store_true")
+
+    p = add("ls", cmd_ls, "list runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("show", cmd_show, "show one run: config, lineage, events, exit")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+
+    p = add("pause", cmd_pause, "pause a run at its next step")
+    p.add_argument("run")
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="checkpoint and end the worker, freeing its (GPU) memory",
+    )
+    p.add_argument("--timeout", type=float, default=10.0)
+
+    p = add("resume", cmd_resume, "resume a paused run")
+    p.add_argument("run")
+    p.add_argument("--timeout", type=float, default=30.0)
+
+    p = add("fork", cmd_fork, "fork a run at its current step, with config overrides")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--name")
+    p.add_argument("--device")
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = add("kill", cmd_kill, "stop a run: SIGTERM, then SIGKILL after a grace period")
+    p.add_argument("run")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL")
+
+    p = add("logs", cmd_logs, "print a run's output")
+    p.add_argument("run")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--stderr", action="store_true")
+    p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
+
+    p = add("export", cmd_export, "export a run's metrics")
+    p.add_argument("run")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("-o", "--output")
+
+    p = add("engine", cmd_engine, "start, stop or inspect the engine daemon")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``traintop`` script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        result: int = args.func(args)
+        return result
+    except UsageError as exc:
+        print(f"traintop: {exc}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"traintop: {exc.message}", file=sys.stderr)
+        return 1
+    except EngineUnavailable as exc:
+        print(f"traintop: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

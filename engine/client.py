@@ -1,0 +1,174 @@
+"""A blocking client of the engine daemon, used by the CLI and the tests.
+
+``Client.connect()`` starts the daemon on demand: if nothing answers on the
+socket it launches ``python -m engine.daemon`` in a new session (so it
+outlives this terminal) and waits for the socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from engine import protocol
+from engine.paths import StatePaths, ensure_private_dir, state_home
+
+_ENGINE_ROOT = str(Path(__file__).resolve().parent.parent)
+START_TIMEOUT = 15.0
+
+
+class EngineError(Exception):
+    """The daemon refused a request; ``message`` is one line for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EngineUnavailable(Exception):
+    """No daemon could be reached or started."""
+
+
+def start_daemon(paths: StatePaths) -> subprocess.Popen[bytes]:
+    """Launch a detached daemon for ``paths`` (it exits at once if one already runs)."""
+    ensure_private_dir(paths.home)
+    env = dict(os.environ, TRAINTOP_HOME=str(paths.home))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ENGINE_ROOT, env.get("PYTHONPATH")) if p)
+    with open(paths.daemon_log, "ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd="/",
+        )
+
+
+class Client:
+    """One connection to the daemon: requests, and optionally an event stream."""
+
+    def __init__(self, paths: StatePaths | None = None) -> None:
+        self.paths = paths or StatePaths(state_home())
+        self.sock: socket.socket | None = None
+        self.server_pid: int | None = None
+        self._ids = itertools.count(1)
+        self._buffer = b""
+        self._events: deque[dict[str, Any]] = deque()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def connect(self, autostart: bool = True, timeout: float = START_TIMEOUT) -> Client:
+        """Connect (starting the daemon if needed and allowed) and shake hands."""
+        try:
+            self._connect_once()
+            return self
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not autostart:
+                raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
+        daemon = start_daemon(self.paths)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._connect_once()
+                return self
+            except (FileNotFoundError, ConnectionRefusedError):
+                if daemon.poll() not in (None, 0):
+                    break
+                time.sleep(0.05)
+        raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
+
+    def _connect_once(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.paths.socket))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self._buffer = b""
+        self._send(protocol.hello())
+        reply = self._recv()
+        if "error" in reply:
+            self.close()
+            raise EngineUnavailable(reply["error"].get("message", "handshake refused"))
+        protocol.check_hello(reply)
+        self.server_pid = reply.get("pid")
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.sock is None:
+            raise EngineUnavailable("not connected")
+        self.sock.sendall(protocol.encode(message))
+
+    def _recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next frame; TimeoutError if none within ``timeout``."""
+        if self.sock is None:
+            raise EngineUnavailable("not connected")
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self._buffer) >= protocol.HEADER_SIZE:
+                length = protocol.frame_length(self._buffer[: protocol.HEADER_SIZE])
+                end = protocol.HEADER_SIZE + length
+                if len(self._buffer) >= end:
+                    body, self._buffer = (
+                        self._buffer[protocol.HEADER_SIZE : end],
+                        self._buffer[end:],
+                    )
+                    return protocol.decode(body)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise EngineUnavailable(f"lost the engine: {exc}") from None
+            if not chunk:
+                raise EngineUnavailable("the engine closed the connection")
+            self._buffer += chunk
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Send one request and return its result; EngineError if refused."""
+        request_id = next(self._ids)
+        self._send({"id": request_id, "method": method, "params": params})
+        while True:
+            message = self._recv()
+            if "event" in message:
+                self._events.append(message)
+                continue
+            if message.get("id") not in (request_id, None):
+                continue
+            if "error" in message:
+                error = message["error"]
+                raise EngineError(str(error.get("code")), str(error.get("message")))
+            return message.get("result")
+
+    def subscribe(self, topics: list[str], runs: list[str] | None = None) -> Any:
+        return self.call("subscribe", topics=topics, runs=runs)
+
+    def next_event(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event of a subscription, or None after ``timeout`` seconds."""
+        if self._events:
+            return self._events.popleft()
+        try:
+            message = self._recv(timeout)
+        except TimeoutError:
+            return None
+        return message if "event" in message else None

@@ -1,0 +1,331 @@
+"""The engine daemon: one per state directory, serving clients on a unix socket.
+
+``python -m engine.daemon`` runs it in the foreground; clients start it
+detached (``engine.client.start_daemon``). It holds ``engine.pid`` locked
+for its whole life, so a second daemon on the same directory exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from engine import protocol
+from engine.paths import StatePaths, ensure_private_dir, state_home
+from engine.service import Engine, RequestError
+from engine.store import Store, StoreError
+from engine.supervisor import Supervisor
+
+log = logging.getLogger("traintop.daemon")
+
+TICK_SECONDS = 0.1
+# A subscriber that lets this much pile up unread is dropped rather than grow memory.
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+TOPICS = ("runs", "metrics", "logs")
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the lock of this state directory."""
+
+
+def acquire_lock(paths: StatePaths) -> IO[str]:
+    """Lock ``engine.pid`` and write our pid in it; the lock lives as long as the file object."""
+    lock_file = open(paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise AlreadyRunning(f"a traintop engine already runs for {paths.home}") from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    return lock_file
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+@dataclass
+class Subscription:
+    topics: set[str]
+    runs: set[str] | None  # None: every run
+    log_offsets: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Connection:
+    writer: asyncio.StreamWriter
+    subscription: Subscription | None = None
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Queue a frame; False (and the connection closed) if the peer is too far behind."""
+        if self.writer.is_closing():
+            return False
+        if self.writer.transport.get_write_buffer_size() > MAX_PENDING_BYTES:
+            log.warning("dropping a subscriber that stopped reading")
+            self.writer.close()
+            return False
+        self.writer.write(protocol.encode(message))
+        return True
+
+
+class Daemon:
+    """The socket server, the event fan-out and the supervision tick."""
+
+    def __init__(self, paths: StatePaths) -> None:
+        self.paths = paths
+        self.store = Store(paths.store)
+        self.supervisor = Supervisor(paths, self.store, self.publish)
+        self.engine = Engine(self.store, self.supervisor)
+        self.engine.handlers["subscribe"] = self._no_subscribe_here
+        self.engine.handlers["shutdown"] = self._shutdown
+        self.connections: set[Connection] = set()
+        self.stopping = asyncio.Event()
+
+    # -- events -------------------------------------------------------------
+
+    def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Send an event to every subscriber of ``topic`` (and of that run)."""
+        run_id = data.get("run") if topic != "runs" else data.get("id")
+        message = {"event": topic, "data": data}
+        for conn in list(self.connections):
+            sub = conn.subscription
+            if sub is None or topic not in sub.topics:
+                continue
+            if sub.runs is not None and run_id not in sub.runs:
+                continue
+            conn.send(message)
+
+    def _publish_logs(self) -> None:
+        """Send new stdout/stderr text to the subscribers of logs."""
+        for conn in list(self.connections):
+            sub = conn.subscription
+            if sub is None or "logs" not in sub.topics:
+                continue
+            for (run_id, stream), offset in list(sub.log_offsets.items()):
+                rundir = self.paths.run_dir(run_id)
+                path = rundir.stdout if stream == "stdout" else rundir.stderr
+                try:
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        data = f.read(256 * 1024)
+                except FileNotFoundError:
+                    continue
+                if data:
+                    sub.log_offsets[(run_id, stream)] = offset + len(data)
+                    text = data.decode("utf-8", "replace")
+                    conn.send(
+                        {"event": "logs", "data": {"run": run_id, "stream": stream, "text": text}}
+                    )
+
+    def _subscribe(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        topics = params.get("topics", list(TOPICS))
+        runs = params.get("runs")
+        if not isinstance(topics, list) or not set(topics) <= set(TOPICS) or not topics:
+            raise RequestError("bad_request", f"topics must be a list drawn from {TOPICS}")
+        if runs is not None and (
+            not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)
+        ):
+            raise RequestError("bad_request", "runs must be a list of run ids")
+        run_ids = None if runs is None else {self.engine.resolve(r)["id"] for r in runs}
+        sub = Subscription(set(topics), run_ids)
+        if "logs" in sub.topics:
+            for run_id in run_ids or []:
+                rundir = self.paths.run_dir(run_id)
+                for stream, path in (("stdout", rundir.stdout), ("stderr", rundir.stderr)):
+                    size = path.stat().st_size if path.exists() else 0
+                    sub.log_offsets[(run_id, stream)] = size
+        conn.subscription = sub
+        return {"topics": sorted(sub.topics), "runs": sorted(run_ids) if run_ids else None}
+
+    def _no_subscribe_here(self, params: dict[str, Any]) -> None:
+        raise RequestError("bad_request", "subscribe is only valid on a socket connection")
+
+    def _shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.stopping.set()
+        return {"stopping": True, "live_runs": len(self.supervisor.live)}
+
+    # -- connections --------------------------------------------------------
+
+    async def handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = Connection(writer)
+        try:
+            sock = writer.get_extra_info("socket")
+            uid = peer_uid(sock)
+            if uid != os.getuid():
+                log.warning("refused a connection from uid %d", uid)
+                conn.send(_error(None, "permission_denied", f"uid {uid} may not use this engine"))
+                return
+            hello = await self._read_frame(reader, conn)
+            if hello is None:
+                return
+            try:
+                protocol.check_hello(hello)
+            except protocol.ProtocolError as exc:
+                conn.send(_error(None, "bad_handshake", str(exc)))
+                return
+            conn.send({**protocol.hello(), "pid": os.getpid()})
+            self.connections.add(conn)
+            while not self.stopping.is_set():
+                message = await self._read_frame(reader, conn)
+                if message is None:
+                    return
+                self._answer(conn, message)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            self.connections.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_frame(
+        self, reader: asyncio.StreamReader, conn: Connection
+    ) -> dict[str, Any] | None:
+        """The next well-formed frame; None once the connection is over.
+
+        A frame that is not a JSON object gets an error reply and is skipped
+        (its length kept the stream in step); an oversized length cannot be
+        skipped safely, so it closes the connection.
+        """
+        while True:
+            try:
+                header = await reader.readexactly(protocol.HEADER_SIZE)
+            except asyncio.IncompleteReadError:
+                return None
+            try:
+                length = protocol.frame_length(header)
+            except protocol.ProtocolError as exc:
+                conn.send(_error(None, "bad_frame", str(exc)))
+                return None
+            body = await reader.readexactly(length)
+            try:
+                return protocol.decode(body)
+            except protocol.ProtocolError as exc:
+                conn.send(_error(None, "bad_frame", str(exc)))
+
+    def _answer(self, conn: Connection, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            conn.send(_error(None, "bad_request", "a request needs an integer or string id"))
+            return
+        method = message.get("method")
+        params = message.get("params", {})
+        if not isinstance(method, str) or not isinstance(params, dict):
+            conn.send(_error(request_id, "bad_request", "a request needs a method and params"))
+            return
+        try:
+            if method == "subscribe":
+                result = self._subscribe(conn, params)
+            else:
+                result = self.engine.handle(method, params)
+        except RequestError as exc:
+            conn.send(_error(request_id, exc.code, exc.message))
+            return
+        except Exception as exc:
+            log.exception("request %s failed", method)
+            conn.send(_error(request_id, "internal", f"internal error: {exc}"))
+            return
+        conn.send({"id": request_id, "result": result})
+
+    # -- life ---------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.supervisor.tick()
+                self._publish_logs()
+            except Exception:
+                log.exception("tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), TICK_SECONDS)
+
+    async def serve(self) -> None:
+        """Serve until ``shutdown`` or SIGTERM/SIGINT; runs are left running."""
+        self.supervisor.adopt_all()
+        self.paths.socket.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # the socket is born 0600
+        try:
+            server = await asyncio.start_unix_server(
+                self.handle_connection,
+                path=str(self.paths.socket),
+                limit=protocol.MAX_FRAME + protocol.HEADER_SIZE,
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.paths.socket, 0o600)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        log.info("engine %d serving on %s", os.getpid(), self.paths.socket)
+        ticker = asyncio.create_task(self._tick_forever())
+        await self.stopping.wait()
+        server.close()
+        for conn in list(self.connections):
+            await _drain_quietly(conn.writer)
+            conn.writer.close()
+        await ticker
+        self.paths.socket.unlink(missing_ok=True)
+        self.supervisor.tick()  # store what workers wrote up to the last moment
+        self.store.close()
+        log.info("engine %d stopped; %d runs left running", os.getpid(), len(self.supervisor.live))
+
+
+async def _drain_quietly(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.drain(), 1.0)
+
+
+def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"id": request_id, "error": {"code": code, "message": message}}
+
+
+def run_daemon(paths: StatePaths) -> int:
+    """Run a daemon for ``paths`` in this process; 0 also when one already runs."""
+    ensure_private_dir(paths.home)
+    ensure_private_dir(paths.runs)
+    try:
+        lock = acquire_lock(paths)
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return 0
+    try:
+        daemon = Daemon(paths)
+    except StoreError as exc:
+        print(f"traintop engine: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(daemon.serve())
+    finally:
+        lock.close()
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_daemon(StatePaths(state_home()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

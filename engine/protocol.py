@@ -1,0 +1,86 @@
+"""Wire format between clients and the daemon.
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
+JSON holding one object. The first frame each way is the handshake::
+
+    client: {"hello": "traintop", "version": 1}
+    daemon: {"hello": "traintop", "version": 1, "pid": 1234}
+
+Then requests ``{"id": 7, "method": "pause", "params": {...}}`` get replies
+``{"id": 7, "result": ...}`` or ``{"id": 7, "error": {"code": ..., "message": ...}}``,
+and a subscribed client also receives events ``{"event": "run", "data": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+PROTOCOL_VERSION = 1
+HELLO = "traintop"
+MAX_FRAME = 4 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+HEADER_SIZE = _HEADER.size
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid frame."""
+
+
+def _clean(value: Any) -> Any:
+    """Replace non-finite floats (which JSON cannot carry) with None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame holding ``message``."""
+    try:
+        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        body = json.dumps(_clean(message), separators=(",", ":"), allow_nan=False).encode()
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(body)} bytes is over the {MAX_FRAME}-byte cap")
+    return _HEADER.pack(len(body)) + body
+
+
+def frame_length(header: bytes) -> int:
+    """The body length announced by a header; refuses lengths over the cap."""
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME}-byte cap")
+    return int(length)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Parse a frame body; it must be a JSON object."""
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return message
+
+
+def hello() -> dict[str, Any]:
+    """The client's handshake frame."""
+    return {"hello": HELLO, "version": PROTOCOL_VERSION}
+
+
+def check_hello(message: dict[str, Any]) -> None:
+    """Raise ProtocolError unless ``message`` is a handshake of our version."""
+    if message.get("hello") != HELLO:
+        raise ProtocolError("expected a traintop handshake")
+    if message.get("version") != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {message.get('version')!r} is not supported "
+            f"(this side speaks {PROTOCOL_VERSION})"
+        )

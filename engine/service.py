@@ -1,0 +1,303 @@
+"""What the daemon does for each request: validate, then act through the supervisor.
+
+Every check that can fail on user input happens before anything is written,
+so a refused request changes nothing stored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine.config import ConfigError, apply_overrides
+from engine.devices import DeviceError, choose_device, list_gpus
+from engine.runs import ActionError, RunState, check_action, new_run_id
+from engine.store import Store
+from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
+from engine.workloads.registry import WorkloadError, workload_defaults
+
+LOG_CHUNK = 256 * 1024
+
+
+class RequestError(Exception):
+    """A refused request: ``code`` for programs, ``message`` (one line) for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    value = params.get(name, default)
+    if value is ...:
+        raise RequestError("bad_request", f"missing parameter {name!r}")
+    if value is not None and value is not default and not isinstance(value, kind):
+        raise RequestError("bad_request", f"parameter {name!r} must be {kind.__name__}")
+    if kind is list and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        raise RequestError("bad_request", f"parameter {name!r} must be a list of strings")
+    return value
+
+
+def resolve_spec(spec: str, cwd: str) -> str:
+    """Make the file part of ``file.py[:function]`` absolute, relative to the client's cwd."""
+    path, sep, function = spec.partition(":")
+    if path.endswith(".py") or sep or "/" in path:
+        return str(Path(cwd, path).resolve()) + (sep + function if sep else "")
+    return spec
+
+
+class Engine:
+    """The request handlers, independent of the socket that carries them."""
+
+    def __init__(self, store: Store, supervisor: Supervisor) -> None:
+        self.store = store
+        self.supervisor = supervisor
+        self.started = time.time()
+        self.gpus = list_gpus()
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": self.ping,
+            "status": self.status,
+            "list_runs": self.list_runs,
+            "get_run": self.get_run,
+            "start": self.start,
+            "pause": self.pause,
+            "resume": self.resume,
+            "fork": self.fork,
+            "kill": self.kill,
+            "metrics": self.metrics,
+            "read_log": self.read_log,
+        }
+
+    def handle(self, method: str, params: dict[str, Any]) -> Any:
+        """Run one request; raises RequestError for anything the caller got wrong."""
+        handler = self.handlers.get(method)
+        if handler is None:
+            raise RequestError("unknown_method", f"unknown method {method!r}")
+        try:
+            return handler(params)
+        except ActionError as exc:
+            raise RequestError("invalid_state", str(exc)) from None
+        except (ConfigError, WorkloadError, DeviceError) as exc:
+            raise RequestError("bad_config", str(exc)) from None
+
+    # -- lookups ------------------------------------------------------------
+
+    def resolve(self, ref: Any) -> dict[str, Any]:
+        """The run named ``ref``, or whose id starts with it; one clear error otherwise."""
+        if not isinstance(ref, str) or not ref:
+            raise RequestError("bad_request", "a run id or name is required")
+        matches = self.store.match_runs(ref)
+        if not matches:
+            raise RequestError("not_found", f"no run matches {ref!r}")
+        if len(matches) > 1:
+            ids = ", ".join(m["id"] for m in matches[:5])
+            raise RequestError("ambiguous", f"{ref!r} is ambiguous: it matches {ids}")
+        return matches[0]
+
+    def summary(self, run: dict[str, Any]) -> dict[str, Any]:
+        """A run as listed: its row plus the latest value of each metric."""
+        last = self.supervisor.last_values.get(run["id"])
+        if last is None:
+            last = self.store.last_values(run["id"])
+            self.supervisor.last_values[run["id"]] = last
+        return {**run, "last": last}
+
+    def ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "time": time.time()}
+
+    def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        runs = self.store.list_runs()
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run["state"]] = counts.get(run["state"], 0) + 1
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "home": str(self.supervisor.paths.home),
+            "uptime": time.time() - self.started,
+            "runs": counts,
+            "live": len(self.supervisor.live),
+            "gpus": len(self.gpus),
+        }
+
+    def list_runs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self.summary(r) for r in self.store.list_runs()]
+
+    def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
+        run = self.resolve(params.get("run"))
+        children = [r["id"] for r in self.store.list_runs() if r["parent_id"] == run["id"]]
+        return {
+            **self.summary(run),
+            "events": self.store.events(run["id"]),
+            "children": children,
+            "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
+        }
+
+    def metrics(self, params: dict[str, Any]) -> list[Any]:
+        run = self.resolve(params.get("run"))
+        key = _param(params, "key", str, None)
+        after = _param(params, "after_step", int, None)
+        return self.store.metrics(run["id"], key, after)
+
+    def read_log(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Bytes of a run's stdout or stderr from ``offset`` (negative: from the end)."""
+        run = self.resolve(params.get("run"))
+        stream = _param(params, "stream", str, "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise RequestError("bad_request", "stream must be stdout or stderr")
+        offset = _param(params, "offset", int, 0)
+        rundir = self.supervisor.paths.run_dir(run["id"])
+        path = rundir.stdout if stream == "stdout" else rundir.stderr
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size + offset) if offset < 0 else min(offset, size)
+                f.seek(start)
+                data = f.read(LOG_CHUNK)
+        except FileNotFoundError:
+            return {"data": "", "offset": 0, "state": run["state"]}
+        return {
+            "data": data.decode("utf-8", "replace"),
+            "offset": start + len(data),
+            "state": run["state"],
+        }
+
+    # -- actions ------------------------------------------------------------
+
+    def _unique_name(self, base: str) -> str:
+        n = 1
+        while self.store.name_taken(f"{base}-{n}"):
+            n += 1
+        return f"{base}-{n}"
+
+    def _check_name(self, name: str | None) -> None:
+        if name is not None:
+            if not name.strip() or any(c.isspace() for c in name):
+                raise RequestError("bad_request", f"invalid run name {name!r}")
+            if self.store.name_taken(name):
+                raise RequestError("bad_request", f"a run named {name!r} already exists")
+
+    def _device(self, requested: str | None) -> str:
+        busy = {
+            int(r["device"].split(":")[1])
+            for r in self.store.runs_in_states(["starting", "running", "paused"])
+            if r["device"].startswith("cuda:")
+        }
+        return choose_device(requested, self.gpus, busy)
+
+    def start(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Create a run from a workload and overrides, and start it."""
+        cwd = _param(params, "cwd", str, os.getcwd())
+        spec = resolve_spec(_param(params, "workload", str), cwd)
+        overrides = _param(params, "overrides", list, [])
+        name = _param(params, "name", str, None)
+        steps = _param(params, "steps", int, None)
+        defaults = workload_defaults(spec)
+        config = apply_overrides(defaults, overrides, strict=bool(defaults))
+        if steps is not None:
+            if steps <= 0:
+                raise RequestError("bad_config", "--steps must be positive")
+            config["steps"] = steps
+        self._check_name(name)
+        device = self._device(_param(params, "device", str, None))
+        base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
+        run = self._new_run(spec, config, device, cwd, name or self._unique_name(base))
+        self.supervisor.launch(run, None, "started by user")
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    def _new_run(
+        self,
+        spec: str,
+        config: dict[str, Any],
+        device: str,
+        cwd: str,
+        name: str,
+        parent: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        run_id = new_run_id()
+        while self.store.get_run(run_id) is not None:
+            run_id = new_run_id()
+        run = {
+            "id": run_id,
+            "name": name,
+            "workload": spec,
+            "config": config,
+            "state": RunState.QUEUED.value,
+            "device": device,
+            "cwd": cwd,
+            "created": time.time(),
+            "parent_id": parent["id"] if parent else None,
+            "total_steps": config.get("steps") if isinstance(config.get("steps"), int) else None,
+            "released": False,
+        }
+        reason = f"forked from {parent['id']}" if parent else "created by user"
+        self.store.create_run(run, reason)
+        created = self.store.get_run(run_id)
+        assert created is not None
+        return created
+
+    def pause(self, params: dict[str, Any]) -> dict[str, Any]:
+        run = self.resolve(params.get("run"))
+        release = bool(_param(params, "release", bool, False))
+        check_action("release" if release else "pause", RunState(run["state"]), run["released"])
+        self.supervisor.send_control(run, "release" if release else "pause")
+        return self.summary(run)
+
+    def resume(self, params: dict[str, Any]) -> dict[str, Any]:
+        run = self.resolve(params.get("run"))
+        check_action("resume", RunState(run["state"]), run["released"])
+        if run["released"]:
+            if not run["checkpoint"]:
+                raise RequestError("invalid_state", f"run {run['id']} has no checkpoint to resume")
+            self.supervisor.launch(run, run["checkpoint"], "resumed from its checkpoint")
+        else:
+            self.supervisor.send_control(run, "resume")
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    def fork(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A child run from the parent's current step, with config overrides."""
+        parent = self.resolve(params.get("run"))
+        check_action("fork", RunState(parent["state"]), parent["released"])
+        overrides = _param(params, "overrides", list, [])
+        name = _param(params, "name", str, None)
+        self._check_name(name)
+        defaults = workload_defaults(parent["workload"])
+        config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
+        device = self._device(_param(params, "device", str, None) or parent["device"])
+        ready = parent["state"] == RunState.FINISHED or parent["released"]
+        if ready and not parent["checkpoint"]:
+            raise RequestError(
+                "invalid_state",
+                f"run {parent['id']} has no checkpoint (its workload tracks nothing)",
+            )
+        child = self._new_run(
+            parent["workload"],
+            config,
+            device,
+            parent["cwd"],
+            name or self._unique_name(f"{parent['name']}-fork"),
+            parent,
+        )
+        if ready:
+            self.supervisor.on_checkpoint(
+                parent["id"], child["id"], parent["checkpoint"], parent["step"]
+            )
+        else:
+            self.supervisor.send_control(parent, "checkpoint", child["id"])
+        return self.summary(self.store.get_run(child["id"]) or child)
+
+    def kill(self, params: dict[str, Any]) -> dict[str, Any]:
+        run = self.resolve(params.get("run"))
+        check_action("kill", RunState(run["state"]), run["released"])
+        grace = params.get("grace")
+        if grace is None:
+            grace = DEFAULT_KILL_GRACE
+        if not isinstance(grace, int | float) or grace < 0:
+            raise RequestError("bad_request", "grace must be zero or more seconds")
+        self.supervisor.kill(run, float(grace))
+        return self.summary(self.store.get_run(run["id"]) or run)

@@ -1,0 +1,432 @@
+"""The supervisor: starts runs, follows what their workers report, ends them.
+
+It never waits on a worker. Each run's shim and worker write to files in the
+run directory (see ``engine.paths``), and ``tick()`` — called by the daemon a
+few times a second — reads what is new: spool records become metrics and
+state changes, ``exit.json`` ends a generation. Because everything a worker
+says is on disk, a daemon that restarts picks up exactly where the last one
+stopped (``adopt_all``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from engine.paths import RunDir, StatePaths, read_json, write_json_atomic
+from engine.runs import RunState
+from engine.store import Store
+
+log = logging.getLogger("traintop.supervisor")
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+DEFAULT_KILL_GRACE = 10.0
+# How long a run may sit without a worker (no worker.json) before it is declared lost.
+SPAWN_TIMEOUT = 30.0
+# How long a dead worker's shim gets to write exit.json before the run is declared lost.
+EXIT_TIMEOUT = 5.0
+STDERR_TAIL_LINES = 20
+_ENGINE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class LiveRun:
+    """What the supervisor knows about a run that has (or had) a process."""
+
+    run_id: str
+    rundir: RunDir
+    generation: int
+    spool_offset: int
+    step: int = 0
+    pid: int | None = None
+    pgid: int | None = None
+    pid_start: float | None = None
+    shim: subprocess.Popen[bytes] | None = None
+    since: float = field(default_factory=time.monotonic)
+    dead_since: float | None = None
+    kill_deadline: float | None = None
+    ending: dict[str, Any] | None = None  # the released/finished record, once seen
+    error: str | None = None  # the message of an error record
+
+
+class Supervisor:
+    """Owns the processes of runs; the store is the truth it writes to."""
+
+    def __init__(self, paths: StatePaths, store: Store, publish: Publish) -> None:
+        self.paths = paths
+        self.store = store
+        self.publish = publish
+        self.live: dict[str, LiveRun] = {}
+        self.last_values: dict[str, dict[str, float | None]] = {}
+
+    # -- starting -----------------------------------------------------------
+
+    def launch(self, run: dict[str, Any], resume_from: str | None, reason: str) -> None:
+        """Start a new generation of ``run``: write launch.json, start its shim."""
+        rundir = self.paths.run_dir(run["id"])
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        rundir.checkpoints.mkdir(exist_ok=True)
+        generation = int(run["generation"]) + 1
+        for stale in (rundir.worker, rundir.exit):
+            stale.unlink(missing_ok=True)
+        control_offset = rundir.control.stat().st_size if rundir.control.exists() else 0
+        write_json_atomic(
+            rundir.launch,
+            {
+                "run_id": run["id"],
+                "name": run["name"],
+                "generation": generation,
+                "workload": run["workload"],
+                "config": run["config"],
+                "device": run["device"],
+                "resume_from": resume_from,
+                "control_offset": control_offset,
+                "cwd": run["cwd"],
+            },
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_ENGINE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
+        with open(rundir.path / "shim.log", "ab") as shim_log:
+            shim = subprocess.Popen(
+                [sys.executable, "-m", "engine.shim", str(rundir.path)],
+                stdin=subprocess.DEVNULL,
+                stdout=shim_log,
+                stderr=shim_log,
+                start_new_session=True,
+                close_fds=True,
+                env=env,
+                cwd=rundir.path,
+            )
+        self.store.set_state(
+            run["id"],
+            RunState.STARTING,
+            reason,
+            generation=generation,
+            started=time.time(),
+            released=False,
+            pid=None,
+            pgid=None,
+            pid_start=None,
+            exit_code=None,
+            exit_reason=None,
+        )
+        offset = int(run["spool_offset"])
+        self.live[run["id"]] = LiveRun(
+            run["id"], rundir, generation, offset, step=int(run["step"]), shim=shim
+        )
+        self._announce(run["id"])
+
+    def adopt_all(self) -> None:
+        """Follow every run a previous daemon left with a process (or about to have one)."""
+        active = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED)
+        for run in self.store.runs_in_states([s.value for s in active]):
+            if run["state"] == RunState.PAUSED and run["released"]:
+                continue
+            live = LiveRun(
+                run["id"],
+                self.paths.run_dir(run["id"]),
+                int(run["generation"]),
+                int(run["spool_offset"]),
+                step=int(run["step"]),
+                pid=run["pid"],
+                pgid=run["pgid"],
+                pid_start=run["pid_start"],
+            )
+            if run["exit_reason"] == KILL_REASON:
+                live.kill_deadline = time.monotonic() + float(run["kill_grace"] or 0)
+            self.live[run["id"]] = live
+            log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
+
+    # -- control ------------------------------------------------------------
+
+    def send_control(self, run: dict[str, Any], cmd: str, request: str | None = None) -> None:
+        """Append a command to the run's control file and nudge its worker."""
+        rundir = self.paths.run_dir(run["id"])
+        seq = int(run["control_seq"]) + 1
+        line = json.dumps({"seq": seq, "cmd": cmd, "request": request}) + "\n"
+        with open(rundir.control, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.store.update_run(run["id"], control_seq=seq)
+        live = self.live.get(run["id"])
+        if live is not None and live.pid is not None and self._alive(live):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(live.pid, signal.SIGUSR1)
+
+    def kill(self, run: dict[str, Any], grace: float) -> None:
+        """SIGTERM the run's process group now, SIGKILL it after ``grace`` seconds."""
+        live = self.live.get(run["id"])
+        if live is None:  # nothing running: queued, or paused with its memory released
+            self.store.set_state(
+                run["id"],
+                RunState.KILLED,
+                "killed by user",
+                ended=time.time(),
+                exit_reason="killed by user",
+            )
+            self._announce(run["id"])
+            return
+        self.store.update_run(run["id"], exit_reason=KILL_REASON, kill_grace=grace)
+        live.kill_deadline = time.monotonic() + grace
+        self._signal_group(live, signal.SIGTERM)
+
+    def _signal_group(self, live: LiveRun, sig: int) -> None:
+        if live.pgid is None or not self._alive(live):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(live.pgid, sig)
+
+    # -- following ----------------------------------------------------------
+
+    def tick(self) -> None:
+        """Read what every live run wrote since the last tick, and act on it."""
+        for run_id in list(self.live):
+            live = self.live[run_id]
+            try:
+                self._follow(live)
+            except Exception:
+                log.exception("following run %s failed", run_id)
+
+    def _follow(self, live: LiveRun) -> None:
+        if live.shim is not None:
+            live.shim.poll()  # reap it once it is done, so no zombie stays
+        if live.pid is None:
+            self._read_worker_file(live)
+        self._read_spool(live)
+        exit_info = read_json(live.rundir.exit)
+        if isinstance(exit_info, dict) and exit_info.get("generation") == live.generation:
+            self._read_spool(live)
+            self._finish(live, int(exit_info.get("returncode", -1)))
+            return
+        now = time.monotonic()
+        if live.pid is None:
+            if live.kill_deadline is not None and live.shim is None:
+                self._end(live, RunState.KILLED, "killed by user", None)
+            elif now - live.since > SPAWN_TIMEOUT:
+                self._end(live, RunState.FAILED, "lost: the worker never started", None)
+            return
+        if live.kill_deadline is not None and now >= live.kill_deadline:
+            self._signal_group(live, signal.SIGKILL)
+        if not self._alive(live):
+            live.dead_since = live.dead_since or now
+            if now - live.dead_since > EXIT_TIMEOUT:
+                state = RunState.KILLED if live.kill_deadline is not None else RunState.FAILED
+                reason = (
+                    "killed by user"
+                    if live.kill_deadline is not None
+                    else ("lost: the worker ended without an exit status")
+                )
+                self._end(live, state, reason, None)
+
+    def _read_worker_file(self, live: LiveRun) -> None:
+        info = read_json(live.rundir.worker)
+        if not isinstance(info, dict) or info.get("generation") != live.generation:
+            return
+        live.pid, live.pgid = int(info["pid"]), int(info["pgid"])
+        live.pid_start = float(info["create_time"])
+        self.store.update_run(live.run_id, pid=live.pid, pgid=live.pgid, pid_start=live.pid_start)
+        if live.kill_deadline is not None:  # a kill asked for before the worker existed
+            self._signal_group(live, signal.SIGTERM)
+
+    def _alive(self, live: LiveRun) -> bool:
+        """Is the worker the same process we started (pid and start time, never pid alone)?"""
+        if live.pid is None:
+            return False
+        try:
+            proc = psutil.Process(live.pid)
+            return (
+                abs(proc.create_time() - (live.pid_start or 0.0)) < 0.01
+                and proc.status() != psutil.STATUS_ZOMBIE
+            )
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    def _read_spool(self, live: LiveRun) -> None:
+        try:
+            with open(live.rundir.spool, "rb") as f:
+                f.seek(live.spool_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            return
+        points: list[list[Any]] = []
+        for raw in data[: end + 1].splitlines():
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                log.warning("run %s: skipping an unreadable spool line", live.run_id)
+                continue
+            if not isinstance(record, dict):
+                continue
+            if record.get("t") == "metrics":
+                points.extend(p for p in record.get("points", []) if len(p) == 4)
+            else:
+                self._on_record(live, record)
+        live.spool_offset += end + 1
+        # A point at step s means s steps were done before it, so s + 1 are done after.
+        live.step = max([live.step, *(int(p[0]) + 1 for p in points)])
+        self.store.add_metrics(live.run_id, points, live.spool_offset, live.step)
+        if points:
+            last = self.last_values.setdefault(live.run_id, {})
+            for _, key, value, _ in points:
+                last[key] = value
+            self.publish("metrics", {"run": live.run_id, "points": points})
+
+    def _on_record(self, live: LiveRun, record: dict[str, Any]) -> None:
+        kind = record.get("t")
+        step = int(record.get("step") or 0)
+        if kind == "state":
+            live.step = step if record.get("state") == "running" else max(live.step, step)
+        if kind == "error":
+            live.error = str(record.get("message", ""))
+        elif kind == "checkpoint":
+            self.on_checkpoint(live.run_id, str(record.get("request")), record.get("path"), step)
+        elif kind == "state":
+            state = record.get("state")
+            run = self.store.get_run(live.run_id)
+            if run is None:
+                return
+            if state == "running":
+                self.store.set_state(
+                    live.run_id,
+                    RunState.RUNNING,
+                    "worker is training",
+                    step=step,
+                    total_steps=record.get("total"),
+                )
+            elif state == "paused":
+                self.store.set_state(live.run_id, RunState.PAUSED, "paused by user", step=step)
+            elif state == "resumed":
+                self.store.set_state(live.run_id, RunState.RUNNING, "resumed by user", step=step)
+            elif state in ("released", "finished"):
+                live.ending = record
+                self.store.update_run(live.run_id, step=step, checkpoint=record.get("checkpoint"))
+            self._announce(live.run_id)
+
+    def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
+        """A worker wrote the checkpoint a fork asked for: start the child from it."""
+        child = self.store.get_run(child_id)
+        if child is None or child["state"] != RunState.QUEUED:
+            return  # already started (a replayed record) or killed meanwhile
+        if not path:
+            self.store.set_state(
+                child_id,
+                RunState.FAILED,
+                f"parent {parent_id} tracks nothing to checkpoint",
+                ended=time.time(),
+                exit_reason="parent tracks nothing to checkpoint",
+            )
+            self._announce(child_id)
+            return
+        self.store.update_run(child_id, fork_step=step, step=step)
+        child = self.store.get_run(child_id)
+        assert child is not None
+        self.launch(child, str(path), f"forked from {parent_id} at step {step}")
+
+    # -- ending -------------------------------------------------------------
+
+    def _finish(self, live: LiveRun, returncode: int) -> None:
+        run = self.store.get_run(live.run_id)
+        if run is None:
+            return
+        ending = live.ending or {}
+        if run["exit_reason"] == KILL_REASON:
+            self._end(live, RunState.KILLED, "killed by user", returncode)
+        elif ending.get("state") == "released" and returncode == 0:
+            self.live.pop(live.run_id, None)
+            self.store.set_state(
+                live.run_id,
+                RunState.PAUSED,
+                "paused; memory released",
+                released=True,
+                pid=None,
+                pgid=None,
+                pid_start=None,
+            )
+            self._announce(live.run_id)
+        elif returncode == 0:
+            self._end(live, RunState.FINISHED, "finished", 0)
+        else:
+            if live.error:
+                reason = live.error
+            elif returncode < 0:
+                reason = f"killed by signal {signal.Signals(-returncode).name}"
+            else:
+                reason = f"exited with code {returncode}"
+            self._end(live, RunState.FAILED, reason, returncode)
+
+    def _end(self, live: LiveRun, state: RunState, reason: str, returncode: int | None) -> None:
+        self.live.pop(live.run_id, None)
+        tail = stderr_tail(live.rundir.stderr) if state is RunState.FAILED else None
+        self.store.set_state(
+            live.run_id,
+            state,
+            reason,
+            ended=time.time(),
+            exit_code=returncode,
+            exit_reason=reason,
+            stderr_tail=tail,
+            pid=None,
+            pgid=None,
+            pid_start=None,
+        )
+        log.info("run %s %s: %s", live.run_id, state.value, reason)
+        self._settle_forks(live.run_id, state)
+        self._announce(live.run_id)
+
+    def _settle_forks(self, parent_id: str, state: RunState) -> None:
+        """Forks still waiting on a parent that ended: use its final checkpoint, or fail."""
+        parent = self.store.get_run(parent_id)
+        for child in self.store.runs_in_states([RunState.QUEUED.value]):
+            if child["parent_id"] != parent_id or parent is None:
+                continue
+            if state is RunState.FINISHED and parent["checkpoint"]:
+                self.on_checkpoint(parent_id, child["id"], parent["checkpoint"], parent["step"])
+            else:
+                self.store.set_state(
+                    child["id"],
+                    RunState.FAILED,
+                    f"parent {parent_id} {state.value} first",
+                    ended=time.time(),
+                    exit_reason=f"parent {state.value} before its checkpoint",
+                )
+                self._announce(child["id"])
+
+    def _announce(self, run_id: str) -> None:
+        run = self.store.get_run(run_id)
+        if run is not None:
+            self.publish("run", run)
+
+
+KILL_REASON = "kill requested"
+
+
+def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file (at most 64 KiB are read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
