@@ -89,9 +89,11 @@ class Engine:
 
 def _kill_leftovers(paths: StatePaths) -> None:
     """Stop the daemon and every process a test run left behind."""
-    with contextlib.suppress(EngineUnavailable, OSError):
-        with Client(paths).connect(autostart=False) as client:
-            client.call("shutdown")
+    with (
+        contextlib.suppress(EngineUnavailable, OSError),
+        Client(paths).connect(autostart=False) as client,
+    ):
+        client.call("shutdown")
     for worker in paths.runs.glob("*/worker.json"):
         with contextlib.suppress(Exception):
             info = json.loads(worker.read_text())
