@@ -1,0 +1,143 @@
+"""Atomic checkpoints of tracked objects plus every RNG state, loadable with weights_only.
+
+A checkpoint is a dict::
+
+    {"format": 1, "step": int, "config": {...},
+     "tracked": {name: state_dict or generator state},
+     "rng": {"torch": tensor, "cuda": [tensor, ...] | None,
+             "numpy": {...} | None, "python": {...}}}
+
+Only tensors and plain Python values are stored, because
+``torch.load(weights_only=True)`` refuses anything else (numpy arrays included).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+
+
+def _state_of(obj: object) -> Any:
+    """What a checkpoint stores for one tracked object."""
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    state_dict = getattr(obj, "state_dict", None)
+    if not callable(state_dict):
+        raise TypeError(f"cannot checkpoint {type(obj).__name__}: it has no state_dict()")
+    return state_dict()
+
+
+def _load_state(obj: object, state: Any) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+        return
+    load_state_dict = getattr(obj, "load_state_dict", None)
+    if not callable(load_state_dict):
+        raise TypeError(f"cannot restore {type(obj).__name__}: it has no load_state_dict()")
+    # Optimizers cast their state to each parameter's device; modules copy in place.
+    load_state_dict(state)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG state a training loop may draw from, as weights_only-safe values."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "cuda": None, "numpy": None}
+    # Only when CUDA is already initialised: querying it would otherwise start a context.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        states["numpy"] = {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        }
+    version, internal, gauss_next = random.getstate()
+    states["python"] = {"version": version, "state": list(internal), "gauss_next": gauss_next}
+    return states
+
+
+def restore_rng_states(states: Mapping[str, Any]) -> None:
+    """Put back the RNG states saved by :func:`rng_states`."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        # A checkpoint from more GPUs than we have: restore the ones that exist.
+        for index, state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
+    np_state = states.get("numpy")
+    if np_state is not None:
+        import numpy as np  # only when the checkpoint holds numpy state
+
+        keys = np_state["keys"].numpy().astype(np.uint32)
+        np.random.set_state(
+            (np_state["kind"], keys, np_state["pos"], np_state["has_gauss"],
+             np_state["cached_gaussian"])
+        )
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: Path | str, step: int, tracked: Mapping[str, object], config: Mapping[str, Any]
+) -> None:
+    """Write a checkpoint atomically: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "step": step,
+        "config": dict(config),
+        "tracked": {name: _state_of(obj) for name, obj in tracked.items()},
+        "rng": rng_states(),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The rename itself must survive a crash, not only the file's bytes.
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU, refusing anything but tensors and plain values."""
+    ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    if not isinstance(ckpt, dict) or "step" not in ckpt or "rng" not in ckpt:
+        raise ValueError(f"{path} is not a traintop checkpoint")
+    return ckpt
+
+
+def restore(ckpt: Mapping[str, Any], tracked: Mapping[str, object]) -> None:
+    """Load each tracked object's state from ``ckpt``, then every RNG state."""
+    saved = ckpt["tracked"]
+    missing = [name for name in tracked if name not in saved]
+    if missing:
+        have = ", ".join(sorted(saved)) or "nothing"
+        raise KeyError(f"checkpoint has no state for {', '.join(missing)} (it holds {have})")
+    for name, obj in tracked.items():
+        _load_state(obj, saved[name])
+    restore_rng_states(ckpt["rng"])
