@@ -1,0 +1,75 @@
+"""Checkpoints and the Run object in this process: round trips, RNG, tensor metrics."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.checkpoint import load_checkpoint, restore, save_checkpoint
+from engine.run_api import Run, RunConfig
+from engine.workloads import charlm
+
+
+def _draws() -> tuple[list[float], list[float], list[float]]:
+    return torch.rand(3).tolist(), [random.random() for _ in range(3)], list(np.random.rand(3))
+
+
+def test_round_trip_restores_state_and_every_rng(tmp_path: Path) -> None:
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(8, 4)).sum().backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    gen = torch.Generator().manual_seed(5)
+    tracked = {"model": model, "optimizer": optimizer, "data": gen}
+    path = tmp_path / "ckpt" / "a.pt"
+    save_checkpoint(path, 7, tracked, RunConfig(lr=0.1))
+    expected = _draws(), torch.rand(2, generator=gen).tolist()
+    assert not list(path.parent.glob(".*tmp"))  # no temp file left behind
+
+    model2 = nn.Linear(4, 2)
+    optimizer2 = torch.optim.AdamW(model2.parameters(), lr=0.5)
+    gen2 = torch.Generator()
+    ckpt = load_checkpoint(path)
+    assert (ckpt["step"], ckpt["config"]) == (7, {"lr": 0.1})
+    restore(ckpt, {"model": model2, "optimizer": optimizer2, "data": gen2})
+    assert (_draws(), torch.rand(2, generator=gen2).tolist()) == expected
+    assert torch.equal(model.weight, model2.weight)
+    assert optimizer2.state_dict()["param_groups"][0]["lr"] == 0.1
+
+
+def _run(tmp_path: Path, config: dict[str, object]) -> Run:
+    launch = {"run_id": "r", "name": "r", "generation": 3, "workload": "charlm",
+              "config": config, "device": "cpu", "resume_from": None, "control_offset": 0}
+    return Run(tmp_path, launch)
+
+
+def test_config_attribute_access_and_tensor_metrics(tmp_path: Path) -> None:
+    run = _run(tmp_path, {"lr": 0.5})
+    assert run.config.lr == run.config["lr"] == 0.5
+    weight = torch.ones(2, requires_grad=True)
+    for _ in run.steps(3):
+        run.log(loss=(weight * 2).sum(), vec=torch.tensor([1.0, 3.0]), n=4)
+    lines = [json.loads(line) for line in (tmp_path / "spool.jsonl").read_text().splitlines()]
+    points = [p[:3] for r in lines if r["t"] == "metrics" for p in r["points"]]
+    assert points[:3] == [[0, "loss", 4.0], [0, "vec", 2.0], [0, "n", 4.0]]
+    assert {r["gen"] for r in lines} == {3}
+    assert lines[-1]["state"] == "finished" and lines[-1]["checkpoint"] is None
+
+
+def test_charlm_trains_a_few_steps(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("hello traintop, " * 200)
+    config = {"steps": 4, "lr": 3e-3, "batch": 4, "block": 16, "layers": 1, "d_model": 16,
+              "heads": 2, "dropout": 0.1, "weight_decay": 0.0, "seed": 0, "warmup": 2,
+              "eval_every": 2, "text": str(text)}
+    run = _run(tmp_path, config)
+    charlm.train(run)
+    lines = [json.loads(line) for line in (tmp_path / "spool.jsonl").read_text().splitlines()]
+    keys = {p[1] for r in lines if r["t"] == "metrics" for p in r["points"]}
+    assert keys == {"loss", "lr", "val_loss"}
+    assert Path(lines[-1]["checkpoint"]).name == "final.pt"
