@@ -63,8 +63,12 @@ def decode(body: bytes) -> dict[str, Any]:
     """Parse a frame body; it must be a JSON object."""
     try:
         message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers over Python's digit limit;
+        # RecursionError, arrays or objects nested too deep to parse.
+        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
     return message
