@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from engine.client import Client, EngineError, EngineUnavailable
+from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.format import format_table, run_line_values
 
 ACTIVE_WAIT = ("queued", "starting")
@@ -267,6 +268,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        runs = start_demo(client)
+        print(f"demo: {len(runs)} charlm runs; a fork follows at step {FORK_AFTER_STEPS}")
+        if args.once or not sys.stdout.isatty():
+            return 0
+        try:
+            while True:  # a plain live view until the TUI takes over this command
+                maybe_fork(client)
+                rows = [run_line_values(r) for r in client.call("list_runs")]
+                table = format_table(
+                    ["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows
+                )
+                sys.stdout.write("\x1b[H\x1b[2J" + table + "\n\n(ctrl-c leaves; runs go on)\n")
+                sys.stdout.flush()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     if args.action == "start":
         with _client(args) as client:
@@ -371,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output")
+
+    p = add("demo", cmd_demo, "start demo charlm runs (and a fork) and watch them")
+    p.add_argument("--once", action="store_true", help="start the runs and return")
 
     p = add("engine", cmd_engine, "start, stop or inspect the engine daemon")
     p.add_argument("action", choices=["start", "stop", "status"])

@@ -1,0 +1,56 @@
+"""``traintop demo``: a few live charlm runs, so every panel has something to show."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from engine.client import Client
+
+DEMO_RUNS = {
+    "demo-lr1e-3": ["lr=1e-3"],
+    "demo-lr3e-3": ["lr=3e-3"],
+    "demo-lr1e-2": ["lr=1e-2"],
+}
+DEMO_SIZE = ["steps=2000", "d_model=64", "layers=2", "batch=16"]
+FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
+FORK_AFTER_STEPS = 100
+
+
+def start_demo(client: Client) -> list[dict[str, Any]]:
+    """Start the demo runs that are not already there; returns every demo run."""
+    existing = {r["name"]: r for r in client.call("list_runs")}
+    for name, overrides in DEMO_RUNS.items():
+        if name not in existing:
+            client.call(
+                "start",
+                workload="charlm",
+                overrides=[*DEMO_SIZE, *overrides],
+                name=name,
+                device=None,
+                cwd="/",
+            )
+    return [r for r in client.call("list_runs") if r["name"].startswith("demo-")]
+
+
+def maybe_fork(client: Client) -> dict[str, Any] | None:
+    """Once the middle run is a little way in, fork it with a lower learning rate."""
+    runs = {r["name"]: r for r in client.call("list_runs")}
+    parent = runs.get("demo-lr3e-3")
+    if FORK_NAME in runs or parent is None or parent["state"] != "running":
+        return None
+    if parent["step"] < FORK_AFTER_STEPS:
+        return None
+    fork: dict[str, Any] = client.call(
+        "fork", run=parent["id"], overrides=["lr=1e-3"], name=FORK_NAME
+    )
+    return fork
+
+
+def wait_and_fork(client: Client, timeout: float) -> None:
+    """Poll until the demo fork exists (or ``timeout`` seconds pass)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if maybe_fork(client) is not None:
+            return
+        time.sleep(1.0)
