@@ -7,6 +7,7 @@ so a refused request changes nothing stored.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
 from engine.workloads.registry import WorkloadError, workload_defaults
 
 LOG_CHUNK = 256 * 1024
+# What SQLite can store as an integer.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class RequestError(Exception):
@@ -33,13 +36,22 @@ class RequestError(Exception):
 
 
 def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
-    value = params.get(name, default)
-    if value is ...:
-        raise RequestError("bad_request", f"missing parameter {name!r}")
-    if value is not None and value is not default and not isinstance(value, kind):
+    value = params.get(name)
+    if value is None:  # null is the same as leaving the parameter out
+        if default is ...:
+            raise RequestError("bad_request", f"missing parameter {name!r}")
+        return default
+    # bool is an int to isinstance, but true is no step count or offset.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RequestError("bad_request", f"parameter {name!r} must be {kind.__name__}")
-    if kind is list and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise RequestError("bad_request", f"parameter {name!r} is out of range")
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items) and isinstance(value, list):
         raise RequestError("bad_request", f"parameter {name!r} must be a list of strings")
+    # A NUL byte cannot be part of a path, an argument or a name; refuse it up front.
+    if any(isinstance(v, str) and "\0" in v for v in items):
+        raise RequestError("bad_request", f"parameter {name!r} contains a NUL character")
     return value
 
 
@@ -297,7 +309,12 @@ class Engine:
         grace = params.get("grace")
         if grace is None:
             grace = DEFAULT_KILL_GRACE
-        if not isinstance(grace, int | float) or grace < 0:
+        # Not true/false, and not NaN or infinity, which json.loads lets through.
+        if (
+            not isinstance(grace, int | float)
+            or isinstance(grace, bool)
+            or not 0 <= grace <= sys.float_info.max
+        ):
             raise RequestError("bad_request", "grace must be zero or more seconds")
         self.supervisor.kill(run, float(grace))
         return self.summary(self.store.get_run(run["id"]) or run)
