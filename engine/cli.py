@@ -21,6 +21,8 @@ from engine.format import format_table, run_line_values
 
 ACTIVE_WAIT = ("queued", "starting")
 ENDED = ("finished", "failed", "killed")
+# How long start and fork wait for a running run's first step, to catch early failures.
+FIRST_STEP_WAIT = 5.0
 
 
 class UsageError(Exception):
@@ -47,6 +49,24 @@ def _wait_for(
     while not done(run) and time.monotonic() < deadline:
         time.sleep(0.1)
         run = client.call("get_run", run=run_id)
+    return run
+
+
+def _wait_training(client: Client, run_id: str) -> dict[str, Any]:
+    """Wait until a new run has taken a step (or ended, or a few seconds passed).
+
+    Seeing ``running`` is not enough: a workload that raises in its first step
+    is reported as a failure, not as started.
+    """
+    run = _wait_for(client, run_id, lambda r: r["state"] not in ACTIVE_WAIT, 60)
+    if run["state"] == "running":
+        first = run["step"]
+        run = _wait_for(
+            client,
+            run_id,
+            lambda r: r["state"] != "running" or r["step"] > first,
+            FIRST_STEP_WAIT,
+        )
     return run
 
 
@@ -84,7 +104,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             cwd=os.getcwd(),
         )
         if not args.no_wait:
-            run = _wait_for(client, run["id"], lambda r: r["state"] not in ACTIVE_WAIT, 60)
+            run = _wait_training(client, run["id"])
     if args.json:
         print(json.dumps(run))
     else:
@@ -183,7 +203,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
             device=args.device,
         )
         if not args.no_wait:
-            child = _wait_for(client, child["id"], lambda r: r["state"] not in ACTIVE_WAIT, 60)
+            child = _wait_training(client, child["id"])
     if args.json:
         print(json.dumps(child))
     else:
