@@ -1,0 +1,71 @@
+"""The SQLite store: schema versions, exactly-once metric batches, run lookup."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.store import SCHEMA_VERSION, Store, StoreError
+
+
+def _run(run_id: str, name: str) -> dict[str, object]:
+    return {
+        "id": run_id,
+        "name": name,
+        "workload": "synthetic",
+        "config": {"lr": 0.1},
+        "state": "queued",
+        "device": "cpu",
+        "cwd": "/",
+        "created": time.time(),
+        "released": False,
+    }
+
+
+def test_new_store_is_at_the_current_version_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    assert store.version == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    reopened = Store(tmp_path / "s.sqlite")  # migrating again is a no-op
+    assert reopened.version == SCHEMA_VERSION
+
+
+def test_a_store_from_a_newer_traintop_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_metric_batches_move_the_spool_offset_in_the_same_transaction(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    store.add_metrics("abc234", [[0, "loss", 1.5, 1.0], [1, "loss", float("nan"), 2.0]], 120, 2)
+    run = store.get_run("abc234")
+    assert run is not None and run["spool_offset"] == 120 and run["step"] == 2
+    assert store.metrics("abc234") == [(0, "loss", 1.5, 1.0), (1, "loss", None, 2.0)]
+    with pytest.raises(ValueError):  # a bad point rolls the whole batch back
+        store.add_metrics("abc234", [[2, "loss", 1.0, 3.0], [3, "loss", "x", 4.0]], 999, 4)
+    run = store.get_run("abc234")
+    assert run is not None and run["spool_offset"] == 120
+    assert store.metric_count("abc234") == 2
+
+
+def test_runs_match_by_name_then_id_prefix(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "first"), "created")
+    store.create_run(_run("abd567", "abc"), "created")
+    assert [r["id"] for r in store.match_runs("abc")] == ["abd567"]  # the name wins
+    assert [r["id"] for r in store.match_runs("ab")] == ["abc234", "abd567"]
+    assert store.match_runs("a%") == []  # LIKE wildcards are escaped
+    store.set_state("abc234", "starting", "started by user")
+    assert [e["state"] for e in store.events("abc234")] == ["queued", "starting"]
