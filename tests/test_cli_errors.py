@@ -1,0 +1,213 @@
+"""User mistakes at the command line: one line on stderr, a non-zero exit, nothing stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Engine
+
+BOOM = """\
+def train(run):
+    for step in run.steps(10):
+        raise ValueError('boom')
+"""
+NO_IMPORT = """\
+import traintop_no_such_module
+
+def train(run):
+    pass
+"""
+
+
+def stored(engine: Engine) -> Any:
+    """What the engine keeps: each run as listed, its event count, and the run directories."""
+    listed = engine.cli("ls", "--json")
+    assert listed.code == 0
+    runs = engine.call("list_runs")
+    assert [r["id"] for r in listed.json()] == [r["id"] for r in runs]
+    keep = ("id", "name", "workload", "config", "state", "released", "exit_code", "device")
+    rows = [{k: r[k] for k in keep} for r in runs]
+    events = {r["id"]: len(engine.run(r["id"])["events"]) for r in runs}
+    dirs = sorted(p.name for p in engine.paths.runs.iterdir())
+    return rows, events, dirs
+
+
+def refused(engine: Engine, *argv: str, code: int = 1, mentions: str = "") -> str:
+    """Run a command that must fail cleanly; returns its one line of error."""
+    before = stored(engine)
+    result = engine.cli(*argv)
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("traintop: "), lines
+    assert result.out == ""
+    assert mentions.lower() in lines[0].lower(), lines[0]
+    assert stored(engine) == before
+    return lines[0]
+
+
+@pytest.fixture
+def workload_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "workloads"
+    folder.mkdir()
+    (folder / "good.py").write_text("def train(run):\n    pass\n")
+    (folder / "broken.py").write_text("def train(run):\n    return (\n")
+    (folder / "boom.py").write_text(BOOM)
+    (folder / "noimport.py").write_text(NO_IMPORT)
+    return folder
+
+
+# -- mistakes that need no run -----------------------------------------------------
+
+USAGE_ERRORS = {
+    "unknown flag": (["ls", "--bogus"], "--bogus"),
+    "unknown command": (["frobnicate"], "frobnicate"),
+    "missing argument": (["show"], "run"),
+    "flag value not a number": (["start", "synthetic", "--steps", "many"], "many"),
+    "bad choice": (["export", "abc", "--format", "xml"], "xml"),
+}
+
+
+@pytest.mark.parametrize("argv, mentions", USAGE_ERRORS.values(), ids=USAGE_ERRORS.keys())
+def test_malformed_command_line_exits_2(engine: Engine, argv: list[str], mentions: str) -> None:
+    line = refused(engine, *argv, code=2, mentions=mentions)
+    assert "--help" in line
+
+
+REFUSED = {
+    "unknown run": (["show", "zzzzzz"], "no run matches"),
+    "unknown run to kill": (["kill", "zzzzzz"], "no run matches"),
+    "unknown run to pause": (["pause", "zz"], "no run matches"),
+    "unknown run to fork": (["fork", "zzzzzz", "lr=1"], "no run matches"),
+    "unknown run logs": (["logs", "zzzzzz"], "no run matches"),
+    "unknown run export": (["export", "zzzzzz"], "no run matches"),
+    "empty run ref": (["show", ""], "run id or name"),
+    "bad override key": (["start", "synthetic", "nosuchkey=1"], "nosuchkey"),
+    "bad override value": (["start", "synthetic", "lr=abc"], "lr=abc"),
+    "fractional int": (["start", "synthetic", "steps=1.5"], "integer"),
+    "malformed override": (["start", "synthetic", "lr"], "key=value"),
+    "empty override key": (["start", "synthetic", "=3"], "key=value"),
+    "non-positive --steps": (["start", "synthetic", "--steps", "0"], "positive"),
+    "missing file": (["start", "/nope/x.py"], "not found"),
+    "unknown built-in": (["start", "nosuchworkload"], "unknown workload"),
+    "unknown device": (["start", "synthetic", "--device", "tpu"], "tpu"),
+    "no such GPU": (["start", "synthetic", "--device", "cuda:99"], "cuda:99"),
+    "bad name": (["start", "synthetic", "--name", "two words"], "name"),
+}
+
+
+@pytest.mark.parametrize("argv, mentions", REFUSED.values(), ids=REFUSED.keys())
+def test_refused_requests_exit_1(engine: Engine, argv: list[str], mentions: str) -> None:
+    refused(engine, *argv, mentions=mentions)
+
+
+def test_cuda_without_a_gpu(engine: Engine) -> None:
+    if engine.call("status")["gpus"]:
+        pytest.skip("this machine has a GPU")
+    refused(engine, "start", "synthetic", "--device", "cuda", mentions="no NVIDIA GPU")
+
+
+def test_bad_workload_files(
+    engine: Engine, workload_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workload_dir)
+    refused(engine, "start", "good.py:nofn", mentions="no top-level function nofn")
+    refused(engine, "start", f"{workload_dir}/good.py:nofn", mentions="nofn")
+    refused(engine, "start", "broken.py", mentions="syntax error")
+    refused(engine, "start", "missing.py", mentions=str(workload_dir / "missing.py"))
+    refused(engine, "start", "good.py", "--device", "gpu", mentions="unknown device")
+    assert engine.cli("ls", "--json").json() == []
+
+
+# -- mistakes about existing runs ----------------------------------------------------
+
+
+def test_wrong_state_and_duplicate_names(engine: Engine) -> None:
+    finished = engine.call("start", workload="synthetic", name="done", overrides=["steps=3"])
+    running = engine.call(
+        "start", workload="synthetic", name="busy", overrides=["steps=100000", "sleep=0.01"]
+    )
+    engine.wait_state(finished["id"], "finished")
+    engine.wait_step(running["id"], 1)
+    assert engine.run(running["id"])["state"] == "running"
+
+    refused(engine, "resume", running["id"], mentions="cannot resume a run that is running")
+    refused(engine, "resume", "busy", mentions="cannot resume")
+    refused(engine, "pause", finished["id"], mentions="cannot pause a run that is finished")
+    refused(engine, "pause", "done", "--release", mentions="cannot release")
+    refused(engine, "kill", finished["id"], mentions="cannot kill a run that is finished")
+    refused(engine, "resume", "done", mentions="cannot resume a run that is finished")
+    refused(engine, "kill", "busy", "--grace", "-1", mentions="grace")
+    refused(engine, "start", "synthetic", "--name", "done", mentions="already exists")
+    refused(engine, "start", "synthetic", "--name", "busy", mentions="already exists")
+    refused(engine, "fork", "busy", "--name", "done", mentions="already exists")
+    refused(engine, "fork", "done", "nosuchkey=1", mentions="nosuchkey")
+    assert engine.run("busy")["state"] == "running"
+
+
+def test_ambiguous_prefix(engine: Engine, workload_dir: Path) -> None:
+    """Runs are made until two ids share a first character (at most 33: pigeonhole)."""
+    spec = str(workload_dir / "noimport.py")
+    firsts: dict[str, str] = {}
+    while True:
+        result = engine.cli("start", spec, "--no-wait", "--json")
+        assert result.code == 0, result
+        run_id = result.json()["id"]
+        if run_id[0] in firsts:
+            break
+        firsts[run_id[0]] = run_id
+    pair = sorted([firsts[run_id[0]], run_id])
+    for run in [*firsts.values(), run_id]:
+        engine.wait_state(run, "failed")  # settled, so nothing stored moves under us
+    prefix = run_id[0]
+
+    line = refused(engine, "show", prefix, mentions="ambiguous")
+    assert all(run in line for run in pair)
+    refused(engine, "kill", prefix, mentions="ambiguous")
+    refused(engine, "logs", prefix, mentions="ambiguous")
+    refused(engine, "fork", prefix, mentions="ambiguous")
+    # The full id, and the name, still pick one run.
+    shown = engine.cli("show", pair[0], "--json")
+    assert shown.code == 0 and shown.json()["id"] == pair[0]
+    name = shown.json()["name"]
+    assert engine.cli("show", name, "--json").json()["id"] == pair[0]
+
+
+# -- a workload that fails -----------------------------------------------------------
+
+
+def test_failing_workload_is_reported_and_stored(engine: Engine, workload_dir: Path) -> None:
+    result = engine.cli("start", str(workload_dir / "boom.py"), "--name", "boom")
+    assert result.code == 1, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "failed" in lines[0]
+    assert "ValueError" in lines[0] and "boom" in lines[0]
+    assert "Traceback" not in result.err
+
+    run = engine.run("boom")
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 1
+    assert "ValueError: boom" in run["exit_reason"]
+    tail = run["stderr_tail"]
+    assert "Traceback (most recent call last)" in tail
+    assert "raise ValueError('boom')" in tail
+    assert [e["state"] for e in run["events"]][-1] == "failed"
+
+    shown = engine.cli("show", "boom")
+    assert shown.code == 0
+    assert "ValueError: boom" in shown.out
+
+
+def test_failing_import_is_reported(engine: Engine, workload_dir: Path) -> None:
+    result = engine.cli("start", str(workload_dir / "noimport.py"))
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "traintop_no_such_module" in lines[0]
+    run = engine.cli("ls", "--json").json()[0]
+    assert run["state"] == "failed"
+    assert run["exit_code"] == 1
