@@ -78,7 +78,7 @@ class Connection:
             return False
         if self.writer.transport.get_write_buffer_size() > MAX_PENDING_BYTES:
             log.warning("dropping a subscriber that stopped reading")
-            self.writer.close()
+            self.writer.transport.abort()  # close() would keep the backlog until it drains
             return False
         self.writer.write(protocol.encode(message))
         return True

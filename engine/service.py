@@ -55,6 +55,12 @@ def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) ->
     return value
 
 
+def _check_steps(config: dict[str, Any]) -> None:
+    steps = config.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps <= 0:
+        raise RequestError("bad_config", f"steps={steps}: must be positive")
+
+
 def resolve_spec(spec: str, cwd: str) -> str:
     """Make the file part of ``file.py[:function]`` absolute, relative to the client's cwd."""
     path, sep, function = spec.partition(":")
@@ -212,9 +218,8 @@ class Engine:
         defaults = workload_defaults(spec)
         config = apply_overrides(defaults, overrides, strict=bool(defaults))
         if steps is not None:
-            if steps <= 0:
-                raise RequestError("bad_config", "--steps must be positive")
             config["steps"] = steps
+        _check_steps(config)
         self._check_name(name)
         device = self._device(_param(params, "device", str, None))
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
@@ -280,6 +285,7 @@ class Engine:
         self._check_name(name)
         defaults = workload_defaults(parent["workload"])
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
+        _check_steps(config)
         device = self._device(_param(params, "device", str, None) or parent["device"])
         ready = parent["state"] == RunState.FINISHED or parent["released"]
         if ready and not parent["checkpoint"]:
