@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from engine.client import Client, EngineError, EngineUnavailable
 from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.format import format_table, run_line_values
+from engine.linger import logout_warning
 
 ACTIVE_WAIT = ("queued", "starting")
 ENDED = ("finished", "failed", "killed")
@@ -333,6 +334,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
+    warning = logout_warning()
+    if warning:
+        print(f"warning: {warning}")
     return 0
 
 
