@@ -1,0 +1,145 @@
+"""How much does ``run.log`` cost?  Run: ``.venv/bin/python bench/log_overhead.py``.
+
+(a) Median cost of one ``run.log(loss=float)`` call, against tensorboardX's
+    ``SummaryWriter.add_scalar`` measured the same way in the same process.
+(b) Slowdown of a tiny CPU training loop driven by ``run.steps`` with a
+    ``run.log(loss=tensor)`` every step, against a plain ``range`` loop with no
+    logging; repetitions interleaved so drift hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.run_api import Run  # noqa: E402
+
+BATCH_CALLS = 1000
+BATCHES = 300
+TRAIN_STEPS = 2000
+TRAIN_REPS = 21
+
+
+def make_run(run_dir: Path) -> Run:
+    """A Run on a scratch directory, as the worker would build it."""
+    launch = {"run_id": "bench", "name": "bench", "generation": 1, "workload": "synthetic",
+              "config": {}, "device": "cpu", "resume_from": None, "control_offset": 0}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Run(run_dir, launch)
+
+
+def median_ns_per_call(call: Callable[[int], None], between: Callable[[], None]) -> float:
+    """Median over batches of the time per call, in nanoseconds."""
+    per_call: list[float] = []
+    for batch in range(BATCHES):
+        start = time.perf_counter_ns()
+        for i in range(BATCH_CALLS):
+            call(i)
+        per_call.append((time.perf_counter_ns() - start) / BATCH_CALLS)
+        if batch % 10 == 9:
+            between()  # flushing is not part of a call; it happens at step boundaries
+    return statistics.median(per_call)
+
+
+def bench_log_call(scratch: Path) -> tuple[float, float]:
+    """(ours, tensorboardX) median ns per call of logging one float."""
+    from tensorboardX import SummaryWriter
+
+    run = make_run(scratch / "run")
+    log = run.log
+    ours = median_ns_per_call(lambda i: log(loss=1.0), run.flush)
+    writer = SummaryWriter(str(scratch / "tb"))
+    add = writer.add_scalar
+    theirs = median_ns_per_call(lambda i: add("loss", 1.0, i), writer.flush)
+    writer.close()
+    return ours, theirs
+
+
+def train_loop(run: Run | None) -> float:
+    """Seconds for TRAIN_STEPS steps of a tiny MLP, logged through ``run`` if given."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(64, 32), torch.randn(64, 1)
+    steps = range(TRAIN_STEPS) if run is None else run.steps(TRAIN_STEPS)
+    # CPU time of this process: on a shared VM, wall time mostly measures the neighbours.
+    start = time.process_time()
+    for _ in steps:
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        if run is not None:
+            run.log(loss=loss.detach())
+    return time.process_time() - start
+
+
+def bench_training(scratch: Path) -> tuple[float, float, float]:
+    """(median logged/plain ratio over adjacent pairs, min logged s, min plain s)."""
+    # One thread: ops this small gain nothing from more, and spinning OpenMP
+    # threads make the timing hostage to whatever else the machine runs.
+    torch.set_num_threads(1)
+    train_loop(None)  # warm up allocator and kernels
+    logged, plain, ratios = [], [], []
+    for rep in range(TRAIN_REPS):
+        # Alternate which goes first, so a slow patch of the machine is shared.
+        if rep % 2:
+            p = train_loop(None)
+            lg = train_loop(make_run(scratch / f"train-{rep}"))
+        else:
+            lg = train_loop(make_run(scratch / f"train-{rep}"))
+            p = train_loop(None)
+        logged.append(lg)
+        plain.append(p)
+        ratios.append(lg / p)
+    return statistics.median(ratios), min(logged), min(plain)
+
+
+def bench_step_overhead(scratch: Path) -> float:
+    """Nanoseconds per step of ``run.steps`` + ``run.log(loss=tensor)`` alone, flushes included."""
+    loss = torch.tensor(1.0)
+    per_step: list[float] = []
+    for rep in range(5):
+        run = make_run(scratch / f"steps-{rep}")
+        log = run.log
+        start = time.perf_counter_ns()
+        for _ in run.steps(200_000):
+            log(loss=loss)
+        per_step.append((time.perf_counter_ns() - start) / 200_000)
+    return statistics.median(per_step)
+
+
+def main() -> int:
+    """Print the measurements; always exits 0 (targets are reported, not asserted)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        ours, theirs = bench_log_call(scratch)
+        print(f"run.log(loss=float):        median {ours:8.1f} ns per call")
+        print(f"tensorboardX add_scalar:    median {theirs:8.1f} ns per call")
+        print(f"tensorboardX / run.log:     {theirs / ours:8.1f}x  (target >= 10x, ours < 2000 ns)")
+        overhead = bench_step_overhead(scratch)
+        print(f"run.steps + run.log(loss=tensor), no training: {overhead:8.1f} ns per step "
+              "(flushes included)")
+        ratio, logged, plain = bench_training(scratch)
+        step_us = plain / TRAIN_STEPS * 1e6
+        print(f"tiny MLP, {TRAIN_STEPS} steps of {step_us:.0f} us (CPU time, 1 thread), "
+              f"{TRAIN_REPS} interleaved pairs; fastest plain {plain:.4f} s, fastest with "
+              f"run.steps + run.log every step {logged:.4f} s")
+        print(f"training slowdown from logging: {100 * (ratio - 1):+.2f}% (median of pair "
+              f"ratios), {100 * (logged / plain - 1):+.2f}% (ratio of fastest); target < 1%")
+        print(f"  implied by the per-step cost above: {100 * overhead / (step_us * 1000):.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
