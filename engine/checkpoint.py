@@ -4,6 +4,7 @@ A checkpoint is a dict::
 
     {"format": 1, "step": int, "config": {...},
      "tracked": {name: state_dict or generator state},
+     "initial_hparams": {optimizer name: [hyper-parameters of each group as built]},
      "rng": {"torch": tensor, "cuda": [tensor, ...] | None,
              "numpy": {...} | None, "python": {...}}}
 
@@ -44,6 +45,42 @@ def _load_state(obj: object, state: Any) -> None:
         raise TypeError(f"cannot restore {type(obj).__name__}: it has no load_state_dict()")
     # Optimizers cast their state to each parameter's device; modules copy in place.
     load_state_dict(state)
+
+
+def optimizer_hparams(obj: object) -> list[dict[str, Any]] | None:
+    """An optimizer's per-group hyper-parameters (lr, momentum...), or None if not one."""
+    if not isinstance(obj, torch.optim.Optimizer):
+        return None
+    return [
+        {key: value.clone() if isinstance(value, torch.Tensor) else value
+         for key, value in group.items() if key != "params"}
+        for group in obj.param_groups
+    ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return bool(a == b)
+
+
+def _keep_overridden_hparams(
+    optimizer: object, fresh: list[dict[str, Any]] | None, initial: list[dict[str, Any]] | None
+) -> None:
+    """After loading an optimizer, put back the hyper-parameters the new config changed.
+
+    A fork with ``lr`` overridden builds its optimizer with the new lr, and
+    load_state_dict would silently bring back the parent's. A value that the
+    new config did not change keeps the checkpoint's value, which a scheduler
+    may have moved since, so a fork without overrides stays bit-exact.
+    """
+    if fresh is None or initial is None or len(fresh) != len(initial):
+        return
+    groups = optimizer.param_groups  # type: ignore[attr-defined]
+    for group, new, old in zip(groups, fresh, initial, strict=True):
+        for key, value in new.items():
+            if key in old and not _same(value, old[key]):
+                group[key] = value
 
 
 def rng_states() -> dict[str, Any]:
@@ -97,9 +134,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(
-    path: Path | str, step: int, tracked: Mapping[str, object], config: Mapping[str, Any]
+    path: Path | str,
+    step: int,
+    tracked: Mapping[str, object],
+    config: Mapping[str, Any],
+    initial_hparams: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """Write a checkpoint atomically: readers see the old file or the whole new one."""
+    """Write a checkpoint atomically: readers see the old file or the whole new one.
+
+    ``initial_hparams``: each tracked optimizer's hyper-parameters as it was built
+    (see :func:`optimizer_hparams`), so a restore can tell which ones a fork changed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -107,6 +152,7 @@ def save_checkpoint(
         "step": step,
         "config": dict(config),
         "tracked": {name: _state_of(obj) for name, obj in tracked.items()},
+        "initial_hparams": dict(initial_hparams or {}),
         "rng": rng_states(),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -138,6 +184,9 @@ def restore(ckpt: Mapping[str, Any], tracked: Mapping[str, object]) -> None:
     if missing:
         have = ", ".join(sorted(saved)) or "nothing"
         raise KeyError(f"checkpoint has no state for {', '.join(missing)} (it holds {have})")
+    initial = ckpt.get("initial_hparams") or {}
     for name, obj in tracked.items():
+        fresh = optimizer_hparams(obj)
         _load_state(obj, saved[name])
+        _keep_overridden_hparams(obj, fresh, initial.get(name))
     restore_rng_states(ckpt["rng"])

@@ -64,6 +64,7 @@ class Run:
         self._resume_ckpt: dict[str, Any] | None = None
         self._rng_restored = False
         self._tracked: dict[str, object] = {}
+        self._initial_hparams: dict[str, list[dict[str, Any]]] = {}
         self._buf: list[LoggedCall] = []
         self._now = time.time()
         self._last_flush = self._now
@@ -79,10 +80,14 @@ class Run:
 
     def track(self, **objects: object) -> None:
         """Name what checkpoints hold; when resuming, restore it (and RNG) right away."""
-        self._tracked.update(objects)
-        if self._resume_from:
-            from engine.checkpoint import restore
+        from engine.checkpoint import optimizer_hparams, restore
 
+        self._tracked.update(objects)
+        for name, obj in objects.items():
+            hparams = optimizer_hparams(obj)  # as built from this run's config
+            if hparams is not None:
+                self._initial_hparams[name] = hparams
+        if self._resume_from:
             ckpt = self._resume_checkpoint()
             restore(ckpt, objects)
             self._rng_restored = True
@@ -219,7 +224,7 @@ class Run:
         from engine.checkpoint import save_checkpoint
 
         path = self._checkpoint_dir / filename
-        save_checkpoint(path, self.step, self._tracked, self.config)
+        save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
         return str(path)
 
     def _finish(self, save: bool) -> None:

@@ -73,3 +73,31 @@ def test_charlm_trains_a_few_steps(tmp_path: Path) -> None:
     keys = {p[1] for r in lines if r["t"] == "metrics" for p in r["points"]}
     assert keys == {"loss", "lr", "val_loss"}
     assert Path(lines[-1]["checkpoint"]).name == "final.pt"
+
+
+def _sgd(lr: float) -> tuple[nn.Linear, torch.optim.SGD]:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+def test_restore_keeps_hyperparameters_a_fork_overrides(tmp_path: Path) -> None:
+    from engine.checkpoint import optimizer_hparams
+
+    model, optimizer = _sgd(0.1)
+    initial = {"optimizer": optimizer_hparams(optimizer) or []}
+    model(torch.ones(2, 3)).sum().backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    optimizer.param_groups[0]["lr"] = 0.05  # as a scheduler would have moved it
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, 1, {"model": model, "optimizer": optimizer}, {}, initial)
+
+    same_model, same = _sgd(0.1)  # no override: the checkpoint's scheduled lr comes back
+    restore(load_checkpoint(path), {"model": same_model, "optimizer": same})
+    assert same.param_groups[0]["lr"] == 0.05
+    forked_model, forked = _sgd(0.3)  # lr overridden: the new value wins
+    restore(load_checkpoint(path), {"model": forked_model, "optimizer": forked})
+    assert forked.param_groups[0]["lr"] == 0.3
+    assert forked.param_groups[0]["momentum"] == 0.9
+    assert torch.equal(forked.state_dict()["state"][0]["momentum_buffer"],
+                       optimizer.state_dict()["state"][0]["momentum_buffer"])

@@ -172,11 +172,18 @@ def test_fork_from_checkpoint_reproduces_parent(tmp_path: Path) -> None:
     answer = wait_until(lambda: [r for r in records(parent_dir) if r["t"] == "checkpoint"])[0]
     assert answer["request"] == "fork-1"
     child = launch(child_dir, {**SLOW, "sleep": 0.0}, resume_from=answer["path"])
+    changed_dir = tmp_path / "changed"
+    changed = launch(changed_dir, {**SLOW, "sleep": 0.0, "lr": 0.01}, resume_from=answer["path"])
     assert finish(child, child_dir)["returncode"] == 0
+    assert finish(changed, changed_dir)["returncode"] == 0
     assert finish(parent, parent_dir)["returncode"] == 0
     parent_losses = losses(parent_dir)
     step = answer["step"]
     assert losses(child_dir) == {s: parent_losses[s] for s in range(step, 60)}
+    # An overridden lr takes effect: same loss at the fork step, different after it.
+    changed_losses = losses(changed_dir)
+    assert changed_losses[step] == parent_losses[step]
+    assert changed_losses[step + 2] != parent_losses[step + 2]
 
 
 SPAWNER = """
