@@ -70,6 +70,7 @@ class Run:
         self._last_flush = self._now
         self._started = False
         self._nudged = False
+        self._pid = os.getpid()
         # Self-pipe: the SIGUSR1 handler writes a byte, a paused worker select()s
         # on it. Unlike threading.Event.set, os.write takes no lock in a handler.
         self._wake_r, self._wake_w = os.pipe()
@@ -136,19 +137,26 @@ class Run:
 
     def install_signal_handlers(self) -> None:
         """SIGUSR1: a control command is waiting; SIGTERM: flush and exit 143."""
+        self._pid = os.getpid()
         signal.signal(signal.SIGUSR1, self._on_usr1)
         signal.signal(signal.SIGTERM, self._on_term)
 
     # ---- internals -------------------------------------------------------
 
+    # Forked children (DataLoader workers) inherit these handlers and a copy of
+    # the buffer: they must neither obey control nor write our metrics twice.
+
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            return
         self._nudged = True
         # A full pipe is fine: the paused loop wakes up anyway.
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        self.flush()
+        if os.getpid() == self._pid:
+            self.flush()
         _exit(143)
 
     def _resume_checkpoint(self) -> dict[str, Any]:

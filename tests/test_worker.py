@@ -187,14 +187,24 @@ def test_fork_from_checkpoint_reproduces_parent(tmp_path: Path) -> None:
 
 
 SPAWNER = """
-import subprocess, time
+import os, subprocess, time
 from pathlib import Path
 
 def train(run):
     group = subprocess.Popen(["sleep", "300"])
     escaped = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    Path(run.dir, "children").write_text(f"{group.pid} {escaped.pid}")
-    for _ in run.steps(run.config.get("steps", 1)):
+    pids = [group.pid, escaped.pid]
+    for step in run.steps(run.config.get("steps", 1)):
+        run.log(loss=float(step))
+        if step == 3 and run.config.get("fork"):
+            # Like a DataLoader worker: a forked copy that holds unflushed metrics.
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(300)
+                os._exit(0)
+            pids.append(pid)
+        if step == 3 or run.config.get("steps", 1) == 1:
+            Path(run.dir, "children").write_text(" ".join(map(str, pids)))
         time.sleep(0.05)
 """
 
@@ -225,14 +235,17 @@ def test_killpg_leaves_no_process_behind(tmp_path: Path) -> None:
     script = tmp_path / "spawner.py"
     script.write_text(SPAWNER)
     run_dir = tmp_path / "run"
-    shim = launch(run_dir, {"steps": 1000}, workload=f"{script}:train")
+    shim = launch(run_dir, {"steps": 1000, "fork": True}, workload=f"{script}:train")
     children = _children(run_dir)
-    wait_until(lambda: any(s["state"] == "running" for s in states(run_dir)))
+    assert len(children) == 3
     worker = read_json(RunDir(run_dir).worker)
     os.killpg(worker["pgid"], signal.SIGTERM)  # what the daemon's kill does first
     assert finish(shim, run_dir)["returncode"] == 143
     assert all(_gone(pid) for pid in children)
     assert _gone(worker["pid"])
+    # The worker flushed on SIGTERM; the forked copy did not write its buffer again.
+    steps = [p[0] for r in records(run_dir) if r["t"] == "metrics" for p in r["points"]]
+    assert len(steps) == len(set(steps)) and 3 in steps
 
 
 def test_commands_before_the_worker_starts_are_obeyed_and_old_ones_skipped(

@@ -43,6 +43,10 @@ def test_file_spec_defaults_without_running_it(tmp_path: Path) -> None:
     assert workload_defaults(f"{script}:other")["steps"] == 5
     assert normalize_spec(str(script)) == f"{script.resolve()}:train"
     assert normalize_spec("charlm") == "charlm"
+    assert normalize_spec("job.py:other", cwd=tmp_path) == f"{script.resolve()}:other"
+    assert normalize_spec(str(script), cwd="/elsewhere") == f"{script.resolve()}:train"
+    with pytest.raises(WorkloadError, match="unknown workload"):
+        normalize_spec("nosuch")
 
 
 def test_file_without_config_has_empty_defaults(tmp_path: Path) -> None:

@@ -128,11 +128,19 @@ def workload_defaults(spec: str) -> dict[str, Any]:
     return _config_literal(_parse_file(path, fn), path)
 
 
-def normalize_spec(spec: str) -> str:
-    """Built-in names unchanged; file specs as ``/absolute/path.py:function``."""
+def normalize_spec(spec: str, cwd: str | Path | None = None) -> str:
+    """Built-in names unchanged; file specs as ``/absolute/path.py:function``.
+
+    A relative path is taken from ``cwd`` (the user's directory, which is not
+    the daemon's), or from this process's directory when ``cwd`` is None.
+    """
     if spec in BUILTIN_DEFAULTS:
         return spec
+    if not _is_file_spec(spec):
+        workload_defaults(spec)  # raises the "unknown workload" error
     path, fn = _split_file_spec(spec)
+    if cwd is not None:
+        path = Path(cwd).expanduser() / path  # an absolute path replaces cwd
     return f"{path.resolve()}:{fn}"
 
 
