@@ -106,7 +106,11 @@ class Run:
         self._finish(save=True)
 
     def log(self, **metrics: Any) -> None:
-        """Record metrics for the current step (floats, ints or scalar tensors)."""
+        """Record metrics for the current step (floats, ints or scalar tensors).
+
+        A tensor is read when the buffer is flushed (that is what keeps GPU
+        tensors free of a sync per step), so do not change it in place afterwards.
+        """
         for key, value in metrics.items():
             # Keep no autograd graph alive until the flush: detach only what needs it.
             if value.__class__ is not float and getattr(value, "requires_grad", False):
