@@ -17,7 +17,13 @@ from typing import Any, NoReturn
 
 from engine.client import Client, EngineError, EngineUnavailable
 from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
-from engine.format import format_table, run_line_values
+from engine.format import (
+    format_table,
+    gpu_lines,
+    host_lines,
+    run_line_values,
+    run_usage_rows,
+)
 from engine.linger import logout_warning
 
 ACTIVE_WAIT = ("queued", "starting")
@@ -289,6 +295,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_sample(client: Client) -> dict[str, Any] | None:
+    """The newest telemetry sample, waiting up to two intervals for a fresh daemon's first."""
+    reply = client.call("telemetry")
+    deadline = time.monotonic() + 2 * reply["interval"] + 1
+    while reply["latest"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        reply = client.call("telemetry")
+    latest: dict[str, Any] | None = reply["latest"]
+    return latest
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        sample = _latest_sample(client)
+        names = {r["id"]: r["name"] for r in client.call("list_runs")}
+    if sample is None:
+        print("traintop: no telemetry sample yet", file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "gpus": sample["gpus"],
+                    "others": sample["others"],
+                    "gpu_status": sample["gpu_status"],
+                }
+            )
+        )
+    else:
+        print("\n".join(gpu_lines(sample, names)))
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        sample = _latest_sample(client)
+        names = {r["id"]: r["name"] for r in client.call("list_runs")}
+    if sample is None:
+        print("traintop: no telemetry sample yet", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(sample))
+        return 0
+    lines = [*host_lines(sample), "", *gpu_lines(sample, names)]
+    rows = run_usage_rows(sample, names)
+    if rows:
+        lines += [
+            "",
+            format_table(["ID", "NAME", "CPU", "RSS", "THREADS", "PROCS", "GPU MEM"], rows),
+        ]
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     with _client(args) as client:
         runs = start_demo(client)
@@ -416,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output")
+
+    p = add("gpu", cmd_gpu, "current GPU figures and which runs use each GPU")
+    p.add_argument("--json", action="store_true")
+
+    p = add("top", cmd_top, "current host, GPU and per-run resource use")
+    p.add_argument("--json", action="store_true")
 
     p = add("demo", cmd_demo, "start demo charlm runs (and a fork) and watch them")
     p.add_argument("--once", action="store_true", help="start the runs and return")

@@ -25,13 +25,16 @@ from engine.paths import StatePaths, ensure_private_dir, state_home
 from engine.service import Engine, RequestError
 from engine.store import Store, StoreError
 from engine.supervisor import Supervisor
+from engine.telemetry_feed import TelemetryFeed
 
 log = logging.getLogger("traintop.daemon")
 
 TICK_SECONDS = 0.1
 # A subscriber that lets this much pile up unread is dropped rather than grow memory.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
-TOPICS = ("runs", "metrics", "logs")
+TOPICS = ("runs", "metrics", "logs", "telemetry")
+# Topics about one run, which a subscription may narrow to some runs.
+RUN_TOPICS = ("runs", "metrics", "logs")
 
 
 class AlreadyRunning(Exception):
@@ -94,6 +97,9 @@ class Daemon:
         self.engine = Engine(self.store, self.supervisor)
         self.engine.handlers["subscribe"] = self._no_subscribe_here
         self.engine.handlers["shutdown"] = self._shutdown
+        self.engine.handlers["telemetry"] = self._telemetry
+        self.live_workers: list[tuple[str, int, int]] = []
+        self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
         self.connections: set[Connection] = set()
         self.stopping = asyncio.Event()
 
@@ -107,7 +113,7 @@ class Daemon:
             sub = conn.subscription
             if sub is None or topic not in sub.topics:
                 continue
-            if sub.runs is not None and run_id not in sub.runs:
+            if sub.runs is not None and topic in RUN_TOPICS and run_id not in sub.runs:
                 continue
             conn.send(message)
 
@@ -155,6 +161,21 @@ class Daemon:
 
     def _no_subscribe_here(self, params: dict[str, Any]) -> None:
         raise RequestError("bad_request", "subscribe is only valid on a socket connection")
+
+    def _telemetry(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The latest sample and, with ``seconds``, the history before it."""
+        seconds = params.get("seconds", 0)
+        if (
+            not isinstance(seconds, int | float)
+            or isinstance(seconds, bool)
+            or not (0 <= seconds <= 30 * 24 * 3600)
+        ):
+            raise RequestError("bad_request", "seconds must be a number from 0 to 30 days")
+        return {
+            "latest": self.telemetry.latest(),
+            "history": self.telemetry.history(float(seconds)) if seconds else [],
+            "interval": self.telemetry.interval,
+        }
 
     def _shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
         self.stopping.set()
@@ -255,6 +276,11 @@ class Daemon:
             try:
                 self.supervisor.tick()
                 self._publish_logs()
+                self.live_workers = [
+                    (live.run_id, live.pid, live.pgid)
+                    for live in self.supervisor.live.values()
+                    if live.pid is not None and live.pgid is not None
+                ]
             except Exception:
                 log.exception("tick failed")
             with contextlib.suppress(TimeoutError):
@@ -280,7 +306,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         log.info("engine %d serving on %s", os.getpid(), self.paths.socket)
         ticker = asyncio.create_task(self._tick_forever())
+        self.telemetry.start(loop)
         await self.stopping.wait()
+        self.telemetry.stop()
         server.close()
         for conn in list(self.connections):
             await _drain_quietly(conn.writer)

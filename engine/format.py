@@ -34,3 +34,85 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         for row in (header, *rows)
     ]
     return "\n".join(lines)
+
+
+def format_bytes(value: float | None) -> str:
+    """Bytes in binary units: ``512 B``, ``3.2 GiB``."""
+    if value is None:
+        return "N/A"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _na(value: Any, fmt: str = "{:.0f}", suffix: str = "") -> str:
+    return "N/A" if value is None else fmt.format(value) + suffix
+
+
+def gpu_lines(sample: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """Per GPU: utilization, memory, bandwidth, power against its limit, and who uses it."""
+    if not sample["gpus"]:
+        return [f"No GPU found ({sample.get('gpu_status') or 'NVML sees none'})"]
+    lines = []
+    for gpu in sample["gpus"]:
+        parts = [
+            f"GPU {gpu['index']}  {gpu['name'] or 'N/A'}",
+            f"util {_na(gpu['utilization_percent'], suffix='%')}",
+            f"mem {format_bytes(gpu['memory_used'])}/{format_bytes(gpu['memory_total'])}",
+            f"bw {_na(gpu['memory_utilization_percent'], suffix='%')}",
+            f"power {_na(gpu['power_w'])}/{_na(gpu['power_limit_w'])} W"
+            f" ({_na(gpu['power_percent'], suffix='%')})",
+            _na(gpu["temperature_c"], suffix="C"),
+            _na(gpu["sm_clock_mhz"], suffix=" MHz"),
+            f"fan {_na(gpu['fan_percent'], suffix='%')}",
+        ]
+        lines.append("  ".join(parts))
+        for run_id, usage in sorted(sample["runs"].items()):
+            used = usage["gpu_memory"].get(str(gpu["index"]))
+            if used:
+                lines.append(f"    run {run_id} {names.get(run_id, '')}  {format_bytes(used)}")
+        for other in sample["others"]:
+            if other["gpu_index"] == gpu["index"]:
+                lines.append(
+                    f"    other pid {other['pid']} {other['user'] or '?'}  "
+                    f"{format_bytes(other['used_memory'])}  {other['command'] or ''}".rstrip()
+                )
+    return lines
+
+
+def host_lines(sample: dict[str, Any]) -> list[str]:
+    """CPU per core, load, RAM, swap, disk and network rates."""
+    host = sample.get("host")
+    if not host:
+        return ["host: N/A"]
+    cores = " ".join(f"{c:.0f}" for c in host["cpu_per_core"])
+    load = " ".join(f"{x:.2f}" for x in host["load_average"])
+    return [
+        f"CPU {host['cpu_percent']:.0f}%  per core [{cores}]  load {load}",
+        f"RAM {format_bytes(host['memory_used'])}/{format_bytes(host['memory_total'])}  "
+        f"swap {format_bytes(host['swap_used'])}/{format_bytes(host['swap_total'])}",
+        f"disk r {format_bytes(host['disk_read_bps'])}/s w {format_bytes(host['disk_write_bps'])}/s"
+        f"  net rx {format_bytes(host['net_rx_bps'])}/s tx {format_bytes(host['net_tx_bps'])}/s",
+    ]
+
+
+def run_usage_rows(sample: dict[str, Any], names: dict[str, str]) -> list[list[str]]:
+    """Per run: CPU %, RSS, threads, processes and GPU memory over its process tree."""
+    rows = []
+    for run_id, usage in sorted(sample["runs"].items()):
+        gpu = sum(v for v in usage["gpu_memory"].values() if v)
+        rows.append(
+            [
+                run_id,
+                names.get(run_id, ""),
+                _na(usage["cpu_percent"], suffix="%"),
+                format_bytes(usage["rss"]),
+                str(usage["threads"]),
+                str(usage["processes"]),
+                format_bytes(gpu) if usage["gpu_memory"] else "-",
+            ]
+        )
+    return rows

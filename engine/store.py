@@ -63,6 +63,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX metrics_run_key_step ON metrics(run_id, key, step);
     """,
+    # 1 -> 2: telemetry samples (host, GPUs, per-run usage), one JSON document each.
+    """
+    CREATE TABLE telemetry (
+        time  REAL NOT NULL,
+        data  TEXT NOT NULL
+    );
+    CREATE INDEX telemetry_time ON telemetry(time);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -268,6 +276,26 @@ class Store:
             (run_id,),
         ).fetchall()
         return {r["key"]: r["value"] for r in rows}
+
+    # -- telemetry ------------------------------------------------------------
+
+    def add_telemetry(self, when: float, sample: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO telemetry (time, data) VALUES (?, ?)",
+            (when, json.dumps(sample, allow_nan=False)),
+        )
+
+    def telemetry(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Stored samples with ``since <= time < until``, oldest first."""
+        rows = self.db.execute(
+            "SELECT data FROM telemetry WHERE time >= ? AND time < ? ORDER BY time",
+            (since, math.inf if until is None else until),
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def prune_telemetry(self, before: float) -> int:
+        """Drop samples older than ``before``; returns how many."""
+        return self.db.execute("DELETE FROM telemetry WHERE time < ?", (before,)).rowcount
 
     # -- plumbing -------------------------------------------------------------
 

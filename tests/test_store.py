@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import SCHEMA_VERSION, Store, StoreError
+from engine.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
 def _run(run_id: str, name: str) -> dict[str, object]:
@@ -69,3 +69,21 @@ def test_runs_match_by_name_then_id_prefix(tmp_path: Path) -> None:
     assert store.match_runs("a%") == []  # LIKE wildcards are escaped
     store.set_state("abc234", "starting", "started by user")
     assert [e["state"] for e in store.events("abc234")] == ["queued", "starting"]
+
+
+def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    db.execute(
+        "INSERT INTO runs (id, name, workload, config, state, device, cwd, created) "
+        "VALUES ('abc234', 'old', 'synthetic', '{}', 'finished', 'cpu', '/', 1.0)"
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.version == SCHEMA_VERSION
+    run = store.get_run("abc234")
+    assert run is not None and run["name"] == "old"
+    store.add_telemetry(5.0, {"time": 5.0})
+    assert store.telemetry(0.0) == [{"time": 5.0}]
