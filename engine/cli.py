@@ -352,21 +352,13 @@ def cmd_top(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     with _client(args) as client:
         runs = start_demo(client)
-        print(f"demo: {len(runs)} charlm runs; a fork follows at step {FORK_AFTER_STEPS}")
-        if args.once or not sys.stdout.isatty():
-            return 0
-        try:
-            while True:  # a plain live view until the TUI takes over this command
-                maybe_fork(client)
-                rows = [run_line_values(r) for r in client.call("list_runs")]
-                table = format_table(
-                    ["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows
-                )
-                sys.stdout.write("\x1b[H\x1b[2J" + table + "\n\n(ctrl-c leaves; runs go on)\n")
-                sys.stdout.flush()
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            return 0
+        fork = maybe_fork(client)
+    print(
+        f"demo: {len(runs)} charlm runs; a fork follows at step {FORK_AFTER_STEPS}"
+        + (f" (forked {fork['id']})" if fork else "")
+    )
+    print("watch them with: traintop")
+    return 0
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -483,8 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("top", cmd_top, "current host, GPU and per-run resource use")
     p.add_argument("--json", action="store_true")
 
-    p = add("demo", cmd_demo, "start demo charlm runs (and a fork) and watch them")
-    p.add_argument("--once", action="store_true", help="start the runs and return")
+    add("demo", cmd_demo, "start demo charlm runs (and a fork); in a terminal, open the TUI")
 
     p = add("engine", cmd_engine, "start, stop or inspect the engine daemon")
     p.add_argument("action", choices=["start", "stop", "status"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from engine.client import Client
@@ -33,24 +32,21 @@ def start_demo(client: Client) -> list[dict[str, Any]]:
     return [r for r in client.call("list_runs") if r["name"].startswith("demo-")]
 
 
-def maybe_fork(client: Client) -> dict[str, Any] | None:
-    """Once the middle run is a little way in, fork it with a lower learning rate."""
-    runs = {r["name"]: r for r in client.call("list_runs")}
-    parent = runs.get("demo-lr3e-3")
-    if FORK_NAME in runs or parent is None or parent["state"] != "running":
+def fork_request(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fork to ask for now, if it is time: the middle run, a little way in."""
+    by_name = {r["name"]: r for r in runs}
+    parent = by_name.get("demo-lr3e-3")
+    if FORK_NAME in by_name or parent is None or parent["state"] != "running":
         return None
     if parent["step"] < FORK_AFTER_STEPS:
         return None
-    fork: dict[str, Any] = client.call(
-        "fork", run=parent["id"], overrides=["lr=1e-3"], name=FORK_NAME
-    )
+    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": FORK_NAME}
+
+
+def maybe_fork(client: Client) -> dict[str, Any] | None:
+    """Fork the demo's middle run once it is time; returns the fork, if made now."""
+    request = fork_request(client.call("list_runs"))
+    if request is None:
+        return None
+    fork: dict[str, Any] = client.call("fork", **request)
     return fork
-
-
-def wait_and_fork(client: Client, timeout: float) -> None:
-    """Poll until the demo fork exists (or ``timeout`` seconds pass)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if maybe_fork(client) is not None:
-            return
-        time.sleep(1.0)

@@ -19,7 +19,7 @@ from engine.devices import DeviceError, choose_device, list_gpus
 from engine.runs import ActionError, RunState, check_action, new_run_id
 from engine.store import Store
 from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
-from engine.workloads.registry import WorkloadError, workload_defaults
+from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_defaults
 
 LOG_CHUNK = 256 * 1024
 # What SQLite can store as an integer.
@@ -89,6 +89,7 @@ class Engine:
             "kill": self.kill,
             "metrics": self.metrics,
             "read_log": self.read_log,
+            "workloads": self.workloads,
         }
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
@@ -161,6 +162,15 @@ class Engine:
         key = _param(params, "key", str, None)
         after = _param(params, "after_step", int, None)
         return self.store.metrics(run["id"], key, after)
+
+    def workloads(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Default configs: every built-in, or the one ``workload`` names (file specs too)."""
+        spec = _param(params, "workload", str, None)
+        if spec is None:
+            return {name: dict(defaults) for name, defaults in BUILTIN_DEFAULTS.items()}
+        cwd = _param(params, "cwd", str, os.getcwd())
+        spec = resolve_spec(spec, cwd)
+        return {spec: workload_defaults(spec)}
 
     def read_log(self, params: dict[str, Any]) -> dict[str, Any]:
         """Bytes of a run's stdout or stderr from ``offset`` (negative: from the end)."""
