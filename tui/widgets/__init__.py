@@ -1,0 +1,1 @@
+"""Widgets of the traintop terminal UI, one per module."""
