@@ -1,0 +1,271 @@
+"""The loss chart: its maths against hand computations and brute force, and the widget
+drawn by a real Textual app under run_test()."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from hypothesis import given
+from hypothesis import strategies as st
+from textual.app import App, ComposeResult
+
+from tui.chart_math import (
+    bucket_edges,
+    downsample_minmax,
+    ema_debiased,
+    format_log_tick,
+    log_ticks,
+    nice_ticks,
+)
+from tui.widgets.loss_chart import GUTTER, LossChart, Series
+
+T = TypeVar("T")
+BRAILLE = {chr(c) for c in range(0x2801, 0x2900)}
+
+
+# --- chart_math -------------------------------------------------------------------------
+
+
+def test_ema_matches_hand_computation() -> None:
+    w = 0.5
+    # last: 0.5*0+0.5*4=2 -> /0.5 = 4; 0.5*2+0.5*2=2 -> /0.75; 0.5*2+0.5*8=5 -> /0.875
+    assert ema_debiased([4.0, 2.0, 8.0], w) == [4.0, 2.0 / 0.75, 5.0 / 0.875]
+
+
+def test_ema_is_tensorboards_definition() -> None:
+    values = [3.0, 2.5, 2.7, 1.9, 2.2, 1.4]
+    w = 0.9
+    last, expected = 0.0, []
+    for count, v in enumerate(values, start=1):
+        last = last * w + (1 - w) * v
+        expected.append(last / (1 - w**count))
+    smoothed = ema_debiased(values, w)
+    assert smoothed == expected
+    assert smoothed[0] == values[0]  # debiasing: no pull towards zero at the start
+
+
+def test_ema_gaps_pass_through_without_advancing() -> None:
+    values = [2.0, None, math.nan, math.inf, 4.0]
+    smoothed = ema_debiased(values, 0.5)
+    assert smoothed[1:4] == [None, None, None]
+    assert smoothed[4] == ema_debiased([2.0, 4.0], 0.5)[1]
+
+
+def test_ema_weight_zero_is_identity() -> None:
+    values = [1.0, 5.0, None, -2.0]
+    assert ema_debiased(values, 0.0) == values
+
+
+def brute_force(
+    xs: list[float], ys: list[float | None], x_lo: float, x_hi: float, columns: int
+) -> list[tuple[float, float] | None]:
+    edges = bucket_edges(x_lo, x_hi, columns)
+    out: list[tuple[float, float] | None] = []
+    for c in range(columns):
+        last = c == columns - 1
+        vals = [
+            y
+            for x, y in zip(xs, ys, strict=True)
+            if y is not None and edges[c] <= x and (x < edges[c + 1] or (last and x <= x_hi))
+        ]
+        out.append((min(vals), max(vals)) if vals else None)
+    return out
+
+
+points = st.lists(
+    st.tuples(
+        st.floats(-1e3, 1e3, allow_nan=False),
+        st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
+    ),
+    max_size=300,
+)
+
+
+@given(points, st.integers(1, 50), st.floats(-1.2e3, 1.2e3), st.floats(0.001, 2.5e3))
+def test_downsample_matches_brute_force(
+    pts: list[tuple[float, float | None]], columns: int, x_lo: float, span: float
+) -> None:
+    pts.sort(key=lambda p: p[0])
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    buckets = downsample_minmax(xs, ys, x_lo, x_lo + span, columns)
+    assert len(buckets) == columns
+    assert buckets == brute_force(xs, ys, x_lo, x_lo + span, columns)
+
+
+def test_downsample_slices_the_visible_range() -> None:
+    xs = [float(x) for x in range(1000)]
+    ys: list[float | None] = [float(x) for x in range(1000)]
+    buckets = downsample_minmax(xs, ys, 100.0, 199.0, 10)
+    assert len(buckets) == 10
+    assert buckets[0] == (100.0, 109.0)
+    assert buckets[-1] == (190.0, 199.0)
+    assert downsample_minmax(xs, ys, 2000.0, 3000.0, 5) == [None] * 5
+    assert len(downsample_minmax(xs, ys, 0.0, 999.0, 3)) == 3  # never more than columns
+
+
+def test_ticks_are_round_and_inside() -> None:
+    ticks = nice_ticks(0.23, 3.61, 4)
+    assert ticks == [1.0, 2.0, 3.0]
+    assert all(0.23 <= t <= 3.61 for t in ticks)
+    assert nice_ticks(5.0, 5.0, 4) == [5.0]
+    assert log_ticks(-3.2, 1.1, 5) == [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    assert [format_log_tick(t) for t in log_ticks(-4.5, -2.5, 3)] == ["1e-4", "1e-3"]
+
+
+# --- the widget under a real app --------------------------------------------------------
+
+
+class ChartApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield LossChart()
+
+
+def run_chart(size: tuple[int, int], scenario: Callable[[LossChart], T]) -> tuple[T, list[str]]:
+    """Run `scenario` on a mounted chart, then return its result and the rendered lines."""
+
+    async def main() -> tuple[T, list[str]]:
+        app = ChartApp()
+        async with app.run_test(size=size) as pilot:
+            chart = app.query_one(LossChart)
+            result = scenario(chart)
+            await pilot.pause()
+            return result, [chart.render_line(y).text for y in range(chart.size.height)]
+
+    return asyncio.run(main())
+
+
+def decay(n: int, scale: float = 1.0) -> tuple[list[float], list[float | None]]:
+    xs = [float(x) for x in range(1, n + 1)]
+    return xs, [scale * (3.0 * math.exp(-x / n * 4) + 0.2 + 0.1 * math.sin(x)) for x in xs]
+
+
+def test_curves_legend_and_fork_marker() -> None:
+    def scenario(chart: LossChart) -> None:
+        xs, ys = decay(500)
+        fork_xs, fork_ys = decay(500, 0.8)
+        chart.set_data(
+            [
+                Series("a1b2c3 lr=3e-4", xs, ys),
+                Series("d4e5f6 lr=1e-3", fork_xs[249:], fork_ys[249:], emphasis=True),
+            ],
+            [(250.0, "fork d4e5f6")],
+            "step",
+        )
+
+    _, lines = run_chart((80, 24), scenario)
+    assert any(c in BRAILLE for line in lines for c in line)
+    assert "a1b2c3 lr=3e-4" in lines[0] and "d4e5f6 lr=1e-3" in lines[0]
+    assert "fork d4e5f6" in lines[1]
+    plot_w = 80 - GUTTER
+    col = GUTTER + int((250.0 - 1.0) / (500.0 - 1.0) * plot_w)
+    column = [line[col] for line in lines[1:-1]]
+    assert column.count("┊") >= len(column) // 2  # the curve may cross it
+    assert "step" in lines[-1]
+
+
+def test_log_scale_changes_the_y_labels() -> None:
+    xs = [float(x) for x in range(1, 2001)]
+    ys: list[float | None] = [10.0 ** (1 - 4 * x / 2000) for x in xs]  # 10 down to 1e-3
+    ys[5] = -1.0  # dropped on a log scale
+
+    def labels(log_y: bool) -> list[str]:
+        def scenario(chart: LossChart) -> None:
+            chart.set_data([Series("run", xs, ys)], [], "step")
+            chart.log_y = log_y
+
+        _, lines = run_chart((80, 24), scenario)
+        return [line[: GUTTER - 1].strip() for line in lines[1:-1] if line[: GUTTER - 1].strip()]
+
+    linear, log = labels(False), labels(True)
+    assert linear != log
+    assert {"0.01", "0.1", "1"} <= set(log)
+
+
+def test_smoothing_and_gaps_render() -> None:
+    def scenario(chart: LossChart) -> None:
+        xs, ys = decay(300)
+        ys[100:120] = [math.nan] * 20
+        ys[200] = math.inf
+        chart.set_data([Series("run", xs, ys)], [], "step")
+        chart.smoothing = 0.95
+
+    _, lines = run_chart((60, 16), scenario)
+    assert any(c in BRAILLE for line in lines for c in line)
+
+
+def test_edge_cases_do_not_raise() -> None:
+    cases: list[tuple[tuple[int, int], list[Series]]] = [
+        ((80, 24), []),
+        ((80, 24), [Series("empty", [], [])]),
+        ((80, 24), [Series("one", [7.0], [2.5])]),
+        ((80, 24), [Series("flat", [1.0, 2.0, 3.0], [2.0, 2.0, 2.0])]),
+        ((80, 24), [Series("gaps", [1.0, 2.0], [None, math.nan])]),
+        ((20, 5), [Series("tiny", *decay(100))]),
+        ((5, 2), [Series("tinier", *decay(100))]),
+    ]
+    for size, series in cases:
+
+        def scenario(chart: LossChart, series: list[Series] = series) -> int:
+            chart.set_data(series, [(2.0, "f")], "t")
+            return chart.size.width
+
+        width, lines = run_chart(size, scenario)
+        assert lines and all(len(line) == width for line in lines)
+        if not series or not series[0].xs:
+            assert "no metrics yet" in "\n".join(lines)
+    _, lines = run_chart(
+        (80, 24), lambda c: c.set_data([Series("flat", [1.0, 2.0, 3.0], [2.0] * 3)], [], "t")
+    )
+    rows = [r for r, line in enumerate(lines) if any(ch in BRAILLE for ch in line)]
+    assert rows and abs(rows[0] - 12) <= 1  # a flat line sits in the middle
+
+
+def test_log_scale_with_nothing_positive() -> None:
+    def scenario(chart: LossChart) -> None:
+        chart.set_data([Series("neg", [1.0, 2.0], [-1.0, 0.0])], [], "step")
+        chart.log_y = True
+
+    _, lines = run_chart((40, 10), scenario)
+    assert "no positive values" in "\n".join(lines)
+
+
+def test_a_million_points_render_with_bounded_width() -> None:
+    n = 1_000_000
+    xs = [float(x) for x in range(n)]
+    ys: list[float | None] = [1.0 / (1.0 + x * 1e-4) + (x % 7) * 0.01 for x in range(n)]
+
+    def scenario(chart: LossChart) -> None:
+        chart.set_data([Series("big", xs, ys)], [(n / 2, "fork")], "step")
+        chart.smoothing = 0.6
+
+    _, lines = run_chart((80, 24), scenario)
+    assert all(len(line) == 80 for line in lines)
+    assert any(c in BRAILLE for line in lines for c in line)
+
+
+def test_appended_points_extend_the_cached_smoothing() -> None:
+    xs, ys = decay(100)
+
+    def scenario(chart: LossChart) -> LossChart:
+        chart.set_data([Series("live", xs, ys)], [], "step")
+        chart.smoothing = 0.9
+        return chart
+
+    async def main() -> None:
+        app = ChartApp()
+        async with app.run_test(size=(60, 12)) as pilot:
+            chart = scenario(app.query_one(LossChart))
+            await pilot.pause()
+            more_xs, more_ys = decay(150)
+            xs.extend(more_xs[100:])
+            ys.extend(more_ys[100:])
+            chart.set_data([Series("live", xs, ys)], [], "step")
+            await pilot.pause()
+            smooth, raw = chart._curves(0)
+            assert smooth == ema_debiased(ys, 0.9)
+            assert raw == ys
+
+    asyncio.run(main())
