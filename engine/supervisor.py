@@ -413,7 +413,7 @@ class Supervisor:
     def _announce(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         if run is not None:
-            self.publish("run", run)
+            self.publish("runs", run)
 
 
 KILL_REASON = "kill requested"

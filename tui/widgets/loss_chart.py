@@ -113,6 +113,15 @@ class LossChart(Widget):
         self._strips: list[Strip] = []
         self._strips_key: tuple[object, ...] | None = None
 
+    @property
+    def series(self) -> list[Series]:
+        """The series drawn now (as last given to ``set_data``)."""
+        return self._series
+
+    @property
+    def markers(self) -> list[tuple[float, str]]:
+        return self._markers
+
     def set_data(
         self, series: list[Series], markers: list[tuple[float, str]], x_label: str
     ) -> None:

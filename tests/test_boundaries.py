@@ -1,0 +1,27 @@
+"""Import boundaries: the engine never loads textual, the TUI never loads torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _modules_after(imports: str) -> set[str]:
+    code = f"import sys\n{imports}\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return set(out.stdout.split())
+
+
+def test_engine_daemon_and_cli_do_not_import_textual_or_torch() -> None:
+    loaded = _modules_after(
+        "import engine.daemon, engine.cli, engine.service, engine.supervisor, engine.client"
+    )
+    assert "textual" not in loaded
+    assert "torch" not in loaded  # the daemon stays light; only workers import torch
+
+
+def test_tui_does_not_import_torch() -> None:
+    loaded = _modules_after("import tui.app, tui.main")
+    assert "textual" in loaded
+    assert "torch" not in loaded

@@ -1,0 +1,151 @@
+"""The real Textual app under run_test(), driving a real daemon and real runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual.widgets import Input
+
+from tests.conftest import TERMINAL, Engine
+from tui.app import TraintopApp
+from tui.screens.detail import RunDetail
+from tui.screens.dialogs import ConfirmDialog, ForkDialog
+from tui.screens.help import HelpScreen
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.runs_table import RunsTable
+
+Pilot = Any
+
+
+async def until(pilot: Pilot, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Let the app run until ``check()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.1)
+
+
+def start(engine: Engine, *args: str) -> str:
+    result = engine.cli("start", *args, "--json")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+async def _in_thread(func: Callable[[], Any]) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, func)
+
+
+def test_forks_sit_under_their_parent_and_share_its_chart(engine: Engine) -> None:
+    parent = start(engine, "synthetic", "steps=3000", "sleep=0.01", "--name", "base")
+    engine.wait_step(parent, 20)
+    child = engine.cli("fork", parent, "lr=0.01", "--json").json()["id"]
+    other = start(engine, "synthetic", "steps=50", "--name", "other")
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table._order) == 3)
+            assert table._order == [parent, child, other]
+            assert str(table.get_cell(child, "NAME")).startswith("└ ")
+            table.select(child)
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: len(chart.series) == 2)
+            labels = [s.label for s in chart.series]
+            assert labels[0].startswith(parent) and labels[1].startswith(child)
+            assert chart.markers and chart.markers[0][0] == engine.run(child)["fork_step"]
+
+    asyncio.run(scenario())
+
+
+def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=5000", "sleep=0.01", "--name", "keys")
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.selected_id == run_id)
+            await pilot.press("p")
+            await until(pilot, lambda: app.state.runs[run_id]["state"] == "paused")
+            await pilot.press("p")
+            await until(pilot, lambda: app.state.runs[run_id]["state"] == "running")
+
+            await pilot.press("f")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ForkDialog) and app.screen)
+            field = dialog.query_one("#cfg-lr", Input)
+            field.value = "0.002"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, ForkDialog))
+            forks = await until(pilot, lambda: [r for r in app.state.runs.values()
+                                                if r.get("parent_id") == run_id])
+            assert forks[0]["config"]["lr"] == 0.002
+            await until(pilot, lambda: table.selected_id == forks[0]["id"])  # the new fork
+
+            table.select(run_id)
+            await pilot.press("K")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.press("n")  # declined: nothing happens
+            await pilot.pause(0.3)
+            assert app.state.runs[run_id]["state"] == "running"
+            await pilot.press("K")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.press("y")
+            await until(pilot, lambda: app.state.runs[run_id]["state"] == "killed")
+
+            await pilot.press("enter")
+            detail = await until(pilot, lambda: isinstance(app.screen, RunDetail) and app.screen)
+            text = str(detail.query_one("#detail").render())
+            assert "killed by user" in text and "lr = 0.02" in text
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+
+    asyncio.run(scenario())
+    forks = [r for r in engine.call("list_runs") if r["parent_id"] == run_id]
+    assert len(forks) == 1 and forks[0]["config"]["lr"] == 0.002
+
+
+def test_readonly_mode_refuses_every_change(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=3000", "sleep=0.01")
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths, readonly=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.selected_id == run_id)
+            for key in ("p", "K", "f", "n"):
+                await pilot.press(key)
+            await pilot.pause(0.5)
+            assert not isinstance(app.screen, ConfirmDialog | ForkDialog)
+
+    asyncio.run(scenario())
+    assert engine.run(run_id)["state"] == "running"
+    assert len(engine.call("list_runs")) == 1
+
+
+def test_losing_the_engine_shows_a_banner_and_reconnects(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=40")
+    engine.wait_state(run_id, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.state.connected and app.state.runs)
+            old = engine.daemon_pid()
+            assert (await _in_thread(lambda: engine.cli("engine", "stop"))).code == 0
+            status = app.query_one("#status")
+            await until(pilot, lambda: "engine" in str(status.render()))
+            await until(pilot, lambda: app.state.connected and engine.daemon_pid() != old)
+            await until(pilot, lambda: "⚠" not in str(status.render()))
+            assert run_id in app.state.runs
+
+    asyncio.run(scenario())

@@ -1,0 +1,141 @@
+"""Keeps the TUI connected to the daemon and feeds what it says into the state.
+
+Two connections: the main one carries requests and the run, metric and
+telemetry events; a second one follows the logs of the selected run (a
+subscription narrowed to one run would narrow the main stream too). Lost
+connections are retried with a capped backoff; the app shows a banner
+meanwhile and never waits on the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from engine.aclient import AsyncClient
+from engine.client import EngineError, EngineUnavailable
+from engine.paths import StatePaths
+from tui.state import TuiState
+
+TELEMETRY_HISTORY_S = 600.0
+LOG_TAIL_BYTES = 32 * 1024
+
+
+class EngineLink:
+    """The main connection, reconnecting forever until ``stop``."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        state: TuiState,
+        on_status: Callable[[str | None], None],
+        on_connected: Callable[[], None],
+        autostart: bool = True,
+    ) -> None:
+        self.paths = paths
+        self.state = state
+        self.on_status = on_status
+        self.on_connected = on_connected
+        self.autostart = autostart
+        self.client: AsyncClient | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        backoff = 0.25
+        while not self._stopping:
+            client = AsyncClient(self.paths)
+            try:
+                await client.connect(autostart=self.autostart)
+                await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
+                self.state.set_runs(await client.call("list_runs"))
+                telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
+                self.state.set_telemetry(telemetry["history"])
+                self.client = client
+                self.state.connected = True
+                self.on_status(None)
+                self.on_connected()
+                backoff = 0.25
+                await self._pump(client)
+            except (EngineUnavailable, EngineError, OSError) as exc:
+                self.on_status(f"engine unreachable: {exc}; retrying")
+            finally:
+                self.client = None
+                self.state.connected = False
+                await client.close()
+            if not self._stopping:
+                self.on_status("lost the engine; reconnecting…")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _pump(self, client: AsyncClient) -> None:
+        closed = asyncio.create_task(client.closed.wait())
+        try:
+            while True:
+                getter = asyncio.create_task(client.events.get())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    return
+                self.state.apply_event(getter.result())
+                while not client.events.empty():
+                    self.state.apply_event(client.events.get_nowait())
+        finally:
+            closed.cancel()
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """A request on the main connection; EngineUnavailable while disconnected."""
+        if self.client is None:
+            raise EngineUnavailable("not connected to the engine")
+        return await self.client.call(method, **params)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.client is not None:
+            await self.client.close()
+
+
+class LogFollower:
+    """Follows one run's stdout and stderr on a connection of its own."""
+
+    def __init__(self, paths: StatePaths, on_text: Callable[[str, str, bool], None]) -> None:
+        self.paths = paths
+        self.on_text = on_text  # (stream, text, reset)
+        self.run_id: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(self, run_id: str | None) -> None:
+        if run_id == self.run_id:
+            return
+        self.run_id = run_id
+        if self._task is not None:
+            self._task.cancel()
+        self._task = asyncio.create_task(self._follow(run_id)) if run_id else None
+
+    async def _follow(self, run_id: str) -> None:
+        client = AsyncClient(self.paths)
+        try:
+            await client.connect(autostart=False)
+            await client.call("subscribe", topics=["logs"], runs=[run_id])
+            first = True
+            for stream in ("stdout", "stderr"):
+                tail = await client.call(
+                    "read_log", run=run_id, stream=stream, offset=-LOG_TAIL_BYTES
+                )
+                self.on_text(stream, tail["data"], first)
+                first = False
+            while True:
+                event = await client.events.get()
+                data = event.get("data", {})
+                if data.get("run") == run_id:
+                    self.on_text(data["stream"], data["text"], False)
+        except (EngineUnavailable, EngineError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

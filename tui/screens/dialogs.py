@@ -1,0 +1,233 @@
+"""Modal dialogs: confirm, fork, new run.
+
+The fork and new-run dialogs edit a config as one text field per key and
+hand back ``key=value`` overrides; the daemon checks them, and a refusal is
+shown inside the dialog, which stays open so the user can correct it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+# Submits a request; returns None on success or the one-line reason it was refused.
+Submit = Callable[[dict[str, Any]], Awaitable[str | None]]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes or no, with the consequences spelled out."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "cancel", "No"),
+        Binding("y", "confirm", "Yes"),
+    ]
+
+    def __init__(self, title: str, body: str, confirm_label: str = "Yes") -> None:
+        super().__init__(classes="dialog")
+        self.title_text, self.body, self.confirm_label = title, body, confirm_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static(self.body, id="dialog-body")
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm")
+                yield Button("Cancel (n)", id="cancel")
+
+    @on(Button.Pressed, "#confirm")
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ConfigForm(VerticalScroll):
+    """One labelled input per config key."""
+
+    DEFAULT_CSS = """
+    ConfigForm { height: auto; max-height: 14; }
+    ConfigForm Horizontal { height: auto; }
+    ConfigForm Label { width: 16; padding: 1 1 0 0; }
+    ConfigForm Input { width: 1fr; }
+    """
+
+    def __init__(self, config: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = dict(config)
+
+    def compose(self) -> ComposeResult:
+        for key, value in sorted(self.config.items()):
+            with Horizontal():
+                yield Label(key)
+                yield Input(_text(value), id=f"cfg-{key}", name=key)
+
+    def overrides(self, only_changed: bool) -> list[str]:
+        result = []
+        for field in self.query(Input):
+            key = field.name or ""
+            if not only_changed or field.value != _text(self.config.get(key)):
+                result.append(f"{key}={field.value}")
+        return result
+
+
+class _FormDialog(ModalScreen[str | None]):
+    """Shared frame of the fork and new-run dialogs: an error line and two buttons."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "submit", "Start"),
+    ]
+
+    def __init__(self, submit: Submit) -> None:
+        super().__init__(classes="dialog")
+        self.submit = submit
+
+    def buttons(self) -> ComposeResult:
+        yield Static("", id="dialog-error")
+        with Horizontal(id="dialog-buttons"):
+            yield Button("Start (ctrl+s)", variant="primary", id="start")
+            yield Button("Cancel (esc)", id="cancel")
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @on(Button.Pressed, "#start")
+    def action_submit(self) -> None:
+        self._send()
+
+    @on(Input.Submitted)
+    def _submit_on_enter(self) -> None:
+        self._send()
+
+    @work(exclusive=True)
+    async def _send(self) -> None:
+        error = await self.submit(self.params())
+        if error is None:
+            self.dismiss("started")
+        else:
+            self.query_one("#dialog-error", Static).update(f"[red]{error}[/]")
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ForkDialog(_FormDialog):
+    """Fork a run: its config pre-filled; changed values become the overrides."""
+
+    def __init__(self, run: dict[str, Any], submit: Submit) -> None:
+        super().__init__(submit)
+        self.run = run
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box"):
+            yield Label(
+                f"Fork {self.run['id']} ({self.run['name']}) at step {self.run['step']}",
+                id="dialog-title",
+            )
+            yield Static("Change any value; the fork starts from the parent's current step.")
+            yield ConfigForm(self.run["config"], id="config")
+            with Horizontal(classes="field"):
+                yield Label("name")
+                yield Input(placeholder="automatic", id="name")
+            yield from self.buttons()
+
+    def params(self) -> dict[str, Any]:
+        name = self.query_one("#name", Input).value.strip()
+        return {
+            "run": self.run["id"],
+            "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
+            "name": name or None,
+        }
+
+
+class NewRunDialog(_FormDialog):
+    """Start a run: a built-in workload or a file, its config, a name and a device."""
+
+    def __init__(
+        self,
+        workloads: dict[str, dict[str, Any]],
+        describe: Callable[[str], Awaitable[dict[str, Any] | str]],
+        submit: Submit,
+    ) -> None:
+        super().__init__(submit)
+        self.workloads = workloads
+        self.describe = describe
+        self.workload = next(iter(workloads), "")
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box"):
+            yield Label("New run", id="dialog-title")
+            with Horizontal(classes="field"):
+                yield Label("workload")
+                yield Select(
+                    [(name, name) for name in self.workloads],
+                    value=self.workload,
+                    allow_blank=False,
+                    id="builtin",
+                )
+            with Horizontal(classes="field", id="file-row"):
+                yield Label("or file")
+                yield Input(placeholder="path/to/train.py[:function]", id="file")
+            yield ConfigForm(self.workloads.get(self.workload, {}), id="config")
+            with Horizontal(classes="field"):
+                yield Label("name")
+                yield Input(placeholder="automatic", id="name")
+            with Horizontal(classes="field"):
+                yield Label("device")
+                yield Input(placeholder="auto: a free GPU, else cpu", id="device")
+            yield from self.buttons()
+
+    @on(Select.Changed, "#builtin")
+    async def _pick_builtin(self, event: Select.Changed) -> None:
+        self.workload = str(event.value)
+        self.query_one("#file", Input).value = ""
+        await self._show_config(self.workloads.get(self.workload, {}))
+
+    @on(Input.Changed, "#file")
+    def _file_changed(self, event: Input.Changed) -> None:
+        if event.value.strip():
+            self._load_file(event.value.strip())
+
+    @work(exclusive=True, group="describe")
+    async def _load_file(self, spec: str) -> None:
+        described = await self.describe(spec)
+        error = self.query_one("#dialog-error", Static)
+        if isinstance(described, str):
+            error.update(f"[yellow]{described}[/]")
+            return
+        error.update("")
+        self.workload = spec
+        await self._show_config(described)
+
+    async def _show_config(self, config: Mapping[str, Any]) -> None:
+        old = self.query_one(ConfigForm)
+        await old.remove()
+        await self.query_one("#dialog-box", Vertical).mount(
+            ConfigForm(config, id="config"), after=self.query_one("#file-row")
+        )
+
+    def params(self) -> dict[str, Any]:
+        name = self.query_one("#name", Input).value.strip()
+        device = self.query_one("#device", Input).value.strip()
+        return {
+            "workload": self.workload,
+            "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
+            "name": name or None,
+            "device": device or None,
+        }

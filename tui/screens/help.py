@@ -1,0 +1,37 @@
+"""The help screen, written from the action registry."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from tui.keys import ACTIONS, display_key
+
+
+def help_markup(readonly: bool) -> str:
+    lines = ["[b]traintop keys[/b]", ""]
+    for action in ACTIONS:
+        note = "  [dim](off: --readonly)[/]" if readonly and action.mutates else ""
+        lines.append(f"  [b]{display_key(action):>7}[/b]  {action.description}{note}")
+    lines += ["", "  [b]↑ ↓ j k[/b]  move    [b]ctrl+p[/b]  command palette    [b]esc[/b]  close"]
+    return "\n".join(lines)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, readonly: bool) -> None:
+        super().__init__(classes="dialog")
+        self.readonly = readonly
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="dialog-box"):
+            yield Static(help_markup(self.readonly))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

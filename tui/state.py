@@ -1,0 +1,209 @@
+"""What the TUI knows, as plain objects: runs, metric series, telemetry.
+
+The connection feeds events in; widgets read from here when the app
+refreshes them (a few times a second at most). Nothing here touches the
+screen or the daemon, so it is tested without either.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.chart_math import DebiasedEma
+
+TERMINAL = ("finished", "failed", "killed")
+RATE_WINDOW_S = 30.0
+TELEMETRY_KEEP = 600
+
+
+@dataclass
+class MetricSeries:
+    """One metric of one run: steps ascending, values (None: NaN), wall times."""
+
+    steps: list[int] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+    def add(self, step: int, value: float | None, when: float) -> None:
+        # A replayed or overlapping point (history fetch racing the stream) is skipped.
+        if self.steps and step <= self.steps[-1]:
+            return
+        self.steps.append(step)
+        self.values.append(value)
+        self.times.append(when)
+
+
+@dataclass
+class RunMetrics:
+    series: dict[str, MetricSeries] = field(default_factory=dict)
+
+    def add_points(self, points: Iterable[Sequence[Any]]) -> None:
+        for step, key, value, when in sorted(points, key=lambda p: (p[1], p[0])):
+            self.series.setdefault(key, MetricSeries()).add(int(step), value, float(when))
+
+
+class TuiState:
+    """Runs, their metrics (for the runs whose history was loaded) and telemetry."""
+
+    def __init__(self, smoothing: float = 0.6) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, RunMetrics] = {}
+        self.telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
+        self.progress: dict[str, deque[tuple[float, int]]] = {}
+        self.smoothing = smoothing
+        # Per (run, metric): the running EMA, how many points it has seen, its last value.
+        self._ema: dict[tuple[str, str], tuple[DebiasedEma, int, float | None]] = {}
+        self.connected = False
+        self.runs_dirty = self.chart_dirty = self.telemetry_dirty = False
+
+    # -- feeding --------------------------------------------------------------
+
+    def set_runs(self, runs: Iterable[dict[str, Any]]) -> None:
+        self.runs = {r["id"]: r for r in runs}
+        self.runs_dirty = self.chart_dirty = True
+
+    def set_history(self, run_id: str, points: Iterable[Sequence[Any]]) -> None:
+        """The full stored history of one run (merged with what streamed meanwhile)."""
+        fresh = RunMetrics()
+        fresh.add_points(points)
+        streamed = self.metrics.get(run_id)
+        if streamed is not None:
+            for key, series in streamed.series.items():
+                for step, value, when in zip(
+                    series.steps, series.values, series.times, strict=True
+                ):
+                    fresh.series.setdefault(key, MetricSeries()).add(step, value, when)
+        self.metrics[run_id] = fresh
+        for key in fresh.series:
+            self._ema.pop((run_id, key), None)
+        self.chart_dirty = True
+
+    def set_telemetry(self, samples: Iterable[dict[str, Any]]) -> None:
+        self.telemetry.clear()
+        self.telemetry.extend(samples)
+        self.telemetry_dirty = True
+
+    def apply_event(self, event: dict[str, Any]) -> None:
+        """Fold one daemon event into the state."""
+        topic, data = event.get("event"), event.get("data") or {}
+        if topic == "runs":
+            old = self.runs.get(data["id"], {})
+            self.runs[data["id"]] = {
+                **data,
+                "last": {**old.get("last", {}), **data.get("last", {})},
+            }
+            self.runs_dirty = self.chart_dirty = True
+        elif topic == "metrics":
+            self._apply_metrics(data["run"], data["points"])
+        elif topic == "telemetry":
+            self.telemetry.append(data)
+            self.telemetry_dirty = True
+            self.runs_dirty = True  # GPU memory column
+
+    def _apply_metrics(self, run_id: str, points: list[Sequence[Any]]) -> None:
+        run = self.runs.get(run_id)
+        if run is None or not points:
+            return
+        last = run.setdefault("last", {})
+        for _step, key, value, _when in points:
+            last[key] = value
+        newest = max(points, key=lambda p: p[0])
+        run["step"] = max(int(run.get("step") or 0), int(newest[0]) + 1)
+        rate = self.progress.setdefault(run_id, deque(maxlen=120))
+        rate.append((float(newest[3]), run["step"]))
+        if run_id in self.metrics:
+            self.metrics[run_id].add_points(points)
+            self.chart_dirty = True
+        self.runs_dirty = True
+
+    # -- derived --------------------------------------------------------------
+
+    def steps_per_second(self, run_id: str) -> float | None:
+        """Steps a second over the last half minute of streamed progress."""
+        run = self.runs.get(run_id)
+        marks = self.progress.get(run_id)
+        if run is None or run["state"] != "running" or not marks or len(marks) < 2:
+            return None
+        end_t, end_step = marks[-1]
+        start = next((m for m in marks if end_t - m[0] <= RATE_WINDOW_S), marks[0])
+        if end_t <= start[0] or end_step <= start[1]:
+            return None
+        return (end_step - start[1]) / (end_t - start[0])
+
+    def eta_seconds(self, run_id: str) -> float | None:
+        run = self.runs.get(run_id)
+        rate = self.steps_per_second(run_id)
+        if run is None or not rate or not run.get("total_steps"):
+            return None
+        return max(0.0, float(run["total_steps"] - run["step"]) / rate)
+
+    def smoothed_last(self, run_id: str, key: str = "loss") -> float | None:
+        """The debiased EMA of a loaded run's metric at its last point."""
+        run_metrics = self.metrics.get(run_id)
+        series = run_metrics.series.get(key) if run_metrics else None
+        if series is None:
+            return None
+        cached = self._ema.get((run_id, key))
+        if cached is None or cached[0].weight != self.smoothing or cached[1] > len(series.values):
+            cached = (DebiasedEma(self.smoothing), 0, None)
+        ema, seen, last = cached
+        for value in reversed(ema.extend(series.values[seen:])):
+            if value is not None:
+                last = value
+                break
+        self._ema[(run_id, key)] = (ema, len(series.values), last)
+        return last
+
+
+    def gpu_memory(self, run_id: str) -> int | None:
+        if not self.telemetry:
+            return None
+        usage = self.telemetry[-1].get("runs", {}).get(run_id)
+        if not usage or not usage.get("gpu_memory"):
+            return None
+        return int(sum(v for v in usage["gpu_memory"].values() if v))
+
+    def tree(self, text_filter: str = "") -> list[tuple[dict[str, Any], int]]:
+        """Runs in creation order with each fork right under its parent: (run, depth)."""
+        children: dict[str | None, list[dict[str, Any]]] = {}
+        for run in sorted(self.runs.values(), key=lambda r: (r["created"], r["id"])):
+            parent = run.get("parent_id")
+            children.setdefault(parent if parent in self.runs else None, []).append(run)
+        ordered: list[tuple[dict[str, Any], int]] = []
+
+        def walk(parent: str | None, depth: int) -> None:
+            for run in children.get(parent, []):
+                ordered.append((run, depth))
+                walk(run["id"], depth + 1)
+
+        walk(None, 0)
+        needle = text_filter.lower().strip()
+        if not needle:
+            return ordered
+        return [(r, d) for r, d in ordered if needle in _haystack(r)]
+
+    def family(self, run_id: str) -> list[str]:
+        """The run, its ancestors and its descendants: the curves drawn together."""
+        if run_id not in self.runs:
+            return []
+        ancestors, cursor = [], self.runs[run_id].get("parent_id")
+        while cursor in self.runs and cursor not in ancestors:
+            ancestors.append(cursor)
+            cursor = self.runs[cursor].get("parent_id")
+        descendants, frontier = [], [run_id]
+        while frontier:
+            current = frontier.pop()
+            for run in self.runs.values():
+                if run.get("parent_id") == current and run["id"] not in descendants:
+                    descendants.append(run["id"])
+                    frontier.append(run["id"])
+        return [*reversed(ancestors), run_id, *descendants]
+
+
+def _haystack(run: dict[str, Any]) -> str:
+    return " ".join(
+        str(run.get(k, "")) for k in ("id", "name", "state", "workload", "device")
+    ).lower()
