@@ -11,7 +11,7 @@ DEMO_RUNS = {
     "demo-lr3e-3": ["lr=3e-3"],
     "demo-lr1e-2": ["lr=1e-2"],
 }
-DEMO_SIZE = ["steps=2000", "d_model=64", "layers=2", "batch=16"]
+DEMO_SIZE = ["steps=30000", "d_model=64", "layers=2", "batch=16"]
 FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
 FORK_AFTER_STEPS = 100
 

@@ -41,6 +41,10 @@ def _become_subreaper() -> None:
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    # Several runs share the CPU cores; OpenMP threads that spin while waiting
+    # (libgomp's default) then starve each other: measured 1.1 vs 130 steps/s for
+    # three small CPU runs on 2 cores. Sleeping waits change no numerics.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     paths = [PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env

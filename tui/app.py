@@ -101,6 +101,7 @@ class TraintopApp(App[None]):
         self.query_one("#filter").display = False
         self.query_one("#logs").display = False
         self.query_one(RunsTable).focus()
+        self.query_one(LossChart).smoothing = self.state.smoothing
         self.run_worker(self.link.run(), name="engine-link", exclusive=True)
         self.set_interval(1 / REFRESH_HZ, self._refresh_views)
         if self.demo:
@@ -393,6 +394,7 @@ class TraintopApp(App[None]):
         field = self.query_one("#filter", Input)
         field.display = bool(field.value)
         self.query_one(RunsTable).focus()
+        self.query_one(LossChart).smoothing = self.state.smoothing
 
     def action_sort(self) -> None:
         table = self.query_one(RunsTable)

@@ -142,7 +142,7 @@ class LossChart(Widget):
 
     def render_line(self, y: int) -> Strip:
         """One line of the chart, from the strips laid out for the current state."""
-        width, height = self.size
+        width, height = self.content_size  # inside any border or padding
         key = (
             width,
             height,

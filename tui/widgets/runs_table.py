@@ -20,7 +20,7 @@ STATE_LOOK = {
     "failed": ("✘", "red"),
     "killed": ("■", "magenta"),
 }
-COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "SMOOTH", "STEP/S", "ETA", "GPU MEM", "DEV")
+COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "STEP/S", "ETA", "GPU", "DEV")
 SORTS = ("tree", "name", "state", "loss", "step")
 BAR_WIDTH = 6
 
@@ -86,7 +86,7 @@ class RunsTable(DataTable[Any]):
     """Renders ``TuiState.runs``; the selected run is the row under the cursor."""
 
     DEFAULT_CSS = """
-    RunsTable { height: 1fr; }
+    RunsTable { height: auto; }
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -128,7 +128,7 @@ class RunsTable(DataTable[Any]):
         for run, depth in rows:
             for column, cell in zip(COLUMNS, row_cells(run, depth, state), strict=True):
                 if str(self.get_cell(run["id"], column)) != str(cell):
-                    self.update_cell(run["id"], column, cell)
+                    self.update_cell(run["id"], column, cell, update_width=True)
 
     def select(self, run_id: str) -> None:
         if run_id in self._order:
