@@ -71,3 +71,32 @@ def test_samples_stream_to_subscribers_and_history_survives_a_restart(engine: En
     assert stored and stored[0]["time"] <= history[-1]["time"]
     with engine.client() as client, pytest.raises(EngineError, match="seconds"):
         client.call("telemetry", seconds="all")
+
+
+def _has_gpu() -> bool:
+    from engine.devices import list_gpus
+
+    return bool(list_gpus())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="needs an NVIDIA GPU")
+def test_a_cuda_run_gets_its_gpu_memory_and_the_gpu_gets_busy(engine: Engine) -> None:
+    started = engine.cli("start", "charlm", "--device", "cuda", "steps=100000", "batch=64",
+                         "d_model=256", "layers=4", "--json")
+    assert started.code == 0, started.err
+    run_id = started.json()["id"]
+    index = int(started.json()["device"].split(":")[1])
+    deadline = time.monotonic() + 120
+    seen_memory, peak_util = 0, 0.0
+    while time.monotonic() < deadline and (seen_memory == 0 or peak_util < 20):
+        sample = engine.cli("top", "--json").json()
+        usage = sample["runs"].get(run_id) or {}
+        seen_memory = max(seen_memory, int((usage.get("gpu_memory") or {}).get(str(index)) or 0))
+        gpu = next(g for g in sample["gpus"] if g["index"] == index)
+        peak_util = max(peak_util, gpu["utilization_percent"] or 0.0)
+        time.sleep(0.5)
+    print(f"GPU {index}: run {run_id} holds {seen_memory / 2**20:.0f} MiB; peak util {peak_util}%")
+    assert seen_memory > 100 * 2**20
+    assert peak_util >= 20
+    assert engine.cli("kill", run_id, "--grace", "2").code == 0

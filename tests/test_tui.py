@@ -12,7 +12,7 @@ from textual.widgets import Input
 from tests.conftest import TERMINAL, Engine
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import ConfirmDialog, ForkDialog
+from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
 from tui.screens.help import HelpScreen
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
@@ -147,5 +147,56 @@ def test_losing_the_engine_shows_a_banner_and_reconnects(engine: Engine) -> None
             await until(pilot, lambda: app.state.connected and engine.daemon_pid() != old)
             await until(pilot, lambda: "⚠" not in str(status.render()))
             assert run_id in app.state.runs
+
+    asyncio.run(scenario())
+
+
+def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
+    first = start(engine, "synthetic", "steps=30", "print_every=5", "--name", "printer")
+    engine.wait_state(first, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.selected_id == first)
+
+            await pilot.press("l")  # the selected run's output, tail first
+            logs = app.query_one("#logs")
+            await until(pilot, lambda: any("step 25" in str(line) for line in logs.lines))
+
+            await pilot.press("n")
+            dialog = await until(pilot, lambda: isinstance(app.screen, NewRunDialog)
+                                 and app.screen)
+            dialog.query_one("#cfg-steps", Input).value = "77"
+            dialog.query_one("#cfg-lr", Input).value = "not-a-number"
+            await pilot.press("ctrl+s")
+            error = dialog.query_one("#dialog-error")
+            await until(pilot, lambda: "expected a number" in str(error.render()))
+            assert isinstance(app.screen, NewRunDialog)  # stays open to be corrected
+            dialog.query_one("#cfg-lr", Input).value = "0.01"
+            dialog.query_one("#name", Input).value = "from-dialog"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+            made = await until(pilot, lambda: [r for r in app.state.runs.values()
+                                               if r["name"] == "from-dialog"])
+            assert made[0]["config"]["steps"] == 77 and made[0]["config"]["lr"] == 0.01
+            await until(pilot, lambda: table.selected_id == made[0]["id"])
+
+            await pilot.press("slash")
+            await pilot.press(*"printer")
+            await until(pilot, lambda: table._order == [first])
+            await pilot.press("enter")
+            await until(pilot, lambda: table.has_focus)
+
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: chart.series)
+            await pilot.press("g")
+            assert chart.log_y
+            before = chart.smoothing
+            await pilot.press("s")
+            assert chart.smoothing != before
+            await pilot.press("x")
+            await until(pilot, lambda: chart.series and chart.series[0].xs[0] > 1e9)  # time
 
     asyncio.run(scenario())
