@@ -306,13 +306,18 @@ def _latest_sample(client: Client) -> dict[str, Any] | None:
     return latest
 
 
-def cmd_gpu(args: argparse.Namespace) -> int:
+def _sample_and_names(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The latest telemetry sample and every run's name, for ``gpu`` and ``top``."""
     with _client(args) as client:
         sample = _latest_sample(client)
         names = {r["id"]: r["name"] for r in client.call("list_runs")}
     if sample is None:
-        print("traintop: no telemetry sample yet", file=sys.stderr)
-        return 1
+        raise EngineError("no_sample", "no telemetry sample yet; try again in a second")
+    return sample, names
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    sample, names = _sample_and_names(args)
     if args.json:
         print(
             json.dumps(
@@ -329,12 +334,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        sample = _latest_sample(client)
-        names = {r["id"]: r["name"] for r in client.call("list_runs")}
-    if sample is None:
-        print("traintop: no telemetry sample yet", file=sys.stderr)
-        return 1
+    sample, names = _sample_and_names(args)
     if args.json:
         print(json.dumps(sample))
         return 0

@@ -13,23 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
-from textual import events
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.widgets.bars import (
     NA,
     TRACK_STYLE,
     bar,
     fraction_of,
-    join_lines,
     level_style,
     percent_text,
     short_bytes,
     sparkline,
 )
+from tui.widgets.sample_panel import Sample, SamplePanel
 
-Sample = Mapping[str, Any]
 Gpu = Mapping[str, Any]
 
 _LABEL_WIDTH = 5  # "util ", "pwr  ", "mem  ", "bw   "
@@ -82,45 +78,16 @@ _METRICS: tuple[tuple[str, Callable[[Gpu], float | None], Callable[[Gpu], str]],
 )
 
 
-class GpuPanel(Widget):
+class GpuPanel(SamplePanel):
     """Live view of every GPU: bars with sparklines, and which runs hold its memory."""
 
-    DEFAULT_CSS = """
-    GpuPanel {
-        height: 1fr;
-        overflow: hidden;
-    }
-    """
-
-    # The whole panel as one Text, rebuilt on each update or resize, never per frame.
-    content: reactive[Text] = reactive(Text, layout=False)
-
-    def __init__(
-        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
-    ) -> None:
-        super().__init__(name=name, id=id, classes=classes)
-        self._history: Sequence[Sample] = ()
-        self._run_names: Mapping[str, str] = {}
+    _run_names: Mapping[str, str] = {}
 
     def update_samples(self, history: Sequence[Sample], run_names: Mapping[str, str]) -> None:
         """Show ``history`` (samples oldest first, the last is now); runs named by ``run_names``."""
         self._history = history
         self._run_names = run_names
         self._rebuild()
-
-    def on_resize(self, event: events.Resize) -> None:
-        """Lay out again for the new size."""
-        self._rebuild()
-
-    def render(self) -> Text:
-        """The Text built by the last update."""
-        return self.content
-
-    def _rebuild(self) -> None:
-        width, height = self.content_size
-        if width <= 0 or height <= 0:
-            return  # not laid out yet: the first Resize builds it
-        self.content = join_lines(self.build_lines(width, height), width)
 
     def build_lines(self, width: int, height: int) -> list[Text]:
         """The panel's lines for a ``width`` x ``height`` area."""

@@ -12,9 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.text import Text
-from textual import events
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from tui.widgets.bars import (
     NA,
@@ -22,15 +19,13 @@ from tui.widgets.bars import (
     TRACK_STYLE,
     bar,
     fraction_of,
-    join_lines,
     level_style,
     percent_text,
     short_bytes,
     short_rate,
     sparkline,
 )
-
-Sample = Mapping[str, Any]
+from tui.widgets.sample_panel import Sample, SamplePanel
 
 _LABEL_WIDTH = 5  # "CPU  ", "RAM  ", "swap "
 _CORE_BAR_WIDTH = 5
@@ -107,43 +102,13 @@ def _io_texts(host: Mapping[str, Any]) -> tuple[Text, Text]:
     return disk, net
 
 
-class HostPanel(Widget):
+class HostPanel(SamplePanel):
     """Live view of the machine: cores, CPU history, memory, load and I/O rates."""
-
-    DEFAULT_CSS = """
-    HostPanel {
-        height: 1fr;
-        overflow: hidden;
-    }
-    """
-
-    # The whole panel as one Text, rebuilt on each update or resize, never per frame.
-    content: reactive[Text] = reactive(Text, layout=False)
-
-    def __init__(
-        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
-    ) -> None:
-        super().__init__(name=name, id=id, classes=classes)
-        self._history: Sequence[Sample] = ()
 
     def update_samples(self, history: Sequence[Sample]) -> None:
         """Show ``history``: telemetry samples oldest first, the last one is now."""
         self._history = history
         self._rebuild()
-
-    def on_resize(self, event: events.Resize) -> None:
-        """Lay out again for the new size."""
-        self._rebuild()
-
-    def render(self) -> Text:
-        """The Text built by the last update."""
-        return self.content
-
-    def _rebuild(self) -> None:
-        width, height = self.content_size
-        if width <= 0 or height <= 0:
-            return  # not laid out yet: the first Resize builds it
-        self.content = join_lines(self.build_lines(width, height), width)
 
     def build_lines(self, width: int, height: int) -> list[Text]:
         """The panel's lines for a ``width`` x ``height`` area."""
