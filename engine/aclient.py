@@ -40,7 +40,7 @@ class AsyncClient:
         except (FileNotFoundError, ConnectionRefusedError):
             if not autostart:
                 raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
-        daemon = start_daemon(self.paths)
+        start_daemon(self.paths)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
         while loop.time() < deadline:
@@ -48,8 +48,6 @@ class AsyncClient:
                 await self._open()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                if daemon.poll() not in (None, 0):
-                    break
                 await asyncio.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 

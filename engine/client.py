@@ -37,14 +37,19 @@ class EngineUnavailable(Exception):
     """No daemon could be reached or started."""
 
 
-def start_daemon(paths: StatePaths) -> subprocess.Popen[bytes]:
-    """Launch a detached daemon for ``paths`` (it exits at once if one already runs)."""
+def start_daemon(paths: StatePaths) -> None:
+    """Launch a detached daemon for ``paths`` (it exits at once if one already runs).
+
+    A shell in a new session starts the daemon in the background and exits,
+    so the daemon is nobody's child: it survives this process, and this
+    process is never left with a zombie to reap when the daemon stops.
+    """
     ensure_private_dir(paths.home)
     env = dict(os.environ, TRAINTOP_HOME=str(paths.home))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_ENGINE_ROOT, env.get("PYTHONPATH")) if p)
     with open(paths.daemon_log, "ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.daemon"],
+        launcher = subprocess.Popen(
+            ["/bin/sh", "-c", '"$0" -m engine.daemon </dev/null &', sys.executable],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -53,6 +58,7 @@ def start_daemon(paths: StatePaths) -> subprocess.Popen[bytes]:
             env=env,
             cwd="/",
         )
+    launcher.wait()
 
 
 class Client:
@@ -85,15 +91,13 @@ class Client:
         except (FileNotFoundError, ConnectionRefusedError):
             if not autostart:
                 raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
-        daemon = start_daemon(self.paths)
+        start_daemon(self.paths)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 self._connect_once()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                if daemon.poll() not in (None, 0):
-                    break
                 time.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 
