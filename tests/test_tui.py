@@ -137,13 +137,18 @@ def test_losing_the_engine_shows_a_banner_and_reconnects(engine: Engine) -> None
     engine.wait_state(run_id, *TERMINAL)
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        # No autostart, so the engine stays away until the test brings it back
+        # (with autostart the TUI would start a new one within a blink).
+        app = TraintopApp(paths=engine.paths, autostart=False)
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: app.state.connected and app.state.runs)
             old = engine.daemon_pid()
             assert (await _in_thread(lambda: engine.cli("engine", "stop"))).code == 0
             status = app.query_one("#status")
-            await until(pilot, lambda: "engine" in str(status.render()))
+            await until(pilot, lambda: "⚠" in str(status.render()))
+            assert not app.state.connected
+            await pilot.press("p")  # an action while disconnected says why, and blocks nothing
+            assert (await _in_thread(lambda: engine.cli("engine", "start"))).code == 0
             await until(pilot, lambda: app.state.connected and engine.daemon_pid() != old)
             await until(pilot, lambda: "⚠" not in str(status.render()))
             assert run_id in app.state.runs
