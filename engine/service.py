@@ -161,7 +161,10 @@ class Engine:
         run = self.resolve(params.get("run"))
         key = _param(params, "key", str, None)
         after = _param(params, "after_step", int, None)
-        return self.store.metrics(run["id"], key, after)
+        last = _param(params, "last", int, None)
+        if last is not None and (key is None or last < 1):
+            raise RequestError("bad_request", "last needs a key and must be positive")
+        return self.store.metrics(run["id"], key, after, last)
 
     def workloads(self, params: dict[str, Any]) -> dict[str, Any]:
         """Default configs: every built-in, or the one ``workload`` names (file specs too)."""

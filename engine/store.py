@@ -250,9 +250,23 @@ class Store:
                 self.update_run(run_id, spool_offset=spool_offset, step=step)
 
     def metrics(
-        self, run_id: str, key: str | None = None, after_step: int | None = None
+        self,
+        run_id: str,
+        key: str | None = None,
+        after_step: int | None = None,
+        last: int | None = None,
     ) -> list[tuple[int, str, float | None, float]]:
-        """Points of one run as ``(step, key, value, time)``, ordered by key and step."""
+        """Points of one run as ``(step, key, value, time)``, ordered by key and step.
+
+        With ``last`` (and a ``key``), only the latest ``last`` points.
+        """
+        if last is not None and key is not None:
+            rows = self.db.execute(
+                "SELECT step, key, value, time FROM metrics WHERE run_id = ? AND key = ? "
+                "ORDER BY step DESC, rowid DESC LIMIT ?",
+                (run_id, key, last),
+            ).fetchall()
+            return [tuple(r) for r in reversed(rows)]
         sql = "SELECT step, key, value, time FROM metrics WHERE run_id = ?"
         args: list[Any] = [run_id]
         if key is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.command import Hit, Hits, Provider
@@ -33,6 +33,7 @@ from tui.widgets.loss_chart import LossChart, Series
 from tui.widgets.runs_table import SORTS, RunsTable
 
 REFRESH_HZ = 4
+COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -71,7 +72,7 @@ class TraintopApp(App[None]):
         self.demo = demo
         self.paths = paths or StatePaths(state_home())
         self.readonly = readonly
-        self.state = TuiState(smoothing=SMOOTHING_STEPS[1])
+        self.state = TuiState(smoothing=SMOOTHING_STEPS[3])
         self.link = EngineLink(
             self.paths, self.state, self._set_banner, self._on_connected, autostart=autostart
         )
@@ -80,6 +81,7 @@ class TraintopApp(App[None]):
         self.x_by_time = False
         self.log_y = False
         self._banner: str | None = None
+        self._status_text = ""
         self._history_requested: set[str] = set()
         self._shown_family: tuple[str, ...] = ()
 
@@ -97,10 +99,16 @@ class TraintopApp(App[None]):
         yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False, highlight=False)
         yield Footer()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one(RunsTable).set_compact(event.size.width < COMPACT_BELOW)
+        self.state.runs_dirty = True
+
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
         self.query_one("#logs").display = False
-        self.query_one(RunsTable).focus()
+        table = self.query_one(RunsTable)
+        table.set_compact(self.size.width < COMPACT_BELOW)
+        table.focus()
         self.query_one(LossChart).smoothing = self.state.smoothing
         self.run_worker(self.link.run(), name="engine-link", exclusive=True)
         self.set_interval(1 / REFRESH_HZ, self._refresh_views)
@@ -125,6 +133,7 @@ class TraintopApp(App[None]):
     def _update_status(self) -> None:
         status = self.query_one("#status", Static)
         if self._banner:
+            self._status_text = ""
             status.update(Text(f" ⚠ {self._banner}", style="bold black on yellow"))
             return
         counts: dict[str, int] = {}
@@ -133,11 +142,10 @@ class TraintopApp(App[None]):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet: n"
         mode = "  [readonly]" if self.readonly else ""
         smooth = f"smooth {self.state.smoothing:g}" + ("  log y" if self.log_y else "")
-        status.update(
-            Text.assemble(
-                (" traintop ", "bold reverse"), f"  {summary}  ·  {self.metric_key}  {smooth}{mode}"
-            )
-        )
+        text = f"  {summary}  ·  {self.metric_key}  {smooth}{mode}"
+        if text != self._status_text:  # redrawing the same line costs bytes over SSH
+            self._status_text = text
+            status.update(Text.assemble((" traintop ", "bold reverse"), text))
 
     def _refresh_views(self) -> None:
         state = self.state

@@ -17,7 +17,7 @@ from typing import Any
 from engine.aclient import AsyncClient
 from engine.client import EngineError, EngineUnavailable
 from engine.paths import StatePaths
-from tui.state import TuiState
+from tui.state import TAIL_POINTS, TuiState
 
 TELEMETRY_HISTORY_S = 600.0
 LOG_TAIL_BYTES = 32 * 1024
@@ -49,7 +49,11 @@ class EngineLink:
             try:
                 await client.connect(autostart=self.autostart)
                 await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
-                self.state.set_runs(await client.call("list_runs"))
+                runs = await client.call("list_runs")
+                self.state.set_runs(runs)
+                for run in runs:
+                    tail = await client.call("metrics", run=run["id"], key="loss", last=TAIL_POINTS)
+                    self.state.set_tail(run["id"], tail)
                 telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
                 self.state.set_telemetry(telemetry["history"])
                 self.client = client

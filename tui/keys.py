@@ -47,10 +47,10 @@ ACTIONS: tuple[Action, ...] = (
         "details", "enter", "Details", "Config, lineage, events and exit of the run", footer=False
     ),
     Action("smoothing", "s", "Smooth", "Cycle the loss smoothing (debiased EMA)"),
-    Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis"),
+    Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis", footer=False),
     Action("x_axis", "x", "X axis", "Plot against step or wall time", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),
-    Action("filter", "slash", "Filter", "Filter runs by id, name, state or workload"),
+    Action("filter", "slash", "Filter", "Filter runs by id, name, state or workload", footer=False),
     Action("sort", "o", "Sort", "Cycle the sort order of the runs table", footer=False),
     Action("help", "question_mark", "Help", "List every key"),
     Action("quit", "q", "Quit", "Leave traintop; the runs keep going"),

@@ -17,6 +17,7 @@ from tui.chart_math import DebiasedEma
 TERMINAL = ("finished", "failed", "killed")
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
+TAIL_POINTS = 1024
 
 
 @dataclass
@@ -26,6 +27,7 @@ class MetricSeries:
     steps: list[int] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    trims: int = 0  # how often old points were dropped (caches of derived values check it)
 
     def add(self, step: int, value: float | None, when: float) -> None:
         # A replayed or overlapping point (history fetch racing the stream) is skipped.
@@ -52,10 +54,13 @@ class TuiState:
         self.runs: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, RunMetrics] = {}
         self.telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
+        # The latest losses of runs whose whole history is not loaded: enough for
+        # the table's EMA column, which forgets older points geometrically.
+        self.tails: dict[str, MetricSeries] = {}
         self.progress: dict[str, deque[tuple[float, int]]] = {}
         self.smoothing = smoothing
-        # Per (run, metric): the running EMA, how many points it has seen, its last value.
-        self._ema: dict[tuple[str, str], tuple[DebiasedEma, int, float | None]] = {}
+        # Per (run, metric): the running EMA, the series' trims, points seen, last value.
+        self._ema: dict[tuple[str, str], tuple[DebiasedEma, int, int, float | None]] = {}
         self.connected = False
         self.runs_dirty = self.chart_dirty = self.telemetry_dirty = False
 
@@ -81,6 +86,14 @@ class TuiState:
             self._ema.pop((run_id, key), None)
         self.chart_dirty = True
 
+    def set_tail(self, run_id: str, points: Iterable[Sequence[Any]]) -> None:
+        """The latest ``loss`` points of a run, for its EMA in the table."""
+        tail = MetricSeries()
+        for step, _key, value, when in points:
+            tail.add(int(step), value, float(when))
+        self.tails[run_id] = tail
+        self.runs_dirty = True
+
     def set_telemetry(self, samples: Iterable[dict[str, Any]]) -> None:
         self.telemetry.clear()
         self.telemetry.extend(samples)
@@ -91,6 +104,8 @@ class TuiState:
         topic, data = event.get("event"), event.get("data") or {}
         if topic == "runs":
             old = self.runs.get(data["id"], {})
+            if data["id"] not in self.metrics:
+                self.tails.setdefault(data["id"], MetricSeries())
             self.runs[data["id"]] = {
                 **data,
                 "last": {**old.get("last", {}), **data.get("last", {})},
@@ -117,6 +132,15 @@ class TuiState:
         if run_id in self.metrics:
             self.metrics[run_id].add_points(points)
             self.chart_dirty = True
+        elif run_id in self.tails:
+            tail = self.tails[run_id]
+            for step, key, value, when in points:
+                if key == "loss":
+                    tail.add(int(step), value, float(when))
+            if len(tail.steps) > 2 * TAIL_POINTS:
+                for column in (tail.steps, tail.values, tail.times):
+                    del column[:TAIL_POINTS]
+                tail.trims += 1
         self.runs_dirty = True
 
     # -- derived --------------------------------------------------------------
@@ -144,19 +168,25 @@ class TuiState:
         """The debiased EMA of a loaded run's metric at its last point."""
         run_metrics = self.metrics.get(run_id)
         series = run_metrics.series.get(key) if run_metrics else None
+        if series is None and key == "loss":
+            series = self.tails.get(run_id)
         if series is None:
             return None
         cached = self._ema.get((run_id, key))
-        if cached is None or cached[0].weight != self.smoothing or cached[1] > len(series.values):
-            cached = (DebiasedEma(self.smoothing), 0, None)
-        ema, seen, last = cached
+        if (
+            cached is None
+            or cached[0].weight != self.smoothing
+            or cached[1] != series.trims
+            or cached[2] > len(series.values)
+        ):
+            cached = (DebiasedEma(self.smoothing), series.trims, 0, None)
+        ema, trims, seen, last = cached
         for value in reversed(ema.extend(series.values[seen:])):
             if value is not None:
                 last = value
                 break
-        self._ema[(run_id, key)] = (ema, len(series.values), last)
+        self._ema[(run_id, key)] = (ema, trims, len(series.values), last)
         return last
-
 
     def gpu_memory(self, run_id: str) -> int | None:
         if not self.telemetry:

@@ -30,7 +30,10 @@ def detail_markup(run: dict[str, Any]) -> str:
     lines += [f"  {escape(k)} = {escape(repr(v))}" for k, v in sorted(run["config"].items())]
     if run.get("last"):
         lines.append("[b]last values[/b]")
-        lines += [f"  {escape(k)} = {v}" for k, v in sorted(run["last"].items())]
+        lines += [
+            f"  {escape(k)} = {v:.6g}" if isinstance(v, float) else f"  {escape(k)} = {v}"
+            for k, v in sorted(run["last"].items())
+        ]
     lines.append("[b]events[/b]")
     for event in run.get("events", []):
         when = time.strftime("%m-%d %H:%M:%S", time.localtime(event["time"]))

@@ -60,7 +60,7 @@ class ConfigForm(VerticalScroll):
     """One labelled input per config key."""
 
     DEFAULT_CSS = """
-    ConfigForm { height: auto; max-height: 14; }
+    ConfigForm { height: auto; max-height: 50vh; }
     ConfigForm Horizontal { height: auto; }
     ConfigForm Label { width: 16; padding: 1 1 0 0; }
     ConfigForm Input { width: 1fr; }
@@ -71,7 +71,7 @@ class ConfigForm(VerticalScroll):
         self.config = dict(config)
 
     def compose(self) -> ComposeResult:
-        for key, value in sorted(self.config.items()):
+        for key, value in self.config.items():  # the workload's own order: steps, lr first
             with Horizontal():
                 yield Label(key)
                 yield Input(_text(value), id=f"cfg-{key}", name=key)

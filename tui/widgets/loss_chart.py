@@ -207,10 +207,13 @@ class _ChartLayout:
         dot_w = self.plot_w * 2
         main: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
         faint: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
+        # Raw points (faint) only for the selected run: with forks overlaid, the
+        # others' raw clouds would bury the curves being compared.
+        emphasized = {i for i in order if chart._series[i].emphasis} or set(order)
         for i in order:
             smooth, raw = chart._curves(i)
             main[i] = self._buckets(xs[i], smooth, x_lo, x_hi, dot_w)
-            if raw is not None:
+            if raw is not None and i in emphasized:
                 faint[i] = self._buckets(xs[i], raw, x_lo, x_hi, dot_w)
         values = [v for b, _ in main.values() for mm in b if mm is not None for v in mm]
         if not values:

@@ -1,0 +1,64 @@
+"""The TUI's state model, fed with daemon-shaped events (no screen, no daemon)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tui.chart_math import ema_debiased
+from tui.state import TAIL_POINTS, TuiState
+
+
+def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[str, Any]:
+    return {"id": run_id, "name": f"n-{run_id}", "state": "running", "step": 0,
+            "total_steps": 1000, "parent_id": parent, "created": created, "device": "cpu",
+            "workload": "synthetic", "last": {}}
+
+
+def _points(start: int, count: int, key: str = "loss") -> list[list[Any]]:
+    return [[s, key, 1.0 / (s + 1), 100.0 + s] for s in range(start, start + count)]
+
+
+def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> None:
+    state = TuiState()
+    state.set_runs([_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
+                    _run("d", "c", created=4)])
+    assert [(r["id"], depth) for r, depth in state.tree()] == [
+        ("a", 0), ("c", 1), ("d", 2), ("b", 0)]
+    assert state.family("c") == ["a", "c", "d"]
+    assert [r["id"] for r, _ in state.tree("n-d")] == ["d"]
+
+
+def test_the_ema_column_uses_the_tail_and_streamed_points_like_the_full_history() -> None:
+    state = TuiState(smoothing=0.9)
+    state.set_runs([_run("a")])
+    everything = _points(0, 3000)
+    state.set_tail("a", everything[-TAIL_POINTS:])
+    for start in range(3000, 6000, 100):  # streamed while the TUI runs, trims included
+        batch = _points(start, 100)
+        state.apply_event({"event": "metrics", "data": {"run": "a", "points": batch}})
+        everything += batch
+    exact = ema_debiased([p[2] for p in everything], 0.9)[-1]
+    assert state.tails["a"].trims >= 1
+    assert state.smoothed_last("a") is not None
+    assert abs(state.smoothed_last("a") - exact) < 1e-9  # type: ignore[operator]
+    assert state.runs["a"]["step"] == 6000 and state.runs["a"]["last"]["loss"] == 1 / 6000
+
+
+def test_history_merges_with_points_that_streamed_meanwhile() -> None:
+    state = TuiState()
+    state.set_runs([_run("a")])
+    state.set_history("a", [])
+    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(50, 10)}})
+    state.set_history("a", _points(0, 55))  # the fetch overlaps what streamed
+    series = state.metrics["a"].series["loss"]
+    assert series.steps == list(range(60))
+
+
+def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
+    state = TuiState()
+    state.set_runs([_run("a")])
+    for second in range(5):
+        points = [[second * 10 + 9, "loss", 1.0, 1000.0 + second]]
+        state.apply_event({"event": "metrics", "data": {"run": "a", "points": points}})
+    assert state.steps_per_second("a") == 10.0
+    assert state.eta_seconds("a") == (1000 - 50) / 10.0
