@@ -8,19 +8,16 @@ outlives this terminal) and waits for the socket.
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from engine import protocol
-from engine.paths import StatePaths, ensure_private_dir, state_home
+from engine.paths import StatePaths, child_env, ensure_private_dir, state_home
 
-_ENGINE_ROOT = str(Path(__file__).resolve().parent.parent)
 START_TIMEOUT = 15.0
 
 
@@ -45,8 +42,7 @@ def start_daemon(paths: StatePaths) -> None:
     process is never left with a zombie to reap when the daemon stops.
     """
     ensure_private_dir(paths.home)
-    env = dict(os.environ, TRAINTOP_HOME=str(paths.home))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ENGINE_ROOT, env.get("PYTHONPATH")) if p)
+    env = child_env(TRAINTOP_HOME=str(paths.home))
     with open(paths.daemon_log, "ab") as log_file:
         launcher = subprocess.Popen(
             ["/bin/sh", "-c", '"$0" -m engine.daemon </dev/null &', sys.executable],

@@ -25,6 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment plus ``extra``, with this package importable.
+
+    The daemon, shims and workers are started as ``python -m engine...``; the
+    package's root goes first on PYTHONPATH so they run this very copy of it.
+    """
+    env = {**os.environ, **extra}
+    paths = [_PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
 
 def state_home() -> Path:
     """The state directory: ``$TRAINTOP_HOME`` or ``~/.local/share/traintop``."""

@@ -22,12 +22,11 @@ from typing import Any
 
 import psutil
 
-from engine.paths import RunDir, read_json, write_json_atomic
+from engine.paths import RunDir, child_env, read_json, write_json_atomic
 
 PR_SET_CHILD_SUBREAPER = 36
 # The directory that holds the ``engine`` package, so ``-m engine.worker``
 # resolves even when the worker runs in the user's own working directory.
-PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def _become_subreaper() -> None:
@@ -39,14 +38,11 @@ def _become_subreaper() -> None:
 
 
 def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
+    env = child_env(PYTHONUNBUFFERED="1")
     # Several runs share the CPU cores; OpenMP threads that spin while waiting
     # (libgomp's default) then starve each other: measured 1.1 vs 130 steps/s for
     # three small CPU runs on 2 cores. Sleeping waits change no numerics.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    paths = [PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
 
 
@@ -86,8 +82,12 @@ def _start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[b
     with open(run_dir.stdout, "ab") as out, open(run_dir.stderr, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "engine.worker", str(run_dir.path)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
-            env=_worker_env(), process_group=0,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env=_worker_env(),
+            process_group=0,
         )
 
 
@@ -102,23 +102,28 @@ def supervise(run_dir: RunDir) -> None:
     except OSError as exc:
         with open(run_dir.stderr, "a", encoding="utf-8") as err:
             print(f"traintop shim: cannot start the worker: {exc}", file=err)
-        write_json_atomic(run_dir.exit, {"generation": generation, "returncode": 127,
-                                         "time": time.time()})
+        write_json_atomic(
+            run_dir.exit, {"generation": generation, "returncode": 127, "time": time.time()}
+        )
         return
     # The worker is our unreaped child until _wait_for, so even a worker that
     # already died still has a readable create_time.
-    write_json_atomic(run_dir.worker, {
-        "pid": proc.pid,
-        "pgid": proc.pid,
-        "create_time": psutil.Process(proc.pid).create_time(),
-        "shim_pid": os.getpid(),
-        "generation": generation,
-    })
+    write_json_atomic(
+        run_dir.worker,
+        {
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "shim_pid": os.getpid(),
+            "generation": generation,
+        },
+    )
     returncode = _wait_for(proc.pid)
     proc.returncode = returncode  # reaped by us, not by Popen
     _kill_leftovers(proc.pid)
-    write_json_atomic(run_dir.exit, {"generation": generation, "returncode": returncode,
-                                     "time": time.time()})
+    write_json_atomic(
+        run_dir.exit, {"generation": generation, "returncode": returncode, "time": time.time()}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

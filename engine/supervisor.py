@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from engine.paths import RunDir, StatePaths, read_json, write_json_atomic
+from engine.paths import RunDir, StatePaths, child_env, read_json, write_json_atomic
 from engine.runs import RunState
 from engine.store import Store
 
@@ -39,7 +39,6 @@ SPAWN_TIMEOUT = 30.0
 # How long a dead worker's shim gets to write exit.json before the run is declared lost.
 EXIT_TIMEOUT = 5.0
 STDERR_TAIL_LINES = 20
-_ENGINE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass
@@ -97,10 +96,7 @@ class Supervisor:
                 "cwd": run["cwd"],
             },
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_ENGINE_ROOT, env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env()
         with open(rundir.path / "shim.log", "ab") as shim_log:
             shim = subprocess.Popen(
                 [sys.executable, "-m", "engine.shim", str(rundir.path)],
