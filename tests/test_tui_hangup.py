@@ -1,9 +1,11 @@
-"""When the SSH connection drops, the TUI process ends at once; the runs go on."""
+"""The real TUI on a pseudo-terminal: it ends at once when the SSH connection
+drops (the runs go on), and it speaks only the colours the terminal has."""
 
 from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -15,14 +17,20 @@ import pytest
 from tests.conftest import Engine
 
 
-def _spawn_tui(engine: Engine) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn_tui(engine: Engine, term: str = "xterm-256color") -> tuple[subprocess.Popen[bytes], int]:
     """The real ``traintop`` TUI on a pseudo-terminal; returns it and the pty master."""
     master, slave = pty.openpty()
-    env = dict(os.environ, TRAINTOP_HOME=str(engine.paths.home), TERM="xterm-256color",
-               COLUMNS="100", LINES="30")
+    env = dict(
+        os.environ, TRAINTOP_HOME=str(engine.paths.home), TERM=term, COLUMNS="100", LINES="30"
+    )
+    env.pop("COLORTERM", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tui.main"], stdin=slave, stdout=slave, stderr=slave,
-        env=env, start_new_session=True,
+        [sys.executable, "-m", "tui.main"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
     )
     os.close(slave)
     return proc, master
@@ -70,3 +78,26 @@ def test_tui_ends_when_the_terminal_goes_away(engine: Engine, how: str) -> None:
             os.close(master)
     run = engine.run(run_id)
     assert run["state"] == "running"  # the run does not care
+
+
+@pytest.mark.parametrize(
+    ("term", "allowed", "refused"),
+    [
+        ("xterm", r"\x1b\[[0-9;]*m", r"[34]8;[25];"),  # 16 colours: no 256 or true colour
+        ("xterm-256color", r"[34]8;5;", r"[34]8;2;"),  # 256 colours: no true colour
+    ],
+)
+def test_tui_speaks_only_the_colours_of_its_terminal(
+    engine: Engine, term: str, allowed: str, refused: str
+) -> None:
+    started = engine.cli("start", "synthetic", "steps=50", "--json")
+    run_id = started.json()["id"]
+    proc, master = _spawn_tui(engine, term)
+    try:
+        drawn = _read_until(master, run_id.encode()).decode("utf-8", "replace")
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    assert re.search(allowed, drawn)
+    assert not re.search(refused, drawn)
