@@ -108,13 +108,19 @@ class Run:
     def log(self, **metrics: Any) -> None:
         """Record metrics for the current step (floats, ints or scalar tensors).
 
-        A tensor is read when the buffer is flushed (that is what keeps GPU
-        tensors free of a sync per step), so do not change it in place afterwards.
+        A one-element CPU tensor is read now (that costs no sync). Any other
+        tensor is read when the buffer is flushed, which keeps GPU tensors free
+        of a sync per step, so do not change it in place afterwards.
         """
         for key, value in metrics.items():
-            # Keep no autograd graph alive until the flush: detach only what needs it.
-            if value.__class__ is not float and getattr(value, "requires_grad", False):
-                metrics[key] = value.detach()
+            if value.__class__ is float:
+                continue
+            if getattr(value, "is_cpu", False) and value.numel() == 1:
+                # Holding CPU tensors until the flush measured ~6-16% slower on a
+                # small MLP (0.6 ms steps); reading them now costs ~1 us.
+                metrics[key] = value.item()
+            elif getattr(value, "requires_grad", False):
+                metrics[key] = value.detach()  # keep no autograd graph alive
         self._buf.append((self.step, self._now, metrics))
 
     # ---- used by the worker ----------------------------------------------
