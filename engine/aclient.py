@@ -100,6 +100,17 @@ class AsyncClient:
         self._writer.write(protocol.encode({"id": request_id, "method": method, "params": params}))
         return await future
 
+    async def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
+        """Every point of a run (or of one key), fetched page by page."""
+        points: list[list[Any]] = []
+        after = None
+        while True:
+            page = await self.call("metrics", run=run, key=key, after=after)
+            if not page:
+                return points
+            points += page
+            after = [page[-1][1], page[-1][0]]
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

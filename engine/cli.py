@@ -260,7 +260,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.call("get_run", run=args.run)
-        points = client.call("metrics", run=run["id"])
+        points = client.all_metrics(run["id"])
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.format == "csv":

@@ -160,6 +160,17 @@ class Client:
                 raise EngineError(str(error.get("code")), str(error.get("message")))
             return message.get("result")
 
+    def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
+        """Every point of a run (or of one key), fetched page by page."""
+        points: list[list[Any]] = []
+        after = None
+        while True:
+            page = self.call("metrics", run=run, key=key, after=after)
+            if not page:
+                return points
+            points += page
+            after = [page[-1][1], page[-1][0]]
+
     def subscribe(self, topics: list[str], runs: list[str] | None = None) -> Any:
         return self.call("subscribe", topics=topics, runs=runs)
 

@@ -22,6 +22,8 @@ from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
 from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_defaults
 
 LOG_CHUNK = 256 * 1024
+# Points per 'metrics' reply: ~50 bytes each in JSON, well under the frame cap.
+METRICS_PAGE = 25_000
 # What SQLite can store as an integer.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -162,9 +164,19 @@ class Engine:
         key = _param(params, "key", str, None)
         after = _param(params, "after_step", int, None)
         last = _param(params, "last", int, None)
-        if last is not None and (key is None or last < 1):
-            raise RequestError("bad_request", "last needs a key and must be positive")
-        return self.store.metrics(run["id"], key, after, last)
+        if last is not None and (key is None or not 1 <= last <= METRICS_PAGE):
+            raise RequestError("bad_request", f"last needs a key and must be 1 to {METRICS_PAGE}")
+        cursor = params.get("after")
+        if cursor is not None and not (
+            isinstance(cursor, list)
+            and len(cursor) == 2
+            and isinstance(cursor[0], str)
+            and type(cursor[1]) is int
+            and _INT64_MIN <= cursor[1] <= _INT64_MAX
+        ):
+            raise RequestError("bad_request", "after must be [key, step]")
+        page_after = None if cursor is None else (cursor[0], cursor[1])
+        return self.store.metrics(run["id"], key, after, last, page_after, METRICS_PAGE)
 
     def workloads(self, params: dict[str, Any]) -> dict[str, Any]:
         """Default configs: every built-in, or the one ``workload`` names (file specs too)."""

@@ -255,10 +255,13 @@ class Store:
         key: str | None = None,
         after_step: int | None = None,
         last: int | None = None,
+        after: tuple[str, int] | None = None,
+        limit: int | None = None,
     ) -> list[tuple[int, str, float | None, float]]:
         """Points of one run as ``(step, key, value, time)``, ordered by key and step.
 
-        With ``last`` (and a ``key``), only the latest ``last`` points.
+        With ``last`` (and a ``key``), only the latest ``last`` points. ``after``
+        (a key and a step) and ``limit`` page through the rest.
         """
         if last is not None and key is not None:
             rows = self.db.execute(
@@ -275,8 +278,19 @@ class Store:
         if after_step is not None:
             sql += " AND step > ?"
             args.append(after_step)
+        if after is not None:
+            sql += " AND (key > ? OR (key = ? AND step > ?))"
+            args += [after[0], after[0], after[1]]
         sql += " ORDER BY key, step, rowid"
-        return [tuple(r) for r in self.db.execute(sql, args).fetchall()]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        points = [tuple(r) for r in self.db.execute(sql, args).fetchall()]
+        if limit is not None and len(points) == limit:
+            # Never split one (key, step) across pages: the next page starts after it.
+            tail = (points[-1][1], points[-1][0])
+            points = [p for p in points if (p[1], p[0]) != tail] or points
+        return points
 
     def metric_count(self, run_id: str) -> int:
         row = self.db.execute("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,))

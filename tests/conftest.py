@@ -77,7 +77,8 @@ class Engine:
         return self.wait(ref, lambda r: r["step"] >= step or r["state"] in TERMINAL, timeout)
 
     def losses(self, ref: str, key: str = "loss") -> dict[int, float]:
-        points = self.call("metrics", run=ref, key=key)
+        with self.client() as client:
+            points = client.all_metrics(ref, key)
         return {int(step): value for step, _k, value, _t in points}
 
     def daemon_pid(self) -> int | None:

@@ -178,7 +178,8 @@ def test_daemon_restart_readopts_runs_and_loses_no_metric(engine: Engine) -> Non
         run = engine.wait_state(run_id, *TERMINAL)
         assert run["state"] == "finished", run
         assert sorted(engine.losses(run_id)) == list(range(steps))
-    metrics = engine.call("metrics", run=running)
+    with engine.client() as client:
+        metrics = client.all_metrics(running)
     assert len(metrics) == 500  # each point stored exactly once
 
 
@@ -187,7 +188,8 @@ def test_ten_thousand_points_a_second_are_all_stored(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=300", "extra_metrics=99", "sleep=0.01")
     run = engine.wait_state(run_id, *TERMINAL)
     assert run["state"] == "finished"
-    points = engine.call("metrics", run=run_id)
+    with engine.client() as client:
+        points = client.all_metrics(run_id)
     assert len(points) == 300 * 100
     duration = points[-1][3] - points[0][3]
     assert len({(p[0], p[1]) for p in points}) == 300 * 100

@@ -87,3 +87,20 @@ def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path: Path) -> None:
     assert run is not None and run["name"] == "old"
     store.add_telemetry(5.0, {"time": 5.0})
     assert store.telemetry(0.0) == [{"time": 5.0}]
+
+
+def test_metric_pages_never_split_a_step_and_cover_every_point(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    points = [[s, k, float(s), 1.0] for s in range(10) for k in ("b", "a")]
+    points += [[4, "a", 99.0, 2.0]]  # a step logged twice
+    store.add_metrics("abc234", points, 1, 10)
+    seen, after = [], None
+    while True:
+        page = store.metrics("abc234", after=after, limit=5)
+        if not page:
+            break
+        seen += page
+        after = (page[-1][1], page[-1][0])
+    assert len(seen) == len(points)
+    assert [(p[1], p[0]) for p in seen] == sorted((p[1], p[0]) for p in points)

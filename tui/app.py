@@ -186,7 +186,7 @@ class TraintopApp(App[None]):
     @work(group="history")
     async def _load_history(self, run_id: str) -> None:
         try:
-            points = await self.link.call("metrics", run=run_id)
+            points = await self.link.all_metrics(run_id)
         except (EngineError, EngineUnavailable):
             self._history_requested.discard(run_id)
             return

@@ -88,6 +88,12 @@ class EngineLink:
         finally:
             closed.cancel()
 
+    async def all_metrics(self, run_id: str) -> list[list[Any]]:
+        """Every point of a run, page by page, on the main connection."""
+        if self.client is None:
+            raise EngineUnavailable("not connected to the engine")
+        return await self.client.all_metrics(run_id)
+
     async def call(self, method: str, **params: Any) -> Any:
         """A request on the main connection; EngineUnavailable while disconnected."""
         if self.client is None:
