@@ -78,9 +78,31 @@ def _keep_overridden_hparams(
         return
     groups = optimizer.param_groups  # type: ignore[attr-defined]
     for group, new, old in zip(groups, fresh, initial, strict=True):
+        scheduled_lr = group.get("lr")
         for key, value in new.items():
             if key in old and not _same(value, old[key]):
                 group[key] = value
+        # With an LR scheduler attached ('initial_lr' is its base), an overridden base
+        # scales the lr the schedule had reached, instead of restarting the schedule.
+        new_base, old_base = new.get("initial_lr"), old.get("initial_lr")
+        if (
+            isinstance(new_base, float) and isinstance(old_base, float)
+            and isinstance(scheduled_lr, float) and old_base and new_base != old_base
+        ):
+            group["lr"] = scheduled_lr * new_base / old_base
+
+
+def _rebase_scheduler(scheduler: object) -> None:
+    """An LR scheduler follows its optimizer's (possibly overridden) base lr."""
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    optimizer = getattr(scheduler, "optimizer", None)
+    if not isinstance(base_lrs, list) or not isinstance(optimizer, torch.optim.Optimizer):
+        return
+    groups = optimizer.param_groups
+    if len(groups) == len(base_lrs):
+        scheduler.base_lrs = [  # type: ignore[attr-defined]
+            group.get("initial_lr", base) for group, base in zip(groups, base_lrs, strict=True)
+        ]
 
 
 def rng_states() -> dict[str, Any]:
@@ -189,4 +211,6 @@ def restore(ckpt: Mapping[str, Any], tracked: Mapping[str, object]) -> None:
         fresh = optimizer_hparams(obj)
         _load_state(obj, saved[name])
         _keep_overridden_hparams(obj, fresh, initial.get(name))
+    for obj in tracked.values():  # after every load: a scheduler's state brings old bases
+        _rebase_scheduler(obj)
     restore_rng_states(ckpt["rng"])

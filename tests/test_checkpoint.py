@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -101,3 +102,40 @@ def test_restore_keeps_hyperparameters_a_fork_overrides(tmp_path: Path) -> None:
     assert forked.param_groups[0]["momentum"] == 0.9
     assert torch.equal(forked.state_dict()["state"][0]["momentum_buffer"],
                        optimizer.state_dict()["state"][0]["momentum_buffer"])
+
+
+def _scheduled(lr: float) -> tuple[nn.Linear, torch.optim.SGD, torch.optim.lr_scheduler.StepLR]:
+    model, optimizer = _sgd(lr)
+    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+
+
+def _train(model: nn.Linear, optimizer: torch.optim.SGD, scheduler: object, steps: int) -> None:
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.ones(2, 3)).sum().backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        scheduler.step()  # type: ignore[attr-defined]
+
+
+def test_a_fork_with_a_new_lr_rescales_its_lr_schedule(tmp_path: Path) -> None:
+    from engine.checkpoint import optimizer_hparams
+
+    model, optimizer, scheduler = _scheduled(0.1)
+    initial = {"optimizer": optimizer_hparams(optimizer) or []}
+    _train(model, optimizer, scheduler, 5)  # lr: 0.1 halved twice
+    tracked = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, 5, tracked, {}, initial)
+    assert optimizer.param_groups[0]["lr"] == 0.025
+
+    same = _scheduled(0.1)  # no override: bit for bit the parent's schedule
+    restore(load_checkpoint(path), dict(zip(tracked, same, strict=True)))
+    assert same[1].param_groups[0]["lr"] == 0.025 and same[2].base_lrs == [0.1]
+
+    forked = _scheduled(0.4)  # lr=0.4: the same point of the schedule, four times higher
+    restore(load_checkpoint(path), dict(zip(tracked, forked, strict=True)))
+    assert forked[1].param_groups[0]["lr"] == pytest.approx(0.1)
+    assert forked[2].base_lrs == [0.4]
+    _train(*forked, 1)  # step 6: the schedule halves again, from the new base
+    _train(model, optimizer, scheduler, 1)
+    assert forked[1].param_groups[0]["lr"] == pytest.approx(4 * optimizer.param_groups[0]["lr"])
