@@ -46,7 +46,7 @@ class Series:
     xs: Sequence[float]  # step or wall time, ascending
     ys: Sequence[float | None]
     style: str | None = None  # None: palette by position
-    emphasis: bool = False  # the selected run: drawn last (on top)
+    emphasis: bool = False  # the selected run: bold, first in the legend, raw points shown
 
 
 @dataclass
@@ -193,7 +193,9 @@ class _ChartLayout:
         if self.width <= 0 or self.height <= 0:
             return []
         chart = self.chart
-        order = sorted(range(len(chart._series)), key=lambda i: chart._series[i].emphasis)
+        # Drawn in the order given, later series on top: the app passes ancestors, the
+        # selected run, then its forks, so a fork stays visible where it meets its parent.
+        order = list(range(len(chart._series)))
         xs = {i: _xs_for(chart._series[i]) for i in order}
         ranges = [(x[0], x[-1]) for x in xs.values() if x]
         if not ranges:
@@ -352,7 +354,8 @@ class _ChartLayout:
 
     def _legend(self, order: list[int]) -> Strip:
         segments: list[Segment] = []
-        for i in reversed(order):  # the emphasised run first
+        emphasised = [i for i in order if self.chart._series[i].emphasis]
+        for i in emphasised + [i for i in order if i not in emphasised]:
             smooth, _ = self.chart._curves(i)
             last = next((v for v in reversed(smooth) if v is not None), None)
             style = self._style(i)
