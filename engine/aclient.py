@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 from engine import protocol
-from engine.client import EngineError, EngineUnavailable, start_daemon
+from engine.client import EngineError, EngineUnavailable, check_start_error, start_daemon
 from engine.paths import StatePaths, state_home
 
 START_TIMEOUT = 15.0
@@ -48,6 +48,7 @@ class AsyncClient:
                 await self._open()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
+                check_start_error(self.paths)
                 await asyncio.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 

@@ -42,6 +42,7 @@ def start_daemon(paths: StatePaths) -> None:
     process is never left with a zombie to reap when the daemon stops.
     """
     ensure_private_dir(paths.home)
+    paths.start_error.unlink(missing_ok=True)  # only this start's failure counts
     env = child_env(TRAINTOP_HOME=str(paths.home))
     with open(paths.daemon_log, "ab") as log_file:
         launcher = subprocess.Popen(
@@ -55,6 +56,16 @@ def start_daemon(paths: StatePaths) -> None:
             cwd="/",
         )
     launcher.wait()
+
+
+def check_start_error(paths: StatePaths) -> None:
+    """Raise EngineUnavailable with the daemon's own reason if it could not start."""
+    try:
+        reason = paths.start_error.read_text().strip()
+    except FileNotFoundError:
+        return
+    paths.start_error.unlink(missing_ok=True)
+    raise EngineUnavailable(f"the traintop engine could not start: {reason}")
 
 
 class Client:
@@ -94,6 +105,7 @@ class Client:
                 self._connect_once()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
+                check_start_error(self.paths)
                 time.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 

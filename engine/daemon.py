@@ -342,7 +342,10 @@ def run_daemon(paths: StatePaths) -> int:
         daemon = Daemon(paths)
     except StoreError as exc:
         print(f"traintop engine: {exc}", file=sys.stderr)
+        paths.start_error.write_text(f"{exc}\n")
+        lock.close()
         return 1
+    paths.start_error.unlink(missing_ok=True)
     try:
         asyncio.run(daemon.serve())
     finally:

@@ -79,6 +79,11 @@ class StatePaths:
         return self.home / "engine.log"
 
     @property
+    def start_error(self) -> Path:
+        """Why the last daemon could not start (one line), for the client that started it."""
+        return self.home / "engine.error"
+
+    @property
     def runs(self) -> Path:
         return self.home / "runs"
 

@@ -211,3 +211,21 @@ def test_failing_import_is_reported(engine: Engine, workload_dir: Path) -> None:
     run = engine.cli("ls", "--json").json()[0]
     assert run["state"] == "failed"
     assert run["exit_code"] == 1
+
+
+def test_a_store_from_a_newer_traintop_is_one_line_and_left_alone(engine: Engine) -> None:
+    import sqlite3
+
+    from engine.store import SCHEMA_VERSION
+
+    engine.paths.home.mkdir(parents=True)
+    db = sqlite3.connect(engine.paths.store)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 5}")
+    db.close()
+    result = engine.cli("ls")
+    assert result.code == 1
+    assert len(result.err.strip().splitlines()) == 1
+    assert "could not start" in result.err and "newer" in result.err
+    db = sqlite3.connect(engine.paths.store)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 5
+    db.close()
