@@ -36,8 +36,11 @@ Publish = Callable[[str, dict[str, Any]], None]
 DEFAULT_KILL_GRACE = 10.0
 # How long a run may sit without a worker (no worker.json) before it is declared lost.
 SPAWN_TIMEOUT = 30.0
-# How long a dead worker's shim gets to write exit.json before the run is declared lost.
-EXIT_TIMEOUT = 5.0
+# How long a dead worker's shim gets to write exit.json before the run is declared lost
+# (the shim first waits up to 5 s for the rest of the process group to go).
+EXIT_TIMEOUT = 15.0
+# Stored as exit_reason while a kill is under way, so a restarted daemon finishes it.
+KILL_REASON = "kill requested"
 STDERR_TAIL_LINES = 20
 
 
@@ -411,8 +414,6 @@ class Supervisor:
         if run is not None:
             self.publish("runs", run)
 
-
-KILL_REASON = "kill requested"
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
