@@ -406,7 +406,11 @@ def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="traintop", description="top for training runs")
+    parser = _Parser(
+        prog="traintop",
+        description="top for training runs. With no command (or --readonly) it opens the "
+        "terminal UI; 'traintop demo' in a terminal starts demo runs and opens it.",
+    )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     def add(
