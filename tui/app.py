@@ -7,6 +7,7 @@ a flood of metrics costs a few redraws a second and an idle screen none.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
 
 from engine.client import EngineError, EngineUnavailable
@@ -123,7 +125,8 @@ class TraintopApp(App[None]):
 
     def _set_banner(self, message: str | None) -> None:
         self._banner = message
-        self._update_status()
+        with contextlib.suppress(NoMatches):  # also called while the app shuts down
+            self._update_status()
 
     def _on_connected(self) -> None:
         self._history_requested.clear()
@@ -148,6 +151,10 @@ class TraintopApp(App[None]):
             status.update(Text.assemble((" traintop ", "bold reverse"), text))
 
     def _refresh_views(self) -> None:
+        with contextlib.suppress(NoMatches):  # shutting down: the widgets are already gone
+            self._redraw_dirty()
+
+    def _redraw_dirty(self) -> None:
         state = self.state
         if state.runs_dirty:
             state.runs_dirty = False
@@ -217,6 +224,10 @@ class TraintopApp(App[None]):
         chart.set_data(series, markers, "time" if self.x_by_time else "step")
 
     def _on_log_text(self, stream: str, text: str, reset: bool) -> None:
+        with contextlib.suppress(NoMatches):  # text may still arrive while shutting down
+            self._write_log(stream, text, reset)
+
+    def _write_log(self, stream: str, text: str, reset: bool) -> None:
         log = self.query_one("#logs", RichLog)
         if reset:
             log.clear()
