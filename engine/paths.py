@@ -6,7 +6,11 @@ the worker. Every file in it has exactly one writer:
 ``launch.json``   daemon: what to run (workload, config, device, resume_from,
                   generation, control_offset); rewritten before each (re)start.
 ``worker.json``   shim: pid, pgid and create_time of the worker it started.
-``exit.json``     shim: the worker's return code, written atomically on exit.
+                  (daemon, for a process that attached itself: ``"attached": true``).
+``exit.json``     shim: the worker's return code, written atomically on exit
+                  (an attached process writes its own, see ``traintop``).
+``offline.json``  ``traintop.init`` when no daemon answered: what the daemon
+                  needs to import the run later (see ``engine.attach``).
 ``spool.jsonl``   worker: append-only records (metrics batches, state changes,
                   checkpoints). The daemon tails it from a stored byte offset,
                   so nothing logged while the daemon is down is lost.
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+# Set by the shim for a traintop.init script it re-runs (a fork, a resume): the run dir.
+RUN_DIR_ENV = "TRAINTOP_RUN_DIR"
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -124,6 +130,10 @@ class RunDir:
     @property
     def stderr(self) -> Path:
         return self.path / "stderr.log"
+
+    @property
+    def offline(self) -> Path:
+        return self.path / "offline.json"
 
     @property
     def checkpoints(self) -> Path:

@@ -167,7 +167,7 @@ class Run:
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() == self._pid:
             self.flush()
-        _exit(143)
+        self._leave(143)
 
     def _resume_checkpoint(self) -> dict[str, Any]:
         if self._resume_ckpt is None:
@@ -233,7 +233,7 @@ class Run:
             path = self._save(f"release-{self.step}.pt")
             self.flush()
             self._spool.state("released", self.step, checkpoint=path)
-            _exit(0)
+            self._leave(0)
         elif cmd not in ("pause", "resume"):
             print(f"traintop: ignored unknown control command {cmd!r}", file=sys.stderr)
         return paused
@@ -250,6 +250,10 @@ class Run:
         self.flush()
         self._spool.state("finished", self.step, checkpoint=path)
         self.finished = True
+
+    def _leave(self, code: int) -> None:
+        """End the process now; an attached run (``traintop.init``) records its exit first."""
+        _exit(code)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
+from engine.attach import AttachError, attach_argv, create_attached_run, process_start
 from engine.config import ConfigError, apply_overrides
 from engine.devices import DeviceError, choose_device, list_gpus
 from engine.runs import ActionError, RunState, check_action, new_run_id
@@ -92,6 +93,7 @@ class Engine:
             "metrics": self.metrics,
             "read_log": self.read_log,
             "workloads": self.workloads,
+            "attach": self.attach,
         }
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
@@ -308,7 +310,10 @@ class Engine:
         overrides = _param(params, "overrides", list, [])
         name = _param(params, "name", str, None)
         self._check_name(name)
-        defaults = workload_defaults(parent["workload"])
+        if attach_argv(parent["workload"]) is None:
+            defaults = workload_defaults(parent["workload"])
+        else:  # a traintop.init script declares its whole config itself
+            defaults = parent["config"]
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
         _check_steps(config)
         device = self._device(_param(params, "device", str, None) or parent["device"])
@@ -333,6 +338,38 @@ class Engine:
         else:
             self.supervisor.send_control(parent, "checkpoint", child["id"])
         return self.summary(self.store.get_run(child["id"]) or child)
+
+    def attach(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Register a running process that called ``traintop.init``; follow it from now on."""
+        argv = _param(params, "argv", list)
+        cwd = _param(params, "cwd", str)
+        pid = _param(params, "pid", int)
+        name = _param(params, "name", str, None)
+        device = _param(params, "device", str, None)
+        config = params.get("config") or {}
+        if not isinstance(config, dict):
+            raise RequestError("bad_request", "parameter 'config' must be an object")
+        if not argv:
+            raise RequestError("bad_request", "parameter 'argv' must hold the command line")
+        if name is not None and (not name.strip() or any(c.isspace() for c in name)):
+            raise RequestError("bad_request", f"invalid run name {name!r}")
+        try:
+            pid_start = process_start(pid)
+        except AttachError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        paths = self.supervisor.paths
+        run_id = new_run_id()
+        while self.store.get_run(run_id) is not None or paths.run_dir(run_id).path.exists():
+            run_id = new_run_id()
+        info = {"name": name, "config": config, "argv": argv, "cwd": cwd, "device": device,
+                "pid": pid, "created": time.time()}
+        run = create_attached_run(self.store, run_id, info)
+        self.supervisor.follow_attached(run, pid, pid_start)
+        return {
+            **self.summary(self.store.get_run(run_id) or run),
+            "dir": str(paths.run_dir(run_id).path),
+            "control_offset": 0,
+        }
 
     def kill(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))

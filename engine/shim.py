@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from engine.paths import RunDir, child_env, read_json, write_json_atomic
+from engine.paths import RUN_DIR_ENV, RunDir, child_env, read_json, write_json_atomic
 
 PR_SET_CHILD_SUBREAPER = 36
 # The directory that holds the ``engine`` package, so ``-m engine.worker``
@@ -79,14 +79,19 @@ def _kill_leftovers(pgid: int) -> None:
 
 def _start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[bytes]:
     cwd = launch.get("cwd") or str(run_dir.path)
+    env = _worker_env()
+    command = [sys.executable, "-m", "engine.worker", str(run_dir.path)]
+    if launch.get("argv"):  # a traintop.init script, re-run as it was started (engine.attach)
+        command = [str(a) for a in launch["argv"]]
+        env[RUN_DIR_ENV] = str(run_dir.path)
     with open(run_dir.stdout, "ab") as out, open(run_dir.stderr, "ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "engine.worker", str(run_dir.path)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             cwd=cwd,
-            env=_worker_env(),
+            env=env,
             process_group=0,
         )
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from engine.attach import attach_argv, import_offline_runs, is_attached
 from engine.paths import RunDir, StatePaths, child_env, read_json, write_json_atomic
 from engine.runs import RunState
 from engine.store import Store
@@ -39,6 +40,11 @@ SPAWN_TIMEOUT = 30.0
 # How long a dead worker's shim gets to write exit.json before the run is declared lost
 # (the shim first waits up to 5 s for the rest of the process group to go).
 EXIT_TIMEOUT = 15.0
+# An attached process (``traintop.init``) writes exit.json itself before it ends,
+# so one that is gone without it died hard (SIGKILL, OOM killer): no need to wait long.
+ATTACHED_EXIT_TIMEOUT = 1.0
+# How often runs/ is scanned for directories an offline ``traintop.init`` made.
+IMPORT_INTERVAL = 2.0
 # Stored as exit_reason while a kill is under way, so a restarted daemon finishes it.
 KILL_REASON = "kill requested"
 STDERR_TAIL_LINES = 20
@@ -62,6 +68,7 @@ class LiveRun:
     kill_deadline: float | None = None
     ending: dict[str, Any] | None = None  # the released/finished record, once seen
     error: str | None = None  # the message of an error record
+    attached: bool = False  # started by the user (traintop.init): no shim, signalled alone
 
 
 class Supervisor:
@@ -73,6 +80,7 @@ class Supervisor:
         self.publish = publish
         self.live: dict[str, LiveRun] = {}
         self.last_values: dict[str, dict[str, float | None]] = {}
+        self._next_import = 0.0
 
     # -- starting -----------------------------------------------------------
 
@@ -97,6 +105,7 @@ class Supervisor:
                 "resume_from": resume_from,
                 "control_offset": control_offset,
                 "cwd": run["cwd"],
+                "argv": attach_argv(run["workload"]),  # a traintop.init script: re-run it
             },
         )
         env = child_env()
@@ -148,8 +157,31 @@ class Supervisor:
             )
             if run["exit_reason"] == KILL_REASON:
                 live.kill_deadline = time.monotonic() + float(run["kill_grace"] or 0)
+            live.attached = is_attached(live.rundir.worker, live.generation)
             self.live[run["id"]] = live
             log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
+
+    def follow_attached(self, run: dict[str, Any], pid: int, pid_start: float) -> None:
+        """Follow a process that attached itself (``traintop.init``) as generation 1 of ``run``.
+
+        Its worker.json is written here (there is no shim) and marks it attached.
+        """
+        rundir = self.paths.run_dir(run["id"])
+        rundir.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            rundir.worker,
+            {"pid": pid, "pgid": pid, "create_time": pid_start, "shim_pid": None,
+             "generation": 1, "attached": True},
+        )
+        self.store.set_state(
+            run["id"], RunState.RUNNING, f"attached: pid {pid}", generation=1,
+            started=time.time(), pid=pid, pgid=pid, pid_start=pid_start,
+        )
+        self.live[run["id"]] = LiveRun(
+            run["id"], rundir, 1, int(run["spool_offset"]), step=int(run["step"]),
+            pid=pid, pgid=pid, pid_start=pid_start, attached=True,
+        )
+        self._announce(run["id"])
 
     # -- control ------------------------------------------------------------
 
@@ -189,12 +221,22 @@ class Supervisor:
         if live.pgid is None or not self._alive(live):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(live.pgid, sig)
+            if live.attached:  # its group may be the user's shell job: signal it alone
+                assert live.pid is not None
+                os.kill(live.pid, sig)
+            else:
+                os.killpg(live.pgid, sig)
 
     # -- following ----------------------------------------------------------
 
     def tick(self) -> None:
         """Read what every live run wrote since the last tick, and act on it."""
+        if time.monotonic() >= self._next_import:
+            self._next_import = time.monotonic() + IMPORT_INTERVAL
+            try:
+                import_offline_runs(self.paths, self.store, self.follow_attached)
+            except Exception:
+                log.exception("importing offline runs failed")
         for run_id in list(self.live):
             live = self.live[run_id]
             try:
@@ -224,7 +266,7 @@ class Supervisor:
             self._signal_group(live, signal.SIGKILL)
         if not self._alive(live):
             live.dead_since = live.dead_since or now
-            if now - live.dead_since > EXIT_TIMEOUT:
+            if now - live.dead_since > (ATTACHED_EXIT_TIMEOUT if live.attached else EXIT_TIMEOUT):
                 state = RunState.KILLED if live.kill_deadline is not None else RunState.FAILED
                 reason = (
                     "killed by user"

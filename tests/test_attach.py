@@ -1,0 +1,161 @@
+"""Attach mode end to end: scripts that call ``traintop.init``, a real daemon, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+from engine.paths import child_env
+from tests.conftest import TERMINAL, Engine
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    import traintop
+
+    cfg = {"steps": 50, "lr": 0.05, "sleep": 0.0, "fail_at": -1}
+    for arg in sys.argv[1:]:
+        key, value = arg.split("=")
+        cfg[key] = type(cfg[key])(value)
+    run = traintop.init(config=cfg, name="attached")
+    print("RUN", run.id, flush=True)
+    torch.manual_seed(0)
+    target = torch.randn(8, 1)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=run.config.lr)
+    run.track(model=model, optimizer=opt)
+    for step in run.steps(run.config.steps):
+        if step == run.config.fail_at:
+            raise RuntimeError(f"boom at step {step}")
+        x = torch.randn(32, 8)
+        loss = torch.nn.functional.mse_loss(model(x), x @ target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log(loss=loss)
+        time.sleep(run.config.sleep)
+    """
+)
+
+
+def launch(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """Start the script as a user would (no shim); returns it and its run id."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(**env),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("RUN "), line
+    return proc, line.split()[1]
+
+
+def test_attached_script_shows_its_metrics_and_finishes(engine: Engine, tmp_path: Path) -> None:
+    proc, run_id = launch(tmp_path, "steps=40")
+    assert proc.wait(timeout=60) == 0
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["exit_code"] == 0
+    assert run["name"] == "attached" and run["workload"].startswith("attach:")
+    assert run["config"] == {"steps": 40, "lr": 0.05, "sleep": 0.0, "fail_at": -1}
+    assert sorted(engine.losses(run_id)) == list(range(40))
+    assert run["step"] == 40
+
+
+def test_attached_script_that_raises_fails_with_its_error(engine: Engine, tmp_path: Path) -> None:
+    proc, run_id = launch(tmp_path, "fail_at=7")
+    assert proc.wait(timeout=60) == 1
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "failed" and run["exit_code"] == 1
+    assert run["exit_reason"] == "RuntimeError: boom at step 7"
+    assert "Traceback" in run["stderr_tail"]
+    assert sorted(engine.losses(run_id)) == list(range(7))
+
+
+def test_attached_script_pauses_resumes_and_is_killed_alone(
+    engine: Engine, tmp_path: Path
+) -> None:
+    proc, run_id = launch(tmp_path, "steps=100000", "sleep=0.01")
+    engine.wait_step(run_id, 10)
+    assert engine.cli("pause", run_id).code == 0
+    held = engine.wait_state(run_id, "paused")["step"]
+    time.sleep(0.6)
+    assert engine.run(run_id)["step"] == held
+    assert engine.cli("resume", run_id).code == 0
+    engine.wait_step(run_id, held + 10)
+    assert engine.cli("kill", run_id, "--grace", "5").code == 0
+    run = engine.wait_state(run_id, *TERMINAL, timeout=20)
+    assert run["state"] == "killed" and run["exit_reason"] == "killed by user"
+    assert proc.wait(timeout=10) == 143  # SIGTERM, not the SIGKILL after the grace
+    # Only the process was signalled: it shares this test's process group.
+    assert psutil.Process().is_running()
+
+
+def test_attached_script_killed_hard_is_marked_lost(engine: Engine, tmp_path: Path) -> None:
+    proc, run_id = launch(tmp_path, "steps=100000", "sleep=0.01")
+    engine.wait_step(run_id, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    run = engine.wait_state(run_id, *TERMINAL, timeout=20)
+    assert run["state"] == "failed" and run["exit_reason"].startswith("lost")
+
+
+def test_fork_of_an_attached_script_reproduces_its_losses(
+    engine: Engine, tmp_path: Path
+) -> None:
+    proc, parent = launch(tmp_path, "steps=150", "sleep=0.01")
+    engine.wait_step(parent, 25)
+    forked = engine.cli("fork", parent, "--json")
+    assert forked.code == 0, forked.err
+    child = forked.json()
+    assert child["workload"] == engine.run(parent)["workload"]
+    assert proc.wait(timeout=60) == 0
+    for run_id in (parent, child["id"]):
+        assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
+    child = engine.run(child["id"])
+    parent_losses = engine.losses(parent)
+    child_losses = engine.losses(child["id"])
+    assert child["fork_step"] >= 25 and min(child_losses) == child["fork_step"]
+    assert child_losses == {s: v for s, v in parent_losses.items() if s >= child["fork_step"]}
+    assert child["config"] == engine.run(parent)["config"]
+
+
+def test_without_a_daemon_the_script_trains_and_is_imported_later(
+    engine: Engine, tmp_path: Path
+) -> None:
+    proc, run_id = launch(tmp_path, "steps=30", TRAINTOP_NO_AUTOSTART="1")
+    assert proc.wait(timeout=60) == 0
+    assert not engine.paths.socket.exists()  # no daemon was started
+    marker = json.loads(engine.paths.run_dir(run_id).offline.read_text())
+    assert marker["name"] == "attached" and marker["pid"] == proc.pid
+    assert engine.call("ping")["pong"]  # starts a daemon, which imports the run
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["exit_code"] == 0
+    assert sorted(engine.losses(run_id)) == list(range(30))
+
+
+def test_attach_example_trains_end_to_end(engine: Engine, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "attach_train.py"), "--steps", "300", "--name", "ex"],
+        capture_output=True, text=True, cwd=tmp_path, env=child_env(), timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = engine.wait_state("ex", *TERMINAL)
+    assert run["state"] == "finished"
+    losses = engine.losses("ex")
+    assert sorted(losses) == list(range(300))
+    assert losses[299] < losses[0] * 0.8
