@@ -159,3 +159,30 @@ def test_attach_example_trains_end_to_end(engine: Engine, tmp_path: Path) -> Non
     losses = engine.losses("ex")
     assert sorted(losses) == list(range(300))
     assert losses[299] < losses[0] * 0.8
+
+
+def test_import_traintop_is_cheap() -> None:
+    code = "import sys, traintop\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, env=child_env())
+    loaded = set(out.stdout.split())
+    assert "torch" not in loaded and "textual" not in loaded
+    assert "engine.client" not in loaded  # the daemon's client only once init runs
+
+
+def test_release_pause_ends_the_script_and_resume_continues_it_exactly(
+    engine: Engine, tmp_path: Path
+) -> None:
+    reference, ref_id = launch(tmp_path, "steps=120", "sleep=0.01")
+    proc, run_id = launch(tmp_path, "steps=120", "sleep=0.01")
+    engine.wait_step(run_id, 20)
+    assert engine.cli("pause", run_id, "--release").code == 0
+    assert proc.wait(timeout=20) == 0  # the script itself stops; its memory is free
+    run = engine.wait(run_id, lambda r: r["released"])
+    assert run["state"] == "paused" and run["checkpoint"]
+    assert engine.cli("resume", run_id).code == 0  # re-runs the script, in the background
+    for ref in (ref_id, run_id):
+        assert engine.wait_state(ref, *TERMINAL)["state"] == "finished"
+    assert reference.wait(timeout=10) == 0
+    assert engine.losses(run_id) == engine.losses(ref_id)
+    assert engine.run(run_id)["generation"] == 2
