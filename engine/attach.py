@@ -56,6 +56,14 @@ def process_start(pid: int) -> float:
         raise AttachError(f"no process {pid}") from None
 
 
+def device_label(device: str) -> str:
+    """``cuda`` and ``cuda:N`` as ``cuda:N`` (how runs are counted per GPU); others as given."""
+    if device.split(":")[0] != "cuda":
+        return device
+    index = device.partition(":")[2]
+    return f"cuda:{int(index) if index.isdigit() else 0}"
+
+
 def free_name(store: Store, base: str) -> str:
     """``base`` if no run has that name yet, else ``base-2``, ``base-3``..."""
     name, n = base, 1
@@ -77,14 +85,14 @@ def create_attached_run(
     """
     argv = [str(a) for a in info["argv"]]
     config = dict(info.get("config") or {})
-    base = info.get("name") or Path(argv[1] if len(argv) > 1 else argv[0]).stem or "attached"
+    base = info.get("name") or _command_name(argv)
     run = {
         "id": run_id,
         "name": free_name(store, "-".join(str(base).split())),
         "workload": attach_workload(argv),
         "config": config,
         "state": RunState.STARTING.value,
-        "device": str(info.get("device") or "cpu"),
+        "device": device_label(str(info.get("device") or "cpu")),
         "cwd": str(info["cwd"]),
         "created": float(info.get("created") or time.time()),
         "parent_id": None,
@@ -95,6 +103,16 @@ def create_attached_run(
     created = store.get_run(run_id)
     assert created is not None
     return created
+
+
+def _command_name(argv: list[str]) -> str:
+    """A name for a command: ``python train.py`` -> train, ``python -m pkg.mod`` -> mod."""
+    script = next((a for a in argv[1:] if a.endswith(".py")), None)
+    if script is not None:
+        return Path(script).stem or "attached"
+    if "-m" in argv[1:-1]:
+        return argv[argv.index("-m") + 1].rpartition(".")[2] or "attached"
+    return Path(argv[0]).name or "attached"
 
 
 Follow = Callable[[dict[str, Any], int, float], None]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.client import EngineError
 from engine.paths import child_env
 from tests.conftest import TERMINAL, Engine
 
@@ -186,3 +187,28 @@ def test_release_pause_ends_the_script_and_resume_continues_it_exactly(
     assert reference.wait(timeout=10) == 0
     assert engine.losses(run_id) == engine.losses(ref_id)
     assert engine.run(run_id)["generation"] == 2
+
+
+def test_attach_request_is_validated_and_follows_the_process(
+    engine: Engine, tmp_path: Path
+) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    request = {"argv": ["sleep", "60"], "cwd": str(tmp_path), "config": {}}
+    with engine.client() as client:
+        for bad, code in (({"pid": 2**22 + 7}, "bad_request"), ({"pid": "1"}, "bad_request"),
+                          ({"pid": sleeper.pid, "argv": []}, "bad_request"),
+                          ({"pid": sleeper.pid, "name": "a b"}, "bad_request")):
+            try:
+                client.call("attach", **{**request, **bad})
+            except EngineError as exc:
+                assert exc.code == code
+            else:
+                raise AssertionError(f"accepted {bad}")
+        assert client.call("list_runs") == []  # a refused attach stores nothing
+        run = client.call("attach", **request, pid=sleeper.pid, device="cuda")
+    assert run["state"] == "running" and run["device"] == "cuda:0" and run["name"] == "sleep"
+    assert run["pid"] == sleeper.pid and Path(run["dir"]).is_dir()
+    # A process that never calls traintop.init writes no exit.json: killed, it is gone.
+    assert engine.cli("kill", run["id"], "--grace", "1").code == 0
+    assert engine.wait_state(run["id"], *TERMINAL, timeout=20)["state"] == "killed"
+    assert sleeper.wait(timeout=10) == -signal.SIGTERM
