@@ -119,6 +119,30 @@ def cmd_start(args: argparse.Namespace) -> int:
     return _fail_if_failed(run)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: traintop run [--name N] -- CMD [ARGS...]")
+    with _client(args) as client:
+        run = client.call(
+            "run_command",
+            command=command,
+            name=args.name,
+            loss_pattern=args.loss_pattern,
+            cwd=os.getcwd(),
+            env=dict(os.environ),
+        )
+        if not args.no_wait:
+            run = _wait_training(client, run["id"])  # a first metric, an exit, or 5 s
+    if args.json:
+        print(json.dumps(run))
+    else:
+        print(f"started {run['id']} ({run['name']}) {run['state']}: {' '.join(command)}")
+    return _fail_if_failed(run)
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     with _client(args) as client:
         runs = client.call("list_runs")
@@ -226,7 +250,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
             client,
             run["id"],
             lambda r: r["state"] in ("killed", "finished", "failed"),
-            args.grace + 10,
+            2 * args.grace + 10,  # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         )
     print(
         f"killed {run['id']} ({run['name']})"
@@ -430,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
 
+    p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
+    p.add_argument("--name")
+    p.add_argument(
+        "--loss-pattern",
+        metavar="REGEX",
+        help="read the loss with this regex (group 'loss' or the first group; group 'step')",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return before the command is up")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
     p = add("ls", cmd_ls, "list runs")
     p.add_argument("--json", action="store_true")
 
@@ -458,7 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = add("kill", cmd_kill, "stop a run: SIGTERM, then SIGKILL after a grace period")
+    p = add(
+        "kill",
+        cmd_kill,
+        "stop a run: SIGTERM, then SIGKILL after a grace period "
+        "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
+    )
     p.add_argument("run")
     p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL")
 

@@ -48,3 +48,22 @@ def check_action(action: str, state: RunState, released: bool) -> None:
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""
         raise ActionError(f"cannot {action} a run that is {state.value}{extra}")
+
+
+# The workload of a run that wraps a command (``traintop run -- CMD``); its config
+# holds the command and the optional loss pattern.
+WRAPPED_WORKLOAD = "exec"
+
+
+def check_wrapped_action(action: str, run_id: str) -> None:
+    """Raise ActionError for what a wrapped command cannot do: it has no checkpoints."""
+    if action == "fork":
+        raise ActionError(
+            f"run {run_id} wraps a command: traintop cannot checkpoint it, so it cannot be "
+            "forked (use a train(run) function or traintop.init)"
+        )
+    if action == "release":
+        raise ActionError(
+            f"run {run_id} wraps a command: traintop cannot checkpoint it, so it cannot be "
+            "paused with its memory released (a plain pause stops it in place)"
+        )

@@ -7,6 +7,7 @@ so a refused request changes nothing stored.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,15 @@ from engine import __version__
 from engine.attach import AttachError, attach_argv, create_attached_run, process_start
 from engine.config import ConfigError, apply_overrides
 from engine.devices import DeviceError, choose_device, list_gpus
-from engine.runs import ActionError, RunState, check_action, new_run_id
+from engine.output_metrics import PatternError, compile_loss_pattern
+from engine.runs import (
+    WRAPPED_WORKLOAD,
+    ActionError,
+    RunState,
+    check_action,
+    check_wrapped_action,
+    new_run_id,
+)
 from engine.store import Store
 from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
 from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_defaults
@@ -86,6 +95,7 @@ class Engine:
             "list_runs": self.list_runs,
             "get_run": self.get_run,
             "start": self.start,
+            "run_command": self.run_command,
             "pause": self.pause,
             "resume": self.resume,
             "fork": self.fork,
@@ -254,6 +264,42 @@ class Engine:
         self.supervisor.launch(run, None, "started by user")
         return self.summary(self.store.get_run(run["id"]) or run)
 
+    def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Create a run that wraps a command (``traintop run -- CMD``), and start it."""
+        cwd = _param(params, "cwd", str, os.getcwd())
+        command = _param(params, "command", list)
+        name = _param(params, "name", str, None)
+        pattern = _param(params, "loss_pattern", str, None)
+        env = params.get("env")
+        if env is None:
+            env = dict(os.environ)
+        elif not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+            for k, v in env.items()
+        ):
+            raise RequestError("bad_request", "parameter 'env' must map strings to strings")
+        if not command or not command[0]:
+            raise RequestError("bad_config", "no command to run (traintop run -- CMD ...)")
+        if not Path(cwd).is_dir():
+            raise RequestError("bad_config", f"working directory not found: {cwd}")
+        if shutil.which(command[0], path=env.get("PATH", os.defpath)) is None and not (
+            os.sep in command[0] and os.access(Path(cwd, command[0]), os.X_OK)
+        ):
+            raise RequestError("bad_config", f"command not found: {command[0]}")
+        try:
+            compile_loss_pattern(pattern)
+        except PatternError as exc:
+            raise RequestError("bad_config", str(exc)) from None
+        self._check_name(name)
+        config = {"command": command, "loss_pattern": pattern}
+        # Named for the script it runs (python train.py -> train), else the program.
+        script = next((a for a in command if a.endswith(".py")), command[0])
+        base = Path(script).stem or "run"
+        # The device is the command's own business: "-" says traintop did not pick one.
+        run = self._new_run(WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base))
+        self.supervisor.launch(run, None, "started by user", {"command": command, "env": env})
+        return self.summary(self.store.get_run(run["id"]) or run)
+
     def _new_run(
         self,
         spec: str,
@@ -289,13 +335,20 @@ class Engine:
         run = self.resolve(params.get("run"))
         release = bool(_param(params, "release", bool, False))
         check_action("release" if release else "pause", RunState(run["state"]), run["released"])
+        if run["workload"] == WRAPPED_WORKLOAD:
+            if release:
+                check_wrapped_action("release", run["id"])
+            self.supervisor.stop_wrapped(run, pause=True)
+            return self.summary(self.store.get_run(run["id"]) or run)
         self.supervisor.send_control(run, "release" if release else "pause")
         return self.summary(run)
 
     def resume(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))
         check_action("resume", RunState(run["state"]), run["released"])
-        if run["released"]:
+        if run["workload"] == WRAPPED_WORKLOAD:
+            self.supervisor.stop_wrapped(run, pause=False)
+        elif run["released"]:
             if not run["checkpoint"]:
                 raise RequestError("invalid_state", f"run {run['id']} has no checkpoint to resume")
             self.supervisor.launch(run, run["checkpoint"], "resumed from its checkpoint")
@@ -306,6 +359,8 @@ class Engine:
     def fork(self, params: dict[str, Any]) -> dict[str, Any]:
         """A child run from the parent's current step, with config overrides."""
         parent = self.resolve(params.get("run"))
+        if parent["workload"] == WRAPPED_WORKLOAD:
+            check_wrapped_action("fork", parent["id"])
         check_action("fork", RunState(parent["state"]), parent["released"])
         overrides = _param(params, "overrides", list, [])
         name = _param(params, "name", str, None)

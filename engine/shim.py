@@ -1,7 +1,8 @@
 """Per-run supervisor: ``python -m engine.shim RUN_DIR`` (started detached by the daemon).
 
 Like containerd-shim or conmon, it outlives any daemon restart: it starts the
-worker in its own process group with output appended to ``stdout.log`` and
+worker (or, for ``traintop run``, the user's command: see ``engine.wrapped``)
+in its own process group with output appended to ``stdout.log`` and
 ``stderr.log``, records the worker's pid in ``worker.json``, waits, kills
 whatever the worker left behind, then records the exit in ``exit.json``.
 Exit status of the shim itself is 0; the worker's is in ``exit.json``
@@ -23,6 +24,7 @@ from typing import Any
 import psutil
 
 from engine.paths import RUN_DIR_ENV, RunDir, child_env, read_json, write_json_atomic
+from engine.wrapped import WrappedCommand
 
 PR_SET_CHILD_SUBREAPER = 36
 # The directory that holds the ``engine`` package, so ``-m engine.worker``
@@ -97,16 +99,22 @@ def _start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[b
 
 
 def supervise(run_dir: RunDir) -> None:
-    """Run one generation of the worker and record how it ended."""
+    """Run one generation of the worker (or wrapped command) and record how it ended."""
     launch = read_json(run_dir.launch)
     generation = launch.get("generation") if isinstance(launch, dict) else None
+    wrapped: WrappedCommand | None = None
     try:
         if not isinstance(launch, dict):
             raise OSError(f"no valid launch.json in {run_dir.path}")
-        proc = _start_worker(run_dir, launch)
+        if launch.get("command"):
+            wrapped = WrappedCommand(run_dir, launch)
+            proc = wrapped.proc
+        else:
+            proc = _start_worker(run_dir, launch)
     except OSError as exc:
+        what = "the command" if isinstance(launch, dict) and launch.get("command") else "the worker"
         with open(run_dir.stderr, "a", encoding="utf-8") as err:
-            print(f"traintop shim: cannot start the worker: {exc}", file=err)
+            print(f"traintop shim: cannot start {what}: {exc}", file=err)
         write_json_atomic(
             run_dir.exit, {"generation": generation, "returncode": 127, "time": time.time()}
         )
@@ -126,6 +134,8 @@ def supervise(run_dir: RunDir) -> None:
     returncode = _wait_for(proc.pid)
     proc.returncode = returncode  # reaped by us, not by Popen
     _kill_leftovers(proc.pid)
+    if wrapped is not None:
+        wrapped.close()  # every line and point is on disk before exit.json
     write_json_atomic(
         run_dir.exit, {"generation": generation, "returncode": returncode, "time": time.time()}
     )

@@ -27,7 +27,7 @@ import psutil
 
 from engine.attach import attach_argv, import_offline_runs, is_attached
 from engine.paths import RunDir, StatePaths, child_env, read_json, write_json_atomic
-from engine.runs import RunState
+from engine.runs import WRAPPED_WORKLOAD, ActionError, RunState
 from engine.store import Store
 
 log = logging.getLogger("traintop.supervisor")
@@ -69,6 +69,8 @@ class LiveRun:
     ending: dict[str, Any] | None = None  # the released/finished record, once seen
     error: str | None = None  # the message of an error record
     attached: bool = False  # started by the user (traintop.init): no shim, signalled alone
+    wraps: bool = False  # a wrapped command: signals, not control commands
+    term_at: float | None = None  # a wrapped command's kill: when SIGINT gives way to SIGTERM
 
 
 class Supervisor:
@@ -84,8 +86,17 @@ class Supervisor:
 
     # -- starting -----------------------------------------------------------
 
-    def launch(self, run: dict[str, Any], resume_from: str | None, reason: str) -> None:
-        """Start a new generation of ``run``: write launch.json, start its shim."""
+    def launch(
+        self,
+        run: dict[str, Any],
+        resume_from: str | None,
+        reason: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a new generation of ``run``: write launch.json, start its shim.
+
+        ``extra`` goes into launch.json as well (a wrapped command's ``command`` and ``env``).
+        """
         rundir = self.paths.run_dir(run["id"])
         rundir.path.mkdir(parents=True, exist_ok=True)
         rundir.checkpoints.mkdir(exist_ok=True)
@@ -106,6 +117,7 @@ class Supervisor:
                 "control_offset": control_offset,
                 "cwd": run["cwd"],
                 "argv": attach_argv(run["workload"]),  # a traintop.init script: re-run it
+                **(extra or {}),
             },
         )
         env = child_env()
@@ -135,7 +147,8 @@ class Supervisor:
         )
         offset = int(run["spool_offset"])
         self.live[run["id"]] = LiveRun(
-            run["id"], rundir, generation, offset, step=int(run["step"]), shim=shim
+            run["id"], rundir, generation, offset, step=int(run["step"]), shim=shim,
+            wraps=run["workload"] == WRAPPED_WORKLOAD,
         )
         self._announce(run["id"])
 
@@ -154,6 +167,7 @@ class Supervisor:
                 pid=run["pid"],
                 pgid=run["pgid"],
                 pid_start=run["pid_start"],
+                wraps=run["workload"] == WRAPPED_WORKLOAD,
             )
             if run["exit_reason"] == KILL_REASON:
                 live.kill_deadline = time.monotonic() + float(run["kill_grace"] or 0)
@@ -201,7 +215,11 @@ class Supervisor:
                 os.kill(live.pid, signal.SIGUSR1)
 
     def kill(self, run: dict[str, Any], grace: float) -> None:
-        """SIGTERM the run's process group now, SIGKILL it after ``grace`` seconds."""
+        """SIGTERM the run's process group now, SIGKILL it after ``grace`` seconds.
+
+        A wrapped command gets SIGINT first (scripts clean up on Ctrl-C), SIGTERM
+        after ``grace`` and SIGKILL after another ``grace``.
+        """
         live = self.live.get(run["id"])
         if live is None:  # nothing running: queued, or paused with its memory released
             self.store.set_state(
@@ -215,7 +233,32 @@ class Supervisor:
             return
         self.store.update_run(run["id"], exit_reason=KILL_REASON, kill_grace=grace)
         live.kill_deadline = time.monotonic() + grace
-        self._signal_group(live, signal.SIGTERM)
+        if live.wraps:
+            live.term_at = live.kill_deadline
+            live.kill_deadline += grace
+        self._first_kill_signal(live)
+
+    def _first_kill_signal(self, live: LiveRun) -> None:
+        if live.wraps:
+            self._signal_group(live, signal.SIGINT)
+            self._signal_group(live, signal.SIGCONT)  # a stopped command must see it
+        else:
+            self._signal_group(live, signal.SIGTERM)
+
+    def stop_wrapped(self, run: dict[str, Any], pause: bool) -> None:
+        """Pause (SIGSTOP) or resume (SIGCONT) a wrapped command's process group."""
+        live = self.live.get(run["id"])
+        if live is not None and live.pid is None:
+            self._read_worker_file(live)
+        if live is None or live.pid is None or not self._alive(live):
+            raise ActionError(f"run {run['id']} has no running command yet; try again shortly")
+        self._read_spool(live)  # its 'running' record first, so it cannot undo the pause
+        self._signal_group(live, signal.SIGSTOP if pause else signal.SIGCONT)
+        if pause:
+            self.store.set_state(run["id"], RunState.PAUSED, "paused by user (SIGSTOP)")
+        else:
+            self.store.set_state(run["id"], RunState.RUNNING, "resumed by user (SIGCONT)")
+        self._announce(run["id"])
 
     def _signal_group(self, live: LiveRun, sig: int) -> None:
         if live.pgid is None or not self._alive(live):
@@ -262,6 +305,9 @@ class Supervisor:
             elif now - live.since > SPAWN_TIMEOUT:
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
             return
+        if live.term_at is not None and now >= live.term_at:
+            live.term_at = None
+            self._signal_group(live, signal.SIGTERM)
         if live.kill_deadline is not None and now >= live.kill_deadline:
             self._signal_group(live, signal.SIGKILL)
         if not self._alive(live):
@@ -283,7 +329,7 @@ class Supervisor:
         live.pid_start = float(info["create_time"])
         self.store.update_run(live.run_id, pid=live.pid, pgid=live.pgid, pid_start=live.pid_start)
         if live.kill_deadline is not None:  # a kill asked for before the worker existed
-            self._signal_group(live, signal.SIGTERM)
+            self._first_kill_signal(live)
 
     def _alive(self, live: LiveRun) -> bool:
         """Is the worker the same process we started (pid and start time, never pid alone)?"""

@@ -1,0 +1,189 @@
+"""Wrap mode end to end: ``traintop run -- CMD`` through a real daemon and real processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.paths import read_json
+from tests.conftest import TERMINAL, Engine
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wrap_train.py"
+
+# Records what it was started with, then prints a loss line every 20 ms until
+# told otherwise. argv: REPORT_FILE MODE
+PROBE = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+
+    report, mode = sys.argv[1], sys.argv[2]
+    with open(report, "w") as f:
+        json.dump({
+            "cwd": os.getcwd(),
+            "probe": os.environ.get("WRAP_PROBE"),
+            "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+            "stdin": sys.stdin.read(),
+            "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        }, f)
+    if mode == "exit3":
+        print("loss 1.5")
+        sys.exit(3)
+    if mode == "stubborn":
+        def on_term(signum, frame):
+            open(report + ".term", "w").write("term")
+            sys.exit(0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, on_term)
+    step = 0
+    try:
+        while True:
+            print(f"step {step} loss {1 / (step + 1):.5f}")
+            step += 1
+            time.sleep(0.02)
+    except KeyboardInterrupt:
+        open(report + ".int", "w").write(str(step))
+        print("interrupted: cleaning up")
+        sys.exit(1)
+    """
+)
+
+
+def wrap(engine: Engine, *argv: str) -> str:
+    result = engine.cli("run", "--json", "--no-wait", "--", *argv)
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WRAP_PROBE", "from the user's shell")
+    return script
+
+
+def test_the_example_runs_wrapped_with_its_metrics_and_output(engine: Engine) -> None:
+    run_id = wrap(engine, sys.executable, str(EXAMPLE), "--steps", "100")
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["exit_code"] == 0, run
+    assert run["workload"] == "exec" and run["name"] == "wrap_train-1"
+    losses = engine.losses(run_id)
+    assert sorted(losses) == list(range(0, 100, 10))
+    assert losses[90] < losses[0]
+    assert engine.losses(run_id, "lr") == {s: 0.01 for s in range(0, 100, 10)}
+    assert "step 90 loss" in engine.cli("logs", run_id).out
+    assert run["step"] == 91
+
+
+def test_command_keeps_cwd_environment_and_default_sigint_and_gets_no_stdin(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    run_id = wrap(engine, sys.executable, str(probe), str(report), "exit3")
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert json.loads(report.read_text()) == {
+        "cwd": str(tmp_path),
+        "probe": "from the user's shell",
+        "unbuffered": "1",
+        "stdin": "",
+        "sigint_default": True,
+    }
+    assert run["state"] == "failed" and run["exit_code"] == 3
+    assert run["exit_reason"] == "exited with code 3"
+    assert engine.losses(run_id) == {0: 1.5}
+
+
+def test_a_failing_command_is_reported_like_a_failing_run(engine: Engine, probe: Path) -> None:
+    result = engine.cli("run", "--", sys.executable, str(probe), "r.json", "exit3")
+    assert result.code == 1
+    assert "failed: exited with code 3" in result.err
+
+
+def test_pause_stops_the_process_and_kill_sends_sigint_first(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    run_id = wrap(engine, sys.executable, str(probe), str(report), "loop")
+    engine.wait_step(run_id, 10)
+    assert engine.cli("pause", run_id).code == 0
+    run = engine.run(run_id)
+    assert run["state"] == "paused"
+    assert psutil.Process(run["pid"]).status() == psutil.STATUS_STOPPED
+    stdout = engine.paths.run_dir(run_id).stdout
+    time.sleep(0.3)  # what was already in the pipe is written out
+    held = stdout.stat().st_size
+    time.sleep(0.6)
+    assert stdout.stat().st_size == held  # no new output while stopped
+    assert engine.run(run_id)["state"] == "paused"
+
+    assert engine.cli("resume", run_id).code == 0
+    assert engine.run(run_id)["state"] == "running"
+    step = engine.run(run_id)["step"]
+    engine.wait_step(run_id, step + 10)
+    assert stdout.stat().st_size > held
+
+    assert engine.cli("pause", run_id).code == 0  # a kill also ends a stopped command
+    result = engine.cli("kill", run_id, "--grace", "20")
+    assert result.code == 0, result.err
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "killed" and run["exit_reason"] == "killed by user"
+    assert Path(f"{report}.int").exists()  # it caught KeyboardInterrupt and cleaned up
+    assert "interrupted: cleaning up" in engine.cli("logs", run_id).out
+    assert read_json(Path(run["dir"]) / "exit.json")["returncode"] == 1
+    reasons = [e["reason"] for e in run["events"]]
+    assert "paused by user (SIGSTOP)" in reasons and "resumed by user (SIGCONT)" in reasons
+
+
+def test_kill_goes_on_to_sigterm_when_sigint_is_ignored(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    run_id = wrap(engine, sys.executable, str(probe), str(report), "stubborn")
+    engine.wait_step(run_id, 5)
+    started = time.monotonic()
+    assert engine.cli("kill", run_id, "--grace", "1").code == 0
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert time.monotonic() - started >= 1.0  # SIGINT first, SIGTERM only after the grace
+    assert run["state"] == "killed"
+    assert Path(f"{report}.term").exists()
+    assert read_json(Path(run["dir"]) / "exit.json")["returncode"] == 0
+
+
+def test_fork_and_release_are_refused_with_the_reason_and_change_nothing(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    run_id = wrap(engine, sys.executable, str(probe), str(tmp_path / "r.json"), "loop")
+    engine.wait_step(run_id, 3)
+    before = engine.run(run_id)
+    fork = engine.cli("fork", run_id)
+    assert fork.code == 1
+    assert fork.err.strip() == (
+        f"traintop: run {run_id} wraps a command: traintop cannot checkpoint it, so it "
+        "cannot be forked (use a train(run) function or traintop.init)"
+    )
+    release = engine.cli("pause", run_id, "--release")
+    assert release.code == 1 and len(release.err.strip().splitlines()) == 1
+    assert "cannot be paused with its memory released" in release.err
+    after = engine.run(run_id)
+    assert after["state"] == "running" and after["events"] == before["events"]
+    assert [r["id"] for r in engine.call("list_runs")] == [run_id]
+    assert psutil.Process(after["pid"]).status() != psutil.STATUS_STOPPED
+
+
+def test_bad_commands_are_one_line_and_store_nothing(engine: Engine) -> None:
+    missing = engine.cli("run", "--", "no-such-command-here", "x")
+    assert missing.code == 1
+    assert missing.err == "traintop: command not found: no-such-command-here\n"
+    pattern = engine.cli("run", "--loss-pattern", "loss=(", "--", sys.executable, "-c", "0")
+    assert pattern.code == 1 and "not a valid regex" in pattern.err
+    empty = engine.cli("run")
+    assert empty.code == 2 and "no command given" in empty.err
+    assert engine.call("list_runs") == []
