@@ -4,7 +4,8 @@ The run directory is the contract between the daemon, the per-run shim and
 the worker. Every file in it has exactly one writer:
 
 ``launch.json``   daemon: what to run (workload, config, device, resume_from,
-                  generation, control_offset); rewritten before each (re)start.
+                  generation, control_offset; for ``traintop run`` also the
+                  ``command`` and the user's ``env``); rewritten before each (re)start.
 ``worker.json``   shim: pid, pgid and create_time of the worker it started.
                   (daemon, for a process that attached itself: ``"attached": true``).
 ``exit.json``     shim: the worker's return code, written atomically on exit
@@ -13,7 +14,8 @@ the worker. Every file in it has exactly one writer:
                   needs to import the run later (see ``engine.attach``).
 ``spool.jsonl``   worker: append-only records (metrics batches, state changes,
                   checkpoints). The daemon tails it from a stored byte offset,
-                  so nothing logged while the daemon is down is lost.
+                  so nothing logged while the daemon is down is lost. For a
+                  wrapped command the shim writes it (``engine.wrapped``).
 ``control.jsonl`` daemon: append-only commands (pause, resume, release,
                   checkpoint); the worker is nudged with SIGUSR1 and reads new
                   lines at its next step boundary.
