@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -174,7 +175,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         lines.append(f"forked    from {run['parent_id']} at step {run['fork_step']}")
     if run["children"]:
         lines.append(f"forks     {', '.join(run['children'])}")
-    lines.append("config    " + " ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
+    if run["workload"] == "exec":  # a wrapped command (traintop run)
+        lines.append("command   " + shlex.join(run["config"]["command"]))
+        if run["config"].get("loss_pattern"):
+            lines.append(f"loss      read with {run['config']['loss_pattern']!r}")
+    else:
+        lines.append("config    " + " ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
     if run["last"]:
         lines.append(
             "last      "

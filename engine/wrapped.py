@@ -11,6 +11,7 @@ writes the spool, so the daemon follows a wrapped run like any other.
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import subprocess
@@ -74,6 +75,8 @@ class WrappedCommand:
             thread.start()
 
     def _pump(self, fd: int, log_path: Any, stream: str) -> None:
+        # Incremental: a character split across two reads is decoded whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with open(log_path, "ab") as log:
             while True:
                 try:
@@ -84,7 +87,7 @@ class WrappedCommand:
                     break
                 log.write(chunk)
                 log.flush()
-                self._add(self.parser_feed(chunk.decode("utf-8", "replace"), stream))
+                self._add(self.parser_feed(decoder.decode(chunk), stream))
 
     def parser_feed(self, text: str, stream: str) -> list[Point]:
         """Parse ``text`` under the lock (two streams share one step counter)."""

@@ -187,3 +187,25 @@ def test_bad_commands_are_one_line_and_store_nothing(engine: Engine) -> None:
     empty = engine.cli("run")
     assert empty.code == 2 and "no command given" in empty.err
     assert engine.call("list_runs") == []
+
+
+def test_a_wrapped_run_outlives_a_daemon_restart_and_loses_no_line(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    run_id = wrap(engine, sys.executable, str(probe), str(tmp_path / "r.json"), "loop")
+    engine.wait_step(run_id, 5)
+    assert engine.cli("engine", "stop").code == 0
+    time.sleep(1.0)  # it goes on printing; the shim goes on writing the spool
+    assert engine.cli("engine", "start").code == 0
+    step = engine.wait_step(run_id, 25)["step"]  # what it printed meanwhile is read
+    engine.wait_step(run_id, step + 5)
+    assert engine.cli("pause", run_id).code == 0
+    assert psutil.Process(engine.run(run_id)["pid"]).status() == psutil.STATUS_STOPPED
+    shown = engine.cli("show", run_id).out
+    assert f"command   {sys.executable} {probe}" in shown
+    assert engine.cli("kill", run_id, "--grace", "20").code == 0
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "killed" and Path(f"{tmp_path / 'r.json'}.int").exists()
+    losses = engine.losses(run_id)
+    assert sorted(losses) == list(range(len(losses)))  # every printed step, once
+    assert len(losses) >= step + 5
