@@ -212,3 +212,18 @@ def test_attach_request_is_validated_and_follows_the_process(
     assert engine.cli("kill", run["id"], "--grace", "1").code == 0
     assert engine.wait_state(run["id"], *TERMINAL, timeout=20)["state"] == "killed"
     assert sleeper.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_a_restarted_daemon_still_follows_and_kills_an_attached_script(
+    engine: Engine, tmp_path: Path
+) -> None:
+    proc, run_id = launch(tmp_path, "steps=100000", "sleep=0.01")
+    engine.wait_step(run_id, 5)
+    assert engine.cli("engine", "stop").code == 0
+    time.sleep(0.5)  # it trains on while no daemon runs
+    assert engine.cli("engine", "start").code == 0
+    step = engine.run(run_id)["step"]
+    engine.wait_step(run_id, step + 10)  # its spool is tailed again
+    assert engine.cli("kill", run_id, "--grace", "5").code == 0
+    assert engine.wait_state(run_id, *TERMINAL, timeout=20)["state"] == "killed"
+    assert proc.wait(timeout=10) == 143  # signalled alone, as before the restart
