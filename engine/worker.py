@@ -9,6 +9,7 @@ and calls the workload's ``train(run)``. Exit codes: 0 finished or released,
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = Run(run_dir.path, launch, config=_full_config(launch))
     run.install_signal_handlers()
-    return _run(run, launch)
+    code = _run(run, launch)
+    # A nudge (SIGUSR1, e.g. a fork's checkpoint request) can still arrive while the
+    # interpreter shuts down, and shutdown resets Python handlers to the default
+    # action, which kills: a finished run then ended as "killed by signal SIGUSR1".
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    return code
 
 
 def _full_config(launch: dict[str, Any]) -> dict[str, Any]:
