@@ -85,8 +85,9 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
             field.value = "0.002"
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, ForkDialog))
-            forks = await until(pilot, lambda: [r for r in app.state.runs.values()
-                                                if r.get("parent_id") == run_id])
+            forks = await until(
+                pilot, lambda: [r for r in app.state.runs.values() if r.get("parent_id") == run_id]
+            )
             assert forks[0]["config"]["lr"] == 0.002
             await until(pilot, lambda: table.selected_id == forks[0]["id"])  # the new fork
 
@@ -171,8 +172,7 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
             await until(pilot, lambda: any("step 25" in str(line) for line in logs.lines))
 
             await pilot.press("n")
-            dialog = await until(pilot, lambda: isinstance(app.screen, NewRunDialog)
-                                 and app.screen)
+            dialog = await until(pilot, lambda: isinstance(app.screen, NewRunDialog) and app.screen)
             dialog.query_one("#cfg-steps", Input).value = "77"
             dialog.query_one("#cfg-lr", Input).value = "not-a-number"
             await pilot.press("ctrl+s")
@@ -183,8 +183,9 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
             dialog.query_one("#name", Input).value = "from-dialog"
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
-            made = await until(pilot, lambda: [r for r in app.state.runs.values()
-                                               if r["name"] == "from-dialog"])
+            made = await until(
+                pilot, lambda: [r for r in app.state.runs.values() if r["name"] == "from-dialog"]
+            )
             assert made[0]["config"]["steps"] == 77 and made[0]["config"]["lr"] == 0.01
             await until(pilot, lambda: table.selected_id == made[0]["id"])
 
@@ -203,5 +204,32 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
             assert chart.smoothing != before
             await pilot.press("x")
             await until(pilot, lambda: chart.series and chart.series[0].xs[0] > 1e9)  # time
+
+    asyncio.run(scenario())
+
+
+def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
+    import sys
+
+    script = (
+        "import time\n"
+        "for i in range(100000):\n"
+        "    print(f'step {i} loss {1/(i+1)}')\n"
+        "    time.sleep(0.02)\n"
+    )
+    started = engine.cli("run", "--", sys.executable, "-c", script)
+    assert started.code == 0, started.err
+    run_id = engine.call("list_runs")[0]["id"]
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.selected_id == run_id)
+            await pilot.press("f")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, ForkDialog)
+            messages = [n.message for n in app._notifications]
+            assert any("cannot be forked" in m for m in messages)
 
     asyncio.run(scenario())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -183,6 +184,10 @@ def _install(run: Run, record_exit: bool) -> None:
         previous(kind, exc, tb)
 
     def at_exit() -> None:
+        # Interpreter shutdown resets Python's signal handlers, and SIGUSR1's default
+        # action kills: a late nudge (a fork asking for a checkpoint) must not.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if not failed:
             with contextlib.suppress(Exception):
                 run.mark_finished()

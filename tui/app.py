@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Input, RichLog, Static
 from engine.client import EngineError, EngineUnavailable
 from engine.demo import fork_request
 from engine.paths import StatePaths, state_home
+from engine.runs import WRAPPED_WORKLOAD
 from tui.connection import EngineLink, LogFollower
 from tui.keys import ACTIONS, BY_ID, bindings
 from tui.screens.detail import RunDetail
@@ -310,6 +311,13 @@ class TraintopApp(App[None]):
     def action_fork(self) -> None:
         run = self._need_run()
         if run is None:
+            return
+        if run["workload"] == WRAPPED_WORKLOAD:
+            self.notify(
+                f"{run['id']} wraps a command: traintop cannot checkpoint it, so it cannot be "
+                "forked (use a train(run) function or traintop.init)",
+                severity="error",
+            )
             return
         if run["state"] not in ("running", "paused", "finished"):
             self.notify(f"cannot fork a run that is {run['state']}", severity="error")
