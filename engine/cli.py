@@ -78,6 +78,12 @@ def _wait_training(client: Client, run_id: str) -> dict[str, Any]:
     return run
 
 
+def _report_new(args: argparse.Namespace, run: dict[str, Any], line: str) -> int:
+    """Print a run just started (as JSON with --json, else ``line``); 1 if it failed."""
+    print(json.dumps(run) if args.json else line)
+    return _fail_if_failed(run)
+
+
 def _fail_if_failed(run: dict[str, Any]) -> int:
     if run["state"] == "failed":
         print(
@@ -113,11 +119,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])
-    if args.json:
-        print(json.dumps(run))
-    else:
-        print(f"started {_describe(run)}")
-    return _fail_if_failed(run)
+    return _report_new(args, run, f"started {_describe(run)}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -137,11 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])  # a first metric, an exit, or 5 s
-    if args.json:
-        print(json.dumps(run))
-    else:
-        print(f"started {run['id']} ({run['name']}) {run['state']}: {' '.join(command)}")
-    return _fail_if_failed(run)
+    line = f"started {run['id']} ({run['name']}) {run['state']}: {' '.join(command)}"
+    return _report_new(args, run, line)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -241,12 +240,8 @@ def cmd_fork(args: argparse.Namespace) -> int:
         )
         if not args.no_wait:
             child = _wait_training(client, child["id"])
-    if args.json:
-        print(json.dumps(child))
-    else:
-        where = f" at step {child['fork_step']}" if child["fork_step"] is not None else ""
-        print(f"forked {child['parent_id']}{where} -> {_describe(child)}")
-    return _fail_if_failed(child)
+    where = f" at step {child['fork_step']}" if child["fork_step"] is not None else ""
+    return _report_new(args, child, f"forked {child['parent_id']}{where} -> {_describe(child)}")
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
