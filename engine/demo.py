@@ -16,31 +16,54 @@ FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
 FORK_AFTER_STEPS = 100
 
 
+ACTIVE = ("queued", "starting", "running", "paused")
+
+
+def _named(name: str, base: str) -> bool:
+    """``base`` itself, or ``base-N`` (a later demo, once the first one ended)."""
+    suffix = name[len(base) + 1 :]
+    return name == base or (name.startswith(base + "-") and suffix.isdigit())
+
+
+def _active(runs: list[dict[str, Any]], base: str) -> dict[str, Any] | None:
+    return next((r for r in runs if _named(r["name"], base) and r["state"] in ACTIVE), None)
+
+
+def _free_name(runs: list[dict[str, Any]], base: str) -> str:
+    names = {r["name"] for r in runs}
+    n = 2
+    name = base
+    while name in names:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
 def start_demo(client: Client) -> list[dict[str, Any]]:
-    """Start the demo runs that are not already there; returns every demo run."""
-    existing = {r["name"]: r for r in client.call("list_runs")}
-    for name, overrides in DEMO_RUNS.items():
-        if name not in existing:
-            client.call(
-                "start",
-                workload="charlm",
-                overrides=[*DEMO_SIZE, *overrides],
-                name=name,
-                device=None,
-                cwd="/",
+    """Start the demo runs that are not running already; returns the live demo runs."""
+    runs: list[dict[str, Any]] = client.call("list_runs")
+    for base, overrides in DEMO_RUNS.items():
+        if _active(runs, base) is None:
+            runs.append(
+                client.call(
+                    "start",
+                    workload="charlm",
+                    overrides=[*DEMO_SIZE, *overrides],
+                    name=_free_name(runs, base),
+                    device=None,
+                    cwd="/",
+                )
             )
-    return [r for r in client.call("list_runs") if r["name"].startswith("demo-")]
+    return [run for base in DEMO_RUNS if (run := _active(runs, base)) is not None]
 
 
 def fork_request(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The fork to ask for now, if it is time: the middle run, a little way in."""
-    by_name = {r["name"]: r for r in runs}
-    parent = by_name.get("demo-lr3e-3")
-    if FORK_NAME in by_name or parent is None or parent["state"] != "running":
+    parent = _active(runs, "demo-lr3e-3")
+    if parent is None or parent["state"] != "running" or parent["step"] < FORK_AFTER_STEPS:
         return None
-    if parent["step"] < FORK_AFTER_STEPS:
+    if any(r.get("parent_id") == parent["id"] for r in runs):
         return None
-    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": FORK_NAME}
+    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": _free_name(runs, FORK_NAME)}
 
 
 def maybe_fork(client: Client) -> dict[str, Any] | None:
