@@ -380,17 +380,13 @@ class Supervisor:
     def _on_record(self, live: LiveRun, record: dict[str, Any]) -> None:
         kind = record.get("t")
         step = int(record.get("step") or 0)
-        if kind == "state":
-            live.step = step if record.get("state") == "running" else max(live.step, step)
         if kind == "error":
             live.error = str(record.get("message", ""))
         elif kind == "checkpoint":
             self.on_checkpoint(live.run_id, str(record.get("request")), record.get("path"), step)
         elif kind == "state":
             state = record.get("state")
-            run = self.store.get_run(live.run_id)
-            if run is None:
-                return
+            live.step = step if state == "running" else max(live.step, step)
             if state == "running":
                 self.store.set_state(
                     live.run_id,
