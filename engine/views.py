@@ -29,6 +29,8 @@ isfinite = math.isfinite
 
 MAX_BUCKETS = 4000
 MAX_TAIL = 5000
+# EMA states kept (one per sealed chunk, smoothing weight and series: 1 GB of points).
+EMA_CACHE_ENTRIES = 200_000
 # The most points a table's EMA reads (a weight of 0.995 needs all of them).
 TAIL_REACH = 8192
 AXES = ("step", "time")
@@ -55,6 +57,8 @@ class EmaCache:
 
     def put(self, key: tuple[int, int, float, int], state: tuple[float, int]) -> None:
         with self.lock:
+            if len(self.states) >= EMA_CACHE_ENTRIES:  # ~20 MB: start over rather than grow
+                self.states.clear()
             self.states[key] = state
 
 
