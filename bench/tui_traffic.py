@@ -42,7 +42,7 @@ MEASURE_S = 10.0
 SETTLE_S = 3.0
 LIVE_RUNS = 4
 MANY_RUNS = 500
-KEY_PRESSES = 40  # each way: j this many times, then k as many
+KEY_PRESSES = 40  # each way: j and k, 80 keys in all
 KEY_GAP_S = 0.15  # between a key's screen update and the next key
 TERMINAL = ("finished", "failed", "killed")
 SGR = rb"\x1b\[[0-9;]*m"
@@ -132,9 +132,11 @@ def traffic(home: Path, needle: bytes) -> tuple[float, float]:
 class KeyTimer:
     """Times key -> the newly selected row painted in the cursor's style."""
 
-    def __init__(self, app: PtyApp) -> None:
+    def __init__(self, app: PtyApp, run_ids: set[str]) -> None:
         self.app = app
+        self.run_ids = {i.encode() for i in run_ids}
         self.cursor_sgr: bytes | None = None
+        self.current: bytes | None = None  # the run under the cursor
 
     def _press(self, key: bytes) -> tuple[int, float]:
         start = self.app.byte_count()
@@ -154,38 +156,57 @@ class KeyTimer:
                                                                  chunks[1])}
         moved_off = {run_id for run_id, _ in first} & {run_id for run_id, _ in second}
         for run_id, sgr in first:
-            if run_id in moved_off and (run_id, sgr) not in second:
+            if run_id in moved_off and run_id in self.run_ids and (run_id, sgr) not in second:
                 self.cursor_sgr = sgr
+                self.current = next(
+                    (i for i, s in second if s == sgr and i in self.run_ids and i != run_id), None
+                )
                 return
         raise RuntimeError("could not find the cursor's style in the output")
 
-    def measure(self, key: bytes, times: int) -> list[float]:
+    def measure(self, keys: list[bytes]) -> list[float]:
+        """Seconds from each key's write to its cursor row on screen."""
         assert self.cursor_sgr is not None
         pattern = re.compile(re.escape(self.cursor_sgr) + rb" *(" + ID + rb")")
         latencies = []
-        for _ in range(times):
+        for key in keys:
             start, t0 = self._press(key)
             deadline = t0 + 5.0
-            while True:
-                found = pattern.search(bytes(self.app.output[start:]))
-                if found is not None:
-                    latencies.append(self.app.time_at(start + found.end()) - t0)
-                    break
+            while (found := self._moved(pattern, start)) is None:
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"no cursor move seen 5 s after {key!r}")
                 time.sleep(0.001)
+            latencies.append(self.app.time_at(start + found.end()) - t0)
+            self.current = found.group(1)
             time.sleep(KEY_GAP_S)
         return latencies
 
+    def _moved(self, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes] | None:
+        for found in pattern.finditer(bytes(self.app.output[start:])):
+            if found.group(1) in self.run_ids and found.group(1) != self.current:
+                return found
+        return None
 
-def key_latency(home: Path, needle: bytes) -> list[float]:
+
+def bounce(rows: int, presses: int, at: int) -> list[bytes]:
+    """j and k, ``presses`` in all, from row ``at`` down and up, never past either end."""
+    keys, step = [], 1
+    for _ in range(presses):
+        if not 0 <= at + step < rows:
+            step = -step
+        keys.append(b"j" if step > 0 else b"k")
+        at += step
+    return keys
+
+
+def key_latency(home: Path, needle: bytes, run_ids: set[str]) -> list[float]:
     app = tui(home)
     try:
         app.wait_for(needle, timeout=120)
         time.sleep(SETTLE_S)
-        timer = KeyTimer(app)
-        timer.calibrate()
-        return timer.measure(b"j", KEY_PRESSES) + timer.measure(b"k", KEY_PRESSES)
+        timer = KeyTimer(app, run_ids)
+        timer.calibrate()  # two j: the cursor is on the third row
+        return timer.measure(bounce(len(run_ids), 2 * KEY_PRESSES, 2))
     finally:
         app.close()
 
@@ -208,10 +229,11 @@ def main() -> int:
             idle = traffic(home, b"3 finished")
             start_live(client)
             live = traffic(home, b"4 running")
-            few = key_latency(home, b"4 running")
+            few = key_latency(home, b"4 running", {r["id"] for r in client.call("list_runs")})
             make_finished_runs(paths, MANY_RUNS)
             wait_runs(client, MANY_RUNS + 3, TERMINAL)
-            many = key_latency(home, f"{MANY_RUNS + 3} finished".encode())
+            many = key_latency(home, f"{MANY_RUNS + 3} finished".encode(),
+                               {r["id"] for r in client.call("list_runs")})
     finally:
         stop_daemon(paths)
         shutil.rmtree(home, ignore_errors=True)

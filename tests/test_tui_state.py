@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tui.chart_math import ema_debiased
+from tui.run_tree import build_rows
 from tui.state import TAIL_POINTS, TuiState
+from tui.widgets.runs_table import parent_of
 
 
 def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[str, Any]:
@@ -22,10 +24,9 @@ def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> N
     state = TuiState()
     state.set_runs([_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
                     _run("d", "c", created=4)])
-    assert [(r["id"], depth) for r, depth in state.tree()] == [
+    assert [(r.id, r.depth) for r in build_rows(state.runs, parent_of)] == [
         ("a", 0), ("c", 1), ("d", 2), ("b", 0)]
     assert state.family("c") == ["a", "c", "d"]
-    assert [r["id"] for r, _ in state.tree("n-d")] == ["d"]
 
 
 def test_the_ema_column_uses_the_tail_and_streamed_points_like_the_full_history() -> None:
