@@ -10,6 +10,7 @@ cells that differ from their last frame. Over SSH, bytes are the cost.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from typing import ClassVar
 
@@ -20,10 +21,12 @@ from textual.binding import BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.timer import Timer
 from textual.widgets import Footer, Input, RichLog, Static
 
 from engine.client import EngineError, EngineUnavailable
 from engine.paths import StatePaths, state_home
+from tui import partial_updates
 from tui.connection import EngineLink, LogFollower
 from tui.keys import ACTIONS, bindings
 from tui.run_actions import RunActions
@@ -37,8 +40,24 @@ from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
 STREAM_EVERY_S = 1.0  # cells and curves that move with training repaint at most this often
+FOLLOW_AFTER_S = 0.12  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
+
+
+HEAP_SETTLE_S = 2.0  # after connecting: the runs, their tails and the first frames are in
+
+
+def _settle_heap() -> None:
+    """Collect once, then leave what is alive now out of future full collections.
+
+    With 500 runs loaded, a full collection walks every table cell, point list
+    and cached strip, and took 70-120 ms on a busy two-core box: a key pressed
+    meanwhile waits that long. Frozen objects are still freed by reference
+    counting when they go; only cycles among them would stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class ActionCommands(Provider):
@@ -73,6 +92,7 @@ class TraintopApp(RunActions):
         demo: bool = False,
     ) -> None:
         super().__init__()
+        partial_updates.install()
         self.demo = demo
         self.paths = paths or StatePaths(state_home())
         self.readonly = readonly
@@ -90,6 +110,7 @@ class TraintopApp(RunActions):
         self._shown_family: tuple[str, ...] = ()
         self._chart_now = False  # the view changed (selection, metric, axis): draw at once
         self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
+        self._follow_timer: Timer | None = None
 
     # -- layout ---------------------------------------------------------------
 
@@ -137,6 +158,7 @@ class TraintopApp(RunActions):
         self.state.metrics.clear()
         self._shown_family = ()
         self._chart_now = True
+        self.set_timer(HEAP_SETTLE_S, _settle_heap)
 
     def _update_status(self) -> None:
         status = self.query_one("#status", Static)
@@ -247,8 +269,11 @@ class TraintopApp(RunActions):
 
     @on(RunsTable.CursorMoved)
     def _selection_moved(self) -> None:
-        # The table has repainted its cursor already; the chart follows at the next tick.
-        self._follow_selection()
+        # The table has repainted its cursor already. The chart (a history fetch and
+        # a full layout) follows once the cursor rests, so holding j stays smooth.
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+        self._follow_timer = self.set_timer(FOLLOW_AFTER_S, self._follow_selection)
 
     # -- view actions (run actions are in RunActions) ---------------------------
 

@@ -63,8 +63,9 @@ def build_rows(
             if matches(item):
                 _keep_with_ancestors(item_id, items, parent_of, keep)
 
+    roots = [i for i in children.get(None, []) if keep is None or i in keep]
     rows: list[TreeRow] = []
-    stack: list[tuple[str, int]] = [(i, 0) for i in reversed(children.get(None, []))]
+    stack: list[tuple[str, int]] = [(i, 0) for i in reversed(roots)]
     seen: set[str] = set()
     while stack:
         item_id, depth = stack.pop()

@@ -10,41 +10,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.cells import cell_len
-from rich.style import Style
+from rich.segment import Segment
 from textual.geometry import Region
 from textual.strip import Strip
-
-
-def _cells(strip: Strip) -> list[tuple[str, Style | None]]:
-    cells: list[tuple[str, Style | None]] = []
-    for segment in strip:
-        for char in segment.text:
-            cells.append((char, segment.style))
-            if cell_len(char) == 2:
-                cells.append(("", segment.style))  # the right half of a wide character
-    return cells
 
 
 def changed_regions(old: Sequence[Strip], new: Sequence[Strip]) -> list[Region]:
     """One region per line that differs, from its first to its last changed cell."""
     regions = []
     for y in range(max(len(old), len(new))):
-        if y < len(old) and y < len(new) and old[y] == new[y]:
-            continue
-        before = _cells(old[y]) if y < len(old) else []
-        after = _cells(new[y]) if y < len(new) else []
-        width = max(len(before), len(after))
-        first = 0
-        while first < width and _at(before, first) == _at(after, first):
-            first += 1
-        if first == width:
-            continue  # the same cells, split into segments differently
-        last = width - 1
-        while last > first and _at(before, last) == _at(after, last):
-            last -= 1
-        regions.append(Region(first, y, last - first + 1, 1))
+        if y < len(old) and y < len(new):
+            if old[y] == new[y]:
+                continue
+            first = _common_cells(list(old[y]), list(new[y]))
+            last = _common_cells(_reversed(old[y]), _reversed(new[y]))
+            width = max(old[y].cell_length, new[y].cell_length)
+            if first + last >= width:
+                continue  # the same cells, split into segments differently
+            regions.append(Region(first, y, width - last - first, 1))
+        else:
+            line = new[y] if y < len(new) else old[y]
+            regions.append(Region(0, y, line.cell_length, 1))
     return regions
 
 
-def _at(cells: list[tuple[str, Style | None]], index: int) -> tuple[str, Style | None] | None:
-    return cells[index] if index < len(cells) else None
+def _reversed(strip: Strip) -> list[Segment]:
+    return [Segment(s.text[::-1], s.style, s.control) for s in reversed(list(strip))]
+
+
+def _common_cells(before: list[Segment], after: list[Segment]) -> int:
+    """How many leading cells two segment lists share (text and style)."""
+    cells = 0
+    for a, b in zip(before, after, strict=False):
+        if a == b:
+            cells += cell_len(a.text)
+            continue
+        if a.style == b.style:  # same style: the texts may still share a start
+            shared = 0
+            for char_a, char_b in zip(a.text, b.text, strict=False):
+                if char_a != char_b:
+                    break
+                shared += 1
+            cells += cell_len(a.text[:shared])
+        return cells
+    return cells

@@ -82,6 +82,8 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._index: dict[str, int] = {}
         self._widths: dict[str, int] = {}
         self._cells: dict[str, dict[str, Text]] = {}  # by run id, for rows drawn so far
+        self._lines: dict[str, Strip] = {}  # rows drawn without the cursor, by run id
+        self._lines_width = 0
         self._grown: dict[str, int] = {}  # columns widened by a value too long for them
         self._announced: str | None = None  # the selection last told to the app
 
@@ -121,6 +123,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         if compact != self.compact:
             self.compact = compact
             self._cells.clear()
+            self._lines.clear()
             self._widths, self._grown = {}, {}
             self.refresh()
 
@@ -152,6 +155,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             self._rows, self._widths = rows, widths
             self._index = {row.id: i for i, row in enumerate(rows)}
             self._cells.clear()  # names carry depth and fold counts: build the shown ones anew
+            self._lines.clear()
             self._set_virtual_size()
             self.refresh()
         if self.pending_select in self._index:
@@ -173,12 +177,16 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             if old is None or run_id not in state.runs or run_id not in self._index:
                 continue  # never drawn: its cells are built when it scrolls into view
             cells = self._build_cells(self._rows[self._index[run_id]])
+            if cells == old:
+                continue
             self._cells[run_id] = cells
+            self._lines.pop(run_id, None)
             wider = {c: cells[c].cell_len for c in self.columns_shown
                      if cells[c].cell_len > self._widths[c]}
             if wider:  # rare (a loss printed as 1.234e-05): widen for good, draw it all again
                 self._grown.update(wider)
                 self._widths.update(wider)
+                self._lines.clear()
                 self._set_virtual_size()
                 self.refresh()
             else:
@@ -244,6 +252,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         if column not in SORT_COLUMNS:
             raise ValueError(column)
         self.sort_column, self.descending = column, descending
+        self._lines.pop("", None)  # the header's arrow moved
         self.refresh_rows(state)
         self.refresh(Region(0, 0, self.size.width, 1))  # the header's arrow
 
@@ -330,20 +339,33 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         return cells
 
     def render_line(self, y: int) -> Strip:
+        # Scrolling redraws every row on screen, so the common case (a row drawn
+        # before, not under the cursor) must cost a dict lookup: looking up the
+        # widget's style alone walks the DOM.
         width = self.size.width
+        if width != self._lines_width:
+            self._lines.clear()
+            self._lines_width = width
+        index = round(self.scroll_offset.y) + y - 1
+        key = "" if y == 0 else self._rows[index].id if 0 <= index < len(self._rows) else None
+        if key is not None and index != self.cursor and key in self._lines:
+            return self._lines[key]
         base = self.rich_style
-        if not self._widths:
+        if not self._widths or key is None:
             return Strip.blank(width, base)
         if y == 0:
-            return self._header(width, base)
-        index = round(self.scroll_offset.y) + y - 1
-        if index >= len(self._rows):
-            return Strip.blank(width, base)
-        style = base
-        if index == self.cursor:
-            style = base + self.get_component_rich_style("runs-table--cursor")
-        cells = self._row_cells(self._rows[index])
-        return self._strip([cells[c] for c in self.columns_shown], width, style)
+            line = self._header(width, base)
+        else:
+            row = self._rows[index]
+            cells = self._row_cells(row)
+            style = base
+            if index == self.cursor:
+                style = base + self.get_component_rich_style("runs-table--cursor")
+            line = self._strip([cells[c] for c in self.columns_shown], width, style)
+            if index == self.cursor:
+                return line
+        self._lines[key] = line
+        return line
 
     def _header(self, width: int, base: Style) -> Strip:
         arrow = "▼" if self.descending else "▲"
@@ -364,4 +386,5 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             segments.extend(text.render(console))
             segments.append(Segment(" " * PAD))
         styled = Segment.apply_style(segments, style)
-        return Strip(styled).crop_extend(0, width, style)
+        # One style run per segment: every segment costs its own escape codes on the wire.
+        return Strip(styled).crop_extend(0, width, style).simplify()

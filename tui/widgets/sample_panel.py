@@ -65,7 +65,7 @@ class SamplePanel(Widget):
             text, self.app.console.options.update(width=width, height=height), pad=True
         )
         blank = Strip.blank(width, base)
-        strips = [Strip(Segment.apply_style(line, base), width) for line in lines]
+        strips = [Strip(Segment.apply_style(line, base), width).simplify() for line in lines]
         return (strips + [blank] * height)[:height]
 
     def _rebuild(self) -> None:
