@@ -103,6 +103,16 @@ def start_live(client: Client) -> list[str]:
     raise RuntimeError("the live runs did not start stepping within 60 s")
 
 
+def kill_runs(paths: StatePaths, run_ids: list[str]) -> None:
+    """Kill the live runs and wait until they are gone (they would train for hours)."""
+    if not run_ids:
+        return
+    with Client(paths).connect(autostart=False) as client:
+        for run_id in run_ids:
+            client.call("kill", run=run_id)
+        wait_runs(client, len(run_ids), ("killed",), timeout=60)
+
+
 def htop(home: Path) -> PtyApp:
     env = environment(home)
     env["HTOPRC"] = "/dev/null"  # its defaults, whatever this user configured
@@ -222,12 +232,13 @@ def main() -> int:
         return 1
     home = Path(tempfile.mkdtemp(prefix="traintop-traffic-"))
     paths = StatePaths(home)
+    live_ids: list[str] = []
     try:
         with Client(paths).connect() as client:
             make_finished_runs(paths, 3)
             wait_runs(client, 3, TERMINAL)
             idle = traffic(home, b"3 finished")
-            start_live(client)
+            live_ids = start_live(client)
             live = traffic(home, b"4 running")
             few = key_latency(home, b"4 running", {r["id"] for r in client.call("list_runs")})
             make_finished_runs(paths, MANY_RUNS)
@@ -235,6 +246,7 @@ def main() -> int:
             many = key_latency(home, f"{MANY_RUNS + 3} finished".encode(),
                                {r["id"] for r in client.call("list_runs")})
     finally:
+        kill_runs(paths, live_ids)  # runs outlive their daemon by design: end them here
         stop_daemon(paths)
         shutil.rmtree(home, ignore_errors=True)
     print(f"{COLUMNS}x{LINES} pty, {MEASURE_S:.0f} s each, {os.cpu_count()} CPUs")
