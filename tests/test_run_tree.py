@@ -83,3 +83,13 @@ def test_a_long_fork_chain_does_not_recurse() -> None:
     rows = build_rows(chain, parent_of)
     assert len(rows) == 3000 and rows[-1].depth == 2999
     assert build_rows(chain, parent_of, folded={"r0000"})[0].hidden == 2999
+
+
+def test_help_and_palette_list_the_table_keys() -> None:
+    from tui.keys import BY_ID, display_key
+    from tui.screens.help import help_markup
+
+    text = help_markup(readonly=False)
+    for action in ("fold", "fold_all", "sort", "sort_reverse", "cursor_down", "page_down"):
+        assert BY_ID[action].description in text
+    assert display_key(BY_ID["cursor_down"]) == "↓, j"

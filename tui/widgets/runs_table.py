@@ -26,6 +26,7 @@ from tui.widgets.run_cells import (
     COLUMNS,
     COMPACT_COLUMNS,
     LIVE_SORTS,
+    NAME_WIDTH,
     SORT_COLUMNS,
     column_widths,
     name_text,
@@ -34,6 +35,7 @@ from tui.widgets.run_cells import (
 )
 
 PAD = 1  # blank cells each side of a column
+SCROLLBAR = 2  # kept free on the right, so the columns do not move when it shows
 
 
 def parent_of(run: Any) -> str | None:
@@ -118,6 +120,11 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             raise KeyError(run_id)
         return self._row_cells(row)[column].plain
 
+    def on_resize(self, event: events.Resize) -> None:
+        """Fit the columns to the new width."""
+        if self._rows:
+            self.refresh_rows(self._state)
+
     def set_compact(self, compact: bool) -> None:
         """Show fewer, narrower columns (for terminals under ~110 columns)."""
         if compact != self.compact:
@@ -150,6 +157,9 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             return self.refresh_rows(state, target)
         widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact)
         widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
+        overflow = sum(w + 2 * PAD for w in widths.values()) - (self.size.width - SCROLLBAR)
+        if self.size.width and overflow > 0:  # narrow terminal: names give way first
+            widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] - overflow)
         changed = rows != self._rows or widths != self._widths
         if changed:
             self._rows, self._widths = rows, widths
