@@ -92,6 +92,7 @@ class PtyApp:
         self.first_frame: float | None = None
         self.arrivals: list[tuple[int, float]] = []  # (output length after a read, when)
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -108,12 +109,18 @@ class PtyApp:
                 self.output += chunk
                 self.last_output = now
                 self.arrivals.append((len(self.output), now))
+                self._grew.notify_all()
                 if self.first_frame is None and NEEDLE in self.output:
                     self.first_frame = now - self.started
 
     def byte_count(self) -> int:
         with self._lock:
             return len(self.output)
+
+    def wait_beyond(self, length: int, timeout: float) -> None:
+        """Sleep until the output is longer than ``length`` (or ``timeout`` seconds)."""
+        with self._grew:
+            self._grew.wait_for(lambda: len(self.output) > length, timeout)
 
     def time_at(self, offset: int) -> float:
         """When the byte at ``offset`` of the output was read."""

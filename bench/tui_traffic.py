@@ -8,7 +8,9 @@ same size over the same seconds, as the baseline of what a quiet terminal
 monitor costs. Two cases:
 
 * idle: only finished runs, nothing changes but host telemetry;
-* live: four synthetic runs stepping ~10 times a second the whole time.
+* live: four synthetic runs stepping ~10 times a second the whole time,
+  with a finished run selected, then with a live one selected (its curve
+  grows in the chart).
 
 Then key -> screen: with 500 finished runs (made cheaply, see
 ``make_finished_runs``) and four live ones, j and k are written to the pty
@@ -45,6 +47,7 @@ MANY_RUNS = 500
 KEY_PRESSES = 40  # each way: j and k, 80 keys in all
 KEY_GAP_S = 0.15  # between a key's screen update and the next key
 TERMINAL = ("finished", "failed", "killed")
+END = b"\x1b[F"  # the End key: the cursor to the last row, a live run
 SGR = rb"\x1b\[[0-9;]*m"
 ID = rb"[2-9a-z]{6}"
 
@@ -123,12 +126,18 @@ def tui(home: Path) -> PtyApp:
     return PtyApp([sys.executable, "-m", "tui.main"], environment(home))
 
 
-def traffic(home: Path, needle: bytes) -> tuple[float, float]:
-    """Bytes a second written by traintop and by htop, side by side, same seconds."""
+def traffic(home: Path, needle: bytes, keys: bytes = b"") -> tuple[float, float]:
+    """Bytes a second written by traintop and by htop, side by side, same seconds.
+
+    ``keys`` are typed into traintop first (e.g. End: select the newest run).
+    """
     ours, theirs = tui(home), htop(home)
     try:
         ours.wait_for(needle)
         theirs.wait_for(b"Load average")
+        if keys:
+            time.sleep(1.0)
+            os.write(ours.master, keys)
         time.sleep(SETTLE_S)
         b0, h0, t0 = ours.byte_count(), theirs.byte_count(), time.perf_counter()
         time.sleep(MEASURE_S)
@@ -182,10 +191,15 @@ class KeyTimer:
         for key in keys:
             start, t0 = self._press(key)
             deadline = t0 + 5.0
-            while (found := self._moved(pattern, start)) is None:
+            while True:
+                seen = self.app.byte_count()  # before the search: nothing slips between
+                found = self._moved(pattern, start)
+                if found is not None:
+                    break
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"no cursor move seen 5 s after {key!r}")
-                time.sleep(0.001)
+                # Block until more output comes: polling would take CPU from the TUI.
+                self.app.wait_beyond(seen, deadline - time.perf_counter())
             latencies.append(self.app.time_at(start + found.end()) - t0)
             self.current = found.group(1)
             time.sleep(KEY_GAP_S)
@@ -240,6 +254,7 @@ def main() -> int:
             idle = traffic(home, b"3 finished")
             live_ids = start_live(client)
             live = traffic(home, b"4 running")
+            live_chart = traffic(home, b"4 running", keys=END)
             few = key_latency(home, b"4 running", {r["id"] for r in client.call("list_runs")})
             make_finished_runs(paths, MANY_RUNS)
             wait_runs(client, MANY_RUNS + 3, TERMINAL)
@@ -250,7 +265,9 @@ def main() -> int:
         stop_daemon(paths)
         shutil.rmtree(home, ignore_errors=True)
     print(f"{COLUMNS}x{LINES} pty, {MEASURE_S:.0f} s each, {os.cpu_count()} CPUs")
-    for label, (ours, theirs) in (("idle, 3 finished runs", idle), ("4 live runs", live)):
+    cases = (("idle, 3 finished runs", idle), ("4 live runs", live),
+             ("4 live, one charted", live_chart))
+    for label, (ours, theirs) in cases:
         print(f"{label:<24} traintop {ours:>7.0f} B/s   htop {theirs:>6.0f} B/s   "
               f"x{ours / theirs:.2f} htop")
     for label, values in ((f"j/k, {LIVE_RUNS} runs", few),
