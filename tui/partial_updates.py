@@ -12,11 +12,11 @@ only shorter (checked by tests/test_partial_updates.py on the real class).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from rich.console import Console
 from rich.control import Control
-from textual._compositor import ChopsUpdate
 
 
 def render_segments(self: Any, console: Console) -> str:
@@ -40,4 +40,7 @@ def render_segments(self: Any, console: Console) -> str:
 
 def install() -> None:
     """Use the cropping writer for every partial screen update of this process."""
-    ChopsUpdate.render_segments = render_segments  # type: ignore[method-assign]
+    # A private class: should a Textual release move or reshape it, keep its own writer.
+    chops_update = getattr(importlib.import_module("textual._compositor"), "ChopsUpdate", None)
+    if chops_update is not None and hasattr(chops_update, "render_segments"):
+        chops_update.render_segments = render_segments

@@ -151,6 +151,8 @@ class LossChart(Widget):
         if signature == self._signature:
             return
         self._signature = signature
+        if [s.label for s in series] != [s.label for s in self._series]:
+            self._strips_key = None  # other runs: nearly every cell changes, skip the diff
         self._series = list(series)
         self._markers = list(markers)
         self._x_label = x_label
