@@ -16,6 +16,7 @@ from textual.widgets import Input
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
 from tui.app import TraintopApp
+from tui.screens.help import HelpScreen
 from tui.state import TuiState
 from tui.widgets.host_panel import HostPanel
 from tui.widgets.loss_chart import LossChart
@@ -89,6 +90,14 @@ def test_fold_filter_sort_and_move_with_keys(engine: Engine) -> None:
             ), refreshes
             await pilot.press("k")
             assert table.selected_id == other
+
+            await pilot.press("question_mark")  # a dialog owns the keys: the table stays put
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.press("j", "end")
+            assert table.selected_id == other
+            await pilot.press("escape")
+            await pilot.press("j")
+            assert table.selected_id == parent
 
     asyncio.run(scenario())
 
