@@ -17,6 +17,7 @@ it, so the TUI is not expected to be silent: the host panel redraws each second.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import os
@@ -89,7 +90,9 @@ class PtyApp:
         self.output = bytearray()
         self.last_output = self.started
         self.first_frame: float | None = None
+        self.arrivals: list[tuple[int, float]] = []  # (output length after a read, when)
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -105,12 +108,25 @@ class PtyApp:
             with self._lock:
                 self.output += chunk
                 self.last_output = now
+                self.arrivals.append((len(self.output), now))
+                self._grew.notify_all()
                 if self.first_frame is None and NEEDLE in self.output:
                     self.first_frame = now - self.started
 
     def byte_count(self) -> int:
         with self._lock:
             return len(self.output)
+
+    def wait_beyond(self, length: int, timeout: float) -> None:
+        """Sleep until the output is longer than ``length`` (or ``timeout`` seconds)."""
+        with self._grew:
+            self._grew.wait_for(lambda: len(self.output) > length, timeout)
+
+    def time_at(self, offset: int) -> float:
+        """When the byte at ``offset`` of the output was read."""
+        with self._lock:
+            index = bisect.bisect_left(self.arrivals, offset, key=lambda a: a[0] - 1)
+            return self.arrivals[index][1]
 
     def wait_for(self, needle: bytes, timeout: float = 30.0) -> None:
         """Until ``needle`` has been written (ESC sequences may split other text)."""

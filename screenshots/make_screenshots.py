@@ -177,7 +177,7 @@ def stop_everything(paths: StatePaths) -> None:
 async def open_family(app: TraintopApp, pilot: Pilot, parent: str, fork: str) -> None:
     """Select ``parent`` and wait until the chart overlays it and its fork."""
     table = app.query_one(RunsTable)
-    await until(pilot, lambda: parent in table._order and fork in table._order)
+    await until(pilot, lambda: parent in table.order and fork in table.order)
     table.select(parent)
     chart = app.query_one(LossChart)
     await until(pilot, lambda: len(chart.series) >= 2)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import given
 from hypothesis import strategies as st
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 
 from tui.chart_math import (
     bucket_edges,
@@ -267,5 +268,39 @@ def test_appended_points_extend_the_cached_smoothing() -> None:
             smooth, raw = chart._curves(0)
             assert smooth == ema_debiased(ys, 0.9)
             assert raw == ys
+
+    asyncio.run(main())
+
+
+def test_a_live_chart_repaints_only_the_cells_new_points_change() -> None:
+    xs, ys = decay(300)
+    xs, ys = xs[:250], ys[:250]  # the rest arrives later, a point at a time
+
+    async def main() -> None:
+        app = ChartApp()
+        async with app.run_test(size=(100, 24)) as pilot:
+            chart = app.query_one(LossChart)
+            chart.smoothing = 0.6
+            chart.set_data([Series("live", xs, ys, emphasis=True)], [], "step", live=True)
+            await pilot.pause()
+            regions: list[tuple[Region, ...]] = []
+            original = chart.refresh
+
+            def recording(*args: Region, **kwargs: Any) -> LossChart:
+                regions.append(args)
+                return original(*args, **kwargs)
+
+            chart.refresh = recording  # type: ignore[method-assign]
+            chart.set_data([Series("live", xs, ys, emphasis=True)], [], "step", live=True)
+            assert regions == []  # the same lists at the same lengths: nothing to draw
+            more_xs, more_ys = decay(300)
+            xs.append(more_xs[250])
+            ys.append(more_ys[250])
+            chart.set_data([Series("live", xs, ys, emphasis=True)], [], "step", live=True)
+            assert len(regions) == 1 and regions[0], "expected a partial refresh"
+            width, height = chart.content_size
+            painted = sum(r.width for r in regions[0])
+            assert painted < width * height / 10  # a few cells, not the chart
+            assert all(r.height == 1 for r in regions[0])
 
     asyncio.run(main())

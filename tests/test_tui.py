@@ -53,9 +53,9 @@ def test_forks_sit_under_their_parent_and_share_its_chart(engine: Engine) -> Non
         app = TraintopApp(paths=engine.paths)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one(RunsTable)
-            await until(pilot, lambda: len(table._order) == 3)
-            assert table._order == [parent, child, other]
-            assert str(table.get_cell(child, "NAME")).startswith("└ ")
+            await until(pilot, lambda: len(table.order) == 3)
+            assert table.order == [parent, child, other]
+            assert table.cell_text(child, "NAME").startswith("└ ")
             table.select(child)
             chart = app.query_one(LossChart)
             await until(pilot, lambda: len(chart.series) == 2)
@@ -191,7 +191,7 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
 
             await pilot.press("slash")
             await pilot.press(*"printer")
-            await until(pilot, lambda: table._order == [first])
+            await until(pilot, lambda: table.order == [first])
             await pilot.press("enter")
             await until(pilot, lambda: table.has_focus)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tui.chart_math import ema_debiased
+from tui.run_tree import build_rows
 from tui.state import TAIL_POINTS, TuiState
+from tui.widgets.runs_table import parent_of
 
 
 def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[str, Any]:
@@ -22,10 +24,9 @@ def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> N
     state = TuiState()
     state.set_runs([_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
                     _run("d", "c", created=4)])
-    assert [(r["id"], depth) for r, depth in state.tree()] == [
+    assert [(r.id, r.depth) for r in build_rows(state.runs, parent_of)] == [
         ("a", 0), ("c", 1), ("d", 2), ("b", 0)]
     assert state.family("c") == ["a", "c", "d"]
-    assert [r["id"] for r, _ in state.tree("n-d")] == ["d"]
 
 
 def test_the_ema_column_uses_the_tail_and_streamed_points_like_the_full_history() -> None:
@@ -62,3 +63,25 @@ def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
         state.apply_event({"event": "metrics", "data": {"run": "a", "points": points}})
     assert state.steps_per_second("a") == 10.0
     assert state.eta_seconds("a") == (1000 - 50) / 10.0
+
+
+def test_only_runs_whose_cells_moved_are_marked_changed() -> None:
+    state = TuiState()
+    state.set_runs([_run("a"), _run("b"), _run("c")])
+    assert state.take_changed() == {"a", "b", "c"} and state.take_changed() == set()
+    state.rows_dirty = False  # as the app does once it has rebuilt the rows
+    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(0, 3)}})
+    assert state.take_changed() == {"a"} and not state.rows_dirty
+
+    def sample(memory: dict[str, int]) -> dict[str, Any]:
+        return {"event": "telemetry", "data": {"runs": {
+            run_id: {"gpu_memory": {"0": used}} for run_id, used in memory.items()}}}
+
+    state.apply_event(sample({"a": 100, "b": 200}))
+    assert state.take_changed() == {"a", "b"}
+    state.apply_event(sample({"a": 100, "b": 300}))  # only b's figure moved
+    assert state.take_changed() == {"b"}
+    state.apply_event(sample({"a": 100}))  # b let go of its memory
+    assert state.take_changed() == {"b"} and state.gpu_memory("b") is None
+    state.apply_event({"event": "runs", "data": {**_run("c"), "state": "finished"}})
+    assert state.take_changed() == {"c"} and state.rows_dirty

@@ -1,15 +1,18 @@
 """The traintop Textual app: runs table, loss chart, GPU and host panels, logs.
 
 Widgets render ``TuiState``; they never talk to the daemon. Events from the
-daemon only mark the state dirty, and a 4 Hz timer redraws what changed, so
-a flood of metrics costs a few redraws a second and an idle screen none.
+daemon only mark the state dirty, and a 4 Hz timer redraws what changed. What
+streams in (steps, losses, rates) is coalesced to once a second: the table
+repaints only the cells whose text changed, the chart and the panels only the
+cells that differ from their last frame. Over SSH, bytes are the cost.
 """
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any, ClassVar
+import gc
+import time
+from typing import ClassVar
 
 from rich.text import Text
 from textual import events, on, work
@@ -18,26 +21,43 @@ from textual.binding import BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Footer, Input, RichLog, Static
+from textual.timer import Timer
+from textual.widgets import Footer, Input, RichLog, Static
 
 from engine.client import EngineError, EngineUnavailable
-from engine.demo import fork_request
 from engine.paths import StatePaths, state_home
-from engine.runs import WRAPPED_WORKLOAD
+from tui import partial_updates
 from tui.connection import EngineLink, LogFollower
-from tui.keys import ACTIONS, BY_ID, bindings
-from tui.screens.detail import RunDetail
-from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
+from tui.keys import ACTIONS, bindings
+from tui.run_actions import RunActions
 from tui.screens.help import HelpScreen
 from tui.state import TERMINAL, TuiState
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
 from tui.widgets.loss_chart import LossChart, Series
-from tui.widgets.runs_table import SORTS, RunsTable
+from tui.widgets.run_cells import SORT_COLUMNS
+from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
+STREAM_EVERY_S = 1.0  # cells and curves that move with training repaint at most this often
+FOLLOW_AFTER_S = 0.12  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
+
+
+HEAP_SETTLE_S = 2.0  # after connecting: the runs, their tails and the first frames are in
+
+
+def _settle_heap() -> None:
+    """Collect once, then leave what is alive now out of future full collections.
+
+    With 500 runs loaded, a full collection walks every table cell, point list
+    and cached strip, and took 70-120 ms on a busy two-core box: a key pressed
+    meanwhile waits that long. Frozen objects are still freed by reference
+    counting when they go; only cycles among them would stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class ActionCommands(Provider):
@@ -58,7 +78,7 @@ class ActionCommands(Provider):
                 )
 
 
-class TraintopApp(App[None]):
+class TraintopApp(RunActions):
     CSS_PATH = "app.tcss"
     TITLE = "traintop"
     BINDINGS: ClassVar[list[BindingType]] = bindings()  # type: ignore[assignment]
@@ -72,6 +92,7 @@ class TraintopApp(App[None]):
         demo: bool = False,
     ) -> None:
         super().__init__()
+        partial_updates.install()
         self.demo = demo
         self.paths = paths or StatePaths(state_home())
         self.readonly = readonly
@@ -87,6 +108,9 @@ class TraintopApp(App[None]):
         self._status_text = ""
         self._history_requested: set[str] = set()
         self._shown_family: tuple[str, ...] = ()
+        self._chart_now = False  # the view changed (selection, metric, axis): draw at once
+        self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
+        self._follow_timer: Timer | None = None
 
     # -- layout ---------------------------------------------------------------
 
@@ -104,7 +128,7 @@ class TraintopApp(App[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one(RunsTable).set_compact(event.size.width < COMPACT_BELOW)
-        self.state.runs_dirty = True
+        self.state.rows_dirty = True
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
@@ -133,6 +157,8 @@ class TraintopApp(App[None]):
         self._history_requested.clear()
         self.state.metrics.clear()
         self._shown_family = ()
+        self._chart_now = True
+        self.set_timer(HEAP_SETTLE_S, _settle_heap)
 
     def _update_status(self) -> None:
         status = self.query_one("#status", Static)
@@ -156,14 +182,22 @@ class TraintopApp(App[None]):
             self._redraw_dirty()
 
     def _redraw_dirty(self) -> None:
-        state = self.state
-        if state.runs_dirty:
-            state.runs_dirty = False
-            self.query_one(RunsTable).refresh_from(state)
+        state, table = self.state, self.query_one(RunsTable)
+        now = time.monotonic()
+        if state.rows_dirty:  # runs came, went or changed state: show that at once
+            state.rows_dirty = False
+            table.refresh_rows(state)
+            table.refresh_values(state, state.take_changed())
             self._update_status()
-            self._follow_selection()
-        if state.chart_dirty:
-            state.chart_dirty = False
+            self._follow_selection()  # a new fork joins the selected run's chart
+        elif state.changed and now - self._values_at >= STREAM_EVERY_S:
+            self._values_at = now
+            if table.live_sort:
+                table.refresh_rows(state)  # the order follows values that moved
+            table.refresh_values(state, state.take_changed())
+        if self._chart_now or (state.chart_dirty and now - self._chart_at >= STREAM_EVERY_S):
+            self._chart_now = state.chart_dirty = False
+            self._chart_at = now
             self._draw_chart()
         if state.telemetry_dirty:
             state.telemetry_dirty = False
@@ -172,18 +206,13 @@ class TraintopApp(App[None]):
             self.query_one(GpuPanel).update_samples(history, names)
             self.query_one(HostPanel).update_samples(history)
 
-    @property
-    def selected(self) -> dict[str, Any] | None:
-        run_id = self.query_one(RunsTable).selected_id
-        return self.state.runs.get(run_id) if run_id else None
-
     def _follow_selection(self) -> None:
         """Load the history of the selected run's family; follow its logs."""
         run = self.selected
         family = tuple(self.state.family(run["id"])) if run else ()
         if family != self._shown_family:
             self._shown_family = family
-            self.state.chart_dirty = True
+            self._chart_now = True
         for run_id in family:
             if run_id not in self._history_requested:
                 self._history_requested.add(run_id)
@@ -204,25 +233,27 @@ class TraintopApp(App[None]):
         chart = self.query_one(LossChart)
         series, markers = [], []
         selected = self.selected
+        live = False
         for run_id in self._shown_family:
             run = self.state.runs.get(run_id)
             metrics = self.state.metrics.get(run_id)
             data = metrics.series.get(self.metric_key) if metrics else None
             if run is None or data is None:
                 continue
+            live = live or run["state"] not in TERMINAL
             xs = data.times if self.x_by_time else data.steps
             label = f"{run['id']} {run['name']}"
-            series.append(
+            series.append(  # the state's own lists: they only grow, so the chart can tell
                 Series(
                     label,
-                    list(xs),
-                    list(data.values),
+                    xs,
+                    data.values,
                     emphasis=selected is not None and run_id == selected["id"],
                 )
             )
             if run.get("parent_id") and run.get("fork_step") is not None and not self.x_by_time:
                 markers.append((float(run["fork_step"]), f"fork {run['id']}"))
-        chart.set_data(series, markers, "time" if self.x_by_time else "step")
+        chart.set_data(series, markers, "time" if self.x_by_time else "step", live=live)
 
     def _on_log_text(self, stream: str, text: str, reset: bool) -> None:
         with contextlib.suppress(NoMatches):  # text may still arrive while shutting down
@@ -236,138 +267,15 @@ class TraintopApp(App[None]):
         for line in text.splitlines():
             log.write(Text(line, style=style))
 
-    @on(DataTable.RowSelected)
-    def _row_chosen(self) -> None:
-        self.action_details()  # the table takes Enter for itself
-
-    @on(DataTable.RowHighlighted)
+    @on(RunsTable.CursorMoved)
     def _selection_moved(self) -> None:
-        self._follow_selection()
-        self._update_status()
+        # The table has repainted its cursor already. The chart (a history fetch and
+        # a full layout) follows once the cursor rests, so holding j stays smooth.
+        if self._follow_timer is not None:
+            self._follow_timer.stop()
+        self._follow_timer = self.set_timer(FOLLOW_AFTER_S, self._follow_selection)
 
-    @work(exclusive=True, group="demo")
-    async def _demo_fork(self) -> None:
-        """``traintop demo``: fork the middle run once it is a little way in."""
-        request = fork_request(list(self.state.runs.values()))
-        if request is not None and self.state.connected:
-            await self._request("fork", f"demo: forked {request['run']} with lr=1e-3", **request)
-
-    # -- actions --------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        spec = BY_ID.get(action)
-        if spec is not None and spec.mutates and self.readonly:
-            return None  # shown greyed out, and the key does nothing
-        return True
-
-    def _need_run(self) -> dict[str, Any] | None:
-        run = self.selected
-        if run is None:
-            self.notify("no run selected", severity="warning")
-        return run
-
-    async def _request(self, method: str, done: str, **params: Any) -> bool:
-        """Send a request; say what happened either way."""
-        try:
-            await self.link.call(method, **params)
-        except (EngineError, EngineUnavailable) as exc:
-            self.notify(str(exc), severity="error", title=f"{method} refused")
-            return False
-        self.notify(done)
-        return True
-
-    @work
-    async def action_pause(self) -> None:
-        run = self._need_run()
-        if run is None:
-            return
-        if run["state"] == "paused":
-            await self._request("resume", f"resuming {run['id']}", run=run["id"])
-        else:
-            await self._request("pause", f"pausing {run['id']} at its next step", run=run["id"])
-
-    @work
-    async def action_release(self) -> None:
-        run = self._need_run()
-        if run is not None:
-            await self._request(
-                "pause",
-                f"pausing {run['id']} and releasing its memory",
-                run=run["id"],
-                release=True,
-            )
-
-    async def _submit(self, method: str, params: dict[str, Any]) -> str | None:
-        try:
-            result = await self.link.call(method, **params, cwd=str(Path.cwd()))
-        except (EngineError, EngineUnavailable) as exc:
-            return str(exc)
-        self.notify(
-            f"{'forked' if method == 'fork' else 'started'} {result['id']} ({result['name']})"
-        )
-        self.query_one(RunsTable).pending_select = result["id"]
-        return None
-
-    def action_fork(self) -> None:
-        run = self._need_run()
-        if run is None:
-            return
-        if run["workload"] == WRAPPED_WORKLOAD:
-            self.notify(
-                f"{run['id']} wraps a command: traintop cannot checkpoint it, so it cannot be "
-                "forked (use a train(run) function or traintop.init)",
-                severity="error",
-            )
-            return
-        if run["state"] not in ("running", "paused", "finished"):
-            self.notify(f"cannot fork a run that is {run['state']}", severity="error")
-            return
-        self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
-
-    @work
-    async def action_new_run(self) -> None:
-        try:
-            workloads = await self.link.call("workloads")
-        except (EngineError, EngineUnavailable) as exc:
-            self.notify(str(exc), severity="error")
-            return
-
-        async def describe(spec: str) -> dict[str, Any] | str:
-            try:
-                found = await self.link.call("workloads", workload=spec, cwd=str(Path.cwd()))
-            except (EngineError, EngineUnavailable) as exc:
-                return str(exc)
-            return dict(next(iter(found.values())))
-
-        self.push_screen(NewRunDialog(workloads, describe, lambda p: self._submit("start", p)))
-
-    @work
-    async def action_kill(self) -> None:
-        run = self._need_run()
-        if run is None:
-            return
-        if run["state"] in TERMINAL:
-            self.notify(f"{run['id']} is already {run['state']}", severity="warning")
-            return
-        body = (
-            f"Kill run {run['id']} ({run['name']}), {run['state']} at step {run['step']}"
-            f" on {run['device']}?\nSIGTERM to its process group, SIGKILL after 10 s. "
-            "Its metrics and logs are kept."
-        )
-        if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):
-            await self._request("kill", f"killing {run['id']}", run=run["id"])
-
-    @work
-    async def action_details(self) -> None:
-        run = self._need_run()
-        if run is None:
-            return
-        try:
-            detail = await self.link.call("get_run", run=run["id"])
-        except (EngineError, EngineUnavailable) as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.push_screen(RunDetail(detail))
+    # -- view actions (run actions are in RunActions) ---------------------------
 
     def action_logs(self) -> None:
         logs = self.query_one("#logs", RichLog)
@@ -383,7 +291,8 @@ class TraintopApp(App[None]):
         )
         self.state.smoothing = SMOOTHING_STEPS[(index + 1) % len(SMOOTHING_STEPS)]
         self.query_one(LossChart).smoothing = self.state.smoothing
-        self.state.runs_dirty = True
+        self.state.mark_all_changed()  # the EMA column
+        self._values_at = 0.0
         self._update_status()
 
     def action_log_scale(self) -> None:
@@ -393,7 +302,7 @@ class TraintopApp(App[None]):
 
     def action_x_axis(self) -> None:
         self.x_by_time = not self.x_by_time
-        self.state.chart_dirty = True
+        self._chart_now = True
 
     def action_next_metric(self) -> None:
         keys: set[str] = set()
@@ -403,7 +312,7 @@ class TraintopApp(App[None]):
         ordered = sorted(keys) or ["loss"]
         index = ordered.index(self.metric_key) if self.metric_key in ordered else -1
         self.metric_key = ordered[(index + 1) % len(ordered)]
-        self.state.chart_dirty = True
+        self._chart_now = True
         self._update_status()
 
     def action_filter(self) -> None:
@@ -413,8 +322,9 @@ class TraintopApp(App[None]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.query_one(RunsTable).text_filter = event.value
-        self.state.runs_dirty = True
+        table = self.query_one(RunsTable)
+        table.text_filter = event.value
+        table.refresh_rows(self.state)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
@@ -425,9 +335,23 @@ class TraintopApp(App[None]):
 
     def action_sort(self) -> None:
         table = self.query_one(RunsTable)
-        table.order_by = SORTS[(SORTS.index(table.order_by) + 1) % len(SORTS)]
-        self.state.runs_dirty = True
-        self.notify(f"sorted by {table.order_by}")
+        column = SORT_COLUMNS[(SORT_COLUMNS.index(table.sort_column) + 1) % len(SORT_COLUMNS)]
+        self._sort(column, descending=False)
+
+    def action_sort_reverse(self) -> None:
+        table = self.query_one(RunsTable)
+        self._sort(table.sort_column, descending=not table.descending)
+
+    def _sort(self, column: str, descending: bool) -> None:
+        self.query_one(RunsTable).sort_by(column, descending, self.state)
+        order = "creation order" if column == "created" else column
+        self.notify(f"sorted by {order}, {'descending' if descending else 'ascending'}")
+
+    def action_fold(self) -> None:
+        self.query_one(RunsTable).toggle_fold(self.state)
+
+    def action_fold_all(self) -> None:
+        self.query_one(RunsTable).toggle_fold_all(self.state)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.readonly))
@@ -437,3 +361,16 @@ class TraintopApp(App[None]):
 
     def action_cursor_up(self) -> None:
         self.query_one(RunsTable).action_cursor_up()
+
+    def action_page_down(self) -> None:
+        self.query_one(RunsTable).page(1)
+
+    def action_page_up(self) -> None:
+        self.query_one(RunsTable).page(-1)
+
+    def action_cursor_first(self) -> None:
+        self.query_one(RunsTable).move_cursor(0)
+
+    def action_cursor_last(self) -> None:
+        table = self.query_one(RunsTable)
+        table.move_cursor(len(table.order) - 1)

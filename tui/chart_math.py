@@ -95,6 +95,33 @@ def nice_step(span: float, n: int) -> float:
     return 10.0 * power
 
 
+NICE_MULTIPLES = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten >= `value`.
+
+    A growing axis that ends there rescales only every 20-25 % of growth, so
+    between rescales a live curve only adds cells at its right end.
+    """
+    if not math.isfinite(value) or value <= 0:
+        return value
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(m * power for m in NICE_MULTIPLES if m * power >= value * (1 - 1e-12))
+
+
+def snap_outward(lo: float, hi: float, n: int) -> tuple[float, float]:
+    """[lo, hi] widened to the grid of a nice step (about `n` steps over the span).
+
+    A live curve's range then moves only when it crosses a grid line, not with
+    every new minimum, so the chart's rows stay put between those moments.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return lo, hi
+    step = nice_step(hi - lo, n)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
 def nice_ticks(lo: float, hi: float, n: int) -> list[float]:
     """Round tick values inside [lo, hi], about `n` of them (at least one)."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:

@@ -51,7 +51,19 @@ ACTIONS: tuple[Action, ...] = (
     Action("x_axis", "x", "X axis", "Plot against step or wall time", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),
     Action("filter", "slash", "Filter", "Filter runs by id, name, state or workload", footer=False),
-    Action("sort", "o", "Sort", "Cycle the sort order of the runs table", footer=False),
+    Action("sort", "o", "Sort", "Sort the runs by the next column (forks stay under their parent)",
+           footer=False),
+    Action("sort_reverse", "O", "Reverse", "Reverse the sort direction", footer=False),
+    Action("fold", "c", "Fold", "Fold or unfold the selected run's forks (on a fork: its parent's)",
+           footer=False),
+    Action("fold_all", "C", "Fold all", "Fold every run's forks, or unfold them all",
+           footer=False),
+    Action("cursor_down", "down,j", "Down", "Select the next run", footer=False),
+    Action("cursor_up", "up,k", "Up", "Select the previous run", footer=False),
+    Action("page_down", "pagedown", "Page down", "Select a page further down", footer=False),
+    Action("page_up", "pageup", "Page up", "Select a page further up", footer=False),
+    Action("cursor_first", "home", "First", "Select the first run", footer=False),
+    Action("cursor_last", "end", "Last", "Select the last run", footer=False),
     Action("help", "question_mark", "Help", "List every key"),
     Action("quit", "q", "Quit", "Leave traintop; the runs keep going"),
 )
@@ -60,18 +72,14 @@ BY_ID = {a.id: a for a in ACTIONS}
 
 
 def bindings() -> list[Binding]:
-    """Textual bindings for every action, plus j/k as the vi-style arrows."""
-    result = [
+    """Textual bindings for every action."""
+    return [
         Binding(a.keys, a.id, a.label, show=a.footer, id=a.id, tooltip=a.description)
         for a in ACTIONS
     ]
-    result += [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-    ]
-    return result
 
 
 def display_key(action: Action) -> str:
-    names = {"slash": "/", "question_mark": "?", "enter": "Enter"}
+    names = {"slash": "/", "question_mark": "?", "enter": "Enter", "down": "↓", "up": "↑",
+             "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))

@@ -62,13 +62,26 @@ class TuiState:
         # Per (run, metric): the running EMA, the series' trims, points seen, last value.
         self._ema: dict[tuple[str, str], tuple[DebiasedEma, int, int, float | None]] = {}
         self.connected = False
-        self.runs_dirty = self.chart_dirty = self.telemetry_dirty = False
+        # What the views must catch up on: the rows (runs came, went or changed
+        # state), the cells of some runs, the chart, the telemetry panels.
+        self.rows_dirty = self.chart_dirty = self.telemetry_dirty = False
+        self.changed: set[str] = set()
+
+    def take_changed(self) -> set[str]:
+        """The runs whose cells changed since the last call."""
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def mark_all_changed(self) -> None:
+        """Every run's cells may differ (e.g. the smoothing of the EMA column changed)."""
+        self.changed.update(self.runs)
 
     # -- feeding --------------------------------------------------------------
 
     def set_runs(self, runs: Iterable[dict[str, Any]]) -> None:
         self.runs = {r["id"]: r for r in runs}
-        self.runs_dirty = self.chart_dirty = True
+        self.rows_dirty = self.chart_dirty = True
+        self.mark_all_changed()
 
     def set_history(self, run_id: str, points: Iterable[Sequence[Any]]) -> None:
         """The full stored history of one run (merged with what streamed meanwhile)."""
@@ -92,7 +105,7 @@ class TuiState:
         for step, _key, value, when in points:
             tail.add(int(step), value, float(when))
         self.tails[run_id] = tail
-        self.runs_dirty = True
+        self.changed.add(run_id)
 
     def set_telemetry(self, samples: Iterable[dict[str, Any]]) -> None:
         self.telemetry.clear()
@@ -110,13 +123,18 @@ class TuiState:
                 **data,
                 "last": {**old.get("last", {}), **data.get("last", {})},
             }
-            self.runs_dirty = self.chart_dirty = True
+            self.rows_dirty = self.chart_dirty = True
+            self.changed.add(data["id"])
         elif topic == "metrics":
             self._apply_metrics(data["run"], data["points"])
         elif topic == "telemetry":
+            before = _gpu_by_run(self.telemetry[-1]) if self.telemetry else {}
             self.telemetry.append(data)
             self.telemetry_dirty = True
-            self.runs_dirty = True  # GPU memory column
+            after = _gpu_by_run(data)
+            # The GPU memory column: only runs whose figure moved (or appeared, or went).
+            self.changed.update(r for r in before.keys() | after.keys()
+                                if before.get(r) != after.get(r))
 
     def _apply_metrics(self, run_id: str, points: list[Sequence[Any]]) -> None:
         run = self.runs.get(run_id)
@@ -141,7 +159,7 @@ class TuiState:
                 for column in (tail.steps, tail.values, tail.times):
                     del column[:TAIL_POINTS]
                 tail.trims += 1
-        self.runs_dirty = True
+        self.changed.add(run_id)
 
     # -- derived --------------------------------------------------------------
 
@@ -189,31 +207,10 @@ class TuiState:
         return last
 
     def gpu_memory(self, run_id: str) -> int | None:
+        """GPU memory the run holds now (all GPUs), or None."""
         if not self.telemetry:
             return None
-        usage = self.telemetry[-1].get("runs", {}).get(run_id)
-        if not usage or not usage.get("gpu_memory"):
-            return None
-        return int(sum(v for v in usage["gpu_memory"].values() if v))
-
-    def tree(self, text_filter: str = "") -> list[tuple[dict[str, Any], int]]:
-        """Runs in creation order with each fork right under its parent: (run, depth)."""
-        children: dict[str | None, list[dict[str, Any]]] = {}
-        for run in sorted(self.runs.values(), key=lambda r: (r["created"], r["id"])):
-            parent = run.get("parent_id")
-            children.setdefault(parent if parent in self.runs else None, []).append(run)
-        ordered: list[tuple[dict[str, Any], int]] = []
-
-        def walk(parent: str | None, depth: int) -> None:
-            for run in children.get(parent, []):
-                ordered.append((run, depth))
-                walk(run["id"], depth + 1)
-
-        walk(None, 0)
-        needle = text_filter.lower().strip()
-        if not needle:
-            return ordered
-        return [(r, d) for r, d in ordered if needle in _haystack(r)]
+        return _gpu_by_run(self.telemetry[-1]).get(run_id)
 
     def family(self, run_id: str) -> list[str]:
         """The run, its ancestors and its descendants: the curves drawn together."""
@@ -233,7 +230,10 @@ class TuiState:
         return [*reversed(ancestors), run_id, *descendants]
 
 
-def _haystack(run: dict[str, Any]) -> str:
-    return " ".join(
-        str(run.get(k, "")) for k in ("id", "name", "state", "workload", "device")
-    ).lower()
+def _gpu_by_run(sample: dict[str, Any]) -> dict[str, int]:
+    """The GPU memory each run holds in one telemetry sample (runs holding none left out)."""
+    held = {}
+    for run_id, usage in (sample.get("runs") or {}).items():
+        if usage and usage.get("gpu_memory"):
+            held[run_id] = int(sum(v for v in usage["gpu_memory"].values() if v))
+    return held

@@ -17,8 +17,8 @@ def help_markup(readonly: bool) -> str:
     lines = ["[b]traintop keys[/b]", ""]
     for action in ACTIONS:
         note = "  [dim](off: --readonly)[/]" if readonly and action.mutates else ""
-        lines.append(f"  [b]{display_key(action):>7}[/b]  {action.description}{note}")
-    lines += ["", "  [b]↑ ↓ j k[/b]  move    [b]ctrl+p[/b]  command palette    [b]esc[/b]  close"]
+        lines.append(f"  [b]{display_key(action):>8}[/b]  {action.description}{note}")
+    lines += ["", "  [b]ctrl+p[/b]  command palette    [b]esc[/b]  close"]
     return "\n".join(lines)
 
 

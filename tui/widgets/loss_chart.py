@@ -27,8 +27,11 @@ from tui.chart_math import (
     format_tick,
     format_value,
     log_ticks,
+    nice_ceiling,
     nice_ticks,
+    snap_outward,
 )
+from tui.widgets.line_diff import changed_regions
 
 PALETTE = ("bright_cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "cyan")
 GUTTER = 8  # 7 characters of y label and the axis line
@@ -36,6 +39,7 @@ MIN_WIDTH_FOR_GUTTER = 24
 # Braille dot bits by (x in cell, y in cell): U+2800 plus the sum of the lit dots.
 DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 DIM = Style(dim=True)
+LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
 
 
 @dataclass
@@ -110,8 +114,10 @@ class LossChart(Widget):
         self._x_label = ""
         self._version = 0
         self._smoothed: dict[int, _Smoothed] = {}
+        self._live = False
         self._strips: list[Strip] = []
         self._strips_key: tuple[object, ...] | None = None
+        self._signature: tuple[object, ...] | None = None
 
     @property
     def series(self) -> list[Series]:
@@ -123,18 +129,55 @@ class LossChart(Widget):
         return self._markers
 
     def set_data(
-        self, series: list[Series], markers: list[tuple[float, str]], x_label: str
+        self,
+        series: list[Series],
+        markers: list[tuple[float, str]],
+        x_label: str,
+        live: bool = False,
     ) -> None:
         """Show `series`, with a marker at each (x, label) of `markers`.
 
         Pass the same growing lists again as points arrive: smoothing then only runs over
-        the new points. Lists must only be appended to, never edited in place.
+        the new points. Lists must only be appended to, never edited in place. The same
+        lists at the same lengths draw nothing. `live` (a shown run is training) keeps the
+        axes on a coarse grid, so new points only repaint the cells they light.
         """
+        signature = (
+            tuple((s.label, id(s.xs), id(s.ys), len(s.ys), s.style, s.emphasis) for s in series),
+            tuple(markers),
+            x_label,
+            live,
+        )
+        if signature == self._signature:
+            return
+        self._signature = signature
+        if [s.label for s in series] != [s.label for s in self._series]:
+            self._strips_key = None  # other runs: nearly every cell changes, skip the diff
         self._series = list(series)
         self._markers = list(markers)
         self._x_label = x_label
+        self._live = live
         self._version += 1
-        self.refresh()
+        self._repaint_changes()
+
+    def _key(self, width: int, height: int) -> tuple[object, ...]:
+        lengths = tuple(len(s.ys) for s in self._series)
+        return (width, height, self.smoothing, self.log_y, self._version, lengths)
+
+    def _repaint_changes(self) -> None:
+        """Lay the chart out now and refresh only the cells that differ from the last frame."""
+        width, height = self.content_size
+        old_key = self._strips_key
+        if old_key is None or width <= 0 or height <= 0 or old_key[:4] != self._key(
+            width, height
+        )[:4]:
+            self.refresh()  # never drawn, or drawn at another size or scale: all of it
+            return
+        strips = _ChartLayout(self, width, height).strips()
+        regions = changed_regions(self._strips, strips)
+        self._strips, self._strips_key = strips, self._key(width, height)
+        if regions:
+            self.refresh(*regions)
 
     def validate_smoothing(self, value: float) -> float:
         """Keep the smoothing weight in [0, 0.999]."""
@@ -143,14 +186,7 @@ class LossChart(Widget):
     def render_line(self, y: int) -> Strip:
         """One line of the chart, from the strips laid out for the current state."""
         width, height = self.content_size  # inside any border or padding
-        key = (
-            width,
-            height,
-            self.smoothing,
-            self.log_y,
-            self._version,
-            tuple(len(s.ys) for s in self._series),
-        )
+        key = self._key(width, height)
         if key != self._strips_key:
             self._strips = _ChartLayout(self, width, height).strips()
             self._strips_key = key
@@ -203,6 +239,8 @@ class _ChartLayout:
         x_lo, x_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         if x_hi <= x_lo:
             x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+        if chart._live:
+            x_hi = x_lo + nice_ceiling(x_hi - x_lo)
         legend = self._legend(order)
         if self.plot_h < 1 or self.plot_w < 1:
             return [legend] + [Strip.blank(self.width, self.base)] * (self.height - 1)
@@ -223,6 +261,8 @@ class _ChartLayout:
         y_lo, y_hi = min(values), max(values)
         pad = (y_hi - y_lo) * 0.05 or max(abs(y_lo) * 0.05, 0.5)
         y_lo, y_hi = y_lo - pad, y_hi + pad
+        if chart._live:
+            y_lo, y_hi = snap_outward(y_lo, y_hi, LIVE_Y_STEPS)
         raw_layer = _Layer(self.plot_w, self.plot_h)
         main_layer = _Layer(self.plot_w, self.plot_h)
         for i in order:

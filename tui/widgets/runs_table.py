@@ -1,157 +1,400 @@
-"""The runs table: one row per run, forks indented under their parent."""
+"""The runs table: one row per run, forks under their parent, foldable, sortable.
+
+A Line API widget rather than a DataTable: a DataTable repaints every row
+when one cell changes, and rebuilds all rows to reorder them. Here each
+repaint names the cells that changed, so a live run costs a few dozen bytes
+a second over SSH, a cursor move repaints two lines, and 500 rows cost only
+the ones on screen (cells are built when a row is first drawn).
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.widgets import DataTable
+from textual import events
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from engine.format import format_bytes, format_number
+from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
+from tui.widgets.run_cells import (
+    COLUMNS,
+    COMPACT_COLUMNS,
+    LIVE_SORTS,
+    NAME_WIDTH,
+    SORT_COLUMNS,
+    column_widths,
+    name_text,
+    sort_key,
+    value_cells,
+)
 
-STATE_LOOK = {
-    "queued": ("…", "bright_black"),
-    "starting": ("◌", "cyan"),
-    "running": ("▶", "green"),
-    "paused": ("‖", "yellow"),
-    "finished": ("✔", "blue"),
-    "failed": ("✘", "red"),
-    "killed": ("■", "magenta"),
-}
-COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "STEP/S", "ETA", "GPU", "DEV")
-# What a narrow terminal (80 columns) keeps; the progress bar goes too.
-COMPACT_COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "ETA")
-NAME_WIDTH_COMPACT = 18
-SORTS = ("tree", "name", "state", "loss", "step")
-BAR_WIDTH = 6
+PAD = 1  # blank cells each side of a column
+SCROLLBAR = 2  # kept free on the right, so the columns do not move when it shows
 
 
-def state_text(run: dict[str, Any]) -> Text:
-    glyph, style = STATE_LOOK.get(run["state"], ("?", ""))
-    label = "released" if run["state"] == "paused" and run.get("released") else run["state"]
-    return Text(f"{glyph} {label}", style=style)
+def parent_of(run: Any) -> str | None:
+    """The tree the table shows: each fork under the run it was forked from."""
+    parent = run.get("parent_id")
+    return str(parent) if parent else None
 
 
-def progress_text(run: dict[str, Any], bar: bool = True) -> Text:
-    step, total = int(run.get("step") or 0), run.get("total_steps")
-    if not total or not bar:
-        return Text(f"{step}/{total}" if total else str(step))
-    fraction = min(1.0, step / total)
-    filled = round(fraction * BAR_WIDTH)
-    return Text.assemble(
-        (f"{step}/{total} ", ""),
-        ("█" * filled, "green"),
-        ("░" * (BAR_WIDTH - filled), "bright_black"),
-    )
+def _haystack(run: Any) -> str:
+    return " ".join(
+        str(run.get(k, "")) for k in ("id", "name", "state", "workload", "device")
+    ).lower()
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def row_cells(
-    run: dict[str, Any], depth: int, state: TuiState, compact: bool = False
-) -> dict[str, str | Text]:
-    """Every column's cell for one run (the table shows those its width allows)."""
-    indent = "  " * (depth - 1) + "└ " if depth else ""
-    name = indent + run["name"]
-    if compact and len(name) > NAME_WIDTH_COMPACT:
-        name = name[: NAME_WIDTH_COMPACT - 1] + "…"
-    rate = state.steps_per_second(run["id"])
-    gpu = state.gpu_memory(run["id"])
-    cells: tuple[str | Text, ...] = (
-        run["id"],
-        name,
-        state_text(run),
-        progress_text(run, bar=not compact),
-        format_number(run.get("last", {}).get("loss")),
-        format_number(state.smoothed_last(run["id"])),
-        f"{rate:.1f}" if rate is not None else "-",
-        duration(state.eta_seconds(run["id"])),
-        format_bytes(gpu) if gpu else "-",
-        run["device"],
-    )
-    return dict(zip(COLUMNS, cells, strict=True))
-
-
-def _sort_key(sort: str, run: dict[str, Any]) -> Any:
-    if sort == "name":
-        return run["name"]
-    if sort == "state":
-        return (run["state"], run["name"])
-    if sort == "loss":
-        loss = run.get("last", {}).get("loss")
-        return (loss is None, loss if loss is not None else 0.0)
-    return -(run.get("step") or 0)
-
-
-class RunsTable(DataTable[Any]):
+class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
     """Renders ``TuiState.runs``; the selected run is the row under the cursor."""
 
     DEFAULT_CSS = """
-    RunsTable { height: auto; }
+    RunsTable { height: auto; overflow-x: hidden; }
+    RunsTable > .runs-table--header { text-style: bold; }
+    RunsTable > .runs-table--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+    }
     """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"runs-table--header", "runs-table--cursor"}
+
+    class CursorMoved(Message):
+        """The selected run changed (by key, click, or its row going away)."""
+
+        def __init__(self, run_id: str | None) -> None:
+            super().__init__()
+            self.run_id = run_id
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
-        self.order_by = "tree"
+        super().__init__(**kwargs)
+        self.sort_column = "created"
+        self.descending = False
         self.text_filter = ""
+        self.folded: set[str] = set()
         self.compact = False
         self.pending_select: str | None = None  # a run just started here: select it on arrival
-        self._order: list[str] = []
+        self.cursor = 0
+        self._state = TuiState()
+        self._rows: list[TreeRow] = []
+        self._index: dict[str, int] = {}
+        self._widths: dict[str, int] = {}
+        self._cells: dict[str, dict[str, Text]] = {}  # by run id, for rows drawn so far
+        self._lines: dict[str, Strip] = {}  # rows drawn without the cursor, by run id
+        self._lines_width = 0
+        self._grown: dict[str, int] = {}  # columns widened by a value too long for them
+        self._announced: str | None = None  # the selection last told to the app
+
+    # -- what is shown --------------------------------------------------------
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
         return COMPACT_COLUMNS if self.compact else COLUMNS
 
-    def set_compact(self, compact: bool) -> None:
-        """Show fewer, narrower columns (for terminals under ~110 columns)."""
-        if compact == self.compact and self.columns:
-            return
-        self.compact = compact
-        self.clear(columns=True)
-        for name in self.columns_shown:
-            self.add_column(name, key=name)
-        self._order = []  # the next refresh adds the rows again
+    @property
+    def order(self) -> list[str]:
+        """The ids of the rows shown, top to bottom."""
+        return [row.id for row in self._rows]
 
     @property
     def selected_id(self) -> str | None:
-        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
-            return None
-        return self._order[self.cursor_row]
+        return self._rows[self.cursor].id if 0 <= self.cursor < len(self._rows) else None
 
-    def refresh_from(self, state: TuiState) -> None:
-        """Bring the rows in line with the state, touching only cells that changed."""
-        rows = state.tree(self.text_filter)
-        if self.order_by != "tree":
-            rows = sorted(((r, 0) for r, _ in rows), key=lambda rd: _sort_key(self.order_by, rd[0]))
-        order = [run["id"] for run, _ in rows]
-        if order != self._order:
-            selected = self.selected_id
-            self.clear()
-            for run, depth in rows:
-                cells = row_cells(run, depth, state, self.compact)
-                self.add_row(*(cells[c] for c in self.columns_shown), key=run["id"])
-            self._order = order
-            if self.pending_select in order:
-                selected, self.pending_select = self.pending_select, None
-            if selected in order:
-                self.move_cursor(row=order.index(selected))
+    @property
+    def live_sort(self) -> bool:
+        """Whether the order follows values that change while runs train."""
+        return self.sort_column in LIVE_SORTS
+
+    def row_of(self, run_id: str) -> TreeRow | None:
+        index = self._index.get(run_id)
+        return None if index is None else self._rows[index]
+
+    def cell_text(self, run_id: str, column: str) -> str:
+        """The plain text of one cell as drawn (for tests and the palette)."""
+        row = self.row_of(run_id)
+        if row is None:
+            raise KeyError(run_id)
+        return self._row_cells(row)[column].plain
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Fit the columns to the new width."""
+        if self._rows:
+            self.refresh_rows(self._state)
+
+    def set_compact(self, compact: bool) -> None:
+        """Show fewer, narrower columns (for terminals under ~110 columns)."""
+        if compact != self.compact:
+            self.compact = compact
+            self._cells.clear()
+            self._lines.clear()
+            self._widths, self._grown = {}, {}
+            self.refresh()
+
+    # -- feeding --------------------------------------------------------------
+
+    def refresh_rows(self, state: TuiState, select: str | None = None) -> None:
+        """Rebuild the rows (runs came or went, changed state, or the view changed).
+
+        The cursor stays on the run it was on, or moves to ``select``.
+        """
+        self._state = state
+        target = select or self.selected_id
+        needle = self.text_filter.lower().strip()
+        rows = build_rows(
+            state.runs,
+            parent_of,
+            self.folded,
+            matches=(lambda run: needle in _haystack(run)) if needle else None,
+            sort_key=sort_key(self.sort_column, state),
+            descending=self.descending,
+        )
+        pending = self.pending_select
+        if pending is not None and pending in state.runs and self._reveal(pending, state):
+            return self.refresh_rows(state, target)
+        widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact)
+        widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
+        overflow = sum(w + 2 * PAD for w in widths.values()) - (self.size.width - SCROLLBAR)
+        if self.size.width and overflow > 0:  # narrow terminal: names give way first
+            widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] - overflow)
+        changed = rows != self._rows or widths != self._widths
+        if changed:
+            self._rows, self._widths = rows, widths
+            self._index = {row.id: i for i, row in enumerate(rows)}
+            self._cells.clear()  # names carry depth and fold counts: build the shown ones anew
+            self._lines.clear()
+            self._set_virtual_size()
+            self.refresh()
+        if self.pending_select in self._index:
+            target, self.pending_select = self.pending_select, None
+        cursor = self._index.get(target, self.cursor) if target is not None else self.cursor
+        cursor = max(0, min(cursor, len(self._rows) - 1))
+        if changed:
+            self.cursor = cursor
+            self._scroll_to_cursor()
+            self._note_selection()
+        else:
+            self.move_cursor(cursor)
+
+    def refresh_values(self, state: TuiState, run_ids: set[str]) -> None:
+        """Repaint only the cells whose text changed, of runs in ``run_ids``."""
+        self._state = state
+        for run_id in run_ids:
+            old = self._cells.get(run_id)
+            if old is None or run_id not in state.runs or run_id not in self._index:
+                continue  # never drawn: its cells are built when it scrolls into view
+            cells = self._build_cells(self._rows[self._index[run_id]])
+            if cells == old:
+                continue
+            self._cells[run_id] = cells
+            self._lines.pop(run_id, None)
+            wider = {c: cells[c].cell_len for c in self.columns_shown
+                     if cells[c].cell_len > self._widths[c]}
+            if wider:  # rare (a loss printed as 1.234e-05): widen for good, draw it all again
+                self._grown.update(wider)
+                self._widths.update(wider)
+                self._lines.clear()
+                self._set_virtual_size()
+                self.refresh()
+            else:
+                self._repaint_cells(run_id, old, cells)
+
+    def _repaint_cells(self, run_id: str, old: dict[str, Text], new: dict[str, Text]) -> None:
+        y = self._index[run_id] - round(self.scroll_offset.y) + 1
+        if not 1 <= y < self.size.height:
+            return  # off screen: nothing to send
+        x = 0
+        for column in self.columns_shown:
+            width = self._widths[column] + 2 * PAD
+            if old[column] != new[column]:
+                self.refresh(Region(x, y, width, 1))
+            x += width
+
+    def _reveal(self, run_id: str, state: TuiState) -> bool:
+        """Unfold the ancestors of ``run_id``; True if any was folded."""
+        unfolded, cursor = False, parent_of(state.runs[run_id])
+        while cursor is not None and cursor in state.runs:
+            if cursor in self.folded:
+                self.folded.discard(cursor)
+                unfolded = True
+            cursor = parent_of(state.runs[cursor])
+        return unfolded
+
+    def _set_virtual_size(self) -> None:
+        width = sum(self._widths[c] + 2 * PAD for c in self.columns_shown)
+        size = Size(width, len(self._rows) + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    # -- folding and sorting --------------------------------------------------
+
+    def toggle_fold(self, state: TuiState) -> None:
+        """Fold or unfold the selected run's forks; on a leaf, fold its parent."""
+        row = self.row_of(self.selected_id or "")
+        if row is None:
             return
-        for run, depth in rows:
-            cells = row_cells(run, depth, state, self.compact)
-            for column in self.columns_shown:
-                cell = cells[column]
-                if str(self.get_cell(run["id"], column)) != str(cell):
-                    self.update_cell(run["id"], column, cell, update_width=True)
+        if row.children:
+            self.folded.symmetric_difference_update({row.id})
+        else:
+            parent = parent_of(state.runs[row.id])
+            if parent is None or parent not in state.runs:
+                return
+            self.folded.add(parent)
+            return self.refresh_rows(state, select=parent)
+        self.refresh_rows(state)
+
+    def toggle_fold_all(self, state: TuiState) -> None:
+        """Fold every run that has forks, or unfold all if every one is folded."""
+        parents = {p for run in state.runs.values() if (p := parent_of(run)) in state.runs}
+        self.folded = set() if parents and parents <= self.folded else parents
+        selected = self.selected_id
+        while selected is not None and selected in state.runs:
+            parent = parent_of(state.runs[selected])
+            if parent is None or parent not in self.folded:
+                break
+            selected = parent  # its row folds away: keep the cursor on what hides it
+        self.refresh_rows(state, select=selected)
+
+    def sort_by(self, column: str, descending: bool, state: TuiState) -> None:
+        if column not in SORT_COLUMNS:
+            raise ValueError(column)
+        self.sort_column, self.descending = column, descending
+        self._lines.pop("", None)  # the header's arrow moved
+        self.refresh_rows(state)
+        self.refresh(Region(0, 0, self.size.width, 1))  # the header's arrow
+
+    # -- the cursor -----------------------------------------------------------
+
+    def move_cursor(self, row: int) -> None:
+        """Put the cursor on ``row`` (clamped); repaint just the two lines involved."""
+        if not self._rows:
+            return
+        row = max(0, min(row, len(self._rows) - 1))
+        if row == self.cursor:
+            return
+        old, self.cursor = self.cursor, row
+        scrolled = self._scroll_to_cursor()
+        if not scrolled:
+            top = round(self.scroll_offset.y)
+            for index in (old, row):
+                self.refresh(Region(0, index - top + 1, self.size.width, 1))
+        self._note_selection()
 
     def select(self, run_id: str) -> None:
-        if run_id in self._order:
-            self.move_cursor(row=self._order.index(run_id))
+        if run_id in self._index:
+            self.move_cursor(self._index[run_id])
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(self.cursor + 1)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(self.cursor - 1)
+
+    def page(self, pages: int) -> None:
+        self.move_cursor(self.cursor + pages * max(1, self.size.height - 2))
+
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll so the cursor's row shows; True if the view moved."""
+        visible = max(1, self.size.height - 1)
+        top = round(self.scroll_offset.y)
+        if self.cursor < top:
+            top = self.cursor
+        elif self.cursor >= top + visible:
+            top = self.cursor - visible + 1
+        else:
+            return False
+        self.scroll_to(y=top, animate=False, immediate=True)
+        return True
+
+    def _note_selection(self) -> None:
+        selected = self.selected_id
+        if selected != self._announced:
+            self._announced = selected
+            self.post_message(self.CursorMoved(selected))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y == 0:
+            column = self._column_at(offset.x)
+            if column is not None:
+                descending = column == self.sort_column and not self.descending
+                self.sort_by(column, descending, self._state)
+            return
+        self.move_cursor(round(self.scroll_offset.y) + offset.y - 1)
+
+    def _column_at(self, x: int) -> str | None:
+        for column in self.columns_shown:
+            x -= self._widths.get(column, 0) + 2 * PAD
+            if x < 0:
+                return column
+        return None
+
+    # -- drawing --------------------------------------------------------------
+
+    def _build_cells(self, row: TreeRow) -> dict[str, Text]:
+        run = self._state.runs[row.id]
+        cells = value_cells(run, self._state, self.compact)
+        cells["NAME"] = name_text(run, row, self._widths.get("NAME", 8))
+        return cells
+
+    def _row_cells(self, row: TreeRow) -> dict[str, Text]:
+        cells = self._cells.get(row.id)
+        if cells is None:
+            cells = self._cells[row.id] = self._build_cells(row)
+        return cells
+
+    def render_line(self, y: int) -> Strip:
+        # Scrolling redraws every row on screen, so the common case (a row drawn
+        # before, not under the cursor) must cost a dict lookup: looking up the
+        # widget's style alone walks the DOM.
+        width = self.size.width
+        if width != self._lines_width:
+            self._lines.clear()
+            self._lines_width = width
+        index = round(self.scroll_offset.y) + y - 1
+        key = "" if y == 0 else self._rows[index].id if 0 <= index < len(self._rows) else None
+        if key is not None and index != self.cursor and key in self._lines:
+            return self._lines[key]
+        base = self.rich_style
+        if not self._widths or key is None:
+            return Strip.blank(width, base)
+        if y == 0:
+            line = self._header(width, base)
+        else:
+            row = self._rows[index]
+            cells = self._row_cells(row)
+            style = base
+            if index == self.cursor:
+                style = base + self.get_component_rich_style("runs-table--cursor")
+            line = self._strip([cells[c] for c in self.columns_shown], width, style)
+            if index == self.cursor:
+                return line
+        self._lines[key] = line
+        return line
+
+    def _header(self, width: int, base: Style) -> Strip:
+        arrow = "▼" if self.descending else "▲"
+        titles = [
+            Text(c + (arrow if c == self.sort_column else "")) for c in self.columns_shown
+        ]
+        style = base + self.get_component_rich_style("runs-table--header")
+        return self._strip(titles, width, style)
+
+    def _strip(self, cells: list[Text], width: int, style: Style) -> Strip:
+        console = self.app.console
+        segments: list[Segment] = []
+        for column, cell in zip(self.columns_shown, cells, strict=True):
+            cell_width = self._widths[column]
+            text = cell.copy()
+            text.truncate(cell_width, overflow="ellipsis", pad=True)
+            segments.append(Segment(" " * PAD))
+            segments.extend(text.render(console))
+            segments.append(Segment(" " * PAD))
+        styled = Segment.apply_style(segments, style)
+        # One style run per segment: every segment costs its own escape codes on the wire.
+        return Strip(styled).crop_extend(0, width, style).simplify()

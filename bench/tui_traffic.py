@@ -1,0 +1,283 @@
+"""How many bytes does the TUI send, and how fast does j/k move the cursor?
+
+Run: ``.venv/bin/python bench/tui_traffic.py``.
+
+The real ``python -m tui.main`` runs on a 120x40 pseudo-terminal against a
+real daemon on a temporary state directory; ``htop`` runs on a pty of the
+same size over the same seconds, as the baseline of what a quiet terminal
+monitor costs. Two cases:
+
+* idle: only finished runs, nothing changes but host telemetry;
+* live: four synthetic runs stepping ~10 times a second the whole time,
+  with a finished run selected, then with a live one selected (its curve
+  grows in the chart).
+
+Then key -> screen: with 500 finished runs (made cheaply, see
+``make_finished_runs``) and four live ones, j and k are written to the pty
+one at a time, and we time from the write to the output that paints the
+newly selected row in the cursor's style. The baseline, measured the same
+way in the same run, is the TUI with only the four live runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tui_idle import COLUMNS, LINES, ROOT, PtyApp, environment, stop_daemon
+
+from engine.client import Client
+from engine.paths import RunDir, StatePaths, write_json_atomic
+from engine.run_api import Run
+from engine.runs import new_run_id
+
+MEASURE_S = 10.0
+SETTLE_S = 3.0
+LIVE_RUNS = 4
+MANY_RUNS = 500
+KEY_PRESSES = 40  # each way: j and k, 80 keys in all
+KEY_GAP_S = 0.15  # between a key's screen update and the next key
+TERMINAL = ("finished", "failed", "killed")
+END = b"\x1b[F"  # the End key: the cursor to the last row, a live run
+SGR = rb"\x1b\[[0-9;]*m"
+ID = rb"[2-9a-z]{6}"
+
+
+def make_finished_runs(paths: StatePaths, count: int, steps: int = 200) -> None:
+    """``count`` finished runs through the attach path's offline import.
+
+    Each is what an offline ``traintop.init`` script leaves behind: a run
+    directory with an ``offline.json`` marker, a spool written by the worker's
+    own ``Run`` (running, metrics, finished) and an ``exit.json``. The daemon
+    imports and ingests them like any other. Starting 500 worker processes
+    would take minutes on two cores; this takes about a second.
+    """
+    me = psutil.Process()
+    for i in range(count):
+        run_id = new_run_id()
+        rundir = RunDir(paths.runs / run_id)
+        rundir.path.mkdir(parents=True)
+        launch = {"run_id": run_id, "name": f"many-{i}", "generation": 1, "device": "cpu"}
+        run = Run(rundir.path, launch, {"steps": steps, "lr": 10 ** -(1 + i % 4)})
+        for step in run.steps(steps):
+            run.log(loss=1.0 / (1 + step) + (i % 7) * 0.01)
+        for fd in (run._wake_r, run._wake_w, run._spool._fd):  # 500 runs: keep fds in check
+            os.close(fd)
+        write_json_atomic(rundir.offline, {
+            "name": f"many-{i}", "config": {"steps": steps}, "argv": [sys.executable, "x.py"],
+            "cwd": str(ROOT), "device": "cpu", "pid": me.pid, "pid_start": me.create_time(),
+            "created": time.time() + i * 1e-3,
+        })
+        write_json_atomic(rundir.exit, {"generation": 1, "returncode": 0, "time": time.time()})
+
+
+def wait_runs(client: Client, want: int, states: tuple[str, ...], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = client.call("list_runs")
+        if sum(r["state"] in states for r in runs) >= want:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"fewer than {want} runs reached {states} in {timeout} s")
+
+
+def start_live(client: Client) -> list[str]:
+    """Four runs of ~10 steps a second, long enough to outlast the bench."""
+    ids = [
+        client.call("start", workload="synthetic", overrides=["steps=200000", "sleep=0.1"],
+                    name=f"live-{i}", device="cpu", cwd=str(ROOT))["id"]
+        for i in range(LIVE_RUNS)
+    ]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = {r["id"]: r for r in client.call("list_runs")}
+        if all(runs[i]["state"] == "running" and (runs[i]["step"] or 0) > 5 for i in ids):
+            return ids
+        time.sleep(0.5)
+    raise RuntimeError("the live runs did not start stepping within 60 s")
+
+
+def kill_runs(paths: StatePaths, run_ids: list[str]) -> None:
+    """Kill the live runs and wait until they are gone (they would train for hours)."""
+    if not run_ids:
+        return
+    with Client(paths).connect(autostart=False) as client:
+        for run_id in run_ids:
+            client.call("kill", run=run_id)
+        wait_runs(client, len(run_ids), ("killed",), timeout=60)
+
+
+def htop(home: Path) -> PtyApp:
+    env = environment(home)
+    env["HTOPRC"] = "/dev/null"  # its defaults, whatever this user configured
+    return PtyApp(["htop"], env)
+
+
+def tui(home: Path) -> PtyApp:
+    return PtyApp([sys.executable, "-m", "tui.main"], environment(home))
+
+
+def traffic(home: Path, needle: bytes, keys: bytes = b"") -> tuple[float, float]:
+    """Bytes a second written by traintop and by htop, side by side, same seconds.
+
+    ``keys`` are typed into traintop first (e.g. End: select the newest run).
+    """
+    ours, theirs = tui(home), htop(home)
+    try:
+        ours.wait_for(needle)
+        theirs.wait_for(b"Load average")
+        if keys:
+            time.sleep(1.0)
+            os.write(ours.master, keys)
+        time.sleep(SETTLE_S)
+        b0, h0, t0 = ours.byte_count(), theirs.byte_count(), time.perf_counter()
+        time.sleep(MEASURE_S)
+        b1, h1, t1 = ours.byte_count(), theirs.byte_count(), time.perf_counter()
+    finally:
+        ours.close()
+        theirs.close()
+    return (b1 - b0) / (t1 - t0), (h1 - h0) / (t1 - t0)
+
+
+class KeyTimer:
+    """Times key -> the newly selected row painted in the cursor's style."""
+
+    def __init__(self, app: PtyApp, run_ids: set[str]) -> None:
+        self.app = app
+        self.run_ids = {i.encode() for i in run_ids}
+        self.cursor_sgr: bytes | None = None
+        self.current: bytes | None = None  # the run under the cursor
+
+    def _press(self, key: bytes) -> tuple[int, float]:
+        start = self.app.byte_count()
+        os.write(self.app.master, key)
+        return start, time.perf_counter()
+
+    def calibrate(self) -> None:
+        """Find the cursor's SGR: the style a row had just after j, and lost after the next j."""
+        chunks = []
+        for _ in range(2):
+            start, _t = self._press(b"j")
+            time.sleep(1.0)
+            chunks.append(bytes(self.app.output[start:]))
+        first = {(m.group(2), m.group(1)) for m in re.finditer(rb"(" + SGR + rb") *(" + ID + rb")",
+                                                                chunks[0])}
+        second = {(m.group(2), m.group(1)) for m in re.finditer(rb"(" + SGR + rb") *(" + ID + rb")",
+                                                                 chunks[1])}
+        moved_off = {run_id for run_id, _ in first} & {run_id for run_id, _ in second}
+        for run_id, sgr in first:
+            if run_id in moved_off and run_id in self.run_ids and (run_id, sgr) not in second:
+                self.cursor_sgr = sgr
+                self.current = next(
+                    (i for i, s in second if s == sgr and i in self.run_ids and i != run_id), None
+                )
+                return
+        raise RuntimeError("could not find the cursor's style in the output")
+
+    def measure(self, keys: list[bytes]) -> list[float]:
+        """Seconds from each key's write to its cursor row on screen."""
+        assert self.cursor_sgr is not None
+        pattern = re.compile(re.escape(self.cursor_sgr) + rb" *(" + ID + rb")")
+        latencies = []
+        for key in keys:
+            start, t0 = self._press(key)
+            deadline = t0 + 5.0
+            while True:
+                seen = self.app.byte_count()  # before the search: nothing slips between
+                found = self._moved(pattern, start)
+                if found is not None:
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"no cursor move seen 5 s after {key!r}")
+                # Block until more output comes: polling would take CPU from the TUI.
+                self.app.wait_beyond(seen, deadline - time.perf_counter())
+            latencies.append(self.app.time_at(start + found.end()) - t0)
+            self.current = found.group(1)
+            time.sleep(KEY_GAP_S)
+        return latencies
+
+    def _moved(self, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes] | None:
+        for found in pattern.finditer(bytes(self.app.output[start:])):
+            if found.group(1) in self.run_ids and found.group(1) != self.current:
+                return found
+        return None
+
+
+def bounce(rows: int, presses: int, at: int) -> list[bytes]:
+    """j and k, ``presses`` in all, from row ``at`` down and up, never past either end."""
+    keys, step = [], 1
+    for _ in range(presses):
+        if not 0 <= at + step < rows:
+            step = -step
+        keys.append(b"j" if step > 0 else b"k")
+        at += step
+    return keys
+
+
+def key_latency(home: Path, needle: bytes, run_ids: set[str]) -> list[float]:
+    app = tui(home)
+    try:
+        app.wait_for(needle, timeout=120)
+        time.sleep(SETTLE_S)
+        timer = KeyTimer(app, run_ids)
+        timer.calibrate()  # two j: the cursor is on the third row
+        return timer.measure(bounce(len(run_ids), 2 * KEY_PRESSES, 2))
+    finally:
+        app.close()
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def main() -> int:
+    """Measure and print; everything started here is stopped before returning."""
+    if shutil.which("htop") is None:
+        print("htop is not installed: it is this bench's baseline")
+        return 1
+    home = Path(tempfile.mkdtemp(prefix="traintop-traffic-"))
+    paths = StatePaths(home)
+    live_ids: list[str] = []
+    try:
+        with Client(paths).connect() as client:
+            make_finished_runs(paths, 3)
+            wait_runs(client, 3, TERMINAL)
+            idle = traffic(home, b"3 finished")
+            live_ids = start_live(client)
+            live = traffic(home, b"4 running")
+            live_chart = traffic(home, b"4 running", keys=END)
+            few = key_latency(home, b"4 running", {r["id"] for r in client.call("list_runs")})
+            make_finished_runs(paths, MANY_RUNS)
+            wait_runs(client, MANY_RUNS + 3, TERMINAL)
+            many = key_latency(home, f"{MANY_RUNS + 3} finished".encode(),
+                               {r["id"] for r in client.call("list_runs")})
+    finally:
+        kill_runs(paths, live_ids)  # runs outlive their daemon by design: end them here
+        stop_daemon(paths)
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"{COLUMNS}x{LINES} pty, {MEASURE_S:.0f} s each, {os.cpu_count()} CPUs")
+    cases = (("idle, 3 finished runs", idle), ("4 live runs", live),
+             ("4 live, one charted", live_chart))
+    for label, (ours, theirs) in cases:
+        print(f"{label:<24} traintop {ours:>7.0f} B/s   htop {theirs:>6.0f} B/s   "
+              f"x{ours / theirs:.2f} htop")
+    for label, values in ((f"j/k, {LIVE_RUNS} runs", few),
+                          (f"j/k, {MANY_RUNS + 3 + LIVE_RUNS} runs", many)):
+        print(f"{label:<24} p50 {statistics.median(values) * 1000:>6.1f} ms   "
+              f"p99 {p99(values) * 1000:>6.1f} ms   ({len(values)} keys)")
+    print(f"500 runs vs 4: p50 x{statistics.median(many) / statistics.median(few):.2f}, "
+          f"p99 x{p99(many) / p99(few):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The app's actions that change runs: start, pause, release, fork, kill, details.
+
+Each sends one request to the daemon and says what happened; none waits on
+the screen. Kept apart from ``tui.app``, which lays out and feeds the views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+
+from engine.client import EngineError, EngineUnavailable
+from engine.demo import fork_request
+from engine.runs import WRAPPED_WORKLOAD
+from tui.connection import EngineLink
+from tui.keys import BY_ID
+from tui.screens.detail import RunDetail
+from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
+from tui.state import TERMINAL, TuiState
+from tui.widgets.runs_table import RunsTable
+
+
+class RunActions(App[None]):
+    """Requests to the daemon about the selected run (or a new one)."""
+
+    link: EngineLink
+    state: TuiState
+    readonly: bool
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        run_id = self.query_one(RunsTable).selected_id
+        return self.state.runs.get(run_id) if run_id else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        spec = BY_ID.get(action)
+        if spec is not None and spec.mutates and self.readonly:
+            return None  # shown greyed out, and the key does nothing
+        return True
+
+    def _need_run(self) -> dict[str, Any] | None:
+        run = self.selected
+        if run is None:
+            self.notify("no run selected", severity="warning")
+        return run
+
+    async def _request(self, method: str, done: str, **params: Any) -> bool:
+        """Send a request; say what happened either way."""
+        try:
+            await self.link.call(method, **params)
+        except (EngineError, EngineUnavailable) as exc:
+            self.notify(str(exc), severity="error", title=f"{method} refused")
+            return False
+        self.notify(done)
+        return True
+
+    @work(exclusive=True, group="demo")
+    async def _demo_fork(self) -> None:
+        """``traintop demo``: fork the middle run once it is a little way in."""
+        request = fork_request(list(self.state.runs.values()))
+        if request is not None and self.state.connected:
+            await self._request("fork", f"demo: forked {request['run']} with lr=1e-3", **request)
+
+    @work
+    async def action_pause(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run["state"] == "paused":
+            await self._request("resume", f"resuming {run['id']}", run=run["id"])
+        else:
+            await self._request("pause", f"pausing {run['id']} at its next step", run=run["id"])
+
+    @work
+    async def action_release(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            await self._request(
+                "pause",
+                f"pausing {run['id']} and releasing its memory",
+                run=run["id"],
+                release=True,
+            )
+
+    async def _submit(self, method: str, params: dict[str, Any]) -> str | None:
+        try:
+            result = await self.link.call(method, **params, cwd=str(Path.cwd()))
+        except (EngineError, EngineUnavailable) as exc:
+            return str(exc)
+        self.notify(
+            f"{'forked' if method == 'fork' else 'started'} {result['id']} ({result['name']})"
+        )
+        self.query_one(RunsTable).pending_select = result["id"]
+        return None
+
+    def action_fork(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run["workload"] == WRAPPED_WORKLOAD:
+            self.notify(
+                f"{run['id']} wraps a command: traintop cannot checkpoint it, so it cannot be "
+                "forked (use a train(run) function or traintop.init)",
+                severity="error",
+            )
+            return
+        if run["state"] not in ("running", "paused", "finished"):
+            self.notify(f"cannot fork a run that is {run['state']}", severity="error")
+            return
+        self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
+
+    @work
+    async def action_new_run(self) -> None:
+        try:
+            workloads = await self.link.call("workloads")
+        except (EngineError, EngineUnavailable) as exc:
+            self.notify(str(exc), severity="error")
+            return
+
+        async def describe(spec: str) -> dict[str, Any] | str:
+            try:
+                found = await self.link.call("workloads", workload=spec, cwd=str(Path.cwd()))
+            except (EngineError, EngineUnavailable) as exc:
+                return str(exc)
+            return dict(next(iter(found.values())))
+
+        self.push_screen(NewRunDialog(workloads, describe, lambda p: self._submit("start", p)))
+
+    @work
+    async def action_kill(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run["state"] in TERMINAL:
+            self.notify(f"{run['id']} is already {run['state']}", severity="warning")
+            return
+        body = (
+            f"Kill run {run['id']} ({run['name']}), {run['state']} at step {run['step']}"
+            f" on {run['device']}?\nSIGTERM to its process group, SIGKILL after 10 s. "
+            "Its metrics and logs are kept."
+        )
+        if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):
+            await self._request("kill", f"killing {run['id']}", run=run["id"])
+
+    @work
+    async def action_details(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        try:
+            detail = await self.link.call("get_run", run=run["id"])
+        except (EngineError, EngineUnavailable) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.push_screen(RunDetail(detail))
