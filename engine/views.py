@@ -80,8 +80,8 @@ def series_view(
     row = None if kid is None else points.db.execute(
         "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
     ).fetchone()
-    empty = {"key": key, "n": 0, "extent": None, "range": None, "buckets": [], "tail": [],
-             "ema": None}
+    empty = {"key": key, "n": 0, "extent": None, "range": None, "width": None, "buckets": [],
+             "tail": [], "ema": None}
     if kid is None or row is None:
         return empty
     n = int(row[0])
@@ -169,6 +169,7 @@ def series_view(
         "n": n,
         "extent": [extent_lo, extent_hi],
         "range": [start, end],
+        "width": width,  # of a bucket: bucket b covers start + b * width onwards
         "buckets": [[b, v.vmin, v.vmax, v.ema, v.count] for b, v in sorted(out.items())],
         "tail": [list(p) for p in last],
         "ema": None if ema is None else [ema.last, ema.num_accum],
@@ -176,11 +177,12 @@ def series_view(
 
 
 def tail_ema(points: Points, run: int, key: str, weight: float) -> list[float] | None:
-    """The EMA state ``[accumulator, count]`` of a series' last points, for a table column.
+    """``[accumulator, count, last step]``: the EMA state after a series' last point.
 
-    Only as many points as still weigh more than 1e-16 of the result are read
-    (~350 at weight 0.9), so a run of any length costs the same; the TUI goes
-    on from this state with the points that stream in.
+    For a table column. Only as many points as still weigh more than 1e-16 of
+    the result are read (~350 at weight 0.9), so a run of any length costs the
+    same; the TUI goes on from this state with the points that stream in after
+    the last step.
     """
     reach = 1 if weight <= 0 else min(TAIL_REACH, math.ceil(-37 / math.log(weight)))
     latest = points.tail(run, key, reach)
@@ -188,7 +190,7 @@ def tail_ema(points: Points, run: int, key: str, weight: float) -> list[float] |
         return None
     ema = DebiasedEma(weight)
     _advance(ema, [math.nan if p[2] is None else p[2] for p in latest])
-    return [ema.last, ema.num_accum]
+    return [ema.last, ema.num_accum, latest[-1][0]]
 
 
 def _advance(ema: DebiasedEma, values: Sequence[float], finite: bool = False) -> float | None:

@@ -114,7 +114,7 @@ def test_every_run_is_listed_in_pages_under_the_frame_cap(engine: Engine) -> Non
     assert [r["config"]["i"] for r in runs] == list(range(250))
     assert runs[7]["last"] == {"loss": 0.5}
     first = engine.call("list_runs", smoothing=0.9)["runs"]
-    assert first[7]["ema"] == [0.5 * (1 - 0.9), 1]  # the EMA state the TUI goes on from
+    assert first[7]["ema"] == [0.5 * (1 - 0.9), 1, 1]  # the EMA state the TUI goes on from
     assert first[6]["ema"] is None
     assert engine.cli("ls").code == 0
 

@@ -270,7 +270,8 @@ def test_a_table_ema_from_the_last_points_matches_the_whole_series(
     state = tail_ema(store.points, store.rid("abc234"), "loss", weight)
     assert state is not None
     ema = DebiasedEma(weight)
-    ema.last, ema.num_accum = state
+    ema.last, ema.num_accum = state[0], int(state[1])
+    assert state[2] == points[-1][0]
     # Going on from the state gives what smoothing the whole series would.
     whole = ema_debiased([*(p[2] for p in points), 1.5], weight)[-1]
     assert ema.extend([1.5])[-1] == pytest.approx(whole, rel=1e-12)

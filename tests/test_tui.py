@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from textual.widgets import Input
 
+from engine.smoothing import ema_debiased
+from engine.store import Store
 from tests.conftest import TERMINAL, Engine
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
@@ -231,5 +235,36 @@ def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
             assert not isinstance(app.screen, ForkDialog)
             messages = [n.message for n in app._notifications]
             assert any("cannot be forked" in m for m in messages)
+
+    asyncio.run(scenario())
+
+
+def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
+    """200,000 points reach the TUI as a few hundred buckets; the curve is the exact EMA."""
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    store.create_run(
+        {"id": "long22", "name": "long", "workload": "synthetic", "config": {},
+         "state": "finished", "device": "cpu", "cwd": "/", "created": 1.0, "released": False},
+        "made by the test",
+    )
+    values = [2.0 + math.sin(s / 3000) + (s % 7) / 10 for s in range(200_000)]
+    store.add_metrics("long22", [[s, "loss", v, 1.7e9 + s] for s, v in enumerate(values)], 0, None)
+    store.close()
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40)) as pilot:
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: chart.series and chart.series[0].curve)
+            series = chart.series[0]
+            columns = (chart.content_size.width - 8) * 2
+            assert len(series.xs) <= 2 * 2 * columns  # min and max of two buckets a column
+            assert min(v for v in series.ys if v is not None) == min(values)
+            assert max(v for v in series.ys if v is not None) == max(values)
+            assert series.curve is not None
+            exact = ema_debiased(values, app.state.smoothing)[-1]
+            assert series.curve[1][-1] == pytest.approx(exact, rel=1e-12)
+            assert app.state.smoothed_last("long22") == pytest.approx(exact, rel=1e-12)
 
     asyncio.run(scenario())

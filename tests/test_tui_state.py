@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tui.chart_math import ema_debiased
+from tui.chart_math import DebiasedEma, ema_debiased
 from tui.run_tree import build_rows
-from tui.state import TAIL_POINTS, TuiState
+from tui.state import TuiState
 from tui.widgets.runs_table import parent_of
 
 
@@ -29,30 +29,33 @@ def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> N
     assert state.family("c") == ["a", "c", "d"]
 
 
-def test_the_ema_column_uses_the_tail_and_streamed_points_like_the_full_history() -> None:
-    state = TuiState(smoothing=0.9)
-    state.set_runs([_run("a")])
+def test_the_ema_column_goes_on_from_the_daemons_state_like_the_full_history() -> None:
     everything = _points(0, 3000)
-    state.set_tail("a", everything[-TAIL_POINTS:])
-    for start in range(3000, 6000, 100):  # streamed while the TUI runs, trims included
+    seed = DebiasedEma(0.9)
+    seed.extend([p[2] for p in everything])  # what the daemon's tail_ema hands over
+    state = TuiState(smoothing=0.9)
+    state.set_runs([{**_run("a"), "ema": [seed.last, seed.num_accum, 2999]}])
+    replayed = _points(2990, 20)  # streamed while the listing was answered: 10 overlap
+    state.apply_event({"event": "metrics", "data": {"run": "a", "points": replayed}})
+    everything += replayed[10:]
+    for start in range(3010, 6000, 100):
         batch = _points(start, 100)
         state.apply_event({"event": "metrics", "data": {"run": "a", "points": batch}})
         everything += batch
     exact = ema_debiased([p[2] for p in everything], 0.9)[-1]
-    assert state.tails["a"].trims >= 1
     assert state.smoothed_last("a") is not None
-    assert abs(state.smoothed_last("a") - exact) < 1e-9  # type: ignore[operator]
-    assert state.runs["a"]["step"] == 6000 and state.runs["a"]["last"]["loss"] == 1 / 6000
+    assert abs(state.smoothed_last("a") - exact) < 1e-12  # type: ignore[operator]
+    assert state.runs["a"]["step"] == 6010 and state.runs["a"]["last"]["loss"] == 1 / 6010
+    assert state.take_points_arrived() == {"a"} and state.take_points_arrived() == set()
 
 
-def test_history_merges_with_points_that_streamed_meanwhile() -> None:
-    state = TuiState()
-    state.set_runs([_run("a")])
-    state.set_history("a", [])
-    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(50, 10)}})
-    state.set_history("a", _points(0, 55))  # the fetch overlaps what streamed
-    series = state.metrics["a"].series["loss"]
-    assert series.steps == list(range(60))
+def test_a_run_that_appears_later_gets_its_ema_from_its_first_point() -> None:
+    state = TuiState(smoothing=0.6)
+    state.set_runs([])
+    state.apply_event({"event": "runs", "data": _run("b")})
+    state.apply_event({"event": "metrics", "data": {"run": "b", "points": _points(0, 5)}})
+    want = ema_debiased([p[2] for p in _points(0, 5)], 0.6)[-1]
+    assert state.smoothed_last("b") == want
 
 
 def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
@@ -85,3 +88,10 @@ def test_only_runs_whose_cells_moved_are_marked_changed() -> None:
     assert state.take_changed() == {"b"} and state.gpu_memory("b") is None
     state.apply_event({"event": "runs", "data": {**_run("c"), "state": "finished"}})
     assert state.take_changed() == {"c"} and state.rows_dirty
+
+
+def test_a_name_with_an_escape_sequence_is_kept_harmless() -> None:
+    state = TuiState()
+    state.set_runs([{**_run("a"), "name": "evil\x1b[2J"}])
+    state.apply_event({"event": "runs", "data": {**_run("b"), "name": "x\x07y"}})
+    assert state.runs["a"]["name"] == "evil\\x1b[2J" and state.runs["b"]["name"] == "x\\x07y"

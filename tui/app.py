@@ -25,8 +25,11 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, RichLog, Static
 
 from engine.client import EngineError, EngineUnavailable
+from engine.format import SHOWN_NAME, shown
 from engine.paths import StatePaths, state_home
+from engine.views import MAX_BUCKETS as MAX_VIEW_BUCKETS
 from tui import partial_updates
+from tui.chart_feed import ChartFeed, ViewRequest
 from tui.connection import EngineLink, LogFollower
 from tui.keys import ACTIONS, bindings
 from tui.run_actions import RunActions
@@ -34,7 +37,7 @@ from tui.screens.help import HelpScreen
 from tui.state import TERMINAL, TuiState
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
-from tui.widgets.loss_chart import LossChart, Series
+from tui.widgets.loss_chart import GUTTER, LossChart
 from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
@@ -106,7 +109,8 @@ class TraintopApp(RunActions):
         self.log_y = False
         self._banner: str | None = None
         self._status_text = ""
-        self._history_requested: set[str] = set()
+        self.feed = ChartFeed(self.link.call)
+        self._fetching = False
         self._shown_family: tuple[str, ...] = ()
         self._chart_now = False  # the view changed (selection, metric, axis): draw at once
         self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
@@ -154,8 +158,7 @@ class TraintopApp(RunActions):
             self._update_status()
 
     def _on_connected(self) -> None:
-        self._history_requested.clear()
-        self.state.metrics.clear()
+        self.feed.views.clear()  # the engine may have restarted: ask again
         self._shown_family = ()
         self._chart_now = True
         self.set_timer(HEAP_SETTLE_S, _settle_heap)
@@ -195,6 +198,9 @@ class TraintopApp(RunActions):
             if table.live_sort:
                 table.refresh_rows(state)  # the order follows values that moved
             table.refresh_values(state, state.take_changed())
+        for run_id in state.take_points_arrived():
+            self.feed.points_arrived(run_id)
+        self._fetch_views()  # asks only for views that are missing or a second stale
         if self._chart_now or (state.chart_dirty and now - self._chart_at >= STREAM_EVERY_S):
             self._chart_now = state.chart_dirty = False
             self._chart_at = now
@@ -207,27 +213,50 @@ class TraintopApp(RunActions):
             self.query_one(HostPanel).update_samples(history)
 
     def _follow_selection(self) -> None:
-        """Load the history of the selected run's family; follow its logs."""
+        """Chart the selected run's family; follow its logs."""
         run = self.selected
         family = tuple(self.state.family(run["id"])) if run else ()
         if family != self._shown_family:
             self._shown_family = family
+            self.feed.forget(family)
             self._chart_now = True
-        for run_id in family:
-            if run_id not in self._history_requested:
-                self._history_requested.add(run_id)
-                self._load_history(run_id)
+        self._fetch_views()
         if self.query_one("#logs").display:
             self.logs.follow(run["id"] if run else None)
 
-    @work(group="history")
-    async def _load_history(self, run_id: str) -> None:
-        try:
-            points = await self.link.all_metrics(run_id)
-        except (EngineError, EngineUnavailable):
-            self._history_requested.discard(run_id)
+    def _view_request(self) -> ViewRequest:
+        """What the chart needs: its metric at twice its dot columns, axis and smoothing."""
+        columns = max(1, self.query_one(LossChart).content_size.width - GUTTER) * 2
+        return ViewRequest(
+            self.metric_key,
+            min(MAX_VIEW_BUCKETS, 2 * columns),
+            "time" if self.x_by_time else "step",
+            self.state.smoothing,
+        )
+
+    def _fetch_views(self) -> None:
+        """Ask for the views the chart lacks (at most one per run a second while it trains).
+
+        One fetch at a time: a slow engine gets no pile of requests, and the next
+        refresh tick asks for whatever is still due.
+        """
+        if self._fetching or not self.feed.due(self._shown_family, self._view_request()):
             return
-        self.state.set_history(run_id, points)
+        self._fetching = True
+        self.run_worker(self._fetch_due(), group="views")
+
+    async def _fetch_due(self) -> None:
+        request = self._view_request()
+        try:
+            changed = False
+            for run_id in self.feed.due(self._shown_family, request):
+                changed = await self.feed.fetch(run_id, request) or changed
+            if changed:
+                self._chart_now = True
+        except (EngineError, EngineUnavailable):
+            pass
+        finally:
+            self._fetching = False
 
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
@@ -236,21 +265,14 @@ class TraintopApp(RunActions):
         live = False
         for run_id in self._shown_family:
             run = self.state.runs.get(run_id)
-            metrics = self.state.metrics.get(run_id)
-            data = metrics.series.get(self.metric_key) if metrics else None
-            if run is None or data is None:
+            emphasis = selected is not None and run_id == selected["id"]
+            curve = None if run is None else self.feed.series(
+                run_id, f"{run['id']} {shown(run['name'], SHOWN_NAME)}", emphasis
+            )
+            if run is None or curve is None:
                 continue
             live = live or run["state"] not in TERMINAL
-            xs = data.times if self.x_by_time else data.steps
-            label = f"{run['id']} {run['name']}"
-            series.append(  # the state's own lists: they only grow, so the chart can tell
-                Series(
-                    label,
-                    xs,
-                    data.values,
-                    emphasis=selected is not None and run_id == selected["id"],
-                )
-            )
+            series.append(curve)
             if run.get("parent_id") and run.get("fork_step") is not None and not self.x_by_time:
                 markers.append((float(run["fork_step"]), f"fork {run['id']}"))
         chart.set_data(series, markers, "time" if self.x_by_time else "step", live=live)
@@ -291,9 +313,15 @@ class TraintopApp(RunActions):
         )
         self.state.smoothing = SMOOTHING_STEPS[(index + 1) % len(SMOOTHING_STEPS)]
         self.query_one(LossChart).smoothing = self.state.smoothing
-        self.state.mark_all_changed()  # the EMA column
-        self._values_at = 0.0
+        self._reseed_emas()
+        self._fetch_views()  # the daemon smooths the chart's curves too
         self._update_status()
+
+    @work(group="emas", exclusive=True)
+    async def _reseed_emas(self) -> None:
+        with contextlib.suppress(EngineError, EngineUnavailable):
+            await self.link.reseed_emas()
+        self._values_at = 0.0
 
     def action_log_scale(self) -> None:
         self.log_y = not self.log_y
@@ -302,17 +330,16 @@ class TraintopApp(RunActions):
 
     def action_x_axis(self) -> None:
         self.x_by_time = not self.x_by_time
-        self._chart_now = True
+        self._fetch_views()
 
     def action_next_metric(self) -> None:
         keys: set[str] = set()
         for run_id in self._shown_family:
-            metrics = self.state.metrics.get(run_id)
-            keys.update(metrics.series if metrics else ())
+            keys.update(self.state.runs.get(run_id, {}).get("last") or ())
         ordered = sorted(keys) or ["loss"]
         index = ordered.index(self.metric_key) if self.metric_key in ordered else -1
         self.metric_key = ordered[(index + 1) % len(ordered)]
-        self._chart_now = True
+        self._fetch_views()
         self._update_status()
 
     def action_filter(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from engine.aclient import AsyncClient
 from engine.client import EngineError, EngineUnavailable
 from engine.paths import StatePaths
-from tui.state import TAIL_POINTS, TuiState
+from tui.state import TuiState
 
 TELEMETRY_HISTORY_S = 600.0
 LOG_TAIL_BYTES = 32 * 1024
@@ -49,13 +49,7 @@ class EngineLink:
             try:
                 await client.connect(autostart=self.autostart)
                 await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
-                runs = await client.all_runs()
-                self.state.set_runs(runs)
-                for run in runs:
-                    tail = await client.call(
-                        "metrics", run=run["id"], key="loss", last=TAIL_POINTS
-                    )
-                    self.state.set_tail(run["id"], tail["points"])
+                self.state.set_runs(await self._listed(client))
                 telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
                 self.state.set_telemetry(telemetry["history"])
                 self.client = client
@@ -90,11 +84,17 @@ class EngineLink:
         finally:
             closed.cancel()
 
-    async def all_metrics(self, run_id: str) -> list[list[Any]]:
-        """Every point of a run, page by page, on the main connection."""
-        if self.client is None:
-            raise EngineUnavailable("not connected to the engine")
-        return await self.client.all_metrics(run_id)
+    async def _listed(self, client: AsyncClient) -> list[dict[str, Any]]:
+        """Every run, with the EMA state of its loss at the state's smoothing."""
+        runs: list[dict[str, Any]] = await client.all_pages(
+            "list_runs", "runs", smoothing=self.state.smoothing
+        )
+        return runs
+
+    async def reseed_emas(self) -> None:
+        """The EMA column again, after the smoothing changed (one listing, no points)."""
+        if self.client is not None:
+            self.state.set_emas(await self._listed(self.client))
 
     async def call(self, method: str, **params: Any) -> Any:
         """A request on the main connection; EngineUnavailable while disconnected."""

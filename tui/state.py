@@ -9,58 +9,38 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from engine.format import shown
 from tui.chart_math import DebiasedEma
 
 TERMINAL = ("finished", "failed", "killed")
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
-TAIL_POINTS = 1024
+EMA_KEY = "loss"  # the metric of the table's EMA column
 
 
 @dataclass
-class MetricSeries:
-    """One metric of one run: steps ascending, values (None: NaN), wall times."""
+class RunEma:
+    """The table's EMA of one run: the daemon's state at ``step``, extended by streamed points."""
 
-    steps: list[int] = field(default_factory=list)
-    values: list[float | None] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    trims: int = 0  # how often old points were dropped (caches of derived values check it)
-
-    def add(self, step: int, value: float | None, when: float) -> None:
-        # A replayed or overlapping point (history fetch racing the stream) is skipped.
-        if self.steps and step <= self.steps[-1]:
-            return
-        self.steps.append(step)
-        self.values.append(value)
-        self.times.append(when)
-
-
-@dataclass
-class RunMetrics:
-    series: dict[str, MetricSeries] = field(default_factory=dict)
-
-    def add_points(self, points: Iterable[Sequence[Any]]) -> None:
-        for step, key, value, when in sorted(points, key=lambda p: (p[1], p[0])):
-            self.series.setdefault(key, MetricSeries()).add(int(step), value, float(when))
+    ema: DebiasedEma
+    step: int = -1  # the last step folded in (a replayed point is skipped)
+    value: float | None = None
 
 
 class TuiState:
-    """Runs, their metrics (for the runs whose history was loaded) and telemetry."""
+    """Runs, their EMA column, progress rates and telemetry (the chart's data is ChartFeed's)."""
 
     def __init__(self, smoothing: float = 0.6) -> None:
         self.runs: dict[str, dict[str, Any]] = {}
-        self.metrics: dict[str, RunMetrics] = {}
         self.telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
-        # The latest losses of runs whose whole history is not loaded: enough for
-        # the table's EMA column, which forgets older points geometrically.
-        self.tails: dict[str, MetricSeries] = {}
+        self.emas: dict[str, RunEma] = {}
         self.progress: dict[str, deque[tuple[float, int]]] = {}
         self.smoothing = smoothing
-        # Per (run, metric): the running EMA, the series' trims, points seen, last value.
-        self._ema: dict[tuple[str, str], tuple[DebiasedEma, int, int, float | None]] = {}
+        # Runs that stored points since the app last looked (their chart views are behind).
+        self.points_arrived: set[str] = set()
         self.connected = False
         # What the views must catch up on: the rows (runs came, went or changed
         # state), the cells of some runs, the chart, the telemetry panels.
@@ -79,33 +59,28 @@ class TuiState:
     # -- feeding --------------------------------------------------------------
 
     def set_runs(self, runs: Iterable[dict[str, Any]]) -> None:
-        self.runs = {r["id"]: r for r in runs}
+        """Every run as listed, each with the daemon's EMA state of its loss (``ema``)."""
+        self.runs = {r["id"]: _displayable(r) for r in runs}
+        self.set_emas(self.runs.values())
         self.rows_dirty = self.chart_dirty = True
         self.mark_all_changed()
 
-    def set_history(self, run_id: str, points: Iterable[Sequence[Any]]) -> None:
-        """The full stored history of one run (merged with what streamed meanwhile)."""
-        fresh = RunMetrics()
-        fresh.add_points(points)
-        streamed = self.metrics.get(run_id)
-        if streamed is not None:
-            for key, series in streamed.series.items():
-                for step, value, when in zip(
-                    series.steps, series.values, series.times, strict=True
-                ):
-                    fresh.series.setdefault(key, MetricSeries()).add(step, value, when)
-        self.metrics[run_id] = fresh
-        for key in fresh.series:
-            self._ema.pop((run_id, key), None)
-        self.chart_dirty = True
+    def set_emas(self, runs: Iterable[dict[str, Any]]) -> None:
+        """Seed the EMA column from listed runs' ``ema`` ([accumulator, count, last step]).
 
-    def set_tail(self, run_id: str, points: Iterable[Sequence[Any]]) -> None:
-        """The latest ``loss`` points of a run, for its EMA in the table."""
-        tail = MetricSeries()
-        for step, _key, value, when in points:
-            tail.add(int(step), value, float(when))
-        self.tails[run_id] = tail
-        self.changed.add(run_id)
+        The daemon smoothed each run's stored points at ``self.smoothing``; points
+        that stream in later go on from there.
+        """
+        for run in runs:
+            ema = DebiasedEma(self.smoothing)
+            seed = run.get("ema")
+            if not seed:
+                self.emas[run["id"]] = RunEma(ema)
+                continue
+            ema.last, ema.num_accum = float(seed[0]), int(seed[1])
+            value = ema.last / (1.0 - ema.weight**ema.num_accum) if ema.num_accum else None
+            self.emas[run["id"]] = RunEma(ema, int(seed[2]), value)
+        self.mark_all_changed()
 
     def set_telemetry(self, samples: Iterable[dict[str, Any]]) -> None:
         self.telemetry.clear()
@@ -117,10 +92,9 @@ class TuiState:
         topic, data = event.get("event"), event.get("data") or {}
         if topic == "runs":
             old = self.runs.get(data["id"], {})
-            if data["id"] not in self.metrics:
-                self.tails.setdefault(data["id"], MetricSeries())
+            self.emas.setdefault(data["id"], RunEma(DebiasedEma(self.smoothing)))
             self.runs[data["id"]] = {
-                **data,
+                **_displayable(data),
                 "last": {**old.get("last", {}), **data.get("last", {})},
             }
             self.rows_dirty = self.chart_dirty = True
@@ -147,18 +121,15 @@ class TuiState:
         run["step"] = max(int(run.get("step") or 0), int(newest[0]) + 1)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
         rate.append((float(newest[3]), run["step"]))
-        if run_id in self.metrics:
-            self.metrics[run_id].add_points(points)
-            self.chart_dirty = True
-        elif run_id in self.tails:
-            tail = self.tails[run_id]
-            for step, key, value, when in points:
-                if key == "loss":
-                    tail.add(int(step), value, float(when))
-            if len(tail.steps) > 2 * TAIL_POINTS:
-                for column in (tail.steps, tail.values, tail.times):
-                    del column[:TAIL_POINTS]
-                tail.trims += 1
+        self.points_arrived.add(run_id)
+        column = self.emas.get(run_id)
+        if column is not None:
+            losses = sorted((int(p[0]), p[2]) for p in points if p[1] == EMA_KEY)
+            fresh = [value for step, value in losses if step > column.step]
+            if fresh:
+                column.step = losses[-1][0]
+                smoothed = [v for v in column.ema.extend(fresh) if v is not None]
+                column.value = smoothed[-1] if smoothed else column.value
         self.changed.add(run_id)
 
     # -- derived --------------------------------------------------------------
@@ -182,29 +153,15 @@ class TuiState:
             return None
         return max(0.0, float(run["total_steps"] - run["step"]) / rate)
 
-    def smoothed_last(self, run_id: str, key: str = "loss") -> float | None:
-        """The debiased EMA of a loaded run's metric at its last point."""
-        run_metrics = self.metrics.get(run_id)
-        series = run_metrics.series.get(key) if run_metrics else None
-        if series is None and key == "loss":
-            series = self.tails.get(run_id)
-        if series is None:
-            return None
-        cached = self._ema.get((run_id, key))
-        if (
-            cached is None
-            or cached[0].weight != self.smoothing
-            or cached[1] != series.trims
-            or cached[2] > len(series.values)
-        ):
-            cached = (DebiasedEma(self.smoothing), series.trims, 0, None)
-        ema, trims, seen, last = cached
-        for value in reversed(ema.extend(series.values[seen:])):
-            if value is not None:
-                last = value
-                break
-        self._ema[(run_id, key)] = (ema, trims, len(series.values), last)
-        return last
+    def smoothed_last(self, run_id: str) -> float | None:
+        """The debiased EMA of a run's loss at its last point (the table's EMA column)."""
+        column = self.emas.get(run_id)
+        return column.value if column is not None else None
+
+    def take_points_arrived(self) -> set[str]:
+        """The runs that stored points since the last call."""
+        arrived, self.points_arrived = self.points_arrived, set()
+        return arrived
 
     def gpu_memory(self, run_id: str) -> int | None:
         """GPU memory the run holds now (all GPUs), or None."""
@@ -228,6 +185,12 @@ class TuiState:
                     descendants.append(run["id"])
                     frontier.append(run["id"])
         return [*reversed(ancestors), run_id, *descendants]
+
+
+def _displayable(run: dict[str, Any]) -> dict[str, Any]:
+    """The run with its name safe to draw (a name stored before names were checked may
+    hold escape sequences); the TUI refers to runs by id, so nothing is sent back."""
+    return {**run, "name": shown(str(run["name"]))}
 
 
 def _gpu_by_run(sample: dict[str, Any]) -> dict[str, int]:

@@ -51,6 +51,9 @@ class Series:
     ys: Sequence[float | None]
     style: str | None = None  # None: palette by position
     emphasis: bool = False  # the selected run: bold, first in the legend, raw points shown
+    # The smoothed curve as (xs, ys) when someone else computed it (the daemon does, over
+    # every point, while xs/ys then hold each bucket's min and max): drawn when smoothing.
+    curve: tuple[Sequence[float], Sequence[float | None]] | None = None
 
 
 @dataclass
@@ -205,6 +208,8 @@ class LossChart(Widget):
             cached.raw.extend(clean(series.ys[len(cached.raw) : n]))
         if not weight:
             return cached.raw, None
+        if series.curve is not None:
+            return clean(series.curve[1]), cached.raw
         if cached.ema.weight != weight:
             cached.ema, cached.smooth = DebiasedEma(weight), []
         if len(cached.smooth) < n:
@@ -252,7 +257,9 @@ class _ChartLayout:
         emphasized = {i for i in order if chart._series[i].emphasis} or set(order)
         for i in order:
             smooth, raw = chart._curves(i)
-            main[i] = self._buckets(xs[i], smooth, x_lo, x_hi, dot_w)
+            curve = chart._series[i].curve
+            curve_xs = curve[0] if curve is not None and raw is not None else xs[i]
+            main[i] = self._buckets(curve_xs, smooth, x_lo, x_hi, dot_w)
             if raw is not None and i in emphasized:
                 faint[i] = self._buckets(xs[i], raw, x_lo, x_hi, dot_w)
         values = [v for b, _ in main.values() for mm in b if mm is not None for v in mm]

@@ -1,0 +1,110 @@
+"""The chart's data: each shown run's metric at screen resolution, asked of the daemon.
+
+The TUI never holds a run's whole history. For every run on the chart it asks
+for a ``series`` view: min/max per bucket, the debiased EMA at each bucket
+(computed by the daemon over every point) and the latest points exact. Twice
+as many buckets as the chart has dot columns, so the chart's own min/max per
+column stays exact wherever the runs' ranges fall. A live run's view is asked
+again at most once a second, and only when points have come in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.widgets.loss_chart import Series
+
+REFRESH_S = 1.0
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """What a view depends on: a new one is asked for when any of it changes."""
+
+    key: str
+    buckets: int
+    axis: str
+    smoothing: float
+
+
+@dataclass
+class _View:
+    request: ViewRequest
+    data: dict[str, Any]
+    fetched: float
+    stale: bool = False
+
+
+@dataclass
+class ChartFeed:
+    """Views of the runs on the chart, kept fresh through ``call`` (a daemon request)."""
+
+    call: Callable[..., Awaitable[Any]]
+    clock: Callable[[], float] = time.monotonic
+    views: dict[str, _View] = field(default_factory=dict)
+
+    def points_arrived(self, run_id: str) -> None:
+        """New points of ``run_id`` were stored: its view is behind."""
+        view = self.views.get(run_id)
+        if view is not None:
+            view.stale = True
+
+    def due(self, run_ids: Iterable[str], request: ViewRequest) -> list[str]:
+        """The runs whose view is missing, asked differently, or stale for a second."""
+        now = self.clock()
+        return [
+            run_id for run_id in run_ids
+            if (view := self.views.get(run_id)) is None
+            or view.request != request
+            or (view.stale and now - view.fetched >= REFRESH_S)
+        ]
+
+    async def fetch(self, run_id: str, request: ViewRequest) -> bool:
+        """Ask for one run's view; True if it differs from the one held."""
+        data = await self.call(
+            "series",
+            run=run_id,
+            key=request.key,
+            buckets=request.buckets,
+            axis=request.axis,
+            smoothing=request.smoothing or None,
+        )
+        old = self.views.get(run_id)
+        self.views[run_id] = _View(request, data, self.clock())
+        return old is None or old.data != data
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the views of runs no longer shown."""
+        kept = set(keep)
+        for run_id in [r for r in self.views if r not in kept]:
+            del self.views[run_id]
+
+    def series(self, run_id: str, label: str, emphasis: bool) -> Series | None:
+        """The chart's curve of one run from its view (None before the first view)."""
+        view = self.views.get(run_id)
+        if view is None or not view.data["buckets"]:
+            return None
+        return series_from_view(view.data, label, emphasis, view.request.smoothing > 0)
+
+
+def series_from_view(view: dict[str, Any], label: str, emphasis: bool, smoothed: bool) -> Series:
+    """A chart Series: each bucket's min and max as raw points, its EMA as the curve."""
+    lo, width = view["range"][0], view["width"]
+    buckets = view["buckets"]
+    xs: list[float] = []
+    ys: list[float | None] = []
+    curve_xs: list[float] = []
+    curve_ys: list[float | None] = []
+    for b, vmin, vmax, ema, _count in buckets:
+        x = lo + (b + 0.5) * width
+        xs += [x, x]
+        ys += [vmin, vmax]
+        if ema is not None:
+            curve_xs.append(x)
+            curve_ys.append(ema)
+    if not smoothed:
+        return Series(label, xs, ys, emphasis=emphasis)
+    return Series(label, xs, ys, emphasis=emphasis, curve=(curve_xs, curve_ys))
