@@ -88,6 +88,7 @@ def test_latest_values_cost_the_same_for_a_short_and_a_long_run(tmp_path: Path) 
         store.add_metrics(run_id, points, 1, steps)
         costs.append(_vm_steps(store, run_id))
     assert costs[1] <= costs[0] + 5, costs
+    assert max(costs) < 200, costs  # reading even the short run's 1,000 points costs more
     assert store.last_values("long22") == {"loss": 1.0, "acc": 0.5}
 
 
