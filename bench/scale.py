@@ -1,0 +1,639 @@
+"""traintop at scale.  Run: ``.venv/bin/python bench/scale.py [--quick] [--json PATH]``.
+
+Builds N runs x M steps x K keys (default 500 x 20,000 x 2, plus one run of
+100,000 steps x 1 key) in a temporary ``TRAINTOP_HOME`` and times what a user
+feels, then does the same with TensorBoard as the baseline, in the same run.
+
+How the data gets in (the real ingest path, none of it bypassed): a daemon is
+started as a client starts it; a few writer processes (``bench/scale_parts.py
+write``) are user training scripts: each calls ``traintop.init`` once per run
+(an ``attach`` request, so the daemon follows the run), then advances its runs
+in turns through ``run.steps`` / ``run.log``. ``Run`` flushes its buffer to the
+run's ``spool.jsonl`` with the same ``SpoolWriter`` a worker uses, and the
+daemon tails the spools into SQLite exactly as for worker processes. One run
+in twenty is forked half-way by a ``fork`` request: the parent writes a
+checkpoint, and the daemon starts the child through its shim, re-running the
+script, which continues the run from the checkpoint. So forks are real worker
+processes with a ``parent_id`` and a ``fork_step``, and the runs table is a tree.
+Why not one worker per run: each imports torch (~2 s of CPU on a 2-core box),
+and 500 of them would measure process start-up rather than ingest. Why not
+direct inserts or pre-written spools: they would skip the path being measured.
+
+Figures (one line each; the targets of issue 9 marked PASS or MISS):
+
+- ingest: points/s from the first point written to the last point stored,
+  "stored" read from the daemon (a run's step is stored in the same
+  transaction as its points; done when every run is finished at its last step);
+- bytes per point: store.sqlite + its -wal after a checkpoint, the daemon
+  stopped, divided by the points stored;
+- cold ``ls``: the daemon stopped, ``traintop ls`` in a subprocess (it starts
+  the daemon), spawn to exit 0; warm ``ls``: the same once more;
+- TUI: the real app (``tui.app``) under Textual's ``run_test()`` in a
+  subprocess: spawn to the runs table holding every run; then a fork child
+  selected (``move_cursor``, as a click) until the chart holds its points;
+- export: ``traintop export RUN --format csv`` of the 100,000-point run to a
+  file; the rows are counted;
+- daemon RSS (psutil) after all of the above;
+- TensorBoard: the same scalars (same tags, steps, values) written with
+  tensorboardX, one event file per run, loaded with ``EventAccumulator``
+  (size_guidance 0 for scalars: all of them), run by run; our side loads the
+  same runs' full series through the daemon's paged ``metrics`` request.
+  Either load stops at ``--load-budget`` seconds; the time for all runs is then
+  extrapolated by points (both loads are linear in points) and says so.
+  Ratio: (cold ``ls`` + our load) against EventAccumulator's load.
+
+Every step has a time limit (``--timeout``): one that gets no answer prints
+"no answer in N s" and the bench goes on (a daemon that stopped answering is
+killed and the next step starts a fresh one). Every process started here, the
+daemon, shims and fork workers included, carries this TRAINTOP_HOME in its
+environment; all of them are ended at the end (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scale_parts import RunSpec  # noqa: E402
+
+from engine.client import Client  # noqa: E402
+from engine.paths import StatePaths, child_env  # noqa: E402
+
+PARTS = ROOT / "bench" / "scale_parts.py"
+LONG_STEPS = 100_000
+FORK_EVERY = 20  # one run in twenty is a fork
+POLL_S = 0.5
+STALL_S = 120.0  # ingest gives up when no point is stored for this long after writers end
+KILL_GRACE_S = 5.0
+
+
+@dataclass
+class Figure:
+    """One printed line: a measured value (None: not measured) and its verdict."""
+
+    name: str
+    value: float | None
+    unit: str
+    text: str
+    target: str = ""
+    passed: bool | None = None
+
+    def line(self) -> str:
+        verdict = ""
+        if self.target:
+            verdict = {True: "PASS", False: "MISS", None: "----"}[self.passed]
+            verdict += f" (target {self.target})"
+        return f"{self.name:<30} {self.text:<46} {verdict}".rstrip()
+
+
+def seconds_text(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+# -- plan ------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    parts: list[list[RunSpec]]
+    roots: list[RunSpec]  # every run a writer opens, the long one included
+    long_name: str
+
+    @property
+    def forks(self) -> list[RunSpec]:
+        return [s for s in self.roots if s.fork_at is not None]
+
+    def final_steps(self) -> dict[str, int]:
+        """The step each run ends at, by name."""
+        final = {s.name: s.steps for s in self.roots}
+        for s in self.forks:
+            assert s.fork_name is not None and s.fork_at is not None
+            final[s.fork_name] = s.fork_at + s.steps
+        return final
+
+    def keys_of(self) -> dict[str, int]:
+        keys = {s.name: s.keys for s in self.roots}
+        keys.update({s.fork_name: s.keys for s in self.forks if s.fork_name})
+        return keys
+
+
+def make_plan(runs: int, steps: int, keys: int, writers: int) -> Plan:
+    """``runs`` runs (one in FORK_EVERY a fork) plus the long run, over ``writers`` parts."""
+    forks = max(1, runs // FORK_EVERY) if runs >= 2 else 0
+    roots = runs - forks
+    parents = {i * roots // forks for i in range(forks)} if forks else set()
+    specs = []
+    for i in range(roots):
+        lr = 2e-4 * (1 + i % 5)
+        spec = RunSpec(f"scale-{i:04d}", seed=i, lr=lr, steps=steps, keys=keys)
+        if i in parents:
+            spec.fork_at, spec.fork_name, spec.fork_lr = steps // 2, f"{spec.name}-fork", lr / 2
+        specs.append(spec)
+    long_run = RunSpec("scale-long", seed=runs, lr=3e-5, steps=LONG_STEPS, keys=1)
+    parts: list[list[RunSpec]] = [[] for _ in range(max(1, writers))]
+    parts[0].append(long_run)
+    for i, spec in enumerate(specs):
+        parts[i % len(parts)].append(spec)
+    return Plan(parts, [long_run, *specs], long_run.name)
+
+
+# -- processes -------------------------------------------------------------------
+
+
+class Bench:
+    """One bench run: its state directory, the processes it started, its figures."""
+
+    def __init__(self, args: argparse.Namespace, home: Path) -> None:
+        self.args = args
+        self.home = home
+        self.paths = StatePaths(home)
+        self.env = child_env(TRAINTOP_HOME=str(home), TRAINTOP_NO_AUTOSTART="1")
+        self.cli_env = child_env(TRAINTOP_HOME=str(home))
+        self.figures: list[Figure] = []
+        self.notes: list[str] = []
+        self.writers: list[subprocess.Popen[bytes]] = []
+        self.runs: dict[str, dict[str, Any]] = {}  # by name, as the daemon last listed them
+        self.plan = make_plan(args.runs, args.steps, args.keys, args.writers)
+        traintop = Path(sys.executable).with_name("traintop")
+        self.traintop = [str(traintop)] if traintop.exists() else [sys.executable, "-m", "tui.main"]
+
+    def add(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        print(figure.line(), flush=True)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}", flush=True)
+
+    # -- the daemon ---------------------------------------------------------------
+
+    def daemon_pid(self) -> int | None:
+        """The pid in engine.pid if that process is this home's daemon."""
+        try:
+            pid = int(self.paths.lock.read_text().split()[0])
+            proc = psutil.Process(pid)
+            if "engine.daemon" in " ".join(proc.cmdline()) and self._ours(proc):
+                return pid
+        except (OSError, ValueError, IndexError, psutil.Error):
+            pass
+        return None
+
+    def _ours(self, proc: psutil.Process) -> bool:
+        try:
+            return bool(proc.environ().get("TRAINTOP_HOME") == str(self.home))
+        except psutil.Error:
+            return False
+
+    def start_daemon(self) -> None:
+        """Start a daemon as any client does (no-op if one answers)."""
+        if self.daemon_pid() is None:
+            with Client(self.paths).connect(autostart=True, timeout=60):
+                pass
+
+    def stop_daemon(self) -> float | None:
+        """SIGTERM (a clean stop, as ``shutdown``), SIGKILL after the grace period.
+
+        Returns seconds to a clean exit, None if it had to be killed.
+        """
+        pid = self.daemon_pid()
+        if pid is None:
+            return 0.0
+        proc = psutil.Process(pid)
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=max(KILL_GRACE_S, self.args.timeout / 2))
+            return time.perf_counter() - started
+        except psutil.TimeoutExpired:
+            self.note(f"daemon {pid} ignored SIGTERM (busy); killed with SIGKILL")
+            proc.kill()
+            with contextlib.suppress(psutil.Error):
+                proc.wait(timeout=10)
+            return None
+
+    def call(self, method: str, timeout: float, **params: Any) -> Any:
+        """One request on a fresh connection; TimeoutError if no answer in time."""
+        return with_deadline(lambda c: c.call(method, **params), self.paths, timeout)
+
+    # -- steps ----------------------------------------------------------------------
+
+    def ingest(self) -> None:
+        plan_file = self.home / "plan.json"
+        parts = [[asdict(spec) for spec in part] for part in self.plan.parts]
+        plan_file.write_text(json.dumps({"parts": parts}))
+        logs = self.home / "writer-logs"
+        logs.mkdir()
+        for index in range(len(self.plan.parts)):
+            with open(logs / f"writer-{index}.log", "wb") as log:
+                self.writers.append(subprocess.Popen(
+                    [sys.executable, str(PARTS), "write", str(plan_file), str(index)],
+                    env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True,
+                ))
+        final = self.plan.final_steps()
+        deadline = time.monotonic() + self.args.ingest_timeout
+        last_progress, last_stored = time.monotonic(), -1
+        stored, done_at = 0, None
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            try:
+                listed = self.call("list_runs", self.args.timeout)
+            except TimeoutError:
+                self.note(f"list_runs got no answer in {self.args.timeout:.0f} s during ingest")
+                break
+            now = time.time()
+            self.runs = {r["name"]: r for r in listed}
+            stored = self.stored_points()
+            if stored != last_stored:
+                last_stored, last_progress = stored, time.monotonic()
+            ended = [n for n in final if n in self.runs and self.runs[n]["state"] in
+                     ("finished", "failed", "killed")]
+            if len(ended) == len(final):
+                done_at = now
+                break
+            writers_done = all(w.poll() is not None for w in self.writers)
+            if writers_done and time.monotonic() - last_progress > STALL_S:
+                self.note(f"ingest stalled: {len(ended)}/{len(final)} runs ended")
+                break
+        for name, run in self.runs.items():
+            if run["state"] != "finished" or run["step"] != final.get(name, run["step"]):
+                self.note(f"run {name}: {run['state']} at step {run['step']} "
+                          f"({run.get('exit_reason') or 'expected step ' + str(final.get(name))})")
+        first = self.first_point_time()
+        if done_at is None or first is None:
+            self.add(Figure("ingest", None, "points/s",
+                            f"not finished in {self.args.ingest_timeout:.0f} s "
+                            f"({stored:,} points stored)"))
+            return
+        rate = stored / (done_at - first)
+        self.add(Figure("ingest", rate, "points/s",
+                        f"{rate:,.0f} points/s ({stored:,} points in {done_at - first:.1f} s)"))
+
+    def first_point_time(self) -> float | None:
+        times = []
+        for path in self.home.glob("started-*"):
+            with contextlib.suppress(ValueError):
+                times.append(float(path.read_text()))
+        return min(times) if times else None
+
+    def stored_points(self) -> int:
+        """Points stored, from the runs' stored steps (stored with the points, atomically)."""
+        keys = self.plan.keys_of()
+        return sum((int(r["step"]) - int(r["fork_step"] or 0)) * keys.get(name, 1)
+                   for name, r in self.runs.items())
+
+    def disk_size(self) -> None:
+        stopped = self.stop_daemon()
+        if stopped is not None:
+            self.note(f"daemon stopped cleanly in {seconds_text(stopped)}")
+        store = self.paths.store
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        wal = store.with_name(store.name + "-wal")
+        size = store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        stored = self.stored_points()
+        per_point = size / stored if stored else float("nan")
+        self.add(Figure("bytes per point", per_point, "B",
+                        f"{per_point:.1f} B ({size / 1e6:,.1f} MB for {stored:,} points)",
+                        "<= 20 B", per_point <= 20))
+
+    def ls(self, label: str, target: bool) -> bool:
+        """Time ``traintop ls`` in a subprocess; True if it answered."""
+        elapsed, out = self.cli(["ls"])
+        expected = len(self.runs) + 1
+        lines = out.count("\n") if out is not None else 0
+        limit = "< 0.5 s" if target else ""
+        if elapsed is None:
+            self.add(Figure(label, None, "s", f"no answer in {self.args.timeout:.0f} s", limit))
+            self.restart_stuck_daemon()
+            return False
+        if lines != expected:
+            self.note(f"{label}: {lines} lines printed, expected {expected}")
+        self.add(Figure(label, elapsed, "s", seconds_text(elapsed), limit,
+                        elapsed < 0.5 if target else None))
+        return True
+
+    def cli(self, argv: list[str]) -> tuple[float | None, str | None]:
+        """Seconds from spawn to exit 0 and stdout; (None, None) on a time-out."""
+        started = time.perf_counter()
+        proc = subprocess.Popen([*self.traintop, *argv], env=self.cli_env, cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=self.args.timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            return None, None
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            self.note(f"traintop {' '.join(argv)} exited {proc.returncode}: "
+                      f"{err.decode(errors='replace').strip()[-300:]}")
+            return None, None
+        return elapsed, out.decode(errors="replace")
+
+    def restart_stuck_daemon(self) -> None:
+        """A daemon that did not answer stays busy with it: stop it, start a fresh one."""
+        self.stop_daemon()
+        try:
+            self.start_daemon()
+        except Exception as exc:
+            self.note(f"could not start a fresh daemon: {exc}")
+
+    def load_order(self) -> list[str]:
+        """The runs in a fixed shuffled order, for both loads (a budget cuts both alike)."""
+        names = sorted(self.runs)
+        random.Random(9).shuffle(names)
+        return names
+
+    def load_ours(self) -> tuple[float, int, int] | None:
+        """Every run's full series through the paged ``metrics`` request.
+
+        Returns (seconds, points, runs loaded) or None if the daemon stopped answering.
+        """
+        order = self.load_order()
+        budget = self.args.load_budget
+        done: dict[str, Any] = {"points": 0, "runs": 0}
+
+        def load(client: Client) -> None:
+            started = time.perf_counter()
+            for name in order:
+                if time.perf_counter() - started > budget:
+                    break
+                done["points"] += len(client.all_metrics(self.runs[name]["id"]))
+                done["runs"] += 1
+                done["seconds"] = time.perf_counter() - started
+
+        try:
+            with_deadline(load, self.paths, budget + self.args.timeout)
+        except TimeoutError:
+            return None
+        return done["seconds"], done["points"], done["runs"]
+
+    def tui(self) -> None:
+        fork = next((r for r in self.runs.values() if r["parent_id"]), None)
+        run = fork or next(iter(self.runs.values()))
+        points = int(run["step"]) - int(run["fork_step"] or 0)
+        argv = [sys.executable, str(PARTS), "tui", str(self.home), str(len(self.runs)),
+                run["id"], str(points)]
+        started = time.time()
+        proc = subprocess.Popen(argv, env=self.cli_env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=2 * self.args.timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            out, err = proc.communicate()
+        events = {}
+        for line in out.decode(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                events[event["event"]] = event
+        n = len(self.runs)
+        if "rows" in events:
+            first = events["rows"]["time"] - started
+            app_only = events["rows"]["time"] - events["imported"]["time"]
+            self.add(Figure(f"TUI first screen, {n} runs", first, "s",
+                            f"{seconds_text(first)} (app alone {seconds_text(app_only)})",
+                            "< 1 s", first < 1.0))
+        else:
+            self.add(Figure(f"TUI first screen, {n} runs", None, "s",
+                            f"no full table in {2 * self.args.timeout:.0f} s", "< 1 s"))
+        label = f"chart of a selected run ({points:,} pts)"
+        if "chart" in events:
+            drawn = events["chart"]["time"] - events["selected"]["time"]
+            self.add(Figure(label, drawn, "s", seconds_text(drawn), "< 150 ms", drawn < 0.15))
+        else:
+            self.add(Figure(label, None, "s", "not drawn in time" if "rows" in events else
+                            "not measured (no table)", "< 150 ms"))
+        if proc.returncode not in (0, None) and "chart" not in events:
+            tail = err.decode(errors="replace").strip().splitlines()[-3:]
+            self.note(f"TUI probe exited {proc.returncode}: {' | '.join(tail)}")
+        if "rows" not in events:
+            self.restart_stuck_daemon()
+
+    def export(self) -> None:
+        run = self.runs.get(self.plan.long_name)
+        if run is None:
+            self.add(Figure("export 100k-point run (csv)", None, "s", "no such run"))
+            return
+        out = self.home / "export.csv"
+        elapsed, _ = self.cli(["export", run["id"], "--format", "csv", "-o", str(out)])
+        if elapsed is None:
+            self.add(Figure("export 100k-point run (csv)", None, "s",
+                            f"no answer in {self.args.timeout:.0f} s"))
+            self.restart_stuck_daemon()
+            return
+        with open(out, "rb") as f:
+            rows = sum(1 for _ in f) - 1
+        if rows != LONG_STEPS:
+            self.note(f"export wrote {rows:,} rows, expected {LONG_STEPS:,}")
+        self.add(Figure("export 100k-point run (csv)", elapsed, "s",
+                        f"{seconds_text(elapsed)} ({rows:,} rows)"))
+
+    def rss(self) -> None:
+        pid = self.daemon_pid()
+        if pid is None:
+            self.add(Figure("daemon RSS", None, "MB", "no daemon running", "< 300 MB"))
+            return
+        rss = psutil.Process(pid).memory_info().rss / 1e6
+        self.add(Figure("daemon RSS", rss, "MB", f"{rss:.0f} MB", "< 300 MB", rss < 300))
+
+    def tensorboard(self, cold_ls: float | None, ours: tuple[float, int, int] | None) -> None:
+        """The same scalars through tensorboardX and EventAccumulator, run by run."""
+        from scale_parts import load_events, write_events
+
+        load_events(self.home)  # imports TensorBoard before the clock runs (an empty dir)
+        logdir = self.home / "tensorboard"
+        budget = self.args.load_budget
+        loaded_s, points, runs, size = 0.0, 0, 0, 0
+        specs = {s.name: s for s in self.plan.roots}
+        forks = {s.fork_name: s for s in self.plan.forks}
+        for name in self.load_order():
+            if loaded_s > budget:
+                break
+            run = self.runs[name]
+            if name in forks:
+                parent = forks[name]
+                seed, lr, keys = parent.seed, float(run["config"]["lr"]), parent.keys
+            else:
+                spec = specs[name]
+                seed, lr, keys = spec.seed, spec.lr, spec.keys
+            first = int(run["fork_step"] or 0)
+            size += write_events(logdir / name, keys, range(first, int(run["step"])), seed, lr)
+            seconds, count = load_events(logdir / name)
+            loaded_s += seconds
+            points += count
+            runs += 1
+            shutil.rmtree(logdir / name)  # keep the disk use to one run's events
+        total = self.stored_points()
+        tb_all = loaded_s * total / points if points else float("nan")
+        extra = "" if runs == len(self.runs) else f", {runs} of {len(self.runs)} runs, extrapolated"
+        self.add(Figure("TensorBoard load, all runs", tb_all, "s",
+                        f"{seconds_text(tb_all)} ({points / loaded_s:,.0f} points/s{extra})"))
+        per_point = size / points if points else float("nan")
+        self.add(Figure("TensorBoard bytes per point", per_point, "B", f"{per_point:.1f} B"))
+        if ours is None or cold_ls is None:
+            why = "cold ls got no answer" if cold_ls is None else "our load got no answer"
+            self.add(Figure("ours vs TensorBoard", None, "x", f"not measured ({why})", ">= 10x"))
+            return
+        ours_s, ours_points, ours_runs = ours
+        ours_all = ours_s * total / ours_points if ours_points else float("nan")
+        extra = "" if ours_runs == len(self.runs) else f", {ours_runs} runs, extrapolated"
+        self.add(Figure("our load, all runs (metrics)", ours_all, "s",
+                        f"{seconds_text(ours_all)} ({ours_points / ours_s:,.0f} points/s{extra})"))
+        ratio = tb_all / (cold_ls + ours_all)
+        self.add(Figure("ours vs TensorBoard", ratio, "x",
+                        f"x{ratio:.1f} faster (cold ls + load: {seconds_text(cold_ls + ours_all)})",
+                        ">= 10x", ratio >= 10))
+
+    def cleanup(self) -> None:
+        """End every process carrying this TRAINTOP_HOME: writers, daemon, shims, workers."""
+        for writer in self.writers:
+            if writer.poll() is None:
+                kill_group(writer)
+        with contextlib.suppress(Exception):
+            self.stop_daemon()
+        ours = [p for p in psutil.process_iter() if p.pid != os.getpid() and self._ours(p)]
+        for proc in ours:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(ours, timeout=KILL_GRACE_S)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if ours:
+            self.note(f"ended {len(ours)} leftover processes ({len(alive)} with SIGKILL)")
+
+
+def with_deadline(work: Callable[[Client], Any], paths: StatePaths, seconds: float) -> Any:
+    """``work(client)`` on a fresh connection; TimeoutError after ``seconds``.
+
+    The client has no read timeout of its own, so the work runs on a thread and
+    the socket is shut down under it when time is up.
+    """
+    client = Client(paths)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            client.connect(autostart=False, timeout=seconds)
+            outcome["value"] = work(client)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with contextlib.suppress(OSError, AttributeError):
+            client.sock.shutdown(2)  # type: ignore[union-attr]
+        raise TimeoutError(f"no answer in {seconds:.0f} s")
+    client.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process group started with start_new_session, SIGKILL if it stays."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="traintop-scale-"))
+    bench = Bench(args, home)
+    plan = bench.plan
+    total = sum(s.steps * s.keys for s in [*plan.roots, *plan.forks])
+    print(f"scale: {args.runs} runs x {args.steps:,} steps x {args.keys} keys "
+          f"({len(plan.forks)} of them forks) + 1 run of {LONG_STEPS:,} steps x 1 key, "
+          f"~{total:,} points; {len(plan.parts)} writer processes; "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    cold: float | None = None
+    ours = None
+    try:
+        bench.start_daemon()
+        bench.ingest()
+        bench.disk_size()
+        if bench.ls("cold ls (daemon stopped)", target=True):
+            cold = bench.figures[-1].value
+            bench.ls("warm ls", target=False)
+        else:
+            bench.add(Figure("warm ls", None, "s", "skipped: cold ls got no answer"))
+        bench.start_daemon()
+        ours = bench.load_ours()
+        if ours is None:
+            bench.note(f"loading the series got no answer in "
+                       f"{args.load_budget + args.timeout:.0f} s")
+            bench.restart_stuck_daemon()
+        bench.tui()
+        bench.export()
+        bench.rss()
+        bench.stop_daemon()
+        bench.tensorboard(cold, ours)
+    finally:
+        bench.cleanup()
+        if args.keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    return {
+        "runs": args.runs, "steps": args.steps, "keys": args.keys, "writers": len(plan.parts),
+        "cpus": os.cpu_count(), "figures": [asdict(f) for f in bench.figures],
+        "notes": bench.notes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--keys", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="20 runs x 2,000 steps (for CI)")
+    parser.add_argument("--writers", type=int, default=2, help="writer processes")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a step (ls, TUI, export, a request) may take")
+    parser.add_argument("--ingest-timeout", type=float, default=1800.0)
+    parser.add_argument("--load-budget", type=float, default=120.0,
+                        help="seconds each full-series load may take before it is extrapolated")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the state directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.steps = 20, 2_000
+    result = run_bench(args)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
