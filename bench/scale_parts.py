@@ -10,7 +10,7 @@
 ``python bench/scale_parts.py write ...`` with ``TRAINTOP_RUN_DIR`` set
     The same command line re-run by the run's shim for a fork child:
     ``traintop.init`` then continues the run from its parent's checkpoint.
-``python bench/scale_parts.py tui HOME ROWS RUN POINTS``
+``python bench/scale_parts.py tui HOME ROWS RUN POINTS TIMEOUT``
     The real TUI app under Textual's ``run_test()``: prints when the runs
     table holds ROWS rows, then selects RUN and prints when its chart holds
     its POINTS loss points. Output: one JSON object per line.
@@ -198,8 +198,11 @@ def _emphasized_points(app: Any, run_id: str) -> int:
     return 0
 
 
-async def probe_tui(home: Path, rows: int, run_id: str, points: int) -> int:
-    """Time the real app: all rows listed, then ``run_id`` selected and charted."""
+async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: float) -> int:
+    """Time the real app: all rows listed, then ``run_id`` selected and charted.
+
+    Each of the two waits gives up after ``timeout`` seconds (exit status 1).
+    """
     from textual.widgets import DataTable
 
     from engine.paths import StatePaths
@@ -209,13 +212,21 @@ async def probe_tui(home: Path, rows: int, run_id: str, points: int) -> int:
     app = TraintopApp(paths=StatePaths(home), autostart=False)
     async with app.run_test(size=(160, 50)) as pilot:
         table = app.query_one(DataTable)
+        deadline = time.monotonic() + timeout
         while table.row_count < rows:
+            if time.monotonic() > deadline:
+                _say("gave_up", waiting_for="rows", rows=table.row_count)
+                return 1
             await pilot.pause(0.01)
         await pilot.pause()  # let the frame holding them be painted
         _say("rows", rows=table.row_count)
         table.move_cursor(row=table.get_row_index(run_id))
         _say("selected", row=table.cursor_row)
+        deadline = time.monotonic() + timeout
         while _emphasized_points(app, run_id) < points:
+            if time.monotonic() > deadline:
+                _say("gave_up", waiting_for="chart", points=_emphasized_points(app, run_id))
+                return 1
             await pilot.pause(0.01)
         await pilot.pause()
         _say("chart", points=_emphasized_points(app, run_id))
@@ -229,10 +240,11 @@ def main(argv: list[str]) -> int:
         plan = Path(argv[1])
         index = int(argv[2])
         return write_part(load_plan(plan)[index], plan.with_name(f"started-{index}"))
-    if len(argv) == 5 and argv[0] == "tui":
+    if len(argv) == 6 and argv[0] == "tui":
         import asyncio
 
-        return asyncio.run(probe_tui(Path(argv[1]), int(argv[2]), argv[3], int(argv[4])))
+        home, rows, run_id, points, timeout = argv[1:]
+        return asyncio.run(probe_tui(Path(home), int(rows), run_id, int(points), float(timeout)))
     print(__doc__, file=sys.stderr)
     return 2
 
