@@ -281,22 +281,26 @@ class Bench:
             if run["state"] != "finished" or run["step"] != final.get(name, run["step"]):
                 self.note(f"run {name}: {run['state']} at step {run['step']} "
                           f"({run.get('exit_reason') or 'expected step ' + str(final.get(name))})")
-        first = self.first_point_time()
+        first = self.written_time("started-*", min)
+        last_written = self.written_time("finished-*", max)
         if done_at is None or first is None:
             self.add(Figure("ingest", None, "points/s",
                             f"not finished in {self.args.ingest_timeout:.0f} s "
                             f"({stored:,} points stored)"))
             return
         rate = stored / (done_at - first)
-        self.add(Figure("ingest", rate, "points/s",
-                        f"{rate:,.0f} points/s ({stored:,} points in {done_at - first:.1f} s)"))
+        # When the writers ended too, so a reader sees whether the daemon kept up with them.
+        writers = f"; writers done at {last_written - first:.1f} s" if last_written else ""
+        self.add(Figure("ingest", rate, "points/s", f"{rate:,.0f} points/s ({stored:,} points "
+                        f"stored {done_at - first:.1f} s after the first{writers})"))
 
-    def first_point_time(self) -> float | None:
+    def written_time(self, pattern: str, pick: Callable[[list[float]], float]) -> float | None:
+        """The earliest or latest time the writers left in files named ``pattern``."""
         times = []
-        for path in self.home.glob("started-*"):
+        for path in self.home.glob(pattern):
             with contextlib.suppress(ValueError):
                 times.append(float(path.read_text()))
-        return min(times) if times else None
+        return pick(times) if times else None
 
     def stored_points(self) -> int:
         """Points stored, from the runs' stored steps (stored with the points, atomically)."""

@@ -92,8 +92,11 @@ class _Writing:
     steps: Iterator[int]
 
 
-def write_part(specs: list[RunSpec], started_file: Path) -> int:
-    """Open every run, then advance them in turns until all are finished."""
+def write_part(specs: list[RunSpec], started_file: Path, finished_file: Path) -> int:
+    """Open every run, then advance them in turns until all are finished.
+
+    Writes the time of its first point to ``started_file``, of its last to ``finished_file``.
+    """
     import torch
 
     import traintop
@@ -124,6 +127,7 @@ def write_part(specs: list[RunSpec], started_file: Path) -> int:
                     client = client or Client().connect(autostart=False)
                     client.call("fork", run=run.id, name=spec.fork_name,
                                 overrides=spec.fork_overrides())
+    finished_file.write_text(f"{time.time()!r}\n")
     if client is not None:
         client.close()
     return 0
@@ -239,7 +243,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "write":
         plan = Path(argv[1])
         index = int(argv[2])
-        return write_part(load_plan(plan)[index], plan.with_name(f"started-{index}"))
+        return write_part(load_plan(plan)[index], plan.with_name(f"started-{index}"),
+                          plan.with_name(f"finished-{index}"))
     if len(argv) == 6 and argv[0] == "tui":
         import asyncio
 
