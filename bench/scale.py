@@ -23,7 +23,9 @@ Figures (one line each; the targets of issue 9 marked PASS or MISS):
 
 - ingest: points/s from the first point written to the last point stored,
   "stored" read from the daemon (a run's step is stored in the same
-  transaction as its points; done when every run is finished at its last step);
+  transaction as its points; done when every run is finished at its last step),
+  with when the writers ended (did the daemon keep up?) and the daemon's CPU
+  time and RSS over the ingest;
 - bytes per point: store.sqlite + its -wal after a checkpoint, the daemon
   stopped, divided by the points stored;
 - cold ``ls``: the daemon stopped, ``traintop ls`` in a subprocess (it starts
@@ -175,6 +177,7 @@ class Bench:
         self.notes: list[str] = []
         self.writers: list[subprocess.Popen[bytes]] = []
         self.runs: dict[str, dict[str, Any]] = {}  # by name, as the daemon last listed them
+        self.restarts = 0  # daemons killed because they stopped answering
         self.plan = make_plan(args.runs, args.steps, args.keys, args.writers, args.long_steps)
         traintop = Path(sys.executable).with_name("traintop")
         self.traintop = [str(traintop)] if traintop.exists() else [sys.executable, "-m", "tui.main"]
@@ -252,6 +255,8 @@ class Bench:
                     env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     start_new_session=True,
                 ))
+        daemon = psutil.Process(self.daemon_pid())
+        cpu_before, wall_before = sum(daemon.cpu_times()[:2]), time.monotonic()
         final = self.plan.final_steps()
         deadline = time.monotonic() + self.args.ingest_timeout
         last_progress, last_stored = time.monotonic(), -1
@@ -281,6 +286,13 @@ class Bench:
             if run["state"] != "finished" or run["step"] != final.get(name, run["step"]):
                 self.note(f"run {name}: {run['state']} at step {run['step']} "
                           f"({run.get('exit_reason') or 'expected step ' + str(final.get(name))})")
+        with contextlib.suppress(psutil.Error):
+            cpu = sum(daemon.cpu_times()[:2]) - cpu_before
+            wall = time.monotonic() - wall_before
+            rss = daemon.memory_info().rss / 1e6
+            self.add(Figure("daemon during ingest", cpu, "s",
+                            f"{cpu:.1f} s CPU in {wall:.1f} s ({100 * cpu / wall:.0f}% of a core); "
+                            f"RSS {rss:.0f} MB"))
         first = self.written_time("started-*", min)
         last_written = self.written_time("finished-*", max)
         if done_at is None or first is None:
@@ -359,6 +371,7 @@ class Bench:
 
     def restart_stuck_daemon(self) -> None:
         """A daemon that did not answer stays busy with it: stop it, start a fresh one."""
+        self.restarts += 1
         self.stop_daemon()
         try:
             self.start_daemon()
@@ -463,7 +476,8 @@ class Bench:
             self.add(Figure("daemon RSS", None, "MB", "no daemon running", "< 300 MB"))
             return
         rss = psutil.Process(pid).memory_info().rss / 1e6
-        self.add(Figure("daemon RSS", rss, "MB", f"{rss:.0f} MB", "< 300 MB", rss < 300))
+        fresh = f" (a daemon started after {self.restarts} stuck ones)" if self.restarts else ""
+        self.add(Figure("daemon RSS", rss, "MB", f"{rss:.0f} MB{fresh}", "< 300 MB", rss < 300))
 
     def tensorboard(self, cold_ls: float | None, ours: tuple[float, int, int] | None) -> None:
         """The same scalars through tensorboardX and EventAccumulator, run by run."""
