@@ -79,13 +79,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scale_parts import RunSpec  # noqa: E402
 
-from engine.client import Client  # noqa: E402
+from engine.client import Client, EngineUnavailable  # noqa: E402
 from engine.paths import StatePaths, child_env  # noqa: E402
 
 PARTS = ROOT / "bench" / "scale_parts.py"
 LONG_STEPS = 100_000
 FORK_EVERY = 20  # one run in twenty is a fork
 POLL_S = 0.5
+TERMINAL = ("finished", "failed", "killed")
 STALL_S = 120.0  # ingest gives up when no point is stored for this long after writers end
 KILL_GRACE_S = 5.0
 EXPORT = "export of the long run (csv)"
@@ -135,10 +136,6 @@ class Plan:
             final[s.fork_name] = s.fork_at + s.steps
         return final
 
-    def keys_of(self) -> dict[str, int]:
-        keys = {s.name: s.keys for s in self.roots}
-        keys.update({s.fork_name: s.keys for s in self.forks if s.fork_name})
-        return keys
 
 
 def make_plan(runs: int, steps: int, keys: int, writers: int, long_steps: int) -> Plan:
@@ -178,6 +175,10 @@ class Bench:
         self.writers: list[subprocess.Popen[bytes]] = []
         self.runs: dict[str, dict[str, Any]] = {}  # by name, as the daemon last listed them
         self.restarts = 0  # daemons killed because they stopped answering
+        # Seconds, for the comparison with TensorBoard (None: not measured).
+        self.cold_ls: float | None = None
+        self.ours_all: float | None = None
+        self.tb_all: float | None = None
         self.plan = make_plan(args.runs, args.steps, args.keys, args.writers, args.long_steps)
         traintop = Path(sys.executable).with_name("traintop")
         self.traintop = [str(traintop)] if traintop.exists() else [sys.executable, "-m", "tui.main"]
@@ -257,35 +258,41 @@ class Bench:
                 ))
         daemon = psutil.Process(self.daemon_pid())
         cpu_before, wall_before = sum(daemon.cpu_times()[:2]), time.monotonic()
-        final = self.plan.final_steps()
         deadline = time.monotonic() + self.args.ingest_timeout
         last_progress, last_stored = time.monotonic(), -1
-        stored, done_at = 0, None
+        stored, done_at, slowest, unanswered, polls = 0, None, 0.0, 0, 0
         while time.monotonic() < deadline:
             time.sleep(POLL_S)
+            asked = time.monotonic()
+            polls += 1
             try:
                 listed = self.call("list_runs", self.args.timeout)
             except TimeoutError:
-                self.note(f"list_runs got no answer in {self.args.timeout:.0f} s during ingest")
+                unanswered += 1
+                slowest = max(slowest, time.monotonic() - asked)
+                continue
+            except EngineUnavailable as exc:
+                self.note(f"lost the daemon during ingest: {exc}")
                 break
+            slowest = max(slowest, time.monotonic() - asked)
             now = time.time()
             self.runs = {r["name"]: r for r in listed}
             stored = self.stored_points()
             if stored != last_stored:
                 last_stored, last_progress = stored, time.monotonic()
-            ended = [n for n in final if n in self.runs and self.runs[n]["state"] in
-                     ("finished", "failed", "killed")]
-            if len(ended) == len(final):
+            # Once the writers are gone every fork child exists (asked for by them).
+            writers_done = all(w.poll() is not None for w in self.writers)
+            if writers_done and all(r["state"] in TERMINAL for r in listed):
                 done_at = now
                 break
-            writers_done = all(w.poll() is not None for w in self.writers)
             if writers_done and time.monotonic() - last_progress > STALL_S:
-                self.note(f"ingest stalled: {len(ended)}/{len(final)} runs ended")
+                self.note(f"ingest stalled: nothing stored for {STALL_S:.0f} s")
                 break
-        for name, run in self.runs.items():
-            if run["state"] != "finished" or run["step"] != final.get(name, run["step"]):
-                self.note(f"run {name}: {run['state']} at step {run['step']} "
-                          f"({run.get('exit_reason') or 'expected step ' + str(final.get(name))})")
+        answered = f"{unanswered} of {polls} got no answer in {self.args.timeout:.0f} s" \
+            if unanswered else f"all {polls} answered"
+        self.add(Figure("list_runs during ingest", slowest, "s",
+                        f"slowest {seconds_text(slowest)}; {answered}"))
+        self.check_runs()
         with contextlib.suppress(psutil.Error):
             cpu = sum(daemon.cpu_times()[:2]) - cpu_before
             wall = time.monotonic() - wall_before
@@ -296,15 +303,33 @@ class Bench:
         first = self.written_time("started-*", min)
         last_written = self.written_time("finished-*", max)
         if done_at is None or first is None:
-            self.add(Figure("ingest", None, "points/s",
-                            f"not finished in {self.args.ingest_timeout:.0f} s "
-                            f"({stored:,} points stored)"))
+            self.add(Figure("ingest", None, "points/s", f"not finished after "
+                            f"{time.monotonic() - wall_before:.0f} s ({stored:,} points stored)"))
             return
         rate = stored / (done_at - first)
         # When the writers ended too, so a reader sees whether the daemon kept up with them.
         writers = f"; writers done at {last_written - first:.1f} s" if last_written else ""
         self.add(Figure("ingest", rate, "points/s", f"{rate:,.0f} points/s ({stored:,} points "
                         f"stored {done_at - first:.1f} s after the first{writers})"))
+
+    def check_runs(self) -> None:
+        """Say which runs did not end as planned (a few examples of each kind)."""
+        final = self.plan.final_steps()
+        unplanned = [n for n in self.runs if n not in final]
+        if unplanned:
+            self.note(f"{len(unplanned)} runs the plan does not have, e.g. {unplanned[:3]}: "
+                      "traintop.init got no attach answer in time and went offline, "
+                      "and the daemon imported the run a second time")
+        missing = [n for n in final if n not in self.runs]
+        if missing:
+            self.note(f"{len(missing)} planned runs never listed, e.g. {missing[:3]}")
+        off: dict[str, list[str]] = {}
+        for name, run in self.runs.items():
+            if name in final and (run["state"] != "finished" or run["step"] != final[name]):
+                why = run.get("exit_reason") or f"step {run['step']} of {final[name]}"
+                off.setdefault(f"{run['state']} ({why})", []).append(name)
+        for what, names in off.items():
+            self.note(f"{len(names)} runs {what}, e.g. {names[:3]}")
 
     def written_time(self, pattern: str, pick: Callable[[list[float]], float]) -> float | None:
         """The earliest or latest time the writers left in files named ``pattern``."""
@@ -316,9 +341,8 @@ class Bench:
 
     def stored_points(self) -> int:
         """Points stored, from the runs' stored steps (stored with the points, atomically)."""
-        keys = self.plan.keys_of()
-        return sum((int(r["step"]) - int(r["fork_step"] or 0)) * keys.get(name, 1)
-                   for name, r in self.runs.items())
+        return sum((int(r["step"]) - int(r["fork_step"] or 0)) * int(r["config"].get("keys", 1))
+                   for r in self.runs.values())
 
     def disk_size(self) -> None:
         stopped = self.stop_daemon()
@@ -384,14 +408,11 @@ class Bench:
         random.Random(9).shuffle(names)
         return names
 
-    def load_ours(self) -> tuple[float, int, int] | None:
-        """Every run's full series through the paged ``metrics`` request.
-
-        Returns (seconds, points, runs loaded) or None if the daemon stopped answering.
-        """
+    def load_ours(self) -> None:
+        """Every run's full series through the paged ``metrics`` request (budget: extrapolate)."""
         order = self.load_order()
         budget = self.args.load_budget
-        done: dict[str, Any] = {"points": 0, "runs": 0}
+        done: dict[str, Any] = {"points": 0, "runs": 0, "seconds": 0.0}
 
         def load(client: Client) -> None:
             started = time.perf_counter()
@@ -402,11 +423,19 @@ class Bench:
                 done["runs"] += 1
                 done["seconds"] = time.perf_counter() - started
 
+        label = "our load, all runs (metrics)"
         try:
             with_deadline(load, self.paths, budget + self.args.timeout)
         except TimeoutError:
-            return None
-        return done["seconds"], done["points"], done["runs"]
+            self.add(Figure(label, None, "s", f"no answer in {budget + self.args.timeout:.0f} s"
+                            f" ({done['runs']} runs loaded)"))
+            self.restart_stuck_daemon()
+            return
+        seconds, points, runs = done["seconds"], done["points"], done["runs"]
+        self.ours_all = self.extrapolate(seconds, points)
+        extra = "" if runs == len(self.runs) else f", {runs} of {len(self.runs)} runs, extrapolated"
+        self.add(Figure(label, self.ours_all, "s",
+                        f"{seconds_text(self.ours_all)} ({points / seconds:,.0f} points/s{extra})"))
 
     def tui(self) -> None:
         fork = next((r for r in self.runs.values() if r["parent_id"]), None)
@@ -479,59 +508,61 @@ class Bench:
         fresh = f" (a daemon started after {self.restarts} stuck ones)" if self.restarts else ""
         self.add(Figure("daemon RSS", rss, "MB", f"{rss:.0f} MB{fresh}", "< 300 MB", rss < 300))
 
-    def tensorboard(self, cold_ls: float | None, ours: tuple[float, int, int] | None) -> None:
+    def tensorboard(self) -> None:
         """The same scalars through tensorboardX and EventAccumulator, run by run."""
         from scale_parts import load_events, write_events
 
         load_events(self.home)  # imports TensorBoard before the clock runs (an empty dir)
         logdir = self.home / "tensorboard"
-        budget = self.args.load_budget
         loaded_s, points, runs, size = 0.0, 0, 0, 0
-        specs = {s.name: s for s in self.plan.roots}
-        forks = {s.fork_name: s for s in self.plan.forks}
         for name in self.load_order():
-            if loaded_s > budget:
+            if loaded_s > self.args.load_budget:
                 break
             run = self.runs[name]
-            if name in forks:
-                parent = forks[name]
-                seed, lr, keys = parent.seed, float(run["config"]["lr"]), parent.keys
-            else:
-                spec = specs[name]
-                seed, lr, keys = spec.seed, spec.lr, spec.keys
-            first = int(run["fork_step"] or 0)
-            size += write_events(logdir / name, keys, range(first, int(run["step"])), seed, lr)
+            cfg = run["config"]  # a fork's holds its overrides
+            steps = range(int(run["fork_step"] or 0), int(run["step"]))
+            size += write_events(logdir / name, int(cfg["keys"]), steps, int(cfg["seed"]),
+                                 float(cfg["lr"]))
             seconds, count = load_events(logdir / name)
             loaded_s += seconds
             points += count
             runs += 1
             shutil.rmtree(logdir / name)  # keep the disk use to one run's events
-        total = self.stored_points()
-        tb_all = loaded_s * total / points if points else float("nan")
+        self.tb_all = self.extrapolate(loaded_s, points)
         extra = "" if runs == len(self.runs) else f", {runs} of {len(self.runs)} runs, extrapolated"
-        self.add(Figure("TensorBoard load, all runs", tb_all, "s",
-                        f"{seconds_text(tb_all)} ({points / loaded_s:,.0f} points/s{extra})"))
+        self.add(Figure("TensorBoard load, all runs", self.tb_all, "s",
+                        f"{seconds_text(self.tb_all)} ({points / loaded_s:,.0f} points/s{extra})"))
         per_point = size / points if points else float("nan")
         self.add(Figure("TensorBoard bytes per point", per_point, "B", f"{per_point:.1f} B"))
-        if ours is None:
-            self.add(Figure("our load, all runs (metrics)", None, "s",
-                            f"no answer in {self.args.load_budget + self.args.timeout:.0f} s"))
-            self.add(Figure("ours vs TensorBoard", None, "x", "not measured", ">= 10x"))
+
+    def extrapolate(self, seconds: float, points: int) -> float:
+        """Seconds for every stored point at the rate of a load of ``points`` in ``seconds``."""
+        return seconds * self.stored_points() / points if points else float("nan")
+
+    def compare(self) -> None:
+        if self.cold_ls is None or self.ours_all is None or self.tb_all is None:
+            missing = "cold ls" if self.cold_ls is None else "a load"
+            self.add(Figure("ours vs TensorBoard", None, "x", f"not measured ({missing} got no "
+                            "answer)", ">= 10x"))
             return
-        ours_s, ours_points, ours_runs = ours
-        ours_all = ours_s * total / ours_points if ours_points else float("nan")
-        extra = "" if ours_runs == len(self.runs) else f", {ours_runs} runs, extrapolated"
-        self.add(Figure("our load, all runs (metrics)", ours_all, "s",
-                        f"{seconds_text(ours_all)} ({ours_points / ours_s:,.0f} points/s{extra})"))
-        if cold_ls is None:
-            self.add(Figure("ours vs TensorBoard", None, "x",
-                            "not measured (cold ls got no answer)", ">= 10x"))
-            return
-        ours_total = cold_ls + ours_all
-        ratio = tb_all / ours_total
+        ours_total = self.cold_ls + self.ours_all
+        ratio = self.tb_all / ours_total
         self.add(Figure("ours vs TensorBoard", ratio, "x",
                         f"{ratio:.1f}x as fast (cold ls + load: {seconds_text(ours_total)})",
                         ">= 10x", ratio >= 10))
+
+    def steps(self) -> list[Callable[[], object]]:
+        """What the bench does, in order."""
+        return [self.start_daemon, self.ingest, self.disk_size, self.cold_and_warm_ls,
+                self.start_daemon, self.load_ours, self.tui, self.export, self.rss,
+                self.stop_daemon, self.tensorboard, self.compare]
+
+    def cold_and_warm_ls(self) -> None:
+        if self.ls("cold ls (daemon stopped)", target=True):
+            self.cold_ls = self.figures[-1].value
+            self.ls("warm ls", target=False)
+        else:
+            self.add(Figure("warm ls", None, "s", "skipped: cold ls got no answer"))
 
     def cleanup(self) -> None:
         """End every process carrying this TRAINTOP_HOME: writers, daemon, shims, workers."""
@@ -602,26 +633,12 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
           f"({len(plan.forks)} of them forks) + 1 run of {args.long_steps:,} steps x 1 key, "
           f"~{total:,} points; {len(plan.parts)} writer processes; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
-    cold: float | None = None
-    ours = None
     try:
-        bench.start_daemon()
-        bench.ingest()
-        bench.disk_size()
-        if bench.ls("cold ls (daemon stopped)", target=True):
-            cold = bench.figures[-1].value
-            bench.ls("warm ls", target=False)
-        else:
-            bench.add(Figure("warm ls", None, "s", "skipped: cold ls got no answer"))
-        bench.start_daemon()
-        ours = bench.load_ours()
-        if ours is None:
-            bench.restart_stuck_daemon()
-        bench.tui()
-        bench.export()
-        bench.rss()
-        bench.stop_daemon()
-        bench.tensorboard(cold, ours)
+        for step in bench.steps():
+            try:
+                step()
+            except Exception as exc:  # one broken step must not hide the others' figures
+                bench.note(f"{step.__name__} failed: {type(exc).__name__}: {exc}")
     finally:
         bench.cleanup()
         if args.keep:
