@@ -3,6 +3,9 @@
 Builds N runs x M steps x K keys (default 500 x 20,000 x 2, plus one run of
 100,000 steps x 1 key) in a temporary ``TRAINTOP_HOME`` and times what a user
 feels, then does the same with TensorBoard as the baseline, in the same run.
+Needs the ``bench`` extra (``.venv/bin/pip install -e '.[dev,bench]'``).
+``--quick`` is 20 runs x 2,000 steps, for CI; ``--runs/--steps/--keys`` set
+the size, ``--help`` lists the time limits.
 
 How the data gets in (the real ingest path, none of it bypassed): a daemon is
 started as a client starts it; a few writer processes (``bench/scale_parts.py
