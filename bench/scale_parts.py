@@ -190,15 +190,18 @@ def _say(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, "time": time.time(), **data}), flush=True)
 
 
-def _emphasized_points(app: Any, run_id: str) -> int:
-    """How many points the chart draws for the selected run ``run_id`` (0: none yet)."""
-    from textual.widget import Widget
+def _charted_points(app: Any, run_id: str) -> int:
+    """How many stored points the chart's curve of the selected ``run_id`` stands for.
 
-    for widget in app.query(Widget):
-        for series in getattr(widget, "series", None) or ():
-            label, xs = getattr(series, "label", ""), getattr(series, "xs", ())
-            if getattr(series, "emphasis", False) and str(label).startswith(run_id):
-                return len(xs)
+    The chart draws a screen-sized view (min/max per column, the EMA over every
+    point): the view says how many points it covers.
+    """
+    from tui.widgets.loss_chart import LossChart
+
+    for series in app.query_one(LossChart).series:
+        if series.emphasis and series.label.startswith(run_id):
+            view = app.feed.views.get(run_id)
+            return int(view.data["n"]) if view is not None else 0
     return 0
 
 
@@ -207,33 +210,32 @@ async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: fl
 
     Each of the two waits gives up after ``timeout`` seconds (exit status 1).
     """
-    from textual.widgets import DataTable
-
     from engine.paths import StatePaths
     from tui.app import TraintopApp
+    from tui.widgets.runs_table import RunsTable
 
     _say("imported")
     app = TraintopApp(paths=StatePaths(home), autostart=False)
     async with app.run_test(size=(160, 50)) as pilot:
-        table = app.query_one(DataTable)
+        table = app.query_one(RunsTable)
         deadline = time.monotonic() + timeout
-        while table.row_count < rows:
+        while len(table.order) < rows:
             if time.monotonic() > deadline:
-                _say("gave_up", waiting_for="rows", rows=table.row_count)
+                _say("gave_up", waiting_for="rows", rows=len(table.order))
                 return 1
             await pilot.pause(0.01)
         await pilot.pause()  # let the frame holding them be painted
-        _say("rows", rows=table.row_count)
-        table.move_cursor(row=table.get_row_index(run_id))
-        _say("selected", row=table.cursor_row)
+        _say("rows", rows=len(table.order))
+        table.select(run_id)
+        _say("selected", row=table.cursor)
         deadline = time.monotonic() + timeout
-        while _emphasized_points(app, run_id) < points:
+        while _charted_points(app, run_id) < points:
             if time.monotonic() > deadline:
-                _say("gave_up", waiting_for="chart", points=_emphasized_points(app, run_id))
+                _say("gave_up", waiting_for="chart", points=_charted_points(app, run_id))
                 return 1
             await pilot.pause(0.01)
         await pilot.pause()
-        _say("chart", points=_emphasized_points(app, run_id))
+        _say("chart", points=_charted_points(app, run_id))
     return 0
 
 

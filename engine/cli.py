@@ -286,22 +286,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a run's points page by page, so a run of millions of points streams out."""
+    """Write a run's points block by block, so a run of millions of points streams out."""
     with _client(args) as client:
         run = client.call("get_run", run=args.run)
-        pages = client.pages("metrics", "points", run=run["id"])
+        blocks = client.series_blocks(run["id"])
         out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
         try:
             if args.format == "csv":
                 writer = csv.writer(out)
                 writer.writerow(["run", "step", "key", "value", "time"])
-                for page in pages:
+                for block in blocks:
+                    key = block["key"]
                     writer.writerows(
-                        [run["id"], step, key, "" if value is None else repr(value), when]
-                        for step, key, value, when in page
+                        [run["id"], step, key, "" if value is None else repr(value), us / 1e6]
+                        for step, value, us in zip(
+                            block["steps"], block["values"], block["times_us"], strict=True
+                        )
                     )
             else:
-                _export_json(out, run, pages)
+                _export_json(out, run, blocks)
         finally:
             if out is not sys.stdout:
                 out.close()
@@ -314,18 +317,22 @@ EXPORT_FIELDS = (
 )
 
 
-def _export_json(out: TextIO, run: dict[str, Any], pages: Iterable[list[list[Any]]]) -> None:
+def _export_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
     """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
     meta = {k: run[k] for k in EXPORT_FIELDS}
     out.write('{"run": ' + json.dumps(meta) + ', "metrics": {')
     current: str | None = None
-    for page in pages:
-        for step, key, value, when in page:
-            if key != current:
-                out.write(("]" + ", " if current is not None else "") + json.dumps(key) + ": [")
-                first, current = True, key
-            out.write(("" if first else ", ") + json.dumps([step, value, when]))
-            first = False
+    for block in blocks:
+        times = [us / 1e6 for us in block["times_us"]]
+        points = zip(block["steps"], block["values"], times, strict=True)
+        if block["key"] != current:
+            if current is not None:
+                out.write("], ")
+            current = block["key"]
+            out.write(json.dumps(current) + ": [")
+        elif block["steps"]:
+            out.write(", ")
+        out.write(", ".join(json.dumps(list(p)) for p in points))
     out.write(("]" if current is not None else "") + "}}\n")
 
 

@@ -224,6 +224,12 @@ class Client:
         """Every point of a run (or of one key)."""
         return self.all_pages("metrics", "points", run=run, key=key)
 
+    def series_blocks(self, run: str, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """A run's points as ``{key, start, steps, values, times_us}`` blocks, key by key
+        (times in integer microseconds)."""
+        for page in self.pages("metrics", "series", run=run, key=key, columns=True):
+            yield from page
+
     def all_runs(self) -> list[dict[str, Any]]:
         """Every run, in creation order, as listed (with its latest metric values)."""
         return self.all_pages("list_runs", "runs")

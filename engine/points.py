@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from engine.chunks import CHUNK_POINTS, Point, decode, encode
+from engine.chunks import CHUNK_POINTS, Point, decode, decode_columns, encode, to_micros
 
 SCHEMA = """
 CREATE TABLE keys (
@@ -214,6 +214,60 @@ class Points:
             points = decode(data, int(n))
             yield points[max(0, start - int(i0)) :]
         yield self.loose(run, kid, start)
+
+    def iterate_columns(
+        self, run: int, kid: int, start: int = 0
+    ) -> Iterator[tuple[list[int], list[float | None], list[int]]]:
+        """Like ``iterate``, as (steps, values, times in microseconds) lists: no tuple per
+        point, and integer times, which JSON writes and reads far faster than floats."""
+        rows = self.db.execute(
+            "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 + n > ? "
+            "ORDER BY i0",
+            (run, kid, start),
+        ).fetchall()
+        for i0, n, data in rows:
+            skip = max(0, start - int(i0))
+            steps, values, times = decode_columns(data, int(n))
+            yield (
+                steps[skip:].tolist(),
+                [None if v != v else v for v in values[skip:]],
+                times[skip:].tolist(),
+            )
+        loose = self.loose(run, kid, start)
+        yield [p[0] for p in loose], [p[1] for p in loose], [to_micros(p[2]) for p in loose]
+
+    def column_page(
+        self, run: int, key: str | None, start: tuple[str, int] | None, max_points: int
+    ) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+        """A page of points as one ``{key, start, steps, values, times_us}`` per key.
+
+        The compact form for loading whole series (about a third of the bytes of
+        point rows, and far fewer objects to encode and decode).
+        """
+        names = self._names(run)
+        keys = sorted((name, kid) for kid, name in names.items() if key in (None, name))
+        out: list[dict[str, Any]] = []
+        left = max_points
+        for name, kid in keys:
+            if start is not None and name < start[0]:
+                continue
+            first = start[1] if start is not None and name == start[0] else 0
+            steps: list[int] = []
+            values: list[float | None] = []
+            times: list[int] = []
+            for block in self.iterate_columns(run, kid, first):
+                take = min(left, len(block[0]))
+                steps += block[0][:take]
+                values += block[1][:take]
+                times += block[2][:take]
+                left -= take
+                if left == 0:
+                    break
+            out.append({"key": name, "start": first, "steps": steps, "values": values,
+                        "times_us": times})
+            if left == 0:  # the next page may find nothing more: it then says so
+                return out, (name, first + len(steps))
+        return out, None
 
     def count(self, run: int) -> int:
         row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()

@@ -40,6 +40,8 @@ from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_
 LOG_CHUNK = 256 * 1024
 # Points per 'metrics' reply at most (the store also bounds a page's bytes).
 METRICS_PAGE = 25_000
+# Points per columns reply: ~45 bytes each in JSON (at most ~70: 2.8 MB, under the cap).
+COLUMNS_PAGE = 40_000
 # A 'list_runs' page: at most this many runs and about this many bytes of JSON.
 RUNS_PAGE = 200
 RUNS_PAGE_BYTES = 1024 * 1024
@@ -248,6 +250,13 @@ class Engine:
         ):
             raise RequestError("bad_request", "cursor must be [key, index] from a previous page")
         start = None if cursor is None else (cursor[0], cursor[1])
+        if _param(params, "columns", bool, False):
+            if after is not None:
+                raise RequestError("bad_request", "after_step goes with point rows, not columns")
+            series, following = self.db.points.column_page(
+                self.db.rid(run["id"]), key, start, COLUMNS_PAGE
+            )
+            return {"series": series, "next": None if following is None else list(following)}
         points, following = self.db.metrics(run["id"], key, after, start, METRICS_PAGE)
         return {"points": points, "next": None if following is None else list(following)}
 

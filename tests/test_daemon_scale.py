@@ -120,21 +120,23 @@ def test_every_run_is_listed_in_pages_under_the_frame_cap(engine: Engine) -> Non
 
 
 def test_export_of_long_names_streams_every_point(engine: Engine) -> None:
-    """5 long-named keys x 6,000 steps could not be exported when a reply held every point."""
+    """5 long-named keys x 10,000 steps: once too big for one reply, now several pages."""
     engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store(engine.paths.store)
     _stored_run(store, "abc234", "wide")
     keys = [f"{'k' * 190}{i}" for i in range(5)]
-    store.add_metrics("abc234", [[s, k, s / 7, 1.0] for s in range(6000) for k in keys], 0, 6000)
+    store.add_metrics("abc234", [[s, k, s / 7, 1.0] for s in range(10_000) for k in keys], 0, 1)
     store.close()
     result = engine.cli("export", "abc234", "--format", "json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert sorted(data["metrics"]) == keys
-    assert all(len(points) == 6000 for points in data["metrics"].values())
-    assert data["metrics"][keys[3]][-1] == [5999, 5999 / 7, 1.0]
+    for points in data["metrics"].values():
+        assert [p[0] for p in points] == list(range(10_000))
+    assert data["metrics"][keys[3]][-1] == [9999, 9999 / 7, 1.0]
     csv_lines = engine.cli("export", "abc234").out.splitlines()
-    assert len(csv_lines) == 1 + 30_000
+    assert len(csv_lines) == 1 + 50_000
+    assert csv_lines[-1] == f"abc234,9999,{keys[4]},{9999 / 7!r},1.0"
 
 
 def test_a_stored_name_with_an_escape_is_shown_escaped(engine: Engine) -> None:

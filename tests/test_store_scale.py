@@ -277,3 +277,23 @@ def test_a_table_ema_from_the_last_points_matches_the_whole_series(
     whole = ema_debiased([*(p[2] for p in points), 1.5], weight)[-1]
     assert ema.extend([1.5])[-1] == pytest.approx(whole, rel=1e-12)
     assert tail_ema(store.points, store.rid("abc234"), "nosuchkey", weight) is None
+
+
+@pytest.mark.parametrize("page", [7, 700, CHUNK_POINTS, 100_000])
+def test_column_pages_give_every_point_once(tmp_path: Path, page: int) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    points = _loss_curve(2 * CHUNK_POINTS + 50) + [[s, "acc", None, 5.0] for s in range(30)]
+    store.add_metrics("abc234", points, 1, None)
+    rid, cursor, got = store.rid("abc234"), None, []
+    while True:
+        blocks, cursor = store.points.column_page(rid, None, cursor, page)
+        for block in blocks:
+            got += [(s, block["key"], v, t / 1e6) for s, v, t in
+                    zip(block["steps"], block["values"], block["times_us"], strict=True)]
+        if cursor is None:
+            break
+    stored = store.all_metrics("abc234")
+    assert [(p[0], p[1], p[2]) for p in got] == [(p[0], p[1], p[2]) for p in stored]
+    assert all(abs(g[3] - s[3]) < 1e-6 for g, s in zip(got, stored, strict=True))  # to the us
+    assert len(got) == len(points)

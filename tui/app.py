@@ -43,7 +43,7 @@ from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
 STREAM_EVERY_S = 1.0  # cells and curves that move with training repaint at most this often
-FOLLOW_AFTER_S = 0.12  # the chart follows the cursor once it has rested this long
+FOLLOW_AFTER_S = 0.08  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 
@@ -251,8 +251,12 @@ class TraintopApp(RunActions):
             changed = False
             for run_id in self.feed.due(self._shown_family, request):
                 changed = await self.feed.fetch(run_id, request) or changed
-            if changed:
-                self._chart_now = True
+            if changed:  # drawn now, not at the next refresh tick: a selection shows at once
+                self._chart_now = False
+                self._chart_at = time.monotonic()
+                self._draw_chart()
+        except NoMatches:  # the app is shutting down
+            pass
         except (EngineError, EngineUnavailable):
             pass
         finally:
