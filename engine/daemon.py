@@ -305,8 +305,9 @@ class Daemon:
 
     async def _tick_forever(self) -> None:
         while not self.stopping.is_set():
+            behind = False
             try:
-                self.supervisor.tick()
+                behind = self.supervisor.tick()
                 self._publish_logs()
                 self.live_workers = [
                     (live.run_id, live.pid, live.pgid)
@@ -315,8 +316,9 @@ class Daemon:
                 ]
             except Exception:
                 log.exception("tick failed")
+            # Behind (a backlog of spools): go on at once, after the loop has had its turn.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), TICK_SECONDS)
+                await asyncio.wait_for(self.stopping.wait(), 0 if behind else TICK_SECONDS)
 
     async def serve(self) -> None:
         """Serve until ``shutdown`` or SIGTERM/SIGINT; runs are left running."""

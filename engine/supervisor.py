@@ -52,8 +52,10 @@ STDERR_TAIL_LINES = 20
 EVENT_POINTS = 10_000
 # Longer metric names are refused: they would swell every page and event they are in.
 MAX_KEY_LENGTH = 200
-# The most of one run's spool read in one tick (the rest waits for the next tick).
-SPOOL_READ_BYTES = 4 * 1024 * 1024
+# The most of one run's spool read at once (~8k points, ~50 ms to store).
+SPOOL_READ_BYTES = 512 * 1024
+# About how long one tick may work before the daemon answers requests again.
+TICK_BUDGET_S = 0.05
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Supervisor:
         self.publish = publish
         self.live: dict[str, LiveRun] = {}
         self._next_import = 0.0
+        self._next_run = 0  # where the next tick starts, after one that ran out of time
 
     # -- starting -----------------------------------------------------------
 
@@ -277,31 +280,47 @@ class Supervisor:
 
     # -- following ----------------------------------------------------------
 
-    def tick(self) -> None:
-        """Read what every live run wrote since the last tick, and act on it."""
+    def tick(self, budget: float = TICK_BUDGET_S) -> bool:
+        """Read what live runs wrote since the last tick, and act on it.
+
+        Works for about ``budget`` seconds, then stops so the daemon can answer
+        requests; the next tick starts with the run this one did not reach.
+        Returns True when it stopped with work left (call again soon).
+        """
+        deadline = time.monotonic() + budget
         if time.monotonic() >= self._next_import:
             self._next_import = time.monotonic() + IMPORT_INTERVAL
             try:
                 import_offline_runs(self.paths, self.store, self.follow_attached)
             except Exception:
                 log.exception("importing offline runs failed")
-        for run_id in list(self.live):
-            live = self.live[run_id]
+        order = list(self.live)
+        first = self._next_run % len(order) if order else 0
+        for done, run_id in enumerate(order[first:] + order[:first]):
+            if done and time.monotonic() > deadline:
+                self._next_run = first + done
+                return True
+            live = self.live.get(run_id)
+            if live is None:  # ended by another run's record (a fork's parent) this tick
+                continue
             try:
                 self._follow(live)
             except Exception:
                 log.exception("following run %s failed", run_id)
+        self._next_run = 0
+        return time.monotonic() > deadline
 
     def _follow(self, live: LiveRun) -> None:
         if live.shim is not None:
             live.shim.poll()  # reap it once it is done, so no zombie stays
         if live.pid is None:
             self._read_worker_file(live)
-        self._read_spool(live)
+        drained = self._read_spool(live)
         exit_info = read_json(live.rundir.exit)
         if isinstance(exit_info, dict) and exit_info.get("generation") == live.generation:
-            self._read_spool(live)
-            self._finish(live, int(exit_info.get("returncode", -1)))
+            # Every point it wrote is stored first (a long backlog takes a few ticks).
+            if drained and self._read_spool(live):
+                self._finish(live, int(exit_info.get("returncode", -1)))
             return
         now = time.monotonic()
         if live.pid is None:
@@ -349,19 +368,24 @@ class Supervisor:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
 
-    def _read_spool(self, live: LiveRun) -> None:
+    def _read_spool(self, live: LiveRun) -> bool:
+        """Store what the run's spool holds past the stored offset, up to a bound.
+
+        True when the spool is read to its end (False: a backlog remains for the
+        next tick; bounded so that one run's backlog never stalls the daemon).
+        """
         try:
             with open(live.rundir.spool, "rb") as f:
                 f.seek(live.spool_offset)
-                # Bounded, so a backlog (a daemon that was down a while) never stalls a tick.
                 data = f.read(SPOOL_READ_BYTES)
                 if len(data) == SPOOL_READ_BYTES and b"\n" not in data:
                     data += f.readline()  # one record longer than the bound: take it whole
         except FileNotFoundError:
-            return
+            return True
+        drained = len(data) < SPOOL_READ_BYTES
         end = data.rfind(b"\n")
         if end < 0:
-            return
+            return drained
         points: list[list[Any]] = []
         for raw in data[: end + 1].splitlines():
             try:
@@ -383,6 +407,7 @@ class Supervisor:
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
             )
+        return drained
 
     def _on_record(self, live: LiveRun, record: dict[str, Any]) -> None:
         kind = record.get("t")
