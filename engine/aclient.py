@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 from engine import protocol
-from engine.client import EngineError, EngineUnavailable, check_start_error, start_daemon
+from engine.client import EngineError, EngineUnavailable, start_daemon, wait_deadline
 from engine.paths import StatePaths, state_home
 
 START_TIMEOUT = 15.0
@@ -48,7 +48,7 @@ class AsyncClient:
                 await self._open()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                check_start_error(self.paths)
+                deadline = wait_deadline(self.paths, deadline, loop.time())
                 await asyncio.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 
@@ -101,16 +101,24 @@ class AsyncClient:
         self._writer.write(protocol.encode({"id": request_id, "method": method, "params": params}))
         return await future
 
-    async def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
-        """Every point of a run (or of one key), fetched page by page."""
-        points: list[list[Any]] = []
-        after = None
+    async def all_pages(self, method: str, items: str, **params: Any) -> list[Any]:
+        """Every item of a paged reply (``metrics``, ``list_runs``), fetched page by page."""
+        found: list[Any] = []
+        cursor = None
         while True:
-            page = await self.call("metrics", run=run, key=key, after=after)
-            if not page:
-                return points
-            points += page
-            after = [page[-1][1], page[-1][0]]
+            page = await self.call(method, **params, cursor=cursor)
+            found += page[items]
+            cursor = page["next"]
+            if cursor is None:
+                return found
+
+    async def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
+        """Every point of a run (or of one key)."""
+        return await self.all_pages("metrics", "points", run=run, key=key)
+
+    async def all_runs(self) -> list[dict[str, Any]]:
+        """Every run, in creation order, as listed (with its latest metric values)."""
+        return await self.all_pages("list_runs", "runs")
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from engine.paths import StatePaths, read_json
-from engine.runs import RunState
+from engine.runs import RunState, name_from
 from engine.store import Store
 
 ATTACH_PREFIX = "attach:"
@@ -88,7 +88,7 @@ def create_attached_run(
     base = info.get("name") or _command_name(argv)
     run = {
         "id": run_id,
-        "name": free_name(store, "-".join(str(base).split())),
+        "name": free_name(store, name_from(str(base), "attached")),
         "workload": attach_workload(argv),
         "config": config,
         "state": RunState.STARTING.value,

@@ -13,8 +13,8 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TextIO
 
 from engine.client import Client, EngineError, EngineUnavailable
 from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
@@ -24,6 +24,7 @@ from engine.format import (
     host_lines,
     run_line_values,
     run_usage_rows,
+    shown,
 )
 from engine.linger import logout_warning
 
@@ -87,7 +88,7 @@ def _report_new(args: argparse.Namespace, run: dict[str, Any], line: str) -> int
 def _fail_if_failed(run: dict[str, Any]) -> int:
     if run["state"] == "failed":
         print(
-            f"traintop: run {run['id']} ({run['name']}) failed: {run['exit_reason']} "
+            f"traintop: run {run['id']} ({shown(run['name'])}) failed: {run['exit_reason']} "
             f"(see 'traintop logs {run['id']} --stderr')",
             file=sys.stderr,
         )
@@ -97,7 +98,7 @@ def _fail_if_failed(run: dict[str, Any]) -> int:
 
 def _describe(run: dict[str, Any]) -> str:
     step = f"step {run['step']}" + (f"/{run['total_steps']}" if run["total_steps"] else "")
-    return f"{run['id']} ({run['name']}) {run['state']} at {step} on {run['device']}"
+    return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
 
 
 # -- commands ------------------------------------------------------------------
@@ -139,13 +140,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])  # a first metric, an exit, or 5 s
-    line = f"started {run['id']} ({run['name']}) {run['state']}: {' '.join(command)}"
+    line = f"started {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
     return _report_new(args, run, line)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        runs = client.call("list_runs")
+        runs = client.all_runs()
     if args.json:
         print(json.dumps(runs))
         return 0
@@ -164,7 +165,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(run))
         return 0
     lines = [
-        f"run       {run['id']}  {run['name']}",
+        f"run       {run['id']}  {shown(run['name'])}",
         f"state     {run['state']}" + (" (memory released)" if run["released"] else ""),
         f"workload  {run['workload']}",
         f"device    {run['device']}",
@@ -191,7 +192,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run["exit_reason"]:
         lines.append(f"exit      {run['exit_reason']} (code {run['exit_code']})")
     lines.append(f"dir       {run['dir']}")
-    lines.append("events")
+    hidden = run["event_count"] - len(run["events"])
+    lines.append("events" + (f" (the latest {len(run['events'])} of {run['event_count']})"
+                             if hidden else ""))
     for event in run["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
         lines.append(f"  {when}  {event['state']:<9} {event['reason']}")
@@ -254,7 +257,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
             2 * args.grace + 10,  # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         )
     print(
-        f"killed {run['id']} ({run['name']})"
+        f"killed {run['id']} ({shown(run['name'])})"
         if run["state"] == "killed"
         else f"{run['id']} is {run['state']}"
     )
@@ -283,41 +286,47 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's points page by page, so a run of millions of points streams out."""
     with _client(args) as client:
         run = client.call("get_run", run=args.run)
-        points = client.all_metrics(run["id"])
-    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        if args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(["run", "step", "key", "value", "time"])
-            for step, key, value, when in points:
-                writer.writerow([run["id"], step, key, "" if value is None else repr(value), when])
-        else:
-            series: dict[str, list[list[Any]]] = {}
-            for step, key, value, when in points:
-                series.setdefault(key, []).append([step, value, when])
-            meta = {
-                k: run[k]
-                for k in (
-                    "id",
-                    "name",
-                    "workload",
-                    "config",
-                    "state",
-                    "parent_id",
-                    "fork_step",
-                    "device",
-                    "step",
-                    "total_steps",
-                )
-            }
-            json.dump({"run": meta, "metrics": series}, out)
-            out.write("\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        pages = client.pages("metrics", "points", run=run["id"])
+        out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            if args.format == "csv":
+                writer = csv.writer(out)
+                writer.writerow(["run", "step", "key", "value", "time"])
+                for page in pages:
+                    writer.writerows(
+                        [run["id"], step, key, "" if value is None else repr(value), when]
+                        for step, key, value, when in page
+                    )
+            else:
+                _export_json(out, run, pages)
+        finally:
+            if out is not sys.stdout:
+                out.close()
     return 0
+
+
+EXPORT_FIELDS = (
+    "id", "name", "workload", "config", "state", "parent_id", "fork_step", "device", "step",
+    "total_steps",
+)
+
+
+def _export_json(out: TextIO, run: dict[str, Any], pages: Iterable[list[list[Any]]]) -> None:
+    """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
+    meta = {k: run[k] for k in EXPORT_FIELDS}
+    out.write('{"run": ' + json.dumps(meta) + ', "metrics": {')
+    current: str | None = None
+    for page in pages:
+        for step, key, value, when in page:
+            if key != current:
+                out.write(("]" + ", " if current is not None else "") + json.dumps(key) + ": [")
+                first, current = True, key
+            out.write(("" if first else ", ") + json.dumps([step, value, when]))
+            first = False
+    out.write(("]" if current is not None else "") + "}}\n")
 
 
 def _latest_sample(client: Client) -> dict[str, Any] | None:
@@ -335,7 +344,7 @@ def _sample_and_names(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
     """The latest telemetry sample and every run's name, for ``gpu`` and ``top``."""
     with _client(args) as client:
         sample = _latest_sample(client)
-        names = {r["id"]: r["name"] for r in client.call("list_runs")}
+        names = {r["id"]: r["name"] for r in client.all_runs()}
     if sample is None:
         raise EngineError("no_sample", "no telemetry sample yet; try again in a second")
     return sample, names

@@ -8,11 +8,13 @@ outlives this terminal) and waits for the socket.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from engine import protocol
@@ -68,6 +70,37 @@ def check_start_error(paths: StatePaths) -> None:
     raise EngineUnavailable(f"the traintop engine could not start: {reason}")
 
 
+def upgrade_under_way(paths: StatePaths) -> str | None:
+    """What a starting daemon is upgrading (it may take minutes once), or None.
+
+    Clients keep waiting for the socket while this says something.
+    """
+    try:
+        pid, _, what = paths.upgrading.read_text().partition(" ")
+        os.kill(int(pid), 0)  # a daemon that died mid-way leaves a stale note
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return what.strip()
+
+
+def wait_deadline(
+    paths: StatePaths, deadline: float, now: float, said: set[str] | None = None
+) -> float:
+    """The start deadline, pushed on while the daemon upgrades the store.
+
+    With ``said``, the upgrade is told once on stderr (a TUI passes None: its
+    screen owns the terminal).
+    """
+    check_start_error(paths)
+    what = upgrade_under_way(paths)
+    if what is None:
+        return deadline
+    if said is not None and what not in said:
+        said.add(what)
+        print(f"traintop: {what}; this happens once", file=sys.stderr)
+    return max(deadline, now + START_TIMEOUT)
+
+
 class Client:
     """One connection to the daemon: requests, and optionally an event stream."""
 
@@ -100,12 +133,13 @@ class Client:
                 raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
         start_daemon(self.paths)
         deadline = time.monotonic() + timeout
+        said: set[str] = set()
         while time.monotonic() < deadline:
             try:
                 self._connect_once()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                check_start_error(self.paths)
+                deadline = wait_deadline(self.paths, deadline, time.monotonic(), said)
                 time.sleep(0.05)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 
@@ -172,16 +206,27 @@ class Client:
                 raise EngineError(str(error.get("code")), str(error.get("message")))
             return message.get("result")
 
-    def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
-        """Every point of a run (or of one key), fetched page by page."""
-        points: list[list[Any]] = []
-        after = None
+    def pages(self, method: str, items: str, **params: Any) -> Iterator[list[Any]]:
+        """The pages of a paged reply (``metrics``, ``list_runs``), each as it arrives."""
+        cursor = None
         while True:
-            page = self.call("metrics", run=run, key=key, after=after)
-            if not page:
-                return points
-            points += page
-            after = [page[-1][1], page[-1][0]]
+            page = self.call(method, **params, cursor=cursor)
+            yield page[items]
+            cursor = page["next"]
+            if cursor is None:
+                return
+
+    def all_pages(self, method: str, items: str, **params: Any) -> list[Any]:
+        """Every item of a paged reply."""
+        return [item for page in self.pages(method, items, **params) for item in page]
+
+    def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
+        """Every point of a run (or of one key)."""
+        return self.all_pages("metrics", "points", run=run, key=key)
+
+    def all_runs(self) -> list[dict[str, Any]]:
+        """Every run, in creation order, as listed (with its latest metric values)."""
+        return self.all_pages("list_runs", "runs")
 
     def subscribe(self, topics: list[str], runs: list[str] | None = None) -> Any:
         return self.call("subscribe", topics=topics, runs=runs)

@@ -8,6 +8,7 @@ for its whole life, so a second daemon on the same directory exits at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -22,14 +23,18 @@ from typing import IO, Any
 
 from engine import protocol
 from engine.paths import StatePaths, ensure_private_dir, state_home
-from engine.service import Engine, RequestError
-from engine.store import Store, StoreError
+from engine.service import READS, Engine, RequestError
+from engine.store import Store, StoreError, store_upgrade
 from engine.supervisor import Supervisor
 from engine.telemetry_feed import TelemetryFeed
 
 log = logging.getLogger("traintop.daemon")
 
 TICK_SECONDS = 0.1
+# Threads answering read requests, each with its own read-only store connection.
+READER_THREADS = 4
+# How often (in SQLite VM steps) a reader checks whether the daemon is stopping.
+PROGRESS_STEPS = 10_000
 # A subscriber that lets this much pile up unread is dropped rather than grow memory.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 TOPICS = ("runs", "metrics", "logs", "telemetry")
@@ -83,7 +88,12 @@ class Connection:
             log.warning("dropping a subscriber that stopped reading")
             self.writer.transport.abort()  # close() would keep the backlog until it drains
             return False
-        self.writer.write(protocol.encode(message))
+        try:
+            frame = protocol.encode(message)
+        except protocol.ProtocolError as exc:  # never expected: events are bounded at the source
+            log.error("dropped an event over the frame cap: %s", exc)
+            return False
+        self.writer.write(frame)
         return True
 
 
@@ -102,6 +112,17 @@ class Daemon:
         self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
         self.connections: set[Connection] = set()
         self.stopping = asyncio.Event()
+        self.engine.interrupted = self.stopping.is_set
+        self.readers = concurrent.futures.ThreadPoolExecutor(
+            READER_THREADS, "traintop-reader", initializer=self._open_reader
+        )
+
+    def _open_reader(self) -> None:
+        self.engine.open_reader()
+        # A query still running when the daemon stops is abandoned at once.
+        self.engine.db.db.set_progress_handler(
+            lambda: int(self.stopping.is_set()), PROGRESS_STEPS
+        )
 
     # -- events -------------------------------------------------------------
 
@@ -208,7 +229,7 @@ class Daemon:
                 message = await self._read_frame(reader, conn)
                 if message is None:
                     return
-                self._answer(conn, message)
+                await self._answer(conn, message)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -245,7 +266,7 @@ class Daemon:
             except protocol.ProtocolError as exc:
                 conn.send(_error(None, "bad_frame", str(exc)))
 
-    def _answer(self, conn: Connection, message: dict[str, Any]) -> None:
+    async def _answer(self, conn: Connection, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         if not isinstance(request_id, int | str) or isinstance(request_id, bool):
             conn.send(_error(None, "bad_request", "a request needs an integer or string id"))
@@ -258,16 +279,27 @@ class Daemon:
         try:
             if method == "subscribe":
                 result = self._subscribe(conn, params)
+            elif method in READS:
+                # Reads run on reader threads: the loop goes on ingesting and answering.
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self.readers, self.engine.read, method, params
+                )
             else:
                 result = self.engine.handle(method, params)
+            reply = {"id": request_id, "result": result}
+            conn.send(reply)
         except RequestError as exc:
             conn.send(_error(request_id, exc.code, exc.message))
-            return
+        except protocol.ProtocolError as exc:  # a reply over the frame cap: a bug, said plainly
+            log.error("reply to %s too large: %s", method, exc)
+            conn.send(_error(request_id, "internal", f"reply too large: {exc}"))
         except Exception as exc:
+            if self.stopping.is_set():
+                conn.send(_error(request_id, "stopping", "the engine is stopping"))
+                return
             log.exception("request %s failed", method)
             conn.send(_error(request_id, "internal", f"internal error: {exc}"))
-            return
-        conn.send({"id": request_id, "result": result})
 
     # -- life ---------------------------------------------------------------
 
@@ -308,6 +340,9 @@ class Daemon:
         ticker = asyncio.create_task(self._tick_forever())
         self.telemetry.start(loop)
         await self.stopping.wait()
+        for reader in list(self.engine.readers):
+            reader.db.interrupt()
+        self.readers.shutdown(wait=False, cancel_futures=True)
         self.telemetry.stop()
         server.close()
         for conn in list(self.connections):
@@ -339,7 +374,14 @@ def run_daemon(paths: StatePaths) -> int:
         print(exc, file=sys.stderr)
         return 0
     try:
-        daemon = Daemon(paths)
+        upgrade = store_upgrade(paths.store)
+        if upgrade:
+            log.info("%s", upgrade)
+            paths.upgrading.write_text(f"{os.getpid()} {upgrade}\n")
+        try:
+            daemon = Daemon(paths)
+        finally:
+            paths.upgrading.unlink(missing_ok=True)
     except StoreError as exc:
         print(f"traintop engine: {exc}", file=sys.stderr)
         paths.start_error.write_text(f"{exc}\n")

@@ -40,7 +40,7 @@ def _free_name(runs: list[dict[str, Any]], base: str) -> str:
 
 def start_demo(client: Client) -> list[dict[str, Any]]:
     """Start the demo runs that are not running already; returns the live demo runs."""
-    runs: list[dict[str, Any]] = client.call("list_runs")
+    runs: list[dict[str, Any]] = client.all_runs()
     for base, overrides in DEMO_RUNS.items():
         if _active(runs, base) is None:
             runs.append(
@@ -68,7 +68,7 @@ def fork_request(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def maybe_fork(client: Client) -> dict[str, Any] | None:
     """Fork the demo's middle run once it is time; returns the fork, if made now."""
-    request = fork_request(client.call("list_runs"))
+    request = fork_request(client.all_runs())
     if request is None:
         return None
     fork: dict[str, Any] = client.call("fork", **request)

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
+
+# Names longer than this are cut when shown in a table (stores from before names had a limit).
+SHOWN_NAME = 60
+
+
+def shown(text: str, limit: int | None = None) -> str:
+    """``text`` safe for a terminal: control characters escaped, cut to ``limit`` with an ellipsis.
+
+    A run name or metric key comes from users and scripts; an escape sequence in
+    one must not reach the terminal as a command.
+    """
+    safe = "".join(
+        c if not unicodedata.category(c).startswith("C") else repr(c)[1:-1] for c in text
+    )
+    if limit is not None and len(safe) > limit:
+        return safe[: limit - 1] + "…"
+    return safe
 
 
 def format_number(value: Any) -> str:
@@ -23,7 +41,7 @@ def run_line_values(run: dict[str, Any]) -> list[str]:
     if run["parent_id"]:
         parent = run["parent_id"] + (f"@{run['fork_step']}" if run["fork_step"] is not None else "")
     loss = format_number(run.get("last", {}).get("loss"))
-    return [run["id"], run["name"], state, step, loss, run["device"], parent]
+    return [run["id"], shown(run["name"], SHOWN_NAME), state, step, loss, run["device"], parent]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -92,6 +92,11 @@ class StatePaths:
         return self.home / "engine.error"
 
     @property
+    def upgrading(self) -> Path:
+        """Present while a starting daemon migrates the store: "<pid> <what it does>"."""
+        return self.home / "engine.upgrading"
+
+    @property
     def runs(self) -> Path:
         return self.home / "runs"
 

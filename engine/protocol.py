@@ -18,7 +18,7 @@ import math
 import struct
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HELLO = "traintop"
 MAX_FRAME = 4 * 1024 * 1024
 _HEADER = struct.Struct(">I")

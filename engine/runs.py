@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from enum import StrEnum
 
 # Lower-case letters and digits without the easily confused 0/o, 1/l.
@@ -28,6 +29,29 @@ class RunState(StrEnum):
 
 class ActionError(Exception):
     """A request that is well-formed but not possible now (wrong state, unknown run)."""
+
+
+# Names show in a table column, in paths and in every reply about a run.
+MAX_NAME_LENGTH = 100
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run, or None if it can."""
+    if not name.strip() or any(c.isspace() for c in name):
+        return f"invalid run name {name[:MAX_NAME_LENGTH]!r}: it must be one word"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"run name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        return f"invalid run name {name!r}: it holds control characters"
+    return None
+
+
+def name_from(text: str, fallback: str = "run") -> str:
+    """A valid name base made from a script or command name (controls dropped, cut short)."""
+    kept = "".join(
+        c for c in "-".join(text.split()) if not unicodedata.category(c).startswith("C")
+    )
+    return kept[: MAX_NAME_LENGTH - 8] or fallback  # room for a "-12345" suffix
 
 
 def new_run_id() -> str:

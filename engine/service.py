@@ -6,9 +6,12 @@ so a refused request changes nothing stored.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +28,27 @@ from engine.runs import (
     RunState,
     check_action,
     check_wrapped_action,
+    name_from,
+    name_problem,
     new_run_id,
 )
 from engine.store import Store
 from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
+from engine.views import AXES, MAX_BUCKETS, MAX_TAIL, EmaCache, series_view, tail_ema
 from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_defaults
 
 LOG_CHUNK = 256 * 1024
-# Points per 'metrics' reply: ~50 bytes each in JSON, well under the frame cap.
+# Points per 'metrics' reply at most (the store also bounds a page's bytes).
 METRICS_PAGE = 25_000
+# A 'list_runs' page: at most this many runs and about this many bytes of JSON.
+RUNS_PAGE = 200
+RUNS_PAGE_BYTES = 1024 * 1024
+# The latest state changes a 'get_run' reply carries (a run paused a million times...).
+SHOWN_EVENTS = 200
+# Requests that only read: answered on reader threads, never on the event loop.
+READS = frozenset(
+    {"ping", "status", "list_runs", "get_run", "metrics", "series", "read_log", "workloads"}
+)
 # What SQLite can store as an integer.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -67,6 +82,13 @@ def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) ->
     return value
 
 
+def _number(value: Any) -> bool:
+    """A finite JSON number (not true/false)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
 def _check_steps(config: dict[str, Any]) -> None:
     steps = config.get("steps")
     if isinstance(steps, int) and not isinstance(steps, bool) and steps <= 0:
@@ -88,6 +110,11 @@ class Engine:
         self.store = store
         self.supervisor = supervisor
         self.started = time.time()
+        self._local = threading.local()
+        self.readers: list[Store] = []
+        self.ema_cache = EmaCache()
+        # Set by the daemon: true once it is stopping, so long reads give up.
+        self.interrupted: Callable[[], bool] = lambda: False
         self.gpus = list_gpus()
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self.ping,
@@ -101,10 +128,16 @@ class Engine:
             "fork": self.fork,
             "kill": self.kill,
             "metrics": self.metrics,
+            "series": self.series,
             "read_log": self.read_log,
             "workloads": self.workloads,
             "attach": self.attach,
         }
+
+    def read(self, method: str, params: dict[str, Any]) -> Any:
+        """Answer a read-only request (on a reader thread) from one snapshot of the store."""
+        with self.db.snapshot():
+            return self.handle(method, params)
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
         """Run one request; raises RequestError for anything the caller got wrong."""
@@ -118,13 +151,25 @@ class Engine:
         except (ConfigError, WorkloadError, DeviceError) as exc:
             raise RequestError("bad_config", str(exc)) from None
 
+    def open_reader(self) -> None:
+        """Give the calling thread a read-only store (a reader thread's initializer)."""
+        reader = Store.reader(self.store.path)
+        self._local.store = reader
+        self.readers.append(reader)
+
+    @property
+    def db(self) -> Store:
+        """The calling thread's store: its reader on a reader thread, else the writer."""
+        store: Store | None = getattr(self._local, "store", None)
+        return store if store is not None else self.store
+
     # -- lookups ------------------------------------------------------------
 
     def resolve(self, ref: Any) -> dict[str, Any]:
         """The run named ``ref``, or whose id starts with it; one clear error otherwise."""
         if not isinstance(ref, str) or not ref:
             raise RequestError("bad_request", "a run id or name is required")
-        matches = self.store.match_runs(ref)
+        matches = self.db.match_runs(ref)
         if not matches:
             raise RequestError("not_found", f"no run matches {ref!r}")
         if len(matches) > 1:
@@ -134,20 +179,14 @@ class Engine:
 
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
         """A run as listed: its row plus the latest value of each metric."""
-        last = self.supervisor.last_values.get(run["id"])
-        if last is None:
-            last = self.store.last_values(run["id"])
-            self.supervisor.last_values[run["id"]] = last
-        return {**run, "last": last}
+        return {**run, "last": self.db.last_values(run["id"])}
 
     def ping(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "time": time.time()}
 
     def status(self, params: dict[str, Any]) -> dict[str, Any]:
-        runs = self.store.list_runs()
-        counts: dict[str, int] = {}
-        for run in runs:
-            counts[run["state"]] = counts.get(run["state"], 0) + 1
+        rows = self.db.db.execute("SELECT state, count(*) FROM runs GROUP BY state")
+        counts = {str(state): int(n) for state, n in rows}
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -158,37 +197,83 @@ class Engine:
             "gpus": len(self.gpus),
         }
 
-    def list_runs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [self.summary(r) for r in self.store.list_runs()]
+    def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A page of runs in creation order; ``next`` is the ``cursor`` of the next page."""
+        after = _param(params, "cursor", int, 0)
+        smoothing = params.get("smoothing")
+        ema_key = _param(params, "ema_key", str, "loss")
+        if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
+            raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
+        runs: list[dict[str, Any]] = []
+        budget = RUNS_PAGE_BYTES
+        for rid, run in self.db.runs_after(after, RUNS_PAGE):
+            summary = self.summary(run)
+            if smoothing is not None:
+                summary["ema"] = tail_ema(self.db.points, rid, ema_key, smoothing)
+            budget -= len(json.dumps(summary, default=str))
+            if runs and budget < 0:
+                return {"runs": runs, "next": after}
+            runs.append(summary)
+            after = rid
+        return {"runs": runs, "next": after if len(runs) == RUNS_PAGE else None}
 
     def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))
-        children = [r["id"] for r in self.store.list_runs() if r["parent_id"] == run["id"]]
         return {
             **self.summary(run),
-            "events": self.store.events(run["id"]),
-            "children": children,
+            "events": self.db.events(run["id"], SHOWN_EVENTS),
+            "event_count": self.db.event_count(run["id"]),
+            "children": self.db.children(run["id"]),
             "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
         }
 
-    def metrics(self, params: dict[str, Any]) -> list[Any]:
+    def metrics(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))
         key = _param(params, "key", str, None)
         after = _param(params, "after_step", int, None)
         last = _param(params, "last", int, None)
-        if last is not None and (key is None or not 1 <= last <= METRICS_PAGE):
-            raise RequestError("bad_request", f"last needs a key and must be 1 to {METRICS_PAGE}")
-        cursor = params.get("after")
+        if last is not None:
+            if key is None or not 1 <= last <= METRICS_PAGE:
+                raise RequestError(
+                    "bad_request", f"last needs a key and must be 1 to {METRICS_PAGE}"
+                )
+            return {"points": self.db.last_metrics(run["id"], key, last), "next": None}
+        cursor = params.get("cursor")
         if cursor is not None and not (
             isinstance(cursor, list)
             and len(cursor) == 2
             and isinstance(cursor[0], str)
             and type(cursor[1]) is int
-            and _INT64_MIN <= cursor[1] <= _INT64_MAX
+            and 0 <= cursor[1] <= _INT64_MAX
         ):
-            raise RequestError("bad_request", "after must be [key, step]")
-        page_after = None if cursor is None else (cursor[0], cursor[1])
-        return self.store.metrics(run["id"], key, after, last, page_after, METRICS_PAGE)
+            raise RequestError("bad_request", "cursor must be [key, index] from a previous page")
+        start = None if cursor is None else (cursor[0], cursor[1])
+        points, following = self.db.metrics(run["id"], key, after, start, METRICS_PAGE)
+        return {"points": points, "next": None if following is None else list(following)}
+
+    def series(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One metric at screen resolution (see ``engine.views``)."""
+        run = self.resolve(params.get("run"))
+        key = _param(params, "key", str)
+        buckets = _param(params, "buckets", int, 200)
+        axis = _param(params, "axis", str, "step")
+        tail = _param(params, "tail", int, 0)
+        smoothing = params.get("smoothing")
+        bounds = [params.get("lo"), params.get("hi")]
+        if not 1 <= buckets <= MAX_BUCKETS:
+            raise RequestError("bad_request", f"buckets must be 1 to {MAX_BUCKETS}")
+        if axis not in AXES:
+            raise RequestError("bad_request", f"axis must be one of {', '.join(AXES)}")
+        if not 0 <= tail <= MAX_TAIL:
+            raise RequestError("bad_request", f"tail must be 0 to {MAX_TAIL}")
+        if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
+            raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
+        if not all(b is None or _number(b) for b in bounds):
+            raise RequestError("bad_request", "lo and hi must be numbers")
+        return series_view(
+            self.db.points, self.ema_cache, self.db.rid(run["id"]), key, buckets, axis,
+            bounds[0], bounds[1], tail, smoothing or None, self.interrupted,
+        )
 
     def workloads(self, params: dict[str, Any]) -> dict[str, Any]:
         """Default configs: every built-in, or the one ``workload`` names (file specs too)."""
@@ -225,6 +310,7 @@ class Engine:
     # -- actions ------------------------------------------------------------
 
     def _unique_name(self, base: str) -> str:
+        base = name_from(base)
         n = 1
         while self.store.name_taken(f"{base}-{n}"):
             n += 1
@@ -232,8 +318,9 @@ class Engine:
 
     def _check_name(self, name: str | None) -> None:
         if name is not None:
-            if not name.strip() or any(c.isspace() for c in name):
-                raise RequestError("bad_request", f"invalid run name {name!r}")
+            problem = name_problem(name)
+            if problem:
+                raise RequestError("bad_request", problem)
             if self.store.name_taken(name):
                 raise RequestError("bad_request", f"a run named {name!r} already exists")
 
@@ -406,8 +493,9 @@ class Engine:
             raise RequestError("bad_request", "parameter 'config' must be an object")
         if not argv:
             raise RequestError("bad_request", "parameter 'argv' must hold the command line")
-        if name is not None and (not name.strip() or any(c.isspace() for c in name)):
-            raise RequestError("bad_request", f"invalid run name {name!r}")
+        problem = None if name is None else name_problem(name)
+        if problem:
+            raise RequestError("bad_request", problem)
         try:
             pid_start = process_start(pid)
         except AttachError as exc:

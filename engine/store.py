@@ -7,15 +7,23 @@ from version ``i`` to ``i + 1`` and every step runs in its own transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-MIGRATIONS: list[str] = [
+from engine.chunks import CHUNK_POINTS
+from engine.points import SCHEMA as points_schema
+from engine.points import Points
+
+log = logging.getLogger("traintop.store")
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 0 -> 1: the first schema.
     """
     CREATE TABLE runs (
@@ -73,6 +81,74 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+def _to_v3(db: sqlite3.Connection) -> None:
+    """2 -> 3: integer run ids, metric keys by integer id, points packed in chunks.
+
+    Every point of the v2 ``metrics`` table is kept, in step order within each
+    series (v2 read them that way); times keep microseconds.
+    """
+    db.execute(_RUNS_V3)
+    columns = ", ".join(RUN_FIELDS)
+    db.execute(
+        f"INSERT INTO runs_v3 ({columns}) SELECT {columns} FROM runs ORDER BY created, id"
+    )
+    db.execute("DROP TABLE runs")
+    db.execute("ALTER TABLE runs_v3 RENAME TO runs")
+    for statement in points_schema.split(";"):
+        db.execute(statement)
+    writer = Points(db)
+    rids = {str(i): int(r) for i, r in db.execute("SELECT id, rid FROM runs")}
+    for run_id, key in db.execute("SELECT DISTINCT run_id, key FROM metrics").fetchall():
+        rid = rids.get(run_id)
+        if rid is None:
+            log.warning("dropping the points of %r: no such run", run_id)
+            continue
+        rows = db.execute(
+            "SELECT step, ?, value, time FROM metrics WHERE run_id = ? AND key = ? "
+            "ORDER BY step, rowid",
+            (key, run_id, key),
+        )
+        while batch := rows.fetchmany(16 * CHUNK_POINTS):
+            writer.add(rid, batch)
+    for rid in rids.values():
+        writer.seal(rid)
+    db.execute("DROP TABLE metrics")
+
+
+_RUNS_V3 = """
+CREATE TABLE runs_v3 (
+    rid          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL UNIQUE,
+    workload     TEXT NOT NULL,
+    config       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    cwd          TEXT NOT NULL,
+    total_steps  INTEGER,
+    step         INTEGER NOT NULL DEFAULT 0,
+    parent_id    TEXT REFERENCES runs(id),
+    fork_step    INTEGER,
+    created      REAL NOT NULL,
+    started      REAL,
+    ended        REAL,
+    exit_code    INTEGER,
+    exit_reason  TEXT,
+    stderr_tail  TEXT,
+    generation   INTEGER NOT NULL DEFAULT 0,
+    spool_offset INTEGER NOT NULL DEFAULT 0,
+    control_seq  INTEGER NOT NULL DEFAULT 0,
+    checkpoint   TEXT,
+    released     INTEGER NOT NULL DEFAULT 0,
+    pid          INTEGER,
+    pgid         INTEGER,
+    pid_start    REAL,
+    kill_grace   REAL
+)
+"""
+
+MIGRATIONS.append(_to_v3)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RUN_FIELDS = [
@@ -109,24 +185,42 @@ class StoreError(Exception):
     """The store cannot be used (e.g. written by a newer traintop)."""
 
 
+Metric = tuple[int, str, float | None, float]
+
+
 def _row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
+    run.pop("rid", None)  # the integer id stays inside the store
     run["config"] = json.loads(run["config"])
     run["released"] = bool(run["released"])
     return run
 
 
 class Store:
-    """All reads and writes of ``store.sqlite``."""
+    """All reads and writes of ``store.sqlite``.
 
-    def __init__(self, path: Path) -> None:
+    The daemon holds one writer; ``Store.reader`` opens read-only connections
+    for threads that answer queries, which WAL lets run beside the writer.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.migrate()
+        if readonly:
+            self.db.execute("PRAGMA query_only=1")
+        else:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.migrate()
+        self.points = Points(self.db)
+        self._rids: dict[str, int] = {}
+
+    @classmethod
+    def reader(cls, path: Path) -> Store:
+        """A read-only connection to a store that a writer has already migrated."""
+        return cls(path, readonly=True)
 
     def close(self) -> None:
         self.db.close()
@@ -146,16 +240,31 @@ class Store:
                 f"understands ({SCHEMA_VERSION}); upgrade traintop"
             )
         for version in range(current, SCHEMA_VERSION):
+            if version:
+                log.info("migrating %s from schema %d to %d", self.path, version, version + 1)
+            step = MIGRATIONS[version]
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                if callable(step):
+                    step(self.db)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={version + 1}")
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+        if current and current < SCHEMA_VERSION:
+            self._compact_if_sparse()
+
+    def _compact_if_sparse(self) -> None:
+        """VACUUM once a migration has left most of the file free (old tables dropped)."""
+        pages = int(self.db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        if pages and free > pages // 4:
+            self.db.execute("VACUUM")
 
     # -- runs -----------------------------------------------------------------
 
@@ -201,13 +310,24 @@ class Store:
         return _row_to_run(row) if row else None
 
     def list_runs(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY created, id").fetchall()
+        rows = self.db.execute("SELECT * FROM runs ORDER BY rid").fetchall()
         return [_row_to_run(r) for r in rows]
+
+    def runs_after(self, rid: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Up to ``limit`` runs with an integer id above ``rid``, in creation order."""
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE rid > ? ORDER BY rid LIMIT ?", (rid, limit)
+        ).fetchall()
+        return [(int(r["rid"]), _row_to_run(r)) for r in rows]
 
     def runs_in_states(self, states: Sequence[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" for _ in states)
         rows = self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(states))
         return [_row_to_run(r) for r in rows.fetchall()]
+
+    def children(self, run_id: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM runs WHERE parent_id = ? ORDER BY rid", (run_id,))
+        return [str(r[0]) for r in rows]
 
     def match_runs(self, ref: str) -> list[dict[str, Any]]:
         """Runs whose name is ``ref``, else whose id starts with ``ref``."""
@@ -222,11 +342,28 @@ class Store:
     def name_taken(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
 
-    def events(self, run_id: str) -> list[dict[str, Any]]:
+    def events(self, run_id: str, last: int = -1) -> list[dict[str, Any]]:
+        """A run's state changes, oldest first; with ``last``, only the latest ones."""
         rows = self.db.execute(
-            "SELECT time, state, reason FROM events WHERE run_id = ? ORDER BY id", (run_id,)
+            "SELECT * FROM (SELECT id, time, state, reason FROM events WHERE run_id = ? "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (run_id, last),
         )
-        return [dict(r) for r in rows.fetchall()]
+        return [{"time": r["time"], "state": r["state"], "reason": r["reason"]} for r in rows]
+
+    def event_count(self, run_id: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])
+
+    def rid(self, run_id: str) -> int:
+        """The integer id of a run; KeyError if there is no such run."""
+        rid = self._rids.get(run_id)
+        if rid is None:
+            row = self.db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(run_id)
+            rid = self._rids[run_id] = int(row[0])
+        return rid
 
     # -- metrics --------------------------------------------------------------
 
@@ -238,72 +375,60 @@ class Store:
         Both go in one transaction, so a batch is stored exactly once even if
         the daemon dies between reading the spool and writing here.
         """
-        rows = [(run_id, str(k), int(s), _finite_or_none(v), float(t)) for s, k, v, t in points]
-        with self.transaction():
-            self.db.executemany(
-                "INSERT INTO metrics (run_id, key, step, value, time) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            if step is None:
-                self.update_run(run_id, spool_offset=spool_offset)
-            else:
-                self.update_run(run_id, spool_offset=spool_offset, step=step)
+        rid = self.rid(run_id)
+        try:
+            with self.transaction():
+                self.points.add(rid, points)
+                if step is None:
+                    self.update_run(run_id, spool_offset=spool_offset)
+                else:
+                    self.update_run(run_id, spool_offset=spool_offset, step=step)
+        except BaseException:
+            self.points.forget()
+            raise
+
+    def seal_metrics(self, run_id: str) -> None:
+        """Pack a run's last loose points into chunks: it will log no more for now."""
+        try:
+            with self.transaction():
+                self.points.seal(self.rid(run_id))
+        except BaseException:
+            self.points.forget()
+            raise
 
     def metrics(
         self,
         run_id: str,
         key: str | None = None,
         after_step: int | None = None,
-        last: int | None = None,
-        after: tuple[str, int] | None = None,
-        limit: int | None = None,
-    ) -> list[tuple[int, str, float | None, float]]:
-        """Points of one run as ``(step, key, value, time)``, ordered by key and step.
+        start: tuple[str, int] | None = None,
+        limit: int = 1 << 62,
+    ) -> tuple[list[Metric], tuple[str, int] | None]:
+        """A page of a run's points ``(step, key, value, time)``, by key, in logging order.
 
-        With ``last`` (and a ``key``), only the latest ``last`` points. ``after``
-        (a key and a step) and ``limit`` page through the rest.
+        ``start`` is the cursor a previous page returned; the second item is the
+        cursor of the next page, None after the last one.
         """
-        if last is not None and key is not None:
-            rows = self.db.execute(
-                "SELECT step, key, value, time FROM metrics WHERE run_id = ? AND key = ? "
-                "ORDER BY step DESC, rowid DESC LIMIT ?",
-                (run_id, key, last),
-            ).fetchall()
-            return [tuple(r) for r in reversed(rows)]
-        sql = "SELECT step, key, value, time FROM metrics WHERE run_id = ?"
-        args: list[Any] = [run_id]
-        if key is not None:
-            sql += " AND key = ?"
-            args.append(key)
-        if after_step is not None:
-            sql += " AND step > ?"
-            args.append(after_step)
-        if after is not None:
-            sql += " AND (key > ? OR (key = ? AND step > ?))"
-            args += [after[0], after[0], after[1]]
-        sql += " ORDER BY key, step, rowid"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        points = [tuple(r) for r in self.db.execute(sql, args).fetchall()]
-        if limit is not None and len(points) == limit:
-            # Never split one (key, step) across pages: the next page starts after it.
-            tail = (points[-1][1], points[-1][0])
-            points = [p for p in points if (p[1], p[0]) != tail] or points
+        return self.points.page(self.rid(run_id), key, start, after_step, limit)
+
+    def all_metrics(self, run_id: str) -> list[Metric]:
+        """Every point of a run (tests and small runs; the daemon pages)."""
+        points, cursor = self.metrics(run_id)
+        while cursor is not None:
+            more, cursor = self.metrics(run_id, start=cursor)
+            points += more
         return points
 
+    def last_metrics(self, run_id: str, key: str, count: int) -> list[Metric]:
+        """The latest ``count`` points of one key, oldest first."""
+        return self.points.tail(self.rid(run_id), key, count)
+
     def metric_count(self, run_id: str) -> int:
-        row = self.db.execute("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,))
-        return int(row.fetchone()[0])
+        return self.points.count(self.rid(run_id))
 
     def last_values(self, run_id: str) -> dict[str, float | None]:
-        """The latest value of every key a run logged."""
-        rows = self.db.execute(
-            "SELECT key, value FROM metrics m WHERE run_id = ? AND rowid = "
-            "(SELECT max(rowid) FROM metrics WHERE run_id = m.run_id AND key = m.key) ",
-            (run_id,),
-        ).fetchall()
-        return {r["key"]: r["value"] for r in rows}
+        """The latest value of every key a run logged (kept with the points, so O(keys))."""
+        return self.points.last_values(self.rid(run_id))
 
     # -- telemetry ------------------------------------------------------------
 
@@ -330,10 +455,29 @@ class Store:
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run several reads against one state of the store (a reader's view of a request)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
-def _finite_or_none(value: Any) -> float | None:
-    number = float(value) if value is not None else math.nan
-    return number if not math.isnan(number) else None
+
+def store_upgrade(path: Path) -> str | None:
+    """What opening the store at ``path`` will migrate, said for a person; None if nothing."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+    if not 0 < version < SCHEMA_VERSION:
+        return None
+    size = path.stat().st_size / 1e6
+    return f"upgrading the store ({size:.0f} MB) from schema {version} to {SCHEMA_VERSION}"
 
 
 class _Transaction:

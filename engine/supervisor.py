@@ -48,6 +48,12 @@ IMPORT_INTERVAL = 2.0
 # Stored as exit_reason while a kill is under way, so a restarted daemon finishes it.
 KILL_REASON = "kill requested"
 STDERR_TAIL_LINES = 20
+# Points per 'metrics' event, so that no event nears the frame cap.
+EVENT_POINTS = 10_000
+# Longer metric names are refused: they would swell every page and event they are in.
+MAX_KEY_LENGTH = 200
+# The most of one run's spool read in one tick (the rest waits for the next tick).
+SPOOL_READ_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -81,7 +87,6 @@ class Supervisor:
         self.store = store
         self.publish = publish
         self.live: dict[str, LiveRun] = {}
-        self.last_values: dict[str, dict[str, float | None]] = {}
         self._next_import = 0.0
 
     # -- starting -----------------------------------------------------------
@@ -348,7 +353,10 @@ class Supervisor:
         try:
             with open(live.rundir.spool, "rb") as f:
                 f.seek(live.spool_offset)
-                data = f.read()
+                # Bounded, so a backlog (a daemon that was down a while) never stalls a tick.
+                data = f.read(SPOOL_READ_BYTES)
+                if len(data) == SPOOL_READ_BYTES and b"\n" not in data:
+                    data += f.readline()  # one record longer than the bound: take it whole
         except FileNotFoundError:
             return
         end = data.rfind(b"\n")
@@ -364,18 +372,17 @@ class Supervisor:
             if not isinstance(record, dict):
                 continue
             if record.get("t") == "metrics":
-                points.extend(p for p in record.get("points", []) if len(p) == 4)
+                points.extend(_usable(live.run_id, record.get("points", [])))
             else:
                 self._on_record(live, record)
         live.spool_offset += end + 1
         # A point at step s means s steps were done before it, so s + 1 are done after.
         live.step = max([live.step, *(int(p[0]) + 1 for p in points)])
         self.store.add_metrics(live.run_id, points, live.spool_offset, live.step)
-        if points:
-            last = self.last_values.setdefault(live.run_id, {})
-            for _, key, value, _ in points:
-                last[key] = value
-            self.publish("metrics", {"run": live.run_id, "points": points})
+        for start in range(0, len(points), EVENT_POINTS):
+            self.publish(
+                "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
+            )
 
     def _on_record(self, live: LiveRun, record: dict[str, Any]) -> None:
         kind = record.get("t")
@@ -458,6 +465,7 @@ class Supervisor:
 
     def _end(self, live: LiveRun, state: RunState, reason: str, returncode: int | None) -> None:
         self.live.pop(live.run_id, None)
+        self.store.seal_metrics(live.run_id)
         tail = stderr_tail(live.rundir.stderr) if state is RunState.FAILED else None
         self.store.set_state(
             live.run_id,
@@ -498,6 +506,19 @@ class Supervisor:
         if run is not None:
             self.publish("runs", run)
 
+
+
+def _usable(run_id: str, points: Any) -> list[list[Any]]:
+    """The points of a metrics record that can be stored; the rest are logged and skipped."""
+    if not isinstance(points, list):
+        return []
+    kept = [
+        p for p in points
+        if isinstance(p, list) and len(p) == 4 and len(str(p[1])) <= MAX_KEY_LENGTH
+    ]
+    if len(kept) < len(points):
+        log.warning("run %s: skipped %d malformed points", run_id, len(points) - len(kept))
+    return kept
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

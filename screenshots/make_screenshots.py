@@ -99,17 +99,17 @@ def start_runs(paths: StatePaths) -> tuple[str, str]:
         log(f"demo started; waiting for {MIN_STEPS} steps (at most {WAIT_RUNS_S:.0f} s)")
 
         def far_enough() -> bool:
-            runs = client.call("list_runs")
+            runs = client.all_runs()
             return bool(runs) and min(r["step"] for r in runs) >= MIN_STEPS
 
         poll(far_enough, WAIT_RUNS_S)
-        request = fork_request(client.call("list_runs"))
+        request = fork_request(client.all_runs())
         if request is None:
             raise RuntimeError("the demo's middle run is not running; cannot fork it")
         fork = client.call("fork", **request)
         log(f"forked {request['run']} as {fork['id']}; letting the fork grow {FORK_GROWS_S:.0f} s")
         time.sleep(FORK_GROWS_S)
-        for run in client.call("list_runs"):
+        for run in client.all_runs():
             log(f"  {run['id']} {run['name']:<26} {run['state']:<9} step {run['step']}")
         return str(request["run"]), str(fork["id"])
 
@@ -136,13 +136,13 @@ def stop_everything(paths: StatePaths) -> None:
         contextlib.suppress(EngineUnavailable, OSError),
         Client(paths).connect(autostart=False) as client,
     ):
-        for run in client.call("list_runs"):
+        for run in client.all_runs():
             if run["state"] not in TERMINAL:
                 with contextlib.suppress(Exception):
                     client.call("kill", run=run["id"], grace=2)
 
         def all_ended() -> bool:
-            return all(r["state"] in TERMINAL for r in client.call("list_runs"))
+            return all(r["state"] in TERMINAL for r in client.all_runs())
 
         poll(all_ended, 15.0)
         client.call("shutdown")

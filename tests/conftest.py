@@ -53,6 +53,10 @@ class Engine:
         with self.client() as client:
             return client.call(method, **params)
 
+    def all_runs(self) -> list[dict[str, Any]]:
+        with self.client() as client:
+            return client.all_runs()
+
     def run(self, ref: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call("get_run", run=ref)
         return result

@@ -204,7 +204,7 @@ def test_attach_request_is_validated_and_follows_the_process(
                 assert exc.code == code
             else:
                 raise AssertionError(f"accepted {bad}")
-        assert client.call("list_runs") == []  # a refused attach stores nothing
+        assert client.all_runs() == []  # a refused attach stores nothing
         run = client.call("attach", **request, pid=sleeper.pid, device="cuda")
     assert run["state"] == "running" and run["device"] == "cuda:0" and run["name"] == "sleep"
     assert run["pid"] == sleeper.pid and Path(run["dir"]).is_dir()

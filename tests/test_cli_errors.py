@@ -26,11 +26,11 @@ def stored(engine: Engine) -> Any:
     """What the engine keeps: each run as listed, its event count, and the run directories."""
     listed = engine.cli("ls", "--json")
     assert listed.code == 0
-    runs = engine.call("list_runs")
+    runs = engine.all_runs()
     assert [r["id"] for r in listed.json()] == [r["id"] for r in runs]
     keep = ("id", "name", "workload", "config", "state", "released", "exit_code", "device")
     rows = [{k: r[k] for k in keep} for r in runs]
-    events = {r["id"]: len(engine.run(r["id"])["events"]) for r in runs}
+    events = {r["id"]: engine.run(r["id"])["event_count"] for r in runs}
     dirs = sorted(p.name for p in engine.paths.runs.iterdir())
     return rows, events, dirs
 
@@ -96,6 +96,8 @@ REFUSED = {
     "unknown device": (["start", "synthetic", "--device", "tpu"], "tpu"),
     "no such GPU": (["start", "synthetic", "--device", "cuda:99"], "cuda:99"),
     "bad name": (["start", "synthetic", "--name", "two words"], "name"),
+    "name too long": (["start", "synthetic", "--name", "n" * 101], "limit is 100"),
+    "escape in a name": (["start", "synthetic", "--name", "red\x1b[31m"], "control"),
 }
 
 

@@ -41,13 +41,13 @@ def test_the_fork_comes_once_the_middle_run_is_a_little_way_in() -> None:
 def test_demo_starts_three_runs_once_and_again_after_they_ended(engine: Engine) -> None:
     first = engine.cli("demo")
     assert first.code == 0, first.err
-    runs = engine.call("list_runs")
+    runs = engine.all_runs()
     assert sorted(r["name"] for r in runs) == ["demo-lr1e-2", "demo-lr1e-3", "demo-lr3e-3"]
     assert {r["config"]["lr"] for r in runs} == {1e-3, 3e-3, 1e-2}
     assert engine.cli("demo").code == 0  # already running: nothing new
-    assert len(engine.call("list_runs")) == 3
+    assert len(engine.all_runs()) == 3
     for run in runs:
         assert engine.cli("kill", run["id"], "--grace", "1").code == 0
     assert engine.cli("demo").code == 0
-    live = [r for r in engine.call("list_runs") if r["state"] not in ("killed",)]
+    live = [r for r in engine.all_runs() if r["state"] not in ("killed",)]
     assert sorted(r["name"] for r in live) == ["demo-lr1e-2-2", "demo-lr1e-3-2", "demo-lr3e-3-2"]

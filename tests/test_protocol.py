@@ -212,7 +212,7 @@ def test_handshake_then_requests(engine: Engine) -> None:
     with shake_hands(engine) as sock:
         assert_ping_works(sock, 1)
         send(sock, {"id": "abc", "method": "list_runs"})  # params may be left out
-        assert reply(sock) == {"id": "abc", "result": []}
+        assert reply(sock) == {"id": "abc", "result": {"runs": [], "next": None}}
 
 
 def test_pipelined_requests_are_answered_in_order(engine: Engine) -> None:
@@ -366,7 +366,7 @@ def test_bad_params_are_bad_requests(engine: Engine) -> None:
             assert message["id"] == 11
             assert error_code(message) == "bad_request", (case, message)
         assert_ping_works(sock)
-    assert engine.call("list_runs") == []
+    assert engine.all_runs() == []
     assert_no_tracebacks(engine)
 
 
@@ -394,8 +394,8 @@ def test_numbers_out_of_range_are_bad_requests(engine: Engine) -> None:
             send_body(sock, body.encode())
             assert error_code(reply(sock)) == "bad_request", body
         send(sock, {"id": 2, "method": "metrics", "params": {"run": run["id"], "after_step": 1}})
-        later = [point[0] for point in reply(sock)["result"]]
-    steps = [point[0] for point in engine.call("metrics", run=run["id"])]
+        later = [point[0] for point in reply(sock)["result"]["points"]]
+    steps = [point[0] for point in engine.call("metrics", run=run["id"])["points"]]
     assert later == [step for step in steps if step > 1] != []
 
 
@@ -488,7 +488,7 @@ def test_fuzz_requests_get_one_reply_each(engine: Engine, messages: list[dict[st
         assert_ping_works(sock)
     assert_daemon_alive(engine, pid)
     assert_no_tracebacks(engine)
-    assert engine.call("list_runs") == []
+    assert engine.all_runs() == []
 
 
 # -- a subscriber that never reads -----------------------------------------------

@@ -52,7 +52,7 @@ def test_metric_batches_move_the_spool_offset_in_the_same_transaction(tmp_path: 
     store.add_metrics("abc234", [[0, "loss", 1.5, 1.0], [1, "loss", float("nan"), 2.0]], 120, 2)
     run = store.get_run("abc234")
     assert run is not None and run["spool_offset"] == 120 and run["step"] == 2
-    assert store.metrics("abc234") == [(0, "loss", 1.5, 1.0), (1, "loss", None, 2.0)]
+    assert store.all_metrics("abc234") == [(0, "loss", 1.5, 1.0), (1, "loss", None, 2.0)]
     with pytest.raises(ValueError):  # a bad point rolls the whole batch back
         store.add_metrics("abc234", [[2, "loss", 1.0, 3.0], [3, "loss", "x", 4.0]], 999, 4)
     run = store.get_run("abc234")
@@ -69,6 +69,9 @@ def test_runs_match_by_name_then_id_prefix(tmp_path: Path) -> None:
     assert store.match_runs("a%") == []  # LIKE wildcards are escaped
     store.set_state("abc234", "starting", "started by user")
     assert [e["state"] for e in store.events("abc234")] == ["queued", "starting"]
+    store.set_state("abc234", "running", "worker is training")
+    assert [e["state"] for e in store.events("abc234", 2)] == ["starting", "running"]
+    assert store.event_count("abc234") == 3
 
 
 def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path: Path) -> None:
@@ -89,18 +92,18 @@ def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path: Path) -> None:
     assert store.telemetry(0.0) == [{"time": 5.0}]
 
 
-def test_metric_pages_never_split_a_step_and_cover_every_point(tmp_path: Path) -> None:
+def test_metric_pages_cover_every_point_once_in_key_then_logging_order(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     store.create_run(_run("abc234", "a"), "created")
     points = [[s, k, float(s), 1.0] for s in range(10) for k in ("b", "a")]
     points += [[4, "a", 99.0, 2.0]]  # a step logged twice
     store.add_metrics("abc234", points, 1, 10)
-    seen, after = [], None
+    seen, cursor = [], None
     while True:
-        page = store.metrics("abc234", after=after, limit=5)
-        if not page:
-            break
+        page, cursor = store.metrics("abc234", start=cursor, limit=3)
+        assert 0 < len(page) <= 3
         seen += page
-        after = (page[-1][1], page[-1][0])
-    assert len(seen) == len(points)
-    assert [(p[1], p[0]) for p in seen] == sorted((p[1], p[0]) for p in points)
+        if cursor is None:
+            break
+    expected = [p for k in ("a", "b") for p in points if p[1] == k]
+    assert [list(p) for p in seen] == expected

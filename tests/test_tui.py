@@ -111,7 +111,7 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
             await until(pilot, lambda: isinstance(app.screen, HelpScreen))
 
     asyncio.run(scenario())
-    forks = [r for r in engine.call("list_runs") if r["parent_id"] == run_id]
+    forks = [r for r in engine.all_runs() if r["parent_id"] == run_id]
     assert len(forks) == 1 and forks[0]["config"]["lr"] == 0.002
 
 
@@ -130,7 +130,7 @@ def test_readonly_mode_refuses_every_change(engine: Engine) -> None:
 
     asyncio.run(scenario())
     assert engine.run(run_id)["state"] == "running"
-    assert len(engine.call("list_runs")) == 1
+    assert len(engine.all_runs()) == 1
 
 
 def test_losing_the_engine_shows_a_banner_and_reconnects(engine: Engine) -> None:
@@ -219,7 +219,7 @@ def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
     )
     started = engine.cli("run", "--", sys.executable, "-c", script)
     assert started.code == 0, started.err
-    run_id = engine.call("list_runs")[0]["id"]
+    run_id = engine.all_runs()[0]["id"]
 
     async def scenario() -> None:
         app = TraintopApp(paths=engine.paths)

@@ -174,7 +174,7 @@ def test_fork_and_release_are_refused_with_the_reason_and_change_nothing(
     assert "cannot be paused with its memory released" in release.err
     after = engine.run(run_id)
     assert after["state"] == "running" and after["events"] == before["events"]
-    assert [r["id"] for r in engine.call("list_runs")] == [run_id]
+    assert [r["id"] for r in engine.all_runs()] == [run_id]
     assert psutil.Process(after["pid"]).status() != psutil.STATUS_STOPPED
 
 
@@ -186,7 +186,7 @@ def test_bad_commands_are_one_line_and_store_nothing(engine: Engine) -> None:
     assert pattern.code == 1 and "not a valid regex" in pattern.err
     empty = engine.cli("run")
     assert empty.code == 2 and "no command given" in empty.err
-    assert engine.call("list_runs") == []
+    assert engine.all_runs() == []
 
 
 def test_a_wrapped_run_outlives_a_daemon_restart_and_loses_no_line(

@@ -49,11 +49,13 @@ class EngineLink:
             try:
                 await client.connect(autostart=self.autostart)
                 await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
-                runs = await client.call("list_runs")
+                runs = await client.all_runs()
                 self.state.set_runs(runs)
                 for run in runs:
-                    tail = await client.call("metrics", run=run["id"], key="loss", last=TAIL_POINTS)
-                    self.state.set_tail(run["id"], tail)
+                    tail = await client.call(
+                        "metrics", run=run["id"], key="loss", last=TAIL_POINTS
+                    )
+                    self.state.set_tail(run["id"], tail["points"])
                 telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
                 self.state.set_telemetry(telemetry["history"])
                 self.client = client

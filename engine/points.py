@@ -1,0 +1,274 @@
+"""Metric points in SQLite: chunked series, the latest value of each, screen-sized views.
+
+Three tables hold them (created by the store's migration to version 3):
+
+- ``series(run, kid, n, sealed, last_step, last_value, last_time)``: one row per
+  metric of a run, updated in the same transaction as its points. ``n`` counts
+  the points; the first ``sealed`` of them are packed in ``chunks``, the rest
+  wait in ``recent``. Reading a run's latest values or point count never
+  touches its points.
+- ``recent(run, kid, i, step, value, time)``: a point per row, ``i`` its index
+  in the series (the order it was logged in). Clustered by (run, key, index).
+- ``chunks(run, kid, i0, n, step_lo, step_hi, time_lo, time_hi, vmin, vmax, data)``:
+  points ``i0 .. i0+n-1`` packed by ``engine.chunks``, with a summary that lets a
+  downsampled view skip unpacking.
+
+Points of a series are kept in the order they were logged, which is step order
+for every well-behaved loop; nothing here assumes it, except that readers
+which want step order sort (the chart) and the rest return logging order.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from engine.chunks import CHUNK_POINTS, Point, decode, encode
+
+SCHEMA = """
+CREATE TABLE keys (
+    kid   INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE
+);
+CREATE TABLE series (
+    run         INTEGER NOT NULL,
+    kid         INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    sealed      INTEGER NOT NULL,
+    last_step   INTEGER,
+    last_value  REAL,
+    last_time   REAL,
+    PRIMARY KEY (run, kid)
+) WITHOUT ROWID;
+CREATE TABLE recent (
+    run    INTEGER NOT NULL,
+    kid    INTEGER NOT NULL,
+    i      INTEGER NOT NULL,
+    step   INTEGER NOT NULL,
+    value  REAL,
+    time   REAL NOT NULL,
+    PRIMARY KEY (run, kid, i)
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    run      INTEGER NOT NULL,
+    kid      INTEGER NOT NULL,
+    i0       INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    step_lo  INTEGER NOT NULL,
+    step_hi  INTEGER NOT NULL,
+    time_lo  REAL NOT NULL,
+    time_hi  REAL NOT NULL,
+    vmin     REAL,
+    vmax     REAL,
+    data     BLOB NOT NULL
+);
+CREATE UNIQUE INDEX chunks_series ON chunks(run, kid, i0)
+"""
+
+# A bound on what one page of points may cost as JSON (a point ~40 bytes plus its key).
+PAGE_BYTES = 1024 * 1024
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A stored value: a float, or None for NaN (JSON has no NaN)."""
+    number = float(value) if value is not None else math.nan
+    return number if not math.isnan(number) else None
+
+
+class Points:
+    """Reads and writes of metric points over one connection.
+
+    The writer keeps each touched series' ``(n, sealed)`` in memory; callers
+    run writes inside a transaction and call ``forget`` if it rolls back.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self._kids: dict[str, int] = {}
+        self._counts: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def forget(self) -> None:
+        """Drop cached ids and counts (after a rolled-back write, which may have made them)."""
+        self._kids.clear()
+        self._counts.clear()
+
+    # -- keys -----------------------------------------------------------------
+
+    def kid(self, name: str, create: bool = False) -> int | None:
+        kid = self._kids.get(name)
+        if kid is None:
+            row = self.db.execute("SELECT kid FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                if not create:
+                    return None
+                kid = int(self.db.execute("INSERT INTO keys (name) VALUES (?)", (name,)).lastrowid
+                          or 0)
+            else:
+                kid = int(row[0])
+            self._kids[name] = kid
+        return kid
+
+    def _names(self, run: int) -> dict[int, str]:
+        rows = self.db.execute(
+            "SELECT k.kid, k.name FROM series s JOIN keys k ON k.kid = s.kid WHERE s.run = ?",
+            (run,),
+        )
+        return {int(kid): str(name) for kid, name in rows}
+
+    # -- writing --------------------------------------------------------------
+
+    def add(self, run: int, points: Iterable[Sequence[Any]]) -> None:
+        """Append ``(step, key, value, time)`` points; raises ValueError on a malformed one.
+
+        Must run inside a transaction: the caller commits these points together
+        with whatever else marks them as stored (the spool offset).
+        """
+        by_key: dict[int, list[Point]] = {}
+        for step, key, value, when in points:
+            kid = self.kid(str(key), create=True)
+            assert kid is not None
+            by_key.setdefault(kid, []).append((int(step), finite_or_none(value), float(when)))
+        for kid, new in by_key.items():
+            self._append(run, kid, new)
+
+    def _append(self, run: int, kid: int, new: list[Point]) -> None:
+        counts = self._counts.get((run, kid))
+        if counts is None:
+            row = self.db.execute(
+                "SELECT n, sealed FROM series WHERE run = ? AND kid = ?", (run, kid)
+            ).fetchone()
+            counts = (int(row[0]), int(row[1])) if row else (0, 0)
+        n, sealed = counts
+        waiting = n - sealed
+        if waiting + len(new) >= CHUNK_POINTS:
+            # Enough for whole chunks: pack what waited and the new points together.
+            pending = self.loose(run, kid, sealed) + new
+            full = len(pending) - len(pending) % CHUNK_POINTS
+            for start in range(0, full, CHUNK_POINTS):
+                self._write_chunk(run, kid, sealed + start, pending[start : start + CHUNK_POINTS])
+            self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
+            rest, first = pending[full:], sealed + full
+            sealed += full
+        else:
+            rest, first = new, n
+        self.db.executemany(
+            "INSERT INTO recent (run, kid, i, step, value, time) VALUES (?, ?, ?, ?, ?, ?)",
+            [(run, kid, first + j, s, v, t) for j, (s, v, t) in enumerate(rest)],
+        )
+        n += len(new)
+        last_step, last_value, last_time = new[-1]
+        self.db.execute(
+            "INSERT INTO series (run, kid, n, sealed, last_step, last_value, last_time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, kid) DO UPDATE SET "
+            "n = excluded.n, sealed = excluded.sealed, last_step = excluded.last_step, "
+            "last_value = excluded.last_value, last_time = excluded.last_time",
+            (run, kid, n, sealed, last_step, last_value, last_time),
+        )
+        self._counts[(run, kid)] = (n, sealed)
+
+    def seal(self, run: int) -> None:
+        """Pack every waiting point of a run into chunks (when it will log no more)."""
+        rows = self.db.execute(
+            "SELECT kid, n, sealed FROM series WHERE run = ? AND n > sealed", (run,)
+        ).fetchall()
+        for kid, n, sealed in rows:
+            pending = self.loose(run, kid, sealed)
+            for start in range(0, len(pending), CHUNK_POINTS):
+                self._write_chunk(run, kid, sealed + start, pending[start : start + CHUNK_POINTS])
+            self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
+            self.db.execute(
+                "UPDATE series SET sealed = n WHERE run = ? AND kid = ?", (run, kid)
+            )
+            self._counts[(run, kid)] = (int(n), int(n))
+
+    def _write_chunk(self, run: int, kid: int, i0: int, points: Sequence[Point]) -> None:
+        blob, s = encode(points)
+        self.db.execute(
+            "INSERT INTO chunks (run, kid, i0, n, step_lo, step_hi, time_lo, time_hi, "
+            "vmin, vmax, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run, kid, i0, s.n, s.step_lo, s.step_hi, s.time_lo, s.time_hi, s.vmin, s.vmax,
+             blob),
+        )
+
+    # -- reading --------------------------------------------------------------
+
+    def loose(self, run: int, kid: int, start: int = 0) -> list[Point]:
+        """The points of a series not yet packed into a chunk, from index ``start``."""
+        rows = self.db.execute(
+            "SELECT step, value, time FROM recent WHERE run = ? AND kid = ? AND i >= ? "
+            "ORDER BY i",
+            (run, kid, start),
+        )
+        return [(int(s), v, float(t)) for s, v, t in rows]
+
+    def iterate(self, run: int, kid: int, start: int = 0) -> Iterator[list[Point]]:
+        """The points of a series from index ``start``, a chunk's worth at a time."""
+        rows = self.db.execute(
+            "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 + n > ? "
+            "ORDER BY i0",
+            (run, kid, start),
+        ).fetchall()
+        for i0, n, data in rows:
+            points = decode(data, int(n))
+            yield points[max(0, start - int(i0)) :]
+        yield self.loose(run, kid, start)
+
+    def count(self, run: int) -> int:
+        row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()
+        return int(row[0] or 0)
+
+    def last_values(self, run: int) -> dict[str, float | None]:
+        """The latest value of every key of a run, from its series rows alone."""
+        rows = self.db.execute(
+            "SELECT k.name, s.last_value FROM series s JOIN keys k ON k.kid = s.kid "
+            "WHERE s.run = ?",
+            (run,),
+        )
+        return {str(name): value for name, value in rows}
+
+    def page(
+        self,
+        run: int,
+        key: str | None,
+        start: tuple[str, int] | None,
+        after_step: int | None,
+        max_points: int,
+    ) -> tuple[list[tuple[int, str, float | None, float]], tuple[str, int] | None]:
+        """Points ``(step, key, value, time)`` by key name, then logging order.
+
+        Returns at most ``max_points`` points and about ``PAGE_BYTES`` of JSON,
+        and the cursor ``(key, index)`` where the next page starts (None: done).
+        """
+        names = self._names(run)
+        keys = sorted((name, kid) for kid, name in names.items() if key in (None, name))
+        out: list[tuple[int, str, float | None, float]] = []
+        budget = PAGE_BYTES
+        for name, kid in keys:
+            if start is not None and name < start[0]:
+                continue
+            index = start[1] if start is not None and name == start[0] else 0
+            cost = len(name.encode()) + 40
+            for block in self.iterate(run, kid, index):
+                for step, value, when in block:
+                    if len(out) >= max_points or (out and budget < cost):
+                        return out, (name, index)
+                    index += 1
+                    if after_step is not None and step <= after_step:
+                        continue
+                    out.append((step, name, value, when))
+                    budget -= cost
+        return out, None
+
+    def tail(self, run: int, key: str, count: int) -> list[tuple[int, str, float | None, float]]:
+        """The latest ``count`` points of one key, oldest first."""
+        kid = self.kid(key)
+        row = None if kid is None else self.db.execute(
+            "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
+        ).fetchone()
+        if kid is None or row is None:
+            return []
+        points = [p for block in self.iterate(run, kid, max(0, int(row[0]) - count))
+                  for p in block]
+        return [(s, key, v, t) for s, v, t in points]
