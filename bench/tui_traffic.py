@@ -83,7 +83,7 @@ def make_finished_runs(paths: StatePaths, count: int, steps: int = 200) -> None:
 def wait_runs(client: Client, want: int, states: tuple[str, ...], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = client.call("list_runs")
+        runs = client.all_runs()
         if sum(r["state"] in states for r in runs) >= want:
             return
         time.sleep(0.5)
@@ -99,7 +99,7 @@ def start_live(client: Client) -> list[str]:
     ]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        runs = {r["id"]: r for r in client.call("list_runs")}
+        runs = {r["id"]: r for r in client.all_runs()}
         if all(runs[i]["state"] == "running" and (runs[i]["step"] or 0) > 5 for i in ids):
             return ids
         time.sleep(0.5)
@@ -258,11 +258,11 @@ def main() -> int:
             live = traffic(home, b"4 running")
             live_chart = traffic(home, b"4 running", keys=END)
             few, few_ready = key_latency(home, b"4 running",
-                                         {r["id"] for r in client.call("list_runs")})
+                                         {r["id"] for r in client.all_runs()})
             make_finished_runs(paths, MANY_RUNS)
             wait_runs(client, MANY_RUNS + 3, TERMINAL)
             many, many_ready = key_latency(home, f"{MANY_RUNS + 3} finished".encode(),
-                                           {r["id"] for r in client.call("list_runs")})
+                                           {r["id"] for r in client.all_runs()})
     finally:
         kill_runs(paths, live_ids)  # runs outlive their daemon by design: end them here
         stop_daemon(paths)
