@@ -191,4 +191,10 @@ def test_five_hundred_rows_cost_the_ones_on_screen() -> None:
             table.page(-1)
             assert table.cursor == 499 - (table.size.height - 2)
 
+            name_x = 1 + table._widths["ID"] + 2 + 1  # inside the NAME header
+            await pilot.click(RunsTable, offset=(name_x, 0))
+            assert table.sort_column == "NAME" and not table.descending
+            await pilot.click(RunsTable, offset=(name_x, 0))  # again: the other way
+            assert table.descending and table.order[0] == "r499"
+
     asyncio.run(scenario())
