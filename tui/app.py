@@ -187,10 +187,10 @@ class TraintopApp(RunActions):
         if state.rows_dirty:  # runs came, went or changed state: show that at once
             state.rows_dirty = False
             table.refresh_rows(state)
-            table.refresh_values(state, state.take_changed())
+            table.refresh_values(state, state.take_restated())  # the rest waits its second
             self._update_status()
             self._follow_selection()  # a new fork joins the selected run's chart
-        elif state.changed and now - self._values_at >= STREAM_EVERY_S:
+        if state.changed and now - self._values_at >= STREAM_EVERY_S:
             self._values_at = now
             if table.live_sort:
                 table.refresh_rows(state)  # the order follows values that moved
