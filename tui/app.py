@@ -39,7 +39,10 @@ from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
-STREAM_EVERY_S = 1.0  # cells and curves that move with training repaint at most this often
+STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this often
+# A live curve at most this often: a loss curve read over minutes loses nothing, and
+# each redraw of a young run's curve costs a few hundred bytes over SSH.
+CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.12  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -195,7 +198,7 @@ class TraintopApp(RunActions):
             if table.live_sort:
                 table.refresh_rows(state)  # the order follows values that moved
             table.refresh_values(state, state.take_changed())
-        if self._chart_now or (state.chart_dirty and now - self._chart_at >= STREAM_EVERY_S):
+        if self._chart_now or (state.chart_dirty and now - self._chart_at >= CHART_EVERY_S):
             self._chart_now = state.chart_dirty = False
             self._chart_at = now
             self._draw_chart()
