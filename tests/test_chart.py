@@ -302,5 +302,13 @@ def test_a_live_chart_repaints_only_the_cells_new_points_change() -> None:
             painted = sum(r.width for r in regions[0])
             assert painted < width * height / 10  # a few cells, not the chart
             assert all(r.height == 1 for r in regions[0])
+            for step in range(251, 330):  # past 300 (a round end): the axis had room
+                regions.clear()
+                xs.append(more_xs[step] if step < 300 else float(step + 1))
+                ys.append(more_ys[step] if step < 300 else more_ys[-1])
+                chart.set_data([Series("live", xs, ys, emphasis=True)], [], "step", live=True)
+                full = any(not call for call in regions)  # refresh() of the whole chart
+                cells = sum(r.width for call in regions for r in call)
+                assert not full and cells < width * height / 10, step
 
     asyncio.run(main())

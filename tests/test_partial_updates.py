@@ -41,12 +41,8 @@ def _update() -> ChopsUpdate:
 
 def test_a_partial_update_writes_only_its_span() -> None:
     console = Console(color_system=None, force_terminal=True, width=10)
-    original = ChopsUpdate.render_segments
-    try:
-        unpatched = original(_update(), console)
-        partial_updates.install()
-        patched = ChopsUpdate.render_segments(_update(), console)
-    finally:
-        ChopsUpdate.render_segments = original  # type: ignore[method-assign]
+    partial_updates.install()  # an app in this process may have done so already
+    unpatched = ChopsUpdate.textual_render_segments(_update(), console)  # type: ignore[attr-defined]
+    patched = ChopsUpdate.render_segments(_update(), console)
     assert unpatched == "\x1b[1;1H012345"  # what Textual sends: from the widget's edge
     assert patched == "\x1b[1;5H45"  # the same screen, two cells

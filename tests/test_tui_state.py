@@ -87,7 +87,9 @@ def test_only_runs_whose_cells_moved_are_marked_changed() -> None:
     state.apply_event(sample({"a": 100}))  # b let go of its memory
     assert state.take_changed() == {"b"} and state.gpu_memory("b") is None
     state.apply_event({"event": "runs", "data": {**_run("c"), "state": "finished"}})
-    assert state.take_changed() == {"c"} and state.rows_dirty
+    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(3, 1)}})
+    assert state.rows_dirty and state.take_restated() == {"c"}  # drawn at once
+    assert state.take_changed() == {"a"}  # drawn at the next once-a-second pass
 
 
 def test_a_name_with_an_escape_sequence_is_kept_harmless() -> None:

@@ -169,3 +169,32 @@ def test_a_new_fork_under_a_folded_parent_is_revealed_and_selected() -> None:
             assert "p" not in table.folded
 
     asyncio.run(scenario())
+
+
+def test_five_hundred_rows_cost_the_ones_on_screen() -> None:
+    async def scenario() -> None:
+        app = TableApp()
+        async with app.run_test(size=(120, 20)) as pilot:
+            state = TuiState()
+            state.set_runs([_run(f"r{i:03d}", None, i) for i in range(500)])
+            table = app.query_one(RunsTable)
+            table.refresh_rows(state)
+            await pilot.pause()
+            shown = table.size.height - 1  # under the header
+            assert len(table.order) == 500 and len(table._cells) <= shown
+            table.move_cursor(499)  # End: the view scrolls to the last row
+            await pilot.pause()
+            assert table.selected_id == "r499" and table.scroll_offset.y == 500 - shown
+            last_line = table.render_line(table.size.height - 1).text
+            assert last_line.split()[0] == "r499"
+            assert len(table._cells) <= 2 * shown  # the rows drawn, not all 500
+            table.page(-1)
+            assert table.cursor == 499 - (table.size.height - 2)
+
+            name_x = 1 + table._widths["ID"] + 2 + 1  # inside the NAME header
+            await pilot.click(RunsTable, offset=(name_x, 0))
+            assert table.sort_column == "NAME" and not table.descending
+            await pilot.click(RunsTable, offset=(name_x, 0))  # again: the other way
+            assert table.descending and table.order[0] == "r499"
+
+    asyncio.run(scenario())

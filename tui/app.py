@@ -42,7 +42,10 @@ from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
-STREAM_EVERY_S = 1.0  # cells and curves that move with training repaint at most this often
+STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this often
+# A live curve at most this often: a loss curve read over minutes loses nothing, and
+# each redraw of a young run's curve costs a few hundred bytes over SSH.
+CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.08  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -190,18 +193,18 @@ class TraintopApp(RunActions):
         if state.rows_dirty:  # runs came, went or changed state: show that at once
             state.rows_dirty = False
             table.refresh_rows(state)
-            table.refresh_values(state, state.take_changed())
+            table.refresh_values(state, state.take_restated())  # the rest waits its second
             self._update_status()
             self._follow_selection()  # a new fork joins the selected run's chart
-        elif state.changed and now - self._values_at >= STREAM_EVERY_S:
+        if state.changed and now - self._values_at >= STREAM_EVERY_S:
             self._values_at = now
             if table.live_sort:
                 table.refresh_rows(state)  # the order follows values that moved
             table.refresh_values(state, state.take_changed())
         for run_id in state.take_points_arrived():
             self.feed.points_arrived(run_id)
-        self._fetch_views()  # asks only for views that are missing or a second stale
-        if self._chart_now or (state.chart_dirty and now - self._chart_at >= STREAM_EVERY_S):
+        self._fetch_views()  # asks only for views that are missing or stale
+        if self._chart_now or (state.chart_dirty and now - self._chart_at >= CHART_EVERY_S):
             self._chart_now = state.chart_dirty = False
             self._chart_at = now
             self._draw_chart()
@@ -235,7 +238,7 @@ class TraintopApp(RunActions):
         )
 
     def _fetch_views(self) -> None:
-        """Ask for the views the chart lacks (at most one per run a second while it trains).
+        """Ask for the views the chart lacks (a live run's at most every two seconds).
 
         One fetch at a time: a slow engine gets no pile of requests, and the next
         refresh tick asks for whatever is still due.

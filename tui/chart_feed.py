@@ -5,7 +5,8 @@ for a ``series`` view: min/max per bucket, the debiased EMA at each bucket
 (computed by the daemon over every point) and the latest points exact. Twice
 as many buckets as the chart has dot columns, so the chart's own min/max per
 column stays exact wherever the runs' ranges fall. A live run's view is asked
-again at most once a second, and only when points have come in.
+again at most every two seconds (the app's pace for a live curve), and only
+when points have come in.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from tui.widgets.loss_chart import Series
 
-REFRESH_S = 1.0
+REFRESH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ChartFeed:
             view.stale = True
 
     def due(self, run_ids: Iterable[str], request: ViewRequest) -> list[str]:
-        """The runs whose view is missing, asked differently, or stale for a second."""
+        """The runs whose view is missing, asked differently, or stale for REFRESH_S."""
         now = self.clock()
         return [
             run_id for run_id in run_ids

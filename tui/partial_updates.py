@@ -42,5 +42,8 @@ def install() -> None:
     """Use the cropping writer for every partial screen update of this process."""
     # A private class: should a Textual release move or reshape it, keep its own writer.
     chops_update = getattr(importlib.import_module("textual._compositor"), "ChopsUpdate", None)
-    if chops_update is not None and hasattr(chops_update, "render_segments"):
-        chops_update.render_segments = render_segments
+    if chops_update is None or not hasattr(chops_update, "render_segments"):
+        return
+    if not hasattr(chops_update, "textual_render_segments"):  # kept for comparison in tests
+        chops_update.textual_render_segments = chops_update.render_segments
+    chops_update.render_segments = render_segments

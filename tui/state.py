@@ -46,11 +46,19 @@ class TuiState:
         # state), the cells of some runs, the chart, the telemetry panels.
         self.rows_dirty = self.chart_dirty = self.telemetry_dirty = False
         self.changed: set[str] = set()
+        self.restated: set[str] = set()  # runs the daemon announced (a state change)
 
     def take_changed(self) -> set[str]:
         """The runs whose cells changed since the last call."""
         changed, self.changed = self.changed, set()
+        self.restated.clear()
         return changed
+
+    def take_restated(self) -> set[str]:
+        """The runs announced since the last call: shown at once, not at the next second."""
+        restated, self.restated = self.restated, set()
+        self.changed -= restated
+        return restated
 
     def mark_all_changed(self) -> None:
         """Every run's cells may differ (e.g. the smoothing of the EMA column changed)."""
@@ -99,6 +107,7 @@ class TuiState:
             }
             self.rows_dirty = self.chart_dirty = True
             self.changed.add(data["id"])
+            self.restated.add(data["id"])
         elif topic == "metrics":
             self._apply_metrics(data["run"], data["points"])
         elif topic == "telemetry":

@@ -40,6 +40,9 @@ MIN_WIDTH_FOR_GUTTER = 24
 DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 DIM = Style(dim=True)
 LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
+# When a live curve reaches the end of its x axis, the axis grows to this many times
+# the curve's extent (then to a round number): every such step redraws the whole chart.
+LIVE_X_HEADROOM = 1.5
 
 
 @dataclass
@@ -118,6 +121,7 @@ class LossChart(Widget):
         self._version = 0
         self._smoothed: dict[int, _Smoothed] = {}
         self._live = False
+        self._x_axis: tuple[float, float] | None = None  # a live chart's (start, end) of x
         self._strips: list[Strip] = []
         self._strips_key: tuple[object, ...] | None = None
         self._signature: tuple[object, ...] | None = None
@@ -154,8 +158,11 @@ class LossChart(Widget):
         if signature == self._signature:
             return
         self._signature = signature
-        if [s.label for s in series] != [s.label for s in self._series]:
+        if [s.label for s in series] != [s.label for s in self._series] or (
+            x_label != self._x_label
+        ):
             self._strips_key = None  # other runs: nearly every cell changes, skip the diff
+            self._x_axis = None
         self._series = list(series)
         self._markers = list(markers)
         self._x_label = x_label
@@ -196,6 +203,15 @@ class LossChart(Widget):
         if 0 <= y < len(self._strips):
             return self._strips[y]
         return Strip.blank(width, self.rich_style)
+
+    def _live_x_end(self, x_lo: float, x_max: float) -> float:
+        """Where a live chart's x axis ends: kept until the curve passes it, then moved
+        well ahead, so a young run (whose extent doubles in seconds) does not redraw the
+        whole chart at every update."""
+        axis = self._x_axis
+        if axis is None or axis[0] != x_lo or not x_max <= axis[1]:
+            axis = self._x_axis = (x_lo, x_lo + nice_ceiling((x_max - x_lo) * LIVE_X_HEADROOM))
+        return axis[1]
 
     def _curves(self, index: int) -> tuple[list[float | None], list[float | None] | None]:
         """Series `index`'s curve to draw, and its raw values to draw faintly (or None)."""
@@ -245,7 +261,7 @@ class _ChartLayout:
         if x_hi <= x_lo:
             x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
         if chart._live:
-            x_hi = x_lo + nice_ceiling(x_hi - x_lo)
+            x_hi = chart._live_x_end(x_lo, x_hi)
         legend = self._legend(order)
         if self.plot_h < 1 or self.plot_w < 1:
             return [legend] + [Strip.blank(self.width, self.base)] * (self.height - 1)
