@@ -269,6 +269,29 @@ class Points:
                 return out, (name, first + len(steps))
         return out, None
 
+    def tail_values(self, run: int, kid: int, count: int) -> tuple[list[float], int | None]:
+        """The values (NaN: missing) of a series' last ``count`` points, oldest first, and
+        the step of its last point; unpacks only the chunks those points are in."""
+        rows = self.db.execute(
+            "SELECT step, value FROM recent WHERE run = ? AND kid = ? ORDER BY i DESC LIMIT ?",
+            (run, kid, count),
+        ).fetchall()
+        values = [math.nan if v is None else float(v) for _, v in reversed(rows)]
+        last_step = int(rows[0][0]) if rows else None
+        if len(values) < count:
+            chunks = self.db.execute(
+                "SELECT n, step_hi, data FROM chunks WHERE run = ? AND kid = ? ORDER BY i0 DESC",
+                (run, kid),
+            )
+            for n, _step_hi, data in chunks:
+                steps, chunk_values, _ = decode_columns(data, int(n))
+                if last_step is None:
+                    last_step = int(steps[-1])
+                values[:0] = chunk_values[-(count - len(values)) :].tolist()
+                if len(values) >= count:
+                    break
+        return values, last_step
+
     def count(self, run: int) -> int:
         row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()
         return int(row[0] or 0)

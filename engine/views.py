@@ -185,12 +185,15 @@ def tail_ema(points: Points, run: int, key: str, weight: float) -> list[float] |
     the last step.
     """
     reach = 1 if weight <= 0 else min(TAIL_REACH, math.ceil(-37 / math.log(weight)))
-    latest = points.tail(run, key, reach)
-    if not latest:
+    kid = points.kid(key)
+    if kid is None:
+        return None
+    values, last_step = points.tail_values(run, kid, reach)
+    if last_step is None:
         return None
     ema = DebiasedEma(weight)
-    _advance(ema, [math.nan if p[2] is None else p[2] for p in latest])
-    return [ema.last, ema.num_accum, latest[-1][0]]
+    _advance(ema, values)
+    return [ema.last, ema.num_accum, last_step]
 
 
 def _advance(ema: DebiasedEma, values: Sequence[float], finite: bool = False) -> float | None:

@@ -104,7 +104,8 @@ class TraintopApp(RunActions):
         self.readonly = readonly
         self.state = TuiState(smoothing=SMOOTHING_STEPS[3])
         self.link = EngineLink(
-            self.paths, self.state, self._set_banner, self._on_connected, autostart=autostart
+            self.paths, self.state, self._set_banner, self._on_connected, autostart=autostart,
+            on_runs=self._refresh_views,
         )
         self.logs = LogFollower(self.paths, self._on_log_text)
         self.metric_key = "loss"

@@ -33,11 +33,13 @@ class EngineLink:
         on_status: Callable[[str | None], None],
         on_connected: Callable[[], None],
         autostart: bool = True,
+        on_runs: Callable[[], None] = lambda: None,
     ) -> None:
         self.paths = paths
         self.state = state
         self.on_status = on_status
         self.on_connected = on_connected
+        self.on_runs = on_runs  # the runs are listed: draw them now, not at the next tick
         self.autostart = autostart
         self.client: AsyncClient | None = None
         self._stopping = False
@@ -49,13 +51,17 @@ class EngineLink:
             try:
                 await client.connect(autostart=self.autostart)
                 await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
-                self.state.set_runs(await self._listed(client))
-                telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
-                self.state.set_telemetry(telemetry["history"])
                 self.client = client
                 self.state.connected = True
-                self.on_status(None)
                 self.on_connected()
+                # The table first, drawn at once; the EMA column (a little work per run)
+                # and the telemetry history right after.
+                self.state.set_runs(await client.all_runs())
+                self.on_runs()
+                self.state.set_emas(await self._listed(client))
+                telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
+                self.state.set_telemetry(telemetry["history"])
+                self.on_status(None)
                 backoff = 0.25
                 await self._pump(client)
             except (EngineUnavailable, EngineError, OSError) as exc:

@@ -67,7 +67,7 @@ class TuiState:
     # -- feeding --------------------------------------------------------------
 
     def set_runs(self, runs: Iterable[dict[str, Any]]) -> None:
-        """Every run as listed, each with the daemon's EMA state of its loss (``ema``)."""
+        """Every run as listed (with the daemon's EMA state of its loss, ``ema``, if asked)."""
         self.runs = {r["id"]: _displayable(r) for r in runs}
         self.set_emas(self.runs.values())
         self.rows_dirty = self.chart_dirty = True
