@@ -231,8 +231,9 @@ class Bench:
         started = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=STOP_GRACE_S)
-            return time.perf_counter() - started
+            ended = _exited(proc, STOP_GRACE_S)
+            proc.wait(timeout=STOP_GRACE_S)  # reaped: no zombie left behind
+            return ended - started
         except psutil.TimeoutExpired:
             self.note(f"daemon {pid} ignored SIGTERM (busy); killed with SIGKILL")
             proc.kill()
@@ -590,6 +591,20 @@ class Bench:
                 proc.kill()
         if ours:
             self.note(f"ended {len(ours)} leftover processes ({len(alive)} with SIGKILL)")
+
+
+def _exited(proc: psutil.Process, timeout: float) -> float:
+    """When ``proc`` ended: gone, or a zombie (the daemon is nobody's child here, and how
+    soon init reaps it is init's business, not the daemon's). TimeoutExpired if not."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return time.perf_counter()
+        except psutil.NoSuchProcess:
+            return time.perf_counter()
+        time.sleep(0.005)
+    raise psutil.TimeoutExpired(timeout, proc.pid)
 
 
 def with_deadline(work: Callable[[Client], Any], paths: StatePaths, seconds: float) -> Any:
