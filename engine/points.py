@@ -203,16 +203,19 @@ class Points:
         )
         return [(int(s), v, float(t)) for s, v, t in rows]
 
-    def iterate(self, run: int, kid: int, start: int = 0) -> Iterator[list[Point]]:
-        """The points of a series from index ``start``, a chunk's worth at a time."""
+    def _chunks_from(self, run: int, kid: int, start: int) -> list[tuple[int, int, bytes]]:
+        """``(points to skip, n, data)`` of the chunks holding index ``start`` and after."""
         rows = self.db.execute(
             "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 + n > ? "
             "ORDER BY i0",
             (run, kid, start),
         ).fetchall()
-        for i0, n, data in rows:
-            points = decode(data, int(n))
-            yield points[max(0, start - int(i0)) :]
+        return [(max(0, start - int(i0)), int(n), data) for i0, n, data in rows]
+
+    def iterate(self, run: int, kid: int, start: int = 0) -> Iterator[list[Point]]:
+        """The points of a series from index ``start``, a chunk's worth at a time."""
+        for skip, n, data in self._chunks_from(run, kid, start):
+            yield decode(data, n)[skip:]
         yield self.loose(run, kid, start)
 
     def iterate_columns(
@@ -220,14 +223,8 @@ class Points:
     ) -> Iterator[tuple[list[int], list[float | None], list[int]]]:
         """Like ``iterate``, as (steps, values, times in microseconds) lists: no tuple per
         point, and integer times, which JSON writes and reads far faster than floats."""
-        rows = self.db.execute(
-            "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 + n > ? "
-            "ORDER BY i0",
-            (run, kid, start),
-        ).fetchall()
-        for i0, n, data in rows:
-            skip = max(0, start - int(i0))
-            steps, values, times = decode_columns(data, int(n))
+        for skip, n, data in self._chunks_from(run, kid, start):
+            steps, values, times = decode_columns(data, n)
             yield (
                 steps[skip:].tolist(),
                 [None if v != v else v for v in values[skip:]],

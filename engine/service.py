@@ -91,6 +91,14 @@ def _number(value: Any) -> bool:
     )
 
 
+def _smoothing(params: dict[str, Any]) -> float | None:
+    """The ``smoothing`` parameter: None, or an EMA weight in [0, 1)."""
+    value = params.get("smoothing")
+    if value is not None and not (_number(value) and 0 <= value < 1):
+        raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
+    return None if value is None else float(value)
+
+
 def _check_steps(config: dict[str, Any]) -> None:
     steps = config.get("steps")
     if isinstance(steps, int) and not isinstance(steps, bool) and steps <= 0:
@@ -187,8 +195,7 @@ class Engine:
         return {"pong": True, "time": time.time()}
 
     def status(self, params: dict[str, Any]) -> dict[str, Any]:
-        rows = self.db.db.execute("SELECT state, count(*) FROM runs GROUP BY state")
-        counts = {str(state): int(n) for state, n in rows}
+        counts = self.db.state_counts()
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -202,10 +209,8 @@ class Engine:
     def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
         """A page of runs in creation order; ``next`` is the ``cursor`` of the next page."""
         after = _param(params, "cursor", int, 0)
-        smoothing = params.get("smoothing")
+        smoothing = _smoothing(params)
         ema_key = _param(params, "ema_key", str, "loss")
-        if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
-            raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
         for rid, run in self.db.runs_after(after, RUNS_PAGE):
@@ -267,7 +272,7 @@ class Engine:
         buckets = _param(params, "buckets", int, 200)
         axis = _param(params, "axis", str, "step")
         tail = _param(params, "tail", int, 0)
-        smoothing = params.get("smoothing")
+        smoothing = _smoothing(params)
         bounds = [params.get("lo"), params.get("hi")]
         if not 1 <= buckets <= MAX_BUCKETS:
             raise RequestError("bad_request", f"buckets must be 1 to {MAX_BUCKETS}")
@@ -275,8 +280,6 @@ class Engine:
             raise RequestError("bad_request", f"axis must be one of {', '.join(AXES)}")
         if not 0 <= tail <= MAX_TAIL:
             raise RequestError("bad_request", f"tail must be 0 to {MAX_TAIL}")
-        if smoothing is not None and not (_number(smoothing) and 0 <= smoothing < 1):
-            raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
         if not all(b is None or _number(b) for b in bounds):
             raise RequestError("bad_request", "lo and hi must be numbers")
         return series_view(

@@ -309,16 +309,17 @@ class Store:
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _row_to_run(row) if row else None
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY rid").fetchall()
-        return [_row_to_run(r) for r in rows]
-
     def runs_after(self, rid: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` runs with an integer id above ``rid``, in creation order."""
         rows = self.db.execute(
             "SELECT * FROM runs WHERE rid > ? ORDER BY rid LIMIT ?", (rid, limit)
         ).fetchall()
         return [(int(r["rid"]), _row_to_run(r)) for r in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        """How many runs are in each state."""
+        rows = self.db.execute("SELECT state, count(*) FROM runs GROUP BY state")
+        return {str(state): int(n) for state, n in rows}
 
     def runs_in_states(self, states: Sequence[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" for _ in states)
