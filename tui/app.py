@@ -46,7 +46,7 @@ STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this
 # A live curve at most this often: a loss curve read over minutes loses nothing, and
 # each redraw of a young run's curve costs a few hundred bytes over SSH.
 CHART_EVERY_S = 2.0
-FOLLOW_AFTER_S = 0.08  # the chart follows the cursor once it has rested this long
+FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 
@@ -251,14 +251,19 @@ class TraintopApp(RunActions):
 
     async def _fetch_due(self) -> None:
         request = self._view_request()
+        selected = self.selected
         try:
+            due = self.feed.due(self._shown_family, request)
+            # The selected run first, drawn as soon as it is in: its family follows.
+            due.sort(key=lambda run_id: selected is None or run_id != selected["id"])
             changed = False
-            for run_id in self.feed.due(self._shown_family, request):
+            for run_id in due:
                 changed = await self.feed.fetch(run_id, request) or changed
-            if changed:  # drawn now, not at the next refresh tick: a selection shows at once
-                self._chart_now = False
-                self._chart_at = time.monotonic()
-                self._draw_chart()
+                if changed and run_id in (due[0], due[-1]):
+                    # Drawn now, not at the next refresh tick: a selection shows at once.
+                    self._chart_now, changed = False, False
+                    self._chart_at = time.monotonic()
+                    self._draw_chart()
         except NoMatches:  # the app is shutting down
             pass
         except (EngineError, EngineUnavailable):
