@@ -119,6 +119,7 @@ class TraintopApp(RunActions):
         self._chart_now = False  # the view changed (selection, metric, axis): draw at once
         self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
         self._follow_timer: Timer | None = None
+        self._moved_at = 0.0  # when the cursor last moved
 
     # -- layout ---------------------------------------------------------------
 
@@ -304,11 +305,18 @@ class TraintopApp(RunActions):
 
     @on(RunsTable.CursorMoved)
     def _selection_moved(self) -> None:
-        # The table has repainted its cursor already. The chart (a history fetch and
-        # a full layout) follows once the cursor rests, so holding j stays smooth.
+        # The table has repainted its cursor already. The chart (a view fetch and a full
+        # layout) follows a single move at once; in a burst (j held) it follows once
+        # the cursor rests, so the burst stays smooth.
+        now = time.monotonic()
+        burst, self._moved_at = now - self._moved_at < FOLLOW_AFTER_S, now
         if self._follow_timer is not None:
             self._follow_timer.stop()
-        self._follow_timer = self.set_timer(FOLLOW_AFTER_S, self._follow_selection)
+            self._follow_timer = None
+        if burst:
+            self._follow_timer = self.set_timer(FOLLOW_AFTER_S, self._follow_selection)
+        else:
+            self._follow_selection()
 
     # -- view actions (run actions are in RunActions) ---------------------------
 
