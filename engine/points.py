@@ -97,16 +97,17 @@ class Points:
     # -- keys -----------------------------------------------------------------
 
     def kid(self, name: str, create: bool = False) -> int | None:
+        """The integer id of a metric name; with ``create``, made if it is new."""
         kid = self._kids.get(name)
         if kid is None:
             row = self.db.execute("SELECT kid FROM keys WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                if not create:
-                    return None
-                kid = int(self.db.execute("INSERT INTO keys (name) VALUES (?)", (name,)).lastrowid
-                          or 0)
-            else:
+            if row is not None:
                 kid = int(row[0])
+            elif create:
+                cursor = self.db.execute("INSERT INTO keys (name) VALUES (?)", (name,))
+                kid = int(cursor.lastrowid or 0)
+            else:
+                return None
             self._kids[name] = kid
         return kid
 
