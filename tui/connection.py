@@ -58,7 +58,7 @@ class EngineLink:
                 # and the telemetry history right after.
                 self.state.set_runs(await client.all_runs())
                 self.on_runs()
-                self.state.set_emas(await self._listed(client))
+                self.state.set_emas(await self._listed())
                 telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
                 self.state.set_telemetry(telemetry["history"])
                 self.on_status(None)
@@ -90,17 +90,26 @@ class EngineLink:
         finally:
             closed.cancel()
 
-    async def _listed(self, client: AsyncClient) -> list[dict[str, Any]]:
-        """Every run, with the EMA state of its loss at the state's smoothing."""
-        runs: list[dict[str, Any]] = await client.all_pages(
-            "list_runs", "runs", smoothing=self.state.smoothing
-        )
+    async def _listed(self) -> list[dict[str, Any]]:
+        """Every run, with the EMA state of its loss at the state's smoothing.
+
+        On a connection of its own: the daemon answers one connection's requests in
+        order, and this listing (a little work per run) must not hold up the chart's.
+        """
+        client = AsyncClient(self.paths)
+        try:
+            await client.connect(autostart=False)
+            runs: list[dict[str, Any]] = await client.all_pages(
+                "list_runs", "runs", smoothing=self.state.smoothing
+            )
+        finally:
+            await client.close()
         return runs
 
     async def reseed_emas(self) -> None:
         """The EMA column again, after the smoothing changed (one listing, no points)."""
         if self.client is not None:
-            self.state.set_emas(await self._listed(self.client))
+            self.state.set_emas(await self._listed())
 
     async def call(self, method: str, **params: Any) -> Any:
         """A request on the main connection; EngineUnavailable while disconnected."""
