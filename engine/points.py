@@ -111,12 +111,26 @@ class Points:
             self._kids[name] = kid
         return kid
 
-    def _names(self, run: int) -> dict[int, str]:
+    def _keys_from(
+        self, run: int, key: str | None, start: tuple[str, int] | None
+    ) -> Iterator[tuple[str, int, int]]:
+        """``(name, kid, first index)`` of a run's metrics by name, from a page cursor on."""
         rows = self.db.execute(
-            "SELECT k.kid, k.name FROM series s JOIN keys k ON k.kid = s.kid WHERE s.run = ?",
+            "SELECT k.name, k.kid FROM series s JOIN keys k ON k.kid = s.kid WHERE s.run = ? "
+            "ORDER BY k.name",
             (run,),
-        )
-        return {int(kid): str(name) for kid, name in rows}
+        ).fetchall()
+        for name, kid in rows:
+            if key not in (None, name) or (start is not None and name < start[0]):
+                continue
+            yield str(name), int(kid), start[1] if start is not None and name == start[0] else 0
+
+    def size(self, run: int, kid: int) -> int | None:
+        """How many points a series holds (None: the run never logged it)."""
+        row = self.db.execute(
+            "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- writing --------------------------------------------------------------
 
@@ -147,9 +161,7 @@ class Points:
             # Enough for whole chunks: pack what waited and the new points together.
             pending = self.loose(run, kid, sealed) + new
             full = len(pending) - len(pending) % CHUNK_POINTS
-            for start in range(0, full, CHUNK_POINTS):
-                self._write_chunk(run, kid, sealed + start, pending[start : start + CHUNK_POINTS])
-            self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
+            self._pack(run, kid, sealed, pending[:full])
             rest, first = pending[full:], sealed + full
             sealed += full
         else:
@@ -175,14 +187,17 @@ class Points:
             "SELECT kid, n, sealed FROM series WHERE run = ? AND n > sealed", (run,)
         ).fetchall()
         for kid, n, sealed in rows:
-            pending = self.loose(run, kid, sealed)
-            for start in range(0, len(pending), CHUNK_POINTS):
-                self._write_chunk(run, kid, sealed + start, pending[start : start + CHUNK_POINTS])
-            self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
+            self._pack(run, kid, sealed, self.loose(run, kid, sealed))
             self.db.execute(
                 "UPDATE series SET sealed = n WHERE run = ? AND kid = ?", (run, kid)
             )
             self._counts[(run, kid)] = (int(n), int(n))
+
+    def _pack(self, run: int, kid: int, i0: int, points: Sequence[Point]) -> None:
+        """Write ``points`` (from index ``i0`` on) as chunks; no loose row stays behind."""
+        for start in range(0, len(points), CHUNK_POINTS):
+            self._write_chunk(run, kid, i0 + start, points[start : start + CHUNK_POINTS])
+        self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
 
     def _write_chunk(self, run: int, kid: int, i0: int, points: Sequence[Point]) -> None:
         blob, s = encode(points)
@@ -242,14 +257,9 @@ class Points:
         The compact form for loading whole series (about a third of the bytes of
         point rows, and far fewer objects to encode and decode).
         """
-        names = self._names(run)
-        keys = sorted((name, kid) for kid, name in names.items() if key in (None, name))
         out: list[dict[str, Any]] = []
         left = max_points
-        for name, kid in keys:
-            if start is not None and name < start[0]:
-                continue
-            first = start[1] if start is not None and name == start[0] else 0
+        for name, kid, first in self._keys_from(run, key, start):
             steps: list[int] = []
             values: list[float | None] = []
             times: list[int] = []
@@ -278,10 +288,10 @@ class Points:
         last_step = int(rows[0][0]) if rows else None
         if len(values) < count:
             chunks = self.db.execute(
-                "SELECT n, step_hi, data FROM chunks WHERE run = ? AND kid = ? ORDER BY i0 DESC",
+                "SELECT n, data FROM chunks WHERE run = ? AND kid = ? ORDER BY i0 DESC",
                 (run, kid),
             )
-            for n, _step_hi, data in chunks:
+            for n, data in chunks:
                 steps, chunk_values, _ = decode_columns(data, int(n))
                 if last_step is None:
                     last_step = int(steps[-1])
@@ -316,14 +326,9 @@ class Points:
         Returns at most ``max_points`` points and about ``PAGE_BYTES`` of JSON,
         and the cursor ``(key, index)`` where the next page starts (None: done).
         """
-        names = self._names(run)
-        keys = sorted((name, kid) for kid, name in names.items() if key in (None, name))
         out: list[tuple[int, str, float | None, float]] = []
         budget = PAGE_BYTES
-        for name, kid in keys:
-            if start is not None and name < start[0]:
-                continue
-            index = start[1] if start is not None and name == start[0] else 0
+        for name, kid, index in self._keys_from(run, key, start):
             cost = len(name.encode()) + 40
             for block in self.iterate(run, kid, index):
                 for step, value, when in block:
@@ -339,11 +344,8 @@ class Points:
     def tail(self, run: int, key: str, count: int) -> list[tuple[int, str, float | None, float]]:
         """The latest ``count`` points of one key, oldest first."""
         kid = self.kid(key)
-        row = None if kid is None else self.db.execute(
-            "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
-        ).fetchone()
-        if kid is None or row is None:
+        size = None if kid is None else self.size(run, kid)
+        if kid is None or size is None:
             return []
-        points = [p for block in self.iterate(run, kid, max(0, int(row[0]) - count))
-                  for p in block]
+        points = [p for block in self.iterate(run, kid, max(0, size - count)) for p in block]
         return [(s, key, v, t) for s, v, t in points]

@@ -77,14 +77,12 @@ def series_view(
 ) -> dict[str, Any]:
     """The view of one series; see the module docstring. ``interrupted`` aborts a long walk."""
     kid = points.kid(key)
-    row = None if kid is None else points.db.execute(
-        "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
-    ).fetchone()
+    size = None if kid is None else points.size(run, kid)
     empty = {"key": key, "n": 0, "extent": None, "range": None, "width": None, "buckets": [],
              "tail": [], "ema": None}
-    if kid is None or row is None:
+    if kid is None or size is None:
         return empty
-    n = int(row[0])
+    n = size
     def x_of(point: Point) -> float:
         return float(point[0] if axis == "step" else point[2])
 
