@@ -112,10 +112,6 @@ class AsyncClient:
             if cursor is None:
                 return found
 
-    async def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
-        """Every point of a run (or of one key)."""
-        return await self.all_pages("metrics", "points", run=run, key=key)
-
     async def all_runs(self) -> list[dict[str, Any]]:
         """Every run, in creation order, as listed (with its latest metric values)."""
         return await self.all_pages("list_runs", "runs")
