@@ -70,6 +70,21 @@ def test_forks_sit_under_their_parent_and_share_its_chart(engine: Engine) -> Non
     asyncio.run(scenario())
 
 
+def test_a_cursor_move_landing_during_shutdown_is_ignored(engine: Engine) -> None:
+    # A CursorMoved posted just before quitting can be handled after the table is gone.
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.query_one(RunsTable).remove()
+            app._moved_at = 0.0
+            app._selection_moved()  # a single move: follows at once
+            app._selection_moved()  # a burst: follows on a timer
+            await pilot.pause(0.2)
+            assert app.is_running and app.return_code is None
+
+    asyncio.run(scenario())
+
+
 def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=5000", "sleep=0.01", "--name", "keys")
 

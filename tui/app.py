@@ -219,6 +219,10 @@ class TraintopApp(RunActions):
 
     def _follow_selection(self) -> None:
         """Chart the selected run's family; follow its logs."""
+        with contextlib.suppress(NoMatches):  # a cursor message may land while shutting down
+            self._chart_selection()
+
+    def _chart_selection(self) -> None:
         run = self.selected
         family = tuple(self.state.family(run["id"])) if run else ()
         if family != self._shown_family:
