@@ -127,7 +127,16 @@ def series_view(
         first = lo_i
         while first < hi_i:
             b = bucket_of(xs[first])
-            stop = bisect_right(xs, b, first, hi_i, key=bucket_of)
+            # The bucket ends near the first x past its right edge (a plain bisect, in
+            # C); the steps after it put a point that rounds the other way where
+            # bucket_of does.
+            stop = hi_i
+            if b < buckets - 1:
+                stop = bisect_left(xs, start + (b + 1) * width, first + 1, hi_i)
+                while stop > first + 1 and bucket_of(xs[stop - 1]) != b:
+                    stop -= 1
+                while stop < hi_i and bucket_of(xs[stop]) == b:
+                    stop += 1
             segment = [v for v in values[first:stop] if isfinite(v)]
             smoothed = _advance(ema, segment, finite=True) if ema is not None else None
             if segment:
