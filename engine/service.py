@@ -207,14 +207,19 @@ class Engine:
         }
 
     def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A page of runs in creation order; ``next`` is the ``cursor`` of the next page."""
+        """A page of runs in creation order; ``next`` is the ``cursor`` of the next page.
+
+        ``smoothing`` adds each run's ``ema`` (see ``tail_ema``); ``brief`` leaves
+        only ``id`` and ``ema``, for a client that has the runs already.
+        """
         after = _param(params, "cursor", int, 0)
         smoothing = _smoothing(params)
         ema_key = _param(params, "ema_key", str, "loss")
+        brief = _param(params, "brief", bool, False)
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
         for rid, run in self.db.runs_after(after, RUNS_PAGE):
-            summary = self.summary(run)
+            summary = {"id": run["id"]} if brief else self.summary(run)
             if smoothing is not None:
                 summary["ema"] = tail_ema(self.db.points, rid, ema_key, smoothing)
             budget -= len(json.dumps(summary, default=str))

@@ -116,6 +116,8 @@ def test_every_run_is_listed_in_pages_under_the_frame_cap(engine: Engine) -> Non
     first = engine.call("list_runs", smoothing=0.9)["runs"]
     assert first[7]["ema"] == [0.5 * (1 - 0.9), 1, 1]  # the EMA state the TUI goes on from
     assert first[6]["ema"] is None
+    brief = engine.call("list_runs", smoothing=0.9, brief=True)["runs"]
+    assert brief[7] == {"id": first[7]["id"], "ema": first[7]["ema"]}  # no more than that
     assert engine.cli("ls").code == 0
 
 

@@ -100,7 +100,7 @@ class EngineLink:
         try:
             await client.connect(autostart=False)
             runs: list[dict[str, Any]] = await client.all_pages(
-                "list_runs", "runs", smoothing=self.state.smoothing
+                "list_runs", "runs", smoothing=self.state.smoothing, brief=True
             )
         finally:
             await client.close()
