@@ -104,12 +104,20 @@ def _kill_leftovers(paths: StatePaths) -> None:
             info = json.loads(worker.read_text())
             os.killpg(int(info["pgid"]), signal.SIGKILL)
     home = str(paths.home)
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        with contextlib.suppress(Exception):
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            env = proc.info["environ"] or {}
-            if home in cmdline or env.get("TRAINTOP_HOME") == home:
-                proc.kill()
+    # Again until a pass finds nothing: a shim or fork child may start a worker
+    # while the first pass is under way.
+    for _ in range(5):
+        found = False
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            with contextlib.suppress(Exception):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                env = proc.info["environ"] or {}
+                if home in cmdline or env.get("TRAINTOP_HOME") == home:
+                    proc.kill()
+                    found = True
+        if not found:
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture
