@@ -399,10 +399,12 @@ class Supervisor:
                 points.extend(_usable(live.run_id, record.get("points", [])))
             else:
                 self._on_record(live, record)
-        live.spool_offset += end + 1
+        offset = live.spool_offset + end + 1
         # A point at step s means s steps were done before it, so s + 1 are done after.
-        live.step = max([live.step, *(int(p[0]) + 1 for p in points)])
-        self.store.add_metrics(live.run_id, points, live.spool_offset, live.step)
+        step = max([live.step, *(int(p[0]) + 1 for p in points)])
+        self.store.add_metrics(live.run_id, points, offset, step)
+        # Only once stored: a store that refuses the write (a full disk) gets it again.
+        live.spool_offset, live.step = offset, step
         for start in range(0, len(points), EVENT_POINTS):
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
