@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from engine.paths import temporary_for
+
 FORMAT = 1
 
 
@@ -177,7 +179,7 @@ def save_checkpoint(
         "initial_hparams": dict(initial_hparams or {}),
         "rng": rng_states(),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_for(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 from engine.client import Client, EngineError, EngineUnavailable
 from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.format import (
+    condition_text,
     format_table,
     gpu_lines,
     host_lines,
@@ -166,7 +167,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     lines = [
         f"run       {run['id']}  {shown(run['name'])}",
-        f"state     {run['state']}" + (" (memory released)" if run["released"] else ""),
+        f"state     {run['state']}" + (" (memory released)" if run["released"] else "")
+        + (f" ({condition_text(run['condition'])})" if run.get("condition") else ""),
         f"workload  {run['workload']}",
         f"device    {run['device']}",
         f"step      {run['step']}" + (f" / {run['total_steps']}" if run["total_steps"] else ""),
@@ -191,6 +193,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     if run["exit_reason"]:
         lines.append(f"exit      {run['exit_reason']} (code {run['exit_code']})")
+    if run.get("resume_point"):
+        lines.append(
+            f"resume    from step {run['resume_point']['step']}, its last complete checkpoint "
+            f"('traintop resume {run['id']}' or 'traintop fork {run['id']}')"
+        )
     lines.append(f"dir       {run['dir']}")
     hidden = run["event_count"] - len(run["events"])
     lines.append("events" + (f" (the latest {len(run['events'])} of {run['event_count']})"
@@ -225,10 +232,12 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.call("resume", run=args.run)
+        since = run.get("resumed_from")  # a failed run: from its last complete checkpoint
         run = _wait_for(
             client, run["id"], lambda r: r["state"] not in ("paused", *ACTIVE_WAIT), args.timeout
         )
-    print(f"resumed {_describe(run)}")
+    where = "" if since is None else f" (from its last complete checkpoint, at step {since})"
+    print(f"resumed {_describe(run)}{where}")
     return _fail_if_failed(run)
 
 

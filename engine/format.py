@@ -33,10 +33,23 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+# What each run condition (``get_run``'s ``condition``) means, in a few words.
+CONDITIONS = {
+    "disk full": "disk full: its points are held in memory until there is room",
+}
+
+
+def condition_text(condition: str) -> str:
+    """A run's condition explained, for ``show`` and the TUI's detail."""
+    return CONDITIONS.get(condition, condition)
+
+
 def run_line_values(run: dict[str, Any]) -> list[str]:
     """The columns of ``traintop ls`` for one run."""
     step = str(run["step"]) + (f"/{run['total_steps']}" if run["total_steps"] else "")
     state = run["state"] + ("*" if run["released"] else "")
+    if run.get("condition"):
+        state += f" ({run['condition']})"
     parent = ""
     if run["parent_id"]:
         parent = run["parent_id"] + (f"@{run['fork_step']}" if run["fork_step"] is not None else "")

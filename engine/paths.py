@@ -25,8 +25,10 @@ the worker. Every file in it has exactly one writer:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,14 +149,61 @@ class RunDir:
         return self.path / "checkpoints"
 
 
+def temporary_for(path: Path) -> Path:
+    """Where this process writes ``path`` before renaming it into place.
+
+    The writer's pid is in the name, so a temporary whose writer is gone can be
+    told from one being written (see :func:`remove_stray_temporaries`).
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def remove_stray_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporaries in ``directory`` whose writer is no longer alive.
+
+    A process killed between writing a temporary and renaming it (SIGKILL in a
+    checkpoint, a full disk) leaves it behind; nobody would ever finish it.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+            removed.append(directory / name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process: it is not ours to judge
+    return True
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` so that readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_for(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
 
 
 def read_json(path: Path) -> Any:

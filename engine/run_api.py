@@ -19,8 +19,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from engine.checkpoint_files import FINAL, fork_name, release_name
 from engine.control_reader import ControlReader
-from engine.paths import RunDir
+from engine.disk_space import refuse_if_fake_full, when_room
+from engine.paths import RunDir, remove_stray_temporaries
 from engine.spool_writer import LoggedCall, SpoolWriter
 
 FLUSH_INTERVAL_S = 0.25
@@ -57,6 +59,8 @@ class Run:
         self.finished = False
         paths = RunDir(self.dir)
         self._checkpoint_dir = paths.checkpoints
+        # A worker killed in the middle of a checkpoint left its temporary behind.
+        remove_stray_temporaries(paths.checkpoints)
         self._spool = SpoolWriter(paths.spool, self.generation)
         self._control = ControlReader(paths.control, int(launch.get("control_offset") or 0))
         self._pending: deque[dict[str, Any]] = deque()
@@ -141,9 +145,10 @@ class Run:
             self._finish(save=False)
 
     def record_error(self, exc: BaseException) -> None:
-        """Flush what was logged and record why the run failed."""
+        """Flush what was logged and record why the run failed (waiting for room if need be)."""
         self.flush()
         self._spool.error(f"{type(exc).__name__}: {exc}")
+        self._spool.wait_until_written()
 
     def install_signal_handlers(self) -> None:
         """SIGUSR1: a control command is waiting; SIGTERM: flush and exit 143."""
@@ -226,29 +231,38 @@ class Run:
             self._now = time.time()  # points after a pause carry the time they happen
             return False
         if cmd == "checkpoint":
-            path = self._save(f"step-{self.step}.pt")
+            path = self._save(fork_name(self.step))
             self.flush()
             self._spool.checkpoint(command.get("request"), self.step, path)
         elif cmd == "release":
-            path = self._save(f"release-{self.step}.pt")
+            path = self._save(release_name(self.step))
             self.flush()
             self._spool.state("released", self.step, checkpoint=path)
+            self._spool.wait_until_written()
             self._leave(0)
         elif cmd not in ("pause", "resume"):
             print(f"traintop: ignored unknown control command {cmd!r}", file=sys.stderr)
         return paused
 
     def _save(self, filename: str) -> str:
+        """Write a checkpoint; on a full disk, wait for room (it was asked for)."""
         from engine.checkpoint import save_checkpoint
 
         path = self._checkpoint_dir / filename
-        save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
+
+        def save() -> None:
+            refuse_if_fake_full()
+            save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
+
+        when_room(save)
         return str(path)
 
     def _finish(self, save: bool) -> None:
-        path = self._save("final.pt") if save and self._tracked else None
+        path = self._save(FINAL) if save and self._tracked else None
         self.flush()
         self._spool.state("finished", self.step, checkpoint=path)
+        # The process ends next: what the disk refused so far must be written first.
+        self._spool.wait_until_written()
         self.finished = True
 
     def _leave(self, code: int) -> None:

@@ -65,9 +65,10 @@ def check_action(action: str, state: RunState, released: bool) -> None:
         "pause": state in (RunState.RUNNING, RunState.STARTING),
         "release": state in (RunState.RUNNING, RunState.STARTING)
         or (state is RunState.PAUSED and not released),
-        "resume": state is RunState.PAUSED,
+        # A failed run goes on from its last complete checkpoint, if it has one.
+        "resume": state in (RunState.PAUSED, RunState.FAILED),
         "kill": not state.terminal,
-        "fork": state in (RunState.RUNNING, RunState.PAUSED, RunState.FINISHED),
+        "fork": state in (RunState.RUNNING, RunState.PAUSED, RunState.FINISHED, RunState.FAILED),
     }[action]
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""

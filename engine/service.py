@@ -19,8 +19,11 @@ from typing import Any
 
 from engine import __version__
 from engine.attach import AttachError, attach_argv, create_attached_run, process_start
+from engine.checkpoint_files import latest_complete
 from engine.config import ConfigError, apply_overrides
 from engine.devices import DeviceError, choose_device, list_gpus
+from engine.disk_space import free_bytes, is_full, out_of_space
+from engine.format import format_bytes
 from engine.output_metrics import PatternError, compile_loss_pattern
 from engine.runs import (
     WRAPPED_WORKLOAD,
@@ -188,8 +191,41 @@ class Engine:
         return matches[0]
 
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
-        """A run as listed: its row plus the latest value of each metric."""
-        return {**run, "last": self.db.last_values(run["id"])}
+        """A run as listed: its row, the latest value of each metric, and its condition."""
+        return {
+            **run,
+            "last": self.db.last_values(run["id"]),
+            "condition": self.supervisor.condition(run["id"]),
+        }
+
+    def resume_point(self, run: dict[str, Any]) -> tuple[int, Path] | None:
+        """Where a failed run can go on from: its last complete checkpoint and its step."""
+        if run["state"] != RunState.FAILED or run["workload"] == WRAPPED_WORKLOAD:
+            return None
+        return latest_complete(self.supervisor.paths.run_dir(run["id"]).checkpoints)
+
+    def _need_resume_point(self, run: dict[str, Any]) -> tuple[int, Path]:
+        if run["workload"] == WRAPPED_WORKLOAD:
+            raise RequestError(
+                "invalid_state",
+                f"run {run['id']} wraps a command: it has no checkpoint to go on from",
+            )
+        point = self.resume_point(run)
+        if point is None:
+            raise RequestError(
+                "invalid_state", f"run {run['id']} failed with no complete checkpoint to go on from"
+            )
+        return point
+
+    def _check_room(self) -> None:
+        """Refuse to make anything on a full disk: a run there could not even be set up."""
+        home = self.supervisor.paths.home
+        if is_full(home):
+            raise RequestError(
+                "disk_full",
+                f"the state directory's disk is full ({format_bytes(free_bytes(home))} free at "
+                f"{home}); free some space and try again",
+            )
 
     def ping(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "time": time.time()}
@@ -231,8 +267,10 @@ class Engine:
 
     def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))
+        point = self.resume_point(run)
         return {
             **self.summary(run),
+            "resume_point": None if point is None else {"step": point[0], "path": str(point[1])},
             "events": self.db.events(run["id"], SHOWN_EVENTS),
             "event_count": self.db.event_count(run["id"]),
             "children": self.db.children(run["id"]),
@@ -364,9 +402,24 @@ class Engine:
         self._check_name(name)
         device = self._device(_param(params, "device", str, None))
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
+        self._check_room()
         run = self._new_run(spec, config, device, cwd, name or self._unique_name(base))
-        self.supervisor.launch(run, None, "started by user")
+        self._launch_new(run)
         return self.summary(self.store.get_run(run["id"]) or run)
+
+    def _launch_new(self, run: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Start a run just made; if the disk refuses its files, forget it entirely."""
+        try:
+            self.supervisor.launch(run, None, "started by user", extra)
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            shutil.rmtree(self.supervisor.paths.run_dir(run["id"]).path, ignore_errors=True)
+            self.store.delete_run(run["id"])
+            home = self.supervisor.paths.home
+            raise RequestError(
+                "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
+            ) from None
 
     def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
         """Create a run that wraps a command (``traintop run -- CMD``), and start it."""
@@ -400,8 +453,9 @@ class Engine:
         script = next((a for a in command if a.endswith(".py")), command[0])
         base = Path(script).stem or "run"
         # The device is the command's own business: "-" says traintop did not pick one.
+        self._check_room()
         run = self._new_run(WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base))
-        self.supervisor.launch(run, None, "started by user", {"command": command, "env": env})
+        self._launch_new(run, {"command": command, "env": env})
         return self.summary(self.store.get_run(run["id"]) or run)
 
     def _new_run(
@@ -450,11 +504,21 @@ class Engine:
     def resume(self, params: dict[str, Any]) -> dict[str, Any]:
         run = self.resolve(params.get("run"))
         check_action("resume", RunState(run["state"]), run["released"])
+        if run["state"] == RunState.FAILED:
+            step, path = self._need_resume_point(run)
+            self._check_room()
+            self.store.update_run(run["id"], step=step)
+            self.supervisor.launch(
+                {**run, "step": step}, str(path),
+                f"resumed from its last complete checkpoint, at step {step}",
+            )
+            return {**self.summary(self.store.get_run(run["id"]) or run), "resumed_from": step}
         if run["workload"] == WRAPPED_WORKLOAD:
             self.supervisor.stop_wrapped(run, pause=False)
         elif run["released"]:
             if not run["checkpoint"]:
                 raise RequestError("invalid_state", f"run {run['id']} has no checkpoint to resume")
+            self._check_room()
             self.supervisor.launch(run, run["checkpoint"], "resumed from its checkpoint")
         else:
             self.supervisor.send_control(run, "resume")
@@ -482,6 +546,11 @@ class Engine:
                 "invalid_state",
                 f"run {parent['id']} has no checkpoint (its workload tracks nothing)",
             )
+        if parent["state"] == RunState.FAILED:
+            step, path = self._need_resume_point(parent)
+            parent = {**parent, "checkpoint": str(path), "step": step}
+            ready = True
+        self._check_room()
         child = self._new_run(
             parent["workload"],
             config,
@@ -513,6 +582,7 @@ class Engine:
         problem = None if name is None else name_problem(name)
         if problem:
             raise RequestError("bad_request", problem)
+        self._check_room()
         try:
             pid_start = process_start(pid)
         except AttachError as exc:

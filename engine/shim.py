@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from engine.disk_space import when_room
 from engine.paths import RUN_DIR_ENV, RunDir, child_env, read_json, write_json_atomic
 from engine.wrapped import WrappedCommand
 
@@ -121,24 +122,23 @@ def supervise(run_dir: RunDir) -> None:
         return
     # The worker is our unreaped child until _wait_for, so even a worker that
     # already died still has a readable create_time.
-    write_json_atomic(
-        run_dir.worker,
-        {
-            "pid": proc.pid,
-            "pgid": proc.pid,
-            "create_time": psutil.Process(proc.pid).create_time(),
-            "shim_pid": os.getpid(),
-            "generation": generation,
-        },
-    )
+    worker = {
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "create_time": psutil.Process(proc.pid).create_time(),
+        "shim_pid": os.getpid(),
+        "generation": generation,
+    }
+    # On a full disk these two wait for room: without them the daemon could neither
+    # follow the worker nor learn how it ended, and would call the run lost.
+    when_room(lambda: write_json_atomic(run_dir.worker, worker))
     returncode = _wait_for(proc.pid)
     proc.returncode = returncode  # reaped by us, not by Popen
     _kill_leftovers(proc.pid)
     if wrapped is not None:
         wrapped.close()  # every line and point is on disk before exit.json
-    write_json_atomic(
-        run_dir.exit, {"generation": generation, "returncode": returncode, "time": time.time()}
-    )
+    ending = {"generation": generation, "returncode": returncode, "time": time.time()}
+    when_room(lambda: write_json_atomic(run_dir.exit, ending))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,13 @@ Record formats (``gen`` is the launch generation, ``time`` unix seconds)::
     {"t":"state","gen":G,"state":"released"|"finished","step":s,"checkpoint":p,"time":T}
     {"t":"checkpoint","gen":G,"request":R,"step":s,"path":p,"time":T}
     {"t":"error","gen":G,"message":"ExcType: message","time":T}
+    {"t":"spool","gen":G,"held":n,"dropped":d,"since":T0,"time":T}
+
+The last one follows a time when the disk refused the spool (ENOSPC): the
+worker went on training, held its records in memory (at most HOLD_LIMIT_BYTES;
+past it every other held metrics batch is dropped, so what is kept still spans
+the whole outage), wrote them when room came back, and then says how many
+points were held and how many dropped.
 """
 
 from __future__ import annotations
@@ -17,29 +24,121 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.disk_space import RETRY_INTERVAL_S, out_of_space, refuse_if_fake_full
+
 # (step, unix time of the step boundary, {key: value}) as buffered by Run.log.
 LoggedCall = tuple[int, float, dict[str, Any]]
+# The most a worker holds in memory while its disk is full: ~130k points of one
+# metric, minutes of a fast loop, and nothing next to a model's own memory.
+HOLD_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 class SpoolWriter:
-    """Appends records to a spool file; each line goes out in a single write()."""
+    """Appends records to a spool file, each line whole, holding them while the disk is full."""
 
     def __init__(self, path: Path, generation: int) -> None:
         # O_APPEND: every write lands at the end even if another generation's
         # worker (a stray one) still holds the file open.
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.generation = generation
+        # Lines the disk refused, oldest first, with the points each holds. The
+        # first may be the unwritten rest of a line whose start is on disk already.
+        self._held: deque[tuple[bytes, int]] = deque()
+        self._held_bytes = 0
+        self._partial_head = False
+        self._full_since: float | None = None
+        self._late_points = 0
+        self._dropped_points = 0
+        # Past the bound, only every ``_stride``-th metrics batch is kept (see _thin).
+        self._stride = 1
+        self._batches = 0  # metrics batches met during this outage
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record as one ``\\n``-terminated JSON line."""
+    @property
+    def held_bytes(self) -> int:
+        """Bytes waiting for room on the disk (0 when the spool is up to date)."""
+        return self._held_bytes
+
+    def write(self, record: dict[str, Any], points: int = 0) -> bool:
+        """Append one record as one ``\\n``-terminated JSON line.
+
+        Never raises for a full disk: the line is held and written, after the
+        ones held before it, once there is room. Returns whether nothing is held.
+        """
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        view = memoryview(line)
-        while view:  # a regular file takes it all at once; loop only for safety
-            view = view[os.write(self._fd, view) :]
+        if self._held and not self._drain() and points:  # the disk is still full
+            self._batches += 1
+            if self._batches % self._stride:
+                self._dropped_points += points
+                return False
+        self._held.append((line, points))
+        self._held_bytes += len(line)
+        if self._held_bytes > HOLD_LIMIT_BYTES:
+            self._thin()
+        return self._drain()
+
+    def wait_until_written(self) -> None:
+        """Block until every held line is on disk (a run that ends waits for room)."""
+        while not self._drain():
+            time.sleep(RETRY_INTERVAL_S)
+
+    def _drain(self) -> bool:
+        while self._held:
+            data, points = self._held[0]
+            try:
+                refuse_if_fake_full()
+                written = os.write(self._fd, data)
+            except OSError as exc:
+                if not out_of_space(exc):
+                    raise
+                if self._full_since is None:
+                    self._full_since = time.time()
+                return False
+            self._held_bytes -= written
+            if written < len(data):  # a short write: the disk filled up within the line
+                self._held[0] = (data[written:], points)
+                self._partial_head = True
+                continue
+            self._held.popleft()
+            self._partial_head = False
+            if self._full_since is not None:
+                self._late_points += points
+        if self._full_since is not None:
+            self._say_disk_was_full()
+        return True
+
+    def _say_disk_was_full(self) -> None:
+        since, self._full_since = self._full_since, None
+        late, dropped = self._late_points, self._dropped_points
+        self._late_points = self._dropped_points = self._batches = 0
+        self._stride = 1
+        if late or dropped:
+            self.write({"t": "spool", "gen": self.generation, "held": late,
+                        "dropped": dropped, "since": since, "time": time.time()})
+
+    def _thin(self) -> None:
+        """Drop every other held metrics batch (counting their points); keep half as many after.
+
+        Thinning rather than dropping the oldest keeps an even, coarser curve of
+        the whole outage. State and checkpoint records are never dropped: they
+        are few and small, and the run's life depends on them.
+        """
+        kept: deque[tuple[bytes, int]] = deque()
+        odd = False
+        for index, (data, points) in enumerate(self._held):
+            if points and not (index == 0 and self._partial_head):
+                odd = not odd
+                if not odd:
+                    self._dropped_points += points
+                    self._held_bytes -= len(data)
+                    continue
+            kept.append((data, points))
+        self._held = kept
+        self._stride *= 2
 
     def state(self, state: str, step: int, **extra: Any) -> None:
         """Append a state-change record (``extra``: ``total`` or ``checkpoint``)."""
@@ -70,7 +169,8 @@ class SpoolWriter:
         try:
             points = expand_points(calls)
             if points:
-                self.write({"t": "metrics", "gen": self.generation, "points": points})
+                self.write({"t": "metrics", "gen": self.generation, "points": points},
+                           len(points))
         finally:
             if gc_was_enabled:
                 gc.enable()

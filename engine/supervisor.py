@@ -26,7 +26,15 @@ from typing import Any
 import psutil
 
 from engine.attach import attach_argv, import_offline_runs, is_attached
-from engine.paths import RunDir, StatePaths, child_env, read_json, write_json_atomic
+from engine.disk_space import is_full
+from engine.paths import (
+    RunDir,
+    StatePaths,
+    child_env,
+    read_json,
+    remove_stray_temporaries,
+    write_json_atomic,
+)
 from engine.runs import WRAPPED_WORKLOAD, ActionError, RunState
 from engine.store import Store
 
@@ -56,6 +64,10 @@ MAX_KEY_LENGTH = 200
 SPOOL_READ_BYTES = 512 * 1024
 # About how long one tick may work before the daemon answers requests again.
 TICK_BUDGET_S = 0.05
+# How often the state directory's free space is looked at (one statvfs call).
+DISK_CHECK_INTERVAL = 1.0
+# What a run shows while its worker cannot write its spool (see ``check_disk``).
+DISK_FULL = "disk full"
 
 
 @dataclass
@@ -79,6 +91,8 @@ class LiveRun:
     attached: bool = False  # started by the user (traintop.init): no shim, signalled alone
     wraps: bool = False  # a wrapped command: signals, not control commands
     term_at: float | None = None  # a wrapped command's kill: when SIGINT gives way to SIGTERM
+    spool_size: int = -1  # the spool's size at the last disk check
+    disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
 
 
 class Supervisor:
@@ -91,6 +105,8 @@ class Supervisor:
         self.live: dict[str, LiveRun] = {}
         self._next_import = 0.0
         self._next_run = 0  # where the next tick starts, after one that ran out of time
+        self._next_disk_check = 0.0
+        self.disk_full = False  # the state directory's filesystem, at the last check
 
     # -- starting -----------------------------------------------------------
 
@@ -150,8 +166,10 @@ class Supervisor:
             pid=None,
             pgid=None,
             pid_start=None,
+            ended=None,
             exit_code=None,
             exit_reason=None,
+            stderr_tail=None,
         )
         offset = int(run["spool_offset"])
         self.live[run["id"]] = LiveRun(
@@ -161,7 +179,11 @@ class Supervisor:
         self._announce(run["id"])
 
     def adopt_all(self) -> None:
-        """Follow every run a previous daemon left with a process (or about to have one)."""
+        """Follow every run a previous daemon left with a process (or about to have one).
+
+        Temporaries that dead writers left in any run directory go first.
+        """
+        self._remove_stray_temporaries()
         active = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED)
         for run in self.store.runs_in_states([s.value for s in active]):
             if run["state"] == RunState.PAUSED and run["released"]:
@@ -182,6 +204,19 @@ class Supervisor:
             live.attached = is_attached(live.rundir.worker, live.generation)
             self.live[run["id"]] = live
             log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
+
+    def _remove_stray_temporaries(self, run_ids: list[str] | None = None) -> None:
+        """Remove half-written files (a checkpoint cut by SIGKILL) whose writer is gone."""
+        if run_ids is None:
+            try:
+                run_ids = [p.name for p in self.paths.runs.iterdir() if p.is_dir()]
+            except OSError:
+                return
+        for run_id in run_ids:
+            rundir = self.paths.run_dir(run_id)
+            for path in [*remove_stray_temporaries(rundir.path),
+                         *remove_stray_temporaries(rundir.checkpoints)]:
+                log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
 
     def follow_attached(self, run: dict[str, Any], pid: int, pid_start: float) -> None:
         """Follow a process that attached itself (``traintop.init``) as generation 1 of ``run``.
@@ -288,6 +323,9 @@ class Supervisor:
         Returns True when it stopped with work left (call again soon).
         """
         deadline = time.monotonic() + budget
+        if time.monotonic() >= self._next_disk_check:
+            self._next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
+            self.check_disk()
         if time.monotonic() >= self._next_import:
             self._next_import = time.monotonic() + IMPORT_INTERVAL
             try:
@@ -310,6 +348,36 @@ class Supervisor:
         self._next_run = 0
         return time.monotonic() > deadline
 
+    def check_disk(self) -> None:
+        """Mark the live runs whose spool the full disk holds back, and clear the rest.
+
+        Decided here, from statvfs and the spool's size, rather than said by the
+        worker: that needs no disk and no new channel, holds for every kind of
+        run (a wrapped command's shim, an attached script) and for a daemon
+        that restarts while the disk is full. A spool that still grows is not
+        held back, whatever statvfs says (root's reserved blocks, a stale count).
+        """
+        self.disk_full = is_full(self.paths.runs)
+        for live in list(self.live.values()):
+            try:
+                size = live.rundir.spool.stat().st_size
+            except OSError:
+                size = -1
+            held_back = self.disk_full and size == live.spool_size
+            live.spool_size = size
+            if held_back != live.disk_full:
+                live.disk_full = held_back
+                if held_back:
+                    log.warning("run %s: disk full; its worker holds its points", live.run_id)
+                else:
+                    log.info("run %s: its spool is written again", live.run_id)
+                self._announce(live.run_id)
+
+    def condition(self, run_id: str) -> str | None:
+        """What is wrong with a live run that its state does not say (``disk full``), or None."""
+        live = self.live.get(run_id)
+        return DISK_FULL if live is not None and live.disk_full else None
+
     def _follow(self, live: LiveRun) -> None:
         if live.shim is not None:
             live.shim.poll()  # reap it once it is done, so no zombie stays
@@ -326,7 +394,8 @@ class Supervisor:
         if live.pid is None:
             if live.kill_deadline is not None and live.shim is None:
                 self._end(live, RunState.KILLED, "killed by user", None)
-            elif now - live.since > SPAWN_TIMEOUT:
+            elif now - live.since > SPAWN_TIMEOUT and not self.disk_full:
+                # (On a full disk the shim waits for room to write worker.json.)
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
             return
         if live.term_at is not None and now >= live.term_at:
@@ -336,7 +405,11 @@ class Supervisor:
             self._signal_group(live, signal.SIGKILL)
         if not self._alive(live):
             live.dead_since = live.dead_since or now
-            if now - live.dead_since > (ATTACHED_EXIT_TIMEOUT if live.attached else EXIT_TIMEOUT):
+            waited = now - live.dead_since
+            # On a full disk the shim waits for room to write exit.json: not lost yet.
+            if not self.disk_full and waited > (
+                ATTACHED_EXIT_TIMEOUT if live.attached else EXIT_TIMEOUT
+            ):
                 state = RunState.KILLED if live.kill_deadline is not None else RunState.FAILED
                 reason = (
                     "killed by user"
@@ -399,10 +472,12 @@ class Supervisor:
                 points.extend(_usable(live.run_id, record.get("points", [])))
             else:
                 self._on_record(live, record)
-        live.spool_offset += end + 1
+        offset = live.spool_offset + end + 1
         # A point at step s means s steps were done before it, so s + 1 are done after.
-        live.step = max([live.step, *(int(p[0]) + 1 for p in points)])
-        self.store.add_metrics(live.run_id, points, live.spool_offset, live.step)
+        step = max([live.step, *(int(p[0]) + 1 for p in points)])
+        self.store.add_metrics(live.run_id, points, offset, step)
+        # Only once stored: a store that refuses the write (a full disk) gets it again.
+        live.spool_offset, live.step = offset, step
         for start in range(0, len(points), EVENT_POINTS):
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
@@ -414,6 +489,12 @@ class Supervisor:
         step = int(record.get("step") or 0)
         if kind == "error":
             live.error = str(record.get("message", ""))
+        elif kind == "spool":
+            self.store.note(
+                live.run_id,
+                f"spool: {record.get('held')} points held while the disk was full, "
+                f"{record.get('dropped')} dropped",
+            )
         elif kind == "checkpoint":
             self.on_checkpoint(live.run_id, str(record.get("request")), record.get("path"), step)
         elif kind == "state":
@@ -490,6 +571,7 @@ class Supervisor:
 
     def _end(self, live: LiveRun, state: RunState, reason: str, returncode: int | None) -> None:
         self.live.pop(live.run_id, None)
+        self._remove_stray_temporaries([live.run_id])
         self.store.seal_metrics(live.run_id)
         tail = stderr_tail(live.rundir.stderr) if state is RunState.FAILED else None
         self.store.set_state(
@@ -529,7 +611,7 @@ class Supervisor:
     def _announce(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         if run is not None:
-            self.publish("runs", run)
+            self.publish("runs", {**run, "condition": self.condition(run_id)})
 
 
 

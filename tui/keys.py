@@ -23,7 +23,13 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         "new_run", "n", "New", "Start a new run: pick a workload, edit its config", mutates=True
     ),
-    Action("pause", "p", "Pause", "Pause the selected run, or resume it if paused", mutates=True),
+    Action(
+        "pause",
+        "p",
+        "Pause",
+        "Pause the selected run; resume it if paused (if failed: from its last checkpoint)",
+        mutates=True,
+    ),
     Action(
         "release",
         "P",

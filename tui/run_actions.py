@@ -69,7 +69,7 @@ class RunActions(App[None]):
         run = self._need_run()
         if run is None:
             return
-        if run["state"] == "paused":
+        if run["state"] in ("paused", "failed"):  # a failed run: from its last checkpoint
             await self._request("resume", f"resuming {run['id']}", run=run["id"])
         else:
             await self._request("pause", f"pausing {run['id']} at its next step", run=run["id"])
@@ -107,7 +107,7 @@ class RunActions(App[None]):
                 severity="error",
             )
             return
-        if run["state"] not in ("running", "paused", "finished"):
+        if run["state"] not in ("running", "paused", "finished", "failed"):
             self.notify(f"cannot fork a run that is {run['state']}", severity="error")
             return
         self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))

@@ -12,11 +12,15 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine.format import condition_text
+
 
 def detail_markup(run: dict[str, Any]) -> str:
     """The detail text of a run as returned by the daemon's ``get_run``."""
     lines = [f"[b]{run['id']}[/b]  {escape(run['name'])}  [dim]{escape(run['workload'])}[/]"]
     state = run["state"] + (" (memory released)" if run.get("released") else "")
+    if run.get("condition"):
+        state += f" [red]({escape(condition_text(run['condition']))})[/red]"
     total = f" / {run['total_steps']}" if run.get("total_steps") else ""
     lines.append(f"state [b]{state}[/b] at step {run['step']}{total} on {run['device']}")
     if run.get("parent_id"):
@@ -25,6 +29,9 @@ def detail_markup(run: dict[str, Any]) -> str:
         lines.append("forks: " + ", ".join(run["children"]))
     if run.get("exit_reason"):
         lines.append(f"[b]exit[/b] {escape(str(run['exit_reason']))} (code {run['exit_code']})")
+    if run.get("resume_point"):
+        lines.append(f"[b]resume[/b] from step {run['resume_point']['step']}, its last complete "
+                     "checkpoint (p resumes it, f forks it)")
     lines.append("")
     lines.append("[b]config[/b]")
     lines += [f"  {escape(k)} = {escape(repr(v))}" for k, v in sorted(run["config"].items())]

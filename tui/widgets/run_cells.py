@@ -33,12 +33,14 @@ NAME_WIDTH = (8, 32)  # the NAME column's narrowest and widest
 NAME_WIDTH_COMPACT = 18
 BAR_WIDTH = 6
 # Widths that do not depend on the data (at least the header's).
-FIXED_WIDTHS = {"ID": 6, "STATE": 10, "LOSS": 9, "EMA": 9, "STEP/S": 6, "ETA": 6, "GPU": 8}
+FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 9, "EMA": 9, "STEP/S": 6, "ETA": 6, "GPU": 8}
 
 
 def state_text(run: Run) -> Text:
     glyph, style = STATE_LOOK.get(run["state"], ("?", ""))
     label = "released" if run["state"] == "paused" and run.get("released") else run["state"]
+    if run.get("condition"):  # e.g. "disk full": what needs the user now, over the state
+        label, style = str(run["condition"]), "bold red"
     return Text(f"{glyph} {label}", style=style)
 
 

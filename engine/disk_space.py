@@ -1,0 +1,78 @@
+"""Is the state directory's disk full? And what to do with a write it refused.
+
+The daemon asks :func:`is_full` (statvfs) before it makes a run and while it
+follows runs; workers and shims treat ENOSPC (and EDQUOT, a quota that ran
+out, which statvfs does not show) as "wait for room", never as a reason to die.
+
+``TRAINTOP_FAKE_DISK_FULL`` names a flag file: while that file exists, every
+filesystem counts as full here and the writes that go through
+:func:`refuse_if_fake_full` fail with ENOSPC. It stands in for a full disk in
+tests, where no small filesystem can be made without root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+FAKE_DISK_FULL_ENV = "TRAINTOP_FAKE_DISK_FULL"
+# Below this much free space a disk counts as full: a run's spool, launch.json and
+# a checkpoint would not fit, and SQLite needs room for its journal.
+MIN_FREE_BYTES = 1024 * 1024
+# How often a write that waits for room tries again.
+RETRY_INTERVAL_S = 1.0
+
+T = TypeVar("T")
+
+
+def _fake_full() -> bool:
+    flag = os.environ.get(FAKE_DISK_FULL_ENV)
+    return flag is not None and os.path.exists(flag)
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes this user may still write on the filesystem that holds ``path``."""
+    if _fake_full():
+        return 0
+    st = os.statvfs(path)
+    # Root may also use the blocks reserved for it; anyone else only f_bavail.
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+def is_full(path: Path) -> bool:
+    """True when the filesystem of ``path`` has less than MIN_FREE_BYTES free."""
+    try:
+        return free_bytes(path) < MIN_FREE_BYTES
+    except OSError:  # the directory went away: not a question of space
+        return False
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Is ``exc`` a write refused for want of space (ENOSPC) or of quota (EDQUOT)?"""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def refuse_if_fake_full() -> None:
+    """Raise ENOSPC while the fake full disk is on (see the module docstring)."""
+    if _fake_full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def when_room(write: Callable[[], T]) -> T:
+    """Call ``write`` until the disk lets it through.
+
+    For writes that must happen and can wait (a checkpoint, exit.json): the
+    process stays alive, and the daemon shows the run's disk as full meanwhile.
+    """
+    while True:
+        try:
+            return write()
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+        time.sleep(RETRY_INTERVAL_S)

@@ -1,0 +1,165 @@
+"""A full disk under the state directory never stops training, and a start on one leaves nothing.
+
+The disk is made full with ``TRAINTOP_FAKE_DISK_FULL`` (a flag file: while it
+exists, statvfs counts as full and spool writes fail with ENOSPC), which needs
+no root; where a small tmpfs can be mounted, one test fills a real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine import spool_writer
+from engine.disk_space import FAKE_DISK_FULL_ENV
+from engine.spool_writer import SpoolWriter
+from tests.conftest import TERMINAL, Engine
+
+STEPS = 300
+SLOW = "sleep=0.01"  # about 100 steps a second: the outage lands mid-run
+
+
+def _start(engine: Engine, *argv: str) -> str:
+    result = engine.cli("start", *argv, "--json")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+def _outage(
+    engine: Engine, run_id: str, make_full: Callable[[], object], make_room: Callable[[], object]
+) -> tuple[float, float]:
+    """Fill the disk mid-run, see the run say so, give room back; the outage's bounds."""
+    engine.wait_step(run_id, 30)
+    pid = engine.run(run_id)["pid"]
+    began = time.time()
+    make_full()
+    engine.wait(run_id, lambda r: r["condition"] == "disk full", timeout=30)
+    shown = engine.cli("show", run_id)
+    assert "disk full" in shown.out.splitlines()[1], shown.out  # the state line
+    listed = engine.cli("ls")
+    assert "running (disk full)" in listed.out
+    stuck_at = engine.run(run_id)["step"]
+    time.sleep(1.0)  # the worker trains on, holding its points
+    assert psutil.Process(pid).is_running()
+    assert engine.run(run_id)["step"] == stuck_at  # nothing reached the spool meanwhile
+    ended = time.time()
+    make_room()
+    return began, ended
+
+
+def _check_every_point_once(engine: Engine, run_id: str, outage: tuple[float, float]) -> None:
+    run = engine.wait_state(run_id, *TERMINAL, timeout=120)
+    assert run["state"] == "finished", run
+    assert run["condition"] is None
+    with engine.client() as client:
+        points = client.all_metrics(run_id, "loss")
+    steps = sorted(int(p[0]) for p in points)
+    assert steps == list(range(STEPS))  # every step, each once
+    # Steps were taken while the disk was full: training did not stop.
+    assert any(outage[0] < p[3] < outage[1] for p in points)
+    notes = [e["reason"] for e in run["events"] if e["reason"].startswith("spool:")]
+    assert len(notes) == 1 and notes[0].endswith("points held while the disk was full, 0 dropped")
+    assert int(notes[0].split()[1]) > 0
+
+
+def test_a_worker_trains_through_a_full_disk_and_stores_every_point_after(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "disk-is-full"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))  # the daemon and its workers inherit it
+    run_id = _start(engine, "synthetic", f"steps={STEPS}", SLOW)
+    outage = _outage(engine, run_id, flag.touch, flag.unlink)
+    _check_every_point_once(engine, run_id, outage)
+
+
+def test_a_start_on_a_full_disk_is_refused_and_leaves_nothing(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "disk-is-full"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))
+    assert engine.cli("engine", "start").code == 0
+    flag.touch()
+    for argv in (("start", "synthetic"), ("run", "--", "true")):
+        refused = engine.cli(*argv)
+        assert refused.code == 1
+        assert refused.err.startswith("traintop: the state directory's disk is full (0 B free")
+        assert len(refused.err.splitlines()) == 1 and "Traceback" not in refused.err
+    assert engine.cli("ls", "--json").json() == []
+    assert list(engine.paths.runs.iterdir()) == []
+    flag.unlink()
+    assert engine.cli("start", "synthetic", "steps=5").code == 0  # room again: it starts
+
+
+def test_held_records_stay_under_the_bound_and_the_drop_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "disk-is-full"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))
+    monkeypatch.setattr(spool_writer, "HOLD_LIMIT_BYTES", 20_000)
+    spool = tmp_path / "spool.jsonl"
+    writer = SpoolWriter(spool, generation=1)
+    writer.metrics([(0, 1.0, {"loss": 1.0})])
+    flag.touch()
+    batches = 400
+    for batch in range(1, batches + 1):
+        writer.metrics([(batch * 10 + i, 2.0, {"loss": 0.5}) for i in range(10)])
+        assert writer.held_bytes <= 20_000 + 1_000  # the bound, give or take one batch
+    flag.unlink()
+    writer.state("finished", 4010)
+    assert writer.held_bytes == 0
+    records = [json.loads(line) for line in spool.read_bytes().splitlines()]
+    kept = [p[0] for r in records if r["t"] == "metrics" for p in r["points"]][1:]
+    note, last = records[-2:]  # said once the held lines are out, before what comes next
+    assert note["t"] == "spool" and note["dropped"] > 0
+    assert note["held"] == len(kept) and note["held"] + note["dropped"] == batches * 10
+    assert last["state"] == "finished"
+    # Thinned, not cut: what is kept still spans the whole outage.
+    assert min(kept) < 0.1 * batches * 10 and max(kept) > 0.9 * batches * 10
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs where the engine fixture puts its state directory (root only)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(home)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write until the filesystem refuses (ENOSPC)."""
+    with open(path, "wb") as f:
+        block = b"\0" * 65536
+        while True:
+            try:
+                f.write(block)
+                f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                break
+    with contextlib.suppress(OSError), open(path, "ab") as f:  # the last few bytes too
+        while f.write(b"\0"):
+            f.flush()
+
+
+def test_a_real_full_filesystem_too(tiny_disk: Path, engine: Engine) -> None:
+    run_id = _start(engine, "synthetic", f"steps={STEPS}", SLOW)
+    filler = tiny_disk / "filler"
+    outage = _outage(engine, run_id, lambda: _fill(filler), lambda: os.unlink(filler))
+    _check_every_point_once(engine, run_id, outage)
