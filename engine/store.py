@@ -193,6 +193,9 @@ RUN_FIELDS = [*_V3_RUN_FIELDS, "skipped_records", "skipped_points"]
 
 # How long a write waits for another process's lock on the store before it fails.
 BUSY_TIMEOUT = 5.0
+# Once the store is known to be locked, how long a caller checks for the lock before it
+# gives up until its next turn (the daemon goes on answering rather than wait 5 s).
+RECHECK_WAIT = 0.05
 # SQLite's primary result codes for a store that cannot be written now but may be later.
 _UNAVAILABLE_CODES = frozenset(
     {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
@@ -243,6 +246,9 @@ class Store:
             self.migrate()
         self.points = Points(self.db)
         self._rids: dict[str, int] = {}
+        # Why the store cannot be written, from a failed write until one succeeds.
+        self.unavailable: str | None = None
+        self._changes_at_failure = 0
 
     @classmethod
     def reader(cls, path: Path) -> Store:
@@ -255,6 +261,48 @@ class Store:
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a statement waits for another connection's lock before it fails."""
         self.db.execute(f"PRAGMA busy_timeout={round(seconds * 1000)}")
+
+    def write_failed(self, exc: BaseException) -> bool:
+        """Note a failed write: True if the store is unavailable (locked, full), not a bug.
+
+        Said in the log when it starts, not at every retry (see ``write_succeeded``).
+        """
+        if not store_unavailable(exc):
+            return False
+        if self.unavailable is None:
+            log.warning(
+                "the store cannot be written (%s); metrics wait in the spools and are "
+                "stored once it can", exc,
+            )
+        self.unavailable = str(exc)
+        self._changes_at_failure = self.db.total_changes
+        return True
+
+    def write_succeeded(self) -> None:
+        """After writes that raised nothing: if rows changed since the store was unavailable,
+        it is back (an empty transaction proves nothing on a full disk)."""
+        if self.unavailable is not None and self.db.total_changes > self._changes_at_failure:
+            log.warning("the store can be written again; storing what the spools hold")
+            self.unavailable = None
+
+    def may_write(self) -> bool:
+        """False while the store is known to be locked by another process and still is.
+
+        A caller skips its writes until its next turn then, rather than wait on it.
+        """
+        if self.unavailable is None:
+            return True
+        self.set_busy_timeout(RECHECK_WAIT)
+        try:
+            with self.transaction():
+                pass  # an empty transaction writes nothing
+        except sqlite3.OperationalError as exc:
+            if not store_unavailable(exc):
+                raise
+            return False
+        finally:
+            self.set_busy_timeout(BUSY_TIMEOUT)
+        return True
 
     # -- schema ---------------------------------------------------------------
 
