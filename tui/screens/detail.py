@@ -12,6 +12,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine.format import skipped_text
+
 
 def detail_markup(run: dict[str, Any]) -> str:
     """The detail text of a run as returned by the daemon's ``get_run``."""
@@ -23,6 +25,9 @@ def detail_markup(run: dict[str, Any]) -> str:
         lines.append(f"forked from [b]{run['parent_id']}[/b] at step {run['fork_step']}")
     if run.get("children"):
         lines.append("forks: " + ", ".join(run["children"]))
+    skipped = skipped_text(run)
+    if skipped:
+        lines.append(f"[b]skipped[/b] {skipped}")
     if run.get("exit_reason"):
         lines.append(f"[b]exit[/b] {escape(str(run['exit_reason']))} (code {run['exit_code']})")
     lines.append("")
