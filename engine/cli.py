@@ -26,6 +26,7 @@ from engine.format import (
     run_line_values,
     run_usage_rows,
     shown,
+    skipped_text,
 )
 from engine.linger import logout_warning
 
@@ -191,6 +192,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 for k, v in sorted(run["last"].items())
             )
         )
+    skipped = skipped_text(run)
+    if skipped:
+        lines.append(f"skipped   {skipped}")
     if run["exit_reason"]:
         lines.append(f"exit      {run['exit_reason']} (code {run['exit_code']})")
     if run.get("resume_point"):

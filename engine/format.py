@@ -57,6 +57,17 @@ def run_line_values(run: dict[str, Any]) -> list[str]:
     return [run["id"], shown(run["name"], SHOWN_NAME), state, step, loss, run["device"], parent]
 
 
+def skipped_text(run: dict[str, Any]) -> str | None:
+    """What the engine skipped of a run's spool, said for a person; None if nothing."""
+    parts = []
+    kinds = (("skipped_records", "malformed spool record"), ("skipped_points", "bad point"))
+    for field, what in kinds:
+        count = int(run.get(field) or 0)
+        if count:
+            parts.append(f"{count} {what}{'' if count == 1 else 's'}")
+    return ", ".join(parts) or None
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns separated by two spaces."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]

@@ -15,7 +15,9 @@ the worker. Every file in it has exactly one writer:
 ``spool.jsonl``   worker: append-only records (metrics batches, state changes,
                   checkpoints). The daemon tails it from a stored byte offset,
                   so nothing logged while the daemon is down is lost. For a
-                  wrapped command the shim writes it (``engine.wrapped``).
+                  wrapped command the shim writes it (``engine.wrapped``). A
+                  line the daemon cannot use is skipped and counted on the run
+                  (``engine.spool_records``).
 ``control.jsonl`` daemon: append-only commands (pause, resume, release,
                   checkpoint); the worker is nudged with SIGUSR1 and reads new
                   lines at its next step boundary.

@@ -88,7 +88,7 @@ def _to_v3(db: sqlite3.Connection) -> None:
     series (v2 read them that way); times keep microseconds.
     """
     db.execute(_RUNS_V3)
-    columns = ", ".join(RUN_FIELDS)
+    columns = ", ".join(_V3_RUN_FIELDS)
     db.execute(
         f"INSERT INTO runs_v3 ({columns}) SELECT {columns} FROM runs ORDER BY created, id"
     )
@@ -149,9 +149,18 @@ CREATE TABLE runs_v3 (
 
 MIGRATIONS.append(_to_v3)
 
+# 3 -> 4: what ingestion skipped (malformed spool records, bad points), counted per run.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN skipped_records INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN skipped_points INTEGER NOT NULL DEFAULT 0
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
-RUN_FIELDS = [
+# The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
+_V3_RUN_FIELDS = [
     "id",
     "name",
     "workload",
@@ -179,10 +188,31 @@ RUN_FIELDS = [
     "pid_start",
     "kill_grace",
 ]
+RUN_FIELDS = [*_V3_RUN_FIELDS, "skipped_records", "skipped_points"]
+
+
+# How long a write waits for another process's lock on the store before it fails.
+BUSY_TIMEOUT = 5.0
+# Once the store is known to be locked, how long a caller checks for the lock before it
+# gives up until its next turn (the daemon goes on answering rather than wait 5 s).
+RECHECK_WAIT = 0.05
+# SQLite's primary result codes for a store that cannot be written now but may be later.
+_UNAVAILABLE_CODES = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
+)
 
 
 class StoreError(Exception):
     """The store cannot be used (e.g. written by a newer traintop)."""
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Is ``exc`` a store that cannot be written for now (locked, full), so worth a retry?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    # Extended codes (SQLITE_IOERR_WRITE...) carry the primary one in their low byte.
+    return isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and (
+        code & 0xFF in _UNAVAILABLE_CODES
+    )
 
 
 Metric = tuple[int, str, float | None, float]
@@ -207,7 +237,7 @@ class Store:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.set_busy_timeout(BUSY_TIMEOUT)
         if readonly:
             self.db.execute("PRAGMA query_only=1")
         else:
@@ -216,6 +246,9 @@ class Store:
             self.migrate()
         self.points = Points(self.db)
         self._rids: dict[str, int] = {}
+        # Why the store cannot be written, from a failed write until one succeeds.
+        self.unavailable: str | None = None
+        self._changes_at_failure = 0
 
     @classmethod
     def reader(cls, path: Path) -> Store:
@@ -224,6 +257,52 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a statement waits for another connection's lock before it fails."""
+        self.db.execute(f"PRAGMA busy_timeout={round(seconds * 1000)}")
+
+    def write_failed(self, exc: BaseException) -> bool:
+        """Note a failed write: True if the store is unavailable (locked, full), not a bug.
+
+        Said in the log when it starts, not at every retry (see ``write_succeeded``).
+        """
+        if not store_unavailable(exc):
+            return False
+        if self.unavailable is None:
+            log.warning(
+                "the store cannot be written (%s); metrics wait in the spools and are "
+                "stored once it can", exc,
+            )
+        self.unavailable = str(exc)
+        self._changes_at_failure = self.db.total_changes
+        return True
+
+    def write_succeeded(self) -> None:
+        """After writes that raised nothing: if rows changed since the store was unavailable,
+        it is back (an empty transaction proves nothing on a full disk)."""
+        if self.unavailable is not None and self.db.total_changes > self._changes_at_failure:
+            log.warning("the store can be written again; storing what the spools hold")
+            self.unavailable = None
+
+    def may_write(self) -> bool:
+        """False while the store is known to be locked by another process and still is.
+
+        A caller skips its writes until its next turn then, rather than wait on it.
+        """
+        if self.unavailable is None:
+            return True
+        self.set_busy_timeout(RECHECK_WAIT)
+        try:
+            with self.transaction():
+                pass  # an empty transaction writes nothing
+        except sqlite3.OperationalError as exc:
+            if not store_unavailable(exc):
+                raise
+            return False
+        finally:
+            self.set_busy_timeout(BUSY_TIMEOUT)
+        return True
 
     # -- schema ---------------------------------------------------------------
 
@@ -384,14 +463,22 @@ class Store:
     # -- metrics --------------------------------------------------------------
 
     def add_metrics(
-        self, run_id: str, points: Iterable[Sequence[Any]], spool_offset: int, step: int | None
+        self,
+        run_id: str,
+        points: Iterable[Sequence[Any]],
+        spool_offset: int,
+        step: int | None,
+        skipped: tuple[int, int] = (0, 0),
     ) -> None:
         """Store a batch of ``(step, key, value, time)`` and the spool offset it ends at.
 
         Both go in one transaction, so a batch is stored exactly once even if
-        the daemon dies between reading the spool and writing here.
+        the daemon dies between reading the spool and writing here. ``skipped``
+        (malformed records, bad points) is added to the run's counts in the same
+        transaction, so a spool read twice does not count its faults twice.
         """
         rid = self.rid(run_id)
+        records, bad_points = skipped
         try:
             with self.transaction():
                 self.points.add(rid, points)
@@ -399,6 +486,12 @@ class Store:
                     self.update_run(run_id, spool_offset=spool_offset)
                 else:
                     self.update_run(run_id, spool_offset=spool_offset, step=step)
+                if records or bad_points:
+                    self.db.execute(
+                        "UPDATE runs SET skipped_records = skipped_records + ?, "
+                        "skipped_points = skipped_points + ? WHERE rid = ?",
+                        (records, bad_points, rid),
+                    )
         except BaseException:
             self.points.forget()
             raise
@@ -506,4 +599,16 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            # SQLite itself rolls back on some errors (disk full, I/O): only end an open one.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT that fails (busy, disk full) leaves the transaction open, and
+            # every later BEGIN would fail on it: end it, so the caller can retry.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise

@@ -36,7 +36,16 @@ from engine.paths import (
     write_json_atomic,
 )
 from engine.runs import WRAPPED_WORKLOAD, ActionError, RunState
-from engine.store import Store
+from engine.spool_records import (
+    CheckpointRecord,
+    ErrorRecord,
+    HeldRecord,
+    Malformed,
+    MetricsRecord,
+    StateRecord,
+    decode_record,
+)
+from engine.store import Metric, Store
 
 log = logging.getLogger("traintop.supervisor")
 
@@ -58,8 +67,6 @@ KILL_REASON = "kill requested"
 STDERR_TAIL_LINES = 20
 # Points per 'metrics' event, so that no event nears the frame cap.
 EVENT_POINTS = 10_000
-# Longer metric names are refused: they would swell every page and event they are in.
-MAX_KEY_LENGTH = 200
 # The most of one run's spool read at once (~8k points, ~50 ms to store).
 SPOOL_READ_BYTES = 512 * 1024
 # About how long one tick may work before the daemon answers requests again.
@@ -93,6 +100,18 @@ class LiveRun:
     term_at: float | None = None  # a wrapped command's kill: when SIGINT gives way to SIGTERM
     spool_size: int = -1  # the spool's size at the last disk check
     disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
+    warned_skips: bool = False  # skipped records are logged once per run, then only counted
+    failing: str | None = None  # the last unexpected error following it (logged once)
+
+
+@dataclass
+class _Batch:
+    """What a spool read gathered to store in one transaction with the offset it ends at."""
+
+    points: list[Metric] = field(default_factory=list)
+    bad_records: int = 0
+    bad_points: int = 0
+    problem: str | None = None  # the first thing skipped, for the log
 
 
 class Supervisor:
@@ -326,6 +345,10 @@ class Supervisor:
         if time.monotonic() >= self._next_disk_check:
             self._next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
             self.check_disk()
+        if not self.store.may_write():  # still locked by another process
+            for waiting in list(self.live.values()):
+                self._escalate_kill(waiting)  # a kill goes on: signals need no store
+            return False  # the spools wait for the next tick
         if time.monotonic() >= self._next_import:
             self._next_import = time.monotonic() + IMPORT_INTERVAL
             try:
@@ -343,9 +366,17 @@ class Supervisor:
                 continue
             try:
                 self._follow(live)
-            except Exception:
-                log.exception("following run %s failed", run_id)
+                live.failing = None
+            except Exception as exc:
+                if self.store.write_failed(exc):
+                    # Every other run would fail the same way: the next tick tries again.
+                    self._next_run = first + done
+                    return False
+                if live.failing != repr(exc):  # once, not at every tick it repeats
+                    live.failing = repr(exc)
+                    log.exception("following run %s failed", run_id)
         self._next_run = 0
+        self.store.write_succeeded()
         return time.monotonic() > deadline
 
     def check_disk(self) -> None:
@@ -381,6 +412,7 @@ class Supervisor:
     def _follow(self, live: LiveRun) -> None:
         if live.shim is not None:
             live.shim.poll()  # reap it once it is done, so no zombie stays
+        self._escalate_kill(live)  # first: the store may be locked, and signals need none
         if live.pid is None:
             self._read_worker_file(live)
         drained = self._read_spool(live)
@@ -398,11 +430,6 @@ class Supervisor:
                 # (On a full disk the shim waits for room to write worker.json.)
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
             return
-        if live.term_at is not None and now >= live.term_at:
-            live.term_at = None
-            self._signal_group(live, signal.SIGTERM)
-        if live.kill_deadline is not None and now >= live.kill_deadline:
-            self._signal_group(live, signal.SIGKILL)
         if not self._alive(live):
             live.dead_since = live.dead_since or now
             waited = now - live.dead_since
@@ -418,13 +445,25 @@ class Supervisor:
                 )
                 self._end(live, state, reason, None)
 
+    def _escalate_kill(self, live: LiveRun) -> None:
+        """A kill under way: SIGTERM (wrapped commands) and SIGKILL once their time comes."""
+        now = time.monotonic()
+        if live.pid is None:  # not started yet: its first signal goes when it is
+            return
+        if live.term_at is not None and now >= live.term_at:
+            live.term_at = None
+            self._signal_group(live, signal.SIGTERM)
+        if live.kill_deadline is not None and now >= live.kill_deadline:
+            self._signal_group(live, signal.SIGKILL)
+
     def _read_worker_file(self, live: LiveRun) -> None:
         info = read_json(live.rundir.worker)
         if not isinstance(info, dict) or info.get("generation") != live.generation:
             return
-        live.pid, live.pgid = int(info["pid"]), int(info["pgid"])
-        live.pid_start = float(info["create_time"])
-        self.store.update_run(live.run_id, pid=live.pid, pgid=live.pgid, pid_start=live.pid_start)
+        pid, pgid, pid_start = int(info["pid"]), int(info["pgid"]), float(info["create_time"])
+        # Stored first: if the store cannot take it, the next tick reads the file again.
+        self.store.update_run(live.run_id, pid=pid, pgid=pgid, pid_start=pid_start)
+        live.pid, live.pgid, live.pid_start = pid, pgid, pid_start
         if live.kill_deadline is not None:  # a kill asked for before the worker existed
             self._first_kill_signal(live)
 
@@ -446,6 +485,8 @@ class Supervisor:
 
         True when the spool is read to its end (False: a backlog remains for the
         next tick; bounded so that one run's backlog never stalls the daemon).
+        ``live.spool_offset`` moves only with a commit: when the store cannot be
+        written, the error goes up and the next tick reads the rest again.
         """
         try:
             with open(live.rundir.spool, "rb") as f:
@@ -456,66 +497,94 @@ class Supervisor:
         except FileNotFoundError:
             return True
         drained = len(data) < SPOOL_READ_BYTES
-        end = data.rfind(b"\n")
-        if end < 0:
-            return drained
-        points: list[list[Any]] = []
-        for raw in data[: end + 1].splitlines():
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                log.warning("run %s: skipping an unreadable spool line", live.run_id)
-                continue
-            if not isinstance(record, dict):
-                continue
-            if record.get("t") == "metrics":
-                points.extend(_usable(live.run_id, record.get("points", [])))
+        batch, offset = _Batch(), live.spool_offset
+        for line in data[: data.rfind(b"\n") + 1].splitlines(keepends=True):
+            record = decode_record(line)
+            if isinstance(record, MetricsRecord):
+                batch.points += record.points
+                batch.bad_points += record.bad_points
+                batch.problem = batch.problem or record.problem
+            elif isinstance(record, Malformed):
+                batch.bad_records += 1
+                batch.problem = batch.problem or record.problem
             else:
-                self._on_record(live, record)
-        offset = live.spool_offset + end + 1
+                # The points before a record are stored before it acts (ends a run,
+                # starts a fork), so they are never left behind it.
+                self._store_batch(live, batch, offset)
+                batch = _Batch()
+                self._on_record(live, record, offset + len(line))
+            offset += len(line)
+        self._store_batch(live, batch, offset)
+        return drained
+
+    def _store_batch(self, live: LiveRun, batch: _Batch, end: int) -> None:
+        """Store ``batch`` with the spool offset ``end`` it was read up to, in one transaction."""
+        if end == live.spool_offset:
+            return
         # A point at step s means s steps were done before it, so s + 1 are done after.
-        step = max([live.step, *(int(p[0]) + 1 for p in points)])
-        self.store.add_metrics(live.run_id, points, offset, step)
-        # Only once stored: a store that refuses the write (a full disk) gets it again.
-        live.spool_offset, live.step = offset, step
+        step = max([live.step, *(p[0] + 1 for p in batch.points)])
+        self.store.add_metrics(
+            live.run_id, batch.points, end, step, (batch.bad_records, batch.bad_points)
+        )
+        live.spool_offset, live.step = end, step
+        if batch.problem is not None and not live.warned_skips:
+            live.warned_skips = True  # later ones are only counted (see `traintop show`)
+            log.warning(
+                "run %s: skipped %d malformed spool records and %d bad points (%s)",
+                live.run_id, batch.bad_records, batch.bad_points, batch.problem,
+            )
+        points = batch.points
         for start in range(0, len(points), EVENT_POINTS):
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
             )
-        return drained
 
-    def _on_record(self, live: LiveRun, record: dict[str, Any]) -> None:
-        kind = record.get("t")
-        step = int(record.get("step") or 0)
-        if kind == "error":
-            live.error = str(record.get("message", ""))
-        elif kind == "spool":
+    def _on_record(
+        self, live: LiveRun,
+        record: StateRecord | CheckpointRecord | ErrorRecord | HeldRecord,
+        end: int,
+    ) -> None:
+        """Act on a record that ends at spool offset ``end``.
+
+        A state change stores ``end`` with itself, so it happens once even across
+        restarts; the others are safe to see twice (the next batch stores past them).
+        """
+        if isinstance(record, ErrorRecord):
+            live.error = record.message
+        elif isinstance(record, HeldRecord):
             self.store.note(
                 live.run_id,
-                f"spool: {record.get('held')} points held while the disk was full, "
-                f"{record.get('dropped')} dropped",
+                f"spool: {record.held} points held while the disk was full, "
+                f"{record.dropped} dropped",
             )
-        elif kind == "checkpoint":
-            self.on_checkpoint(live.run_id, str(record.get("request")), record.get("path"), step)
-        elif kind == "state":
-            state = record.get("state")
-            live.step = step if state == "running" else max(live.step, step)
-            if state == "running":
-                self.store.set_state(
-                    live.run_id,
-                    RunState.RUNNING,
-                    "worker is training",
-                    step=step,
-                    total_steps=record.get("total"),
-                )
-            elif state == "paused":
-                self.store.set_state(live.run_id, RunState.PAUSED, "paused by user", step=step)
-            elif state == "resumed":
-                self.store.set_state(live.run_id, RunState.RUNNING, "resumed by user", step=step)
-            elif state in ("released", "finished"):
-                live.ending = record
-                self.store.update_run(live.run_id, step=step, checkpoint=record.get("checkpoint"))
-            self._announce(live.run_id)
+        elif isinstance(record, CheckpointRecord):
+            self.on_checkpoint(live.run_id, record.request, record.path, record.step)
+        else:
+            self._on_state(live, record, end)
+
+    def _on_state(self, live: LiveRun, record: StateRecord, end: int) -> None:
+        state, step, run_id = record.state, record.step, live.run_id
+        if state == "running":
+            self.store.set_state(
+                run_id, RunState.RUNNING, "worker is training", step=step,
+                total_steps=record.total, spool_offset=end,
+            )
+        elif state == "paused":
+            self.store.set_state(
+                run_id, RunState.PAUSED, "paused by user", step=step, spool_offset=end
+            )
+        elif state == "resumed":
+            self.store.set_state(
+                run_id, RunState.RUNNING, "resumed by user", step=step, spool_offset=end
+            )
+        else:  # released or finished: the run ends once its exit status is in
+            live.ending = {"state": state, "checkpoint": record.checkpoint}
+            self.store.update_run(
+                run_id, step=step, checkpoint=record.checkpoint, spool_offset=end
+            )
+        live.spool_offset = end
+        live.step = step if state == "running" else max(live.step, step)
+        self._announce(run_id)
 
     def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
         """A worker wrote the checkpoint a fork asked for: start the child from it."""
@@ -547,7 +616,6 @@ class Supervisor:
         if run["exit_reason"] == KILL_REASON:
             self._end(live, RunState.KILLED, "killed by user", returncode)
         elif ending.get("state") == "released" and returncode == 0:
-            self.live.pop(live.run_id, None)
             self.store.set_state(
                 live.run_id,
                 RunState.PAUSED,
@@ -557,6 +625,7 @@ class Supervisor:
                 pgid=None,
                 pid_start=None,
             )
+            self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
             self._announce(live.run_id)
         elif returncode == 0:
             self._end(live, RunState.FINISHED, "finished", 0)
@@ -570,8 +639,6 @@ class Supervisor:
             self._end(live, RunState.FAILED, reason, returncode)
 
     def _end(self, live: LiveRun, state: RunState, reason: str, returncode: int | None) -> None:
-        self.live.pop(live.run_id, None)
-        self._remove_stray_temporaries([live.run_id])
         self.store.seal_metrics(live.run_id)
         tail = stderr_tail(live.rundir.stderr) if state is RunState.FAILED else None
         self.store.set_state(
@@ -586,6 +653,8 @@ class Supervisor:
             pgid=None,
             pid_start=None,
         )
+        self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
+        self._remove_stray_temporaries([live.run_id])
         log.info("run %s %s: %s", live.run_id, state.value, reason)
         self._settle_forks(live.run_id, state)
         self._announce(live.run_id)
@@ -613,19 +682,6 @@ class Supervisor:
         if run is not None:
             self.publish("runs", {**run, "condition": self.condition(run_id)})
 
-
-
-def _usable(run_id: str, points: Any) -> list[list[Any]]:
-    """The points of a metrics record that can be stored; the rest are logged and skipped."""
-    if not isinstance(points, list):
-        return []
-    kept = [
-        p for p in points
-        if isinstance(p, list) and len(p) == 4 and len(str(p[1])) <= MAX_KEY_LENGTH
-    ]
-    if len(kept) < len(points):
-        log.warning("run %s: skipped %d malformed points", run_id, len(points) - len(kept))
-    return kept
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

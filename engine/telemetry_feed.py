@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,11 +81,25 @@ class TelemetryFeed:
         data = sample.to_dict()
         self.publish("telemetry", data)
         self._count += 1
-        if self._count % self.store_every == 1 or self.store_every == 1:
-            self.store.add_telemetry(sample.time, data)
-        if sample.time - self._last_prune > PRUNE_EVERY_SECONDS:
-            self._last_prune = sample.time
-            self.store.prune_telemetry(sample.time - RETENTION_SECONDS)
+        store_now = self._count % self.store_every == 1 or self.store_every == 1
+        prune_now = sample.time - self._last_prune > PRUNE_EVERY_SECONDS
+        if not (store_now or prune_now):
+            return
+        if not self.store.may_write():  # locked: not waited on here (the loop would stall)
+            return
+        try:
+            if store_now:
+                self.store.add_telemetry(sample.time, data)
+            if prune_now:
+                self._last_prune = sample.time
+                self.store.prune_telemetry(sample.time - RETENTION_SECONDS)
+        except sqlite3.OperationalError as exc:
+            # Locked or full: this sample is not stored (it was published; the
+            # next ones may be). Anything else is a bug, and goes up.
+            if not self.store.write_failed(exc):
+                raise
+            return
+        self.store.write_succeeded()
 
     def latest(self) -> dict[str, Any] | None:
         sample = self.sampler.latest()

@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine.format import condition_text
+from engine.format import condition_text, skipped_text
 
 
 def detail_markup(run: dict[str, Any]) -> str:
@@ -27,6 +27,9 @@ def detail_markup(run: dict[str, Any]) -> str:
         lines.append(f"forked from [b]{run['parent_id']}[/b] at step {run['fork_step']}")
     if run.get("children"):
         lines.append("forks: " + ", ".join(run["children"]))
+    skipped = skipped_text(run)
+    if skipped:
+        lines.append(f"[b]skipped[/b] {skipped}")
     if run.get("exit_reason"):
         lines.append(f"[b]exit[/b] {escape(str(run['exit_reason']))} (code {run['exit_code']})")
     if run.get("resume_point"):
