@@ -24,7 +24,7 @@ from typing import IO, Any
 from engine import protocol
 from engine.paths import StatePaths, ensure_private_dir, state_home
 from engine.service import READS, Engine, RequestError
-from engine.store import Store, StoreError, store_upgrade
+from engine.store import Store, StoreError, store_unavailable, store_upgrade
 from engine.supervisor import Supervisor
 from engine.telemetry_feed import TelemetryFeed
 
@@ -297,6 +297,12 @@ class Daemon:
         except Exception as exc:
             if self.stopping.is_set():
                 conn.send(_error(request_id, "stopping", "the engine is stopping"))
+                return
+            if store_unavailable(exc):  # its transaction rolled back: nothing changed
+                conn.send(_error(request_id, "store_unavailable", (
+                    f"the store cannot be written now ({exc}): another process holds "
+                    f"{self.paths.store} locked, or its disk is full; try again"
+                )))
                 return
             log.exception("request %s failed", method)
             conn.send(_error(request_id, "internal", f"internal error: {exc}"))

@@ -266,11 +266,13 @@ class Supervisor:
         rundir = self.paths.run_dir(run["id"])
         seq = int(run["control_seq"]) + 1
         line = json.dumps({"seq": seq, "cmd": cmd, "request": request}) + "\n"
+        # The store first: if it refuses (locked, full), no command has gone out. A
+        # line that then fails to be written leaves only a gap in the numbers.
+        self.store.update_run(run["id"], control_seq=seq)
         with open(rundir.control, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.store.update_run(run["id"], control_seq=seq)
         live = self.live.get(run["id"])
         if live is not None and live.pid is not None and self._alive(live):
             with contextlib.suppress(ProcessLookupError):

@@ -94,3 +94,16 @@ def test_a_run_that_ends_while_the_store_is_locked_finishes_once_it_is_free(
     assert engine.cli("engine", "stop").code == 0
     assert engine.cli("engine", "start").code == 0
     _steps_stored_once(engine, run_id, steps)
+
+
+def test_a_command_refused_by_a_locked_store_says_so_and_changes_nothing(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=3000", "sleep=0.01")
+    engine.wait_step(run_id, 10)
+    with store_locked(engine.paths.store):
+        result = engine.cli("pause", run_id)
+        assert result.code != 0
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1 and "locked" in lines[0], result.err
+        assert "internal error" not in result.err
+    assert engine.run(run_id)["state"] == "running"  # the pause was not half made
+    assert engine.cli("kill", run_id).code == 0
