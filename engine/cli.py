@@ -28,6 +28,7 @@ from engine.format import (
     shown,
 )
 from engine.linger import logout_warning
+from engine.run_env import run_env
 
 ACTIVE_WAIT = ("queued", "starting")
 ENDED = ("finished", "failed", "killed")
@@ -102,6 +103,25 @@ def _describe(run: dict[str, Any]) -> str:
     return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
 
 
+def _run_env(args: argparse.Namespace) -> dict[str, str]:
+    """What of this shell's environment the new run gets (written to its launch.json)."""
+    return run_env(os.environ, args.env, args.env_all)
+
+
+def _add_env_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also pass this environment variable to the run (repeatable); by default a run "
+        "gets only PATH, PYTHONPATH, CUDA_*, locale and the like",
+    )
+    p.add_argument(
+        "--env-all", action="store_true", help="pass the whole environment, secrets included"
+    )
+
+
 # -- commands ------------------------------------------------------------------
 
 
@@ -118,6 +138,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             device=args.device,
             steps=args.steps,
             cwd=os.getcwd(),
+            env=_run_env(args),
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])
@@ -137,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             name=args.name,
             loss_pattern=args.loss_pattern,
             cwd=os.getcwd(),
-            env=dict(os.environ),
+            env=_run_env(args),
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])  # a first metric, an exit, or 5 s
@@ -479,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="charlm: train on this text file")
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
+    _add_env_options(p)
 
     p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
     p.add_argument("--name")
@@ -489,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
+    _add_env_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = add("ls", cmd_ls, "list runs")
