@@ -432,7 +432,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild() -> int:
+    from engine.paths import StatePaths, state_home
+    from engine.rebuild import RebuildError, rebuild_store
+    from engine.state_dir import UnsafeStateDir
+
+    paths = StatePaths(state_home())
+    try:
+        done = rebuild_store(paths)
+    except (RebuildError, UnsafeStateDir) as exc:
+        raise EngineError("rebuild", str(exc)) from None
+    print(f"rebuilt {paths.store} from {done.runs} run directories ({done.points} points)")
+    print(f"the old store is kept as {done.aside}" if done.aside else "there was no old store")
+    if done.skipped:
+        print(f"skipped (no launch.json): {', '.join(done.skipped)}")
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
+    if args.action == "rebuild":
+        return _rebuild()
     if args.action == "start":
         with _client(args) as client:
             status = client.call("status")
@@ -570,8 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo", cmd_demo, "start demo charlm runs (and a fork); in a terminal, open the TUI")
 
-    p = add("engine", cmd_engine, "start, stop or inspect the engine daemon")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = add(
+        "engine",
+        cmd_engine,
+        "start, stop or inspect the engine daemon; 'rebuild' makes a new store from the run "
+        "directories (the engine stopped), keeping the old one aside",
+    )
+    p.add_argument("action", choices=["start", "stop", "status", "rebuild"])
     p.add_argument("--json", action="store_true")
     return parser
 

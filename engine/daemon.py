@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import sys
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from engine.state_dir import (
     secure_tree,
 )
 from engine.store import Store, StoreError, store_upgrade
+from engine.store_health import check_store, damage_message, is_damage
 from engine.supervisor import Supervisor
 from engine.telemetry_feed import TelemetryFeed
 
@@ -305,6 +307,11 @@ class Daemon:
             if self.stopping.is_set():
                 conn.send(_error(request_id, "stopping", "the engine is stopping"))
                 return
+            if is_damage(exc):  # damage in pages only now read: name the file, and the way out
+                log.error("request %s: %s", method, exc)
+                said = damage_message(self.paths.store, str(exc))
+                conn.send(_error(request_id, "store_damaged", said))
+                return
             log.exception("request %s failed", method)
             conn.send(_error(request_id, "internal", f"internal error: {exc}"))
 
@@ -405,6 +412,7 @@ def run_daemon(paths: StatePaths) -> int:
         print(exc, file=sys.stderr)
         return 0
     try:
+        check_store(paths)
         upgrade = store_upgrade(paths.store)
         if upgrade:
             log.info("%s", upgrade)
@@ -417,6 +425,9 @@ def run_daemon(paths: StatePaths) -> int:
     except StoreError as exc:
         lock.close()
         return _refuse(paths, str(exc))
+    except sqlite3.DatabaseError as exc:  # damage the quick checks did not see
+        lock.close()
+        return _refuse(paths, damage_message(paths.store, str(exc)))
     paths.start_error.unlink(missing_ok=True)
     try:
         asyncio.run(daemon.serve())
