@@ -4,8 +4,10 @@ The run directory is the contract between the daemon, the per-run shim and
 the worker. Every file in it has exactly one writer:
 
 ``launch.json``   daemon: what to run (workload, config, device, resume_from,
-                  generation, control_offset; for ``traintop run`` also the
-                  ``command`` and the user's ``env``); rewritten before each (re)start.
+                  generation, control_offset, created, parent_id, fork_step, the
+                  run's ``env``, see ``engine.run_env``; for ``traintop run`` also
+                  the ``command``); rewritten before each (re)start. For an
+                  attached run, written once when it attaches (a rebuild reads it).
 ``worker.json``   shim: pid, pgid and create_time of the worker it started.
                   (daemon, for a process that attached itself: ``"attached": true``).
 ``exit.json``     shim: the worker's return code, written atomically on exit
