@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import TERMINAL, Engine
@@ -23,7 +25,11 @@ def start(engine: Engine, *args: str) -> str:
 
 def stop(engine: Engine) -> None:
     """Stop the engine, and fold the WAL into the store file, so damage to it is damage."""
+    pid = engine.daemon_pid()
     assert engine.cli("engine", "stop").code == 0
+    if pid is not None:  # 'stop' waits 10 s at most; a loaded machine may need longer
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(60)
     db = sqlite3.connect(engine.paths.store)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()  # the last connection: the -wal and -shm files go
