@@ -13,7 +13,13 @@ import itertools
 from typing import Any
 
 from engine import protocol
-from engine.client import EngineError, EngineUnavailable, start_daemon, wait_deadline
+from engine.client import (
+    EngineError,
+    EngineUnavailable,
+    check_safe,
+    start_daemon,
+    wait_deadline,
+)
 from engine.paths import StatePaths, state_home
 
 START_TIMEOUT = 15.0
@@ -34,6 +40,7 @@ class AsyncClient:
 
     async def connect(self, autostart: bool = True) -> AsyncClient:
         """Connect and shake hands, starting the daemon first if allowed and needed."""
+        check_safe(self.paths)
         try:
             await self._open()
             return self

@@ -115,13 +115,14 @@ def _command_name(argv: list[str]) -> str:
     return Path(argv[0]).name or "attached"
 
 
-Follow = Callable[[dict[str, Any], int, float], None]
+# follow(run, pid, pid_start, env): the supervisor's follow_attached.
+Follow = Callable[[dict[str, Any], int, float, "dict[str, str] | None"], None]
 
 
 def import_offline_runs(paths: StatePaths, store: Store, follow: Follow) -> list[str]:
     """Store every run directory an offline ``traintop.init`` made; returns their ids.
 
-    ``follow(run, pid, pid_start)`` then tails it like any attached run, so
+    ``follow(run, pid, pid_start, env)`` then tails it like any attached run, so
     its spool is ingested and its exit.json (or its absence) ends it.
     """
     imported: list[str] = []
@@ -137,7 +138,8 @@ def import_offline_runs(paths: StatePaths, store: Store, follow: Follow) -> list
         if not isinstance(info, dict) or not _valid_marker(info):
             continue
         run = create_attached_run(store, run_id, info)
-        follow(run, int(info["pid"]), float(info["pid_start"]))
+        env = info.get("env") if isinstance(info.get("env"), dict) else None
+        follow(run, int(info["pid"]), float(info["pid_start"]), env)
         imported.append(run_id)
     return imported
 

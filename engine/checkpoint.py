@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from engine.paths import temporary_for
+from engine.paths import private_opener, temporary_for
 
 FORMAT = 1
 
@@ -170,7 +170,8 @@ def save_checkpoint(
     (see :func:`optimizer_hparams`), so a restore can tell which ones a fork changed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Private whatever the umask: an attached script (traintop.init) keeps the user's.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "step": step,
@@ -181,7 +182,7 @@ def save_checkpoint(
     }
     tmp = temporary_for(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=private_opener) as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())

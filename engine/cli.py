@@ -29,6 +29,7 @@ from engine.format import (
     skipped_text,
 )
 from engine.linger import logout_warning
+from engine.run_env import run_env
 
 ACTIVE_WAIT = ("queued", "starting")
 ENDED = ("finished", "failed", "killed")
@@ -103,6 +104,25 @@ def _describe(run: dict[str, Any]) -> str:
     return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
 
 
+def _run_env(args: argparse.Namespace) -> dict[str, str]:
+    """What of this shell's environment the new run gets (written to its launch.json)."""
+    return run_env(os.environ, args.env, args.env_all)
+
+
+def _add_env_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also pass this environment variable to the run (repeatable); by default a run "
+        "gets only PATH, PYTHONPATH, CUDA_*, locale and the like",
+    )
+    p.add_argument(
+        "--env-all", action="store_true", help="pass the whole environment, secrets included"
+    )
+
+
 # -- commands ------------------------------------------------------------------
 
 
@@ -119,6 +139,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             device=args.device,
             steps=args.steps,
             cwd=os.getcwd(),
+            env=_run_env(args),
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])
@@ -138,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             name=args.name,
             loss_pattern=args.loss_pattern,
             cwd=os.getcwd(),
-            env=dict(os.environ),
+            env=_run_env(args),
         )
         if not args.no_wait:
             run = _wait_training(client, run["id"])  # a first metric, an exit, or 5 s
@@ -415,7 +436,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild() -> int:
+    from engine.paths import StatePaths, state_home
+    from engine.rebuild import RebuildError, rebuild_store
+    from engine.state_dir import UnsafeStateDir
+
+    paths = StatePaths(state_home())
+    try:
+        done = rebuild_store(paths)
+    except (RebuildError, UnsafeStateDir) as exc:
+        raise EngineError("rebuild", str(exc)) from None
+    print(f"rebuilt {paths.store} from {done.runs} run directories ({done.points} points)")
+    print(f"the old store is kept as {done.aside}" if done.aside else "there was no old store")
+    if done.skipped:
+        print(f"skipped (no launch.json): {', '.join(done.skipped)}")
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
+    if args.action == "rebuild":
+        return _rebuild()
     if args.action == "start":
         with _client(args) as client:
             status = client.call("status")
@@ -483,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="charlm: train on this text file")
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
+    _add_env_options(p)
 
     p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
     p.add_argument("--name")
@@ -493,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
+    _add_env_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = add("ls", cmd_ls, "list runs")
@@ -551,8 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo", cmd_demo, "start demo charlm runs (and a fork); in a terminal, open the TUI")
 
-    p = add("engine", cmd_engine, "start, stop or inspect the engine daemon")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p = add(
+        "engine",
+        cmd_engine,
+        "start, stop or inspect the engine daemon; 'rebuild' makes a new store from the run "
+        "directories (the engine stopped), keeping the old one aside",
+    )
+    p.add_argument("action", choices=["start", "stop", "status", "rebuild"])
     p.add_argument("--json", action="store_true")
     return parser
 

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine import protocol
-from engine.paths import StatePaths, child_env, ensure_private_dir, state_home
+from engine.paths import StatePaths, child_env, private_opener, state_home
+from engine.run_env import run_env
+from engine.state_dir import UnsafeStateDir, check_state_dir, ensure_private_dir
 
 START_TIMEOUT = 15.0
 
@@ -45,8 +47,9 @@ def start_daemon(paths: StatePaths) -> None:
     """
     ensure_private_dir(paths.home)
     paths.start_error.unlink(missing_ok=True)  # only this start's failure counts
-    env = child_env(TRAINTOP_HOME=str(paths.home))
-    with open(paths.daemon_log, "ab") as log_file:
+    # Only what runs need: runs started with no environment of their own inherit it.
+    env = child_env(run_env(os.environ), TRAINTOP_HOME=str(paths.home))
+    with open(paths.daemon_log, "ab", opener=private_opener) as log_file:
         launcher = subprocess.Popen(
             ["/bin/sh", "-c", '"$0" -m engine.daemon </dev/null &', sys.executable],
             stdin=subprocess.DEVNULL,
@@ -58,6 +61,18 @@ def start_daemon(paths: StatePaths) -> None:
             cwd="/",
         )
     launcher.wait()
+
+
+def check_safe(paths: StatePaths) -> None:
+    """EngineUnavailable, in one line, if the state directory is not safely ours.
+
+    Checked before connecting: a socket in a directory another user controls
+    may be theirs, and every request (an environment, a command) would go to them.
+    """
+    try:
+        check_state_dir(paths)
+    except UnsafeStateDir as exc:
+        raise EngineUnavailable(str(exc)) from None
 
 
 def check_start_error(paths: StatePaths) -> None:
@@ -125,6 +140,7 @@ class Client:
 
     def connect(self, autostart: bool = True, timeout: float = START_TIMEOUT) -> Client:
         """Connect (starting the daemon if needed and allowed) and shake hands."""
+        check_safe(self.paths)
         try:
             self._connect_once()
             return self

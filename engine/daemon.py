@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import struct
 import sys
 from collections.abc import Iterable
@@ -22,9 +23,17 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine import protocol
-from engine.paths import StatePaths, ensure_private_dir, state_home
+from engine.paths import StatePaths, state_home
 from engine.service import READS, Engine, RequestError
+from engine.state_dir import (
+    PRIVATE_UMASK,
+    UnsafeStateDir,
+    check_state_dir,
+    ensure_private_dir,
+    secure_tree,
+)
 from engine.store import Store, StoreError, store_unavailable, store_upgrade
+from engine.store_health import check_store, damage_message, is_damage
 from engine.supervisor import Supervisor
 from engine.telemetry_feed import TelemetryFeed
 
@@ -304,6 +313,11 @@ class Daemon:
                     f"{self.paths.store} locked, or its disk is full; try again"
                 )))
                 return
+            if is_damage(exc):  # damage in pages only now read: name the file, and the way out
+                log.error("request %s: %s", method, exc)
+                said = damage_message(self.paths.store, str(exc))
+                conn.send(_error(request_id, "store_damaged", said))
+                return
             log.exception("request %s failed", method)
             conn.send(_error(request_id, "internal", f"internal error: {exc}"))
 
@@ -327,8 +341,10 @@ class Daemon:
                 await asyncio.wait_for(self.stopping.wait(), 0 if behind else TICK_SECONDS)
 
     async def serve(self) -> None:
-        """Serve until ``shutdown`` or SIGTERM/SIGINT; runs are left running."""
-        self.supervisor.adopt_all()
+        """Serve until ``shutdown`` or SIGTERM/SIGINT; runs are left running.
+
+        The caller has adopted the runs a previous daemon left (``adopt_all``).
+        """
         self.paths.socket.unlink(missing_ok=True)
         old_umask = os.umask(0o177)  # the socket is born 0600
         try:
@@ -372,29 +388,52 @@ def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"id": request_id, "error": {"code": code, "message": message}}
 
 
+def _refuse(paths: StatePaths, reason: str) -> int:
+    """Say why the daemon cannot start, on stderr and in engine.error for its client."""
+    print(f"traintop engine: {reason}", file=sys.stderr)
+    paths.start_error.write_text(f"{reason}\n")
+    return 1
+
+
 def run_daemon(paths: StatePaths) -> int:
     """Run a daemon for ``paths`` in this process; 0 also when one already runs."""
+    # Every file the daemon, its shims and its workers make is private to the user.
+    os.umask(PRIVATE_UMASK)
+    try:
+        check_state_dir(paths)  # a tree another user controls: write nothing in it
+    except UnsafeStateDir as exc:
+        print(f"traintop engine: {exc}", file=sys.stderr)
+        return 1
     ensure_private_dir(paths.home)
     ensure_private_dir(paths.runs)
+    try:
+        fixed = secure_tree(paths)
+    except UnsafeStateDir as exc:
+        return _refuse(paths, str(exc))
+    if fixed:
+        log.info("made %d files and directories private (0600/0700)", fixed)
     try:
         lock = acquire_lock(paths)
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 0
     try:
+        check_store(paths)
         upgrade = store_upgrade(paths.store)
         if upgrade:
             log.info("%s", upgrade)
             paths.upgrading.write_text(f"{os.getpid()} {upgrade}\n")
         try:
             daemon = Daemon(paths)
+            daemon.supervisor.adopt_all()
         finally:
             paths.upgrading.unlink(missing_ok=True)
     except StoreError as exc:
-        print(f"traintop engine: {exc}", file=sys.stderr)
-        paths.start_error.write_text(f"{exc}\n")
         lock.close()
-        return 1
+        return _refuse(paths, str(exc))
+    except sqlite3.DatabaseError as exc:  # damage the quick checks did not see
+        lock.close()
+        return _refuse(paths, damage_message(paths.store, str(exc)))
     paths.start_error.unlink(missing_ok=True)
     try:
         asyncio.run(daemon.serve())

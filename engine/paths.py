@@ -4,8 +4,10 @@ The run directory is the contract between the daemon, the per-run shim and
 the worker. Every file in it has exactly one writer:
 
 ``launch.json``   daemon: what to run (workload, config, device, resume_from,
-                  generation, control_offset; for ``traintop run`` also the
-                  ``command`` and the user's ``env``); rewritten before each (re)start.
+                  generation, control_offset, created, parent_id, fork_step, the
+                  run's ``env``, see ``engine.run_env``; for ``traintop run`` also
+                  the ``command``); rewritten before each (re)start. For an
+                  attached run, written once when it attaches (a rebuild reads it).
 ``worker.json``   shim: pid, pgid and create_time of the worker it started.
                   (daemon, for a process that attached itself: ``"attached": true``).
 ``exit.json``     shim: the worker's return code, written atomically on exit
@@ -31,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +43,14 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 RUN_DIR_ENV = "TRAINTOP_RUN_DIR"
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """This process's environment plus ``extra``, with this package importable.
+def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus ``extra``, with this package
+    importable.
 
     The daemon, shims and workers are started as ``python -m engine...``; the
     package's root goes first on PYTHONPATH so they run this very copy of it.
     """
-    env = {**os.environ, **extra}
+    env = {**(os.environ if base is None else base), **extra}
     paths = [_PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -61,11 +65,13 @@ def state_home() -> Path:
     return Path(xdg) / "traintop"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
+def private_opener(path: str | os.PathLike[str], flags: int) -> int:
+    """An ``opener`` for ``open()`` that creates a file 0600, whatever the umask.
+
+    For files made in the state tree by processes that keep the user's umask:
+    the CLI, and scripts that called ``traintop.init``.
+    """
+    return os.open(path, flags, 0o600)
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` so that readers see the old or the new file, never half."""
     tmp = temporary_for(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
             json.dump(data, f)
             f.flush()
             os.fsync(f.fileno())

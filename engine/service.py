@@ -94,6 +94,20 @@ def _number(value: Any) -> bool:
     )
 
 
+def _env(params: dict[str, Any]) -> dict[str, str] | None:
+    """The ``env`` parameter: the environment a run gets (None: the daemon's own)."""
+    env = params.get("env")
+    if env is not None and not (
+        isinstance(env, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+            for k, v in env.items()
+        )
+    ):
+        raise RequestError("bad_request", "parameter 'env' must map strings to strings")
+    return env
+
+
 def _smoothing(params: dict[str, Any]) -> float | None:
     """The ``smoothing`` parameter: None, or an EMA weight in [0, 1)."""
     value = params.get("smoothing")
@@ -394,6 +408,7 @@ class Engine:
         overrides = _param(params, "overrides", list, [])
         name = _param(params, "name", str, None)
         steps = _param(params, "steps", int, None)
+        env = _env(params)
         defaults = workload_defaults(spec)
         config = apply_overrides(defaults, overrides, strict=bool(defaults))
         if steps is not None:
@@ -404,7 +419,7 @@ class Engine:
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
         self._check_room()
         run = self._new_run(spec, config, device, cwd, name or self._unique_name(base))
-        self._launch_new(run)
+        self._launch_new(run, None if env is None else {"env": env})
         return self.summary(self.store.get_run(run["id"]) or run)
 
     def _launch_new(self, run: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
@@ -427,14 +442,9 @@ class Engine:
         command = _param(params, "command", list)
         name = _param(params, "name", str, None)
         pattern = _param(params, "loss_pattern", str, None)
-        env = params.get("env")
+        env = _env(params)
         if env is None:
-            env = dict(os.environ)
-        elif not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
-            for k, v in env.items()
-        ):
-            raise RequestError("bad_request", "parameter 'env' must map strings to strings")
+            env = dict(os.environ)  # the daemon's: already only what runs need
         if not command or not command[0]:
             raise RequestError("bad_config", "no command to run (traintop run -- CMD ...)")
         if not Path(cwd).is_dir():
@@ -575,6 +585,7 @@ class Engine:
         name = _param(params, "name", str, None)
         device = _param(params, "device", str, None)
         config = params.get("config") or {}
+        env = _env(params)
         if not isinstance(config, dict):
             raise RequestError("bad_request", "parameter 'config' must be an object")
         if not argv:
@@ -594,7 +605,7 @@ class Engine:
         info = {"name": name, "config": config, "argv": argv, "cwd": cwd, "device": device,
                 "pid": pid, "created": time.time()}
         run = create_attached_run(self.store, run_id, info)
-        self.supervisor.follow_attached(run, pid, pid_start)
+        self.supervisor.follow_attached(run, pid, pid_start, env)
         return {
             **self.summary(self.store.get_run(run_id) or run),
             "dir": str(paths.run_dir(run_id).path),

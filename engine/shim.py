@@ -40,8 +40,10 @@ def _become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _worker_env() -> dict[str, str]:
-    env = child_env(PYTHONUNBUFFERED="1")
+def _worker_env(launch: dict[str, Any]) -> dict[str, str]:
+    """The run's own environment (launch.json), else the daemon's; plus what a worker needs."""
+    base = launch.get("env")
+    env = child_env(base if isinstance(base, dict) else None, PYTHONUNBUFFERED="1")
     # Several runs share the CPU cores; OpenMP threads that spin while waiting
     # (libgomp's default) then starve each other: measured 1.1 vs 130 steps/s for
     # three small CPU runs on 2 cores. Sleeping waits change no numerics.
@@ -82,7 +84,7 @@ def _kill_leftovers(pgid: int) -> None:
 
 def _start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[bytes]:
     cwd = launch.get("cwd") or str(run_dir.path)
-    env = _worker_env()
+    env = _worker_env(launch)
     command = [sys.executable, "-m", "engine.worker", str(run_dir.path)]
     if launch.get("argv"):  # a traintop.init script, re-run as it was started (engine.attach)
         command = [str(a) for a in launch["argv"]]

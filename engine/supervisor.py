@@ -138,29 +138,31 @@ class Supervisor:
     ) -> None:
         """Start a new generation of ``run``: write launch.json, start its shim.
 
-        ``extra`` goes into launch.json as well (a wrapped command's ``command`` and ``env``).
+        ``extra`` goes into launch.json as well (a wrapped command's ``command``,
+        the run's ``env``). Without an ``env``, a run keeps the one it was started
+        with, and a fork takes its parent's.
         """
         rundir = self.paths.run_dir(run["id"])
         rundir.path.mkdir(parents=True, exist_ok=True)
         rundir.checkpoints.mkdir(exist_ok=True)
         generation = int(run["generation"]) + 1
+        extra = dict(extra or {})
+        if "env" not in extra:
+            env = self._env_of(run["id"]) or self._env_of(run["parent_id"])
+            if env is not None:
+                extra["env"] = env
         for stale in (rundir.worker, rundir.exit):
             stale.unlink(missing_ok=True)
         control_offset = rundir.control.stat().st_size if rundir.control.exists() else 0
         write_json_atomic(
             rundir.launch,
             {
-                "run_id": run["id"],
-                "name": run["name"],
+                **launch_record(run),
                 "generation": generation,
-                "workload": run["workload"],
-                "config": run["config"],
-                "device": run["device"],
                 "resume_from": resume_from,
                 "control_offset": control_offset,
-                "cwd": run["cwd"],
                 "argv": attach_argv(run["workload"]),  # a traintop.init script: re-run it
-                **(extra or {}),
+                **extra,
             },
         )
         env = child_env()
@@ -237,13 +239,30 @@ class Supervisor:
                          *remove_stray_temporaries(rundir.checkpoints)]:
                 log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
 
-    def follow_attached(self, run: dict[str, Any], pid: int, pid_start: float) -> None:
+    def _env_of(self, run_id: str | None) -> dict[str, str] | None:
+        """The environment a run was last launched with (None: the daemon's own)."""
+        if run_id is None:
+            return None
+        launch = read_json(self.paths.run_dir(run_id).launch)
+        env = launch.get("env") if isinstance(launch, dict) else None
+        return env if isinstance(env, dict) else None
+
+    def follow_attached(
+        self, run: dict[str, Any], pid: int, pid_start: float, env: dict[str, str] | None = None
+    ) -> None:
         """Follow a process that attached itself (``traintop.init``) as generation 1 of ``run``.
 
-        Its worker.json is written here (there is no shim) and marks it attached.
+        Its worker.json is written here (there is no shim) and marks it attached;
+        its launch.json (which the process never reads) records the run, and the
+        environment that a fork or resume will re-run its command with.
         """
         rundir = self.paths.run_dir(run["id"])
         rundir.checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            rundir.launch,
+            {**launch_record(run), "generation": 1, "attached": True,
+             **({} if env is None else {"env": env})},
+        )
         write_json_atomic(
             rundir.worker,
             {"pid": pid, "pgid": pid, "create_time": pid_start, "shim_pid": None,
@@ -684,6 +703,21 @@ class Supervisor:
         if run is not None:
             self.publish("runs", {**run, "condition": self.condition(run_id)})
 
+
+
+def launch_record(run: dict[str, Any]) -> dict[str, Any]:
+    """What launch.json says about a run itself: enough to rebuild its row in a new store."""
+    return {
+        "run_id": run["id"],
+        "name": run["name"],
+        "workload": run["workload"],
+        "config": run["config"],
+        "device": run["device"],
+        "cwd": run["cwd"],
+        "created": run["created"],
+        "parent_id": run["parent_id"],
+        "fork_step": run["fork_step"],
+    }
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

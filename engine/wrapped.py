@@ -1,7 +1,7 @@
 """The shim's side of a wrapped command (``traintop run -- CMD``).
 
 The command runs as it would in a terminal-free shell: the user's working
-directory and environment (sent by the CLI, plus ``PYTHONUNBUFFERED=1``), stdin closed, its own
+directory and environment (what the CLI sent, plus ``PYTHONUNBUFFERED=1``), stdin closed, its own
 process group, default signal actions. Its stdout and stderr come through
 pipes; a thread per stream appends them to ``stdout.log`` / ``stderr.log`` and
 feeds the metric parser, and a flusher thread appends the parsed points to the
@@ -44,7 +44,7 @@ class WrappedCommand:
         self._lock = threading.Lock()
         self._pending: list[list[Any]] = []
         self._done = threading.Event()
-        # The environment of the `traintop run` that asked for it, not the daemon's.
+        # The environment `traintop run` sent (only what runs need, see engine.run_env).
         env = {**(launch.get("env") or os.environ), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             list(launch["command"]),

@@ -55,7 +55,8 @@ PROBE = textwrap.dedent(
 
 
 def wrap(engine: Engine, *argv: str) -> str:
-    result = engine.cli("run", "--json", "--no-wait", "--", *argv)
+    # WRAP_PROBE is not one a run gets unasked (engine.run_env): the probe names it.
+    result = engine.cli("run", "--json", "--no-wait", "--env", "WRAP_PROBE", "--", *argv)
     assert result.code == 0, result.err
     run_id: str = result.json()["id"]
     return run_id

@@ -37,12 +37,14 @@ from engine.paths import (
     RUN_DIR_ENV,
     RunDir,
     StatePaths,
-    ensure_private_dir,
+    private_opener,
     read_json,
     state_home,
     write_json_atomic,
 )
 from engine.run_api import Run, _exit
+from engine.run_env import run_env
+from engine.state_dir import check_state_dir, ensure_private_dir
 
 # Set to 1 to never start a daemon from a script (an existing one is still used).
 NO_AUTOSTART_ENV = "TRAINTOP_NO_AUTOSTART"
@@ -114,7 +116,8 @@ def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRu
             autostart = os.environ.get(NO_AUTOSTART_ENV, "") in ("", "0")
             with Client().connect(autostart=autostart, timeout=ATTACH_TIMEOUT) as client:
                 reply.update(client.call("attach", name=name, config=config, cwd=os.getcwd(),
-                                         argv=_command(), pid=os.getpid(), device=device))
+                                         argv=_command(), pid=os.getpid(), device=device,
+                                         env=run_env(os.environ)))
         except Exception as exc:
             reply["error"] = str(exc)
 
@@ -143,11 +146,13 @@ def _offline(config: dict[str, Any], name: str | None, device: str) -> AttachedR
     launch = {"run_id": run_id, "name": name, "generation": 1, "device": device,
               "control_offset": 0}
     try:
-        runs = ensure_private_dir(StatePaths(state_home()).runs)
+        paths = StatePaths(state_home())
+        check_state_dir(paths)  # another user's tree: train on, record nothing there
+        runs = ensure_private_dir(paths.runs)
         while True:
             rundir = RunDir(runs / run_id)
             try:
-                rundir.path.mkdir()
+                rundir.path.mkdir(mode=0o700)  # this script keeps its umask: say the mode
                 break
             except FileExistsError:
                 run_id = launch["run_id"] = new_run_id()
@@ -158,6 +163,7 @@ def _offline(config: dict[str, Any], name: str | None, device: str) -> AttachedR
             "name": name, "config": config, "argv": _command(), "cwd": os.getcwd(),
             "device": device, "pid": os.getpid(),
             "pid_start": psutil.Process().create_time(), "created": time.time(),
+            "env": run_env(os.environ),  # what a fork re-runs this script with
         })
         return run
     except Exception as exc:  # no state directory at all: train anyway, on a scratch dir
@@ -179,7 +185,8 @@ def _install(run: Run, record_exit: bool) -> None:
         with contextlib.suppress(Exception):
             run.record_error(exc)
             if record_exit:  # no shim captures stderr: keep the traceback for the run's tail
-                with open(RunDir(run.dir).stderr, "a", encoding="utf-8") as err:
+                with open(RunDir(run.dir).stderr, "a", encoding="utf-8",
+                          opener=private_opener) as err:
                     traceback.print_exception(kind, exc, tb, file=err)
         previous(kind, exc, tb)
 

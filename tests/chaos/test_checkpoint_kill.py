@@ -96,7 +96,7 @@ def test_temporaries_of_dead_writers_go_when_the_daemon_starts(engine: Engine) -
         rundir.path / f".launch.json.{dead.pid}.tmp",
     ]
     in_use = rundir.checkpoints / f".step-9.pt.{os.getpid()}.tmp"  # its writer is alive
-    kept = [rundir.checkpoints / "release-3.pt", rundir.launch, in_use]
+    kept = [rundir.checkpoints / "release-3.pt", rundir.stdout, in_use]
     for path in (*stray, *kept):
         path.write_bytes(b"some bytes")
     assert engine.cli("engine", "start").code == 0  # a daemon adopts runs as it starts

@@ -1,0 +1,153 @@
+"""A damaged, emptied or deleted store is said at once, kept, and rebuilt from the run dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import TERMINAL, Engine
+
+
+def start(engine: Engine, *args: str) -> str:
+    result = engine.cli("start", "synthetic", *args, "--json", "--no-wait")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+def stop(engine: Engine) -> None:
+    """Stop the engine, and fold the WAL into the store file, so damage to it is damage."""
+    pid = engine.daemon_pid()
+    assert engine.cli("engine", "stop").code == 0
+    if pid is not None:  # 'stop' waits 10 s at most; a loaded machine may need longer
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(60)
+    db = sqlite3.connect(engine.paths.store)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()  # the last connection: the -wal and -shm files go
+
+
+def refused_in_one_line(engine: Engine, *words: str) -> str:
+    """``traintop ls`` fails with one line naming the store (not the 15 s start timeout)."""
+    result = engine.cli("ls")
+    assert result.code == 1 and result.out == "", result
+    assert len(result.err.splitlines()) == 1, result.err
+    line = result.err
+    assert str(engine.paths.store) in line and "traintop engine rebuild" in line, line
+    assert "did not start" not in line and "Traceback" not in line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def truncate_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def garble_header(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.write(b"\x5a" * 100)
+
+
+def garble_all_but_the_first_page(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xa5" * (path.stat().st_size - 4096))
+
+
+@pytest.mark.parametrize(
+    "damage", [truncate_half, garble_header, garble_all_but_the_first_page],
+    ids=["truncated", "garbled-header", "garbled-pages"],
+)
+def test_a_damaged_store_is_said_in_one_line_and_left_as_it_is(
+    engine: Engine, damage: Callable[[Path], None]
+) -> None:
+    engine.wait_state(start(engine, "steps=200", "extra_metrics=3"), *TERMINAL)
+    stop(engine)
+    assert not Path(f"{engine.paths.store}-wal").exists()
+    damage(engine.paths.store)
+    damaged = engine.paths.store.read_bytes()
+    files = sorted(engine.paths.home.iterdir())
+    refused_in_one_line(engine, "damaged")
+    refused_in_one_line(engine, "damaged")  # and again: nothing was "repaired"
+    assert engine.paths.store.read_bytes() == damaged
+    assert sorted(engine.paths.home.iterdir()) == files  # no -wal or -shm made beside it
+
+
+@pytest.mark.parametrize("how", ["deleted", "empty"])
+def test_a_lost_store_with_run_directories_is_said_not_shown_as_no_runs(
+    engine: Engine, how: str
+) -> None:
+    engine.wait_state(start(engine, "steps=20"), *TERMINAL)
+    stop(engine)
+    if how == "deleted":
+        engine.paths.store.unlink()
+    else:
+        engine.paths.store.write_bytes(b"")
+    said = "missing" if how == "deleted" else "empty"
+    refused_in_one_line(engine, said, f"{engine.paths.runs} holds 1 runs")
+    assert engine.paths.store.exists() == (how == "empty")
+
+
+def everything(engine: Engine, run_id: str) -> dict[str, Any]:
+    """What a run is and every point it has, as the engine serves them."""
+    run = engine.run(run_id)
+    with engine.client() as client:
+        points = client.all_metrics(run_id)
+    kept = ("id", "name", "workload", "config", "state", "parent_id", "fork_step", "step",
+            "total_steps", "exit_code", "device", "cwd", "last")
+    return {"run": {k: run[k] for k in kept}, "points": points}
+
+
+def test_rebuild_recovers_every_point_and_keeps_the_damaged_store(engine: Engine) -> None:
+    plain = start(engine, "steps=300", "extra_metrics=2")
+    short = start(engine, "steps=50", "seed=7")
+    failing = start(engine, "steps=100", "fail_at=60")
+    wrapped = engine.cli(
+        "run", "--json", "--", sys.executable, "-c",
+        "for i in range(30): print(f'step {i} loss {1 / (i + 1)}')",
+    ).json()["id"]
+    for run_id in (plain, short, failing, wrapped):
+        engine.wait_state(run_id, *TERMINAL)
+    fork = engine.cli("fork", short, "steps=80", "--json").json()["id"]
+    engine.wait_state(fork, *TERMINAL)
+    logged = {plain: 300 * 3, short: 50, failing: 60, wrapped: 30, fork: 30}
+    before = {run_id: everything(engine, run_id) for run_id in logged}
+    assert {r: len(b["points"]) for r, b in before.items()} == logged
+    assert before[fork]["run"]["parent_id"] == short and before[fork]["run"]["fork_step"] == 50
+
+    busy = engine.cli("engine", "rebuild")  # the engine holds the store: refused
+    assert busy.code == 1 and "stop it first" in busy.err and len(busy.err.splitlines()) == 1
+    stop(engine)
+    garble_all_but_the_first_page(engine.paths.store)
+    damaged = engine.paths.store.read_bytes()
+    refused_in_one_line(engine, "damaged")
+
+    rebuilt = engine.cli("engine", "rebuild")
+    assert rebuilt.code == 0, rebuilt.err
+    assert f"from 5 run directories ({sum(logged.values())} points)" in rebuilt.out
+    aside = list(engine.paths.home.glob("store.sqlite.old-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged  # moved aside, not touched
+    after = {run_id: everything(engine, run_id) for run_id in logged}
+    assert after == before
+    assert [r["id"] for r in engine.all_runs()] == [plain, short, failing, wrapped, fork]
+
+
+def test_a_live_run_is_found_again_after_its_store_was_lost(engine: Engine) -> None:
+    run_id = start(engine, "steps=300", "sleep=0.01")
+    engine.wait_step(run_id, 20)
+    stop(engine)  # the run goes on without an engine
+    engine.paths.store.unlink()
+    refused_in_one_line(engine, "missing")
+    assert engine.cli("engine", "rebuild").code == 0
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["step"] == 300
+    assert sorted(engine.losses(run_id)) == list(range(300))
