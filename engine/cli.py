@@ -604,11 +604,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _take_overrides(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """Give a command's ``key=value`` words found after its options to its overrides.
+
+    argparse fills a positional list at its first chance, so in ``start charlm
+    --device cpu lr=1e-3`` the overrides are already taken (empty) when ``lr=1e-3``
+    comes; it is left over. Options and overrides may come in any order.
+    """
+    if isinstance(getattr(args, "overrides", None), list):
+        args.overrides += [word for word in extras if not word.startswith("-")]
+        extras = [word for word in extras if word.startswith("-")]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``traintop`` script."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        _take_overrides(parser, args, extras)
         if args.command is None:
             parser.print_help()
             return 0
