@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from engine.config import step_total
 from engine.paths import StatePaths, read_json
 from engine.runs import RunState, name_from
 from engine.store import Store
@@ -96,7 +97,7 @@ def create_attached_run(
         "cwd": str(info["cwd"]),
         "created": float(info.get("created") or time.time()),
         "parent_id": None,
-        "total_steps": config.get("steps") if isinstance(config.get("steps"), int) else None,
+        "total_steps": step_total(config.get("steps")),
         "released": False,
     }
     store.create_run(run, f"attached: pid {info['pid']}")

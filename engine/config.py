@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
+# What SQLite (and torch's int64) can hold: a step count beyond it cannot even be stored.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Words that ask for an infinite float on purpose (``clip=inf``), unlike ``1e400``.
+_INFINITY_WORDS = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
 class ConfigError(ValueError):
@@ -25,8 +30,49 @@ def parse_literal(text: str) -> Any:
         return text
 
 
+def step_total(value: Any) -> int | None:
+    """A run's total step count as the store keeps it: an int SQLite can hold, else None.
+
+    A worker may call ``run.steps(10**20)``; that run trains, its total is just unknown.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and _fits_int64(value):
+        return value
+    return None
+
+
+def _fits_int64(value: int) -> bool:
+    return INT64_MIN <= value <= INT64_MAX
+
+
+def _check_range(key: str, text: str, value: Any) -> Any:
+    """``value`` itself, or ConfigError if a number in it overflowed.
+
+    An integer must fit in 64 bits; a float may be infinite only where the text
+    says so (``inf``), not where a number was too large (``1e400``).
+    """
+    if isinstance(value, list | tuple | set):
+        for item in value:
+            _check_range(key, text, item)
+    elif isinstance(value, dict):
+        for item in (*value.keys(), *value.values()):
+            _check_range(key, text, item)
+    elif isinstance(value, int) and not isinstance(value, bool) and not _fits_int64(value):
+        raise ConfigError(f"{key}={text}: out of range for a 64-bit integer")
+    elif (
+        isinstance(value, float)
+        and math.isinf(value)
+        and text.strip().lower() not in _INFINITY_WORDS
+    ):
+        raise ConfigError(f"{key}={text}: out of range for a number")
+    return value
+
+
 def coerce(key: str, text: str, default: Any) -> Any:
     """Convert ``text`` to the type of ``default``; ConfigError if it does not fit."""
+    return _check_range(key, text, _coerce(key, text, default))
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
     if isinstance(default, bool):
         lowered = text.lower()
         if lowered in _TRUE:
@@ -79,5 +125,5 @@ def apply_overrides(
             known = ", ".join(sorted(config)) or "none"
             raise ConfigError(f"unknown config key {key!r} (known: {known})")
         else:
-            config[key] = parse_literal(text)
+            config[key] = _check_range(key, text, parse_literal(text))
     return config

@@ -20,7 +20,7 @@ from typing import Any
 from engine import __version__
 from engine.attach import AttachError, attach_argv, create_attached_run, process_start
 from engine.checkpoint_files import latest_complete
-from engine.config import ConfigError, apply_overrides
+from engine.config import INT64_MAX, INT64_MIN, ConfigError, apply_overrides, step_total
 from engine.devices import DeviceError, choose_device, list_gpus
 from engine.disk_space import free_bytes, is_full, out_of_space
 from engine.format import format_bytes
@@ -54,8 +54,6 @@ SHOWN_EVENTS = 200
 READS = frozenset(
     {"ping", "status", "list_runs", "get_run", "metrics", "series", "read_log", "workloads"}
 )
-# What SQLite can store as an integer.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class RequestError(Exception):
@@ -76,7 +74,7 @@ def _param(params: dict[str, Any], name: str, kind: type, default: Any = ...) ->
     # bool is an int to isinstance, but true is no step count or offset.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RequestError("bad_request", f"parameter {name!r} must be {kind.__name__}")
-    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         raise RequestError("bad_request", f"parameter {name!r} is out of range")
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) for v in items) and isinstance(value, list):
@@ -308,7 +306,7 @@ class Engine:
             and len(cursor) == 2
             and isinstance(cursor[0], str)
             and type(cursor[1]) is int
-            and 0 <= cursor[1] <= _INT64_MAX
+            and 0 <= cursor[1] <= INT64_MAX
         ):
             raise RequestError("bad_request", "cursor must be [key, index] from a previous page")
         start = None if cursor is None else (cursor[0], cursor[1])
@@ -490,7 +488,7 @@ class Engine:
             "cwd": cwd,
             "created": time.time(),
             "parent_id": parent["id"] if parent else None,
-            "total_steps": config.get("steps") if isinstance(config.get("steps"), int) else None,
+            "total_steps": step_total(config.get("steps")),
             "released": False,
         }
         reason = f"forked from {parent['id']}" if parent else "created by user"

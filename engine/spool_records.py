@@ -164,11 +164,23 @@ def _state(record: dict[str, Any]) -> StateRecord:
         raise _Refused(f"unknown state {str(state)[:40]!r}")
     step = _step(record.get("step"))
     if state == "running":
-        total = record.get("total")
-        return StateRecord(state, step, total=None if total is None else _count(record, "total"))
+        return StateRecord(state, step, total=_total(record))
     if state in ("released", "finished"):
         return StateRecord(state, step, checkpoint=_path(record, "checkpoint"))
     return StateRecord(state, step)
+
+
+def _total(record: dict[str, Any]) -> int | None:
+    """A 'running' record's step total; None when it has none or one past ``MAX_STEP``.
+
+    ``run.steps(10**20)`` trains like any run: refusing its record would leave it
+    'starting' for ever, so only its total is dropped (shown as unknown).
+    """
+    total = record.get("total")
+    too_many = isinstance(total, int) and not isinstance(total, bool) and total > MAX_STEP
+    if total is None or too_many:
+        return None
+    return _count(record, "total")
 
 
 def _is_number(value: Any) -> bool:

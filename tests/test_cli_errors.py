@@ -88,6 +88,9 @@ REFUSED = {
     "bad override key": (["start", "synthetic", "nosuchkey=1"], "nosuchkey"),
     "bad override value": (["start", "synthetic", "lr=abc"], "lr=abc"),
     "fractional int": (["start", "synthetic", "steps=1.5"], "integer"),
+    "int overflow": (["start", "synthetic", "steps=1e20"], "steps=1e20: out of range"),
+    "int literal overflow": (["start", "synthetic", "seed=-100000000000000000000"], "range"),
+    "float overflow": (["start", "synthetic", "lr=1e400"], "lr=1e400: out of range"),
     "malformed override": (["start", "synthetic", "lr"], "key=value"),
     "empty override key": (["start", "synthetic", "=3"], "key=value"),
     "non-positive --steps": (["start", "synthetic", "--steps", "0"], "positive"),
@@ -121,6 +124,8 @@ def test_bad_workload_files(
     refused(engine, "start", "broken.py", mentions="syntax error")
     refused(engine, "start", "missing.py", mentions=str(workload_dir / "missing.py"))
     refused(engine, "start", "good.py", "--device", "gpu", mentions="unknown device")
+    refused(engine, "start", "good.py", "x=[1, 1e400]", mentions="out of range")
+    refused(engine, "start", "good.py", "x=99999999999999999999", mentions="out of range")
     assert engine.cli("ls", "--json").json() == []
 
 
@@ -147,6 +152,7 @@ def test_wrong_state_and_duplicate_names(engine: Engine) -> None:
     refused(engine, "start", "synthetic", "--name", "busy", mentions="already exists")
     refused(engine, "fork", "busy", "--name", "done", mentions="already exists")
     refused(engine, "fork", "done", "nosuchkey=1", mentions="nosuchkey")
+    refused(engine, "fork", "done", "steps=1e20", mentions="out of range")
     assert engine.run("busy")["state"] == "running"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.conftest import Engine
 from tests.test_cli_errors import refused
 
@@ -26,3 +28,25 @@ def test_options_may_come_before_between_and_after_overrides(engine: Engine) -> 
     # An unknown option is still refused, wherever it stands, and starts nothing.
     refused(engine, "start", "synthetic", "--device", "cpu", "--bogus", "lr=1", code=2,
             mentions="--bogus")
+
+
+# -- numbers that overflow --------------------------------------------------------------
+
+HUGE_TOTAL = """\
+def train(run):
+    for step in run.steps(10**20):
+        run.log(loss=1.0)
+"""
+
+
+def test_a_step_total_too_large_to_store_leaves_the_run_training(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The worker reports the total it was given; one beyond 64 bits used to wedge the run."""
+    script = tmp_path / "huge.py"
+    script.write_text(HUGE_TOTAL)
+    started = engine.cli("start", str(script), "--name", "huge", "--no-wait")
+    assert started.code == 0, started
+    run = engine.wait_step("huge", 3, timeout=30)
+    assert run["state"] == "running" and run["total_steps"] is None
+    assert engine.cli("kill", "huge", "--grace", "1").code == 0
