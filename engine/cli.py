@@ -223,7 +223,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"resume    from step {run['resume_point']['step']}, its last complete checkpoint "
             f"('traintop resume {run['id']}' or 'traintop fork {run['id']}')"
         )
-    lines.append(f"dir       {run['dir']}")
+    missing = "  (missing: deleted?)" if run["dir_missing"] else ""
+    lines.append(f"dir       {run['dir']}{missing}")
     hidden = run["event_count"] - len(run["events"])
     lines.append("events" + (f" (the latest {len(run['events'])} of {run['event_count']})"
                              if hidden else ""))

@@ -25,6 +25,7 @@ from engine.devices import DeviceError, choose_device, list_gpus
 from engine.disk_space import free_bytes, is_full, out_of_space
 from engine.format import format_bytes
 from engine.output_metrics import PatternError, compile_loss_pattern
+from engine.paths import RunDir
 from engine.runs import (
     WRAPPED_WORKLOAD,
     ActionError,
@@ -202,6 +203,33 @@ class Engine:
             raise RequestError("ambiguous", f"{ref!r} is ambiguous: it matches {ids}")
         return matches[0]
 
+    def run_dir(self, run: dict[str, Any], action: str) -> RunDir:
+        """The run's directory, or one clear error if it was deleted: control, checkpoints
+        and logs all live there, so ``action`` (``pause``, ...) cannot be done without it."""
+        rundir = self.supervisor.paths.run_dir(run["id"])
+        if not rundir.path.is_dir():
+            raise RequestError(
+                "missing_dir",
+                f"cannot {action} run {run['id']}: its directory {rundir.path} is missing "
+                "(deleted?)",
+            )
+        return rundir
+
+    def _checkpoint(self, run: dict[str, Any], action: str) -> str:
+        """The run's last checkpoint file, which ``action`` starts from; one clear error
+        if it has none or the file is gone."""
+        self.run_dir(run, action)
+        path = run["checkpoint"]
+        if not path:
+            raise RequestError(
+                "invalid_state", f"run {run['id']} has no checkpoint (its workload tracks nothing)"
+            )
+        if not Path(path).is_file():
+            raise RequestError(
+                "missing_dir", f"cannot {action} run {run['id']}: its checkpoint {path} is missing"
+            )
+        return str(path)
+
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
         """A run as listed: its row, the latest value of each metric, and its condition."""
         return {
@@ -287,6 +315,7 @@ class Engine:
             "event_count": self.db.event_count(run["id"]),
             "children": self.db.children(run["id"]),
             "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
+            "dir_missing": not self.supervisor.paths.run_dir(run["id"]).path.is_dir(),
         }
 
     def metrics(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -358,7 +387,7 @@ class Engine:
         if stream not in ("stdout", "stderr"):
             raise RequestError("bad_request", "stream must be stdout or stderr")
         offset = _param(params, "offset", int, 0)
-        rundir = self.supervisor.paths.run_dir(run["id"])
+        rundir = self.run_dir(run, "read the output of")
         path = rundir.stdout if stream == "stdout" else rundir.stderr
         try:
             with open(path, "rb") as f:
@@ -504,8 +533,9 @@ class Engine:
         if run["workload"] == WRAPPED_WORKLOAD:
             if release:
                 check_wrapped_action("release", run["id"])
-            self.supervisor.stop_wrapped(run, pause=True)
+            self.supervisor.stop_wrapped(run, pause=True)  # signals: no file needed
             return self.summary(self.store.get_run(run["id"]) or run)
+        self.run_dir(run, "release" if release else "pause")
         self.supervisor.send_control(run, "release" if release else "pause")
         return self.summary(run)
 
@@ -513,6 +543,7 @@ class Engine:
         run = self.resolve(params.get("run"))
         check_action("resume", RunState(run["state"]), run["released"])
         if run["state"] == RunState.FAILED:
+            self.run_dir(run, "resume")
             step, path = self._need_resume_point(run)
             self._check_room()
             self.store.update_run(run["id"], step=step)
@@ -524,11 +555,11 @@ class Engine:
         if run["workload"] == WRAPPED_WORKLOAD:
             self.supervisor.stop_wrapped(run, pause=False)
         elif run["released"]:
-            if not run["checkpoint"]:
-                raise RequestError("invalid_state", f"run {run['id']} has no checkpoint to resume")
+            checkpoint = self._checkpoint(run, "resume")
             self._check_room()
-            self.supervisor.launch(run, run["checkpoint"], "resumed from its checkpoint")
+            self.supervisor.launch(run, checkpoint, "resumed from its checkpoint")
         else:
+            self.run_dir(run, "resume")
             self.supervisor.send_control(run, "resume")
         return self.summary(self.store.get_run(run["id"]) or run)
 
@@ -548,16 +579,15 @@ class Engine:
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
         _check_steps(config)
         device = self._device(_param(params, "device", str, None) or parent["device"])
-        ready = parent["state"] == RunState.FINISHED or parent["released"]
-        if ready and not parent["checkpoint"]:
-            raise RequestError(
-                "invalid_state",
-                f"run {parent['id']} has no checkpoint (its workload tracks nothing)",
-            )
+        # Checked before the child exists: a refused fork leaves nothing behind.
+        self.run_dir(parent, "fork")
+        checkpoint: str | None = None  # None: the parent is live and writes one when asked
         if parent["state"] == RunState.FAILED:
             step, path = self._need_resume_point(parent)
-            parent = {**parent, "checkpoint": str(path), "step": step}
-            ready = True
+            checkpoint = str(path)
+            parent = {**parent, "checkpoint": checkpoint, "step": step}
+        elif parent["state"] == RunState.FINISHED or parent["released"]:
+            checkpoint = self._checkpoint(parent, "fork")
         self._check_room()
         child = self._new_run(
             parent["workload"],
@@ -567,10 +597,8 @@ class Engine:
             name or self._unique_name(f"{parent['name']}-fork"),
             parent,
         )
-        if ready:
-            self.supervisor.on_checkpoint(
-                parent["id"], child["id"], parent["checkpoint"], parent["step"]
-            )
+        if checkpoint is not None:
+            self.supervisor.on_checkpoint(parent["id"], child["id"], checkpoint, parent["step"])
         else:
             self.supervisor.send_control(parent, "checkpoint", child["id"])
         return self.summary(self.store.get_run(child["id"]) or child)

@@ -454,9 +454,11 @@ class Supervisor:
         if not self._alive(live):
             live.dead_since = live.dead_since or now
             waited = now - live.dead_since
-            # On a full disk the shim waits for room to write exit.json: not lost yet.
-            if not self.disk_full and waited > (
-                ATTACHED_EXIT_TIMEOUT if live.attached else EXIT_TIMEOUT
+            # On a full disk the shim waits for room to write exit.json: not lost yet. No
+            # exit status can come once the run's directory is gone: no use waiting then.
+            gone = not live.rundir.path.is_dir()
+            if not self.disk_full and (
+                gone or waited > (ATTACHED_EXIT_TIMEOUT if live.attached else EXIT_TIMEOUT)
             ):
                 state = RunState.KILLED if live.kill_deadline is not None else RunState.FAILED
                 reason = (

@@ -35,6 +35,7 @@ USER_ERRORS = {
     "ambiguous",
     "invalid_state",
     "bad_config",
+    "missing_dir",
 }
 # Methods a fuzzer may call: not shutdown, which would (rightly) stop the daemon.
 METHODS = [

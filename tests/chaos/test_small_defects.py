@@ -50,3 +50,53 @@ def test_a_step_total_too_large_to_store_leaves_the_run_training(
     run = engine.wait_step("huge", 3, timeout=30)
     assert run["state"] == "running" and run["total_steps"] is None
     assert engine.cli("kill", "huge", "--grace", "1").code == 0
+
+
+# -- a run directory deleted under the engine --------------------------------------------
+
+
+def _delete_dir(engine: Engine, ref: str, tmp_path: Path) -> None:
+    """Take a run's directory away (a rename: no race with a worker still writing in it)."""
+    run_dir = Path(engine.run(ref)["dir"])
+    run_dir.rename(tmp_path / f"deleted-{run_dir.name}")
+
+
+def test_commands_on_a_run_whose_directory_was_deleted_say_so(
+    engine: Engine, tmp_path: Path
+) -> None:
+    done = engine.call("start", workload="synthetic", name="done", overrides=["steps=3"])
+    busy = engine.call(
+        "start", workload="synthetic", name="busy", overrides=["steps=100000", "sleep=0.01"]
+    )
+    engine.wait_state(done["id"], "finished")
+    engine.wait_step(busy["id"], 1)
+    _delete_dir(engine, "done", tmp_path)
+    _delete_dir(engine, "busy", tmp_path)
+
+    for argv in (["pause", "busy"], ["pause", "busy", "--release"], ["fork", "busy", "lr=0.1"],
+                 ["logs", "busy"], ["fork", "done"], ["logs", "done", "--stderr"]):
+        line = refused(engine, *argv, mentions="is missing (deleted?)")
+        assert str(engine.paths.runs) in line
+    shown = engine.cli("show", "done")
+    assert shown.code == 0 and "(missing: deleted?)" in shown.out
+    assert engine.cli("show", "done", "--json").json()["dir_missing"] is True
+
+    # Kill needs no file: the worker goes, and the run is marked killed.
+    assert engine.cli("kill", "busy", "--grace", "1").code == 0
+    assert engine.wait_state("busy", "killed", "failed")["state"] == "killed"
+
+
+def test_resume_and_fork_of_a_released_run_whose_files_are_gone_say_so(
+    engine: Engine, tmp_path: Path
+) -> None:
+    engine.call("start", workload="synthetic", name="rel", overrides=["steps=100000"])
+    engine.wait_step("rel", 1)
+    assert engine.cli("pause", "rel", "--release", "--timeout", "30").code == 0
+    run = engine.wait("rel", lambda r: r["released"])
+    Path(run["checkpoint"]).unlink()
+    refused(engine, "resume", "rel", mentions="checkpoint")
+    refused(engine, "fork", "rel", mentions="checkpoint")
+    _delete_dir(engine, "rel", tmp_path)
+    refused(engine, "resume", "rel", mentions="is missing (deleted?)")
+    refused(engine, "fork", "rel", "seed=2", mentions="is missing (deleted?)")
+

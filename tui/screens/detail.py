@@ -51,7 +51,8 @@ def detail_markup(run: dict[str, Any]) -> str:
     if run.get("stderr_tail"):
         lines.append("[b red]stderr (last lines)[/]")
         lines += ["  " + escape(line) for line in run["stderr_tail"].splitlines()]
-    lines.append(f"[dim]{escape(run.get('dir', ''))}[/]")
+    lines.append(f"[dim]{escape(run.get('dir', ''))}[/]"
+                 + (" [b red](missing: deleted?)[/]" if run.get("dir_missing") else ""))
     return "\n".join(lines)
 
 
