@@ -31,7 +31,23 @@ PAUSE_POLL_S = 0.5  # a paused worker rereads control this often even without a 
 
 
 class RunConfig(dict[str, Any]):
-    """Hyper-parameters: ``cfg["lr"]`` and ``cfg.lr`` are the same value."""
+    """Hyper-parameters: ``cfg["lr"]`` and ``cfg.lr`` are the same value.
+
+    A key wins over a dict method of the same name: with a key ``items``,
+    ``cfg.items`` is its value (call ``dict.items(cfg)`` for the method).
+    Mapping access, ``dict(cfg)``, ``**cfg``, copy and pickle all keep working;
+    ``json.dumps`` calls ``cfg.items()``, so give it ``dict(cfg)`` in that case.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        # Dunder names stay the dict's, so the mapping protocol is never shadowed.
+        if not name.startswith("__") and dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        return super().__getattribute__(name)
+
+    def __reduce__(self) -> tuple[type[RunConfig], tuple[dict[str, Any]]]:
+        # The default reduction of a dict subclass calls self.items(): maybe a key.
+        return (RunConfig, (dict(self),))
 
     def __getattr__(self, name: str) -> Any:
         try:

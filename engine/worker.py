@@ -37,7 +37,7 @@ def _run(run: Run, launch: dict[str, Any]) -> int:
     try:
         train = load_train(launch["workload"])
         if not launch.get("resume_from"):
-            seed_everything(int(run.config.get("seed", 0)))
+            seed_everything(int(dict.get(run.config, "seed", 0)))  # "get" may be a key
         train(run)
         run.mark_finished()
     except SystemExit as exc:

@@ -100,3 +100,24 @@ def test_resume_and_fork_of_a_released_run_whose_files_are_gone_say_so(
     refused(engine, "resume", "rel", mentions="is missing (deleted?)")
     refused(engine, "fork", "rel", "seed=2", mentions="is missing (deleted?)")
 
+
+# -- config keys named like dict methods -------------------------------------------------
+
+SHADOWING_KEYS = """\
+def train(run):
+    cfg = run.config
+    for step in run.steps(2):
+        run.log(keys=cfg.keys, items=cfg.items, get=cfg.get, mapped=cfg["items"] + len(cfg))
+"""
+
+
+def test_config_keys_named_like_dict_methods_read_as_attributes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "shadow.py"
+    script.write_text(SHADOWING_KEYS)
+    result = engine.cli("start", str(script), "keys=1", "items=2", "get=3", "--name", "shadow")
+    assert result.code == 0, result
+    run = engine.wait_state("shadow", "finished", "failed")
+    assert run["state"] == "finished", run["exit_reason"]
+    assert run["last"] == {"keys": 1.0, "items": 2.0, "get": 3.0, "mapped": 5.0}
