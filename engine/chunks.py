@@ -2,7 +2,8 @@
 
 A metric series is stored as chunks of up to ``CHUNK_POINTS`` consecutive
 points. Each chunk holds three arrays of the same length: steps (int64),
-values (float64, NaN for a missing value) and wall times (int64 microseconds).
+values (float64: NaN, +inf and -inf kept as logged) and wall times (int64
+microseconds).
 The arrays are byte-shuffled (all first bytes, then all second bytes, ...)
 before zlib: steps and times grow slowly, so most of their byte planes are
 runs of equal bytes, and a float's sign and exponent bytes repeat from point
@@ -26,7 +27,7 @@ CHUNK_POINTS = 1024
 _WIDTH = 8  # bytes per array item, all three arrays
 _LITTLE = sys.byteorder == "little"
 
-Point = tuple[int, float | None, float]  # (step, value, unix time)
+Point = tuple[int, float, float]  # (step, value, unix time); the value may be NaN or ±inf
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class ChunkSummary:
     step_hi: int
     time_lo: float
     time_hi: float
-    vmin: float | None  # None when every value is missing
+    # Over the finite values (what a chart draws); None when there is none.
+    vmin: float | None
     vmax: float | None
 
 
@@ -68,10 +70,10 @@ def _plain(items: array[int] | array[float]) -> bytes:
 def encode(points: Sequence[Point]) -> tuple[bytes, ChunkSummary]:
     """Pack ``points`` (in the order they were logged) into a blob, with its summary."""
     steps = array("q", [p[0] for p in points])
-    values = array("d", [math.nan if p[1] is None else p[1] for p in points])
+    values = array("d", [p[1] for p in points])
     times = array("q", [to_micros(p[2]) for p in points])
     raw = _shuffle(_plain(steps)) + _shuffle(_plain(values)) + _shuffle(_plain(times))
-    present = [v for v in values if not math.isnan(v)]
+    present = [v for v in values if math.isfinite(v)]
     summary = ChunkSummary(
         n=len(points),
         step_lo=min(steps),
@@ -85,7 +87,7 @@ def encode(points: Sequence[Point]) -> tuple[bytes, ChunkSummary]:
 
 
 def decode_columns(blob: bytes, n: int) -> tuple[array[int], array[float], array[int]]:
-    """A chunk's steps, values (NaN: missing) and times in microseconds, as arrays."""
+    """A chunk's steps, values and times in microseconds, as arrays."""
     raw = zlib.decompress(blob)
     size = n * _WIDTH
     if len(raw) != 3 * size:
@@ -103,6 +105,4 @@ def decode_columns(blob: bytes, n: int) -> tuple[array[int], array[float], array
 def decode(blob: bytes, n: int) -> list[Point]:
     """The points of a chunk of ``n`` points, in the order they were logged."""
     steps, values, times = decode_columns(blob, n)
-    return [
-        (s, None if v != v else v, t / 1e6) for s, v, t in zip(steps, values, times, strict=True)
-    ]
+    return [(s, v, t / 1e6) for s, v, t in zip(steps, values, times, strict=True)]

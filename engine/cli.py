@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shlex
 import sys
@@ -23,6 +22,8 @@ from engine.format import (
     format_table,
     gpu_lines,
     host_lines,
+    json_text,
+    number_text,
     run_line_values,
     run_usage_rows,
     shown,
@@ -84,7 +85,7 @@ def _wait_training(client: Client, run_id: str) -> dict[str, Any]:
 
 def _report_new(args: argparse.Namespace, run: dict[str, Any], line: str) -> int:
     """Print a run just started (as JSON with --json, else ``line``); 1 if it failed."""
-    print(json.dumps(run) if args.json else line)
+    print(json_text(run) if args.json else line)
     return _fail_if_failed(run)
 
 
@@ -171,7 +172,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     with _client(args) as client:
         runs = client.all_runs()
     if args.json:
-        print(json.dumps(runs))
+        print(json_text(runs))
         return 0
     if not runs:
         print("no runs yet: try 'traintop start charlm'")
@@ -185,7 +186,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _client(args) as client:
         run = client.call("get_run", run=args.run)
     if args.json:
-        print(json.dumps(run))
+        print(json_text(run))
         return 0
     lines = [
         f"run       {run['id']}  {shown(run['name'])}",
@@ -333,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 for block in blocks:
                     key = block["key"]
                     writer.writerows(
-                        [run["id"], step, key, "" if value is None else repr(value), us / 1e6]
+                        [run["id"], step, key, number_text(value), us / 1e6]
                         for step, value, us in zip(
                             block["steps"], block["values"], block["times_us"], strict=True
                         )
@@ -355,7 +356,7 @@ EXPORT_FIELDS = (
 def _export_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
     """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
     meta = {k: run[k] for k in EXPORT_FIELDS}
-    out.write('{"run": ' + json.dumps(meta) + ', "metrics": {')
+    out.write('{"run": ' + json_text(meta) + ', "metrics": {')
     current: str | None = None
     for block in blocks:
         times = [us / 1e6 for us in block["times_us"]]
@@ -364,10 +365,10 @@ def _export_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, An
             if current is not None:
                 out.write("], ")
             current = block["key"]
-            out.write(json.dumps(current) + ": [")
+            out.write(json_text(current) + ": [")
         elif block["steps"]:
             out.write(", ")
-        out.write(", ".join(json.dumps(list(p)) for p in points))
+        out.write(json_text([list(p) for p in points])[1:-1])  # the points, not the brackets
     out.write(("]" if current is not None else "") + "}}\n")
 
 
@@ -396,7 +397,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     sample, names = _sample_and_names(args)
     if args.json:
         print(
-            json.dumps(
+            json_text(
                 {
                     "gpus": sample["gpus"],
                     "others": sample["others"],
@@ -412,7 +413,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
 def cmd_top(args: argparse.Namespace) -> int:
     sample, names = _sample_and_names(args)
     if args.json:
-        print(json.dumps(sample))
+        print(json_text(sample))
         return 0
     lines = [*host_lines(sample), "", *gpu_lines(sample, names)]
     rows = run_usage_rows(sample, names)
@@ -476,7 +477,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             return 0
         status = client.call("status")
     if args.json:
-        print(json.dumps(status))
+        print(json_text(status))
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +24,34 @@ def shown(text: str, limit: int | None = None) -> str:
     if limit is not None and len(safe) > limit:
         return safe[: limit - 1] + "…"
     return safe
+
+
+def number_text(value: float) -> str:
+    """A float as export writes it: shortest round-trip digits, or ``nan``, ``inf``, ``-inf``."""
+    return repr(float(value))  # repr already spells the three non-finite values so
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its ``number_text`` string."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else number_text(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """``value`` as strict JSON, for people and other programs.
+
+    JSON has no NaN or infinity: such a float is written as the string
+    ``"nan"``, ``"inf"`` or ``"-inf"`` (which ``float()`` reads back).
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: the rare case pays for a copy
+        return json.dumps(_strict(value), allow_nan=False)
 
 
 def format_number(value: Any) -> str:

@@ -71,10 +71,13 @@ CREATE UNIQUE INDEX chunks_series ON chunks(run, kid, i0)
 PAGE_BYTES = 1024 * 1024
 
 
-def finite_or_none(value: Any) -> float | None:
-    """A stored value: a float, or None for NaN (JSON has no NaN)."""
-    number = float(value) if value is not None else math.nan
-    return number if not math.isnan(number) else None
+def as_value(value: Any) -> float:
+    """A point's value as stored: a float; a point without one (null) is NaN.
+
+    SQLite keeps NaN as NULL (in ``recent`` and ``series.last_value``), so
+    readers turn NULL back into NaN with this too.
+    """
+    return math.nan if value is None else float(value)
 
 
 class Points:
@@ -144,7 +147,7 @@ class Points:
         for step, key, value, when in points:
             kid = self.kid(str(key), create=True)
             assert kid is not None
-            by_key.setdefault(kid, []).append((int(step), finite_or_none(value), float(when)))
+            by_key.setdefault(kid, []).append((int(step), as_value(value), float(when)))
         for kid, new in by_key.items():
             self._append(run, kid, new)
 
@@ -217,7 +220,7 @@ class Points:
             "ORDER BY i",
             (run, kid, start),
         )
-        return [(int(s), v, float(t)) for s, v, t in rows]
+        return [(int(s), as_value(v), float(t)) for s, v, t in rows]
 
     def _chunks_from(self, run: int, kid: int, start: int) -> list[tuple[int, int, bytes]]:
         """``(points to skip, n, data)`` of the chunks holding index ``start`` and after."""
@@ -236,16 +239,12 @@ class Points:
 
     def iterate_columns(
         self, run: int, kid: int, start: int = 0
-    ) -> Iterator[tuple[list[int], list[float | None], list[int]]]:
+    ) -> Iterator[tuple[list[int], list[float], list[int]]]:
         """Like ``iterate``, as (steps, values, times in microseconds) lists: no tuple per
         point, and integer times, which JSON writes and reads far faster than floats."""
         for skip, n, data in self._chunks_from(run, kid, start):
             steps, values, times = decode_columns(data, n)
-            yield (
-                steps[skip:].tolist(),
-                [None if v != v else v for v in values[skip:]],
-                times[skip:].tolist(),
-            )
+            yield steps[skip:].tolist(), values[skip:].tolist(), times[skip:].tolist()
         loose = self.loose(run, kid, start)
         yield [p[0] for p in loose], [p[1] for p in loose], [to_micros(p[2]) for p in loose]
 
@@ -261,7 +260,7 @@ class Points:
         left = max_points
         for name, kid, first in self._keys_from(run, key, start):
             steps: list[int] = []
-            values: list[float | None] = []
+            values: list[float] = []
             times: list[int] = []
             for block in self.iterate_columns(run, kid, first):
                 take = min(left, len(block[0]))
@@ -278,13 +277,13 @@ class Points:
         return out, None
 
     def tail_values(self, run: int, kid: int, count: int) -> tuple[list[float], int | None]:
-        """The values (NaN: missing) of a series' last ``count`` points, oldest first, and
+        """The values of a series' last ``count`` points, oldest first, and
         the step of its last point; unpacks only the chunks those points are in."""
         rows = self.db.execute(
             "SELECT step, value FROM recent WHERE run = ? AND kid = ? ORDER BY i DESC LIMIT ?",
             (run, kid, count),
         ).fetchall()
-        values = [math.nan if v is None else float(v) for _, v in reversed(rows)]
+        values = [as_value(v) for _, v in reversed(rows)]
         last_step = int(rows[0][0]) if rows else None
         if len(values) < count:
             chunks = self.db.execute(
@@ -304,14 +303,14 @@ class Points:
         row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()
         return int(row[0] or 0)
 
-    def last_values(self, run: int) -> dict[str, float | None]:
+    def last_values(self, run: int) -> dict[str, float]:
         """The latest value of every key of a run, from its series rows alone."""
         rows = self.db.execute(
             "SELECT k.name, s.last_value FROM series s JOIN keys k ON k.kid = s.kid "
             "WHERE s.run = ?",
             (run,),
         )
-        return {str(name): value for name, value in rows}
+        return {str(name): as_value(value) for name, value in rows}
 
     def page(
         self,
@@ -320,13 +319,13 @@ class Points:
         start: tuple[str, int] | None,
         after_step: int | None,
         max_points: int,
-    ) -> tuple[list[tuple[int, str, float | None, float]], tuple[str, int] | None]:
+    ) -> tuple[list[tuple[int, str, float, float]], tuple[str, int] | None]:
         """Points ``(step, key, value, time)`` by key name, then logging order.
 
         Returns at most ``max_points`` points and about ``PAGE_BYTES`` of JSON,
         and the cursor ``(key, index)`` where the next page starts (None: done).
         """
-        out: list[tuple[int, str, float | None, float]] = []
+        out: list[tuple[int, str, float, float]] = []
         budget = PAGE_BYTES
         for name, kid, index in self._keys_from(run, key, start):
             cost = len(name.encode()) + 40
@@ -341,7 +340,7 @@ class Points:
                     budget -= cost
         return out, None
 
-    def tail(self, run: int, key: str, count: int) -> list[tuple[int, str, float | None, float]]:
+    def tail(self, run: int, key: str, count: int) -> list[tuple[int, str, float, float]]:
         """The latest ``count`` points of one key, oldest first."""
         kid = self.kid(key)
         size = None if kid is None else self.size(run, kid)

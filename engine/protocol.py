@@ -9,12 +9,17 @@ JSON holding one object. The first frame each way is the handshake::
 Then requests ``{"id": 7, "method": "pause", "params": {...}}`` get replies
 ``{"id": 7, "result": ...}`` or ``{"id": 7, "error": {"code": ..., "message": ...}}``,
 and a subscribed client also receives events ``{"event": "run", "data": ...}``.
+
+A metric may be NaN or infinite, which strict JSON cannot say: frames carry
+them as ``NaN``, ``Infinity`` and ``-Infinity``, the extension Python's json
+writes and reads, so both ends (traintop's own clients and daemon) get the
+value that was logged. What traintop prints as JSON for people and other
+programs is strict (``engine.format.json_text``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import struct
 from typing import Any
 
@@ -29,23 +34,9 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid frame."""
 
 
-def _clean(value: Any) -> Any:
-    """Replace non-finite floats (which JSON cannot carry) with None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def encode(message: dict[str, Any]) -> bytes:
     """One frame holding ``message``."""
-    try:
-        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        body = json.dumps(_clean(message), separators=(",", ":"), allow_nan=False).encode()
+    body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body)} bytes is over the {MAX_FRAME}-byte cap")
     return _HEADER.pack(len(body)) + body

@@ -131,7 +131,7 @@ def _metrics(record: dict[str, Any]) -> MetricsRecord:
             if (
                 type(step) is int and 0 <= step <= max_step
                 and type(key) is str and len(key) <= max_key
-                and (value is None or type(value) is float)
+                and type(value) is float  # null is rare: _point makes it NaN
                 and type(when) is float and 0 <= when < max_time
             ):
                 append((step, key, value, when))
@@ -152,7 +152,7 @@ def _point(item: Any) -> Metric:
     if value is not None and not _is_number(value):
         raise _Refused(f"the value of {key[:40]!r} is not a number")
     try:
-        number = None if value is None else float(value)
+        number = math.nan if value is None else float(value)  # no value: NaN, as stored
     except OverflowError:  # an integer too large for a float
         raise _Refused(f"the value of {key[:40]!r} is out of range") from None
     return (_step(step), key, number, _time(when, "a point's time"))

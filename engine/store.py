@@ -215,7 +215,7 @@ def store_unavailable(exc: BaseException) -> bool:
     )
 
 
-Metric = tuple[int, str, float | None, float]
+Metric = tuple[int, str, float, float]
 
 
 def _row_to_run(row: sqlite3.Row) -> dict[str, Any]:
@@ -535,7 +535,7 @@ class Store:
     def metric_count(self, run_id: str) -> int:
         return self.points.count(self.rid(run_id))
 
-    def last_values(self, run_id: str) -> dict[str, float | None]:
+    def last_values(self, run_id: str) -> dict[str, float]:
         """The latest value of every key a run logged (kept with the points, so O(keys))."""
         return self.points.last_values(self.rid(run_id))
 

@@ -114,7 +114,7 @@ def series_view(
             have.ema = smoothed if smoothed is not None else have.ema
 
     def walk(xs: Sequence[float], values: Sequence[float]) -> None:
-        """Fold unpacked points in (NaN: missing), advancing the EMA over every one."""
+        """Fold unpacked points in (NaN and ±inf are not drawn), advancing the EMA."""
         if xs != sorted(xs):  # steps went back somewhere: one point at a time
             for x, value in zip(xs, values, strict=True):
                 smoothed = _advance(ema, [value]) if ema is not None else None
@@ -152,7 +152,9 @@ def series_view(
         after = cache.get(cache_key) if ema is not None else None
         inside = start <= x0 and x1 <= end
         outside = x1 < start or x0 > end
-        if (outside or (inside and bucket_of(x0) == bucket_of(x1))) and (
+        # A chunk stored before summaries skipped ±inf may say vmax=inf: unpack that one.
+        summed = vmin is None or (isfinite(vmin) and isfinite(vmax))
+        if (outside or (inside and summed and bucket_of(x0) == bucket_of(x1))) and (
             ema is None or after is not None
         ):
             if ema is not None and after is not None:
@@ -168,7 +170,7 @@ def series_view(
         walk(list(steps) if axis == "step" else [t / 1e6 for t in times], values)
         if ema is not None:
             cache.put(cache_key, (ema.last, ema.num_accum))
-    walk([x_of(p) for p in loose], [math.nan if p[1] is None else p[1] for p in loose])
+    walk([x_of(p) for p in loose], [p[1] for p in loose])
 
     last = [p for block in points.iterate(run, kid, n - tail) for p in block] if tail else []
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -52,7 +53,9 @@ def test_metric_batches_move_the_spool_offset_in_the_same_transaction(tmp_path: 
     store.add_metrics("abc234", [[0, "loss", 1.5, 1.0], [1, "loss", float("nan"), 2.0]], 120, 2)
     run = store.get_run("abc234")
     assert run is not None and run["spool_offset"] == 120 and run["step"] == 2
-    assert store.all_metrics("abc234") == [(0, "loss", 1.5, 1.0), (1, "loss", None, 2.0)]
+    first, second = store.all_metrics("abc234")
+    assert first == (0, "loss", 1.5, 1.0)
+    assert second[:2] == (1, "loss") and math.isnan(second[2]) and second[3] == 2.0
     with pytest.raises(ValueError):  # a bad point rolls the whole batch back
         store.add_metrics("abc234", [[2, "loss", 1.0, 3.0], [3, "loss", "x", 4.0]], 999, 4)
     run = store.get_run("abc234")
@@ -107,3 +110,15 @@ def test_metric_pages_cover_every_point_once_in_key_then_logging_order(tmp_path:
             break
     expected = [p for k in ("a", "b") for p in points if p[1] == k]
     assert [list(p) for p in seen] == expected
+
+
+def test_nan_and_infinities_come_back_as_logged_before_and_after_sealing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    values = [math.nan, math.inf, -math.inf, 0.5, math.nan]
+    store.add_metrics("abc234", [[i, "loss", v, 1.0 + i] for i, v in enumerate(values)], 99, 5)
+    for _ in ("loose rows", "a sealed chunk"):
+        got = [value for _step, _key, value, _time in store.all_metrics("abc234")]
+        assert repr(got) == repr(values)  # nan, inf, -inf: each as logged
+        assert math.isnan(store.last_values("abc234")["loss"])
+        store.seal_metrics("abc234")

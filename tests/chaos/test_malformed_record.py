@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ MIXED = {
         [1, "probe", "x", NOW],  # not a number
         [2, "probe", 3.0, NOW],
         [3, 5, 4.0, NOW],  # the key is not a string
-        [4, "probe", None, NOW],  # a missing value is fine
+        [4, "probe", None, NOW],  # a missing value is fine: it is kept as NaN
         [True, "probe", 6.0, NOW],  # a step is a number, not true
         [6, "probe", 7.0, NOW],
         [7, "probe", 8.0],  # no time
@@ -69,7 +70,8 @@ def test_malformed_records_are_skipped_and_counted_and_the_run_finishes(
     run = engine.wait_state(run_id, *TERMINAL)
     assert run["state"] == "finished", run
     assert sorted(engine.losses(run_id)) == list(range(steps))
-    assert engine.losses(run_id, "probe") == {0: 1.0, 2: 3.0, 4: None, 6: 7.0}
+    probe = engine.losses(run_id, "probe")
+    assert math.isnan(probe.pop(4)) and probe == {0: 1.0, 2: 3.0, 6: 7.0}
     shown = engine.cli("show", run_id, "--json").json()
     assert (shown["skipped_records"], shown["skipped_points"]) == (len(MALFORMED), BAD_POINTS)
     said = f"{len(MALFORMED)} malformed spool records, {BAD_POINTS} bad points"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import json
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Engine
 from tests.test_cli_errors import refused
+from tests.test_tui import until
+from tui.app import TraintopApp
+from tui.widgets.runs_table import RunsTable
 
 # -- options among overrides -----------------------------------------------------------
 
@@ -121,3 +129,69 @@ def test_config_keys_named_like_dict_methods_read_as_attributes(
     run = engine.wait_state("shadow", "finished", "failed")
     assert run["state"] == "finished", run["exit_reason"]
     assert run["last"] == {"keys": 1.0, "items": 2.0, "get": 3.0, "mapped": 5.0}
+
+
+# -- NaN, +inf and -inf from the worker to export ----------------------------------------
+
+NON_FINITE = """\
+import math
+
+import torch
+
+LOSSES = [1.0, math.inf, -math.inf, 2.0, math.nan]
+
+
+def train(run):
+    for step in run.steps(len(LOSSES)):
+        value = LOSSES[step]
+        run.log(loss=value, tensor=torch.tensor(value), inf=math.inf, neg=-math.inf)
+"""
+SPELLED = ["1.0", "inf", "-inf", "2.0", "nan"]
+
+
+def _strict_json(text: str) -> Any:
+    """Parse as strict JSON: NaN and Infinity tokens are refused."""
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_infinities_are_told_apart_from_worker_to_export(
+    engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "nonfinite.py"
+    script.write_text(NON_FINITE)
+    run_id = engine.cli("start", str(script), "--name", "odd", "--json").json()["id"]
+    engine.wait_state(run_id, "finished")  # its points are sealed into chunks by now
+
+    csv_out = engine.cli("export", "odd", "--format", "csv")
+    assert csv_out.code == 0, csv_out
+    rows = list(csv.DictReader(io.StringIO(csv_out.out)))
+    for key in ("loss", "tensor"):
+        assert [r["value"] for r in rows if r["key"] == key] == SPELLED
+    assert {r["value"] for r in rows if r["key"] == "inf"} == {"inf"}
+    assert {r["value"] for r in rows if r["key"] == "neg"} == {"-inf"}
+
+    json_out = engine.cli("export", "odd", "--format", "json")
+    metrics = _strict_json(json_out.out)["metrics"]
+    want = [1.0, "inf", "-inf", 2.0, "nan"]
+    assert [p[1] for p in metrics["loss"]] == [p[1] for p in metrics["tensor"]] == want
+
+    shown = engine.cli("show", "odd")
+    assert "inf=inf" in shown.out and "loss=nan" in shown.out and "neg=-inf" in shown.out
+    listed = engine.cli("ls")
+    assert listed.out.splitlines()[1].split()[4] == "nan"  # the LOSS column
+    for argv in (["ls", "--json"], ["show", "odd", "--json"]):
+        last = _strict_json(engine.cli(*argv).out)
+        last = (last[0] if isinstance(last, list) else last)["last"]
+        assert last == {"loss": "nan", "tensor": "nan", "inf": "inf", "neg": "-inf"}
+
+    async def table_cell() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.order == [run_id])
+            assert table.cell_text(run_id, "LOSS") == "nan"
+
+    asyncio.run(table_cell())
