@@ -46,6 +46,15 @@ READER_THREADS = 4
 PROGRESS_STEPS = 10_000
 # A subscriber that lets this much pile up unread is dropped rather than grow memory.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
+# Connections served at once, those still shaking hands included; one more is refused
+# with an error frame. Each holds a file descriptor, and the daemon's are few (often
+# 1,024) and also needed for the store, spools and shims. A TUI holds two or three.
+MAX_CONNECTIONS = 256
+# Seconds a new connection has to send its handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
+# Seconds a connection may go without a request before it is closed, unless it
+# subscribed: a TUI that only listens to events may sit quiet for days.
+IDLE_TIMEOUT_S = 600.0
 TOPICS = ("runs", "metrics", "logs", "telemetry")
 # Topics about one run, which a subscription may narrow to some runs.
 RUN_TOPICS = ("runs", "metrics", "logs")
@@ -120,6 +129,7 @@ class Daemon:
         self.live_workers: list[tuple[str, int, int]] = []
         self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
         self.connections: set[Connection] = set()
+        self.open_connections = 0  # handshaking ones too, unlike ``connections``
         self.stopping = asyncio.Event()
         self.engine.interrupted = self.stopping.is_set
         self.readers = concurrent.futures.ThreadPoolExecutor(
@@ -217,6 +227,7 @@ class Daemon:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         conn = Connection(writer)
+        self.open_connections += 1
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
@@ -224,8 +235,22 @@ class Daemon:
                 log.warning("refused a connection from uid %d", uid)
                 conn.send(_error(None, "permission_denied", f"uid {uid} may not use this engine"))
                 return
-            hello = await self._read_frame(reader, conn)
+            try:
+                hello = await asyncio.wait_for(self._read_frame(reader, conn), HANDSHAKE_TIMEOUT_S)
+            except TimeoutError:
+                conn.send(_error(None, "timeout", f"no handshake in {HANDSHAKE_TIMEOUT_S:g} s"))
+                return
             if hello is None:
+                return
+            # Refused after its hello, which the client sends first and then waits for an
+            # answer to: so it reads this error rather than a reset connection.
+            if self.open_connections > MAX_CONNECTIONS:
+                log.warning("refused a connection: %d are open", MAX_CONNECTIONS)
+                conn.send(_error(
+                    None, "too_many_connections",
+                    f"the engine already serves {MAX_CONNECTIONS} connections; close some "
+                    "(idle TUIs or scripts) and try again",
+                ))
                 return
             try:
                 protocol.check_hello(hello)
@@ -235,7 +260,14 @@ class Daemon:
             conn.send({**protocol.hello(), "pid": os.getpid()})
             self.connections.add(conn)
             while not self.stopping.is_set():
-                message = await self._read_frame(reader, conn)
+                idle = None if conn.subscription is not None else IDLE_TIMEOUT_S
+                try:
+                    message = await asyncio.wait_for(self._read_frame(reader, conn), idle)
+                except TimeoutError:
+                    conn.send(_error(
+                        None, "idle_timeout", f"closed after {IDLE_TIMEOUT_S:g} s without a request"
+                    ))
+                    return
                 if message is None:
                     return
                 await self._answer(conn, message)
@@ -245,6 +277,7 @@ class Daemon:
         except Exception:
             log.exception("connection handler failed")
         finally:
+            self.open_connections -= 1
             self.connections.discard(conn)
             writer.close()
             with contextlib.suppress(Exception):

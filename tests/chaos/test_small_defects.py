@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from engine import protocol
+from engine.client import Client, EngineUnavailable
+from engine.paths import child_env
 from tests.conftest import Engine
 from tests.test_cli_errors import refused
+from tests.test_protocol import assert_closed, reply, send
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.widgets.runs_table import RunsTable
@@ -195,3 +207,93 @@ def test_nan_and_infinities_are_told_apart_from_worker_to_export(
             assert table.cell_text(run_id, "LOSS") == "nan"
 
     asyncio.run(table_cell())
+
+
+# -- connections: a limit, and a timeout for silent ones ---------------------------------
+
+
+@pytest.fixture
+def start_daemon_with(engine: Engine) -> Iterator[Callable[..., None]]:
+    """Start the engine's daemon here, with some of its module constants lowered."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(**constants: float) -> None:
+        assigns = "".join(f"daemon.{name} = {value!r}; " for name, value in constants.items())
+        code = f"import sys; from engine import daemon; {assigns}sys.exit(daemon.main())"
+        engine.paths.home.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=child_env(TRAINTOP_HOME=str(engine.paths.home)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not engine.paths.socket.exists():  # a client now would start a daemon itself
+            assert proc.poll() is None and time.monotonic() < deadline, "no daemon started"
+            time.sleep(0.05)
+
+    yield start
+    with (
+        contextlib.suppress(EngineUnavailable, OSError),
+        Client(engine.paths).connect(autostart=False) as client,
+    ):
+        client.call("shutdown")
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+
+
+def _raw_hello(engine: Engine) -> socket.socket:
+    """A connection that has shaken hands (no client: nothing else is opened on the way)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10.0)
+    sock.connect(str(engine.paths.socket))
+    send(sock, protocol.hello())
+    assert reply(sock)["hello"] == protocol.HELLO
+    return sock
+
+
+def test_connections_over_the_limit_are_refused_in_one_line(
+    engine: Engine, start_daemon_with: Callable[..., None]
+) -> None:
+    start_daemon_with(MAX_CONNECTIONS=3)
+    held = [_raw_hello(engine) for _ in range(3)]
+    result = engine.cli("ls")
+    assert result.code == 1 and result.out == ""
+    assert result.err.splitlines() == [
+        "traintop: the engine already serves 3 connections; close some (idle TUIs or scripts) "
+        "and try again"
+    ]
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while (listed := engine.cli("ls")).code != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the daemon has seen the close
+    assert listed.code == 0, listed
+    for sock in held:
+        sock.close()
+
+
+def test_silent_connections_are_closed_but_a_quiet_subscriber_stays(
+    engine: Engine, start_daemon_with: Callable[..., None]
+) -> None:
+    start_daemon_with(HANDSHAKE_TIMEOUT_S=0.2, IDLE_TIMEOUT_S=1.0)
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.settimeout(10.0)
+    mute.connect(str(engine.paths.socket))
+    quiet = _raw_hello(engine)
+    with engine.client() as listener:
+        listener.subscribe(["runs"])
+        # Never a handshake: an error frame, then the end.
+        assert reply(mute)["error"]["code"] == "timeout"
+        assert_closed(mute)
+        # Shook hands, then said nothing for longer than the idle timeout.
+        assert reply(quiet)["error"]["code"] == "idle_timeout"
+        assert_closed(quiet)
+        time.sleep(2.0)  # twice the idle timeout, after which the subscriber still hears
+        started = engine.call("start", workload="synthetic", overrides=["steps=1"])
+        event = listener.next_event(timeout=10)
+        assert event is not None and event["data"]["id"] == started["id"]
+        assert listener.call("ping")["pong"] is True
