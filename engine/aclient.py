@@ -14,6 +14,8 @@ from typing import Any
 
 from engine import protocol
 from engine.client import (
+    START_POLL_S,
+    START_TIMEOUT,
     EngineError,
     EngineUnavailable,
     check_safe,
@@ -21,8 +23,6 @@ from engine.client import (
     wait_deadline,
 )
 from engine.paths import StatePaths, state_home
-
-START_TIMEOUT = 15.0
 
 
 class AsyncClient:
@@ -56,7 +56,7 @@ class AsyncClient:
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
                 deadline = wait_deadline(self.paths, deadline, loop.time())
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(START_POLL_S)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 
     async def _open(self) -> None:

@@ -23,6 +23,8 @@ from engine.run_env import run_env
 from engine.state_dir import UnsafeStateDir, check_state_dir, ensure_private_dir
 
 START_TIMEOUT = 15.0
+# How often a client looks for a daemon it started: a cold `ls` waits on this.
+START_POLL_S = 0.01
 
 
 class EngineError(Exception):
@@ -156,7 +158,7 @@ class Client:
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
                 deadline = wait_deadline(self.paths, deadline, time.monotonic(), said)
-                time.sleep(0.05)
+                time.sleep(START_POLL_S)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 
     def _connect_once(self) -> None:

@@ -30,7 +30,7 @@ from engine.state_dir import (
     UnsafeStateDir,
     check_state_dir,
     ensure_private_dir,
-    secure_tree,
+    tidy_tree,
 )
 from engine.store import Store, StoreError, store_unavailable, store_upgrade
 from engine.store_health import check_store, damage_message, is_damage
@@ -440,11 +440,13 @@ def run_daemon(paths: StatePaths) -> int:
     ensure_private_dir(paths.home)
     ensure_private_dir(paths.runs)
     try:
-        fixed = secure_tree(paths)
+        tidied = tidy_tree(paths)
     except UnsafeStateDir as exc:
         return _refuse(paths, str(exc))
-    if fixed:
-        log.info("made %d files and directories private (0600/0700)", fixed)
+    if tidied.modes_fixed:
+        log.info("made %d files and directories private (0600/0700)", tidied.modes_fixed)
+    for path in tidied.temporaries_removed:
+        log.info("removed %s, left by a writer that is gone", path)
     try:
         lock = acquire_lock(paths)
     except AlreadyRunning as exc:

@@ -181,13 +181,18 @@ def remove_stray_temporaries(directory: Path) -> list[Path]:
     except OSError:
         return removed
     for name in names:
-        match = _TEMPORARY.fullmatch(name)
-        if match is None or _alive(int(match.group(1))):
+        if not is_stray_temporary(name):
             continue
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
             removed.append(directory / name)
     return removed
+
+
+def is_stray_temporary(name: str) -> bool:
+    """Is the file ``name`` a temporary (see ``temporary_for``) whose writer is gone?"""
+    match = _TEMPORARY.fullmatch(name)
+    return match is not None and not _alive(int(match.group(1)))
 
 
 def _alive(pid: int) -> bool:

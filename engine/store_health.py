@@ -9,6 +9,7 @@ too, rather than served as if those runs never existed.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -36,18 +37,22 @@ def damage_message(path: Path, detail: str) -> str:
     return f"the store {path} is damaged ({detail}); it was left as it is: {REBUILD_HINT}"
 
 
-def known_run_ids(paths: StatePaths) -> list[str]:
-    """Run directories a daemon made (``launch.json`` or ``worker.json``), so a store knew them.
+def _made_by_a_daemon(paths: StatePaths, names: list[str]) -> list[str]:
+    """The run directories among ``names`` that a daemon made (``launch.json`` or
+    ``worker.json``), so a store knew them. One with only ``offline.json`` is a run
+    not yet imported: no store knew it."""
+    runs = paths.runs
+    return [
+        name for name in names
+        if (runs / name / "launch.json").exists() or (runs / name / "worker.json").exists()
+    ]
 
-    A directory with only ``offline.json`` is a run not yet imported: no store knew it.
-    """
+
+def _run_dirs(paths: StatePaths) -> list[str]:
     try:
-        dirs = sorted(p for p in paths.runs.iterdir() if p.is_dir())
+        return sorted(e.name for e in os.scandir(paths.runs) if e.is_dir(follow_symlinks=False))
     except FileNotFoundError:
         return []
-    return [
-        d.name for d in dirs if (d / "launch.json").exists() or (d / "worker.json").exists()
-    ]
 
 
 def check_store(paths: StatePaths) -> None:
@@ -57,8 +62,9 @@ def check_store(paths: StatePaths) -> None:
         size = path.stat().st_size
     except FileNotFoundError:
         size = None
-    known = known_run_ids(paths)
+    names = _run_dirs(paths)
     if not size:
+        known = _made_by_a_daemon(paths, names)
         if known:
             what = "missing" if size is None else "empty"
             raise StoreError(
@@ -73,7 +79,9 @@ def check_store(paths: StatePaths) -> None:
         stored = _stored_ids(path)
     except sqlite3.DatabaseError as exc:  # the runs table itself is damaged
         raise StoreError(damage_message(path, str(exc))) from None
-    unknown = [run_id for run_id in known if run_id not in stored]
+    # Only the directories the store does not list are looked into (at 500 runs,
+    # a stat or two each would hold up every daemon start).
+    unknown = _made_by_a_daemon(paths, [name for name in names if name not in stored])
     if unknown:
         raise StoreError(
             f"the store {path} does not know {len(unknown)} of the runs in {paths.runs} "

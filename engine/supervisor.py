@@ -202,9 +202,8 @@ class Supervisor:
     def adopt_all(self) -> None:
         """Follow every run a previous daemon left with a process (or about to have one).
 
-        Temporaries that dead writers left in any run directory go first.
+        (The temporaries that dead writers left went before: ``tidy_tree``.)
         """
-        self._remove_stray_temporaries()
         active = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED)
         for run in self.store.runs_in_states([s.value for s in active]):
             if run["state"] == RunState.PAUSED and run["released"]:
@@ -226,18 +225,12 @@ class Supervisor:
             self.live[run["id"]] = live
             log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
 
-    def _remove_stray_temporaries(self, run_ids: list[str] | None = None) -> None:
-        """Remove half-written files (a checkpoint cut by SIGKILL) whose writer is gone."""
-        if run_ids is None:
-            try:
-                run_ids = [p.name for p in self.paths.runs.iterdir() if p.is_dir()]
-            except OSError:
-                return
-        for run_id in run_ids:
-            rundir = self.paths.run_dir(run_id)
-            for path in [*remove_stray_temporaries(rundir.path),
-                         *remove_stray_temporaries(rundir.checkpoints)]:
-                log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
+    def _remove_stray_temporaries(self, run_id: str) -> None:
+        """Remove a run's half-written files (a checkpoint cut by SIGKILL): it has ended."""
+        rundir = self.paths.run_dir(run_id)
+        for path in [*remove_stray_temporaries(rundir.path),
+                     *remove_stray_temporaries(rundir.checkpoints)]:
+            log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
 
     def _env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (None: the daemon's own)."""
@@ -677,7 +670,7 @@ class Supervisor:
             pid_start=None,
         )
         self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
-        self._remove_stray_temporaries([live.run_id])
+        self._remove_stray_temporaries(live.run_id)
         log.info("run %s %s: %s", live.run_id, state.value, reason)
         self._settle_forks(live.run_id, state)
         self._announce(live.run_id)
