@@ -182,7 +182,11 @@ class Daemon:
     def _subscribe(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         topics = params.get("topics", list(TOPICS))
         runs = params.get("runs")
-        if not isinstance(topics, list) or not set(topics) <= set(TOPICS) or not topics:
+        if (
+            not isinstance(topics, list)
+            or not topics
+            or not all(isinstance(t, str) and t in TOPICS for t in topics)
+        ):
             raise RequestError("bad_request", f"topics must be a list drawn from {TOPICS}")
         if runs is not None and (
             not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)

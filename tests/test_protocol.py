@@ -355,6 +355,7 @@ BAD_REQUESTS: dict[str, dict[str, Any]] = {
     "topics a string": {"method": "subscribe", "params": {"topics": "runs"}},
     "topics empty": {"method": "subscribe", "params": {"topics": []}},
     "topics unknown": {"method": "subscribe", "params": {"topics": ["weather"]}},
+    "topics not names": {"method": "subscribe", "params": {"topics": [{"runs": 1}, ["logs"]]}},
     "runs of numbers": {"method": "subscribe", "params": {"runs": [1]}},
 }
 
