@@ -371,12 +371,17 @@ class Store:
         assignments = ", ".join(f"{k} = :{k}" for k in fields)
         self.db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id", {**fields, "_id": run_id})
 
-    def set_state(self, run_id: str, state: str, reason: str, **fields: Any) -> None:
-        """Change a run's state and record the transition as an event, atomically."""
-        now = time.time()
+    def set_state(
+        self, run_id: str, state: str, reason: str, when: float | None = None, **fields: Any
+    ) -> None:
+        """Change a run's state and record the transition as an event, atomically.
+
+        The event is dated ``when`` (default now): a store filled ahead of time,
+        such as the snapshot tests' fixed history, gives its own.
+        """
         with self.transaction():
             self.update_run(run_id, state=state, **fields)
-            self._event(run_id, state, reason, now)
+            self._event(run_id, state, reason, time.time() if when is None else when)
 
     def note(self, run_id: str, reason: str) -> None:
         """Add an event that changes nothing (its state is the run's current one)."""

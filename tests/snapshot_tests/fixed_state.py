@@ -1,0 +1,162 @@
+"""A state directory whose every figure is fixed, so the TUI draws the same screen each time.
+
+Live runs and the live telemetry sampler change what is on screen from one
+moment to the next. Here the store is filled ahead of the daemon's start, the
+way a daemon would have left it: four ended runs (a fork among them) with
+fixed ids, names, configs, points and event times, and a minute of telemetry
+samples. The daemon then serves them as it serves any store; its own sampler
+is told to wait an hour before its first sample (``TRAINTOP_TELEMETRY_INTERVAL``),
+so the panels show the stored minute and nothing else.
+
+The GPU figures come from the same ``GpuReader`` the daemon uses, on the fake
+NVML that ``TRAINTOP_FAKE_GPUS`` selects (or one that finds no driver); only
+the host figures, which psutil reads from this machine, are written out here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from engine.paths import StatePaths
+from engine.state_dir import DIR_MODE
+from engine.store import Store
+from engine.telemetry import GpuReader, Sample, demo_nvml
+from engine.telemetry.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
+from engine.telemetry.samples import HostSample
+
+# 2026-01-01 09:00:00 UTC: every stored event is dated from here (the tests set TZ=UTC).
+EPOCH = 1_767_258_000.0
+SECONDS_PER_STEP = 0.25
+TELEMETRY_SAMPLES = 60
+GIB = 1024**3
+
+CHARLM = {
+    "steps": 600, "lr": 3e-3, "batch": 32, "block": 64, "layers": 2, "d_model": 96,
+    "heads": 4, "dropout": 0.1, "weight_decay": 0.01, "seed": 0,
+}
+SYNTHETIC = {"steps": 400, "lr": 0.02, "seed": 0, "dim": 16, "batch": 32}
+
+BASE, FORK, WIDE, TINY = "k3p9ra", "m8q2zt", "w5d7hx", "t2n6fe"
+FORK_STEP = 200
+WIDE_FAILED_AT = 140
+TINY_KILLED_AT = 90
+STDERR_TAIL = (
+    "Traceback (most recent call last):\n"
+    '  File "engine/worker.py", line 212, in main\n'
+    "MemoryError: cannot allocate 6.0 GiB for the attention scores (d_model=256)"
+)
+
+
+def _loss(step: int, lr: float, noise: random.Random) -> float:
+    """A plausible, fixed training curve: fast descent, a floor that depends on lr."""
+    floor = 1.45 + 40 * abs(lr - 1.5e-3)
+    return floor + 2.8 * math.exp(-step / 90) + 0.06 * (noise.random() - 0.5)
+
+
+def _points(start: int, end: int, lr: float, created: float, seed: int) -> list[list[Any]]:
+    noise = random.Random(seed)
+    return [
+        [step, "loss", round(_loss(step, lr, noise), 6), created + 2 + step * SECONDS_PER_STEP]
+        for step in range(start, end)
+    ]
+
+
+def _run(
+    store: Store,
+    run: dict[str, Any],
+    points: list[list[Any]],
+    end: tuple[str, str, int | None],
+) -> None:
+    """Store one run as a daemon would have: created, started, trained, ended."""
+    created = run["created"]
+    store.create_run({"state": "queued", "released": False, "device": "cpu", "cwd": "/", **run},
+                     f"forked from {run['parent_id']}" if run.get("parent_id") else
+                     "created by user")
+    store.set_state(run["id"], "starting", "started", when=created + 0.5,
+                    started=created + 0.5, generation=1)
+    first = points[0][0] if points else 0
+    store.set_state(run["id"], "running", "worker is training", when=created + 1.5, step=first)
+    step = points[-1][0] + 1 if points else first
+    store.add_metrics(run["id"], points, spool_offset=0, step=step)
+    store.seal_metrics(run["id"])
+    state, reason, code = end
+    ended = created + 2 + step * SECONDS_PER_STEP
+    store.set_state(run["id"], state, reason, when=ended, ended=ended, exit_code=code,
+                    exit_reason=reason, stderr_tail=STDERR_TAIL if state == "failed" else None)
+
+
+def fill_runs(store: Store) -> None:
+    """Four ended runs: a base charlm, its fork at step 200, a failed one, a killed one."""
+    _run(store, {"id": BASE, "name": "base", "workload": "charlm", "config": CHARLM,
+                 "total_steps": 600, "created": EPOCH},
+         _points(0, 600, 3e-3, EPOCH, seed=1), ("finished", "finished", 0))
+    fork_config = {**CHARLM, "lr": 1e-3}
+    forked = EPOCH + 2 + FORK_STEP * SECONDS_PER_STEP
+    _run(store, {"id": FORK, "name": "base-lr1e-3", "workload": "charlm", "config": fork_config,
+                 "total_steps": 600, "created": forked, "parent_id": BASE,
+                 "fork_step": FORK_STEP},
+         _points(FORK_STEP, 600, 1e-3, EPOCH, seed=2), ("finished", "finished", 0))
+    wide_config = {**CHARLM, "lr": 3e-2, "d_model": 256}
+    _run(store, {"id": WIDE, "name": "wide-d256", "workload": "charlm", "config": wide_config,
+                 "total_steps": 600, "created": EPOCH + 300},
+         _points(0, WIDE_FAILED_AT, 3e-2, EPOCH + 300, seed=3),
+         ("failed", "exited with code 1", 1))
+    _run(store, {"id": TINY, "name": "tiny", "workload": "synthetic", "config": SYNTHETIC,
+                 "total_steps": 400, "created": EPOCH + 600},
+         _points(0, TINY_KILLED_AT, 2e-2, EPOCH + 600, seed=4), ("killed", "killed by user", -15))
+
+
+def _host(tick: int) -> HostSample:
+    """A 16-core host under a steady training load, with a slow wobble."""
+    wave = math.sin(tick / 6)
+    cores = [round(55 + 35 * math.sin(tick / 5 + core), 1) for core in range(16)]
+    return HostSample(
+        cpu_percent=round(sum(cores) / len(cores), 1),
+        cpu_per_core=cores,
+        load_average=(6.12, 5.87, 5.02),
+        memory_used=int((41 + 2 * wave) * GIB),
+        memory_total=128 * GIB,
+        swap_used=0,
+        swap_total=8 * GIB,
+        disk_read_bps=12.5e6,
+        disk_write_bps=3.1e6 + 1e6 * wave,
+        net_rx_bps=850e3,
+        net_tx_bps=120e3,
+    )
+
+
+def fill_telemetry(store: Store, now: float, fake_gpus: int) -> None:
+    """A minute of samples up to ``now``, one a second: what the panels draw.
+
+    ``fake_gpus`` > 0 reads that many simulated H100s, as ``TRAINTOP_FAKE_GPUS``
+    does; 0 is a machine without an NVIDIA driver.
+    """
+    nvml = demo_nvml(fake_gpus) if fake_gpus else FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)
+    reader = GpuReader(nvml)
+    base_utilization = [gpu.utilization or 0 for gpu in nvml.gpus]
+    try:
+        for tick in range(TELEMETRY_SAMPLES):
+            for gpu, base in zip(nvml.gpus, base_utilization, strict=True):
+                gpu.utilization = max(0, min(100, base + round(8 * math.sin(tick / 4))))
+            when = now - TELEMETRY_SAMPLES + tick
+            sample = Sample(time=when, host=_host(tick), gpus=reader.read())
+            sample.gpu_status = reader.status
+            store.add_telemetry(when, sample.to_dict())
+    finally:
+        reader.close()
+
+
+def fill_state_dir(paths: StatePaths, now: float, fake_gpus: int) -> None:
+    """Create the state directory with its store and run directories, no daemon yet."""
+    paths.home.mkdir(mode=DIR_MODE, parents=True)
+    paths.runs.mkdir(mode=DIR_MODE)
+    for run_id in (BASE, FORK, WIDE, TINY):
+        paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
+    store = Store(paths.store)
+    try:
+        fill_runs(store)
+        fill_telemetry(store, now, fake_gpus)
+    finally:
+        store.close()
