@@ -293,12 +293,14 @@ def test_redrawing_an_unchanged_chart_smooths_nothing_again(engine: Engine) -> N
         app = TraintopApp(paths=engine.paths)
         async with app.run_test(size=(120, 40)) as pilot:
             chart = app.query_one(LossChart)
-            for smoothed in (False, True):
-                if smoothed:
-                    await pilot.press("s")  # the daemon's smoothed curve, cleaned once
+            for phase in ("smoothed by the daemon", "raw"):
+                if phase == "raw":
+                    while app.state.smoothing:
+                        await pilot.press("s")
+                curve = bool(app.state.smoothing)
                 await until(
                     pilot,
-                    lambda on=smoothed: chart.series and (chart.series[0].curve is not None) == on,
+                    lambda on=curve: chart.series and (chart.series[0].curve is not None) == on,
                 )
                 await until(pilot, lambda: chart.values_smoothed)  # drawn once
                 await pilot.pause()
