@@ -24,7 +24,7 @@ import psutil
 
 from engine.config import step_total
 from engine.paths import StatePaths, read_json
-from engine.runs import RunState, name_from
+from engine.runs import RunState, name_from, unique_name
 from engine.store import Store
 
 ATTACH_PREFIX = "attach:"
@@ -65,15 +65,6 @@ def device_label(device: str) -> str:
     return f"cuda:{int(index) if index.isdigit() else 0}"
 
 
-def free_name(store: Store, base: str) -> str:
-    """``base`` if no run has that name yet, else ``base-2``, ``base-3``..."""
-    name, n = base, 1
-    while store.name_taken(name):
-        n += 1
-        name = f"{base}-{n}"
-    return name
-
-
 def create_attached_run(
     store: Store,
     run_id: str,
@@ -89,7 +80,7 @@ def create_attached_run(
     base = info.get("name") or _command_name(argv)
     run = {
         "id": run_id,
-        "name": free_name(store, name_from(str(base), "attached")),
+        "name": unique_name(name_from(str(base), "attached"), store.name_taken),
         "workload": attach_workload(argv),
         "config": config,
         "state": RunState.STARTING.value,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +17,6 @@ from typing import Any, NoReturn, TextIO
 from engine.client import Client, EngineError, EngineUnavailable
 from engine.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.format import (
-    condition_text,
     format_table,
     gpu_lines,
     host_lines,
@@ -27,13 +25,13 @@ from engine.format import (
     run_line_values,
     run_usage_rows,
     shown,
-    skipped_text,
 )
 from engine.linger import logout_warning
+from engine.run_detail import detail_lines, plain_text
 from engine.run_env import run_env
+from engine.runs import DEFAULT_KILL_GRACE, RunState
 
 ACTIVE_WAIT = ("queued", "starting")
-ENDED = ("finished", "failed", "killed")
 # How long start and fork wait for a running run's first step, to catch early failures.
 FIRST_STEP_WAIT = 5.0
 
@@ -98,6 +96,10 @@ def _fail_if_failed(run: dict[str, Any]) -> int:
         )
         return 1
     return 0
+
+
+def _ended(run: dict[str, Any]) -> bool:
+    return RunState(run["state"]).terminal
 
 
 def _describe(run: dict[str, Any]) -> str:
@@ -188,54 +190,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(run))
         return 0
-    lines = [
-        f"run       {run['id']}  {shown(run['name'])}",
-        f"state     {run['state']}" + (" (memory released)" if run["released"] else "")
-        + (f" ({condition_text(run['condition'])})" if run.get("condition") else ""),
-        f"workload  {run['workload']}",
-        f"device    {run['device']}",
-        f"step      {run['step']}" + (f" / {run['total_steps']}" if run["total_steps"] else ""),
-    ]
-    if run["parent_id"]:
-        lines.append(f"forked    from {run['parent_id']} at step {run['fork_step']}")
-    if run["children"]:
-        lines.append(f"forks     {', '.join(run['children'])}")
-    if run["workload"] == "exec":  # a wrapped command (traintop run)
-        lines.append("command   " + shlex.join(run["config"]["command"]))
-        if run["config"].get("loss_pattern"):
-            lines.append(f"loss      read with {run['config']['loss_pattern']!r}")
-    else:
-        lines.append("config    " + " ".join(f"{k}={v}" for k, v in sorted(run["config"].items())))
-    if run["last"]:
-        lines.append(
-            "last      "
-            + " ".join(
-                f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in sorted(run["last"].items())
-            )
-        )
-    skipped = skipped_text(run)
-    if skipped:
-        lines.append(f"skipped   {skipped}")
-    if run["exit_reason"]:
-        lines.append(f"exit      {run['exit_reason']} (code {run['exit_code']})")
-    if run.get("resume_point"):
-        lines.append(
-            f"resume    from step {run['resume_point']['step']}, its last complete checkpoint "
-            f"('traintop resume {run['id']}' or 'traintop fork {run['id']}')"
-        )
-    missing = "  (missing: deleted?)" if run["dir_missing"] else ""
-    lines.append(f"dir       {run['dir']}{missing}")
-    hidden = run["event_count"] - len(run["events"])
-    lines.append("events" + (f" (the latest {len(run['events'])} of {run['event_count']})"
-                             if hidden else ""))
-    for event in run["events"]:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
-        lines.append(f"  {when}  {event['state']:<9} {event['reason']}")
-    if run["stderr_tail"]:
-        lines.append("stderr (tail)")
-        lines.extend("  " + line for line in run["stderr_tail"].splitlines())
-    print("\n".join(lines))
+    hint = f"'traintop resume {run['id']}' or 'traintop fork {run['id']}'"
+    print(plain_text(detail_lines(run, hint)))
     return 0
 
 
@@ -245,7 +201,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
         if args.release:
 
             def done(r: dict[str, Any]) -> bool:
-                return r["released"] or r["state"] in ENDED
+                return r["released"] or _ended(r)
         else:
             done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
         run = _wait_for(client, run["id"], done, args.timeout)
@@ -289,7 +245,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         run = _wait_for(
             client,
             run["id"],
-            lambda r: r["state"] in ("killed", "finished", "failed"),
+            _ended,
             2 * args.grace + 10,  # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         )
     print(
@@ -315,7 +271,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             sys.stdout.write(reply["data"])
             sys.stdout.flush()
             if not reply["data"]:
-                if reply["state"] in ("finished", "failed", "killed"):
+                if RunState(reply["state"]).terminal:
                     break
                 time.sleep(0.25)
     return 0
@@ -574,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
     )
     p.add_argument("run")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL")
+    p.add_argument(
+        "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
+    )
 
     p = add("logs", cmd_logs, "print a run's output")
     p.add_argument("run")

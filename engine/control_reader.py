@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.line_tail import read_lines
+
 
 class ControlReader:
     """Reads new commands from ``control.jsonl``, starting at a byte offset."""
@@ -30,18 +32,10 @@ class ControlReader:
 
     def read_new(self) -> list[dict[str, Any]]:
         """The commands on complete lines after the offset, in file order."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
+        read = read_lines(self.path, self.offset)
+        self.offset = read.end
         commands: list[dict[str, Any]] = []
-        for line in data[: end + 1].splitlines():
+        for line in read.lines:
             if not line.strip():
                 continue
             try:
@@ -51,5 +45,6 @@ class ControlReader:
             if isinstance(command, dict):
                 commands.append(command)
             else:
-                print(f"traintop: ignored bad control line {line[:200]!r}", file=sys.stderr)
+                shown = line.rstrip(b"\r\n")[:200]
+                print(f"traintop: ignored bad control line {shown!r}", file=sys.stderr)
         return commands

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.client import Client
+from engine.runs import RunState, unique_name
 
 DEMO_RUNS = {
     "demo-lr1e-3": ["lr=1e-3"],
@@ -16,9 +17,6 @@ FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
 FORK_AFTER_STEPS = 100
 
 
-ACTIVE = ("queued", "starting", "running", "paused")
-
-
 def _named(name: str, base: str) -> bool:
     """``base`` itself, or ``base-N`` (a later demo, once the first one ended)."""
     suffix = name[len(base) + 1 :]
@@ -26,16 +24,9 @@ def _named(name: str, base: str) -> bool:
 
 
 def _active(runs: list[dict[str, Any]], base: str) -> dict[str, Any] | None:
-    return next((r for r in runs if _named(r["name"], base) and r["state"] in ACTIVE), None)
-
-
-def _free_name(runs: list[dict[str, Any]], base: str) -> str:
-    names = {r["name"] for r in runs}
-    n = 2
-    name = base
-    while name in names:
-        name, n = f"{base}-{n}", n + 1
-    return name
+    return next(
+        (r for r in runs if _named(r["name"], base) and not RunState(r["state"]).terminal), None
+    )
 
 
 def start_demo(client: Client) -> list[dict[str, Any]]:
@@ -48,7 +39,7 @@ def start_demo(client: Client) -> list[dict[str, Any]]:
                     "start",
                     workload="charlm",
                     overrides=[*DEMO_SIZE, *overrides],
-                    name=_free_name(runs, base),
+                    name=unique_name(base, {r["name"] for r in runs}.__contains__),
                     device=None,
                     cwd="/",
                 )
@@ -63,7 +54,8 @@ def fork_request(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     if any(r.get("parent_id") == parent["id"] for r in runs):
         return None
-    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": _free_name(runs, FORK_NAME)}
+    name = unique_name(FORK_NAME, {r["name"] for r in runs}.__contains__)
+    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": name}
 
 
 def maybe_fork(client: Client) -> dict[str, Any] | None:

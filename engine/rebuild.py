@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.attach import free_name
 from engine.daemon import AlreadyRunning, acquire_lock
+from engine.line_tail import read_lines
 from engine.paths import RunDir, StatePaths, read_json
-from engine.runs import RunState, name_from
+from engine.runs import RunState, name_from, unique_name
 from engine.spool_records import (
     ErrorRecord,
     Malformed,
@@ -36,7 +36,7 @@ from engine.spool_records import (
 )
 from engine.state_dir import check_state_dir
 from engine.store import Metric, Store
-from engine.supervisor import stderr_tail
+from engine.supervisor import SPOOL_READ_BYTES, stderr_tail
 
 # Points stored per transaction while a spool is read back.
 BATCH_POINTS = 50_000
@@ -141,7 +141,7 @@ def _restore_run(
     store.create_run(
         {
             "id": run_id,
-            "name": free_name(store, name_from(str(launch.get("name") or run_id))),
+            "name": unique_name(name_from(str(launch.get("name") or run_id)), store.name_taken),
             "workload": launch["workload"],
             "config": config,
             "state": RunState.STARTING.value,
@@ -186,16 +186,12 @@ def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
     seen = _Spool()
     batch: list[Metric] = []
     skipped = [0, 0]  # malformed records, bad points
-    offset = 0
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        store.add_metrics(run_id, [], 0, 0)
-        return seen
-    with f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break  # a record still being written: the daemon reads it later
+    offset, drained = 0, False
+    while not drained:
+        read = read_lines(path, offset, SPOOL_READ_BYTES)
+        # A record still being written is left out: the daemon reads it later.
+        drained = read.drained or not read.lines
+        for raw in read.lines:
             offset += len(raw)
             record = decode_record(raw)
             if isinstance(record, MetricsRecord):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+from collections.abc import Callable
 from enum import StrEnum
 
 # Lower-case letters and digits without the easily confused 0/o, 1/l.
 _ID_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyz"
 ID_LENGTH = 6
+# Seconds between a kill's SIGTERM and its SIGKILL unless the request names others.
+DEFAULT_KILL_GRACE = 10.0
 
 
 class RunState(StrEnum):
@@ -24,6 +27,7 @@ class RunState(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the run has ended: finished, failed or killed (a failed one may be resumed)."""
         return self in (RunState.FINISHED, RunState.FAILED, RunState.KILLED)
 
 
@@ -52,6 +56,20 @@ def name_from(text: str, fallback: str = "run") -> str:
         c for c in "-".join(text.split()) if not unicodedata.category(c).startswith("C")
     )
     return kept[: MAX_NAME_LENGTH - 8] or fallback  # room for a "-12345" suffix
+
+
+def unique_name(base: str, taken: Callable[[str], bool], bare: bool = True) -> str:
+    """A name no run has: ``base`` itself if free (and ``bare``), else the first free ``base-N``.
+
+    Numbers start at 2 after a bare ``base`` (``demo``, ``demo-2``), at 1 when every
+    name is numbered (``train-1``, ``train-2``).
+    """
+    if bare and not taken(base):
+        return base
+    n = 2 if bare else 1
+    while taken(f"{base}-{n}"):
+        n += 1
+    return f"{base}-{n}"
 
 
 def new_run_id() -> str:

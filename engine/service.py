@@ -27,6 +27,7 @@ from engine.format import format_bytes
 from engine.output_metrics import PatternError, compile_loss_pattern
 from engine.paths import RunDir
 from engine.runs import (
+    DEFAULT_KILL_GRACE,
     WRAPPED_WORKLOAD,
     ActionError,
     RunState,
@@ -35,9 +36,10 @@ from engine.runs import (
     name_from,
     name_problem,
     new_run_id,
+    unique_name,
 )
 from engine.store import Store
-from engine.supervisor import DEFAULT_KILL_GRACE, Supervisor
+from engine.supervisor import Supervisor
 from engine.views import AXES, MAX_BUCKETS, MAX_TAIL, EmaCache, series_view, tail_ema
 from engine.workloads.registry import BUILTIN_DEFAULTS, WorkloadError, workload_defaults
 
@@ -406,11 +408,8 @@ class Engine:
     # -- actions ------------------------------------------------------------
 
     def _unique_name(self, base: str) -> str:
-        base = name_from(base)
-        n = 1
-        while self.store.name_taken(f"{base}-{n}"):
-            n += 1
-        return f"{base}-{n}"
+        """``base-1``, ``base-2``...: a new run's name when none is given."""
+        return unique_name(name_from(base), self.store.name_taken, bare=False)
 
     def _check_name(self, name: str | None) -> None:
         if name is not None:

@@ -27,6 +27,7 @@ import psutil
 
 from engine.attach import attach_argv, import_offline_runs, is_attached
 from engine.disk_space import is_full
+from engine.line_tail import read_lines
 from engine.paths import (
     RunDir,
     StatePaths,
@@ -51,7 +52,6 @@ log = logging.getLogger("traintop.supervisor")
 
 Publish = Callable[[str, dict[str, Any]], None]
 
-DEFAULT_KILL_GRACE = 10.0
 # How long a run may sit without a worker (no worker.json) before it is declared lost.
 SPAWN_TIMEOUT = 30.0
 # How long a dead worker's shim gets to write exit.json before the run is declared lost
@@ -504,17 +504,9 @@ class Supervisor:
         ``live.spool_offset`` moves only with a commit: when the store cannot be
         written, the error goes up and the next tick reads the rest again.
         """
-        try:
-            with open(live.rundir.spool, "rb") as f:
-                f.seek(live.spool_offset)
-                data = f.read(SPOOL_READ_BYTES)
-                if len(data) == SPOOL_READ_BYTES and b"\n" not in data:
-                    data += f.readline()  # one record longer than the bound: take it whole
-        except FileNotFoundError:
-            return True
-        drained = len(data) < SPOOL_READ_BYTES
+        read = read_lines(live.rundir.spool, live.spool_offset, SPOOL_READ_BYTES)
         batch, offset = _Batch(), live.spool_offset
-        for line in data[: data.rfind(b"\n") + 1].splitlines(keepends=True):
+        for line in read.lines:
             record = decode_record(line)
             if isinstance(record, MetricsRecord):
                 batch.points += record.points
@@ -531,7 +523,7 @@ class Supervisor:
                 self._on_record(live, record, offset + len(line))
             offset += len(line)
         self._store_batch(live, batch, offset)
-        return drained
+        return read.drained
 
     def _store_batch(self, live: LiveRun, batch: _Batch, end: int) -> None:
         """Store ``batch`` with the spool offset ``end`` it was read up to, in one transaction."""

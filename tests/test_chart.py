@@ -312,3 +312,21 @@ def test_a_live_chart_repaints_only_the_cells_new_points_change() -> None:
                 assert not full and cells < width * height / 10, step
 
     asyncio.run(main())
+
+
+def test_fresh_copies_of_unchanged_data_hit_the_smoothing_cache() -> None:
+    xs, ys = decay(400)
+
+    def scenario(chart: LossChart) -> tuple[int, int]:
+        chart.smoothing = 0.9
+        chart.set_data([Series("run", xs, ys)], [], "step")
+        chart._curves(0)
+        first = chart.values_smoothed
+        for _ in range(3):  # each draw hands over new lists of the same points
+            chart.set_data([Series("run", list(xs), list(ys))], [], "step")
+            chart._curves(0)
+        return first, chart.values_smoothed
+
+    (first, after), _ = run_chart((80, 24), scenario)
+    assert first == 2 * len(ys)  # cleaned, then smoothed, once
+    assert after == first

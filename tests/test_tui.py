@@ -283,3 +283,32 @@ def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
             assert app.state.smoothed_last("long22") == pytest.approx(exact, rel=1e-12)
 
     asyncio.run(scenario())
+
+
+def test_redrawing_an_unchanged_chart_smooths_nothing_again(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=200", "--name", "done")
+    engine.wait_state(run_id, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(paths=engine.paths)
+        async with app.run_test(size=(120, 40)) as pilot:
+            chart = app.query_one(LossChart)
+            for phase in ("smoothed by the daemon", "raw"):
+                if phase == "raw":
+                    while app.state.smoothing:
+                        await pilot.press("s")
+                curve = bool(app.state.smoothing)
+                await until(
+                    pilot,
+                    lambda on=curve: chart.series and (chart.series[0].curve is not None) == on,
+                )
+                await until(pilot, lambda: chart.values_smoothed)  # drawn once
+                await pilot.pause()
+                done = chart.values_smoothed
+                for _ in range(3):  # what refresh ticks and unchanged views do
+                    app._draw_chart()
+                    await pilot.pause()
+                    chart.render_line(0)
+                assert chart.values_smoothed == done
+
+    asyncio.run(scenario())

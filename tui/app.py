@@ -28,6 +28,7 @@ from textual.widgets import Footer, Input, RichLog, Static
 from engine.client import EngineError, EngineUnavailable
 from engine.format import SHOWN_NAME, shown
 from engine.paths import StatePaths, state_home
+from engine.runs import RunState
 from engine.views import MAX_BUCKETS as MAX_VIEW_BUCKETS
 from tui import partial_updates
 from tui.chart_feed import ChartFeed, ViewRequest
@@ -35,7 +36,7 @@ from tui.connection import EngineLink, LogFollower
 from tui.keys import ACTIONS, bindings
 from tui.run_actions import RunActions
 from tui.screens.help import HelpScreen
-from tui.state import TERMINAL, TuiState
+from tui.state import TuiState
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
 from tui.widgets.loss_chart import GUTTER, LossChart
@@ -287,7 +288,7 @@ class TraintopApp(RunActions):
             )
             if run is None or curve is None:
                 continue
-            live = live or run["state"] not in TERMINAL
+            live = live or not RunState(run["state"]).terminal
             series.append(curve)
             if run.get("parent_id") and run.get("fork_step") is not None and not self.x_by_time:
                 markers.append((float(run["fork_step"]), f"fork {run['id']}"))

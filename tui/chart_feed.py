@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tui.widgets.loss_chart import Series
@@ -37,6 +37,9 @@ class _View:
     data: dict[str, Any]
     fetched: float
     stale: bool = False
+    # The chart's lists made from ``data``, made once: the same lists at every draw let
+    # the chart see that nothing changed (it keys its smoothing on them).
+    curve: Series | None = None
 
 
 @dataclass
@@ -74,6 +77,9 @@ class ChartFeed:
             smoothing=request.smoothing or None,
         )
         old = self.views.get(run_id)
+        if old is not None and old.request == request and old.data == data:
+            old.fetched, old.stale = self.clock(), False  # kept, with the lists made from it
+            return False
         self.views[run_id] = _View(request, data, self.clock())
         return old is None or old.data != data
 
@@ -88,7 +94,10 @@ class ChartFeed:
         view = self.views.get(run_id)
         if view is None or not view.data["buckets"]:
             return None
-        return series_from_view(view.data, label, emphasis, view.request.smoothing > 0)
+        if view.curve is None:
+            view.curve = series_from_view(view.data, label, emphasis, view.request.smoothing > 0)
+        # A new label or emphasis (the selection moved) shares the lists it was made with.
+        return replace(view.curve, label=label, emphasis=emphasis)
 
 
 def series_from_view(view: dict[str, Any], label: str, emphasis: bool, smoothed: bool) -> Series:

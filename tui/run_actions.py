@@ -14,12 +14,19 @@ from textual.app import App
 
 from engine.client import EngineError, EngineUnavailable
 from engine.demo import fork_request
-from engine.runs import WRAPPED_WORKLOAD
+from engine.runs import (
+    DEFAULT_KILL_GRACE,
+    WRAPPED_WORKLOAD,
+    ActionError,
+    RunState,
+    check_action,
+    check_wrapped_action,
+)
 from tui.connection import EngineLink
 from tui.keys import BY_ID
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
-from tui.state import TERMINAL, TuiState
+from tui.state import TuiState
 from tui.widgets.runs_table import RunsTable
 
 
@@ -100,15 +107,12 @@ class RunActions(App[None]):
         run = self._need_run()
         if run is None:
             return
-        if run["workload"] == WRAPPED_WORKLOAD:
-            self.notify(
-                f"{run['id']} wraps a command: traintop cannot checkpoint it, so it cannot be "
-                "forked (use a train(run) function or traintop.init)",
-                severity="error",
-            )
-            return
-        if run["state"] not in ("running", "paused", "finished", "failed"):
-            self.notify(f"cannot fork a run that is {run['state']}", severity="error")
+        try:  # the engine's own rules and words, so the two never disagree
+            if run["workload"] == WRAPPED_WORKLOAD:
+                check_wrapped_action("fork", run["id"])
+            check_action("fork", RunState(run["state"]), bool(run.get("released")))
+        except ActionError as exc:
+            self.notify(str(exc), severity="error")
             return
         self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
 
@@ -134,12 +138,13 @@ class RunActions(App[None]):
         run = self._need_run()
         if run is None:
             return
-        if run["state"] in TERMINAL:
+        if RunState(run["state"]).terminal:
             self.notify(f"{run['id']} is already {run['state']}", severity="warning")
             return
         body = (
             f"Kill run {run['id']} ({run['name']}), {run['state']} at step {run['step']}"
-            f" on {run['device']}?\nSIGTERM to its process group, SIGKILL after 10 s. "
+            f" on {run['device']}?\nSIGTERM to its process group, SIGKILL after "
+            f"{DEFAULT_KILL_GRACE:g} s. "
             "Its metrics and logs are kept."
         )
         if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):

@@ -15,7 +15,6 @@ from typing import Any
 from engine.format import shown
 from tui.chart_math import DebiasedEma
 
-TERMINAL = ("finished", "failed", "killed")
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
 EMA_KEY = "loss"  # the metric of the table's EMA column

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -12,48 +11,19 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine.format import condition_text, skipped_text
+from engine.run_detail import DetailLine, detail_lines
 
 
 def detail_markup(run: dict[str, Any]) -> str:
     """The detail text of a run as returned by the daemon's ``get_run``."""
-    lines = [f"[b]{run['id']}[/b]  {escape(run['name'])}  [dim]{escape(run['workload'])}[/]"]
-    state = run["state"] + (" (memory released)" if run.get("released") else "")
-    if run.get("condition"):
-        state += f" [red]({escape(condition_text(run['condition']))})[/red]"
-    total = f" / {run['total_steps']}" if run.get("total_steps") else ""
-    lines.append(f"state [b]{state}[/b] at step {run['step']}{total} on {run['device']}")
-    if run.get("parent_id"):
-        lines.append(f"forked from [b]{run['parent_id']}[/b] at step {run['fork_step']}")
-    if run.get("children"):
-        lines.append("forks: " + ", ".join(run["children"]))
-    skipped = skipped_text(run)
-    if skipped:
-        lines.append(f"[b]skipped[/b] {skipped}")
-    if run.get("exit_reason"):
-        lines.append(f"[b]exit[/b] {escape(str(run['exit_reason']))} (code {run['exit_code']})")
-    if run.get("resume_point"):
-        lines.append(f"[b]resume[/b] from step {run['resume_point']['step']}, its last complete "
-                     "checkpoint (p resumes it, f forks it)")
-    lines.append("")
-    lines.append("[b]config[/b]")
-    lines += [f"  {escape(k)} = {escape(repr(v))}" for k, v in sorted(run["config"].items())]
-    if run.get("last"):
-        lines.append("[b]last values[/b]")
-        lines += [
-            f"  {escape(k)} = {v:.6g}" if isinstance(v, float) else f"  {escape(k)} = {v}"
-            for k, v in sorted(run["last"].items())
-        ]
-    lines.append("[b]events[/b]")
-    for event in run.get("events", []):
-        when = time.strftime("%m-%d %H:%M:%S", time.localtime(event["time"]))
-        lines.append(f"  {when}  {event['state']:<9} {escape(event['reason'])}")
-    if run.get("stderr_tail"):
-        lines.append("[b red]stderr (last lines)[/]")
-        lines += ["  " + escape(line) for line in run["stderr_tail"].splitlines()]
-    lines.append(f"[dim]{escape(run.get('dir', ''))}[/]"
-                 + (" [b red](missing: deleted?)[/]" if run.get("dir_missing") else ""))
-    return "\n".join(lines)
+    return "\n".join(_markup(line) for line in detail_lines(run, "p resumes it, f forks it"))
+
+
+def _markup(line: DetailLine) -> str:
+    label = f"[b red]{escape(line.label)}[/]" if line.alert else f"[b]{escape(line.label)}[/b]"
+    if not line.label:
+        return "  " + escape(line.text)
+    return f"{label} {escape(line.text)}" if line.text else label
 
 
 class RunDetail(ModalScreen[None]):

@@ -61,12 +61,15 @@ class Series:
 
 @dataclass
 class _Smoothed:
-    """A series' cleaned and smoothed values, valid while `source` is its ys, unmutated."""
+    """A series' cleaned and smoothed values, valid while its ys begin with `source`'s."""
 
     source: Sequence[float | None]
     raw: list[float | None]
     ema: DebiasedEma
     smooth: list[float | None]
+    # A curve smoothed elsewhere (``Series.curve``), cleaned once.
+    curve_source: Sequence[float | None] | None = None
+    curve: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +123,8 @@ class LossChart(Widget):
         self._x_label = ""
         self._version = 0
         self._smoothed: dict[int, _Smoothed] = {}
+        # Values cleaned or smoothed so far: a cache that hits adds nothing (tests count it).
+        self.values_smoothed = 0
         self._live = False
         self._x_axis: tuple[float, float] | None = None  # a live chart's (start, end) of x
         self._strips: list[Strip] = []
@@ -218,19 +223,39 @@ class LossChart(Widget):
         series, weight = self._series[index], self.smoothing
         n = len(series.ys)
         cached = self._smoothed.get(index)
-        if cached is None or cached.source is not series.ys or len(cached.raw) > n:
+        if cached is None or not _extends(cached.source, len(cached.raw), series.ys):
             cached = self._smoothed[index] = _Smoothed(series.ys, [], DebiasedEma(weight), [])
+        cached.source = series.ys
         if len(cached.raw) < n:
+            self.values_smoothed += n - len(cached.raw)
             cached.raw.extend(clean(series.ys[len(cached.raw) : n]))
         if not weight:
             return cached.raw, None
         if series.curve is not None:
-            return clean(series.curve[1]), cached.raw
+            given = series.curve[1]
+            if not _extends(cached.curve_source, len(cached.curve), given, whole=True):
+                cached.curve_source, cached.curve = given, clean(given)
+                self.values_smoothed += len(given)
+            return cached.curve, cached.raw
         if cached.ema.weight != weight:
             cached.ema, cached.smooth = DebiasedEma(weight), []
         if len(cached.smooth) < n:
+            self.values_smoothed += n - len(cached.smooth)
             cached.smooth.extend(cached.ema.extend(cached.raw[len(cached.smooth) : n]))
         return cached.smooth, cached.raw
+
+
+def _extends(
+    old: Sequence[float | None] | None, done: int, new: Sequence[float | None], whole: bool = False
+) -> bool:
+    """Whether the first ``done`` values worked out from ``old`` hold for ``new`` too.
+
+    The same list (only ever appended to), or an equal copy of it: a caller that hands
+    fresh lists of unchanged data still hits the cache. ``whole``: all of ``new``.
+    """
+    if old is None or done > len(new) or (whole and done != len(new)):
+        return False
+    return old is new or list(old[:done]) == list(new[:done])
 
 
 class _ChartLayout:
