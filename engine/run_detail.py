@@ -56,13 +56,10 @@ def detail_lines(run: dict[str, Any], resume_hint: str) -> list[DetailLine]:
     if skipped:
         lines.append(DetailLine("skipped", skipped))
     if run.get("exit_reason"):
-        lines.append(
-            DetailLine(
-                "exit",
-                f"{run['exit_reason']} (code {run['exit_code']})",
-                alert=run["state"] == "failed",
-            )
-        )
+        reason, code = str(run["exit_reason"]), run.get("exit_code")
+        if code is not None and f"code {code}" not in reason:  # not "code 1 (code 1)"
+            reason += f" (code {code})"
+        lines.append(DetailLine("exit", reason, alert=run["state"] == "failed"))
     if run.get("resume_point"):
         step = run["resume_point"]["step"]
         lines.append(
@@ -95,10 +92,14 @@ def _config(run: dict[str, Any]) -> list[DetailLine]:
     return [DetailLine("config"), *(DetailLine("", f"{k} = {v!r}") for k, v in keys)]
 
 
+# The width of the label column, in `show` and the TUI's detail alike.
+LABEL_WIDTH = 10
+
+
 def plain_text(lines: list[DetailLine]) -> str:
     """The lines as a terminal without colour shows them: labels in a column."""
     return "\n".join(
-        f"{line.label:<10}{line.text}" if line.label and line.text
+        f"{line.label:<{LABEL_WIDTH - 1}} {line.text}" if line.label and line.text
         else line.label or f"  {line.text}"
         for line in lines
     )

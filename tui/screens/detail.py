@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine.run_detail import DetailLine, detail_lines
+from engine.run_detail import LABEL_WIDTH, DetailLine, detail_lines
 
 
 def detail_markup(run: dict[str, Any]) -> str:
@@ -20,10 +20,11 @@ def detail_markup(run: dict[str, Any]) -> str:
 
 
 def _markup(line: DetailLine) -> str:
-    label = f"[b red]{escape(line.label)}[/]" if line.alert else f"[b]{escape(line.label)}[/b]"
     if not line.label:
         return "  " + escape(line.text)
-    return f"{label} {escape(line.text)}" if line.text else label
+    padded = escape(f"{line.label:<{LABEL_WIDTH - 1}} " if line.text else line.label)
+    label = f"[b red]{padded}[/]" if line.alert else f"[b]{padded}[/b]"
+    return label + escape(line.text)
 
 
 class RunDetail(ModalScreen[None]):
