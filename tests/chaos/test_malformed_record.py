@@ -76,7 +76,7 @@ def test_malformed_records_are_skipped_and_counted_and_the_run_finishes(
     assert (shown["skipped_records"], shown["skipped_points"]) == (len(MALFORMED), BAD_POINTS)
     said = f"{len(MALFORMED)} malformed spool records, {BAD_POINTS} bad points"
     assert f"skipped   {said}" in engine.cli("show", run_id).out
-    assert f"skipped[/b] {said}" in detail_markup(shown)  # the TUI's run detail too
+    assert f"skipped   [/b]{said}" in detail_markup(shown)  # the TUI's run detail too
     # Said once in the log, however many were skipped, rather than at every tick.
     assert engine.paths.daemon_log.read_text().count("malformed spool records") == 1
 
