@@ -173,6 +173,10 @@ class Bench:
         self.paths = StatePaths(home)
         self.env = child_env(TRAINTOP_HOME=str(home), TRAINTOP_NO_AUTOSTART="1")
         self.cli_env = child_env(TRAINTOP_HOME=str(home))
+        # A user's Python keeps bytecode caches. A shell that sets PYTHONDONTWRITEBYTECODE
+        # (this sandbox does) would make every daemon and CLI start compile its modules
+        # again, ~0.1 s of a cold `ls` that no user sees. Said in the header line.
+        self.compiles = self.cli_env.pop("PYTHONDONTWRITEBYTECODE", None) is not None
         self.figures: list[Figure] = []
         self.notes: list[str] = []
         self.writers: list[subprocess.Popen[bytes]] = []
@@ -657,6 +661,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
           f"({len(plan.forks)} of them forks) + 1 run of {args.long_steps:,} steps x 1 key, "
           f"~{total:,} points; {len(plan.parts)} writer processes; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    if bench.compiles:
+        print("  note: PYTHONDONTWRITEBYTECODE dropped for the processes timed here "
+              "(bytecode caches, as a user has them)", flush=True)
     try:
         for step in bench.steps():
             try:
