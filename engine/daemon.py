@@ -444,18 +444,20 @@ def run_daemon(paths: StatePaths) -> int:
     ensure_private_dir(paths.home)
     ensure_private_dir(paths.runs)
     try:
+        lock = acquire_lock(paths)
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return 0
+    # Walked by the daemon that will serve only, not by one that finds another running.
+    try:
         tidied = tidy_tree(paths)
     except UnsafeStateDir as exc:
+        lock.close()
         return _refuse(paths, str(exc))
     if tidied.modes_fixed:
         log.info("made %d files and directories private (0600/0700)", tidied.modes_fixed)
     for path in tidied.temporaries_removed:
         log.info("removed %s, left by a writer that is gone", path)
-    try:
-        lock = acquire_lock(paths)
-    except AlreadyRunning as exc:
-        print(exc, file=sys.stderr)
-        return 0
     try:
         check_store(paths)
         upgrade = store_upgrade(paths.store)
