@@ -251,15 +251,16 @@ class TraintopApp(RunActions):
         One fetch at a time: a slow engine gets no pile of requests, and the next
         refresh tick asks for whatever is still due.
         """
-        if self._fetching or not self.feed.due(self._shown_family, self._view_request()):
+        if self._fetching:
             return
-        self._fetching = True
-        self.run_worker(self._fetch_due(), group="views")
-
-    async def _fetch_due(self) -> None:
         request = self._view_request()
+        due = self.feed.due(self._shown_family, request)
+        if due:
+            self._fetching = True
+            self.run_worker(self._fetch_due(due, request), group="views")
+
+    async def _fetch_due(self, due: list[str], request: ViewRequest) -> None:
         try:
-            due = self.feed.due(self._shown_family, request)
             # All asked at once: the daemon answers them back to back, and the
             # chart is drawn once (a draw and its paint cost more than a view).
             fetched = await asyncio.gather(*(self.feed.fetch(run_id, request) for run_id in due))
