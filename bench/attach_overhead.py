@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from log_overhead import make_run, median_ns_per_call  # noqa: E402
 
-from engine.run_api import Run  # noqa: E402
+from engine.run.run_api import Run  # noqa: E402
 from traintop.attach import AttachedRun  # noqa: E402
 
 STEP_REPS = 5

@@ -23,7 +23,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.run_api import Run  # noqa: E402
+from engine.run.run_api import Run  # noqa: E402
 
 BATCH_CALLS = 1000
 BATCHES = 300

@@ -82,8 +82,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scale_parts import RunSpec  # noqa: E402
 
-from engine.client import Client, EngineUnavailable  # noqa: E402
-from engine.paths import StatePaths, child_env  # noqa: E402
+from engine.client.client import Client, EngineUnavailable  # noqa: E402
+from engine.rundir.paths import StatePaths, child_env  # noqa: E402
 
 PARTS = ROOT / "bench" / "scale_parts.py"
 LONG_STEPS = 100_000
@@ -205,7 +205,7 @@ class Bench:
         try:
             pid = int(self.paths.lock.read_text().split()[0])
             proc = psutil.Process(pid)
-            if "engine.daemon" in " ".join(proc.cmdline()) and self._ours(proc):
+            if "engine.server.daemon" in " ".join(proc.cmdline()) and self._ours(proc):
                 return pid
         except (OSError, ValueError, IndexError, psutil.Error):
             pass

@@ -100,7 +100,7 @@ def write_part(specs: list[RunSpec], started_file: Path, finished_file: Path) ->
     import torch
 
     import traintop
-    from engine.client import Client
+    from engine.client.client import Client
 
     writing = []
     for spec in specs:
@@ -210,7 +210,7 @@ async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: fl
 
     Each of the two waits gives up after ``timeout`` seconds (exit status 1).
     """
-    from engine.paths import StatePaths
+    from engine.rundir.paths import StatePaths
     from tui.app import TraintopApp
     from tui.widgets.runs_table import RunsTable
 

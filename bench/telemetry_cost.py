@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.telemetry import (  # noqa: E402
+from engine.server.telemetry import (  # noqa: E402
     FakeGpu,
     FakeNvml,
     FakeProcess,

@@ -41,8 +41,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.client import Client, EngineUnavailable  # noqa: E402
-from engine.paths import StatePaths  # noqa: E402
+from engine.client.client import Client, EngineUnavailable  # noqa: E402
+from engine.rundir.paths import StatePaths  # noqa: E402
 
 COLUMNS, LINES = 120, 40
 IDLE_S = 10.0

@@ -39,10 +39,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tui_idle import COLUMNS, LINES, ROOT, PtyApp, environment, stop_daemon
 
-from engine.client import Client
-from engine.paths import RunDir, StatePaths, write_json_atomic
-from engine.run_api import Run
-from engine.runs import new_run_id
+from engine.client.client import Client
+from engine.common.runs import new_run_id
+from engine.run.run_api import Run
+from engine.rundir.paths import RunDir, StatePaths, write_json_atomic
 
 MEASURE_S = 10.0
 SETTLE_S = 3.0

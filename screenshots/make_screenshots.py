@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from textual.widgets import Input  # noqa: E402
 
-from engine.client import Client, EngineUnavailable  # noqa: E402
-from engine.demo import fork_request, start_demo  # noqa: E402
-from engine.paths import StatePaths  # noqa: E402
+from engine.client.client import Client, EngineUnavailable  # noqa: E402
+from engine.client.demo import fork_request, start_demo  # noqa: E402
+from engine.rundir.paths import StatePaths  # noqa: E402
 from tui.app import TraintopApp  # noqa: E402
 from tui.screens.detail import RunDetail  # noqa: E402
 from tui.screens.dialogs import ForkDialog  # noqa: E402

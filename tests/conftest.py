@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from engine.cli import main as cli_main
-from engine.client import Client, EngineUnavailable
-from engine.paths import StatePaths
+from engine.client.cli import main as cli_main
+from engine.client.client import Client, EngineUnavailable
+from engine.rundir.paths import StatePaths
 
 TERMINAL = ("finished", "failed", "killed")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from engine.client import EngineError
-from engine.paths import child_env
+from engine.client.client import EngineError
+from engine.rundir.paths import child_env
 from tests.conftest import TERMINAL, Engine
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -168,7 +168,7 @@ def test_import_traintop_is_cheap() -> None:
                          check=True, timeout=60, env=child_env())
     loaded = set(out.stdout.split())
     assert "torch" not in loaded and "textual" not in loaded
-    assert "engine.client" not in loaded  # the daemon's client only once init runs
+    assert "engine.client.client" not in loaded  # the daemon's client only once init runs
 
 
 def test_release_pause_ends_the_script_and_resume_continues_it_exactly(

@@ -15,7 +15,8 @@ def _modules_after(imports: str) -> set[str]:
 
 def test_engine_daemon_and_cli_do_not_import_textual_or_torch() -> None:
     loaded = _modules_after(
-        "import engine.daemon, engine.cli, engine.service, engine.supervisor, engine.client"
+        "import engine.server.daemon, engine.server.service, engine.server.supervisor, "
+        "engine.client.cli, engine.client.client"
     )
     assert "textual" not in loaded
     assert "torch" not in loaded  # the daemon stays light; only workers import torch

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.checkpoint import load_checkpoint, restore, save_checkpoint
-from engine.run_api import Run, RunConfig
-from engine.workloads import charlm
+from engine.run.checkpoint import load_checkpoint, restore, save_checkpoint
+from engine.run.run_api import Run, RunConfig
+from engine.run.workloads import charlm
 
 
 def _draws() -> tuple[list[float], list[float], list[float]]:
@@ -83,7 +83,7 @@ def _sgd(lr: float) -> tuple[nn.Linear, torch.optim.SGD]:
 
 
 def test_restore_keeps_hyperparameters_a_fork_overrides(tmp_path: Path) -> None:
-    from engine.checkpoint import optimizer_hparams
+    from engine.run.checkpoint import optimizer_hparams
 
     model, optimizer = _sgd(0.1)
     initial = {"optimizer": optimizer_hparams(optimizer) or []}
@@ -118,7 +118,7 @@ def _train(model: nn.Linear, optimizer: torch.optim.SGD, scheduler: object, step
 
 
 def test_a_fork_with_a_new_lr_rescales_its_lr_schedule(tmp_path: Path) -> None:
-    from engine.checkpoint import optimizer_hparams
+    from engine.run.checkpoint import optimizer_hparams
 
     model, optimizer, scheduler = _scheduled(0.1)
     initial = {"optimizer": optimizer_hparams(optimizer) or []}

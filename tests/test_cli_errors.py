@@ -224,7 +224,7 @@ def test_failing_import_is_reported(engine: Engine, workload_dir: Path) -> None:
 def test_a_store_from_a_newer_traintop_is_one_line_and_left_alone(engine: Engine) -> None:
     import sqlite3
 
-    from engine.store import SCHEMA_VERSION
+    from engine.server.store import SCHEMA_VERSION
 
     engine.paths.home.mkdir(parents=True)
     db = sqlite3.connect(engine.paths.store)

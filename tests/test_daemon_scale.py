@@ -14,9 +14,9 @@ from typing import Any
 
 import psutil
 
-from engine import protocol
-from engine.client import upgrade_under_way
-from engine.store import Store
+from engine.client.client import upgrade_under_way
+from engine.common import protocol
+from engine.server.store import Store
 from tests.conftest import Engine
 from tests.test_protocol import recv, reply, send, shake_hands
 from tests.test_store_scale import v2_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.demo import FORK_AFTER_STEPS, fork_request
+from engine.client.demo import FORK_AFTER_STEPS, fork_request
 from tests.conftest import Engine
 
 

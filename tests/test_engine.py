@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from engine.paths import read_json
+from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine
 
 SLOW = ["sleep=0.01", "seed=3"]
@@ -202,7 +202,7 @@ def test_several_runs_at_once_and_a_second_daemon_refuses_to_start(engine: Engin
     assert states <= {"running", "finished"}
     pid = engine.daemon_pid()
     second = subprocess.run(
-        [sys.executable, "-m", "engine.daemon"],
+        [sys.executable, "-m", "engine.server.daemon"],
         capture_output=True,
         text=True,
         timeout=30,

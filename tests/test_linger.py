@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.linger import kills_user_processes
+from engine.client.linger import kills_user_processes
 
 
 def test_kill_user_processes_is_read_with_later_files_winning(tmp_path: Path) -> None:

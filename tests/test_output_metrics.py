@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from engine.output_metrics import MetricParser, PatternError, compile_loss_pattern, parse_pairs
+from engine.common.output_metrics import (
+    MetricParser,
+    PatternError,
+    compile_loss_pattern,
+    parse_pairs,
+)
 
 LINES: list[tuple[str, int | None, dict[str, float]]] = [
     ("loss 7.61", None, {"loss": 7.61}),

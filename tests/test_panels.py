@@ -11,7 +11,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widget import Widget
 
-from engine.telemetry import GpuReader, demo_nvml
+from engine.server.telemetry import GpuReader, demo_nvml
 from tui.widgets.bars import SPARK_BLOCKS, bar, level_style, short_bytes, sparkline
 from tui.widgets.gpu_panel import GpuPanel, short_gpu_name
 from tui.widgets.host_panel import HostPanel

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import protocol
+from engine.common import protocol
 from tests.conftest import Engine
 
 FUZZ = settings(

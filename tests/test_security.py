@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from engine import protocol
+from engine.common import protocol
 from tests.conftest import Engine
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from engine.server.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
 def _run(run_id: str, name: str) -> dict[str, object]:

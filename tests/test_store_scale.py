@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.chunks import CHUNK_POINTS, decode, encode
-from engine.smoothing import DebiasedEma, ema_debiased
-from engine.store import MIGRATIONS, SCHEMA_VERSION, Store
-from engine.views import EmaCache, series_view, tail_ema
+from engine.common.smoothing import DebiasedEma, ema_debiased
+from engine.server.chunks import CHUNK_POINTS, decode, encode
+from engine.server.store import MIGRATIONS, SCHEMA_VERSION, Store
+from engine.server.views import EmaCache, series_view, tail_ema
 
 
 def _run(run_id: str, name: str) -> dict[str, Any]:

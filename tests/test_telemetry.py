@@ -18,7 +18,7 @@ from typing import IO, Any
 import psutil
 import pytest
 
-from engine.telemetry import (
+from engine.server.telemetry import (
     FakeGpu,
     FakeNvml,
     FakeProcess,
@@ -29,7 +29,7 @@ from engine.telemetry import (
     TelemetrySampler,
     attribute_gpu_memory,
 )
-from engine.telemetry.fake_nvml import (
+from engine.server.telemetry.fake_nvml import (
     GIB,
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -450,7 +450,7 @@ def test_a_slow_tick_skips_missed_ticks_instead_of_bunching() -> None:
 
 
 def test_telemetry_imports_neither_torch_nor_textual() -> None:
-    code = ("import sys, engine.telemetry; "
+    code = ("import sys, engine.server.telemetry; "
             "print([m for m in ('torch', 'textual') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

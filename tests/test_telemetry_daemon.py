@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.client import EngineError
+from engine.client.client import EngineError
 from tests.conftest import Engine
 
 
@@ -74,7 +74,7 @@ def test_samples_stream_to_subscribers_and_history_survives_a_restart(engine: En
 
 
 def _has_gpu() -> bool:
-    from engine.devices import list_gpus
+    from engine.server.devices import list_gpus
 
     return bool(list_gpus())
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from textual.widgets import Input
 
-from engine.smoothing import ema_debiased
-from engine.store import Store
+from engine.common.smoothing import ema_debiased
+from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from engine.paths import RunDir, read_json, write_json_atomic
+from engine.rundir.paths import RunDir, read_json, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"steps": 40, "dim": 8, "batch": 16}
@@ -39,7 +39,7 @@ def launch(run_dir: Path, config: dict[str, Any], *, workload: str = "synthetic"
         "workload": workload, "config": config, "device": "cpu",
         "resume_from": resume_from, "control_offset": offset,
     })
-    return subprocess.Popen([sys.executable, "-m", "engine.shim", str(run_dir)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "engine.run.shim", str(run_dir)], cwd=ROOT,
                             start_new_session=True)
 
 

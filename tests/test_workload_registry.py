@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.workloads.registry import (
+from engine.run.workloads.registry import (
     BUILTIN_DEFAULTS,
     WorkloadError,
     load_train,
@@ -102,7 +102,7 @@ def test_load_train_imports_sibling_modules(tmp_path: Path) -> None:
 
 def test_registry_does_not_import_torch() -> None:
     code = (
-        "import sys, engine.workloads.registry as r; r.workload_defaults('charlm'); "
+        "import sys, engine.run.workloads.registry as r; r.workload_defaults('charlm'); "
         "print('torch' in sys.modules)"
     )
     root = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.paths import read_json
+from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wrap_train.py"
@@ -55,7 +55,7 @@ PROBE = textwrap.dedent(
 
 
 def wrap(engine: Engine, *argv: str) -> str:
-    # WRAP_PROBE is not one a run gets unasked (engine.run_env): the probe names it.
+    # WRAP_PROBE is not one a run gets unasked (engine.common.run_env): the probe names it.
     result = engine.cli("run", "--json", "--no-wait", "--env", "WRAP_PROBE", "--", *argv)
     assert result.code == 0, result.err
     run_id: str = result.json()["id"]

@@ -4,7 +4,7 @@ Importing this package is cheap: torch is imported only when a checkpoint is
 saved or restored.
 """
 
-from engine.run_api import Run, RunConfig
+from engine.run.run_api import Run, RunConfig
 from traintop.attach import init
 
 __all__ = ["Run", "RunConfig", "init"]

@@ -4,7 +4,7 @@ Three cases:
 
 * Started by a shim (a fork or resume of an attached run): ``TRAINTOP_RUN_DIR``
   names the run directory; its ``launch.json`` says what to continue, like
-  for ``engine.worker``, and the shim records the exit.
+  for ``engine.run.worker``, and the shim records the exit.
 * Started by the user, daemon reachable (started on demand): an ``attach``
   request registers the process and returns its run directory.
 * No daemon reachable: the run directory is made here, with an
@@ -33,7 +33,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine.paths import (
+from engine.common.run_env import run_env
+from engine.run.run_api import Run, _exit
+from engine.rundir.paths import (
     RUN_DIR_ENV,
     RunDir,
     StatePaths,
@@ -42,9 +44,7 @@ from engine.paths import (
     state_home,
     write_json_atomic,
 )
-from engine.run_api import Run, _exit
-from engine.run_env import run_env
-from engine.state_dir import check_state_dir, ensure_private_dir
+from engine.rundir.state_dir import check_state_dir, ensure_private_dir
 
 # Set to 1 to never start a daemon from a script (an existing one is still used).
 NO_AUTOSTART_ENV = "TRAINTOP_NO_AUTOSTART"
@@ -110,7 +110,7 @@ def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRu
     reply: dict[str, Any] = {}
 
     def ask() -> None:
-        from engine.client import Client
+        from engine.client.client import Client
 
         try:
             autostart = os.environ.get(NO_AUTOSTART_ENV, "") in ("", "0")
@@ -140,7 +140,7 @@ def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRu
 
 def _offline(config: dict[str, Any], name: str | None, device: str) -> AttachedRun:
     """A run directory of our own, which a daemon imports when it next runs."""
-    from engine.runs import new_run_id
+    from engine.common.runs import new_run_id
 
     run_id = new_run_id()
     launch = {"run_id": run_id, "name": name, "generation": 1, "device": device,

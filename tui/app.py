@@ -25,11 +25,11 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Footer, Input, RichLog, Static
 
-from engine.client import EngineError, EngineUnavailable
-from engine.format import SHOWN_NAME, shown
-from engine.paths import StatePaths, state_home
-from engine.runs import RunState
-from engine.views import MAX_BUCKETS as MAX_VIEW_BUCKETS
+from engine.client.client import EngineError, EngineUnavailable
+from engine.common.format import SHOWN_NAME, shown
+from engine.common.protocol import MAX_BUCKETS as MAX_VIEW_BUCKETS
+from engine.common.runs import RunState
+from engine.rundir.paths import StatePaths, state_home
 from tui import partial_updates
 from tui.chart_feed import ChartFeed, ViewRequest
 from tui.connection import EngineLink, LogFollower

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import cast
 
 # Shared with the daemon, which smooths stored series the same way; re-exported here.
-from engine.smoothing import DebiasedEma as DebiasedEma
-from engine.smoothing import clean as clean
-from engine.smoothing import ema_debiased as ema_debiased
+from engine.common.smoothing import DebiasedEma as DebiasedEma
+from engine.common.smoothing import clean as clean
+from engine.common.smoothing import ema_debiased as ema_debiased
 
 MinMax = tuple[float, float]
 

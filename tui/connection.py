@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from engine.aclient import AsyncClient
-from engine.client import EngineError, EngineUnavailable
-from engine.paths import StatePaths
+from engine.client.aclient import AsyncClient
+from engine.client.client import EngineError, EngineUnavailable
+from engine.rundir.paths import StatePaths
 from tui.state import TuiState
 
 TELEMETRY_HISTORY_S = 600.0

@@ -49,10 +49,10 @@ def watch_terminal(fd: int, on_hangup: Any) -> threading.Thread:
 
 
 def run_tui(readonly: bool, demo: bool) -> int:
-    from engine.client import Client
+    from engine.client.client import Client
 
     if demo:
-        from engine.demo import start_demo
+        from engine.client.demo import start_demo
 
         with Client().connect() as client:
             start_demo(client)
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         options = parser.parse_args(args)
         return run_tui(options.readonly, options.mode == "demo")
-    from engine.cli import main as cli_main
+    from engine.client.cli import main as cli_main
 
     return cli_main(args)
 

@@ -12,9 +12,9 @@ from typing import Any
 from textual import work
 from textual.app import App
 
-from engine.client import EngineError, EngineUnavailable
-from engine.demo import fork_request
-from engine.runs import (
+from engine.client.client import EngineError, EngineUnavailable
+from engine.client.demo import fork_request
+from engine.common.runs import (
     DEFAULT_KILL_GRACE,
     WRAPPED_WORKLOAD,
     ActionError,

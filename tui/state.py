@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.format import shown
+from engine.common.format import shown
 from tui.chart_math import DebiasedEma
 
 RATE_WINDOW_S = 30.0

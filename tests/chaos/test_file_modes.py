@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.paths import child_env, read_json
+from engine.rundir.paths import child_env, read_json
 from tests.conftest import TERMINAL, Engine
 
 ATTACH_SCRIPT = textwrap.dedent(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.paths import child_env, write_json_atomic
+from engine.rundir.paths import child_env, write_json_atomic
 from tests.conftest import Engine
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import spool_writer
-from engine.disk_space import FAKE_DISK_FULL_ENV
-from engine.spool_writer import SpoolWriter
+from engine.run import spool_writer
+from engine.run.spool_writer import SpoolWriter
+from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
 from tests.conftest import TERMINAL, Engine
 
 STEPS = 300

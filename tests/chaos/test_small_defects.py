@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from engine import protocol
-from engine.client import Client, EngineUnavailable
-from engine.paths import child_env
+from engine.client.client import Client, EngineUnavailable
+from engine.common import protocol
+from engine.rundir.paths import child_env
 from tests.conftest import Engine
 from tests.test_cli_errors import refused
 from tests.test_protocol import assert_closed, reply, send
@@ -219,7 +219,7 @@ def start_daemon_with(engine: Engine) -> Iterator[Callable[..., None]]:
 
     def start(**constants: float) -> None:
         assigns = "".join(f"daemon.{name} = {value!r}; " for name, value in constants.items())
-        code = f"import sys; from engine import daemon; {assigns}sys.exit(daemon.main())"
+        code = f"import sys; from engine.server import daemon; {assigns}sys.exit(daemon.main())"
         engine.paths.home.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
             [sys.executable, "-c", code],

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.store import BUSY_TIMEOUT
+from engine.server.store import BUSY_TIMEOUT
 from tests.conftest import TERMINAL, Engine
 from tests.test_engine import start
 

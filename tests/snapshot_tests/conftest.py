@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.paths import StatePaths
+from engine.rundir.paths import StatePaths
 from tests.conftest import Engine, _kill_leftovers
 from tests.snapshot_tests.fixed_state import fill_state_dir
 

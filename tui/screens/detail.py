@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine.run_detail import LABEL_WIDTH, DetailLine, detail_lines
+from engine.client.run_detail import LABEL_WIDTH, DetailLine, detail_lines
 
 
 def detail_markup(run: dict[str, Any]) -> str:

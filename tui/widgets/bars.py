@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from engine.format import format_bytes
+from engine.common.format import format_bytes
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 # Partial cells of a horizontal bar, by eighths: index 1 is one eighth full.

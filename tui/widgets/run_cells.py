@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.text import Text
 
-from engine.format import format_bytes, format_number
+from engine.common.format import format_bytes, format_number
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 

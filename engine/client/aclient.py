@@ -1,0 +1,141 @@
+"""An asyncio client of the engine daemon, for event-driven programs like the TUI.
+
+Replies are matched to requests by id; events go to a queue that the owner
+drains. One reader task per connection; ``closed`` resolves when the
+connection ends, so the owner can reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+from engine.client.client import (
+    START_POLL_S,
+    START_TIMEOUT,
+    EngineError,
+    EngineUnavailable,
+    check_safe,
+    start_daemon,
+    wait_deadline,
+)
+from engine.common import protocol
+from engine.rundir.paths import StatePaths, state_home
+
+
+class AsyncClient:
+    """One connection: ``await call(...)`` for requests, ``events`` for the stream."""
+
+    def __init__(self, paths: StatePaths | None = None) -> None:
+        self.paths = paths or StatePaths(state_home())
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed: asyncio.Event = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def connect(self, autostart: bool = True) -> AsyncClient:
+        """Connect and shake hands, starting the daemon first if allowed and needed."""
+        check_safe(self.paths)
+        try:
+            await self._open()
+            return self
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not autostart:
+                raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
+        start_daemon(self.paths)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while loop.time() < deadline:
+            try:
+                await self._open()
+                return self
+            except (FileNotFoundError, ConnectionRefusedError):
+                deadline = wait_deadline(self.paths, deadline, loop.time())
+                await asyncio.sleep(START_POLL_S)
+        raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
+
+    async def _open(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.paths.socket))
+        writer.write(protocol.encode(protocol.hello()))
+        reply = await _read_frame(reader)
+        if "error" in reply:
+            writer.close()
+            raise EngineUnavailable(str(reply["error"].get("message", "handshake refused")))
+        protocol.check_hello(reply)
+        self._reader, self._writer = reader, writer
+        self.closed.clear()
+        self._task = asyncio.create_task(self._read_forever())
+
+    async def _read_forever(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                message = await _read_frame(self._reader)
+                if "event" in message:
+                    self.events.put_nowait(message)
+                    continue
+                future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+                if future is None or future.done():
+                    continue
+                if "error" in message:
+                    error = message["error"]
+                    future.set_exception(
+                        EngineError(str(error.get("code")), str(error.get("message")))
+                    )
+                else:
+                    future.set_result(message.get("result"))
+        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
+            pass
+        finally:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(EngineUnavailable("lost the engine"))
+            self._pending.clear()
+            self.closed.set()
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Send a request and wait for its result; EngineError if refused."""
+        if self._writer is None or self.closed.is_set():
+            raise EngineUnavailable("not connected")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._writer.write(protocol.encode({"id": request_id, "method": method, "params": params}))
+        return await future
+
+    async def all_pages(self, method: str, items: str, **params: Any) -> list[Any]:
+        """Every item of a paged reply (``metrics``, ``list_runs``), fetched page by page."""
+        found: list[Any] = []
+        cursor = None
+        while True:
+            page = await self.call(method, **params, cursor=cursor)
+            found += page[items]
+            cursor = page["next"]
+            if cursor is None:
+                return found
+
+    async def all_runs(self) -> list[dict[str, Any]]:
+        """Every run, in creation order, as listed (with its latest metric values)."""
+        return await self.all_pages("list_runs", "runs")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        self.closed.set()
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    header = await reader.readexactly(protocol.HEADER_SIZE)
+    body = await reader.readexactly(protocol.frame_length(header))
+    return protocol.decode(body)

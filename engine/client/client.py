@@ -1,0 +1,266 @@
+"""A blocking client of the engine daemon, used by the CLI and the tests.
+
+``Client.connect()`` starts the daemon on demand: if nothing answers on the
+socket it launches ``python -m engine.server.daemon`` in a new session (so it
+outlives this terminal) and waits for the socket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from engine.common import protocol
+from engine.common.run_env import run_env
+from engine.rundir.paths import StatePaths, child_env, private_opener, state_home
+from engine.rundir.state_dir import UnsafeStateDir, check_state_dir, ensure_private_dir
+
+START_TIMEOUT = 15.0
+# How often a client looks for a daemon it started: a cold `ls` waits on this.
+START_POLL_S = 0.01
+
+
+class EngineError(Exception):
+    """The daemon refused a request; ``message`` is one line for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EngineUnavailable(Exception):
+    """No daemon could be reached or started."""
+
+
+def start_daemon(paths: StatePaths) -> None:
+    """Launch a detached daemon for ``paths`` (it exits at once if one already runs).
+
+    A shell in a new session starts the daemon in the background and exits,
+    so the daemon is nobody's child: it survives this process, and this
+    process is never left with a zombie to reap when the daemon stops.
+    """
+    ensure_private_dir(paths.home)
+    paths.start_error.unlink(missing_ok=True)  # only this start's failure counts
+    # Only what runs need: runs started with no environment of their own inherit it.
+    env = child_env(run_env(os.environ), TRAINTOP_HOME=str(paths.home))
+    with open(paths.daemon_log, "ab", opener=private_opener) as log_file:
+        launcher = subprocess.Popen(
+            ["/bin/sh", "-c", '"$0" -m engine.server.daemon </dev/null &', sys.executable],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd="/",
+        )
+    launcher.wait()
+
+
+def check_safe(paths: StatePaths) -> None:
+    """EngineUnavailable, in one line, if the state directory is not safely ours.
+
+    Checked before connecting: a socket in a directory another user controls
+    may be theirs, and every request (an environment, a command) would go to them.
+    """
+    try:
+        check_state_dir(paths)
+    except UnsafeStateDir as exc:
+        raise EngineUnavailable(str(exc)) from None
+
+
+def check_start_error(paths: StatePaths) -> None:
+    """Raise EngineUnavailable with the daemon's own reason if it could not start."""
+    try:
+        reason = paths.start_error.read_text().strip()
+    except FileNotFoundError:
+        return
+    paths.start_error.unlink(missing_ok=True)
+    raise EngineUnavailable(f"the traintop engine could not start: {reason}")
+
+
+def upgrade_under_way(paths: StatePaths) -> str | None:
+    """What a starting daemon is upgrading (it may take minutes once), or None.
+
+    Clients keep waiting for the socket while this says something.
+    """
+    try:
+        pid, _, what = paths.upgrading.read_text().partition(" ")
+        os.kill(int(pid), 0)  # a daemon that died mid-way leaves a stale note
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return what.strip()
+
+
+def wait_deadline(
+    paths: StatePaths, deadline: float, now: float, said: set[str] | None = None
+) -> float:
+    """The start deadline, pushed on while the daemon upgrades the store.
+
+    With ``said``, the upgrade is told once on stderr (a TUI passes None: its
+    screen owns the terminal).
+    """
+    check_start_error(paths)
+    what = upgrade_under_way(paths)
+    if what is None:
+        return deadline
+    if said is not None and what not in said:
+        said.add(what)
+        print(f"traintop: {what}; this happens once", file=sys.stderr)
+    return max(deadline, now + START_TIMEOUT)
+
+
+class Client:
+    """One connection to the daemon: requests, and optionally an event stream."""
+
+    def __init__(self, paths: StatePaths | None = None) -> None:
+        self.paths = paths or StatePaths(state_home())
+        self.sock: socket.socket | None = None
+        self.server_pid: int | None = None
+        self._ids = itertools.count(1)
+        self._buffer = b""
+        self._events: deque[dict[str, Any]] = deque()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def connect(self, autostart: bool = True, timeout: float = START_TIMEOUT) -> Client:
+        """Connect (starting the daemon if needed and allowed) and shake hands."""
+        check_safe(self.paths)
+        try:
+            self._connect_once()
+            return self
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not autostart:
+                raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
+        start_daemon(self.paths)
+        deadline = time.monotonic() + timeout
+        said: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                self._connect_once()
+                return self
+            except (FileNotFoundError, ConnectionRefusedError):
+                deadline = wait_deadline(self.paths, deadline, time.monotonic(), said)
+                time.sleep(START_POLL_S)
+        raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
+
+    def _connect_once(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.paths.socket))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self._buffer = b""
+        self._send(protocol.hello())
+        reply = self._recv()
+        if "error" in reply:
+            self.close()
+            raise EngineUnavailable(reply["error"].get("message", "handshake refused"))
+        protocol.check_hello(reply)
+        self.server_pid = reply.get("pid")
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.sock is None:
+            raise EngineUnavailable("not connected")
+        self.sock.sendall(protocol.encode(message))
+
+    def _recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next frame; TimeoutError if none within ``timeout``."""
+        if self.sock is None:
+            raise EngineUnavailable("not connected")
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self._buffer) >= protocol.HEADER_SIZE:
+                length = protocol.frame_length(self._buffer[: protocol.HEADER_SIZE])
+                end = protocol.HEADER_SIZE + length
+                if len(self._buffer) >= end:
+                    body, self._buffer = (
+                        self._buffer[protocol.HEADER_SIZE : end],
+                        self._buffer[end:],
+                    )
+                    return protocol.decode(body)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise EngineUnavailable(f"lost the engine: {exc}") from None
+            if not chunk:
+                raise EngineUnavailable("the engine closed the connection")
+            self._buffer += chunk
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Send one request and return its result; EngineError if refused."""
+        request_id = next(self._ids)
+        self._send({"id": request_id, "method": method, "params": params})
+        while True:
+            message = self._recv()
+            if "event" in message:
+                self._events.append(message)
+                continue
+            if message.get("id") not in (request_id, None):
+                continue
+            if "error" in message:
+                error = message["error"]
+                raise EngineError(str(error.get("code")), str(error.get("message")))
+            return message.get("result")
+
+    def pages(self, method: str, items: str, **params: Any) -> Iterator[list[Any]]:
+        """The pages of a paged reply (``metrics``, ``list_runs``), each as it arrives."""
+        cursor = None
+        while True:
+            page = self.call(method, **params, cursor=cursor)
+            yield page[items]
+            cursor = page["next"]
+            if cursor is None:
+                return
+
+    def all_pages(self, method: str, items: str, **params: Any) -> list[Any]:
+        """Every item of a paged reply."""
+        return [item for page in self.pages(method, items, **params) for item in page]
+
+    def all_metrics(self, run: str, key: str | None = None) -> list[list[Any]]:
+        """Every point of a run (or of one key)."""
+        return self.all_pages("metrics", "points", run=run, key=key)
+
+    def series_blocks(self, run: str, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """A run's points as ``{key, start, steps, values, times_us}`` blocks, key by key
+        (times in integer microseconds)."""
+        for page in self.pages("metrics", "series", run=run, key=key, columns=True):
+            yield from page
+
+    def all_runs(self) -> list[dict[str, Any]]:
+        """Every run, in creation order, as listed (with its latest metric values)."""
+        return self.all_pages("list_runs", "runs")
+
+    def subscribe(self, topics: list[str], runs: list[str] | None = None) -> Any:
+        return self.call("subscribe", topics=topics, runs=runs)
+
+    def next_event(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event of a subscription, or None after ``timeout`` seconds."""
+        if self._events:
+            return self._events.popleft()
+        try:
+            message = self._recv(timeout)
+        except TimeoutError:
+            return None
+        return message if "event" in message else None

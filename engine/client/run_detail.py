@@ -1,0 +1,105 @@
+"""What a run's detail says, line by line: one source for ``traintop show`` and the TUI.
+
+Each client only lays the lines out (plain columns, or Textual markup); what is
+said, in which order and words, is decided here once.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from engine.common.format import condition_text, shown, skipped_text
+from engine.common.runs import WRAPPED_WORKLOAD
+
+
+@dataclass(frozen=True)
+class DetailLine:
+    """A labelled field, a section heading (a label, no text), or a line under a heading."""
+
+    label: str  # "" for a line under the heading above it
+    text: str = ""
+    alert: bool = False  # something went wrong: a client with colour shows the label in red
+
+
+def detail_lines(run: dict[str, Any], resume_hint: str) -> list[DetailLine]:
+    """The detail of ``run`` (the daemon's ``get_run`` reply).
+
+    ``resume_hint`` says how this client resumes or forks a failed run from its
+    last complete checkpoint (a command, or keys).
+    """
+    total = f" / {run['total_steps']}" if run.get("total_steps") else ""
+    state = run["state"] + (" (memory released)" if run.get("released") else "")
+    if run.get("condition"):
+        state += f" ({condition_text(run['condition'])})"
+    lines = [
+        DetailLine("run", f"{run['id']}  {shown(run['name'])}"),
+        DetailLine("state", state, alert=bool(run.get("condition"))),
+        DetailLine("workload", run["workload"]),
+        DetailLine("device", run["device"]),
+        DetailLine("step", f"{run['step']}{total}"),
+    ]
+    if run.get("parent_id"):
+        lines.append(DetailLine("forked", f"from {run['parent_id']} at step {run['fork_step']}"))
+    if run.get("children"):
+        lines.append(DetailLine("forks", ", ".join(run["children"])))
+    lines += _config(run)
+    if run.get("last"):
+        values = (
+            f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(run["last"].items())
+        )
+        lines.append(DetailLine("last", " ".join(values)))
+    skipped = skipped_text(run)
+    if skipped:
+        lines.append(DetailLine("skipped", skipped))
+    if run.get("exit_reason"):
+        reason, code = str(run["exit_reason"]), run.get("exit_code")
+        if code is not None and f"code {code}" not in reason:  # not "code 1 (code 1)"
+            reason += f" (code {code})"
+        lines.append(DetailLine("exit", reason, alert=run["state"] == "failed"))
+    if run.get("resume_point"):
+        step = run["resume_point"]["step"]
+        lines.append(
+            DetailLine("resume", f"from step {step}, its last complete checkpoint ({resume_hint})")
+        )
+    missing = "  (missing: deleted?)" if run.get("dir_missing") else ""
+    lines.append(DetailLine("dir", f"{run.get('dir', '')}{missing}", alert=bool(missing)))
+    events = run.get("events", [])
+    count = run.get("event_count", len(events))
+    latest = f" (the latest {len(events)} of {count})" if count > len(events) else ""
+    lines.append(DetailLine("events" + latest))
+    for event in events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+        lines.append(DetailLine("", f"{when}  {event['state']:<9} {event['reason']}"))
+    if run.get("stderr_tail"):
+        lines.append(DetailLine("stderr (tail)", alert=True))
+        lines += [DetailLine("", line) for line in run["stderr_tail"].splitlines()]
+    return lines
+
+
+def _config(run: dict[str, Any]) -> list[DetailLine]:
+    """A wrapped command's command line and loss pattern, or a run's config, a key a line."""
+    config = run["config"]
+    if run["workload"] == WRAPPED_WORKLOAD:
+        lines = [DetailLine("command", shlex.join(config["command"]))]
+        if config.get("loss_pattern"):
+            lines.append(DetailLine("loss", f"read with {config['loss_pattern']!r}"))
+        return lines
+    keys = sorted(config.items())
+    return [DetailLine("config"), *(DetailLine("", f"{k} = {v!r}") for k, v in keys)]
+
+
+# The width of the label column, in `show` and the TUI's detail alike.
+LABEL_WIDTH = 10
+
+
+def plain_text(lines: list[DetailLine]) -> str:
+    """The lines as a terminal without colour shows them: labels in a column."""
+    return "\n".join(
+        f"{line.label:<{LABEL_WIDTH - 1}} {line.text}" if line.label and line.text
+        else line.label or f"  {line.text}"
+        for line in lines
+    )

@@ -1,0 +1,122 @@
+"""The shim's side of a wrapped command (``traintop run -- CMD``).
+
+The command runs as it would in a terminal-free shell: the user's working
+directory and environment (what the CLI sent, plus ``PYTHONUNBUFFERED=1``), stdin closed, its own
+process group, default signal actions. Its stdout and stderr come through
+pipes; a thread per stream appends them to ``stdout.log`` / ``stderr.log`` and
+feeds the metric parser, and a flusher thread appends the parsed points to the
+spool at most every ``FLUSH_INTERVAL`` seconds. The shim, not the command,
+writes the spool, so the daemon follows a wrapped run like any other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+from engine.common.output_metrics import MetricParser, Point
+from engine.run.spool_writer import SpoolWriter
+from engine.rundir.paths import RunDir
+
+FLUSH_INTERVAL = 0.25
+# Signals the shim ignores; a command must get them with their default action
+# (an ignored signal stays ignored across exec).
+_SHIM_IGNORED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def _default_signals() -> None:
+    for signum in _SHIM_IGNORED:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+class WrappedCommand:
+    """A started command, the threads that read its output, and its spool writer."""
+
+    def __init__(self, run_dir: RunDir, launch: dict[str, Any]) -> None:
+        config = launch.get("config") or {}
+        self.parser = MetricParser(config.get("loss_pattern"))
+        self.spool = SpoolWriter(run_dir.spool, int(launch.get("generation") or 0))
+        self._lock = threading.Lock()
+        self._pending: list[list[Any]] = []
+        self._done = threading.Event()
+        # The environment `traintop run` sent (only what runs need, see engine.common.run_env).
+        env = {**(launch.get("env") or os.environ), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            list(launch["command"]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=launch.get("cwd") or str(run_dir.path),
+            env=env,
+            process_group=0,
+            preexec_fn=_default_signals,
+        )
+        self.spool.state("running", 0, total=None)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(
+                target=self._pump,
+                args=(self.proc.stdout.fileno(), run_dir.stdout, "stdout"),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._pump,
+                args=(self.proc.stderr.fileno(), run_dir.stderr, "stderr"),
+                daemon=True,
+            ),
+        ]
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
+        for thread in (*self._threads, self._flusher):
+            thread.start()
+
+    def _pump(self, fd: int, log_path: Any, stream: str) -> None:
+        # Incremental: a character split across two reads is decoded whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with open(log_path, "ab") as log:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                log.write(chunk)
+                log.flush()
+                self._add(self.parser_feed(decoder.decode(chunk), stream))
+
+    def parser_feed(self, text: str, stream: str) -> list[Point]:
+        """Parse ``text`` under the lock (two streams share one step counter)."""
+        with self._lock:
+            return self.parser.feed(text, stream)
+
+    def _add(self, points: list[Point]) -> None:
+        if points:
+            now = time.time()
+            with self._lock:
+                self._pending.extend([step, key, value, now] for step, key, value in points)
+
+    def _flush(self) -> None:
+        with self._lock:
+            points, self._pending = self._pending, []
+        if points:
+            self.spool.write({"t": "metrics", "gen": self.spool.generation, "points": points})
+
+    def _flush_loop(self) -> None:
+        while not self._done.wait(FLUSH_INTERVAL):
+            self._flush()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """After the command and its group are gone: read the rest, flush every point."""
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._lock:
+            tail = self.parser.finish()
+        self._add(tail)
+        self._done.set()
+        self._flusher.join(timeout)
+        self._flush()

@@ -1,0 +1,46 @@
+"""The names of a run's checkpoint files, and which of them a failed run can go on from.
+
+Torch-free, so the daemon can look at checkpoints without loading them
+(``engine.run.checkpoint`` writes and reads them, in workers only).
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+FINAL = "final.pt"
+_AT_STEP = re.compile(r"(release|step)-(\d+)\.pt")
+
+
+def release_name(step: int) -> str:
+    """The checkpoint a pause with release writes."""
+    return f"release-{step}.pt"
+
+
+def fork_name(step: int) -> str:
+    """The checkpoint a fork asks its parent for."""
+    return f"step-{step}.pt"
+
+
+def latest_complete(directory: Path) -> tuple[int, Path] | None:
+    """The checkpoint at the highest step that was written whole, with that step.
+
+    Checkpoints are renamed into place only once written and synced, so a name
+    is a finished file; the zip check (torch saves zip archives, whose index
+    sits at the end) also turns away one cut short by a crash of the machine.
+    """
+    best: tuple[int, Path] | None = None
+    try:
+        paths = list(directory.iterdir())
+    except OSError:
+        return None
+    for path in paths:
+        match = _AT_STEP.fullmatch(path.name)
+        if match is None:
+            continue
+        step = int(match.group(2))
+        if (best is None or step > best[0]) and zipfile.is_zipfile(path):
+            best = (step, path)
+    return best

@@ -1,0 +1,228 @@
+"""Where traintop keeps its state, and the files of one run directory.
+
+The run directory is the contract between the daemon, the per-run shim and
+the worker. Every file in it has exactly one writer:
+
+``launch.json``   daemon: what to run (workload, config, device, resume_from,
+                  generation, control_offset, created, parent_id, fork_step, the
+                  run's ``env``, see ``engine.common.run_env``; for ``traintop run`` also
+                  the ``command``); rewritten before each (re)start. For an
+                  attached run, written once when it attaches (a rebuild reads it).
+``worker.json``   shim: pid, pgid and create_time of the worker it started.
+                  (daemon, for a process that attached itself: ``"attached": true``).
+``exit.json``     shim: the worker's return code, written atomically on exit
+                  (an attached process writes its own, see ``traintop``).
+``offline.json``  ``traintop.init`` when no daemon answered: what the daemon
+                  needs to import the run later (see ``engine.server.attach``).
+``spool.jsonl``   worker: append-only records (metrics batches, state changes,
+                  checkpoints). The daemon tails it from a stored byte offset,
+                  so nothing logged while the daemon is down is lost. For a
+                  wrapped command the shim writes it (``engine.run.wrapped``). A
+                  line the daemon cannot use is skipped and counted on the run
+                  (``engine.rundir.spool_records``).
+``control.jsonl`` daemon: append-only commands (pause, resume, release,
+                  checkpoint); the worker is nudged with SIGUSR1 and reads new
+                  lines at its next step boundary.
+``stdout.log``, ``stderr.log``  the worker's output, appended per generation.
+``checkpoints/``  atomic checkpoints written by the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+# Set by the shim for a traintop.init script it re-runs (a fork, a resume): the run dir.
+RUN_DIR_ENV = "TRAINTOP_RUN_DIR"
+
+
+def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus ``extra``, with this package
+    importable.
+
+    The daemon, shims and workers are started as ``python -m engine...``; the
+    package's root goes first on PYTHONPATH so they run this very copy of it.
+    """
+    env = {**(os.environ if base is None else base), **extra}
+    paths = [_PROJECT_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def state_home() -> Path:
+    """The state directory: ``$TRAINTOP_HOME`` or ``~/.local/share/traintop``."""
+    env = os.environ.get("TRAINTOP_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "traintop"
+
+
+def private_opener(path: str | os.PathLike[str], flags: int) -> int:
+    """An ``opener`` for ``open()`` that creates a file 0600, whatever the umask.
+
+    For files made in the state tree by processes that keep the user's umask:
+    the CLI, and scripts that called ``traintop.init``.
+    """
+    return os.open(path, flags, 0o600)
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The files of one state directory."""
+
+    home: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "engine.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / "engine.pid"
+
+    @property
+    def store(self) -> Path:
+        return self.home / "store.sqlite"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "engine.log"
+
+    @property
+    def start_error(self) -> Path:
+        """Why the last daemon could not start (one line), for the client that started it."""
+        return self.home / "engine.error"
+
+    @property
+    def upgrading(self) -> Path:
+        """Present while a starting daemon migrates the store: "<pid> <what it does>"."""
+        return self.home / "engine.upgrading"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    def run_dir(self, run_id: str) -> RunDir:
+        return RunDir(self.runs / run_id)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run (see the module docstring for who writes what)."""
+
+    path: Path
+
+    @property
+    def launch(self) -> Path:
+        return self.path / "launch.json"
+
+    @property
+    def worker(self) -> Path:
+        return self.path / "worker.json"
+
+    @property
+    def exit(self) -> Path:
+        return self.path / "exit.json"
+
+    @property
+    def spool(self) -> Path:
+        return self.path / "spool.jsonl"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control.jsonl"
+
+    @property
+    def stdout(self) -> Path:
+        return self.path / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.path / "stderr.log"
+
+    @property
+    def offline(self) -> Path:
+        return self.path / "offline.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+
+def temporary_for(path: Path) -> Path:
+    """Where this process writes ``path`` before renaming it into place.
+
+    The writer's pid is in the name, so a temporary whose writer is gone can be
+    told from one being written (see :func:`remove_stray_temporaries`).
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def remove_stray_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporaries in ``directory`` whose writer is no longer alive.
+
+    A process killed between writing a temporary and renaming it (SIGKILL in a
+    checkpoint, a full disk) leaves it behind; nobody would ever finish it.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not is_stray_temporary(name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+            removed.append(directory / name)
+    return removed
+
+
+def is_stray_temporary(name: str) -> bool:
+    """Is the file ``name`` a temporary (see ``temporary_for``) whose writer is gone?"""
+    match = _TEMPORARY.fullmatch(name)
+    return match is not None and not _alive(int(match.group(1)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process: it is not ours to judge
+    return True
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old or the new file, never half."""
+    tmp = temporary_for(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
+        raise
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file; ``None`` if it does not exist or is not (yet) valid."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

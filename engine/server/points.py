@@ -1,0 +1,350 @@
+"""Metric points in SQLite: chunked series, the latest value of each, screen-sized views.
+
+Three tables hold them (created by the store's migration to version 3):
+
+- ``series(run, kid, n, sealed, last_step, last_value, last_time)``: one row per
+  metric of a run, updated in the same transaction as its points. ``n`` counts
+  the points; the first ``sealed`` of them are packed in ``chunks``, the rest
+  wait in ``recent``. Reading a run's latest values or point count never
+  touches its points.
+- ``recent(run, kid, i, step, value, time)``: a point per row, ``i`` its index
+  in the series (the order it was logged in). Clustered by (run, key, index).
+- ``chunks(run, kid, i0, n, step_lo, step_hi, time_lo, time_hi, vmin, vmax, data)``:
+  points ``i0 .. i0+n-1`` packed by ``engine.server.chunks``, with a summary that lets a
+  downsampled view skip unpacking.
+
+Points of a series are kept in the order they were logged, which is step order
+for every well-behaved loop; nothing here assumes it, except that readers
+which want step order sort (the chart) and the rest return logging order.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from engine.server.chunks import CHUNK_POINTS, Point, decode, decode_columns, encode, to_micros
+
+SCHEMA = """
+CREATE TABLE keys (
+    kid   INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE
+);
+CREATE TABLE series (
+    run         INTEGER NOT NULL,
+    kid         INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    sealed      INTEGER NOT NULL,
+    last_step   INTEGER,
+    last_value  REAL,
+    last_time   REAL,
+    PRIMARY KEY (run, kid)
+) WITHOUT ROWID;
+CREATE TABLE recent (
+    run    INTEGER NOT NULL,
+    kid    INTEGER NOT NULL,
+    i      INTEGER NOT NULL,
+    step   INTEGER NOT NULL,
+    value  REAL,
+    time   REAL NOT NULL,
+    PRIMARY KEY (run, kid, i)
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    run      INTEGER NOT NULL,
+    kid      INTEGER NOT NULL,
+    i0       INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    step_lo  INTEGER NOT NULL,
+    step_hi  INTEGER NOT NULL,
+    time_lo  REAL NOT NULL,
+    time_hi  REAL NOT NULL,
+    vmin     REAL,
+    vmax     REAL,
+    data     BLOB NOT NULL
+);
+CREATE UNIQUE INDEX chunks_series ON chunks(run, kid, i0)
+"""
+
+# A bound on what one page of points may cost as JSON (a point ~40 bytes plus its key).
+PAGE_BYTES = 1024 * 1024
+
+
+def as_value(value: Any) -> float:
+    """A point's value as stored: a float; a point without one (null) is NaN.
+
+    SQLite keeps NaN as NULL (in ``recent`` and ``series.last_value``), so
+    readers turn NULL back into NaN with this too.
+    """
+    return math.nan if value is None else float(value)
+
+
+class Points:
+    """Reads and writes of metric points over one connection.
+
+    The writer keeps each touched series' ``(n, sealed)`` in memory; callers
+    run writes inside a transaction and call ``forget`` if it rolls back.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self._kids: dict[str, int] = {}
+        self._counts: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def forget(self) -> None:
+        """Drop cached ids and counts (after a rolled-back write, which may have made them)."""
+        self._kids.clear()
+        self._counts.clear()
+
+    # -- keys -----------------------------------------------------------------
+
+    def kid(self, name: str, create: bool = False) -> int | None:
+        """The integer id of a metric name; with ``create``, made if it is new."""
+        kid = self._kids.get(name)
+        if kid is None:
+            row = self.db.execute("SELECT kid FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                kid = int(row[0])
+            elif create:
+                cursor = self.db.execute("INSERT INTO keys (name) VALUES (?)", (name,))
+                kid = int(cursor.lastrowid or 0)
+            else:
+                return None
+            self._kids[name] = kid
+        return kid
+
+    def _keys_from(
+        self, run: int, key: str | None, start: tuple[str, int] | None
+    ) -> Iterator[tuple[str, int, int]]:
+        """``(name, kid, first index)`` of a run's metrics by name, from a page cursor on."""
+        rows = self.db.execute(
+            "SELECT k.name, k.kid FROM series s JOIN keys k ON k.kid = s.kid WHERE s.run = ? "
+            "ORDER BY k.name",
+            (run,),
+        ).fetchall()
+        for name, kid in rows:
+            if key not in (None, name) or (start is not None and name < start[0]):
+                continue
+            yield str(name), int(kid), start[1] if start is not None and name == start[0] else 0
+
+    def size(self, run: int, kid: int) -> int | None:
+        """How many points a series holds (None: the run never logged it)."""
+        row = self.db.execute(
+            "SELECT n FROM series WHERE run = ? AND kid = ?", (run, kid)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- writing --------------------------------------------------------------
+
+    def add(self, run: int, points: Iterable[Sequence[Any]]) -> None:
+        """Append ``(step, key, value, time)`` points; raises ValueError on a malformed one.
+
+        Must run inside a transaction: the caller commits these points together
+        with whatever else marks them as stored (the spool offset).
+        """
+        by_key: dict[int, list[Point]] = {}
+        for step, key, value, when in points:
+            kid = self.kid(str(key), create=True)
+            assert kid is not None
+            by_key.setdefault(kid, []).append((int(step), as_value(value), float(when)))
+        for kid, new in by_key.items():
+            self._append(run, kid, new)
+
+    def _append(self, run: int, kid: int, new: list[Point]) -> None:
+        counts = self._counts.get((run, kid))
+        if counts is None:
+            row = self.db.execute(
+                "SELECT n, sealed FROM series WHERE run = ? AND kid = ?", (run, kid)
+            ).fetchone()
+            counts = (int(row[0]), int(row[1])) if row else (0, 0)
+        n, sealed = counts
+        waiting = n - sealed
+        if waiting + len(new) >= CHUNK_POINTS:
+            # Enough for whole chunks: pack what waited and the new points together.
+            pending = self.loose(run, kid, sealed) + new
+            full = len(pending) - len(pending) % CHUNK_POINTS
+            self._pack(run, kid, sealed, pending[:full])
+            rest, first = pending[full:], sealed + full
+            sealed += full
+        else:
+            rest, first = new, n
+        self.db.executemany(
+            "INSERT INTO recent (run, kid, i, step, value, time) VALUES (?, ?, ?, ?, ?, ?)",
+            [(run, kid, first + j, s, v, t) for j, (s, v, t) in enumerate(rest)],
+        )
+        n += len(new)
+        last_step, last_value, last_time = new[-1]
+        self.db.execute(
+            "INSERT INTO series (run, kid, n, sealed, last_step, last_value, last_time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, kid) DO UPDATE SET "
+            "n = excluded.n, sealed = excluded.sealed, last_step = excluded.last_step, "
+            "last_value = excluded.last_value, last_time = excluded.last_time",
+            (run, kid, n, sealed, last_step, last_value, last_time),
+        )
+        self._counts[(run, kid)] = (n, sealed)
+
+    def seal(self, run: int) -> None:
+        """Pack every waiting point of a run into chunks (when it will log no more)."""
+        rows = self.db.execute(
+            "SELECT kid, n, sealed FROM series WHERE run = ? AND n > sealed", (run,)
+        ).fetchall()
+        for kid, n, sealed in rows:
+            self._pack(run, kid, sealed, self.loose(run, kid, sealed))
+            self.db.execute(
+                "UPDATE series SET sealed = n WHERE run = ? AND kid = ?", (run, kid)
+            )
+            self._counts[(run, kid)] = (int(n), int(n))
+
+    def _pack(self, run: int, kid: int, i0: int, points: Sequence[Point]) -> None:
+        """Write ``points`` (from index ``i0`` on) as chunks; no loose row stays behind."""
+        for start in range(0, len(points), CHUNK_POINTS):
+            self._write_chunk(run, kid, i0 + start, points[start : start + CHUNK_POINTS])
+        self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ?", (run, kid))
+
+    def _write_chunk(self, run: int, kid: int, i0: int, points: Sequence[Point]) -> None:
+        blob, s = encode(points)
+        self.db.execute(
+            "INSERT INTO chunks (run, kid, i0, n, step_lo, step_hi, time_lo, time_hi, "
+            "vmin, vmax, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run, kid, i0, s.n, s.step_lo, s.step_hi, s.time_lo, s.time_hi, s.vmin, s.vmax,
+             blob),
+        )
+
+    # -- reading --------------------------------------------------------------
+
+    def loose(self, run: int, kid: int, start: int = 0) -> list[Point]:
+        """The points of a series not yet packed into a chunk, from index ``start``."""
+        rows = self.db.execute(
+            "SELECT step, value, time FROM recent WHERE run = ? AND kid = ? AND i >= ? "
+            "ORDER BY i",
+            (run, kid, start),
+        )
+        return [(int(s), as_value(v), float(t)) for s, v, t in rows]
+
+    def _chunks_from(self, run: int, kid: int, start: int) -> list[tuple[int, int, bytes]]:
+        """``(points to skip, n, data)`` of the chunks holding index ``start`` and after."""
+        rows = self.db.execute(
+            "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 + n > ? "
+            "ORDER BY i0",
+            (run, kid, start),
+        ).fetchall()
+        return [(max(0, start - int(i0)), int(n), data) for i0, n, data in rows]
+
+    def iterate(self, run: int, kid: int, start: int = 0) -> Iterator[list[Point]]:
+        """The points of a series from index ``start``, a chunk's worth at a time."""
+        for skip, n, data in self._chunks_from(run, kid, start):
+            yield decode(data, n)[skip:]
+        yield self.loose(run, kid, start)
+
+    def iterate_columns(
+        self, run: int, kid: int, start: int = 0
+    ) -> Iterator[tuple[list[int], list[float], list[int]]]:
+        """Like ``iterate``, as (steps, values, times in microseconds) lists: no tuple per
+        point, and integer times, which JSON writes and reads far faster than floats."""
+        for skip, n, data in self._chunks_from(run, kid, start):
+            steps, values, times = decode_columns(data, n)
+            yield steps[skip:].tolist(), values[skip:].tolist(), times[skip:].tolist()
+        loose = self.loose(run, kid, start)
+        yield [p[0] for p in loose], [p[1] for p in loose], [to_micros(p[2]) for p in loose]
+
+    def column_page(
+        self, run: int, key: str | None, start: tuple[str, int] | None, max_points: int
+    ) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+        """A page of points as one ``{key, start, steps, values, times_us}`` per key.
+
+        The compact form for loading whole series (about a third of the bytes of
+        point rows, and far fewer objects to encode and decode).
+        """
+        out: list[dict[str, Any]] = []
+        left = max_points
+        for name, kid, first in self._keys_from(run, key, start):
+            steps: list[int] = []
+            values: list[float] = []
+            times: list[int] = []
+            for block in self.iterate_columns(run, kid, first):
+                take = min(left, len(block[0]))
+                steps += block[0][:take]
+                values += block[1][:take]
+                times += block[2][:take]
+                left -= take
+                if left == 0:
+                    break
+            out.append({"key": name, "start": first, "steps": steps, "values": values,
+                        "times_us": times})
+            if left == 0:  # the next page may find nothing more: it then says so
+                return out, (name, first + len(steps))
+        return out, None
+
+    def tail_values(self, run: int, kid: int, count: int) -> tuple[list[float], int | None]:
+        """The values of a series' last ``count`` points, oldest first, and
+        the step of its last point; unpacks only the chunks those points are in."""
+        rows = self.db.execute(
+            "SELECT step, value FROM recent WHERE run = ? AND kid = ? ORDER BY i DESC LIMIT ?",
+            (run, kid, count),
+        ).fetchall()
+        values = [as_value(v) for _, v in reversed(rows)]
+        last_step = int(rows[0][0]) if rows else None
+        if len(values) < count:
+            chunks = self.db.execute(
+                "SELECT n, data FROM chunks WHERE run = ? AND kid = ? ORDER BY i0 DESC",
+                (run, kid),
+            )
+            for n, data in chunks:
+                steps, chunk_values, _ = decode_columns(data, int(n))
+                if last_step is None:
+                    last_step = int(steps[-1])
+                values[:0] = chunk_values[-(count - len(values)) :].tolist()
+                if len(values) >= count:
+                    break
+        return values, last_step
+
+    def count(self, run: int) -> int:
+        row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()
+        return int(row[0] or 0)
+
+    def last_values(self, run: int) -> dict[str, float]:
+        """The latest value of every key of a run, from its series rows alone."""
+        rows = self.db.execute(
+            "SELECT k.name, s.last_value FROM series s JOIN keys k ON k.kid = s.kid "
+            "WHERE s.run = ?",
+            (run,),
+        )
+        return {str(name): as_value(value) for name, value in rows}
+
+    def page(
+        self,
+        run: int,
+        key: str | None,
+        start: tuple[str, int] | None,
+        after_step: int | None,
+        max_points: int,
+    ) -> tuple[list[tuple[int, str, float, float]], tuple[str, int] | None]:
+        """Points ``(step, key, value, time)`` by key name, then logging order.
+
+        Returns at most ``max_points`` points and about ``PAGE_BYTES`` of JSON,
+        and the cursor ``(key, index)`` where the next page starts (None: done).
+        """
+        out: list[tuple[int, str, float, float]] = []
+        budget = PAGE_BYTES
+        for name, kid, index in self._keys_from(run, key, start):
+            cost = len(name.encode()) + 40
+            for block in self.iterate(run, kid, index):
+                for step, value, when in block:
+                    if len(out) >= max_points or (out and budget < cost):
+                        return out, (name, index)
+                    index += 1
+                    if after_step is not None and step <= after_step:
+                        continue
+                    out.append((step, name, value, when))
+                    budget -= cost
+        return out, None
+
+    def tail(self, run: int, key: str, count: int) -> list[tuple[int, str, float, float]]:
+        """The latest ``count`` points of one key, oldest first."""
+        kid = self.kid(key)
+        size = None if kid is None else self.size(run, kid)
+        if kid is None or size is None:
+            return []
+        points = [p for block in self.iterate(run, kid, max(0, size - count)) for p in block]
+        return [(s, key, v, t) for s, v, t in points]

@@ -1,0 +1,276 @@
+"""``traintop engine rebuild``: a new store made from the run directories.
+
+Every run directory holds what its row needs (``launch.json``: name,
+workload, config, device, lineage) and every point it logged: ``spool.jsonl``
+is only ever appended to (no traintop process truncates, rotates or deletes
+it), and the daemon stores a point only after reading it there. So a store
+that is lost or damaged can be made again, point for point.
+
+The old store is moved aside, never deleted. The new one is built under a
+temporary name and renamed into place whole, so an interrupted rebuild
+leaves no half store that a daemon would take for the real one. Runs that
+still have a process get it back: the next daemon adopts them and tails
+their spools from where the rebuild stopped reading.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.common.runs import RunState, name_from, unique_name
+from engine.rundir.line_tail import read_lines
+from engine.rundir.paths import RunDir, StatePaths, read_json
+from engine.rundir.spool_records import (
+    ErrorRecord,
+    Malformed,
+    Metric,
+    MetricsRecord,
+    SpoolRecord,
+    StateRecord,
+    decode_record,
+)
+from engine.rundir.state_dir import check_state_dir
+from engine.server.daemon import AlreadyRunning, acquire_lock
+from engine.server.store import Store
+from engine.server.supervisor import SPOOL_READ_BYTES, stderr_tail
+
+# Points stored per transaction while a spool is read back.
+BATCH_POINTS = 50_000
+REBUILT = "rebuilt from its run directory"
+
+
+class RebuildError(Exception):
+    """A rebuild that cannot start; the message is one line for the user."""
+
+
+@dataclass
+class Rebuilt:
+    """What a rebuild did."""
+
+    runs: int = 0
+    points: int = 0
+    aside: Path | None = None  # where the old store went (None: there was none)
+    skipped: list[str] = field(default_factory=list)  # directories with no launch.json
+
+
+def rebuild_store(paths: StatePaths) -> Rebuilt:
+    """Make a new store from ``paths.runs``; the engine must not be running."""
+    check_state_dir(paths)
+    try:
+        lock = acquire_lock(paths)
+    except AlreadyRunning:
+        raise RebuildError(
+            f"a traintop engine is running for {paths.home}; stop it first "
+            "('traintop engine stop'): it holds the store"
+        ) from None
+    try:
+        fresh = paths.home / "store.sqlite.rebuilding"
+        for leftover in _with_sidecars(fresh):  # an interrupted rebuild's, never the store
+            leftover.unlink(missing_ok=True)
+        os.close(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        store = Store(fresh)
+        try:
+            result = _fill(paths, store)
+            # One self-contained file to rename (the next daemon turns WAL back on).
+            store.db.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            store.close()
+        result.aside = _move_aside(paths.store)
+        os.replace(fresh, paths.store)
+        paths.start_error.unlink(missing_ok=True)
+        return result
+    finally:
+        lock.close()
+
+
+def _with_sidecars(path: Path) -> list[Path]:
+    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+def _move_aside(store: Path) -> Path | None:
+    """Rename the store and its WAL files to ``store.sqlite.old-<time>``; None if none."""
+    if not any(p.exists() for p in _with_sidecars(store)):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = store.with_name(f"{store.name}.old-{stamp}"), 1
+    while any(p.exists() for p in _with_sidecars(aside)):
+        n += 1
+        aside = store.with_name(f"{store.name}.old-{stamp}-{n}")
+    for src, dst in zip(_with_sidecars(store), _with_sidecars(aside), strict=True):
+        if src.exists():
+            os.rename(src, dst)
+    return aside
+
+
+def _fill(paths: StatePaths, store: Store) -> Rebuilt:
+    result = Rebuilt()
+    found: list[tuple[float, RunDir, dict[str, Any]]] = []
+    try:
+        dirs = sorted(p for p in paths.runs.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        dirs = []
+    for path in dirs:
+        rundir = RunDir(path)
+        launch = read_json(rundir.launch)
+        if not isinstance(launch, dict) or not isinstance(launch.get("workload"), str):
+            if not rundir.offline.exists():  # offline runs: the next daemon imports them
+                result.skipped.append(path.name)
+            continue
+        created = launch.get("created")
+        if not isinstance(created, int | float):  # a launch.json from before it said so
+            created = path.stat().st_mtime
+        found.append((float(created), rundir, launch))
+    for created, rundir, launch in sorted(found, key=lambda f: f[0]):
+        result.points += _restore_run(paths, store, rundir, launch, created)
+        result.runs += 1
+    return result
+
+
+def _restore_run(
+    paths: StatePaths, store: Store, rundir: RunDir, launch: dict[str, Any], created: float
+) -> int:
+    """Store one run: its row, every point of its spool, then its last state. Returns points."""
+    run_id = rundir.path.name
+    config: dict[str, Any] = launch["config"] if isinstance(launch.get("config"), dict) else {}
+    generation = int(launch.get("generation") or 1)
+    steps = config.get("steps")
+    store.create_run(
+        {
+            "id": run_id,
+            "name": unique_name(name_from(str(launch.get("name") or run_id)), store.name_taken),
+            "workload": launch["workload"],
+            "config": config,
+            "state": RunState.STARTING.value,
+            "device": str(launch.get("device") or "cpu"),
+            "cwd": str(launch.get("cwd") or rundir.path),
+            "created": created,
+            "parent_id": launch.get("parent_id") or _parent_from(paths, launch, run_id),
+            "fork_step": launch.get("fork_step"),
+            "total_steps": steps if isinstance(steps, int) else None,
+            "released": False,
+        },
+        REBUILT,
+    )
+    spool = _read_spool(store, run_id, rundir.spool)
+    state, fields = _last_state(rundir, generation, spool)
+    fields.update(generation=generation, step=spool.step, control_seq=_lines(rundir.control))
+    if spool.total is not None:
+        fields["total_steps"] = spool.total
+    store.set_state(run_id, state, f"{REBUILT}: {fields.get('exit_reason') or state.value}",
+                    **fields)
+    if state.terminal:
+        store.seal_metrics(run_id)
+    return spool.points
+
+
+@dataclass
+class _Spool:
+    points: int = 0
+    step: int = 0
+    total: int | None = None
+    last: str | None = None  # the last state record's state
+    ending: dict[str, Any] = field(default_factory=dict)  # its released/finished record
+    error: str | None = None
+
+
+def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
+    """Store every point of a spool, in order, with the offset read up to (as the daemon does).
+
+    Lines are decoded as the daemon decodes them, so what it would skip (and count)
+    is skipped and counted here too.
+    """
+    seen = _Spool()
+    batch: list[Metric] = []
+    skipped = [0, 0]  # malformed records, bad points
+    offset, drained = 0, False
+    while not drained:
+        read = read_lines(path, offset, SPOOL_READ_BYTES)
+        # A record still being written is left out: the daemon reads it later.
+        drained = read.drained or not read.lines
+        for raw in read.lines:
+            offset += len(raw)
+            record = decode_record(raw)
+            if isinstance(record, MetricsRecord):
+                batch += record.points
+                skipped[1] += record.bad_points
+                # A point at step s means s + 1 steps are done (the supervisor's rule).
+                seen.step = max([seen.step, *(p[0] + 1 for p in record.points)])
+            elif isinstance(record, Malformed):
+                skipped[0] += 1
+            else:
+                _note(record, seen)
+            if len(batch) >= BATCH_POINTS:
+                store.add_metrics(run_id, batch, offset, seen.step, (skipped[0], skipped[1]))
+                seen.points += len(batch)
+                batch, skipped = [], [0, 0]
+    store.add_metrics(run_id, batch, offset, seen.step, (skipped[0], skipped[1]))
+    seen.points += len(batch)
+    return seen
+
+
+def _note(record: SpoolRecord, seen: _Spool) -> None:
+    """Keep what a state or error record says about how the run went."""
+    if isinstance(record, ErrorRecord):
+        seen.error = record.message
+    elif isinstance(record, StateRecord):
+        seen.last = record.state
+        seen.step = record.step if record.state == "running" else max(seen.step, record.step)
+        if record.state == "running" and record.total is not None:
+            seen.total = record.total
+        if record.state in ("released", "finished"):
+            seen.ending = {"state": record.state, "checkpoint": record.checkpoint}
+
+
+def _last_state(rundir: RunDir, generation: int, spool: _Spool) -> tuple[RunState, dict[str, Any]]:
+    """A run's state as its files tell it, with the fields that go with it."""
+    done = read_json(rundir.exit)
+    checkpoint = spool.ending.get("checkpoint")
+    if not (isinstance(done, dict) and done.get("generation") == generation):
+        worker = read_json(rundir.worker)
+        if not (isinstance(worker, dict) and worker.get("generation") == generation):
+            return RunState.STARTING, {"checkpoint": checkpoint}
+        # Still going, or died unrecorded: the next daemon adopts it and finds out which.
+        state = RunState.PAUSED if spool.last == "paused" else RunState.RUNNING
+        return state, {"pid": worker.get("pid"), "pgid": worker.get("pgid"),
+                       "pid_start": worker.get("create_time"), "checkpoint": checkpoint}
+    code = int(done.get("returncode", -1))
+    fields: dict[str, Any] = {"ended": done.get("time"), "exit_code": code,
+                              "checkpoint": checkpoint}
+    if code == 0 and spool.last == "released":
+        return RunState.PAUSED, {"released": True, "checkpoint": checkpoint}
+    if code == 0:
+        return RunState.FINISHED, {**fields, "exit_reason": "finished"}
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        reason = f"killed by signal {name}"
+        user_kill = -code in (signal.SIGTERM, signal.SIGKILL)  # what 'traintop kill' sends
+        state = RunState.KILLED if user_kill else RunState.FAILED
+    else:
+        reason, state = spool.error or f"exited with code {code}", RunState.FAILED
+    tail = stderr_tail(rundir.stderr) if state is RunState.FAILED else None
+    return state, {**fields, "exit_reason": reason, "stderr_tail": tail}
+
+
+def _parent_from(paths: StatePaths, launch: dict[str, Any], run_id: str) -> str | None:
+    """A fork's parent, from the checkpoint its first generation resumed from (old launch.json)."""
+    source = launch.get("resume_from")
+    if int(launch.get("generation") or 1) != 1 or not isinstance(source, str):
+        return None
+    parent = Path(source).parent.parent
+    if parent.parent != paths.runs or parent.name == run_id:
+        return None
+    return parent.name
+
+
+def _lines(path: Path) -> int:
+    """How many commands a control file holds (the next one is numbered after them)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
