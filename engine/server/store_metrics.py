@@ -1,0 +1,119 @@
+"""The store's time series: a run's metric points and the telemetry samples.
+
+Points are packed in chunks by ``points.Points``; here they are tied to their
+run, and a batch is stored in one transaction with the spool offset it ends at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from engine.rundir.spool_records import Metric
+from engine.server.store_runs import RunRows
+
+
+class MetricRows(RunRows):
+    """Reads and writes of metric points and telemetry samples.
+
+    Built on the run rows: a batch of points moves its run's spool offset and step.
+    """
+
+    def add_metrics(
+        self,
+        run_id: str,
+        points: Iterable[Sequence[Any]],
+        spool_offset: int,
+        step: int | None,
+        skipped: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Store a batch of ``(step, key, value, time)`` and the spool offset it ends at.
+
+        Both go in one transaction, so a batch is stored exactly once even if
+        the daemon dies between reading the spool and writing here. ``skipped``
+        (malformed records, bad points) is added to the run's counts in the same
+        transaction, so a spool read twice does not count its faults twice.
+        """
+        rid = self.rid(run_id)
+        records, bad_points = skipped
+        try:
+            with self.transaction():
+                self.points.add(rid, points)
+                if step is None:
+                    self.update_run(run_id, spool_offset=spool_offset)
+                else:
+                    self.update_run(run_id, spool_offset=spool_offset, step=step)
+                if records or bad_points:
+                    self.db.execute(
+                        "UPDATE runs SET skipped_records = skipped_records + ?, "
+                        "skipped_points = skipped_points + ? WHERE rid = ?",
+                        (records, bad_points, rid),
+                    )
+        except BaseException:
+            self.points.forget()
+            raise
+
+    def seal_metrics(self, run_id: str) -> None:
+        """Pack a run's last loose points into chunks: it will log no more for now."""
+        try:
+            with self.transaction():
+                self.points.seal(self.rid(run_id))
+        except BaseException:
+            self.points.forget()
+            raise
+
+    def metrics(
+        self,
+        run_id: str,
+        key: str | None = None,
+        after_step: int | None = None,
+        start: tuple[str, int] | None = None,
+        limit: int = 1 << 62,
+    ) -> tuple[list[Metric], tuple[str, int] | None]:
+        """A page of a run's points ``(step, key, value, time)``, by key, in logging order.
+
+        ``start`` is the cursor a previous page returned; the second item is the
+        cursor of the next page, None after the last one.
+        """
+        return self.points.page(self.rid(run_id), key, start, after_step, limit)
+
+    def all_metrics(self, run_id: str) -> list[Metric]:
+        """Every point of a run (tests and small runs; the daemon pages)."""
+        points, cursor = self.metrics(run_id)
+        while cursor is not None:
+            more, cursor = self.metrics(run_id, start=cursor)
+            points += more
+        return points
+
+    def last_metrics(self, run_id: str, key: str, count: int) -> list[Metric]:
+        """The latest ``count`` points of one key, oldest first."""
+        return self.points.tail(self.rid(run_id), key, count)
+
+    def metric_count(self, run_id: str) -> int:
+        return self.points.count(self.rid(run_id))
+
+    def last_values(self, run_id: str) -> dict[str, float]:
+        """The latest value of every key a run logged (kept with the points, so O(keys))."""
+        return self.points.last_values(self.rid(run_id))
+
+    # -- telemetry ------------------------------------------------------------
+
+    def add_telemetry(self, when: float, sample: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO telemetry (time, data) VALUES (?, ?)",
+            (when, json.dumps(sample, allow_nan=False)),
+        )
+
+    def telemetry(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Stored samples with ``since <= time < until``, oldest first."""
+        rows = self.db.execute(
+            "SELECT data FROM telemetry WHERE time >= ? AND time < ? ORDER BY time",
+            (since, math.inf if until is None else until),
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def prune_telemetry(self, before: float) -> int:
+        """Drop samples older than ``before``; returns how many."""
+        return self.db.execute("DELETE FROM telemetry WHERE time < ?", (before,)).rowcount

@@ -1,0 +1,138 @@
+"""The store's run rows and their events: every state change is an event row.
+
+A run's row holds what the daemon knows of it (config, state, step, process,
+spool offset); the ``events`` table is its history, each transition written in
+the same transaction as the row it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from engine.server.store_connection import StoreConnection
+from engine.server.store_schema import RUN_FIELDS
+
+
+def _row_to_run(row: sqlite3.Row) -> dict[str, Any]:
+    run = dict(row)
+    run.pop("rid", None)  # the integer id stays inside the store
+    run["config"] = json.loads(run["config"])
+    run["released"] = bool(run["released"])
+    return run
+
+
+
+class RunRows(StoreConnection):
+    """Reads and writes of the ``runs`` and ``events`` tables."""
+
+    def create_run(self, run: dict[str, Any], reason: str) -> None:
+        """Insert a new run and its first event in one transaction."""
+        row = {**run, "config": json.dumps(run["config"]), "released": int(run["released"])}
+        columns = [f for f in RUN_FIELDS if f in row]
+        with self.transaction():
+            self.db.execute(
+                f"INSERT INTO runs ({', '.join(columns)}) "
+                f"VALUES ({', '.join(':' + c for c in columns)})",
+                row,
+            )
+            self._event(run["id"], run["state"], reason, run["created"])
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set columns of one run."""
+        unknown = set(fields) - set(RUN_FIELDS)
+        if unknown:
+            raise KeyError(f"unknown run fields: {sorted(unknown)}")
+        if "config" in fields:
+            fields["config"] = json.dumps(fields["config"])
+        if "released" in fields:
+            fields["released"] = int(fields["released"])
+        assignments = ", ".join(f"{k} = :{k}" for k in fields)
+        self.db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id", {**fields, "_id": run_id})
+
+    def set_state(
+        self, run_id: str, state: str, reason: str, when: float | None = None, **fields: Any
+    ) -> None:
+        """Change a run's state and record the transition as an event, atomically.
+
+        The event is dated ``when`` (default now): a store filled ahead of time,
+        such as the snapshot tests' fixed history, gives its own.
+        """
+        with self.transaction():
+            self.update_run(run_id, state=state, **fields)
+            self._event(run_id, state, reason, time.time() if when is None else when)
+
+    def note(self, run_id: str, reason: str) -> None:
+        """Add an event that changes nothing (its state is the run's current one)."""
+        self.db.execute(
+            "INSERT INTO events (run_id, time, state, reason) "
+            "SELECT id, ?, state, ? FROM runs WHERE id = ?",
+            (time.time(), reason, run_id),
+        )
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run that never started (its start failed half-way): row and events."""
+        with self.transaction():
+            self.db.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+            self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        self._rids.pop(run_id, None)
+
+    def _event(self, run_id: str, state: str, reason: str, when: float) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, time, state, reason) VALUES (?, ?, ?, ?)",
+            (run_id, when, state, reason),
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _row_to_run(row) if row else None
+
+    def runs_after(self, rid: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Up to ``limit`` runs with an integer id above ``rid``, in creation order."""
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE rid > ? ORDER BY rid LIMIT ?", (rid, limit)
+        ).fetchall()
+        return [(int(r["rid"]), _row_to_run(r)) for r in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        """How many runs are in each state."""
+        rows = self.db.execute("SELECT state, count(*) FROM runs GROUP BY state")
+        return {str(state): int(n) for state, n in rows}
+
+    def runs_in_states(self, states: Sequence[str]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" for _ in states)
+        rows = self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(states))
+        return [_row_to_run(r) for r in rows.fetchall()]
+
+    def children(self, run_id: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM runs WHERE parent_id = ? ORDER BY rid", (run_id,))
+        return [str(r[0]) for r in rows]
+
+    def match_runs(self, ref: str) -> list[dict[str, Any]]:
+        """Runs whose name is ``ref``, else whose id starts with ``ref``."""
+        rows = self.db.execute("SELECT * FROM runs WHERE name = ?", (ref,)).fetchall()
+        if not rows:
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self.db.execute(
+                "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", (escaped + "%",)
+            ).fetchall()
+        return [_row_to_run(r) for r in rows]
+
+    def name_taken(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+    def events(self, run_id: str, last: int = -1) -> list[dict[str, Any]]:
+        """A run's state changes, oldest first; with ``last``, only the latest ones."""
+        rows = self.db.execute(
+            "SELECT * FROM (SELECT id, time, state, reason FROM events WHERE run_id = ? "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (run_id, last),
+        )
+        return [{"time": r["time"], "state": r["state"], "reason": r["reason"]} for r in rows]
+
+    def event_count(self, run_id: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])

@@ -1,0 +1,250 @@
+"""The store's schema: its migrations, one step per version, and how they are run.
+
+The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a
+store from version ``i`` to ``i + 1`` and every step runs in its own transaction.
+A store written by a newer traintop is refused, never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.server.chunks import CHUNK_POINTS
+from engine.server.points import SCHEMA as points_schema
+from engine.server.points import Points
+
+log = logging.getLogger("traintop.store")
+
+
+class StoreError(Exception):
+    """The store cannot be used (e.g. written by a newer traintop)."""
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE runs (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        workload     TEXT NOT NULL,
+        config       TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        device       TEXT NOT NULL,
+        cwd          TEXT NOT NULL,
+        total_steps  INTEGER,
+        step         INTEGER NOT NULL DEFAULT 0,
+        parent_id    TEXT REFERENCES runs(id),
+        fork_step    INTEGER,
+        created      REAL NOT NULL,
+        started      REAL,
+        ended        REAL,
+        exit_code    INTEGER,
+        exit_reason  TEXT,
+        stderr_tail  TEXT,
+        generation   INTEGER NOT NULL DEFAULT 0,
+        spool_offset INTEGER NOT NULL DEFAULT 0,
+        control_seq  INTEGER NOT NULL DEFAULT 0,
+        checkpoint   TEXT,
+        released     INTEGER NOT NULL DEFAULT 0,
+        pid          INTEGER,
+        pgid         INTEGER,
+        pid_start    REAL,
+        kill_grace   REAL
+    );
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        run_id  TEXT NOT NULL REFERENCES runs(id),
+        time    REAL NOT NULL,
+        state   TEXT NOT NULL,
+        reason  TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run_id, id);
+    CREATE TABLE metrics (
+        run_id  TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        step    INTEGER NOT NULL,
+        value   REAL,
+        time    REAL NOT NULL
+    );
+    CREATE INDEX metrics_run_key_step ON metrics(run_id, key, step);
+    """,
+    # 1 -> 2: telemetry samples (host, GPUs, per-run usage), one JSON document each.
+    """
+    CREATE TABLE telemetry (
+        time  REAL NOT NULL,
+        data  TEXT NOT NULL
+    );
+    CREATE INDEX telemetry_time ON telemetry(time);
+    """,
+]
+
+
+def _to_v3(db: sqlite3.Connection) -> None:
+    """2 -> 3: integer run ids, metric keys by integer id, points packed in chunks.
+
+    Every point of the v2 ``metrics`` table is kept, in step order within each
+    series (v2 read them that way); times keep microseconds.
+    """
+    db.execute(_RUNS_V3)
+    columns = ", ".join(_V3_RUN_FIELDS)
+    db.execute(
+        f"INSERT INTO runs_v3 ({columns}) SELECT {columns} FROM runs ORDER BY created, id"
+    )
+    db.execute("DROP TABLE runs")
+    db.execute("ALTER TABLE runs_v3 RENAME TO runs")
+    for statement in points_schema.split(";"):
+        db.execute(statement)
+    writer = Points(db)
+    rids = {str(i): int(r) for i, r in db.execute("SELECT id, rid FROM runs")}
+    for run_id, key in db.execute("SELECT DISTINCT run_id, key FROM metrics").fetchall():
+        rid = rids.get(run_id)
+        if rid is None:
+            log.warning("dropping the points of %r: no such run", run_id)
+            continue
+        rows = db.execute(
+            "SELECT step, ?, value, time FROM metrics WHERE run_id = ? AND key = ? "
+            "ORDER BY step, rowid",
+            (key, run_id, key),
+        )
+        while batch := rows.fetchmany(16 * CHUNK_POINTS):
+            writer.add(rid, batch)
+    for rid in rids.values():
+        writer.seal(rid)
+    db.execute("DROP TABLE metrics")
+
+
+_RUNS_V3 = """
+CREATE TABLE runs_v3 (
+    rid          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL UNIQUE,
+    workload     TEXT NOT NULL,
+    config       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    cwd          TEXT NOT NULL,
+    total_steps  INTEGER,
+    step         INTEGER NOT NULL DEFAULT 0,
+    parent_id    TEXT REFERENCES runs(id),
+    fork_step    INTEGER,
+    created      REAL NOT NULL,
+    started      REAL,
+    ended        REAL,
+    exit_code    INTEGER,
+    exit_reason  TEXT,
+    stderr_tail  TEXT,
+    generation   INTEGER NOT NULL DEFAULT 0,
+    spool_offset INTEGER NOT NULL DEFAULT 0,
+    control_seq  INTEGER NOT NULL DEFAULT 0,
+    checkpoint   TEXT,
+    released     INTEGER NOT NULL DEFAULT 0,
+    pid          INTEGER,
+    pgid         INTEGER,
+    pid_start    REAL,
+    kill_grace   REAL
+)
+"""
+
+MIGRATIONS.append(_to_v3)
+
+# 3 -> 4: what ingestion skipped (malformed spool records, bad points), counted per run.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN skipped_records INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN skipped_points INTEGER NOT NULL DEFAULT 0
+    """
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
+_V3_RUN_FIELDS = [
+    "id",
+    "name",
+    "workload",
+    "config",
+    "state",
+    "device",
+    "cwd",
+    "total_steps",
+    "step",
+    "parent_id",
+    "fork_step",
+    "created",
+    "started",
+    "ended",
+    "exit_code",
+    "exit_reason",
+    "stderr_tail",
+    "generation",
+    "spool_offset",
+    "control_seq",
+    "checkpoint",
+    "released",
+    "pid",
+    "pgid",
+    "pid_start",
+    "kill_grace",
+]
+RUN_FIELDS = [*_V3_RUN_FIELDS, "skipped_records", "skipped_points"]
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The schema version a store's file says it has."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the store at ``path`` (open as ``db``) to SCHEMA_VERSION, one step at a time."""
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {current}, newer than this traintop "
+            f"understands ({SCHEMA_VERSION}); upgrade traintop"
+        )
+    for version in range(current, SCHEMA_VERSION):
+        if version:
+            log.info("migrating %s from schema %d to %d", path, version, version + 1)
+        step = MIGRATIONS[version]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if callable(step):
+                step(db)
+            else:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version={version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    if current and current < SCHEMA_VERSION:
+        _compact_if_sparse(db)
+
+
+def _compact_if_sparse(db: sqlite3.Connection) -> None:
+    """VACUUM once a migration has left most of the file free (old tables dropped)."""
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    if pages and free > pages // 4:
+        db.execute("VACUUM")
+
+
+def store_upgrade(path: Path) -> str | None:
+    """What opening the store at ``path`` will migrate, said for a person; None if nothing."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = schema_version(db)
+    finally:
+        db.close()
+    if not 0 < version < SCHEMA_VERSION:
+        return None
+    size = path.stat().st_size / 1e6
+    return f"upgrading the store ({size:.0f} MB) from schema {version} to {SCHEMA_VERSION}"
+
