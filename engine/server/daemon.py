@@ -14,12 +14,9 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import sqlite3
-import struct
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine.common import protocol
@@ -31,9 +28,11 @@ from engine.rundir.state_dir import (
     ensure_private_dir,
     tidy_tree,
 )
-from engine.server.service import READS, Engine, RequestError
-from engine.server.store import Store, StoreError, store_unavailable, store_upgrade
-from engine.server.store_health import check_store, damage_message, is_damage
+from engine.server.fanout import Fanout
+from engine.server.service import Engine, RequestError
+from engine.server.socket_server import ConnectionServer
+from engine.server.store import Store, StoreError, store_upgrade
+from engine.server.store_health import check_store, damage_message
 from engine.server.supervisor import Supervisor
 from engine.server.telemetry_feed import TelemetryFeed
 
@@ -44,20 +43,6 @@ TICK_SECONDS = 0.1
 READER_THREADS = 4
 # How often (in SQLite VM steps) a reader checks whether the daemon is stopping.
 PROGRESS_STEPS = 10_000
-# A subscriber that lets this much pile up unread is dropped rather than grow memory.
-MAX_PENDING_BYTES = 16 * 1024 * 1024
-# Connections served at once, those still shaking hands included; one more is refused
-# with an error frame. Each holds a file descriptor, and the daemon's are few (often
-# 1,024) and also needed for the store, spools and shims. A TUI holds two or three.
-MAX_CONNECTIONS = 256
-# Seconds a new connection has to send its handshake.
-HANDSHAKE_TIMEOUT_S = 10.0
-# Seconds a connection may go without a request before it is closed, unless it
-# subscribed: a TUI that only listens to events may sit quiet for days.
-IDLE_TIMEOUT_S = 600.0
-TOPICS = ("runs", "metrics", "logs", "telemetry")
-# Topics about one run, which a subscription may narrow to some runs.
-RUN_TOPICS = ("runs", "metrics", "logs")
 
 
 class AlreadyRunning(Exception):
@@ -79,48 +64,17 @@ def acquire_lock(paths: StatePaths) -> IO[str]:
     return lock_file
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
-@dataclass
-class Subscription:
-    topics: set[str]
-    runs: set[str] | None  # None: every run
-    log_offsets: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Connection:
-    writer: asyncio.StreamWriter
-    subscription: Subscription | None = None
-
-    def send(self, message: dict[str, Any]) -> bool:
-        """Queue a frame; False (and the connection closed) if the peer is too far behind."""
-        if self.writer.is_closing():
-            return False
-        if self.writer.transport.get_write_buffer_size() > MAX_PENDING_BYTES:
-            log.warning("dropping a subscriber that stopped reading")
-            self.writer.transport.abort()  # close() would keep the backlog until it drains
-            return False
-        try:
-            frame = protocol.encode(message)
-        except protocol.ProtocolError as exc:  # never expected: events are bounded at the source
-            log.error("dropped an event over the frame cap: %s", exc)
-            return False
-        self.writer.write(frame)
-        return True
-
-
 class Daemon:
-    """The socket server, the event fan-out and the supervision tick."""
+    """The store, the supervisor and the request handlers, served on the socket.
+
+    Connections are served by ``socket_server``, events fanned out by ``fanout``;
+    the daemon ties them together and ticks the supervisor.
+    """
 
     def __init__(self, paths: StatePaths) -> None:
         self.paths = paths
         self.store = Store(paths.store)
+        self.fanout = Fanout(paths)
         self.supervisor = Supervisor(paths, self.store, self.publish)
         self.engine = Engine(self.store, self.supervisor)
         self.engine.handlers["subscribe"] = self._no_subscribe_here
@@ -128,12 +82,13 @@ class Daemon:
         self.engine.handlers["telemetry"] = self._telemetry
         self.live_workers: list[tuple[str, int, int]] = []
         self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
-        self.connections: set[Connection] = set()
-        self.open_connections = 0  # handshaking ones too, unlike ``connections``
         self.stopping = asyncio.Event()
         self.engine.interrupted = self.stopping.is_set
         self.readers = concurrent.futures.ThreadPoolExecutor(
             READER_THREADS, "traintop-reader", initializer=self._open_reader
+        )
+        self.server = ConnectionServer(
+            self.engine, self.fanout, self.readers, self.stopping, paths.store
         )
 
     def _open_reader(self) -> None:
@@ -147,61 +102,7 @@ class Daemon:
 
     def publish(self, topic: str, data: dict[str, Any]) -> None:
         """Send an event to every subscriber of ``topic`` (and of that run)."""
-        run_id = data.get("run") if topic != "runs" else data.get("id")
-        message = {"event": topic, "data": data}
-        for conn in list(self.connections):
-            sub = conn.subscription
-            if sub is None or topic not in sub.topics:
-                continue
-            if sub.runs is not None and topic in RUN_TOPICS and run_id not in sub.runs:
-                continue
-            conn.send(message)
-
-    def _publish_logs(self) -> None:
-        """Send new stdout/stderr text to the subscribers of logs."""
-        for conn in list(self.connections):
-            sub = conn.subscription
-            if sub is None or "logs" not in sub.topics:
-                continue
-            for (run_id, stream), offset in list(sub.log_offsets.items()):
-                rundir = self.paths.run_dir(run_id)
-                path = rundir.stdout if stream == "stdout" else rundir.stderr
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(offset)
-                        data = f.read(256 * 1024)
-                except FileNotFoundError:
-                    continue
-                if data:
-                    sub.log_offsets[(run_id, stream)] = offset + len(data)
-                    text = data.decode("utf-8", "replace")
-                    conn.send(
-                        {"event": "logs", "data": {"run": run_id, "stream": stream, "text": text}}
-                    )
-
-    def _subscribe(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
-        topics = params.get("topics", list(TOPICS))
-        runs = params.get("runs")
-        if (
-            not isinstance(topics, list)
-            or not topics
-            or not all(isinstance(t, str) and t in TOPICS for t in topics)
-        ):
-            raise RequestError("bad_request", f"topics must be a list drawn from {TOPICS}")
-        if runs is not None and (
-            not isinstance(runs, list) or not all(isinstance(r, str) for r in runs)
-        ):
-            raise RequestError("bad_request", "runs must be a list of run ids")
-        run_ids = None if runs is None else {self.engine.resolve(r)["id"] for r in runs}
-        sub = Subscription(set(topics), run_ids)
-        if "logs" in sub.topics:
-            for run_id in run_ids or []:
-                rundir = self.paths.run_dir(run_id)
-                for stream, path in (("stdout", rundir.stdout), ("stderr", rundir.stderr)):
-                    size = path.stat().st_size if path.exists() else 0
-                    sub.log_offsets[(run_id, stream)] = size
-        conn.subscription = sub
-        return {"topics": sorted(sub.topics), "runs": sorted(run_ids) if run_ids else None}
+        self.fanout.publish(topic, data)
 
     def _no_subscribe_here(self, params: dict[str, Any]) -> None:
         raise RequestError("bad_request", "subscribe is only valid on a socket connection")
@@ -225,139 +126,6 @@ class Daemon:
         self.stopping.set()
         return {"stopping": True, "live_runs": len(self.supervisor.live)}
 
-    # -- connections --------------------------------------------------------
-
-    async def handle_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        conn = Connection(writer)
-        self.open_connections += 1
-        try:
-            sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock)
-            if uid != os.getuid():
-                log.warning("refused a connection from uid %d", uid)
-                conn.send(_error(None, "permission_denied", f"uid {uid} may not use this engine"))
-                return
-            try:
-                hello = await asyncio.wait_for(self._read_frame(reader, conn), HANDSHAKE_TIMEOUT_S)
-            except TimeoutError:
-                conn.send(_error(None, "timeout", f"no handshake in {HANDSHAKE_TIMEOUT_S:g} s"))
-                return
-            if hello is None:
-                return
-            # Refused after its hello, which the client sends first and then waits for an
-            # answer to: so it reads this error rather than a reset connection.
-            if self.open_connections > MAX_CONNECTIONS:
-                log.warning("refused a connection: %d are open", MAX_CONNECTIONS)
-                conn.send(_error(
-                    None, "too_many_connections",
-                    f"the engine already serves {MAX_CONNECTIONS} connections; close some "
-                    "(idle TUIs or scripts) and try again",
-                ))
-                return
-            try:
-                protocol.check_hello(hello)
-            except protocol.ProtocolError as exc:
-                conn.send(_error(None, "bad_handshake", str(exc)))
-                return
-            conn.send({**protocol.hello(), "pid": os.getpid()})
-            self.connections.add(conn)
-            while not self.stopping.is_set():
-                idle = None if conn.subscription is not None else IDLE_TIMEOUT_S
-                try:
-                    message = await asyncio.wait_for(self._read_frame(reader, conn), idle)
-                except TimeoutError:
-                    conn.send(_error(
-                        None, "idle_timeout", f"closed after {IDLE_TIMEOUT_S:g} s without a request"
-                    ))
-                    return
-                if message is None:
-                    return
-                await self._answer(conn, message)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:
-            log.exception("connection handler failed")
-        finally:
-            self.open_connections -= 1
-            self.connections.discard(conn)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _read_frame(
-        self, reader: asyncio.StreamReader, conn: Connection
-    ) -> dict[str, Any] | None:
-        """The next well-formed frame; None once the connection is over.
-
-        A frame that is not a JSON object gets an error reply and is skipped
-        (its length kept the stream in step); an oversized length cannot be
-        skipped safely, so it closes the connection.
-        """
-        while True:
-            try:
-                header = await reader.readexactly(protocol.HEADER_SIZE)
-            except asyncio.IncompleteReadError:
-                return None
-            try:
-                length = protocol.frame_length(header)
-            except protocol.ProtocolError as exc:
-                conn.send(_error(None, "bad_frame", str(exc)))
-                return None
-            body = await reader.readexactly(length)
-            try:
-                return protocol.decode(body)
-            except protocol.ProtocolError as exc:
-                conn.send(_error(None, "bad_frame", str(exc)))
-
-    async def _answer(self, conn: Connection, message: dict[str, Any]) -> None:
-        request_id = message.get("id")
-        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
-            conn.send(_error(None, "bad_request", "a request needs an integer or string id"))
-            return
-        method = message.get("method")
-        params = message.get("params", {})
-        if not isinstance(method, str) or not isinstance(params, dict):
-            conn.send(_error(request_id, "bad_request", "a request needs a method and params"))
-            return
-        try:
-            if method == "subscribe":
-                result = self._subscribe(conn, params)
-            elif method in READS:
-                # Reads run on reader threads: the loop goes on ingesting and answering.
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(
-                    self.readers, self.engine.read, method, params
-                )
-            else:
-                result = self.engine.handle(method, params)
-            reply = {"id": request_id, "result": result}
-            conn.send(reply)
-        except RequestError as exc:
-            conn.send(_error(request_id, exc.code, exc.message))
-        except protocol.ProtocolError as exc:  # a reply over the frame cap: a bug, said plainly
-            log.error("reply to %s too large: %s", method, exc)
-            conn.send(_error(request_id, "internal", f"reply too large: {exc}"))
-        except Exception as exc:
-            if self.stopping.is_set():
-                conn.send(_error(request_id, "stopping", "the engine is stopping"))
-                return
-            if store_unavailable(exc):  # its transaction rolled back: nothing changed
-                conn.send(_error(request_id, "store_unavailable", (
-                    f"the store cannot be written now ({exc}): another process holds "
-                    f"{self.paths.store} locked, or its disk is full; try again"
-                )))
-                return
-            if is_damage(exc):  # damage in pages only now read: name the file, and the way out
-                log.error("request %s: %s", method, exc)
-                said = damage_message(self.paths.store, str(exc))
-                conn.send(_error(request_id, "store_damaged", said))
-                return
-            log.exception("request %s failed", method)
-            conn.send(_error(request_id, "internal", f"internal error: {exc}"))
-
     # -- life ---------------------------------------------------------------
 
     async def _tick_forever(self) -> None:
@@ -365,7 +133,7 @@ class Daemon:
             behind = False
             try:
                 behind = self.supervisor.tick()
-                self._publish_logs()
+                self.fanout.publish_logs()
                 self.live_workers = [
                     (live.run_id, live.pid, live.pgid)
                     for live in self.supervisor.live.values()
@@ -386,7 +154,7 @@ class Daemon:
         old_umask = os.umask(0o177)  # the socket is born 0600
         try:
             server = await asyncio.start_unix_server(
-                self.handle_connection,
+                self.server.handle_connection,
                 path=str(self.paths.socket),
                 limit=protocol.MAX_FRAME + protocol.HEADER_SIZE,
             )
@@ -406,7 +174,7 @@ class Daemon:
         self.readers.shutdown(wait=False, cancel_futures=True)
         self.telemetry.stop()
         server.close()
-        for conn in list(self.connections):
+        for conn in list(self.fanout.connections):
             await _drain_quietly(conn.writer)
             conn.writer.close()
         await ticker
@@ -419,10 +187,6 @@ class Daemon:
 async def _drain_quietly(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(writer.drain(), 1.0)
-
-
-def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"id": request_id, "error": {"code": code, "message": message}}
 
 
 def _refuse(paths: StatePaths, reason: str) -> int:

@@ -214,12 +214,17 @@ def test_nan_and_infinities_are_told_apart_from_worker_to_export(
 
 @pytest.fixture
 def start_daemon_with(engine: Engine) -> Iterator[Callable[..., None]]:
-    """Start the engine's daemon here, with some of its module constants lowered."""
+    """Start the engine's daemon here, with some of its connection limits lowered."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(**constants: float) -> None:
-        assigns = "".join(f"daemon.{name} = {value!r}; " for name, value in constants.items())
-        code = f"import sys; from engine.server import daemon; {assigns}sys.exit(daemon.main())"
+        assigns = "".join(
+            f"socket_server.{name} = {value!r}; " for name, value in constants.items()
+        )
+        code = (
+            "import sys; from engine.server import daemon, socket_server; "
+            f"{assigns}sys.exit(daemon.main())"
+        )
         engine.paths.home.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(
             [sys.executable, "-c", code],
