@@ -1,0 +1,93 @@
+"""What the ``traintop`` commands share: connecting, waiting on a run, saying how it went."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine.client.client import Client
+from engine.common.format import json_text, shown
+from engine.common.run_env import run_env
+from engine.common.runs import RunState
+
+ACTIVE_WAIT = ("queued", "starting")
+# How long start and fork wait for a running run's first step, to catch early failures.
+FIRST_STEP_WAIT = 5.0
+
+
+class UsageError(Exception):
+    """A malformed command line."""
+
+
+
+def connect(autostart: bool = True) -> Client:
+    """A client of this user's engine, started first if none runs (and ``autostart``)."""
+    return Client().connect(autostart=autostart)
+
+
+def wait_for(
+    client: Client, run_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """Poll a run until ``done(run)`` or ``timeout`` seconds; returns the last view."""
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = client.call("get_run", run=run_id)
+    while not done(run) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = client.call("get_run", run=run_id)
+    return run
+
+
+def wait_training(client: Client, run_id: str) -> dict[str, Any]:
+    """Wait until a new run has taken a step (or ended, or a few seconds passed).
+
+    Seeing ``running`` is not enough: a workload that raises in its first step
+    is reported as a failure, not as started.
+    """
+    run = wait_for(client, run_id, lambda r: r["state"] not in ACTIVE_WAIT, 60)
+    if run["state"] == "running":
+        first = run["step"]
+        run = wait_for(
+            client,
+            run_id,
+            lambda r: r["state"] != "running" or r["step"] > first,
+            FIRST_STEP_WAIT,
+        )
+    return run
+
+
+def report_new(args: argparse.Namespace, run: dict[str, Any], line: str) -> int:
+    """Print a run just started (as JSON with --json, else ``line``); 1 if it failed."""
+    print(json_text(run) if args.json else line)
+    return fail_if_failed(run)
+
+
+def fail_if_failed(run: dict[str, Any]) -> int:
+    """Say on stderr why a failed run failed, and return 1; 0 for any other state."""
+    if run["state"] == "failed":
+        print(
+            f"traintop: run {run['id']} ({shown(run['name'])}) failed: {run['exit_reason']} "
+            f"(see 'traintop logs {run['id']} --stderr')",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def ended(run: dict[str, Any]) -> bool:
+    """Has the run reached a terminal state?"""
+    return RunState(run["state"]).terminal
+
+
+def describe(run: dict[str, Any]) -> str:
+    """One line for a run: id, name, state, step and device."""
+    step = f"step {run['step']}" + (f"/{run['total_steps']}" if run["total_steps"] else "")
+    return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
+
+
+def chosen_env(args: argparse.Namespace) -> dict[str, str]:
+    """What of this shell's environment the new run gets (written to its launch.json)."""
+    return run_env(os.environ, args.env, args.env_all)

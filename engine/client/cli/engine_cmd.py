@@ -1,0 +1,73 @@
+"""``traintop engine start|stop|status|rebuild``: the daemon itself."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from engine.client.cli.common import connect
+from engine.client.client import EngineError, EngineUnavailable
+from engine.client.linger import logout_warning
+from engine.common.format import json_text
+
+
+def _rebuild() -> int:
+    from engine.rundir.paths import StatePaths, state_home
+    from engine.rundir.state_dir import UnsafeStateDir
+    from engine.server.rebuild import RebuildError, rebuild_store
+
+    paths = StatePaths(state_home())
+    try:
+        done = rebuild_store(paths)
+    except (RebuildError, UnsafeStateDir) as exc:
+        raise EngineError("rebuild", str(exc)) from None
+    print(f"rebuilt {paths.store} from {done.runs} run directories ({done.points} points)")
+    print(f"the old store is kept as {done.aside}" if done.aside else "there was no old store")
+    if done.skipped:
+        print(f"skipped (no launch.json): {', '.join(done.skipped)}")
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    if args.action == "rebuild":
+        return _rebuild()
+    if args.action == "start":
+        with connect() as client:
+            status = client.call("status")
+        print(f"engine {status['pid']} serving {status['home']}")
+        return 0
+    try:
+        client = connect(autostart=False)
+    except EngineUnavailable:
+        print("engine not running")
+        return 0 if args.action == "stop" else 3
+    with client:
+        if args.action == "stop":
+            reply = client.call("shutdown")
+            pid = client.server_pid
+            print(f"engine {pid} stopping; {reply['live_runs']} runs keep going")
+            _wait_gone(pid)
+            return 0
+        status = client.call("status")
+    if args.json:
+        print(json_text(status))
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
+    print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
+    print(f"runs: {counts}; GPUs: {status['gpus']}")
+    warning = logout_warning()
+    if warning:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+

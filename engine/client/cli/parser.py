@@ -1,0 +1,171 @@
+"""The ``traintop`` command line's grammar: every command, its arguments and its help.
+
+A malformed command line is one line (``UsageError``), never argparse's usage block.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from engine.client.cli.common import UsageError
+from engine.client.cli.engine_cmd import cmd_engine
+from engine.client.cli.reads import cmd_export, cmd_gpu, cmd_logs, cmd_ls, cmd_show, cmd_top
+from engine.client.cli.run_actions import (
+    cmd_demo,
+    cmd_fork,
+    cmd_kill,
+    cmd_pause,
+    cmd_resume,
+    cmd_run,
+    cmd_start,
+)
+from engine.common.runs import DEFAULT_KILL_GRACE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_env_options(p: argparse.ArgumentParser) -> None:
+    """``--env NAME`` and ``--env-all``: what of this shell's environment a new run gets."""
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also pass this environment variable to the run (repeatable); by default a run "
+        "gets only PATH, PYTHONPATH, CUDA_*, locale and the like",
+    )
+    p.add_argument(
+        "--env-all", action="store_true", help="pass the whole environment, secrets included"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``traintop`` parser: each subcommand sets ``func``, the command that runs it."""
+    parser = _Parser(
+        prog="traintop",
+        description="top for training runs. With no command (or --readonly) it opens the "
+        "terminal UI; 'traintop demo' in a terminal starts demo runs and opens it.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("start", cmd_start, "start a run of a workload (built-in name or file.py:function)")
+    p.add_argument("workload")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--name")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a free GPU, else cpu)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--text", help="charlm: train on this text file")
+    p.add_argument("--no-wait", action="store_true", help="return before the run is training")
+    p.add_argument("--json", action="store_true")
+    _add_env_options(p)
+
+    p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
+    p.add_argument("--name")
+    p.add_argument(
+        "--loss-pattern",
+        metavar="REGEX",
+        help="read the loss with this regex (group 'loss' or the first group; group 'step')",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return before the command is up")
+    p.add_argument("--json", action="store_true")
+    _add_env_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    p = add("ls", cmd_ls, "list runs")
+    p.add_argument("--json", action="store_true")
+
+    p = add("show", cmd_show, "show one run: config, lineage, events, exit")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+
+    p = add("pause", cmd_pause, "pause a run at its next step")
+    p.add_argument("run")
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="checkpoint and end the worker, freeing its (GPU) memory",
+    )
+    p.add_argument("--timeout", type=float, default=10.0)
+
+    p = add("resume", cmd_resume, "resume a paused run")
+    p.add_argument("run")
+    p.add_argument("--timeout", type=float, default=30.0)
+
+    p = add("fork", cmd_fork, "fork a run at its current step, with config overrides")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--name")
+    p.add_argument("--device")
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = add(
+        "kill",
+        cmd_kill,
+        "stop a run: SIGTERM, then SIGKILL after a grace period "
+        "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
+    )
+    p.add_argument("run")
+    p.add_argument(
+        "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
+    )
+
+    p = add("logs", cmd_logs, "print a run's output")
+    p.add_argument("run")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--stderr", action="store_true")
+    p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
+
+    p = add("export", cmd_export, "export a run's metrics")
+    p.add_argument("run")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("-o", "--output")
+
+    p = add("gpu", cmd_gpu, "current GPU figures and which runs use each GPU")
+    p.add_argument("--json", action="store_true")
+
+    p = add("top", cmd_top, "current host, GPU and per-run resource use")
+    p.add_argument("--json", action="store_true")
+
+    add("demo", cmd_demo, "start demo charlm runs (and a fork); in a terminal, open the TUI")
+
+    p = add(
+        "engine",
+        cmd_engine,
+        "start, stop or inspect the engine daemon; 'rebuild' makes a new store from the run "
+        "directories (the engine stopped), keeping the old one aside",
+    )
+    p.add_argument("action", choices=["start", "stop", "status", "rebuild"])
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def take_overrides(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """Give a command's ``key=value`` words found after its options to its overrides.
+
+    argparse fills a positional list at its first chance, so in ``start charlm
+    --device cpu lr=1e-3`` the overrides are already taken (empty) when ``lr=1e-3``
+    comes; it is left over. Options and overrides may come in any order.
+    """
+    if isinstance(getattr(args, "overrides", None), list):
+        args.overrides += [word for word in extras if not word.startswith("-")]
+        extras = [word for word in extras if word.startswith("-")]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+

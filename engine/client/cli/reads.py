@@ -1,0 +1,180 @@
+"""The commands that read: ls, show, logs, export, gpu and top.
+
+None of them changes a run; ``ls`` is the one timed at scale, so this module
+imports nothing it does not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from engine.client.cli.common import connect
+from engine.client.client import Client, EngineError
+from engine.client.run_detail import detail_lines, plain_text
+from engine.common.format import (
+    format_table,
+    gpu_lines,
+    host_lines,
+    json_text,
+    number_text,
+    run_line_values,
+    run_usage_rows,
+)
+from engine.common.runs import RunState
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    with connect() as client:
+        runs = client.all_runs()
+    if args.json:
+        print(json_text(runs))
+        return 0
+    if not runs:
+        print("no runs yet: try 'traintop start charlm'")
+        return 0
+    rows = [run_line_values(r) for r in runs]
+    print(format_table(["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("get_run", run=args.run)
+    if args.json:
+        print(json_text(run))
+        return 0
+    hint = f"'traintop resume {run['id']}' or 'traintop fork {run['id']}'"
+    print(plain_text(detail_lines(run, hint)))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    stream = "stderr" if args.stderr else "stdout"
+    with connect() as client:
+        reply = client.call("read_log", run=args.run, stream=stream, offset=-args.bytes)
+        text = reply["data"]
+        if args.bytes and reply["offset"] > args.bytes and "\n" in text:
+            text = text.split("\n", 1)[1]  # start on a whole line
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        while args.follow:
+            offset = reply["offset"]
+            reply = client.call("read_log", run=args.run, stream=stream, offset=offset)
+            sys.stdout.write(reply["data"])
+            sys.stdout.flush()
+            if not reply["data"]:
+                if RunState(reply["state"]).terminal:
+                    break
+                time.sleep(0.25)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's points block by block, so a run of millions of points streams out."""
+    with connect() as client:
+        run = client.call("get_run", run=args.run)
+        blocks = client.series_blocks(run["id"])
+        out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            if args.format == "csv":
+                writer = csv.writer(out)
+                writer.writerow(["run", "step", "key", "value", "time"])
+                for block in blocks:
+                    key = block["key"]
+                    writer.writerows(
+                        [run["id"], step, key, number_text(value), us / 1e6]
+                        for step, value, us in zip(
+                            block["steps"], block["values"], block["times_us"], strict=True
+                        )
+                    )
+            else:
+                _export_json(out, run, blocks)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    return 0
+
+
+EXPORT_FIELDS = (
+    "id", "name", "workload", "config", "state", "parent_id", "fork_step", "device", "step",
+    "total_steps",
+)
+
+
+def _export_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
+    """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
+    meta = {k: run[k] for k in EXPORT_FIELDS}
+    out.write('{"run": ' + json_text(meta) + ', "metrics": {')
+    current: str | None = None
+    for block in blocks:
+        times = [us / 1e6 for us in block["times_us"]]
+        points = zip(block["steps"], block["values"], times, strict=True)
+        if block["key"] != current:
+            if current is not None:
+                out.write("], ")
+            current = block["key"]
+            out.write(json_text(current) + ": [")
+        elif block["steps"]:
+            out.write(", ")
+        out.write(json_text([list(p) for p in points])[1:-1])  # the points, not the brackets
+    out.write(("]" if current is not None else "") + "}}\n")
+
+
+def _latest_sample(client: Client) -> dict[str, Any] | None:
+    """The newest telemetry sample, waiting up to two intervals for a fresh daemon's first."""
+    reply = client.call("telemetry")
+    deadline = time.monotonic() + 2 * reply["interval"] + 1
+    while reply["latest"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        reply = client.call("telemetry")
+    latest: dict[str, Any] | None = reply["latest"]
+    return latest
+
+
+def _sample_and_names(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The latest telemetry sample and every run's name, for ``gpu`` and ``top``."""
+    with connect() as client:
+        sample = _latest_sample(client)
+        names = {r["id"]: r["name"] for r in client.all_runs()}
+    if sample is None:
+        raise EngineError("no_sample", "no telemetry sample yet; try again in a second")
+    return sample, names
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    sample, names = _sample_and_names(args)
+    if args.json:
+        print(
+            json_text(
+                {
+                    "gpus": sample["gpus"],
+                    "others": sample["others"],
+                    "gpu_status": sample["gpu_status"],
+                }
+            )
+        )
+    else:
+        print("\n".join(gpu_lines(sample, names)))
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    sample, names = _sample_and_names(args)
+    if args.json:
+        print(json_text(sample))
+        return 0
+    lines = [*host_lines(sample), "", *gpu_lines(sample, names)]
+    rows = run_usage_rows(sample, names)
+    if rows:
+        lines += [
+            "",
+            format_table(["ID", "NAME", "CPU", "RSS", "THREADS", "PROCS", "GPU MEM"], rows),
+        ]
+    print("\n".join(lines))
+    return 0
+

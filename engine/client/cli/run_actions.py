@@ -1,0 +1,141 @@
+"""The commands that act on runs: start, run, pause, resume, fork, kill and demo.
+
+Each waits a moment for its effect (a first step, a pause taken, an exit), so
+an early failure is said here rather than found later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from engine.client.cli.common import (
+    ACTIVE_WAIT,
+    UsageError,
+    chosen_env,
+    connect,
+    describe,
+    ended,
+    fail_if_failed,
+    report_new,
+    wait_for,
+    wait_training,
+)
+from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
+from engine.common.format import shown
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.text is not None:
+        overrides.append(f"text={os.path.abspath(args.text)}")
+    with connect() as client:
+        run = client.call(
+            "start",
+            workload=args.workload,
+            overrides=overrides,
+            name=args.name,
+            device=args.device,
+            steps=args.steps,
+            cwd=os.getcwd(),
+            env=chosen_env(args),
+        )
+        if not args.no_wait:
+            run = wait_training(client, run["id"])
+    return report_new(args, run, f"started {describe(run)}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: traintop run [--name N] -- CMD [ARGS...]")
+    with connect() as client:
+        run = client.call(
+            "run_command",
+            command=command,
+            name=args.name,
+            loss_pattern=args.loss_pattern,
+            cwd=os.getcwd(),
+            env=chosen_env(args),
+        )
+        if not args.no_wait:
+            run = wait_training(client, run["id"])  # a first metric, an exit, or 5 s
+    line = f"started {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
+    return report_new(args, run, line)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("pause", run=args.run, release=args.release)
+        if args.release:
+
+            def done(r: dict[str, Any]) -> bool:
+                return r["released"] or ended(r)
+        else:
+            done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
+        run = wait_for(client, run["id"], done, args.timeout)
+    if run["state"] in ("running", "starting") or (args.release and not run["released"]):
+        print(f"pause of {run['id']} requested; it takes effect at its next step")
+        return 0
+    print(f"paused {describe(run)}" + (" (memory released)" if run["released"] else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("resume", run=args.run)
+        since = run.get("resumed_from")  # a failed run: from its last complete checkpoint
+        run = wait_for(
+            client, run["id"], lambda r: r["state"] not in ("paused", *ACTIVE_WAIT), args.timeout
+        )
+    where = "" if since is None else f" (from its last complete checkpoint, at step {since})"
+    print(f"resumed {describe(run)}{where}")
+    return fail_if_failed(run)
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    with connect() as client:
+        child = client.call(
+            "fork",
+            run=args.run,
+            overrides=list(args.overrides),
+            name=args.name,
+            device=args.device,
+        )
+        if not args.no_wait:
+            child = wait_training(client, child["id"])
+    where = f" at step {child['fork_step']}" if child["fork_step"] is not None else ""
+    return report_new(args, child, f"forked {child['parent_id']}{where} -> {describe(child)}")
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("kill", run=args.run, grace=args.grace)
+        run = wait_for(
+            client,
+            run["id"],
+            ended,
+            2 * args.grace + 10,  # a wrapped command: SIGINT, SIGTERM, then SIGKILL
+        )
+    print(
+        f"killed {run['id']} ({shown(run['name'])})"
+        if run["state"] == "killed"
+        else f"{run['id']} is {run['state']}"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    with connect() as client:
+        runs = start_demo(client)
+        fork = maybe_fork(client)
+    print(
+        f"demo: {len(runs)} charlm runs; a fork follows at step {FORK_AFTER_STEPS}"
+        + (f" (forked {fork['id']})" if fork else "")
+    )
+    print("watch them with: traintop")
+    return 0
+
