@@ -40,7 +40,7 @@ class Process(Protocol):
 
 
 class Host(Protocol):
-    """What the supervisor does for a backend: the two ways a live run is steered."""
+    """What the request handlers do for a backend: the two ways a live run is steered."""
 
     def send_control(self, run: dict[str, Any], cmd: str, request: str | None = None) -> None:
         """Append a command to the run's ``control.jsonl`` and nudge its worker."""
