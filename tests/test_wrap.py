@@ -215,3 +215,27 @@ def test_a_wrapped_run_outlives_a_daemon_restart_and_loses_no_line(
     losses = engine.losses(run_id)
     assert sorted(losses) == list(range(len(losses)))  # every printed step, once
     assert len(losses) >= step + 5
+
+
+def test_run_rows_say_their_kind_and_what_it_cannot_do(
+    engine: Engine, probe: Path, tmp_path: Path
+) -> None:
+    with engine.client() as events:
+        events.subscribe(["runs"])
+        wrapped = wrap(engine, sys.executable, str(probe), str(tmp_path / "r.json"), "loop")
+        engine.wait_step(wrapped, 3)
+        train = engine.cli("start", "synthetic", "steps=5", "--json").json()["id"]
+        engine.wait_state(train, *TERMINAL)
+        announced: dict[str, dict[str, object]] = {}
+        while len(announced) < 2:  # each run's first 'runs' event
+            event = events.next_event(timeout=30)
+            assert event is not None, "no 'runs' event for a run"
+            announced.setdefault(event["data"]["id"], event["data"])
+    fork_refusal = engine.cli("fork", wrapped).err.removeprefix("traintop: ").strip()
+    listed = {run["id"]: run for run in engine.all_runs()}
+    for row in (engine.run(wrapped), listed[wrapped], announced[wrapped]):
+        assert row["kind"] == "wrapped"
+        assert row["refusals"]["fork"] == fork_refusal
+        assert "cannot be paused with its memory released" in row["refusals"]["release"]
+    for row in (engine.run(train), listed[train], announced[train]):
+        assert row["kind"] == "train" and row["refusals"] == {}

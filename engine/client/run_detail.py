@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.common.format import condition_text, shown, skipped_text
-from engine.common.runs import WRAPPED_WORKLOAD
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def detail_lines(run: dict[str, Any], resume_hint: str) -> list[DetailLine]:
 def _config(run: dict[str, Any]) -> list[DetailLine]:
     """A wrapped command's command line and loss pattern, or a run's config, a key a line."""
     config = run["config"]
-    if run["workload"] == WRAPPED_WORKLOAD:
+    if run.get("kind") == "wrapped":
         lines = [DetailLine("command", shlex.join(config["command"]))]
         if config.get("loss_pattern"):
             lines.append(DetailLine("loss", f"read with {config['loss_pattern']!r}"))

@@ -93,13 +93,13 @@ def check_action(action: str, state: RunState, released: bool) -> None:
         raise ActionError(f"cannot {action} a run that is {state.value}{extra}")
 
 
-# The workload of a run that wraps a command (``traintop run -- CMD``); its config
-# holds the command and the optional loss pattern.
+# Kept only for tui/run_actions.py until it reads a run row's ``refusals``: the daemon
+# decides by the run's backend (engine.server.backends.wrapped). Remove both then.
 WRAPPED_WORKLOAD = "exec"
 
 
 def check_wrapped_action(action: str, run_id: str) -> None:
-    """Raise ActionError for what a wrapped command cannot do: it has no checkpoints."""
+    """Raise ActionError for what a wrapped command cannot do (see the note above)."""
     if action == "fork":
         raise ActionError(
             f"run {run_id} wraps a command: traintop cannot checkpoint it, so it cannot be "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # One point as the spool carries it and the store keeps it: (step, key, value, time).
@@ -82,6 +82,50 @@ class Malformed:
 SpoolRecord = MetricsRecord | StateRecord | CheckpointRecord | ErrorRecord | HeldRecord | Malformed
 
 STATES = frozenset({"running", "paused", "resumed", "released", "finished"})
+
+
+@dataclass
+class SpoolBatch:
+    """Points read from a spool, to store in one transaction with the offset they end at.
+
+    The daemon's tail and ``traintop engine rebuild`` fold records the same way
+    through ``fold``; a record it does not take (a state change, a checkpoint,
+    an error) is the caller's to act on.
+    """
+
+    step: int = 0  # steps done after these points: a point at step s means s + 1
+    points: list[Metric] = field(default_factory=list)
+    bad_records: int = 0
+    bad_points: int = 0
+    problem: str | None = None  # the first thing skipped, for the log
+
+    def fold(self, record: SpoolRecord) -> bool:
+        """Take in a metrics or malformed record; False for any other (left to the caller)."""
+        if isinstance(record, MetricsRecord):
+            self.points += record.points
+            self.bad_points += record.bad_points
+            self.problem = self.problem or record.problem
+            self.step = max([self.step, *(p[0] + 1 for p in record.points)])
+            return True
+        if isinstance(record, Malformed):
+            self.bad_records += 1
+            self.problem = self.problem or record.problem
+            return True
+        return False
+
+    @property
+    def skipped(self) -> tuple[int, int]:
+        """Malformed records and bad points, as the store counts them."""
+        return self.bad_records, self.bad_points
+
+
+def steps_after(step: int, record: StateRecord) -> int:
+    """Steps done after a state record, ``step`` before it.
+
+    A 'running' record sets the count (a generation that resumed from a
+    checkpoint counts on from there); the others never lower it.
+    """
+    return record.step if record.state == "running" else max(step, record.step)
 
 
 class _Refused(Exception):

@@ -6,15 +6,15 @@ with an ``attach`` request (or, with no daemon reachable, leaves an
 later), writes its own ``exit.json``, and is signalled alone: its process
 group may be the user's shell job, or the test runner that started it.
 
-The run's workload is ``attach:`` plus the command line that started it, so
-a fork (or a resume after release) re-runs the same command, through the
-shim, with ``TRAINTOP_RUN_DIR`` naming the run directory to continue in.
+The run's workload names the command line that started it, so a fork (or a
+resume after release) re-runs the same command, through the shim, with
+``TRAINTOP_RUN_DIR`` naming the run directory to continue in (see
+``engine.server.backends.attached``).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,25 +25,12 @@ import psutil
 from engine.common.config import step_total
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.paths import StatePaths, read_json
+from engine.server.backends.attached import attach_workload
 from engine.server.store import Store
-
-ATTACH_PREFIX = "attach:"
 
 
 class AttachError(ValueError):
     """An attach that cannot be accepted; the message is one line for the caller."""
-
-
-def attach_workload(argv: list[str]) -> str:
-    """The workload string of an attached command: ``attach:python train.py --x``."""
-    return ATTACH_PREFIX + shlex.join(argv)
-
-
-def attach_argv(workload: str) -> list[str] | None:
-    """The command line of an attached workload; None for any other workload."""
-    if not workload.startswith(ATTACH_PREFIX):
-        return None
-    return shlex.split(workload[len(ATTACH_PREFIX) :])
 
 
 def process_start(pid: int) -> float:
@@ -146,12 +133,4 @@ def _valid_marker(info: dict[str, Any]) -> bool:
         and isinstance(info.get("pid"), int)
         and isinstance(info.get("pid_start"), int | float)
         and isinstance(info.get("config") or {}, dict)
-    )
-
-
-def is_attached(worker_file: Path, generation: int) -> bool:
-    """Did ``traintop.init`` attach this generation (so no shim runs it)?"""
-    info = read_json(worker_file)
-    return isinstance(info, dict) and bool(info.get("attached")) and (
-        info.get("generation") == generation
     )

@@ -76,10 +76,11 @@ class Daemon:
         self.store = Store(paths.store)
         self.fanout = Fanout(paths)
         self.supervisor = Supervisor(paths, self.store, self.publish)
-        self.engine = Engine(self.store, self.supervisor)
-        self.engine.handlers["subscribe"] = self._no_subscribe_here
-        self.engine.handlers["shutdown"] = self._shutdown
-        self.engine.handlers["telemetry"] = self._telemetry
+        self.engine = Engine(self.store, self.supervisor, own={
+            "subscribe": self._no_subscribe_here,
+            "shutdown": self._shutdown,
+            "telemetry": self._telemetry,
+        })
         self.live_workers: list[tuple[str, int, int]] = []
         self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
         self.stopping = asyncio.Event()

@@ -27,17 +27,16 @@ from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json
 from engine.rundir.spool_records import (
     ErrorRecord,
-    Malformed,
-    Metric,
-    MetricsRecord,
+    SpoolBatch,
     SpoolRecord,
     StateRecord,
     decode_record,
+    steps_after,
 )
 from engine.rundir.state_dir import check_state_dir
 from engine.server.daemon import AlreadyRunning, acquire_lock
+from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.store import Store
-from engine.server.supervisor import SPOOL_READ_BYTES, stderr_tail
 
 # Points stored per transaction while a spool is read back.
 BATCH_POINTS = 50_000
@@ -181,12 +180,11 @@ class _Spool:
 def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
     """Store every point of a spool, in order, with the offset read up to (as the daemon does).
 
-    Lines are decoded as the daemon decodes them, so what it would skip (and count)
-    is skipped and counted here too.
+    Lines are decoded and folded as the daemon folds them (``SpoolBatch``), so what
+    it would skip (and count) is skipped and counted here too.
     """
     seen = _Spool()
-    batch: list[Metric] = []
-    skipped = [0, 0]  # malformed records, bad points
+    batch = SpoolBatch()
     offset, drained = 0, False
     while not drained:
         read = read_lines(path, offset, SPOOL_READ_BYTES)
@@ -195,31 +193,25 @@ def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
         for raw in read.lines:
             offset += len(raw)
             record = decode_record(raw)
-            if isinstance(record, MetricsRecord):
-                batch += record.points
-                skipped[1] += record.bad_points
-                # A point at step s means s + 1 steps are done (the supervisor's rule).
-                seen.step = max([seen.step, *(p[0] + 1 for p in record.points)])
-            elif isinstance(record, Malformed):
-                skipped[0] += 1
-            else:
-                _note(record, seen)
-            if len(batch) >= BATCH_POINTS:
-                store.add_metrics(run_id, batch, offset, seen.step, (skipped[0], skipped[1]))
-                seen.points += len(batch)
-                batch, skipped = [], [0, 0]
-    store.add_metrics(run_id, batch, offset, seen.step, (skipped[0], skipped[1]))
-    seen.points += len(batch)
+            if not batch.fold(record):
+                _note(record, seen, batch)
+            if len(batch.points) >= BATCH_POINTS:
+                store.add_metrics(run_id, batch.points, offset, batch.step, batch.skipped)
+                seen.points += len(batch.points)
+                batch = SpoolBatch(step=batch.step)
+    store.add_metrics(run_id, batch.points, offset, batch.step, batch.skipped)
+    seen.points += len(batch.points)
+    seen.step = batch.step
     return seen
 
 
-def _note(record: SpoolRecord, seen: _Spool) -> None:
+def _note(record: SpoolRecord, seen: _Spool, batch: SpoolBatch) -> None:
     """Keep what a state or error record says about how the run went."""
     if isinstance(record, ErrorRecord):
         seen.error = record.message
     elif isinstance(record, StateRecord):
         seen.last = record.state
-        seen.step = record.step if record.state == "running" else max(seen.step, record.step)
+        batch.step = steps_after(batch.step, record)
         if record.state == "running" and record.total is not None:
             seen.total = record.total
         if record.state in ("released", "finished"):

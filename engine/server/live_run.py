@@ -1,0 +1,75 @@
+"""What the supervisor keeps about each run that has (or had) a process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.rundir.paths import RunDir
+from engine.server.backends import RunBackend
+
+# publish(topic, data): send an event to the daemon's subscribers.
+Publish = Callable[[str, dict[str, Any]], None]
+
+# Stored as exit_reason while a kill is under way, so a restarted daemon finishes it.
+KILL_REASON = "kill requested"
+# A kill's signals still to send: (when, on the monotonic clock; which signals).
+Ladder = list[tuple[float, tuple[signal.Signals, ...]]]
+
+
+@dataclass
+class LiveRun:
+    """A run's current generation as the supervisor follows it (a ``backends.Process``)."""
+
+    run_id: str
+    rundir: RunDir
+    generation: int
+    spool_offset: int
+    backend: RunBackend
+    step: int = 0
+    pid: int | None = None
+    pgid: int | None = None
+    pid_start: float | None = None
+    shim: subprocess.Popen[bytes] | None = None
+    since: float = field(default_factory=time.monotonic)
+    dead_since: float | None = None
+    kill_ladder: Ladder | None = None  # None: no kill asked for
+    ending: dict[str, Any] | None = None  # the released/finished record, once seen
+    error: str | None = None  # the message of an error record
+    spool_size: int = -1  # the spool's size at the last disk check
+    disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
+    warned_skips: bool = False  # skipped records are logged once per run, then only counted
+    failing: str | None = None  # the last unexpected error following it (logged once)
+
+    @property
+    def killing(self) -> bool:
+        """Whether a kill was asked for (its signals may not all have gone yet)."""
+        return self.kill_ladder is not None
+
+    def start_kill(self, grace: float, adopted: bool = False) -> None:
+        """Plan the kill's signals from now on.
+
+        A restarted daemon (``adopted``) cannot know which signals went out
+        before: it sends only the last (SIGKILL), once ``grace`` is up.
+        """
+        now = time.monotonic()
+        steps = self.backend.kill_ladder(grace)
+        if adopted:
+            self.kill_ladder = [(now + grace, steps[-1].signals)]
+        else:
+            self.kill_ladder = [(now + step.after, step.signals) for step in steps]
+
+    def escalate_kill(self) -> None:
+        """Send the kill's signals whose time has come; the last repeats until it is gone."""
+        if self.kill_ladder is None or self.pid is None:  # not started: they go once it is
+            return
+        now = time.monotonic()
+        due = [signals for at, signals in self.kill_ladder if at <= now]
+        for signals in due:
+            for sig in signals:
+                self.backend.signal(self, sig)
+        self.kill_ladder = self.kill_ladder[len(due):] or self.kill_ladder[-1:]

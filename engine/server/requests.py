@@ -1,0 +1,88 @@
+"""A request's parameters, checked before anything is done with them.
+
+Every check that can fail on user input raises ``RequestError`` (one line for
+people, a code for programs) before anything is written, so a refused request
+changes nothing stored.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from engine.common.config import INT64_MAX, INT64_MIN
+
+
+class RequestError(Exception):
+    """A refused request: ``code`` for programs, ``message`` (one line) for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def param(params: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    """Parameter ``name`` checked to be a ``kind``; ``default`` if left out (none: required)."""
+    value = params.get(name)
+    if value is None:  # null is the same as leaving the parameter out
+        if default is ...:
+            raise RequestError("bad_request", f"missing parameter {name!r}")
+        return default
+    # bool is an int to isinstance, but true is no step count or offset.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RequestError("bad_request", f"parameter {name!r} must be {kind.__name__}")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise RequestError("bad_request", f"parameter {name!r} is out of range")
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) for v in items) and isinstance(value, list):
+        raise RequestError("bad_request", f"parameter {name!r} must be a list of strings")
+    # A NUL byte cannot be part of a path, an argument or a name; refuse it up front.
+    if any(isinstance(v, str) and "\0" in v for v in items):
+        raise RequestError("bad_request", f"parameter {name!r} contains a NUL character")
+    return value
+
+
+def is_number(value: Any) -> bool:
+    """A finite JSON number (not true/false)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def env_param(params: dict[str, Any]) -> dict[str, str] | None:
+    """The ``env`` parameter: the environment a run gets (None: the daemon's own)."""
+    env = params.get("env")
+    if env is not None and not (
+        isinstance(env, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+            for k, v in env.items()
+        )
+    ):
+        raise RequestError("bad_request", "parameter 'env' must map strings to strings")
+    return env
+
+
+def smoothing_param(params: dict[str, Any]) -> float | None:
+    """The ``smoothing`` parameter: None, or an EMA weight in [0, 1)."""
+    value = params.get("smoothing")
+    if value is not None and not (is_number(value) and 0 <= value < 1):
+        raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
+    return None if value is None else float(value)
+
+
+def check_steps(config: dict[str, Any]) -> None:
+    """Refuse a config whose ``steps`` is zero or negative."""
+    steps = config.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps <= 0:
+        raise RequestError("bad_config", f"steps={steps}: must be positive")
+
+
+def resolve_spec(spec: str, cwd: str) -> str:
+    """Make the file part of ``file.py[:function]`` absolute, relative to the client's cwd."""
+    path, sep, function = spec.partition(":")
+    if path.endswith(".py") or sep or "/" in path:
+        return str(Path(cwd, path).resolve()) + (sep + function if sep else "")
+    return spec

@@ -1,0 +1,261 @@
+"""What the supervisor does with what a run reports: its spool, and how it ends.
+
+Mixed into ``Supervisor``: the spool's points go to the store with the offset
+they end at, in one transaction; its state and checkpoint records change the
+run's state or start a fork; exit.json (read by the supervisor) ends the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.common.runs import RunState
+from engine.rundir.line_tail import read_lines
+from engine.rundir.paths import StatePaths, remove_stray_temporaries
+from engine.rundir.spool_records import (
+    CheckpointRecord,
+    ErrorRecord,
+    HeldRecord,
+    SpoolBatch,
+    SpoolRecord,
+    StateRecord,
+    decode_record,
+    steps_after,
+)
+from engine.server.backends import kind_fields
+from engine.server.live_run import KILL_REASON, LiveRun, Publish
+from engine.server.store import Store
+
+log = logging.getLogger("traintop.supervisor")
+
+STDERR_TAIL_LINES = 20
+# Points per 'metrics' event, so that no event nears the frame cap.
+EVENT_POINTS = 10_000
+# The most of one run's spool read at once (~8k points, ~50 ms to store).
+SPOOL_READ_BYTES = 512 * 1024
+
+
+class RunReports:
+    """Reads runs' spools into the store and ends runs (part of ``Supervisor``)."""
+
+    paths: StatePaths
+    store: Store
+    publish: Publish
+    live: dict[str, LiveRun]
+
+    def launch(
+        self, run: dict[str, Any], resume_from: str | None, reason: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a new generation of ``run`` (the supervisor's)."""
+        raise NotImplementedError
+
+    def condition(self, run_id: str) -> str | None:
+        """What is wrong with a live run that its state does not say (the supervisor's)."""
+        raise NotImplementedError
+
+    # -- the spool ----------------------------------------------------------
+
+    def _read_spool(self, live: LiveRun) -> bool:
+        """Store what the run's spool holds past the stored offset, up to a bound.
+
+        True when the spool is read to its end (False: a backlog remains for the
+        next tick; bounded so that one run's backlog never stalls the daemon).
+        ``live.spool_offset`` moves only with a commit: when the store cannot be
+        written, the error goes up and the next tick reads the rest again.
+        """
+        read = read_lines(live.rundir.spool, live.spool_offset, SPOOL_READ_BYTES)
+        batch, offset = SpoolBatch(step=live.step), live.spool_offset
+        for line in read.lines:
+            record = decode_record(line)
+            if not batch.fold(record):
+                # The points before a record are stored before it acts (ends a run,
+                # starts a fork), so they are never left behind it.
+                self._store_batch(live, batch, offset)
+                self._on_record(live, record, offset + len(line))
+                batch = SpoolBatch(step=live.step)
+            offset += len(line)
+        self._store_batch(live, batch, offset)
+        return read.drained
+
+    def _store_batch(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
+        """Store ``batch`` with the spool offset ``end`` it was read up to, in one transaction."""
+        if end == live.spool_offset:
+            return
+        self.store.add_metrics(live.run_id, batch.points, end, batch.step, batch.skipped)
+        live.spool_offset, live.step = end, batch.step
+        if batch.problem is not None and not live.warned_skips:
+            live.warned_skips = True  # later ones are only counted (see `traintop show`)
+            log.warning(
+                "run %s: skipped %d malformed spool records and %d bad points (%s)",
+                live.run_id, batch.bad_records, batch.bad_points, batch.problem,
+            )
+        points = batch.points
+        for start in range(0, len(points), EVENT_POINTS):
+            self.publish(
+                "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
+            )
+
+    def _on_record(self, live: LiveRun, record: SpoolRecord, end: int) -> None:
+        """Act on a record that ends at spool offset ``end`` (points are the batch's).
+
+        A state change stores ``end`` with itself, so it happens once even across
+        restarts; the others are safe to see twice (the next batch stores past them).
+        """
+        if isinstance(record, ErrorRecord):
+            live.error = record.message
+        elif isinstance(record, HeldRecord):
+            self.store.note(
+                live.run_id,
+                f"spool: {record.held} points held while the disk was full, "
+                f"{record.dropped} dropped",
+            )
+        elif isinstance(record, CheckpointRecord):
+            self.on_checkpoint(live.run_id, record.request, record.path, record.step)
+        elif isinstance(record, StateRecord):
+            self._on_state(live, record, end)
+
+    def _on_state(self, live: LiveRun, record: StateRecord, end: int) -> None:
+        state, step, run_id = record.state, record.step, live.run_id
+        if state == "running":
+            self.store.set_state(
+                run_id, RunState.RUNNING, "worker is training", step=step,
+                total_steps=record.total, spool_offset=end,
+            )
+        elif state == "paused":
+            self.store.set_state(
+                run_id, RunState.PAUSED, "paused by user", step=step, spool_offset=end
+            )
+        elif state == "resumed":
+            self.store.set_state(
+                run_id, RunState.RUNNING, "resumed by user", step=step, spool_offset=end
+            )
+        else:  # released or finished: the run ends once its exit status is in
+            live.ending = {"state": state, "checkpoint": record.checkpoint}
+            self.store.update_run(
+                run_id, step=step, checkpoint=record.checkpoint, spool_offset=end
+            )
+        live.spool_offset = end
+        live.step = steps_after(live.step, record)
+        self._announce(run_id)
+
+    def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
+        """A worker wrote the checkpoint a fork asked for: start the child from it."""
+        child = self.store.get_run(child_id)
+        if child is None or child["state"] != RunState.QUEUED:
+            return  # already started (a replayed record) or killed meanwhile
+        if not path:
+            self.store.set_state(
+                child_id,
+                RunState.FAILED,
+                f"parent {parent_id} tracks nothing to checkpoint",
+                ended=time.time(),
+                exit_reason="parent tracks nothing to checkpoint",
+            )
+            self._announce(child_id)
+            return
+        self.store.update_run(child_id, fork_step=step, step=step)
+        child = self.store.get_run(child_id)
+        assert child is not None
+        self.launch(child, str(path), f"forked from {parent_id} at step {step}")
+
+    # -- ending -------------------------------------------------------------
+
+    def _finish(self, live: LiveRun, returncode: int) -> None:
+        run = self.store.get_run(live.run_id)
+        if run is None:
+            return
+        ending = live.ending or {}
+        if run["exit_reason"] == KILL_REASON:
+            self._end(live, RunState.KILLED, "killed by user", returncode)
+        elif ending.get("state") == "released" and returncode == 0:
+            self.store.set_state(
+                live.run_id,
+                RunState.PAUSED,
+                "paused; memory released",
+                released=True,
+                pid=None,
+                pgid=None,
+                pid_start=None,
+            )
+            self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
+            self._announce(live.run_id)
+        elif returncode == 0:
+            self._end(live, RunState.FINISHED, "finished", 0)
+        else:
+            if live.error:
+                reason = live.error
+            elif returncode < 0:
+                reason = f"killed by signal {signal.Signals(-returncode).name}"
+            else:
+                reason = f"exited with code {returncode}"
+            self._end(live, RunState.FAILED, reason, returncode)
+
+    def _end(self, live: LiveRun, state: RunState, reason: str, returncode: int | None) -> None:
+        self.store.seal_metrics(live.run_id)
+        tail = stderr_tail(live.rundir.stderr) if state is RunState.FAILED else None
+        self.store.set_state(
+            live.run_id,
+            state,
+            reason,
+            ended=time.time(),
+            exit_code=returncode,
+            exit_reason=reason,
+            stderr_tail=tail,
+            pid=None,
+            pgid=None,
+            pid_start=None,
+        )
+        self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
+        self._remove_stray_temporaries(live.run_id)
+        log.info("run %s %s: %s", live.run_id, state.value, reason)
+        self._settle_forks(live.run_id, state)
+        self._announce(live.run_id)
+
+    def _remove_stray_temporaries(self, run_id: str) -> None:
+        """Remove a run's half-written files (a checkpoint cut by SIGKILL): it has ended."""
+        rundir = self.paths.run_dir(run_id)
+        for path in [*remove_stray_temporaries(rundir.path),
+                     *remove_stray_temporaries(rundir.checkpoints)]:
+            log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
+
+    def _settle_forks(self, parent_id: str, state: RunState) -> None:
+        """Forks still waiting on a parent that ended: use its final checkpoint, or fail."""
+        parent = self.store.get_run(parent_id)
+        for child in self.store.runs_in_states([RunState.QUEUED.value]):
+            if child["parent_id"] != parent_id or parent is None:
+                continue
+            if state is RunState.FINISHED and parent["checkpoint"]:
+                self.on_checkpoint(parent_id, child["id"], parent["checkpoint"], parent["step"])
+            else:
+                self.store.set_state(
+                    child["id"],
+                    RunState.FAILED,
+                    f"parent {parent_id} {state.value} first",
+                    ended=time.time(),
+                    exit_reason=f"parent {state.value} before its checkpoint",
+                )
+                self._announce(child["id"])
+
+    def _announce(self, run_id: str) -> None:
+        run = self.store.get_run(run_id)
+        if run is not None:
+            self.publish("runs", {**run, **kind_fields(run), "condition": self.condition(run_id)})
+
+
+def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file (at most 64 KiB are read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

@@ -1,0 +1,296 @@
+"""The requests that change runs: start, run_command, attach, pause, resume, fork, kill.
+
+Every check that can fail on user input happens before anything is written,
+so a refused request changes nothing stored. What differs between kinds of run
+is asked of the run's backend (``engine.server.backends``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.common.config import apply_overrides, step_total
+from engine.common.output_metrics import PatternError, compile_loss_pattern
+from engine.common.runs import (
+    DEFAULT_KILL_GRACE,
+    RunState,
+    check_action,
+    name_from,
+    name_problem,
+    new_run_id,
+    unique_name,
+)
+from engine.run.workloads.registry import workload_defaults
+from engine.rundir.disk_space import out_of_space
+from engine.server.attach import AttachError, create_attached_run, process_start
+from engine.server.backends import backend_for
+from engine.server.backends.wrapped import WRAPPED_WORKLOAD
+from engine.server.devices import choose_device
+from engine.server.requests import (
+    RequestError,
+    check_steps,
+    env_param,
+    param,
+    resolve_spec,
+)
+from engine.server.run_lookup import RunLookup
+
+
+class RunRequests(RunLookup):
+    """The requests that create, steer and end runs (and the backends' ``Host``)."""
+
+    def _unique_name(self, base: str) -> str:
+        """``base-1``, ``base-2``...: a new run's name when none is given."""
+        return unique_name(name_from(base), self.store.name_taken, bare=False)
+
+    def _check_name(self, name: str | None) -> None:
+        """One clear error for a name that is malformed or taken."""
+        if name is not None:
+            problem = name_problem(name)
+            if problem:
+                raise RequestError("bad_request", problem)
+            if self.store.name_taken(name):
+                raise RequestError("bad_request", f"a run named {name!r} already exists")
+
+    def _device(self, requested: str | None) -> str:
+        """The device a new run gets: ``requested``, or the least busy GPU."""
+        busy = {
+            int(r["device"].split(":")[1])
+            for r in self.store.runs_in_states(["starting", "running", "paused"])
+            if r["device"].startswith("cuda:")
+        }
+        return choose_device(requested, self.gpus, busy)
+
+    def start(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Create a run from a workload and overrides, and start it."""
+        cwd = param(params, "cwd", str, os.getcwd())
+        spec = resolve_spec(param(params, "workload", str), cwd)
+        overrides = param(params, "overrides", list, [])
+        name = param(params, "name", str, None)
+        steps = param(params, "steps", int, None)
+        env = env_param(params)
+        defaults = workload_defaults(spec)
+        config = apply_overrides(defaults, overrides, strict=bool(defaults))
+        if steps is not None:
+            config["steps"] = steps
+        check_steps(config)
+        self._check_name(name)
+        device = self._device(param(params, "device", str, None))
+        base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
+        self.check_room()
+        run = self._new_run(spec, config, device, cwd, name or self._unique_name(base))
+        self._launch_new(run, None if env is None else {"env": env})
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    def _launch_new(self, run: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Start a run just made; if the disk refuses its files, forget it entirely."""
+        try:
+            self.supervisor.launch(run, None, "started by user", extra)
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            shutil.rmtree(self.supervisor.paths.run_dir(run["id"]).path, ignore_errors=True)
+            self.store.delete_run(run["id"])
+            home = self.supervisor.paths.home
+            raise RequestError(
+                "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
+            ) from None
+
+    def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Create a run that wraps a command (``traintop run -- CMD``), and start it."""
+        cwd = param(params, "cwd", str, os.getcwd())
+        command = param(params, "command", list)
+        name = param(params, "name", str, None)
+        pattern = param(params, "loss_pattern", str, None)
+        env = env_param(params)
+        if env is None:
+            env = dict(os.environ)  # the daemon's: already only what runs need
+        if not command or not command[0]:
+            raise RequestError("bad_config", "no command to run (traintop run -- CMD ...)")
+        if not Path(cwd).is_dir():
+            raise RequestError("bad_config", f"working directory not found: {cwd}")
+        if shutil.which(command[0], path=env.get("PATH", os.defpath)) is None and not (
+            os.sep in command[0] and os.access(Path(cwd, command[0]), os.X_OK)
+        ):
+            raise RequestError("bad_config", f"command not found: {command[0]}")
+        try:
+            compile_loss_pattern(pattern)
+        except PatternError as exc:
+            raise RequestError("bad_config", str(exc)) from None
+        self._check_name(name)
+        config = {"command": command, "loss_pattern": pattern}
+        # Named for the script it runs (python train.py -> train), else the program.
+        script = next((a for a in command if a.endswith(".py")), command[0])
+        base = Path(script).stem or "run"
+        # The device is the command's own business: "-" says traintop did not pick one.
+        self.check_room()
+        run = self._new_run(WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base))
+        self._launch_new(run, {"env": env})
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    def _new_run(
+        self,
+        spec: str,
+        config: dict[str, Any],
+        device: str,
+        cwd: str,
+        name: str,
+        parent: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        run_id = new_run_id()
+        while self.store.get_run(run_id) is not None:
+            run_id = new_run_id()
+        run = {
+            "id": run_id,
+            "name": name,
+            "workload": spec,
+            "config": config,
+            "state": RunState.QUEUED.value,
+            "device": device,
+            "cwd": cwd,
+            "created": time.time(),
+            "parent_id": parent["id"] if parent else None,
+            "total_steps": step_total(config.get("steps")),
+            "released": False,
+        }
+        reason = f"forked from {parent['id']}" if parent else "created by user"
+        self.store.create_run(run, reason)
+        created = self.store.get_run(run_id)
+        assert created is not None
+        return created
+
+    def pause(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Pause a run (``release``: and free its memory), as its kind of run is paused."""
+        run = self.resolve(params.get("run"))
+        release = bool(param(params, "release", bool, False))
+        check_action("release" if release else "pause", RunState(run["state"]), run["released"])
+        if release:
+            self.refuse_if_unable(run, "release")
+        backend_for(run).pause(self, run, release)
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    def resume(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Let a paused run go on, restart a released one, or a failed one from a checkpoint."""
+        run = self.resolve(params.get("run"))
+        check_action("resume", RunState(run["state"]), run["released"])
+        if run["state"] == RunState.FAILED:
+            self.run_dir(run, "resume")
+            step, path = self.need_resume_point(run)
+            self.check_room()
+            self.store.update_run(run["id"], step=step)
+            self.supervisor.launch(
+                {**run, "step": step}, str(path),
+                f"resumed from its last complete checkpoint, at step {step}",
+            )
+            return {**self.summary(self.store.get_run(run["id"]) or run), "resumed_from": step}
+        if run["released"]:
+            checkpoint = self.checkpoint(run, "resume")
+            self.check_room()
+            self.supervisor.launch(run, checkpoint, "resumed from its checkpoint")
+        else:
+            backend_for(run).resume(self, run)
+        return self.summary(self.store.get_run(run["id"]) or run)
+
+    # The backends' Host: how a request steers a live run.
+
+    def send_control(self, run: dict[str, Any], cmd: str, request: str | None = None) -> None:
+        """Send a control command; one clear error if the run's directory (its file) is gone."""
+        self.run_dir(run, cmd)
+        self.supervisor.send_control(run, cmd, request)
+
+    def stop_process(self, run: dict[str, Any], pause: bool) -> None:
+        """Stop or continue the run's process by signal (no file is needed)."""
+        self.supervisor.stop_process(run, pause)
+
+    def fork(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A child run from the parent's current step, with config overrides."""
+        parent = self.resolve(params.get("run"))
+        self.refuse_if_unable(parent, "fork")
+        check_action("fork", RunState(parent["state"]), parent["released"])
+        overrides = param(params, "overrides", list, [])
+        name = param(params, "name", str, None)
+        self._check_name(name)
+        defaults = backend_for(parent).fork_defaults(parent)
+        config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
+        check_steps(config)
+        device = self._device(param(params, "device", str, None) or parent["device"])
+        # Checked before the child exists: a refused fork leaves nothing behind.
+        self.run_dir(parent, "fork")
+        checkpoint: str | None = None  # None: the parent is live and writes one when asked
+        if parent["state"] == RunState.FAILED:
+            step, path = self.need_resume_point(parent)
+            checkpoint = str(path)
+            parent = {**parent, "checkpoint": checkpoint, "step": step}
+        elif parent["state"] == RunState.FINISHED or parent["released"]:
+            checkpoint = self.checkpoint(parent, "fork")
+        self.check_room()
+        child = self._new_run(
+            parent["workload"],
+            config,
+            device,
+            parent["cwd"],
+            name or self._unique_name(f"{parent['name']}-fork"),
+            parent,
+        )
+        if checkpoint is not None:
+            self.supervisor.on_checkpoint(parent["id"], child["id"], checkpoint, parent["step"])
+        else:
+            self.supervisor.send_control(parent, "checkpoint", child["id"])
+        return self.summary(self.store.get_run(child["id"]) or child)
+
+    def attach(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Register a running process that called ``traintop.init``; follow it from now on."""
+        argv = param(params, "argv", list)
+        cwd = param(params, "cwd", str)
+        pid = param(params, "pid", int)
+        name = param(params, "name", str, None)
+        device = param(params, "device", str, None)
+        config = params.get("config") or {}
+        env = env_param(params)
+        if not isinstance(config, dict):
+            raise RequestError("bad_request", "parameter 'config' must be an object")
+        if not argv:
+            raise RequestError("bad_request", "parameter 'argv' must hold the command line")
+        problem = None if name is None else name_problem(name)
+        if problem:
+            raise RequestError("bad_request", problem)
+        self.check_room()
+        try:
+            pid_start = process_start(pid)
+        except AttachError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        paths = self.supervisor.paths
+        run_id = new_run_id()
+        while self.store.get_run(run_id) is not None or paths.run_dir(run_id).path.exists():
+            run_id = new_run_id()
+        info = {"name": name, "config": config, "argv": argv, "cwd": cwd, "device": device,
+                "pid": pid, "created": time.time()}
+        run = create_attached_run(self.store, run_id, info)
+        self.supervisor.follow_attached(run, pid, pid_start, env)
+        return {
+            **self.summary(self.store.get_run(run_id) or run),
+            "dir": str(paths.run_dir(run_id).path),
+            "control_offset": 0,
+        }
+
+    def kill(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Kill a run: its kind's signal ladder, SIGKILL once ``grace`` seconds are up."""
+        run = self.resolve(params.get("run"))
+        check_action("kill", RunState(run["state"]), run["released"])
+        grace = params.get("grace")
+        if grace is None:
+            grace = DEFAULT_KILL_GRACE
+        # Not true/false, and not NaN or infinity, which json.loads lets through.
+        if (
+            not isinstance(grace, int | float)
+            or isinstance(grace, bool)
+            or not 0 <= grace <= sys.float_info.max
+        ):
+            raise RequestError("bad_request", "grace must be zero or more seconds")
+        self.supervisor.kill(run, float(grace))
+        return self.summary(self.store.get_run(run["id"]) or run)
