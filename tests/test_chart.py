@@ -265,7 +265,7 @@ def test_appended_points_extend_the_cached_smoothing() -> None:
             ys.extend(more_ys[100:])
             chart.set_data([Series("live", xs, ys)], [], "step")
             await pilot.pause()
-            smooth, raw = chart._curves(0)
+            smooth, raw = chart.curves(0)
             assert smooth == ema_debiased(ys, 0.9)
             assert raw == ys
 
@@ -320,11 +320,11 @@ def test_fresh_copies_of_unchanged_data_hit_the_smoothing_cache() -> None:
     def scenario(chart: LossChart) -> tuple[int, int]:
         chart.smoothing = 0.9
         chart.set_data([Series("run", xs, ys)], [], "step")
-        chart._curves(0)
+        chart.curves(0)
         first = chart.values_smoothed
         for _ in range(3):  # each draw hands over new lists of the same points
             chart.set_data([Series("run", list(xs), list(ys))], [], "step")
-            chart._curves(0)
+            chart.curves(0)
         return first, chart.values_smoothed
 
     (first, after), _ = run_chart((80, 24), scenario)

@@ -19,12 +19,12 @@ import math
 import random
 from typing import Any
 
+from engine.common.telemetry import HostSample
 from engine.rundir.paths import StatePaths
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
 from engine.server.telemetry import GpuReader, Sample, demo_nvml
 from engine.server.telemetry.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
-from engine.server.telemetry.samples import HostSample
 
 # 2026-01-01 09:00:00 UTC: every stored event is dated from here (the tests set TZ=UTC).
 EPOCH = 1_767_258_000.0

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.client.events import RunInfo
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
 from tui.widgets.run_cells import (
@@ -38,16 +39,13 @@ PAD = 1  # blank cells each side of a column
 SCROLLBAR = 2  # kept free on the right, so the columns do not move when it shows
 
 
-def parent_of(run: Any) -> str | None:
+def parent_of(run: RunInfo) -> str | None:
     """The tree the table shows: each fork under the run it was forked from."""
-    parent = run.get("parent_id")
-    return str(parent) if parent else None
+    return run.parent_id or None
 
 
-def _haystack(run: Any) -> str:
-    return " ".join(
-        str(run.get(k, "")) for k in ("id", "name", "state", "workload", "device")
-    ).lower()
+def _haystack(run: RunInfo) -> str:
+    return " ".join((run.id, run.name, run.state, run.workload, str(run.device))).lower()
 
 
 class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from engine.server.telemetry.samples import HostSample
+from engine.common.telemetry import HostSample
 
 
 class HostReader:

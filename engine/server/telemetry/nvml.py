@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.telemetry.samples import GpuProcess, GpuSample
+from engine.common.telemetry import GpuProcess, GpuSample
 
 log = logging.getLogger(__name__)
 

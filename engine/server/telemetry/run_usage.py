@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import psutil
 
-from engine.server.telemetry.samples import RunUsage
+from engine.common.telemetry import RunUsage
 
 RunRef = tuple[str, int, int]  # run id, worker pid, worker process group
 _HAS_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+from engine.common.telemetry import GpuSample, OtherGpuProcess, RunUsage, Sample
 from engine.server.telemetry.host import HostReader
 from engine.server.telemetry.nvml import GpuReader
 from engine.server.telemetry.run_usage import RunRef, RunUsageReader
-from engine.server.telemetry.samples import GpuSample, OtherGpuProcess, RunUsage, Sample
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
