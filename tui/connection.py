@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.client.aclient import AsyncClient
 from engine.client.client import EngineError, EngineUnavailable
-from engine.client.events import EmaSeed, LogText, ProtocolError, SeriesView
+from engine.client.events import EmaSeed, LogText, ProtocolError, RunDescription, SeriesView
 from tui.state import TuiState
 
 TELEMETRY_HISTORY_S = 600.0
@@ -122,6 +122,10 @@ class EngineLink:
         if self.client is None:
             raise EngineUnavailable("not connected to the engine")
         return await self.client.series(run, key, buckets, axis, smoothing)
+
+    async def describe(self, run_id: str) -> RunDescription:
+        """Everything the daemon says about one run (its detail screen)."""
+        return RunDescription.from_wire(await self.call("get_run", run=run_id))
 
     async def stop(self) -> None:
         self._stopping = True

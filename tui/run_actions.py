@@ -157,7 +157,7 @@ class RunActions(App[None]):
         if run is None:
             return
         try:
-            detail = await self.link.call("get_run", run=run.id)
+            detail = await self.link.describe(run.id)
         except (EngineError, EngineUnavailable, ProtocolError) as exc:
             self.notify(str(exc), severity="error")
             return

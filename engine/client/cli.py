@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
+from engine.client.events import RunDescription
 from engine.client.linger import logout_warning
 from engine.client.run_detail import detail_lines, plain_text
 from engine.common.format import (
@@ -191,7 +192,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json_text(run))
         return 0
     hint = f"'traintop resume {run['id']}' or 'traintop fork {run['id']}'"
-    print(plain_text(detail_lines(run, hint)))
+    print(plain_text(detail_lines(RunDescription.from_wire(run), hint)))
     return 0
 
 

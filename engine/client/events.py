@@ -31,6 +31,8 @@ __all__ = [
     "MetricBatch",
     "MetricPoint",
     "ProtocolError",
+    "RunDescription",
+    "RunEvent",
     "RunInfo",
     "Sample",
     "SeriesBucket",
@@ -72,16 +74,57 @@ class RunInfo:
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:
         """A run from a ``list_runs`` page, a ``runs`` event or a ``start``/``fork`` reply."""
-        values = wire_fields(cls, data, "run")
-        for name in ("config", "last", "refusals"):
-            if name in values:
-                values[name] = dict(wire_dict(values[name], f"run's {name}"))
-        return cls(**values)
+        return cls(**_run_fields(cls, data, "run"))
 
     @property
     def terminal(self) -> bool:
         """Whether the run has ended (an unknown state counts as not ended)."""
         return self.state in RunState.__members__.values() and RunState(self.state).terminal
+
+
+def _run_fields(cls: type[RunInfo], data: Any, what: str) -> dict[str, Any]:
+    values = wire_fields(cls, data, what)
+    for name in ("config", "last", "refusals"):
+        if name in values:
+            values[name] = dict(wire_dict(values[name], f"{what}'s {name}"))
+    return values
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change of a run: when, to which state, and why."""
+
+    time: float
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunDescription(RunInfo):
+    """A run as ``get_run`` describes it: the listed run, its forks, latest events,
+    the step a failed run can resume from, and its directory."""
+
+    children: tuple[str, ...] = ()
+    events: tuple[RunEvent, ...] = ()
+    event_count: int = 0  # all its events; ``events`` holds the latest of them
+    resume_step: int | None = None  # a failed run's last complete checkpoint, if any
+    dir: str = ""
+    dir_missing: bool = False
+
+    @classmethod
+    def from_wire(cls, data: Any) -> RunDescription:
+        """A run from a ``get_run`` reply."""
+        values = _run_fields(cls, data, "run")
+        with decoding("run"):
+            values["children"] = tuple(str(c) for c in wire_list(values.get("children", []),
+                                                                 "run's forks"))
+            values["events"] = tuple(
+                RunEvent(**wire_fields(RunEvent, e, "run event"))
+                for e in wire_list(values.get("events", []), "run's events")
+            )
+            resume = data.get("resume_point")
+            values["resume_step"] = None if resume is None else int(resume["step"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -87,12 +87,11 @@ def run_line_values(run: dict[str, Any]) -> list[str]:
     return [run["id"], shown(run["name"], SHOWN_NAME), state, step, loss, run["device"], parent]
 
 
-def skipped_text(run: dict[str, Any]) -> str | None:
-    """What the engine skipped of a run's spool, said for a person; None if nothing."""
+def skipped_text(records: int, points: int) -> str | None:
+    """What the engine skipped of a run's spool (malformed records, bad points), said for
+    a person; None if nothing."""
     parts = []
-    kinds = (("skipped_records", "malformed spool record"), ("skipped_points", "bad point"))
-    for field, what in kinds:
-        count = int(run.get(field) or 0)
+    for count, what in ((records, "malformed spool record"), (points, "bad point")):
         if count:
             parts.append(f"{count} {what}{'' if count == 1 else 's'}")
     return ", ".join(parts) or None
