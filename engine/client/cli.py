@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
-from engine.client.events import RunDescription
+from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.linger import logout_warning
 from engine.client.run_detail import detail_lines, plain_text
 from engine.common.format import (
@@ -180,7 +180,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: try 'traintop start charlm'")
         return 0
-    rows = [run_line_values(r) for r in runs]
+    rows = [run_line_values(RunInfo.from_wire(r)) for r in runs]
     print(format_table(["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows))
     return 0
 
@@ -363,7 +363,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print("\n".join(gpu_lines(sample, names)))
+        print("\n".join(gpu_lines(Sample.from_wire(sample), names)))
     return 0
 
 
@@ -372,8 +372,9 @@ def cmd_top(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(sample))
         return 0
-    lines = [*host_lines(sample), "", *gpu_lines(sample, names)]
-    rows = run_usage_rows(sample, names)
+    typed = Sample.from_wire(sample)
+    lines = [*host_lines(typed), "", *gpu_lines(typed, names)]
+    rows = run_usage_rows(typed, names)
     if rows:
         lines += [
             "",
