@@ -3,8 +3,8 @@ publishes ``to_dict()``; a client decodes them back with ``from_wire``.
 
 A field NVML or the OS cannot give is ``None`` (shown as N/A), never a guess.
 Memory is in bytes, rates in bytes per second, CPU in percent of one core.
-They are not frozen because the daemon's readers fill a sample field by field;
-a client treats what it decoded as read-only.
+Frozen: the daemon's readers gather every figure first, then make the sample.
+(``RunUsage.gpu_memory`` is a dict the sampler still fills in before publishing.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from engine.common.wire import decoding, wire_dict, wire_fields, wire_list
 
 
-@dataclass
+@dataclass(frozen=True)
 class GpuProcess:
     """A process NVML lists on one GPU; ``used_memory`` is None where NVML withholds it."""
 
@@ -32,7 +32,7 @@ class GpuProcess:
         return cls(**wire_fields(cls, data, "GPU process"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class GpuSample:
     """One GPU at one instant. Every figure but index is None where the GPU lacks it."""
 
@@ -67,7 +67,7 @@ class GpuSample:
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostSample:
     """Host-wide figures; a rate is None where the OS keeps no such counter (some containers)."""
 
@@ -101,7 +101,7 @@ class HostSample:
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunUsage:
     """One run's resources, summed over its process tree (worker and all descendants).
 
@@ -130,7 +130,7 @@ class RunUsage:
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OtherGpuProcess:
     """GPU memory held by a process that belongs to no run."""
 
@@ -150,7 +150,7 @@ class OtherGpuProcess:
         return cls(**wire_fields(cls, data, "other GPU process"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
     """Everything telemetry saw at one tick.
 

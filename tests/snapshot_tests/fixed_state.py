@@ -141,8 +141,8 @@ def fill_telemetry(store: Store, now: float, fake_gpus: int) -> None:
             for gpu, base in zip(nvml.gpus, base_utilization, strict=True):
                 gpu.utilization = max(0, min(100, base + round(8 * math.sin(tick / 4))))
             when = now - TELEMETRY_SAMPLES + tick
-            sample = Sample(time=when, host=_host(tick), gpus=reader.read())
-            sample.gpu_status = reader.status
+            gpus = reader.read()
+            sample = Sample(time=when, host=_host(tick), gpus=gpus, gpu_status=reader.status)
             store.add_telemetry(when, sample.to_dict())
     finally:
         reader.close()
