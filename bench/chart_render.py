@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from textual.app import App, ComposeResult  # noqa: E402
 
 from tui.chart_math import MinMax  # noqa: E402
-from tui.widgets.loss_chart import LossChart, Series, _ChartLayout  # noqa: E402
+from tui.widgets.chart_layout import ChartLayout  # noqa: E402
+from tui.widgets.loss_chart import LossChart, Series  # noqa: E402
 
 WIDTH, HEIGHT, RUNS, SMOOTHING = 200, 50, 3, 0.6
 
@@ -46,7 +47,7 @@ def make_series(n: int) -> list[Series]:
     return out
 
 
-class NaiveLayout(_ChartLayout):
+class NaiveLayout(ChartLayout):
     """The same chart, binning every point in a Python loop: per-point work each frame."""
 
     def _buckets(
@@ -109,7 +110,7 @@ async def main() -> None:
                 chart.render_line(0)
 
             new_ms = best_ms(new_data, 1 if n == 1_000_000 else repeat)
-            relayout_ms = best_ms(lambda: _ChartLayout(chart, width, height).strips(), repeat)
+            relayout_ms = best_ms(lambda: ChartLayout(chart, width, height).strips(), repeat)
             repaint_ms = best_ms(lambda: [chart.render_line(y) for y in range(height)], repeat)
             naive_ms = best_ms(lambda: NaiveLayout(chart, width, height).strips(), repeat)
             print(

@@ -210,12 +210,11 @@ async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: fl
 
     Each of the two waits gives up after ``timeout`` seconds (exit status 1).
     """
-    from engine.rundir.paths import StatePaths
     from tui.app import TraintopApp
     from tui.widgets.runs_table import RunsTable
 
     _say("imported")
-    app = TraintopApp(paths=StatePaths(home), autostart=False)
+    app = TraintopApp(home=home, autostart=False)
     async with app.run_test(size=(160, 50)) as pilot:
         table = app.query_one(RunsTable)
         deadline = time.monotonic() + timeout

@@ -37,6 +37,7 @@ from textual.widgets import Input  # noqa: E402
 
 from engine.client.client import Client, EngineUnavailable  # noqa: E402
 from engine.client.demo import fork_request, start_demo  # noqa: E402
+from engine.client.events import RunInfo  # noqa: E402
 from engine.rundir.paths import StatePaths  # noqa: E402
 from tui.app import TraintopApp  # noqa: E402
 from tui.screens.detail import RunDetail  # noqa: E402
@@ -103,7 +104,7 @@ def start_runs(paths: StatePaths) -> tuple[str, str]:
             return bool(runs) and min(r["step"] for r in runs) >= MIN_STEPS
 
         poll(far_enough, WAIT_RUNS_S)
-        request = fork_request(client.all_runs())
+        request = fork_request([RunInfo.from_wire(r) for r in client.all_runs()])
         if request is None:
             raise RuntimeError("the demo's middle run is not running; cannot fork it")
         fork = client.call("fork", **request)
@@ -187,7 +188,7 @@ async def open_family(app: TraintopApp, pilot: Pilot, parent: str, fork: str) ->
 
 
 async def capture_main_views(paths: StatePaths, parent: str, fork: str) -> None:
-    app = TraintopApp(paths=paths)
+    app = TraintopApp(home=paths.home)
     async with app.run_test(size=SIZE) as pilot:
         await open_family(app, pilot, parent, fork)
         save(app, "main.svg")
@@ -210,14 +211,14 @@ async def capture_main_views(paths: StatePaths, parent: str, fork: str) -> None:
 
 
 async def capture_small(paths: StatePaths, parent: str, fork: str) -> None:
-    app = TraintopApp(paths=paths)
+    app = TraintopApp(home=paths.home)
     async with app.run_test(size=SMALL) as pilot:
         await open_family(app, pilot, parent, fork)
         save(app, "small.svg")
 
 
 async def capture_gpu_panel(paths: StatePaths, parent: str, fork: str) -> None:
-    app = TraintopApp(paths=paths)
+    app = TraintopApp(home=paths.home)
     async with app.run_test(size=SIZE) as pilot:
         await open_family(app, pilot, parent, fork)
         await until(pilot, lambda: len(app.state.telemetry[-1].get("gpus") or []) == FAKE_GPUS)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
+from tui.chart_feed import ViewRequest
 from tui.chart_math import (
     bucket_edges,
     downsample_minmax,
@@ -21,6 +22,7 @@ from tui.chart_math import (
     log_ticks,
     nice_ticks,
 )
+from tui.chart_view import SMOOTHING_STEPS, ChartView
 from tui.widgets.loss_chart import GUTTER, LossChart, Series
 
 T = TypeVar("T")
@@ -265,7 +267,7 @@ def test_appended_points_extend_the_cached_smoothing() -> None:
             ys.extend(more_ys[100:])
             chart.set_data([Series("live", xs, ys)], [], "step")
             await pilot.pause()
-            smooth, raw = chart._curves(0)
+            smooth, raw = chart.curves(0)
             assert smooth == ema_debiased(ys, 0.9)
             assert raw == ys
 
@@ -320,13 +322,40 @@ def test_fresh_copies_of_unchanged_data_hit_the_smoothing_cache() -> None:
     def scenario(chart: LossChart) -> tuple[int, int]:
         chart.smoothing = 0.9
         chart.set_data([Series("run", xs, ys)], [], "step")
-        chart._curves(0)
+        chart.curves(0)
         first = chart.values_smoothed
         for _ in range(3):  # each draw hands over new lists of the same points
             chart.set_data([Series("run", list(xs), list(ys))], [], "step")
-            chart._curves(0)
+            chart.curves(0)
         return first, chart.values_smoothed
 
     (first, after), _ = run_chart((80, 24), scenario)
     assert first == 2 * len(ys)  # cleaned, then smoothed, once
     assert after == first
+
+
+def test_the_view_settings_live_in_one_chart_view_read_by_the_feed_and_the_chart() -> None:
+    view = ChartView()
+    assert (view.metric, view.smoothing, view.axis, view.log_y) == ("loss", 0.9, "step", False)
+    weights = [view.smoothing]
+    for _ in SMOOTHING_STEPS:
+        view = view.next_smoothing()
+        weights.append(view.smoothing)
+    assert weights == [0.9, 0.95, 0.99, 0.0, 0.6, 0.8, 0.9]
+    assert ChartView(smoothing=1.5).smoothing == 0.999  # a weight of 1 would never move
+    assert view.next_metric({"loss", "acc", "lr"}).metric == "lr"
+    assert view.next_metric(()).metric == "loss"
+
+    timed = ChartView(metric="acc", smoothing=0.6, x_by_time=True, log_y=True)
+    assert ViewRequest.of(timed, 300) == ViewRequest("acc", 300, "time", 0.6)
+
+    async def main() -> None:
+        app = ChartApp()
+        async with app.run_test(size=(60, 12)):
+            chart = app.query_one(LossChart)
+            chart.view = timed
+            assert (chart.smoothing, chart.log_y) == (0.6, True)
+            chart.log_y = False  # a setter replaces the view, it does not keep a copy
+            assert chart.view == ChartView(metric="acc", smoothing=0.6, x_by_time=True)
+
+    asyncio.run(main())

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from engine.client.demo import FORK_AFTER_STEPS, fork_request
+from engine.client.events import RunInfo
 from tests.conftest import Engine
 
 
 def _run(
     run_id: str, name: str, state: str, step: int = 0, parent: str | None = None
-) -> dict[str, Any]:
-    return {"id": run_id, "name": name, "state": state, "step": step, "parent_id": parent}
+) -> RunInfo:
+    return RunInfo(run_id, name, state, "charlm", step, parent_id=parent)
 
 
 def test_the_fork_comes_once_the_middle_run_is_a_little_way_in() -> None:

@@ -11,6 +11,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widget import Widget
 
+from engine.common.telemetry import Sample
 from engine.server.telemetry import GpuReader, demo_nvml
 from tui.widgets.bars import SPARK_BLOCKS, bar, level_style, short_bytes, sparkline
 from tui.widgets.gpu_panel import GpuPanel, short_gpu_name
@@ -64,6 +65,11 @@ def sample(gpu_count: int = 2, cores: int = 4, time: float = 0.0) -> dict[str, A
     }
 
 
+def typed(history: list[dict[str, Any]]) -> list[Sample]:
+    """The samples as the TUI gets them: decoded from the daemon's JSON form."""
+    return [Sample.from_wire(entry) for entry in history]
+
+
 class Panels(App[None]):
     """The two panels side by side, as the real app places them."""
 
@@ -90,8 +96,8 @@ def show(
     async def scenario() -> tuple[list[str], list[str]]:
         app = Panels()
         async with app.run_test(size=size) as pilot:
-            app.query_one(GpuPanel).update_samples(history, RUN_NAMES)
-            app.query_one(HostPanel).update_samples(history)
+            app.query_one(GpuPanel).update_samples(typed(history), RUN_NAMES)
+            app.query_one(HostPanel).update_samples(typed(history))
             await pilot.pause()
             return drawn(app.query_one(GpuPanel)), drawn(app.query_one(HostPanel))
 
@@ -296,8 +302,8 @@ def test_a_narrow_column() -> None:
         app = Narrow()
         async with app.run_test(size=(20, 60)) as pilot:
             gpu_panel = app.query_one(GpuPanel)
-            gpu_panel.update_samples(history, RUN_NAMES)
-            app.query_one(HostPanel).update_samples(history)
+            gpu_panel.update_samples(typed(history), RUN_NAMES)
+            app.query_one(HostPanel).update_samples(typed(history))
             await pilot.pause()
             narrow = drawn(gpu_panel), drawn(app.query_one(HostPanel))
             # A resize lays the panel out again for its new size.
@@ -320,7 +326,7 @@ def test_bars_keep_ansi_colours_on_screen() -> None:
         app = Panels()
         async with app.run_test(size=(120, 40)) as pilot:
             panel = app.query_one(GpuPanel)
-            panel.update_samples([sample(2)], RUN_NAMES)
+            panel.update_samples(typed([sample(2)]), RUN_NAMES)
             await pilot.pause()
             numbers = []
             for y in range(panel.content_size.height):

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
+from engine.client.events import RunInfo
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
 from tui.widgets.run_cells import sort_key
 from tui.widgets.runs_table import parent_of
 
 
-def _run(run_id: str, parent: str | None = None, loss: float | None = None) -> dict[str, Any]:
-    return {"id": run_id, "name": f"n-{run_id}", "state": "finished", "step": 10,
-            "total_steps": 10, "parent_id": parent, "created": float(ord(run_id[0])),
-            "device": "cpu", "workload": "synthetic", "last": {"loss": loss}}
+def _run(
+    run_id: str, parent: str | None = None, loss: float | None = None, created: float | None = None
+) -> RunInfo:
+    return RunInfo.from_wire(
+        {"id": run_id, "name": f"n-{run_id}", "state": "finished", "step": 10,
+         "total_steps": 10, "parent_id": parent,
+         "created": float(ord(run_id[0])) if created is None else created,
+         "device": "cpu", "workload": "synthetic", "last": {"loss": loss}})
 
 
 # a ─┬─ b ── c        d ── e        f
 #    └─ g
-FOREST = {r["id"]: r for r in (
+FOREST = {r.id: r for r in (
     _run("a", loss=0.5), _run("b", "a", loss=0.3), _run("c", "b", loss=0.9),
     _run("d", loss=0.1), _run("e", "d", loss=0.2), _run("f", loss=None),
     _run("g", "a", loss=0.4),
@@ -49,10 +54,10 @@ def test_folding_a_leaf_changes_nothing() -> None:
 
 
 def test_a_filter_match_inside_a_folded_subtree_shows_with_its_ancestors() -> None:
-    rows = build_rows(FOREST, parent_of, folded={"a"}, matches=lambda r: r["id"] == "c")
+    rows = build_rows(FOREST, parent_of, folded={"a"}, matches=lambda r: r.id == "c")
     assert _shape(rows) == [("a", 0, 1), ("b", 1, 0), ("c", 2, 0)]  # g stays folded away
     # Non-matching roots without matching descendants go.
-    assert [r.id for r in build_rows(FOREST, parent_of, matches=lambda r: r["id"] == "e")] == [
+    assert [r.id for r in build_rows(FOREST, parent_of, matches=lambda r: r.id == "e")] == [
         "d", "e"]
 
 
@@ -69,17 +74,23 @@ def test_sorting_orders_roots_and_siblings_and_keeps_the_tree() -> None:
 
 def test_the_tree_is_built_from_any_parent_key() -> None:
     # A future sweep group folds the same way: only the parent function changes.
-    items = {"s1": {"id": "s1", "created": 1.0, "group": None},
-             "t1": {"id": "t1", "created": 2.0, "group": "s1"},
-             "t2": {"id": "t2", "created": 3.0, "group": "s1"}}
-    rows = build_rows(items, lambda item: item["group"], folded={"s1"})
+    @dataclass(frozen=True)
+    class Trial:
+        id: str
+        created: float
+        group: str | None
+
+    items = {"s1": Trial("s1", 1.0, None), "t1": Trial("t1", 2.0, "s1"),
+             "t2": Trial("t2", 3.0, "s1")}
+    rows = build_rows(items, lambda item: item.group, folded={"s1"})
     assert _shape(rows) == [("s1", 0, 2)]
 
 
 def test_a_long_fork_chain_does_not_recurse() -> None:
-    chain = {f"r{i:04d}": _run(f"r{i:04d}", f"r{i - 1:04d}" if i else None) for i in range(3000)}
-    for i, run in enumerate(chain.values()):
-        run["created"] = float(i)
+    chain = {
+        f"r{i:04d}": _run(f"r{i:04d}", f"r{i - 1:04d}" if i else None, created=float(i))
+        for i in range(3000)
+    }
     rows = build_rows(chain, parent_of)
     assert len(rows) == 3000 and rows[-1].depth == 2999
     assert build_rows(chain, parent_of, folded={"r0000"})[0].hidden == 2999

@@ -374,7 +374,7 @@ def test_sampler_ticks_at_its_interval_and_round_trips(spawn: type[Spawned]) -> 
     assert last.host is not None and last.gpu_status is None and len(last.gpus) == 2
     assert last.runs["r1"].gpu_memory == {0: 7 * GIB}
     assert {o.pid for o in last.others} == {111, 222}  # no such processes: others
-    assert Sample.from_dict(json.loads(json.dumps(last.to_dict()))) == last
+    assert Sample.from_wire(json.loads(json.dumps(last.to_dict()))) == last
 
 
 def test_sampler_without_a_driver_still_samples_host_and_runs() -> None:

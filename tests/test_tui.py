@@ -54,7 +54,7 @@ def test_forks_sit_under_their_parent_and_share_its_chart(engine: Engine) -> Non
     other = start(engine, "synthetic", "steps=50", "--name", "other")
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: len(table.order) == 3)
@@ -73,7 +73,7 @@ def test_forks_sit_under_their_parent_and_share_its_chart(engine: Engine) -> Non
 def test_a_cursor_move_landing_during_shutdown_is_ignored(engine: Engine) -> None:
     # A CursorMoved posted just before quitting can be handled after the table is gone.
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(100, 30)) as pilot:
             await app.query_one(RunsTable).remove()
             app._moved_at = 0.0
@@ -89,14 +89,14 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
     run_id = start(engine, "synthetic", "steps=5000", "sleep=0.01", "--name", "keys")
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(100, 30)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.selected_id == run_id)
             await pilot.press("p")
-            await until(pilot, lambda: app.state.runs[run_id]["state"] == "paused")
+            await until(pilot, lambda: app.state.runs[run_id].state == "paused")
             await pilot.press("p")
-            await until(pilot, lambda: app.state.runs[run_id]["state"] == "running")
+            await until(pilot, lambda: app.state.runs[run_id].state == "running")
 
             await pilot.press("f")
             dialog = await until(pilot, lambda: isinstance(app.screen, ForkDialog) and app.screen)
@@ -105,21 +105,21 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, ForkDialog))
             forks = await until(
-                pilot, lambda: [r for r in app.state.runs.values() if r.get("parent_id") == run_id]
+                pilot, lambda: [r for r in app.state.runs.values() if r.parent_id == run_id]
             )
-            assert forks[0]["config"]["lr"] == 0.002
-            await until(pilot, lambda: table.selected_id == forks[0]["id"])  # the new fork
+            assert forks[0].config["lr"] == 0.002
+            await until(pilot, lambda: table.selected_id == forks[0].id)  # the new fork
 
             table.select(run_id)
             await pilot.press("K")
             await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
             await pilot.press("n")  # declined: nothing happens
             await pilot.pause(0.3)
-            assert app.state.runs[run_id]["state"] == "running"
+            assert app.state.runs[run_id].state == "running"
             await pilot.press("K")
             await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
             await pilot.press("y")
-            await until(pilot, lambda: app.state.runs[run_id]["state"] == "killed")
+            await until(pilot, lambda: app.state.runs[run_id].state == "killed")
 
             await pilot.press("enter")
             detail = await until(pilot, lambda: isinstance(app.screen, RunDetail) and app.screen)
@@ -138,7 +138,7 @@ def test_readonly_mode_refuses_every_change(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=3000", "sleep=0.01")
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths, readonly=True)
+        app = TraintopApp(home=engine.paths.home, readonly=True)
         async with app.run_test(size=(100, 30)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.selected_id == run_id)
@@ -159,7 +159,7 @@ def test_losing_the_engine_shows_a_banner_and_reconnects(engine: Engine) -> None
     async def scenario() -> None:
         # No autostart, so the engine stays away until the test brings it back
         # (with autostart the TUI would start a new one within a blink).
-        app = TraintopApp(paths=engine.paths, autostart=False)
+        app = TraintopApp(home=engine.paths.home, autostart=False)
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: app.state.connected and app.state.runs)
             old = engine.daemon_pid()
@@ -181,7 +181,7 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
     engine.wait_state(first, *TERMINAL)
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.selected_id == first)
@@ -203,10 +203,10 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
             made = await until(
-                pilot, lambda: [r for r in app.state.runs.values() if r["name"] == "from-dialog"]
+                pilot, lambda: [r for r in app.state.runs.values() if r.name == "from-dialog"]
             )
-            assert made[0]["config"]["steps"] == 77 and made[0]["config"]["lr"] == 0.01
-            await until(pilot, lambda: table.selected_id == made[0]["id"])
+            assert made[0].config["steps"] == 77 and made[0].config["lr"] == 0.01
+            await until(pilot, lambda: table.selected_id == made[0].id)
 
             await pilot.press("slash")
             await pilot.press(*"printer")
@@ -241,7 +241,7 @@ def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
     run_id = engine.all_runs()[0]["id"]
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40), notifications=True) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.selected_id == run_id)
@@ -250,6 +250,11 @@ def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
             assert not isinstance(app.screen, ForkDialog)
             messages = [n.message for n in app._notifications]
             assert any("cannot be forked" in m for m in messages)
+            await pilot.press("P")  # release: refused from the run row, no round trip
+            await pilot.pause(0.3)
+            messages = [n.message for n in app._notifications]
+            assert any("cannot be paused with its memory released" in m for m in messages)
+        assert engine.run(run_id)["state"] == "running"
 
     asyncio.run(scenario())
 
@@ -268,7 +273,7 @@ def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
     store.close()
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             chart = app.query_one(LossChart)
             await until(pilot, lambda: chart.series and chart.series[0].curve)
@@ -290,7 +295,7 @@ def test_redrawing_an_unchanged_chart_smooths_nothing_again(engine: Engine) -> N
     engine.wait_state(run_id, *TERMINAL)
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             chart = app.query_one(LossChart)
             for phase in ("smoothed by the daemon", "raw"):

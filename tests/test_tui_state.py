@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.client.events import EmaSeed, RunInfo, decode_event
 from tui.chart_math import DebiasedEma, ema_debiased
 from tui.run_tree import build_rows
 from tui.state import TuiState
@@ -16,13 +17,24 @@ def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[s
             "workload": "synthetic", "last": {}}
 
 
+def _apply(state: TuiState, message: dict[str, Any]) -> None:
+    """Fold in an event as the daemon frames it, decoded as the client decodes it."""
+    event = decode_event(message)
+    assert event is not None
+    state.apply_event(event)
+
+
+def _set_runs(state: TuiState, runs: list[dict[str, Any]]) -> None:
+    state.set_runs([RunInfo.from_wire(run) for run in runs])
+
+
 def _points(start: int, count: int, key: str = "loss") -> list[list[Any]]:
     return [[s, key, 1.0 / (s + 1), 100.0 + s] for s in range(start, start + count)]
 
 
 def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> None:
     state = TuiState()
-    state.set_runs([_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
+    _set_runs(state, [_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
                     _run("d", "c", created=4)])
     assert [(r.id, r.depth) for r in build_rows(state.runs, parent_of)] == [
         ("a", 0), ("c", 1), ("d", 2), ("b", 0)]
@@ -34,66 +46,67 @@ def test_the_ema_column_goes_on_from_the_daemons_state_like_the_full_history() -
     seed = DebiasedEma(0.9)
     seed.extend([p[2] for p in everything])  # what the daemon's tail_ema hands over
     state = TuiState(smoothing=0.9)
-    state.set_runs([{**_run("a"), "ema": [seed.last, seed.num_accum, 2999]}])
+    _set_runs(state, [_run("a")])
+    state.set_emas([EmaSeed.from_wire({"id": "a", "ema": [seed.last, seed.num_accum, 2999]})])
     replayed = _points(2990, 20)  # streamed while the listing was answered: 10 overlap
-    state.apply_event({"event": "metrics", "data": {"run": "a", "points": replayed}})
+    _apply(state, {"event": "metrics", "data": {"run": "a", "points": replayed}})
     everything += replayed[10:]
     for start in range(3010, 6000, 100):
         batch = _points(start, 100)
-        state.apply_event({"event": "metrics", "data": {"run": "a", "points": batch}})
+        _apply(state, {"event": "metrics", "data": {"run": "a", "points": batch}})
         everything += batch
     exact = ema_debiased([p[2] for p in everything], 0.9)[-1]
     assert state.smoothed_last("a") is not None
     assert abs(state.smoothed_last("a") - exact) < 1e-12  # type: ignore[operator]
-    assert state.runs["a"]["step"] == 6010 and state.runs["a"]["last"]["loss"] == 1 / 6010
+    assert state.runs["a"].step == 6010 and state.runs["a"].last["loss"] == 1 / 6010
     assert state.take_points_arrived() == {"a"} and state.take_points_arrived() == set()
 
 
 def test_a_run_that_appears_later_gets_its_ema_from_its_first_point() -> None:
     state = TuiState(smoothing=0.6)
-    state.set_runs([])
-    state.apply_event({"event": "runs", "data": _run("b")})
-    state.apply_event({"event": "metrics", "data": {"run": "b", "points": _points(0, 5)}})
+    _set_runs(state, [])
+    _apply(state, {"event": "runs", "data": _run("b")})
+    _apply(state, {"event": "metrics", "data": {"run": "b", "points": _points(0, 5)}})
     want = ema_debiased([p[2] for p in _points(0, 5)], 0.6)[-1]
     assert state.smoothed_last("b") == want
 
 
 def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
     state = TuiState()
-    state.set_runs([_run("a")])
+    _set_runs(state, [_run("a")])
     for second in range(5):
         points = [[second * 10 + 9, "loss", 1.0, 1000.0 + second]]
-        state.apply_event({"event": "metrics", "data": {"run": "a", "points": points}})
+        _apply(state, {"event": "metrics", "data": {"run": "a", "points": points}})
     assert state.steps_per_second("a") == 10.0
     assert state.eta_seconds("a") == (1000 - 50) / 10.0
 
 
 def test_only_runs_whose_cells_moved_are_marked_changed() -> None:
     state = TuiState()
-    state.set_runs([_run("a"), _run("b"), _run("c")])
+    _set_runs(state, [_run("a"), _run("b"), _run("c")])
     assert state.take_changed() == {"a", "b", "c"} and state.take_changed() == set()
     state.rows_dirty = False  # as the app does once it has rebuilt the rows
-    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(0, 3)}})
+    _apply(state, {"event": "metrics", "data": {"run": "a", "points": _points(0, 3)}})
     assert state.take_changed() == {"a"} and not state.rows_dirty
 
     def sample(memory: dict[str, int]) -> dict[str, Any]:
-        return {"event": "telemetry", "data": {"runs": {
+        return {"event": "telemetry", "data": {"time": 0.0, "host": None, "runs": {
             run_id: {"gpu_memory": {"0": used}} for run_id, used in memory.items()}}}
 
-    state.apply_event(sample({"a": 100, "b": 200}))
+    _apply(state, sample({"a": 100, "b": 200}))
     assert state.take_changed() == {"a", "b"}
-    state.apply_event(sample({"a": 100, "b": 300}))  # only b's figure moved
+    _apply(state, sample({"a": 100, "b": 300}))  # only b's figure moved
     assert state.take_changed() == {"b"}
-    state.apply_event(sample({"a": 100}))  # b let go of its memory
+    _apply(state, sample({"a": 100}))  # b let go of its memory
     assert state.take_changed() == {"b"} and state.gpu_memory("b") is None
-    state.apply_event({"event": "runs", "data": {**_run("c"), "state": "finished"}})
-    state.apply_event({"event": "metrics", "data": {"run": "a", "points": _points(3, 1)}})
+    _apply(state, {"event": "runs", "data": {**_run("c"), "state": "finished"}})
+    _apply(state, {"event": "metrics", "data": {"run": "a", "points": _points(3, 1)}})
     assert state.rows_dirty and state.take_restated() == {"c"}  # drawn at once
     assert state.take_changed() == {"a"}  # drawn at the next once-a-second pass
 
 
 def test_a_name_with_an_escape_sequence_is_kept_harmless() -> None:
     state = TuiState()
-    state.set_runs([{**_run("a"), "name": "evil\x1b[2J"}])
-    state.apply_event({"event": "runs", "data": {**_run("b"), "name": "x\x07y"}})
-    assert state.runs["a"]["name"] == "evil\\x1b[2J" and state.runs["b"]["name"] == "x\\x07y"
+    _set_runs(state, [{**_run("a"), "name": "evil\x1b[2J"}])
+    _apply(state, {"event": "runs", "data": {**_run("b"), "name": "x\x07y"}})
+    assert state.runs["a"].name == "evil\\x1b[2J" and state.runs["b"].name == "x\\x07y"

@@ -13,6 +13,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Input
 
+from engine.client.events import RunInfo
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
 from tui.app import TraintopApp
@@ -46,7 +47,7 @@ def test_fold_filter_sort_and_move_with_keys(engine: Engine) -> None:
     engine.wait_state(other, *TERMINAL)
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.order == [parent, child, other])
@@ -111,7 +112,7 @@ def test_streaming_repaints_changed_cells_once_a_second_and_a_finished_chart_nev
     engine.wait_step(live, 5)
 
     async def scenario() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             table, chart = app.query_one(RunsTable), app.query_one(LossChart)
             await until(pilot, lambda: table.order == [done, live])
@@ -120,12 +121,12 @@ def test_streaming_repaints_changed_cells_once_a_second_and_a_finished_chart_nev
             table.select(done)
             await until(pilot, lambda: chart.series and chart.series[0].label.startswith(done))
             await pilot.pause(1.5)
-            version, step = chart._version, app.state.runs[live]["step"]
+            version, step = chart._version, app.state.runs[live].step
             table_refreshes = record_refreshes(table)
             chart_refreshes = record_refreshes(chart)
             panel_refreshes = record_refreshes(app.query_one(HostPanel))
             await pilot.pause(3.5)
-            assert app.state.runs[live]["step"] > step  # it did stream meanwhile
+            assert app.state.runs[live].step > step  # it did stream meanwhile
 
             assert chart._version == version and chart_refreshes == []
             assert table_refreshes, "the live run's cells never repainted"
@@ -147,9 +148,9 @@ class TableApp(App[None]):
         yield RunsTable()
 
 
-def _run(run_id: str, parent: str | None, created: float) -> dict[str, Any]:
-    return {"id": run_id, "name": run_id, "state": "running", "step": 1, "total_steps": 9,
-            "parent_id": parent, "created": created, "device": "cpu", "last": {}}
+def _run(run_id: str, parent: str | None, created: float) -> RunInfo:
+    return RunInfo(run_id, run_id, "running", "synthetic", 1, total_steps=9, parent_id=parent,
+                   created=created, device="cpu")
 
 
 def test_a_new_fork_under_a_folded_parent_is_revealed_and_selected() -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from engine.client.events import SeriesView
+from tui.chart_view import ChartView
 from tui.widgets.loss_chart import Series
 
 REFRESH_S = 2.0
@@ -30,11 +31,20 @@ class ViewRequest:
     axis: str
     smoothing: float
 
+    @classmethod
+    def of(cls, view: ChartView, buckets: int) -> ViewRequest:
+        """What the chart needs to show ``view`` with ``buckets`` buckets across."""
+        return cls(view.metric, buckets, view.axis, view.smoothing)
+
+
+# Asks the daemon for one run's view: (run, key, buckets, axis, smoothing or None).
+FetchSeries = Callable[[str, str, int, str, float | None], Awaitable[SeriesView]]
+
 
 @dataclass
 class _View:
     request: ViewRequest
-    data: dict[str, Any]
+    data: SeriesView
     fetched: float
     stale: bool = False
     # The chart's lists made from ``data``, made once: the same lists at every draw let
@@ -44,9 +54,9 @@ class _View:
 
 @dataclass
 class ChartFeed:
-    """Views of the runs on the chart, kept fresh through ``call`` (a daemon request)."""
+    """Views of the runs on the chart, kept fresh through ``fetch_series`` (a daemon request)."""
 
-    call: Callable[..., Awaitable[Any]]
+    fetch_series: FetchSeries
     clock: Callable[[], float] = time.monotonic
     views: dict[str, _View] = field(default_factory=dict)
 
@@ -68,13 +78,8 @@ class ChartFeed:
 
     async def fetch(self, run_id: str, request: ViewRequest) -> bool:
         """Ask for one run's view; True if it differs from the one held."""
-        data = await self.call(
-            "series",
-            run=run_id,
-            key=request.key,
-            buckets=request.buckets,
-            axis=request.axis,
-            smoothing=request.smoothing or None,
+        data = await self.fetch_series(
+            run_id, request.key, request.buckets, request.axis, request.smoothing or None
         )
         old = self.views.get(run_id)
         if old is not None and old.request == request and old.data == data:
@@ -92,7 +97,7 @@ class ChartFeed:
     def series(self, run_id: str, label: str, emphasis: bool) -> Series | None:
         """The chart's curve of one run from its view (None before the first view)."""
         view = self.views.get(run_id)
-        if view is None or not view.data["buckets"]:
+        if view is None or not view.data.buckets:
             return None
         if view.curve is None:
             view.curve = series_from_view(view.data, label, emphasis, view.request.smoothing > 0)
@@ -100,10 +105,12 @@ class ChartFeed:
         return replace(view.curve, label=label, emphasis=emphasis)
 
 
-def series_from_view(view: dict[str, Any], label: str, emphasis: bool, smoothed: bool) -> Series:
+def series_from_view(view: SeriesView, label: str, emphasis: bool, smoothed: bool) -> Series:
     """A chart Series: each bucket's min and max as raw points, its EMA as the curve."""
-    lo, width = view["range"][0], view["width"]
-    buckets = view["buckets"]
+    if view.range is None or view.width is None:  # no points yet: nothing to draw
+        return Series(label, [], [], emphasis=emphasis)
+    lo, width = view.range[0], view.width
+    buckets = view.buckets
     xs: list[float] = []
     ys: list[float | None] = []
     curve_xs: list[float] = []

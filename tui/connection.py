@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.client.aclient import AsyncClient
 from engine.client.client import EngineError, EngineUnavailable
-from engine.rundir.paths import StatePaths
+from engine.client.events import EmaSeed, LogText, ProtocolError, RunDescription, SeriesView
 from tui.state import TuiState
 
 TELEMETRY_HISTORY_S = 600.0
@@ -28,14 +29,14 @@ class EngineLink:
 
     def __init__(
         self,
-        paths: StatePaths,
+        home: Path | None,
         state: TuiState,
         on_status: Callable[[str | None], None],
         on_connected: Callable[[], None],
         autostart: bool = True,
         on_runs: Callable[[], None] = lambda: None,
     ) -> None:
-        self.paths = paths
+        self.home = home  # the state directory; None: the default one
         self.state = state
         self.on_status = on_status
         self.on_connected = on_connected
@@ -47,7 +48,7 @@ class EngineLink:
     async def run(self) -> None:
         backoff = 0.25
         while not self._stopping:
-            client = AsyncClient(self.paths)
+            client = AsyncClient(self.home)
             try:
                 await client.connect(autostart=self.autostart)
                 await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
@@ -59,19 +60,19 @@ class EngineLink:
                 self.state.set_runs(await client.all_runs())
                 self.on_runs()
                 self.state.set_emas(await self._listed())
-                telemetry = await client.call("telemetry", seconds=TELEMETRY_HISTORY_S)
-                self.state.set_telemetry(telemetry["history"])
+                self.state.set_telemetry(await client.telemetry(TELEMETRY_HISTORY_S))
                 self.on_status(None)
                 backoff = 0.25
                 await self._pump(client)
-            except (EngineUnavailable, EngineError, OSError) as exc:
+            except (EngineUnavailable, EngineError, ProtocolError, OSError) as exc:
                 self.on_status(f"engine unreachable: {exc}; retrying")
             finally:
                 self.client = None
                 self.state.connected = False
                 await client.close()
             if not self._stopping:
-                self.on_status("lost the engine; reconnecting…")
+                why = f" ({client.failure})" if client.failure else ""
+                self.on_status(f"lost the engine{why}; reconnecting…")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -90,21 +91,18 @@ class EngineLink:
         finally:
             closed.cancel()
 
-    async def _listed(self) -> list[dict[str, Any]]:
-        """Every run, with the EMA state of its loss at the state's smoothing.
+    async def _listed(self) -> list[EmaSeed]:
+        """Every run's EMA state of its loss at the state's smoothing.
 
         On a connection of its own: the daemon answers one connection's requests in
         order, and this listing (a little work per run) must not hold up the chart's.
         """
-        client = AsyncClient(self.paths)
+        client = AsyncClient(self.home)
         try:
             await client.connect(autostart=False)
-            runs: list[dict[str, Any]] = await client.all_pages(
-                "list_runs", "runs", smoothing=self.state.smoothing, brief=True
-            )
+            return await client.ema_seeds(self.state.smoothing)
         finally:
             await client.close()
-        return runs
 
     async def reseed_emas(self) -> None:
         """The EMA column again, after the smoothing changed (one listing, no points)."""
@@ -117,6 +115,18 @@ class EngineLink:
             raise EngineUnavailable("not connected to the engine")
         return await self.client.call(method, **params)
 
+    async def series(
+        self, run: str, key: str, buckets: int, axis: str, smoothing: float | None
+    ) -> SeriesView:
+        """One run's view of metric ``key`` for the chart (see ``AsyncClient.series``)."""
+        if self.client is None:
+            raise EngineUnavailable("not connected to the engine")
+        return await self.client.series(run, key, buckets, axis, smoothing)
+
+    async def describe(self, run_id: str) -> RunDescription:
+        """Everything the daemon says about one run (its detail screen)."""
+        return RunDescription.from_wire(await self.call("get_run", run=run_id))
+
     async def stop(self) -> None:
         self._stopping = True
         if self.client is not None:
@@ -126,8 +136,8 @@ class EngineLink:
 class LogFollower:
     """Follows one run's stdout and stderr on a connection of its own."""
 
-    def __init__(self, paths: StatePaths, on_text: Callable[[str, str, bool], None]) -> None:
-        self.paths = paths
+    def __init__(self, home: Path | None, on_text: Callable[[str, str, bool], None]) -> None:
+        self.home = home
         self.on_text = on_text  # (stream, text, reset)
         self.run_id: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -141,7 +151,7 @@ class LogFollower:
         self._task = asyncio.create_task(self._follow(run_id)) if run_id else None
 
     async def _follow(self, run_id: str) -> None:
-        client = AsyncClient(self.paths)
+        client = AsyncClient(self.home)
         try:
             await client.connect(autostart=False)
             await client.call("subscribe", topics=["logs"], runs=[run_id])
@@ -154,10 +164,9 @@ class LogFollower:
                 first = False
             while True:
                 event = await client.events.get()
-                data = event.get("data", {})
-                if data.get("run") == run_id:
-                    self.on_text(data["stream"], data["text"], False)
-        except (EngineUnavailable, EngineError, OSError):
+                if isinstance(event, LogText) and event.run == run_id:
+                    self.on_text(event.stream, event.text, False)
+        except (EngineUnavailable, EngineError, ProtocolError, OSError):
             pass
         finally:
             with contextlib.suppress(Exception):

@@ -14,13 +14,12 @@ from textual.app import App
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
+from engine.client.events import ProtocolError, RunInfo
 from engine.common.runs import (
     DEFAULT_KILL_GRACE,
-    WRAPPED_WORKLOAD,
     ActionError,
     RunState,
     check_action,
-    check_wrapped_action,
 )
 from tui.connection import EngineLink
 from tui.keys import BY_ID
@@ -38,7 +37,7 @@ class RunActions(App[None]):
     readonly: bool
 
     @property
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> RunInfo | None:
         run_id = self.query_one(RunsTable).selected_id
         return self.state.runs.get(run_id) if run_id else None
 
@@ -48,7 +47,7 @@ class RunActions(App[None]):
             return None  # shown greyed out, and the key does nothing
         return True
 
-    def _need_run(self) -> dict[str, Any] | None:
+    def _need_run(self) -> RunInfo | None:
         run = self.selected
         if run is None:
             self.notify("no run selected", severity="warning")
@@ -76,21 +75,28 @@ class RunActions(App[None]):
         run = self._need_run()
         if run is None:
             return
-        if run["state"] in ("paused", "failed"):  # a failed run: from its last checkpoint
-            await self._request("resume", f"resuming {run['id']}", run=run["id"])
+        if run.state in ("paused", "failed"):  # a failed run: from its last checkpoint
+            await self._request("resume", f"resuming {run.id}", run=run.id)
         else:
-            await self._request("pause", f"pausing {run['id']} at its next step", run=run["id"])
+            await self._request("pause", f"pausing {run.id} at its next step", run=run.id)
 
     @work
     async def action_release(self) -> None:
         run = self._need_run()
-        if run is not None:
+        if run is not None and not self._refused(run, "release"):
             await self._request(
                 "pause",
-                f"pausing {run['id']} and releasing its memory",
-                run=run["id"],
+                f"pausing {run.id} and releasing its memory",
+                run=run.id,
                 release=True,
             )
+
+    def _refused(self, run: RunInfo, action: str) -> bool:
+        """Say why ``run``'s kind cannot do ``action`` (the daemon's words), if it cannot."""
+        reason = run.refusals.get(action)
+        if reason is not None:
+            self.notify(reason, severity="error")
+        return reason is not None
 
     async def _submit(self, method: str, params: dict[str, Any]) -> str | None:
         try:
@@ -105,12 +111,10 @@ class RunActions(App[None]):
 
     def action_fork(self) -> None:
         run = self._need_run()
-        if run is None:
+        if run is None or self._refused(run, "fork"):
             return
         try:  # the engine's own rules and words, so the two never disagree
-            if run["workload"] == WRAPPED_WORKLOAD:
-                check_wrapped_action("fork", run["id"])
-            check_action("fork", RunState(run["state"]), bool(run.get("released")))
+            check_action("fork", RunState(run.state), run.released)
         except ActionError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -138,17 +142,17 @@ class RunActions(App[None]):
         run = self._need_run()
         if run is None:
             return
-        if RunState(run["state"]).terminal:
-            self.notify(f"{run['id']} is already {run['state']}", severity="warning")
+        if run.terminal:
+            self.notify(f"{run.id} is already {run.state}", severity="warning")
             return
         body = (
-            f"Kill run {run['id']} ({run['name']}), {run['state']} at step {run['step']}"
-            f" on {run['device']}?\nSIGTERM to its process group, SIGKILL after "
+            f"Kill run {run.id} ({run.name}), {run.state} at step {run.step}"
+            f" on {run.device}?\nSIGTERM to its process group, SIGKILL after "
             f"{DEFAULT_KILL_GRACE:g} s. "
             "Its metrics and logs are kept."
         )
         if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):
-            await self._request("kill", f"killing {run['id']}", run=run["id"])
+            await self._request("kill", f"killing {run.id}", run=run.id)
 
     @work
     async def action_details(self) -> None:
@@ -156,8 +160,8 @@ class RunActions(App[None]):
         if run is None:
             return
         try:
-            detail = await self.link.call("get_run", run=run["id"])
-        except (EngineError, EngineUnavailable) as exc:
+            detail = await self.link.describe(run.id)
+        except (EngineError, EngineUnavailable, ProtocolError) as exc:
             self.notify(str(exc), severity="error")
             return
         self.push_screen(RunDetail(detail))

@@ -1,17 +1,34 @@
 """The rows of the runs table: a forest of runs, folded, filtered and sorted.
 
-Plain functions over plain dicts, so they are tested without a screen. The
-tree comes from a ``parent_of`` function, not from a field name: forks give
-it today, and a sweep's group can give it later without changing this code.
+Plain functions over plain objects (anything with an ``id`` and a ``created``
+time), so they are tested without a screen. The tree comes from a
+``parent_of`` function, not from a field name: forks give it today, and a
+sweep's group can give it later without changing this code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-Item = Mapping[str, Any]
+
+class TreeItem(Protocol):
+    """What the tree needs of an item: its id and when it was made (the base order)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created(self) -> float: ...
+
+
+Item = TypeVar("Item", bound=TreeItem)
+
+
+def creation_order(item: TreeItem) -> tuple[float, str]:
+    """Oldest first; ties by id."""
+    return item.created, item.id
 
 
 @dataclass(frozen=True)
@@ -35,7 +52,7 @@ def build_rows(
     matches: Callable[[Item], bool] | None = None,
     sort_key: Callable[[Item], Any] | None = None,
     descending: bool = False,
-    base_key: Callable[[Item], Any] = lambda item: (item["created"], item["id"]),
+    base_key: Callable[[Item], Any] = creation_order,
 ) -> list[TreeRow]:
     """The rows to show, each child right under its parent (depth first).
 

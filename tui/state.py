@@ -8,12 +8,13 @@ screen or the daemon, so it is tested without either.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
+from engine.client.events import EmaSeed, Event, LogText, MetricBatch, RunInfo, Sample
 from engine.common.format import shown
 from tui.chart_math import DebiasedEma
+from tui.chart_view import ChartView
 
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
@@ -30,14 +31,15 @@ class RunEma:
 
 
 class TuiState:
-    """Runs, their EMA column, progress rates and telemetry (the chart's data is ChartFeed's)."""
+    """Runs, their EMA column, progress rates, telemetry and how the chart shows them
+    (the chart's data is ChartFeed's)."""
 
     def __init__(self, smoothing: float = 0.6) -> None:
-        self.runs: dict[str, dict[str, Any]] = {}
-        self.telemetry: deque[dict[str, Any]] = deque(maxlen=TELEMETRY_KEEP)
+        self.view = ChartView(smoothing=smoothing)
+        self.runs: dict[str, RunInfo] = {}
+        self.telemetry: deque[Sample] = deque(maxlen=TELEMETRY_KEEP)
         self.emas: dict[str, RunEma] = {}
         self.progress: dict[str, deque[tuple[float, int]]] = {}
-        self.smoothing = smoothing
         # Runs that stored points since the app last looked (their chart views are behind).
         self.points_arrived: set[str] = set()
         self.connected = False
@@ -46,6 +48,11 @@ class TuiState:
         self.rows_dirty = self.chart_dirty = self.telemetry_dirty = False
         self.changed: set[str] = set()
         self.restated: set[str] = set()  # runs the daemon announced (a state change)
+
+    @property
+    def smoothing(self) -> float:
+        """The EMA weight of the chart and of the table's EMA column alike."""
+        return self.view.smoothing
 
     def take_changed(self) -> set[str]:
         """The runs whose cells changed since the last call."""
@@ -65,74 +72,81 @@ class TuiState:
 
     # -- feeding --------------------------------------------------------------
 
-    def set_runs(self, runs: Iterable[dict[str, Any]]) -> None:
-        """Every run as listed (with the daemon's EMA state of its loss, ``ema``, if asked)."""
-        self.runs = {r["id"]: _displayable(r) for r in runs}
-        self.set_emas(self.runs.values())
+    def set_runs(self, runs: Iterable[RunInfo]) -> None:
+        """Every run as listed."""
+        self.runs = {run.id: _displayable(run) for run in runs}
+        for run_id in self.runs:
+            self.emas[run_id] = RunEma(DebiasedEma(self.smoothing))
         self.rows_dirty = self.chart_dirty = True
         self.mark_all_changed()
 
-    def set_emas(self, runs: Iterable[dict[str, Any]]) -> None:
-        """Seed the EMA column from listed runs' ``ema`` ([accumulator, count, last step]).
+    def set_emas(self, seeds: Iterable[EmaSeed]) -> None:
+        """Seed the EMA column from the daemon's EMA state of each run's loss.
 
         The daemon smoothed each run's stored points at ``self.smoothing``; points
         that stream in later go on from there.
         """
-        for run in runs:
+        for seed in seeds:
             ema = DebiasedEma(self.smoothing)
-            seed = run.get("ema")
-            if not seed:
-                self.emas[run["id"]] = RunEma(ema)
+            if seed.ema is None:
+                self.emas[seed.id] = RunEma(ema)
                 continue
-            ema.last, ema.num_accum = float(seed[0]), int(seed[1])
+            ema.last, ema.num_accum, step = seed.ema
             value = ema.last / (1.0 - ema.weight**ema.num_accum) if ema.num_accum else None
-            self.emas[run["id"]] = RunEma(ema, int(seed[2]), value)
+            self.emas[seed.id] = RunEma(ema, step, value)
         self.mark_all_changed()
 
-    def set_telemetry(self, samples: Iterable[dict[str, Any]]) -> None:
+    def set_telemetry(self, samples: Iterable[Sample]) -> None:
+        """The telemetry history, oldest first (what the panels draw their sparklines from)."""
         self.telemetry.clear()
         self.telemetry.extend(samples)
         self.telemetry_dirty = True
 
-    def apply_event(self, event: dict[str, Any]) -> None:
+    def apply_event(self, event: Event) -> None:
         """Fold one daemon event into the state."""
-        topic, data = event.get("event"), event.get("data") or {}
-        if topic == "runs":
-            old = self.runs.get(data["id"], {})
-            self.emas.setdefault(data["id"], RunEma(DebiasedEma(self.smoothing)))
-            self.runs[data["id"]] = {
-                **_displayable(data),
-                "last": {**old.get("last", {}), **data.get("last", {})},
-            }
-            self.rows_dirty = self.chart_dirty = True
-            self.changed.add(data["id"])
-            self.restated.add(data["id"])
-        elif topic == "metrics":
-            self._apply_metrics(data["run"], data["points"])
-        elif topic == "telemetry":
-            before = _gpu_by_run(self.telemetry[-1]) if self.telemetry else {}
-            self.telemetry.append(data)
-            self.telemetry_dirty = True
-            after = _gpu_by_run(data)
-            # The GPU memory column: only runs whose figure moved (or appeared, or went).
-            self.changed.update(r for r in before.keys() | after.keys()
-                                if before.get(r) != after.get(r))
+        match event:
+            case RunInfo():
+                self._apply_run(event)
+            case MetricBatch():
+                self._apply_metrics(event)
+            case Sample():
+                before = _gpu_by_run(self.telemetry[-1]) if self.telemetry else {}
+                self.telemetry.append(event)
+                self.telemetry_dirty = True
+                after = _gpu_by_run(event)
+                # The GPU memory column: only runs whose figure moved (or appeared, or went).
+                self.changed.update(r for r in before.keys() | after.keys()
+                                    if before.get(r) != after.get(r))
+            case LogText():
+                pass  # the log pane follows its run on a connection of its own
 
-    def _apply_metrics(self, run_id: str, points: list[Sequence[Any]]) -> None:
+    def _apply_run(self, run: RunInfo) -> None:
+        old = self.runs.get(run.id)
+        self.emas.setdefault(run.id, RunEma(DebiasedEma(self.smoothing)))
+        # An announcement carries the row; the latest values so far are kept.
+        last = {**old.last, **run.last} if old is not None else run.last
+        self.runs[run.id] = replace(_displayable(run), last=last)
+        self.rows_dirty = self.chart_dirty = True
+        self.changed.add(run.id)
+        self.restated.add(run.id)
+
+    def _apply_metrics(self, batch: MetricBatch) -> None:
+        run_id, points = batch.run, batch.points
         run = self.runs.get(run_id)
         if run is None or not points:
             return
-        last = run.setdefault("last", {})
-        for _step, key, value, _when in points:
-            last[key] = value
-        newest = max(points, key=lambda p: p[0])
-        run["step"] = max(int(run.get("step") or 0), int(newest[0]) + 1)
+        last = dict(run.last)
+        for point in points:
+            last[point.key] = point.value
+        newest = max(points, key=lambda p: p.step)
+        step = max(run.step, newest.step + 1)
+        self.runs[run_id] = replace(run, last=last, step=step)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
-        rate.append((float(newest[3]), run["step"]))
+        rate.append((newest.time, step))
         self.points_arrived.add(run_id)
         column = self.emas.get(run_id)
         if column is not None:
-            losses = sorted((int(p[0]), p[2]) for p in points if p[1] == EMA_KEY)
+            losses = sorted((p.step, p.value) for p in points if p.key == EMA_KEY)
             fresh = [value for step, value in losses if step > column.step]
             if fresh:
                 column.step = losses[-1][0]
@@ -146,7 +160,7 @@ class TuiState:
         """Steps a second over the last half minute of streamed progress."""
         run = self.runs.get(run_id)
         marks = self.progress.get(run_id)
-        if run is None or run["state"] != "running" or not marks or len(marks) < 2:
+        if run is None or run.state != "running" or not marks or len(marks) < 2:
             return None
         end_t, end_step = marks[-1]
         start = next((m for m in marks if end_t - m[0] <= RATE_WINDOW_S), marks[0])
@@ -157,9 +171,9 @@ class TuiState:
     def eta_seconds(self, run_id: str) -> float | None:
         run = self.runs.get(run_id)
         rate = self.steps_per_second(run_id)
-        if run is None or not rate or not run.get("total_steps"):
+        if run is None or not rate or not run.total_steps:
             return None
-        return max(0.0, float(run["total_steps"] - run["step"]) / rate)
+        return max(0.0, float(run.total_steps - run.step) / rate)
 
     def smoothed_last(self, run_id: str) -> float | None:
         """The debiased EMA of a run's loss at its last point (the table's EMA column)."""
@@ -181,30 +195,32 @@ class TuiState:
         """The run, its ancestors and its descendants: the curves drawn together."""
         if run_id not in self.runs:
             return []
-        ancestors, cursor = [], self.runs[run_id].get("parent_id")
-        while cursor in self.runs and cursor not in ancestors:
+        ancestors: list[str] = []
+        cursor = self.runs[run_id].parent_id
+        while cursor is not None and cursor in self.runs and cursor not in ancestors:
             ancestors.append(cursor)
-            cursor = self.runs[cursor].get("parent_id")
+            cursor = self.runs[cursor].parent_id
         descendants, frontier = [], [run_id]
         while frontier:
             current = frontier.pop()
             for run in self.runs.values():
-                if run.get("parent_id") == current and run["id"] not in descendants:
-                    descendants.append(run["id"])
-                    frontier.append(run["id"])
+                if run.parent_id == current and run.id not in descendants:
+                    descendants.append(run.id)
+                    frontier.append(run.id)
         return [*reversed(ancestors), run_id, *descendants]
 
 
-def _displayable(run: dict[str, Any]) -> dict[str, Any]:
+def _displayable(run: RunInfo) -> RunInfo:
     """The run with its name safe to draw (a name stored before names were checked may
     hold escape sequences); the TUI refers to runs by id, so nothing is sent back."""
-    return {**run, "name": shown(str(run["name"]))}
+    name = shown(run.name)
+    return run if name == run.name else replace(run, name=name)
 
 
-def _gpu_by_run(sample: dict[str, Any]) -> dict[str, int]:
+def _gpu_by_run(sample: Sample) -> dict[str, int]:
     """The GPU memory each run holds in one telemetry sample (runs holding none left out)."""
     held = {}
-    for run_id, usage in (sample.get("runs") or {}).items():
-        if usage and usage.get("gpu_memory"):
-            held[run_id] = int(sum(v for v in usage["gpu_memory"].values() if v))
+    for run_id, usage in sample.runs.items():
+        if usage.gpu_memory:
+            held[run_id] = int(sum(v for v in usage.gpu_memory.values() if v))
     return held

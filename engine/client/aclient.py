@@ -1,8 +1,10 @@
 """An asyncio client of the engine daemon, for event-driven programs like the TUI.
 
-Replies are matched to requests by id; events go to a queue that the owner
-drains. One reader task per connection; ``closed`` resolves when the
-connection ends, so the owner can reconnect.
+Replies are matched to requests by id; events are decoded into the types of
+``engine.client.events`` and go to a queue that the owner drains. One reader
+task per connection; ``closed`` resolves when the connection ends, so the
+owner can reconnect. A malformed event ends the connection like a malformed
+frame does, and ``failure`` says why.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from pathlib import Path
 from typing import Any
 
 from engine.client.client import (
@@ -21,17 +24,22 @@ from engine.client.client import (
     start_daemon,
     wait_deadline,
 )
+from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_event
 from engine.common import protocol
+from engine.common.telemetry import Sample
+from engine.common.wire import wire_dict, wire_list
 from engine.rundir.paths import StatePaths, state_home
 
 
 class AsyncClient:
     """One connection: ``await call(...)`` for requests, ``events`` for the stream."""
 
-    def __init__(self, paths: StatePaths | None = None) -> None:
-        self.paths = paths or StatePaths(state_home())
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def __init__(self, home: Path | None = None) -> None:
+        """A client of the daemon of state directory ``home`` (None: the default one)."""
+        self.paths = StatePaths(home if home is not None else state_home())
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.closed: asyncio.Event = asyncio.Event()
+        self.failure: str | None = None  # why the connection ended, if the engine misspoke
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -68,6 +76,7 @@ class AsyncClient:
             raise EngineUnavailable(str(reply["error"].get("message", "handshake refused")))
         protocol.check_hello(reply)
         self._reader, self._writer = reader, writer
+        self.failure = None
         self.closed.clear()
         self._task = asyncio.create_task(self._read_forever())
 
@@ -77,7 +86,9 @@ class AsyncClient:
             while True:
                 message = await _read_frame(self._reader)
                 if "event" in message:
-                    self.events.put_nowait(message)
+                    event = decode_event(message)
+                    if event is not None:
+                        self.events.put_nowait(event)
                     continue
                 future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
                 if future is None or future.done():
@@ -89,7 +100,9 @@ class AsyncClient:
                     )
                 else:
                     future.set_result(message.get("result"))
-        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
+        except protocol.ProtocolError as exc:
+            self.failure = str(exc)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             for future in self._pending.values():
@@ -119,9 +132,29 @@ class AsyncClient:
             if cursor is None:
                 return found
 
-    async def all_runs(self) -> list[dict[str, Any]]:
+    async def all_runs(self) -> list[RunInfo]:
         """Every run, in creation order, as listed (with its latest metric values)."""
-        return await self.all_pages("list_runs", "runs")
+        return [RunInfo.from_wire(run) for run in await self.all_pages("list_runs", "runs")]
+
+    async def ema_seeds(self, smoothing: float) -> list[EmaSeed]:
+        """Every run's EMA state of its loss at ``smoothing`` (a brief listing: no rows)."""
+        listed = await self.all_pages("list_runs", "runs", smoothing=smoothing, brief=True)
+        return [EmaSeed.from_wire(run) for run in listed]
+
+    async def series(
+        self, run: str, key: str, buckets: int, axis: str, smoothing: float | None
+    ) -> SeriesView:
+        """One run's metric ``key`` at ``buckets`` buckets along ``axis`` (step or time)."""
+        reply = await self.call(
+            "series", run=run, key=key, buckets=buckets, axis=axis, smoothing=smoothing
+        )
+        return SeriesView.from_wire(reply)
+
+    async def telemetry(self, seconds: float) -> list[Sample]:
+        """The telemetry samples of the last ``seconds``, oldest first."""
+        reply = await self.call("telemetry", seconds=seconds)
+        history = wire_list(wire_dict(reply, "telemetry reply").get("history"), "telemetry history")
+        return [Sample.from_wire(sample) for sample in history]
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from engine.client.client import Client
-from engine.common.runs import RunState, unique_name
+from engine.client.events import RunInfo
+from engine.common.runs import unique_name
 
 DEMO_RUNS = {
     "demo-lr1e-3": ["lr=1e-3"],
@@ -23,44 +25,46 @@ def _named(name: str, base: str) -> bool:
     return name == base or (name.startswith(base + "-") and suffix.isdigit())
 
 
-def _active(runs: list[dict[str, Any]], base: str) -> dict[str, Any] | None:
-    return next(
-        (r for r in runs if _named(r["name"], base) and not RunState(r["state"]).terminal), None
-    )
+def _active(runs: Sequence[RunInfo], base: str) -> RunInfo | None:
+    return next((r for r in runs if _named(r.name, base) and not r.terminal), None)
 
 
-def start_demo(client: Client) -> list[dict[str, Any]]:
+def _listed(client: Client) -> list[RunInfo]:
+    return [RunInfo.from_wire(run) for run in client.all_runs()]
+
+
+def start_demo(client: Client) -> list[RunInfo]:
     """Start the demo runs that are not running already; returns the live demo runs."""
-    runs: list[dict[str, Any]] = client.all_runs()
+    runs = _listed(client)
     for base, overrides in DEMO_RUNS.items():
         if _active(runs, base) is None:
             runs.append(
-                client.call(
+                RunInfo.from_wire(client.call(
                     "start",
                     workload="charlm",
                     overrides=[*DEMO_SIZE, *overrides],
-                    name=unique_name(base, {r["name"] for r in runs}.__contains__),
+                    name=unique_name(base, {r.name for r in runs}.__contains__),
                     device=None,
                     cwd="/",
-                )
+                ))
             )
     return [run for base in DEMO_RUNS if (run := _active(runs, base)) is not None]
 
 
-def fork_request(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def fork_request(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
     """The fork to ask for now, if it is time: the middle run, a little way in."""
     parent = _active(runs, "demo-lr3e-3")
-    if parent is None or parent["state"] != "running" or parent["step"] < FORK_AFTER_STEPS:
+    if parent is None or parent.state != "running" or parent.step < FORK_AFTER_STEPS:
         return None
-    if any(r.get("parent_id") == parent["id"] for r in runs):
+    if any(r.parent_id == parent.id for r in runs):
         return None
-    name = unique_name(FORK_NAME, {r["name"] for r in runs}.__contains__)
-    return {"run": parent["id"], "overrides": ["lr=1e-3"], "name": name}
+    name = unique_name(FORK_NAME, {r.name for r in runs}.__contains__)
+    return {"run": parent.id, "overrides": ["lr=1e-3"], "name": name}
 
 
 def maybe_fork(client: Client) -> dict[str, Any] | None:
     """Fork the demo's middle run once it is time; returns the fork, if made now."""
-    request = fork_request(client.all_runs())
+    request = fork_request(_listed(client))
     if request is None:
         return None
     fork: dict[str, Any] = client.call("fork", **request)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Any
 
+from engine.client.events import RunDescription
 from engine.common.format import condition_text, shown, skipped_text
 
 
@@ -23,66 +23,64 @@ class DetailLine:
     alert: bool = False  # something went wrong: a client with colour shows the label in red
 
 
-def detail_lines(run: dict[str, Any], resume_hint: str) -> list[DetailLine]:
+def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     """The detail of ``run`` (the daemon's ``get_run`` reply).
 
     ``resume_hint`` says how this client resumes or forks a failed run from its
     last complete checkpoint (a command, or keys).
     """
-    total = f" / {run['total_steps']}" if run.get("total_steps") else ""
-    state = run["state"] + (" (memory released)" if run.get("released") else "")
-    if run.get("condition"):
-        state += f" ({condition_text(run['condition'])})"
+    total = f" / {run.total_steps}" if run.total_steps else ""
+    state = run.state + (" (memory released)" if run.released else "")
+    if run.condition:
+        state += f" ({condition_text(run.condition)})"
     lines = [
-        DetailLine("run", f"{run['id']}  {shown(run['name'])}"),
-        DetailLine("state", state, alert=bool(run.get("condition"))),
-        DetailLine("workload", run["workload"]),
-        DetailLine("device", run["device"]),
-        DetailLine("step", f"{run['step']}{total}"),
+        DetailLine("run", f"{run.id}  {shown(run.name)}"),
+        DetailLine("state", state, alert=bool(run.condition)),
+        DetailLine("workload", run.workload),
+        DetailLine("device", str(run.device)),
+        DetailLine("step", f"{run.step}{total}"),
     ]
-    if run.get("parent_id"):
-        lines.append(DetailLine("forked", f"from {run['parent_id']} at step {run['fork_step']}"))
-    if run.get("children"):
-        lines.append(DetailLine("forks", ", ".join(run["children"])))
+    if run.parent_id:
+        lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}"))
+    if run.children:
+        lines.append(DetailLine("forks", ", ".join(run.children)))
     lines += _config(run)
-    if run.get("last"):
+    if run.last:
         values = (
             f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in sorted(run["last"].items())
+            for k, v in sorted(run.last.items())
         )
         lines.append(DetailLine("last", " ".join(values)))
-    skipped = skipped_text(run)
+    skipped = skipped_text(run.skipped_records, run.skipped_points)
     if skipped:
         lines.append(DetailLine("skipped", skipped))
-    if run.get("exit_reason"):
-        reason, code = str(run["exit_reason"]), run.get("exit_code")
+    if run.exit_reason:
+        reason, code = run.exit_reason, run.exit_code
         if code is not None and f"code {code}" not in reason:  # not "code 1 (code 1)"
             reason += f" (code {code})"
-        lines.append(DetailLine("exit", reason, alert=run["state"] == "failed"))
-    if run.get("resume_point"):
-        step = run["resume_point"]["step"]
-        lines.append(
-            DetailLine("resume", f"from step {step}, its last complete checkpoint ({resume_hint})")
-        )
-    missing = "  (missing: deleted?)" if run.get("dir_missing") else ""
-    lines.append(DetailLine("dir", f"{run.get('dir', '')}{missing}", alert=bool(missing)))
-    events = run.get("events", [])
-    count = run.get("event_count", len(events))
-    latest = f" (the latest {len(events)} of {count})" if count > len(events) else ""
+        lines.append(DetailLine("exit", reason, alert=run.state == "failed"))
+    if run.resume_step is not None:
+        lines.append(DetailLine(
+            "resume", f"from step {run.resume_step}, its last complete checkpoint ({resume_hint})"
+        ))
+    missing = "  (missing: deleted?)" if run.dir_missing else ""
+    lines.append(DetailLine("dir", f"{run.dir}{missing}", alert=bool(missing)))
+    count = max(run.event_count, len(run.events))
+    latest = f" (the latest {len(run.events)} of {count})" if count > len(run.events) else ""
     lines.append(DetailLine("events" + latest))
-    for event in events:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
-        lines.append(DetailLine("", f"{when}  {event['state']:<9} {event['reason']}"))
-    if run.get("stderr_tail"):
+    for event in run.events:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+        lines.append(DetailLine("", f"{when}  {event.state:<9} {event.reason}"))
+    if run.stderr_tail:
         lines.append(DetailLine("stderr (tail)", alert=True))
-        lines += [DetailLine("", line) for line in run["stderr_tail"].splitlines()]
+        lines += [DetailLine("", line) for line in run.stderr_tail.splitlines()]
     return lines
 
 
-def _config(run: dict[str, Any]) -> list[DetailLine]:
+def _config(run: RunDescription) -> list[DetailLine]:
     """A wrapped command's command line and loss pattern, or a run's config, a key a line."""
-    config = run["config"]
-    if run.get("kind") == "wrapped":
+    config = run.config
+    if run.kind == "wrapped":
         lines = [DetailLine("command", shlex.join(config["command"]))]
         if config.get("loss_pattern"):
             lines.append(DetailLine("loss", f"read with {config['loss_pattern']!r}"))

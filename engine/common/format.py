@@ -6,7 +6,11 @@ import json
 import math
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: the daemon uses this module too, not the client
+    from engine.client.events import RunInfo
+    from engine.common.telemetry import Sample
 
 # Names longer than this are cut when shown in a table (stores from before names had a limit).
 SHOWN_NAME = 60
@@ -74,25 +78,24 @@ def condition_text(condition: str) -> str:
     return CONDITIONS.get(condition, condition)
 
 
-def run_line_values(run: dict[str, Any]) -> list[str]:
+def run_line_values(run: RunInfo) -> list[str]:
     """The columns of ``traintop ls`` for one run."""
-    step = str(run["step"]) + (f"/{run['total_steps']}" if run["total_steps"] else "")
-    state = run["state"] + ("*" if run["released"] else "")
-    if run.get("condition"):
-        state += f" ({run['condition']})"
+    step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
+    state = run.state + ("*" if run.released else "")
+    if run.condition:
+        state += f" ({run.condition})"
     parent = ""
-    if run["parent_id"]:
-        parent = run["parent_id"] + (f"@{run['fork_step']}" if run["fork_step"] is not None else "")
-    loss = format_number(run.get("last", {}).get("loss"))
-    return [run["id"], shown(run["name"], SHOWN_NAME), state, step, loss, run["device"], parent]
+    if run.parent_id:
+        parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
+    loss = format_number(run.last.get("loss"))
+    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, run.device or "", parent]
 
 
-def skipped_text(run: dict[str, Any]) -> str | None:
-    """What the engine skipped of a run's spool, said for a person; None if nothing."""
+def skipped_text(records: int, points: int) -> str | None:
+    """What the engine skipped of a run's spool (malformed records, bad points), said for
+    a person; None if nothing."""
     parts = []
-    kinds = (("skipped_records", "malformed spool record"), ("skipped_points", "bad point"))
-    for field, what in kinds:
-        count = int(run.get(field) or 0)
+    for count, what in ((records, "malformed spool record"), (points, "bad point")):
         if count:
             parts.append(f"{count} {what}{'' if count == 1 else 's'}")
     return ", ".join(parts) or None
@@ -124,67 +127,67 @@ def _na(value: Any, fmt: str = "{:.0f}", suffix: str = "") -> str:
     return "N/A" if value is None else fmt.format(value) + suffix
 
 
-def gpu_lines(sample: dict[str, Any], names: dict[str, str]) -> list[str]:
+def gpu_lines(sample: Sample, names: dict[str, str]) -> list[str]:
     """Per GPU: utilization, memory, bandwidth, power against its limit, and who uses it."""
-    if not sample["gpus"]:
-        return [f"No GPU found ({sample.get('gpu_status') or 'NVML sees none'})"]
+    if not sample.gpus:
+        return [f"No GPU found ({sample.gpu_status or 'NVML sees none'})"]
     lines = []
-    for gpu in sample["gpus"]:
+    for gpu in sample.gpus:
         parts = [
-            f"GPU {gpu['index']}  {gpu['name'] or 'N/A'}",
-            f"util {_na(gpu['utilization_percent'], suffix='%')}",
-            f"mem {format_bytes(gpu['memory_used'])}/{format_bytes(gpu['memory_total'])}",
-            f"bw {_na(gpu['memory_utilization_percent'], suffix='%')}",
-            f"power {_na(gpu['power_w'])}/{_na(gpu['power_limit_w'])} W"
-            f" ({_na(gpu['power_percent'], suffix='%')})",
-            _na(gpu["temperature_c"], suffix="C"),
-            _na(gpu["sm_clock_mhz"], suffix=" MHz"),
-            f"fan {_na(gpu['fan_percent'], suffix='%')}",
+            f"GPU {gpu.index}  {gpu.name or 'N/A'}",
+            f"util {_na(gpu.utilization_percent, suffix='%')}",
+            f"mem {format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}",
+            f"bw {_na(gpu.memory_utilization_percent, suffix='%')}",
+            f"power {_na(gpu.power_w)}/{_na(gpu.power_limit_w)} W"
+            f" ({_na(gpu.power_percent, suffix='%')})",
+            _na(gpu.temperature_c, suffix="C"),
+            _na(gpu.sm_clock_mhz, suffix=" MHz"),
+            f"fan {_na(gpu.fan_percent, suffix='%')}",
         ]
         lines.append("  ".join(parts))
-        for run_id, usage in sorted(sample["runs"].items()):
-            used = usage["gpu_memory"].get(str(gpu["index"]))
+        for run_id, usage in sorted(sample.runs.items()):
+            used = usage.gpu_memory.get(gpu.index)
             if used:
                 lines.append(f"    run {run_id} {names.get(run_id, '')}  {format_bytes(used)}")
-        for other in sample["others"]:
-            if other["gpu_index"] == gpu["index"]:
+        for other in sample.others:
+            if other.gpu_index == gpu.index:
                 lines.append(
-                    f"    other pid {other['pid']} {other['user'] or '?'}  "
-                    f"{format_bytes(other['used_memory'])}  {other['command'] or ''}".rstrip()
+                    f"    other pid {other.pid} {other.user or '?'}  "
+                    f"{format_bytes(other.used_memory)}  {other.command or ''}".rstrip()
                 )
     return lines
 
 
-def host_lines(sample: dict[str, Any]) -> list[str]:
+def host_lines(sample: Sample) -> list[str]:
     """CPU per core, load, RAM, swap, disk and network rates."""
-    host = sample.get("host")
-    if not host:
+    host = sample.host
+    if host is None:
         return ["host: N/A"]
-    cores = " ".join(f"{c:.0f}" for c in host["cpu_per_core"])
-    load = " ".join(f"{x:.2f}" for x in host["load_average"])
+    cores = " ".join(f"{c:.0f}" for c in host.cpu_per_core)
+    load = " ".join(f"{x:.2f}" for x in host.load_average or ())
     return [
-        f"CPU {host['cpu_percent']:.0f}%  per core [{cores}]  load {load}",
-        f"RAM {format_bytes(host['memory_used'])}/{format_bytes(host['memory_total'])}  "
-        f"swap {format_bytes(host['swap_used'])}/{format_bytes(host['swap_total'])}",
-        f"disk r {format_bytes(host['disk_read_bps'])}/s w {format_bytes(host['disk_write_bps'])}/s"
-        f"  net rx {format_bytes(host['net_rx_bps'])}/s tx {format_bytes(host['net_tx_bps'])}/s",
+        f"CPU {host.cpu_percent:.0f}%  per core [{cores}]  load {load}",
+        f"RAM {format_bytes(host.memory_used)}/{format_bytes(host.memory_total)}  "
+        f"swap {format_bytes(host.swap_used)}/{format_bytes(host.swap_total)}",
+        f"disk r {format_bytes(host.disk_read_bps)}/s w {format_bytes(host.disk_write_bps)}/s"
+        f"  net rx {format_bytes(host.net_rx_bps)}/s tx {format_bytes(host.net_tx_bps)}/s",
     ]
 
 
-def run_usage_rows(sample: dict[str, Any], names: dict[str, str]) -> list[list[str]]:
+def run_usage_rows(sample: Sample, names: dict[str, str]) -> list[list[str]]:
     """Per run: CPU %, RSS, threads, processes and GPU memory over its process tree."""
     rows = []
-    for run_id, usage in sorted(sample["runs"].items()):
-        gpu = sum(v for v in usage["gpu_memory"].values() if v)
+    for run_id, usage in sorted(sample.runs.items()):
+        gpu = sum(v for v in usage.gpu_memory.values() if v)
         rows.append(
             [
                 run_id,
                 names.get(run_id, ""),
-                _na(usage["cpu_percent"], suffix="%"),
-                format_bytes(usage["rss"]),
-                str(usage["threads"]),
-                str(usage["processes"]),
-                format_bytes(gpu) if usage["gpu_memory"] else "-",
+                _na(usage.cpu_percent, suffix="%"),
+                format_bytes(usage.rss),
+                str(usage.threads),
+                str(usage.processes),
+                format_bytes(gpu) if usage.gpu_memory else "-",
             ]
         )
     return rows

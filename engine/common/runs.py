@@ -91,22 +91,3 @@ def check_action(action: str, state: RunState, released: bool) -> None:
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""
         raise ActionError(f"cannot {action} a run that is {state.value}{extra}")
-
-
-# Kept only for tui/run_actions.py until it reads a run row's ``refusals``: the daemon
-# decides by the run's backend (engine.server.backends.wrapped). Remove both then.
-WRAPPED_WORKLOAD = "exec"
-
-
-def check_wrapped_action(action: str, run_id: str) -> None:
-    """Raise ActionError for what a wrapped command cannot do (see the note above)."""
-    if action == "fork":
-        raise ActionError(
-            f"run {run_id} wraps a command: traintop cannot checkpoint it, so it cannot be "
-            "forked (use a train(run) function or traintop.init)"
-        )
-    if action == "release":
-        raise ActionError(
-            f"run {run_id} wraps a command: traintop cannot checkpoint it, so it cannot be "
-            "paused with its memory released (a plain pause stops it in place)"
-        )

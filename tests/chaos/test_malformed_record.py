@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from engine.client.events import RunDescription
 from tests.conftest import TERMINAL, Engine
 from tests.test_engine import start
 from tui.screens.detail import detail_markup
@@ -76,7 +77,8 @@ def test_malformed_records_are_skipped_and_counted_and_the_run_finishes(
     assert (shown["skipped_records"], shown["skipped_points"]) == (len(MALFORMED), BAD_POINTS)
     said = f"{len(MALFORMED)} malformed spool records, {BAD_POINTS} bad points"
     assert f"skipped   {said}" in engine.cli("show", run_id).out
-    assert f"skipped   [/b]{said}" in detail_markup(shown)  # the TUI's run detail too
+    described = RunDescription.from_wire(shown)
+    assert f"skipped   [/b]{said}" in detail_markup(described)  # the TUI's run detail too
     # Said once in the log, however many were skipped, rather than at every tick.
     assert engine.paths.daemon_log.read_text().count("malformed spool records") == 1
 

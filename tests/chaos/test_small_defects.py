@@ -200,7 +200,7 @@ def test_nan_and_infinities_are_told_apart_from_worker_to_export(
         assert last == {"loss": "nan", "tensor": "nan", "inf": "inf", "neg": "-inf"}
 
     async def table_cell() -> None:
-        app = TraintopApp(paths=engine.paths)
+        app = TraintopApp(home=engine.paths.home)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.order == [run_id])

@@ -19,12 +19,12 @@ import math
 import random
 from typing import Any
 
+from engine.common.telemetry import HostSample
 from engine.rundir.paths import StatePaths
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
 from engine.server.telemetry import GpuReader, Sample, demo_nvml
 from engine.server.telemetry.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
-from engine.server.telemetry.samples import HostSample
 
 # 2026-01-01 09:00:00 UTC: every stored event is dated from here (the tests set TZ=UTC).
 EPOCH = 1_767_258_000.0
@@ -141,8 +141,8 @@ def fill_telemetry(store: Store, now: float, fake_gpus: int) -> None:
             for gpu, base in zip(nvml.gpus, base_utilization, strict=True):
                 gpu.utilization = max(0, min(100, base + round(8 * math.sin(tick / 4))))
             when = now - TELEMETRY_SAMPLES + tick
-            sample = Sample(time=when, host=_host(tick), gpus=reader.read())
-            sample.gpu_status = reader.status
+            gpus = reader.read()
+            sample = Sample(time=when, host=_host(tick), gpus=gpus, gpu_status=reader.status)
             store.add_telemetry(when, sample.to_dict())
     finally:
         reader.close()

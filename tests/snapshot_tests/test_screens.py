@@ -69,22 +69,22 @@ def _searching(app: Any) -> bool:
 
 def test_main_view(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
     """Runs (a fork under its parent), the family's chart, no GPU, the host panel."""
-    app = TraintopApp(paths=fixed_engine.paths)
+    app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=_settled)
-    assert app.state.runs[BASE]["state"] == "finished"
+    assert app.state.runs[BASE].state == "finished"
 
 
 def test_main_view_with_two_fake_gpus(
     snap_compare: SnapCompare, fixed_engine_two_gpus: Engine
 ) -> None:
     """The GPU panel with two simulated H100s and their utilization history."""
-    app = TraintopApp(paths=fixed_engine_two_gpus.paths)
+    app = TraintopApp(home=fixed_engine_two_gpus.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=_settled)
 
 
 def test_small_terminal(snap_compare: SnapCompare, fixed_engine_two_gpus: Engine) -> None:
     """80x24: the compact runs table, the chart and the panels squeezed."""
-    app = TraintopApp(paths=fixed_engine_two_gpus.paths)
+    app = TraintopApp(home=fixed_engine_two_gpus.paths.home)
     assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)
 
 
@@ -98,7 +98,7 @@ def test_fork_dialog(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
                              and pilot.app.screen)
         _steady_cursors(dialog)
 
-    app = TraintopApp(paths=fixed_engine.paths)
+    app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_fork)
 
 
@@ -115,7 +115,7 @@ def test_run_detail(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RunDetail))
 
-    app = TraintopApp(paths=fixed_engine.paths)
+    app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_detail)
 
 
@@ -127,7 +127,7 @@ def test_help_screen(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
 
-    app = TraintopApp(paths=fixed_engine.paths)
+    app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_help)
 
 
@@ -144,5 +144,5 @@ def test_command_palette(snap_compare: SnapCompare, fixed_engine: Engine) -> Non
         results = palette.query_one(OptionList)
         await until(pilot, lambda: results.option_count > 0 and not _searching(pilot.app))
 
-    app = TraintopApp(paths=fixed_engine.paths)
+    app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=search_palette)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -11,10 +11,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine.client.events import RunDescription
 from engine.client.run_detail import LABEL_WIDTH, DetailLine, detail_lines
 
 
-def detail_markup(run: dict[str, Any]) -> str:
+def detail_markup(run: RunDescription) -> str:
     """The detail text of a run as returned by the daemon's ``get_run``."""
     return "\n".join(_markup(line) for line in detail_lines(run, "p resumes it, f forks it"))
 
@@ -30,7 +31,7 @@ def _markup(line: DetailLine) -> str:
 class RunDetail(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "close", "Close")]
 
-    def __init__(self, run: dict[str, Any]) -> None:
+    def __init__(self, run: RunDescription) -> None:
         super().__init__(classes="dialog")
         self.run = run
 

@@ -17,6 +17,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from engine.client.events import RunInfo
+
 # Submits a request; returns None on success or the one-line reason it was refused.
 Submit = Callable[[dict[str, Any]], Awaitable[str | None]]
 
@@ -130,18 +132,18 @@ class _FormDialog(ModalScreen[str | None]):
 class ForkDialog(_FormDialog):
     """Fork a run: its config pre-filled; changed values become the overrides."""
 
-    def __init__(self, run: dict[str, Any], submit: Submit) -> None:
+    def __init__(self, run: RunInfo, submit: Submit) -> None:
         super().__init__(submit)
         self.run = run
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box"):
             yield Label(
-                f"Fork {self.run['id']} ({self.run['name']}) at step {self.run['step']}",
+                f"Fork {self.run.id} ({self.run.name}) at step {self.run.step}",
                 id="dialog-title",
             )
             yield Static("Change any value; the fork starts from the parent's current step.")
-            yield ConfigForm(self.run["config"], id="config")
+            yield ConfigForm(self.run.config, id="config")
             with Horizontal(classes="field"):
                 yield Label("name")
                 yield Input(placeholder="automatic", id="name")
@@ -150,7 +152,7 @@ class ForkDialog(_FormDialog):
     def params(self) -> dict[str, Any]:
         name = self.query_one("#name", Input).value.strip()
         return {
-            "run": self.run["id"],
+            "run": self.run.id,
             "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
             "name": name or None,
         }

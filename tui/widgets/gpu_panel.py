@@ -1,6 +1,6 @@
 """The GPU panel: per GPU, utilization, power, memory and bandwidth with their recent history.
 
-The app pushes telemetry samples (``Sample.to_dict()`` form) with
+The app pushes telemetry samples (``engine.common.telemetry.Sample``) with
 ``update_samples``; the panel never fetches anything. It lays itself out for
 the space it is given: a block of bars and sparklines per GPU when every block
 fits, one line per GPU when they do not (8 GPUs in a short pane).
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from rich.text import Text
 
+from engine.common.telemetry import GpuSample, Sample
 from tui.widgets.bars import (
     NA,
     TRACK_STYLE,
@@ -24,9 +24,9 @@ from tui.widgets.bars import (
     short_bytes,
     sparkline,
 )
-from tui.widgets.sample_panel import Sample, SamplePanel
+from tui.widgets.sample_panel import SamplePanel
 
-Gpu = Mapping[str, Any]
+Gpu = GpuSample
 
 _LABEL_WIDTH = 5  # "util ", "pwr  ", "mem  ", "bw   "
 _MAX_OTHERS = 3  # other users' processes listed per GPU before "+N more"
@@ -45,35 +45,31 @@ def _temperature_style(celsius: float | None) -> str:
 
 
 def _mem_percent(gpu: Gpu) -> float | None:
-    fraction = fraction_of(gpu.get("memory_used"), gpu.get("memory_total"))
+    fraction = fraction_of(gpu.memory_used, gpu.memory_total)
     return None if fraction is None else 100 * fraction
 
 
 def _power_text(gpu: Gpu) -> str:
-    watts, limit = gpu.get("power_w"), gpu.get("power_limit_w")
+    watts, limit = gpu.power_w, gpu.power_limit_w
     detail = f"{NA if watts is None else f'{watts:.0f}'}/{NA if limit is None else f'{limit:.0f}'}W"
-    return f"{percent_text(gpu.get('power_percent'))} {detail}"
+    return f"{percent_text(gpu.power_percent)} {detail}"
 
 
 def _mem_text(gpu: Gpu) -> str:
-    return f"{short_bytes(gpu.get('memory_used'))}/{short_bytes(gpu.get('memory_total'))}"
+    return f"{short_bytes(gpu.memory_used)}/{short_bytes(gpu.memory_total)}"
 
 
 # Each metric row: label, percent of the GPU it shows, figure printed after the sparkline.
 _METRICS: tuple[tuple[str, Callable[[Gpu], float | None], Callable[[Gpu], str]], ...] = (
-    (
-        "util",
-        lambda g: g.get("utilization_percent"),
-        lambda g: percent_text(g.get("utilization_percent")),
-    ),
+    ("util", lambda g: g.utilization_percent, lambda g: percent_text(g.utilization_percent)),
     # Power next to utilization: a GPU "100% utilized" by one small kernel at a
     # time draws a fraction of its power, and only the pair shows that.
-    ("pwr", lambda g: g.get("power_percent"), _power_text),
+    ("pwr", lambda g: g.power_percent, _power_text),
     ("mem", _mem_percent, _mem_text),
     (
         "bw",
-        lambda g: g.get("memory_utilization_percent"),
-        lambda g: percent_text(g.get("memory_utilization_percent")),
+        lambda g: g.memory_utilization_percent,
+        lambda g: percent_text(g.memory_utilization_percent),
     ),
 )
 
@@ -94,12 +90,12 @@ class GpuPanel(SamplePanel):
         if not self._history:
             return [Text("Waiting for telemetry…", style=TRACK_STYLE)]
         current = self._history[-1]
-        gpus: list[Gpu] = list(current.get("gpus") or [])
+        gpus = current.gpus
         if not gpus:
-            reason = current.get("gpu_status") or "NVML sees no GPU"
+            reason = current.gpu_status or "NVML sees no GPU"
             return [Text("No GPU found", style="bold"), Text(str(reason), style=TRACK_STYLE)]
         series = self._series(gpus)
-        blocks = [self._block(gpu, series[gpu["index"]], current, width) for gpu in gpus]
+        blocks = [self._block(gpu, series[gpu.index], current, width) for gpu in gpus]
         packed_height = sum(len(block) for block in blocks)
         if packed_height <= height:
             # A blank line between blocks where there is room for one.
@@ -112,12 +108,12 @@ class GpuPanel(SamplePanel):
 
     def _series(self, gpus: list[Gpu]) -> dict[int, list[list[float | None]]]:
         """Per GPU index, each metric's values over the history (None where missing)."""
-        wanted = {gpu["index"] for gpu in gpus}
+        wanted = {gpu.index for gpu in gpus}
         series: dict[int, list[list[float | None]]] = {
             index: [[] for _ in _METRICS] for index in wanted
         }
         for sample in self._history:
-            seen = {gpu["index"]: gpu for gpu in sample.get("gpus") or ()}
+            seen = {gpu.index: gpu for gpu in sample.gpus}
             for index in wanted:
                 gpu = seen.get(index)
                 for values, (_label, percent, _figure) in zip(series[index], _METRICS, strict=True):
@@ -125,17 +121,17 @@ class GpuPanel(SamplePanel):
         return series
 
     def _title(self, gpu: Gpu, index_width: int) -> Text:
-        title = Text(f"GPU{gpu['index']:<{index_width}} ", style="bold")
-        title.append(short_gpu_name(gpu.get("name")), style="bold")
-        temperature = gpu.get("temperature_c")
+        title = Text(f"GPU{gpu.index:<{index_width}} ", style="bold")
+        title.append(short_gpu_name(gpu.name), style="bold")
+        temperature = gpu.temperature_c
         title.append("  ")
         title.append(
             NA if temperature is None else f"{temperature:.0f}°C",
             style=_temperature_style(temperature),
         )
-        clock = gpu.get("sm_clock_mhz")
+        clock = gpu.sm_clock_mhz
         title.append(f"  {NA if clock is None else f'{clock:.0f}'}MHz")
-        fan = gpu.get("fan_percent")
+        fan = gpu.fan_percent
         if fan is not None:
             title.append(f"  fan {fan:.0f}%")
         return title
@@ -165,11 +161,11 @@ class GpuPanel(SamplePanel):
 
     def _users(self, gpu: Gpu, current: Sample) -> list[Text]:
         """A line per run holding memory on this GPU, then other users' processes."""
-        key = str(gpu["index"])
+        index = gpu.index
         held = [
-            (usage["gpu_memory"][key], run_id)
-            for run_id, usage in (current.get("runs") or {}).items()
-            if (usage.get("gpu_memory") or {}).get(key)
+            (usage.gpu_memory[index], run_id)
+            for run_id, usage in current.runs.items()
+            if usage.gpu_memory.get(index)
         ]
         lines = []
         for used, run_id in sorted(held, reverse=True):
@@ -180,16 +176,15 @@ class GpuPanel(SamplePanel):
                 line.append(f" {name}")
             line.append(f" {short_bytes(used)}")
             lines.append(line)
-        others = [o for o in current.get("others") or () if o.get("gpu_index") == gpu["index"]]
-        others.sort(key=lambda o: o.get("used_memory") or 0, reverse=True)
+        others = [o for o in current.others if o.gpu_index == index]
+        others.sort(key=lambda o: o.used_memory or 0, reverse=True)
         for other in others[:_MAX_OTHERS]:
             line = Text("  other: ", style="magenta")
             line.append(
-                f"pid {other.get('pid')} {other.get('user') or '?'} "
-                f"{short_bytes(other.get('used_memory'))}"
+                f"pid {other.pid} {other.user or '?'} {short_bytes(other.used_memory)}"
             )
-            if other.get("command"):
-                line.append(f"  {other['command']}", style=TRACK_STYLE)
+            if other.command:
+                line.append(f"  {other.command}", style=TRACK_STYLE)
             lines.append(line)
         if len(others) > _MAX_OTHERS:
             lines.append(Text(f"  +{len(others) - _MAX_OTHERS} more others", style="magenta"))
@@ -204,22 +199,22 @@ class GpuPanel(SamplePanel):
         height: int,
     ) -> list[Text]:
         """One line per GPU: a utilization bar, then power, memory, temperature and runs."""
-        index_width = max(len(str(gpu["index"])) for gpu in gpus)
+        index_width = max(len(str(gpu.index)) for gpu in gpus)
         bar_width = 16 if width >= 70 else 8 if width >= 40 else 5
         two_lines = 2 * len(gpus) <= height
         shown = gpus if len(gpus) <= height else gpus[: max(0, height - 1)]
         lines = []
         for gpu in shown:
-            util = gpu.get("utilization_percent")
-            line = Text(f"GPU{gpu['index']:<{index_width}} ", style="bold")
+            util = gpu.utilization_percent
+            line = Text(f"GPU{gpu.index:<{index_width}} ", style="bold")
             line.append_text(
                 bar(None if util is None else util / 100, bar_width, level_style(util))
             )
             line.append(" " + percent_text(util), style=level_style(util))
             segments = [
-                ("pwr", gpu.get("power_percent")),
+                ("pwr", gpu.power_percent),
                 ("mem", _mem_percent(gpu)),
-                ("bw", gpu.get("memory_utilization_percent")),
+                ("bw", gpu.memory_utilization_percent),
             ]
             for label, percent in segments:
                 piece = Text(f" {label}")
@@ -227,7 +222,7 @@ class GpuPanel(SamplePanel):
                 if line.cell_len + piece.cell_len > width:
                     break
                 line.append_text(piece)
-            temperature = gpu.get("temperature_c")
+            temperature = gpu.temperature_c
             extras = [
                 Text(
                     f" {NA if temperature is None else f'{temperature:.0f}°C'}",
@@ -236,8 +231,8 @@ class GpuPanel(SamplePanel):
             ]
             runs = [
                 run_id
-                for run_id, usage in (current.get("runs") or {}).items()
-                if (usage.get("gpu_memory") or {}).get(str(gpu["index"]))
+                for run_id, usage in current.runs.items()
+                if usage.gpu_memory.get(gpu.index)
             ]
             if runs and not two_lines:  # the second line names them
                 extras.append(Text(" " + ",".join(sorted(runs)), style="cyan"))
@@ -247,12 +242,12 @@ class GpuPanel(SamplePanel):
             room = width - line.cell_len - 1
             if room >= 10 and not two_lines:
                 line.append(
-                    " " + sparkline(series[gpu["index"]][0], min(room, 40), top=100),
+                    " " + sparkline(series[gpu.index][0], min(room, 40), top=100),
                     style=level_style(util),
                 )
             lines.append(line)
             if two_lines:
-                history = series[gpu["index"]][0]
+                history = series[gpu.index][0]
                 lines.append(self._second_line(gpu, history, current, index_width + 4, width))
         if len(shown) < len(gpus):
             lines.append(Text(f"… {len(gpus) - len(shown)} more GPUs", style=TRACK_STYLE))
@@ -267,7 +262,7 @@ class GpuPanel(SamplePanel):
         width: int,
     ) -> Text:
         """Under a compact GPU line: its utilization history and who holds its memory."""
-        util = gpu.get("utilization_percent")
+        util = gpu.utilization_percent
         line = Text(" " * indent)
         line.append(
             sparkline(util_history, max(0, min(24, width - indent - 12)), top=100),

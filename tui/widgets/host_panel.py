@@ -1,6 +1,6 @@
 """The host panel: CPU per core and in total, memory, swap, load, disk and network rates.
 
-The app pushes telemetry samples (``Sample.to_dict()`` form) with
+The app pushes telemetry samples (``engine.common.telemetry.Sample``) with
 ``update_samples``; the panel never fetches anything. Few cores get a small
 labelled bar each, several to a line; many cores get one block character each,
 its height the core's load, wrapped to the width.
@@ -8,11 +8,11 @@ its height the core's load, wrapped to the width.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich.text import Text
 
+from engine.common.telemetry import HostSample, Sample
 from tui.widgets.bars import (
     NA,
     SPARK_BLOCKS,
@@ -25,7 +25,7 @@ from tui.widgets.bars import (
     short_rate,
     sparkline,
 )
-from tui.widgets.sample_panel import Sample, SamplePanel
+from tui.widgets.sample_panel import SamplePanel
 
 _LABEL_WIDTH = 5  # "CPU  ", "RAM  ", "swap "
 _CORE_BAR_WIDTH = 5
@@ -92,13 +92,11 @@ def _load_text(load: Sequence[float] | None) -> Text:
     return line
 
 
-def _io_texts(host: Mapping[str, Any]) -> tuple[Text, Text]:
+def _io_texts(host: HostSample) -> tuple[Text, Text]:
     disk = Text("disk ", style="bold")
-    disk.append(
-        f"r {short_rate(host.get('disk_read_bps'))} w {short_rate(host.get('disk_write_bps'))}"
-    )
+    disk.append(f"r {short_rate(host.disk_read_bps)} w {short_rate(host.disk_write_bps)}")
     net = Text("net  ", style="bold")
-    net.append(f"rx {short_rate(host.get('net_rx_bps'))} tx {short_rate(host.get('net_tx_bps'))}")
+    net.append(f"rx {short_rate(host.net_rx_bps)} tx {short_rate(host.net_tx_bps)}")
     return disk, net
 
 
@@ -114,12 +112,12 @@ class HostPanel(SamplePanel):
         """The panel's lines for a ``width`` x ``height`` area."""
         if not self._history:
             return [Text("Waiting for telemetry…", style=TRACK_STYLE)]
-        host = self._history[-1].get("host")
-        if not host:
+        host = self._history[-1].host
+        if host is None:
             return [Text("host: N/A", style=TRACK_STYLE)]
         wide = width >= _WIDE
-        cpu = host.get("cpu_percent")
-        load = _load_text(host.get("load_average"))
+        cpu = host.cpu_percent
+        load = _load_text(host.load_average)
         figure = " " + percent_text(cpu)
         rest = width - _LABEL_WIDTH - len(figure) - (load.cell_len + 2 if wide else 0)
         bar_width = max(1, min(30, rest // 2 if rest >= 14 else rest))
@@ -128,18 +126,18 @@ class HostPanel(SamplePanel):
         cpu_line = Text(f"{'CPU':<{_LABEL_WIDTH}}", style="bold")
         cpu_line.append_text(bar(None if cpu is None else cpu / 100, bar_width, level_style(cpu)))
         if spark_width:
-            history = [(s.get("host") or {}).get("cpu_percent") for s in self._history]
+            history = [None if s.host is None else s.host.cpu_percent for s in self._history]
             cpu_line.append(" " + sparkline(history, spark_width, top=100), style=level_style(cpu))
         cpu_line.append(figure, style=level_style(cpu))
 
         memory_bar = max(1, min(30, width - _LABEL_WIDTH - 14))
-        ram = _used_line("RAM", host.get("memory_used"), host.get("memory_total"), memory_bar)
-        swap_total = host.get("swap_total")
+        ram = _used_line("RAM", host.memory_used, host.memory_total, memory_bar)
+        swap_total = host.swap_total
         if swap_total == 0:
             swap = Text(f"{'swap':<{_LABEL_WIDTH}}", style="bold")
             swap.append("none", style=TRACK_STYLE)
         else:
-            swap = _used_line("swap", host.get("swap_used"), swap_total, memory_bar)
+            swap = _used_line("swap", host.swap_used, swap_total, memory_bar)
         disk, net = _io_texts(host)
 
         if wide:
@@ -148,7 +146,7 @@ class HostPanel(SamplePanel):
         else:
             tail = [load, ram, swap, disk, net]
         room = height - 1 - len(tail)
-        cores = core_lines(host.get("cpu_per_core") or [], width, room)
+        cores = core_lines(host.cpu_per_core, width, room)
         if len(cores) > room:
             return [cpu_line, *tail, *cores]  # the bottom is cut off: let it be cores, not RAM
         return [cpu_line, *cores, *tail]

@@ -8,11 +8,12 @@ from typing import Any
 
 from rich.text import Text
 
+from engine.client.events import RunInfo
 from engine.common.format import format_bytes, format_number
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 
-Run = Mapping[str, Any]
+Run = RunInfo
 
 STATE_LOOK = {
     "queued": ("…", "bright_black"),
@@ -37,15 +38,15 @@ FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 9, "EMA": 9, "STEP/S": 6, "ETA": 6
 
 
 def state_text(run: Run) -> Text:
-    glyph, style = STATE_LOOK.get(run["state"], ("?", ""))
-    label = "released" if run["state"] == "paused" and run.get("released") else run["state"]
-    if run.get("condition"):  # e.g. "disk full": what needs the user now, over the state
-        label, style = str(run["condition"]), "bold red"
+    glyph, style = STATE_LOOK.get(run.state, ("?", ""))
+    label = "released" if run.state == "paused" and run.released else run.state
+    if run.condition:  # e.g. "disk full": what needs the user now, over the state
+        label, style = run.condition, "bold red"
     return Text(f"{glyph} {label}", style=style)
 
 
 def progress_text(run: Run, bar: bool = True) -> Text:
-    step, total = int(run.get("step") or 0), run.get("total_steps")
+    step, total = run.step, run.total_steps
     if not total or not bar:
         return Text(f"{step}/{total}" if total else str(step))
     fraction = min(1.0, step / total)
@@ -70,7 +71,7 @@ def name_text(run: Run, row: TreeRow, width: int) -> Text:
     """The name, indented under its parent, with ``+N`` when its forks are folded away."""
     indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
     suffix = f" +{row.hidden}" if row.hidden else ""
-    name = run["name"]
+    name = run.name
     room = width - len(indent) - len(suffix)
     if len(name) > room:
         name = name[: max(room - 1, 0)] + "…"
@@ -82,18 +83,18 @@ def name_text(run: Run, row: TreeRow, width: int) -> Text:
 
 def value_cells(run: Run, state: TuiState, compact: bool) -> dict[str, Text]:
     """Every column but NAME (which depends on the row) for one run."""
-    rate = state.steps_per_second(run["id"])
-    gpu = state.gpu_memory(run["id"])
+    rate = state.steps_per_second(run.id)
+    gpu = state.gpu_memory(run.id)
     return {
-        "ID": Text(run["id"]),
+        "ID": Text(run.id),
         "STATE": state_text(run),
         "STEP": progress_text(run, bar=not compact),
-        "LOSS": Text(format_number(run.get("last", {}).get("loss"))),
-        "EMA": Text(format_number(state.smoothed_last(run["id"]))),
+        "LOSS": Text(format_number(run.last.get("loss"))),
+        "EMA": Text(format_number(state.smoothed_last(run.id))),
         "STEP/S": Text(f"{rate:.1f}" if rate is not None else "-"),
-        "ETA": Text(duration(state.eta_seconds(run["id"]))),
+        "ETA": Text(duration(state.eta_seconds(run.id))),
         "GPU": Text(format_bytes(gpu) if gpu else "-"),
-        "DEV": Text(str(run.get("device") or "")),
+        "DEV": Text(run.device or ""),
     }
 
 
@@ -102,19 +103,19 @@ def column_widths(
 ) -> dict[str, int]:
     """Widths that fit every run's cells (the NAME column is capped), from cheap lengths."""
     widths = {c: max(len(c) + 1, FIXED_WIDTHS.get(c, 0)) for c in columns}
-    runs_by_id = {r["id"]: r for r in runs}
+    runs_by_id = {r.id: r for r in runs}
     name_cap = NAME_WIDTH_COMPACT if compact else NAME_WIDTH[1]
     name = NAME_WIDTH[0]
     for row in rows:
         run = runs_by_id[row.id]
         suffix = len(f" +{row.hidden}") if row.hidden else 0
-        name = max(name, 2 * row.depth + len(run["name"]) + suffix)
+        name = max(name, 2 * row.depth + len(run.name) + suffix)
     widths["NAME"] = min(name, name_cap)
-    totals = [len(str(r.get("total_steps") or r.get("step") or 0)) for r in runs_by_id.values()]
+    totals = [len(str(r.total_steps or r.step or 0)) for r in runs_by_id.values()]
     digits = max(totals, default=1)
     widths["STEP"] = max(widths["STEP"], 2 * digits + 1 + (0 if compact else BAR_WIDTH + 1))
     if "DEV" in widths:
-        devices = (len(str(r.get("device") or "")) for r in runs_by_id.values())
+        devices = (len(r.device or "") for r in runs_by_id.values())
         widths["DEV"] = max(widths["DEV"], *devices, 0)
     return widths
 
@@ -128,16 +129,16 @@ def _finite(value: Any) -> float | None:
 def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
     """How ``column`` orders runs (None: creation order). Unknown values sort last."""
     keys: Mapping[str, Callable[[Run], Any]] = {
-        "ID": lambda r: r["id"],
-        "NAME": lambda r: str(r["name"]).lower(),
-        "STATE": lambda r: STATE_ORDER.index(r["state"]) if r["state"] in STATE_ORDER else 99,
-        "STEP": lambda r: int(r.get("step") or 0),
-        "LOSS": lambda r: _finite(r.get("last", {}).get("loss")),
-        "EMA": lambda r: _finite(state.smoothed_last(r["id"])),
-        "STEP/S": lambda r: state.steps_per_second(r["id"]),
-        "ETA": lambda r: state.eta_seconds(r["id"]),
-        "GPU": lambda r: state.gpu_memory(r["id"]),
-        "DEV": lambda r: str(r.get("device") or ""),
+        "ID": lambda r: r.id,
+        "NAME": lambda r: r.name.lower(),
+        "STATE": lambda r: STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 99,
+        "STEP": lambda r: r.step,
+        "LOSS": lambda r: _finite(r.last.get("loss")),
+        "EMA": lambda r: _finite(state.smoothed_last(r.id)),
+        "STEP/S": lambda r: state.steps_per_second(r.id),
+        "ETA": lambda r: state.eta_seconds(r.id),
+        "GPU": lambda r: state.gpu_memory(r.id),
+        "DEV": lambda r: r.device or "",
     }
     return keys.get(column)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -20,6 +19,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.client.events import RunInfo
+from tui.run_folds import parent_of, toggle_fold, toggle_fold_all, unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
 from tui.widgets.run_cells import (
@@ -33,21 +34,13 @@ from tui.widgets.run_cells import (
     sort_key,
     value_cells,
 )
+from tui.widgets.table_lines import PAD, column_at, header_titles, line_strip
 
-PAD = 1  # blank cells each side of a column
 SCROLLBAR = 2  # kept free on the right, so the columns do not move when it shows
 
 
-def parent_of(run: Any) -> str | None:
-    """The tree the table shows: each fork under the run it was forked from."""
-    parent = run.get("parent_id")
-    return str(parent) if parent else None
-
-
-def _haystack(run: Any) -> str:
-    return " ".join(
-        str(run.get(k, "")) for k in ("id", "name", "state", "workload", "device")
-    ).lower()
+def _haystack(run: RunInfo) -> str:
+    return " ".join((run.id, run.name, run.state, run.workload, str(run.device))).lower()
 
 
 class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
@@ -153,7 +146,9 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             descending=self.descending,
         )
         pending = self.pending_select
-        if pending is not None and pending in state.runs and self._reveal(pending, state):
+        if pending is not None and pending in state.runs and unfold_ancestors(
+            pending, state.runs, self.folded
+        ):
             return self.refresh_rows(state, target)
         widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact)
         widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
@@ -213,16 +208,6 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
                 self.refresh(Region(x, y, width, 1))
             x += width
 
-    def _reveal(self, run_id: str, state: TuiState) -> bool:
-        """Unfold the ancestors of ``run_id``; True if any was folded."""
-        unfolded, cursor = False, parent_of(state.runs[run_id])
-        while cursor is not None and cursor in state.runs:
-            if cursor in self.folded:
-                self.folded.discard(cursor)
-                unfolded = True
-            cursor = parent_of(state.runs[cursor])
-        return unfolded
-
     def _set_virtual_size(self) -> None:
         width = sum(self._widths[c] + 2 * PAD for c in self.columns_shown)
         size = Size(width, len(self._rows) + 1)
@@ -236,26 +221,13 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         row = self.row_of(self.selected_id or "")
         if row is None:
             return
-        if row.children:
-            self.folded.symmetric_difference_update({row.id})
-        else:
-            parent = parent_of(state.runs[row.id])
-            if parent is None or parent not in state.runs:
-                return
-            self.folded.add(parent)
-            return self.refresh_rows(state, select=parent)
-        self.refresh_rows(state)
+        changed, select = toggle_fold(row.id, bool(row.children), state.runs, self.folded)
+        if changed:
+            self.refresh_rows(state, select=select)
 
     def toggle_fold_all(self, state: TuiState) -> None:
         """Fold every run that has forks, or unfold all if every one is folded."""
-        parents = {p for run in state.runs.values() if (p := parent_of(run)) in state.runs}
-        self.folded = set() if parents and parents <= self.folded else parents
-        selected = self.selected_id
-        while selected is not None and selected in state.runs:
-            parent = parent_of(state.runs[selected])
-            if parent is None or parent not in self.folded:
-                break
-            selected = parent  # its row folds away: keep the cursor on what hides it
+        self.folded, selected = toggle_fold_all(state.runs, self.folded, self.selected_id)
         self.refresh_rows(state, select=selected)
 
     def sort_by(self, column: str, descending: bool, state: TuiState) -> None:
@@ -320,19 +292,12 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         if offset is None:
             return
         if offset.y == 0:
-            column = self._column_at(offset.x)
+            column = column_at(offset.x, self.columns_shown, self._widths)
             if column is not None:
                 descending = column == self.sort_column and not self.descending
                 self.sort_by(column, descending, self._state)
             return
         self.move_cursor(round(self.scroll_offset.y) + offset.y - 1)
-
-    def _column_at(self, x: int) -> str | None:
-        for column in self.columns_shown:
-            x -= self._widths.get(column, 0) + 2 * PAD
-            if x < 0:
-                return column
-        return None
 
     # -- drawing --------------------------------------------------------------
 
@@ -378,23 +343,9 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         return line
 
     def _header(self, width: int, base: Style) -> Strip:
-        arrow = "▼" if self.descending else "▲"
-        titles = [
-            Text(c + (arrow if c == self.sort_column else "")) for c in self.columns_shown
-        ]
+        titles = header_titles(self.columns_shown, self.sort_column, self.descending)
         style = base + self.get_component_rich_style("runs-table--header")
         return self._strip(titles, width, style)
 
     def _strip(self, cells: list[Text], width: int, style: Style) -> Strip:
-        console = self.app.console
-        segments: list[Segment] = []
-        for column, cell in zip(self.columns_shown, cells, strict=True):
-            cell_width = self._widths[column]
-            text = cell.copy()
-            text.truncate(cell_width, overflow="ellipsis", pad=True)
-            segments.append(Segment(" " * PAD))
-            segments.extend(text.render(console))
-            segments.append(Segment(" " * PAD))
-        styled = Segment.apply_style(segments, style)
-        # One style run per segment: every segment costs its own escape codes on the wire.
-        return Strip(styled).crop_extend(0, width, style).simplify()
+        return line_strip(cells, self.columns_shown, self._widths, width, style, self.app.console)

@@ -4,8 +4,7 @@ that changed since the last frame (a new sample moves a figure or two)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich.segment import Segment
 from rich.text import Text
@@ -13,10 +12,9 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.common.telemetry import Sample
 from tui.widgets.bars import join_lines
 from tui.widgets.line_diff import changed_regions
-
-Sample = Mapping[str, Any]
 
 
 class SamplePanel(Widget):

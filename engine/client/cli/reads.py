@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from engine.client.cli.common import connect
 from engine.client.client import Client, EngineError
+from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
 from engine.common.format import (
     format_table,
@@ -37,7 +38,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet: try 'traintop start charlm'")
         return 0
-    rows = [run_line_values(r) for r in runs]
+    rows = [run_line_values(RunInfo.from_wire(r)) for r in runs]
     print(format_table(["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows))
     return 0
 
@@ -49,7 +50,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json_text(run))
         return 0
     hint = f"'traintop resume {run['id']}' or 'traintop fork {run['id']}'"
-    print(plain_text(detail_lines(run, hint)))
+    print(plain_text(detail_lines(RunDescription.from_wire(run), hint)))
     return 0
 
 
@@ -159,7 +160,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print("\n".join(gpu_lines(sample, names)))
+        print("\n".join(gpu_lines(Sample.from_wire(sample), names)))
     return 0
 
 
@@ -168,8 +169,9 @@ def cmd_top(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(sample))
         return 0
-    lines = [*host_lines(sample), "", *gpu_lines(sample, names)]
-    rows = run_usage_rows(sample, names)
+    typed = Sample.from_wire(sample)
+    lines = [*host_lines(typed), "", *gpu_lines(typed, names)]
+    rows = run_usage_rows(typed, names)
     if rows:
         lines += [
             "",

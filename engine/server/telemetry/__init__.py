@@ -27,7 +27,7 @@ and the next tick goes on. Ticks sit on a fixed monotonic grid; a slow tick
 
 ``Sample.to_dict()`` (what to store and publish as the "telemetry" topic)
 ------------------------------------------------------------------------
-JSON-able; ``Sample.from_dict`` reverses it. ``None`` means N/A. Bytes for
+JSON-able; ``Sample.from_wire`` reverses it. ``None`` means N/A. Bytes for
 memory, bytes/s for rates, percent of one core for run CPU (may exceed 100)::
 
     {"time": 1718000000.0,                      # wall clock, seconds since epoch
@@ -60,12 +60,7 @@ tick, a full /proc scan every 10 s, GPU pids traced up their parents), and
 Cost: ``bench/telemetry_cost.py``.
 """
 
-from engine.server.telemetry.fake_nvml import FakeGpu, FakeNvml, FakeProcess, demo_nvml
-from engine.server.telemetry.host import HostReader
-from engine.server.telemetry.nvml import GpuReader
-from engine.server.telemetry.run_usage import RunRef, RunUsageReader
-from engine.server.telemetry.sampler import TelemetrySampler, attribute_gpu_memory
-from engine.server.telemetry.samples import (
+from engine.common.telemetry import (
     GpuProcess,
     GpuSample,
     HostSample,
@@ -73,6 +68,11 @@ from engine.server.telemetry.samples import (
     RunUsage,
     Sample,
 )
+from engine.server.telemetry.fake_nvml import FakeGpu, FakeNvml, FakeProcess, demo_nvml
+from engine.server.telemetry.host import HostReader
+from engine.server.telemetry.nvml import GpuReader
+from engine.server.telemetry.run_usage import RunRef, RunUsageReader
+from engine.server.telemetry.sampler import TelemetrySampler, attribute_gpu_memory
 
 __all__ = [
     "FakeGpu",

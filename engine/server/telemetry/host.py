@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from engine.server.telemetry.samples import HostSample
+from engine.common.telemetry import HostSample
 
 
 class HostReader:
@@ -34,7 +34,18 @@ class HostReader:
         memory = psutil.virtual_memory()
         swap = psutil.swap_memory()
         one, five, fifteen = os.getloadavg()
-        sample = HostSample(
+        now, disk, net = self._clock(), _disk(), _net()
+        then, old_disk, old_net = self._io
+        elapsed = now - then
+        rates: dict[str, float | None] = {}
+        if elapsed > 0 and disk is not None and old_disk is not None:
+            rates["disk_read_bps"] = _rate(disk.read_bytes - old_disk.read_bytes, elapsed)
+            rates["disk_write_bps"] = _rate(disk.write_bytes - old_disk.write_bytes, elapsed)
+        if elapsed > 0 and net is not None and old_net is not None:
+            rates["net_rx_bps"] = _rate(net.bytes_recv - old_net.bytes_recv, elapsed)
+            rates["net_tx_bps"] = _rate(net.bytes_sent - old_net.bytes_sent, elapsed)
+        self._io = (now, disk, net)
+        return HostSample(
             cpu_percent=round(sum(per_core) / len(per_core), 1) if per_core else 0.0,
             cpu_per_core=per_core,
             load_average=(round(one, 2), round(five, 2), round(fifteen, 2)),
@@ -43,18 +54,8 @@ class HostReader:
             memory_total=int(memory.total),
             swap_used=int(swap.used),
             swap_total=int(swap.total),
+            **rates,
         )
-        now, disk, net = self._clock(), _disk(), _net()
-        then, old_disk, old_net = self._io
-        elapsed = now - then
-        if elapsed > 0 and disk is not None and old_disk is not None:
-            sample.disk_read_bps = _rate(disk.read_bytes - old_disk.read_bytes, elapsed)
-            sample.disk_write_bps = _rate(disk.write_bytes - old_disk.write_bytes, elapsed)
-        if elapsed > 0 and net is not None and old_net is not None:
-            sample.net_rx_bps = _rate(net.bytes_recv - old_net.bytes_recv, elapsed)
-            sample.net_tx_bps = _rate(net.bytes_sent - old_net.bytes_sent, elapsed)
-        self._io = (now, disk, net)
-        return sample
 
 
 def _busy_percent(old: Any, new: Any) -> float:

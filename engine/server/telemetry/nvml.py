@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.server.telemetry.samples import GpuProcess, GpuSample
+from engine.common.telemetry import GpuProcess, GpuSample
 
 log = logging.getLogger(__name__)
 
@@ -180,27 +180,27 @@ class GpuReader:
     def _read_device(self, device: _Device, now: float) -> GpuSample:
         nvml = self._nvml
         slow = self._read_slow(device, now)
-        sample = GpuSample(index=device.index, **slow)
+        # Gathered first: a sample is frozen once made.
+        figures: dict[str, Any] = dict(slow)
         rates = self._get(device, "utilization", nvml.nvmlDeviceGetUtilizationRates)
         if rates is not None:
-            sample.utilization_percent = float(rates.gpu)
-            sample.memory_utilization_percent = float(rates.memory)
+            figures["utilization_percent"] = float(rates.gpu)
+            figures["memory_utilization_percent"] = float(rates.memory)
         memory = self._get(device, "memory", nvml.nvmlDeviceGetMemoryInfo)
         if memory is not None:
-            sample.memory_used, sample.memory_total = int(memory.used), int(memory.total)
+            figures["memory_used"], figures["memory_total"] = int(memory.used), int(memory.total)
         temperature = self._get(device, "temperature", nvml.nvmlDeviceGetTemperature,
                                 nvml.NVML_TEMPERATURE_GPU)
-        sample.temperature_c = None if temperature is None else float(temperature)
+        figures["temperature_c"] = None if temperature is None else float(temperature)
         power = self._get(device, "power", nvml.nvmlDeviceGetPowerUsage)
-        sample.power_w = None if power is None else power / 1000.0
-        if sample.power_w is not None and sample.power_limit_w:
-            sample.power_percent = round(100.0 * sample.power_w / sample.power_limit_w, 1)
-        sample.sm_clock_mhz = self._get(device, "sm_clock", nvml.nvmlDeviceGetClockInfo,
-                                        nvml.NVML_CLOCK_SM)
+        power_w = figures["power_w"] = None if power is None else power / 1000.0
+        if power_w is not None and slow["power_limit_w"]:
+            figures["power_percent"] = round(100.0 * power_w / slow["power_limit_w"], 1)
+        figures["sm_clock_mhz"] = self._get(device, "sm_clock", nvml.nvmlDeviceGetClockInfo,
+                                            nvml.NVML_CLOCK_SM)
         fan = self._get(device, "fan", nvml.nvmlDeviceGetFanSpeed)
-        sample.fan_percent = None if fan is None else float(fan)
-        sample.processes = self._read_processes(device)
-        return sample
+        figures["fan_percent"] = None if fan is None else float(fan)
+        return GpuSample(index=device.index, processes=self._read_processes(device), **figures)
 
     def _read_processes(self, device: _Device) -> list[GpuProcess]:
         """Compute and graphics processes, one entry per pid."""

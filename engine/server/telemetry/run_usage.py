@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import psutil
 
-from engine.server.telemetry.samples import RunUsage
+from engine.common.telemetry import RunUsage
 
 RunRef = tuple[str, int, int]  # run id, worker pid, worker process group
 _HAS_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
@@ -153,7 +153,7 @@ class RunUsageReader:
         return found
 
     def _usage(self, pids: set[int], table: dict[int, ProcStat], now: float) -> RunUsage:
-        usage = RunUsage()
+        cpu_percent, rss, threads, processes = 0.0, 0, 0, 0
         for pid in list(pids):
             stat = table.get(pid) or _read_stat(pid)
             if stat is None:
@@ -161,13 +161,12 @@ class RunUsageReader:
                 continue
             seen = self._cpu.get(pid)
             if seen is not None and seen[0] == stat.start and now > seen[2]:
-                usage.cpu_percent += 100.0 * max(0.0, stat.cpu_seconds - seen[1]) / (now - seen[2])
+                cpu_percent += 100.0 * max(0.0, stat.cpu_seconds - seen[1]) / (now - seen[2])
             self._cpu[pid] = (stat.start, stat.cpu_seconds, now)
-            usage.rss += stat.rss
-            usage.threads += stat.threads
-            usage.processes += 1
-        usage.cpu_percent = round(usage.cpu_percent, 1)
-        return usage
+            rss += stat.rss
+            threads += stat.threads
+            processes += 1
+        return RunUsage(round(cpu_percent, 1), rss, threads, processes)
 
 
 def _descendants_in(table: dict[int, ProcStat], root: int) -> set[int]:

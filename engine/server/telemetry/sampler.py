@@ -11,10 +11,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+from engine.common.telemetry import GpuSample, OtherGpuProcess, RunUsage, Sample
 from engine.server.telemetry.host import HostReader
 from engine.server.telemetry.nvml import GpuReader
 from engine.server.telemetry.run_usage import RunRef, RunUsageReader
-from engine.server.telemetry.samples import GpuSample, OtherGpuProcess, RunUsage, Sample
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,17 +97,14 @@ class TelemetrySampler:
             self._gpu.close()
 
     def _take(self, host: HostReader | None, runs: RunUsageReader) -> Sample:
-        sample = Sample(time=time.time(), host=None)
-        if host is not None:
-            sample.host = self._guard("host reader", host.read)
-        sample.gpus = self._guard("GPU reader", self._gpu.read) or []
-        sample.gpu_status = self._gpu.status
+        when = time.time()
+        read_host = None if host is None else self._guard("host reader", host.read)
+        gpus = self._guard("GPU reader", self._gpu.read) or []
         refs = self._guard("runs callable", self._runs) or []
-        gpu_pids = {process.pid for gpu in sample.gpus for process in gpu.processes}
-        usages = self._guard("run reader", partial(runs.read, refs, gpu_pids))
-        sample.runs = usages or {}
-        sample.others = attribute_gpu_memory(sample.gpus, sample.runs, runs)
-        return sample
+        gpu_pids = {process.pid for gpu in gpus for process in gpu.processes}
+        usages = self._guard("run reader", partial(runs.read, refs, gpu_pids)) or {}
+        others = attribute_gpu_memory(gpus, usages, runs)
+        return Sample(when, read_host, gpus, usages, others, self._gpu.status)
 
     def _guard(self, what: str, call: Callable[[], T]) -> T | None:
         """``call()``, or None after logging its exception (once per distinct message)."""

@@ -1,7 +1,10 @@
-"""The telemetry data model: plain dataclasses with a JSON-able ``to_dict`` and ``from_dict``.
+"""The telemetry data model, one for both sides: the daemon fills these dataclasses and
+publishes ``to_dict()``; a client decodes them back with ``from_wire``.
 
 A field NVML or the OS cannot give is ``None`` (shown as N/A), never a guess.
 Memory is in bytes, rates in bytes per second, CPU in percent of one core.
+Frozen: the daemon's readers gather every figure first, then make the sample.
+(``RunUsage.gpu_memory`` is a dict the sampler still fills in before publishing.)
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.common.wire import decoding, wire_dict, wire_fields, wire_list
 
-@dataclass
+
+@dataclass(frozen=True)
 class GpuProcess:
     """A process NVML lists on one GPU; ``used_memory`` is None where NVML withholds it."""
 
@@ -22,12 +27,12 @@ class GpuProcess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GpuProcess:
-        """Inverse of ``to_dict``."""
-        return cls(pid=data["pid"], used_memory=data["used_memory"])
+    def from_wire(cls, data: Any) -> GpuProcess:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        return cls(**wire_fields(cls, data, "GPU process"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class GpuSample:
     """One GPU at one instant. Every figure but index is None where the GPU lacks it."""
 
@@ -54,20 +59,21 @@ class GpuSample:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GpuSample:
-        """Inverse of ``to_dict``."""
-        values = dict(data)
-        values["processes"] = [GpuProcess.from_dict(p) for p in data.get("processes", [])]
+    def from_wire(cls, data: Any) -> GpuSample:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        values = wire_fields(cls, data, "GPU sample")
+        processes = wire_list(values.get("processes", []), "GPU sample's processes")
+        values["processes"] = [GpuProcess.from_wire(p) for p in processes]
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostSample:
     """Host-wide figures; a rate is None where the OS keeps no such counter (some containers)."""
 
     cpu_percent: float
     cpu_per_core: list[float]
-    load_average: tuple[float, float, float]
+    load_average: tuple[float, float, float] | None  # None where the OS keeps none
     memory_used: int
     memory_total: int
     swap_used: int
@@ -80,19 +86,22 @@ class HostSample:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; ``load_average`` becomes a list."""
         data = asdict(self)
-        data["load_average"] = list(self.load_average)
+        data["load_average"] = None if self.load_average is None else list(self.load_average)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HostSample:
-        """Inverse of ``to_dict``."""
-        values = dict(data)
-        one, five, fifteen = data["load_average"]
-        values["load_average"] = (one, five, fifteen)
+    def from_wire(cls, data: Any) -> HostSample:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        values = wire_fields(cls, data, "host sample")
+        with decoding("host sample"):
+            if values["load_average"] is not None:
+                one, five, fifteen = (float(x) for x in values["load_average"])
+                values["load_average"] = (one, five, fifteen)
+            values["cpu_per_core"] = [float(x) for x in values["cpu_per_core"]]
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunUsage:
     """One run's resources, summed over its process tree (worker and all descendants).
 
@@ -112,14 +121,16 @@ class RunUsage:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunUsage:
-        """Inverse of ``to_dict``."""
-        values = dict(data)
-        values["gpu_memory"] = {int(k): v for k, v in data.get("gpu_memory", {}).items()}
+    def from_wire(cls, data: Any) -> RunUsage:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        values = wire_fields(cls, data, "run usage")
+        held = wire_dict(values.get("gpu_memory", {}), "run usage's GPU memory")
+        with decoding("run usage"):
+            values["gpu_memory"] = {int(k): int(v) for k, v in held.items()}
         return cls(**values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OtherGpuProcess:
     """GPU memory held by a process that belongs to no run."""
 
@@ -134,12 +145,12 @@ class OtherGpuProcess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OtherGpuProcess:
-        """Inverse of ``to_dict``."""
-        return cls(**data)
+    def from_wire(cls, data: Any) -> OtherGpuProcess:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        return cls(**wire_fields(cls, data, "other GPU process"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
     """Everything telemetry saw at one tick.
 
@@ -167,14 +178,19 @@ class Sample:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Sample:
-        """Inverse of ``to_dict``."""
-        host = data.get("host")
+    def from_wire(cls, data: Any) -> Sample:
+        """Inverse of ``to_dict``; MalformedMessage if a field is missing or mistyped."""
+        values = wire_fields(cls, data, "telemetry sample")
+        host = values["host"]
+        runs = wire_dict(values.get("runs", {}), "telemetry sample's runs")
         return cls(
-            time=data["time"],
-            host=None if host is None else HostSample.from_dict(host),
-            gpus=[GpuSample.from_dict(g) for g in data.get("gpus", [])],
-            runs={k: RunUsage.from_dict(v) for k, v in data.get("runs", {}).items()},
-            others=[OtherGpuProcess.from_dict(o) for o in data.get("others", [])],
-            gpu_status=data.get("gpu_status"),
+            time=values["time"],
+            host=None if host is None else HostSample.from_wire(host),
+            gpus=[GpuSample.from_wire(g) for g in wire_list(values.get("gpus", []), "GPUs")],
+            runs={str(k): RunUsage.from_wire(v) for k, v in runs.items()},
+            others=[
+                OtherGpuProcess.from_wire(o)
+                for o in wire_list(values.get("others", []), "other GPU processes")
+            ],
+            gpu_status=values.get("gpu_status"),
         )

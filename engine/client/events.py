@@ -1,0 +1,262 @@
+"""What the daemon sends a client, as typed objects: runs, metric batches, log text,
+telemetry samples and series views, each decoded once where the frame is read.
+
+Every type has a ``from_wire`` classmethod: unknown keys are ignored (a newer
+daemon may say more), a missing or mistyped required key raises
+``MalformedMessage`` (see ``engine.common.wire``). Past the client, code works
+with these types and tells events apart by type, not by topic strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from engine.common.protocol import ProtocolError
+from engine.common.runs import RunState
+from engine.common.telemetry import Sample
+from engine.common.wire import (
+    MalformedMessage,
+    decoding,
+    wire_dict,
+    wire_fields,
+    wire_list,
+)
+
+__all__ = [
+    "EmaSeed",
+    "Event",
+    "LogText",
+    "MalformedMessage",
+    "MetricBatch",
+    "MetricPoint",
+    "ProtocolError",
+    "RunDescription",
+    "RunEvent",
+    "RunInfo",
+    "Sample",
+    "SeriesBucket",
+    "SeriesView",
+    "decode_event",
+]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the daemon lists and announces it: its row, latest values and condition."""
+
+    id: str
+    name: str
+    state: str  # a RunState value; kept a string so a newer daemon's state still shows
+    workload: str
+    step: int
+    device: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    total_steps: int | None = None
+    parent_id: str | None = None
+    fork_step: int | None = None
+    created: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    released: bool = False
+    condition: str | None = None  # e.g. "disk full": what needs the user now
+    last: dict[str, Any] = field(default_factory=dict)  # latest value of each metric
+    kind: str = "train"  # "train" | "attached" | "wrapped"
+    # Why the run cannot do an action ("fork", "release"), one line each.
+    refusals: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    exit_code: int | None = None
+    exit_reason: str | None = None
+    stderr_tail: str | None = None
+    skipped_records: int = 0
+    skipped_points: int = 0
+
+    @classmethod
+    def from_wire(cls, data: Any) -> RunInfo:
+        """A run from a ``list_runs`` page, a ``runs`` event or a ``start``/``fork`` reply."""
+        return cls(**_run_fields(cls, data, "run"))
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended (an unknown state counts as not ended)."""
+        return self.state in RunState.__members__.values() and RunState(self.state).terminal
+
+
+def _run_fields(cls: type[RunInfo], data: Any, what: str) -> dict[str, Any]:
+    values = wire_fields(cls, data, what)
+    for name in ("config", "last", "refusals"):
+        if name in values:
+            values[name] = dict(wire_dict(values[name], f"{what}'s {name}"))
+    return values
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change of a run: when, to which state, and why."""
+
+    time: float
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunDescription(RunInfo):
+    """A run as ``get_run`` describes it: the listed run, its forks, latest events,
+    the step a failed run can resume from, and its directory."""
+
+    children: tuple[str, ...] = ()
+    events: tuple[RunEvent, ...] = ()
+    event_count: int = 0  # all its events; ``events`` holds the latest of them
+    resume_step: int | None = None  # a failed run's last complete checkpoint, if any
+    dir: str = ""
+    dir_missing: bool = False
+
+    @classmethod
+    def from_wire(cls, data: Any) -> RunDescription:
+        """A run from a ``get_run`` reply."""
+        values = _run_fields(cls, data, "run")
+        with decoding("run"):
+            values["children"] = tuple(str(c) for c in wire_list(values.get("children", []),
+                                                                 "run's forks"))
+            values["events"] = tuple(
+                RunEvent(**wire_fields(RunEvent, e, "run event"))
+                for e in wire_list(values.get("events", []), "run's events")
+            )
+            resume = data.get("resume_point")
+            values["resume_step"] = None if resume is None else int(resume["step"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EmaSeed:
+    """One run's EMA state from a ``list_runs(smoothing=...)`` listing.
+
+    ``ema`` is ``(accumulator, points counted, last step)``, or None when the run
+    has no such metric yet.
+    """
+
+    id: str
+    ema: tuple[float, int, int] | None = None
+
+    @classmethod
+    def from_wire(cls, data: Any) -> EmaSeed:
+        """The ``id`` and ``ema`` of a listed run (a brief or a full listing)."""
+        values = wire_fields(cls, data, "run's EMA")
+        seed = values.get("ema")
+        with decoding("run's EMA"):
+            ema = None if not seed else (float(seed[0]), int(seed[1]), int(seed[2]))
+        return cls(values["id"], ema)
+
+
+class MetricPoint(NamedTuple):
+    """One logged value. A tuple, not a dataclass: batches carry thousands of them."""
+
+    step: int
+    key: str
+    value: float
+    time: float
+
+
+@dataclass(frozen=True)
+class MetricBatch:
+    """Points one run stored, in the order they were logged (a ``metrics`` event)."""
+
+    run: str
+    points: tuple[MetricPoint, ...]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> MetricBatch:
+        """A batch from the event's data: ``{"run": id, "points": [[step, key, value, t]...]}``."""
+        values = wire_fields(cls, data, "metric batch")
+        with decoding("metric batch"):
+            points = tuple(
+                MetricPoint(int(s), str(k), v, float(t))
+                for s, k, v, t in wire_list(values["points"], "metric points")
+            )
+        return cls(values["run"], points)
+
+
+@dataclass(frozen=True)
+class LogText:
+    """Text a run wrote to one of its streams (a ``logs`` event)."""
+
+    run: str
+    stream: str  # "stdout" or "stderr"
+    text: str
+
+    @classmethod
+    def from_wire(cls, data: Any) -> LogText:
+        """Log text from the event's data."""
+        return cls(**wire_fields(cls, data, "log text"))
+
+
+class SeriesBucket(NamedTuple):
+    """One bucket of a series view: its number, min, max, smoothed value and point count."""
+
+    bucket: int
+    vmin: float
+    vmax: float
+    ema: float | None
+    points: int
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    """A metric at screen resolution (the ``series`` reply): bucket ``b`` covers
+    ``range[0] + b * width`` onwards. Empty (no buckets) before the first point."""
+
+    key: str
+    n: int
+    extent: tuple[float, float] | None
+    range: tuple[float, float] | None
+    width: float | None
+    buckets: tuple[SeriesBucket, ...]
+    tail: tuple[tuple[float, ...], ...] = ()
+    ema: tuple[float, int] | None = None
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SeriesView:
+        """A view from a ``series`` reply."""
+        values = wire_fields(cls, data, "series view")
+        with decoding("series view"):
+            pairs = {
+                name: None if values[name] is None else (float(values[name][0]),
+                                                          float(values[name][1]))
+                for name in ("extent", "range")
+            }
+            ema = values.get("ema")
+            return cls(
+                key=values["key"],
+                n=int(values["n"]),
+                extent=pairs["extent"],
+                range=pairs["range"],
+                width=None if values["width"] is None else float(values["width"]),
+                buckets=tuple(
+                    SeriesBucket(int(b), vmin, vmax, smoothed, int(count))
+                    for b, vmin, vmax, smoothed, count in wire_list(values["buckets"], "buckets")
+                ),
+                tail=tuple(tuple(p) for p in wire_list(values.get("tail", []), "tail")),
+                ema=None if ema is None else (float(ema[0]), int(ema[1])),
+            )
+
+
+# What a subscription delivers; a client matches on the type.
+Event = RunInfo | MetricBatch | Sample | LogText
+_DECODERS: dict[str, Any] = {
+    "runs": RunInfo.from_wire,
+    "metrics": MetricBatch.from_wire,
+    "telemetry": Sample.from_wire,
+    "logs": LogText.from_wire,
+}
+
+
+def decode_event(message: dict[str, Any]) -> Event | None:
+    """The typed event of an ``{"event": topic, "data": ...}`` frame.
+
+    None for a topic this client does not know (a newer daemon's), which it skips.
+    """
+    decoder = _DECODERS.get(str(message.get("event")))
+    if decoder is None:
+        return None
+    event: Event = decoder(message.get("data"))
+    return event

@@ -1,0 +1,46 @@
+"""How the chart shows its runs: the one place the chart's view settings live.
+
+The app keeps one ``ChartView`` (in ``TuiState.view``) and replaces it when a
+key changes a setting; the chart draws by it and the chart feed asks the
+daemon for views by it. Nothing else holds a copy of these settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+# The weights ``s`` steps through (a debiased EMA, as TensorBoard smooths).
+SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
+MAX_SMOOTHING = 0.999
+
+
+@dataclass(frozen=True)
+class ChartView:
+    """The metric shown, its smoothing, and the axes' kinds."""
+
+    metric: str = "loss"
+    smoothing: float = SMOOTHING_STEPS[3]
+    x_by_time: bool = False  # wall time on x, else the step
+    log_y: bool = False
+
+    def __post_init__(self) -> None:
+        # Keep the weight in [0, MAX_SMOOTHING]: a weight of 1 would never move.
+        object.__setattr__(self, "smoothing", min(max(float(self.smoothing), 0.0), MAX_SMOOTHING))
+
+    @property
+    def axis(self) -> str:
+        """The x axis as the daemon names it: ``step`` or ``time``."""
+        return "time" if self.x_by_time else "step"
+
+    def next_smoothing(self) -> ChartView:
+        """The next weight of SMOOTHING_STEPS (from the first if this one is not among them)."""
+        steps = SMOOTHING_STEPS
+        index = steps.index(self.smoothing) if self.smoothing in steps else 0
+        return replace(self, smoothing=steps[(index + 1) % len(steps)])
+
+    def next_metric(self, keys: Iterable[str]) -> ChartView:
+        """The next of ``keys`` in name order (``loss`` when there are none)."""
+        ordered = sorted(set(keys)) or ["loss"]
+        index = ordered.index(self.metric) if self.metric in ordered else -1
+        return replace(self, metric=ordered[(index + 1) % len(ordered)])

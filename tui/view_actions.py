@@ -1,0 +1,128 @@
+"""The app's actions that change what is shown: the chart's view, the table's order,
+folds and filter, the cursor, the log pane and help. None of them changes a run.
+
+Kept apart from ``tui.app``, which lays out and feeds the views; the actions that
+change runs are in ``tui.run_actions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+from textual import on, work
+from textual.widgets import Input, RichLog
+
+from engine.client.client import EngineError, EngineUnavailable
+from engine.client.events import ProtocolError
+from tui.chart_view import ChartView
+from tui.connection import LogFollower
+from tui.run_actions import RunActions
+from tui.screens.help import HelpScreen
+from tui.widgets.run_cells import SORT_COLUMNS
+from tui.widgets.runs_table import RunsTable
+
+
+class ViewActions(RunActions):
+    """Keys that change the view; ``show_view`` (the app's) applies a new ChartView."""
+
+    logs: LogFollower
+    shown_family: tuple[str, ...]
+
+    def show_view(self, view: ChartView, refetch: bool) -> None:
+        """Make ``view`` the chart's; ``refetch`` when the daemon's views depend on the change."""
+        raise NotImplementedError
+
+    def values_stale(self) -> None:
+        """The table's streamed values must be drawn again at the next tick."""
+        raise NotImplementedError
+
+    def action_logs(self) -> None:
+        logs = self.query_one("#logs", RichLog)
+        logs.display = not logs.display
+        run = self.selected
+        self.logs.follow(run.id if run and logs.display else None)
+
+    def action_smoothing(self) -> None:
+        self.show_view(self.state.view.next_smoothing(), refetch=True)  # the daemon smooths too
+        self._reseed_emas()
+
+    @work(group="emas", exclusive=True)
+    async def _reseed_emas(self) -> None:
+        with contextlib.suppress(EngineError, EngineUnavailable, ProtocolError):
+            await self.link.reseed_emas()
+        self.values_stale()
+
+    def action_log_scale(self) -> None:
+        view = self.state.view
+        self.show_view(replace(view, log_y=not view.log_y), refetch=False)
+
+    def action_x_axis(self) -> None:
+        view = self.state.view
+        self.show_view(replace(view, x_by_time=not view.x_by_time), refetch=True)
+
+    def action_next_metric(self) -> None:
+        keys: set[str] = set()
+        for run_id in self.shown_family:
+            run = self.state.runs.get(run_id)
+            keys.update(run.last if run is not None else ())
+        self.show_view(self.state.view.next_metric(keys), refetch=True)
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        table = self.query_one(RunsTable)
+        table.text_filter = event.value
+        table.refresh_rows(self.state)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = bool(field.value)
+        self.query_one(RunsTable).focus()
+
+    def action_sort(self) -> None:
+        table = self.query_one(RunsTable)
+        column = SORT_COLUMNS[(SORT_COLUMNS.index(table.sort_column) + 1) % len(SORT_COLUMNS)]
+        self._sort(column, descending=False)
+
+    def action_sort_reverse(self) -> None:
+        table = self.query_one(RunsTable)
+        self._sort(table.sort_column, descending=not table.descending)
+
+    def _sort(self, column: str, descending: bool) -> None:
+        self.query_one(RunsTable).sort_by(column, descending, self.state)
+        order = "creation order" if column == "created" else column
+        self.notify(f"sorted by {order}, {'descending' if descending else 'ascending'}")
+
+    def action_fold(self) -> None:
+        self.query_one(RunsTable).toggle_fold(self.state)
+
+    def action_fold_all(self) -> None:
+        self.query_one(RunsTable).toggle_fold_all(self.state)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.readonly))
+
+    def action_cursor_down(self) -> None:
+        self.query_one(RunsTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(RunsTable).action_cursor_up()
+
+    def action_page_down(self) -> None:
+        self.query_one(RunsTable).page(1)
+
+    def action_page_up(self) -> None:
+        self.query_one(RunsTable).page(-1)
+
+    def action_cursor_first(self) -> None:
+        self.query_one(RunsTable).move_cursor(0)
+
+    def action_cursor_last(self) -> None:
+        table = self.query_one(RunsTable)
+        table.move_cursor(len(table.order) - 1)

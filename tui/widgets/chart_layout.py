@@ -1,0 +1,305 @@
+"""One frame of the loss chart, laid out as strips: braille curves, axes, legend, markers.
+
+``ChartLayout`` reads what a ``LossChart`` holds (its series, their smoothed
+curves, markers and view) and is built once per state and size; the widget
+keeps the strips it makes, so a repaint costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+from tui.chart_math import (
+    MinMax,
+    downsample_minmax_gaps,
+    format_log_tick,
+    format_tick,
+    format_value,
+    log_ticks,
+    nice_ticks,
+    snap_outward,
+)
+
+if TYPE_CHECKING:
+    from tui.widgets.loss_chart import LossChart
+
+PALETTE = ("bright_cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "cyan")
+GUTTER = 8  # 7 characters of y label and the axis line
+MIN_WIDTH_FOR_GUTTER = 24
+# Braille dot bits by (x in cell, y in cell): U+2800 plus the sum of the lit dots.
+DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+DIM = Style(dim=True)
+LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
+
+
+
+@dataclass
+class Series:
+    """One curve: a run's metric against step or wall time."""
+
+    label: str  # e.g. "a1b2c3 lr=3e-4"
+    xs: Sequence[float]  # step or wall time, ascending
+    ys: Sequence[float | None]
+    style: str | None = None  # None: palette by position
+    emphasis: bool = False  # the selected run: bold, first in the legend, raw points shown
+    # The smoothed curve as (xs, ys) when someone else computed it (the daemon does, over
+    # every point, while xs/ys then hold each bucket's min and max): drawn when smoothing.
+    curve: tuple[Sequence[float], Sequence[float | None]] | None = None
+
+
+
+@dataclass
+class _Layer:
+    """Braille dots for one layer of the plot, and which curve last lit each cell."""
+
+    width: int
+    height: int
+    mask: list[int] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mask = [0] * (self.width * self.height)
+        self.owner = [-1] * (self.width * self.height)
+
+    def run(self, x: int, top: int, bottom: int, owner: int) -> None:
+        """Light the dots of dot column `x` from row `top` down to row `bottom`, clipped."""
+        top, bottom = max(top, 0), min(bottom, self.height * 4 - 1)
+        bits = DOT_BITS[x & 1]
+        base = x >> 1
+        for y in range(top, bottom + 1):
+            cell = (y >> 2) * self.width + base
+            self.mask[cell] |= bits[y & 3]
+            self.owner[cell] = owner
+
+    def line(self, x0: int, y0: int, x1: int, y1: int, owner: int) -> None:
+        """A straight line between two dots (x0 < x1), one run per dot column."""
+        for x in range(x0, x1 + 1):
+            y_here = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+            y_next = y0 + (y1 - y0) * min(x + 1 - x0, x1 - x0) / (x1 - x0)
+            lo, hi = sorted((round(y_here), round(y_next)))
+            self.run(x, lo, max(lo, hi - (x < x1)), owner)
+
+
+class ChartLayout:
+    """Lays out one frame of a LossChart as strips; built once per state and size."""
+
+    def __init__(self, chart: LossChart, width: int, height: int) -> None:
+        self.chart = chart
+        self.width, self.height = width, height
+        self.base = chart.rich_style
+        self.gutter = GUTTER if width >= MIN_WIDTH_FOR_GUTTER else 0
+        self.plot_w, self.plot_h = width - self.gutter, height - 2
+        self.cells = [[" "] * width for _ in range(height)]
+        self.styles = [[self.base] * width for _ in range(height)]
+
+    def strips(self) -> list[Strip]:
+        """The chart's lines, or a centred note when there is nothing to draw."""
+        if self.width <= 0 or self.height <= 0:
+            return []
+        chart = self.chart
+        # Drawn in the order given, later series on top: the app passes ancestors, the
+        # selected run, then its forks, so a fork stays visible where it meets its parent.
+        order = list(range(len(chart.series)))
+        xs = {i: _xs_for(chart.series[i]) for i in order}
+        ranges = [(x[0], x[-1]) for x in xs.values() if x]
+        if not ranges:
+            return self._note("no metrics yet")
+        x_lo, x_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        if x_hi <= x_lo:
+            x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+        if chart.live:
+            x_hi = chart.live_x_end(x_lo, x_hi)
+        legend = self._legend(order)
+        if self.plot_h < 1 or self.plot_w < 1:
+            return [legend] + [Strip.blank(self.width, self.base)] * (self.height - 1)
+        dot_w = self.plot_w * 2
+        main: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
+        faint: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
+        # Raw points (faint) only for the selected run: with forks overlaid, the
+        # others' raw clouds would bury the curves being compared.
+        emphasized = {i for i in order if chart.series[i].emphasis} or set(order)
+        for i in order:
+            smooth, raw = chart.curves(i)
+            curve = chart.series[i].curve
+            curve_xs = curve[0] if curve is not None and raw is not None else xs[i]
+            main[i] = self._buckets(curve_xs, smooth, x_lo, x_hi, dot_w)
+            if raw is not None and i in emphasized:
+                faint[i] = self._buckets(xs[i], raw, x_lo, x_hi, dot_w)
+        values = [v for b, _ in main.values() for mm in b if mm is not None for v in mm]
+        if not values:
+            return self._note("no positive values" if chart.log_y else "no finite values")
+        y_lo, y_hi = min(values), max(values)
+        pad = (y_hi - y_lo) * 0.05 or max(abs(y_lo) * 0.05, 0.5)
+        y_lo, y_hi = y_lo - pad, y_hi + pad
+        if chart.live:
+            y_lo, y_hi = snap_outward(y_lo, y_hi, LIVE_Y_STEPS)
+        raw_layer = _Layer(self.plot_w, self.plot_h)
+        main_layer = _Layer(self.plot_w, self.plot_h)
+        for i in order:
+            if i in faint:
+                self._plot(raw_layer, faint[i], i, y_lo, y_hi)
+            self._plot(main_layer, main[i], i, y_lo, y_hi)
+        self._compose_plot(raw_layer, main_layer, order)
+        self._markers(x_lo, x_hi)
+        self._y_axis(y_lo, y_hi)
+        self._x_axis(x_lo, x_hi)
+        return [legend] + [self._row_strip(r) for r in range(1, self.height)]
+
+    def _buckets(
+        self, xs: Sequence[float], ys: list[float | None], x_lo: float, x_hi: float, cols: int
+    ) -> tuple[list[MinMax | None], list[bool]]:
+        log_y = self.chart.log_y
+        buckets, gaps = downsample_minmax_gaps(xs, ys, x_lo, x_hi, cols, positive_only=log_y)
+        if log_y:
+            log10 = math.log10  # positive_only left no value <= 0
+            buckets = [None if b is None else (log10(b[0]), log10(b[1])) for b in buckets]
+        return buckets, gaps
+
+    def _plot(
+        self,
+        layer: _Layer,
+        data: tuple[list[MinMax | None], list[bool]],
+        owner: int,
+        y_lo: float,
+        y_hi: float,
+    ) -> None:
+        """Draw one curve: a vertical run per dot column, joined to the previous column."""
+        buckets, gaps = data
+        scale = (self.plot_h * 4 - 1) / (y_hi - y_lo)
+        prev: tuple[int, int, int] | None = None
+        for x, mm in enumerate(buckets):
+            if mm is None:
+                if gaps[x]:
+                    prev = None
+                continue
+            top, bottom = round((y_hi - mm[1]) * scale), round((y_hi - mm[0]) * scale)
+            if prev is not None and prev[0] == x - 1:
+                # adjacent: stretch this run to touch the previous one, so the line holds
+                layer.run(x, min(top, prev[2]), max(bottom, prev[1]), owner)
+            else:
+                if prev is not None:  # sparse points: a straight line across empty columns
+                    px, ptop, pbottom = prev
+                    layer.line(px, (ptop + pbottom) // 2, x, (top + bottom) // 2, owner)
+                layer.run(x, top, bottom, owner)
+            prev = (x, top, bottom)
+
+    def _style(self, index: int) -> Style:
+        series = self.chart.series[index]
+        colour = series.style or PALETTE[index % len(PALETTE)]
+        style = self.base + Style.parse(colour)
+        return style + Style(bold=True) if series.emphasis else style
+
+    def _compose_plot(self, raw: _Layer, main: _Layer, order: list[int]) -> None:
+        styles = {i: self._style(i) for i in order}
+        faint = {i: s + DIM for i, s in styles.items()}
+        for r in range(self.plot_h):
+            row, row_styles = self.cells[r + 1], self.styles[r + 1]
+            for c in range(self.plot_w):
+                cell = r * self.plot_w + c
+                if main.mask[cell]:
+                    row[self.gutter + c] = chr(0x2800 + main.mask[cell])
+                    row_styles[self.gutter + c] = styles[main.owner[cell]]
+                elif raw.mask[cell]:
+                    row[self.gutter + c] = chr(0x2800 + raw.mask[cell])
+                    row_styles[self.gutter + c] = faint[raw.owner[cell]]
+
+    def _markers(self, x_lo: float, x_hi: float) -> None:
+        """A dotted column at each marker's x, labelled in the top plot row where free."""
+        marker_style = self.base + Style(color="bright_black")
+        for x, label in self.chart.markers:
+            if not x_lo <= x <= x_hi:
+                continue
+            col = self.gutter + min(int((x - x_lo) / (x_hi - x_lo) * self.plot_w), self.plot_w - 1)
+            for r in range(1, self.plot_h + 1):
+                if self.cells[r][col] == " ":
+                    self.cells[r][col], self.styles[r][col] = "┊", marker_style
+            for offset, char in enumerate(label[: self.width - col - 1]):
+                c = col + 1 + offset
+                if self.cells[1][c] == " " and cell_len(char) == 1:
+                    self.cells[1][c], self.styles[1][c] = char, marker_style
+
+    def _y_axis(self, y_lo: float, y_hi: float) -> None:
+        if not self.gutter:
+            return
+        axis_style = self.base + Style(color="bright_black")
+        for r in range(1, self.plot_h + 1):
+            self.cells[r][GUTTER - 1], self.styles[r][GUTTER - 1] = "│", axis_style
+        n = max(2, self.plot_h // 3)
+        if self.chart.log_y:
+            values = log_ticks(y_lo, y_hi, n)
+            ticks = [(math.log10(v), format_log_tick(v)) for v in values if v > 0]
+        else:
+            values = nice_ticks(y_lo, y_hi, n)
+            step = values[1] - values[0] if len(values) > 1 else y_hi - y_lo
+            ticks = [(v, format_tick(v, step)) for v in values]
+        last_row = -2
+        for position, label in ticks:
+            row = 1 + round((y_hi - position) / (y_hi - y_lo) * (self.plot_h * 4 - 1)) // 4
+            if not 1 <= row <= self.plot_h or abs(row - last_row) < 2:
+                continue  # out of the plot, or crowding the label before
+            self._write(row, 0, label[: GUTTER - 1].rjust(GUTTER - 1), self.base)
+            self.cells[row][GUTTER - 1] = "┤"
+            last_row = row
+
+    def _x_axis(self, x_lo: float, x_hi: float) -> None:
+        row = self.height - 1
+        if self.gutter:
+            self._write(row, 0, self.chart.x_label[: GUTTER - 1], self.base + DIM)
+        ticks = nice_ticks(x_lo, x_hi, max(2, self.plot_w // 10))
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else x_hi - x_lo
+        free_from = self.gutter
+        for tick in ticks:
+            label = format_tick(tick, step)
+            offset = int((tick - x_lo) / (x_hi - x_lo) * self.plot_w)
+            col = self.gutter + min(offset, self.plot_w - 1)
+            start = min(col - len(label) // 2, self.width - len(label))
+            if start < free_from:
+                continue
+            self._write(row, start, label, self.base)
+            free_from = start + len(label) + 1
+
+    def _write(self, row: int, col: int, text: str, style: Style) -> None:
+        for offset, char in enumerate(text[: max(self.width - col, 0)]):
+            self.cells[row][col + offset], self.styles[row][col + offset] = char, style
+
+    def _legend(self, order: list[int]) -> Strip:
+        segments: list[Segment] = []
+        emphasised = [i for i in order if self.chart.series[i].emphasis]
+        for i in emphasised + [i for i in order if i not in emphasised]:
+            smooth, _ = self.chart.curves(i)
+            last = next((v for v in reversed(smooth) if v is not None), None)
+            style = self._style(i)
+            label = f" {self.chart.series[i].label} {format_value(last)}  "
+            segments += [Segment("━━", style), Segment(label, self.base)]
+        return Strip(segments).crop_extend(0, self.width, self.base)
+
+    def _row_strip(self, row: int) -> Strip:
+        """Merge a row's cells into one segment per run of one style (styles are shared)."""
+        cells, styles = self.cells[row], self.styles[row]
+        segments: list[Segment] = []
+        start = 0
+        for c in range(1, self.width + 1):
+            if c == self.width or styles[c] is not styles[start]:
+                segments.append(Segment("".join(cells[start:c]), styles[start]))
+                start = c
+        return Strip(segments, self.width)
+
+    def _note(self, text: str) -> list[Strip]:
+        strips = [Strip.blank(self.width, self.base)] * self.height
+        line = Strip([Segment(text.center(self.width), self.base + DIM)])
+        strips[self.height // 2] = line.crop_extend(0, self.width, self.base)
+        return strips
+
+
+def _xs_for(series: Series) -> Sequence[float]:
+    """The series' xs, cut to the length of its ys when a writer got ahead."""
+    n = len(series.ys)
+    return series.xs if len(series.xs) <= n else series.xs[:n]
