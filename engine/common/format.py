@@ -1,4 +1,4 @@
-"""Plain-text rendering of runs for the command line."""
+"""Numbers, bytes, names and telemetry as plain text, for the CLI, the TUI and log lines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for annotations only: the daemon uses this module too, not the client
-    from engine.client.events import RunInfo
     from engine.common.telemetry import Sample
 
 # Names longer than this are cut when shown in a table (stores from before names had a limit).
@@ -76,19 +75,6 @@ CONDITIONS = {
 def condition_text(condition: str) -> str:
     """A run's condition explained, for ``show`` and the TUI's detail."""
     return CONDITIONS.get(condition, condition)
-
-
-def run_line_values(run: RunInfo) -> list[str]:
-    """The columns of ``traintop ls`` for one run."""
-    step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
-    state = run.state + ("*" if run.released else "")
-    if run.condition:
-        state += f" ({run.condition})"
-    parent = ""
-    if run.parent_id:
-        parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
-    loss = format_number(run.last.get("loss"))
-    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, run.device or "", parent]
 
 
 def skipped_text(records: int, points: int) -> str | None:

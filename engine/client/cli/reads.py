@@ -18,15 +18,30 @@ from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
 from engine.common.format import (
+    SHOWN_NAME,
+    format_number,
     format_table,
     gpu_lines,
     host_lines,
     json_text,
     number_text,
-    run_line_values,
     run_usage_rows,
+    shown,
 )
 from engine.common.runs import RunState
+
+
+def run_line_values(run: RunInfo) -> list[str]:
+    """The columns of ``traintop ls`` for one run."""
+    step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
+    state = run.state + ("*" if run.released else "")
+    if run.condition:
+        state += f" ({run.condition})"
+    parent = ""
+    if run.parent_id:
+        parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
+    loss = format_number(run.last.get("loss"))
+    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, run.device or "", parent]
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
