@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from engine.common import protocol
-from engine.rundir.paths import StatePaths, state_home
+from engine.rundir.paths import StatePaths, state_home, temporary_for
 from engine.rundir.state_dir import (
     PRIVATE_UMASK,
     UnsafeStateDir,
@@ -193,7 +193,10 @@ async def _drain_quietly(writer: asyncio.StreamWriter) -> None:
 def _refuse(paths: StatePaths, reason: str) -> int:
     """Say why the daemon cannot start, on stderr and in engine.error for its client."""
     print(f"traintop engine: {reason}", file=sys.stderr)
-    paths.start_error.write_text(f"{reason}\n")
+    # Renamed into place: a client polling for it never reads it half written (empty).
+    temporary = temporary_for(paths.start_error)
+    temporary.write_text(f"{reason}\n")
+    os.replace(temporary, paths.start_error)
     return 1
 
 
