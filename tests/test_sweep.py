@@ -194,6 +194,17 @@ def test_an_experiment_file_starts_a_run_or_a_sweep(engine: Engine, tmp_path: Pa
     assert first["overrides"][:2] == ["steps=5", "batch=4"]
 
 
+def test_start_f_takes_steps_and_refuses_a_queue(engine: Engine, tmp_path: Path) -> None:
+    sweep = write(tmp_path, 'workload = "synthetic"\n[sweep]\nlr = [0.01, 0.02]\n')
+    result = engine.cli("start", "-f", sweep, "--steps", "7", "--json")
+    assert result.code == 0, result
+    assert [r["config"]["steps"] for r in result.json()] == [7, 7]
+    for run in result.json():
+        engine.wait_state(run["id"], "finished")  # refused() below compares stored states
+    queued = write(tmp_path, 'workload = "synthetic"\nqueue = "night"\n')
+    refused(engine, "start", "-f", queued, code=1, mentions="no queues")
+
+
 @pytest.mark.parametrize(
     ("text", "mentions"),
     [

@@ -26,6 +26,7 @@ from engine.client.cli.common import (
 from engine.client.cli.sweep_cmd import queue_unsupported, read_experiment, start_many
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import shown
+from engine.common.sweep import SweepSpec
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -34,6 +35,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         for option in ("trials", "seed", "queue"):
             vars(args).setdefault(option, None)
         vars(args).update(yes=False, dry_run=False)
+        # --steps and --text are values for every run, like the file's [config]; they win.
+        given = {"steps": args.steps, "text": args.text and os.path.abspath(args.text)}
+        fixed = {k: str(v) for k, v in given.items() if v is not None}
+        experiment.spec = experiment.spec.replaced_by(SweepSpec(fixed=fixed))
         return start_many(args, experiment)
     workload = args.workload or experiment.workload
     if workload is None:
