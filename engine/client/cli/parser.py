@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from engine.client.cli.common import UsageError
+from engine.client.cli.compare_cmd import cmd_diff, cmd_wait
 from engine.client.cli.engine_cmd import cmd_engine
 from engine.client.cli.reads import cmd_export, cmd_gpu, cmd_logs, cmd_ls, cmd_show, cmd_top
 from engine.client.cli.run_actions import (
@@ -21,7 +22,9 @@ from engine.client.cli.run_actions import (
     cmd_run,
     cmd_start,
 )
+from engine.client.cli.sweep_cmd import cmd_sweep
 from engine.common.runs import DEFAULT_KILL_GRACE
+from engine.common.sweep import MAX_SWEEP_RUNS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +49,41 @@ def _add_env_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE",
+        help="an experiment file (TOML: workload, name, device, queue, trials, seed, "
+        "[config], [sweep]); values on the command line win over the file's",
+    )
+
+
+def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``traintop sweep``: its grammar is long enough to stand apart."""
+    p = add(
+        "sweep",
+        cmd_sweep,
+        "start one run per combination: grid axes key=V1,V2 are crossed; random axes "
+        "key=log(LO..HI), uniform(LO..HI) or int(LO..HI) are drawn --trials times, each "
+        "trial crossed with the whole grid (Ray Tune's num_samples); key=V is fixed",
+    )
+    p.add_argument("workload", nargs="?")
+    p.add_argument("overrides", nargs="*", metavar="key=SPEC")
+    _add_file_option(p)
+    p.add_argument("--trials", type=int, help="how many times to draw the random axes")
+    p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
+    p.add_argument("--name", help="the base of the runs' names (default: the workload)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N, for every run")
+    p.add_argument("--queue", metavar="NAME", help="put the runs in this queue")
+    p.add_argument("--dry-run", action="store_true", help="show the runs; start none")
+    p.add_argument(
+        "--yes", action="store_true", help=f"allow more than {MAX_SWEEP_RUNS} runs"
+    )
+    p.add_argument("--json", action="store_true")
+    _add_env_options(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``traintop`` parser: each subcommand sets ``func``, the command that runs it."""
     parser = _Parser(
@@ -62,9 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("start", cmd_start, "start a run of a workload (built-in name or file.py:function)")
-    p.add_argument("workload")
+    p = add(
+        "start",
+        cmd_start,
+        "start a run of a workload (built-in name or file.py:function), or the run or "
+        "sweep an experiment file (-f) describes",
+    )
+    p.add_argument("workload", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=value")
+    _add_file_option(p)
     p.add_argument("--name")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a free GPU, else cpu)")
     p.add_argument("--steps", type=int)
@@ -84,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    _add_sweep(add)
+
+    p = add("diff", cmd_diff, "the config keys whose values differ between runs")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--json", action="store_true")
+
+    p = add(
+        "wait",
+        cmd_wait,
+        "wait until runs finish, fail, are killed or pause; exit 0 if all finished, "
+        "1 if any did not, 2 on a timeout or an unknown run",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--timeout", type=float, help="seconds to wait at most (default: no limit)")
 
     p = add("ls", cmd_ls, "list runs")
     p.add_argument("--json", action="store_true")

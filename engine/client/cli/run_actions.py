@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from engine.client.cli.common import (
@@ -22,21 +23,41 @@ from engine.client.cli.common import (
     wait_for,
     wait_training,
 )
+from engine.client.cli.sweep_cmd import queue_unsupported, read_experiment, start_many
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import shown
+from engine.common.sweep import SweepSpec
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
+    experiment = read_experiment(args)
+    if experiment.is_sweep:  # a file with a [sweep]: start it as 'traintop sweep -f' would
+        for option in ("trials", "seed", "queue"):
+            vars(args).setdefault(option, None)
+        vars(args).update(yes=False, dry_run=False)
+        # --steps and --text are values for every run, like the file's [config]; they win.
+        given = {"steps": args.steps, "text": args.text and os.path.abspath(args.text)}
+        fixed = {k: str(v) for k, v in given.items() if v is not None}
+        experiment.spec = experiment.spec.replaced_by(SweepSpec(fixed=fixed))
+        return start_many(args, experiment)
+    workload = args.workload or experiment.workload
+    if workload is None:
+        raise UsageError("no workload: name one, or give a file with workload = ... (-f FILE)")
+    # The file's config first: a later override of the same key wins.
+    overrides = [f"{k}={v}" for k, v in experiment.spec.fixed.items()] + list(args.overrides)
     if args.text is not None:
         overrides.append(f"text={os.path.abspath(args.text)}")
     with connect() as client:
+        refusal = experiment.queue and queue_unsupported(client, experiment.queue)
+        if refusal:
+            print(f"traintop: {refusal}; nothing was started", file=sys.stderr)
+            return 1
         run = client.call(
             "start",
-            workload=args.workload,
+            workload=workload,
             overrides=overrides,
-            name=args.name,
-            device=args.device,
+            name=args.name or experiment.name,
+            device=args.device or experiment.device,
             steps=args.steps,
             cwd=os.getcwd(),
             env=chosen_env(args),

@@ -1,0 +1,99 @@
+"""``traintop diff`` and ``traintop wait``: commands about several runs at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from engine.client.cli.common import UsageError, connect, describe
+from engine.client.client import Client, EngineError
+from engine.common.config_diff import UNSET, runs_diff, value_text
+from engine.common.format import format_table, json_text, shown
+from engine.common.runs import RunState
+
+# How often wait looks at the runs itself, besides the events the engine pushes
+# (a subscriber too slow to read may be dropped; this keeps wait honest then).
+WAIT_POLL_S = 1.0
+# Exit statuses of wait: every run finished; one failed, was killed or paused; time out.
+WAIT_ALL_FINISHED, WAIT_SOME_DID_NOT_FINISH, WAIT_TIMED_OUT = 0, 1, 2
+_STOPPED = {s.value for s in RunState if s.terminal} | {RunState.PAUSED.value}
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    if len(args.runs) < 2:
+        raise UsageError("diff needs at least two runs: traintop diff A B [C...]")
+    with connect() as client:
+        runs = [client.call("get_run", run=ref) for ref in args.runs]
+    diff = runs_diff(runs)
+    if args.json:
+        keys = {k: {r["id"]: v for r, v in zip(runs, vs, strict=True) if v is not UNSET}
+                for k, vs in diff.items()}
+        print(json_text({"runs": [r["id"] for r in runs], "differences": keys}))
+        return 0
+    if not diff:
+        print("no differences")
+        return 0
+    header = ["KEY", *(f"{r['id']} ({shown(r['name'], 30)})" for r in runs)]
+    rows = [[shown(k), *(shown(value_text(v), 40) for v in vs)] for k, vs in diff.items()]
+    print(format_table(header, rows))
+    return 0
+
+
+def _stopped(run: dict[str, Any]) -> bool:
+    """Whether a run will not go on by itself: ended, or paused (by itself or by someone)."""
+    return run.get("state") in _STOPPED
+
+
+def _resolve(client: Client, refs: list[str]) -> dict[str, dict[str, Any]] | None:
+    """Each run named, by id (a run named twice once); None after saying one is unknown."""
+    runs: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        try:
+            run = client.call("get_run", run=ref)
+        except EngineError as exc:
+            print(f"traintop: {exc.message}", file=sys.stderr)
+            return None
+        runs[run["id"]] = run
+    return runs
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Block until every run has ended or paused; say how each ended as it does."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with connect() as client:
+        runs = _resolve(client, args.runs)
+        if runs is None:
+            return WAIT_TIMED_OUT
+        client.subscribe(["runs"], runs=list(runs))
+        # Looked at again after subscribing, so no change falls between a look and the events.
+        changed = set(runs)
+        ends: list[dict[str, Any]] = []
+        while True:
+            for run_id in changed & set(runs):
+                run = client.call("get_run", run=run_id)
+                if _stopped(run):
+                    print(describe(run), flush=True)
+                    ends.append(run)
+                    del runs[run_id]
+            if not runs:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                still = ", ".join(f"{r['id']} ({shown(r['name'])})" for r in runs.values())
+                print(
+                    f"traintop: timed out after {args.timeout:g} s; still going: {still}",
+                    file=sys.stderr,
+                )
+                return WAIT_TIMED_OUT
+            event = client.next_event(WAIT_POLL_S if left is None else min(left, WAIT_POLL_S))
+            if event is None:
+                changed = set(runs)  # quiet for a while: look at every run left
+            elif event.get("event") == "runs" and _stopped(event.get("data", {})):
+                changed = {event["data"].get("id")}
+            else:
+                changed = set()
+    if all(run["state"] == RunState.FINISHED for run in ends):
+        return WAIT_ALL_FINISHED
+    return WAIT_SOME_DID_NOT_FINISH

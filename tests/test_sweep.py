@@ -1,0 +1,268 @@
+"""Sweeps, experiment files, diff and wait: expansion on its own, then the CLI on a real daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.common.config_diff import UNSET, config_diff
+from engine.common.sweep import SweepError, expand, parse_tokens, run_names
+from tests.conftest import Engine
+from tests.test_cli_errors import refused
+
+STEPS = "steps=5"
+
+
+def draws(tokens: list[str], trials: int, seed: int) -> list[list[str]]:
+    return expand(parse_tokens(tokens), trials, seed)
+
+
+def test_grid_is_crossed_first_axis_slowest_with_fixed_values_first() -> None:
+    runs = expand(parse_tokens(["lr=1e-4,3e-4,1e-3", "batch=32,64", "steps=10"]))
+    assert runs == [
+        ["steps=10", f"lr={lr}", f"batch={batch}"]
+        for lr in ("1e-4", "3e-4", "1e-3")
+        for batch in (32, 64)
+    ]
+
+
+def test_random_axes_are_reproducible_by_seed_and_stay_in_bounds() -> None:
+    tokens = ["lr=log(1e-4..1e-2)", "dropout=uniform(0..0.3)", "layers=int(2..3)"]
+    runs = draws(tokens, 40, seed=7)
+    assert runs == draws(tokens, 40, seed=7)
+    assert runs != draws(tokens, 40, seed=8)
+    values = [dict(o.split("=") for o in run) for run in runs]
+    assert all(1e-4 <= float(v["lr"]) <= 1e-2 for v in values)
+    assert all(0 <= float(v["dropout"]) <= 0.3 for v in values)
+    assert {v["layers"] for v in values} == {"2", "3"}  # both ends included
+    # log-uniform: about as many draws below 1e-3 (the log midpoint) as above it.
+    assert 8 <= sum(float(v["lr"]) < 1e-3 for v in values) <= 32
+
+
+def test_each_trial_is_crossed_with_the_whole_grid() -> None:
+    runs = draws(["batch=32,64", "lr=log(1e-4..1e-2)"], 3, seed=0)
+    assert len(runs) == 6
+    assert [r[0] for r in runs] == ["batch=32", "batch=64"] * 3
+    lrs = [r[1] for r in runs]
+    assert lrs[0] == lrs[1] and lrs[2] == lrs[3] and lrs[4] == lrs[5]
+    assert len(set(lrs)) == 3
+
+
+def test_names_show_the_values_that_differ_and_are_unique() -> None:
+    runs = expand(parse_tokens(["lr=3e-4,1e-3", "batch=64", "dim=8,8.0"]))
+    taken = {"charlm-lr3e-4-dim8"}
+    names = run_names("charlm", runs, taken.__contains__)
+    # 8 and 8.0 differ as text but read the same in a name: a number keeps them apart.
+    assert names == [
+        "charlm-lr3e-4-dim8-2",  # the bare name was taken already
+        "charlm-lr3e-4-dim8-3",
+        "charlm-lr1e-3-dim8",
+        "charlm-lr1e-3-dim8-2",
+    ]
+    same = run_names("x", [["lr=0.00011"], ["lr=0.000110001"]], lambda n: False)
+    assert same == ["x-lr1.1e-4", "x-lr1.1e-4-2"]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "trials", "mentions"),
+    [
+        (["lr=1e-4,"], None, "lr=1e-4,"),
+        (["lr=uniform(1..0.5)"], 2, "uniform(1..0.5)"),
+        (["lr=log(0..1)"], 2, "log(0..1)"),
+        (["lr=log(1e-4..1e-2)"], None, "--trials"),
+        (["lr=1,2"], 3, "--trials 3"),
+        (["lr=1,2", "lr=3"], None, "lr=3"),
+        (["layers=int(2..x)"], 2, "int(2..x)"),
+    ],
+)
+def test_bad_specs_name_the_token(tokens: list[str], trials: int | None, mentions: str) -> None:
+    with pytest.raises(SweepError) as caught:
+        expand(parse_tokens(tokens), trials)
+    assert mentions in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_sweep_over_the_cap_needs_yes() -> None:
+    spec = parse_tokens(["a=" + ",".join(map(str, range(40))), "b=" + ",".join("x" * 30)])
+    with pytest.raises(SweepError, match="1200 runs"):
+        expand(spec)
+    assert len(expand(spec, allow_many=True)) == 1200
+
+
+def test_config_diff_lists_only_keys_that_differ() -> None:
+    diff = config_diff([{"lr": 1, "seed": 0, "x": float("nan")}, {"lr": 1.0, "seed": 1,
+                        "x": float("nan"), "extra": True}])
+    assert diff == {"seed": [0, 1], "extra": [UNSET, True]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "mentions"),
+    [
+        (["sweep", "synthetic", "lr=0.1,"], 2, "lr=0.1,"),
+        (["sweep", "synthetic", "lr=uniform(1..0)", "--trials", "2"], 2, "uniform(1..0)"),
+        (["sweep", "synthetic", "lr=log(-1..1)", "--trials", "2"], 2, "log(-1..1)"),
+        (["sweep", "synthetic", "lr=log(1e-3..1e-2)"], 2, "--trials"),
+        (["sweep", "synthetic", "lr=0.1,0.2", "--trials", "2"], 2, "no random axis"),
+        (["sweep", "synthetic", "seed=" + ",".join(map(str, range(1001)))], 2, "--yes"),
+        (["sweep", "synthetic", "lr=0.1,abc"], 1, "lr=abc"),
+        (["sweep", "synthetic", "nosuch=1,2"], 1, "nosuch"),
+        (["sweep", "synthetic", "lr=0.1,0.2", "--queue", "night"], 1, "no queues"),
+        (["sweep", "synthetic", "lr=0.1,0.2", "--name", "two words"], 2, "one word"),
+        (["sweep", "nosuchworkload", "lr=0.1,0.2"], 1, "nosuchworkload"),
+        (["sweep"], 2, "no workload"),
+    ],
+)
+def test_bad_sweeps_are_one_line_and_start_nothing(
+    engine: Engine, argv: list[str], code: int, mentions: str
+) -> None:
+    refused(engine, *argv, code=code, mentions=mentions)
+
+
+def test_dry_run_shows_the_runs_and_starts_none(engine: Engine) -> None:
+    result = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "batch=8,16", STEPS, "--dry-run")
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["NAME", "LR", "BATCH"]
+    assert lines[1].split() == ["synthetic-lr0.01-batch8", "0.01", "8"]
+    assert lines[4].split() == ["synthetic-lr0.02-batch16", "0.02", "16"]
+    as_json = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "--dry-run", "--json").json()
+    assert as_json == [
+        {"name": "synthetic-lr0.01", "overrides": ["lr=0.01"]},
+        {"name": "synthetic-lr0.02", "overrides": ["lr=0.02"]},
+    ]
+    assert engine.all_runs() == []
+
+
+def test_a_2x2_sweep_starts_four_runs_with_their_configs_and_names(engine: Engine) -> None:
+    result = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "batch=8,16", STEPS, "--json")
+    assert result.code == 0, result
+    started = result.json()
+    runs = {r["name"]: r for r in engine.all_runs()}
+    assert [r["name"] for r in started] == list(runs)
+    expected = {
+        f"synthetic-lr{lr}-batch{batch}": (lr, batch)
+        for lr in (0.01, 0.02)
+        for batch in (8, 16)
+    }
+    assert list(runs) == list(expected)
+    for name, (lr, batch) in expected.items():
+        config = runs[name]["config"]
+        assert (config["lr"], config["batch"], config["steps"]) == (lr, batch, 5)
+    again = engine.cli("sweep", "synthetic", "lr=0.01,0.02", STEPS)
+    assert again.code == 0, again
+    assert "synthetic-lr0.01 " in again.out and "synthetic-lr0.02 " in again.out
+    assert len(engine.all_runs()) == 6
+
+
+def test_a_start_refused_halfway_says_what_started(engine: Engine) -> None:
+    result = engine.cli("sweep", "synthetic", "steps=5,0")
+    assert result.code == 1
+    [line] = result.err.strip().splitlines()
+    assert "run 2 of 2 (synthetic-steps0) was refused" in line
+    assert "not started: synthetic-steps0" in line
+    assert [r["name"] for r in engine.all_runs()] == ["synthetic-steps5"]
+    assert "synthetic-steps5" in result.out
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_an_experiment_file_starts_a_run_or_a_sweep(engine: Engine, tmp_path: Path) -> None:
+    one = write(tmp_path, 'workload = "synthetic"\nname = "base"\n[config]\nsteps = 5\nlr = 0.03\n')
+    result = engine.cli("start", "-f", one, "lr=0.04", "--no-wait")
+    assert result.code == 0, result
+    assert engine.run("base")["config"]["lr"] == 0.04  # the command line wins
+    assert engine.run("base")["config"]["steps"] == 5
+    sweep = write(
+        tmp_path,
+        'workload = "synthetic"\nname = "exp"\ntrials = 2\nseed = 3\n'
+        '[config]\nsteps = 5\n[sweep]\nbatch = [8, 16]\nlr = "log(1e-3..1e-1)"\n',
+    )
+    result = engine.cli("start", "-f", sweep, "--json")
+    assert result.code == 0, result
+    runs = result.json()
+    assert [r["config"]["batch"] for r in runs] == [8, 16, 8, 16]
+    assert all(r["name"].startswith("exp-batch") for r in runs)
+    plan = engine.cli("sweep", "-f", sweep, "--dry-run", "--json", "--seed", "3").json()
+    assert [p["name"] for p in plan] == [f"{r['name']}-2" for r in runs]  # same draws, again
+    fixed = engine.cli("sweep", "-f", sweep, "--dry-run", "--json", "--trials", "1", "batch=4")
+    [first] = fixed.json()  # one trial, and batch fixed by the command line: one run
+    assert first["overrides"][:2] == ["steps=5", "batch=4"]
+
+
+def test_start_f_takes_steps_and_refuses_a_queue(engine: Engine, tmp_path: Path) -> None:
+    sweep = write(tmp_path, 'workload = "synthetic"\n[sweep]\nlr = [0.01, 0.02]\n')
+    result = engine.cli("start", "-f", sweep, "--steps", "7", "--json")
+    assert result.code == 0, result
+    assert [r["config"]["steps"] for r in result.json()] == [7, 7]
+    for run in result.json():
+        engine.wait_state(run["id"], "finished")  # refused() below compares stored states
+    queued = write(tmp_path, 'workload = "synthetic"\nqueue = "night"\n')
+    refused(engine, "start", "-f", queued, code=1, mentions="no queues")
+
+
+@pytest.mark.parametrize(
+    ("text", "mentions"),
+    [
+        ('workload = "synthetic"\nstep = 5\n', "unknown field 'step'"),
+        ('workload = "synthetic"\ntrials = "3"\n', "'trials' must be an integer"),
+        ('workload = "synthetic"\nconfig = 5\n', "'config' must be a table"),
+        ('workload = "synthetic"\n[sweep]\nlr = []\n', "sweep.lr: an empty list"),
+        ('workload = "synthetic"\n[sweep]\nlr = "fast"\n', "sweep.lr: expected a list"),
+        ('workload = "synthetic"\n[sweep]\nlr = "log(0..1)"\n', "sweep.lr"),
+        ('workload = "synthetic\n', "not valid TOML"),
+        ('name = "x"\n', "no workload"),
+    ],
+)
+def test_bad_experiment_files_are_one_line(
+    engine: Engine, tmp_path: Path, text: str, mentions: str
+) -> None:
+    path = write(tmp_path, text)
+    refused(engine, "start", "-f", path, code=2, mentions=mentions)
+    refused(engine, "sweep", "-f", path, code=2, mentions=mentions)
+
+
+def test_diff_prints_only_the_keys_that_differ(engine: Engine) -> None:
+    for name, lr in (("a", "0.01"), ("b", "0.02"), ("c", "0.01")):
+        engine.call("start", workload="synthetic", name=name, overrides=[STEPS, f"lr={lr}"])
+        engine.wait_state(name, "finished")  # refused() below compares stored states
+    result = engine.cli("diff", "a", "b")
+    assert result.code == 0, result
+    header, *rows = result.out.splitlines()
+    assert "(a)" in header and "(b)" in header
+    assert [row.split() for row in rows] == [["lr", "0.01", "0.02"]]
+    assert engine.cli("diff", "a", "c").out.strip() == "no differences"
+    as_json = engine.cli("diff", "a", "b", "c", "--json").json()
+    ids = as_json["runs"]
+    assert as_json["differences"] == {"lr": dict(zip(ids, [0.01, 0.02, 0.01], strict=True))}
+    refused(engine, "diff", "a", code=2, mentions="two runs")
+    refused(engine, "diff", "a", "nosuch", code=1, mentions="nosuch")
+
+
+def test_wait_exits_0_when_all_finish_and_1_when_one_is_killed(engine: Engine) -> None:
+    for name in ("w1", "w2"):
+        engine.call("start", workload="synthetic", name=name, overrides=["steps=20"])
+    done = engine.cli("wait", "w1", "w2")
+    assert done.code == 0, done
+    assert sorted(line.split()[1] for line in done.out.splitlines()) == ["(w1)", "(w2)"]
+    assert all(" finished " in line for line in done.out.splitlines())
+
+    engine.call("start", workload="synthetic", name="long", overrides=["steps=100000"])
+    engine.wait_state("long", "running")
+    timed_out = engine.cli("wait", "long", "--timeout", "0.5")
+    assert timed_out.code == 2
+    assert "still going: " in timed_out.err and "(long)" in timed_out.err
+    engine.call("kill", run="long", grace=5)
+    killed = engine.cli("wait", "w1", "long")
+    assert killed.code == 1, killed
+    assert "(long) killed" in killed.out
+
+
+def test_wait_on_an_unknown_run_is_one_line(engine: Engine) -> None:
+    engine.call("start", workload="synthetic", name="known", overrides=[STEPS])
+    engine.wait_state("known", "finished")  # refused() compares stored states
+    refused(engine, "wait", "known", "nosuch", code=2, mentions="nosuch")
