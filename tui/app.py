@@ -27,12 +27,13 @@ from textual.widgets import Footer, Input, RichLog, Static
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
-from engine.common.format import SHOWN_NAME, shown
+from engine.common.format import shown
 from engine.common.protocol import MAX_BUCKETS as MAX_VIEW_BUCKETS
 from tui import partial_updates
 from tui.chart_feed import ChartFeed, ViewRequest
 from tui.chart_view import ChartView
 from tui.commands import ActionCommands
+from tui.compare import Overlaid, chart_runs
 from tui.connection import EngineLink, LogFollower
 from tui.keys import bindings
 from tui.state import TuiState
@@ -49,6 +50,7 @@ STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this
 CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
+LEGEND_NAME = 20  # a run's name in the chart's legend is cut to this
 
 HEAP_SETTLE_S = 2.0  # after connecting: the runs, their tails and the first frames are in
 
@@ -93,7 +95,7 @@ class TraintopApp(ViewActions):
         self._status_text = ""
         self.feed = ChartFeed(self.link.series)
         self._fetching = False
-        self.shown_family: tuple[str, ...] = ()
+        self.shown: tuple[Overlaid, ...] = ()  # the runs on the chart, as drawn
         self._chart_now = False  # the view changed (selection, metric, axis): draw at once
         self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
         self._follow_timer: Timer | None = None
@@ -142,7 +144,7 @@ class TraintopApp(ViewActions):
 
     def _on_connected(self) -> None:
         self.feed.views.clear()  # the engine may have restarted: ask again
-        self.shown_family = ()
+        self.shown = ()
         self._chart_now = True
         self.set_timer(HEAP_SETTLE_S, _settle_heap)
 
@@ -197,20 +199,26 @@ class TraintopApp(ViewActions):
             self.query_one(HostPanel).update_samples(history)
 
     def _follow_selection(self) -> None:
-        """Chart the selected run's family; follow its logs."""
+        """Chart the marked runs, or the selected run's family; follow its logs."""
         with contextlib.suppress(NoMatches):  # a cursor message may land while shutting down
             self._chart_selection()
 
     def _chart_selection(self) -> None:
         run = self.selected
-        family = tuple(self.state.family(run.id)) if run else ()
-        if family != self.shown_family:
-            self.shown_family = family
-            self.feed.forget(family)
+        family = self.state.family(run.id) if run else []
+        shown = chart_runs(family, self.state.marks, run.id if run else None)
+        if shown != self.shown:
+            self.shown = shown
+            self.feed.forget(o.run_id for o in shown)
             self._chart_now = True
         self._fetch_views()
         if self.query_one("#logs").display:
             self.logs.follow(run.id if run else None)
+
+    def marks_changed(self, before: set[str]) -> None:
+        """Show the marks now held (``before``: those held before) in the table and chart."""
+        self.query_one(RunsTable).repaint_marks(before | set(self.state.marks))
+        self._follow_selection()
 
     def show_view(self, view: ChartView, refetch: bool) -> None:
         """Make ``view`` the chart's (and the EMA column's smoothing)."""
@@ -238,7 +246,7 @@ class TraintopApp(ViewActions):
         if self._fetching:
             return
         request = self._view_request()
-        due = self.feed.due(self.shown_family, request)
+        due = self.feed.due([o.run_id for o in self.shown], request)
         if due:
             self._fetching = True
             self.run_worker(self._fetch_due(due, request), group="views")
@@ -263,20 +271,21 @@ class TraintopApp(ViewActions):
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
         series, markers = [], []
-        selected = self.selected
         by_time = self.state.view.x_by_time
         live = False
-        for run_id in self.shown_family:
-            run = self.state.runs.get(run_id)
-            emphasis = selected is not None and run_id == selected.id
+        on_chart = {o.run_id for o in self.shown}
+        for overlaid in self.shown:
+            run = self.state.runs.get(overlaid.run_id)
             curve = None if run is None else self.feed.series(
-                run_id, f"{run.id} {shown(run.name, SHOWN_NAME)}", emphasis
+                run.id, f"{run.id} {shown(run.name, LEGEND_NAME)}", overlaid.emphasis,
+                overlaid.style,
             )
             if run is None or curve is None:
                 continue
             live = live or not run.terminal
             series.append(curve)
-            if run.parent_id and run.fork_step is not None and not by_time:
+            # A fork's marker where its parent's curve is drawn too (always so in a family).
+            if run.parent_id in on_chart and run.fork_step is not None and not by_time:
                 markers.append((float(run.fork_step), f"fork {run.id}"))
         chart.set_data(series, markers, self.state.view.axis, live=live)
 

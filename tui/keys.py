@@ -64,6 +64,10 @@ ACTIONS: tuple[Action, ...] = (
            footer=False),
     Action("fold_all", "C", "Fold all", "Fold every run's forks, or unfold them all",
            footer=False),
+    Action("mark", "space", "Mark", "Mark or unmark the run: the chart overlays the marked runs",
+           footer=False),
+    Action("clear_marks", "u", "Unmark", "Unmark every run: the chart shows the family again",
+           footer=False),
     Action("cursor_down", "down,j", "Down", "Select the next run", footer=False),
     Action("cursor_up", "up,k", "Up", "Select the previous run", footer=False),
     Action("page_down", "pagedown", "Page down", "Select a page further down", footer=False),
@@ -87,5 +91,5 @@ def bindings() -> list[Binding]:
 
 def display_key(action: Action) -> str:
     names = {"slash": "/", "question_mark": "?", "enter": "Enter", "down": "↓", "up": "↑",
-             "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End"}
+             "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End", "space": "Space"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))

@@ -15,6 +15,7 @@ from engine.client.events import EmaSeed, Event, LogText, MetricBatch, RunInfo, 
 from engine.common.format import shown
 from tui.chart_math import DebiasedEma
 from tui.chart_view import ChartView
+from tui.compare import assign_colours
 
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
@@ -48,6 +49,8 @@ class TuiState:
         self.rows_dirty = self.chart_dirty = self.telemetry_dirty = False
         self.changed: set[str] = set()
         self.restated: set[str] = set()  # runs the daemon announced (a state change)
+        # Runs marked for comparison, in the order marked, each with its colour.
+        self.marks: dict[str, str] = {}
 
     @property
     def smoothing(self) -> float:
@@ -75,6 +78,7 @@ class TuiState:
     def set_runs(self, runs: Iterable[RunInfo]) -> None:
         """Every run as listed."""
         self.runs = {run.id: _displayable(run) for run in runs}
+        self.set_marks(r for r in self.marks if r in self.runs)  # a run gone loses its mark
         for run_id in self.runs:
             self.emas[run_id] = RunEma(DebiasedEma(self.smoothing))
         self.rows_dirty = self.chart_dirty = True
@@ -153,6 +157,20 @@ class TuiState:
                 smoothed = [v for v in column.ema.extend(fresh) if v is not None]
                 column.value = smoothed[-1] if smoothed else column.value
         self.changed.add(run_id)
+
+    # -- marks ----------------------------------------------------------------
+
+    def set_marks(self, run_ids: Iterable[str]) -> None:
+        """Mark exactly ``run_ids`` (in this order), colouring them as a set."""
+        order = list(dict.fromkeys(run_ids))
+        colours = assign_colours(order)
+        self.marks = {run_id: colours[run_id] for run_id in order}
+
+    def toggle_mark(self, run_id: str) -> bool:
+        """Mark ``run_id``, or unmark it if marked; True if it is marked now."""
+        marked = run_id not in self.marks
+        self.set_marks([*(r for r in self.marks if r != run_id), *([run_id] if marked else [])])
+        return marked
 
     # -- derived --------------------------------------------------------------
 

@@ -16,8 +16,10 @@ from textual.widgets import Input, RichLog
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from tui.chart_view import ChartView
+from tui.compare import MAX_MARKS, Overlaid
 from tui.connection import LogFollower
 from tui.run_actions import RunActions
+from tui.run_folds import toggle_fold, toggle_fold_all
 from tui.screens.help import HelpScreen
 from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
@@ -27,7 +29,7 @@ class ViewActions(RunActions):
     """Keys that change the view; ``show_view`` (the app's) applies a new ChartView."""
 
     logs: LogFollower
-    shown_family: tuple[str, ...]
+    shown: tuple[Overlaid, ...]
 
     def show_view(self, view: ChartView, refetch: bool) -> None:
         """Make ``view`` the chart's; ``refetch`` when the daemon's views depend on the change."""
@@ -36,6 +38,28 @@ class ViewActions(RunActions):
     def values_stale(self) -> None:
         """The table's streamed values must be drawn again at the next tick."""
         raise NotImplementedError
+
+    def marks_changed(self, before: set[str]) -> None:
+        """Show the marks now held in the table and on the chart (``before``: the old ones)."""
+        raise NotImplementedError
+
+    def action_mark(self) -> None:
+        run = self.selected
+        if run is None:
+            return
+        marks = self.state.marks
+        if run.id not in marks and len(marks) >= MAX_MARKS:
+            self.notify(f"at most {MAX_MARKS} runs are compared at once: "
+                        "unmark one (space) or all (u) first", severity="warning")
+            return
+        before = set(marks)
+        self.state.toggle_mark(run.id)
+        self.marks_changed(before)
+
+    def action_clear_marks(self) -> None:
+        before = set(self.state.marks)
+        self.state.set_marks(())
+        self.marks_changed(before)
 
     def action_logs(self) -> None:
         logs = self.query_one("#logs", RichLog)
@@ -63,8 +87,8 @@ class ViewActions(RunActions):
 
     def action_next_metric(self) -> None:
         keys: set[str] = set()
-        for run_id in self.shown_family:
-            run = self.state.runs.get(run_id)
+        for overlaid in self.shown:
+            run = self.state.runs.get(overlaid.run_id)
             keys.update(run.last if run is not None else ())
         self.show_view(self.state.view.next_metric(keys), refetch=True)
 
@@ -100,10 +124,20 @@ class ViewActions(RunActions):
         self.notify(f"sorted by {order}, {'descending' if descending else 'ascending'}")
 
     def action_fold(self) -> None:
-        self.query_one(RunsTable).toggle_fold(self.state)
+        """Fold or unfold the selected run's forks; on a leaf, fold its parent."""
+        table = self.query_one(RunsTable)
+        row = table.row_of(table.selected_id or "")
+        if row is None:
+            return
+        changed, select = toggle_fold(row.id, bool(row.children), self.state.runs, table.folded)
+        if changed:
+            table.refresh_rows(self.state, select=select)
 
     def action_fold_all(self) -> None:
-        self.query_one(RunsTable).toggle_fold_all(self.state)
+        """Fold every run that has forks, or unfold all if every one is folded."""
+        table = self.query_one(RunsTable)
+        table.folded, selected = toggle_fold_all(self.state.runs, table.folded, table.selected_id)
+        table.refresh_rows(self.state, select=selected)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.readonly))

@@ -55,7 +55,8 @@ def _loss(step: int, lr: float, noise: random.Random) -> float:
     return floor + 2.8 * math.exp(-step / 90) + 0.06 * (noise.random() - 0.5)
 
 
-def _points(start: int, end: int, lr: float, created: float, seed: int) -> list[list[Any]]:
+def loss_points(start: int, end: int, lr: float, created: float, seed: int) -> list[list[Any]]:
+    """Stored points of steps ``start`` to ``end``: a fixed, noisy curve for ``lr``."""
     noise = random.Random(seed)
     return [
         [step, "loss", round(_loss(step, lr, noise), 6), created + 2 + step * SECONDS_PER_STEP]
@@ -63,7 +64,7 @@ def _points(start: int, end: int, lr: float, created: float, seed: int) -> list[
     ]
 
 
-def _run(
+def store_run(
     store: Store,
     run: dict[str, Any],
     points: list[list[Any]],
@@ -89,23 +90,24 @@ def _run(
 
 def fill_runs(store: Store) -> None:
     """Four ended runs: a base charlm, its fork at step 200, a failed one, a killed one."""
-    _run(store, {"id": BASE, "name": "base", "workload": "charlm", "config": CHARLM,
-                 "total_steps": 600, "created": EPOCH},
-         _points(0, 600, 3e-3, EPOCH, seed=1), ("finished", "finished", 0))
+    store_run(store, {"id": BASE, "name": "base", "workload": "charlm", "config": CHARLM,
+                      "total_steps": 600, "created": EPOCH},
+              loss_points(0, 600, 3e-3, EPOCH, seed=1), ("finished", "finished", 0))
     fork_config = {**CHARLM, "lr": 1e-3}
     forked = EPOCH + 2 + FORK_STEP * SECONDS_PER_STEP
-    _run(store, {"id": FORK, "name": "base-lr1e-3", "workload": "charlm", "config": fork_config,
-                 "total_steps": 600, "created": forked, "parent_id": BASE,
-                 "fork_step": FORK_STEP},
-         _points(FORK_STEP, 600, 1e-3, EPOCH, seed=2), ("finished", "finished", 0))
+    store_run(store, {"id": FORK, "name": "base-lr1e-3", "workload": "charlm",
+                      "config": fork_config, "total_steps": 600, "created": forked,
+                      "parent_id": BASE, "fork_step": FORK_STEP},
+              loss_points(FORK_STEP, 600, 1e-3, EPOCH, seed=2), ("finished", "finished", 0))
     wide_config = {**CHARLM, "lr": 3e-2, "d_model": 256}
-    _run(store, {"id": WIDE, "name": "wide-d256", "workload": "charlm", "config": wide_config,
-                 "total_steps": 600, "created": EPOCH + 300},
-         _points(0, WIDE_FAILED_AT, 3e-2, EPOCH + 300, seed=3),
-         ("failed", "exited with code 1", 1))
-    _run(store, {"id": TINY, "name": "tiny", "workload": "synthetic", "config": SYNTHETIC,
-                 "total_steps": 400, "created": EPOCH + 600},
-         _points(0, TINY_KILLED_AT, 2e-2, EPOCH + 600, seed=4), ("killed", "killed by user", -15))
+    store_run(store, {"id": WIDE, "name": "wide-d256", "workload": "charlm",
+                      "config": wide_config, "total_steps": 600, "created": EPOCH + 300},
+              loss_points(0, WIDE_FAILED_AT, 3e-2, EPOCH + 300, seed=3),
+              ("failed", "exited with code 1", 1))
+    store_run(store, {"id": TINY, "name": "tiny", "workload": "synthetic", "config": SYNTHETIC,
+                      "total_steps": 400, "created": EPOCH + 600},
+              loss_points(0, TINY_KILLED_AT, 2e-2, EPOCH + 600, seed=4),
+              ("killed", "killed by user", -15))
 
 
 def _host(tick: int) -> HostSample:

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Input, OptionList
 
 from tests.conftest import Engine
-from tests.snapshot_tests.fixed_state import BASE, WIDE
+from tests.snapshot_tests.fixed_state import BASE, FORK, TINY, WIDE
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
@@ -146,3 +146,21 @@ def test_command_palette(snap_compare: SnapCompare, fixed_engine: Engine) -> Non
 
     app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=search_palette)
+
+
+def test_four_runs_compared(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
+    """Every run marked (space): four curves in their own colours, named in the legend."""
+
+    async def mark_all(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("space", "j", "space", "j", "space", "j", "space")
+        app = pilot.app
+        assert isinstance(app, TraintopApp)
+        chart = app.query_one(LossChart)
+        shown = [BASE, FORK, WIDE, TINY]
+        await until(pilot, lambda: list(app.state.marks) == shown
+                    and sorted(s.run_id for s in chart.series) == sorted(shown)
+                    and not app.feed.due(shown, app._view_request()))
+
+    app = TraintopApp(home=fixed_engine.paths.home)
+    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=mark_all)

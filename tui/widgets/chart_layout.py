@@ -53,6 +53,7 @@ class Series:
     # The smoothed curve as (xs, ys) when someone else computed it (the daemon does, over
     # every point, while xs/ys then hold each bucket's min and max): drawn when smoothing.
     curve: tuple[Sequence[float], Sequence[float | None]] | None = None
+    run_id: str = ""  # the run it shows ("" when it stands for none)
 
 
 
@@ -271,14 +272,26 @@ class ChartLayout:
             self.cells[row][col + offset], self.styles[row][col + offset] = char, style
 
     def _legend(self, order: list[int]) -> Strip:
-        segments: list[Segment] = []
+        """One line naming each curve (the emphasised first) with its colour and last
+        value; what does not fit is counted as "+N more", never wrapped over the plot."""
         emphasised = [i for i in order if self.chart.series[i].emphasis]
+        entries: list[tuple[Style, str]] = []
         for i in emphasised + [i for i in order if i not in emphasised]:
             smooth, _ = self.chart.curves(i)
             last = next((v for v in reversed(smooth) if v is not None), None)
-            style = self._style(i)
-            label = f" {self.chart.series[i].label} {format_value(last)}  "
-            segments += [Segment("━━", style), Segment(label, self.base)]
+            entries.append((self._style(i), f" {self.chart.series[i].label} {format_value(last)}"))
+        segments: list[Segment] = []
+        used = 0
+        for n, (style, label) in enumerate(entries):
+            after = len(entries) - n - 1  # entries after this one, if it is the last that fits
+            room = self.width - used - (len(f"  +{after} more") if after else 0)
+            if 2 + cell_len(label) > room and n:
+                segments.append(Segment(f"+{len(entries) - n} more", self.base + DIM))
+                break
+            if 2 + cell_len(label) > room:  # the first entry alone is too long: cut its name
+                label = label[: max(room - 3, 0)] + "…"
+            segments += [Segment("━━", style), Segment(label + "  ", self.base)]
+            used += 4 + cell_len(label)
         return Strip(segments).crop_extend(0, self.width, self.base)
 
     def _row_strip(self, row: int) -> Strip:

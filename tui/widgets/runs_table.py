@@ -20,7 +20,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.client.events import RunInfo
-from tui.run_folds import parent_of, toggle_fold, toggle_fold_all, unfold_ancestors
+from tui.run_folds import parent_of, unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
 from tui.widgets.run_cells import (
@@ -208,27 +208,23 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
                 self.refresh(Region(x, y, width, 1))
             x += width
 
+    def repaint_marks(self, run_ids: set[str]) -> None:
+        """Repaint the mark cell of ``run_ids`` (marked, unmarked or recoloured)."""
+        top = round(self.scroll_offset.y)
+        for run_id in run_ids:
+            index = self._index.get(run_id)
+            if index is None:
+                continue  # filtered or folded away: drawn as it is when it shows again
+            self._lines.pop(run_id, None)
+            self.refresh(Region(0, index - top + 1, PAD, 1))
+
     def _set_virtual_size(self) -> None:
         width = sum(self._widths[c] + 2 * PAD for c in self.columns_shown)
         size = Size(width, len(self._rows) + 1)
         if size != self.virtual_size:
             self.virtual_size = size
 
-    # -- folding and sorting --------------------------------------------------
-
-    def toggle_fold(self, state: TuiState) -> None:
-        """Fold or unfold the selected run's forks; on a leaf, fold its parent."""
-        row = self.row_of(self.selected_id or "")
-        if row is None:
-            return
-        changed, select = toggle_fold(row.id, bool(row.children), state.runs, self.folded)
-        if changed:
-            self.refresh_rows(state, select=select)
-
-    def toggle_fold_all(self, state: TuiState) -> None:
-        """Fold every run that has forks, or unfold all if every one is folded."""
-        self.folded, selected = toggle_fold_all(state.runs, self.folded, self.selected_id)
-        self.refresh_rows(state, select=selected)
+    # -- sorting (folds are the app's: it changes ``folded``, then refreshes the rows) --
 
     def sort_by(self, column: str, descending: bool, state: TuiState) -> None:
         if column not in SORT_COLUMNS:
@@ -336,7 +332,8 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             style = base
             if index == self.cursor:
                 style = base + self.get_component_rich_style("runs-table--cursor")
-            line = self._strip([cells[c] for c in self.columns_shown], width, style)
+            mark = self._state.marks.get(row.id)
+            line = self._strip([cells[c] for c in self.columns_shown], width, style, mark)
             if index == self.cursor:
                 return line
         self._lines[key] = line
@@ -347,5 +344,6 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         style = base + self.get_component_rich_style("runs-table--header")
         return self._strip(titles, width, style)
 
-    def _strip(self, cells: list[Text], width: int, style: Style) -> Strip:
-        return line_strip(cells, self.columns_shown, self._widths, width, style, self.app.console)
+    def _strip(self, cells: list[Text], width: int, style: Style, mark: str | None = None) -> Strip:
+        console = self.app.console
+        return line_strip(cells, self.columns_shown, self._widths, width, style, console, mark)

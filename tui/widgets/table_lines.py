@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.strip import Strip
 
 PAD = 1  # blank cells each side of a column
+MARK = "●"  # a run marked for comparison: in its line's first blank cell, in its colour
 
 
 def line_strip(
@@ -20,13 +21,20 @@ def line_strip(
     width: int,
     style: Style,
     console: Console,
+    mark: str | None = None,
 ) -> Strip:
-    """One line of ``width`` cells: each of ``cells`` cut or padded to its column's width."""
+    """One line of ``width`` cells: each of ``cells`` cut or padded to its column's width.
+
+    ``mark`` (a colour) draws MARK in it in place of the line's first blank.
+    """
     segments: list[Segment] = []
     for column, cell in zip(columns, cells, strict=True):
         text = cell.copy()
         text.truncate(widths[column], overflow="ellipsis", pad=True)
-        segments.append(Segment(" " * PAD))
+        if mark is not None and not segments:
+            segments += [Segment(MARK, Style(color=mark, bold=True)), Segment(" " * (PAD - 1))]
+        else:
+            segments.append(Segment(" " * PAD))
         segments.extend(text.render(console))
         segments.append(Segment(" " * PAD))
     styled = Segment.apply_style(segments, style)
