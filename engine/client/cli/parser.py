@@ -13,6 +13,7 @@ from engine.client.cli.common import UsageError
 from engine.client.cli.compare_cmd import cmd_diff, cmd_wait
 from engine.client.cli.engine_cmd import cmd_engine
 from engine.client.cli.reads import cmd_export, cmd_gpu, cmd_logs, cmd_ls, cmd_show, cmd_top
+from engine.client.cli.restart_cmd import cmd_restart
 from engine.client.cli.run_actions import (
     cmd_demo,
     cmd_fork,
@@ -171,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--json", action="store_true")
+
+    p = add(
+        "restart",
+        cmd_restart,
+        "start a new run doing what RUN did (any state), from the start: same workload, "
+        "config, device and directory, or the same command; named NAME-r2, -r3...",
+    )
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--name")
+    p.add_argument("--device", help="instead of the run's own")
+    p.add_argument("--no-wait", action="store_true", help="return before the run is training")
+    p.add_argument("--json", action="store_true")
+    _add_env_options(p)
 
     p = add(
         "kill",

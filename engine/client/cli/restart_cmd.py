@@ -1,0 +1,98 @@
+"""``traintop restart RUN``: a new run doing what RUN did, from the start.
+
+Made on the client from two requests the daemon already answers: ``get_run``
+for what RUN was, and ``start`` (or ``run_command`` for a wrapped command) for
+the new run, which the daemon checks in full before it creates anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from engine.client.cli.common import (
+    UsageError,
+    chosen_env,
+    connect,
+    describe,
+    report_new,
+    wait_training,
+)
+from engine.client.client import Client
+from engine.common.experiment import value_text
+from engine.common.format import shown
+from engine.common.runs import name_from
+
+_RESTART_SUFFIX = re.compile(r"-r\d+$")
+
+
+def restart_name(name: str, taken: set[str]) -> str:
+    """``name-r2``, ``name-r3``...: the first free; a restart of ``x-r2`` is ``x-r3``."""
+    base = name_from(_RESTART_SUFFIX.sub("", name))
+    n = 2
+    while f"{base}-r{n}" in taken:
+        n += 1
+    return f"{base}-r{n}"
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("get_run", run=args.run)  # an unknown run: one line, exit 1
+        if run["kind"] == "attached":
+            print(
+                f"traintop: {run['id']} ({shown(run['name'])}) is a script you started "
+                "yourself (traintop.init): restart it by running it again",
+                file=sys.stderr,
+            )
+            return 1
+        name = args.name or restart_name(run["name"], {r["name"] for r in client.all_runs()})
+        new = _restart_command(client, run, args, name) if run["kind"] == "wrapped" else (
+            _restart_workload(client, run, args, name)
+        )
+        if not args.no_wait:
+            new = wait_training(client, new["id"])
+    return report_new(args, new, f"started {describe(new)}, a restart of {run['id']}")
+
+
+def _restart_workload(
+    client: Client, run: dict[str, Any], args: argparse.Namespace, name: str
+) -> dict[str, Any]:
+    """``start`` with RUN's workload, device and cwd, and its config as overrides.
+
+    RUN's values go first and the user's after, so an override wins; the daemon
+    reads them by the rules of ``start`` and refuses a bad one before creating
+    anything.
+    """
+    own = [f"{key}={value_text(value)}" for key, value in run["config"].items()]
+    result: dict[str, Any] = client.call(
+        "start",
+        workload=run["workload"],
+        overrides=own + list(args.overrides),
+        name=name,
+        device=args.device or run["device"],
+        cwd=run["cwd"],
+        env=chosen_env(args),
+    )
+    return result
+
+
+def _restart_command(
+    client: Client, run: dict[str, Any], args: argparse.Namespace, name: str
+) -> dict[str, Any]:
+    """``run_command`` with RUN's command line, loss pattern and working directory."""
+    if args.overrides or args.device:
+        raise UsageError(
+            f"{run['id']} wraps a command: it takes no key=value overrides or --device; "
+            "start a changed command with 'traintop run -- CMD'"
+        )
+    result: dict[str, Any] = client.call(
+        "run_command",
+        command=run["config"]["command"],
+        loss_pattern=run["config"].get("loss_pattern"),
+        name=name,
+        cwd=run["cwd"],
+        env=chosen_env(args),
+    )
+    return result
