@@ -173,6 +173,7 @@ class TraintopApp(ViewActions):
     def _redraw_dirty(self) -> None:
         state, table = self.state, self.query_one(RunsTable)
         now = time.monotonic()
+        self.tell_stops()
         if state.rows_dirty:  # runs came, went or changed state: show that at once
             state.rows_dirty = False
             table.refresh_rows(state)

@@ -24,6 +24,14 @@ ACTIONS: tuple[Action, ...] = (
         "new_run", "n", "New", "Start a new run: pick a workload, edit its config", mutates=True
     ),
     Action(
+        "retry_run",
+        "N",
+        "Retry",
+        "Retry with changes: a new run, its workload and config filled in from the selected run",
+        mutates=True,
+        footer=False,
+    ),
+    Action(
         "pause",
         "p",
         "Pause",
@@ -74,6 +82,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("page_up", "pageup", "Page up", "Select a page further up", footer=False),
     Action("cursor_first", "home", "First", "Select the first run", footer=False),
     Action("cursor_last", "end", "Last", "Select the last run", footer=False),
+    Action("toggle_notify", "B", "Notify",
+           "Turn the bell and desktop notifications of runs that stop on or off", footer=False),
     Action("help", "question_mark", "Help", "List every key"),
     Action("quit", "q", "Quit", "Leave traintop; the runs keep going"),
 )

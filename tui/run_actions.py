@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
@@ -23,13 +22,14 @@ from engine.common.runs import (
 )
 from tui.connection import EngineLink
 from tui.keys import BY_ID
+from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
 from tui.state import TuiState
 from tui.widgets.runs_table import RunsTable
 
 
-class RunActions(App[None]):
+class RunActions(RunNotices):
     """Requests to the daemon about the selected run (or a new one)."""
 
     link: EngineLink
@@ -78,18 +78,19 @@ class RunActions(App[None]):
         if run.state in ("paused", "failed"):  # a failed run: from its last checkpoint
             await self._request("resume", f"resuming {run.id}", run=run.id)
         else:
-            await self._request("pause", f"pausing {run.id} at its next step", run=run.id)
+            await self._pause(run.id, f"pausing {run.id} at its next step")
 
     @work
     async def action_release(self) -> None:
         run = self._need_run()
         if run is not None and not self._refused(run, "release"):
-            await self._request(
-                "pause",
-                f"pausing {run.id} and releasing its memory",
-                run=run.id,
-                release=True,
-            )
+            await self._pause(run.id, f"pausing {run.id} and releasing its memory", release=True)
+
+    async def _pause(self, run_id: str, done: str, release: bool = False) -> None:
+        # Noted before asking: the paused event may be read before the reply is.
+        self.pauses_sent.add(run_id)
+        if not await self._request("pause", done, run=run_id, release=release):
+            self.pauses_sent.discard(run_id)
 
     def _refused(self, run: RunInfo, action: str) -> bool:
         """Say why ``run``'s kind cannot do ``action`` (the daemon's words), if it cannot."""
@@ -120,8 +121,22 @@ class RunActions(App[None]):
             return
         self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
 
+    def action_new_run(self) -> None:
+        self._new_run_dialog(None)
+
+    def action_retry_run(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run.kind != "train":  # a command or a script of the user's: nothing to fill in
+            self.notify(f"{run.id} is a {run.kind} run: run its command again "
+                        f"(traintop restart {run.id} for a wrapped one)", severity="warning")
+            return
+        self._new_run_dialog(run)
+
     @work
-    async def action_new_run(self) -> None:
+    async def _new_run_dialog(self, retry: RunInfo | None) -> None:
+        """The new-run dialog: empty, or filled from ``retry`` (edit and retry)."""
         try:
             workloads = await self.link.call("workloads")
         except (EngineError, EngineUnavailable) as exc:
@@ -135,7 +150,9 @@ class RunActions(App[None]):
                 return str(exc)
             return dict(next(iter(found.values())))
 
-        self.push_screen(NewRunDialog(workloads, describe, lambda p: self._submit("start", p)))
+        self.push_screen(
+            NewRunDialog(workloads, describe, lambda p: self._submit("start", p), retry)
+        )
 
     @work
     async def action_kill(self) -> None:

@@ -16,6 +16,7 @@ from engine.common.format import shown
 from tui.chart_math import DebiasedEma
 from tui.chart_view import ChartView
 from tui.compare import assign_colours
+from tui.notify import TOLD_STATES
 
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
@@ -51,6 +52,9 @@ class TuiState:
         self.restated: set[str] = set()  # runs the daemon announced (a state change)
         # Runs marked for comparison, in the order marked, each with its colour.
         self.marks: dict[str, str] = {}
+        # Runs seen entering a told state (finished, failed, paused) by a live event;
+        # a listing (connecting, reconnecting) adds none: it replays, nothing happened.
+        self.stopped: list[RunInfo] = []
 
     @property
     def smoothing(self) -> float:
@@ -68,6 +72,11 @@ class TuiState:
         restated, self.restated = self.restated, set()
         self.changed -= restated
         return restated
+
+    def take_stopped(self) -> list[RunInfo]:
+        """The runs seen stopping since the last call, in the order seen."""
+        stopped, self.stopped = self.stopped, []
+        return stopped
 
     def mark_all_changed(self) -> None:
         """Every run's cells may differ (e.g. the smoothing of the EMA column changed)."""
@@ -130,6 +139,8 @@ class TuiState:
         # An announcement carries the row; the latest values so far are kept.
         last = {**old.last, **run.last} if old is not None else run.last
         self.runs[run.id] = replace(_displayable(run), last=last)
+        if old is not None and old.state != run.state and run.state in TOLD_STATES:
+            self.stopped.append(self.runs[run.id])
         self.rows_dirty = self.chart_dirty = True
         self.changed.add(run.id)
         self.restated.add(run.id)

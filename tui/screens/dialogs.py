@@ -166,27 +166,36 @@ class NewRunDialog(_FormDialog):
         workloads: dict[str, dict[str, Any]],
         describe: Callable[[str], Awaitable[dict[str, Any] | str]],
         submit: Submit,
+        retry: RunInfo | None = None,
     ) -> None:
+        """``retry``: a run whose workload and config fill the form (edit and retry)."""
         super().__init__(submit)
         self.workloads = workloads
         self.describe = describe
-        self.workload = next(iter(workloads), "")
+        self.retry = retry
+        self.workload = retry.workload if retry else next(iter(workloads), "")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box"):
-            yield Label("New run", id="dialog-title")
+            retry = self.retry
+            title = f"Retry {retry.id} ({retry.name}) with changes" if retry else "New run"
+            yield Label(title, id="dialog-title")
+            builtin = self.workload in self.workloads
             with Horizontal(classes="field"):
                 yield Label("workload")
                 yield Select(
                     [(name, name) for name in self.workloads],
-                    value=self.workload,
-                    allow_blank=False,
+                    # A retried run of a file: no built-in is picked, the file is.
+                    value=self.workload if builtin else Select.NULL,
+                    allow_blank=not builtin,
                     id="builtin",
                 )
             with Horizontal(classes="field", id="file-row"):
                 yield Label("or file")
-                yield Input(placeholder="path/to/train.py[:function]", id="file")
-            yield ConfigForm(self.workloads.get(self.workload, {}), id="config")
+                yield Input("" if builtin else self.workload,
+                            placeholder="path/to/train.py[:function]", id="file")
+            config = retry.config if retry else self.workloads.get(self.workload, {})
+            yield ConfigForm(config, id="config")
             with Horizontal(classes="field"):
                 yield Label("name")
                 yield Input(placeholder="automatic", id="name")
@@ -197,14 +206,17 @@ class NewRunDialog(_FormDialog):
 
     @on(Select.Changed, "#builtin")
     async def _pick_builtin(self, event: Select.Changed) -> None:
+        if event.value == Select.NULL or str(event.value) == self.workload:
+            return  # the value it was given: the form keeps its config (a retry's: the run's)
         self.workload = str(event.value)
         self.query_one("#file", Input).value = ""
         await self._show_config(self.workloads.get(self.workload, {}))
 
     @on(Input.Changed, "#file")
     def _file_changed(self, event: Input.Changed) -> None:
-        if event.value.strip():
-            self._load_file(event.value.strip())
+        spec = event.value.strip()
+        if spec and spec != self.workload:  # not the retried run's own file: keep its config
+            self._load_file(spec)
 
     @work(exclusive=True, group="describe")
     async def _load_file(self, spec: str) -> None:
@@ -229,7 +241,8 @@ class NewRunDialog(_FormDialog):
         device = self.query_one("#device", Input).value.strip()
         return {
             "workload": self.workload,
-            "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
+            # A retry sends every value: they are the run's, not the workload's defaults.
+            "overrides": self.query_one(ConfigForm).overrides(only_changed=self.retry is None),
             "name": name or None,
             "device": device or None,
         }
