@@ -128,9 +128,10 @@ class RunActions(RunNotices):
         run = self._need_run()
         if run is None:
             return
-        if run.kind != "train":  # a command or a script of the user's: nothing to fill in
-            self.notify(f"{run.id} is a {run.kind} run: run its command again "
-                        f"(traintop restart {run.id} for a wrapped one)", severity="warning")
+        if run.kind != "train":  # a command or a script of the user's: no form to fill in
+            again = (f"'traintop restart {run.id}' runs its command again"
+                     if run.kind == "wrapped" else "run your script again to restart it")
+            self.notify(f"{run.id} has no workload config to edit: {again}", severity="warning")
             return
         self._new_run_dialog(run)
 
