@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.client.events import RunInfo
 from tui.notify import (
     MAX_WAIT_S,
     QUIET_S,
@@ -72,3 +73,15 @@ def test_a_steady_trickle_is_still_told_after_the_longest_wait() -> None:
         if batch.take_due(now=now):
             break
     assert now >= MAX_WAIT_S and not batch.pending
+
+
+def test_a_stop_says_why_a_run_failed_or_paused_itself() -> None:
+    paused = RunInfo(id="a1", name="div", state="paused", workload="synthetic", step=9,
+                     condition="loss nan at step 9")
+    failed = RunInfo(id="b2", name="bad", state="failed", workload="synthetic", step=3,
+                     exit_reason="RuntimeError: boom")
+    done = RunInfo(id="c3", name="ok", state="finished", workload="synthetic", step=5,
+                   exit_reason="finished")
+    assert summary([Stop.of(paused)]) == "div (a1) paused: loss nan at step 9"
+    assert summary([Stop.of(failed)]) == "bad (b2) failed: RuntimeError: boom"
+    assert summary([Stop.of(done)]) == "ok (c3) finished"

@@ -91,8 +91,10 @@ class Stop:
 
     @classmethod
     def of(cls, run: RunInfo) -> Stop:
-        """The stop ``run`` (as just announced) made."""
-        return cls(run.id, run.name, run.state, run.exit_reason)
+        """The stop ``run`` (as just announced) made, with why: a failure's exit reason,
+        or what a paused run's condition says (e.g. the divergence that paused it)."""
+        why = {"failed": run.exit_reason, "paused": run.condition}.get(run.state)
+        return cls(run.id, run.name, run.state, why)
 
 
 def summary(stops: list[Stop]) -> str:
