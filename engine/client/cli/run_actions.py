@@ -61,6 +61,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             steps=args.steps,
             cwd=os.getcwd(),
             env=chosen_env(args),
+            **divergence_params(args),
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])
@@ -81,11 +82,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             loss_pattern=args.loss_pattern,
             cwd=os.getcwd(),
             env=chosen_env(args),
+            **divergence_params(args),
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])  # a first metric, an exit, or 5 s
     line = f"started {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
     return report_new(args, run, line)
+
+
+def divergence_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The divergence watch a new run asks for (nothing given: the daemon's default)."""
+    return {
+        "divergence_pause": args.divergence_pause,
+        "divergence_factor": args.divergence_factor,
+    }
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -125,6 +135,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
             overrides=list(args.overrides),
             name=args.name,
             device=args.device,
+            **divergence_params(args),
         )
         if not args.no_wait:
             child = wait_training(client, child["id"])
