@@ -115,6 +115,8 @@ def test_a_fork_inherits_the_setting_unless_it_overrides_it(engine: Engine) -> N
     changed = engine.cli("fork", parent, "--divergence-factor", "4", "--json", "--no-wait")
     assert changed.code == 0, changed.err
     assert changed.json()["divergence_factor"] == 4.0
+    assert "no pause for a NaN or spiking loss" in engine.cli("show", parent).out
+    assert "above 4x its EMA" in engine.cli("show", changed.json()["id"]).out
     default = start(engine, "steps=10")
     assert engine.run(default)["divergence_factor"] == 10.0
 
