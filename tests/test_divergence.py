@@ -160,3 +160,10 @@ def test_the_watch_judges_only_clearly_positive_losses_after_warm_up() -> None:
     assert reason is not None and reason.startswith("loss 20 at step 22 is ")
     healthy.reset()
     assert healthy.check(points([1.0])) is None
+
+
+def test_a_sweep_passes_the_setting_to_every_run(engine: Engine) -> None:
+    result = engine.cli("sweep", "synthetic", "steps=5", "lr=0.01,0.02", "--divergence-factor", "3")
+    assert result.code == 0, result.err
+    runs = engine.all_runs()
+    assert len(runs) == 2 and {r["divergence_factor"] for r in runs} == {3.0}

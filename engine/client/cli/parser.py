@@ -99,6 +99,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
+    _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
 
 
 def build_parser() -> argparse.ArgumentParser:

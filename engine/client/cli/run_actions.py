@@ -17,6 +17,7 @@ from engine.client.cli.common import (
     chosen_env,
     connect,
     describe,
+    divergence_params,
     ended,
     fail_if_failed,
     report_new,
@@ -88,14 +89,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             run = wait_training(client, run["id"])  # a first metric, an exit, or 5 s
     line = f"started {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
     return report_new(args, run, line)
-
-
-def divergence_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The divergence watch a new run asks for (nothing given: the daemon's default)."""
-    return {
-        "divergence_pause": args.divergence_pause,
-        "divergence_factor": args.divergence_factor,
-    }
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
