@@ -53,6 +53,8 @@ def test_a_nan_loss_pauses_the_run_which_releases_resumes_and_trains_on(
     assert "paused (loss nan at step 40)" in listed.out
     shown = engine.cli("show", diverging).out
     assert "paused (loss nan at step 40)" in shown and "paused: loss nan at step 40" in shown
+    assert engine.cli("engine", "stop").code == 0  # the reason is stored, not held in memory
+    assert engine.run(diverging)["condition"] == "loss nan at step 40"
 
     # Its checkpoint is there to be had: released, then resumed from it.
     assert engine.cli("pause", diverging, "--release").code == 0
