@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import textwrap
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.rundir.paths import child_env
 from engine.server.divergence import WARMUP_POINTS, DivergenceWatch
 from tests.conftest import TERMINAL, Engine
 
@@ -23,6 +25,20 @@ NAN_SCRIPT = textwrap.dedent(
     for step in range(100000):
         loss = "nan" if step == 30 else f"{1 / (step + 1):.5f}"
         print(f"step {step} loss {loss}", flush=True)
+        time.sleep(0.02)
+    """
+)
+
+# An attached script (traintop.init): its loss turns NaN at step 20.
+ATTACHED_SCRIPT = textwrap.dedent(
+    """
+    import math, time
+    import traintop
+
+    run = traintop.init(config={"steps": 100000}, name="attached")
+    print("RUN", run.id, flush=True)
+    for step in run.steps(run.config.steps):
+        run.log(loss=math.nan if step == 20 else 1 / (step + 1))
         time.sleep(0.02)
     """
 )
@@ -106,6 +122,28 @@ def test_a_wrapped_command_printing_loss_nan_is_stopped(engine: Engine, tmp_path
     assert engine.cli("resume", run_id).code == 0
     engine.wait_step(run_id, 50)
     assert engine.run(run_id)["state"] == "running"  # nothing new to trip on
+
+
+def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
+    engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(ATTACHED_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("RUN "), line
+        run = engine.wait_state(line.split()[1], "paused", *TERMINAL)
+        assert run["state"] == "paused" and run["condition"] == "loss nan at step 20"
+        assert run["events"][-1]["reason"] == "paused: loss nan at step 20"
+        assert proc.poll() is None  # paused in place, its memory kept
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_fork_inherits_the_setting_unless_it_overrides_it(engine: Engine) -> None:
