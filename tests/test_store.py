@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.server.points import Points
 from engine.server.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
@@ -122,3 +123,30 @@ def test_nan_and_infinities_come_back_as_logged_before_and_after_sealing(tmp_pat
         assert repr(got) == repr(values)  # nan, inf, -inf: each as logged
         assert math.isnan(store.last_values("abc234")["loss"])
         store.seal_metrics("abc234")
+
+
+def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in MIGRATIONS[:4]:  # the schema as traintop wrote it before the watch
+        if callable(step):
+            step(db)
+        else:
+            db.executescript(step)
+    db.execute("PRAGMA user_version=4")
+    db.execute(
+        "INSERT INTO runs (id, name, workload, config, state, device, cwd, created, step) "
+        "VALUES ('abc234', 'old', 'synthetic', '{\"lr\": 0.1}', 'finished', 'cpu', '/', 1.0, 3)"
+    )
+    rid = db.execute("SELECT rid FROM runs WHERE id = 'abc234'").fetchone()[0]
+    points = [(s, "loss", 1.0 / (s + 1), 10.0 + s) for s in range(3)]
+    Points(db).add(rid, points)
+    db.close()
+    store = Store(path)
+    assert store.version == SCHEMA_VERSION == 5
+    run = store.get_run("abc234")
+    assert run is not None and run["name"] == "old" and run["config"] == {"lr": 0.1}
+    assert run["divergence_factor"] == 10.0 and run["diverged"] is None
+    assert store.all_metrics("abc234") == points

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.common.protocol import ProtocolError
-from engine.common.runs import RunState
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, RunState
 from engine.common.telemetry import Sample
 from engine.common.wire import (
     MalformedMessage,
@@ -70,6 +70,8 @@ class RunInfo:
     stderr_tail: str | None = None
     skipped_records: int = 0
     skipped_points: int = 0
+    # The multiple of its loss EMA that pauses the run; None: it is never paused for it.
+    divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
 
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from engine.client.events import RunDescription
 from engine.common.format import condition_text, shown, skipped_text
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     skipped = skipped_text(run.skipped_records, run.skipped_points)
     if skipped:
         lines.append(DetailLine("skipped", skipped))
+    if run.divergence_factor != DEFAULT_DIVERGENCE_FACTOR:  # the usual watch goes unsaid
+        factor = run.divergence_factor
+        lines.append(DetailLine("watch", "no pause for a NaN or spiking loss" if factor is None
+                                else f"pauses on a NaN loss or one above {factor:g}x its EMA"))
     if run.exit_reason:
         reason, code = run.exit_reason, run.exit_code
         if code is not None and f"code {code}" not in reason:  # not "code 1 (code 1)"

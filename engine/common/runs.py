@@ -12,6 +12,11 @@ _ID_ALPHABET = "23456789abcdefghijkmnpqrstuvwxyz"
 ID_LENGTH = 6
 # Seconds between a kill's SIGTERM and its SIGKILL unless the request names others.
 DEFAULT_KILL_GRACE = 10.0
+# A run is paused when its loss exceeds this multiple of its EMA. A healthy run's
+# batch loss seldom reaches 2-3x its recent mean (a hard batch, a warm-up bump); a
+# diverging one grows by orders of magnitude within a few steps. 10x lets the noise
+# pass with a wide margin and still stops a blow-up a step or two after it starts.
+DEFAULT_DIVERGENCE_FACTOR = 10.0
 
 
 class RunState(StrEnum):

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.rundir.paths import RunDir
 from engine.server.backends import RunBackend
+from engine.server.divergence import DivergenceWatch
 
 # publish(topic, data): send an event to the daemon's subscribers.
 Publish = Callable[[str, dict[str, Any]], None]
@@ -44,6 +45,8 @@ class LiveRun:
     disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
     warned_skips: bool = False  # skipped records are logged once per run, then only counted
     failing: str | None = None  # the last unexpected error following it (logged once)
+    divergence: DivergenceWatch | None = None  # made from its row at its first points
+    diverged: str | None = None  # why it tripped, until its pause is asked for
 
     @property
     def killing(self) -> bool:

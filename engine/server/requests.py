@@ -7,11 +7,13 @@ changes nothing stored.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from engine.common.config import INT64_MAX, INT64_MIN
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
 
 
 class RequestError(Exception):
@@ -71,6 +73,31 @@ def smoothing_param(params: dict[str, Any]) -> float | None:
     if value is not None and not (is_number(value) and 0 <= value < 1):
         raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
     return None if value is None else float(value)
+
+
+def divergence_param(params: dict[str, Any], inherited: float | None) -> float | None:
+    """The divergence factor a new run gets (None: it is never paused for divergence).
+
+    From ``divergence_pause`` (false: opt out) and ``divergence_factor`` (a number
+    above 1); ``inherited`` (the default, or a fork's parent's) when neither is given.
+    """
+    pause, factor = params.get("divergence_pause"), params.get("divergence_factor")
+    if pause is not None and not isinstance(pause, bool):
+        raise RequestError("bad_request", "parameter 'divergence_pause' must be true or false")
+    if factor is None:
+        if pause is None:
+            return inherited
+        return (inherited or DEFAULT_DIVERGENCE_FACTOR) if pause else None
+    if not is_number(factor) or factor <= 1:
+        shown = repr(factor) if isinstance(factor, float) else json.dumps(factor)
+        raise RequestError(
+            "bad_request", f"the divergence factor must be a number above 1, not {shown[:40]}"
+        )
+    if pause is False:
+        raise RequestError(
+            "bad_request", "a divergence factor and no divergence pause contradict each other"
+        )
+    return float(factor)
 
 
 def check_steps(config: dict[str, Any]) -> None:

@@ -100,7 +100,7 @@ class RunLookup:
             **run,
             **kind_fields(run),
             "last": self.db.last_values(run["id"]),
-            "condition": self.supervisor.condition(run["id"]),
+            "condition": self.supervisor.condition(run),
         }
 
     def resume_point(self, run: dict[str, Any]) -> tuple[int, Path] | None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.common.runs import RunState
+from engine.common.runs import ActionError, RunState
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import StatePaths, remove_stray_temporaries
 from engine.rundir.spool_records import (
@@ -28,6 +28,7 @@ from engine.rundir.spool_records import (
     steps_after,
 )
 from engine.server.backends import kind_fields
+from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.store import Store
 
@@ -38,6 +39,8 @@ STDERR_TAIL_LINES = 20
 EVENT_POINTS = 10_000
 # The most of one run's spool read at once (~8k points, ~50 ms to store).
 SPOOL_READ_BYTES = 512 * 1024
+# What a run shows while its worker cannot write its spool (see ``check_disk``).
+DISK_FULL = "disk full"
 
 
 class RunReports:
@@ -55,9 +58,18 @@ class RunReports:
         """Start a new generation of ``run`` (the supervisor's)."""
         raise NotImplementedError
 
-    def condition(self, run_id: str) -> str | None:
-        """What is wrong with a live run that its state does not say (the supervisor's)."""
+    def send_control(self, run: dict[str, Any], cmd: str, request: str | None = None) -> None:
+        """Append a command to the run's control file (the supervisor's)."""
         raise NotImplementedError
+
+    def stop_process(self, run: dict[str, Any], pause: bool) -> None:
+        """Stop or continue the run's process by signal (the supervisor's)."""
+        raise NotImplementedError
+
+    def condition(self, run: dict[str, Any]) -> str | None:
+        """What needs the user that a run's state does not say (disk full, divergence)."""
+        live = self.live.get(run["id"])
+        return DISK_FULL if live is not None and live.disk_full else divergence_condition(run)
 
     # -- the spool ----------------------------------------------------------
 
@@ -81,6 +93,8 @@ class RunReports:
                 batch = SpoolBatch(step=live.step)
             offset += len(line)
         self._store_batch(live, batch, offset)
+        if live.diverged is not None:
+            self._pause_diverged(live, live.diverged)
         return read.drained
 
     def _store_batch(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
@@ -96,6 +110,9 @@ class RunReports:
                 live.run_id, batch.bad_records, batch.bad_points, batch.problem,
             )
         points = batch.points
+        if live.divergence is None:
+            live.divergence = watch_for(self.store.get_run(live.run_id) or {})
+        live.diverged = live.diverged or live.divergence.check(points)
         for start in range(0, len(points), EVENT_POINTS):
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
@@ -128,9 +145,8 @@ class RunReports:
                 total_steps=record.total, spool_offset=end,
             )
         elif state == "paused":
-            self.store.set_state(
-                run_id, RunState.PAUSED, "paused by user", step=step, spool_offset=end
-            )
+            reason = pause_reason(self.store.get_run(run_id) or {}, "paused by user")
+            self.store.set_state(run_id, RunState.PAUSED, reason, step=step, spool_offset=end)
         elif state == "resumed":
             self.store.set_state(
                 run_id, RunState.RUNNING, "resumed by user", step=step, spool_offset=end
@@ -143,6 +159,33 @@ class RunReports:
         live.spool_offset = end
         live.step = steps_after(live.step, record)
         self._announce(run_id)
+
+    # -- divergence ---------------------------------------------------------
+
+    def _pause_diverged(self, live: LiveRun, reason: str) -> None:
+        """Pause a run whose loss diverged, as its kind pauses (the reason kept with it).
+
+        Called once its points are stored, never mid-read: a wrapped command's
+        pause reads the spool itself first.
+        """
+        live.diverged = None  # asked once, whatever comes of it
+        self.store.update_run(live.run_id, diverged=reason)
+        run = self.store.get_run(live.run_id)
+        if run is None or run["state"] != RunState.RUNNING or live.killing:
+            return  # already paused, ending, or killed: nothing to stop
+        log.warning("run %s diverged (%s): pausing it", live.run_id, reason)
+        try:
+            live.backend.pause(self, run, release=False)
+        except ActionError as exc:
+            self.store.note(live.run_id, f"{reason}; could not pause: {exc}")
+        self._announce(live.run_id)
+
+    def rearm_divergence(self, run_id: str) -> None:
+        """A run is resumed: forget its divergence; its EMA starts again from what follows."""
+        self.store.update_run(run_id, diverged=None)
+        live = self.live.get(run_id)
+        if live is not None:
+            live.divergence, live.diverged = None, None
 
     def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
         """A worker wrote the checkpoint a fork asked for: start the child from it."""
@@ -245,7 +288,7 @@ class RunReports:
     def _announce(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
         if run is not None:
-            self.publish("runs", {**run, **kind_fields(run), "condition": self.condition(run_id)})
+            self.publish("runs", {**run, **kind_fields(run), "condition": self.condition(run)})
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:

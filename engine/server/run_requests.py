@@ -17,6 +17,7 @@ from typing import Any
 from engine.common.config import apply_overrides, step_total
 from engine.common.output_metrics import PatternError, compile_loss_pattern
 from engine.common.runs import (
+    DEFAULT_DIVERGENCE_FACTOR,
     DEFAULT_KILL_GRACE,
     RunState,
     check_action,
@@ -34,6 +35,7 @@ from engine.server.devices import choose_device
 from engine.server.requests import (
     RequestError,
     check_steps,
+    divergence_param,
     env_param,
     param,
     resolve_spec,
@@ -74,6 +76,7 @@ class RunRequests(RunLookup):
         name = param(params, "name", str, None)
         steps = param(params, "steps", int, None)
         env = env_param(params)
+        divergence = divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)
         defaults = workload_defaults(spec)
         config = apply_overrides(defaults, overrides, strict=bool(defaults))
         if steps is not None:
@@ -83,7 +86,9 @@ class RunRequests(RunLookup):
         device = self._device(param(params, "device", str, None))
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
         self.check_room()
-        run = self._new_run(spec, config, device, cwd, name or self._unique_name(base))
+        run = self._new_run(
+            spec, config, device, cwd, name or self._unique_name(base), divergence=divergence
+        )
         self._launch_new(run, None if env is None else {"env": env})
         return self.summary(self.store.get_run(run["id"]) or run)
 
@@ -108,6 +113,7 @@ class RunRequests(RunLookup):
         name = param(params, "name", str, None)
         pattern = param(params, "loss_pattern", str, None)
         env = env_param(params)
+        divergence = divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)
         if env is None:
             env = dict(os.environ)  # the daemon's: already only what runs need
         if not command or not command[0]:
@@ -129,7 +135,10 @@ class RunRequests(RunLookup):
         base = Path(script).stem or "run"
         # The device is the command's own business: "-" says traintop did not pick one.
         self.check_room()
-        run = self._new_run(WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base))
+        run = self._new_run(
+            WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base),
+            divergence=divergence,
+        )
         self._launch_new(run, {"env": env})
         return self.summary(self.store.get_run(run["id"]) or run)
 
@@ -141,6 +150,7 @@ class RunRequests(RunLookup):
         cwd: str,
         name: str,
         parent: dict[str, Any] | None = None,
+        divergence: float | None = DEFAULT_DIVERGENCE_FACTOR,
     ) -> dict[str, Any]:
         run_id = new_run_id()
         while self.store.get_run(run_id) is not None:
@@ -157,6 +167,7 @@ class RunRequests(RunLookup):
             "parent_id": parent["id"] if parent else None,
             "total_steps": step_total(config.get("steps")),
             "released": False,
+            "divergence_factor": divergence,
         }
         reason = f"forked from {parent['id']}" if parent else "created by user"
         self.store.create_run(run, reason)
@@ -187,6 +198,7 @@ class RunRequests(RunLookup):
                 {**run, "step": step}, str(path),
                 f"resumed from its last complete checkpoint, at step {step}",
             )
+            self.supervisor.rearm_divergence(run["id"])
             return {**self.summary(self.store.get_run(run["id"]) or run), "resumed_from": step}
         if run["released"]:
             checkpoint = self.checkpoint(run, "resume")
@@ -194,6 +206,8 @@ class RunRequests(RunLookup):
             self.supervisor.launch(run, checkpoint, "resumed from its checkpoint")
         else:
             backend_for(run).resume(self, run)
+        # After it took: a refused resume keeps the reason the run paused.
+        self.supervisor.rearm_divergence(run["id"])
         return self.summary(self.store.get_run(run["id"]) or run)
 
     # The backends' Host: how a request steers a live run.
@@ -215,6 +229,7 @@ class RunRequests(RunLookup):
         overrides = param(params, "overrides", list, [])
         name = param(params, "name", str, None)
         self._check_name(name)
+        divergence = divergence_param(params, parent["divergence_factor"])
         defaults = backend_for(parent).fork_defaults(parent)
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
         check_steps(config)
@@ -236,6 +251,7 @@ class RunRequests(RunLookup):
             parent["cwd"],
             name or self._unique_name(f"{parent['name']}-fork"),
             parent,
+            divergence,
         )
         if checkpoint is not None:
             self.supervisor.on_checkpoint(parent["id"], child["id"], checkpoint, parent["step"])

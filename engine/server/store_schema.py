@@ -158,6 +158,15 @@ MIGRATIONS.append(
     """
 )
 
+# 4 -> 5: the divergence watch per run: its factor (NULL: the run opted out; runs
+# from before it get the default of the time, 10) and why it tripped, if it has.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN divergence_factor REAL DEFAULT 10.0;
+    ALTER TABLE runs ADD COLUMN diverged TEXT
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -189,7 +198,9 @@ _V3_RUN_FIELDS = [
     "pid_start",
     "kill_grace",
 ]
-RUN_FIELDS = [*_V3_RUN_FIELDS, "skipped_records", "skipped_points"]
+RUN_FIELDS = [
+    *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
+]
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -24,6 +24,7 @@ from engine.rundir.paths import StatePaths, read_json
 from engine.server.attach import import_offline_runs
 from engine.server.backends import backend_for
 from engine.server.backends.attached import record_started_by_user
+from engine.server.divergence import pause_reason
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.run_reports import RunReports
 from engine.server.store import Store
@@ -38,8 +39,6 @@ IMPORT_INTERVAL = 2.0
 TICK_BUDGET_S = 0.05
 # How often the state directory's free space is looked at (one statvfs call).
 DISK_CHECK_INTERVAL = 1.0
-# What a run shows while its worker cannot write its spool (see ``check_disk``).
-DISK_FULL = "disk full"
 
 
 class Supervisor(RunReports):
@@ -193,7 +192,8 @@ class Supervisor(RunReports):
         self._read_spool(live)  # its 'running' record first, so it cannot undo the pause
         live.backend.signal(live, signal.SIGSTOP if pause else signal.SIGCONT)
         if pause:
-            self.store.set_state(run["id"], RunState.PAUSED, "paused by user (SIGSTOP)")
+            reason = pause_reason(run, "paused by user (SIGSTOP)")
+            self.store.set_state(run["id"], RunState.PAUSED, reason)
         else:
             self.store.set_state(run["id"], RunState.RUNNING, "resumed by user (SIGCONT)")
         self._announce(run["id"])
@@ -289,11 +289,6 @@ class Supervisor(RunReports):
                 else:
                     log.info("run %s: its spool is written again", live.run_id)
                 self._announce(live.run_id)
-
-    def condition(self, run_id: str) -> str | None:
-        """What is wrong with a live run that its state does not say (``disk full``), or None."""
-        live = self.live.get(run_id)
-        return DISK_FULL if live is not None and live.disk_full else None
 
     def _follow(self, live: LiveRun) -> None:
         if live.shim is not None:

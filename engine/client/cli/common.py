@@ -91,3 +91,11 @@ def describe(run: dict[str, Any]) -> str:
 def chosen_env(args: argparse.Namespace) -> dict[str, str]:
     """What of this shell's environment the new run gets (written to its launch.json)."""
     return run_env(os.environ, args.env, args.env_all)
+
+
+def divergence_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The divergence watch a new run asks for (nothing given: the daemon's default)."""
+    return {
+        "divergence_pause": args.divergence_pause,
+        "divergence_factor": args.divergence_factor,
+    }

@@ -24,7 +24,7 @@ from engine.client.cli.run_actions import (
     cmd_start,
 )
 from engine.client.cli.sweep_cmd import cmd_sweep
-from engine.common.runs import DEFAULT_KILL_GRACE
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
 
@@ -47,6 +47,23 @@ def _add_env_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--env-all", action="store_true", help="pass the whole environment, secrets included"
+    )
+
+
+def _add_divergence_options(p: argparse.ArgumentParser, default: str) -> None:
+    """``--no-divergence-pause`` and ``--divergence-factor F``: the run's divergence watch."""
+    p.add_argument(
+        "--no-divergence-pause",
+        dest="divergence_pause",
+        action="store_false",
+        default=None,
+        help="never pause this run when its loss turns NaN or inf or leaps above its EMA",
+    )
+    p.add_argument(
+        "--divergence-factor",
+        type=float,
+        metavar="F",
+        help=f"pause the run when its loss exceeds F times its EMA ({default})",
     )
 
 
@@ -83,6 +100,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
+    _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
+    _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
 
     p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
     p.add_argument("--name")
@@ -128,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
+    _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     _add_sweep(add)
@@ -172,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--json", action="store_true")
+    _add_divergence_options(p, "default: the parent's")
 
     p = add(
         "restart",

@@ -17,6 +17,7 @@ from engine.client.cli.common import (
     chosen_env,
     connect,
     describe,
+    divergence_params,
     ended,
     fail_if_failed,
     report_new,
@@ -61,6 +62,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             steps=args.steps,
             cwd=os.getcwd(),
             env=chosen_env(args),
+            **divergence_params(args),
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])
@@ -81,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             loss_pattern=args.loss_pattern,
             cwd=os.getcwd(),
             env=chosen_env(args),
+            **divergence_params(args),
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])  # a first metric, an exit, or 5 s
@@ -125,6 +128,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
             overrides=list(args.overrides),
             name=args.name,
             device=args.device,
+            **divergence_params(args),
         )
         if not args.no_wait:
             child = wait_training(client, child["id"])

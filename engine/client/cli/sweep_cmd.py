@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.client.cli.common import UsageError, chosen_env, connect
+from engine.client.cli.common import UsageError, chosen_env, connect, divergence_params
 from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.common.config import ConfigError, apply_overrides
 from engine.common.experiment import Experiment, ExperimentError, load_experiment
@@ -110,7 +110,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             return 1
         if args.dry_run:
             return _show_plan(args, names, runs)
-        extra = {} if queue is None else {"queue": queue}
+        extra = {**divergence_params(args), **({} if queue is None else {"queue": queue})}
         started: list[dict[str, Any]] = []
         for overrides, name in zip(runs, names, strict=True):
             try:

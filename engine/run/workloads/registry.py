@@ -48,6 +48,8 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch": 32,
         "sleep": 0.0,
         "fail_at": -1,
+        "nan_at": -1,  # log a NaN loss at this step (training itself is untouched)
+        "spike_at": -1,  # log the loss 1000x too high at this step
         "extra_metrics": 0,
         "print_every": 0,
     },

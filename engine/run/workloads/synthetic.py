@@ -3,12 +3,14 @@
 A small MLP with dropout learns a random linear map. Batches come from a
 tracked ``torch.Generator`` and dropout draws from the global torch RNG, so a
 resumed run is bit-exact only if both RNG states are restored. Config knobs
-make runs slow (``sleep``), failing (``fail_at``), chatty (``print_every``) or
-heavy on metrics (``extra_metrics``). Defaults: registry.BUILTIN_DEFAULTS.
+make runs slow (``sleep``), failing (``fail_at``), diverging (``nan_at``,
+``spike_at``), chatty (``print_every``) or heavy on metrics (``extra_metrics``).
+Defaults: registry.BUILTIN_DEFAULTS.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -39,7 +41,14 @@ def train(run: Run) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        run.log(loss=loss.detach())
+        # Only what is logged goes wrong (nan_at, spike_at), so a run paused for it
+        # resumes and trains on exactly as it would have.
+        if step == cfg.nan_at:
+            run.log(loss=math.nan)
+        elif step == cfg.spike_at:
+            run.log(loss=loss.detach() * 1000)
+        else:
+            run.log(loss=loss.detach())
         if extra_keys:
             run.log(**{key: step + i * 0.5 for i, key in enumerate(extra_keys)})
         if cfg.print_every and step % int(cfg.print_every) == 0:

@@ -1,0 +1,102 @@
+"""The divergence watch: a run whose loss turns NaN or inf, or leaps far above its
+EMA, is paused before it burns hours of compute on garbage.
+
+The daemon judges the points as it reads them from a run's spool, so every kind
+of run (train, attached, wrapped) is watched the same way and the training
+process pays nothing. Each followed run (its ``LiveRun``) holds one watch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from engine.common.smoothing import DebiasedEma
+from engine.rundir.spool_records import Metric
+
+# The metric watched: the one every kind of run reports and the table shows.
+WATCHED_KEY = "loss"
+# Points seen before a spike is judged: the first losses fall fast and the EMA of
+# a handful says little. NaN and inf need no warm-up.
+WARMUP_POINTS = 20
+# The EMA's weight: it follows about the last 10 points, so it keeps up with a
+# falling loss but a single spike barely moves it.
+EMA_WEIGHT = 0.9
+# A spike is judged only against an EMA above this: next to zero any noise is a
+# huge ratio, and a loss that has been negative (a log-likelihood, an ELBO) has no
+# meaningful ratio at all.
+MIN_EMA = 1e-6
+
+
+class DivergenceWatch:
+    """Follows one run's loss and says, once, why it diverged.
+
+    ``factor`` None: the run opted out, nothing is judged. After it trips it stays
+    quiet until ``reset`` (a resume), so one spike pauses a run once.
+    """
+
+    def __init__(self, factor: float | None, tripped: bool = False) -> None:
+        self.factor = factor
+        self.reset(tripped)
+
+    def reset(self, tripped: bool = False) -> None:
+        """Start again from nothing: the EMA is rebuilt from the points that follow."""
+        self.tripped = tripped
+        self._ema = DebiasedEma(EMA_WEIGHT)
+        self._smoothed: float | None = None
+        self._seen = 0
+        self._signed = False  # a point at or below zero was seen: ratios mean nothing
+
+    def check(self, points: Iterable[Metric]) -> str | None:
+        """Take in a batch of points; the reason the run diverged, the first time it does."""
+        if self.factor is None or self.tripped:
+            return None
+        for step, key, value, _ in points:
+            if key != WATCHED_KEY:
+                continue
+            reason = self._judge(step, value, self.factor)
+            if reason is not None:
+                self.tripped = True
+                return reason
+        return None
+
+    def _judge(self, step: int, value: float, factor: float) -> str | None:
+        if not math.isfinite(value):
+            return f"{WATCHED_KEY} {value} at step {step}"
+        ema = self._smoothed
+        if (
+            ema is not None
+            and self._seen >= WARMUP_POINTS
+            and not self._signed
+            and ema >= MIN_EMA
+            and value > factor * ema
+        ):
+            return (
+                f"{WATCHED_KEY} {value:.4g} at step {step} is {value / ema:.0f}x "
+                f"its EMA {ema:.4g}"
+            )
+        self._signed = self._signed or value <= 0
+        self._smoothed = self._ema.extend([value])[0]
+        self._seen += 1
+        return None
+
+
+def watch_for(run: dict[str, Any]) -> DivergenceWatch:
+    """The watch of a stored run: its factor, and quiet if it has tripped and not resumed."""
+    factor = run.get("divergence_factor")
+    return DivergenceWatch(
+        None if factor is None else float(factor), tripped=run.get("diverged") is not None
+    )
+
+
+def divergence_condition(run: dict[str, Any]) -> str | None:
+    """What a run paused for divergence shows over its state (the table, ls, show)."""
+    diverged = run.get("diverged")
+    return str(diverged) if diverged and run.get("state") == "paused" else None
+
+
+def pause_reason(run: dict[str, Any], default: str) -> str:
+    """The reason a pause that has taken effect records: the divergence, or ``default``."""
+    diverged = run.get("diverged")
+    return f"paused: {diverged}" if diverged else default
