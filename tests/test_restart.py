@@ -33,6 +33,18 @@ def test_restart_of_a_finished_run_keeps_its_config_and_applies_overrides(
     assert f"a restart of {again['id']}" in third.out
 
 
+def test_a_restart_keeps_the_runs_divergence_watch_unless_told(engine: Engine) -> None:
+    off = engine.cli("start", "synthetic", "steps=5", "--no-divergence-pause", "--json").json()
+    loose = engine.cli("start", "synthetic", "steps=5", "--divergence-factor", "50",
+                       "--json").json()
+    for run in (off, loose):
+        engine.wait_state(run["id"], *TERMINAL)
+    assert engine.cli("restart", off["id"], "--json").json()["divergence_factor"] is None
+    assert engine.cli("restart", loose["id"], "--json").json()["divergence_factor"] == 50
+    told = engine.cli("restart", off["id"], "--divergence-factor", "4", "--json").json()
+    assert told["divergence_factor"] == 4
+
+
 def test_unknown_run_or_bad_override_is_one_line_and_creates_nothing(engine: Engine) -> None:
     run = engine.cli("start", "synthetic", "steps=3", "--json").json()
     engine.wait_state(run["id"], "finished")

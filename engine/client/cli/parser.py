@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
+    _add_divergence_options(p, "default: the run's own")
 
     p = add(
         "kill",

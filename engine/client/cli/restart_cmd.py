@@ -17,13 +17,14 @@ from engine.client.cli.common import (
     chosen_env,
     connect,
     describe,
+    divergence_params,
     report_new,
     wait_training,
 )
 from engine.client.client import Client
 from engine.common.experiment import value_text
 from engine.common.format import shown
-from engine.common.runs import name_from
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, name_from
 
 _RESTART_SUFFIX = re.compile(r"-r\d+$")
 
@@ -74,8 +75,17 @@ def _restart_workload(
         device=args.device or run["device"],
         cwd=run["cwd"],
         env=chosen_env(args),
+        **_divergence(run, args),
     )
     return result
+
+
+def _divergence(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The divergence watch of the new run: the one given, else RUN's own (as a fork's)."""
+    if args.divergence_pause is not None or args.divergence_factor is not None:
+        return divergence_params(args)
+    own = run.get("divergence_factor", DEFAULT_DIVERGENCE_FACTOR)
+    return {"divergence_pause": False} if own is None else {"divergence_factor": own}
 
 
 def _restart_command(
@@ -94,5 +104,6 @@ def _restart_command(
         name=name,
         cwd=run["cwd"],
         env=chosen_env(args),
+        **_divergence(run, args),
     )
     return result
