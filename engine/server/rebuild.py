@@ -152,6 +152,7 @@ def _restore_run(
             "fork_step": launch.get("fork_step"),
             "total_steps": steps if isinstance(steps, int) else None,
             "released": False,
+            **_divergence(launch),
         },
         REBUILT,
     )
@@ -266,3 +267,14 @@ def _lines(path: Path) -> int:
             return sum(1 for _ in f)
     except FileNotFoundError:
         return 0
+
+
+def _divergence(launch: dict[str, Any]) -> dict[str, Any]:
+    """The run's divergence watch, if launch.json says it (older ones do not: the default)."""
+    if "divergence_factor" not in launch:
+        return {}
+    factor = launch["divergence_factor"]
+    if factor is None or (isinstance(factor, (int, float)) and not isinstance(factor, bool)
+                          and factor > 1):
+        return {"divergence_factor": factor}
+    return {}

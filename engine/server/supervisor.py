@@ -347,4 +347,5 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
         "created": run["created"],
         "parent_id": run["parent_id"],
         "fork_step": run["fork_step"],
+        "divergence_factor": run["divergence_factor"],
     }

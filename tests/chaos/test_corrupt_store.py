@@ -103,14 +103,14 @@ def everything(engine: Engine, run_id: str) -> dict[str, Any]:
     with engine.client() as client:
         points = client.all_metrics(run_id)
     kept = ("id", "name", "workload", "config", "state", "parent_id", "fork_step", "step",
-            "total_steps", "exit_code", "device", "cwd", "last")
+            "total_steps", "exit_code", "device", "cwd", "last", "divergence_factor")
     return {"run": {k: run[k] for k in kept}, "points": points}
 
 
 def test_rebuild_recovers_every_point_and_keeps_the_damaged_store(engine: Engine) -> None:
     plain = start(engine, "steps=300", "extra_metrics=2")
-    short = start(engine, "steps=50", "seed=7")
-    failing = start(engine, "steps=100", "fail_at=60")
+    short = start(engine, "steps=50", "seed=7", "--divergence-factor", "40")
+    failing = start(engine, "steps=100", "fail_at=60", "--no-divergence-pause")
     wrapped = engine.cli(
         "run", "--json", "--", sys.executable, "-c",
         "for i in range(30): print(f'step {i} loss {1 / (i + 1)}')",
