@@ -221,7 +221,7 @@ async def capture_gpu_panel(paths: StatePaths, parent: str, fork: str) -> None:
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=SIZE) as pilot:
         await open_family(app, pilot, parent, fork)
-        await until(pilot, lambda: len(app.state.telemetry[-1].get("gpus") or []) == FAKE_GPUS)
+        await until(pilot, lambda: len(app.state.telemetry[-1].gpus) == FAKE_GPUS)
         await pilot.pause(TELEMETRY_S)
         save(app, "gpu-panel.svg")
 
