@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 from rich.color import Color
+from textual.widgets import Static
 
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
@@ -19,6 +20,7 @@ from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, stor
 from tests.test_tui import _in_thread, until
 from tui.app import TraintopApp
 from tui.compare import MAX_MARKS
+from tui.screens.diff import ConfigDiff
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.table_lines import MARK
@@ -27,8 +29,13 @@ Pilot = Any
 STEPS = 60
 
 
-def _stored_runs(engine: Engine, count: int) -> list[str]:
-    """``count`` ended runs (the second a fork of the first), and the daemon started."""
+def _stored_runs(
+    engine: Engine, count: int, changes: dict[int, dict[str, Any]] | None = None
+) -> list[str]:
+    """``count`` ended runs (the second a fork of the first), and the daemon started.
+
+    ``changes`` maps a run's index to the config values it has unlike the others.
+    """
     paths = engine.paths
     paths.home.mkdir(mode=DIR_MODE, parents=True)
     paths.runs.mkdir(mode=DIR_MODE)
@@ -38,8 +45,9 @@ def _stored_runs(engine: Engine, count: int) -> list[str]:
         for n, run_id in enumerate(ids):
             paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
             fork = {"parent_id": ids[0], "fork_step": STEPS // 2} if n == 1 else {}
+            config = {**SYNTHETIC, **(changes or {}).get(n, {})}
             run = {"id": run_id, "name": f"cmp-{n}", "workload": "synthetic",
-                   "config": SYNTHETIC, "total_steps": STEPS, "created": EPOCH + n, **fork}
+                   "config": config, "total_steps": STEPS, "created": EPOCH + n, **fork}
             start = STEPS // 2 if fork else 0
             points = loss_points(start, STEPS, 0.01 * (n + 1), EPOCH + n, seed=n)
             store_run(store, run, points, ("finished", "finished", 0))
@@ -164,5 +172,37 @@ def test_marking_more_than_the_cap_says_so_once_and_marks_nothing(engine: Engine
             await until(pilot, lambda: _charted(app) == [*ids[:MAX_MARKS], ids[MAX_MARKS]])
             text, _ = _legend(app.query_one(LossChart))
             assert text.rstrip().endswith("more")
+
+    asyncio.run(scenario())
+
+
+def test_d_shows_the_config_diff_of_the_marked_runs_or_of_a_fork(engine: Engine) -> None:
+    ids = _stored_runs(engine, 3, {1: {"lr": 0.005}, 2: {"batch": 64}})
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(160, 40), notifications=True) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table.order) == 3)
+
+            table.select(ids[0])  # a root run, nothing marked: nothing to compare with
+            await pilot.press("d")
+            assert not isinstance(app.screen, ConfigDiff)
+            assert any("mark two or more" in n.message for n in app._notifications)
+
+            table.select(ids[1])  # a fork, nothing marked: it and its parent
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfigDiff))
+            shown = str(app.screen.query_one("#diff", Static).render())
+            assert [line.split()[0] for line in shown.splitlines()[1:]] == ["lr"]
+            assert ids[0] in shown and ids[1] in shown and "0.005" in shown
+            await pilot.press("escape")
+
+            await _mark(pilot, table, ids[0], ids[2])  # marked: exactly those runs
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfigDiff))
+            shown = str(app.screen.query_one("#diff", Static).render())
+            assert [line.split()[0] for line in shown.splitlines()[1:]] == ["batch"]
+            assert ids[1] not in shown
 
     asyncio.run(scenario())

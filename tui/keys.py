@@ -60,6 +60,13 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         "details", "enter", "Details", "Config, lineage, events and exit of the run", footer=False
     ),
+    Action(
+        "diff",
+        "d",
+        "Diff",
+        "Config diff of the marked runs (or of the run and its parent)",
+        footer=False,
+    ),
     Action("smoothing", "s", "Smooth", "Cycle the loss smoothing (debiased EMA)"),
     Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis", footer=False),
     Action("x_axis", "x", "X axis", "Plot against step or wall time", footer=False),

@@ -25,6 +25,7 @@ from tui.keys import BY_ID
 from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.diff import ConfigDiff
 from tui.state import TuiState
 from tui.widgets.runs_table import RunsTable
 
@@ -183,3 +184,16 @@ class RunActions(RunNotices):
             self.notify(str(exc), severity="error")
             return
         self.push_screen(RunDetail(detail))
+
+    def action_diff(self) -> None:
+        """The marked runs' config diff; with fewer than two marked, the run and its parent."""
+        runs = [self.state.runs[r] for r in self.state.marks if r in self.state.runs]
+        if len(runs) < 2:
+            run = self.selected
+            parent = self.state.runs.get(run.parent_id or "") if run is not None else None
+            if run is None or parent is None:
+                self.notify("mark two or more runs (space) to compare their configs",
+                            severity="warning")
+                return
+            runs = [parent, run]
+        self.push_screen(ConfigDiff(runs))

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.common.format import shown
+
 
 class _Unset:
     """The value of a key a run's config does not have."""
@@ -71,3 +73,16 @@ def value_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return repr(value) if isinstance(value, float) else json.dumps(value, default=repr)
+
+
+def diff_table(
+    runs: Sequence[Mapping[str, Any]], diff: Mapping[str, Sequence[Any]]
+) -> tuple[list[str], list[list[str]]]:
+    """The header and rows that show ``diff`` of ``runs``: a column per run, a row per key.
+
+    The CLI's ``traintop diff`` and the TUI's ``d`` both show this table.
+    """
+    header = ["KEY", *(f"{run['id']} ({shown(str(run['name']), 30)})" for run in runs)]
+    rows = [[shown(key), *(shown(value_text(v), 40) for v in values)]
+            for key, values in diff.items()]
+    return header, rows

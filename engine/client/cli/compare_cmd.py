@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.client.cli.common import UsageError, connect, describe
 from engine.client.client import Client, EngineError
-from engine.common.config_diff import UNSET, runs_diff, value_text
+from engine.common.config_diff import UNSET, diff_table, runs_diff
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import RunState
 
@@ -35,9 +35,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if not diff:
         print("no differences")
         return 0
-    header = ["KEY", *(f"{r['id']} ({shown(r['name'], 30)})" for r in runs)]
-    rows = [[shown(k), *(shown(value_text(v), 40) for v in vs)] for k, vs in diff.items()]
-    print(format_table(header, rows))
+    print(format_table(*diff_table(runs, diff)))
     return 0
 
 
