@@ -63,8 +63,11 @@ def name_from(text: str, fallback: str = "run") -> str:
     return kept[: MAX_NAME_LENGTH - 8] or fallback  # room for a "-12345" suffix
 
 
-def unique_name(base: str, taken: Callable[[str], bool], bare: bool = True) -> str:
-    """A name no run has: ``base`` itself if free (and ``bare``), else the first free ``base-N``.
+def unique_name(
+    base: str, taken: Callable[[str], bool], bare: bool = True, separator: str = "-"
+) -> str:
+    """A name no run has: ``base`` itself if free (and ``bare``), else the first free ``base-N``
+    (``base`` + ``separator`` + N).
 
     Numbers start at 2 after a bare ``base`` (``demo``, ``demo-2``), at 1 when every
     name is numbered (``train-1``, ``train-2``).
@@ -72,9 +75,9 @@ def unique_name(base: str, taken: Callable[[str], bool], bare: bool = True) -> s
     if bare and not taken(base):
         return base
     n = 2 if bare else 1
-    while taken(f"{base}-{n}"):
+    while taken(f"{base}{separator}{n}"):
         n += 1
-    return f"{base}-{n}"
+    return f"{base}{separator}{n}"
 
 
 def new_run_id() -> str:

@@ -35,6 +35,7 @@ from engine.rundir.spool_records import (
 )
 from engine.rundir.state_dir import check_state_dir
 from engine.server.daemon import AlreadyRunning, acquire_lock
+from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.store import Store
 
@@ -274,7 +275,6 @@ def _divergence(launch: dict[str, Any]) -> dict[str, Any]:
     if "divergence_factor" not in launch:
         return {}
     factor = launch["divergence_factor"]
-    if factor is None or (isinstance(factor, (int, float)) and not isinstance(factor, bool)
-                          and factor > 1):
+    if factor is None or (is_number(factor) and factor > 1):
         return {"divergence_factor": factor}
     return {}

@@ -24,7 +24,7 @@ from engine.client.cli.common import (
 from engine.client.client import Client
 from engine.common.experiment import value_text
 from engine.common.format import shown
-from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, name_from
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, name_from, unique_name
 
 _RESTART_SUFFIX = re.compile(r"-r\d+$")
 
@@ -32,10 +32,9 @@ _RESTART_SUFFIX = re.compile(r"-r\d+$")
 def restart_name(name: str, taken: set[str]) -> str:
     """``name-r2``, ``name-r3``...: the first free; a restart of ``x-r2`` is ``x-r3``."""
     base = name_from(_RESTART_SUFFIX.sub("", name))
-    n = 2
-    while f"{base}-r{n}" in taken:
-        n += 1
-    return f"{base}-r{n}"
+    # The run restarted holds the place of r1: numbering starts at r2 whether or not
+    # ``base`` itself is still a run's name.
+    return unique_name(base, lambda n: n == base or n in taken, separator="-r")
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
