@@ -6,26 +6,26 @@ A malformed command line is one line (``UsageError``), never argparse's usage bl
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 from typing import NoReturn
 
 from engine.client.cli.common import UsageError
-from engine.client.cli.compare_cmd import cmd_diff, cmd_wait
-from engine.client.cli.engine_cmd import cmd_engine
-from engine.client.cli.reads import cmd_export, cmd_gpu, cmd_logs, cmd_ls, cmd_show, cmd_top
-from engine.client.cli.restart_cmd import cmd_restart
-from engine.client.cli.run_actions import (
-    cmd_demo,
-    cmd_fork,
-    cmd_kill,
-    cmd_pause,
-    cmd_resume,
-    cmd_run,
-    cmd_start,
-)
-from engine.client.cli.sweep_cmd import cmd_sweep
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """Command ``name`` of ``engine.client.cli.<module>``, imported only when it runs, so
+    ``traintop ls`` does not load what sweep, restart or export need (tomllib, random...)."""
+
+    def run(args: argparse.Namespace) -> int:
+        func: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f"engine.client.cli.{module}"), name
+        )
+        return func(args)
+
+    return run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +81,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``traintop sweep``: its grammar is long enough to stand apart."""
     p = add(
         "sweep",
-        cmd_sweep,
+        _command("sweep_cmd", "cmd_sweep"),
         "start one run per combination: grid axes key=V1,V2 are crossed; random axes "
         "key=log(LO..HI), uniform(LO..HI) or int(LO..HI) are drawn --trials times, each "
         "trial crossed with the whole grid (Ray Tune's num_samples); key=V is fixed",
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "start",
-        cmd_start,
+        _command("run_actions", "cmd_start"),
         "start a run of a workload (built-in name or file.py:function), or the run or "
         "sweep an experiment file (-f) describes",
     )
@@ -137,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
 
-    p = add("run", cmd_run, "run any command as a run, with metrics read from its output")
+    p = add(
+        "run",
+        _command("run_actions", "cmd_run"),
+        "run any command as a run, with metrics read from its output",
+    )
     p.add_argument("--name")
     p.add_argument(
         "--loss-pattern",
@@ -152,27 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sweep(add)
 
-    p = add("diff", cmd_diff, "the config keys whose values differ between runs")
+    p = add(
+        "diff",
+        _command("compare_cmd", "cmd_diff"),
+        "the config keys whose values differ between runs",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--json", action="store_true")
 
     p = add(
         "wait",
-        cmd_wait,
+        _command("compare_cmd", "cmd_wait"),
         "wait until runs finish, fail, are killed or pause; exit 0 if all finished, "
         "1 if any did not, 2 on a timeout or an unknown run",
     )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--timeout", type=float, help="seconds to wait at most (default: no limit)")
 
-    p = add("ls", cmd_ls, "list runs")
+    p = add("ls", _command("reads", "cmd_ls"), "list runs")
     p.add_argument("--json", action="store_true")
 
-    p = add("show", cmd_show, "show one run: config, lineage, events, exit")
+    p = add("show", _command("reads", "cmd_show"), "show one run: config, lineage, events, exit")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
 
-    p = add("pause", cmd_pause, "pause a run at its next step")
+    p = add("pause", _command("run_actions", "cmd_pause"), "pause a run at its next step")
     p.add_argument("run")
     p.add_argument(
         "--release",
@@ -181,11 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=10.0)
 
-    p = add("resume", cmd_resume, "resume a paused run")
+    p = add("resume", _command("run_actions", "cmd_resume"), "resume a paused run")
     p.add_argument("run")
     p.add_argument("--timeout", type=float, default=30.0)
 
-    p = add("fork", cmd_fork, "fork a run at its current step, with config overrides")
+    p = add(
+        "fork",
+        _command("run_actions", "cmd_fork"),
+        "fork a run at its current step, with config overrides",
+    )
     p.add_argument("run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--name")
@@ -196,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "restart",
-        cmd_restart,
+        _command("restart_cmd", "cmd_restart"),
         "start a new run doing what RUN did (any state), from the start: same workload, "
         "config, device and directory, or the same command; named NAME-r2, -r3...",
     )
@@ -211,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "kill",
-        cmd_kill,
+        _command("run_actions", "cmd_kill"),
         "stop a run: SIGTERM, then SIGKILL after a grace period "
         "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
     )
@@ -220,28 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )
 
-    p = add("logs", cmd_logs, "print a run's output")
+    p = add("logs", _command("reads", "cmd_logs"), "print a run's output")
     p.add_argument("run")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--stderr", action="store_true")
     p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
 
-    p = add("export", cmd_export, "export a run's metrics")
+    p = add("export", _command("reads", "cmd_export"), "export a run's metrics")
     p.add_argument("run")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output")
 
-    p = add("gpu", cmd_gpu, "current GPU figures and which runs use each GPU")
+    p = add("gpu", _command("reads", "cmd_gpu"), "current GPU figures and which runs use each GPU")
     p.add_argument("--json", action="store_true")
 
-    p = add("top", cmd_top, "current host, GPU and per-run resource use")
+    p = add("top", _command("reads", "cmd_top"), "current host, GPU and per-run resource use")
     p.add_argument("--json", action="store_true")
 
-    add("demo", cmd_demo, "start demo charlm runs (and a fork); in a terminal, open the TUI")
+    add(
+        "demo",
+        _command("run_actions", "cmd_demo"),
+        "start demo charlm runs (and a fork); in a terminal, open the TUI",
+    )
 
     p = add(
         "engine",
-        cmd_engine,
+        _command("engine_cmd", "cmd_engine"),
         "start, stop or inspect the engine daemon; 'rebuild' makes a new store from the run "
         "directories (the engine stopped), keeping the old one aside",
     )
