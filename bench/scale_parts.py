@@ -201,7 +201,7 @@ def _charted_points(app: Any, run_id: str) -> int:
     for series in app.query_one(LossChart).series:
         if series.emphasis and series.label.startswith(run_id):
             view = app.feed.views.get(run_id)
-            return int(view.data["n"]) if view is not None else 0
+            return view.data.n if view is not None else 0
     return 0
 
 
