@@ -145,7 +145,7 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     Points(db).add(rid, points)
     db.close()
     store = Store(path)
-    assert store.version == SCHEMA_VERSION == 5
+    assert store.version == SCHEMA_VERSION == 6
     run = store.get_run("abc234")
     assert run is not None and run["name"] == "old" and run["config"] == {"lr": 0.1}
     assert run["divergence_factor"] == 10.0 and run["diverged"] is None

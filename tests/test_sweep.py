@@ -107,7 +107,7 @@ def test_config_diff_lists_only_keys_that_differ() -> None:
         (["sweep", "synthetic", "seed=" + ",".join(map(str, range(1001)))], 2, "--yes"),
         (["sweep", "synthetic", "lr=0.1,abc"], 1, "lr=abc"),
         (["sweep", "synthetic", "nosuch=1,2"], 1, "nosuch"),
-        (["sweep", "synthetic", "lr=0.1,0.2", "--queue", "night"], 1, "no queues"),
+        (["sweep", "synthetic", "lr=0.1,0.2", "--queue", "two words"], 1, "queue name"),
         (["sweep", "synthetic", "lr=0.1,0.2", "--name", "two words"], 2, "one word"),
         (["sweep", "nosuchworkload", "lr=0.1,0.2"], 1, "nosuchworkload"),
         (["sweep"], 2, "no workload"),
@@ -194,7 +194,7 @@ def test_an_experiment_file_starts_a_run_or_a_sweep(engine: Engine, tmp_path: Pa
     assert first["overrides"][:2] == ["steps=5", "batch=4"]
 
 
-def test_start_f_takes_steps_and_refuses_a_queue(engine: Engine, tmp_path: Path) -> None:
+def test_start_f_takes_steps_and_its_queue(engine: Engine, tmp_path: Path) -> None:
     sweep = write(tmp_path, 'workload = "synthetic"\n[sweep]\nlr = [0.01, 0.02]\n')
     result = engine.cli("start", "-f", sweep, "--steps", "7", "--json")
     assert result.code == 0, result
@@ -202,7 +202,8 @@ def test_start_f_takes_steps_and_refuses_a_queue(engine: Engine, tmp_path: Path)
     for run in result.json():
         engine.wait_state(run["id"], "finished")  # refused() below compares stored states
     queued = write(tmp_path, 'workload = "synthetic"\nqueue = "night"\n')
-    refused(engine, "start", "-f", queued, code=1, mentions="no queues")
+    result = engine.cli("start", "-f", queued, "--no-wait", "--json")
+    assert result.code == 0 and result.json()["queue"] == "night"
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,15 @@ class RunInfo:
     skipped_points: int = 0
     # The multiple of its loss EMA that pauses the run; None: it is never paused for it.
     divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
+    # Its queue and place in it: higher priority first, then by queue_pos (FIFO).
+    queue: str = "default"
+    priority: int = 0
+    queue_pos: float | None = None
+    after_id: str | None = None  # the run it waits for (--after)
+    gpus: float | None = None  # GPUs it asks for: a share below 1, else whole GPUs
+    gpu_peak: int | None = None  # the most GPU memory it held (bytes), or was said to need
+    awaiting: str | None = None  # "checkpoint": a fork waiting for its parent's
+    sweep: str | None = None  # the sweep it belongs to
 
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:

@@ -83,6 +83,7 @@ class Daemon:
         })
         self.live_workers: list[tuple[str, int, int]] = []
         self.telemetry = TelemetryFeed(self.store, self.publish, lambda: list(self.live_workers))
+        self.supervisor.scheduler.gpu_view = self._gpu_view
         self.stopping = asyncio.Event()
         self.engine.interrupted = self.stopping.is_set
         self.readers = concurrent.futures.ThreadPoolExecutor(
@@ -122,6 +123,13 @@ class Daemon:
             "history": self.telemetry.history(float(seconds)) if seconds else [],
             "interval": self.telemetry.interval,
         }
+
+    def _gpu_view(self) -> tuple[dict[int, tuple[int | None, int | None]], dict[str, int]]:
+        """What the scheduler places runs by: the latest telemetry sample, else NVML at start."""
+        totals, held = self.telemetry.gpu_view()
+        if not totals:
+            totals = {g.index: (g.memory_total, g.memory_used) for g in self.engine.gpus}
+        return totals, held
 
     def _shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
         self.stopping.set()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
@@ -44,16 +43,15 @@ def list_gpus() -> list[GpuInfo]:
             pynvml.nvmlShutdown()
 
 
-def choose_device(requested: str | None, gpus: list[GpuInfo], busy: Collection[int] = ()) -> str:
-    """Resolve ``requested`` (None, cpu, cuda, cuda:N) to a concrete device string.
+def check_device(requested: str | None, gpus: list[GpuInfo]) -> str:
+    """Check ``requested`` (None, cpu, cuda, cuda:N) against this machine: cpu, cuda or cuda:N.
 
-    With no request, or a bare ``cuda``, the GPU with no traintop run on it
-    and the least memory in use is chosen; with no GPU, None means cpu.
+    None means a GPU when the machine has one, else the CPU. A bare ``cuda`` is
+    left for the scheduler to place on whichever GPU has room when the run's
+    turn comes (``engine.server.placement``).
     """
     if requested is None or requested == "":
-        if not gpus:
-            return "cpu"
-        requested = "cuda"
+        return "cuda" if gpus else "cpu"
     match = _DEVICE.match(requested.strip().lower())
     if not match:
         raise DeviceError(f"unknown device {requested!r} (use cpu, cuda or cuda:N)")
@@ -65,8 +63,7 @@ def choose_device(requested: str | None, gpus: list[GpuInfo], busy: Collection[i
     if not gpus:
         raise DeviceError(f"device {requested} asked for, but no NVIDIA GPU is visible here")
     if index is None:
-        best = min(gpus, key=lambda g: (g.index in busy, g.memory_used, g.index))
-        return f"cuda:{best.index}"
+        return "cuda"
     if int(index) >= len(gpus):
         raise DeviceError(f"no GPU {index}: this machine has {len(gpus)}")
     return f"cuda:{int(index)}"

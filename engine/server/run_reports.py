@@ -30,6 +30,7 @@ from engine.rundir.spool_records import (
 from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
+from engine.server.scheduler import Scheduler
 from engine.server.store import Store
 
 log = logging.getLogger("traintop.supervisor")
@@ -50,6 +51,7 @@ class RunReports:
     store: Store
     publish: Publish
     live: dict[str, LiveRun]
+    scheduler: Scheduler
 
     def launch(
         self, run: dict[str, Any], resume_from: str | None, reason: str,
@@ -66,8 +68,15 @@ class RunReports:
         """Stop or continue the run's process by signal (the supervisor's)."""
         raise NotImplementedError
 
+    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str) -> None:
+        """Put a run in its queue (the supervisor's)."""
+        raise NotImplementedError
+
     def condition(self, run: dict[str, Any]) -> str | None:
-        """What needs the user that a run's state does not say (disk full, divergence)."""
+        """What needs the user that a run's state does not say (disk full, divergence,
+        why a queued run waits)."""
+        if run["state"] == RunState.QUEUED:
+            return self.scheduler.waiting.get(run["id"])
         live = self.live.get(run["id"])
         return DISK_FULL if live is not None and live.disk_full else divergence_condition(run)
 
@@ -158,7 +167,7 @@ class RunReports:
             )
         live.spool_offset = end
         live.step = steps_after(live.step, record)
-        self._announce(run_id)
+        self.announce(run_id)
 
     # -- divergence ---------------------------------------------------------
 
@@ -178,7 +187,7 @@ class RunReports:
             live.backend.pause(self, run, release=False)
         except ActionError as exc:
             self.store.note(live.run_id, f"{reason}; could not pause: {exc}")
-        self._announce(live.run_id)
+        self.announce(live.run_id)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""
@@ -188,10 +197,10 @@ class RunReports:
             live.divergence, live.diverged = None, None
 
     def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
-        """A worker wrote the checkpoint a fork asked for: start the child from it."""
+        """A worker wrote the checkpoint a fork asked for: queue the child to start from it."""
         child = self.store.get_run(child_id)
-        if child is None or child["state"] != RunState.QUEUED:
-            return  # already started (a replayed record) or killed meanwhile
+        if child is None or child["state"] != RunState.QUEUED or child["awaiting"] is None:
+            return  # already given it (a replayed record) or killed meanwhile
         if not path:
             self.store.set_state(
                 child_id,
@@ -200,12 +209,10 @@ class RunReports:
                 ended=time.time(),
                 exit_reason="parent tracks nothing to checkpoint",
             )
-            self._announce(child_id)
+            self.announce(child_id)
             return
         self.store.update_run(child_id, fork_step=step, step=step)
-        child = self.store.get_run(child_id)
-        assert child is not None
-        self.launch(child, str(path), f"forked from {parent_id} at step {step}")
+        self.enqueue(child, str(path), f"forked from {parent_id} at step {step}; queued")
 
     # -- ending -------------------------------------------------------------
 
@@ -227,7 +234,8 @@ class RunReports:
                 pid_start=None,
             )
             self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
-            self._announce(live.run_id)
+            self.scheduler.wake()  # its slot is free
+            self.announce(live.run_id)
         elif returncode == 0:
             self._end(live, RunState.FINISHED, "finished", 0)
         else:
@@ -258,7 +266,10 @@ class RunReports:
         self._remove_stray_temporaries(live.run_id)
         log.info("run %s %s: %s", live.run_id, state.value, reason)
         self._settle_forks(live.run_id, state)
-        self._announce(live.run_id)
+        ended = self.store.get_run(live.run_id)
+        if ended is not None:
+            self.scheduler.run_ended(ended, state)
+        self.announce(live.run_id)
 
     def _remove_stray_temporaries(self, run_id: str) -> None:
         """Remove a run's half-written files (a checkpoint cut by SIGKILL): it has ended."""
@@ -271,7 +282,7 @@ class RunReports:
         """Forks still waiting on a parent that ended: use its final checkpoint, or fail."""
         parent = self.store.get_run(parent_id)
         for child in self.store.runs_in_states([RunState.QUEUED.value]):
-            if child["parent_id"] != parent_id or parent is None:
+            if child["parent_id"] != parent_id or parent is None or child["awaiting"] is None:
                 continue
             if state is RunState.FINISHED and parent["checkpoint"]:
                 self.on_checkpoint(parent_id, child["id"], parent["checkpoint"], parent["step"])
@@ -283,9 +294,10 @@ class RunReports:
                     ended=time.time(),
                     exit_reason=f"parent {state.value} before its checkpoint",
                 )
-                self._announce(child["id"])
+                self.announce(child["id"])
 
-    def _announce(self, run_id: str) -> None:
+    def announce(self, run_id: str) -> None:
+        """Publish a run as it now is (its row, kind and condition) to subscribers."""
         run = self.store.get_run(run_id)
         if run is not None:
             self.publish("runs", {**run, **kind_fields(run), "condition": self.condition(run)})

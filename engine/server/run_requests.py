@@ -28,10 +28,12 @@ from engine.common.runs import (
 )
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.disk_space import out_of_space
+from engine.rundir.paths import write_json_atomic
 from engine.server.attach import AttachError, create_attached_run, process_start
 from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
-from engine.server.devices import choose_device
+from engine.server.devices import check_device
+from engine.server.queue_requests import QueueRequests
 from engine.server.requests import (
     RequestError,
     check_steps,
@@ -40,10 +42,33 @@ from engine.server.requests import (
     param,
     resolve_spec,
 )
-from engine.server.run_lookup import RunLookup
+from engine.server.supervisor import launch_record
+
+# What each request that makes a run may be given; anything else is refused, so a
+# client newer than this daemon is told, rather than silently ignored.
+_QUEUE_PARAMS = {"queue", "priority", "after", "gpus", "gpu_memory", "sweep"}
+_DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
+ALLOWED = {
+    "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd",
+              *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+    "run_command": {"command", "name", "loss_pattern", "env", "cwd",
+                    *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+    "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+}
 
 
-class RunRequests(RunLookup):
+def check_known(method: str, params: dict[str, Any]) -> None:
+    """Refuse a parameter ``method`` does not know, naming it."""
+    unknown = sorted(set(params) - ALLOWED[method])
+    if unknown:
+        raise RequestError(
+            "bad_request",
+            f"{method} does not take {', '.join(map(repr, unknown))} "
+            "(is this traintop older than the client?)",
+        )
+
+
+class RunRequests(QueueRequests):
     """The requests that create, steer and end runs (and the backends' ``Host``)."""
 
     def _unique_name(self, base: str) -> str:
@@ -59,17 +84,9 @@ class RunRequests(RunLookup):
             if self.store.name_taken(name):
                 raise RequestError("bad_request", f"a run named {name!r} already exists")
 
-    def _device(self, requested: str | None) -> str:
-        """The device a new run gets: ``requested``, or the least busy GPU."""
-        busy = {
-            int(r["device"].split(":")[1])
-            for r in self.store.runs_in_states(["starting", "running", "paused"])
-            if r["device"].startswith("cuda:")
-        }
-        return choose_device(requested, self.gpus, busy)
-
     def start(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Create a run from a workload and overrides, and start it."""
+        """Create a run from a workload and overrides, and queue it (it starts if it may)."""
+        check_known("start", params)
         cwd = param(params, "cwd", str, os.getcwd())
         spec = resolve_spec(param(params, "workload", str), cwd)
         overrides = param(params, "overrides", list, [])
@@ -83,19 +100,34 @@ class RunRequests(RunLookup):
             config["steps"] = steps
         check_steps(config)
         self._check_name(name)
-        device = self._device(param(params, "device", str, None))
+        device = check_device(param(params, "device", str, None), self.gpus)
+        queued = self.queue_fields(params, device)
+        if queued["gpus"] > 1:
+            raise RequestError(
+                "bad_request", "a workload trains on one device: --gpus above 1 is for "
+                "commands that use several GPUs themselves (traintop run)"
+            )
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
         self.check_room()
         run = self._new_run(
-            spec, config, device, cwd, name or self._unique_name(base), divergence=divergence
+            spec, config, device, cwd, name or self._unique_name(base), divergence=divergence,
+            queued=queued,
         )
-        self._launch_new(run, None if env is None else {"env": env})
+        self._queue_new(run, env)
         return self.summary(self.store.get_run(run["id"]) or run)
 
-    def _launch_new(self, run: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-        """Start a run just made; if the disk refuses its files, forget it entirely."""
+    def _queue_new(self, run: dict[str, Any], env: dict[str, str] | None) -> None:
+        """Queue a run just made (it starts now if it may); if the disk refuses its
+        files, forget it entirely.
+
+        Its environment waits in a launch.json of generation 0 until it starts.
+        """
+        rundir = self.supervisor.paths.run_dir(run["id"])
         try:
-            self.supervisor.launch(run, None, "started by user", extra)
+            rundir.path.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(rundir.launch, {
+                **launch_record(run), "generation": 0, **({} if env is None else {"env": env}),
+            })
         except OSError as exc:
             if not out_of_space(exc):
                 raise
@@ -105,9 +137,13 @@ class RunRequests(RunLookup):
             raise RequestError(
                 "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
             ) from None
+        self.supervisor.scheduler.wake()
+        self.supervisor.scheduler.run_pass()
+        self.supervisor.announce(run["id"])
 
     def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Create a run that wraps a command (``traintop run -- CMD``), and start it."""
+        """Create a run that wraps a command (``traintop run -- CMD``), and queue it."""
+        check_known("run_command", params)
         cwd = param(params, "cwd", str, os.getcwd())
         command = param(params, "command", list)
         name = param(params, "name", str, None)
@@ -133,13 +169,18 @@ class RunRequests(RunLookup):
         # Named for the script it runs (python train.py -> train), else the program.
         script = next((a for a in command if a.endswith(".py")), command[0])
         base = Path(script).stem or "run"
-        # The device is the command's own business: "-" says traintop did not pick one.
+        # The device is the command's own business ("-"), unless it asks for GPUs: then
+        # it is shown those the queue gives it (CUDA_VISIBLE_DEVICES).
+        queued = self.queue_fields(params, "cuda" if self.gpus else "-")
+        if queued["gpus"] and not (self.gpus or self.supervisor.scheduler.gpu_view()[0]):
+            raise RequestError("bad_request", "GPUs asked for, but no NVIDIA GPU is visible here")
+        device = "cuda" if queued["gpus"] else "-"
         self.check_room()
         run = self._new_run(
-            WRAPPED_WORKLOAD, config, "-", cwd, name or self._unique_name(base),
-            divergence=divergence,
+            WRAPPED_WORKLOAD, config, device, cwd, name or self._unique_name(base),
+            divergence=divergence, queued=queued,
         )
-        self._launch_new(run, {"env": env})
+        self._queue_new(run, env)
         return self.summary(self.store.get_run(run["id"]) or run)
 
     def _new_run(
@@ -151,6 +192,7 @@ class RunRequests(RunLookup):
         name: str,
         parent: dict[str, Any] | None = None,
         divergence: float | None = DEFAULT_DIVERGENCE_FACTOR,
+        queued: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         run_id = new_run_id()
         while self.store.get_run(run_id) is not None:
@@ -168,6 +210,8 @@ class RunRequests(RunLookup):
             "total_steps": step_total(config.get("steps")),
             "released": False,
             "divergence_factor": divergence,
+            "awaiting": "checkpoint" if parent else None,
+            **(queued or {}),
         }
         reason = f"forked from {parent['id']}" if parent else "created by user"
         self.store.create_run(run, reason)
@@ -193,17 +237,18 @@ class RunRequests(RunLookup):
             self.run_dir(run, "resume")
             step, path = self.need_resume_point(run)
             self.check_room()
-            self.store.update_run(run["id"], step=step)
-            self.supervisor.launch(
+            self.store.update_run(run["id"], step=step, ended=None, exit_code=None)
+            self.supervisor.enqueue(
                 {**run, "step": step}, str(path),
-                f"resumed from its last complete checkpoint, at step {step}",
+                f"to resume from its last complete checkpoint, at step {step}",
             )
             self.supervisor.rearm_divergence(run["id"])
             return {**self.summary(self.store.get_run(run["id"]) or run), "resumed_from": step}
         if run["released"]:
             checkpoint = self.checkpoint(run, "resume")
             self.check_room()
-            self.supervisor.launch(run, checkpoint, "resumed from its checkpoint")
+            # It gave its slot back: it waits for one again, at the back of its queue.
+            self.supervisor.enqueue(run, checkpoint, "to resume from its checkpoint")
         else:
             backend_for(run).resume(self, run)
         # After it took: a refused resume keeps the reason the run paused.
@@ -222,7 +267,11 @@ class RunRequests(RunLookup):
         self.supervisor.stop_process(run, pause)
 
     def fork(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A child run from the parent's current step, with config overrides."""
+        """A child run from the parent's current step, with config overrides.
+
+        The child waits in its queue (its parent's, unless named) with the checkpoint.
+        """
+        check_known("fork", params)
         parent = self.resolve(params.get("run"))
         self.refuse_if_unable(parent, "fork")
         check_action("fork", RunState(parent["state"]), parent["released"])
@@ -233,7 +282,12 @@ class RunRequests(RunLookup):
         defaults = backend_for(parent).fork_defaults(parent)
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
         check_steps(config)
-        device = self._device(param(params, "device", str, None) or parent["device"])
+        requested = param(params, "device", str, None)
+        if requested is not None:
+            device = check_device(requested, self.gpus)
+        else:  # the parent's kind of device; the queue picks which GPU
+            device = "cuda" if parent["device"].startswith("cuda") else parent["device"]
+        queued = self.queue_fields(params, device, inherit=parent)
         # Checked before the child exists: a refused fork leaves nothing behind.
         self.run_dir(parent, "fork")
         checkpoint: str | None = None  # None: the parent is live and writes one when asked
@@ -252,6 +306,7 @@ class RunRequests(RunLookup):
             name or self._unique_name(f"{parent['name']}-fork"),
             parent,
             divergence,
+            queued,
         )
         if checkpoint is not None:
             self.supervisor.on_checkpoint(parent["id"], child["id"], checkpoint, parent["step"])

@@ -23,7 +23,8 @@ from engine.server.supervisor import Supervisor
 
 # Requests that only read: answered on reader threads, never on the event loop.
 READS = frozenset(
-    {"ping", "status", "list_runs", "get_run", "metrics", "series", "read_log", "workloads"}
+    {"ping", "status", "list_runs", "get_run", "metrics", "series", "read_log", "workloads",
+     "queues"}
 )
 
 # A request handler: the request's params in, the reply's result out.
@@ -56,6 +57,9 @@ class Engine(ReadRequests, RunRequests):
             "read_log": self.read_log,
             "workloads": self.workloads,
             "attach": self.attach,
+            "queues": self.queues,
+            "queue_set": self.queue_set,
+            "move": self.move,
         }
         clash = set(own or {}) & set(self.handlers)
         if clash:  # a programming error: one method, one handler

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.rundir.spool_records import Metric
-from engine.server.store_runs import RunRows
+from engine.server.store_queues import QueueRows
 
 
-class MetricRows(RunRows):
+class MetricRows(QueueRows):
     """Reads and writes of metric points and telemetry samples.
 
     Built on the run rows: a batch of points moves its run's spool offset and step.

@@ -17,7 +17,8 @@ from engine.server.store_connection import StoreConnection
 from engine.server.store_schema import RUN_FIELDS
 
 
-def _row_to_run(row: sqlite3.Row) -> dict[str, Any]:
+def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
+    """A ``runs`` row as the daemon passes runs around: config decoded, no integer id."""
     run = dict(row)
     run.pop("rid", None)  # the integer id stays inside the store
     run["config"] = json.loads(run["config"])
@@ -88,14 +89,14 @@ class RunRows(StoreConnection):
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _row_to_run(row) if row else None
+        return row_to_run(row) if row else None
 
     def runs_after(self, rid: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` runs with an integer id above ``rid``, in creation order."""
         rows = self.db.execute(
             "SELECT * FROM runs WHERE rid > ? ORDER BY rid LIMIT ?", (rid, limit)
         ).fetchall()
-        return [(int(r["rid"]), _row_to_run(r)) for r in rows]
+        return [(int(r["rid"]), row_to_run(r)) for r in rows]
 
     def state_counts(self) -> dict[str, int]:
         """How many runs are in each state."""
@@ -105,7 +106,7 @@ class RunRows(StoreConnection):
     def runs_in_states(self, states: Sequence[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" for _ in states)
         rows = self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(states))
-        return [_row_to_run(r) for r in rows.fetchall()]
+        return [row_to_run(r) for r in rows.fetchall()]
 
     def children(self, run_id: str) -> list[str]:
         rows = self.db.execute("SELECT id FROM runs WHERE parent_id = ? ORDER BY rid", (run_id,))
@@ -119,7 +120,7 @@ class RunRows(StoreConnection):
             rows = self.db.execute(
                 "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", (escaped + "%",)
             ).fetchall()
-        return [_row_to_run(r) for r in rows]
+        return [row_to_run(r) for r in rows]
 
     def name_taken(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None

@@ -167,6 +167,36 @@ MIGRATIONS.append(
     """
 )
 
+# 5 -> 6: queues. A queued run waits in its queue (FIFO by ``queue_pos`` within its
+# ``priority``) for a free slot and, with ``gpus`` > 0, room on a GPU; ``after_id`` is a
+# run it waits for; ``launch_from`` the checkpoint it starts from once its turn comes;
+# ``awaiting`` is 'checkpoint' while a fork waits for its parent's. ``gpu_peak`` is the
+# most GPU memory the run was seen to hold (bytes), for placing its forks and
+# restarts. ``sweep`` names the sweep a run belongs to.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN queue_pos REAL;
+    ALTER TABLE runs ADD COLUMN after_id TEXT;
+    ALTER TABLE runs ADD COLUMN gpus REAL;
+    ALTER TABLE runs ADD COLUMN launch_from TEXT;
+    ALTER TABLE runs ADD COLUMN awaiting TEXT;
+    ALTER TABLE runs ADD COLUMN gpu_peak INTEGER;
+    ALTER TABLE runs ADD COLUMN sweep TEXT;
+    CREATE INDEX runs_state ON runs(state);
+    CREATE TABLE queues (
+        name              TEXT PRIMARY KEY,
+        parallel          INTEGER,
+        paused            INTEGER NOT NULL DEFAULT 0,
+        pause_on_failure  INTEGER NOT NULL DEFAULT 0,
+        reason            TEXT,
+        created           REAL NOT NULL
+    );
+    UPDATE runs SET awaiting = 'checkpoint' WHERE state = 'queued'
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -200,6 +230,8 @@ _V3_RUN_FIELDS = [
 ]
 RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
+    "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
+    "gpu_peak", "sweep",
 ]
 
 

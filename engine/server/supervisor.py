@@ -27,6 +27,7 @@ from engine.server.backends.attached import record_started_by_user
 from engine.server.divergence import pause_reason
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.run_reports import RunReports
+from engine.server.scheduler import Scheduler
 from engine.server.store import Store
 
 log = logging.getLogger("traintop.supervisor")
@@ -58,6 +59,7 @@ class Supervisor(RunReports):
         self._next_run = 0  # where the next tick starts, after one that ran out of time
         self._next_disk_check = 0.0
         self.disk_full = False  # the state directory's filesystem, at the last check
+        self.scheduler = Scheduler(store, self._launch_queued, self.announce)
 
     # -- starting -----------------------------------------------------------
 
@@ -112,7 +114,36 @@ class Supervisor(RunReports):
         self.live[run["id"]] = LiveRun(
             run["id"], rundir, generation, offset, backend, step=int(run["step"]), shim=shim,
         )
-        self._announce(run["id"])
+        self.announce(run["id"])
+
+    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str) -> None:
+        """Put ``run`` at the back of its queue; it starts (from ``launch_from``) in its turn."""
+        self.store.set_state(
+            run["id"], RunState.QUEUED, reason, launch_from=launch_from, awaiting=None,
+            queue_pos=self.store.last_queue_pos() + 1,
+        )
+        self.scheduler.wake()
+        self.scheduler.run_pass()  # a free slot is taken at once, in the same request
+        self.announce(run["id"])
+
+    def _launch_queued(self, run: dict[str, Any], gpus: tuple[int, ...]) -> None:
+        """Start a queued run whose turn it is, on ``gpus`` (none: its device as it is)."""
+        extra: dict[str, Any] = {}
+        if gpus:
+            run = {**run, "device": "cuda:" + ",".join(str(i) for i in gpus)}
+            self.store.update_run(run["id"], device=run["device"])
+            if backend_for(run).kind != "train":  # its own code picks "cuda": show it these
+                env = self._env_of(run["id"]) or self._env_of(run["parent_id"]) or dict(os.environ)
+                extra["env"] = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus)}
+        launch_from = run["launch_from"]
+        if launch_from and run["generation"] == 0 and run["parent_id"]:
+            reason = f"forked from {run['parent_id']} at step {run['step']}"
+        elif launch_from:
+            reason = f"resumed from its checkpoint at step {run['step']}"
+        else:
+            reason = f"started (queue {run['queue']})"
+        self.launch(run, launch_from, reason, extra)
+        self.store.update_run(run["id"], launch_from=None)
 
     def adopt_all(self) -> None:
         """Follow every run a previous daemon left with a process (or about to have one).
@@ -161,7 +192,7 @@ class Supervisor(RunReports):
             run["id"], rundir, 1, int(run["spool_offset"]), backend_for(run),
             step=int(run["step"]), pid=pid, pgid=pid, pid_start=pid_start,
         )
-        self._announce(run["id"])
+        self.announce(run["id"])
 
     # -- control ------------------------------------------------------------
 
@@ -196,7 +227,7 @@ class Supervisor(RunReports):
             self.store.set_state(run["id"], RunState.PAUSED, reason)
         else:
             self.store.set_state(run["id"], RunState.RUNNING, "resumed by user (SIGCONT)")
-        self._announce(run["id"])
+        self.announce(run["id"])
 
     def kill(self, run: dict[str, Any], grace: float) -> None:
         """Kill the run's process by its backend's signal ladder (SIGKILL once ``grace`` is up).
@@ -212,7 +243,7 @@ class Supervisor(RunReports):
                 ended=time.time(),
                 exit_reason="killed by user",
             )
-            self._announce(run["id"])
+            self.announce(run["id"])
             return
         self.store.update_run(run["id"], exit_reason=KILL_REASON, kill_grace=grace)
         live.start_kill(grace)
@@ -262,6 +293,7 @@ class Supervisor(RunReports):
                     live.failing = repr(exc)
                     log.exception("following run %s failed", run_id)
         self._next_run = 0
+        self.scheduler.tick()
         self.store.write_succeeded()
         return time.monotonic() > deadline
 
@@ -288,7 +320,7 @@ class Supervisor(RunReports):
                     log.warning("run %s: disk full; its worker holds its points", live.run_id)
                 else:
                     log.info("run %s: its spool is written again", live.run_id)
-                self._announce(live.run_id)
+                self.announce(live.run_id)
 
     def _follow(self, live: LiveRun) -> None:
         if live.shim is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.server.store import Store
 from engine.server.telemetry import GpuReader, Sample, TelemetrySampler, demo_nvml
+from engine.server.telemetry.fake_nvml import FileFakeNvml
 
 RunsProvider = Callable[[], list[tuple[str, int, int]]]
 
@@ -35,10 +36,13 @@ def interval_from_env() -> float:
 
 
 def gpu_reader_from_env() -> GpuReader | None:
-    """``TRAINTOP_FAKE_GPUS=N`` shows N simulated GPUs (demos on GPU-less machines)."""
+    """``TRAINTOP_FAKE_GPUS=N`` shows N simulated GPUs (demos on GPU-less machines);
+    ``TRAINTOP_FAKE_GPUS=FILE.json``, GPUs that file describes (tests of placement)."""
     fake = os.environ.get("TRAINTOP_FAKE_GPUS", "")
     if fake.isdigit() and int(fake) > 0:
         return GpuReader(demo_nvml(int(fake)))
+    if fake.endswith(".json"):
+        return GpuReader(FileFakeNvml(fake))
     return None
 
 
@@ -61,6 +65,7 @@ class TelemetryFeed:
         self._count = 0
         self._last_prune = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._peaks: dict[str, int] = {}  # the GPU memory peak stored for each run seen
         self.sampler = TelemetrySampler(
             runs, self._from_thread, interval=self.interval, gpu_reader=gpu_reader_from_env()
         )
@@ -80,6 +85,7 @@ class TelemetryFeed:
     def _on_sample(self, sample: Sample) -> None:
         data = sample.to_dict()
         self.publish("telemetry", data)
+        self._note_peaks(sample)
         self._count += 1
         store_now = self._count % self.store_every == 1 or self.store_every == 1
         prune_now = sample.time - self._last_prune > PRUNE_EVERY_SECONDS
@@ -100,6 +106,33 @@ class TelemetryFeed:
                 raise
             return
         self.store.write_succeeded()
+
+    def _note_peaks(self, sample: Sample) -> None:
+        """Store each run's GPU memory when it passes the peak stored (placement uses it)."""
+        for run_id, usage in sample.runs.items():
+            held = sum(usage.gpu_memory.values())
+            if not held:
+                continue
+            if run_id not in self._peaks:
+                run = self.store.get_run(run_id)
+                self._peaks[run_id] = int(run["gpu_peak"] or 0) if run else 0
+            if held > self._peaks[run_id] and self.store.may_write():
+                try:
+                    self.store.update_run(run_id, gpu_peak=held)
+                except sqlite3.OperationalError as exc:
+                    if not self.store.write_failed(exc):
+                        raise
+                    continue
+                self._peaks[run_id] = held
+
+    def gpu_view(self) -> tuple[dict[int, tuple[int | None, int | None]], dict[str, int]]:
+        """Memory per GPU and the GPU bytes each run holds, from the latest sample."""
+        sample = self.sampler.latest()
+        if sample is None:
+            return {}, {}
+        totals = {g.index: (g.memory_total, g.memory_used) for g in sample.gpus}
+        held = {run_id: sum(u.gpu_memory.values()) for run_id, u in sample.runs.items()}
+        return totals, held
 
     def latest(self) -> dict[str, Any] | None:
         sample = self.sampler.latest()

@@ -47,7 +47,7 @@ def wait_training(client: Client, run_id: str) -> dict[str, Any]:
     Seeing ``running`` is not enough: a workload that raises in its first step
     is reported as a failure, not as started.
     """
-    run = wait_for(client, run_id, lambda r: r["state"] not in ACTIVE_WAIT, 60)
+    run = wait_for(client, run_id, lambda r: not starting(r), 60)
     if run["state"] == "running":
         first = run["step"]
         run = wait_for(
@@ -57,6 +57,14 @@ def wait_training(client: Client, run_id: str) -> dict[str, Any]:
             FIRST_STEP_WAIT,
         )
     return run
+
+
+def starting(run: dict[str, Any]) -> bool:
+    """Is the run on its way to running? Not a queued run that waits its turn (the
+    daemon says why: its condition); a fork that waits for its parent's checkpoint is."""
+    if run["state"] == "queued":
+        return run.get("awaiting") is not None or not run.get("condition")
+    return run["state"] in ACTIVE_WAIT
 
 
 def report_new(args: argparse.Namespace, run: dict[str, Any], line: str) -> int:
@@ -84,8 +92,43 @@ def ended(run: dict[str, Any]) -> bool:
 
 def describe(run: dict[str, Any]) -> str:
     """One line for a run: id, name, state, step and device."""
+    if run["state"] == "queued" and run.get("condition"):
+        return f"{run['id']} ({shown(run['name'])}) queued in {run['queue']}: {run['condition']}"
     step = f"step {run['step']}" + (f"/{run['total_steps']}" if run["total_steps"] else "")
     return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
+
+
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``20G``, ``512MiB``, ``1.5g`` or plain bytes, in bytes (binary units); UsageError else."""
+    number = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(number[: len(number) - len(unit)])
+    except ValueError:
+        raise UsageError(f"not a size: {text!r} (say e.g. 20G or 512M)") from None
+    if not 0 <= value < 2**63 / _SIZE_UNITS[unit]:
+        raise UsageError(f"not a size: {text!r} (say e.g. 20G or 512M)")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def queue_params(args: argparse.Namespace) -> dict[str, Any]:
+    """A new run's place in a queue and the resources it asks for, as given (None: default)."""
+    if args.gpus is not None and args.gpu_share is not None:
+        raise UsageError("give --gpus or --gpu-share, not both")
+    if args.gpus is not None and args.gpus < 0:
+        raise UsageError("--gpus must be 0 or more")
+    if args.gpu_share is not None and not 0 < args.gpu_share <= 1:
+        raise UsageError("--gpu-share must be above 0 and at most 1")
+    return {
+        "queue": args.queue,
+        "priority": args.priority,
+        "after": args.after,
+        "gpus": args.gpus if args.gpu_share is None else args.gpu_share,
+        "gpu_memory": None if args.gpu_mem is None else parse_size(args.gpu_mem),
+    }
 
 
 def chosen_env(args: argparse.Namespace) -> dict[str, str]:

@@ -67,6 +67,27 @@ def _add_divergence_options(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def _add_queue_options(p: argparse.ArgumentParser) -> None:
+    """Where a new run waits and what it needs: queue, priority, --after, GPUs."""
+    p.add_argument("--queue", metavar="NAME", help="wait in this queue (default: default)")
+    p.add_argument(
+        "--priority", type=int, metavar="N", help="higher starts first within a queue (default 0)"
+    )
+    p.add_argument("--after", metavar="RUN", help="start only once RUN has finished")
+    p.add_argument(
+        "--gpus", type=int, metavar="N",
+        help="whole GPUs to take (default: 1 on a GPU machine, 0 for --device cpu)",
+    )
+    p.add_argument(
+        "--gpu-share", type=float, metavar="F",
+        help="a share of one GPU (0.5: two such runs share it), to pack small runs",
+    )
+    p.add_argument(
+        "--gpu-mem", metavar="SIZE",
+        help="GPU memory the run will need at most (e.g. 20G); default: its parent's peak",
+    )
+
+
 def _add_file_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-f",
@@ -93,7 +114,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
     p.add_argument("--name", help="the base of the runs' names (default: the workload)")
     p.add_argument("--device", help="cpu, cuda or cuda:N, for every run")
-    p.add_argument("--queue", metavar="NAME", help="put the runs in this queue")
+    _add_queue_options(p)
     p.add_argument("--dry-run", action="store_true", help="show the runs; start none")
     p.add_argument(
         "--yes", action="store_true", help=f"allow more than {MAX_SWEEP_RUNS} runs"
@@ -129,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     _add_file_option(p)
     p.add_argument("--name")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a free GPU, else cpu)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU with room, else cpu)")
+    _add_queue_options(p)
     p.add_argument("--steps", type=int)
     p.add_argument("--text", help="charlm: train on this text file")
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
@@ -150,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
+    _add_queue_options(p)
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
@@ -172,6 +195,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--timeout", type=float, help="seconds to wait at most (default: no limit)")
+
+    p = add(
+        "queue",
+        _command("queue_cmd", "cmd_queue"),
+        "list the queues and the runs waiting in each; with NAME, show that queue, or "
+        "create or change it (--parallel, --pause, --resume, --pause-on-failure)",
+    )
+    p.add_argument("name", nargs="?")
+    p.add_argument(
+        "--parallel", type=int, metavar="N", help="run at most N runs at once (0: no limit)"
+    )
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--pause", action="store_true", help="start no more runs from it")
+    state.add_argument("--resume", action="store_true", help="start its runs again")
+    on_failure = p.add_mutually_exclusive_group()
+    on_failure.add_argument(
+        "--pause-on-failure", dest="pause_on_failure", action="store_true", default=None,
+        help="pause the queue when one of its runs fails",
+    )
+    on_failure.add_argument(
+        "--no-pause-on-failure", dest="pause_on_failure", action="store_false",
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = add(
+        "move",
+        _command("queue_cmd", "cmd_move"),
+        "move a queued run up, down, to the top or the bottom of its queue",
+    )
+    p.add_argument("run")
+    p.add_argument("to", choices=["up", "down", "top", "bottom"])
 
     p = add("ls", _command("reads", "cmd_ls"), "list runs")
     p.add_argument("--json", action="store_true")
@@ -204,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--json", action="store_true")
+    _add_queue_options(p)
     _add_divergence_options(p, "default: the parent's")
 
     p = add(
@@ -218,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="instead of the run's own")
     p.add_argument("--no-wait", action="store_true", help="return before the run is training")
     p.add_argument("--json", action="store_true")
+    _add_queue_options(p)
     _add_env_options(p)
     _add_divergence_options(p, "default: the run's own")
 

@@ -18,6 +18,7 @@ from engine.client.cli.common import (
     connect,
     describe,
     divergence_params,
+    queue_params,
     report_new,
     wait_training,
 )
@@ -75,8 +76,17 @@ def _restart_workload(
         cwd=run["cwd"],
         env=chosen_env(args),
         **_divergence(run, args),
+        **_queue(run, args),
     )
     return result
+
+
+def _queue(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """RUN's queue, priority, GPUs and GPU memory peak, where the user gives none."""
+    given = queue_params(args)
+    own = {"queue": run.get("queue"), "priority": run.get("priority"),
+           "gpus": run.get("gpus"), "gpu_memory": run.get("gpu_peak")}
+    return {k: v if v is not None else own.get(k) for k, v in given.items()}
 
 
 def _divergence(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -104,5 +114,6 @@ def _restart_command(
         cwd=run["cwd"],
         env=chosen_env(args),
         **_divergence(run, args),
+        **_queue(run, args),
     )
     return result

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
 from engine.client.cli.common import (
@@ -20,11 +19,12 @@ from engine.client.cli.common import (
     divergence_params,
     ended,
     fail_if_failed,
+    queue_params,
     report_new,
     wait_for,
     wait_training,
 )
-from engine.client.cli.sweep_cmd import queue_unsupported, read_experiment, start_many
+from engine.client.cli.sweep_cmd import read_experiment, start_many
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import shown
 from engine.common.sweep import SweepSpec
@@ -49,10 +49,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.text is not None:
         overrides.append(f"text={os.path.abspath(args.text)}")
     with connect() as client:
-        refusal = experiment.queue and queue_unsupported(client, experiment.queue)
-        if refusal:
-            print(f"traintop: {refusal}; nothing was started", file=sys.stderr)
-            return 1
         run = client.call(
             "start",
             workload=workload,
@@ -63,10 +59,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),
+            **{**queue_params(args), "queue": args.queue or experiment.queue},
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])
-    return report_new(args, run, f"started {describe(run)}")
+    return report_new(args, run, f"{_verb(run)} {describe(run)}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -84,11 +81,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),
+            **queue_params(args),
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])  # a first metric, an exit, or 5 s
-    line = f"started {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
+    line = f"{_verb(run)} {run['id']} ({shown(run['name'])}) {run['state']}: {' '.join(command)}"
+    if run["state"] == "queued" and run.get("condition"):
+        line += f" ({run['condition']})"
     return report_new(args, run, line)
+
+
+def _verb(run: dict[str, Any]) -> str:
+    """How a new run's report begins: it started, or it waits in its queue."""
+    return "queued" if run["state"] == "queued" else "started"
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -129,6 +134,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
             name=args.name,
             device=args.device,
             **divergence_params(args),
+            **queue_params(args),
         )
         if not args.no_wait:
             child = wait_training(client, child["id"])

@@ -14,16 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.client.cli.common import UsageError, chosen_env, connect, divergence_params
+from engine.client.cli.common import (
+    UsageError,
+    chosen_env,
+    connect,
+    divergence_params,
+    queue_params,
+)
 from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.common.config import ConfigError, apply_overrides
 from engine.common.experiment import Experiment, ExperimentError, load_experiment
 from engine.common.format import format_table, json_text, shown
-from engine.common.runs import name_problem
+from engine.common.runs import name_problem, unique_name
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
-
-# The request a queue-aware engine answers; an engine without it cannot honour --queue.
-QUEUES_METHOD = "queues"
 
 
 def read_experiment(args: argparse.Namespace) -> Experiment:
@@ -75,22 +78,6 @@ def _check_configs(client: Client, workload: str, runs: list[list[str]]) -> str 
     return None
 
 
-def queue_unsupported(client: Client, queue: str) -> str | None:
-    """Why ``queue`` cannot be honoured by this engine, or None if it can.
-
-    Today's engine ignores a ``start`` parameter it does not know: a run sent
-    with ``queue`` would start at once, outside any queue. So the engine is
-    asked first whether it has queues at all.
-    """
-    try:
-        client.call(QUEUES_METHOD)
-    except EngineError as exc:
-        if exc.code != "unknown_method":
-            raise
-        return f"this engine has no queues yet, so --queue {queue} cannot be honoured"
-    return None
-
-
 def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     """Start (or with ``--dry-run`` show) every run of a sweep or experiment file."""
     workload, runs, _seed = _plan(args, experiment)
@@ -103,14 +90,16 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
         taken = {run["name"] for run in client.all_runs()}
         names = run_names(base, runs, taken.__contains__)
         problem = _check_configs(client, workload, runs)
-        if problem is None and queue is not None and not args.dry_run:
-            problem = queue_unsupported(client, queue)
         if problem is not None:
             print(f"traintop: {problem}; nothing was started", file=sys.stderr)
             return 1
         if args.dry_run:
             return _show_plan(args, names, runs)
-        extra = {**divergence_params(args), **({} if queue is None else {"queue": queue})}
+        sweeps = {run.get("sweep") for run in client.all_runs()}
+        extra = {
+            **divergence_params(args), **queue_params(args), "queue": queue,
+            "sweep": unique_name(base, sweeps.__contains__) if len(runs) > 1 else None,
+        }
         started: list[dict[str, Any]] = []
         for overrides, name in zip(runs, names, strict=True):
             try:

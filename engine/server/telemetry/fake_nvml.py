@@ -11,6 +11,8 @@ call is counted in ``calls``; ``delays`` slows chosen functions down.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -226,3 +228,49 @@ def demo_nvml(gpu_count: int = 2) -> FakeNvml:
         for index in range(gpu_count)
     ]
     return FakeNvml(gpus)
+
+
+class FileFakeNvml(FakeNvml):
+    """Fake GPUs that a JSON file describes, read again whenever it changes.
+
+    For tests of placement on a machine without GPUs: the file is a list of GPUs,
+    each ``{"total": bytes, "used": bytes, "processes": [{"pid": N, "memory": bytes}]}``.
+    The number of GPUs is the file's when NVML is first read; a file that cannot
+    be read (half written) leaves the last figures in place.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._load()
+
+    def _enter(self, name: str) -> None:
+        self._load()
+        super()._enter(name)
+
+    def _load(self) -> None:
+        try:
+            stat = os.stat(self.path)
+            if (stat.st_mtime_ns, stat.st_size) == self._seen:
+                return
+            with open(self.path, encoding="utf-8") as f:
+                described = json.load(f)
+            gpus = [
+                FakeGpu(
+                    uuid=f"GPU-f11e0000-0000-0000-0000-{index:012d}",
+                    memory_total=int(gpu["total"]),
+                    memory_used=int(gpu["used"]),
+                    processes=[
+                        FakeProcess(int(p["pid"]), int(p["memory"]))
+                        for p in gpu.get("processes", [])
+                    ],
+                )
+                for index, gpu in enumerate(described)
+            ]
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+        self._seen = (stat.st_mtime_ns, stat.st_size)
+        if self.gpus:  # the count is fixed once read; only the figures change
+            gpus = gpus[: len(self.gpus)]
+        self.gpus = gpus

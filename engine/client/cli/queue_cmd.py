@@ -1,0 +1,68 @@
+"""``traintop queue`` and ``traintop move``: the queues, what waits in each, and its order."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.client.cli.common import UsageError, connect
+from engine.common.format import format_table, json_text, shown
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    changes: dict[str, Any] = {}
+    if args.parallel is not None:
+        if args.parallel < 0:
+            raise UsageError("--parallel must be 0 (no limit) or more")
+        changes["parallel"] = args.parallel
+    if args.pause or args.resume:
+        changes["paused"] = bool(args.pause)
+    if args.pause_on_failure is not None:
+        changes["pause_on_failure"] = args.pause_on_failure
+    if changes and args.name is None:
+        raise UsageError("name the queue to change: traintop queue NAME --parallel N")
+    with connect() as client:
+        if changes:
+            queues = [client.call("queue_set", name=args.name, **changes)]
+        else:
+            queues = client.call("queues")
+            if args.name is not None:
+                queues = [q for q in queues if q["name"] == args.name] or [_empty(args.name)]
+    if args.json:
+        print(json_text(queues if args.name is None else queues[0]))
+        return 0
+    print(format_table(
+        ["QUEUE", "PARALLEL", "RUNNING", "WAITING", "STATE"],
+        [[shown(q["name"]), "-" if q["parallel"] is None else str(q["parallel"]),
+          str(q["running"]), str(len(q["waiting"])), _state(q)] for q in queues],
+    ))
+    for queue in queues:
+        if queue["waiting"]:
+            print(f"\nwaiting in {shown(queue['name'])}, in the order they start:")
+            for n, run in enumerate(queue["waiting"], 1):
+                priority = f" priority {run['priority']}" if run["priority"] else ""
+                why = f": {run['why']}" if run["why"] else ""
+                print(f"  {n:>3}. {run['id']} {shown(run['name'])}{priority}{why}")
+    return 0
+
+
+def _empty(name: str) -> dict[str, Any]:
+    """A queue nothing has used yet, as ``queues`` would list it."""
+    return {"name": name, "parallel": None, "paused": False, "reason": None,
+            "pause_on_failure": False, "running": 0, "waiting": []}
+
+
+def _state(queue: dict[str, Any]) -> str:
+    state = f"paused: {queue['reason']}" if queue["paused"] else "open"
+    return state + (", pauses on failure" if queue["pause_on_failure"] else "")
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    with connect() as client:
+        run = client.call("move", run=args.run, to=args.to)
+        line = [w["id"] for q in client.call("queues") if q["name"] == run["queue"]
+                for w in q["waiting"]]
+    place = line.index(run["id"]) + 1 if run["id"] in line else "?"
+    print(f"moved {run['id']} ({shown(run['name'])}) {args.to}: "
+          f"number {place} of {len(line)} waiting in {shown(run['queue'])}")
+    return 0

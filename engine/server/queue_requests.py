@@ -1,0 +1,153 @@
+"""The requests about queues: a new run's place in one, listing, setting and moving.
+
+A run's queue fields (queue, priority, ``after``, GPUs, expected GPU memory,
+sweep) are checked here before anything is made, like every other parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from engine.common.runs import RunState, name_problem
+from engine.server.requests import RequestError, is_number, param
+from engine.server.run_lookup import RunLookup
+from engine.server.scheduler import DEFAULT_QUEUE, HOLDING, gpu_ask, queue_limit
+
+# Where ``move`` may put a queued run among the runs of its queue and priority.
+MOVES = ("up", "down", "top", "bottom")
+
+
+class QueueRequests(RunLookup):
+    """Queue fields of new runs, and the ``queues``, ``queue_set`` and ``move`` requests."""
+
+    def queue_fields(
+        self, params: dict[str, Any], device: str, inherit: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The run fields a start or fork asks for, checked (``inherit``: a fork's parent)."""
+        base = inherit or {}
+        queue = param(params, "queue", str, base.get("queue") or DEFAULT_QUEUE)
+        problem = name_problem(queue)
+        if problem:
+            raise RequestError("bad_request", problem.replace("run name", "queue name"))
+        priority = param(params, "priority", int, base.get("priority") or 0)
+        after = params.get("after")
+        after_id = None if after is None else self._after(after)
+        gpus = params.get("gpus")
+        if gpus is None:
+            ask = base.get("gpus")
+            gpus = gpu_ask({"device": device}) if ask is None or device == "cpu" else ask
+        elif not is_number(gpus) or gpus < 0 or (gpus > 1 and gpus != math.floor(gpus)):
+            raise RequestError(
+                "bad_request", "gpus must be a whole number of GPUs, or a share from 0 to 1"
+            )
+        if device == "cpu" and gpus > 0:
+            raise RequestError("bad_request", f"a run on the cpu cannot take {gpus:g} GPUs")
+        memory = param(params, "gpu_memory", int, None)
+        if memory is not None and memory < 0:
+            raise RequestError("bad_request", "gpu_memory must be zero or more bytes")
+        sweep = param(params, "sweep", str, None)
+        return {
+            "queue": queue,
+            "priority": priority,
+            "after_id": after_id,
+            "gpus": float(gpus),
+            "gpu_peak": memory,
+            "sweep": sweep,
+            "queue_pos": self.store.last_queue_pos() + 1,
+        }
+
+    def _after(self, ref: Any) -> str:
+        """The run ``--after`` names; refused if it can never finish now."""
+        run = self.resolve(ref)
+        if run["state"] in (RunState.FAILED, RunState.KILLED):
+            raise RequestError(
+                "invalid_state", f"run {run['id']} is {run['state']}: nothing can follow it"
+            )
+        return str(run["id"])
+
+    def queues(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every queue: its limit, how many of its runs run and wait, and who waits, in order."""
+        stored = self.db.queues()
+        running = Counter(
+            str(r["queue"]) for r in self.db.runs_in_states(HOLDING)
+            if not (r["state"] == RunState.PAUSED and r["released"])
+        )
+        waiting = self.db.waiting_runs()
+        names = sorted({DEFAULT_QUEUE, *stored, *running, *(str(r["queue"]) for r in waiting)})
+        reasons = self.supervisor.scheduler.waiting
+        listed = []
+        for name in names:
+            queue = stored.get(name) or {}
+            listed.append({
+                "name": name,
+                "parallel": queue_limit(name, queue),
+                "paused": bool(queue.get("paused")),
+                "reason": queue.get("reason"),
+                "pause_on_failure": bool(queue.get("pause_on_failure")),
+                "running": running[name],
+                "waiting": [
+                    {"id": r["id"], "name": r["name"], "priority": r["priority"],
+                     "gpus": gpu_ask(r), "why": reasons.get(r["id"])}
+                    for r in waiting if r["queue"] == name
+                ],
+            })
+        return listed
+
+    def queue_set(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Create a queue or change it: ``parallel`` (0 or null: no limit), ``paused``,
+        ``pause_on_failure``."""
+        name = param(params, "name", str)
+        problem = name_problem(name)
+        if problem:
+            raise RequestError("bad_request", problem.replace("run name", "queue name"))
+        fields: dict[str, Any] = {}
+        if "parallel" in params:
+            parallel = params["parallel"]
+            if parallel is not None and (
+                not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 0
+            ):
+                raise RequestError("bad_request", "parallel must be a number of runs, 0 or more")
+            fields["parallel"] = parallel or None
+        for flag in ("paused", "pause_on_failure"):
+            value = param(params, flag, bool, None)
+            if value is not None:
+                fields[flag] = int(value)
+        if fields.get("paused") == 0:
+            fields["reason"] = None
+        elif fields.get("paused"):
+            fields["reason"] = "paused by user"
+        self.store.set_queue(name, **fields)
+        self.supervisor.scheduler.wake()
+        self.supervisor.scheduler.run_pass()
+        return next(q for q in self.queues({}) if q["name"] == name)
+
+    def move(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Move a queued run up, down, to the top or bottom of its queue (within its priority)."""
+        run = self.resolve(params.get("run"))
+        where = param(params, "to", str)
+        if where not in MOVES:
+            raise RequestError("bad_request", f"to must be one of {', '.join(MOVES)}")
+        if run["state"] != RunState.QUEUED:
+            raise RequestError("invalid_state", f"run {run['id']} is {run['state']}, not queued")
+        line = [
+            r for r in self.store.waiting_runs()
+            if r["queue"] == run["queue"] and r["priority"] == run["priority"]
+        ]
+        index = next(i for i, r in enumerate(line) if r["id"] == run["id"])
+        moved = line.pop(index)
+        target = {"up": index - 1, "down": index + 1, "top": 0, "bottom": len(line)}[where]
+        line.insert(max(0, min(len(line), target)), moved)
+        positions = sorted(float(r["queue_pos"] or 0) for r in line)
+        if len(set(positions)) < len(positions):  # old rows without a position: renumber
+            first = self.store.last_queue_pos() + 1
+            positions = [first + i for i in range(len(line))]
+        with self.store.transaction():
+            for pos, queued in zip(positions, line, strict=True):
+                self.store.update_run(queued["id"], queue_pos=pos)
+        for queued in line:
+            self.supervisor.announce(queued["id"])
+        self.supervisor.scheduler.wake()
+        self.supervisor.scheduler.run_pass()
+        return self.summary(self.store.get_run(run["id"]) or run)

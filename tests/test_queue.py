@@ -1,0 +1,178 @@
+"""Queues on the real daemon: slots, --after, priority, moving, release, failure, restart."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.conftest import TERMINAL, Engine
+
+SHORT = ["synthetic", "steps=40", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]
+LONG = ["synthetic", "steps=100000", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]
+
+
+def start(engine: Engine, *argv: str) -> dict[str, Any]:
+    result = engine.cli("start", *argv)
+    assert result.code == 0, result.err
+    run: dict[str, Any] = result.json()
+    return run
+
+
+def queue(engine: Engine, name: str) -> dict[str, Any]:
+    listed: dict[str, Any] = engine.cli("queue", name, "--json").json()
+    return listed
+
+
+def spans(engine: Engine, run_id: str) -> list[tuple[float, float]]:
+    """When the run held a slot: from each 'starting' event to the next end or release."""
+    events = engine.call("get_run", run=run_id)["events"]
+    held: list[tuple[float, float]] = []
+    since: float | None = None
+    for event in events:
+        if event["state"] == "starting" and since is None:
+            since = event["time"]
+        elif since is not None and (
+            event["state"] in TERMINAL or "memory released" in event["reason"]
+        ):
+            held.append((since, event["time"]))
+            since = None
+    if since is not None:
+        held.append((since, time.time()))
+    return held
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = best = 0
+    for _, change in edges:
+        now += change
+        best = max(best, now)
+    return best
+
+
+def test_a_two_slot_queue_runs_six_runs_never_more_than_two_at_once(engine: Engine) -> None:
+    assert engine.cli("queue", "pair", "--parallel", "2").code == 0
+    runs = [start(engine, *SHORT, "--queue", "pair") for _ in range(6)]
+    assert [r["state"] for r in runs].count("queued") >= 4
+    listed = queue(engine, "pair")
+    assert listed["parallel"] == 2 and len(listed["waiting"]) >= 4
+    assert all("waiting for a slot in queue pair" in w["why"] for w in listed["waiting"])
+    for run in runs:
+        assert engine.wait_state(run["id"], *TERMINAL, timeout=120)["state"] == "finished"
+    intervals = [s for run in runs for s in spans(engine, run["id"])]
+    assert len(intervals) == 6
+    assert most_at_once(intervals) == 2
+
+
+def test_after_waits_for_a_run_to_finish_and_fails_when_it_is_killed(engine: Engine) -> None:
+    first = start(engine, *SHORT)
+    then = start(engine, *SHORT, "--after", first["id"])
+    assert then["state"] == "queued" and f"waiting for run {first['id']}" in then["condition"]
+    done = engine.wait_state(then["id"], *TERMINAL, timeout=60)
+    assert done["state"] == "finished"
+    assert spans(engine, then["id"])[0][0] >= spans(engine, first["id"])[0][1]
+
+    blocker = start(engine, *LONG)
+    orphan = start(engine, *SHORT, "--after", blocker["id"])
+    assert engine.cli("kill", blocker["id"], "--grace", "0").code == 0
+    failed = engine.wait_state(orphan["id"], *TERMINAL)
+    assert failed["state"] == "failed" and blocker["id"] in failed["exit_reason"]
+    refused = engine.cli("start", *SHORT, "--after", blocker["id"])
+    assert refused.code != 0 and "nothing can follow it" in refused.err
+
+
+def test_priority_first_then_fifo_and_moved_runs_keep_their_new_place(engine: Engine) -> None:
+    assert engine.cli("queue", "one", "--parallel", "1").code == 0
+    blocker = start(engine, *LONG, "--queue", "one")
+    engine.wait_state(blocker["id"], "running")
+    low1 = start(engine, *SHORT, "--queue", "one", "--name", "low1")
+    low2 = start(engine, *SHORT, "--queue", "one", "--name", "low2")
+    low3 = start(engine, *SHORT, "--queue", "one", "--name", "low3")
+    high = start(engine, *SHORT, "--queue", "one", "--priority", "5", "--name", "high")
+    moved = engine.cli("move", "low3", "top")
+    assert moved.code == 0 and "number 2 of 4" in moved.out  # behind the higher priority
+    assert [w["name"] for w in queue(engine, "one")["waiting"]] == [
+        "high", "low3", "low1", "low2"
+    ]
+    assert engine.cli("kill", blocker["id"]).code == 0
+    for run in (low1, low2, low3, high):
+        engine.wait_state(run["id"], *TERMINAL, timeout=120)
+    began = {r["name"]: spans(engine, r["id"])[0][0] for r in (low1, low2, low3, high)}
+    assert sorted(began, key=began.__getitem__) == ["high", "low3", "low1", "low2"]
+    assert engine.cli("move", "low1", "up").code != 0  # finished: no longer queued
+
+
+def test_release_frees_the_slot_and_resume_queues_again(engine: Engine) -> None:
+    assert engine.cli("queue", "solo", "--parallel", "1").code == 0
+    first = start(engine, *LONG, "--queue", "solo")
+    engine.wait_step(first["id"], 20)
+    second = start(engine, *LONG, "--queue", "solo")
+    assert second["state"] == "queued"
+    assert engine.cli("pause", first["id"], "--release").code == 0
+    engine.wait_state(second["id"], "running")
+    resumed = engine.cli("resume", first["id"], "--timeout", "2")
+    assert resumed.code == 0
+    waiting = engine.run(first["id"])
+    assert waiting["state"] == "queued" and "waiting for a slot" in waiting["condition"]
+    step = waiting["step"]
+    assert engine.cli("kill", second["id"]).code == 0
+    back = engine.wait_step(first["id"], step + 5)
+    assert back["state"] == "running"
+    assert min(engine.losses(first["id"])) <= step  # its curve goes on from before
+
+
+def test_a_failure_pauses_its_queue_until_resumed(engine: Engine) -> None:
+    assert engine.cli("queue", "careful", "--parallel", "1", "--pause-on-failure").code == 0
+    bad = start(engine, "synthetic", "steps=50", "fail_at=5", "--device", "cpu",
+                "--queue", "careful", "--no-wait", "--json")
+    after = start(engine, *SHORT, "--queue", "careful")
+    assert engine.wait_state(bad["id"], *TERMINAL)["state"] == "failed"
+    listed = engine.wait(after["id"], lambda r: "paused" in (r["condition"] or ""), 30)
+    assert listed["state"] == "queued" and f"run {bad['id']} failed" in listed["condition"]
+    assert queue(engine, "careful")["paused"] is True
+    assert engine.cli("queue", "careful", "--resume").code == 0
+    assert engine.wait_state(after["id"], *TERMINAL)["state"] == "finished"
+
+
+def test_queues_and_their_order_survive_a_daemon_restart(engine: Engine) -> None:
+    assert engine.cli("queue", "keep", "--parallel", "1", "--pause-on-failure").code == 0
+    blocker = start(engine, *LONG, "--queue", "keep")
+    names = ["k1", "k2", "k3"]
+    for name in names:
+        start(engine, *SHORT, "--queue", "keep", "--name", name)
+    assert engine.cli("move", "k3", "top").code == 0
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "start").code == 0
+    listed = queue(engine, "keep")
+    assert listed["parallel"] == 1 and listed["pause_on_failure"] is True
+    assert [w["name"] for w in listed["waiting"]] == ["k3", "k1", "k2"]
+    assert engine.run(blocker["id"])["state"] in ("starting", "running")  # it kept its slot
+    assert engine.cli("kill", blocker["id"]).code == 0
+    for name in names:
+        assert engine.wait_state(name, *TERMINAL, timeout=120)["state"] == "finished"
+    began = {n: spans(engine, n)[0][0] for n in names}
+    assert sorted(began, key=began.__getitem__) == ["k3", "k1", "k2"]
+
+
+def test_bad_queue_input_is_one_line_and_changes_nothing(engine: Engine) -> None:
+    before = engine.all_runs()
+    for argv, says in [
+        (("start", *SHORT, "--queue", "two words"), "queue name"),
+        (("start", *SHORT, "--gpus", "1"), "cpu cannot take 1 GPUs"),
+        (("start", *SHORT, "--gpu-share", "1.5"), "--gpu-share"),
+        (("start", *SHORT, "--after", "nosuchrun"), "nosuchrun"),
+        (("queue", "q", "--parallel", "-1"), "--parallel"),
+        (("queue", "--parallel", "3"), "name the queue"),
+        (("move", "nosuchrun", "up"), "nosuchrun"),
+    ]:
+        result = engine.cli(*argv)
+        assert result.code != 0 and says in result.err, (argv, result.err)
+        assert len(result.err.strip().splitlines()) == 1
+    assert engine.all_runs() == before
+    with engine.client() as client:
+        try:
+            client.call("start", workload="synthetic", bogus=1)
+        except Exception as exc:
+            assert "'bogus'" in str(exc)
+        else:
+            raise AssertionError("an unknown parameter was accepted")
