@@ -17,6 +17,9 @@ DEMO_RUNS = {
 DEMO_SIZE = ["steps=30000", "d_model=64", "layers=2", "batch=16"]
 FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
 FORK_AFTER_STEPS = 100
+# The demo's own queue: room for its runs and the fork at once, whatever the cores.
+DEMO_QUEUE = "demo"
+DEMO_SLOTS = len(DEMO_RUNS) + 1
 
 
 def _named(name: str, base: str) -> bool:
@@ -36,6 +39,7 @@ def _listed(client: Client) -> list[RunInfo]:
 def start_demo(client: Client) -> list[RunInfo]:
     """Start the demo runs that are not running already; returns the live demo runs."""
     runs = _listed(client)
+    client.call("queue_set", name=DEMO_QUEUE, parallel=DEMO_SLOTS)
     for base, overrides in DEMO_RUNS.items():
         if _active(runs, base) is None:
             runs.append(
@@ -46,6 +50,7 @@ def start_demo(client: Client) -> list[RunInfo]:
                     name=unique_name(base, {r.name for r in runs}.__contains__),
                     device=None,
                     cwd="/",
+                    queue=DEMO_QUEUE,
                 ))
             )
     return [run for base in DEMO_RUNS if (run := _active(runs, base)) is not None]
