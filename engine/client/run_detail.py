@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from engine.client.events import RunDescription
-from engine.common.format import condition_text, shown, skipped_text
+from engine.common.format import condition_text, format_bytes, shown, skipped_text
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
 
 
@@ -22,6 +22,20 @@ class DetailLine:
     label: str  # "" for a line under the heading above it
     text: str = ""
     alert: bool = False  # something went wrong: a client with colour shows the label in red
+
+
+def queue_text(run: RunDescription) -> str:
+    """Its queue and what it asks of it: ``default, priority 2, after x, 0.5 GPU, peak 3 GiB``."""
+    parts = [shown(run.queue)]
+    if run.priority:
+        parts.append(f"priority {run.priority}")
+    if run.after_id:
+        parts.append(f"after {run.after_id}")
+    if run.gpus:
+        parts.append(f"{run.gpus:g} GPU" + ("s" if run.gpus > 1 else ""))
+    if run.gpu_peak:
+        parts.append(f"GPU memory peak {format_bytes(run.gpu_peak)}")
+    return ", ".join(parts)
 
 
 def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
@@ -36,11 +50,14 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         state += f" ({condition_text(run.condition)})"
     lines = [
         DetailLine("run", f"{run.id}  {shown(run.name)}"),
-        DetailLine("state", state, alert=bool(run.condition)),
+        DetailLine("state", state, alert=bool(run.condition) and run.state != "queued"),
         DetailLine("workload", run.workload),
         DetailLine("device", str(run.device)),
+        DetailLine("queue", queue_text(run)),
         DetailLine("step", f"{run.step}{total}"),
     ]
+    if run.sweep:
+        lines.append(DetailLine("sweep", shown(run.sweep)))
     if run.parent_id:
         lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}"))
     if run.children:
