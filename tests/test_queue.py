@@ -176,3 +176,18 @@ def test_bad_queue_input_is_one_line_and_changes_nothing(engine: Engine) -> None
             assert "'bogus'" in str(exc)
         else:
             raise AssertionError("an unknown parameter was accepted")
+
+
+def test_a_rebuilt_store_keeps_queued_runs_and_the_queues_settings(engine: Engine) -> None:
+    assert engine.cli("queue", "kept", "--parallel", "1").code == 0
+    blocker = start(engine, *LONG, "--queue", "kept")
+    waiting = start(engine, *SHORT, "--queue", "kept", "--priority", "3", "--name", "later")
+    assert waiting["state"] == "queued"
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.cli("engine", "start").code == 0
+    later = engine.run("later")
+    assert later["state"] == "queued" and later["queue"] == "kept" and later["priority"] == 3
+    assert queue(engine, "kept")["parallel"] == 1
+    assert engine.cli("kill", blocker["id"]).code == 0
+    assert engine.wait_state("later", *TERMINAL, timeout=60)["state"] == "finished"

@@ -93,6 +93,11 @@ class StatePaths:
         return self.home / "store.sqlite"
 
     @property
+    def queues(self) -> Path:
+        """The queues' settings, copied from the store at each change, for ``engine rebuild``."""
+        return self.home / "queues.json"
+
+    @property
     def daemon_log(self) -> Path:
         return self.home / "engine.log"
 

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from engine.common.runs import RunState, name_problem
+from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param
 from engine.server.run_lookup import RunLookup
 from engine.server.scheduler import DEFAULT_QUEUE, HOLDING, gpu_ask, queue_limit
@@ -119,6 +120,8 @@ class QueueRequests(RunLookup):
         elif fields.get("paused"):
             fields["reason"] = "paused by user"
         self.store.set_queue(name, **fields)
+        # A copy beside the store: a store rebuilt from the run directories gets it back.
+        write_json_atomic(self.supervisor.paths.queues, self.store.queues())
         self.supervisor.scheduler.wake()
         self.supervisor.scheduler.run_pass()
         return next(q for q in self.queues({}) if q["name"] == name)

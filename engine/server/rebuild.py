@@ -38,6 +38,8 @@ from engine.server.daemon import AlreadyRunning, acquire_lock
 from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.store import Store
+from engine.server.store_queues import QUEUE_FIELDS
+from engine.server.supervisor import QUEUE_RECORD
 
 # Points stored per transaction while a spool is read back.
 BATCH_POINTS = 50_000
@@ -128,7 +130,23 @@ def _fill(paths: StatePaths, store: Store) -> Rebuilt:
     for created, rundir, launch in sorted(found, key=lambda f: f[0]):
         result.points += _restore_run(paths, store, rundir, launch, created)
         result.runs += 1
+    _restore_queues(paths, store)
     return result
+
+
+def _restore_queues(paths: StatePaths, store: Store) -> None:
+    """The queues' settings as last copied to queues.json (a bad entry is left out)."""
+    saved = read_json(paths.queues)
+    if not isinstance(saved, dict):
+        return
+    for name, queue in saved.items():
+        if not isinstance(name, str) or not isinstance(queue, dict):
+            continue
+        fields = {
+            key: queue[key] for key in QUEUE_FIELDS
+            if isinstance(queue.get(key), str if key == "reason" else int)
+        }
+        store.set_queue(name, **fields)
 
 
 def _restore_run(
@@ -137,7 +155,9 @@ def _restore_run(
     """Store one run: its row, every point of its spool, then its last state. Returns points."""
     run_id = rundir.path.name
     config: dict[str, Any] = launch["config"] if isinstance(launch.get("config"), dict) else {}
-    generation = int(launch.get("generation") or 1)
+    # 0: written when it was queued, and it never started (older files without one: 1).
+    generation = launch.get("generation")
+    generation = generation if isinstance(generation, int) and generation >= 0 else 1
     steps = config.get("steps")
     store.create_run(
         {
@@ -154,9 +174,13 @@ def _restore_run(
             "total_steps": steps if isinstance(steps, int) else None,
             "released": False,
             **_divergence(launch),
+            **_queue_fields(launch),
         },
         REBUILT,
     )
+    if generation == 0:  # it waited in its queue: it waits there again
+        store.set_state(run_id, RunState.QUEUED, f"{REBUILT}: queued", queue_pos=created)
+        return 0
     spool = _read_spool(store, run_id, rundir.spool)
     state, fields = _last_state(rundir, generation, spool)
     fields.update(generation=generation, step=spool.step, control_seq=_lines(rundir.control))
@@ -268,6 +292,17 @@ def _lines(path: Path) -> int:
             return sum(1 for _ in f)
     except FileNotFoundError:
         return 0
+
+
+def _queue_fields(launch: dict[str, Any]) -> dict[str, Any]:
+    """The run's queue, priority, --after, GPUs and sweep, where launch.json says them well."""
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "queue": str, "priority": int, "after_id": str, "gpus": (int, float), "sweep": str,
+    }
+    return {
+        key: launch[key] for key in QUEUE_RECORD
+        if isinstance(launch.get(key), kinds[key]) and not isinstance(launch[key], bool)
+    }
 
 
 def _divergence(launch: dict[str, Any]) -> dict[str, Any]:

@@ -380,4 +380,9 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
         "parent_id": run["parent_id"],
         "fork_step": run["fork_step"],
         "divergence_factor": run["divergence_factor"],
+        **{key: run[key] for key in QUEUE_RECORD},
     }
+
+
+# What launch.json keeps of a run's place in its queue, for ``engine rebuild``.
+QUEUE_RECORD = ("queue", "priority", "after_id", "gpus", "sweep")
