@@ -32,7 +32,7 @@ def test_memory_below_the_expected_peak_is_never_chosen() -> None:
     rooms = [room(0, 20), room(1, 10)]
     refused = place(1, 30 * GIB, rooms)
     assert refused.gpus == () and refused.why is not None
-    assert "needs 30.0 GiB" in refused.why and "20.0 GiB free" in refused.why
+    assert "needs 30.0 GiB" in refused.why
     assert place(1, 15 * GIB, rooms).gpus == (0,)
     # Memory promised to a run that has not allocated it yet counts as taken.
     assert place(1, 15 * GIB, [room(0, 20, reserved_gib=10), room(1, 10)]).why is not None
@@ -116,7 +116,7 @@ def test_runs_are_placed_by_free_memory_and_wait_for_their_expected_peak(
     assert again.code == 0, again.err
     waiting = engine.wait(again.json()["id"], lambda r: r["condition"], 10)
     assert waiting["state"] == "queued"
-    assert "needs 30.0 GiB" in waiting["condition"] and "20.0 GiB free" in waiting["condition"]
+    assert "needs 30.0 GiB" in waiting["condition"]
     time.sleep(1.5)  # a few passes of the scheduler: it must not start meanwhile
     assert engine.run(waiting["id"])["state"] == "queued"
     write_gpus(gpus, [gpu(60), gpu(40)])  # now cuda:1 has room (40 GiB free)

@@ -78,10 +78,10 @@ def place(
     if need is not None:
         roomy = [r for r in fitting if r.free is None or r.free >= need]
         if len(roomy) < count:
-            most = max((r.free or 0) for r in fitting)
+            # Not how much is free: that changes every second, and each change of a
+            # reason is an event to every client (hundreds of queued runs, over SSH).
             return Placement(
-                why=f"waiting for GPU memory: needs {format_bytes(need)} "
-                f"(its expected peak), {format_bytes(most)} free at most"
+                why=f"waiting for GPU memory: needs {format_bytes(need)} (its expected peak)"
             )
         fitting = roomy
     if ask < 1:
