@@ -35,7 +35,7 @@ ATTACHED_SCRIPT = textwrap.dedent(
     import math, time
     import traintop
 
-    run = traintop.init(config={"steps": 100000}, name="attached")
+    run = traintop.init(config={"steps": 100000}, name="attached"WATCH)
     print("RUN", run.id, flush=True)
     for step in run.steps(run.config.steps):
         run.log(loss=math.nan if step == 20 else 1 / (step + 1))
@@ -128,7 +128,7 @@ def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
     engine: Engine, tmp_path: Path
 ) -> None:
     script = tmp_path / "train.py"
-    script.write_text(ATTACHED_SCRIPT)
+    script.write_text(ATTACHED_SCRIPT.replace("WATCH", ""))
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
         env=child_env(),
@@ -141,6 +141,23 @@ def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
         assert run["state"] == "paused" and run["condition"] == "loss nan at step 20"
         assert run["events"][-1]["reason"] == "paused: loss nan at step 20"
         assert proc.poll() is None  # paused in place, its memory kept
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_attached_script_can_opt_out_of_the_watch(engine: Engine, tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(ATTACHED_SCRIPT.replace("WATCH", ", divergence=False"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().split()[1]
+        run = engine.wait_step(run_id, 40)
+        assert run["state"] == "running" and run["divergence_factor"] is None
     finally:
         proc.kill()
         proc.wait()

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.common.run_env import run_env
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
 from engine.run.run_api import Run, _exit
 from engine.rundir.paths import (
     RUN_DIR_ENV,
@@ -77,14 +78,23 @@ class AttachedRun(Run):
 
 
 def init(config: Mapping[str, Any] | None = None, name: str | None = None,
-         device: str | None = None) -> Run:
+         device: str | None = None, divergence: bool | float = True) -> Run:
     """Make this process a traintop run and return its :class:`Run`.
 
     ``config`` is the run's hyper-parameters (a fork overrides some of them:
     read them back from ``run.config``); ``name`` its name (made unique by the
     daemon); ``device`` what the table shows (default: ``config["device"]`` or
-    cpu). Then ``run.track(model=..., optimizer=...)`` and ``run.steps(total)``.
+    cpu); ``divergence`` the loss watch: True pauses the run when its loss turns
+    NaN or leaps above 10x its EMA, a number above 1 sets that multiple, False
+    never pauses it. Then ``run.track(model=..., optimizer=...)`` and
+    ``run.steps(total)``.
     """
+    if isinstance(divergence, bool):
+        factor: float | None = DEFAULT_DIVERGENCE_FACTOR if divergence else None
+    elif isinstance(divergence, int | float) and divergence > 1:
+        factor = float(divergence)
+    else:
+        raise ValueError(f"divergence must be True, False or a number above 1, not {divergence!r}")
     user_config = dict(config or {})
     run_dir = os.environ.pop(RUN_DIR_ENV, None)  # not for processes this one starts
     if run_dir:
@@ -95,7 +105,9 @@ def init(config: Mapping[str, Any] | None = None, name: str | None = None,
             return run
     device = device or (user_config.get("device") if isinstance(user_config.get("device"), str)
                         else None) or "cpu"
-    attached = _attach(user_config, name, device) or _offline(user_config, name, device)
+    attached = _attach(user_config, name, device, factor) or _offline(
+        user_config, name, device, factor
+    )
     _install(attached, record_exit=True)
     return attached
 
@@ -105,7 +117,9 @@ def _command() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
-def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRun | None:
+def _attach(
+    config: dict[str, Any], name: str | None, device: str, divergence: float | None
+) -> AttachedRun | None:
     """Register with the daemon; None if it cannot be reached in time or refuses."""
     reply: dict[str, Any] = {}
 
@@ -117,7 +131,9 @@ def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRu
             with Client().connect(autostart=autostart, timeout=ATTACH_TIMEOUT) as client:
                 reply.update(client.call("attach", name=name, config=config, cwd=os.getcwd(),
                                          argv=_command(), pid=os.getpid(), device=device,
-                                         env=run_env(os.environ)))
+                                         env=run_env(os.environ),
+                                         divergence_factor=divergence,
+                                         divergence_pause=divergence is not None))
         except Exception as exc:
             reply["error"] = str(exc)
 
@@ -138,7 +154,9 @@ def _attach(config: dict[str, Any], name: str | None, device: str) -> AttachedRu
         return None
 
 
-def _offline(config: dict[str, Any], name: str | None, device: str) -> AttachedRun:
+def _offline(
+    config: dict[str, Any], name: str | None, device: str, divergence: float | None
+) -> AttachedRun:
     """A run directory of our own, which a daemon imports when it next runs."""
     from engine.common.runs import new_run_id
 
@@ -164,6 +182,7 @@ def _offline(config: dict[str, Any], name: str | None, device: str) -> AttachedR
             "device": device, "pid": os.getpid(),
             "pid_start": psutil.Process().create_time(), "created": time.time(),
             "env": run_env(os.environ),  # what a fork re-runs this script with
+            "divergence_factor": divergence,
         })
         return run
     except Exception as exc:  # no state directory at all: train anyway, on a scratch dir

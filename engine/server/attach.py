@@ -23,9 +23,10 @@ from typing import Any
 import psutil
 
 from engine.common.config import step_total
-from engine.common.runs import RunState, name_from, unique_name
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, RunState, name_from, unique_name
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.backends.attached import attach_workload
+from engine.server.requests import is_number
 from engine.server.store import Store
 
 
@@ -78,6 +79,9 @@ def create_attached_run(
         "total_steps": step_total(config.get("steps")),
         "released": False,
     }
+    factor = info.get("divergence_factor", DEFAULT_DIVERGENCE_FACTOR)
+    if factor is None or (is_number(factor) and factor > 1):  # a marker may say anything
+        run["divergence_factor"] = factor
     store.create_run(run, f"attached: pid {info['pid']}")
     created = store.get_run(run_id)
     assert created is not None

@@ -340,7 +340,8 @@ class RunRequests(QueueRequests):
         while self.store.get_run(run_id) is not None or paths.run_dir(run_id).path.exists():
             run_id = new_run_id()
         info = {"name": name, "config": config, "argv": argv, "cwd": cwd, "device": device,
-                "pid": pid, "created": time.time()}
+                "pid": pid, "created": time.time(),
+                "divergence_factor": divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)}
         run = create_attached_run(self.store, run_id, info)
         self.supervisor.follow_attached(run, pid, pid_start, env)
         return {
