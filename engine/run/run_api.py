@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.run.control_reader import ControlReader
 from engine.run.spool_writer import LoggedCall, SpoolWriter
+from engine.run.thread_share import ThreadShare
 from engine.rundir.checkpoint_files import FINAL, fork_name, release_name
 from engine.rundir.disk_space import refuse_if_fake_full, when_room
 from engine.rundir.paths import RunDir, remove_stray_temporaries
@@ -80,6 +81,7 @@ class Run:
         self._spool = SpoolWriter(paths.spool, self.generation)
         self._control = ControlReader(paths.control, int(launch.get("control_offset") or 0))
         self._pending: deque[dict[str, Any]] = deque()
+        self._threads = ThreadShare()
         self._resume_from: str | None = launch.get("resume_from")
         self._resume_ckpt: dict[str, Any] | None = None
         self._rng_restored = False
@@ -256,6 +258,8 @@ class Run:
             self._spool.state("released", self.step, checkpoint=path)
             self._spool.wait_until_written()
             self._leave(0)
+        elif cmd == "threads":  # this run's share of the cores (engine.server.cores)
+            self._threads.apply(command.get("request"))
         elif cmd not in ("pause", "resume"):
             print(f"traintop: ignored unknown control command {cmd!r}", file=sys.stderr)
         return paused

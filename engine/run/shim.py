@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from engine.run.thread_share import sleeping_waits
 from engine.run.wrapped import WrappedCommand
 from engine.rundir.disk_space import when_room
 from engine.rundir.paths import RUN_DIR_ENV, RunDir, child_env, read_json, write_json_atomic
@@ -41,12 +42,8 @@ def _become_subreaper() -> None:
 def _worker_env(launch: dict[str, Any]) -> dict[str, str]:
     """The run's own environment (launch.json), else the daemon's; plus what a worker needs."""
     base = launch.get("env")
-    env = child_env(base if isinstance(base, dict) else None, PYTHONUNBUFFERED="1")
-    # Several runs share the CPU cores; OpenMP threads that spin while waiting
-    # (libgomp's default) then starve each other: measured 1.1 vs 130 steps/s for
-    # three small CPU runs on 2 cores. Sleeping waits change no numerics.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
+    return sleeping_waits(child_env(base if isinstance(base, dict) else None,
+                                    PYTHONUNBUFFERED="1"))
 
 
 def _wait_for(pid: int) -> int:

@@ -1,12 +1,13 @@
 """The shim's side of a wrapped command (``traintop run -- CMD``).
 
 The command runs as it would in a terminal-free shell: the user's working
-directory and environment (what the CLI sent, plus ``PYTHONUNBUFFERED=1``), stdin closed, its own
-process group, default signal actions. Its stdout and stderr come through
-pipes; a thread per stream appends them to ``stdout.log`` / ``stderr.log`` and
-feeds the metric parser, and a flusher thread appends the parsed points to the
-spool at most every ``FLUSH_INTERVAL`` seconds. The shim, not the command,
-writes the spool, so the daemon follows a wrapped run like any other.
+directory and environment (what the CLI sent, plus ``PYTHONUNBUFFERED=1`` and,
+unless set, ``OMP_WAIT_POLICY=PASSIVE``), stdin closed, its own process group,
+default signal actions. Its stdout and stderr come through pipes; a thread per
+stream appends them to ``stdout.log`` / ``stderr.log`` and feeds the metric
+parser, and a flusher thread appends the parsed points to the spool at most
+every ``FLUSH_INTERVAL`` seconds. The shim, not the command, writes the spool,
+so the daemon follows a wrapped run like any other.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from engine.common.output_metrics import MetricParser, Point
 from engine.run.spool_writer import SpoolWriter
+from engine.run.thread_share import sleeping_waits
 from engine.rundir.paths import RunDir
 
 FLUSH_INTERVAL = 0.25
@@ -45,7 +47,7 @@ class WrappedCommand:
         self._pending: list[list[Any]] = []
         self._done = threading.Event()
         # The environment `traintop run` sent (only what runs need, see engine.common.run_env).
-        env = {**(launch.get("env") or os.environ), "PYTHONUNBUFFERED": "1"}
+        env = sleeping_waits({**(launch.get("env") or os.environ), "PYTHONUNBUFFERED": "1"})
         self.proc = subprocess.Popen(
             list(launch["command"]),
             stdin=subprocess.DEVNULL,
