@@ -24,6 +24,7 @@ from engine.rundir.paths import StatePaths, read_json
 from engine.server.attach import import_offline_runs
 from engine.server.backends import backend_for
 from engine.server.backends.attached import record_started_by_user
+from engine.server.cores import CoreShares
 from engine.server.divergence import pause_reason
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.run_reports import RunReports
@@ -60,6 +61,7 @@ class Supervisor(RunReports):
         self._next_disk_check = 0.0
         self.disk_full = False  # the state directory's filesystem, at the last check
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
+        self.cores = CoreShares()  # each CPU run's share of the cores
 
     # -- starting -----------------------------------------------------------
 
@@ -272,6 +274,7 @@ class Supervisor(RunReports):
                 import_offline_runs(self.paths, self.store, self.follow_attached)
             except Exception:
                 log.exception("importing offline runs failed")
+        self.cores.tick(self.live, self.store, self)
         order = list(self.live)
         first = self._next_run % len(order) if order else 0
         for done, run_id in enumerate(order[first:] + order[:first]):

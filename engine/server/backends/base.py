@@ -78,9 +78,13 @@ class RunBackend(ABC):
     - ``refusal`` says, in one line for a person, why this kind cannot do an
       action (fork, release, restart), or None when it can.
     - ``fork_defaults`` is the config a fork's overrides are checked against.
+    - ``reads_control`` says whether the process reads ``control.jsonl`` (the Run
+      API does): only then may ``Host.send_control`` be used on it, since its
+      SIGUSR1 nudge would end any other program.
     """
 
     kind: ClassVar[RunKind]
+    reads_control: ClassVar[bool]
 
     @abstractmethod
     def launch(self, rundir: RunDir, record: dict[str, Any]) -> subprocess.Popen[bytes] | None:

@@ -30,6 +30,7 @@ class WorkerBackend(RunBackend):
     """A worker run by a local shim, in its own process group, steered by control file."""
 
     kind: ClassVar[RunKind] = "train"
+    reads_control: ClassVar[bool] = True
 
     def launch(self, rundir: RunDir, record: dict[str, Any]) -> subprocess.Popen[bytes] | None:
         """Write launch.json and start the run's shim, detached (it outlives the daemon)."""
