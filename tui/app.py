@@ -206,7 +206,8 @@ class TraintopApp(ViewActions):
 
     def _chart_selection(self) -> None:
         run = self.selected
-        family = self.state.family(run.id) if run else []
+        group = self.query_one(RunsTable).selected_group  # a sweep's header: its runs
+        family = self.state.family(run.id) if run else list(group.runs) if group else []
         shown = chart_runs(family, self.state.marks, run.id if run else None)
         if shown != self.shown:
             self.shown = shown
