@@ -567,7 +567,8 @@ class Bench:
                         ">= 10x", ratio >= 10))
 
     def best_cost(self) -> None:
-        """What each run's ``best`` (lowest value per metric) adds to a full listing."""
+        """What each run's ``best`` (lowest value per metric, as the TUI asks for it) adds
+        to a full listing."""
         def listing(best: bool) -> float:
             def pages(client: Client) -> None:
                 client.all_pages("list_runs", "runs", best=best)

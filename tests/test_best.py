@@ -57,19 +57,11 @@ def _store(engine: Engine) -> None:
 
 def test_list_runs_gives_each_runs_lowest_value_of_each_metric(engine: Engine) -> None:
     _store(engine)
-    listed = {r["id"]: r for r in engine.call("list_runs")["runs"]}
+    listed = {r["id"]: r for r in engine.call("list_runs", best=True)["runs"]}
     assert listed[SEALED]["best"] == {"loss": 0.125, "acc": 0.5}
     assert listed[LOOSE]["best"] == {"loss": 0.25, "acc": 0.5}
     assert listed[EMPTY]["best"] == {}
     assert RunInfo.from_wire(listed[SEALED]).best == {"loss": 0.125, "acc": 0.5}
-    # Asked not to, or for a brief listing, it is left out.
-    assert all("best" not in r for r in engine.call("list_runs", best=False)["runs"])
-    assert all("best" not in r for r in engine.call("list_runs", brief=True)["runs"])
-
-
-def test_best_in_json_listing_of_ls(engine: Engine) -> None:
-    _store(engine)
-    result = engine.cli("ls", "--json")
-    assert result.code == 0, result.err
-    by_id = {r["id"]: r for r in result.json()}
-    assert by_id[LOOSE]["best"]["loss"] == 0.25
+    # Not asked for (``ls``), or in a brief listing, it costs nothing and is left out.
+    assert all("best" not in r for r in engine.call("list_runs")["runs"])
+    assert all("best" not in r for r in engine.call("list_runs", best=True, brief=True)["runs"])

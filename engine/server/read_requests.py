@@ -57,15 +57,15 @@ class ReadRequests(RunLookup):
         """A page of runs in creation order; ``next`` is the ``cursor`` of the next page.
 
         ``smoothing`` adds each run's ``ema`` (see ``tail_ema``); ``brief`` leaves
-        only ``id`` and ``ema``, for a client that has the runs already. A full
-        listing gives each run's ``best``: the lowest value of each metric so far
-        (one query for the page, from the chunks' summaries; ``best=false`` skips it).
+        only ``id`` and ``ema``, for a client that has the runs already. ``best`` adds
+        each run's lowest value of each metric so far (one query for the page, from the
+        chunks' summaries and the points not yet in a chunk).
         """
         after = param(params, "cursor", int, 0)
         smoothing = smoothing_param(params)
         ema_key = param(params, "ema_key", str, "loss")
         brief = param(params, "brief", bool, False)
-        with_best = param(params, "best", bool, True) and not brief
+        with_best = param(params, "best", bool, False) and not brief
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
         page = self.db.runs_after(after, RUNS_PAGE)
