@@ -18,15 +18,15 @@ from engine.client.events import ProtocolError
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, Overlaid
 from tui.connection import LogFollower
-from tui.run_actions import RunActions
 from tui.run_folds import toggle_fold, toggle_fold_all
 from tui.screens.help import HelpScreen
+from tui.sweep_actions import SweepActions
 from tui.sweep_groups import SweepGroup
 from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 
-class ViewActions(RunActions):
+class ViewActions(SweepActions):
     """Keys that change the view; ``show_view`` (the app's) applies a new ChartView."""
 
     logs: LogFollower
