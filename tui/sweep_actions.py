@@ -21,7 +21,6 @@ from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.sweep_dialog import SweepDialog, expand_axes
 from tui.screens.sweep_view import SweepView
-from tui.sweep_groups import sweep_labels
 from tui.widgets.runs_table import RunsTable
 
 
@@ -59,7 +58,9 @@ class SweepActions(RunActions):
             self.notify("select a run of a sweep, or mark two or more runs (space), "
                         "to plot them", severity="warning")
             return
-        labels = sweep_labels(group, self.state.runs) if len(marked) < 2 and group else {}
+        if group is not None and set(ids) == set(group.runs):  # the whole sweep, marked
+            title = f"sweep {group.name}: {len(group.runs)} runs"
+        labels = {r: table.shown_name(r) for r in ids}
 
         def runs_now() -> list[RunInfo]:
             return [self.state.runs[r] for r in ids if r in self.state.runs]

@@ -20,7 +20,7 @@ from textual.widgets import Label, Static
 from engine.client.events import RunInfo
 from engine.common.format import format_number
 from tui.scatter_data import Scatter, metrics_of, numeric_params, scatter
-from tui.widgets.sweep_scatter import BEST, SweepScatter
+from tui.widgets.sweep_scatter import BEST, POINT, SweepScatter
 
 REDRAW_S = 2.0  # as the chart's live curve: values move with training
 
@@ -59,6 +59,7 @@ class SweepView(ModalScreen[None]):
             yield Static("", id="scatter-axes")
             yield SweepScatter(id="scatter")
             yield Static("", id="scatter-best")
+            yield Static("", id="scatter-runs")
             yield Static("[dim]x: next setting   b: best or last   m: next metric   "
                          "esc: close[/]")
 
@@ -90,6 +91,12 @@ class SweepView(ModalScreen[None]):
         if drawn.missing:
             line += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
         self.query_one("#scatter-best", Static).update(line)
+        # Every point named, in its colour, lowest first: the key to the plot.
+        ordered = sorted(drawn.points, key=lambda p: p.y)
+        self.query_one("#scatter-runs", Static).update("   ".join(
+            f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] {escape(p.label)} "
+            f"[dim]{format_number(p.y)}[/]" for p in ordered
+        ))
 
     def action_next_param(self) -> None:
         params = numeric_params(self.runs_of())

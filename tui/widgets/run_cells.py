@@ -35,7 +35,8 @@ NAME_WIDTH = (8, 32)  # the NAME column's narrowest and widest
 NAME_WIDTH_COMPACT = 18
 BAR_WIDTH = 6
 # Widths that do not depend on the data (at least the header's).
-FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 9, "BEST": 9, "EMA": 9, "STEP/S": 6, "ETA": 6,
+# Values take ~5 of their 7 (1.234); a longer one (1.234e-05) widens its column for good.
+FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 7, "BEST": 7, "EMA": 7, "STEP/S": 6, "ETA": 6,
                 "GPU": 8}
 # A queued run's reason is cut to this in the STATE column (the detail has all of it).
 QUEUED_WIDTH = 34

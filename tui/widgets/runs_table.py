@@ -111,6 +111,15 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         """What the rows are made of: the runs, and a header per sweep."""
         return {**self._state.runs, **self._groups}
 
+    def shown_name(self, run_id: str) -> str:
+        """The name a run goes by in the table: under a sweep, its differing values."""
+        run = self._state.runs.get(run_id)
+        group = self.group_of(run_id)
+        if run is not None and group is not None and run_id not in self._names:
+            return row_names([TreeRow(run_id, 1, 0, 0)], self._groups, self._state.runs,
+                             self._labels)[run_id]  # folded away: named as it would be
+        return self._names.get(run_id) or (run.name if run is not None else run_id)
+
     def group_of(self, run_id: str) -> SweepGroup | None:
         """The sweep group ``run_id`` belongs to (the run itself, or its header)."""
         if run_id in self._groups:
