@@ -93,6 +93,7 @@ TERMINAL = ("finished", "failed", "killed")
 STALL_S = 120.0  # ingest gives up when no point is stored for this long after writers end
 KILL_GRACE_S = 5.0
 EXPORT = "export of the long run (csv)"
+BEST_REPEATS = 5  # full listings timed with and without each run's best
 STOP_GRACE_S = 10.0  # for the daemon to store what is left and exit after SIGTERM
 
 
@@ -565,10 +566,33 @@ class Bench:
                         f"{ratio:.1f}x as fast (cold ls + load: {seconds_text(ours_total)})",
                         ">= 10x", ratio >= 10))
 
+    def best_cost(self) -> None:
+        """What each run's ``best`` (lowest value per metric, as the TUI asks for it) adds
+        to a full listing."""
+        def listing(best: bool) -> float:
+            def pages(client: Client) -> None:
+                client.all_pages("list_runs", "runs", best=best)
+            timings = []
+            for _ in range(BEST_REPEATS):
+                started = time.monotonic()
+                with_deadline(pages, self.paths, self.args.timeout)
+                timings.append(time.monotonic() - started)
+            return sorted(timings)[len(timings) // 2]
+        try:
+            without, with_best = listing(False), listing(True)
+        except TimeoutError:
+            self.add(Figure("list_runs with best", None, "s", "no answer in time"))
+            return
+        runs = len(self.runs)
+        self.add(Figure("list_runs with best", with_best - without, "s",
+                        f"+{seconds_text(max(0.0, with_best - without))} for {runs} runs "
+                        f"({seconds_text(with_best)} against {seconds_text(without)}, "
+                        f"median of {BEST_REPEATS})"))
+
     def steps(self) -> list[Callable[[], object]]:
         """What the bench does, in order."""
         return [self.start_daemon, self.ingest, self.disk_size, self.cold_and_warm_ls,
-                self.start_daemon, self.load_ours, self.tui, self.export, self.rss,
+                self.start_daemon, self.best_cost, self.load_ours, self.tui, self.export, self.rss,
                 self.stop_daemon, self.tensorboard, self.compare]
 
     def cold_and_warm_ls(self) -> None:

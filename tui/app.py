@@ -206,7 +206,8 @@ class TraintopApp(ViewActions):
 
     def _chart_selection(self) -> None:
         run = self.selected
-        family = self.state.family(run.id) if run else []
+        group = self.query_one(RunsTable).selected_group  # a sweep's header: its runs
+        family = self.state.family(run.id) if run else list(group.runs) if group else []
         shown = chart_runs(family, self.state.marks, run.id if run else None)
         if shown != self.shown:
             self.shown = shown
@@ -275,11 +276,13 @@ class TraintopApp(ViewActions):
         by_time = self.state.view.x_by_time
         live = False
         on_chart = {o.run_id for o in self.shown}
+        table = self.query_one(RunsTable)
         for overlaid in self.shown:
             run = self.state.runs.get(overlaid.run_id)
+            # A sweep's run by the values that set it apart, as in the table.
+            name = "" if run is None else shown(table.shown_name(run.id), LEGEND_NAME)
             curve = None if run is None else self.feed.series(
-                run.id, f"{run.id} {shown(run.name, LEGEND_NAME)}", overlaid.emphasis,
-                overlaid.style,
+                run.id, f"{run.id} {name}", overlaid.emphasis, overlaid.style,
             )
             if run is None or curve is None:
                 continue

@@ -85,3 +85,12 @@ def chart_runs(
         colour = marks.get(selected) or assign_colours([selected], marks.values())[selected]
         runs.append(Overlaid(selected, colour, True))
     return tuple(runs)
+
+
+def colours_for(run_ids: Iterable[str], marks: Mapping[str, str]) -> dict[str, str]:
+    """A colour for each of ``run_ids``: a marked run's own mark colour, the others theirs
+    by id, avoiding the marked ones' (the same run looks the same in every view)."""
+    ids = list(run_ids)
+    marked = {r: marks[r] for r in ids if r in marks}
+    rest = assign_colours([r for r in ids if r not in marked], marked.values())
+    return {**rest, **marked}

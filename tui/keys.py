@@ -56,6 +56,27 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         "kill", "K", "Kill", "Kill the selected run (asks first)", mutates=True, destructive=True
     ),
+    Action(
+        "sweep",
+        "S",
+        "Sweep",
+        "Start a sweep: workload, axes as the CLI takes them, trials, queue",
+        mutates=True,
+        footer=False,
+    ),
+    Action(
+        "sweep_view",
+        "v",
+        "Scatter",
+        "Sweep view: the runs' best or last loss against a setting",
+        footer=False,
+    ),
+    Action("queue_up", "left_square_bracket", "Queue up",
+           "Move the selected queued run up its queue (starts sooner)", mutates=True,
+           footer=False),
+    Action("queue_down", "right_square_bracket", "Queue down",
+           "Move the selected queued run down its queue (starts later)", mutates=True,
+           footer=False),
     Action("logs", "l", "Logs", "Show or hide the selected run's output"),
     Action(
         "details", "enter", "Details", "Config, lineage, events and exit of the run", footer=False
@@ -108,5 +129,6 @@ def bindings() -> list[Binding]:
 
 def display_key(action: Action) -> str:
     names = {"slash": "/", "question_mark": "?", "enter": "Enter", "down": "↓", "up": "↑",
-             "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End", "space": "Space"}
+             "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End", "space": "Space",
+             "left_square_bracket": "[", "right_square_bracket": "]"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))

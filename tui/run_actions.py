@@ -101,8 +101,11 @@ class RunActions(RunNotices):
         return reason is not None
 
     async def _submit(self, method: str, params: dict[str, Any]) -> str | None:
+        # A new run's files resolve from here; a fork runs where its parent ran (the
+        # engine refuses a parameter a request does not take).
+        where = {"cwd": str(Path.cwd())} if method == "start" else {}
         try:
-            result = await self.link.call(method, **params, cwd=str(Path.cwd()))
+            result = await self.link.call(method, **params, **where)
         except (EngineError, EngineUnavailable) as exc:
             return str(exc)
         self.notify(

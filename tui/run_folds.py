@@ -1,22 +1,20 @@
 """Folding the runs table's tree: which runs a fold hides, and where the cursor goes.
 
-Plain functions over the runs and the set of folded run ids, so they are tested
-without a screen; the table applies what they decide.
+Plain functions over the table's items (runs, and the headers of sweep groups)
+and the set of folded ids, so they are tested without a screen; the table
+applies what they decide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.client.events import RunInfo
+from tui.sweep_groups import Item, parent_of
+
+__all__ = ["parent_of", "toggle_fold", "toggle_fold_all", "unfold_ancestors"]
 
 
-def parent_of(run: RunInfo) -> str | None:
-    """The tree the table shows: each fork under the run it was forked from."""
-    return run.parent_id or None
-
-
-def unfold_ancestors(run_id: str, runs: Mapping[str, RunInfo], folded: set[str]) -> bool:
+def unfold_ancestors(run_id: str, runs: Mapping[str, Item], folded: set[str]) -> bool:
     """Unfold every ancestor of ``run_id`` (in ``folded``); True if any was folded."""
     unfolded, cursor = False, parent_of(runs[run_id])
     while cursor is not None and cursor in runs:
@@ -28,7 +26,7 @@ def unfold_ancestors(run_id: str, runs: Mapping[str, RunInfo], folded: set[str])
 
 
 def toggle_fold(
-    run_id: str, has_children: bool, runs: Mapping[str, RunInfo], folded: set[str]
+    run_id: str, has_children: bool, runs: Mapping[str, Item], folded: set[str]
 ) -> tuple[bool, str | None]:
     """Fold or unfold ``run_id``'s forks (in ``folded``); on a leaf, fold its parent.
 
@@ -46,7 +44,7 @@ def toggle_fold(
 
 
 def toggle_fold_all(
-    runs: Mapping[str, RunInfo], folded: set[str], selected: str | None
+    runs: Mapping[str, Item], folded: set[str], selected: str | None
 ) -> tuple[set[str], str | None]:
     """Fold every run that has forks, or unfold all if every one is folded.
 

@@ -7,6 +7,7 @@ screen or the daemon, so it is tested without either.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -136,9 +137,10 @@ class TuiState:
     def _apply_run(self, run: RunInfo) -> None:
         old = self.runs.get(run.id)
         self.emas.setdefault(run.id, RunEma(DebiasedEma(self.smoothing)))
-        # An announcement carries the row; the latest values so far are kept.
+        # An announcement carries the row; the latest and best values so far are kept.
         last = {**old.last, **run.last} if old is not None else run.last
-        self.runs[run.id] = replace(_displayable(run), last=last)
+        best = _lowest(old.best, run.best) if old is not None else run.best
+        self.runs[run.id] = replace(_displayable(run), last=last, best=best)
         if old is not None and old.state != run.state and run.state in TOLD_STATES:
             self.stopped.append(self.runs[run.id])
         self.rows_dirty = self.chart_dirty = True
@@ -150,12 +152,15 @@ class TuiState:
         run = self.runs.get(run_id)
         if run is None or not points:
             return
-        last = dict(run.last)
+        last, best = dict(run.last), dict(run.best)
         for point in points:
             last[point.key] = point.value
+            # NaN fails both tests; ±inf is no best (the daemon leaves them out too).
+            if point.value < best.get(point.key, math.inf) and math.isfinite(point.value):
+                best[point.key] = point.value
         newest = max(points, key=lambda p: p.step)
         step = max(run.step, newest.step + 1)
-        self.runs[run_id] = replace(run, last=last, step=step)
+        self.runs[run_id] = replace(run, last=last, best=best, step=step)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
         rate.append((newest.time, step))
         self.points_arrived.add(run_id)
@@ -244,6 +249,14 @@ def _displayable(run: RunInfo) -> RunInfo:
     hold escape sequences); the TUI refers to runs by id, so nothing is sent back."""
     name = shown(run.name)
     return run if name == run.name else replace(run, name=name)
+
+
+def _lowest(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    """The lower value of each key of either (an announcement lists none: ``old``)."""
+    if not new:
+        return old
+    return {k: min(v for v in (old.get(k), new.get(k)) if v is not None)
+            for k in old.keys() | new.keys()}
 
 
 def _gpu_by_run(sample: Sample) -> dict[str, int]:

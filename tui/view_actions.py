@@ -18,14 +18,15 @@ from engine.client.events import ProtocolError
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, Overlaid
 from tui.connection import LogFollower
-from tui.run_actions import RunActions
 from tui.run_folds import toggle_fold, toggle_fold_all
 from tui.screens.help import HelpScreen
+from tui.sweep_actions import SweepActions
+from tui.sweep_groups import SweepGroup
 from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 
-class ViewActions(RunActions):
+class ViewActions(SweepActions):
     """Keys that change the view; ``show_view`` (the app's) applies a new ChartView."""
 
     logs: LogFollower
@@ -44,17 +45,39 @@ class ViewActions(RunActions):
         raise NotImplementedError
 
     def action_mark(self) -> None:
+        group = self.query_one(RunsTable).selected_group
+        if group is not None:
+            self._mark_group(group)
+            return
         run = self.selected
         if run is None:
             return
         marks = self.state.marks
         if run.id not in marks and len(marks) >= MAX_MARKS:
-            self.notify(f"at most {MAX_MARKS} runs are compared at once: "
-                        "unmark one (space) or all (u) first", severity="warning")
+            self._too_many_marks()
             return
         before = set(marks)
         self.state.toggle_mark(run.id)
         self.marks_changed(before)
+
+    def _mark_group(self, group: SweepGroup) -> None:
+        """Space on a sweep's header: mark all its runs, or unmark them if all are marked."""
+        marks = self.state.marks
+        members = [r for r in group.runs if r in self.state.runs]
+        before = set(marks)
+        if all(r in marks for r in members):
+            self.state.set_marks(r for r in marks if r not in members)
+        else:
+            wanted = [*marks, *(r for r in members if r not in marks)]
+            if len(wanted) > MAX_MARKS:
+                self._too_many_marks()
+                return
+            self.state.set_marks(wanted)
+        self.marks_changed(before)
+
+    def _too_many_marks(self) -> None:
+        self.notify(f"at most {MAX_MARKS} runs are compared at once: "
+                    "unmark one (space) or all (u) first", severity="warning")
 
     def action_clear_marks(self) -> None:
         before = set(self.state.marks)
@@ -129,14 +152,14 @@ class ViewActions(RunActions):
         row = table.row_of(table.selected_id or "")
         if row is None:
             return
-        changed, select = toggle_fold(row.id, bool(row.children), self.state.runs, table.folded)
+        changed, select = toggle_fold(row.id, bool(row.children), table.items, table.folded)
         if changed:
             table.refresh_rows(self.state, select=select)
 
     def action_fold_all(self) -> None:
         """Fold every run that has forks, or unfold all if every one is folded."""
         table = self.query_one(RunsTable)
-        table.folded, selected = toggle_fold_all(self.state.runs, table.folded, table.selected_id)
+        table.folded, selected = toggle_fold_all(table.items, table.folded, table.selected_id)
         table.refresh_rows(self.state, select=selected)
 
     def action_help(self) -> None:

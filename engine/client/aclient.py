@@ -133,8 +133,9 @@ class AsyncClient:
                 return found
 
     async def all_runs(self) -> list[RunInfo]:
-        """Every run, in creation order, as listed (with its latest metric values)."""
-        return [RunInfo.from_wire(run) for run in await self.all_pages("list_runs", "runs")]
+        """Every run, in creation order, as listed (with its latest and best metric values)."""
+        listed = await self.all_pages("list_runs", "runs", best=True)
+        return [RunInfo.from_wire(run) for run in listed]
 
     async def ema_seeds(self, smoothing: float) -> list[EmaSeed]:
         """Every run's EMA state of its loss at ``smoothing`` (a brief listing: no rows)."""

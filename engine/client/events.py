@@ -81,6 +81,8 @@ class RunInfo:
     gpu_peak: int | None = None  # the most GPU memory it held (bytes), or was said to need
     awaiting: str | None = None  # "checkpoint": a fork waiting for its parent's
     sweep: str | None = None  # the sweep it belongs to
+    # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
+    best: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:
@@ -95,9 +97,12 @@ class RunInfo:
 
 def _run_fields(cls: type[RunInfo], data: Any, what: str) -> dict[str, Any]:
     values = wire_fields(cls, data, what)
-    for name in ("config", "last", "refusals"):
+    for name in ("config", "last", "refusals", "best"):
         if name in values:
             values[name] = dict(wire_dict(values[name], f"{what}'s {name}"))
+    if "best" in values:
+        with decoding(f"{what}'s best"):
+            values["best"] = {str(k): float(v) for k, v in values["best"].items()}
     return values
 
 

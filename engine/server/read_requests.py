@@ -57,16 +57,23 @@ class ReadRequests(RunLookup):
         """A page of runs in creation order; ``next`` is the ``cursor`` of the next page.
 
         ``smoothing`` adds each run's ``ema`` (see ``tail_ema``); ``brief`` leaves
-        only ``id`` and ``ema``, for a client that has the runs already.
+        only ``id`` and ``ema``, for a client that has the runs already. ``best`` adds
+        each run's lowest value of each metric so far (one query for the page, from the
+        chunks' summaries and the points not yet in a chunk).
         """
         after = param(params, "cursor", int, 0)
         smoothing = smoothing_param(params)
         ema_key = param(params, "ema_key", str, "loss")
         brief = param(params, "brief", bool, False)
+        with_best = param(params, "best", bool, False) and not brief
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
-        for rid, run in self.db.runs_after(after, RUNS_PAGE):
+        page = self.db.runs_after(after, RUNS_PAGE)
+        best = self.db.points.lowest_values([rid for rid, _ in page]) if with_best else {}
+        for rid, run in page:
             summary = {"id": run["id"]} if brief else self.summary(run)
+            if with_best:
+                summary["best"] = best.get(rid, {})
             if smoothing is not None:
                 summary["ema"] = tail_ema(self.db.points, rid, ema_key, smoothing)
             budget -= len(json.dumps(summary, default=str))

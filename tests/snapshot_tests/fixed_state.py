@@ -19,6 +19,7 @@ import math
 import random
 from typing import Any
 
+from engine.common.sweep import run_names
 from engine.common.telemetry import HostSample
 from engine.rundir.paths import StatePaths
 from engine.rundir.state_dir import DIR_MODE
@@ -159,6 +160,44 @@ def fill_state_dir(paths: StatePaths, now: float, fake_gpus: int) -> None:
     store = Store(paths.store)
     try:
         fill_runs(store)
+        fill_telemetry(store, now, fake_gpus)
+    finally:
+        store.close()
+
+
+# An 8-run sweep of charlm: lr x batch, named as 'traintop sweep' names them.
+SWEEP_IDS = ("s2a4b6", "s3c5d7", "s4e6f8", "s5g7h9", "s6j8k2", "s7m9n3", "s8p2q4", "s9r3t5")
+SWEEP_LRS = ("3e-4", "1e-3", "3e-3", "1e-2")
+SWEEP_BATCHES = ("32", "64")
+SWEEP_STEPS = 300
+
+
+def fill_sweep(store: Store) -> None:
+    """Eight ended runs of one sweep (lr x batch), started one after the other."""
+    overrides = [[f"lr={lr}", f"batch={batch}"] for lr in SWEEP_LRS for batch in SWEEP_BATCHES]
+    names = run_names("charlm", overrides, lambda name: False)
+    for n, (run_id, name, pair) in enumerate(zip(SWEEP_IDS, names, overrides, strict=True)):
+        lr, batch = float(pair[0][3:]), int(pair[1][6:])
+        created = EPOCH + 10 * n
+        end = ("killed", "killed by user", -15) if n == 7 else ("finished", "finished", 0)
+        steps = SWEEP_STEPS // 2 if n == 7 else SWEEP_STEPS
+        # batch 64 sees more data a step: a slightly lower floor, so the batches differ.
+        points = [[s, k, v - 0.05 * (batch == 64), t]
+                  for s, k, v, t in loss_points(0, steps, lr, created, seed=10 + n)]
+        store_run(store, {"id": run_id, "name": name, "workload": "charlm", "sweep": "charlm",
+                          "config": {**CHARLM, "steps": SWEEP_STEPS, "lr": lr, "batch": batch},
+                          "total_steps": SWEEP_STEPS, "created": created}, points, end)
+
+
+def fill_sweep_state_dir(paths: StatePaths, now: float, fake_gpus: int) -> None:
+    """The state directory of the sweep's eight runs and the telemetry minute."""
+    paths.home.mkdir(mode=DIR_MODE, parents=True)
+    paths.runs.mkdir(mode=DIR_MODE)
+    for run_id in SWEEP_IDS:
+        paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
+    store = Store(paths.store)
+    try:
+        fill_sweep(store)
         fill_telemetry(store, now, fake_gpus)
     finally:
         store.close()

@@ -19,12 +19,13 @@ from textual.screen import Screen
 from textual.widgets import Input, OptionList
 
 from tests.conftest import Engine
-from tests.snapshot_tests.fixed_state import BASE, FORK, TINY, WIDE
+from tests.snapshot_tests.fixed_state import BASE, FORK, SWEEP_IDS, TINY, WIDE
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ForkDialog
 from tui.screens.help import HelpScreen
+from tui.screens.sweep_view import SweepView
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
@@ -164,3 +165,50 @@ def test_four_runs_compared(snap_compare: SnapCompare, fixed_engine: Engine) -> 
 
     app = TraintopApp(home=fixed_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=mark_all)
+
+
+def _sweep_drawn(app: TraintopApp, marked: bool) -> bool:
+    """The sweep's header and runs are drawn, and the chart holds every run of it."""
+    table, chart = app.query_one(RunsTable), app.query_one(LossChart)
+    state = app.state
+    return bool(
+        state.connected
+        and len(table.order) == len(SWEEP_IDS) + 1
+        and all(state.runs[r].best for r in SWEEP_IDS)
+        and not (state.rows_dirty or state.changed or state.telemetry_dirty)
+        and (list(state.marks) == list(SWEEP_IDS)) == marked
+        and sorted(s.run_id for s in chart.series) == sorted(SWEEP_IDS)
+        # Marked: drawn in the marks' colours (the same runs were on the chart before).
+        and all(s.style == state.marks.get(s.run_id) for s in chart.series)
+        and not app.feed.due(SWEEP_IDS, app._view_request())
+    )
+
+
+async def _sweep_marked(pilot: Pilot[Any]) -> None:
+    """The cursor on the sweep's header, space: all eight runs marked and overlaid."""
+    app = pilot.app
+    assert isinstance(app, TraintopApp)
+    await until(pilot, lambda: _sweep_drawn(app, marked=False))
+    assert app.query_one(RunsTable).selected_id == "sweep:charlm"
+    await pilot.press("space")
+    await until(pilot, lambda: _sweep_drawn(app, marked=True))
+
+
+def test_eight_run_sweep_overlaid(snap_compare: SnapCompare, fixed_sweep_engine: Engine) -> None:
+    """An 8-run sweep: its group in the table (counts, best), each run by its lr and
+    batch, all marked and overlaid on the chart in their own colours."""
+    app = TraintopApp(home=fixed_sweep_engine.paths.home)
+    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=_sweep_marked)
+
+
+def test_sweep_scatter(snap_compare: SnapCompare, fixed_sweep_engine: Engine) -> None:
+    """``v`` on the sweep: best loss against lr (log x), the best run a star."""
+
+    async def open_scatter(pilot: Pilot[Any]) -> None:
+        await _sweep_marked(pilot)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SweepView)
+                    and pilot.app.screen.shown is not None)
+
+    app = TraintopApp(home=fixed_sweep_engine.paths.home)
+    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_scatter)

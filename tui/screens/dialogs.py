@@ -87,7 +87,7 @@ class ConfigForm(VerticalScroll):
         return result
 
 
-class _FormDialog(ModalScreen[str | None]):
+class FormDialog(ModalScreen[str | None]):
     """Shared frame of the fork and new-run dialogs: an error line and two buttons."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -129,7 +129,7 @@ class _FormDialog(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ForkDialog(_FormDialog):
+class ForkDialog(FormDialog):
     """Fork a run: its config pre-filled; changed values become the overrides."""
 
     def __init__(self, run: RunInfo, submit: Submit) -> None:
@@ -158,7 +158,7 @@ class ForkDialog(_FormDialog):
         }
 
 
-class NewRunDialog(_FormDialog):
+class NewRunDialog(FormDialog):
     """Start a run: a built-in workload or a file, its config, a name and a device."""
 
     def __init__(

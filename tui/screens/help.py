@@ -13,11 +13,17 @@ from textual.widgets import Static
 from tui.keys import ACTIONS, display_key
 
 
+def _literal(text: str) -> str:
+    """``text`` as markup that shows it as it is: a key such as ``[`` opens no tag."""
+    return text.replace("[", "\\[")
+
+
 def help_markup(readonly: bool) -> str:
     lines = ["[b]traintop keys[/b]", ""]
     for action in ACTIONS:
         note = "  [dim](off: --readonly)[/]" if readonly and action.mutates else ""
-        lines.append(f"  [b]{display_key(action):>8}[/b]  {action.description}{note}")
+        key = _literal(f"{display_key(action):>8}")
+        lines.append(f"  [b]{key}[/b]  {_literal(action.description)}{note}")
     lines += ["", "  [b]ctrl+p[/b]  command palette    [b]esc[/b]  close"]
     return "\n".join(lines)
 

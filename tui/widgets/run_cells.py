@@ -12,6 +12,7 @@ from engine.client.events import RunInfo
 from engine.common.format import format_bytes, format_number
 from tui.run_tree import TreeRow
 from tui.state import TuiState
+from tui.sweep_groups import BEST_KEY, SweepGroup, best_of, state_counts
 
 Run = RunInfo
 
@@ -25,7 +26,7 @@ STATE_LOOK = {
     "killed": ("■", "magenta"),
 }
 STATE_ORDER = tuple(STATE_LOOK)  # sorting by state follows the life of a run
-COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "STEP/S", "ETA", "GPU", "DEV")
+COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "EMA", "STEP/S", "ETA", "GPU", "DEV")
 # What a narrow terminal (80 columns) keeps; the progress bar goes too.
 COMPACT_COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "ETA")
 # "created" is the table's own order (forks under their parent, oldest first).
@@ -34,15 +35,43 @@ NAME_WIDTH = (8, 32)  # the NAME column's narrowest and widest
 NAME_WIDTH_COMPACT = 18
 BAR_WIDTH = 6
 # Widths that do not depend on the data (at least the header's).
-FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 9, "EMA": 9, "STEP/S": 6, "ETA": 6, "GPU": 8}
+# Values take ~5 of their 7 (1.234); a longer one (1.234e-05) widens its column for good.
+FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 7, "BEST": 7, "EMA": 7, "STEP/S": 6, "ETA": 6,
+                "GPU": 8}
+# A queued run's reason is cut to this in the STATE column (the detail has all of it).
+QUEUED_WIDTH = 34
 
 
-def state_text(run: Run) -> Text:
+def state_text(run: Run, place: int | None = None) -> Text:
+    """The STATE cell: glyph and state, or the condition that needs the user; a queued
+    run's ``place`` in its queue (1: starts next) and why it waits."""
     glyph, style = STATE_LOOK.get(run.state, ("?", ""))
     label = "released" if run.state == "paused" and run.released else run.state
-    if run.condition:  # e.g. "disk full": what needs the user now, over the state
+    if run.state == "queued":  # waiting is normal: said, not alarmed
+        label = f"queued #{place}" if place else "queued"
+        if run.condition:
+            label = f"{label}: {run.condition}"
+        if len(label) > QUEUED_WIDTH - 2:
+            label = label[: QUEUED_WIDTH - 3] + "…"
+    elif run.condition:  # e.g. "disk full": what needs the user now, over the state
         label, style = run.condition, "bold red"
     return Text(f"{glyph} {label}", style=style)
+
+
+def queue_places(runs: Iterable[Run]) -> dict[str, int]:
+    """Each queued run's place in its queue, 1 first: higher priority, then queue order
+    (``queue_pos``), then age, as the engine starts them."""
+    lines: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.state == "queued":
+            lines.setdefault(run.queue, []).append(run)
+    places = {}
+    for line in lines.values():
+        # The store's order: SQLite puts a run without a position (an old row) first.
+        line.sort(key=lambda r: (-r.priority, r.queue_pos is not None, r.queue_pos or 0.0,
+                                 r.created, r.id))
+        places.update({r.id: n for n, r in enumerate(line, 1)})
+    return places
 
 
 def progress_text(run: Run, bar: bool = True) -> Text:
@@ -67,29 +96,33 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def name_text(run: Run, row: TreeRow, width: int) -> Text:
+def name_text(name: str, row: TreeRow, width: int, style: str = "") -> Text:
     """The name, indented under its parent, with ``+N`` when its forks are folded away."""
     indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
     suffix = f" +{row.hidden}" if row.hidden else ""
-    name = run.name
     room = width - len(indent) - len(suffix)
     if len(name) > room:
         name = name[: max(room - 1, 0)] + "…"
-    text = Text(indent + name)
+    text = Text(indent)
+    text.append(name, style=style)
     if suffix:
         text.append(suffix, style="bold bright_black")
     return text
 
 
-def value_cells(run: Run, state: TuiState, compact: bool) -> dict[str, Text]:
-    """Every column but NAME (which depends on the row) for one run."""
+def value_cells(
+    run: Run, state: TuiState, compact: bool, place: int | None = None
+) -> dict[str, Text]:
+    """Every column but NAME (which depends on the row) for one run (``place``: its place
+    in its queue while queued)."""
     rate = state.steps_per_second(run.id)
     gpu = state.gpu_memory(run.id)
     return {
         "ID": Text(run.id),
-        "STATE": state_text(run),
+        "STATE": state_text(run, place),
         "STEP": progress_text(run, bar=not compact),
         "LOSS": Text(format_number(run.last.get("loss"))),
+        "BEST": Text(format_number(run.best.get(BEST_KEY))),
         "EMA": Text(format_number(state.smoothed_last(run.id))),
         "STEP/S": Text(f"{rate:.1f}" if rate is not None else "-"),
         "ETA": Text(duration(state.eta_seconds(run.id))),
@@ -98,18 +131,29 @@ def value_cells(run: Run, state: TuiState, compact: bool) -> dict[str, Text]:
     }
 
 
+def group_cells(group: SweepGroup, state: TuiState, compact: bool) -> dict[str, Text]:
+    """Every column but NAME of a sweep's header row: its runs by state, its best loss."""
+    best = best_of(group.runs, state.runs)
+    cells = {column: Text("") for column in COLUMNS}
+    cells["ID"] = Text("sweep", style="bold bright_black")
+    cells["STATE"] = Text(state_counts(group, state.runs))
+    cells["BEST"] = Text(format_number(best[1] if best else None), style="bold")
+    return cells
+
+
 def column_widths(
-    columns: Iterable[str], runs: Iterable[Run], rows: Iterable[TreeRow], compact: bool
+    columns: Iterable[str], runs: Iterable[Run], rows: Iterable[TreeRow], compact: bool,
+    names: Mapping[str, str],
 ) -> dict[str, int]:
-    """Widths that fit every run's cells (the NAME column is capped), from cheap lengths."""
+    """Widths that fit every run's cells (the NAME column, ``names`` by row, is capped),
+    from cheap lengths."""
     widths = {c: max(len(c) + 1, FIXED_WIDTHS.get(c, 0)) for c in columns}
     runs_by_id = {r.id: r for r in runs}
     name_cap = NAME_WIDTH_COMPACT if compact else NAME_WIDTH[1]
     name = NAME_WIDTH[0]
     for row in rows:
-        run = runs_by_id[row.id]
         suffix = len(f" +{row.hidden}") if row.hidden else 0
-        name = max(name, 2 * row.depth + len(run.name) + suffix)
+        name = max(name, 2 * row.depth + len(names[row.id]) + suffix)
     widths["NAME"] = min(name, name_cap)
     totals = [len(str(r.total_steps or r.step or 0)) for r in runs_by_id.values()]
     digits = max(totals, default=1)
@@ -134,6 +178,7 @@ def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
         "STATE": lambda r: STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 99,
         "STEP": lambda r: r.step,
         "LOSS": lambda r: _finite(r.last.get("loss")),
+        "BEST": lambda r: _finite(r.best.get(BEST_KEY)),
         "EMA": lambda r: _finite(state.smoothed_last(r.id)),
         "STEP/S": lambda r: state.steps_per_second(r.id),
         "ETA": lambda r: state.eta_seconds(r.id),
@@ -144,4 +189,4 @@ def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
 
 
 # Columns whose values move while runs train: a table sorted by one re-sorts now and then.
-LIVE_SORTS = frozenset({"STEP", "LOSS", "EMA", "STEP/S", "ETA", "GPU"})
+LIVE_SORTS = frozenset({"STEP", "LOSS", "BEST", "EMA", "STEP/S", "ETA", "GPU"})

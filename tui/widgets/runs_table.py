@@ -19,10 +19,11 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.client.events import RunInfo
 from tui.run_folds import parent_of, unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
+from tui.sweep_groups import Item, SweepGroup, group_id, sweep_groups
+from tui.table_items import haystack, item_sort_key, row_names
 from tui.widgets.run_cells import (
     COLUMNS,
     COMPACT_COLUMNS,
@@ -30,17 +31,14 @@ from tui.widgets.run_cells import (
     NAME_WIDTH,
     SORT_COLUMNS,
     column_widths,
+    group_cells,
     name_text,
-    sort_key,
+    queue_places,
     value_cells,
 )
 from tui.widgets.table_lines import PAD, column_at, header_titles, line_strip
 
 SCROLLBAR = 2  # kept free on the right, so the columns do not move when it shows
-
-
-def _haystack(run: RunInfo) -> str:
-    return " ".join((run.id, run.name, run.state, run.workload, str(run.device))).lower()
 
 
 class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
@@ -81,6 +79,11 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._lines_width = 0
         self._grown: dict[str, int] = {}  # columns widened by a value too long for them
         self._announced: str | None = None  # the selection last told to the app
+        self._groups: dict[str, SweepGroup] = {}  # the sweeps' header rows, by row id
+        self._names: dict[str, str] = {}  # each row's name as shown (a sweep's run: its label)
+        self._drawn_names: dict[str, str] = {}
+        self._labels: dict[tuple[str, ...], dict[str, str]] = {}  # by a sweep's runs
+        self._places: dict[str, int] = {}  # each queued run's place in its queue
 
     # -- what is shown --------------------------------------------------------
 
@@ -95,7 +98,34 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def selected_id(self) -> str | None:
+        """The row under the cursor: a run's id, or a sweep header's (``sweep:NAME``)."""
         return self._rows[self.cursor].id if 0 <= self.cursor < len(self._rows) else None
+
+    @property
+    def selected_group(self) -> SweepGroup | None:
+        """The sweep whose header is under the cursor, if one is."""
+        return self._groups.get(self.selected_id or "")
+
+    @property
+    def items(self) -> dict[str, Item]:
+        """What the rows are made of: the runs, and a header per sweep."""
+        return {**self._state.runs, **self._groups}
+
+    def shown_name(self, run_id: str) -> str:
+        """The name a run goes by in the table: under a sweep, its differing values."""
+        run = self._state.runs.get(run_id)
+        group = self.group_of(run_id)
+        if run is not None and group is not None and run_id not in self._names:
+            return row_names([TreeRow(run_id, 1, 0, 0)], self._groups, self._state.runs,
+                             self._labels)[run_id]  # folded away: named as it would be
+        return self._names.get(run_id) or (run.name if run is not None else run_id)
+
+    def group_of(self, run_id: str) -> SweepGroup | None:
+        """The sweep group ``run_id`` belongs to (the run itself, or its header)."""
+        if run_id in self._groups:
+            return self._groups[run_id]
+        run = self._state.runs.get(run_id)
+        return self._groups.get(group_id(run) or "") if run is not None else None
 
     @property
     def live_sort(self) -> bool:
@@ -137,27 +167,33 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._state = state
         target = select or self.selected_id
         needle = self.text_filter.lower().strip()
+        self._groups = sweep_groups(state.runs)
+        items = self.items
         rows = build_rows(
-            state.runs,
+            items,
             parent_of,
             self.folded,
-            matches=(lambda run: needle in _haystack(run)) if needle else None,
-            sort_key=sort_key(self.sort_column, state),
+            matches=(lambda item: needle in haystack(item)) if needle else None,
+            sort_key=item_sort_key(self.sort_column, state, self.descending),
             descending=self.descending,
         )
         pending = self.pending_select
         if pending is not None and pending in state.runs and unfold_ancestors(
-            pending, state.runs, self.folded
+            pending, items, self.folded
         ):
             return self.refresh_rows(state, target)
-        widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact)
+        self._names = row_names(rows, self._groups, state.runs, self._labels)
+        self._places = queue_places(state.runs.values())
+        widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact,
+                               self._names)
         widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
         overflow = sum(w + 2 * PAD for w in widths.values()) - (self.size.width - SCROLLBAR)
         if self.size.width and overflow > 0:  # narrow terminal: names give way first
             widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] - overflow)
-        changed = rows != self._rows or widths != self._widths
+        # Names carry sweep labels and depth: rows alike with other names must be redrawn.
+        changed = rows != self._rows or widths != self._widths or self._names != self._drawn_names
         if changed:
-            self._rows, self._widths = rows, widths
+            self._rows, self._widths, self._drawn_names = rows, widths, self._names
             self._index = {row.id: i for i, row in enumerate(rows)}
             self._cells.clear()  # names carry depth and fold counts: build the shown ones anew
             self._lines.clear()
@@ -175,12 +211,17 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             self.move_cursor(cursor)
 
     def refresh_values(self, state: TuiState, run_ids: set[str]) -> None:
-        """Repaint only the cells whose text changed, of runs in ``run_ids``."""
+        """Repaint only the cells whose text changed, of runs in ``run_ids`` (and of the
+        headers of their sweeps)."""
         self._state = state
-        for run_id in run_ids:
+        headers = {g for r in run_ids if (run := state.runs.get(r)) is not None
+                   and (g := group_id(run)) in self._groups}
+        for run_id in run_ids | headers:
             old = self._cells.get(run_id)
-            if old is None or run_id not in state.runs or run_id not in self._index:
+            if old is None or run_id not in self._index:
                 continue  # never drawn: its cells are built when it scrolls into view
+            if run_id not in state.runs and run_id not in self._groups:
+                continue
             cells = self._build_cells(self._rows[self._index[run_id]])
             if cells == old:
                 continue
@@ -298,9 +339,15 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
     # -- drawing --------------------------------------------------------------
 
     def _build_cells(self, row: TreeRow) -> dict[str, Text]:
+        width = self._widths.get("NAME", 8)
+        group = self._groups.get(row.id)
+        if group is not None:
+            cells = group_cells(group, self._state, self.compact)
+            cells["NAME"] = name_text(self._names[row.id], row, width, style="bold")
+            return cells
         run = self._state.runs[row.id]
-        cells = value_cells(run, self._state, self.compact)
-        cells["NAME"] = name_text(run, row, self._widths.get("NAME", 8))
+        cells = value_cells(run, self._state, self.compact, self._places.get(run.id))
+        cells["NAME"] = name_text(self._names.get(row.id, run.name), row, width)
         return cells
 
     def _row_cells(self, row: TreeRow) -> dict[str, Text]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from engine.client.cli.common import (
@@ -21,12 +20,12 @@ from engine.client.cli.common import (
     divergence_params,
     queue_params,
 )
-from engine.client.client import Client, EngineError, EngineUnavailable
-from engine.common.config import ConfigError, apply_overrides
+from engine.client.client import EngineError, EngineUnavailable
+from engine.client.sweep_plan import base_name, config_problem, plan_sweep
 from engine.common.experiment import Experiment, ExperimentError, load_experiment
 from engine.common.format import format_table, json_text, shown
-from engine.common.runs import name_problem, unique_name
-from engine.common.sweep import SweepError, expand, parse_tokens, run_names
+from engine.common.runs import name_problem
+from engine.common.sweep import SweepError, expand, parse_tokens
 
 
 def read_experiment(args: argparse.Namespace) -> Experiment:
@@ -46,14 +45,8 @@ def read_experiment(args: argparse.Namespace) -> Experiment:
         raise UsageError(str(exc)) from None
 
 
-def _base_name(workload: str) -> str:
-    """What a sweep's names start with: the workload, or its file's stem."""
-    is_file = workload.endswith(".py") or ":" in workload
-    return Path(workload.partition(":")[0]).stem if is_file else workload
-
-
-def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[list[str]], int]:
-    """The workload, each run's overrides and the seed; command-line values win."""
+def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[list[str]]]:
+    """The workload and each run's overrides; command-line values win over the file's."""
     workload = args.workload or experiment.workload
     if workload is None:
         raise UsageError("no workload: name one, or give a file with workload = ... (-f FILE)")
@@ -61,59 +54,41 @@ def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[l
     seed = args.seed if args.seed is not None else (experiment.seed or 0)
     try:
         spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
-        return workload, expand(spec, trials, seed, allow_many=args.yes), seed
+        return workload, expand(spec, trials, seed, allow_many=args.yes)
     except SweepError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _check_configs(client: Client, workload: str, runs: list[list[str]]) -> str | None:
-    """The first run's config the workload would refuse, as one line; None if all fit."""
-    defaults = client.call("workloads", workload=workload, cwd=os.getcwd())
-    known = next(iter(defaults.values()))
-    for overrides in runs:
-        try:
-            apply_overrides(known, overrides, strict=bool(known))
-        except ConfigError as exc:
-            return str(exc)
-    return None
-
-
 def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     """Start (or with ``--dry-run`` show) every run of a sweep or experiment file."""
-    workload, runs, _seed = _plan(args, experiment)
-    base = args.name or experiment.name or _base_name(workload)
+    workload, runs = _plan(args, experiment)
+    base = args.name or experiment.name or base_name(workload)
     if name_problem(base):
         raise UsageError(str(name_problem(base)))
     device = args.device or experiment.device
     queue = args.queue or experiment.queue
     with connect() as client:
-        taken = {run["name"] for run in client.all_runs()}
-        names = run_names(base, runs, taken.__contains__)
-        problem = _check_configs(client, workload, runs)
+        listed = client.all_runs()
+        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
+        plan = plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+        found = client.call("workloads", workload=workload, cwd=os.getcwd())
+        problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
             print(f"traintop: {problem}; nothing was started", file=sys.stderr)
             return 1
         if args.dry_run:
-            return _show_plan(args, names, runs)
-        sweeps = {run.get("sweep") for run in client.all_runs()}
-        extra = {
-            **divergence_params(args), **queue_params(args), "queue": queue,
-            "sweep": unique_name(base, sweeps.__contains__) if len(runs) > 1 else None,
-        }
+            return _show_plan(args, plan.names, plan.runs)
+        extra = {**divergence_params(args), **queue_params(args), "queue": queue}
         started: list[dict[str, Any]] = []
-        for overrides, name in zip(runs, names, strict=True):
+        for request in plan.start_requests(device=device, cwd=os.getcwd(),
+                                           env=chosen_env(args), **extra):
             try:
-                started.append(
-                    client.call(
-                        "start", workload=workload, overrides=overrides, name=name,
-                        device=device, cwd=os.getcwd(), env=chosen_env(args), **extra,
-                    )
-                )
+                started.append(client.call("start", **request))
             except (EngineError, EngineUnavailable) as exc:
-                _show_started(args, started, runs)
-                _say_refused(exc, len(started), names)
+                _show_started(args, started, plan.runs)
+                _say_refused(exc, len(started), plan.names)
                 return 1
-    _show_started(args, started, runs)
+    _show_started(args, started, plan.runs)
     return 0
 
 

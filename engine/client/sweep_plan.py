@@ -1,0 +1,66 @@
+"""A sweep made ready to start: its runs' overrides, their names, its group name, and the
+``start`` request of each run. The CLI (``traintop sweep``, ``start -f``) and the TUI's
+sweep dialog both start sweeps with these, so a sweep is expanded and named one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.common.config import ConfigError, apply_overrides
+from engine.common.runs import unique_name
+from engine.common.sweep import run_names
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep will start: one ``start`` per run, all in one sweep group."""
+
+    workload: str
+    runs: list[list[str]]  # each run's ``key=value`` overrides
+    names: list[str]  # each run's name: the base and the values that differ
+    sweep: str | None  # the group the runs share (None: a single run, no group)
+
+    def start_requests(self, **extra: Any) -> Iterator[dict[str, Any]]:
+        """The parameters of each run's ``start`` request, ``extra`` (device, queue,
+        cwd...) added to each."""
+        for overrides, name in zip(self.runs, self.names, strict=True):
+            yield {"workload": self.workload, "overrides": overrides, "name": name,
+                   "sweep": self.sweep, **extra}
+
+
+def base_name(workload: str) -> str:
+    """What a sweep's names start with: the workload, or its file's stem."""
+    is_file = workload.endswith(".py") or ":" in workload
+    return Path(workload.partition(":")[0]).stem if is_file else workload
+
+
+def plan_sweep(
+    workload: str,
+    runs: list[list[str]],
+    base: str,
+    taken_names: Callable[[str], bool],
+    taken_sweeps: Callable[[str], bool],
+) -> SweepPlan:
+    """Name the runs ``expand`` made of a spec, and their group.
+
+    Names and the group's name avoid those taken already (a sweep named ``base``
+    exists: the group is ``base-2``).
+    """
+    names = run_names(base, runs, taken_names)
+    sweep = unique_name(base, taken_sweeps) if len(runs) > 1 else None
+    return SweepPlan(workload, runs, names, sweep)
+
+
+def config_problem(defaults: Mapping[str, Any], runs: Sequence[Sequence[str]]) -> str | None:
+    """The first run's overrides the workload (its ``defaults``) would refuse, as one line;
+    None if every run's fit. A workload that declares no config takes anything."""
+    for overrides in runs:
+        try:
+            apply_overrides(dict(defaults), list(overrides), strict=bool(defaults))
+        except ConfigError as exc:
+            return str(exc)
+    return None

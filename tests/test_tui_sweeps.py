@@ -1,0 +1,294 @@
+"""Sweeps in the real TUI on a real daemon: the sweep's group in the runs table, sorting
+by the best loss, the sweep view's scatter, the sweep dialog, and queued runs.
+
+Ended runs are stored ahead of the daemon's start (``fixed_state``); queued runs
+wait in a paused queue, so none of them costs a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from textual.widgets import Input, Select, Static
+
+from engine.client.events import MetricBatch, MetricPoint, RunInfo
+from engine.common.format import format_number
+from engine.server.store import Store
+from tests.conftest import Engine
+from tests.snapshot_tests.fixed_state import (
+    EPOCH,
+    SWEEP_IDS,
+    fill_sweep_state_dir,
+    store_run,
+)
+from tests.test_tui import until
+from tui.app import TraintopApp
+from tui.screens.sweep_dialog import SweepDialog
+from tui.screens.sweep_view import SweepView
+from tui.state import TuiState
+from tui.widgets.runs_table import RunsTable
+
+Pilot = Any
+GROUP = "sweep:charlm"
+LONE = ("l2o3n4", "l3o4n5")  # runs of no sweep, stored beside it
+
+
+def _sweep_engine(engine: Engine) -> None:
+    """The 8-run sweep of the snapshots, two runs of no sweep, and the daemon started.
+
+    The lone runs' losses are chosen so that their last and best orders differ: the
+    first ends high after a low dip (best 0.5, last 2.0).
+    """
+    fill_sweep_state_dir(engine.paths, time.time(), 0)
+    store = Store(engine.paths.store)
+    try:
+        for n, (run_id, values) in enumerate(zip(LONE, ([3.0, 0.5, 2.0], [3.0, 1.7, 1.6]),
+                                                 strict=True)):
+            engine.paths.run_dir(run_id).path.mkdir(mode=0o700)
+            points = [[s, "loss", v, EPOCH + 500 + s] for s, v in enumerate(values)]
+            store_run(store, {"id": run_id, "name": f"lone-{n}", "workload": "synthetic",
+                              "config": {"lr": 0.1}, "total_steps": 3,
+                              "created": EPOCH + 500 + n}, points, ("finished", "finished", 0))
+    finally:
+        store.close()
+    assert engine.cli("engine", "start").code == 0
+
+
+def _app(engine: Engine) -> TraintopApp:
+    return TraintopApp(home=engine.paths.home, autostart=False)
+
+
+async def _loaded(pilot: Pilot, app: TraintopApp, rows: int) -> RunsTable:
+    table = app.query_one(RunsTable)
+    await until(pilot, lambda: len(table.order) == rows and all(
+        r.best for r in app.state.runs.values() if r.id in SWEEP_IDS))
+    return table
+
+
+def test_a_sweeps_runs_show_as_one_foldable_group_named_by_what_differs(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = await _loaded(pilot, app, 11)
+            assert table.order == [GROUP, *SWEEP_IDS, *LONE]
+            header = {c: table.cell_text(GROUP, c) for c in ("ID", "NAME", "STATE", "BEST")}
+            assert header["ID"] == "sweep" and header["NAME"] == "charlm · 8 runs"
+            assert header["STATE"] == "7✔ 1■"  # seven finished, one killed
+            best = min(app.state.runs[r].best["loss"] for r in SWEEP_IDS)
+            assert header["BEST"] == format_number(best)
+            # Each run by the values that differ (lr and batch), not its long name.
+            assert table.cell_text(SWEEP_IDS[0], "NAME") == "└ lr=3e-4 batch=32"
+            assert table.cell_text(SWEEP_IDS[7], "NAME") == "└ lr=0.01 batch=64"
+            assert table.cell_text(LONE[0], "NAME") == "lone-0"
+
+            table.select(SWEEP_IDS[3])
+            await pilot.press("c")  # on a run of the sweep: its group folds
+            await until(pilot, lambda: table.order == [GROUP, *LONE])
+            assert table.selected_id == GROUP and table.cell_text(GROUP, "NAME").endswith("+8")
+            await pilot.press("c")
+            await until(pilot, lambda: len(table.order) == 11)
+
+            await pilot.press("space")  # on the header: every run of the sweep marked
+            assert list(app.state.marks) == list(SWEEP_IDS)
+            await pilot.press("space")  # and unmarked again
+            assert not app.state.marks
+
+            await pilot.press("slash", *"lone", "enter")  # a filter hides the sweep
+            await until(pilot, lambda: table.order == list(LONE))
+
+    asyncio.run(scenario())
+
+
+def test_the_table_sorts_by_the_best_loss_not_only_the_last(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = await _loaded(pilot, app, 11)
+            await pilot.press("C")  # the sweep folded: the roots are what is sorted
+            await until(pilot, lambda: len(table.order) == 3)
+            runs = app.state.runs
+            sweep_last = [runs[r].last["loss"] for r in SWEEP_IDS]
+            sweep_best = [runs[r].best["loss"] for r in SWEEP_IDS]
+            assert max(sweep_best) > 1.6 > min(sweep_last) > min(sweep_best) > 0.5
+            table.sort_by("LOSS", False, app.state)
+            assert table.order == [GROUP, LONE[1], LONE[0]]  # last: ~1.5, 1.6, 2.0
+            table.sort_by("BEST", False, app.state)
+            # best: 0.5, then the sweep (where its best run would be), then 1.6
+            assert table.order == [LONE[0], GROUP, LONE[1]]
+            assert table.cell_text(LONE[0], "BEST") == "0.5"
+            assert table.cell_text(LONE[0], "LOSS") == "2"
+            table.sort_by("BEST", True, app.state)  # descending: the sweep's highest best
+            assert table.order == [GROUP, LONE[1], LONE[0]]
+
+    asyncio.run(scenario())
+
+
+def test_best_values_follow_the_points_that_stream_in() -> None:
+    state = TuiState()
+    run = RunInfo.from_wire({"id": "a2b3c4", "name": "a", "state": "running",
+                             "workload": "synthetic", "step": 3, "best": {"loss": 1.0}})
+    state.set_runs([run])
+    batch = [MetricPoint(3, "loss", 1.5, 0.0), MetricPoint(4, "loss", 0.75, 0.0),
+             MetricPoint(5, "loss", math.nan, 0.0), MetricPoint(6, "loss", -math.inf, 0.0),
+             MetricPoint(6, "acc", 0.25, 0.0)]
+    state.apply_event(MetricBatch("a2b3c4", tuple(batch)))
+    assert state.runs["a2b3c4"].best == {"loss": 0.75, "acc": 0.25}
+    state.apply_event(RunInfo.from_wire(  # an announcement lists no best: kept
+        {"id": "a2b3c4", "name": "a", "state": "finished", "workload": "synthetic", "step": 7}))
+    assert state.runs["a2b3c4"].best == {"loss": 0.75, "acc": 0.25}
+
+
+def test_the_sweep_view_scatters_a_setting_against_the_best_or_last_loss(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = await _loaded(pilot, app, 11)
+            table.select(SWEEP_IDS[2])
+            await pilot.press("v")
+            view = await until(pilot, lambda: isinstance(app.screen, SweepView) and app.screen)
+            shown = view.shown
+            assert shown is not None and shown.x_name == "lr" and shown.y_name == "best loss"
+            assert shown.log_x  # 3e-4 to 1e-2: over 10x
+            assert sorted(p.run_id for p in shown.points) == sorted(SWEEP_IDS)
+            lowest = min(SWEEP_IDS, key=lambda r: app.state.runs[r].best["loss"])
+            assert [p.run_id for p in shown.points if p.best] == [lowest]
+            assert {p.label for p in shown.points} >= {"lr=3e-4 batch=32", "lr=0.01 batch=64"}
+            text = str(view.query_one("#scatter-best", Static).render())
+            assert lowest in text
+
+            await pilot.press("x")  # the next setting that differs: batch, linear
+            assert view.shown is not None and view.shown.x_name == "batch"
+            assert not view.shown.log_x
+            await pilot.press("b")  # the last loss: the killed run ended early, high
+            last = view.shown
+            assert last is not None and last.y_name == "last loss"
+            by_last = min(SWEEP_IDS, key=lambda r: app.state.runs[r].last["loss"])
+            assert [p.run_id for p in last.points if p.best] == [by_last]
+            await pilot.press("escape")
+
+            table.select(LONE[0])  # a run of no sweep, nothing marked: nothing to plot
+            await pilot.press("v")
+            assert not isinstance(app.screen, SweepView)
+            for run_id in (LONE[0], SWEEP_IDS[0]):  # marked runs: those, in their colours
+                table.select(run_id)
+                await pilot.press("space")
+            await pilot.press("v")
+            view = await until(pilot, lambda: isinstance(app.screen, SweepView) and app.screen)
+            assert view.shown is not None
+            colours = {p.run_id: p.colour for p in view.shown.points}
+            assert colours == {r: app.state.marks[r] for r in (LONE[0], SWEEP_IDS[0])}
+
+    asyncio.run(scenario())
+
+
+def _names(engine: Engine, *argv: str) -> list[str]:
+    """The names ``traintop sweep synthetic ARGV --dry-run`` would give."""
+    result = engine.cli("sweep", "synthetic", *argv, "--dry-run", "--json")
+    assert result.code == 0, result.err
+    return [run["name"] for run in result.json()]
+
+
+async def _fill(pilot: Pilot, dialog: SweepDialog, **fields: str) -> None:
+    dialog.query_one("#builtin", Select).value = "synthetic"
+    for field, value in fields.items():
+        dialog.query_one(f"#{field}", Input).value = value
+    await pilot.pause()
+
+
+def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine: Engine) -> None:
+    assert engine.cli("engine", "start").code == 0
+    engine.call("queue_set", name="hold", paused=True)  # the runs wait: no workers
+    grid = _names(engine, "lr=1e-4,3e-4", "batch=32,64")
+    drawn = _names(engine, "lr=log(1e-4..1e-2)", "--trials", "3", "--seed", "7")
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50), notifications=True) as pilot:
+            await until(pilot, lambda: app.state.connected)
+            await pilot.press("S")
+            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
+                                 and app.screen)
+            count = dialog.query_one("#sweep-count", Static)
+            await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", queue="hold")
+            assert "a random axis needs --trials" in str(count.render())
+            await pilot.press("ctrl+s")  # refused in the dialog, which stays; nothing starts
+            error = dialog.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "trials" in str(error.render()))
+            assert app.screen is dialog and engine.all_runs() == []
+            await _fill(pilot, dialog, axes="lr=1e-4,3e-4 batch=32,64 steps=oops,2")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "nothing was started" in str(error.render()))
+            assert engine.all_runs() == []
+
+            await _fill(pilot, dialog, axes="lr=1e-4,3e-4 batch=32,64")
+            assert "4 runs will start" in str(count.render())
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, SweepDialog))
+            await until(pilot, lambda: len(app.state.runs) == 4)  # its names are taken now
+            runs = engine.all_runs()
+            assert [r["name"] for r in runs] == grid
+            assert {r["sweep"] for r in runs} == {"synthetic"}
+            assert {r["queue"] for r in runs} == {"hold"}
+            assert {r["state"] for r in runs} == {"queued"}
+
+            await pilot.press("S")  # random axes with trials and a seed, as the CLI's
+            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
+                                 and app.screen)
+            await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", trials="3", seed="7",
+                        queue="hold")
+            assert "3 runs will start" in str(dialog.query_one("#sweep-count", Static).render())
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: len(engine.all_runs()) == 7)
+            # The CLI's names were given before the first four took "synthetic": the group
+            # and the names alike move on to the next free ones.
+            later = [r for r in engine.all_runs() if r["name"] not in grid]
+            assert {r["sweep"] for r in later} == {"synthetic-2"}
+            assert [r["name"] for r in later] == drawn
+
+    asyncio.run(scenario())
+
+
+def _waiting(engine: Engine, queue: str) -> list[str]:
+    return next(q for q in engine.call("queues") if q["name"] == queue)["waiting"]
+
+
+def test_queued_runs_say_why_they_wait_and_move_up_and_down(engine: Engine) -> None:
+    assert engine.cli("engine", "start").code == 0
+    engine.call("queue_set", name="hold", paused=True)
+    ids = [engine.cli("start", "synthetic", "--queue", "hold", "--name", f"q{n}",
+                      "--json").json()["id"] for n in range(3)]
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50), notifications=True) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table.order) == 3 and all(
+                app.state.runs[r].condition for r in ids))
+            for place, run_id in enumerate(ids, 1):
+                cell = table.cell_text(run_id, "STATE")
+                assert cell.startswith(f"… queued #{place}: queue hold is paused"), cell
+
+            table.select(ids[2])
+            await pilot.press("left_square_bracket")  # [: up one
+            await until(pilot, lambda: [w["id"] for w in _waiting(engine, "hold")]
+                        == [ids[0], ids[2], ids[1]])
+            await until(pilot, lambda: table.cell_text(ids[2], "STATE").startswith(
+                "… queued #2"))
+            assert table.cell_text(ids[1], "STATE").startswith("… queued #3")
+            table.select(ids[0])
+            await pilot.press("right_square_bracket")  # ]: down one
+            await until(pilot, lambda: [w["id"] for w in _waiting(engine, "hold")]
+                        == [ids[2], ids[0], ids[1]])
+            await until(pilot, lambda: table.cell_text(ids[2], "STATE").startswith(
+                "… queued #1"))
+
+    asyncio.run(scenario())

@@ -1,0 +1,117 @@
+"""The sweep dialog (``S``): a workload, the axes as ``traintop sweep`` takes them, trials,
+seed, queue and name; it says how many runs it will start before anything starts.
+
+The axes are expanded by ``engine.common.sweep``, the same code as the CLI's, so
+``lr=1e-4,3e-4 batch=32,64`` or ``lr=log(1e-4..1e-2)`` with trials mean the same
+runs in both. A bad spec is said in the dialog, in the CLI's words.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label, Select, Static
+
+from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
+from tui.screens.dialogs import FormDialog, Submit
+
+AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
+
+
+def _whole(text: str, what: str) -> int | None:
+    """A whole number typed in ``what``'s field (None: left empty); SweepError if not one."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SweepError(f"{what}: {text!r} is not a whole number") from None
+
+
+def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
+    """Each run's ``key=value`` overrides from the dialog's text, as ``traintop sweep``
+    would make them; SweepError (one line) if the text makes none."""
+    try:
+        tokens = shlex.split(axes)  # quotes as a shell takes them: opt="adam w"
+    except ValueError as exc:
+        raise SweepError(f"axes: {exc}") from None
+    if not tokens:
+        raise SweepError(f"no axes: write them as {AXES_HINT}")
+    spec = parse_tokens(tokens)
+    count = run_count(spec, _whole(trials, "trials"))
+    if count > MAX_SWEEP_RUNS:
+        raise SweepError(f"this sweep makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
+                         "(the CLI starts it with --yes)")
+    return expand(spec, _whole(trials, "trials"), _whole(seed, "seed") or 0)
+
+
+def count_text(axes: str, trials: str, seed: str) -> str:
+    """The dialog's verdict line: how many runs will start, or why none can."""
+    try:
+        runs = expand_axes(axes, trials, seed)
+    except SweepError as exc:
+        return f"[red]{exc}[/]"
+    return f"[b]{len(runs)} run{'s' if len(runs) != 1 else ''}[/b] will start"
+
+
+class SweepDialog(FormDialog):
+    """Start a sweep: nothing starts until the form is submitted, and then every run."""
+
+    def __init__(self, workloads: dict[str, dict[str, Any]], submit: Submit) -> None:
+        super().__init__(submit)
+        self.workloads = workloads
+
+    def compose(self) -> ComposeResult:
+        first = next(iter(self.workloads), None)
+        with Vertical(id="dialog-box"):
+            yield Label("New sweep", id="dialog-title")
+            with Horizontal(classes="field"):
+                yield Label("workload")
+                yield Select([(name, name) for name in self.workloads], value=first or
+                             Select.NULL, allow_blank=first is None, id="builtin")
+            with Horizontal(classes="field"):
+                yield Label("or file")
+                yield Input(placeholder="path/to/train.py[:function]", id="file")
+            with Horizontal(classes="field"):
+                yield Label("axes")
+                yield Input(placeholder=AXES_HINT, id="axes")
+            with Horizontal(classes="field"):
+                yield Label("trials")
+                yield Input(placeholder="runs drawn from random axes", id="trials")
+            with Horizontal(classes="field"):
+                yield Label("seed")
+                yield Input("0", id="seed")
+            with Horizontal(classes="field"):
+                yield Label("queue")
+                yield Input(placeholder="default", id="queue")
+            with Horizontal(classes="field"):
+                yield Label("name")
+                yield Input(placeholder="automatic: the workload's", id="name")
+            yield Static(count_text("", "", ""), id="sweep-count")
+            yield from self.buttons()
+
+    def _value(self, field: str) -> str:
+        return self.query_one(f"#{field}", Input).value
+
+    @on(Input.Changed, "#axes, #trials, #seed")
+    def _recount(self) -> None:
+        text = count_text(self._value("axes"), self._value("trials"), self._value("seed"))
+        self.query_one("#sweep-count", Static).update(text)
+
+    def params(self) -> dict[str, Any]:
+        picked = self.query_one("#builtin", Select).value
+        file = self._value("file").strip()
+        workload = file or ("" if picked == Select.NULL else str(picked))
+        return {
+            "workload": workload,
+            "axes": self._value("axes"),
+            "trials": self._value("trials"),
+            "seed": self._value("seed"),
+            "queue": self._value("queue").strip() or None,
+            "name": self._value("name").strip() or None,
+        }

@@ -1,0 +1,120 @@
+"""The sweep view (``v``): a sweep's runs, or the marked runs, as a scatter of one
+hyper-parameter against the best or last value of a metric.
+
+``x`` picks the next hyper-parameter, ``b`` switches best and last, ``m`` the
+metric. The points follow the runs as they train (redrawn every two seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+from engine.client.events import RunInfo
+from engine.common.format import format_number
+from tui.scatter_data import Scatter, metrics_of, numeric_params, scatter
+from tui.widgets.sweep_scatter import BEST, POINT, SweepScatter
+
+REDRAW_S = 2.0  # as the chart's live curve: values move with training
+
+
+class SweepView(ModalScreen[None]):
+    """A scatter of runs; the runs come from ``runs_of`` each time it is drawn."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,v", "close", "Close"),
+        Binding("x", "next_param", "Next setting"),
+        Binding("b", "toggle_best", "Best or last"),
+        Binding("m", "next_metric", "Next metric"),
+    ]
+
+    def __init__(
+        self,
+        title: str,
+        runs_of: Callable[[], Sequence[RunInfo]],
+        colours: Mapping[str, str],
+        labels: Mapping[str, str],
+    ) -> None:
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.runs_of = runs_of
+        self.colours, self.labels = dict(colours), dict(labels)
+        runs = runs_of()
+        params = numeric_params(runs)
+        self.param = params[0] if params else ""
+        metrics = metrics_of(runs)
+        self.metric = metrics[0] if metrics else "loss"
+        self.use_best = True
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="scatter-box"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static("", id="scatter-axes")
+            yield SweepScatter(id="scatter")
+            yield Static("", id="scatter-best")
+            yield Static("", id="scatter-runs")
+            yield Static("[dim]x: next setting   b: best or last   m: next metric   "
+                         "esc: close[/]")
+
+    def on_mount(self) -> None:
+        self.draw()
+        self.set_interval(REDRAW_S, self.draw)
+
+    @property
+    def shown(self) -> Scatter | None:
+        """What the scatter draws now."""
+        return self.query_one(SweepScatter).scatter
+
+    def draw(self) -> None:
+        """Plot the runs as they are now, by the current axes."""
+        runs = self.runs_of()
+        drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels)
+        self.query_one(SweepScatter).set_data(drawn)
+        log = " (log)" if drawn.log_x else ""
+        self.query_one("#scatter-axes", Static).update(
+            f"x: [b]{escape(self.param or 'no numeric setting')}[/b]{log}   "
+            f"y: [b]{escape(drawn.y_name)}[/b]"
+        )
+        best = next((p for p in drawn.points if p.best), None)
+        line = "" if best is None else (
+            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b] ({best.run_id}): "
+            f"{escape(drawn.y_name)} {format_number(best.y)} at {escape(self.param)}="
+            f"{format_number(best.x)}"
+        )
+        if drawn.missing:
+            line += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
+        self.query_one("#scatter-best", Static).update(line)
+        # Every point named, in its colour, lowest first: the key to the plot.
+        ordered = sorted(drawn.points, key=lambda p: p.y)
+        self.query_one("#scatter-runs", Static).update("   ".join(
+            f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] {escape(p.label)} "
+            f"[dim]{format_number(p.y)}[/]" for p in ordered
+        ))
+
+    def action_next_param(self) -> None:
+        params = numeric_params(self.runs_of())
+        if params:
+            index = params.index(self.param) if self.param in params else -1
+            self.param = params[(index + 1) % len(params)]
+            self.draw()
+
+    def action_next_metric(self) -> None:
+        metrics = metrics_of(self.runs_of())
+        if metrics:
+            index = metrics.index(self.metric) if self.metric in metrics else -1
+            self.metric = metrics[(index + 1) % len(metrics)]
+            self.draw()
+
+    def action_toggle_best(self) -> None:
+        self.use_best = not self.use_best
+        self.draw()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

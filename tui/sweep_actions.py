@@ -1,0 +1,115 @@
+"""The app's actions about many runs at once: start a sweep, scatter a sweep's runs,
+and move a queued run up or down its queue.
+
+A sweep starts as ``traintop sweep`` starts one (``engine.client.sweep_plan``): the
+same expansion, names and group, every run's config checked before the first starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import work
+
+from engine.client.client import EngineError, EngineUnavailable
+from engine.client.events import RunInfo
+from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.common.runs import name_problem
+from engine.common.sweep import SweepError
+from tui.compare import colours_for
+from tui.run_actions import RunActions
+from tui.screens.sweep_dialog import SweepDialog, expand_axes
+from tui.screens.sweep_view import SweepView
+from tui.widgets.runs_table import RunsTable
+
+
+class SweepActions(RunActions):
+    """``S`` (sweep dialog), ``v`` (sweep view), ``[`` and ``]`` (queue order)."""
+
+    def action_queue_up(self) -> None:
+        self._move("up")
+
+    def action_queue_down(self) -> None:
+        self._move("down")
+
+    @work
+    async def _move(self, to: str) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        if run.state != "queued":
+            self.notify(f"{run.id} is {run.state}: only a queued run moves in its queue",
+                        severity="warning")
+            return
+        await self._request("move", f"moved {run.id} {to} in queue {run.queue}",
+                            run=run.id, to=to)
+
+    def action_sweep_view(self) -> None:
+        """Scatter the marked runs (two or more), else the selected run's sweep."""
+        table = self.query_one(RunsTable)
+        marked = [r for r in self.state.marks if r in self.state.runs]
+        group = table.group_of(table.selected_id or "")
+        if len(marked) >= 2:
+            ids, title = marked, f"{len(marked)} marked runs"
+        elif group is not None:
+            ids, title = list(group.runs), f"sweep {group.name}: {len(group.runs)} runs"
+        else:
+            self.notify("select a run of a sweep, or mark two or more runs (space), "
+                        "to plot them", severity="warning")
+            return
+        if group is not None and set(ids) == set(group.runs):  # the whole sweep, marked
+            title = f"sweep {group.name}: {len(group.runs)} runs"
+        labels = {r: table.shown_name(r) for r in ids}
+
+        def runs_now() -> list[RunInfo]:
+            return [self.state.runs[r] for r in ids if r in self.state.runs]
+
+        colours = colours_for(ids, self.state.marks)
+        self.push_screen(SweepView(title, runs_now, colours, labels))
+
+    @work
+    async def action_sweep(self) -> None:
+        try:
+            workloads = await self.link.call("workloads")
+        except (EngineError, EngineUnavailable) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.push_screen(SweepDialog(workloads, self._start_sweep))
+
+    async def _start_sweep(self, form: dict[str, Any]) -> str | None:
+        """Start every run of the sweep the dialog describes; the reason if none started
+        (or, if the engine refused one half-way, which did)."""
+        workload = str(form["workload"]).strip()
+        if not workload:
+            return "no workload: pick a built-in one or name a file"
+        try:
+            runs = expand_axes(form["axes"], form["trials"], form["seed"])
+        except SweepError as exc:
+            return str(exc)
+        base = form["name"] or base_name(workload)
+        problem = name_problem(base)
+        if problem:
+            return problem
+        listed = self.state.runs.values()
+        taken, sweeps = {r.name for r in listed}, {r.sweep for r in listed}
+        plan = plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+        cwd = str(Path.cwd())
+        try:
+            found = await self.link.call("workloads", workload=workload, cwd=cwd)
+        except (EngineError, EngineUnavailable) as exc:
+            return str(exc)
+        problem = config_problem(next(iter(found.values())), plan.runs)
+        if problem is not None:
+            return f"{problem}; nothing was started"
+        started: list[str] = []
+        for request in plan.start_requests(cwd=cwd, queue=form["queue"]):
+            try:
+                started.append((await self.link.call("start", **request))["id"])
+            except (EngineError, EngineUnavailable) as exc:
+                done = f"{len(started)} started" if started else "none started"
+                return f"run {len(started) + 1} of {len(plan.runs)} was refused: {exc}; {done}"
+        self.notify(f"started {len(started)} runs" + (f" of sweep {plan.sweep}"
+                                                      if plan.sweep else ""))
+        self.query_one(RunsTable).pending_select = started[0]
+        return None

@@ -1,0 +1,119 @@
+"""Sweeps as groups of the runs table: a header row per sweep, its runs under it.
+
+A sweep's runs carry its name (``RunInfo.sweep``); the table shows them under
+one header row that counts them by state and holds the best loss of any. Under
+the header each run is named by the config values that set it apart from the
+others of its sweep (``lr=1e-3 batch=32``), its full name being the sweep's
+name and those same values. Plain functions, tested without a screen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.client.events import RunInfo
+from engine.common.config import parse_literal
+from engine.common.sweep import short_text
+
+GROUP_PREFIX = "sweep:"  # a group's row id; no run id has a colon
+BEST_KEY = "loss"  # the metric of the BEST column and of a group's best
+# The states a header counts, each with its glyph, in the order they show.
+COUNTED = (("running", "▶"), ("queued", "…"), ("finished", "✔"), ("paused", "‖"),
+           ("starting", "◌"), ("failed", "✘"), ("killed", "■"))
+
+
+@dataclass(frozen=True)
+class SweepGroup:
+    """One sweep as the table shows it: its name and its runs in creation order."""
+
+    id: str
+    name: str
+    created: float  # its first run's: the group sits where its sweep began
+    runs: tuple[str, ...]
+
+
+Item = RunInfo | SweepGroup
+
+
+def group_id(run: RunInfo) -> str | None:
+    """The row id of the group ``run`` belongs to, or None."""
+    return GROUP_PREFIX + run.sweep if run.sweep else None
+
+
+def parent_of(item: Item) -> str | None:
+    """The tree the table shows: a fork under the run it was forked from, a sweep's
+    run under its sweep's header."""
+    if isinstance(item, SweepGroup):
+        return None
+    return item.parent_id or group_id(item)
+
+
+def sweep_groups(runs: Mapping[str, RunInfo]) -> dict[str, SweepGroup]:
+    """Every sweep that has a run here, by its row id."""
+    members: dict[str, list[RunInfo]] = {}
+    for run in runs.values():
+        gid = group_id(run)
+        if gid is not None:
+            members.setdefault(gid, []).append(run)
+    groups = {}
+    for gid, found in members.items():
+        found.sort(key=lambda r: (r.created, r.id))
+        groups[gid] = SweepGroup(gid, gid.removeprefix(GROUP_PREFIX), found[0].created,
+                                 tuple(r.id for r in found))
+    return groups
+
+
+def _value_text(value: Any) -> str:
+    """A config value as a label shows it, short (``3e-4``, ``64``, ``adam``)."""
+    if isinstance(value, str):
+        value = parse_literal(value)  # a wrapped run's config may hold text numbers
+    return short_text(value)
+
+
+def differing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The config keys whose values are not the same in all of ``configs``, in first-seen
+    order."""
+    configs = list(configs)
+    keys = list(dict.fromkeys(k for config in configs for k in config))
+    return [k for k in keys
+            if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+
+
+def sweep_labels(group: SweepGroup, runs: Mapping[str, RunInfo]) -> dict[str, str]:
+    """Each run of ``group`` named by its values that differ: ``lr=1e-3 batch=32``.
+
+    A run that differs in nothing (a sweep of one, or two alike) keeps its name.
+    """
+    members = [runs[r] for r in group.runs if r in runs]
+    keys = differing_keys(r.config for r in members)
+    labels = {}
+    for run in members:
+        parts = [f"{k}={_value_text(run.config[k])}" for k in keys if k in run.config]
+        labels[run.id] = " ".join(parts) or run.name
+    return labels
+
+
+def state_counts(group: SweepGroup, runs: Mapping[str, RunInfo]) -> str:
+    """How many of the group's runs are in each state: ``3▶ 2… 3✔``."""
+    counts: dict[str, int] = {}
+    for run_id in group.runs:
+        run = runs.get(run_id)
+        if run is not None:
+            counts[run.state] = counts.get(run.state, 0) + 1
+    return " ".join(f"{counts[state]}{glyph}" for state, glyph in COUNTED if counts.get(state))
+
+
+def best_of(run_ids: Iterable[str], runs: Mapping[str, RunInfo],
+            key: str = BEST_KEY) -> tuple[str, float] | None:
+    """The run with the lowest best ``key`` among ``run_ids``, and that value (None: none
+    has one)."""
+    found = [(v, r) for r in run_ids if r in runs
+             and (v := runs[r].best.get(key)) is not None and math.isfinite(v)]
+    if not found:
+        return None
+    value, run_id = min(found)
+    return run_id, value

@@ -1,0 +1,127 @@
+"""The sweep view's scatter: one glyph per run at (hyper-parameter, metric), in the run's
+own colour, the best run a star; axes and ticks drawn as the loss chart draws them.
+
+The frame is laid out once per (size, data) and kept as strips, like the chart's.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+from textual.widget import Widget
+
+from tui.chart_math import format_log_tick, format_tick, log_ticks, nice_ticks
+from tui.scatter_data import Scatter
+from tui.widgets.chart_layout import DIM, GUTTER
+
+POINT, BEST = "●", "★"
+AXIS = Style(color="bright_black")
+
+
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    """A range around [lo, hi] with a margin, so no point sits on an axis."""
+    pad = (hi - lo) * 0.08 or max(abs(lo) * 0.1, 0.5)
+    return lo - pad, hi + pad
+
+
+class SweepScatter(Widget):
+    """Runs as points: x a hyper-parameter (log scale when it spans >10x), y a metric."""
+
+    DEFAULT_CSS = """
+    SweepScatter { height: 1fr; min-height: 6; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._scatter: Scatter | None = None
+        self._strips: list[Strip] = []
+        self._key: tuple[object, ...] | None = None
+
+    @property
+    def scatter(self) -> Scatter | None:
+        """What is drawn now."""
+        return self._scatter
+
+    def set_data(self, scatter: Scatter) -> None:
+        """Draw ``scatter`` (the same data again draws nothing)."""
+        if scatter != self._scatter:
+            self._scatter = scatter
+            self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.content_size
+        key = (width, height, self._scatter)
+        if key != self._key:
+            self._strips, self._key = self._layout(width, height), key
+        if 0 <= y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(width, self.rich_style)
+
+    def _layout(self, width: int, height: int) -> list[Strip]:
+        base = self.rich_style
+        cells = [[" "] * width for _ in range(height)]
+        styles = [[base] * width for _ in range(height)]
+        scatter = self._scatter
+        plot_w, plot_h = width - GUTTER - 1, height - 1
+        if scatter is None or not scatter.points or plot_w < 4 or plot_h < 2:
+            note = "no run has a numeric value of both axes" if scatter else ""
+            row = min(height // 2, max(height - 1, 0))
+            for i, char in enumerate(note.center(width)[:width]):
+                cells[row][i], styles[row][i] = char, base + DIM
+            return [_strip(cells[r], styles[r], width) for r in range(height)]
+
+        def to_x(value: float) -> float:
+            return math.log10(value) if scatter.log_x else value
+
+        x_lo, x_hi = _padded(min(to_x(p.x) for p in scatter.points),
+                             max(to_x(p.x) for p in scatter.points))
+        y_lo, y_hi = _padded(min(p.y for p in scatter.points), max(p.y for p in scatter.points))
+
+        def put(row: int, col: int, text: str, style: Style) -> None:
+            for offset, char in enumerate(text[: max(width - col, 0)]):
+                cells[row][col + offset], styles[row][col + offset] = char, style
+
+        for r in range(plot_h):
+            put(r, GUTTER - 1, "│", base + AXIS)
+        values = nice_ticks(y_lo, y_hi, max(2, plot_h // 3))
+        step = values[1] - values[0] if len(values) > 1 else y_hi - y_lo
+        for value in values:
+            row = round((y_hi - value) / (y_hi - y_lo) * (plot_h - 1))
+            put(row, 0, format_tick(value, step)[: GUTTER - 1].rjust(GUTTER - 1), base)
+            put(row, GUTTER - 1, "┤", base + AXIS)
+        axis = height - 1
+        put(axis, 0, scatter.x_name[: GUTTER - 1], base + DIM)
+        if scatter.log_x:
+            ticks = [(math.log10(v), format_log_tick(v)) for v in log_ticks(x_lo, x_hi, 4)]
+        else:
+            marks = nice_ticks(x_lo, x_hi, max(2, plot_w // 12))
+            x_step = marks[1] - marks[0] if len(marks) > 1 else x_hi - x_lo
+            ticks = [(v, format_tick(v, x_step)) for v in marks]
+        free_from = GUTTER
+        for position, label in ticks:
+            col = GUTTER + round((position - x_lo) / (x_hi - x_lo) * (plot_w - 1))
+            start = min(col - len(label) // 2, width - len(label))
+            if start >= free_from:
+                put(axis, start, label, base)
+                free_from = start + len(label) + 1
+        # The best run last, so it is the one seen where points share a cell.
+        for point in sorted(scatter.points, key=lambda p: p.best):
+            col = GUTTER + round((to_x(point.x) - x_lo) / (x_hi - x_lo) * (plot_w - 1))
+            row = round((y_hi - point.y) / (y_hi - y_lo) * (plot_h - 1))
+            style = base + Style.parse(point.colour or "default")
+            put(row, col, BEST if point.best else POINT, style + Style(bold=point.best))
+        return [_strip(cells[r], styles[r], width) for r in range(height)]
+
+
+def _strip(cells: list[str], styles: list[Style], width: int) -> Strip:
+    """One line as a segment per run of one style."""
+    segments: list[Segment] = []
+    start = 0
+    for c in range(1, width + 1):
+        if c == width or styles[c] != styles[start]:
+            segments.append(Segment("".join(cells[start:c]), styles[start]))
+            start = c
+    return Strip(segments, width)
