@@ -120,6 +120,21 @@ def _kill_leftovers(paths: StatePaths) -> None:
         time.sleep(0.1)
 
 
+def wait_until(
+    check: Callable[[], Any], what: str = "the condition held", timeout: float = 30.0
+) -> Any:
+    """Poll ``check()`` until it is truthy and return its value; fail the test after
+    ``timeout`` seconds, saying ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -124,11 +126,11 @@ def test_a_wrapped_command_printing_loss_nan_is_stopped(engine: Engine, tmp_path
     assert engine.run(run_id)["state"] == "running"  # nothing new to trip on
 
 
-def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
-    engine: Engine, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def attached_script(tmp_path: Path, watch: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """ATTACHED_SCRIPT run from a shell (``watch``: more arguments of its init), and its run id."""
     script = tmp_path / "train.py"
-    script.write_text(ATTACHED_SCRIPT.replace("WATCH", ""))
+    script.write_text(ATTACHED_SCRIPT.replace("WATCH", watch))
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
         env=child_env(),
@@ -137,30 +139,26 @@ def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("RUN "), line
-        run = engine.wait_state(line.split()[1], "paused", *TERMINAL)
+        yield proc, line.split()[1]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_attached_script_whose_loss_turns_nan_pauses_at_its_next_step(
+    engine: Engine, tmp_path: Path
+) -> None:
+    with attached_script(tmp_path, "") as (proc, run_id):
+        run = engine.wait_state(run_id, "paused", *TERMINAL)
         assert run["state"] == "paused" and run["condition"] == "loss nan at step 20"
         assert run["events"][-1]["reason"] == "paused: loss nan at step 20"
         assert proc.poll() is None  # paused in place, its memory kept
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_an_attached_script_can_opt_out_of_the_watch(engine: Engine, tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(ATTACHED_SCRIPT.replace("WATCH", ", divergence=False"))
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=child_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        run_id = proc.stdout.readline().split()[1]
+    with attached_script(tmp_path, ", divergence=False") as (_, run_id):
         run = engine.wait_step(run_id, 40)
         assert run["state"] == "running" and run["divergence_factor"] is None
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_a_fork_inherits_the_setting_unless_it_overrides_it(engine: Engine) -> None:

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from engine.rundir.paths import child_env
 from engine.server.cores import Share, on_cpu, split_cores
-from tests.conftest import Engine
+from tests.conftest import Engine, wait_until
 
 CPUS = sorted(os.sched_getaffinity(0))
 needs_two_cores = pytest.mark.skipif(len(CPUS) < 2, reason="needs 2 cores to share")
@@ -76,14 +75,6 @@ def threads_now(engine: Engine, run_id: str) -> int:
     """The thread count the run's last step ran with (0 before its first point)."""
     points = engine.losses(run_id, "threads")
     return int(points[max(points)]) if points else 0
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.1)
 
 
 def pid_of(engine: Engine, run_id: str) -> int:

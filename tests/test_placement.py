@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.server.placement import GpuRoom, place, rooms_from
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 
 GIB = 1024**3
 
@@ -82,16 +82,6 @@ def used(engine: Engine) -> list[int]:
     return [g["memory_used"] for g in engine.cli("gpu", "--json").json()["gpus"]]
 
 
-def wait(predicate: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_runs_are_placed_by_free_memory_and_wait_for_their_expected_peak(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,19 +89,19 @@ def test_runs_are_placed_by_free_memory_and_wait_for_their_expected_peak(
     write_gpus(gpus, [gpu(0), gpu(70)])
     monkeypatch.setenv("TRAINTOP_FAKE_GPUS", str(gpus))
     monkeypatch.setenv("TRAINTOP_TELEMETRY_INTERVAL", "0.1")
-    wait(lambda: len(engine.cli("gpu", "--json").json()["gpus"]) == 2)
+    wait_until(lambda: len(engine.cli("gpu", "--json").json()["gpus"]) == 2)
     first = engine.cli("run", "--gpus", "1", "--name", "first", "--json", "--", *SLEEPER).json()
     assert first["device"] == "cuda:0"  # 80 GiB free there, 10 on cuda:1
-    wait(lambda: "visible 0" in engine.cli("logs", "first").out)
+    wait_until(lambda: "visible 0" in engine.cli("logs", "first").out)
     # It holds 30 GiB of cuda:0; the daemon keeps that as its peak.
     pid = engine.wait("first", lambda r: r["pid"] is not None)["pid"]
     write_gpus(gpus, [gpu(30, [{"pid": pid, "memory": 30 * GIB}]), gpu(70)])
-    wait(lambda: (engine.run("first")["gpu_peak"] or 0) >= 30 * GIB)
+    wait_until(lambda: (engine.run("first")["gpu_peak"] or 0) >= 30 * GIB)
     assert engine.cli("kill", "first", "--grace", "0").code == 0
     engine.wait_state("first", *TERMINAL)
     # Someone else's job fills cuda:0: 20 GiB free there, 10 on cuda:1.
     write_gpus(gpus, [gpu(60), gpu(70)])
-    wait(lambda: used(engine) == [60 * GIB, 70 * GIB])  # the daemon sees it
+    wait_until(lambda: used(engine) == [60 * GIB, 70 * GIB])  # the daemon sees it
     again = engine.cli("restart", "first", "--no-wait", "--json")
     assert again.code == 0, again.err
     waiting = engine.wait(again.json()["id"], lambda r: r["condition"], 10)
@@ -122,4 +112,4 @@ def test_runs_are_placed_by_free_memory_and_wait_for_their_expected_peak(
     write_gpus(gpus, [gpu(60), gpu(40)])  # now cuda:1 has room (40 GiB free)
     started = engine.wait_state(waiting["id"], "starting", "running")
     assert started["device"] == "cuda:1"
-    wait(lambda: "visible 1" in engine.cli("logs", waiting["id"]).out)
+    wait_until(lambda: "visible 1" in engine.cli("logs", waiting["id"]).out)

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from engine.rundir.paths import RunDir, read_json, write_json_atomic
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"steps": 40, "dim": 8, "batch": 16}
@@ -41,17 +41,6 @@ def launch(run_dir: Path, config: dict[str, Any], *, workload: str = "synthetic"
     })
     return subprocess.Popen([sys.executable, "-m", "engine.run.shim", str(run_dir)], cwd=ROOT,
                             start_new_session=True)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll until ``predicate()`` is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def finish(shim: subprocess.Popen[bytes], run_dir: Path) -> dict[str, Any]:
