@@ -26,6 +26,7 @@ from tests.snapshot_tests.fixed_state import (
 )
 from tests.test_tui import until
 from tui.app import TraintopApp
+from tui.scatter_data import scatter
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
@@ -290,5 +291,42 @@ def test_queued_runs_say_why_they_wait_and_move_up_and_down(engine: Engine) -> N
                         == [ids[2], ids[0], ids[1]])
             await until(pilot, lambda: table.cell_text(ids[2], "STATE").startswith(
                 "… queued #1"))
+
+    asyncio.run(scenario())
+
+
+def test_a_one_decade_grid_is_scattered_on_a_log_x() -> None:
+    def log_x(*lrs: float) -> bool:
+        runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                                   "workload": "charlm", "step": 9, "config": {"lr": lr},
+                                   "best": {"loss": 1.0 + n}})
+                for n, lr in enumerate(lrs)]
+        return scatter(runs, "lr", "loss", True, {}, {}).log_x
+
+    assert log_x(1e-3, 3e-3, 1e-2)  # 1e-3 and 3e-3 would crowd the left of a linear axis
+    assert log_x(3e-5, 1e-4, 3e-4)  # a decade whose ratio comes out a hair under 10
+    assert not log_x(1e-3, 2e-3, 9e-3)
+    assert not log_x(0.0, 1e-3, 1e-2)  # a zero has no place on a log axis
+
+
+def test_the_sweep_views_key_never_breaks_a_run_across_lines(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(90, 40)) as pilot:  # too narrow for the key on a line
+            table = await _loaded(pilot, app, 11)
+            table.select(GROUP)
+            await pilot.press("v")
+            view = await until(pilot, lambda: isinstance(app.screen, SweepView) and app.screen)
+            await pilot.pause()
+            shown = view.shown
+            assert shown is not None and len(shown.points) == len(SWEEP_IDS)
+            key = view.query_one("#scatter-runs", Static)
+            lines = [key.render_line(y).text for y in range(key.size.height)]
+            assert len(lines) > 1
+            for point in shown.points:
+                entry = f"{point.label} {format_number(point.y)}"
+                assert sum(entry in line for line in lines) == 1, (entry, lines)
 
     asyncio.run(scenario())
