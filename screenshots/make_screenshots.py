@@ -4,48 +4,42 @@ Everything is real: a daemon on a temporary state directory, the three
 ``traintop demo`` charlm runs, a fork of the middle one, and the Textual app
 under ``run_test()``. The GPU panel is the one exception: with no GPU on the
 machine, the daemon is restarted with ``TRAINTOP_FAKE_GPUS=2`` so its
-telemetry reports two simulated H100s.
+telemetry reports two simulated H100s. Then, on a second state directory, a
+12-run charlm sweep (``sweep_shots.py``) for the overlay and the scatter.
 
 Writes ``screenshots/*.svg`` as Textual saved them and a ``.png`` of each
 (cairosvg, with a monospace font that exists here put in place of Fira Code).
-At the end every run is killed, the daemon stopped and any process left
-under the temporary directory ended.
+After each part every run is killed, the daemon stopped and any process left
+under its temporary directory ended.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
 import os
-import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import psutil
+from shot_tools import OUT, ROOT, Pilot, log, poll, save, stop_everything, to_png, until
+from sweep_shots import capture_sweep, start_sweep, wait_for_sweep
+from textual.widgets import Input
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from engine.client.client import Client
+from engine.client.demo import fork_request, start_demo
+from engine.client.events import RunInfo
+from engine.rundir.paths import StatePaths
+from tui.app import TraintopApp
+from tui.screens.detail import RunDetail
+from tui.screens.dialogs import ForkDialog
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.runs_table import RunsTable
 
-from textual.widgets import Input  # noqa: E402
-
-from engine.client.client import Client, EngineUnavailable  # noqa: E402
-from engine.client.demo import fork_request, start_demo  # noqa: E402
-from engine.client.events import RunInfo  # noqa: E402
-from engine.rundir.paths import StatePaths  # noqa: E402
-from tui.app import TraintopApp  # noqa: E402
-from tui.screens.detail import RunDetail  # noqa: E402
-from tui.screens.dialogs import ForkDialog  # noqa: E402
-from tui.widgets.loss_chart import LossChart  # noqa: E402
-from tui.widgets.runs_table import RunsTable  # noqa: E402
-
-OUT = ROOT / "screenshots"
 SIZE = (140, 42)
 SMALL = (80, 24)
 MIN_STEPS = 300
@@ -53,41 +47,7 @@ WAIT_RUNS_S = 90.0
 FORK_GROWS_S = 20.0
 FAKE_GPUS = 2
 TELEMETRY_S = 12.0  # long enough for the GPU sparklines to show a history
-TERMINAL = ("finished", "failed", "killed")
-PNG_FONT = "DejaVu Sans Mono"
-# DejaVu Sans Mono has no braille and cairo does not fall back glyph by glyph, so braille is
-# drawn in DejaVu Sans, which is wider: one <text> per glyph keeps each in its cell.
-BRAILLE_FONT = "DejaVu Sans"
-TEXT_ELEMENT = re.compile(r"<text ([^>]*)>([^<]*)</text>")
-
-T = TypeVar("T")
-Pilot = Any
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def poll(check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T | None:
-    """``check()``'s first truthy result, or None after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
-
-
-async def until(pilot: Pilot, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Let the app run until ``check()`` is truthy; RuntimeError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise RuntimeError("the app did not get there in time")
-        await pilot.pause(0.1)
+SWEEP_SIZE = (140, 42)
 
 
 # -- the runs -------------------------------------------------------------------
@@ -129,47 +89,6 @@ def restart_daemon(paths: StatePaths, env: dict[str, str]) -> None:
     finally:
         for key in env:
             os.environ.pop(key, None)
-
-
-def stop_everything(paths: StatePaths) -> None:
-    """Kill every run, stop the daemon, end whatever still runs under ``paths.home``."""
-    with (
-        contextlib.suppress(EngineUnavailable, OSError),
-        Client(paths).connect(autostart=False) as client,
-    ):
-        for run in client.all_runs():
-            if run["state"] not in TERMINAL:
-                with contextlib.suppress(Exception):
-                    client.call("kill", run=run["id"], grace=2)
-
-        def all_ended() -> bool:
-            return all(r["state"] in TERMINAL for r in client.all_runs())
-
-        poll(all_ended, 15.0)
-        client.call("shutdown")
-    for worker in paths.runs.glob("*/worker.json"):
-        with contextlib.suppress(Exception):
-            os.killpg(int(json.loads(worker.read_text())["pgid"]), signal.SIGKILL)
-    home = str(paths.home)
-
-    def leftovers() -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter(["cmdline", "environ"]):
-            with contextlib.suppress(psutil.Error):
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                if home in cmdline or (proc.info["environ"] or {}).get("TRAINTOP_HOME") == home:
-                    found.append(proc)
-        return found
-
-    for proc in leftovers():
-        with contextlib.suppress(psutil.Error):
-            proc.wait(timeout=5)
-    for proc in leftovers():
-        log(f"ending leftover process {proc.pid}")
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    left = [p.pid for p in leftovers() if p.status() != psutil.STATUS_ZOMBIE]
-    log(f"processes left under {home}: {left or 'none'}")
 
 
 # -- the captures ---------------------------------------------------------------
@@ -226,53 +145,8 @@ async def capture_gpu_panel(paths: StatePaths, parent: str, fork: str) -> None:
         save(app, "gpu-panel.svg")
 
 
-def save(app: TraintopApp, filename: str) -> None:
-    app.save_screenshot(filename=filename, path=str(OUT))
-    log(f"saved screenshots/{filename}")
-
-
-# -- SVG to PNG -----------------------------------------------------------------
-
-
-def to_png(svg: Path) -> Path | None:
-    """``svg`` as a PNG beside it, drawn with fonts present here instead of the absent Fira Code."""
-    try:
-        import cairosvg  # type: ignore[import-untyped]
-    except ImportError:
-        print("no PNGs: cairosvg is missing (.venv/bin/pip install cairosvg)")
-        return None
-    text = re.sub(r'"?Fira Code"?', f'"{PNG_FONT}"', svg.read_text(encoding="utf-8"))
-    text = TEXT_ELEMENT.sub(_braille_run, text)
-    png = svg.with_suffix(".png")
-    with tempfile.NamedTemporaryFile("w", suffix=".svg", encoding="utf-8") as copy:
-        copy.write(text)
-        copy.flush()
-        cairosvg.svg2png(url=copy.name, write_to=str(png), scale=1.0)
-    return png
-
-
-def _braille_run(match: re.Match[str]) -> str:
-    """A <text> of braille as one <text> per glyph in BRAILLE_FONT, each at its own cell
-    (cairosvg ignores textLength, so a run in a wider font would spill out of its cells)."""
-    attributes, content = match.groups()
-    content = content.replace("&#160;", " ")
-    x = re.search(r' x="([0-9.]+)"', attributes)
-    length = re.search(r' textLength="([0-9.]+)"', attributes)
-    if x is None or length is None or not re.search("[\u2800-\u28ff]", content):
-        return match.group(0)
-    cell = float(length.group(1)) / len(content)
-    rest = attributes.replace(x.group(0), "").replace(length.group(0), "")
-    return "".join(
-        f'<text style="font-family: {BRAILLE_FONT}" x="{float(x.group(1)) + i * cell:.1f}" '
-        f"{rest}>{char}</text>"
-        for i, char in enumerate(content)
-        if char != " "
-    )
-
-
-def main() -> int:
-    """Start runs, capture the screens, convert them, clean up."""
-    OUT.mkdir(exist_ok=True)
+def demo_shots() -> None:
+    """The demo runs and a fork: main view, fork dialog, run detail, 80x24, GPU panel."""
     home = Path(tempfile.mkdtemp(prefix="traintop-shots-"))
     paths = StatePaths(home)
     log(f"state directory {home}")
@@ -286,10 +160,45 @@ def main() -> int:
     finally:
         stop_everything(paths)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def sweep_shots() -> None:
+    """A 12-run sweep, on a state directory of its own: overlaid, then its scatter."""
+    home = Path(tempfile.mkdtemp(prefix="traintop-sweep-shots-"))
+    paths = StatePaths(home)
+    log(f"state directory {home}")
+    try:
+        group, ids = start_sweep(paths)
+        wait_for_sweep(paths, ids)
+        asyncio.run(capture_sweep(paths, group, ids, SWEEP_SIZE))
+    finally:
+        stop_everything(paths)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+PARTS = {"demo": demo_shots, "sweep": sweep_shots}
+
+
+def main() -> int:
+    """Start runs, capture the screens, convert the new ones, clean up."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", metavar="PART",
+                        help=f"which screenshots to make: {' '.join(PARTS)} (default: all)")
+    args = parser.parse_args()
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        parser.error(f"no part {unknown[0]!r}; the parts are {', '.join(PARTS)}")
+    OUT.mkdir(exist_ok=True)
+    began = time.time()
+    for part in args.parts or PARTS:
+        PARTS[part]()
     for svg in sorted(OUT.glob("*.svg")):
+        if svg.stat().st_mtime < began:
+            continue  # not made this time
         png = to_png(svg)
         if png is not None:
             log(f"{png.relative_to(ROOT)}: {png.stat().st_size // 1024} KiB")
+    log(f"done in {time.time() - began:.0f} s")
     return 0
 
 

@@ -359,3 +359,54 @@ def test_the_view_settings_live_in_one_chart_view_read_by_the_feed_and_the_chart
             assert chart.view == ChartView(metric="acc", smoothing=0.6, x_by_time=True)
 
     asyncio.run(main())
+
+
+def _sweep(n: int, emphasised: int | None = None) -> list[Series]:
+    """``n`` noisy decays, as a sweep overlaid; one of them emphasised if asked."""
+    return [
+        Series(f"r{i:02d}xyz lr={i}e-3 batch=32", *decay(300, 1.0 + i / 10),
+               style=f"color({i + 1})", emphasis=i == emphasised)
+        for i in range(n)
+    ]
+
+
+def test_a_twelve_run_overlay_names_every_run_on_legend_lines_above_the_plot() -> None:
+    def scenario(chart: LossChart) -> None:
+        chart.set_data(_sweep(12), [], "step")
+
+    _, lines = run_chart((100, 30), scenario)
+    legend = [line for line in lines if "━━" in line]
+    assert 1 < len(legend) <= (30 - 2) // 3 and lines[: len(legend)] == legend
+    assert all(f"r{i:02d}xyz lr={i}e-3 batch=32" in "".join(legend) for i in range(12))
+    assert "more" not in "".join(legend)
+    assert not any(c in BRAILLE for line in legend for c in line)  # the plot starts below
+    assert any(c in BRAILLE for c in lines[len(legend)] + lines[len(legend) + 1])
+    assert len(lines) == 30 and "step" in lines[-1]
+
+    _, short = run_chart((100, 11), scenario)  # a third of 9 rows: 3 legend lines at most
+    legend = [line for line in short if "━━" in line]
+    assert len(legend) == 3 and legend[-1].rstrip().endswith("more")
+    assert len(short) == 11 and any(c in BRAILLE for c in short[3])
+
+
+def test_raw_points_are_drawn_faint_only_for_the_selected_run() -> None:
+    def faint_cells(emphasised: int | None) -> int:
+        async def main() -> int:
+            app = ChartApp()
+            async with app.run_test(size=(100, 30)) as pilot:
+                chart = app.query_one(LossChart)
+                chart.set_data(_sweep(4, emphasised), [], "step")
+                chart.smoothing = 0.9  # a curve apart from the raw points
+                await pilot.pause()
+                return sum(
+                    len(segment.text) for y in range(chart.size.height)
+                    for segment in chart.render_line(y)
+                    if segment.style is not None and segment.style.dim
+                    and any(c in BRAILLE for c in segment.text)
+                )
+
+        return asyncio.run(main())
+
+    # A sweep overlaid from its header (no run selected): curves only, no raw clouds.
+    assert faint_cells(None) == 0
+    assert faint_cells(2) > 0  # the selected run's raw points, faint behind the curves

@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 from rich.color import Color
+from rich.segment import Segment
 from textual.widgets import Static
 
 from engine.rundir.state_dir import DIR_MODE
@@ -71,8 +72,14 @@ def _mark_colour(table: RunsTable, run_id: str) -> Color | None:
 
 
 def _legend(chart: LossChart) -> tuple[str, dict[str, Color | None]]:
-    """The legend's text, and the colour of the swatch before each run id in it."""
-    segments = list(chart.render_line(0))
+    """The legend's text (its lines, one after the other), and the colour of the swatch
+    before each run id in it."""
+    segments: list[Segment] = []
+    for y in range(chart.size.height):  # the legend's lines are the top ones with swatches
+        line = list(chart.render_line(y))
+        if not any(s.text == "━━" for s in line):
+            break
+        segments += line
     colours = {}
     for swatch, label in itertools.pairwise(segments):
         if swatch.text == "━━" and swatch.style is not None:
@@ -168,10 +175,11 @@ def test_marking_more_than_the_cap_says_so_once_and_marks_nothing(engine: Engine
             assert len(messages) == 1 and f"at most {MAX_MARKS}" in messages[0]
             assert list(app.state.marks) == ids[:MAX_MARKS]
             assert _mark_colour(table, ids[MAX_MARKS]) is None
-            # The marked runs, and the one under the cursor on top, all in one chart.
+            # The marked runs, and the one under the cursor on top, all in one chart,
+            # each named in the legend (on as many lines as it takes).
             await until(pilot, lambda: _charted(app) == [*ids[:MAX_MARKS], ids[MAX_MARKS]])
-            text, _ = _legend(app.query_one(LossChart))
-            assert text.rstrip().endswith("more")
+            _, swatches = _legend(app.query_one(LossChart))
+            assert sorted(swatches) == sorted(ids[: MAX_MARKS + 1])
 
     asyncio.run(scenario())
 

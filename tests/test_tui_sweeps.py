@@ -16,19 +16,23 @@ from textual.widgets import Input, Select, Static
 
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
 from engine.common.format import format_number
+from engine.common.sweep import run_names
 from engine.server.store import Store
 from tests.conftest import Engine
 from tests.snapshot_tests.fixed_state import (
     EPOCH,
     SWEEP_IDS,
     fill_sweep_state_dir,
+    loss_points,
     store_run,
 )
 from tests.test_tui import until
 from tui.app import TraintopApp
+from tui.scatter_data import scatter
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
+from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
 Pilot = Any
@@ -290,5 +294,80 @@ def test_queued_runs_say_why_they_wait_and_move_up_and_down(engine: Engine) -> N
                         == [ids[2], ids[0], ids[1]])
             await until(pilot, lambda: table.cell_text(ids[2], "STATE").startswith(
                 "… queued #1"))
+
+    asyncio.run(scenario())
+
+
+def test_a_one_decade_grid_is_scattered_on_a_log_x() -> None:
+    def log_x(*lrs: float) -> bool:
+        runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                                   "workload": "charlm", "step": 9, "config": {"lr": lr},
+                                   "best": {"loss": 1.0 + n}})
+                for n, lr in enumerate(lrs)]
+        return scatter(runs, "lr", "loss", True, {}, {}).log_x
+
+    assert log_x(1e-3, 3e-3, 1e-2)  # 1e-3 and 3e-3 would crowd the left of a linear axis
+    assert log_x(3e-5, 1e-4, 3e-4)  # a decade whose ratio comes out a hair under 10
+    assert not log_x(1e-3, 2e-3, 9e-3)
+    assert not log_x(0.0, 1e-3, 1e-2)  # a zero has no place on a log axis
+
+
+def test_the_sweep_views_key_never_breaks_a_run_across_lines(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(90, 40)) as pilot:  # too narrow for the key on a line
+            table = await _loaded(pilot, app, 11)
+            table.select(GROUP)
+            await pilot.press("v")
+            view = await until(pilot, lambda: isinstance(app.screen, SweepView) and app.screen)
+            await pilot.pause()
+            shown = view.shown
+            assert shown is not None and len(shown.points) == len(SWEEP_IDS)
+            key = view.query_one("#scatter-runs", Static)
+            lines = [key.render_line(y).text for y in range(key.size.height)]
+            assert len(lines) > 1
+            for point in shown.points:
+                entry = f"{point.label} {format_number(point.y)}"
+                assert sum(entry in line for line in lines) == 1, (entry, lines)
+
+    asyncio.run(scenario())
+
+
+def test_a_three_axis_sweep_is_named_whole_in_the_charts_legend(engine: Engine) -> None:
+    """The last value of a sweep run's name is what tells it from its neighbour:
+    the legend must not cut it off (``lr=1e-3 batch=16 dr…``)."""
+    overrides = [["lr=1e-3", "batch=16", "dropout=0"], ["lr=0.01", "batch=32", "dropout=0.1"]]
+    ids = [f"d{n}x4y5" for n in range(len(overrides))]
+    engine.paths.home.mkdir(mode=0o700, parents=True)
+    engine.paths.runs.mkdir(mode=0o700)
+    store = Store(engine.paths.store)
+    try:
+        for n, (run_id, name) in enumerate(zip(ids, run_names("charlm", overrides,
+                                                              lambda name: False), strict=True)):
+            engine.paths.run_dir(run_id).path.mkdir(mode=0o700)
+            config = dict(o.split("=") for o in overrides[n])
+            store_run(store, {"id": run_id, "name": name, "workload": "charlm", "sweep": "charlm",
+                              "config": config, "total_steps": 50, "created": EPOCH + n},
+                      loss_points(0, 50, 1e-3 * (n + 1), EPOCH + n, seed=n),
+                      ("finished", "finished", 0))
+    finally:
+        store.close()
+    assert engine.cli("engine", "start").code == 0
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(140, 42)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table.order) == len(ids) + 1)
+            table.select(GROUP)
+            await pilot.press("space")
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: len(chart.series) == len(ids))
+            await pilot.pause()
+            legend = "".join(chart.render_line(y).text for y in range(4))
+            for n in range(len(overrides)):
+                assert " ".join(overrides[n]) in legend, legend
 
     asyncio.run(scenario())

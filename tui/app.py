@@ -50,7 +50,9 @@ STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this
 CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
-LEGEND_NAME = 20  # a run's name in the chart's legend is cut to this
+# A run's name in the chart's legend is cut to this: room for a three-axis sweep run's
+# values (lr=1e-3 batch=16 dropout=0.1), whose last one tells it from its neighbour.
+LEGEND_NAME = 30
 
 HEAP_SETTLE_S = 2.0  # after connecting: the runs, their tails and the first frames are in
 

@@ -13,7 +13,9 @@ from engine.client.events import RunInfo
 from engine.common.config import parse_literal
 from tui.sweep_groups import differing_keys
 
-LOG_SPAN = 10.0  # x goes on a log scale when its values span more than this factor
+# x goes on a log scale when its values span this factor or more: a one-decade grid
+# (1e-3, 3e-3, 1e-2) is spaced by ratios, and on a linear axis its small values crowd.
+LOG_SPAN = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def scatter(
             found.append((run, x, y))
     best = min(found, key=lambda f: f[2])[0].id if found else None
     xs = [x for _, x, _ in found]
-    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > LOG_SPAN
+    # The tolerance keeps a decade a decade where floats divide to a hair under 10
+    # (3e-4 / 3e-5 = 9.999999999999998).
+    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= LOG_SPAN * (1 - 1e-9)
     points = tuple(
         ScatterPoint(run.id, labels.get(run.id, run.name), x, y, colours.get(run.id, ""),
                      run.id == best)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
+from rich.columns import Columns
 from rich.markup import escape
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -91,12 +93,14 @@ class SweepView(ModalScreen[None]):
         if drawn.missing:
             line += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
         self.query_one("#scatter-best", Static).update(line)
-        # Every point named, in its colour, lowest first: the key to the plot.
+        # Every point named, in its colour, lowest first: the key to the plot, in
+        # columns, so that no name is broken across two lines.
         ordered = sorted(drawn.points, key=lambda p: p.y)
-        self.query_one("#scatter-runs", Static).update("   ".join(
-            f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] {escape(p.label)} "
-            f"[dim]{format_number(p.y)}[/]" for p in ordered
-        ))
+        self.query_one("#scatter-runs", Static).update(Columns([
+            Text.from_markup(f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] "
+                             f"{escape(p.label)} [dim]{format_number(p.y)}[/]")
+            for p in ordered
+        ], padding=(0, 3)))
 
     def action_next_param(self) -> None:
         params = numeric_params(self.runs_of())

@@ -38,6 +38,7 @@ MIN_WIDTH_FOR_GUTTER = 24
 DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 DIM = Style(dim=True)
 LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
+LEGEND_SHARE = 3  # the legend takes at most this fraction (1/N) of the chart's rows
 
 
 
@@ -118,15 +119,17 @@ class ChartLayout:
             x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
         if chart.live:
             x_hi = chart.live_x_end(x_lo, x_hi)
-        legend = self._legend(order)
+        legend = self._legend(order)  # one line when the plot has no rows to give
         if self.plot_h < 1 or self.plot_w < 1:
-            return [legend] + [Strip.blank(self.width, self.base)] * (self.height - 1)
+            return legend + [Strip.blank(self.width, self.base)] * (self.height - 1)
         dot_w = self.plot_w * 2
         main: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
         faint: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
-        # Raw points (faint) only for the selected run: with forks overlaid, the
-        # others' raw clouds would bury the curves being compared.
-        emphasized = {i for i in order if chart.series[i].emphasis} or set(order)
+        # Raw points (faint) only for the selected run, or a lone curve: with forks or a
+        # sweep overlaid, the others' raw clouds would bury the curves being compared.
+        emphasized = {i for i in order if chart.series[i].emphasis}
+        if not emphasized and len(order) == 1:
+            emphasized = set(order)
         for i in order:
             smooth, raw = chart.curves(i)
             curve = chart.series[i].curve
@@ -137,6 +140,7 @@ class ChartLayout:
         values = [v for b, _ in main.values() for mm in b if mm is not None for v in mm]
         if not values:
             return self._note("no positive values" if chart.log_y else "no finite values")
+        self._give_rows(len(legend) - 1)
         y_lo, y_hi = min(values), max(values)
         pad = (y_hi - y_lo) * 0.05 or max(abs(y_lo) * 0.05, 0.5)
         y_lo, y_hi = y_lo - pad, y_hi + pad
@@ -152,7 +156,7 @@ class ChartLayout:
         self._markers(x_lo, x_hi)
         self._y_axis(y_lo, y_hi)
         self._x_axis(x_lo, x_hi)
-        return [legend] + [self._row_strip(r) for r in range(1, self.height)]
+        return legend + [self._row_strip(r) for r in range(1, self.height)]
 
     def _buckets(
         self, xs: Sequence[float], ys: list[float | None], x_lo: float, x_hi: float, cols: int
@@ -271,28 +275,42 @@ class ChartLayout:
         for offset, char in enumerate(text[: max(self.width - col, 0)]):
             self.cells[row][col + offset], self.styles[row][col + offset] = char, style
 
-    def _legend(self, order: list[int]) -> Strip:
-        """One line naming each curve (the emphasised first) with its colour and last
-        value; what does not fit is counted as "+N more", never wrapped over the plot."""
+    def _legend(self, order: list[int]) -> list[Strip]:
+        """The legend's lines: each curve (the emphasised first) with its colour and last
+        value, on as many lines as it needs up to a third of the chart's height, so that a
+        whole sweep overlaid is named; what does not fit even then is counted as "+N more".
+        The plot gives up the extra lines (``_give_rows``): a legend never covers it."""
         emphasised = [i for i in order if self.chart.series[i].emphasis]
         entries: list[tuple[Style, str]] = []
         for i in emphasised + [i for i in order if i not in emphasised]:
             smooth, _ = self.chart.curves(i)
             last = next((v for v in reversed(smooth) if v is not None), None)
             entries.append((self._style(i), f" {self.chart.series[i].label} {format_value(last)}"))
-        segments: list[Segment] = []
+        most = max(1, (self.height - 2) // LEGEND_SHARE)
+        lines: list[list[Segment]] = [[]]
         used = 0
         for n, (style, label) in enumerate(entries):
             after = len(entries) - n - 1  # entries after this one, if it is the last that fits
-            room = self.width - used - (len(f"  +{after} more") if after else 0)
-            if 2 + cell_len(label) > room and n:
-                segments.append(Segment(f"+{len(entries) - n} more", self.base + DIM))
-                break
-            if 2 + cell_len(label) > room:  # the first entry alone is too long: cut its name
+            more = len(f"  +{after} more") if after else 0  # kept free on the last line
+            room = self.width - used - (more if len(lines) == most else 0)
+            if 2 + cell_len(label) > room and used:
+                if len(lines) == most:
+                    lines[-1].append(Segment(f"+{len(entries) - n} more", self.base + DIM))
+                    break
+                lines.append([])
+                used = 0
+                room = self.width - (more if len(lines) == most else 0)
+            if 2 + cell_len(label) > room:  # the entry alone is too long: cut its name
                 label = label[: max(room - 3, 0)] + "…"
-            segments += [Segment("━━", style), Segment(label + "  ", self.base)]
+            lines[-1] += [Segment("━━", style), Segment(label + "  ", self.base)]
             used += 4 + cell_len(label)
-        return Strip(segments).crop_extend(0, self.width, self.base)
+        return [Strip(line).crop_extend(0, self.width, self.base) for line in lines]
+
+    def _give_rows(self, rows: int) -> None:
+        """Hand the chart's top ``rows`` more to the legend: the plot is that much shorter."""
+        self.height -= rows
+        self.plot_h -= rows
+        self.cells, self.styles = self.cells[rows:], self.styles[rows:]
 
     def _row_strip(self, row: int) -> Strip:
         """Merge a row's cells into one segment per run of one style (styles are shared)."""

@@ -1,0 +1,105 @@
+"""The "Many runs" screenshots: a real 12-run charlm sweep, overlaid, and its scatter.
+
+The sweep is expanded, named and started as ``traintop sweep`` does it
+(``engine.common.sweep`` and ``engine.client.sweep_plan``), into its own queue with a
+slot for every run, on its own state directory so the table holds the sweep alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from shot_tools import TERMINAL, log, poll, save, until
+
+from engine.client.client import Client
+from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.common.sweep import expand, parse_tokens
+from engine.rundir.paths import StatePaths
+from tui.app import TraintopApp
+from tui.screens.sweep_view import SweepView
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.runs_table import RunsTable
+
+WORKLOAD = "charlm"
+# 3 x 2 x 2 = 12 runs, each small and short, so that all of them end in a couple of
+# minutes on two cores; a fixed seed, so the curves differ only by the swept values.
+AXES = ["lr=1e-3,3e-3,1e-2", "batch=16,32", "dropout=0,0.1"]
+FIXED = ["steps=300", "d_model=32", "layers=1", "warmup=20"]
+QUEUE = "sweep"
+WAIT_SWEEP_S = 300.0
+
+
+def start_sweep(paths: StatePaths) -> tuple[str, list[str]]:
+    """Start the sweep in its own queue; (its group's name, its run ids)."""
+    runs = expand(parse_tokens([*FIXED, *AXES]))
+    with Client(paths).connect() as client:
+        listed = client.all_runs()
+        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
+        plan = plan_sweep(WORKLOAD, runs, base_name(WORKLOAD),
+                          taken.__contains__, sweeps.__contains__)
+        found = client.call("workloads", workload=WORKLOAD, cwd="/")
+        problem = config_problem(next(iter(found.values())), plan.runs)
+        if problem is not None:
+            raise RuntimeError(problem)
+        client.call("queue_set", name=QUEUE, parallel=len(plan.runs))
+        ids = [client.call("start", **request)["id"]
+               for request in plan.start_requests(device=None, cwd="/", queue=QUEUE)]
+    log(f"sweep {plan.sweep}: {len(ids)} runs in queue {QUEUE} "
+        f"({len(plan.runs)} slots, {os.cpu_count()} cores)")
+    assert plan.sweep is not None
+    return plan.sweep, ids
+
+
+def wait_for_sweep(paths: StatePaths, ids: list[str]) -> None:
+    """Until every run of the sweep has ended (at most WAIT_SWEEP_S); say how each did."""
+    with Client(paths).connect() as client:
+
+        def ended() -> list[dict[str, object]] | None:
+            runs = [r for r in client.all_runs() if r["id"] in ids]
+            return runs if all(r["state"] in TERMINAL for r in runs) else None
+
+        runs = poll(ended, WAIT_SWEEP_S, every=2.0)
+        if runs is None:
+            raise RuntimeError(f"the sweep did not end within {WAIT_SWEEP_S:.0f} s")
+        for run in runs:
+            log(f"  {run['id']} {run['name']:<32} {run['state']:<9} step {run['step']}")
+
+
+def _all_drawn(app: TraintopApp, group: str, ids: list[str], marked: bool) -> bool:
+    """The group's rows are drawn, each run's best is known, and the chart holds every
+    run of the sweep, in the marks' colours once they are marked."""
+    table, chart, state = app.query_one(RunsTable), app.query_one(LossChart), app.state
+    return bool(
+        state.connected
+        and f"sweep:{group}" in table.order
+        and all(r in table.order and state.runs[r].best for r in ids)
+        and not (state.rows_dirty or state.changed or state.telemetry_dirty)
+        and (sorted(state.marks) == sorted(ids)) == marked
+        and sorted(s.run_id for s in chart.series) == sorted(ids)
+        and (not marked or all(s.style == state.marks.get(s.run_id) for s in chart.series))
+        and not app.feed.due(ids, app._view_request())
+    )
+
+
+async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
+                        size: tuple[int, int]) -> None:
+    """Mark the whole sweep from its header row (space), save the overlay, open ``v``."""
+    app = TraintopApp(home=paths.home)
+    async with app.run_test(size=size) as pilot:
+        table = app.query_one(RunsTable)
+        await until(pilot, lambda: f"sweep:{group}" in table.order)
+        table.select(f"sweep:{group}")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
+        await pilot.press("space")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        await until(pilot, lambda: app.state.telemetry)
+        await pilot.pause(1.5)  # a few telemetry samples and a settled layout
+        save(app, "sweep-overlay.svg")
+
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, SweepView)
+                    and app.screen.shown is not None)
+        await pilot.pause(0.3)
+        save(app, "sweep-scatter.svg")
+
+
