@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.server.placement import GpuRoom, place, rooms_from
+from engine.server.placement import GpuRoom, Placement, place, rooms_from
 from tests.conftest import TERMINAL, Engine, wait_until
 
 GIB = 1024**3
@@ -52,6 +52,13 @@ def test_a_named_gpu_is_the_only_choice() -> None:
     assert place(1, None, rooms, allowed={1}).gpus == (1,)
     assert place(1, 20 * GIB, rooms, allowed={1}).why is not None
     assert "no GPU cuda:5" in (place(1, None, rooms, allowed={5}).why or "")
+
+
+def test_a_run_riding_on_a_gpu_takes_no_share_but_needs_the_memory() -> None:
+    full = [room(0, 40, share=1.0), room(1, 80)]
+    assert place(0, 30 * GIB, full, allowed={0}) == Placement()  # beside its parent
+    tight = place(0, 50 * GIB, full, allowed={0})
+    assert tight.gpus == () and "on cuda:0: needs 50.0 GiB" in (tight.why or "")
 
 
 def test_rooms_count_shares_and_what_placed_runs_have_yet_to_take() -> None:

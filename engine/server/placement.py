@@ -57,12 +57,22 @@ def place(
 ) -> Placement:
     """Choose GPUs for a run that asks ``ask`` of them and expects ``peak`` bytes at most.
 
-    ``allowed`` limits the choice (the run named a device). A share goes to the
+    ``allowed`` limits the choice (the run named a device); with an ``ask`` of 0 it
+    names the GPU the run rides on, and only its memory is checked. A share goes to the
     fullest GPU it fits on, keeping the others whole for whole-GPU runs; a whole
     GPU goes to the one with the most free memory. A peak of a run on several
     GPUs is split evenly between them.
     """
     if ask <= 0:
+        if allowed is None or peak is None:
+            return Placement()
+        # It rides on a GPU without taking a share of it (a fork beside its parent):
+        # only memory decides.
+        short = [r.index for r in rooms
+                 if r.index in allowed and r.free is not None and r.free < peak]
+        if short:
+            return Placement(why=f"waiting for GPU memory on cuda:{short[0]}: needs "
+                             f"{format_bytes(peak)} (its expected peak)")
         return Placement()
     candidates = [r for r in rooms if allowed is None or r.index in allowed]
     if not candidates:

@@ -283,11 +283,21 @@ class RunRequests(QueueRequests):
         config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
         check_steps(config)
         requested = param(params, "device", str, None)
+        # Told nothing, a fork of a GPU run rides beside its parent on its GPU, taking no
+        # share of it, once its memory has room for the parent's peak: comparing the two
+        # side by side is what forking is for, on a machine with one GPU too.
+        rides = requested is None and params.get("gpus") is None and (
+            parent["device"].startswith("cuda:") and "," not in parent["device"]
+        )
         if requested is not None:
             device = check_device(requested, self.gpus)
+        elif rides:
+            device = parent["device"]
         else:  # the parent's kind of device; the queue picks which GPU
             device = "cuda" if parent["device"].startswith("cuda") else parent["device"]
         queued = self.queue_fields(params, device, inherit=parent)
+        if rides:
+            queued["gpus"] = 0.0
         # Checked before the child exists: a refused fork leaves nothing behind.
         self.run_dir(parent, "fork")
         checkpoint: str | None = None  # None: the parent is live and writes one when asked
