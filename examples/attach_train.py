@@ -39,6 +39,7 @@ def main() -> None:
                         name=args.name)
     cfg = run.config  # a fork's overrides are here, not in args
 
+    torch.manual_seed(0)  # the model's initial weights: the same run every time
     gen = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
                           nn.Linear(64, 2))
