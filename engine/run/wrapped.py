@@ -41,7 +41,11 @@ class WrappedCommand:
 
     def __init__(self, run_dir: RunDir, launch: dict[str, Any]) -> None:
         config = launch.get("config") or {}
-        self.parser = MetricParser(config.get("loss_pattern"))
+        self.parser = MetricParser(
+            config.get("loss_pattern"),
+            config.get("metric_patterns") or (),
+            bool(config.get("only_patterns")),
+        )
         self.spool = SpoolWriter(run_dir.spool, int(launch.get("generation") or 0))
         self._lock = threading.Lock()
         self._pending: list[list[Any]] = []
