@@ -81,7 +81,7 @@ def test_the_example_runs_wrapped_with_its_metrics_and_output(engine: Engine) ->
     assert losses[90] < losses[0]
     assert engine.losses(run_id, "lr") == {s: 0.01 for s in range(0, 100, 10)}
     assert "step 90 loss" in engine.cli("logs", run_id).out
-    assert run["step"] == 91
+    assert run["step"] == 90  # the last step the script printed
 
 
 def test_command_keeps_cwd_environment_and_default_sigint_and_gets_no_stdin(
