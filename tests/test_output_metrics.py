@@ -209,3 +209,15 @@ def test_steps_never_go_backwards() -> None:
 def test_a_bad_metric_pattern_is_one_clear_error(spec: str) -> None:
     with pytest.raises(PatternError, match="--metric"):
         compile_metric_patterns([spec])
+
+
+def test_an_epoch_is_the_step_only_while_nothing_finer_was_named() -> None:
+    assert MetricParser().feed("epoch 1 loss 0.5\nepoch 2 loss 0.4\n") == [
+        (1, "loss", 0.5),
+        (2, "loss", 0.4),
+    ]
+    finer = MetricParser()
+    assert finer.feed("epoch 1 step 300 loss 0.5\nend of epoch 1 | valid loss 0.6\n") == [
+        (300, "loss", 0.5),
+        (300, "val/loss", 0.6),
+    ]

@@ -20,7 +20,8 @@ Steps come from the script: ``step N``, ``iter N``, ``num_updates=N``; ``N/M bat
 tqdm's and Keras's ``N/M [``, MNIST's ``[N/M (p%)]`` inside ``epoch E`` as
 ``(E - E0) * M + N`` (``E0`` the first epoch seen, so 0- and 1-based both start at 0);
 ``[E, N]`` with no ``M`` as N past the last step of epoch E-1; a bar with no epoch as N
-past the bars before it. A line without a step belongs to the last step seen; the step
+past the bars before it; ``epoch E`` alone as step E while the output names nothing finer.
+A line without a step belongs to the last step seen; the step
 never goes backwards; only output that never names a step is counted in lines. Progress bars
 redrawn with ``\\r`` are read at every redraw, but a redraw with the same values adds nothing,
 and a value already recorded at a step is not recorded there again.
@@ -113,6 +114,7 @@ class MetricParser:
         self._last_step: int | None = None
         self._counted = 0
         self._floor = 0  # the highest step given so far: no point goes below it
+        self._finer = False  # a step or a position within an epoch was seen
         self._epoch: int | None = None
         self._first_epoch: int | None = None
         self._epoch_start: dict[int, int] = {}
@@ -155,6 +157,10 @@ class MetricParser:
             found = {**{k: v for k, v in reading.metrics.items() if k not in owned}, **found}
         if step is None:
             step = reading.step if reading.step is not None else self._position(reading, found)
+        if step is not None:
+            self._finer = True
+        elif found and reading.epoch is not None and not self._finer:
+            step = reading.epoch  # "Epoch 3 | loss 0.5": the epoch is the only step there is
         if not found:
             if step is not None and reading.step is not None:
                 self._last_step = self._floor = max(step, self._floor)
