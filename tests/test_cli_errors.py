@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,9 @@ REFUSED = {
     "bad name": (["start", "synthetic", "--name", "two words"], "name"),
     "name too long": (["start", "synthetic", "--name", "n" * 101], "limit is 100"),
     "escape in a name": (["start", "synthetic", "--name", "red\x1b[31m"], "control"),
+    "bad --metric regex": (["run", "--metric", "x=(", "--", sys.executable], "--metric"),
+    "--metric without a name": (["run", "--metric", "loss", "--", sys.executable], "NAME=REGEX"),
+    "--only-patterns without one": (["run", "--only-patterns", "--", sys.executable], "needs"),
 }
 
 

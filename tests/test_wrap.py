@@ -81,7 +81,7 @@ def test_the_example_runs_wrapped_with_its_metrics_and_output(engine: Engine) ->
     assert losses[90] < losses[0]
     assert engine.losses(run_id, "lr") == {s: 0.01 for s in range(0, 100, 10)}
     assert "step 90 loss" in engine.cli("logs", run_id).out
-    assert run["step"] == 91
+    assert run["step"] == 90  # the last step the script printed
 
 
 def test_command_keeps_cwd_environment_and_default_sigint_and_gets_no_stdin(
@@ -239,3 +239,42 @@ def test_run_rows_say_their_kind_and_what_it_cannot_do(
         assert "cannot be paused with its memory released" in row["refusals"]["release"]
     for row in (engine.run(train), listed[train], announced[train]):
         assert row["kind"] == "train" and row["refusals"] == {}
+
+
+NAMED = textwrap.dedent(
+    """
+    import sys
+    print("batch_size = 64")
+    print("n_layer = 4")
+    print("UserWarning: dropout=0.2", file=sys.stderr)
+    print("loss 9 at 3", file=sys.stderr)
+    for it in (0, 10, 20):
+        print(f"iter {it}: loss {2 - it / 100}, mfu 7.5%")
+    print("step 20: train loss 1.5, val loss 1.75")
+    """
+)
+
+
+def test_a_wrapped_run_records_named_series_at_the_scripts_steps(
+    engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "named.py"
+    script.write_text(NAMED)
+    result = engine.cli(
+        "run", "--json", "--metric", r"mfu=mfu (\S+)%", "--metric",
+        r"stderr_loss=loss (\S+) at", "--", sys.executable, str(script),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    run_id = result.json()["id"]
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished", run
+    assert engine.losses(run_id) == {0: 2.0, 10: 1.9, 20: 1.8}
+    assert engine.losses(run_id, "train/loss") == {20: 1.5}
+    assert engine.losses(run_id, "val/loss") == {20: 1.75}
+    assert engine.losses(run_id, "mfu") == {0: 7.5, 10: 7.5, 20: 7.5}
+    # Its step depends on when the stderr line came between the stdout ones.
+    assert list(engine.losses(run_id, "stderr_loss").values()) == [9.0]
+    with engine.client() as client:
+        keys = {point[1] for point in client.all_metrics(run_id)}
+    # No config echo, no warning, no loss from stderr but the pattern's.
+    assert keys == {"loss", "train/loss", "val/loss", "mfu", "stderr_loss"}

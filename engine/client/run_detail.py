@@ -106,6 +106,9 @@ def _config(run: RunDescription) -> list[DetailLine]:
         lines = [DetailLine("command", shlex.join(config["command"]))]
         if config.get("loss_pattern"):
             lines.append(DetailLine("loss", f"read with {config['loss_pattern']!r}"))
+        lines += [DetailLine("metric", repr(spec)) for spec in config.get("metric_patterns") or ()]
+        if config.get("only_patterns"):
+            lines.append(DetailLine("metrics", "only from these patterns"))
         return lines
     keys = sorted(config.items())
     return [DetailLine("config"), *(DetailLine("", f"{k} = {v!r}") for k, v in keys)]

@@ -1,60 +1,50 @@
 """Metrics read from a wrapped command's output lines (``traintop run -- CMD``).
 
-What counts as a metric, so that the rules can be checked against a line:
+``output_lines`` reads one line (names, values, step hints); this module keeps what spans
+lines and decides what is recorded.
 
-- ``key=value`` and ``key: value`` for any name (``Loss=0.5``, ``'loss': 0.5``,
-  ``train/acc: 91.2``, tqdm postfixes ``loss=0.123``); names are lower-cased.
-- ``key value`` (only a space between) for metric-like names: anything with
-  ``loss``, ``acc``, ``ppl`` or ``perplexity`` in it, and ``lr``,
-  ``learning_rate``, ``grad_norm``, ``epoch``, ``step``, ``iter``. So
-  ``step 100 loss 7.61 lr 3e-4`` gives ``loss`` and ``lr``, but ``Using 4 GPUs``
-  gives nothing.
-- A number glued to a name is part of the name: ``saved ckpt_loss_0.5.pt`` and
-  ``run_loss3`` give nothing. A counter ``N/M`` is no value: ``epoch 3/10`` gives
-  nothing (``step 20/100`` still gives step 20).
-- A line that is a JSON object: each number in it (``{"step": 5, "loss": 0.3}``).
-- ``tensor(0.51, grad_fn=...)`` reads as 0.51 (a printed torch scalar).
+What becomes a metric:
 
-The step is the line's own ``step``/``iter``/``iteration``/``global_step`` when
-it has one; a line without one belongs to the last step seen, or, when the
-output never names a step, to a counter that goes up by one per line with
-metrics. Progress bars redrawn with ``\\r`` are parsed at every redraw (so the
-chart moves while the bar does), but a redraw whose values equal the previous
-one is skipped: a bar that refreshes its rate without a new loss adds nothing.
+- ``key=value`` and ``key: value`` for any name; ``key value`` for metric-like names
+  (``loss``, ``acc``, ``ppl``, ``lr``...); JSON objects and printed Python dicts; tables
+  whose header row names the columns (YOLO). Names are qualified by the words around them
+  (``val loss`` is ``val/loss``, see ``output_lines``); every metric on a line is recorded.
+- Only from progress lines: a line with a loss-like field (loss, acc, ppl...) or a step,
+  or with the same names as an earlier progress line. Config echoes (``batch_size = 64``),
+  argument dumps and warnings are not progress. On stderr only progress bars count
+  (tqdm and Lightning draw there), unless a pattern matches.
+- ``--loss-pattern`` and ``--metric NAME=REGEX`` always count, on either stream; the text
+  they match yields nothing else. ``only_patterns`` turns everything else off.
 
-With a loss pattern (a regex), ``loss`` comes only from it: its group named
-``loss`` (else its first group, else the whole match) is the value, a group
-named ``step`` the step; the text it matched yields no other metric.
+Steps come from the script: ``step N``, ``iter N``, ``num_updates=N``; ``N/M batches``,
+tqdm's and Keras's ``N/M [``, MNIST's ``[N/M (p%)]`` inside ``epoch E`` as
+``(E - E0) * M + N`` (``E0`` the first epoch seen, so 0- and 1-based both start at 0);
+``[E, N]`` with no ``M`` as N past the last step of epoch E-1; a bar with no epoch as N
+past the bars before it; ``epoch E`` alone as step E while the output names nothing finer.
+A line without a step belongs to the last step seen; the step
+never goes backwards; only output that never names a step is counted in lines. Progress bars
+redrawn with ``\\r`` are read at every redraw, but a redraw with the same values adds nothing,
+and a value already recorded at a step is not recorded there again.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterable
 from typing import Any
+
+from engine.common.output_lines import ANSI, LineReading, is_loss_like, read_line
 
 # (step, key, value)
 Point = tuple[int, str, float]
 
-STEP_KEYS = frozenset({"step", "global_step", "iter", "iteration"})
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
-# A name not glued to anything before it; a separator; a number not glued to
-# anything after it (no letter, no further digits, no "/M" counter).
-_PAIR = re.compile(
-    rf"""(?<![\w./-])['"]?(?P<key>[A-Za-z][\w./-]*?)['"]?
-        (?P<sep>\s*[:=]\s*|\s+)
-        (?:tensor\()?(?P<value>{_NUMBER})(?P<counter>/\d+)?(?!\w|\.\d|/\d)""",
-    re.VERBOSE | re.IGNORECASE,
-)
-_SPACED_KEY = re.compile(
-    r".*(loss|acc|ppl|perplexity).*|lr|learning_rate|grad_norm|epoch|step|global_step|iter"
-    r"|iteration",
-)
+_BAR = re.compile(r"\d+%\|")  # a tqdm/Lightning progress bar
+_HEADER_CUT = re.compile(r":\s+\d+%\|.*$")  # a YOLO header or row ends in its own bar
+_HEADER_TOKEN = re.compile(r"[A-Za-z][\w()./-]*:?")
 
 
 class PatternError(ValueError):
-    """A loss pattern that is not a usable regular expression."""
+    """A loss or metric pattern that is not usable."""
 
 
 def compile_loss_pattern(pattern: str | None) -> re.Pattern[str] | None:
@@ -67,68 +57,69 @@ def compile_loss_pattern(pattern: str | None) -> re.Pattern[str] | None:
         raise PatternError(f"--loss-pattern {pattern!r} is not a valid regex: {exc}") from None
 
 
-def _number(text: str) -> float | None:
+def compile_metric_patterns(specs: Iterable[str]) -> list[tuple[str, re.Pattern[str]]]:
+    """``--metric NAME=REGEX`` options as (name, regex); PatternError with a one-line reason."""
+    compiled: list[tuple[str, re.Pattern[str]]] = []
+    for spec in specs:
+        name, sep, pattern = spec.partition("=")
+        if not sep or not name.strip() or not pattern:
+            raise PatternError(f"--metric {spec!r} must be NAME=REGEX")
+        try:
+            compiled.append((name.strip(), re.compile(pattern)))
+        except re.error as exc:
+            raise PatternError(f"--metric {spec!r} is not a valid regex: {exc}") from None
+    return compiled
+
+
+def _number(text: str | None) -> float | None:
     try:
-        return float(text)
+        return float(text) if text is not None else None
     except ValueError:
         return None
 
 
-def parse_pairs(line: str) -> tuple[int | None, dict[str, float]]:
-    """The step (if the line names one) and the metrics of one line."""
-    stripped = line.strip()
-    if stripped.startswith("{") and stripped.endswith("}"):
-        parsed = _parse_json(stripped)
-        if parsed is not None:
-            return parsed
-    step: int | None = None
-    metrics: dict[str, float] = {}
-    for match in _PAIR.finditer(line):
-        key = match["key"].lower()
-        spaced = not match["sep"].strip()
-        if spaced and not _SPACED_KEY.fullmatch(key):
-            continue
-        value = _number(match["value"])
-        if value is None:
-            continue
-        if key in STEP_KEYS:
-            if value.is_integer() and step is None:
-                step = int(value)
-        elif match["counter"] is None:
-            metrics[key] = value
-    return step, metrics
-
-
-def _parse_json(text: str) -> tuple[int | None, dict[str, float]] | None:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    step: int | None = None
-    metrics: dict[str, float] = {}
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        name = str(key).lower()
-        if name in STEP_KEYS and isinstance(value, int):
-            step = step if step is not None else value
-        elif name not in STEP_KEYS:
-            metrics[name] = float(value)
-    return step, metrics
+def _pattern_value(match: re.Match[str], name: str) -> float | None:
+    """The group named ``name`` (or ``value``), else the first group that is not the step,
+    else the whole match."""
+    groups: dict[str, Any] = match.groupdict()
+    for group in (name, "value"):
+        if groups.get(group) is not None:
+            return _number(groups[group])
+    step_index = match.re.groupindex.get("step")
+    for index in range(1, match.re.groups + 1):
+        if index != step_index:
+            return _number(match.group(index))
+    return _number(match.group(0))
 
 
 class MetricParser:
     """Turns output text, fed in arbitrary chunks per stream, into metric points."""
 
-    def __init__(self, loss_pattern: str | None = None) -> None:
-        self.loss_pattern = compile_loss_pattern(loss_pattern)
+    def __init__(
+        self,
+        loss_pattern: str | None = None,
+        metric_patterns: Iterable[str] = (),
+        only_patterns: bool = False,
+    ) -> None:
+        self.patterns = compile_metric_patterns(metric_patterns)
+        loss = compile_loss_pattern(loss_pattern)
+        if loss is not None:
+            self.patterns.insert(0, ("loss", loss))
+        self.only_patterns = only_patterns
         self._partial: dict[str, str] = {}
-        self._previous: dict[str, tuple[int | None, dict[str, float]]] = {}
+        self._previous: dict[str, dict[str, float]] = {}
+        self._headers: dict[str, list[str]] = {}
+        self._shapes: set[frozenset[str]] = set()
+        self._recorded: dict[str, tuple[int, float]] = {}
         self._last_step: int | None = None
         self._counted = 0
-        self._saw_step = False
+        self._floor = 0  # the highest step given so far: no point goes below it
+        self._finer = False  # a step or a position within an epoch was seen
+        self._epoch: int | None = None
+        self._first_epoch: int | None = None
+        self._epoch_start: dict[int, int] = {}
+        self._bar: tuple[int, int] | None = None
+        self._bar_offset = 0
 
     def feed(self, text: str, stream: str = "stdout") -> list[Point]:
         """Points from every line (or ``\\r`` redraw) that ``text`` completes."""
@@ -150,50 +141,121 @@ class MetricParser:
         return points
 
     def _line(self, raw: str, stream: str) -> list[Point]:
-        line = _ANSI.sub("", raw)
+        line = ANSI.sub("", raw)
         if not line.strip():
             return []
-        match = self.loss_pattern.search(line) if self.loss_pattern is not None else None
-        # The text the pattern matched is its own: "objective=0.4" is the loss, not "objective".
-        rest = line if match is None else f"{line[: match.start()]} {line[match.end() :]}"
-        step, metrics = parse_pairs(rest)
-        if self.loss_pattern is not None:
-            metrics.pop("loss", None)
-        if match is not None:
-            step = self._pattern_step(match, step)
-            value = _pattern_value(match)
-            if value is not None:
-                metrics["loss"] = value
-        if not metrics:
-            if step is not None:
-                self._saw_step, self._last_step = True, step
-            return []
-        if self._previous.get(stream) == (step, metrics):
-            return []  # a progress bar redrawn without new values
-        self._previous[stream] = (step, dict(metrics))
+        found, step, rest = self._patterns(line)
+        reading = read_line(rest)
+        if not reading.metrics and not found:
+            self._table(rest, stream, reading)
+        if reading.epoch is not None:
+            self._enter_epoch(reading.epoch)
+        heuristic = not self.only_patterns and (stream != "stderr" or _BAR.search(line))
+        if heuristic and self._is_progress(reading):
+            # A name a pattern gives comes from that pattern only.
+            owned = {name for name, _ in self.patterns}
+            found = {**{k: v for k, v in reading.metrics.items() if k not in owned}, **found}
+        if step is None:
+            step = reading.step if reading.step is not None else self._position(reading, found)
         if step is not None:
-            self._saw_step, self._last_step = True, step
-        elif self._saw_step and self._last_step is not None:
-            step = self._last_step
-        else:
-            step = self._counted
+            self._finer = True
+        elif found and reading.epoch is not None and not self._finer:
+            step = reading.epoch  # "Epoch 3 | loss 0.5": the epoch is the only step there is
+        if not found:
+            if step is not None and reading.step is not None:
+                self._last_step = self._floor = max(step, self._floor)
+            return []
+        if reading.step is None and self._previous.get(stream) == found:
+            return []  # a progress bar redrawn without new values
+        self._previous[stream] = dict(found)
+        at = self._resolve(step)
+        points: list[Point] = []
+        for key, value in found.items():
+            # A bar that carries the last validation loss along repeats it at every redraw.
+            if self._recorded.get(key) != (at, value):
+                self._recorded[key] = (at, value)
+                points.append((at, key, value))
+        return points
+
+    def _patterns(self, line: str) -> tuple[dict[str, float], int | None, str]:
+        """What the explicit patterns give, their step, and the line without their text."""
+        found: dict[str, float] = {}
+        step: int | None = None
+        rest = line
+        for name, pattern in self.patterns:
+            match = pattern.search(rest)
+            if match is None:
+                continue
+            value = _pattern_value(match, name)
+            if value is not None:
+                found[name] = value
+            given = match.groupdict().get("step")
+            if given is not None and given.isdigit() and step is None:
+                step = int(given)
+            # The text a pattern matched is its own: "objective=0.4" is no "objective".
+            rest = f"{rest[: match.start()]} {rest[match.end() :]}"
+        return found, step, rest
+
+    def _is_progress(self, reading: LineReading) -> bool:
+        if reading.echo or not reading.metrics:
+            return False
+        shape = frozenset(reading.metrics)
+        if reading.progress:
+            self._shapes.add(shape)
+            return True
+        return shape in self._shapes
+
+    def _table(self, line: str, stream: str, reading: LineReading) -> None:
+        """A YOLO-style header (names only, one loss-like) or a row under the last one."""
+        head = _HEADER_CUT.sub("", line).split()
+        header = self._headers.get(stream)
+        if len(head) >= 3 and all(_HEADER_TOKEN.fullmatch(t) for t in head):
+            names = [t.strip(":)").rpartition("(")[2].lower() for t in head]
+            if any(is_loss_like(n) for n in names):
+                self._headers[stream] = names
+                return
+        if header is None or len(head) != len(header):
+            self._headers.pop(stream, None)
+            return
+        for name, cell in zip(header, head, strict=True):
+            epoch = re.fullmatch(r"(\d+)/\d+", cell)
+            if name == "epoch" and epoch:
+                reading.epoch = int(epoch[1])
+            elif is_loss_like(name) and _number(cell) is not None:
+                reading.metrics[name] = float(cell)
+        reading.progress = bool(reading.metrics)
+
+    def _enter_epoch(self, epoch: int) -> None:
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        if epoch not in self._epoch_start:
+            self._epoch_start[epoch] = 0 if epoch == self._first_epoch else self._last_step or 0
+        self._epoch = epoch
+
+    def _position(self, reading: LineReading, found: dict[str, float]) -> int | None:
+        """The global step of an N/M or [E, N] position; None without one or any metric."""
+        if reading.position is None or not found:
+            return None  # a validation bar between epochs places nothing
+        epoch, n, total = reading.position
+        epoch = epoch if epoch is not None else self._epoch
+        if epoch is not None and self._first_epoch is not None:
+            if total is not None:
+                return (epoch - self._first_epoch) * total + n
+            return self._epoch_start.get(epoch, 0) + n
+        if total is None:
+            return n
+        if self._bar is not None and n < self._bar[0]:
+            self._bar_offset += self._bar[1]  # a new bar: it counts on from the last
+        self._bar = (n, total)
+        return self._bar_offset + n
+
+    def _resolve(self, step: int | None) -> int:
+        """The global step: the line's own (never below one given before), the last, or a
+        count of lines."""
+        if step is not None:
+            self._last_step = self._floor = max(step, self._floor)
+        elif self._last_step is None:
+            self._floor = self._counted
             self._counted += 1
-        return [(step, key, value) for key, value in metrics.items()]
-
-    @staticmethod
-    def _pattern_step(match: re.Match[str], step: int | None) -> int | None:
-        found = match.groupdict().get("step")
-        if found is not None and found.isdigit():
-            return int(found)
-        return step
-
-
-def _pattern_value(match: re.Match[str]) -> float | None:
-    groups: dict[str, Any] = match.groupdict()
-    if groups.get("loss") is not None:
-        text = groups["loss"]
-    elif match.re.groups:
-        text = match.group(1)
-    else:
-        text = match.group(0)
-    return _number(text) if text is not None else None
+            return self._floor
+        return self._last_step

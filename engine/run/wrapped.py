@@ -41,7 +41,11 @@ class WrappedCommand:
 
     def __init__(self, run_dir: RunDir, launch: dict[str, Any]) -> None:
         config = launch.get("config") or {}
-        self.parser = MetricParser(config.get("loss_pattern"))
+        self.parser = MetricParser(
+            config.get("loss_pattern"),
+            config.get("metric_patterns") or (),
+            bool(config.get("only_patterns")),
+        )
         self.spool = SpoolWriter(run_dir.spool, int(launch.get("generation") or 0))
         self._lock = threading.Lock()
         self._pending: list[list[Any]] = []
@@ -106,7 +110,10 @@ class WrappedCommand:
         with self._lock:
             points, self._pending = self._pending, []
         if points:
-            self.spool.write({"t": "metrics", "gen": self.spool.generation, "points": points})
+            # STEP shows the script's last step (step 300 printed: 300), not one past it.
+            done = max(point[0] for point in points)
+            record = {"t": "metrics", "gen": self.spool.generation, "points": points}
+            self.spool.write({**record, "done": done})
 
     def _flush_loop(self) -> None:
         while not self._done.wait(FLUSH_INTERVAL):

@@ -36,6 +36,9 @@ class MetricsRecord:
     points: list[Metric]
     bad_points: int = 0
     problem: str | None = None  # why the first bad point was refused
+    # Steps done after these points when the writer says so: a wrapped command's steps are
+    # its script's own counts (step 300 is 300 done), not indices from 0.
+    done: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,10 @@ class SpoolBatch:
             self.points += record.points
             self.bad_points += record.bad_points
             self.problem = self.problem or record.problem
-            self.step = max([self.step, *(p[0] + 1 for p in record.points)])
+            if record.done is not None:
+                self.step = max(self.step, record.done)
+            else:
+                self.step = max([self.step, *(p[0] + 1 for p in record.points)])
             return True
         if isinstance(record, Malformed):
             self.bad_records += 1
@@ -186,7 +192,10 @@ def _metrics(record: dict[str, Any]) -> MetricsRecord:
             points.append(_point(item))
         except _Refused as exc:
             problem = problem or str(exc)
-    return MetricsRecord(points, len(raw) - len(points), problem)
+    done = record.get("done")
+    return MetricsRecord(
+        points, len(raw) - len(points), problem, None if done is None else _step(done)
+    )
 
 
 def _point(item: Any) -> Metric:

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.config import apply_overrides, step_total
-from engine.common.output_metrics import PatternError, compile_loss_pattern
+from engine.common.output_metrics import (
+    PatternError,
+    compile_loss_pattern,
+    compile_metric_patterns,
+)
 from engine.common.runs import (
     DEFAULT_DIVERGENCE_FACTOR,
     DEFAULT_KILL_GRACE,
@@ -51,7 +55,8 @@ _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
 ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
-    "run_command": {"command", "name", "loss_pattern", "env", "cwd",
+    "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
+                    "env", "cwd",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
 }
@@ -148,6 +153,8 @@ class RunRequests(QueueRequests):
         command = param(params, "command", list)
         name = param(params, "name", str, None)
         pattern = param(params, "loss_pattern", str, None)
+        metric_patterns = param(params, "metric_patterns", list, [])
+        only_patterns = param(params, "only_patterns", bool, False)
         env = env_param(params)
         divergence = divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)
         if env is None:
@@ -162,10 +169,17 @@ class RunRequests(QueueRequests):
             raise RequestError("bad_config", f"command not found: {command[0]}")
         try:
             compile_loss_pattern(pattern)
+            compile_metric_patterns(metric_patterns)
         except PatternError as exc:
             raise RequestError("bad_config", str(exc)) from None
+        if only_patterns and pattern is None and not metric_patterns:
+            raise RequestError(
+                "bad_config", "--only-patterns needs --metric NAME=REGEX or --loss-pattern"
+            )
         self._check_name(name)
-        config = {"command": command, "loss_pattern": pattern}
+        config: dict[str, Any] = {"command": command, "loss_pattern": pattern}
+        if metric_patterns or only_patterns:  # a run without them keeps its config as it was
+            config |= {"metric_patterns": metric_patterns, "only_patterns": only_patterns}
         # Named for the script it runs (python train.py -> train), else the program.
         script = next((a for a in command if a.endswith(".py")), command[0])
         base = Path(script).stem or "run"

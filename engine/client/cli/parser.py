@@ -50,6 +50,23 @@ def _add_env_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    """``--metric NAME=REGEX`` and ``--only-patterns``: how output lines become metrics."""
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="record series NAME from lines this regex matches, on stdout or stderr (group "
+        "NAME or 'value' or the first group; group 'step'); repeatable",
+    )
+    p.add_argument(
+        "--only-patterns",
+        action="store_true",
+        help="record only what --metric and --loss-pattern match: no names guessed",
+    )
+
+
 def _add_divergence_options(p: argparse.ArgumentParser, default: str) -> None:
     """``--no-divergence-pause`` and ``--divergence-factor F``: the run's divergence watch."""
     p.add_argument(
@@ -170,12 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REGEX",
         help="read the loss with this regex (group 'loss' or the first group; group 'step')",
     )
+    _add_metric_options(p)
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
     _add_queue_options(p)
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    p = add(
+        "parse",
+        _command("parse_cmd", "cmd_parse"),
+        "print the metrics 'traintop run' would record from a saved log, to check a "
+        "format before a long run",
+    )
+    p.add_argument("file", metavar="FILE", help="a saved log ('-' for standard input)")
+    p.add_argument("--loss-pattern", metavar="REGEX", help="as for 'traintop run'")
+    _add_metric_options(p)
+    p.add_argument("--stderr", action="store_true", help="read FILE as the command's stderr")
+    p.add_argument("--json", action="store_true", help="every point as JSON: [step, name, value]")
 
     _add_sweep(add)
 

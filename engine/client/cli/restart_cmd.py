@@ -110,6 +110,8 @@ def _restart_command(
         "run_command",
         command=run["config"]["command"],
         loss_pattern=run["config"].get("loss_pattern"),
+        metric_patterns=run["config"].get("metric_patterns"),
+        only_patterns=run["config"].get("only_patterns"),
         name=name,
         cwd=run["cwd"],
         env=chosen_env(args),

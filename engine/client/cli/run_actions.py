@@ -78,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             command=command,
             name=args.name,
             loss_pattern=args.loss_pattern,
+            metric_patterns=args.metric,
+            only_patterns=args.only_patterns,
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),
