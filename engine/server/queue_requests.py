@@ -10,11 +10,17 @@ import math
 from collections import Counter
 from typing import Any
 
-from engine.common.runs import RunState, name_problem
+from engine.common.runs import RunState
 from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param
 from engine.server.run_lookup import RunLookup
-from engine.server.scheduler import DEFAULT_QUEUE, HOLDING, gpu_ask, queue_limit
+from engine.server.scheduler import (
+    DEFAULT_QUEUE,
+    gpu_ask,
+    holding_slots,
+    queue_limit,
+    queue_problem,
+)
 
 # Where ``move`` may put a queued run among the runs of its queue and priority.
 MOVES = ("up", "down", "top", "bottom")
@@ -29,9 +35,9 @@ class QueueRequests(RunLookup):
         """The run fields a start or fork asks for, checked (``inherit``: a fork's parent)."""
         base = inherit or {}
         queue = param(params, "queue", str, base.get("queue") or DEFAULT_QUEUE)
-        problem = name_problem(queue)
+        problem = queue_problem(queue)
         if problem:
-            raise RequestError("bad_request", problem.replace("run name", "queue name"))
+            raise RequestError("bad_request", problem)
         priority = param(params, "priority", int, base.get("priority") or 0)
         after = params.get("after")
         after_id = None if after is None else self._after(after)
@@ -71,10 +77,7 @@ class QueueRequests(RunLookup):
     def queues(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every queue: its limit, how many of its runs run and wait, and who waits, in order."""
         stored = self.db.queues()
-        running = Counter(
-            str(r["queue"]) for r in self.db.runs_in_states(HOLDING)
-            if not (r["state"] == RunState.PAUSED and r["released"])
-        )
+        running = Counter(str(r["queue"]) for r in holding_slots(self.db))
         waiting = self.db.waiting_runs()
         names = sorted({DEFAULT_QUEUE, *stored, *running, *(str(r["queue"]) for r in waiting)})
         reasons = self.supervisor.scheduler.waiting
@@ -100,9 +103,9 @@ class QueueRequests(RunLookup):
         """Create a queue or change it: ``parallel`` (0 or null: no limit), ``paused``,
         ``pause_on_failure``."""
         name = param(params, "name", str)
-        problem = name_problem(name)
+        problem = queue_problem(name)
         if problem:
-            raise RequestError("bad_request", problem.replace("run name", "queue name"))
+            raise RequestError("bad_request", problem)
         fields: dict[str, Any] = {}
         if "parallel" in params:
             parallel = params["parallel"]
@@ -122,7 +125,6 @@ class QueueRequests(RunLookup):
         self.store.set_queue(name, **fields)
         # A copy beside the store: a store rebuilt from the run directories gets it back.
         write_json_atomic(self.supervisor.paths.queues, self.store.queues())
-        self.supervisor.scheduler.wake()
         self.supervisor.scheduler.run_pass()
         return next(q for q in self.queues({}) if q["name"] == name)
 
@@ -151,6 +153,5 @@ class QueueRequests(RunLookup):
                 self.store.update_run(queued["id"], queue_pos=pos)
         for queued in line:
             self.supervisor.announce(queued["id"])
-        self.supervisor.scheduler.wake()
         self.supervisor.scheduler.run_pass()
         return self.summary(self.store.get_run(run["id"]) or run)

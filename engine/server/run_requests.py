@@ -142,7 +142,6 @@ class RunRequests(QueueRequests):
             raise RequestError(
                 "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
             ) from None
-        self.supervisor.scheduler.wake()
         self.supervisor.scheduler.run_pass()
         self.supervisor.announce(run["id"])
 

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.common.runs import RunState
+from engine.common.runs import RunState, name_problem
 from engine.server.placement import GpuRoom, Placement, place, rooms_from
 from engine.server.store import Store
 
@@ -56,6 +56,20 @@ def default_parallel() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def holding_slots(store: Store) -> list[dict[str, Any]]:
+    """The runs that hold a slot of their queue: live ones, a pause with its memory kept."""
+    return [
+        r for r in store.runs_in_states(HOLDING)
+        if not (r["state"] == RunState.PAUSED and r["released"])
+    ]
+
+
+def queue_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a queue (the rules of run names), or None if it can."""
+    problem = name_problem(name)
+    return None if problem is None else problem.replace("run name", "queue name")
 
 
 def queue_limit(name: str, queue: Mapping[str, Any] | None) -> int | None:
@@ -113,10 +127,7 @@ class Scheduler:
             self.waiting.clear()
             return
         queues = self.store.queues()
-        holding = [
-            r for r in self.store.runs_in_states(HOLDING)
-            if not (r["state"] == RunState.PAUSED and r["released"])
-        ]
+        holding = holding_slots(self.store)
         occupied = Counter(str(r["queue"]) for r in holding)
         totals, held = self.gpu_view()
         holders = [

@@ -124,7 +124,6 @@ class Supervisor(RunReports):
             run["id"], RunState.QUEUED, reason, launch_from=launch_from, awaiting=None,
             queue_pos=self.store.last_queue_pos() + 1,
         )
-        self.scheduler.wake()
         self.scheduler.run_pass()  # a free slot is taken at once, in the same request
         self.announce(run["id"])
 
