@@ -345,9 +345,16 @@ def test_the_view_settings_live_in_one_chart_view_read_by_the_feed_and_the_chart
     assert ChartView(smoothing=1.5).smoothing == 0.999  # a weight of 1 would never move
     assert view.next_metric({"loss", "acc", "lr"}).metric == "lr"
     assert view.next_metric(()).metric == "loss"
+    # a run that logged no plain loss: the default stands for its training loss
+    qualified = {"train/loss", "val/loss", "lr"}
+    assert view.metric_for(qualified) == "train/loss"
+    assert view.next_metric(qualified).metric == "val/loss"  # the next after the one drawn
+    assert ChartView(metric="val/loss").metric_for(qualified) == "val/loss"
+    assert view.metric_for({"val/loss"}) == "loss"  # no training loss: nothing to stand for
 
     timed = ChartView(metric="acc", smoothing=0.6, x_by_time=True, log_y=True)
-    assert ViewRequest.of(timed, 300) == ViewRequest("acc", 300, "time", 0.6)
+    assert ViewRequest.of(timed, 300, {"acc"}) == ViewRequest("acc", 300, "time", 0.6)
+    assert ViewRequest.of(view, 300, qualified).key == "train/loss"
 
     async def main() -> None:
         app = ChartApp()

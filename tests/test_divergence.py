@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.common.format import format_number
 from engine.rundir.paths import child_env
 from engine.server.divergence import WARMUP_POINTS, DivergenceWatch
 from tests.conftest import TERMINAL, Engine
@@ -27,6 +28,19 @@ NAN_SCRIPT = textwrap.dedent(
     for step in range(100000):
         loss = "nan" if step == 30 else f"{1 / (step + 1):.5f}"
         print(f"step {step} loss {loss}", flush=True)
+        time.sleep(0.02)
+    """
+)
+
+# A wrapped command that prints no plain ``loss``: its training loss is ``train/loss``.
+# Its validation loss turns NaN at step 10 (not watched), its training loss at step 30.
+QUALIFIED_SCRIPT = textwrap.dedent(
+    """
+    import time
+    for step in range(100000):
+        train = "nan" if step == 30 else f"{1 / (step + 1):.5f}"
+        val = "nan" if step == 10 else "2.5"
+        print(f"step {step}: train loss {train}, val loss {val}", flush=True)
         time.sleep(0.02)
     """
 )
@@ -126,6 +140,23 @@ def test_a_wrapped_command_printing_loss_nan_is_stopped(engine: Engine, tmp_path
     assert engine.run(run_id)["state"] == "running"  # nothing new to trip on
 
 
+def test_a_script_printing_train_and_val_loss_is_watched_on_its_training_loss(
+    engine: Engine, tmp_path: Path
+) -> None:
+    script = tmp_path / "qualified.py"
+    script.write_text(QUALIFIED_SCRIPT)
+    result = engine.cli("run", "--json", "--no-wait", "--", sys.executable, str(script))
+    assert result.code == 0, result.err
+    run_id = result.json()["id"]
+    run = engine.wait_state(run_id, "paused", *TERMINAL)
+    assert run["condition"] == "train/loss nan at step 30"  # the val NaN at 10 did not trip
+    (row,) = [r for r in engine.cli("ls", "--json").json() if r["id"] == run_id]
+    assert "loss" not in row["last"] and row["last"]["val/loss"] == 2.5
+    # ls's LOSS column is the training loss, not empty and not the validation loss
+    (line,) = [ln for ln in engine.cli("ls").out.splitlines() if ln.startswith(run_id)]
+    assert format_number(row["last"]["train/loss"]) in line.split() and "2.5" not in line
+
+
 @contextlib.contextmanager
 def attached_script(tmp_path: Path, watch: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """ATTACHED_SCRIPT run from a shell (``watch``: more arguments of its init), and its run id."""
@@ -215,6 +246,16 @@ def test_the_watch_judges_only_clearly_positive_losses_after_warm_up() -> None:
     assert reason is not None and reason.startswith("loss 20 at step 22 is ")
     healthy.reset()
     assert healthy.check(points([1.0])) is None
+
+
+def test_the_watch_follows_the_training_loss_and_moves_to_plain_loss_when_it_appears() -> None:
+    watch = DivergenceWatch(10.0)
+    assert watch.check([(0, "val/loss", math.nan, 1.0), (0, "train/loss", 1.0, 1.0)]) is None
+    assert watch.key == "train/loss"
+    assert watch.check([(1, "loss", 2.0, 1.0)]) is None  # plain loss outranks it: watch that
+    assert watch.key == "loss"
+    assert watch.check([(2, "train/loss", math.nan, 1.0)]) is None
+    assert watch.check([(3, "loss", math.inf, 1.0)]) == "loss inf at step 3"
 
 
 def test_a_sweep_passes_the_setting_to_every_run(engine: Engine) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from engine.common.output_lines import read_line
+from engine.common.output_lines import read_line, training_loss_key
 from engine.common.output_metrics import (
     MetricParser,
     PatternError,
@@ -221,3 +221,11 @@ def test_an_epoch_is_the_step_only_while_nothing_finer_was_named() -> None:
         (300, "loss", 0.5),
         (300, "val/loss", 0.6),
     ]
+
+
+def test_the_training_loss_is_plain_loss_else_train_scoped_never_val_or_test() -> None:
+    assert training_loss_key(["train/loss", "loss", "val/loss"]) == "loss"
+    assert training_loss_key(["val/loss", "train/loss", "test/loss"]) == "train/loss"
+    assert training_loss_key(["val_loss", "train_loss"]) == "train_loss"  # a script's own name
+    assert training_loss_key(["val/loss", "nll_loss"]) == "nll_loss"  # unscoped beats none
+    assert training_loss_key(["val/loss", "test/loss", "eval_loss", "acc"]) is None

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
+from engine.common.format import format_number
 from engine.common.smoothing import ema_debiased
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
@@ -286,6 +287,42 @@ def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
             exact = ema_debiased(values, app.state.smoothing)[-1]
             assert series.curve[1][-1] == pytest.approx(exact, rel=1e-12)
             assert app.state.smoothed_last("long22") == pytest.approx(exact, rel=1e-12)
+
+    asyncio.run(scenario())
+
+
+def test_a_run_that_logs_train_and_val_loss_shows_its_training_loss(engine: Engine) -> None:
+    """No plain ``loss``: the chart, the LOSS, BEST and EMA columns take ``train/loss``."""
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    store.create_run(
+        {"id": "qual22", "name": "qualified", "workload": "wrapped", "config": {},
+         "state": "finished", "device": "cpu", "cwd": "/", "created": 1.0, "released": False},
+        "made by the test",
+    )
+    train = [3.0 - s / 100 for s in range(200)]
+    points = [[s, "train/loss", v, 1.7e9 + s] for s, v in enumerate(train)]
+    points += [[s, "val/loss", 9.0, 1.7e9 + s] for s in range(0, 200, 50)]
+    store.add_metrics("qual22", points, 0, None)
+    store.close()
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: chart.series and chart.series[0].curve)
+            ys = [v for v in chart.series[0].ys if v is not None]
+            assert min(ys) == min(train) and max(ys) == max(train)  # not val/loss's 9.0
+            assert "train/loss" in str(app.query_one("#status", Static).render())
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.cell_text("qual22", "LOSS") != "-")
+            assert table.cell_text("qual22", "LOSS") == format_number(train[-1])
+            assert table.cell_text("qual22", "BEST") == format_number(min(train))
+            exact = ema_debiased(train, app.state.smoothing)[-1]
+            assert app.state.smoothed_last("qual22") == pytest.approx(exact, rel=1e-12)
+            await pilot.press("m")  # the next metric after the one drawn
+            await until(pilot, lambda: chart.series and max(
+                v for v in chart.series[0].ys if v is not None) == 9.0)
 
     asyncio.run(scenario())
 

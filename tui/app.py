@@ -163,7 +163,7 @@ class TraintopApp(ViewActions):
         mode = "  [readonly]" if self.readonly else ""
         view = self.state.view
         smooth = f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
-        text = f"  {summary}  ·  {view.metric}  {smooth}{mode}"
+        text = f"  {summary}  ·  {view.metric_for(self.shown_keys())}  {smooth}{mode}"
         if text != self._status_text:  # redrawing the same line costs bytes over SSH
             self._status_text = text
             status.update(Text.assemble((" traintop ", "bold reverse"), text))
@@ -239,7 +239,8 @@ class TraintopApp(ViewActions):
     def _view_request(self) -> ViewRequest:
         """What the chart needs: its metric at twice its dot columns, axis and smoothing."""
         columns = max(1, self.query_one(LossChart).content_size.width - GUTTER) * 2
-        return ViewRequest.of(self.state.view, min(MAX_VIEW_BUCKETS, 2 * columns))
+        buckets = min(MAX_VIEW_BUCKETS, 2 * columns)
+        return ViewRequest.of(self.state.view, buckets, self.shown_keys())
 
     def _fetch_views(self) -> None:
         """Ask for the views the chart lacks (a live run's at most every two seconds).

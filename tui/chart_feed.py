@@ -12,7 +12,7 @@ when points have come in.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from engine.client.events import SeriesView
@@ -32,9 +32,10 @@ class ViewRequest:
     smoothing: float
 
     @classmethod
-    def of(cls, view: ChartView, buckets: int) -> ViewRequest:
-        """What the chart needs to show ``view`` with ``buckets`` buckets across."""
-        return cls(view.metric, buckets, view.axis, view.smoothing)
+    def of(cls, view: ChartView, buckets: int, keys: Collection[str]) -> ViewRequest:
+        """What the chart needs to show ``view`` with ``buckets`` buckets across, for runs
+        that logged ``keys``."""
+        return cls(view.metric_for(keys), buckets, view.axis, view.smoothing)
 
 
 # Asks the daemon for one run's view: (run, key, buckets, axis, smoothing or None).

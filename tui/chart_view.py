@@ -7,8 +7,10 @@ daemon for views by it. Nothing else holds a copy of these settings.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, replace
+
+from engine.common.output_lines import training_loss_key
 
 # The weights ``s`` steps through (a debiased EMA, as TensorBoard smooths).
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -19,7 +21,7 @@ MAX_SMOOTHING = 0.999
 class ChartView:
     """The metric shown, its smoothing, and the axes' kinds."""
 
-    metric: str = "loss"
+    metric: str = "loss"  # "loss" also stands for runs' training loss under another name
     smoothing: float = SMOOTHING_STEPS[3]
     x_by_time: bool = False  # wall time on x, else the step
     log_y: bool = False
@@ -39,8 +41,16 @@ class ChartView:
         index = steps.index(self.smoothing) if self.smoothing in steps else 0
         return replace(self, smoothing=steps[(index + 1) % len(steps)])
 
-    def next_metric(self, keys: Iterable[str]) -> ChartView:
-        """The next of ``keys`` in name order (``loss`` when there are none)."""
+    def metric_for(self, keys: Collection[str]) -> str:
+        """The metric drawn for runs that logged ``keys``: the one chosen, except that the
+        default ``loss``, where they logged none, is their training loss (``train/loss``)."""
+        if self.metric != "loss" or self.metric in keys:
+            return self.metric
+        return training_loss_key(keys) or self.metric
+
+    def next_metric(self, keys: Collection[str]) -> ChartView:
+        """The next of ``keys`` in name order after the one drawn (``loss`` when none)."""
         ordered = sorted(set(keys)) or ["loss"]
-        index = ordered.index(self.metric) if self.metric in ordered else -1
+        shown = self.metric_for(keys)
+        index = ordered.index(shown) if shown in ordered else -1
         return replace(self, metric=ordered[(index + 1) % len(ordered)])

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.common.config import parse_literal
+from engine.common.output_lines import training_loss_key
 from tui.sweep_groups import differing_keys
 
 # x goes on a log scale when its values span this factor or more: a one-decade grid
@@ -61,9 +62,9 @@ def numeric_params(runs: Sequence[RunInfo]) -> list[str]:
 
 
 def metrics_of(runs: Sequence[RunInfo]) -> list[str]:
-    """The metrics any of the runs logged, ``loss`` first."""
+    """The metrics any of the runs logged, the training loss first."""
     keys = sorted({k for run in runs for k in run.last})
-    return sorted(keys, key=lambda k: k != "loss")
+    return sorted(keys, key=lambda k: k != training_loss_key(keys))
 
 
 def scatter(

@@ -21,7 +21,6 @@ from tui.notify import TOLD_STATES
 
 RATE_WINDOW_S = 30.0
 TELEMETRY_KEEP = 600
-EMA_KEY = "loss"  # the metric of the table's EMA column
 
 
 @dataclass
@@ -160,13 +159,13 @@ class TuiState:
                 best[point.key] = point.value
         newest = max(points, key=lambda p: p.step)
         step = max(run.step, newest.step + 1)
-        self.runs[run_id] = replace(run, last=last, best=best, step=step)
+        run = self.runs[run_id] = replace(run, last=last, best=best, step=step)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
         rate.append((newest.time, step))
         self.points_arrived.add(run_id)
         column = self.emas.get(run_id)
         if column is not None:
-            losses = sorted((p.step, p.value) for p in points if p.key == EMA_KEY)
+            losses = sorted((p.step, p.value) for p in points if p.key == run.loss_key)
             fresh = [value for step, value in losses if step > column.step]
             if fresh:
                 column.step = losses[-1][0]

@@ -20,7 +20,6 @@ from engine.common.config import parse_literal
 from engine.common.sweep import short_text
 
 GROUP_PREFIX = "sweep:"  # a group's row id; no run id has a colon
-BEST_KEY = "loss"  # the metric of the BEST column and of a group's best
 # The states a header counts, each with its glyph, in the order they show.
 COUNTED = (("running", "▶"), ("queued", "…"), ("finished", "✔"), ("paused", "‖"),
            ("starting", "◌"), ("failed", "✘"), ("killed", "■"))
@@ -107,12 +106,11 @@ def state_counts(group: SweepGroup, runs: Mapping[str, RunInfo]) -> str:
     return " ".join(f"{counts[state]}{glyph}" for state, glyph in COUNTED if counts.get(state))
 
 
-def best_of(run_ids: Iterable[str], runs: Mapping[str, RunInfo],
-            key: str = BEST_KEY) -> tuple[str, float] | None:
-    """The run with the lowest best ``key`` among ``run_ids``, and that value (None: none
-    has one)."""
+def best_of(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> tuple[str, float] | None:
+    """The run with the lowest best training loss among ``run_ids``, and that value (None:
+    none has one)."""
     found = [(v, r) for r in run_ids if r in runs
-             and (v := runs[r].best.get(key)) is not None and math.isfinite(v)]
+             and (v := runs[r].best.get(runs[r].loss_key)) is not None and math.isfinite(v)]
     if not found:
         return None
     value, run_id = min(found)

@@ -44,6 +44,14 @@ class ViewActions(SweepActions):
         """Show the marks now held in the table and on the chart (``before``: the old ones)."""
         raise NotImplementedError
 
+    def shown_keys(self) -> set[str]:
+        """Every metric the runs on the chart have logged."""
+        keys: set[str] = set()
+        for overlaid in self.shown:
+            run = self.state.runs.get(overlaid.run_id)
+            keys.update(run.last if run is not None else ())
+        return keys
+
     def action_mark(self) -> None:
         group = self.query_one(RunsTable).selected_group
         if group is not None:
@@ -109,11 +117,7 @@ class ViewActions(SweepActions):
         self.show_view(replace(view, x_by_time=not view.x_by_time), refetch=True)
 
     def action_next_metric(self) -> None:
-        keys: set[str] = set()
-        for overlaid in self.shown:
-            run = self.state.runs.get(overlaid.run_id)
-            keys.update(run.last if run is not None else ())
-        self.show_view(self.state.view.next_metric(keys), refetch=True)
+        self.show_view(self.state.view.next_metric(self.shown_keys()), refetch=True)
 
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from engine.common.output_lines import training_loss_key
 from engine.common.protocol import ProtocolError
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, RunState
 from engine.common.telemetry import Sample
@@ -88,6 +89,11 @@ class RunInfo:
     def from_wire(cls, data: Any) -> RunInfo:
         """A run from a ``list_runs`` page, a ``runs`` event or a ``start``/``fork`` reply."""
         return cls(**_run_fields(cls, data, "run"))
+
+    @property
+    def loss_key(self) -> str:
+        """The metric that is this run's training loss (``loss``, else e.g. ``train/loss``)."""
+        return training_loss_key(self.last) or "loss"
 
     @property
     def terminal(self) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -100,6 +101,27 @@ def qualify(name: str, before: str) -> str:
 def is_loss_like(name: str) -> bool:
     """Whether ``name`` (qualified or not) is a loss or a score, so its line is progress."""
     return bool(_LOSS_LIKE.fullmatch(name.rsplit("/", 1)[-1]))
+
+
+def training_loss_key(keys: Iterable[str]) -> str | None:
+    """Which of ``keys`` is the training loss: the series the LOSS column, the chart's
+    default and the divergence watch follow.
+
+    ``loss`` first, then ``train/loss``, then a training-scoped loss (``train_loss``,
+    ``train/loss_total``), then any loss not scoped to validation or test. None: no loss.
+    """
+    ranked: list[tuple[int, str]] = []
+    for key in keys:
+        if key == "loss":
+            return key
+        lowered = key.lower()
+        scoped = _PREFIXED.fullmatch(lowered)
+        scope = _SCOPES.get(scoped["scope"]) if scoped else None
+        base = scoped["base"] if scoped and scope else lowered
+        if "loss" not in base or scope in ("val", "test"):
+            continue
+        ranked.append((0 if lowered == "train/loss" else 1 if scope == "train" else 2, key))
+    return min(ranked)[1] if ranked else None
 
 
 def _number(text: str) -> float | None:

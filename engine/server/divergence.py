@@ -12,11 +12,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from engine.common.output_lines import training_loss_key
 from engine.common.smoothing import DebiasedEma
 from engine.rundir.spool_records import Metric
 
-# The metric watched: the one every kind of run reports and the table shows.
-WATCHED_KEY = "loss"
 # Points seen before a spike is judged: the first losses fall fast and the EMA of
 # a handful says little. NaN and inf need no warm-up.
 WARMUP_POINTS = 20
@@ -30,7 +29,11 @@ MIN_EMA = 1e-6
 
 
 class DivergenceWatch:
-    """Follows one run's loss and says, once, why it diverged.
+    """Follows one run's training loss and says, once, why it diverged.
+
+    The loss watched is the one the table shows (``training_loss_key`` of the keys
+    seen so far): ``loss``, or ``train/loss`` for a wrapped script that prints only
+    that. If a better-ranked key turns up later the watch starts again on it.
 
     ``factor`` None: the run opted out, nothing is judged. After it trips it stays
     quiet until ``reset`` (a resume), so one spike pauses a run once.
@@ -38,6 +41,8 @@ class DivergenceWatch:
 
     def __init__(self, factor: float | None, tripped: bool = False) -> None:
         self.factor = factor
+        self.keys: set[str] = set()  # every metric name seen
+        self.key: str | None = None  # the one watched
         self.reset(tripped)
 
     def reset(self, tripped: bool = False) -> None:
@@ -52,18 +57,25 @@ class DivergenceWatch:
         """Take in a batch of points; the reason the run diverged, the first time it does."""
         if self.factor is None or self.tripped:
             return None
+        points = list(points)
+        if not self.keys.issuperset(p[1] for p in points):
+            self.keys.update(p[1] for p in points)
+            key = training_loss_key(self.keys)
+            if key != self.key:
+                self.key = key
+                self.reset()
         for step, key, value, _ in points:
-            if key != WATCHED_KEY:
+            if key != self.key:
                 continue
-            reason = self._judge(step, value, self.factor)
+            reason = self._judge(step, key, value, self.factor)
             if reason is not None:
                 self.tripped = True
                 return reason
         return None
 
-    def _judge(self, step: int, value: float, factor: float) -> str | None:
+    def _judge(self, step: int, key: str, value: float, factor: float) -> str | None:
         if not math.isfinite(value):
-            return f"{WATCHED_KEY} {value} at step {step}"
+            return f"{key} {value} at step {step}"
         ema = self._smoothed
         if (
             ema is not None
@@ -73,7 +85,7 @@ class DivergenceWatch:
             and value > factor * ema
         ):
             return (
-                f"{WATCHED_KEY} {value:.4g} at step {step} is {value / ema:.0f}x "
+                f"{key} {value:.4g} at step {step} is {value / ema:.0f}x "
                 f"its EMA {ema:.4g}"
             )
         self._signed = self._signed or value <= 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from engine import __version__
 from engine.common.config import INT64_MAX
+from engine.common.output_lines import training_loss_key
 from engine.common.protocol import MAX_BUCKETS, MAX_TAIL
 from engine.run.workloads.registry import BUILTIN_DEFAULTS, workload_defaults
 from engine.server.requests import (
@@ -63,7 +64,7 @@ class ReadRequests(RunLookup):
         """
         after = param(params, "cursor", int, 0)
         smoothing = smoothing_param(params)
-        ema_key = param(params, "ema_key", str, "loss")
+        ema_key = param(params, "ema_key", str, None)  # None: each run's training loss
         brief = param(params, "brief", bool, False)
         with_best = param(params, "best", bool, False) and not brief
         runs: list[dict[str, Any]] = []
@@ -75,7 +76,10 @@ class ReadRequests(RunLookup):
             if with_best:
                 summary["best"] = best.get(rid, {})
             if smoothing is not None:
-                summary["ema"] = tail_ema(self.db.points, rid, ema_key, smoothing)
+                key = ema_key or training_loss_key(
+                    summary["last"] if "last" in summary else self.db.last_values(run["id"])
+                )
+                summary["ema"] = tail_ema(self.db.points, rid, key, smoothing) if key else None
             budget -= len(json.dumps(summary, default=str))
             if runs and budget < 0:
                 return {"runs": runs, "next": after}

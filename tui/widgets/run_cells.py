@@ -12,7 +12,7 @@ from engine.client.events import RunInfo
 from engine.common.format import format_bytes, format_number
 from tui.run_tree import TreeRow
 from tui.state import TuiState
-from tui.sweep_groups import BEST_KEY, SweepGroup, best_of, state_counts
+from tui.sweep_groups import SweepGroup, best_of, state_counts
 
 Run = RunInfo
 
@@ -121,8 +121,8 @@ def value_cells(
         "ID": Text(run.id),
         "STATE": state_text(run, place),
         "STEP": progress_text(run, bar=not compact),
-        "LOSS": Text(format_number(run.last.get("loss"))),
-        "BEST": Text(format_number(run.best.get(BEST_KEY))),
+        "LOSS": Text(format_number(run.last.get(run.loss_key))),
+        "BEST": Text(format_number(run.best.get(run.loss_key))),
         "EMA": Text(format_number(state.smoothed_last(run.id))),
         "STEP/S": Text(f"{rate:.1f}" if rate is not None else "-"),
         "ETA": Text(duration(state.eta_seconds(run.id))),
@@ -177,8 +177,8 @@ def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
         "NAME": lambda r: r.name.lower(),
         "STATE": lambda r: STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 99,
         "STEP": lambda r: r.step,
-        "LOSS": lambda r: _finite(r.last.get("loss")),
-        "BEST": lambda r: _finite(r.best.get(BEST_KEY)),
+        "LOSS": lambda r: _finite(r.last.get(r.loss_key)),
+        "BEST": lambda r: _finite(r.best.get(r.loss_key)),
         "EMA": lambda r: _finite(state.smoothed_last(r.id)),
         "STEP/S": lambda r: state.steps_per_second(r.id),
         "ETA": lambda r: state.eta_seconds(r.id),

@@ -40,7 +40,7 @@ def run_line_values(run: RunInfo) -> list[str]:
     parent = ""
     if run.parent_id:
         parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
-    loss = format_number(run.last.get("loss"))
+    loss = format_number(run.last.get(run.loss_key))
     return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, run.device or "", parent]
 
 
