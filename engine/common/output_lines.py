@@ -57,9 +57,10 @@ _RIGHT_BEFORE = re.compile(r"(?<![\w/])([A-Za-z]+)\s+$")
 _QUALIFIES = re.compile(r"\s+[A-Za-z][\w/.-]*\s*[:=]?\s*[-+.\d]")
 _EPOCH = re.compile(r"(?<![\w/])epoch\b\s*[:=]?\s*(?P<epoch>\d+)(?:\s*/\s*(?P<of>\d+))?", re.I)
 # A position inside an epoch: ``200/ 2983 batches``, tqdm's and Keras's ``50/100 [``,
+# Keras 3's ``50/100 ━━━``,
 # MNIST's ``[640/60000 (1%)]``.
 _COUNTER = re.compile(
-    r"(?<![\w./])(?P<n>\d+)\s*/\s*(?P<m>\d+)(?=\s*(?:batches\b|\[))"
+    r"(?<![\w./])(?P<n>\d+)\s*/\s*(?P<m>\d+)(?=\s*(?:batches\b|\[|\u2501))"
     r"|\[\s*(?P<bn>\d+)\s*/\s*(?P<bm>\d+)\s*[\](]"
 )
 # The CIFAR tutorial's ``[2,  2000] loss: 1.9``: epoch and batch, with no batch count.

@@ -41,6 +41,8 @@ Point = tuple[int, str, float]
 _BAR = re.compile(r"\d+%\|")  # a tqdm/Lightning progress bar
 _HEADER_CUT = re.compile(r":\s+\d+%\|.*$")  # a YOLO header or row ends in its own bar
 _HEADER_TOKEN = re.compile(r"[A-Za-z][\w()./-]*:?")
+# A Keras bar (``313/313 [=====]`` or Keras 3's ``313/313 ━━━━``): its total is the epoch's.
+_KERAS_BAR = re.compile(r"\s*\d+/(?P<total>\d+)\s*(?:\[[=.>]*\]|\u2501+)")
 
 
 class PatternError(ValueError):
@@ -118,6 +120,7 @@ class MetricParser:
         self._epoch: int | None = None
         self._first_epoch: int | None = None
         self._epoch_start: dict[int, int] = {}
+        self._keras_total: int | None = None  # the bar length of the current Keras epoch
         self._bar: tuple[int, int] | None = None
         self._bar_offset = 0
 
@@ -150,6 +153,7 @@ class MetricParser:
             self._table(rest, stream, reading)
         if reading.epoch is not None:
             self._enter_epoch(reading.epoch)
+        self._keras_evaluation(line, reading)
         heuristic = not self.only_patterns and (stream != "stderr" or _BAR.search(line))
         if heuristic and self._is_progress(reading):
             # A name a pattern gives comes from that pattern only.
@@ -225,11 +229,29 @@ class MetricParser:
                 reading.metrics[name] = float(cell)
         reading.progress = bool(reading.metrics)
 
+    def _keras_evaluation(self, line: str, reading: LineReading) -> None:
+        """A Keras bar of another length than its epoch's, with no epoch line of its own, is
+        ``model.evaluate`` after training: its names are scoped ``test/`` and it has no
+        position of its own (it belongs to the last training step)."""
+        bar = _KERAS_BAR.match(line)
+        if bar is None or self._epoch is None:
+            return
+        total = int(bar["total"])
+        if self._keras_total is None:
+            self._keras_total = total
+        elif total != self._keras_total and reading.metrics:
+            reading.metrics = {
+                k if "/" in k else f"test/{k}": v for k, v in reading.metrics.items()
+            }
+            reading.position = None
+
     def _enter_epoch(self, epoch: int) -> None:
         if self._first_epoch is None:
             self._first_epoch = epoch
         if epoch not in self._epoch_start:
             self._epoch_start[epoch] = 0 if epoch == self._first_epoch else self._last_step or 0
+        if epoch != self._epoch:
+            self._keras_total = None
         self._epoch = epoch
 
     def _position(self, reading: LineReading, found: dict[str, float]) -> int | None:
