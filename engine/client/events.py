@@ -62,7 +62,7 @@ class RunInfo:
     released: bool = False
     condition: str | None = None  # e.g. "disk full": what needs the user now
     last: dict[str, Any] = field(default_factory=dict)  # latest value of each metric
-    kind: str = "train"  # "train" | "attached" | "wrapped"
+    kind: str = "train"  # "train" | "attached" | "wrapped" | "imported"
     # Why the run cannot do an action ("fork", "release"), one line each.
     refusals: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None

@@ -116,10 +116,9 @@ def training_loss_key(keys: Iterable[str]) -> str | None:
         if key == "loss":
             return key
         lowered = key.lower()
-        scoped = _PREFIXED.fullmatch(lowered)
-        scope = _SCOPES.get(scoped["scope"]) if scoped else None
-        base = scoped["base"] if scoped and scope else lowered
-        if "loss" not in base or scope in ("val", "test"):
+        # The scope may come first (val_loss, train/loss) or last (TensorBoard's Loss/val).
+        scope = next((_SCOPES[p] for p in re.split(r"[/_.-]", lowered) if p in _SCOPES), None)
+        if "loss" not in lowered or scope in ("val", "test"):
             continue
         ranked.append((0 if lowered == "train/loss" else 1 if scope == "train" else 2, key))
     return min(ranked)[1] if ranked else None

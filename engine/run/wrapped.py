@@ -8,6 +8,13 @@ stream appends them to ``stdout.log`` / ``stderr.log`` and feeds the metric
 parser, and a flusher thread appends the parsed points to the spool at most
 every ``FLUSH_INTERVAL`` seconds. The shim, not the command, writes the spool,
 so the daemon follows a wrapped run like any other.
+
+With a ``logdir`` (``traintop run --logdir DIR``) a further thread follows the
+TensorBoard event files the command writes there (files already there are not its
+own and are left alone). Event files name their scalars and steps exactly, so they
+take the place of what the output says: points read from the output are held back
+until event files give a point (then they are dropped, and the output is read no
+more) or until ``EVENTS_GRACE`` seconds pass without one (then they are recorded).
 """
 
 from __future__ import annotations
@@ -18,14 +25,20 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from engine.common.output_metrics import MetricParser, Point
+from engine.common.tb_events import EventDir, TensorBoardMissing, event_files
 from engine.run.spool_writer import SpoolWriter
 from engine.run.thread_share import sleeping_waits
 from engine.rundir.paths import RunDir
 
 FLUSH_INTERVAL = 0.25
+# How often the event files of a --logdir are looked at for new scalars.
+EVENTS_INTERVAL = 0.5
+# How long points read from the output wait for a --logdir's first scalar.
+EVENTS_GRACE = 60.0
 # Signals the shim ignores; a command must get them with their default action
 # (an ignored signal stays ignored across exec).
 _SHIM_IGNORED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
@@ -50,6 +63,17 @@ class WrappedCommand:
         self._lock = threading.Lock()
         self._pending: list[list[Any]] = []
         self._done = threading.Event()
+        self._events_stop = threading.Event()
+        logdir = config.get("logdir")
+        root = Path(logdir) if isinstance(logdir, str) else None
+        # Where points read from the output go: recorded, or held (a --logdir that has
+        # given nothing yet), or dropped (None: event files have given points).
+        self._parsed: list[list[Any]] | None = self._pending
+        self._held: list[list[Any]] = []
+        if root is not None:
+            self._parsed = self._held
+            self._grace_ends = time.monotonic() + EVENTS_GRACE
+        before = set(event_files(root)) if root is not None else set()
         # The environment `traintop run` sent (only what runs need, see engine.common.run_env).
         env = sleeping_waits({**(launch.get("env") or os.environ), "PYTHONUNBUFFERED": "1"})
         self.proc = subprocess.Popen(
@@ -77,8 +101,14 @@ class WrappedCommand:
             ),
         ]
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True)
-        for thread in (*self._threads, self._flusher):
-            thread.start()
+        self._events: threading.Thread | None = None
+        if root is not None:
+            self._events = threading.Thread(
+                target=self._follow_events, args=(root, before, run_dir), daemon=True
+            )
+        for thread in (*self._threads, self._flusher, self._events):
+            if thread is not None:
+                thread.start()
 
     def _pump(self, fd: int, log_path: Any, stream: str) -> None:
         # Incremental: a character split across two reads is decoded whole.
@@ -104,11 +134,43 @@ class WrappedCommand:
         if points:
             now = time.time()
             with self._lock:
-                self._pending.extend([step, key, value, now] for step, key, value in points)
+                if self._parsed is not None:
+                    self._parsed.extend([step, key, value, now] for step, key, value in points)
+
+    def _follow_events(self, root: Path, before: set[Path], run_dir: RunDir) -> None:
+        try:
+            events = EventDir(root, skip=before)
+        except TensorBoardMissing as exc:  # the CLI checks; a shim elsewhere may still lack it
+            with open(run_dir.stderr, "a", encoding="utf-8") as err:
+                err.write(f"traintop: {exc}\n")
+            with self._lock:
+                self._release_held()
+            return
+        while True:
+            stopping = self._events_stop.wait(EVENTS_INTERVAL)
+            scalars = events.poll()  # after the stop too: what was written last
+            with self._lock:
+                if scalars:
+                    self._parsed = None
+                    self._held.clear()
+                    self._pending.extend(list(point) for point in scalars)
+                elif self._parsed is self._held and (
+                    stopping or time.monotonic() > self._grace_ends
+                ):
+                    self._release_held()
+            if stopping:
+                return
+
+    def _release_held(self) -> None:
+        """No event files came in time: record what the output said, and go on doing so."""
+        self._pending.extend(self._held)
+        self._held.clear()
+        self._parsed = self._pending
 
     def _flush(self) -> None:
         with self._lock:
-            points, self._pending = self._pending, []
+            points = self._pending[:]
+            self._pending.clear()  # the same list: ``_parsed`` may point at it
         if points:
             # STEP shows the script's last step (step 300 printed: 300), not one past it.
             done = max(point[0] for point in points)
@@ -126,6 +188,9 @@ class WrappedCommand:
         with self._lock:
             tail = self.parser.finish()
         self._add(tail)
+        if self._events is not None:
+            self._events_stop.set()
+            self._events.join(timeout)
         self._done.set()
         self._flusher.join(timeout)
         self._flush()

@@ -26,6 +26,7 @@ from engine.common.config import step_total
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, RunState, name_from, unique_name
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.backends.attached import attach_workload
+from engine.server.backends.imported import import_workload
 from engine.server.requests import is_number
 from engine.server.store import Store
 
@@ -69,7 +70,8 @@ def create_attached_run(
     run = {
         "id": run_id,
         "name": unique_name(name_from(str(base), "attached"), store.name_taken),
-        "workload": attach_workload(argv),
+        "workload": import_workload(str(info["imported"])) if info.get("imported")
+        else attach_workload(argv),
         "config": config,
         "state": RunState.STARTING.value,
         "device": device_label(str(info.get("device") or "cpu")),
@@ -82,7 +84,9 @@ def create_attached_run(
     factor = info.get("divergence_factor", DEFAULT_DIVERGENCE_FACTOR)
     if factor is None or (is_number(factor) and factor > 1):  # a marker may say anything
         run["divergence_factor"] = factor
-    store.create_run(run, f"attached: pid {info['pid']}")
+    imported = info.get("imported")
+    how = f"imported from {imported}" if imported else f"attached: pid {info['pid']}"
+    store.create_run(run, how)
     created = store.get_run(run_id)
     assert created is not None
     return created

@@ -56,6 +56,7 @@ ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
+                    "logdir",
                     "env", "cwd",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
@@ -154,6 +155,7 @@ class RunRequests(QueueRequests):
         pattern = param(params, "loss_pattern", str, None)
         metric_patterns = param(params, "metric_patterns", list, [])
         only_patterns = param(params, "only_patterns", bool, False)
+        logdir = param(params, "logdir", str, None)
         env = env_param(params)
         divergence = divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)
         if env is None:
@@ -175,10 +177,14 @@ class RunRequests(QueueRequests):
             raise RequestError(
                 "bad_config", "--only-patterns needs --metric NAME=REGEX or --loss-pattern"
             )
+        if logdir is not None and not Path(logdir).is_absolute():
+            raise RequestError("bad_config", f"logdir must be an absolute path: {logdir}")
         self._check_name(name)
         config: dict[str, Any] = {"command": command, "loss_pattern": pattern}
         if metric_patterns or only_patterns:  # a run without them keeps its config as it was
             config |= {"metric_patterns": metric_patterns, "only_patterns": only_patterns}
+        if logdir is not None:
+            config["logdir"] = logdir
         # Named for the script it runs (python train.py -> train), else the program.
         script = next((a for a in command if a.endswith(".py")), command[0])
         base = Path(script).stem or "run"

@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the loss with this regex (group 'loss' or the first group; group 'step')",
     )
     _add_metric_options(p)
+    p.add_argument(
+        "--logdir",
+        metavar="DIR",
+        help="follow the TensorBoard event files the command writes under DIR: exact tags "
+        "and steps, which then take the place of what its output says (needs tensorboard)",
+    )
     p.add_argument("--no-wait", action="store_true", help="return before the command is up")
     p.add_argument("--json", action="store_true")
     _add_queue_options(p)
@@ -206,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metric_options(p)
     p.add_argument("--stderr", action="store_true", help="read FILE as the command's stderr")
     p.add_argument("--json", action="store_true", help="every point as JSON: [step, name, value]")
+
+    p = add(
+        "import",
+        _command("import_cmd", "cmd_import"),
+        "import TensorBoard logs: each directory of event files under DIR becomes a "
+        "finished run with its scalars, steps and wall times (needs tensorboard)",
+    )
+    p.add_argument("dir", metavar="DIR", help="a TensorBoard log directory")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the runs are written, before the engine has read them")
+    p.add_argument("--json", action="store_true")
 
     _add_sweep(add)
 

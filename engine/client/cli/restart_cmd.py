@@ -48,6 +48,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        if run["kind"] == "imported":
+            print(f"traintop: {run['refusals']['fork']}", file=sys.stderr)
+            return 1
         name = args.name or restart_name(run["name"], {r["name"] for r in client.all_runs()})
         new = _restart_command(client, run, args, name) if run["kind"] == "wrapped" else (
             _restart_workload(client, run, args, name)
@@ -112,6 +115,7 @@ def _restart_command(
         loss_pattern=run["config"].get("loss_pattern"),
         metric_patterns=run["config"].get("metric_patterns"),
         only_patterns=run["config"].get("only_patterns"),
+        logdir=run["config"].get("logdir"),
         name=name,
         cwd=run["cwd"],
         env=chosen_env(args),

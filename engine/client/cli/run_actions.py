@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from engine.client.cli.common import (
@@ -28,6 +29,7 @@ from engine.client.cli.sweep_cmd import read_experiment, start_many
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import shown
 from engine.common.sweep import SweepSpec
+from engine.common.tb_events import TensorBoardMissing, require_tensorboard
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -72,6 +74,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("no command given: traintop run [--name N] -- CMD [ARGS...]")
+    logdir = None
+    if args.logdir is not None:
+        try:
+            require_tensorboard()
+        except TensorBoardMissing as exc:
+            raise UsageError(str(exc)) from None
+        logdir = str(Path(args.logdir).expanduser().absolute())
     with connect() as client:
         run = client.call(
             "run_command",
@@ -80,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             loss_pattern=args.loss_pattern,
             metric_patterns=args.metric,
             only_patterns=args.only_patterns,
+            logdir=logdir,
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from engine.rundir.paths import RunDir
 
 # What a run row's ``kind`` says, for display only: clients decide from ``refusals``.
-RunKind = Literal["train", "attached", "wrapped"]
+RunKind = Literal["train", "attached", "wrapped", "imported"]
 # What a backend may be unable to do: fork, release (pause and free its memory), and
 # restart (go on from a failed run's last complete checkpoint).
 Refusable = Literal["fork", "release", "restart"]

@@ -6,12 +6,14 @@ from typing import Any
 
 from engine.server.backends.attached import AttachedBackend, is_attach_workload
 from engine.server.backends.base import SHOWN_REFUSALS, RunBackend
+from engine.server.backends.imported import ImportedBackend, is_import_workload
 from engine.server.backends.worker import WorkerBackend
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD, WrappedBackend
 
 _WORKER = WorkerBackend()
 _ATTACHED = AttachedBackend()
 _WRAPPED = WrappedBackend()
+_IMPORTED = ImportedBackend()
 
 
 def backend_for(run: dict[str, Any]) -> RunBackend:
@@ -21,6 +23,8 @@ def backend_for(run: dict[str, Any]) -> RunBackend:
         return _WRAPPED
     if is_attach_workload(workload):
         return _ATTACHED
+    if is_import_workload(workload):
+        return _IMPORTED
     return _WORKER
 
 
