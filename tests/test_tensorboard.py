@@ -171,3 +171,25 @@ def test_a_bad_import_is_one_line_and_makes_nothing(
     assert len(result.err.strip().splitlines()) == 1
     time.sleep(0.1)
     assert engine.all_runs() == []
+
+
+def test_tensor_scalars_as_tf2_writes_them_are_read_and_other_summaries_are_not(
+    tmp_path: Path,
+) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from engine.common.tb_events import EventDir
+
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(3):
+        writer.add_scalar("lr", 0.1 * (step + 1), step, walltime=1.7e9 + step, new_style=True)
+        writer.add_histogram("weights", np.arange(10.0), step, walltime=1.7e9 + step)
+        writer.add_text("note", "not a number", step, walltime=1.7e9 + step)
+    writer.close()
+    points = EventDir(tmp_path).poll()
+    assert points == [(s, "lr", f32(0.1 * (s + 1)), 1.7e9 + s) for s in range(3)]
+    # double_precision: a float64 tensor keeps every digit
+    exact = SummaryWriter(str(tmp_path / "exact"))
+    exact.add_scalar("x", 1 / 3, 0, walltime=1.7e9, new_style=True, double_precision=True)
+    exact.close()
+    assert EventDir(tmp_path / "exact").poll() == [(0, "x", 1 / 3, 1.7e9)]

@@ -79,6 +79,9 @@ class EventDir:
         self.skip = set(skip)
         self._loaders: dict[Path, Any] = {}
         self._scalar_tags: set[tuple[Path, str]] = set()  # (directory, tag) known scalar
+        import numpy  # tensorboard's own dependency: here whenever it is
+
+        self._float32 = numpy.float32
 
     def poll(self) -> list[Scalar]:
         """Every scalar written since the last poll, new files included."""
@@ -94,25 +97,32 @@ class EventDir:
         return points
 
     def _scalars(self, path: Path, events: Iterator[Any]) -> Iterator[Scalar]:
-        from tensorboard.util import tensor_util
-
         prefix = "" if path.parent == self.root else path.parent.relative_to(self.root).as_posix()
         for event in events:
             if not event.HasField("summary"):
                 continue
             for value in event.summary.value:
-                # The compat layer gives every scalar as a tensor; metadata comes with a
-                # tag's first value only, so a tag is remembered once it says "scalars".
-                known = (path.parent, value.tag)
-                if value.metadata.plugin_data.plugin_name == "scalars":
-                    self._scalar_tags.add(known)
-                if known not in self._scalar_tags or not value.HasField("tensor"):
-                    continue
-                array = tensor_util.make_ndarray(value.tensor)
-                if array.size != 1:
-                    continue
-                tag = f"{prefix}/{value.tag}" if prefix else value.tag
-                yield int(event.step), tag, _as_float(array.reshape(())), float(event.wall_time)
+                number = self._number(path.parent, value)
+                if number is not None:
+                    tag = f"{prefix}/{value.tag}" if prefix else value.tag
+                    yield int(event.step), tag, number, float(event.wall_time)
+
+    def _number(self, directory: Path, value: Any) -> float | None:
+        """The scalar a summary value holds, or None (an image, a histogram, text)."""
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":  # what torch's SummaryWriter and tensorboardX write
+            return float(str(self._float32(value.simple_value)))
+        # TF2 writes tensors; their metadata comes with a tag's first value only, so a
+        # tag is remembered once it says it holds scalars.
+        known = (directory, value.tag)
+        if value.metadata.plugin_data.plugin_name == "scalars":
+            self._scalar_tags.add(known)
+        if kind != "tensor" or known not in self._scalar_tags:
+            return None
+        from tensorboard.util import tensor_util
+
+        array = tensor_util.make_ndarray(value.tensor)
+        return _as_float(array.reshape(())) if array.size == 1 else None
 
 
 def _as_float(item: Any) -> float:
@@ -124,6 +134,8 @@ def _as_float(item: Any) -> float:
 
 
 def _loader(path: Path) -> Any:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    # The plain loader: the compat layer of EventFileLoader (every simple value remade
+    # as a tensor) costs twice the reading itself, and scalars need none of it.
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-    return EventFileLoader(str(path))
+    return LegacyEventFileLoader(str(path))
