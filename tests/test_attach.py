@@ -100,7 +100,7 @@ def test_attached_script_pauses_resumes_and_is_killed_alone(
     engine.wait_step(run_id, held + 10)
     assert engine.cli("kill", run_id, "--grace", "5").code == 0
     run = engine.wait_state(run_id, *TERMINAL, timeout=20)
-    assert run["state"] == "killed" and run["exit_reason"] == "killed by user"
+    assert run["state"] == "killed" and run["exit_reason"] == "killed by user with SIGTERM"
     assert proc.wait(timeout=10) == 143  # SIGTERM, not the SIGKILL after the grace
     # Only the process was signalled: it shares this test's process group.
     assert psutil.Process().is_running()

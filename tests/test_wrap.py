@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from engine.common.runs import exit_text
 from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine
 
@@ -105,7 +106,23 @@ def test_command_keeps_cwd_environment_and_default_sigint_and_gets_no_stdin(
 def test_a_failing_command_is_reported_like_a_failing_run(engine: Engine, probe: Path) -> None:
     result = engine.cli("run", "--", sys.executable, str(probe), "r.json", "exit3")
     assert result.code == 1
-    assert "failed: exited with code 3" in result.err
+    assert "failed: exited with code 3 (see" in result.err  # the code said once
+    (run,) = engine.all_runs()
+    shown = engine.cli("show", run["id"]).out
+    assert "exit      exited with code 3\n" in shown
+
+
+def test_how_a_run_ended_is_said_one_way_with_the_code_or_signal_once() -> None:
+    assert exit_text("finished", 0) == "finished"
+    assert exit_text("exited with code 3", 3) == "exited with code 3"
+    assert exit_text("killed by user with SIGINT", 1) == "killed by user with SIGINT; exit code 1"
+    assert exit_text("killed by user with SIGINT", -2) == "killed by user with SIGINT"
+    assert exit_text("killed by user with SIGTERM", -9) == (
+        "killed by user with SIGTERM; ended by SIGKILL")
+    assert exit_text("killed by signal SIGKILL", -9) == "killed by signal SIGKILL"
+    assert exit_text("killed by user", None) == "killed by user"
+    assert exit_text("CUDA out of memory", 1) == "CUDA out of memory; exit code 1"
+    assert exit_text(None, None) is None
 
 
 def test_pause_stops_the_process_and_kill_sends_sigint_first(
@@ -140,7 +157,7 @@ def test_pause_stops_the_process_and_kill_sends_sigint_first(
     result = engine.cli("kill", run_id, "--grace", "20")
     assert result.code == 0, result.err
     run = engine.wait_state(run_id, *TERMINAL)
-    assert run["state"] == "killed" and run["exit_reason"] == "killed by user"
+    assert run["state"] == "killed" and run["exit_reason"] == "killed by user with SIGINT"
     assert Path(f"{report}.int").exists()  # it caught KeyboardInterrupt and cleaned up
     assert "interrupted: cleaning up" in engine.cli("logs", run_id).out
     assert read_json(Path(run["dir"]) / "exit.json")["returncode"] == 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from engine.client.events import RunInfo
 from engine.common.format import shown
+from engine.common.runs import exit_text
 
 NOTIFY_ENV = "TRAINTOP_NOTIFY"  # on (the default), off, osc9 or osc777
 ESC, BEL = "\x1b", "\a"
@@ -93,7 +94,8 @@ class Stop:
     def of(cls, run: RunInfo) -> Stop:
         """The stop ``run`` (as just announced) made, with why: a failure's exit reason,
         or what a paused run's condition says (e.g. the divergence that paused it)."""
-        why = {"failed": run.exit_reason, "paused": run.condition}.get(run.state)
+        ended = exit_text(run.exit_reason, run.exit_code)
+        why = {"failed": ended, "paused": run.condition}.get(run.state)
         return cls(run.id, run.name, run.state, why)
 
 

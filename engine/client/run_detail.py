@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from engine.client.events import RunDescription
 from engine.common.format import condition_text, format_bytes, shown, skipped_text
-from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,9 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         factor = run.divergence_factor
         lines.append(DetailLine("watch", "no pause for a NaN or spiking loss" if factor is None
                                 else f"pauses on a NaN loss or one above {factor:g}x its EMA"))
-    if run.exit_reason:
-        reason, code = run.exit_reason, run.exit_code
-        if code is not None and f"code {code}" not in reason:  # not "code 1 (code 1)"
-            reason += f" (code {code})"
-        lines.append(DetailLine("exit", reason, alert=run.state == "failed"))
+    said = exit_text(run.exit_reason, run.exit_code)
+    if said:
+        lines.append(DetailLine("exit", said, alert=run.state == "failed"))
     if run.resume_step is not None:
         lines.append(DetailLine(
             "resume", f"from step {run.resume_step}, its last complete checkpoint ({resume_hint})"

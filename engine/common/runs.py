@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
@@ -99,3 +100,20 @@ def check_action(action: str, state: RunState, released: bool) -> None:
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""
         raise ActionError(f"cannot {action} a run that is {state.value}{extra}")
+
+
+def exit_text(reason: str | None, code: int | None) -> str | None:
+    """How a run ended, said the same way by ``show``, ``wait``, the TUI's details and its
+    notices: the reason (``killed by user with SIGINT``), then, once, how the process
+    itself ended: its exit code, or the signal that ended it. None: it has not ended."""
+    if not reason:
+        return None
+    if code is None or (code == 0 and reason == "finished"):
+        return reason
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return reason if name in reason else f"{reason}; ended by {name}"
+    return reason if reason == f"exited with code {code}" else f"{reason}; exit code {code}"

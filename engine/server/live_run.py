@@ -39,6 +39,7 @@ class LiveRun:
     since: float = field(default_factory=time.monotonic)
     dead_since: float | None = None
     kill_ladder: Ladder | None = None  # None: no kill asked for
+    kill_sent: signal.Signals | None = None  # the last signal of a kill that went out
     ending: dict[str, Any] | None = None  # the released/finished record, once seen
     error: str | None = None  # the message of an error record
     spool_size: int = -1  # the spool's size at the last disk check
@@ -47,6 +48,12 @@ class LiveRun:
     failing: str | None = None  # the last unexpected error following it (logged once)
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
+
+    @property
+    def kill_reason(self) -> str:
+        """What a killed run's exit says: who killed it, and with which signal last."""
+        sent = f" with {self.kill_sent.name}" if self.kill_sent is not None else ""
+        return f"killed by user{sent}"
 
     @property
     def killing(self) -> bool:
@@ -75,4 +82,6 @@ class LiveRun:
         for signals in due:
             for sig in signals:
                 self.backend.signal(self, sig)
+                if sig is not signal.SIGCONT:  # sent along to wake a paused process
+                    self.kill_sent = sig
         self.kill_ladder = self.kill_ladder[len(due):] or self.kill_ladder[-1:]

@@ -222,7 +222,7 @@ class RunReports:
             return
         ending = live.ending or {}
         if run["exit_reason"] == KILL_REASON:
-            self._end(live, RunState.KILLED, "killed by user", returncode)
+            self._end(live, RunState.KILLED, live.kill_reason, returncode)
         elif ending.get("state") == "released" and returncode == 0:
             self.store.set_state(
                 live.run_id,

@@ -342,7 +342,7 @@ class Supervisor(RunReports):
         now = time.monotonic()
         if live.pid is None:
             if live.killing and live.shim is None:
-                self._end(live, RunState.KILLED, "killed by user", None)
+                self._end(live, RunState.KILLED, live.kill_reason, None)
             elif now - live.since > SPAWN_TIMEOUT and not self.disk_full:
                 # (On a full disk the shim waits for room to write worker.json.)
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
@@ -355,7 +355,7 @@ class Supervisor(RunReports):
             gone = not live.rundir.path.is_dir()
             if not self.disk_full and (gone or waited > live.backend.exit_timeout(live)):
                 if live.killing:
-                    self._end(live, RunState.KILLED, "killed by user", None)
+                    self._end(live, RunState.KILLED, live.kill_reason, None)
                 else:
                     reason = "lost: the worker ended without an exit status"
                     self._end(live, RunState.FAILED, reason, None)

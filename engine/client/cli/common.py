@@ -12,7 +12,7 @@ from typing import Any
 from engine.client.client import Client
 from engine.common.format import json_text, shown
 from engine.common.run_env import run_env
-from engine.common.runs import RunState
+from engine.common.runs import RunState, exit_text
 
 ACTIVE_WAIT = ("queued", "starting")
 # How long start and fork wait for a running run's first step, to catch early failures.
@@ -77,7 +77,8 @@ def fail_if_failed(run: dict[str, Any]) -> int:
     """Say on stderr why a failed run failed, and return 1; 0 for any other state."""
     if run["state"] == "failed":
         print(
-            f"traintop: run {run['id']} ({shown(run['name'])}) failed: {run['exit_reason']} "
+            f"traintop: run {run['id']} ({shown(run['name'])}) failed: "
+            f"{exit_text(run['exit_reason'], run.get('exit_code'))} "
             f"(see 'traintop logs {run['id']} --stderr')",
             file=sys.stderr,
         )
