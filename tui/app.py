@@ -51,6 +51,7 @@ STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this
 CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
+NARROW_BELOW = 100  # columns: the chart takes the whole width, the panels go under it
 # A run's name in the chart's legend is cut to this: room for a three-axis sweep run's
 # values (lr=1e-3 batch=16 dropout=0.1), whose last one tells it from its neighbour.
 LEGEND_NAME = 30
@@ -121,14 +122,19 @@ class TraintopApp(ViewRestore):
         yield Footer()
 
     def on_resize(self, event: events.Resize) -> None:
-        self.query_one(RunsTable).set_compact(event.size.width < COMPACT_BELOW)
+        self._fit_width(event.size.width)
         self.state.rows_dirty = True
+
+    def _fit_width(self, width: int) -> None:
+        """The table's columns and where the panels go, for a terminal ``width`` wide."""
+        self.query_one(RunsTable).set_compact(width < COMPACT_BELOW)
+        self.query_one("#middle").set_class(width < NARROW_BELOW, "-narrow")
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
         self.query_one("#logs").display = False
         table = self.query_one(RunsTable)
-        table.set_compact(self.size.width < COMPACT_BELOW)
+        self._fit_width(self.size.width)
         self.restore_table()
         table.focus()
         self.query_one(LossChart).view = self.state.view
@@ -206,7 +212,9 @@ class TraintopApp(ViewRestore):
             state.telemetry_dirty = False
             names = {run_id: run.name for run_id, run in state.runs.items()}
             history = list(state.telemetry)
-            self.query_one(GpuPanel).update_samples(history, names)
+            gpus = self.query_one(GpuPanel)
+            gpus.update_samples(history, names)
+            self.query_one("#side").set_class(not gpus.display, "-no-gpu")
             self.query_one(HostPanel).update_samples(history)
         if self.keep_view():
             self._update_status()  # the saved view's line came or went
