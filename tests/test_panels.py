@@ -169,7 +169,8 @@ def test_host_missing_and_waiting() -> None:
     _, host_lines = show([no_host])
     assert host_lines[0] == "host: N/A"
     gpu_lines, host_lines = show([])
-    assert gpu_lines[0] == host_lines[0] == "Waiting for telemetry…"
+    # No GPU seen yet: the GPU panel waits hidden (it shows with the first GPU sample).
+    assert gpu_lines == [] and host_lines[0] == "Waiting for telemetry…"
 
 
 def test_sparkline_follows_the_history() -> None:
