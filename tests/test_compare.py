@@ -68,6 +68,16 @@ def test_without_marks_the_chart_keeps_the_family_and_with_marks_shows_them() ->
         ("y", marks["y"], False), ("x", marks["x"], True)]
 
 
+def test_pinned_runs_are_on_the_chart_with_or_without_marks() -> None:
+    family = ["a", "b"]
+    assert [o.run_id for o in chart_runs(family, {}, "b", pinned=["p", "a"])] == ["a", "b", "p"]
+    marks = assign_colours(["x"])
+    shown = chart_runs(family, marks, "b", pinned=["p", "x"])
+    assert [o.run_id for o in shown] == ["x", "p", "b"]  # the cursor's run still on top
+    styles = [o.style for o in shown]
+    assert None not in styles and len(set(styles)) == 3  # each in a colour of its own
+
+
 def test_marks_are_kept_by_id_and_a_run_gone_from_the_listing_loses_its_own() -> None:
     state = TuiState()
     state.set_runs([RunInfo.from_wire(_run(r)) for r in ("a", "b", "c")])

@@ -124,12 +124,15 @@ def test_two_gpus_with_power_runs_and_others() -> None:
     assert screen.index("a1b2c3") < screen.index("GPU1") < screen.index("pid 999")
 
 
-def test_no_gpu_shows_the_reason() -> None:
+def test_no_gpu_hides_the_gpu_panel_and_the_host_panel_says_why() -> None:
     empty = sample(0)
     empty["gpu_status"] = "no NVIDIA driver (libnvidia-ml.so.1 not found)"
     gpu_lines, host_lines = show([empty])
-    assert gpu_lines[:2] == ["No GPU found", "no NVIDIA driver (libnvidia-ml.so.1 not found)"]
+    assert gpu_lines == []  # no room taken to say there is nothing
+    assert host_lines[0] == "GPU  none: no NVIDIA driver (libnvidia-ml.so.1 not found)"
     assert any(line.startswith("RAM") for line in host_lines)
+    gpu_lines, host_lines = show([sample(1)])
+    assert gpu_lines[0].startswith("GPU0") and not host_lines[0].startswith("GPU")
 
 
 def test_none_fields_render_as_na() -> None:
@@ -166,7 +169,8 @@ def test_host_missing_and_waiting() -> None:
     _, host_lines = show([no_host])
     assert host_lines[0] == "host: N/A"
     gpu_lines, host_lines = show([])
-    assert gpu_lines[0] == host_lines[0] == "Waiting for telemetry…"
+    # No GPU seen yet: the GPU panel waits hidden (it shows with the first GPU sample).
+    assert gpu_lines == [] and host_lines[0] == "Waiting for telemetry…"
 
 
 def test_sparkline_follows_the_history() -> None:

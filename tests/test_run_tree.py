@@ -104,3 +104,12 @@ def test_help_and_palette_list_the_table_keys() -> None:
     for action in ("fold", "fold_all", "sort", "sort_reverse", "cursor_down", "page_down"):
         assert BY_ID[action].description in text
     assert display_key(BY_ID["cursor_down"]) == "↓, j"
+
+
+def test_pinned_runs_and_the_runs_above_them_come_first_among_their_siblings() -> None:
+    # e (a fork of d) pinned: d leads the roots, e its forks; g (under a) pinned too.
+    rows = build_rows(FOREST, parent_of, first=["e", "g"], sort_key=sort_key("LOSS", TuiState()))
+    assert [r.id for r in rows] == ["d", "e", "a", "g", "b", "c", "f"]
+    descending = build_rows(FOREST, parent_of, first=["f"], descending=True,
+                            sort_key=sort_key("LOSS", TuiState()))
+    assert [r.id for r in descending][:1] == ["f"]  # a run with no loss, pinned: on top

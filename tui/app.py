@@ -37,7 +37,8 @@ from tui.compare import Overlaid, chart_runs
 from tui.connection import EngineLink, LogFollower
 from tui.keys import bindings
 from tui.state import TuiState
-from tui.view_actions import ViewActions
+from tui.view_memory import ViewMemory
+from tui.view_restore import ViewRestore
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
 from tui.widgets.loss_chart import GUTTER, LossChart
@@ -50,6 +51,7 @@ STREAM_EVERY_S = 1.0  # table cells that move with training repaint at most this
 CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
+NARROW_BELOW = 100  # columns: the chart takes the whole width, the panels go under it
 # A run's name in the chart's legend is cut to this: room for a three-axis sweep run's
 # values (lr=1e-3 batch=16 dropout=0.1), whose last one tells it from its neighbour.
 LEGEND_NAME = 30
@@ -69,7 +71,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-class TraintopApp(ViewActions):
+class TraintopApp(ViewRestore):
     CSS_PATH = "app.tcss"
     TITLE = "traintop"
     BINDINGS: ClassVar[list[BindingType]] = bindings()  # type: ignore[assignment]
@@ -87,7 +89,9 @@ class TraintopApp(ViewActions):
         partial_updates.install()
         self.demo = demo
         self.readonly = readonly
+        self.memory = ViewMemory(home)  # what the last session showed
         self.state = TuiState(smoothing=ChartView().smoothing)
+        self.restore_chart_and_marks()
         self.link = EngineLink(
             home, self.state, self._set_banner, self._on_connected, autostart=autostart,
             on_runs=self._refresh_views,
@@ -118,14 +122,20 @@ class TraintopApp(ViewActions):
         yield Footer()
 
     def on_resize(self, event: events.Resize) -> None:
-        self.query_one(RunsTable).set_compact(event.size.width < COMPACT_BELOW)
+        self._fit_width(event.size.width)
         self.state.rows_dirty = True
+
+    def _fit_width(self, width: int) -> None:
+        """The table's columns and where the panels go, for a terminal ``width`` wide."""
+        self.query_one(RunsTable).set_compact(width < COMPACT_BELOW)
+        self.query_one("#middle").set_class(width < NARROW_BELOW, "-narrow")
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
         self.query_one("#logs").display = False
         table = self.query_one(RunsTable)
-        table.set_compact(self.size.width < COMPACT_BELOW)
+        self._fit_width(self.size.width)
+        self.restore_table()
         table.focus()
         self.query_one(LossChart).view = self.state.view
         self.run_worker(self.link.run(), name="engine-link", exclusive=True)
@@ -134,6 +144,7 @@ class TraintopApp(ViewActions):
             self.set_interval(2.0, self._demo_fork)
 
     async def on_unmount(self) -> None:
+        self.keep_view(flush=True)
         self.logs.stop()
         await self.link.stop()
 
@@ -164,9 +175,11 @@ class TraintopApp(ViewActions):
         view = self.state.view
         smooth = f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
         text = f"  {summary}  ·  {view.metric_for(self.shown_keys())}  {smooth}{mode}"
-        if text != self._status_text:  # redrawing the same line costs bytes over SSH
-            self._status_text = text
-            status.update(Text.assemble((" traintop ", "bold reverse"), text))
+        saved = f" ⚠ {self.memory.problem} " if self.memory.problem else ""
+        if text + saved != self._status_text:  # redrawing the same line costs bytes over SSH
+            self._status_text = text + saved
+            status.update(Text.assemble((" traintop ", "bold reverse"), text, "  ",
+                                        (saved, "black on yellow")))
 
     def _refresh_views(self) -> None:
         with contextlib.suppress(NoMatches):  # shutting down: the widgets are already gone
@@ -180,6 +193,7 @@ class TraintopApp(ViewActions):
             state.rows_dirty = False
             table.refresh_rows(state)
             table.refresh_values(state, state.take_restated())  # the rest waits its second
+            self.restore_selection()  # once, at the first listing
             self._update_status()
             self._follow_selection()  # a new fork joins the selected run's chart
         if state.changed and now - self._values_at >= STREAM_EVERY_S:
@@ -198,8 +212,12 @@ class TraintopApp(ViewActions):
             state.telemetry_dirty = False
             names = {run_id: run.name for run_id, run in state.runs.items()}
             history = list(state.telemetry)
-            self.query_one(GpuPanel).update_samples(history, names)
+            gpus = self.query_one(GpuPanel)
+            gpus.update_samples(history, names)
+            self.query_one("#side").set_class(not gpus.display, "-no-gpu")
             self.query_one(HostPanel).update_samples(history)
+        if self.keep_view():
+            self._update_status()  # the saved view's line came or went
 
     def _follow_selection(self) -> None:
         """Chart the marked runs, or the selected run's family; follow its logs."""
@@ -210,7 +228,7 @@ class TraintopApp(ViewActions):
         run = self.selected
         group = self.query_one(RunsTable).selected_group  # a sweep's header: its runs
         family = self.state.family(run.id) if run else list(group.runs) if group else []
-        shown = chart_runs(family, self.state.marks, run.id if run else None)
+        shown = chart_runs(family, self.state.marks, run.id if run else None, self.state.pinned)
         if shown != self.shown:
             self.shown = shown
             self.feed.forget(o.run_id for o in shown)
@@ -222,6 +240,11 @@ class TraintopApp(ViewActions):
     def marks_changed(self, before: set[str]) -> None:
         """Show the marks now held (``before``: those held before) in the table and chart."""
         self.query_one(RunsTable).repaint_marks(before | set(self.state.marks))
+        self._follow_selection()
+
+    def pins_changed(self) -> None:
+        """Show the pinned runs at the top of the table and on the chart."""
+        self.query_one(RunsTable).refresh_rows(self.state)
         self._follow_selection()
 
     def show_view(self, view: ChartView, refetch: bool) -> None:

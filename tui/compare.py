@@ -31,6 +31,7 @@ COMPARE_PALETTE = (
     "#d65fd6",  # magenta
 )
 MAX_MARKS = 16  # runs overlaid at most by marks (the run under the cursor comes on top)
+MAX_PINS = 8  # pinned runs (``t``): each is on the chart, whatever is selected
 
 
 def colour_slot(run_id: str) -> int:
@@ -69,20 +70,27 @@ class Overlaid:
 
 
 def chart_runs(
-    family: list[str], marks: Mapping[str, str], selected: str | None
+    family: list[str], marks: Mapping[str, str], selected: str | None,
+    pinned: Iterable[str] = (),
 ) -> tuple[Overlaid, ...]:
     """The runs the chart overlays, in drawing order (the last on top).
 
     No marks: ``family`` (the selected run's parent and forks), coloured by
     position as always. With marks (run id to colour): the marked runs in the
     order they were marked, then the selected run on top, emphasised, in a
-    colour of its own that no marked run uses.
+    colour of its own that no marked run uses. ``pinned`` runs are drawn either
+    way, after the family or the marks (with marks, each in its own colour).
     """
     if not marks:
-        return tuple(Overlaid(r, None, r == selected) for r in family)
+        extra = [r for r in pinned if r not in family]
+        return tuple(Overlaid(r, None, r == selected) for r in [*family, *extra])
+    extra = [r for r in pinned if r not in marks and r != selected]
+    colours = colours_for(extra, marks)
     runs = [Overlaid(r, colour, False) for r, colour in marks.items() if r != selected]
+    runs += [Overlaid(r, colours[r], False) for r in extra]
     if selected is not None:
-        colour = marks.get(selected) or assign_colours([selected], marks.values())[selected]
+        taken = [*marks.values(), *colours.values()]
+        colour = marks.get(selected) or assign_colours([selected], taken)[selected]
         runs.append(Overlaid(selected, colour, True))
     return tuple(runs)
 

@@ -102,6 +102,8 @@ ACTIONS: tuple[Action, ...] = (
            footer=False),
     Action("mark", "space", "Mark", "Mark or unmark the run: the chart overlays the marked runs",
            footer=False),
+    Action("pin", "t", "Pin", "Pin or unpin the run: pinned runs stay at the top of the table "
+           "and on the chart (marked ⚑)", footer=False),
     Action("clear_marks", "u", "Unmark", "Unmark every run: the chart shows the family again",
            footer=False),
     Action("cursor_down", "down,j", "Down", "Select the next run", footer=False),

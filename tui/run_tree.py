@@ -53,6 +53,7 @@ def build_rows(
     sort_key: Callable[[Item], Any] | None = None,
     descending: bool = False,
     base_key: Callable[[Item], Any] = creation_order,
+    first: Collection[str] = (),
 ) -> list[TreeRow]:
     """The rows to show, each child right under its parent (depth first).
 
@@ -60,7 +61,8 @@ def build_rows(
     items and their ancestors are shown, and a match inside a folded subtree is
     shown anyway, with the ancestors that lead to it. Siblings are ordered by
     ``sort_key`` (``None`` keys last in either direction), ties and keyless
-    items by ``base_key`` (creation order).
+    items by ``base_key`` (creation order). The ``first`` items (pinned runs), and the
+    ancestors that lead to them, come before their siblings, in that same order.
     """
     children: dict[str | None, list[str]] = {}
     for item_id in sorted(items, key=lambda i: base_key(items[i])):
@@ -71,6 +73,13 @@ def build_rows(
     if sort_key is not None:
         for siblings in children.values():
             _sort_siblings(siblings, items, sort_key, descending)
+    if first:
+        leading: set[str] = set()
+        for item_id in first:
+            if item_id in items:
+                _keep_with_ancestors(item_id, items, parent_of, leading)
+        for siblings in children.values():  # stable: each part keeps the sorted order
+            siblings.sort(key=lambda i: i not in leading)
 
     sizes = _subtree_sizes(children)
     keep: set[str] | None = None

@@ -52,6 +52,9 @@ class TuiState:
         self.restated: set[str] = set()  # runs the daemon announced (a state change)
         # Runs marked for comparison, in the order marked, each with its colour.
         self.marks: dict[str, str] = {}
+        # Runs pinned (``t``): at the top of the table and always on the chart.
+        self.pinned: list[str] = []
+        self.listed = False  # the daemon has listed the runs at least once
         # Runs seen entering a told state (finished, failed, paused) by a live event;
         # a listing (connecting, reconnecting) adds none: it replays, nothing happened.
         self.stopped: list[RunInfo] = []
@@ -88,6 +91,8 @@ class TuiState:
         """Every run as listed."""
         self.runs = {run.id: _displayable(run) for run in runs}
         self.set_marks(r for r in self.marks if r in self.runs)  # a run gone loses its mark
+        self.pinned = [r for r in self.pinned if r in self.runs]
+        self.listed = True
         for run_id in self.runs:
             self.emas[run_id] = RunEma(DebiasedEma(self.smoothing))
         self.rows_dirty = self.chart_dirty = True
@@ -186,6 +191,13 @@ class TuiState:
         marked = run_id not in self.marks
         self.set_marks([*(r for r in self.marks if r != run_id), *([run_id] if marked else [])])
         return marked
+
+    def toggle_pin(self, run_id: str) -> bool:
+        """Pin ``run_id``, or unpin it if pinned; True if it is pinned now."""
+        pinned = run_id not in self.pinned
+        self.pinned = [*(r for r in self.pinned if r != run_id), *([run_id] if pinned else [])]
+        self.rows_dirty = True
+        return pinned
 
     # -- derived --------------------------------------------------------------
 

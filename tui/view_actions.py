@@ -16,7 +16,7 @@ from textual.widgets import Input, RichLog
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from tui.chart_view import ChartView
-from tui.compare import MAX_MARKS, Overlaid
+from tui.compare import MAX_MARKS, MAX_PINS, Overlaid
 from tui.connection import LogFollower
 from tui.run_folds import toggle_fold, toggle_fold_all
 from tui.screens.help import HelpScreen
@@ -86,6 +86,23 @@ class ViewActions(SweepActions):
     def _too_many_marks(self) -> None:
         self.notify(f"at most {MAX_MARKS} runs are compared at once: "
                     "unmark one (space) or all (u) first", severity="warning")
+
+    def pins_changed(self) -> None:
+        """Show the pinned runs at the top of the table and on the chart."""
+        raise NotImplementedError
+
+    def action_pin(self) -> None:
+        run = self.selected
+        if run is None:
+            self.notify("select a run to pin it", severity="warning")
+            return
+        if run.id not in self.state.pinned and len(self.state.pinned) >= MAX_PINS:
+            self.notify(f"at most {MAX_PINS} runs are pinned at once: unpin one (t) first",
+                        severity="warning")
+            return
+        pinned = self.state.toggle_pin(run.id)
+        self.pins_changed()
+        self.notify(f"{'pinned' if pinned else 'unpinned'} {run.id}")
 
     def action_clear_marks(self) -> None:
         before = set(self.state.marks)

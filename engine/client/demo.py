@@ -15,6 +15,7 @@ DEMO_RUNS = {
     "demo-lr1e-2": ["lr=1e-2"],
 }
 DEMO_SIZE = ["steps=30000", "d_model=64", "layers=2", "batch=16"]
+FORKED = "demo-lr3e-3"  # the run the demo forks
 FORK_NAME = "demo-lr3e-3-fork-lr1e-3"
 FORK_AFTER_STEPS = 100
 # The demo's own queue: room for its runs and the fork at once, whatever the cores.
@@ -56,9 +57,15 @@ def start_demo(client: Client) -> list[RunInfo]:
     return [run for base in DEMO_RUNS if (run := _active(runs, base)) is not None]
 
 
+def fork_parent(runs: Sequence[RunInfo]) -> RunInfo | None:
+    """The live demo run that is (or will be) forked: the TUI opens on it, so the fork's
+    branch shows on the chart as soon as it starts."""
+    return _active(runs, FORKED)
+
+
 def fork_request(runs: Sequence[RunInfo]) -> dict[str, Any] | None:
     """The fork to ask for now, if it is time: the middle run, a little way in."""
-    parent = _active(runs, "demo-lr3e-3")
+    parent = fork_parent(runs)
     if parent is None or parent.state != "running" or parent.step < FORK_AFTER_STEPS:
         return None
     if any(r.parent_id == parent.id for r in runs):

@@ -112,6 +112,12 @@ class StatePaths:
         return self.home / "engine.upgrading"
 
     @property
+    def tui_view(self) -> Path:
+        """What the TUI showed last (selection, chart, sort, filter, marks, pins), for its
+        next start; the TUI's own file, 0600, never read by the daemon."""
+        return self.home / "tui.json"
+
+    @property
     def runs(self) -> Path:
         return self.home / "runs"
 

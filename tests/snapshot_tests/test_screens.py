@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -26,6 +27,7 @@ from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ForkDialog
 from tui.screens.help import HelpScreen
 from tui.screens.sweep_view import SweepView
+from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
@@ -89,18 +91,39 @@ def test_small_terminal(snap_compare: SnapCompare, fixed_engine_two_gpus: Engine
     assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)
 
 
-def test_fork_dialog(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
-    """``f`` on the base run: its config, one field per key."""
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_view_sizes(
+    snap_compare: SnapCompare, fixed_engine: Engine, size: tuple[int, int]
+) -> None:
+    """No GPU: the GPU panel gives its room to the host panel, which says why in a line;
+    under 100 columns the chart takes the whole width and the panels sit under it."""
 
-    async def open_fork(pilot: Pilot[Any]) -> None:
+    async def settled_without_gpu_panel(pilot: Pilot[Any]) -> None:
         await _settled(pilot)
-        await pilot.press("f")
-        dialog = await until(pilot, lambda: isinstance(pilot.app.screen, ForkDialog)
-                             and pilot.app.screen)
-        _steady_cursors(dialog)
+        assert not pilot.app.query_one(GpuPanel).display
 
     app = TraintopApp(home=fixed_engine.paths.home)
-    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_fork)
+    assert snap_compare(app, terminal_size=size, run_before=settled_without_gpu_panel)
+
+
+async def _open_fork(pilot: Pilot[Any]) -> None:
+    await _settled(pilot)
+    await pilot.press("f")
+    dialog = await until(pilot, lambda: isinstance(pilot.app.screen, ForkDialog)
+                         and pilot.app.screen)
+    _steady_cursors(dialog)
+
+
+def test_fork_dialog(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
+    """``f`` on the base run: its config, one field per key, ``lr`` focused."""
+    app = TraintopApp(home=fixed_engine.paths.home)
+    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=_open_fork)
+
+
+def test_fork_dialog_in_80x24(snap_compare: SnapCompare, fixed_engine: Engine) -> None:
+    """80x24: the fields scroll between the title and the buttons, which stay in sight."""
+    app = TraintopApp(home=fixed_engine.paths.home)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_open_fork)
 
 
 def test_run_detail(snap_compare: SnapCompare, fixed_engine: Engine) -> None:

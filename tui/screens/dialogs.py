@@ -58,11 +58,11 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(False)
 
 
-class ConfigForm(VerticalScroll):
-    """One labelled input per config key."""
+class ConfigForm(Vertical):
+    """One labelled input per config key (the dialog's fields scroll as one)."""
 
     DEFAULT_CSS = """
-    ConfigForm { height: auto; max-height: 50vh; }
+    ConfigForm { height: auto; }
     ConfigForm Horizontal { height: auto; }
     ConfigForm Label { width: 16; padding: 1 1 0 0; }
     ConfigForm Input { width: 1fr; }
@@ -77,6 +77,14 @@ class ConfigForm(VerticalScroll):
             with Horizontal():
                 yield Label(key)
                 yield Input(_text(value), id=f"cfg-{key}", name=key)
+
+    def first_field(self) -> Input | None:
+        """The field a user most likely changes: ``lr`` if the config has it, else the
+        first key the workload declares other than ``steps``."""
+        keys = list(self.config)
+        key = "lr" if "lr" in keys else next((k for k in keys if k != "steps"), None)
+        key = key or next(iter(keys), None)
+        return next((f for f in self.query(Input) if f.name == key), None)
 
     def overrides(self, only_changed: bool) -> list[str]:
         result = []
@@ -99,11 +107,26 @@ class FormDialog(ModalScreen[str | None]):
         super().__init__(classes="dialog")
         self.submit = submit
 
-    def buttons(self) -> ComposeResult:
-        yield Static("", id="dialog-error")
-        with Horizontal(id="dialog-buttons"):
-            yield Button("Start (ctrl+s)", variant="primary", id="start")
-            yield Button("Cancel (esc)", id="cancel")
+    def compose(self) -> ComposeResult:
+        # The fields scroll between the title and the buttons, which stay in sight
+        # whatever the terminal's height (80x24 with a long config).
+        with Vertical(id="dialog-box"):
+            yield Label(self.title_text(), id="dialog-title")
+            with Vertical(id="dialog-foot"):  # docked: laid out before the fields
+                yield Static("", id="dialog-error")
+                with Horizontal(id="dialog-buttons"):
+                    yield Button("Start (ctrl+s)", variant="primary", id="start")
+                    yield Button("Cancel (esc)", id="cancel")
+            with VerticalScroll(id="dialog-fields"):
+                yield from self.fields()
+
+    def title_text(self) -> str:
+        """The dialog's title line."""
+        raise NotImplementedError
+
+    def fields(self) -> ComposeResult:
+        """The dialog's fields, in the scrolling part."""
+        raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -136,18 +159,20 @@ class ForkDialog(FormDialog):
         super().__init__(submit)
         self.run = run
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog-box"):
-            yield Label(
-                f"Fork {self.run.id} ({self.run.name}) at step {self.run.step}",
-                id="dialog-title",
-            )
-            yield Static("Change any value; the fork starts from the parent's current step.")
-            yield ConfigForm(self.run.config, id="config")
-            with Horizontal(classes="field"):
-                yield Label("name")
-                yield Input(placeholder="automatic", id="name")
-            yield from self.buttons()
+    def title_text(self) -> str:
+        return f"Fork {self.run.id} ({self.run.name}) at step {self.run.step}"
+
+    def on_mount(self) -> None:
+        field = self.query_one(ConfigForm).first_field()
+        if field is not None:
+            field.focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static("Change any value; the fork starts from the parent's current step.")
+        yield ConfigForm(self.run.config, id="config")
+        with Horizontal(classes="field"):
+            yield Label("name")
+            yield Input(placeholder="automatic", id="name")
 
     def params(self) -> dict[str, Any]:
         name = self.query_one("#name", Input).value.strip()
@@ -175,34 +200,33 @@ class NewRunDialog(FormDialog):
         self.retry = retry
         self.workload = retry.workload if retry else next(iter(workloads), "")
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog-box"):
-            retry = self.retry
-            title = f"Retry {retry.id} ({retry.name}) with changes" if retry else "New run"
-            yield Label(title, id="dialog-title")
-            builtin = self.workload in self.workloads
-            with Horizontal(classes="field"):
-                yield Label("workload")
-                yield Select(
-                    [(name, name) for name in self.workloads],
-                    # A retried run of a file: no built-in is picked, the file is.
-                    value=self.workload if builtin else Select.NULL,
-                    allow_blank=not builtin,
-                    id="builtin",
-                )
-            with Horizontal(classes="field", id="file-row"):
-                yield Label("or file")
-                yield Input("" if builtin else self.workload,
-                            placeholder="path/to/train.py[:function]", id="file")
-            config = retry.config if retry else self.workloads.get(self.workload, {})
-            yield ConfigForm(config, id="config")
-            with Horizontal(classes="field"):
-                yield Label("name")
-                yield Input(placeholder="automatic", id="name")
-            with Horizontal(classes="field"):
-                yield Label("device")
-                yield Input(placeholder="auto: a free GPU, else cpu", id="device")
-            yield from self.buttons()
+    def title_text(self) -> str:
+        retry = self.retry
+        return f"Retry {retry.id} ({retry.name}) with changes" if retry else "New run"
+
+    def fields(self) -> ComposeResult:
+        builtin = self.workload in self.workloads
+        with Horizontal(classes="field"):
+            yield Label("workload")
+            yield Select(
+                [(name, name) for name in self.workloads],
+                # A retried run of a file: no built-in is picked, the file is.
+                value=self.workload if builtin else Select.NULL,
+                allow_blank=not builtin,
+                id="builtin",
+            )
+        with Horizontal(classes="field", id="file-row"):
+            yield Label("or file")
+            yield Input("" if builtin else self.workload,
+                        placeholder="path/to/train.py[:function]", id="file")
+        config = self.retry.config if self.retry else self.workloads.get(self.workload, {})
+        yield ConfigForm(config, id="config")
+        with Horizontal(classes="field"):
+            yield Label("name")
+            yield Input(placeholder="automatic", id="name")
+        with Horizontal(classes="field"):
+            yield Label("device")
+            yield Input(placeholder="auto: a free GPU, else cpu", id="device")
 
     @on(Select.Changed, "#builtin")
     async def _pick_builtin(self, event: Select.Changed) -> None:
@@ -232,7 +256,7 @@ class NewRunDialog(FormDialog):
     async def _show_config(self, config: Mapping[str, Any]) -> None:
         old = self.query_one(ConfigForm)
         await old.remove()
-        await self.query_one("#dialog-box", Vertical).mount(
+        await self.query_one("#dialog-fields", VerticalScroll).mount(
             ConfigForm(config, id="config"), after=self.query_one("#file-row")
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
@@ -66,34 +66,34 @@ class SweepDialog(FormDialog):
         super().__init__(submit)
         self.workloads = workloads
 
-    def compose(self) -> ComposeResult:
+    def title_text(self) -> str:
+        return "New sweep"
+
+    def fields(self) -> ComposeResult:
         first = next(iter(self.workloads), None)
-        with Vertical(id="dialog-box"):
-            yield Label("New sweep", id="dialog-title")
-            with Horizontal(classes="field"):
-                yield Label("workload")
-                yield Select([(name, name) for name in self.workloads], value=first or
-                             Select.NULL, allow_blank=first is None, id="builtin")
-            with Horizontal(classes="field"):
-                yield Label("or file")
-                yield Input(placeholder="path/to/train.py[:function]", id="file")
-            with Horizontal(classes="field"):
-                yield Label("axes")
-                yield Input(placeholder=AXES_HINT, id="axes")
-            with Horizontal(classes="field"):
-                yield Label("trials")
-                yield Input(placeholder="runs drawn from random axes", id="trials")
-            with Horizontal(classes="field"):
-                yield Label("seed")
-                yield Input("0", id="seed")
-            with Horizontal(classes="field"):
-                yield Label("queue")
-                yield Input(placeholder="default", id="queue")
-            with Horizontal(classes="field"):
-                yield Label("name")
-                yield Input(placeholder="automatic: the workload's", id="name")
-            yield Static(count_text("", "", ""), id="sweep-count")
-            yield from self.buttons()
+        with Horizontal(classes="field"):
+            yield Label("workload")
+            yield Select([(name, name) for name in self.workloads], value=first or
+                         Select.NULL, allow_blank=first is None, id="builtin")
+        with Horizontal(classes="field"):
+            yield Label("or file")
+            yield Input(placeholder="path/to/train.py[:function]", id="file")
+        with Horizontal(classes="field"):
+            yield Label("axes")
+            yield Input(placeholder=AXES_HINT, id="axes")
+        with Horizontal(classes="field"):
+            yield Label("trials")
+            yield Input(placeholder="runs drawn from random axes", id="trials")
+        with Horizontal(classes="field"):
+            yield Label("seed")
+            yield Input("0", id="seed")
+        with Horizontal(classes="field"):
+            yield Label("queue")
+            yield Input(placeholder="default", id="queue")
+        with Horizontal(classes="field"):
+            yield Label("name")
+            yield Input(placeholder="automatic: the workload's", id="name")
+        yield Static(count_text("", "", ""), id="sweep-count")
 
     def _value(self, field: str) -> str:
         return self.query_one(f"#{field}", Input).value

@@ -83,6 +83,9 @@ class GpuPanel(SamplePanel):
         """Show ``history`` (samples oldest first, the last is now); runs named by ``run_names``."""
         self._history = history
         self._run_names = run_names
+        # No GPU: the panel goes, and the host panel says why in a line (a third of the
+        # side column saying "No GPU found" is space the host's figures can use).
+        self.display = bool(history and history[-1].gpus)
         self._rebuild()
 
     def build_lines(self, width: int, height: int) -> list[Text]:

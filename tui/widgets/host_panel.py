@@ -100,6 +100,13 @@ def _io_texts(host: HostSample) -> tuple[Text, Text]:
     return disk, net
 
 
+def _no_gpu_line(status: str | None) -> Text:
+    """``GPU  none: no NVIDIA driver (...)``: why no GPU panel shows."""
+    line = Text(f"{'GPU':<{_LABEL_WIDTH}}", style="bold")
+    line.append(f"none: {status or 'NVML sees no GPU'}", style=TRACK_STYLE)
+    return line
+
+
 class HostPanel(SamplePanel):
     """Live view of the machine: cores, CPU history, memory, load and I/O rates."""
 
@@ -112,9 +119,15 @@ class HostPanel(SamplePanel):
         """The panel's lines for a ``width`` x ``height`` area."""
         if not self._history:
             return [Text("Waiting for telemetry…", style=TRACK_STYLE)]
-        host = self._history[-1].host
+        last = self._history[-1]
+        # The GPU panel hides itself when there is no GPU: the reason is said here.
+        hint = [] if last.gpus else [_no_gpu_line(last.gpu_status)]
+        host = last.host
         if host is None:
-            return [Text("host: N/A", style=TRACK_STYLE)]
+            return [*hint, Text("host: N/A", style=TRACK_STYLE)]
+        return [*hint, *self._host_lines(host, width, height - len(hint))]
+
+    def _host_lines(self, host: HostSample, width: int, height: int) -> list[Text]:
         wide = width >= _WIDE
         cpu = host.cpu_percent
         load = _load_text(host.load_average)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from rich.text import Text
@@ -38,6 +38,7 @@ BAR_WIDTH = 6
 # Values take ~5 of their 7 (1.234); a longer one (1.234e-05) widens its column for good.
 FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 7, "BEST": 7, "EMA": 7, "STEP/S": 6, "ETA": 6,
                 "GPU": 8}
+PIN = "⚑"  # before a pinned run's name (``t``)
 # A queued run's reason is cut to this in the STATE column (the detail has all of it).
 QUEUED_WIDTH = 34
 
@@ -96,9 +97,12 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def name_text(name: str, row: TreeRow, width: int, style: str = "") -> Text:
-    """The name, indented under its parent, with ``+N`` when its forks are folded away."""
+def name_text(name: str, row: TreeRow, width: int, style: str = "", pinned: bool = False) -> Text:
+    """The name, indented under its parent, after PIN if ``pinned``, with ``+N`` when its
+    forks are folded away."""
     indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
+    if pinned:
+        indent += PIN + " "
     suffix = f" +{row.hidden}" if row.hidden else ""
     room = width - len(indent) - len(suffix)
     if len(name) > room:
@@ -143,7 +147,7 @@ def group_cells(group: SweepGroup, state: TuiState, compact: bool) -> dict[str, 
 
 def column_widths(
     columns: Iterable[str], runs: Iterable[Run], rows: Iterable[TreeRow], compact: bool,
-    names: Mapping[str, str],
+    names: Mapping[str, str], pinned: Collection[str] = (),
 ) -> dict[str, int]:
     """Widths that fit every run's cells (the NAME column, ``names`` by row, is capped),
     from cheap lengths."""
@@ -153,7 +157,8 @@ def column_widths(
     name = NAME_WIDTH[0]
     for row in rows:
         suffix = len(f" +{row.hidden}") if row.hidden else 0
-        name = max(name, 2 * row.depth + len(names[row.id]) + suffix)
+        pin = len(PIN) + 1 if row.id in pinned else 0
+        name = max(name, 2 * row.depth + pin + len(names[row.id]) + suffix)
     widths["NAME"] = min(name, name_cap)
     totals = [len(str(r.total_steps or r.step or 0)) for r in runs_by_id.values()]
     digits = max(totals, default=1)

@@ -82,6 +82,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._groups: dict[str, SweepGroup] = {}  # the sweeps' header rows, by row id
         self._names: dict[str, str] = {}  # each row's name as shown (a sweep's run: its label)
         self._drawn_names: dict[str, str] = {}
+        self._drawn_pins: list[str] = []  # the pinned runs as drawn (a pin is in the name)
         self._labels: dict[tuple[str, ...], dict[str, str]] = {}  # by a sweep's runs
         self._places: dict[str, int] = {}  # each queued run's place in its queue
 
@@ -176,6 +177,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             matches=(lambda item: needle in haystack(item)) if needle else None,
             sort_key=item_sort_key(self.sort_column, state, self.descending),
             descending=self.descending,
+            first=state.pinned,
         )
         pending = self.pending_select
         if pending is not None and pending in state.runs and unfold_ancestors(
@@ -185,15 +187,17 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._names = row_names(rows, self._groups, state.runs, self._labels)
         self._places = queue_places(state.runs.values())
         widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact,
-                               self._names)
+                               self._names, state.pinned)
         widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
         overflow = sum(w + 2 * PAD for w in widths.values()) - (self.size.width - SCROLLBAR)
         if self.size.width and overflow > 0:  # narrow terminal: names give way first
             widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] - overflow)
         # Names carry sweep labels and depth: rows alike with other names must be redrawn.
-        changed = rows != self._rows or widths != self._widths or self._names != self._drawn_names
+        changed = (rows != self._rows or widths != self._widths
+                   or self._names != self._drawn_names or state.pinned != self._drawn_pins)
         if changed:
             self._rows, self._widths, self._drawn_names = rows, widths, self._names
+            self._drawn_pins = list(state.pinned)
             self._index = {row.id: i for i, row in enumerate(rows)}
             self._cells.clear()  # names carry depth and fold counts: build the shown ones anew
             self._lines.clear()
@@ -347,7 +351,8 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             return cells
         run = self._state.runs[row.id]
         cells = value_cells(run, self._state, self.compact, self._places.get(run.id))
-        cells["NAME"] = name_text(self._names.get(row.id, run.name), row, width)
+        cells["NAME"] = name_text(self._names.get(row.id, run.name), row, width,
+                                  pinned=run.id in self._state.pinned)
         return cells
 
     def _row_cells(self, row: TreeRow) -> dict[str, Text]:
