@@ -327,9 +327,10 @@ class TraintopApp(ViewRestore):
         log = self.query_one("#logs", RichLog)
         if reset:
             log.clear()
-        style = "red" if stream == "stderr" else ""
         for line in text.splitlines():
-            log.write(Text(line, style=style))
+            # stderr: red, and marked for terminals (and copies) without colour
+            log.write(Text.assemble(("▌", "red"), (line, "red")) if stream == "stderr"
+                      else Text(line))
 
     @on(RunsTable.CursorMoved)
     def _selection_moved(self) -> None:

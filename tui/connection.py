@@ -155,13 +155,11 @@ class LogFollower:
         try:
             await client.connect(autostart=False)
             await client.call("subscribe", topics=["logs"], runs=[run_id])
-            first = True
-            for stream in ("stdout", "stderr"):
-                tail = await client.call(
-                    "read_log", run=run_id, stream=stream, offset=-LOG_TAIL_BYTES
-                )
-                self.on_text(stream, tail["data"], first)
-                first = False
+            tail = await client.call("read_log", run=run_id, stream="both",
+                                     offset=-LOG_TAIL_BYTES)
+            self.on_text("stdout", "", True)
+            for stream, text in tail["segments"]:  # both streams, in the order written
+                self.on_text(stream, text, False)
             while True:
                 event = await client.events.get()
                 if isinstance(event, LogText) and event.run == run_id:

@@ -160,6 +160,11 @@ class RunDir:
         return self.path / "stderr.log"
 
     @property
+    def output_order(self) -> Path:
+        """Which stream was written when (daemon; see ``engine.server.output_order``)."""
+        return self.path / "output.order"
+
+    @property
     def offline(self) -> Path:
         return self.path / "offline.json"
 

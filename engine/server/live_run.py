@@ -12,6 +12,7 @@ from typing import Any
 from engine.rundir.paths import RunDir
 from engine.server.backends import RunBackend
 from engine.server.divergence import DivergenceWatch
+from engine.server.output_order import OutputOrder
 
 # publish(topic, data): send an event to the daemon's subscribers.
 Publish = Callable[[str, dict[str, Any]], None]
@@ -48,6 +49,7 @@ class LiveRun:
     failing: str | None = None  # the last unexpected error following it (logged once)
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
+    output: OutputOrder | None = None  # the order its stdout and stderr came in
 
     @property
     def kill_reason(self) -> str:

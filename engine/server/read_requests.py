@@ -12,6 +12,7 @@ from engine.common.config import INT64_MAX
 from engine.common.output_lines import training_loss_key
 from engine.common.protocol import MAX_BUCKETS, MAX_TAIL
 from engine.run.workloads.registry import BUILTIN_DEFAULTS, workload_defaults
+from engine.server.output_order import merged_tail
 from engine.server.requests import (
     RequestError,
     is_number,
@@ -165,13 +166,19 @@ class ReadRequests(RunLookup):
         return {spec: workload_defaults(spec)}
 
     def read_log(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Bytes of a run's stdout or stderr from ``offset`` (negative: from the end)."""
+        """Bytes of a run's stdout or stderr from ``offset`` (negative: from the end), or
+        the tail of both in the order they were written (``stream="both"``)."""
         run = self.resolve(params.get("run"))
         stream = param(params, "stream", str, "stdout")
-        if stream not in ("stdout", "stderr"):
-            raise RequestError("bad_request", "stream must be stdout or stderr")
+        if stream not in ("stdout", "stderr", "both"):
+            raise RequestError("bad_request", "stream must be stdout, stderr or both")
         offset = param(params, "offset", int, 0)
         rundir = self.run_dir(run, "read the output of")
+        if stream == "both":  # the tail of both, in the order written: [[stream, text]...]
+            if offset >= 0:
+                raise RequestError("bad_request", "stream both reads a tail: offset < 0")
+            segments = merged_tail(rundir, min(-offset, LOG_CHUNK))
+            return {"segments": [list(s) for s in segments], "state": run["state"]}
         path = rundir.stdout if stream == "stdout" else rundir.stderr
         try:
             with open(path, "rb") as f:

@@ -27,6 +27,7 @@ from engine.server.backends.attached import record_started_by_user
 from engine.server.cores import CoreShares
 from engine.server.divergence import pause_reason
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
+from engine.server.output_order import OutputOrder
 from engine.server.run_reports import RunReports
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
@@ -332,6 +333,9 @@ class Supervisor(RunReports):
         live.escalate_kill()  # first: the store may be locked, and signals need none
         if live.pid is None:
             self._read_worker_file(live)
+        if live.output is None:
+            live.output = OutputOrder(live.rundir)
+        live.output.note()
         drained = self._read_spool(live)
         exit_info = read_json(live.rundir.exit)
         if isinstance(exit_info, dict) and exit_info.get("generation") == live.generation:
