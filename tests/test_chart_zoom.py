@@ -16,13 +16,14 @@ from tui.widgets.loss_chart import GUTTER, LossChart, Series
 # --- the x range ------------------------------------------------------------------------
 
 
-def test_a_tail_follows_the_end_in_jumps_of_an_eighth() -> None:
+def test_a_tail_follows_the_end_in_jumps_of_a_share_of_its_span() -> None:
     tail = XZoom(1000.0)
     assert tail.following and not tail.whole
     quantum = 1000.0 * TAIL_SHARE
-    assert tail.window((0.0, 5003.0)) == (5125.0 - 1000.0, 5125.0)
-    assert tail.window((0.0, 5120.0)) == (4125.0, 5125.0)  # points came: the same window
-    assert tail.window((0.0, 5126.0)) == (4125.0 + quantum, 5125.0 + quantum)
+    assert quantum == 250.0
+    assert tail.window((0.0, 5003.0)) == (4250.0, 5250.0)
+    assert tail.window((0.0, 5250.0)) == (4250.0, 5250.0)  # points came: the same window
+    assert tail.window((0.0, 5251.0)) == (4250.0 + quantum, 5250.0 + quantum)
     assert tail.window((0.0, 900.0)) is None  # shorter than the tail: the whole run
     assert XZoom().window((0.0, 5000.0)) is None
     assert XZoom(500.0, 1200.0).window((0.0, 9000.0)) == (1200.0, 1700.0)  # a fixed window
@@ -56,7 +57,7 @@ def test_panning_stops_at_the_start_and_follows_at_the_end() -> None:
     assert XZoom(1000.0, 100.0).panned(-0.25, extent) == XZoom(1000.0, 0.0)
     assert XZoom(1000.0, 4000.0).panned(0.25, extent) == XZoom(1000.0, 4250.0)
     assert XZoom(1000.0, 8900.0).panned(0.25, extent) == XZoom(1000.0)  # a tail now
-    assert XZoom(1000.0).panned(-0.25, extent) == XZoom(1000.0, 8750.0)
+    assert XZoom(1000.0).panned(-0.25, extent) == XZoom(1000.0, 8750.0)  # from 9000
     assert XZoom().panned(0.25, extent) == XZoom()  # the whole run does not move
 
 
