@@ -8,7 +8,10 @@ inside a real Textual app. For each N, milliseconds for:
   (smoothing cached; one min/max pass over each visible range);
 - ``new data``: the first frame after set_data with new lists (cleaning + smoothing);
 - ``naive``: the baseline, the same layout with every point binned by a Python loop
-  (per-point work each frame, no bisection, no C-level min/max over slices).
+  (per-point work each frame, no bisection, no C-level min/max over slices);
+- ``cursor``: a new layout with the cursor's column and its readout in the legend;
+- ``zoomed``: a new layout of the last 1k points' window with the cursor in it (the
+  chart is handed all N points here; the app hands it only the window's, from the daemon).
 
 The ratio is naive / relayout, measured in this same run.
 """
@@ -95,7 +98,7 @@ async def main() -> None:
         print(f"LossChart {width}x{height}, {RUNS} runs, smoothing {SMOOTHING}")
         print(
             f"{'points/run':>10} {'repaint':>9} {'relayout':>9} {'new data':>9} "
-            f"{'naive':>10} {'naive/relayout':>15}"
+            f"{'naive':>10} {'naive/relayout':>15} {'cursor':>8} {'zoomed':>8}"
         )
         for n in (1_000, 100_000, 1_000_000):
             series = make_series(n)
@@ -113,9 +116,16 @@ async def main() -> None:
             relayout_ms = best_ms(lambda: ChartLayout(chart, width, height).strips(), repeat)
             repaint_ms = best_ms(lambda: [chart.render_line(y) for y in range(height)], repeat)
             naive_ms = best_ms(lambda: NaiveLayout(chart, width, height).strips(), repeat)
+            shown = chart.series
+            chart.set_data(shown, [(n / 2, "fork")], "step", cursor=n * 0.7)
+            cursor_ms = best_ms(lambda: ChartLayout(chart, width, height).strips(), repeat)
+            chart.set_data(shown, [(n / 2, "fork")], "step", window=(n - 1000.0, float(n)),
+                           cursor=n - 500.0)
+            zoomed_ms = best_ms(lambda: ChartLayout(chart, width, height).strips(), repeat)
             print(
                 f"{n:>10} {repaint_ms:>9.2f} {relayout_ms:>9.1f} {new_ms:>9.1f} "
-                f"{naive_ms:>10.1f} {naive_ms / relayout_ms:>14.1f}x"
+                f"{naive_ms:>10.1f} {naive_ms / relayout_ms:>14.1f}x "
+                f"{cursor_ms:>8.1f} {zoomed_ms:>8.1f}"
             )
 
 

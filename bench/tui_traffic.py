@@ -11,7 +11,8 @@ the two within one run. The cases:
 * idle: only finished runs, nothing changes but host telemetry;
 * live: four synthetic runs stepping ~10 times a second the whole time,
   with a finished run selected, then with a live one selected (its curve
-  grows in the chart).
+  grows in the chart), then with that one zoomed in on its end (``+``: a
+  window of half its steps that follows new ones, asked of the daemon).
 
 Then key -> screen: with 500 finished runs (made cheaply, see
 ``make_finished_runs``) and four live ones, j and k are written to the pty
@@ -28,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -130,18 +132,19 @@ def tui(home: Path) -> PtyApp:
     return PtyApp([sys.executable, "-m", "tui.main"], environment(home))
 
 
-def traffic(home: Path, needle: bytes, keys: bytes = b"") -> tuple[float, float]:
+def traffic(home: Path, needle: bytes, *keys: bytes) -> tuple[float, float]:
     """Bytes a second written by traintop and by htop, side by side, same seconds.
 
-    ``keys`` are typed into traintop first (e.g. End: select the newest run).
+    ``keys`` are typed into traintop first, a second apart (e.g. End: select the
+    newest run; then +: zoom in on its end, following it).
     """
     ours, theirs = tui(home), htop(home)
     try:
         ours.wait_for(needle)
         theirs.wait_for(b"Load average")
-        if keys:
+        for key in keys:
             time.sleep(1.0)
-            os.write(ours.master, keys)
+            os.write(ours.master, key)
         time.sleep(SETTLE_S)
         b0, h0, t0 = ours.byte_count(), theirs.byte_count(), time.perf_counter()
         time.sleep(MEASURE_S)
@@ -250,6 +253,9 @@ def main() -> int:
     if shutil.which("htop") is None:
         print("htop is not installed: it is this bench's baseline")
         return 1
+    # The finished runs made here name this process as theirs (make_finished_runs):
+    # a daemon's nudge to one of them (SIGUSR1) lands here, and would end the bench.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     home = Path(tempfile.mkdtemp(prefix="traintop-traffic-"))
     paths = StatePaths(home)
     live_ids: list[str] = []
@@ -260,7 +266,8 @@ def main() -> int:
             idle = traffic(home, b"3 finished")
             live_ids = start_live(client)
             live = traffic(home, b"4 running")
-            live_chart = traffic(home, b"4 running", keys=END)
+            live_chart = traffic(home, b"4 running", END)
+            live_zoomed = traffic(home, b"4 running", END, b"+")
             few, few_ready = key_latency(home, b"4 running",
                                          {r["id"] for r in client.all_runs()})
             make_finished_runs(paths, MANY_RUNS)
@@ -273,7 +280,7 @@ def main() -> int:
         shutil.rmtree(home, ignore_errors=True)
     print(f"{COLUMNS}x{LINES} pty, {MEASURE_S:.0f} s each, {os.cpu_count()} CPUs")
     cases = (("idle, 3 finished runs", idle), ("4 live runs", live),
-             ("4 live, one charted", live_chart))
+             ("4 live, one charted", live_chart), ("4 live, one zoomed (+)", live_zoomed))
     for label, (ours, theirs) in cases:
         print(f"{label:<24} traintop {ours:>7.0f} B/s   htop {theirs:>6.0f} B/s   "
               f"x{ours / theirs:.2f} htop")

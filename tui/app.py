@@ -30,6 +30,7 @@ from engine.client.events import ProtocolError
 from engine.common.format import shown
 from engine.common.protocol import MAX_BUCKETS as MAX_VIEW_BUCKETS
 from tui import partial_updates
+from tui.chart_actions import ChartActions
 from tui.chart_feed import ChartFeed, ViewRequest
 from tui.chart_view import ChartView
 from tui.commands import ActionCommands
@@ -71,7 +72,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-class TraintopApp(ViewRestore):
+class TraintopApp(ChartActions, ViewRestore):
     CSS_PATH = "app.tcss"
     TITLE = "traintop"
     BINDINGS: ClassVar[list[BindingType]] = bindings()  # type: ignore[assignment]
@@ -263,7 +264,8 @@ class TraintopApp(ViewRestore):
         """What the chart needs: its metric at twice its dot columns, axis and smoothing."""
         columns = max(1, self.query_one(LossChart).content_size.width - GUTTER) * 2
         buckets = min(MAX_VIEW_BUCKETS, 2 * columns)
-        return ViewRequest.of(self.state.view, buckets, self.shown_keys())
+        window = self.chart_window()
+        return ViewRequest.of(self.state.view, buckets, self.shown_keys(), window)
 
     def _fetch_views(self) -> None:
         """Ask for the views the chart lacks (a live run's at most every two seconds).
@@ -317,7 +319,13 @@ class TraintopApp(ViewRestore):
             # A fork's marker where its parent's curve is drawn too (always so in a family).
             if run.parent_id in on_chart and run.fork_step is not None and not by_time:
                 markers.append((float(run.fork_step), f"fork {run.id}"))
-        chart.set_data(series, markers, self.state.view.axis, live=live)
+        chart.set_data(series, markers, self.state.view.axis, live=live,
+                       window=self.chart_window(), cursor=self.cursor)
+
+    def chart_changed(self) -> None:
+        """Ask for the zoomed window's views, and draw the chart at once."""
+        self._fetch_views()
+        self._draw_chart()
 
     def _on_log_text(self, stream: str, text: str, reset: bool) -> None:
         with contextlib.suppress(NoMatches):  # text may still arrive while shutting down

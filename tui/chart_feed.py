@@ -4,9 +4,11 @@ The TUI never holds a run's whole history. For every run on the chart it asks
 for a ``series`` view: min/max per bucket, the debiased EMA at each bucket
 (computed by the daemon over every point) and the latest points exact. Twice
 as many buckets as the chart has dot columns, so the chart's own min/max per
-column stays exact wherever the runs' ranges fall. A live run's view is asked
-again at most every two seconds (the app's pace for a live curve), and only
-when points have come in.
+column stays exact wherever the runs' ranges fall. A zoomed chart asks for its
+window only, at the same resolution: a thousand steps of a run of a million are
+drawn from the points themselves, not from the whole run's buckets. A live
+run's view is asked again at most every two seconds (the app's pace for a live
+curve), and only when points have come in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from engine.client.events import SeriesView
 from tui.chart_view import ChartView
+from tui.chart_zoom import Extent
 from tui.widgets.loss_chart import Series
 
 REFRESH_S = 2.0
@@ -30,16 +33,22 @@ class ViewRequest:
     buckets: int
     axis: str
     smoothing: float
+    window: Extent | None = None  # the x range (zoomed); None: the whole run
 
     @classmethod
-    def of(cls, view: ChartView, buckets: int, keys: Collection[str]) -> ViewRequest:
+    def of(
+        cls, view: ChartView, buckets: int, keys: Collection[str], window: Extent | None = None
+    ) -> ViewRequest:
         """What the chart needs to show ``view`` with ``buckets`` buckets across, for runs
-        that logged ``keys``."""
-        return cls(view.metric_for(keys), buckets, view.axis, view.smoothing)
+        that logged ``keys``, over ``window`` (None: each run's whole range)."""
+        return cls(view.metric_for(keys), buckets, view.axis, view.smoothing, window)
 
 
-# Asks the daemon for one run's view: (run, key, buckets, axis, smoothing or None).
-FetchSeries = Callable[[str, str, int, str, float | None], Awaitable[SeriesView]]
+# Asks the daemon for one run's view: (run, key, buckets, axis, smoothing or None,
+# window or None).
+FetchSeries = Callable[
+    [str, str, int, str, float | None, Extent | None], Awaitable[SeriesView]
+]
 
 
 @dataclass
@@ -80,7 +89,8 @@ class ChartFeed:
     async def fetch(self, run_id: str, request: ViewRequest) -> bool:
         """Ask for one run's view; True if it differs from the one held."""
         data = await self.fetch_series(
-            run_id, request.key, request.buckets, request.axis, request.smoothing or None
+            run_id, request.key, request.buckets, request.axis, request.smoothing or None,
+            request.window,
         )
         old = self.views.get(run_id)
         if old is not None and old.request == request and old.data == data:
@@ -88,6 +98,18 @@ class ChartFeed:
             return False
         self.views[run_id] = _View(request, data, self.clock())
         return old is None or old.data != data
+
+    def extent(self, run_ids: Iterable[str], key: str, axis: str) -> Extent | None:
+        """The x range that the views of ``run_ids`` (of metric ``key`` along ``axis``)
+        span together, whatever window they were asked for; None before any has points."""
+        spans = [
+            view.data.extent for run_id in run_ids
+            if (view := self.views.get(run_id)) is not None and view.data.extent is not None
+            and view.request.key == key and view.request.axis == axis
+        ]
+        if not spans:
+            return None
+        return min(lo for lo, _ in spans), max(hi for _, hi in spans)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the views of runs no longer shown."""
@@ -127,5 +149,5 @@ def series_from_view(view: SeriesView, label: str, emphasis: bool, smoothed: boo
             curve_xs.append(x)
             curve_ys.append(ema)
     if not smoothed:
-        return Series(label, xs, ys, emphasis=emphasis)
-    return Series(label, xs, ys, emphasis=emphasis, curve=(curve_xs, curve_ys))
+        return Series(label, xs, ys, emphasis=emphasis, x_half=width / 2)
+    return Series(label, xs, ys, emphasis=emphasis, curve=(curve_xs, curve_ys), x_half=width / 2)

@@ -116,12 +116,18 @@ class EngineLink:
         return await self.client.call(method, **params)
 
     async def series(
-        self, run: str, key: str, buckets: int, axis: str, smoothing: float | None
+        self,
+        run: str,
+        key: str,
+        buckets: int,
+        axis: str,
+        smoothing: float | None,
+        window: tuple[float, float] | None = None,
     ) -> SeriesView:
         """One run's view of metric ``key`` for the chart (see ``AsyncClient.series``)."""
         if self.client is None:
             raise EngineUnavailable("not connected to the engine")
-        return await self.client.series(run, key, buckets, axis, smoothing)
+        return await self.client.series(run, key, buckets, axis, smoothing, window)
 
     async def describe(self, run_id: str) -> RunDescription:
         """Everything the daemon says about one run (its detail screen)."""

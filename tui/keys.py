@@ -92,6 +92,22 @@ ACTIONS: tuple[Action, ...] = (
     Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis", footer=False),
     Action("x_axis", "x", "X axis", "Plot against step or wall time", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),
+    Action("zoom_last", "z", "Last N",
+           "Chart the last 1k, 10k or 100k steps as they come, then all", footer=False),
+    Action("zoom_in", "plus,equals_sign", "Zoom in",
+           "Zoom the chart in around its cursor (or its end)", footer=False),
+    Action("zoom_out", "minus", "Zoom out", "Zoom the chart out: twice the steps",
+           footer=False),
+    Action("pan_left", "less_than_sign", "Pan left", "Move the zoomed chart back a quarter",
+           footer=False),
+    Action("pan_right", "greater_than_sign", "Pan right",
+           "Move the zoomed chart on a quarter; at the end it follows", footer=False),
+    Action("chart_cursor_left", "left", "Cursor left",
+           "Move the chart's cursor left: its step and each run's value there", footer=False),
+    Action("chart_cursor_right", "right", "Cursor right",
+           "Move the chart's cursor right (a click on the chart puts it there)", footer=False),
+    Action("zoom_reset", "Z", "All steps", "Chart all steps again, without the cursor",
+           footer=False),
     Action("filter", "slash", "Filter", "Filter runs by id, name, state or workload", footer=False),
     Action("sort", "o", "Sort", "Sort the runs by the next column (forks stay under their parent)",
            footer=False),
@@ -132,5 +148,7 @@ def bindings() -> list[Binding]:
 def display_key(action: Action) -> str:
     names = {"slash": "/", "question_mark": "?", "enter": "Enter", "down": "↓", "up": "↑",
              "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End", "space": "Space",
-             "left_square_bracket": "[", "right_square_bracket": "]"}
+             "left_square_bracket": "[", "right_square_bracket": "]", "plus": "+",
+             "equals_sign": "=", "minus": "-", "less_than_sign": "<", "greater_than_sign": ">",
+             "left": "←", "right": "→"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))

@@ -143,11 +143,20 @@ class AsyncClient:
         return [EmaSeed.from_wire(run) for run in listed]
 
     async def series(
-        self, run: str, key: str, buckets: int, axis: str, smoothing: float | None
+        self,
+        run: str,
+        key: str,
+        buckets: int,
+        axis: str,
+        smoothing: float | None,
+        window: tuple[float, float] | None = None,
     ) -> SeriesView:
-        """One run's metric ``key`` at ``buckets`` buckets along ``axis`` (step or time)."""
+        """One run's metric ``key`` at ``buckets`` buckets along ``axis`` (step or time),
+        over ``window`` (lo, hi) of that axis, or over the whole series when None."""
+        bounds = {} if window is None else {"lo": window[0], "hi": window[1]}
         reply = await self.call(
-            "series", run=run, key=key, buckets=buckets, axis=axis, smoothing=smoothing
+            "series", run=run, key=key, buckets=buckets, axis=axis, smoothing=smoothing,
+            **bounds,
         )
         return SeriesView.from_wire(reply)
 

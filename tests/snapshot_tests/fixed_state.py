@@ -201,3 +201,29 @@ def fill_sweep_state_dir(paths: StatePaths, now: float, fake_gpus: int) -> None:
         fill_telemetry(store, now, fake_gpus)
     finally:
         store.close()
+
+
+# A base run and two forks of it four steps apart: their markers' labels must not collide.
+CLOSE_FORKS = (("df2n7y", 100, 1e-3), ("7jfa7f", 104, 6e-3))
+
+
+def fill_close_forks_state_dir(paths: StatePaths, now: float, fake_gpus: int) -> None:
+    """The base run, forked at steps 100 and 104 with other learning rates."""
+    paths.home.mkdir(mode=DIR_MODE, parents=True)
+    paths.runs.mkdir(mode=DIR_MODE)
+    for run_id in (BASE, *(fork for fork, _, _ in CLOSE_FORKS)):
+        paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
+    store = Store(paths.store)
+    try:
+        store_run(store, {"id": BASE, "name": "base", "workload": "charlm", "config": CHARLM,
+                          "total_steps": 600, "created": EPOCH},
+                  loss_points(0, 600, 3e-3, EPOCH, seed=1), ("finished", "finished", 0))
+        for n, (fork, step, lr) in enumerate(CLOSE_FORKS):
+            created = EPOCH + 2 + step * SECONDS_PER_STEP
+            store_run(store, {"id": fork, "name": f"base-lr{lr:g}", "workload": "charlm",
+                              "config": {**CHARLM, "lr": lr}, "total_steps": 600,
+                              "created": created, "parent_id": BASE, "fork_step": step},
+                      loss_points(step, 600, lr, EPOCH, seed=5 + n), ("finished", "finished", 0))
+        fill_telemetry(store, now, fake_gpus)
+    finally:
+        store.close()

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
+from tui.chart_labels import LABEL_ROWS, Label, dot_row, label_texts, place_labels, value_at
 from tui.chart_math import (
     MinMax,
     downsample_minmax_gaps,
@@ -27,6 +27,8 @@ from tui.chart_math import (
     nice_ticks,
     snap_outward,
 )
+from tui.chart_zoom import PlotFrame
+from tui.widgets.chart_legend import LegendEntry, legend_lines
 
 if TYPE_CHECKING:
     from tui.widgets.loss_chart import LossChart
@@ -37,9 +39,9 @@ MIN_WIDTH_FOR_GUTTER = 24
 # Braille dot bits by (x in cell, y in cell): U+2800 plus the sum of the lit dots.
 DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 DIM = Style(dim=True)
+CURSOR = Style(color="white")
 LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
 LEGEND_SHARE = 3  # the legend takes at most this fraction (1/N) of the chart's rows
-
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Series:
     # every point, while xs/ys then hold each bucket's min and max): drawn when smoothing.
     curve: tuple[Sequence[float], Sequence[float | None]] | None = None
     run_id: str = ""  # the run it shows ("" when it stands for none)
+    # Half the x range each x stands for: a daemon's bucket is drawn at its middle. The
+    # cursor's readout takes a point when its bucket starts at or before the cursor.
+    x_half: float = 0.0
 
 
 
@@ -101,6 +106,9 @@ class ChartLayout:
         self.plot_w, self.plot_h = width - self.gutter, height - 2
         self.cells = [[" "] * width for _ in range(height)]
         self.styles = [[self.base] * width for _ in range(height)]
+        # Where the x range went (None until laid out): the widget maps the mouse by it.
+        self.frame: PlotFrame | None = None
+        self.x_labels: list[tuple[int, int]] = []  # (start, end) of each x tick's label
 
     def strips(self) -> list[Strip]:
         """The chart's lines, or a centred note when there is nothing to draw."""
@@ -117,8 +125,11 @@ class ChartLayout:
         x_lo, x_hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
         if x_hi <= x_lo:
             x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-        if chart.live:
+        if chart.window is not None:  # zoomed: the window, whatever the data spans
+            x_lo, x_hi = chart.window
+        elif chart.live:
             x_hi = chart.live_x_end(x_lo, x_hi)
+        self.frame = PlotFrame(x_lo, x_hi, self.gutter, max(self.plot_w, 1))
         legend = self._legend(order)  # one line when the plot has no rows to give
         if self.plot_h < 1 or self.plot_w < 1:
             return legend + [Strip.blank(self.width, self.base)] * (self.height - 1)
@@ -156,6 +167,7 @@ class ChartLayout:
         self._markers(x_lo, x_hi)
         self._y_axis(y_lo, y_hi)
         self._x_axis(x_lo, x_hi)
+        self._cursor()
         return legend + [self._row_strip(r) for r in range(1, self.height)]
 
     def _buckets(
@@ -178,14 +190,14 @@ class ChartLayout:
     ) -> None:
         """Draw one curve: a vertical run per dot column, joined to the previous column."""
         buckets, gaps = data
-        scale = (self.plot_h * 4 - 1) / (y_hi - y_lo)
+        plot_h = self.plot_h
         prev: tuple[int, int, int] | None = None
         for x, mm in enumerate(buckets):
             if mm is None:
                 if gaps[x]:
                     prev = None
                 continue
-            top, bottom = round((y_hi - mm[1]) * scale), round((y_hi - mm[0]) * scale)
+            top, bottom = dot_row(mm[1], y_lo, y_hi, plot_h), dot_row(mm[0], y_lo, y_hi, plot_h)
             if prev is not None and prev[0] == x - 1:
                 # adjacent: stretch this run to touch the previous one, so the line holds
                 layer.run(x, min(top, prev[2]), max(bottom, prev[1]), owner)
@@ -217,19 +229,24 @@ class ChartLayout:
                     row_styles[self.gutter + c] = faint[raw.owner[cell]]
 
     def _markers(self, x_lo: float, x_hi: float) -> None:
-        """A dotted column at each marker's x, labelled in the top plot row where free."""
+        """A dotted column at each marker's x; the labels stacked on the top plot rows so
+        that none overlaps another (``place_labels``), shortened or left out if need be."""
         marker_style = self.base + Style(color="bright_black")
+        assert self.frame is not None
+        labels = []
         for x, label in self.chart.markers:
             if not x_lo <= x <= x_hi:
                 continue
-            col = self.gutter + min(int((x - x_lo) / (x_hi - x_lo) * self.plot_w), self.plot_w - 1)
+            column = self.frame.column_of(x)
             for r in range(1, self.plot_h + 1):
-                if self.cells[r][col] == " ":
-                    self.cells[r][col], self.styles[r][col] = "┊", marker_style
-            for offset, char in enumerate(label[: self.width - col - 1]):
-                c = col + 1 + offset
-                if self.cells[1][c] == " " and cell_len(char) == 1:
-                    self.cells[1][c], self.styles[1][c] = char, marker_style
+                if self.cells[r][self.gutter + column] == " ":
+                    self.cells[r][self.gutter + column] = "┊"
+                    self.styles[r][self.gutter + column] = marker_style
+            labels.append(Label(column, label_texts(label)))
+        rows = min(LABEL_ROWS, max(1, self.plot_h // 4))
+        for placed in place_labels(labels, self.plot_w, rows):
+            # A label is written over what it covers: read whole, or not at all.
+            self._write(1 + placed.row, self.gutter + placed.start, placed.text, marker_style)
 
     def _y_axis(self, y_lo: float, y_hi: float) -> None:
         if not self.gutter:
@@ -247,7 +264,7 @@ class ChartLayout:
             ticks = [(v, format_tick(v, step)) for v in values]
         last_row = -2
         for position, label in ticks:
-            row = 1 + round((y_hi - position) / (y_hi - y_lo) * (self.plot_h * 4 - 1)) // 4
+            row = 1 + dot_row(position, y_lo, y_hi, self.plot_h) // 4  # where its line is
             if not 1 <= row <= self.plot_h or abs(row - last_row) < 2:
                 continue  # out of the plot, or crowding the label before
             self._write(row, 0, label[: GUTTER - 1].rjust(GUTTER - 1), self.base)
@@ -269,6 +286,7 @@ class ChartLayout:
             if start < free_from:
                 continue
             self._write(row, start, label, self.base)
+            self.x_labels.append((start, start + len(label)))
             free_from = start + len(label) + 1
 
     def _write(self, row: int, col: int, text: str, style: Style) -> None:
@@ -277,34 +295,72 @@ class ChartLayout:
 
     def _legend(self, order: list[int]) -> list[Strip]:
         """The legend's lines: each curve (the emphasised first) with its colour and last
-        value, on as many lines as it needs up to a third of the chart's height, so that a
-        whole sweep overlaid is named; what does not fit even then is counted as "+N more".
-        The plot gives up the extra lines (``_give_rows``): a legend never covers it."""
+        value (with the cursor shown: its value there), on as many lines as it needs up
+        to a third of the chart's height, so that a whole sweep overlaid is named. The
+        plot gives up the extra lines (``_give_rows``): a legend never covers it."""
         emphasised = [i for i in order if self.chart.series[i].emphasis]
-        entries: list[tuple[Style, str]] = []
+        cursor = self._shown_cursor()
+        entries = []
         for i in emphasised + [i for i in order if i not in emphasised]:
-            smooth, _ = self.chart.curves(i)
-            last = next((v for v in reversed(smooth) if v is not None), None)
-            entries.append((self._style(i), f" {self.chart.series[i].label} {format_value(last)}"))
+            name = self.chart.series[i].label
+            if cursor is None:
+                smooth, _ = self.chart.curves(i)
+                last = next((v for v in reversed(smooth) if v is not None), None)
+                entries.append(LegendEntry(self._style(i), name, format_value(last)))
+            else:
+                value = self._value_at(i, cursor)
+                entries.append(LegendEntry(self._style(i), name, value, self._style(i)))
         most = max(1, (self.height - 2) // LEGEND_SHARE)
-        lines: list[list[Segment]] = [[]]
-        used = 0
-        for n, (style, label) in enumerate(entries):
-            after = len(entries) - n - 1  # entries after this one, if it is the last that fits
-            more = len(f"  +{after} more") if after else 0  # kept free on the last line
-            room = self.width - used - (more if len(lines) == most else 0)
-            if 2 + cell_len(label) > room and used:
-                if len(lines) == most:
-                    lines[-1].append(Segment(f"+{len(entries) - n} more", self.base + DIM))
-                    break
-                lines.append([])
-                used = 0
-                room = self.width - (more if len(lines) == most else 0)
-            if 2 + cell_len(label) > room:  # the entry alone is too long: cut its name
-                label = label[: max(room - 3, 0)] + "…"
-            lines[-1] += [Segment("━━", style), Segment(label + "  ", self.base)]
-            used += 4 + cell_len(label)
-        return [Strip(line).crop_extend(0, self.width, self.base) for line in lines]
+        head = "" if cursor is None else f"{self.chart.x_label} {self._x_text(cursor)}".strip()
+        return legend_lines(entries, self.width, most, self.base, head)
+
+    def _shown_cursor(self) -> float | None:
+        """The cursor's x, if it is set and inside the drawn range."""
+        cursor, frame = self.chart.cursor, self.frame
+        return cursor if cursor is not None and frame and frame.contains(cursor) else None
+
+    def _value_at(self, index: int, x: float) -> str:
+        """Curve ``index``'s value at the last point at or before ``x``, as drawn: smoothed
+        when smoothing, else the point's (a range where a bucket holds several)."""
+        series = self.chart.series[index]
+        smooth, raw = self.chart.curves(index)
+        curve = series.curve
+        xs = curve[0] if curve is not None and raw is not None else _xs_for(series)
+        # A hair over half a bucket: a bucket that starts on the cursor is not lost to rounding.
+        found = value_at(xs, smooth, self._cursor_x(x) + series.x_half * (1 + 1e-6))
+        if found is None:
+            return "-"
+        lo, hi = found
+        return format_value(lo) if lo == hi else f"{format_value(lo)}…{format_value(hi)}"
+
+    def _cursor_x(self, x: float) -> float:
+        """The x the cursor reads at: on the step axis the whole step it is on."""
+        return math.floor(x) if self.chart.x_label == "step" else x
+
+    def _x_text(self, x: float) -> str:
+        """The cursor's x as written: a whole step, or a time at the plot's resolution."""
+        if self.chart.x_label == "step":
+            return str(math.floor(x))
+        frame = self.frame
+        return format_tick(x, (frame.x_hi - frame.x_lo) / frame.width if frame else 1.0)
+
+    def _cursor(self) -> None:
+        """The cursor's column in the plot, and its x on the x axis (reversed)."""
+        cursor, frame = self._shown_cursor(), self.frame
+        if cursor is None or frame is None or self.plot_w < 1:
+            return
+        col = self.gutter + frame.column_of(cursor)
+        style = self.base + CURSOR
+        for r in range(1, self.plot_h + 1):
+            if self.cells[r][col] in (" ", "┊"):
+                self.cells[r][col], self.styles[r][col] = "│", style
+        text = self._x_text(cursor)
+        start = max(min(col - len(text) // 2, self.width - len(text)), 0)
+        row, end = self.height - 1, start + len(text)
+        for a, b in self.x_labels:  # a tick label it would cut is left out whole
+            if a <= end and start <= b:
+                self._write(row, a, " " * (b - a), self.base)
+        self._write(row, start, text, self.base + Style(reverse=True))
 
     def _give_rows(self, rows: int) -> None:
         """Hand the chart's top ``rows`` more to the legend: the plot is that much shorter."""

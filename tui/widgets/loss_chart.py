@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from textual import events
+from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
 from tui.chart_math import DebiasedEma, clean, nice_ceiling
 from tui.chart_view import ChartView
+from tui.chart_zoom import Extent, PlotFrame
 from tui.widgets.chart_layout import GUTTER, ChartLayout, Series
 from tui.widgets.line_diff import changed_regions
 
@@ -43,6 +46,19 @@ class _Smoothed:
 class LossChart(Widget):
     """Loss curves of several runs, TensorBoard-smoothed, in one braille chart."""
 
+    @dataclass
+    class WheelTurned(Message):
+        """The mouse wheel turned over the plot at ``x``: ``toward`` zooms in."""
+
+        x: float
+        toward: bool
+
+    @dataclass
+    class CursorPlaced(Message):
+        """The plot was clicked at ``x``: the cursor goes there."""
+
+        x: float
+
     DEFAULT_CSS = """
     LossChart { height: 1fr; min-height: 5; }
     """
@@ -66,6 +82,9 @@ class LossChart(Widget):
         self._strips: list[Strip] = []
         self._strips_key: tuple[object, ...] | None = None
         self._signature: tuple[object, ...] | None = None
+        self._window: Extent | None = None
+        self._cursor: float | None = None
+        self._frame: PlotFrame | None = None
 
     @property
     def series(self) -> list[Series]:
@@ -81,6 +100,21 @@ class LossChart(Widget):
     def x_label(self) -> str:
         """What x is ("step" or "time"), written at the start of the x axis."""
         return self._x_label
+
+    @property
+    def window(self) -> Extent | None:
+        """The x range drawn when zoomed; None: the data's whole range."""
+        return self._window
+
+    @property
+    def cursor(self) -> float | None:
+        """The x of the cursor column (None: no cursor)."""
+        return self._cursor
+
+    @property
+    def frame(self) -> PlotFrame | None:
+        """Where the last frame put its x range (None before one had a plot)."""
+        return self._frame
 
     @property
     def live(self) -> bool:
@@ -111,19 +145,25 @@ class LossChart(Widget):
         markers: list[tuple[float, str]],
         x_label: str,
         live: bool = False,
+        window: Extent | None = None,
+        cursor: float | None = None,
     ) -> None:
         """Show `series`, with a marker at each (x, label) of `markers`.
 
         Pass the same growing lists again as points arrive: smoothing then only runs over
         the new points. Lists must only be appended to, never edited in place. The same
         lists at the same lengths draw nothing. `live` (a shown run is training) keeps the
-        axes on a coarse grid, so new points only repaint the cells they light.
+        axes on a coarse grid, so new points only repaint the cells they light. `window`:
+        the x range to draw (zoomed; None: all the data); `cursor`: the x of the cursor
+        column, read out in the legend (None: none).
         """
         signature = (
             tuple((s.label, id(s.xs), id(s.ys), len(s.ys), s.style, s.emphasis) for s in series),
             tuple(markers),
             x_label,
             live,
+            window,
+            cursor,
         )
         if signature == self._signature:
             return
@@ -137,6 +177,7 @@ class LossChart(Widget):
         self._markers = list(markers)
         self._x_label = x_label
         self._live = live
+        self._window, self._cursor = window, cursor
         self._version += 1
         self._repaint_changes()
 
@@ -153,7 +194,7 @@ class LossChart(Widget):
         )[:4]:
             self.refresh()  # never drawn, or drawn at another size or scale: all of it
             return
-        strips = ChartLayout(self, width, height).strips()
+        strips = self._lay_out(width, height)
         regions = changed_regions(self._strips, strips)
         self._strips, self._strips_key = strips, self._key(width, height)
         if regions:
@@ -164,11 +205,44 @@ class LossChart(Widget):
         width, height = self.content_size  # inside any border or padding
         key = self._key(width, height)
         if key != self._strips_key:
-            self._strips = ChartLayout(self, width, height).strips()
+            self._strips = self._lay_out(width, height)
             self._strips_key = key
         if 0 <= y < len(self._strips):
             return self._strips[y]
         return Strip.blank(width, self.rich_style)
+
+    def _lay_out(self, width: int, height: int) -> list[Strip]:
+        layout = ChartLayout(self, width, height)
+        strips = layout.strips()
+        self._frame = layout.frame
+        return strips
+
+    def _plot_x(self, event: events.MouseEvent) -> float | None:
+        """The x under the mouse, or None off the plot (the y axis, the border)."""
+        offset = event.get_content_offset(self)
+        frame = self._frame
+        return None if offset is None or frame is None else frame.x_under(offset.x)
+
+    def _wheel(self, event: events.MouseEvent, toward: bool) -> None:
+        x = self._plot_x(event)
+        if x is not None:
+            event.stop()  # the chart's own: no container scrolls underneath
+            self.post_message(self.WheelTurned(x, toward))
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        """Wheel up over the plot: zoom in around the pointer."""
+        self._wheel(event, toward=True)
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        """Wheel down over the plot: zoom out around the pointer."""
+        self._wheel(event, toward=False)
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on the plot puts the cursor there."""
+        x = self._plot_x(event)
+        if x is not None:
+            event.stop()
+            self.post_message(self.CursorPlaced(x))
 
     def live_x_end(self, x_lo: float, x_max: float) -> float:
         """Where a live chart's x axis ends: kept until the curve passes it, then moved
