@@ -24,7 +24,7 @@ from engine.run.spool_writer import LoggedCall, SpoolWriter
 from engine.run.thread_share import ThreadShare
 from engine.rundir.checkpoint_files import FINAL, fork_name, release_name
 from engine.rundir.disk_space import refuse_if_fake_full, when_room
-from engine.rundir.paths import RunDir, remove_stray_temporaries
+from engine.rundir.paths import RunDir, remove_stray_temporaries, write_json_atomic
 
 FLUSH_INTERVAL_S = 0.25
 FLUSH_MAX_CALLS = 1024  # flush sooner when a step logs a lot
@@ -93,6 +93,10 @@ class Run:
         self._started = False
         self._nudged = False
         self._pid = os.getpid()
+        # When this generation's start-up phases ended (unix times), filled in by the
+        # worker and here, written to startup.json after the first step.
+        self.startup: dict[str, float | bool | None] = {"generation": self.generation}
+        self._startup_file = paths.startup
         # Self-pipe: the SIGUSR1 handler writes a byte, a paused worker select()s
         # on it. Unlike threading.Event.set, os.write takes no lock in a handler.
         self._wake_r, self._wake_w = os.pipe()
@@ -119,12 +123,16 @@ class Run:
     def steps(self, total: int) -> Iterator[int]:
         """Yield step numbers from ``run.step`` to ``total - 1``, obeying control in between."""
         self._begin(total)
+        first = True
         while True:
             self._boundary()
             if self.step >= total:
                 break
             yield self.step
             self.step += 1
+            if first:
+                first = False
+                self._write_startup()
         self._finish(save=True)
 
     def log(self, **metrics: Any) -> None:
@@ -198,7 +206,15 @@ class Run:
 
             assert self._resume_from is not None
             self._resume_ckpt = load_checkpoint(self._resume_from)
+            self.startup["checkpoint_loaded"] = time.time()
         return self._resume_ckpt
+
+    def _write_startup(self) -> None:
+        """Write startup.json: how long this generation took to its first step."""
+        self.startup["first_step"] = time.time()
+        # Only a measurement: a full disk or a gone directory must not stop training.
+        with contextlib.suppress(OSError):
+            write_json_atomic(self._startup_file, self.startup)
 
     def _begin(self, total: int) -> None:
         self.total = total
