@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from engine.run.control_reader import ControlReader
-from engine.run.spool_writer import LoggedCall, SpoolWriter
+from engine.run.spool_writer import LoggedCall, MetricsBatch, SpoolWriter
 from engine.run.thread_share import ThreadShare
 from engine.rundir.checkpoint_files import FINAL, fork_name, release_name
 from engine.rundir.disk_space import refuse_if_fake_full, when_room
@@ -88,6 +88,7 @@ class Run:
         self._tracked: dict[str, object] = {}
         self._initial_hparams: dict[str, list[dict[str, Any]]] = {}
         self._buf: list[LoggedCall] = []
+        self._copying: MetricsBatch | None = None  # a flushed batch whose GPU values are on the way
         self._now = time.time()
         self._last_flush = self._now
         self._started = False
@@ -155,12 +156,25 @@ class Run:
 
     # ---- used by the worker ----------------------------------------------
 
-    def flush(self) -> None:
-        """Write buffered metrics as one spool record."""
+    def flush(self, wait: bool = True) -> None:
+        """Write buffered metrics as spool records, in the order they were logged.
+
+        ``wait=False`` (a step boundary): a batch whose GPU values are still on
+        their way to the host is kept for the next flush instead of waited for.
+        Everything else (pause, checkpoint, release, the end) waits, so that its
+        record follows every point logged before it.
+        """
         calls, self._buf = self._buf, []
         self._last_flush = time.time()
+        batches = [self._copying] if self._copying is not None else []
         if calls:
-            self._spool.metrics(calls)
+            batches.append(MetricsBatch(calls))
+        self._copying = None
+        for batch in batches:
+            if not wait and batch is batches[-1] and not batch.ready():
+                self._copying = batch
+            else:
+                self._spool.write_batch(batch)
         # A cheap stat catches a command whose nudge came before our handler.
         if self._control.has_new():
             self._nudged = True
@@ -238,7 +252,7 @@ class Run:
             self._handle_control()
         if (now - self._last_flush >= FLUSH_INTERVAL_S or now < self._last_flush
                 or len(self._buf) >= FLUSH_MAX_CALLS):
-            self.flush()
+            self.flush(wait=False)
 
     def _handle_control(self) -> None:
         paused = False
