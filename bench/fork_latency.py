@@ -9,7 +9,8 @@ one child is released and resumed REPS times. Each generation's startup.json
 - request: the fork or resume request to the daemon's launch (a fork waits for
   the parent's checkpoint at its next step; a resume waits for nothing);
 - spawn: the launch to the worker's main (cold: a new interpreter; warm: the
-  handover to the waiting one);
+  handover to the waiting one, which happens inside the launch, before the daemon
+  stamps its event: about 0, a few ms below at times);
 - import: torch and the workload imported (warm: already done);
 - cuda: CUDA initialised (a CUDA run only);
 - build+ckpt: the model built, the data prepared (or read from the cache) and
