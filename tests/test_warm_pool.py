@@ -8,7 +8,6 @@ a cold start gives.
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Collection
 from pathlib import Path
@@ -177,18 +176,3 @@ def test_a_run_that_sets_what_python_reads_at_start_is_started_cold(
     worker = worker_of(engine, run_id)
     assert worker["warm"] is False
     assert "PYTHONHASHSEED" in (engine.paths.run_dir(run_id).path / "shim.log").read_text()
-
-
-def test_a_pool_started_from_older_code_is_replaced(engine: Engine) -> None:
-    start(engine, "synthetic", "steps=3")
-    stale = waiting_worker(engine)
-    source = Path(__file__).resolve().parents[1] / "engine" / "run" / "__init__.py"
-    before = source.stat()
-    try:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
-        fresh = waiting_worker(engine, not_in={stale})
-        run_id = start(engine, "synthetic", "steps=3")
-        served = worker_of(engine, run_id)
-        assert (served["pid"], served["warm"]) == (fresh, True)
-    finally:
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))

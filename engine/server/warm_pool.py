@@ -94,7 +94,9 @@ class WarmPool:
     def take(self, rundir: RunDir) -> subprocess.Popen[bytes] | None:
         """Hand ``rundir`` (launch.json written) to the waiting shim and return it.
 
-        None when no pool is ready: the caller starts the run cold. Never waits.
+        None when no pool is ready: the caller starts the run cold. It never waits
+        for a pool to get ready; only for a ready shim's ``took`` (a millisecond,
+        at most TOOK_TIMEOUT_S from a shim that hangs, which is then killed).
         """
         self._wanted = True
         if not self.enabled:
