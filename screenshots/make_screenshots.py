@@ -136,11 +136,13 @@ async def capture_small(paths: StatePaths, parent: str, fork: str) -> None:
         save(app, "small.svg")
 
 
-async def capture_gpu_panel(paths: StatePaths, parent: str, fork: str) -> None:
+async def capture_gpu_panel(
+    paths: StatePaths, parent: str, fork: str, gpus: int = FAKE_GPUS
+) -> None:
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=SIZE) as pilot:
         await open_family(app, pilot, parent, fork)
-        await until(pilot, lambda: len(app.state.telemetry[-1].gpus) == FAKE_GPUS)
+        await until(pilot, lambda: len(app.state.telemetry[-1].gpus) == gpus)
         await pilot.pause(TELEMETRY_S)
         save(app, "gpu-panel.svg")
 
@@ -162,6 +164,27 @@ def demo_shots() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def gpu_shot() -> None:
+    """The GPU panel alone, of the GPUs this machine has (a GPU machine), else simulated ones.
+
+    The demo runs then train on the real GPU; only gpu-panel.svg is (re)written.
+    """
+    from engine.server.devices import list_gpus
+
+    real = len(list_gpus())
+    home = Path(tempfile.mkdtemp(prefix="traintop-gpu-shot-"))
+    paths = StatePaths(home)
+    log(f"state directory {home}; {real or 'no'} real GPU(s)")
+    try:
+        parent, fork = start_runs(paths)
+        if not real:
+            restart_daemon(paths, {"TRAINTOP_FAKE_GPUS": str(FAKE_GPUS)})
+        asyncio.run(capture_gpu_panel(paths, parent, fork, real or FAKE_GPUS))
+    finally:
+        stop_everything(paths)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def sweep_shots() -> None:
     """A 12-run sweep, on a state directory of its own: overlaid, then its scatter."""
     home = Path(tempfile.mkdtemp(prefix="traintop-sweep-shots-"))
@@ -177,21 +200,25 @@ def sweep_shots() -> None:
 
 
 PARTS = {"demo": demo_shots, "sweep": sweep_shots}
+# Made only when named: on a GPU machine, the README's GPU panel from real GPUs.
+ON_REQUEST = {"gpu": gpu_shot}
 
 
 def main() -> int:
     """Start runs, capture the screens, convert the new ones, clean up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    every = {**PARTS, **ON_REQUEST}
     parser.add_argument("parts", nargs="*", metavar="PART",
-                        help=f"which screenshots to make: {' '.join(PARTS)} (default: all)")
+                        help=f"which screenshots to make: {' '.join(every)} (default: "
+                        f"{' '.join(PARTS)}; gpu: the GPU panel of this machine's real GPUs)")
     args = parser.parse_args()
-    unknown = [p for p in args.parts if p not in PARTS]
+    unknown = [p for p in args.parts if p not in every]
     if unknown:
-        parser.error(f"no part {unknown[0]!r}; the parts are {', '.join(PARTS)}")
+        parser.error(f"no part {unknown[0]!r}; the parts are {', '.join(every)}")
     OUT.mkdir(exist_ok=True)
     began = time.time()
     for part in args.parts or PARTS:
-        PARTS[part]()
+        every[part]()
     for svg in sorted(OUT.glob("*.svg")):
         if svg.stat().st_mtime < began:
             continue  # not made this time

@@ -119,6 +119,19 @@ def test_cuda_without_a_gpu(engine: Engine) -> None:
     refused(engine, "start", "synthetic", "--device", "cuda", mentions="no NVIDIA GPU")
 
 
+def test_a_gpu_past_the_last_is_named_as_asked_on_a_machine_with_gpus() -> None:
+    # The daemon sees real GPUs only; the check itself is given one here, so the
+    # message a GPU machine prints ("cuda:99", as typed) is held on every machine.
+    from engine.server.devices import DeviceError, GpuInfo, check_device
+
+    one, two = [GpuInfo(0, 0, 2**34)], [GpuInfo(0, 0, 2**34), GpuInfo(1, 0, 2**34)]
+    with pytest.raises(DeviceError, match=r"no GPU cuda:99 .* it has cuda:0$"):
+        check_device("cuda:99", one)
+    with pytest.raises(DeviceError, match=r"cuda:2 .* cuda:0 to cuda:1$"):
+        check_device("cuda:2", two)
+    assert check_device("cuda:1", two) == "cuda:1"
+
+
 def test_bad_workload_files(
     engine: Engine, workload_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

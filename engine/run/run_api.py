@@ -20,11 +20,11 @@ from types import FrameType
 from typing import Any
 
 from engine.run.control_reader import ControlReader
-from engine.run.spool_writer import LoggedCall, SpoolWriter
+from engine.run.spool_writer import LoggedCall, MetricsBatch, SpoolWriter
 from engine.run.thread_share import ThreadShare
 from engine.rundir.checkpoint_files import FINAL, fork_name, release_name
 from engine.rundir.disk_space import refuse_if_fake_full, when_room
-from engine.rundir.paths import RunDir, remove_stray_temporaries
+from engine.rundir.paths import RunDir, remove_stray_temporaries, write_json_atomic
 
 FLUSH_INTERVAL_S = 0.25
 FLUSH_MAX_CALLS = 1024  # flush sooner when a step logs a lot
@@ -88,11 +88,16 @@ class Run:
         self._tracked: dict[str, object] = {}
         self._initial_hparams: dict[str, list[dict[str, Any]]] = {}
         self._buf: list[LoggedCall] = []
+        self._copying: MetricsBatch | None = None  # a flushed batch whose GPU values are on the way
         self._now = time.time()
         self._last_flush = self._now
         self._started = False
         self._nudged = False
         self._pid = os.getpid()
+        # When this generation's start-up phases ended (unix times), filled in by the
+        # worker and here, written to startup.json after the first step.
+        self.startup: dict[str, float | bool | None] = {"generation": self.generation}
+        self._startup_file = paths.startup
         # Self-pipe: the SIGUSR1 handler writes a byte, a paused worker select()s
         # on it. Unlike threading.Event.set, os.write takes no lock in a handler.
         self._wake_r, self._wake_w = os.pipe()
@@ -119,12 +124,16 @@ class Run:
     def steps(self, total: int) -> Iterator[int]:
         """Yield step numbers from ``run.step`` to ``total - 1``, obeying control in between."""
         self._begin(total)
+        first = True
         while True:
             self._boundary()
             if self.step >= total:
                 break
             yield self.step
             self.step += 1
+            if first:
+                first = False
+                self._write_startup()
         self._finish(save=True)
 
     def log(self, **metrics: Any) -> None:
@@ -147,12 +156,25 @@ class Run:
 
     # ---- used by the worker ----------------------------------------------
 
-    def flush(self) -> None:
-        """Write buffered metrics as one spool record."""
+    def flush(self, wait: bool = True) -> None:
+        """Write buffered metrics as spool records, in the order they were logged.
+
+        ``wait=False`` (a step boundary): a batch whose GPU values are still on
+        their way to the host is kept for the next flush instead of waited for.
+        Everything else (pause, checkpoint, release, the end) waits, so that its
+        record follows every point logged before it.
+        """
         calls, self._buf = self._buf, []
         self._last_flush = time.time()
+        batches = [self._copying] if self._copying is not None else []
         if calls:
-            self._spool.metrics(calls)
+            batches.append(MetricsBatch(calls))
+        self._copying = None
+        for batch in batches:
+            if not wait and batch is batches[-1] and not batch.ready():
+                self._copying = batch
+            else:
+                self._spool.write_batch(batch)
         # A cheap stat catches a command whose nudge came before our handler.
         if self._control.has_new():
             self._nudged = True
@@ -198,7 +220,15 @@ class Run:
 
             assert self._resume_from is not None
             self._resume_ckpt = load_checkpoint(self._resume_from)
+            self.startup["checkpoint_loaded"] = time.time()
         return self._resume_ckpt
+
+    def _write_startup(self) -> None:
+        """Write startup.json: how long this generation took to its first step."""
+        self.startup["first_step"] = time.time()
+        # Only a measurement: a full disk or a gone directory must not stop training.
+        with contextlib.suppress(OSError):
+            write_json_atomic(self._startup_file, self.startup)
 
     def _begin(self, total: int) -> None:
         self.total = total
@@ -222,7 +252,7 @@ class Run:
             self._handle_control()
         if (now - self._last_flush >= FLUSH_INTERVAL_S or now < self._last_flush
                 or len(self._buf) >= FLUSH_MAX_CALLS):
-            self.flush()
+            self.flush(wait=False)
 
     def _handle_control(self) -> None:
         paused = False

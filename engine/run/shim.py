@@ -39,7 +39,7 @@ def _become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _worker_env(launch: dict[str, Any]) -> dict[str, str]:
+def worker_env(launch: dict[str, Any]) -> dict[str, str]:
     """The run's own environment (launch.json), else the daemon's; plus what a worker needs."""
     base = launch.get("env")
     return sleeping_waits(child_env(base if isinstance(base, dict) else None,
@@ -77,9 +77,10 @@ def _kill_leftovers(pgid: int) -> None:
         time.sleep(0.01)
 
 
-def _start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[bytes]:
+def start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Start the worker (or a ``traintop.init`` script) of ``launch`` in its own group."""
     cwd = launch.get("cwd") or str(run_dir.path)
-    env = _worker_env(launch)
+    env = worker_env(launch)
     command = [sys.executable, "-m", "engine.run.worker", str(run_dir.path)]
     if launch.get("argv"):  # a traintop.init script, re-run as it was started (see attach.py)
         command = [str(a) for a in launch["argv"]]
@@ -108,15 +109,34 @@ def supervise(run_dir: RunDir) -> None:
             wrapped = WrappedCommand(run_dir, launch)
             proc = wrapped.proc
         else:
-            proc = _start_worker(run_dir, launch)
+            proc = start_worker(run_dir, launch)
     except OSError as exc:
         what = "the command" if isinstance(launch, dict) and launch.get("command") else "the worker"
-        with open(run_dir.stderr, "a", encoding="utf-8") as err:
-            print(f"traintop shim: cannot start {what}: {exc}", file=err)
-        write_json_atomic(
-            run_dir.exit, {"generation": generation, "returncode": 127, "time": time.time()}
-        )
+        record_failed_start(run_dir, generation, f"cannot start {what}: {exc}")
         return
+    follow(run_dir, generation, proc, wrapped)
+
+
+def record_failed_start(run_dir: RunDir, generation: object, message: str) -> None:
+    """Say why no worker could start (stderr.log) and end the generation with 127."""
+    with open(run_dir.stderr, "a", encoding="utf-8") as err:
+        print(f"traintop shim: {message}", file=err)
+    write_json_atomic(
+        run_dir.exit, {"generation": generation, "returncode": 127, "time": time.time()}
+    )
+
+
+def follow(
+    run_dir: RunDir,
+    generation: object,
+    proc: subprocess.Popen[bytes],
+    wrapped: WrappedCommand | None = None,
+    warm: bool = False,
+) -> None:
+    """Record the started worker in worker.json, wait for it, clean up, write exit.json.
+
+    ``warm``: the worker came from the daemon's warm pool (said in worker.json).
+    """
     # The worker is our unreaped child until _wait_for, so even a worker that
     # already died still has a readable create_time.
     worker = {
@@ -125,6 +145,7 @@ def supervise(run_dir: RunDir) -> None:
         "create_time": psutil.Process(proc.pid).create_time(),
         "shim_pid": os.getpid(),
         "generation": generation,
+        "warm": warm,
     }
     # On a full disk these two wait for room: without them the daemon could neither
     # follow the worker nor learn how it ended, and would call the run lost.
@@ -138,17 +159,22 @@ def supervise(run_dir: RunDir) -> None:
     when_room(lambda: write_json_atomic(run_dir.exit, ending))
 
 
+def become_shim() -> None:
+    """Ignore terminal and stray signals and adopt orphans, as every shim does."""
+    # SIGUSR1 ignored too: the worker inherits "ignore" until it installs its
+    # handler, so an early nudge cannot kill it.
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+    _become_subreaper()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ignore terminal and stray signals, then supervise one worker."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m engine.run.shim RUN_DIR", file=sys.stderr)
         return 2
-    # SIGUSR1 ignored too: the worker inherits "ignore" until it installs its
-    # handler, so an early nudge cannot kill it.
-    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_IGN)
-    _become_subreaper()
+    become_shim()
     supervise(RunDir(Path(args[0]).resolve()))
     return 0
 

@@ -161,26 +161,66 @@ class SpoolWriter:
 
     def metrics(self, calls: Sequence[LoggedCall]) -> None:
         """Append one metrics record for a batch of buffered ``log`` calls."""
+        self.write_batch(MetricsBatch(calls))
+
+    def write_batch(self, batch: MetricsBatch) -> None:
+        """Append the metrics record of ``batch``, waiting for its GPU values if need be."""
+        points = batch.points()
+        if points:
+            self.write({"t": "metrics", "gen": self.generation, "points": points}, len(points))
+
+
+class MetricsBatch:
+    """Buffered ``log`` calls as points, their GPU values copied to the host in the background.
+
+    Made at a flush: one stack of the batch's GPU scalars and one non-blocking copy
+    into pinned memory, marked by a CUDA event. The training thread never waits
+    for the GPU here; ``points()`` waits only if the copy is not done yet, and
+    the run asks for it a flush later (``ready``), when it is.
+    """
+
+    def __init__(self, calls: Sequence[LoggedCall]) -> None:
         # The thousands of small lists built here would trigger the cyclic GC
         # over and over, and each pass walks every buffered tensor: measured 5x
         # slower. Nothing here makes cycles, so pause the collector meanwhile.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            points = expand_points(calls)
-            if points:
-                self.write({"t": "metrics", "gen": self.generation, "points": points},
-                           len(points))
+            self._points, self._tensors = expand_points(calls)
         finally:
             if gc_was_enabled:
                 gc.enable()
+        self._copy: tuple[Any, Any] | None = None  # (pinned host tensor, CUDA event)
+        if self._tensors:
+            self._copy = _start_copy([t for _, t in self._tensors])
+            if self._copy is None:  # CPU tensors, mixed devices: read now (no GPU to wait for)
+                self._fill(_values(self._tensors))
+
+    def ready(self) -> bool:
+        """Whether ``points()`` would not wait for the GPU."""
+        return self._copy is None or bool(self._copy[1].query())
+
+    def points(self) -> list[list[Any]]:
+        """The ``[step, key, value, time]`` points, every value read."""
+        if self._copy is not None:
+            host, event = self._copy
+            event.synchronize()
+            self._copy = None
+            self._fill(host.tolist())
+        return self._points
+
+    def _fill(self, values: list[float]) -> None:
+        for (index, _), value in zip(self._tensors, values, strict=True):
+            self._points[index][2] = value
+        self._tensors = []
 
 
-def expand_points(calls: Sequence[LoggedCall]) -> list[list[Any]]:
+def expand_points(calls: Sequence[LoggedCall]) -> tuple[list[list[Any]], list[tuple[int, Any]]]:
     """Turn buffered log calls into ``[step, key, value, time]`` points.
 
-    Tensors are converted here, all at once per device, so logging a GPU tensor
-    costs one synchronisation per flush instead of one per step.
+    A tensor's value is left None and listed with its point's index, so that all
+    of them are read at once per device: one GPU synchronisation per flush at
+    most, instead of one per step.
     """
     points: list[list[Any]] = []
     tensors: list[tuple[int, Any]] = []  # (index into points, tensor)
@@ -197,27 +237,45 @@ def expand_points(calls: Sequence[LoggedCall]) -> list[list[Any]]:
                 except (TypeError, ValueError):
                     print(f"traintop: dropped metric {key!r}: {type(value).__name__} is not "
                           "a number", file=sys.stderr)
-    if tensors:
-        _fill_tensor_values(points, tensors)
-    return points
+    return points, tensors
 
 
-def _fill_tensor_values(points: list[list[Any]], tensors: list[tuple[int, Any]]) -> None:
+def _start_copy(tensors: list[Any]) -> tuple[Any, Any] | None:
+    """GPU scalars of one device: stack them and start their copy to pinned host memory.
+
+    None for anything else (CPU tensors, mixed devices or shapes), read at once.
+    Reading .device per tensor would cost more than the stack itself: the stack
+    says whether they share one.
+    """
     import torch  # already imported: the values are torch tensors
 
     with torch.no_grad():
-        # Fast path, the usual case (scalars of one device): one stack, one copy
-        # to the host, so a flush of thousands of GPU scalars syncs once. Reading
-        # .device or .dtype per tensor would cost more than the stack itself.
+        try:
+            stacked = torch.stack(tensors)
+        except (RuntimeError, TypeError):
+            return None
+        if stacked.ndim != 1 or not stacked.is_cuda:
+            return None
+        host = torch.empty(stacked.shape, dtype=torch.float64, pin_memory=True)
+        host.copy_(stacked.to(torch.float64), non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        return host, event
+
+
+def _values(tensors: list[tuple[int, Any]]) -> list[float]:
+    """The values of CPU (or mixed) tensors, read now."""
+    import torch
+
+    with torch.no_grad():
         try:
             stacked = torch.stack([t for _, t in tensors])
-            values = stacked.to(torch.float64).tolist() if stacked.ndim == 1 else None
+            if stacked.ndim == 1:
+                values: list[float] = stacked.to(torch.float64).tolist()
+                return values
         except (RuntimeError, TypeError):
-            values = None
-        if values is None:
-            values = _values_by_group([t for _, t in tensors])
-    for (index, _), value in zip(tensors, values, strict=True):
-        points[index][2] = value
+            pass
+        return _values_by_group([t for _, t in tensors])
 
 
 def _values_by_group(tensors: list[Any]) -> list[float]:

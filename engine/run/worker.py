@@ -4,6 +4,9 @@ Started by the shim. Reads ``launch.json``, builds the :class:`Run`, seeds the
 RNGs (fresh runs only; a resumed run gets its RNG back from the checkpoint)
 and calls the workload's ``train(run)``. Exit codes: 0 finished or released,
 1 the workload raised, 143 SIGTERM, 2 bad invocation.
+
+``--warm`` instead of RUN_DIR: wait in the daemon's warm pool, torch imported,
+until a run is handed over (``engine.run.warm_worker``); then the same as above.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import random
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from engine.run.run_api import Run
+from engine.run.warm_worker import wait_for_launch
 from engine.run.workloads.registry import load_train, workload_defaults
 from engine.rundir.paths import RunDir, read_json
 
@@ -36,6 +41,12 @@ def seed_everything(seed: int) -> None:
 def _run(run: Run, launch: dict[str, Any]) -> int:
     try:
         train = load_train(launch["workload"])
+        run.startup["imported"] = time.time()
+        if run.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.init()  # type: ignore[no-untyped-call]  # here, to time it apart
+            run.startup["cuda_ready"] = time.time()
         if not launch.get("resume_from"):
             seed_everything(int(dict.get(run.config, "seed", 0)))  # "get" may be a key
         train(run)
@@ -55,9 +66,17 @@ def _run(run: Run, launch: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    started = time.time()
     args = sys.argv[1:] if argv is None else argv
+    handover: float | None = None
+    if args == ["--warm"]:
+        handed = wait_for_launch()
+        if handed is None:
+            return 0
+        handover = started = time.time()
+        args = [str(handed)]
     if len(args) != 1:
-        print("usage: python -m engine.run.worker RUN_DIR", file=sys.stderr)
+        print("usage: python -m engine.run.worker RUN_DIR|--warm", file=sys.stderr)
         return 2
     run_dir = RunDir(Path(args[0]).resolve())
     launch = read_json(run_dir.launch)
@@ -65,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"traintop worker: no valid launch.json in {run_dir.path}", file=sys.stderr)
         return 2
     run = Run(run_dir.path, launch, config=_full_config(launch))
+    run.startup.update(main=started, warm=handover is not None, handover=handover)
     run.install_signal_handlers()
     code = _run(run, launch)
     # A nudge (SIGUSR1, e.g. a fork's checkpoint request) can still arrive while the

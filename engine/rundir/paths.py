@@ -23,8 +23,16 @@ the worker. Every file in it has exactly one writer:
 ``control.jsonl`` daemon: append-only commands (pause, resume, release,
                   checkpoint); the worker is nudged with SIGUSR1 and reads new
                   lines at its next step boundary.
+``startup.json``  worker: when this generation's start-up phases ended (handover,
+                  imports, CUDA, checkpoint load, first step), for ``bench/fork_latency.py``.
 ``stdout.log``, ``stderr.log``  the worker's output, appended per generation.
 ``checkpoints/``  atomic checkpoints written by the worker.
+
+Beside ``runs/``, ``warm/<pool>/`` is one waiting warm worker of the daemon's pool
+(``engine.server.warm_pool``): ``ready.json`` (warm shim: the waiting worker's pid,
+once torch is imported), ``shim.log`` and ``worker.log`` (their output until a run
+takes them). ``cache/`` holds the built-in workloads' prepared data
+(``engine.run.data_cache``), each file written once, atomically, by a worker.
 """
 
 from __future__ import annotations
@@ -121,6 +129,16 @@ class StatePaths:
     def runs(self) -> Path:
         return self.home / "runs"
 
+    @property
+    def warm(self) -> Path:
+        """The warm pool's directories, one per waiting worker (see the module docstring)."""
+        return self.home / "warm"
+
+    @property
+    def cache(self) -> Path:
+        """Prepared data of the built-in workloads, by workload and the config it depends on."""
+        return self.home / "cache"
+
     def run_dir(self, run_id: str) -> RunDir:
         return RunDir(self.runs / run_id)
 
@@ -171,6 +189,15 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    @property
+    def startup(self) -> Path:
+        return self.path / "startup.json"
+
+    @property
+    def state(self) -> StatePaths:
+        """The state directory this run directory is in (``<home>/runs/<id>``)."""
+        return StatePaths(self.path.parent.parent)
 
 
 def temporary_for(path: Path) -> Path:

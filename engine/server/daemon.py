@@ -189,6 +189,7 @@ class Daemon:
         await ticker
         self.paths.socket.unlink(missing_ok=True)
         self.supervisor.tick()  # store what workers wrote up to the last moment
+        self.supervisor.warm.close()
         self.store.close()
         log.info("engine %d stopped; %d runs left running", os.getpid(), len(self.supervisor.live))
 

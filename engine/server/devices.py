@@ -65,5 +65,8 @@ def check_device(requested: str | None, gpus: list[GpuInfo]) -> str:
     if index is None:
         return "cuda"
     if int(index) >= len(gpus):
-        raise DeviceError(f"no GPU {index}: this machine has {len(gpus)}")
+        # Named as asked (cuda:N), whichever way the machine's GPUs are counted.
+        last = len(gpus) - 1
+        have = "cuda:0" if last == 0 else f"cuda:0 to cuda:{last}"
+        raise DeviceError(f"no GPU cuda:{int(index)} on this machine: it has {have}")
     return f"cuda:{int(index)}"

@@ -31,6 +31,7 @@ from engine.server.output_order import OutputOrder
 from engine.server.run_reports import RunReports
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
+from engine.server.warm_pool import WarmPool
 
 log = logging.getLogger("traintop.supervisor")
 
@@ -63,6 +64,7 @@ class Supervisor(RunReports):
         self.disk_full = False  # the state directory's filesystem, at the last check
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
         self.cores = CoreShares()  # each CPU run's share of the cores
+        self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
 
     # -- starting -----------------------------------------------------------
 
@@ -97,7 +99,7 @@ class Supervisor(RunReports):
             "resume_from": resume_from,
             "control_offset": control_offset,
             **extra,
-        })
+        }, self.warm)
         self.store.set_state(
             run["id"],
             RunState.STARTING,
@@ -299,6 +301,7 @@ class Supervisor(RunReports):
                     log.exception("following run %s failed", run_id)
         self._next_run = 0
         self.scheduler.tick()
+        self.warm.tick()
         self.store.write_succeeded()
         return time.monotonic() > deadline
 

@@ -8,6 +8,7 @@ Otherwise ``text`` names a file. Defaults: registry.BUILTIN_DEFAULTS.
 from __future__ import annotations
 
 import math
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.run.data_cache import load_or_build, source_stamp
 from engine.run.run_api import Run, RunConfig
+from engine.rundir.paths import RunDir
 
 MAX_TEXT_BYTES = 2_000_000
 VAL_FRACTION = 0.1
@@ -126,13 +129,30 @@ def _val_loss(model: nn.Module, val: torch.Tensor, cfg: RunConfig, device: str) 
     return total / EVAL_BATCHES
 
 
+def encoded_text(run: Run) -> tuple[list[str], torch.Tensor]:
+    """The vocabulary and the text as its indices: prepared once per text, then cached."""
+    source = str(run.config.text)
+    key: dict[str, object] = {"format": 1, "max_bytes": MAX_TEXT_BYTES}
+    if source:
+        path = Path(source).expanduser().resolve()
+        key.update(text=str(path), stamp=source_stamp(path))
+    else:  # the standard library's sources do not change within one Python
+        key.update(text="", stdlib=sysconfig.get_paths()["stdlib"], python=sys.version)
+
+    def build() -> dict[str, object]:
+        text = read_text(source)
+        chars = sorted(set(text))
+        index = {ch: i for i, ch in enumerate(chars)}
+        return {"chars": chars, "data": torch.tensor([index[ch] for ch in text], dtype=torch.int32)}
+
+    prepared = load_or_build(RunDir(run.dir), "charlm", key, build)
+    return list(prepared["chars"]), prepared["data"].long()
+
+
 def train(run: Run) -> None:
     """Train the character model for ``config.steps`` steps."""
     cfg = run.config
-    text = read_text(str(cfg.text))
-    chars = sorted(set(text))
-    index = {ch: i for i, ch in enumerate(chars)}
-    data = torch.tensor([index[ch] for ch in text], dtype=torch.long)
+    chars, data = encoded_text(run)
     split = int(len(data) * (1 - VAL_FRACTION))
     train_data, val_data = data[:split], data[split:]
 

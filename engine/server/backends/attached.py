@@ -57,6 +57,7 @@ class AttachedBackend(WorkerBackend):
     """A ``traintop.init`` script: its own process first, then re-run by a shim."""
 
     kind: ClassVar[RunKind] = "attached"
+    warm_startable: ClassVar[bool] = False  # a script the user wrote, re-run as it was started
 
     def launch_fields(self, record: dict[str, Any]) -> dict[str, Any]:
         """The command line the shim re-runs (with ``TRAINTOP_RUN_DIR`` set)."""

@@ -49,6 +49,13 @@ class Host(Protocol):
         """Stop (SIGSTOP) or continue (SIGCONT) the run's process and record the state."""
 
 
+class WarmStart(Protocol):
+    """The daemon's warm pool as a launch sees it (``engine.server.warm_pool``)."""
+
+    def take(self, rundir: RunDir) -> subprocess.Popen[bytes] | None:
+        """Hand the generation whose launch.json is written to a waiting shim; None if none is."""
+
+
 @dataclass(frozen=True)
 class KillStep:
     """One rung of a kill's signal ladder: ``signals`` sent ``after`` seconds."""
@@ -65,7 +72,10 @@ class RunBackend(ABC):
     - ``launch`` starts a new generation from ``record`` (written to launch.json
       with what this kind adds) and returns the local process that watches it,
       or None when none does. Whatever it starts must, like the shim, write
-      worker.json (pid, pgid, start time), the spool and exit.json.
+      worker.json (pid, pgid, start time), the spool and exit.json. A kind whose
+      worker is ``engine.run.worker`` may hand the generation to ``warm`` (a
+      worker waiting with torch imported) and must start it cold when that
+      gives nothing.
     - ``pause`` and ``resume`` steer a live run; ``pause`` with ``release`` also
       frees its memory. Either acts through ``host`` and may raise ``ActionError``.
     - ``kill_ladder`` says which signals a kill sends and when; ``signal``
@@ -87,7 +97,9 @@ class RunBackend(ABC):
     reads_control: ClassVar[bool]
 
     @abstractmethod
-    def launch(self, rundir: RunDir, record: dict[str, Any]) -> subprocess.Popen[bytes] | None:
+    def launch(
+        self, rundir: RunDir, record: dict[str, Any], warm: WarmStart
+    ) -> subprocess.Popen[bytes] | None:
         """Write launch.json from ``record`` and start the generation it describes."""
 
     @abstractmethod

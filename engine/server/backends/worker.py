@@ -19,7 +19,15 @@ import psutil
 
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.paths import RunDir, child_env, write_json_atomic
-from engine.server.backends.base import Host, KillStep, Process, Refusable, RunBackend, RunKind
+from engine.server.backends.base import (
+    Host,
+    KillStep,
+    Process,
+    Refusable,
+    RunBackend,
+    RunKind,
+    WarmStart,
+)
 
 # How long a dead worker's shim gets to write exit.json before the run is declared lost
 # (the shim first waits up to 5 s for the rest of the process group to go).
@@ -31,10 +39,22 @@ class WorkerBackend(RunBackend):
 
     kind: ClassVar[RunKind] = "train"
     reads_control: ClassVar[bool] = True
+    # Its process is ``engine.run.worker``, which the warm pool keeps waiting.
+    warm_startable: ClassVar[bool] = True
 
-    def launch(self, rundir: RunDir, record: dict[str, Any]) -> subprocess.Popen[bytes] | None:
-        """Write launch.json and start the run's shim, detached (it outlives the daemon)."""
+    def launch(
+        self, rundir: RunDir, record: dict[str, Any], warm: WarmStart
+    ) -> subprocess.Popen[bytes] | None:
+        """Write launch.json and start the run's shim, detached (it outlives the daemon).
+
+        A ``train(run)`` worker is taken from the warm pool when one waits there
+        (torch already imported), else started cold.
+        """
         write_json_atomic(rundir.launch, {**record, **self.launch_fields(record)})
+        if self.warm_startable:
+            shim = warm.take(rundir)
+            if shim is not None:
+                return shim
         with open(rundir.path / "shim.log", "ab") as shim_log:
             return subprocess.Popen(
                 [sys.executable, "-m", "engine.run.shim", str(rundir.path)],

@@ -29,6 +29,7 @@ class WrappedBackend(WorkerBackend):
     """A command the shim runs and reads; signals steer it, nothing checkpoints it."""
 
     kind: ClassVar[RunKind] = "wrapped"
+    warm_startable: ClassVar[bool] = False  # any command
     reads_control: ClassVar[bool] = False  # a plain program: SIGUSR1 would kill it
 
     def launch_fields(self, record: dict[str, Any]) -> dict[str, Any]:

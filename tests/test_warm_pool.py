@@ -1,0 +1,178 @@
+"""The warm pool: a worker waiting with torch imported serves the next start, fork or resume.
+
+Real daemon, real warm shims and workers. What is asserted is what a person could
+check by hand: whose pid the run's worker is, what environment and directory it
+sees, that a new worker waits again afterwards, and that the losses are the ones
+a cold start gives.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Collection
+from pathlib import Path
+
+import pytest
+
+from engine.rundir.paths import read_json
+from tests.conftest import TERMINAL, Engine, wait_until
+
+SLOW = ["sleep=0.01", "seed=3"]
+
+
+def start(engine: Engine, *args: str) -> str:
+    result = engine.cli("start", *args, "--json")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+def waiting_worker(engine: Engine, not_in: Collection[int] = ()) -> int:
+    """The pid of the pool's waiting worker (once it has imported torch), not one of ``not_in``."""
+
+    def ready() -> int | None:
+        for path in engine.paths.warm.glob("*/ready.json"):
+            info = read_json(path)
+            if isinstance(info, dict) and info["pid"] not in not_in:
+                return int(info["pid"])
+        return None
+
+    pid: int = wait_until(ready, "a warm worker waits in the pool", timeout=90)
+    return pid
+
+
+def worker_of(engine: Engine, run_id: str, generation: int = 1) -> dict[str, object]:
+    """The run's worker.json once its shim has written it for ``generation``."""
+    path = engine.paths.run_dir(run_id).worker
+
+    def written() -> dict[str, object] | None:
+        info = read_json(path)
+        return info if isinstance(info, dict) and info["generation"] == generation else None
+
+    info: dict[str, object] = wait_until(written, f"run {run_id} has its worker")
+    return info
+
+
+def test_a_fork_and_a_resume_after_release_are_served_by_the_warm_worker(engine: Engine) -> None:
+    parent = start(engine, "synthetic", "steps=800", *SLOW)
+    assert worker_of(engine, parent)["warm"] is False  # the first start is cold: it starts the pool
+    first = waiting_worker(engine)
+    engine.wait_step(parent, 25)
+
+    child = engine.cli("fork", parent, "--json").json()
+    served = worker_of(engine, child["id"])
+    assert (served["pid"], served["warm"]) == (first, True)
+    second = waiting_worker(engine, not_in={first})  # refilled at once
+
+    engine.wait_step(child["id"], child["fork_step"] + 5)
+    assert engine.cli("pause", child["id"], "--release").code == 0
+    assert engine.cli("resume", child["id"]).code == 0
+    resumed = worker_of(engine, child["id"], generation=2)
+    assert (resumed["pid"], resumed["warm"]) == (second, True)
+
+    for run_id in (parent, child["id"]):
+        assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
+    # Bit for bit what the cold parent computed, across the fork and the resume.
+    parent_losses, child_losses = engine.losses(parent), engine.losses(child["id"])
+    assert min(child_losses) == child["fork_step"] and max(child_losses) == 799
+    assert child_losses == {s: v for s, v in parent_losses.items() if s >= child["fork_step"]}
+    startup = read_json(engine.paths.run_dir(child["id"]).startup)
+    assert startup["warm"] is True and startup["generation"] == 2
+    assert startup["handover"] <= startup["first_step"]
+
+
+PROBE = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+
+    def train(run):
+        print("CUDA", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
+        print("PROBE", os.environ.get("TRAINTOP_PROBE"), flush=True)
+        print("CWD", os.getcwd(), flush=True)
+        print("PATH0", sys.path[0], flush=True)
+        print("ARGV", sys.argv[1], flush=True)
+        print("CUDA_INIT", torch.cuda.is_initialized(), flush=True)
+        print("STDIN", repr(sys.stdin.read()), flush=True)
+        for step in run.steps(3):
+            run.log(loss=float(step))
+    """
+)
+
+
+def test_a_started_run_gets_its_own_env_cwd_and_output_from_the_warm_worker(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(engine, "synthetic", "steps=3", "--device", "cpu")  # starts the engine and the pool
+    pid = waiting_worker(engine)
+    # Set only now: the daemon, and so the pool, never had these.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setenv("TRAINTOP_PROBE", "the run's own")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "probe.py").write_text(PROBE)
+    monkeypatch.chdir(work)
+    probe = start(engine, "probe.py", "--device", "cpu")
+    assert worker_of(engine, probe)["pid"] == pid
+    assert engine.wait_state(probe, *TERMINAL)["state"] == "finished"
+    rundir = engine.paths.run_dir(probe)
+    lines = dict(line.split(" ", 1) for line in rundir.stdout.read_text().splitlines())
+    assert lines == {
+        "CUDA": "3",
+        "PROBE": "the run's own",
+        "CWD": str(work),
+        "PATH0": str(work),
+        "ARGV": str(rundir.path),
+        "CUDA_INIT": "False",
+        "STDIN": "''",
+    }
+
+
+def test_a_warm_start_computes_what_a_cold_start_does(engine: Engine) -> None:
+    cold = start(engine, "synthetic", "steps=80", "seed=5")
+    waiting_worker(engine)
+    warm = start(engine, "synthetic", "steps=80", "seed=5")
+    assert worker_of(engine, warm)["warm"] is True
+    for run_id in (cold, warm):
+        assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
+    assert engine.losses(warm) == engine.losses(cold)
+    assert len(engine.losses(cold)) == 80
+
+
+def test_the_pool_is_never_a_run(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=3000", *SLOW)
+    pid = waiting_worker(engine)
+    engine.wait_step(run_id, 5)
+    assert [r["id"] for r in engine.cli("ls", "--json").json()] == [run_id]
+    assert engine.run(run_id)["pid"] != pid
+    top = engine.cli("top", "--json").json()
+    assert set(top["runs"]) <= {run_id}
+    queues = engine.cli("queue", "--json").json()
+    assert sum(q["running"] for q in queues) == 1
+    assert engine.cli("kill", run_id).code == 0
+
+
+def test_turned_off_every_run_starts_cold(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAINTOP_WARM_POOL", "0")
+    first = start(engine, "synthetic", "steps=20")
+    assert engine.wait_state(first, *TERMINAL)["state"] == "finished"
+    second = start(engine, "synthetic", "steps=20")
+    assert engine.wait_state(second, *TERMINAL)["state"] == "finished"
+    for run_id in (first, second):
+        assert worker_of(engine, run_id)["warm"] is False
+    assert not list(engine.paths.warm.glob("*"))
+
+
+def test_a_run_that_sets_what_python_reads_at_start_is_started_cold(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(engine, "synthetic", "steps=3")
+    waiting_worker(engine)
+    monkeypatch.setenv("PYTHONHASHSEED", "123")  # too late for a waiting interpreter
+    run_id = start(engine, "synthetic", "steps=3")
+    assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
+    worker = worker_of(engine, run_id)
+    assert worker["warm"] is False
+    assert "PYTHONHASHSEED" in (engine.paths.run_dir(run_id).path / "shim.log").read_text()
