@@ -260,18 +260,23 @@ def test_fork_of_a_wrapped_command_says_why_at_once(engine: Engine) -> None:
     asyncio.run(scenario())
 
 
-def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
-    """200,000 points reach the TUI as a few hundred buckets; the curve is the exact EMA."""
+def store_finished_run(engine: Engine, run_id: str, points: list[list[Any]]) -> None:
+    """A finished run with ``points``, written straight into the store before the TUI opens."""
     engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store(engine.paths.store)
     store.create_run(
-        {"id": "long22", "name": "long", "workload": "synthetic", "config": {},
+        {"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
          "state": "finished", "device": "cpu", "cwd": "/", "created": 1.0, "released": False},
         "made by the test",
     )
-    values = [2.0 + math.sin(s / 3000) + (s % 7) / 10 for s in range(200_000)]
-    store.add_metrics("long22", [[s, "loss", v, 1.7e9 + s] for s, v in enumerate(values)], 0, None)
+    store.add_metrics(run_id, points, 0, None)
     store.close()
+
+
+def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
+    """200,000 points reach the TUI as a few hundred buckets; the curve is the exact EMA."""
+    values = [2.0 + math.sin(s / 3000) + (s % 7) / 10 for s in range(200_000)]
+    store_finished_run(engine, "long22", [[s, "loss", v, 1.7e9 + s] for s, v in enumerate(values)])
 
     async def scenario() -> None:
         app = TraintopApp(home=engine.paths.home)
@@ -293,18 +298,10 @@ def test_a_long_run_is_charted_from_screen_sized_views(engine: Engine) -> None:
 
 def test_a_run_that_logs_train_and_val_loss_shows_its_training_loss(engine: Engine) -> None:
     """No plain ``loss``: the chart, the LOSS, BEST and EMA columns take ``train/loss``."""
-    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(engine.paths.store)
-    store.create_run(
-        {"id": "qual22", "name": "qualified", "workload": "wrapped", "config": {},
-         "state": "finished", "device": "cpu", "cwd": "/", "created": 1.0, "released": False},
-        "made by the test",
-    )
     train = [3.0 - s / 100 for s in range(200)]
     points = [[s, "train/loss", v, 1.7e9 + s] for s, v in enumerate(train)]
     points += [[s, "val/loss", 9.0, 1.7e9 + s] for s in range(0, 200, 50)]
-    store.add_metrics("qual22", points, 0, None)
-    store.close()
+    store_finished_run(engine, "qual22", points)
 
     async def scenario() -> None:
         app = TraintopApp(home=engine.paths.home)
