@@ -193,3 +193,30 @@ def test_tensor_scalars_as_tf2_writes_them_are_read_and_other_summaries_are_not(
     exact.add_scalar("x", 1 / 3, 0, walltime=1.7e9, new_style=True, double_precision=True)
     exact.close()
     assert EventDir(tmp_path / "exact").poll() == [(0, "x", 1 / 3, 1.7e9)]
+
+
+def test_a_damaged_event_file_is_said_in_the_log_and_the_output_still_counts(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "damaged.py"
+    script.write_text(textwrap.dedent(
+        """
+        import time
+        from tensorboardX.record_writer import RecordWriter
+        writer = RecordWriter("tb/events.out.tfevents.1.bad")
+        writer.write(b"\\xff\\xff not an Event")  # a whole record, but no Event inside
+        writer.flush()
+        time.sleep(1.5)
+        print("step 1 loss 1.5", flush=True)
+        print("step 2 loss 1.25", flush=True)
+        """
+    ))
+    (tmp_path / "tb").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = engine.cli("run", "--json", "--logdir", "tb", "--", sys.executable, str(script))
+    assert result.code == 0, result.err
+    run = engine.wait_state(result.json()["id"], *TERMINAL, timeout=60)
+    assert run["state"] == "finished"  # the command was never disturbed
+    assert engine.losses(run["id"]) == {1: 1.5, 2: 1.25}
+    stderr = engine.cli("logs", run["id"], "--stderr").out
+    assert f"traintop: cannot read the event files under {tmp_path / 'tb'}" in stderr

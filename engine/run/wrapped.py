@@ -20,6 +20,7 @@ more) or until ``EVENTS_GRACE`` seconds pass without one (then they are recorded
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import signal
 import subprocess
@@ -141,14 +142,15 @@ class WrappedCommand:
         try:
             events = EventDir(root, skip=before)
         except TensorBoardMissing as exc:  # the CLI checks; a shim elsewhere may still lack it
-            with open(run_dir.stderr, "a", encoding="utf-8") as err:
-                err.write(f"traintop: {exc}\n")
-            with self._lock:
-                self._release_held()
+            self._give_up_events(run_dir, str(exc))
             return
         while True:
             stopping = self._events_stop.wait(EVENTS_INTERVAL)
-            scalars = events.poll()  # after the stop too: what was written last
+            try:
+                scalars = events.poll()  # after the stop too: what was written last
+            except Exception as exc:  # a damaged event file: the output still counts
+                self._give_up_events(run_dir, f"cannot read the event files under {root}: {exc}")
+                return
             with self._lock:
                 if scalars:
                     self._parsed = None
@@ -160,6 +162,14 @@ class WrappedCommand:
                     self._release_held()
             if stopping:
                 return
+
+    def _give_up_events(self, run_dir: RunDir, why: str) -> None:
+        """Say why in the run's stderr log, and record the output's points from now on."""
+        with contextlib.suppress(OSError), open(run_dir.stderr, "a", encoding="utf-8") as err:
+            err.write(f"traintop: {why}\n")
+        with self._lock:
+            if self._parsed is self._held:
+                self._release_held()
 
     def _release_held(self) -> None:
         """No event files came in time: record what the output said, and go on doing so."""
