@@ -220,3 +220,22 @@ def test_a_damaged_event_file_is_said_in_the_log_and_the_output_still_counts(
     assert engine.losses(run["id"]) == {1: 1.5, 2: 1.25}
     stderr = engine.cli("logs", run["id"], "--stderr").out
     assert f"traintop: cannot read the event files under {tmp_path / 'tb'}" in stderr
+
+
+def test_import_passes_over_a_damaged_directory_in_one_line_and_imports_the_rest(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tensorboardX.record_writer import RecordWriter
+
+    write_logs(tmp_path, "torch", "good")
+    (tmp_path / "logs" / "bad").mkdir()
+    writer = RecordWriter(str(tmp_path / "logs" / "bad" / "events.out.tfevents.1.bad"))
+    writer.write(b"\xff\xff not an Event")
+    writer.close()
+    result = engine.cli("import", "--json", str(tmp_path / "logs"))
+    assert result.code == 1
+    (line,) = result.err.strip().splitlines()  # one line, naming the damaged directory
+    assert line.startswith(f"traintop: cannot read the event files in {tmp_path / 'logs/bad'}:")
+    names = sorted(r["name"] for r in result.json())
+    assert names == ["good", "good/acc_train", "good/acc_val"]
+    assert len(engine.all_runs()) == 3  # nothing of the damaged one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not sources:
         raise UsageError(f"no TensorBoard event files under {root}")
     made: list[tuple[str, str, int]] = []
+    unreadable = 0
     with connect() as client:
         # A directory imported before is not imported again: its runs are already here.
         known = {r["config"].get("logdir"): r["id"] for r in client.all_runs()
@@ -38,17 +40,23 @@ def cmd_import(args: argparse.Namespace) -> int:
             if str(source) in known:
                 print(f"{source}: already imported as run {known[str(source)]}")
                 continue
-            run_id, count = write_import(client.paths, source, run_name(source, root))
+            try:  # the events are read before anything is written: a bad file leaves nothing
+                run_id, count = write_import(client.paths, source, run_name(source, root))
+            except Exception as exc:  # a damaged event file: the others are still imported
+                print(f"traintop: cannot read the event files in {source}: {exc}",
+                      file=sys.stderr)
+                unreadable += 1
+                continue
             made.append((run_id, str(source), count))
         runs = [_landed(client, run_id, args.no_wait) for run_id, _, _ in made]
     if args.json:
         print(json.dumps([{**run, "points": count, "source": source}
                           for run, (_, source, count) in zip(runs, made, strict=True)]))
-        return 0
+        return 1 if unreadable else 0
     for run, (_, origin, count) in zip(runs, made, strict=True):
         print(f"imported {run['id']} ({shown(run.get('name') or '')}) {run.get('state', '')}: "
               f"{count} points from {origin}")
-    return 0
+    return 1 if unreadable else 0
 
 
 def _landed(client: Client, run_id: str, no_wait: bool) -> dict[str, Any]:
