@@ -16,15 +16,7 @@ import pytest
 
 from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
-
-SLOW = ["sleep=0.01", "seed=3"]
-
-
-def start(engine: Engine, *args: str) -> str:
-    result = engine.cli("start", *args, "--json")
-    assert result.code == 0, result.err
-    run_id: str = result.json()["id"]
-    return run_id
+from tests.test_engine import SLOW, start
 
 
 def waiting_worker(engine: Engine, not_in: Collection[int] = ()) -> int:

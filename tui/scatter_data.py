@@ -64,7 +64,8 @@ def numeric_params(runs: Sequence[RunInfo]) -> list[str]:
 def metrics_of(runs: Sequence[RunInfo]) -> list[str]:
     """The metrics any of the runs logged, the training loss first."""
     keys = sorted({k for run in runs for k in run.last})
-    return sorted(keys, key=lambda k: k != training_loss_key(keys))
+    first = training_loss_key(keys)
+    return sorted(keys, key=lambda k: k != first)
 
 
 def scatter(

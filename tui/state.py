@@ -170,7 +170,8 @@ class TuiState:
         self.points_arrived.add(run_id)
         column = self.emas.get(run_id)
         if column is not None:
-            losses = sorted((p.step, p.value) for p in points if p.key == run.loss_key)
+            key = run.loss_key
+            losses = sorted((p.step, p.value) for p in points if p.key == key)
             fresh = [value for step, value in losses if step > column.step]
             if fresh:
                 column.step = losses[-1][0]

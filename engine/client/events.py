@@ -10,6 +10,7 @@ with these types and tells events apart by type, not by topic strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from engine.common.output_lines import training_loss_key
@@ -90,7 +91,7 @@ class RunInfo:
         """A run from a ``list_runs`` page, a ``runs`` event or a ``start``/``fork`` reply."""
         return cls(**_run_fields(cls, data, "run"))
 
-    @property
+    @cached_property  # asked for by every cell and sort key; ``last`` never changes in place
     def loss_key(self) -> str:
         """The metric that is this run's training loss (``loss``, else e.g. ``train/loss``)."""
         return training_loss_key(self.last) or "loss"
