@@ -188,10 +188,8 @@ class Supervisor(RunReports):
         """Follow a process that attached itself (``traintop.init``) as generation 1 of ``run``."""
         rundir = self.paths.run_dir(run["id"])
         record_started_by_user(rundir, launch_record(run), pid, pid_start, env)
-        imported = backend_for(run).kind == "imported"  # points only: no process of its own
-        reason = "reading its points" if imported else f"attached: pid {pid}"
         self.store.set_state(
-            run["id"], RunState.RUNNING, reason, generation=1,
+            run["id"], RunState.RUNNING, backend_for(run).followed_reason(pid), generation=1,
             started=time.time(), pid=pid, pgid=pid, pid_start=pid_start,
         )
         self.live[run["id"]] = LiveRun(

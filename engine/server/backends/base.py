@@ -118,6 +118,11 @@ class RunBackend(ABC):
     def signal(self, proc: Process, sig: signal.Signals) -> None:
         """Send ``sig`` to the run's process; nothing if it is gone or not known yet."""
 
+    def followed_reason(self, pid: int) -> str:
+        """What the run's events say when the daemon takes up a process it did not start
+        (a script that attached itself, with ``pid``)."""
+        return f"attached: pid {pid}"
+
     @abstractmethod
     def alive(self, proc: Process) -> bool:
         """Is the followed process running and the very one that was started?"""

@@ -31,6 +31,10 @@ class ImportedBackend(AttachedBackend):
 
     kind: ClassVar[RunKind] = "imported"
 
+    def followed_reason(self, pid: int) -> str:
+        """No process of its own: the daemon reads the points it was given."""
+        return "reading its points"
+
     def refusal(self, action: Refusable, run_id: str) -> str | None:
         """Every action: there is no script to run again."""
         return (f"run {run_id} was imported from TensorBoard logs: there is no command "
