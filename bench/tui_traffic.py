@@ -129,6 +129,9 @@ def htop(home: Path) -> PtyApp:
 
 
 def tui(home: Path) -> PtyApp:
+    """A fresh TUI: the view an earlier case left (its selection, kept in tui.json) is
+    forgotten, so every case starts where a first start does."""
+    StatePaths(home).tui_view.unlink(missing_ok=True)
     return PtyApp([sys.executable, "-m", "tui.main"], environment(home))
 
 
