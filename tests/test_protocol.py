@@ -116,9 +116,13 @@ def recv(sock: socket.socket) -> dict[str, Any] | None:
 
 
 def reply(sock: socket.socket) -> dict[str, Any]:
-    message = recv(sock)
-    assert message is not None, "the daemon closed the connection instead of answering"
-    return message
+    """The next answer to a request. Event frames are passed over: a request the fuzzers
+    make up may subscribe the connection, and then telemetry can come before an answer."""
+    while True:
+        message = recv(sock)
+        assert message is not None, "the daemon closed the connection instead of answering"
+        if "event" not in message:
+            return message
 
 
 def assert_closed(sock: socket.socket) -> None:
