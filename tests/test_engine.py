@@ -238,3 +238,25 @@ def test_logs_and_export(engine: Engine, tmp_path: Path) -> None:
     assert data["run"]["id"] == run_id
     assert [p[0] for p in data["metrics"]["loss"]] == list(range(30))
     assert [p[1] for p in data["metrics"]["loss"]] == [engine.losses(run_id)[s] for s in range(30)]
+
+
+def test_the_entry_point_starts_the_engine_early_and_once(engine: Engine) -> None:
+    """``traintop ls`` with no engine starts one before its imports and waits for that one
+    (the daemon log would say "already runs" for a second); ``--help`` starts none."""
+    env = dict(os.environ, TRAINTOP_HOME=str(engine.paths.home))
+
+    def traintop(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tui.main", *argv], capture_output=True,
+                              text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+    assert traintop("ls", "--help").returncode == 0
+    log = engine.paths.daemon_log
+    assert not engine.paths.socket.exists() and not log.exists()
+    listed = traintop("ls")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("no runs yet")
+    pid = engine.daemon_pid()
+    assert pid is not None and engine.call("ping")["pong"]
+    time.sleep(1.0)  # a second daemon, had one been started, has said so by now
+    assert "already runs" not in log.read_text()
+    assert engine.daemon_pid() == pid

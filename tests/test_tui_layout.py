@@ -177,3 +177,34 @@ def test_under_100_columns_the_chart_takes_the_width_and_the_panels_go_under_it(
             assert chart.region.width < 100 and host.region.x >= chart.region.right
 
     asyncio.run(scenario())
+
+
+def test_the_footer_is_built_once_and_again_only_when_its_keys_change(engine: Engine) -> None:
+    """The screen saying its bindings changed, as it does at each focus change and a few
+    times while the app starts, leaves the footer's key widgets as they are while the
+    keys stay the same; a key turning disabled rebuilds them, greyed."""
+    from textual.widgets._footer import FooterKey
+
+    run_id = start(engine, "synthetic", "steps=3")
+    engine.wait_state(run_id, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.selected_id == run_id)
+            keys = await until(pilot, lambda: list(app.query(FooterKey)))
+            assert {key.description for key in keys} >= {"New", "Pause", "Fork", "Kill"}
+            assert not any(key.has_class("-disabled") for key in keys)
+            for _ in range(3):  # what a focus change, or the app starting, says
+                app.screen.refresh_bindings()
+                await pilot.pause(0.1)
+            assert list(app.query(FooterKey)) == keys  # the very same widgets
+            app.readonly = True  # now the keys that change runs are refused
+            app.screen.refresh_bindings()
+            rebuilt = await until(pilot, lambda: (now := list(app.query(FooterKey))) != keys
+                                  and now)
+            greyed = {key.description for key in rebuilt if key.has_class("-disabled")}
+            assert {"New", "Pause", "Fork", "Kill"} <= greyed
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.timer import Timer
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
@@ -43,6 +43,7 @@ from tui.view_restore import ViewRestore
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
 from tui.widgets.loss_chart import GUTTER, LossChart
+from tui.widgets.quiet_footer import QuietFooter
 from tui.widgets.runs_table import RunsTable
 
 REFRESH_HZ = 4
@@ -120,7 +121,7 @@ class TraintopApp(ChartActions, ViewRestore):
                 yield GpuPanel(id="gpus")
                 yield HostPanel(id="host")
         yield RichLog(id="logs", max_lines=2000, wrap=False, markup=False, highlight=False)
-        yield Footer()
+        yield QuietFooter()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_width(event.size.width)

@@ -80,9 +80,27 @@ def run_tui(readonly: bool, demo: bool) -> int:
     return app.return_code or 0
 
 
+# The commands that talk to the engine (not ``run``, ``parse``, ``import``, ``gpu``
+# and ``engine``, which work without one or manage it).
+ENGINE_COMMANDS = frozenset({
+    "tui", "--readonly", "demo", "start", "sweep", "diff", "wait", "queue", "move", "ls",
+    "show", "pause", "resume", "fork", "restart", "kill", "logs", "export", "top",
+})
+
+
+def start_engine_early(args: list[str]) -> None:
+    """Start the engine, if none runs, before the imports of a command that needs it."""
+    if args and (args[0] not in ENGINE_COMMANDS or "-h" in args or "--help" in args):
+        return
+    from engine.client.client import start_early
+
+    start_early()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``traintop [--readonly]`` opens the TUI; ``traintop demo`` too; else the CLI."""
     args = list(sys.argv[1:] if argv is None else argv)
+    start_engine_early(args)
     if not args or args[0] in ("--readonly", "tui") or (args[0] == "demo" and _interactive()):
         parser = argparse.ArgumentParser(prog="traintop", description="top for training runs")
         parser.add_argument("mode", nargs="?", choices=["tui", "demo"], default="tui")

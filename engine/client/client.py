@@ -40,13 +40,48 @@ class EngineUnavailable(Exception):
     """No daemon could be reached or started."""
 
 
+# State dirs whose daemon ``start_early`` launched and no client has waited for yet.
+_STARTED_EARLY: set[str] = set()
+
+
+def start_early(paths: StatePaths | None = None) -> None:
+    """Launch the daemon now, without waiting for it, if none answers for ``paths``
+    (this user's state directory by default).
+
+    Called by the ``traintop`` entry point before the imports of a command that
+    will need the engine: the daemon's start (a Python process, the store
+    opened) then overlaps them. The command's own connect waits for it rather
+    than launching a second one. A state directory that is not safely ours is
+    left to that connect to refuse, in its one line.
+    """
+    paths = paths or StatePaths(state_home())
+    try:
+        check_state_dir(paths)
+    except UnsafeStateDir:
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(paths.socket))
+    except (FileNotFoundError, ConnectionRefusedError):
+        start_daemon(paths)
+        _STARTED_EARLY.add(str(paths.home))
+    except OSError:
+        pass  # the connect that follows says what is wrong
+    finally:
+        sock.close()
+
+
 def start_daemon(paths: StatePaths) -> None:
     """Launch a detached daemon for ``paths`` (it exits at once if one already runs).
 
     A shell in a new session starts the daemon in the background and exits,
     so the daemon is nobody's child: it survives this process, and this
-    process is never left with a zombie to reap when the daemon stops.
+    process is never left with a zombie to reap when the daemon stops. A
+    daemon ``start_early`` launched is waited for instead, once.
     """
+    if str(paths.home) in _STARTED_EARLY:
+        _STARTED_EARLY.discard(str(paths.home))
+        return
     ensure_private_dir(paths.home)
     paths.start_error.unlink(missing_ok=True)  # only this start's failure counts
     # Only what runs need: runs started with no environment of their own inherit it.
