@@ -11,6 +11,7 @@ from textual.app import App, ComposeResult
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input
+from textual.widgets._footer import FooterKey
 
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
@@ -183,8 +184,6 @@ def test_the_footer_is_built_once_and_again_only_when_its_keys_change(engine: En
     """The screen saying its bindings changed, as it does at each focus change and a few
     times while the app starts, leaves the footer's key widgets as they are while the
     keys stay the same; a key turning disabled rebuilds them, greyed."""
-    from textual.widgets._footer import FooterKey
-
     run_id = start(engine, "synthetic", "steps=3")
     engine.wait_state(run_id, *TERMINAL)
 
