@@ -44,6 +44,7 @@ def test_options_may_come_before_between_and_after_overrides(engine: Engine) -> 
     assert forked.code == 0, forked
     child = engine.run("branch")
     assert (child["config"]["lr"], child["config"]["seed"]) == (0.02, 1)
+    engine.wait_state("branch", "finished")  # a run still starting would change the store
 
     # An unknown option is still refused, wherever it stands, and starts nothing.
     refused(engine, "start", "synthetic", "--device", "cpu", "--bogus", "lr=1", code=2,
