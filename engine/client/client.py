@@ -51,24 +51,18 @@ def start_early(paths: StatePaths | None = None) -> None:
     Called by the ``traintop`` entry point before the imports of a command that
     will need the engine: the daemon's start (a Python process, the store
     opened) then overlaps them. The command's own connect waits for it rather
-    than launching a second one. A state directory that is not safely ours is
-    left to that connect to refuse, in its one line.
+    than launching a second one. Only a missing socket is looked at, so a
+    running engine gets no extra connection: the socket a killed daemon left,
+    and a state directory that is not safely ours, are left to that connect.
     """
     paths = paths or StatePaths(state_home())
     try:
         check_state_dir(paths)
     except UnsafeStateDir:
         return
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(paths.socket))
-    except (FileNotFoundError, ConnectionRefusedError):
+    if not paths.socket.exists():
         start_daemon(paths)
         _STARTED_EARLY.add(str(paths.home))
-    except OSError:
-        pass  # the connect that follows says what is wrong
-    finally:
-        sock.close()
 
 
 def start_daemon(paths: StatePaths) -> None:
