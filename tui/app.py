@@ -322,6 +322,7 @@ class TraintopApp(ChartActions, ViewRestore):
                 markers.append((float(run.fork_step), f"fork {run.id}"))
         chart.set_data(series, markers, self.state.view.axis, live=live,
                        window=self.chart_window(), cursor=self.cursor)
+        self._update_status()  # it names the metric drawn, which the runs shown decide
 
     def chart_changed(self) -> None:
         """Ask for the zoomed window's views, and draw the chart at once."""
