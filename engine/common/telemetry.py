@@ -115,10 +115,17 @@ class RunUsage:
     gpu_memory: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form; GPU indexes become string keys, as JSON requires."""
-        data = asdict(self)
-        data["gpu_memory"] = {str(index): used for index, used in self.gpu_memory.items()}
-        return data
+        """JSON-able form; GPU indexes become string keys, as JSON requires.
+
+        Spelled out rather than ``asdict``: made for every live run every second.
+        """
+        return {
+            "cpu_percent": self.cpu_percent,
+            "rss": self.rss,
+            "threads": self.threads,
+            "processes": self.processes,
+            "gpu_memory": {str(index): used for index, used in self.gpu_memory.items()},
+        }
 
     @classmethod
     def from_wire(cls, data: Any) -> RunUsage:

@@ -21,7 +21,7 @@ class Lines:
     drained: bool  # False: a bound stopped the read, and more lines may wait past ``end``
 
 
-def read_lines(path: Path, offset: int, limit: int | None = None) -> Lines:
+def read_lines(path: str | Path, offset: int, limit: int | None = None) -> Lines:
     """The whole lines of ``path`` after ``offset``: all of them, or about ``limit`` bytes.
 
     A missing file reads as empty. A single line longer than ``limit`` is read

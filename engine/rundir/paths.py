@@ -262,7 +262,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: str | Path) -> Any:
     """Read a JSON file; ``None`` if it does not exist or is not (yet) valid."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -157,11 +157,13 @@ class CoreShares:
                 log.exception("sharing the cores failed")
 
     def _share(self, live: Mapping[str, LiveRun], store: Store, host: Host) -> None:
-        running = {r["id"]: r for r in store.runs_in_states([RunState.RUNNING.value])}
-        counted: list[tuple[dict[str, Any], LiveRun, ProcessKey]] = []
+        # Only ids and devices: full rows (their configs decoded) are read for the runs
+        # whose share changes, which at 500 live runs is seldom any.
+        running = store.devices_in_state(RunState.RUNNING.value)
+        counted: list[tuple[str, LiveRun, ProcessKey]] = []
         for run_id, proc in live.items():
-            row = running.get(run_id)
-            if row is None or proc.pid is None or not on_cpu(row):
+            device = running.get(run_id, "cuda")  # not running: not counted
+            if proc.pid is None or not on_cpu({"device": device}):
                 continue
             key = (proc.pid, proc.pid_start)
             if self.hands_off.get(run_id) == key:
@@ -170,19 +172,22 @@ class CoreShares:
                 log.info("run %s: its process chose its own cores; left as it is", run_id)
                 self.hands_off[run_id] = key
                 continue
-            counted.append((row, proc, key))
-        shares = split_cores([row["id"] for row, _, _ in counted], self.cpus)
-        for row, proc, key in counted:
-            share = shares[row["id"]]
-            if self.given.get(row["id"]) == (key, share) or not proc.backend.alive(proc):
+            counted.append((run_id, proc, key))
+        shares = split_cores([run_id for run_id, _, _ in counted], self.cpus)
+        for run_id, proc, key in counted:
+            share = shares[run_id]
+            if self.given.get(run_id) == (key, share) or not proc.backend.alive(proc):
+                continue
+            row = store.get_run(run_id)
+            if row is None:
                 continue
             assert proc.pid is not None
             if self.can_pin:
                 pin(proc.pid, share.cpus)
             if proc.backend.reads_control:
                 host.send_control(row, "threads", str(share.threads))
-            self.given[row["id"]] = (key, share)
-            log.info("run %s: cores %s, %d threads", row["id"], share.cpus, share.threads)
+            self.given[run_id] = (key, share)
+            log.info("run %s: cores %s, %d threads", run_id, share.cpus, share.threads)
         for known in (self.given, self.hands_off):
             for gone in set(known) - set(live):
                 del known[gone]

@@ -39,6 +39,8 @@ class LiveRun:
     shim: subprocess.Popen[bytes] | None = None
     since: float = field(default_factory=time.monotonic)
     dead_since: float | None = None
+    alive_due: float = 0.0  # when the next look at its process is due (monotonic)
+    seen_alive: bool = True  # what the last look found
     kill_ladder: Ladder | None = None  # None: no kill asked for
     kill_sent: signal.Signals | None = None  # the last signal of a kill that went out
     ending: dict[str, Any] | None = None  # the released/finished record, once seen
@@ -50,6 +52,13 @@ class LiveRun:
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
     output: OutputOrder | None = None  # the order its stdout and stderr came in
+    # The files looked at for it at every tick, as strings (made once, not per tick).
+    spool_file: str = field(init=False)
+    exit_file: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spool_file = str(self.rundir.spool)
+        self.exit_file = str(self.rundir.exit)
 
     @property
     def kill_reason(self) -> str:

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.rundir.paths import RunDir, private_opener
 
 STREAMS = ("stdout", "stderr")
+ABSENT_RECHECK_S = 1.0
 
 
-def _size(path: Path) -> int:
+def _size(path: str | Path) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except OSError:
         return 0
 
@@ -42,17 +44,33 @@ class OutputOrder:
     rundir: RunDir
     sizes: dict[str, int] = field(default_factory=dict)
     last: str | None = None  # the stream of the stretch being written
+    # Both files' paths as strings: looked at for every live run at every tick.
+    files: dict[str, str] = field(default_factory=dict)
+    absent_until: float = 0.0  # neither file exists: not looked for again until then
 
     def __post_init__(self) -> None:
+        self.files = {s: str(_path(self.rundir, s)) for s in STREAMS}
         # A restarted daemon goes on from the files as they are and the order's last line.
-        self.sizes = {s: _size(_path(self.rundir, s)) for s in STREAMS}
+        self.sizes = {s: _size(self.files[s]) for s in STREAMS}
         stretches = read_order(self.rundir)
         self.last = stretches[-1][0] if stretches else None
 
     def note(self) -> None:
-        """Look at both streams once; record a switch from one to the other."""
+        """Look at both streams once; record a switch from one to the other.
+
+        A run whose streams are not files (an attached script writes to its own
+        terminal) is looked at again only after ABSENT_RECHECK_S.
+        """
+        now = time.monotonic()
+        if now < self.absent_until:
+            return
+        found = False
         for stream in STREAMS:
-            size = _size(_path(self.rundir, stream))
+            try:
+                size = os.stat(self.files[stream]).st_size
+            except OSError:
+                continue
+            found = True
             if size <= self.sizes[stream]:
                 continue
             if stream != self.last:
@@ -64,6 +82,8 @@ class OutputOrder:
                     order.write(line)
                 self.last = stream
             self.sizes[stream] = size
+        if not found:
+            self.absent_until = now + ABSENT_RECHECK_S
 
 
 def read_order(rundir: RunDir) -> list[tuple[str, int]]:

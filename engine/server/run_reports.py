@@ -90,21 +90,28 @@ class RunReports:
         ``live.spool_offset`` moves only with a commit: when the store cannot be
         written, the error goes up and the next tick reads the rest again.
         """
-        read = read_lines(live.rundir.spool, live.spool_offset, SPOOL_READ_BYTES)
-        batch, offset = SpoolBatch(step=live.step), live.spool_offset
-        for line in read.lines:
-            record = decode_record(line)
-            if not batch.fold(record):
-                # The points before a record are stored before it acts (ends a run,
-                # starts a fork), so they are never left behind it.
-                self._store_batch(live, batch, offset)
-                self._on_record(live, record, offset + len(line))
-                batch = SpoolBatch(step=live.step)
-            offset += len(line)
-        self._store_batch(live, batch, offset)
+        drained = True
+        try:
+            grown = os.stat(live.spool_file).st_size > live.spool_offset
+        except OSError:
+            grown = False  # not written yet
+        if grown:  # (a stat is all a quiet run costs at a tick)
+            read = read_lines(live.spool_file, live.spool_offset, SPOOL_READ_BYTES)
+            batch, offset = SpoolBatch(step=live.step), live.spool_offset
+            for line in read.lines:
+                record = decode_record(line)
+                if not batch.fold(record):
+                    # The points before a record are stored before it acts (ends a run,
+                    # starts a fork), so they are never left behind it.
+                    self._store_batch(live, batch, offset)
+                    self._on_record(live, record, offset + len(line))
+                    batch = SpoolBatch(step=live.step)
+                offset += len(line)
+            self._store_batch(live, batch, offset)
+            drained = read.drained
         if live.diverged is not None:
             self._pause_diverged(live, live.diverged)
-        return read.drained
+        return drained
 
     def _store_batch(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
         """Store ``batch`` with the spool offset ``end`` it was read up to, in one transaction."""

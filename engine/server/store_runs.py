@@ -108,6 +108,11 @@ class RunRows(StoreConnection):
         rows = self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(states))
         return [row_to_run(r) for r in rows.fetchall()]
 
+    def devices_in_state(self, state: str) -> dict[str, str]:
+        """The device of each run in ``state``, by run id (no config decoded)."""
+        rows = self.db.execute("SELECT id, device FROM runs WHERE state = ?", (state,))
+        return {str(run_id): str(device) for run_id, device in rows}
+
     def children(self, run_id: str) -> list[str]:
         rows = self.db.execute("SELECT id FROM runs WHERE parent_id = ? ORDER BY rid", (run_id,))
         return [str(r[0]) for r in rows]

@@ -43,6 +43,10 @@ IMPORT_INTERVAL = 2.0
 TICK_BUDGET_S = 0.05
 # How often the state directory's free space is looked at (one statvfs call).
 DISK_CHECK_INTERVAL = 1.0
+# How often a live run's process (and its exit.json) is looked at. A run that ends says so
+# in its spool first, and is then looked at every tick; this finds a process that died
+# without a word (SIGKILL, the OOM killer, os._exit) within a second.
+ALIVE_CHECK_S = 1.0
 
 
 class Supervisor(RunReports):
@@ -338,13 +342,25 @@ class Supervisor(RunReports):
             live.output = OutputOrder(live.rundir)
         live.output.note()
         drained = self._read_spool(live)
-        exit_info = read_json(live.rundir.exit)
-        if isinstance(exit_info, dict) and exit_info.get("generation") == live.generation:
-            # Every point it wrote is stored first (a long backlog takes a few ticks).
-            if drained and self._read_spool(live):
-                self._finish(live, int(exit_info.get("returncode", -1)))
-            return
         now = time.monotonic()
+        looked = live.pid is not None and now >= live.alive_due
+        if looked:
+            live.alive_due = now + ALIVE_CHECK_S
+            live.seen_alive = live.backend.alive(live)
+        # exit.json comes after the spool's last record, or after a death found above:
+        # read at every tick once the run is ending, else with each look at the process.
+        ending = (
+            live.pid is None or live.killing or not live.seen_alive
+            or live.ending is not None or live.error is not None
+            or (live.shim is not None and live.shim.returncode is not None)
+        )
+        if looked or ending:
+            exit_info = read_json(live.exit_file)
+            if isinstance(exit_info, dict) and exit_info.get("generation") == live.generation:
+                # Every point it wrote is stored first (a long backlog takes a few ticks).
+                if drained and self._read_spool(live):
+                    self._finish(live, int(exit_info.get("returncode", -1)))
+                return
         if live.pid is None:
             if live.killing and live.shim is None:
                 self._end(live, RunState.KILLED, live.kill_reason, None)
@@ -352,7 +368,7 @@ class Supervisor(RunReports):
                 # (On a full disk the shim waits for room to write worker.json.)
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
             return
-        if not live.backend.alive(live):
+        if not live.seen_alive:
             live.dead_since = live.dead_since or now
             waited = now - live.dead_since
             # On a full disk the shim waits for room to write exit.json: not lost yet. No

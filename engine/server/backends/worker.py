@@ -15,8 +15,6 @@ import subprocess
 import sys
 from typing import Any, ClassVar
 
-import psutil
-
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.paths import RunDir, child_env, write_json_atomic
 from engine.server.backends.base import (
@@ -28,6 +26,7 @@ from engine.server.backends.base import (
     RunKind,
     WarmStart,
 )
+from engine.server.backends.identity import IDENTITIES
 
 # How long a dead worker's shim gets to write exit.json before the run is declared lost
 # (the shim first waits up to 5 s for the rest of the process group to go).
@@ -94,14 +93,7 @@ class WorkerBackend(RunBackend):
         """Is the worker the same process that was started (pid and start time)?"""
         if proc.pid is None:
             return False
-        try:
-            found = psutil.Process(proc.pid)
-            return (
-                abs(found.create_time() - (proc.pid_start or 0.0)) < 0.01
-                and found.status() != psutil.STATUS_ZOMBIE
-            )
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        return IDENTITIES.alive(proc.pid, proc.pid_start or 0.0)
 
     def exit_timeout(self, proc: Process) -> float:
         """The shim's time to write exit.json after its worker is gone."""
