@@ -175,7 +175,10 @@ def main(argv: list[str]) -> int:
     try:
         return bench(args, home)
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            print(home)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ SPAWN_TIMEOUT = 30.0
 # How often runs/ is scanned for directories an offline ``traintop.init`` made.
 IMPORT_INTERVAL = 2.0
 # About how long one tick may work before the daemon answers requests again.
-TICK_BUDGET_S = 0.05
+TICK_BUDGET_S = 0.02
 # How often the state directory's free space is looked at (one statvfs call).
 DISK_CHECK_INTERVAL = 1.0
 # How often a live run's process (and its exit.json) is looked at. A run that ends says so
@@ -264,7 +264,8 @@ class Supervisor(RunReports):
 
         Works for about ``budget`` seconds, then stops so the daemon can answer
         requests; the next tick starts with the run this one did not reach.
-        Returns True when it stopped with work left (call again soon).
+        Returns True when it stopped with work left (call again soon): runs it did
+        not reach, or a spool longer than one read.
         """
         deadline = time.monotonic() + budget
         if time.monotonic() >= self._next_disk_check:
@@ -282,21 +283,23 @@ class Supervisor(RunReports):
                 log.exception("importing offline runs failed")
         self.cores.tick(self.live, self.store, self)
         order = list(self.live)
-        first = self._next_run % len(order) if order else 0
-        for done, run_id in enumerate(order[first:] + order[:first]):
-            if done and time.monotonic() > deadline:
-                self._next_run = first + done
+        first = self._next_run if self._next_run < len(order) else 0
+        backlog = False
+        for index in range(first, len(order)):
+            if index > first and time.monotonic() > deadline:
+                self._next_run = index
                 return True
+            run_id = order[index]
             live = self.live.get(run_id)
             if live is None:  # ended by another run's record (a fork's parent) this tick
                 continue
             try:
-                self._follow(live)
+                backlog = not self._follow(live) or backlog
                 live.failing = None
             except Exception as exc:
                 if self.store.write_failed(exc):
                     # Every other run would fail the same way: the next tick tries again.
-                    self._next_run = first + done
+                    self._next_run = index
                     return False
                 if live.failing != repr(exc):  # once, not at every tick it repeats
                     live.failing = repr(exc)
@@ -305,7 +308,8 @@ class Supervisor(RunReports):
         self.scheduler.tick()
         self.warm.tick()
         self.store.write_succeeded()
-        return time.monotonic() > deadline
+        # Every run was followed: the next tick comes after a pause unless a spool has more.
+        return backlog
 
     def check_disk(self) -> None:
         """Mark the live runs whose spool the full disk holds back, and clear the rest.
@@ -332,7 +336,8 @@ class Supervisor(RunReports):
                     log.info("run %s: its spool is written again", live.run_id)
                 self.announce(live.run_id)
 
-    def _follow(self, live: LiveRun) -> None:
+    def _follow(self, live: LiveRun) -> bool:
+        """Store what the run wrote, and see whether it ended; False: its spool has more."""
         if live.shim is not None:
             live.shim.poll()  # reap it once it is done, so no zombie stays
         live.escalate_kill()  # first: the store may be locked, and signals need none
@@ -342,6 +347,11 @@ class Supervisor(RunReports):
             live.output = OutputOrder(live.rundir)
         live.output.note()
         drained = self._read_spool(live)
+        self._look_for_the_end(live, drained)
+        return drained
+
+    def _look_for_the_end(self, live: LiveRun, drained: bool) -> None:
+        """End the run if its exit.json says so, or its process is gone without one."""
         now = time.monotonic()
         looked = live.pid is not None and now >= live.alive_due
         if looked:
