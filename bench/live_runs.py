@@ -170,15 +170,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="points a second, each run")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="traintop-live-"))
     try:
         return bench(args, home)
     finally:
-        if not os.environ.get("KEEP"):
-            shutil.rmtree(home, ignore_errors=True)
+        if args.keep:
+            print(f"kept {home}")
         else:
-            print(home)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
