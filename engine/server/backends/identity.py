@@ -16,11 +16,10 @@ gone. Elsewhere psutil answers every time.
 
 from __future__ import annotations
 
-import os
-
 import psutil
 
-_PROC = os.path.exists("/proc/self/stat")
+from engine.server.procfs import HAS_PROC, stat_fields
+
 # Confirmed processes remembered at most (a daemon that runs for months starts many).
 _REMEMBERED = 4096
 _GONE = (b"Z", b"X")  # zombie, dead: exited, not yet (or just) reaped
@@ -28,17 +27,8 @@ _GONE = (b"Z", b"X")  # zombie, dead: exited, not yet (or just) reaped
 
 def _stat(pid: int) -> tuple[bytes, int] | None:
     """The process state letter and start (clock ticks after boot) of ``pid``, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name, in parentheses, may hold spaces and parentheses itself.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
 
 
 class Identities:
@@ -62,7 +52,7 @@ class Identities:
             )
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
-        if same and _PROC:
+        if same and HAS_PROC:
             seen = _stat(pid)
             if seen is not None:
                 if len(self._ticks) >= _REMEMBERED:

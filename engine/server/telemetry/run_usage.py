@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -25,9 +24,10 @@ from typing import NamedTuple
 import psutil
 
 from engine.common.telemetry import RunUsage
+from engine.server.procfs import HAS_PROC, stat_fields
 
 RunRef = tuple[str, int, int]  # run id, worker pid, worker process group
-_HAS_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
+_HAS_PROC = HAS_PROC
 _TICKS = os.sysconf("SC_CLK_TCK") if _HAS_PROC else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if _HAS_PROC else 4096
 _MAX_DEPTH = 64
@@ -201,14 +201,9 @@ def _read_stat(pid: int) -> ProcStat | None:
     """One process's figures; None once it has exited (or cannot be read)."""
     if not _HAS_PROC:
         return _read_psutil(pid)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return None
-    # The command name may hold spaces and parentheses: the fields follow the last ")".
-    # After it, counting from 0: ppid 1, pgrp 2, utime 11, stime 12, threads 17, start 19, rss 21.
-    fields = stat[stat.rfind(b")") + 2:].split()
     return ProcStat(int(fields[1]), int(fields[2]), float(fields[19]),
                     (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[17]),
                     int(fields[21]) * _PAGE)
