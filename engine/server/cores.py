@@ -162,8 +162,8 @@ class CoreShares:
         running = store.devices_in_state(RunState.RUNNING.value)
         counted: list[tuple[str, LiveRun, ProcessKey]] = []
         for run_id, proc in live.items():
-            device = running.get(run_id, "cuda")  # not running: not counted
-            if proc.pid is None or not on_cpu({"device": device}):
+            device = running.get(run_id)
+            if device is None or proc.pid is None or not on_cpu({"device": device}):
                 continue
             key = (proc.pid, proc.pid_start)
             if self.hands_off.get(run_id) == key:

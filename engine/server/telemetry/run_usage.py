@@ -27,9 +27,8 @@ from engine.common.telemetry import RunUsage
 from engine.server.procfs import HAS_PROC, stat_fields
 
 RunRef = tuple[str, int, int]  # run id, worker pid, worker process group
-_HAS_PROC = HAS_PROC
-_TICKS = os.sysconf("SC_CLK_TCK") if _HAS_PROC else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if _HAS_PROC else 4096
+_TICKS = os.sysconf("SC_CLK_TCK") if HAS_PROC else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if HAS_PROC else 4096
 _MAX_DEPTH = 64
 
 
@@ -55,7 +54,7 @@ class RunUsageReader:
         self._rescan = rescan_seconds
         self._clock = clock
         self._scan_due = 0.0
-        self._children_work = _HAS_PROC
+        self._children_work = HAS_PROC
         self._members: dict[str, set[int]] = {}
         self._groups: dict[int, str] = {}
         self._owner: dict[int, str] = {}
@@ -187,7 +186,7 @@ def _descendants_in(table: dict[int, ProcStat], root: int) -> set[int]:
 
 def _scan() -> dict[int, ProcStat]:
     """Every process we can see."""
-    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()] if _HAS_PROC \
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()] if HAS_PROC \
         else psutil.pids()
     table = {}
     for pid in pids:
@@ -199,7 +198,7 @@ def _scan() -> dict[int, ProcStat]:
 
 def _read_stat(pid: int) -> ProcStat | None:
     """One process's figures; None once it has exited (or cannot be read)."""
-    if not _HAS_PROC:
+    if not HAS_PROC:
         return _read_psutil(pid)
     fields = stat_fields(pid)
     if fields is None:
