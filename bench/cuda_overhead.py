@@ -1,18 +1,21 @@
 """What logging every step costs on a launch-bound step: traintop against SummaryWriter.
 
 Issue 14's case: an MLP step (batch 256, hidden 1024, AdamW) short enough that
-launching its kernels is what bounds it (0.85 ms on an H200). Three loops train
+launching its kernels is what bounds it (0.85 ms on an H200). Four loops train
 the same model, their repetitions interleaved so drift hits all alike:
 
 - plain: ``for step in range(n)``, no logging;
 - traintop: ``for step in run.steps(n)``, ``run.log(loss=loss.detach())`` every step;
+- run.steps only: traintop's loop without ``run.log``, which splits its cost in two;
 - SummaryWriter: ``writer.add_scalar("loss", loss.item(), step)`` every step (torch's,
   or tensorboardX's when tensorboard is not installed).
 
 Prints per step the median and min over REPS of each, and each slowdown against
-plain (median against median, min against min). On CUDA when present, else on the
-CPU (it says so). Then, on the CPU, what one ``run.log`` call and one step of
-``run.steps`` cost alone, in microseconds.
+plain: paired (the median over reps of the loop's time over plain's in that rep,
+which cancels drift between reps) and min against min. Each rep's times go to
+stderr as it ends. On CUDA when present, else on the CPU (it says so). Then, on
+the CPU, what one ``run.log`` call and one step of ``run.steps`` cost alone, in
+microseconds, and that as a share of the plain step.
 
     .venv/bin/python bench/cuda_overhead.py [--reps 15] [--steps N] [--json OUT]
 """
@@ -73,7 +76,7 @@ def build(device: str) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, 
 
 
 def loops(device: str, scratch: Path) -> tuple[dict[str, Callable[[int], None]], str]:
-    """The three loops, each training ``n`` steps of the same model."""
+    """The loops, each training ``n`` steps of the same model."""
     model, optimizer, x, y = build(device)
     writer, writer_name = summary_writer(str(scratch / "tb"))
     counter = [0]
@@ -96,11 +99,19 @@ def loops(device: str, scratch: Path) -> tuple[dict[str, Callable[[int], None]],
             run.log(loss=step().detach())
         run.flush()
 
+    def steps_only(n: int) -> None:  # splits traintop's cost: the loop without run.log
+        counter[0] += 1
+        run = make_run(scratch / f"run{counter[0]}", device)
+        for _ in run.steps(n):
+            step()
+
     def tensorboard(n: int) -> None:
         for i in range(n):
             writer.add_scalar("loss", step().item(), i)
 
-    return {"plain": plain, "traintop": traintop, "SummaryWriter": tensorboard}, writer_name
+    found = {"plain": plain, "traintop": traintop, "run.steps only": steps_only,
+             "SummaryWriter": tensorboard}
+    return found, writer_name
 
 
 def sync(device: str) -> None:
@@ -117,12 +128,17 @@ def interleaved(device: str, reps: int, steps: int, scratch: Path) -> tuple[dict
     times: dict[str, list[float]] = {name: [] for name in found}
     names = list(found)
     for rep in range(reps):
-        for name in names[rep % 3:] + names[:rep % 3]:
+        turn = rep % len(names)
+        for name in names[turn:] + names[:turn]:
             sync(device)
             began = time.perf_counter()
             found[name](steps)
             sync(device)
             times[name].append((time.perf_counter() - began) / steps)
+        # As it goes, on stderr: a rep cut short by a time limit still tells something.
+        print(f"rep {rep + 1}/{reps}: " + "  ".join(
+            f"{name} {found_times[-1] * 1e3:.3f} ms" for name, found_times in times.items()
+        ), file=sys.stderr, flush=True)
     return times, writer_name
 
 
@@ -172,19 +188,26 @@ def main() -> int:
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (no CUDA device here)"
     print(f"{where}; MLP batch {BATCH}, hidden {HIDDEN}, AdamW; {args.reps} interleaved reps "
           f"of {steps} steps; SummaryWriter from {writer_name}")
-    plain_med, plain_min = statistics.median(times["plain"]), min(times["plain"])
+    plain = times["plain"]
     summary: dict[str, Any] = {"device": where, "steps": steps, "reps": args.reps}
+    print("  slowdown: paired = the median over reps of each rep's time against the plain "
+          "loop's in the same rep (drift cancels); min = min against min")
     for name, found in times.items():
         med, low = statistics.median(found), min(found)
-        slow_med, slow_min = (med / plain_med - 1) * 100, (low / plain_min - 1) * 100
+        paired = (statistics.median(t / p for t, p in zip(found, plain, strict=True)) - 1) * 100
+        slow_min = (low / min(plain) - 1) * 100
         summary[name] = {"median_ms": med * 1e3, "min_ms": low * 1e3,
-                         "slowdown_median_pct": slow_med, "slowdown_min_pct": slow_min}
+                         "slowdown_paired_pct": paired, "slowdown_min_pct": slow_min}
         print(f"  {name:14} median {med * 1e3:7.3f} ms  min {low * 1e3:7.3f} ms  "
-              f"slowdown {slow_med:+6.2f} % (median)  {slow_min:+6.2f} % (min vs min)")
+              f"slowdown {paired:+6.2f} % (paired)  {slow_min:+6.2f} % (min)")
     print("per call on the CPU:")
     for name, us in calls.items():
         print(f"  {name:26} {us:6.2f} us")
+    # What the Python side of logging adds to a step, against the plain step's time.
+    accounted = calls["run.steps turn + run.log"] / (min(plain) * 1e6) * 100
+    print(f"  a turn of run.steps with a run.log is {accounted:.2f} % of the fastest plain step")
     summary["per_call_us"] = calls
+    summary["accounted_pct"] = accounted
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0

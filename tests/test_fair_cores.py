@@ -178,7 +178,10 @@ def test_a_wrapped_command_gets_cores_but_no_control_nudge(
     plain = tmp_path / "plain.py"
     plain.write_text(PLAIN)
     proc, attached = start_script("attached")
-    result = engine.cli("run", "--json", "--name", "wrapped", "--", sys.executable, str(plain))
+    # --gpus 0: on a GPU machine a wrapped command takes a GPU by default, and runs
+    # placed on a GPU are left out of the shares.
+    result = engine.cli("run", "--json", "--name", "wrapped", "--gpus", "0",
+                        "--", sys.executable, str(plain))
     assert result.code == 0, result.err
     wrapped = result.json()["id"]
     wrapped_pid = pid_of(engine, wrapped)

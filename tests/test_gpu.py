@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from engine.client.demo import DEMO_GPU_SHARE, FORK_AFTER_STEPS, FORKED
 from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_warm_pool import waiting_worker, worker_of
@@ -112,6 +113,24 @@ def test_fork_and_resume_of_a_cuda_run_reproduce_its_losses_exactly(engine: Engi
     assert len(parent_losses) == 400 and min(child_losses) == child["fork_step"]
     assert child_losses == {s: v for s, v in parent_losses.items() if s >= child["fork_step"]}
     assert engine.run(child["id"])["generation"] == 2
+
+
+def test_the_demo_and_its_fork_all_train_at_once_on_one_gpu(engine: Engine) -> None:
+    # A run's default is a whole GPU: without its share, one GPU held the demo's
+    # other runs in the queue and the demo had nothing to fork.
+    assert engine.cli("demo").code == 0
+    runs = engine.all_runs()
+    assert len(runs) == 3 and all(r["gpus"] == DEMO_GPU_SHARE for r in runs)
+    index = {engine.wait(r["id"], lambda r: r["state"] == "running")["device"] for r in runs}
+    assert len(index) == 1 and index.pop().startswith("cuda:")  # packed onto one GPU
+    parent = next(r for r in runs if r["name"] == FORKED)
+    engine.wait_step(parent["id"], FORK_AFTER_STEPS)
+    assert engine.cli("demo").code == 0  # now it forks
+    fork = next(r for r in engine.all_runs() if r["parent_id"] == parent["id"])
+    assert engine.wait(fork["id"], lambda r: r["state"] == "running")["gpus"] == DEMO_GPU_SHARE
+    assert all(engine.run(r["id"])["state"] == "running" for r in runs)
+    for run in [*runs, fork]:
+        assert engine.cli("kill", run["id"], "--grace", "2").code == 0
 
 
 def test_a_gpu_that_is_not_there_is_refused_by_its_name(engine: Engine) -> None:

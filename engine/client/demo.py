@@ -21,6 +21,9 @@ FORK_AFTER_STEPS = 100
 # The demo's own queue: room for its runs and the fork at once, whatever the cores.
 DEMO_QUEUE = "demo"
 DEMO_SLOTS = len(DEMO_RUNS) + 1
+# On a GPU machine each demo run takes this share of one GPU (the fork inherits it),
+# so that all of them train at once even on one GPU: a run's default is a whole GPU.
+DEMO_GPU_SHARE = 1 / DEMO_SLOTS
 
 
 def _named(name: str, base: str) -> bool:
@@ -41,6 +44,7 @@ def start_demo(client: Client) -> list[RunInfo]:
     """Start the demo runs that are not running already; returns the live demo runs."""
     runs = _listed(client)
     client.call("queue_set", name=DEMO_QUEUE, parallel=DEMO_SLOTS)
+    share = DEMO_GPU_SHARE if client.call("status")["gpus"] else None
     for base, overrides in DEMO_RUNS.items():
         if _active(runs, base) is None:
             runs.append(
@@ -52,6 +56,7 @@ def start_demo(client: Client) -> list[RunInfo]:
                     device=None,
                     cwd="/",
                     queue=DEMO_QUEUE,
+                    gpus=share,
                 ))
             )
     return [run for base in DEMO_RUNS if (run := _active(runs, base)) is not None]

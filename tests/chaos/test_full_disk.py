@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -132,11 +133,15 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs where the engine fixture puts its state directory (root only)."""
     home = tmp_path / "home"
     home.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(home)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
+    # huge=never: where tmpfs defaults to huge pages, each small file takes 2 MiB.
+    # That is the likely reason the disk was full before the filler on a GPU machine
+    # (under pytest -n 12); _fill says what filled it, should it happen again.
+    for options in ("size=24m,mode=0700,huge=never", "size=24m,mode=0700"):
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(home)],
+                                 capture_output=True)
+        if mounted.returncode == 0:
+            break
+    else:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield home
     subprocess.run(["umount", "-l", str(home)], check=False)
@@ -144,6 +149,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 
 def _fill(path: Path) -> None:
     """Write until the filesystem refuses (ENOSPC)."""
+    usage = shutil.disk_usage(path.parent)
+    taken = sorted((f.stat().st_size, str(f.relative_to(path.parent)))
+                   for f in path.parent.rglob("*") if f.is_file())
+    # Full before the filler: the test could not say when the outage began.
+    assert usage.free > 1 << 20, f"already full: {usage}, largest files {taken[-8:]}"
     with open(path, "wb") as f:
         block = b"\0" * 65536
         while True:
