@@ -17,11 +17,19 @@ On a fresh state directory, in one run of this script:
 - then the ratios: CPU per live run (live minus baseline, in microseconds of
   CPU per run per second) and the ping p99 live against the baseline's;
 - and whether every point logged was stored.
+
+With ``--subscribers N``, N processes stay subscribed to runs, metrics and
+telemetry all along, as the TUI does, and the live and baseline lines also say
+how many frames (and bytes of JSON) a second each subscriber got. With
+``--tui``, the real TUI runs on a pseudo-terminal (120x40, as in
+``bench/tui_idle.py``) all along; the lines also say its CPU and the bytes a
+second it writes to its terminal (what an SSH session carries).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -36,6 +44,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.tui_idle import PtyApp, ours  # noqa: E402
 from engine.client.client import Client  # noqa: E402
 from engine.rundir.paths import StatePaths, child_env  # noqa: E402
 
@@ -67,11 +76,46 @@ def write(count: int, rate: float, prefix: str, stop: Path, attached: Path) -> i
     return 0
 
 
-def measure(daemon: psutil.Process, paths: StatePaths, seconds: float) -> tuple[float, list[float]]:
-    """The daemon's CPU (% of a core) over ``seconds`` and the ping round trips (s)."""
+def subscribe(stop: Path, counts: Path) -> int:
+    """A subscriber process: take every event a TUI takes until ``stop``; count them."""
+    frames = size = 0
+    with Client().connect(autostart=False) as client:
+        client.subscribe(["runs", "metrics", "telemetry"])
+        written = time.monotonic()
+        while not stop.exists():
+            event = client.next_event(timeout=0.2)
+            if event is not None:
+                frames += 1
+                size += len(json.dumps(event, separators=(",", ":")))
+            if time.monotonic() - written > 0.2:
+                written = time.monotonic()
+                counts.with_suffix(".tmp").write_text(f"{frames} {size}")
+                counts.with_suffix(".tmp").replace(counts)
+    return 0
+
+
+def tui_use(tui: PtyApp | None) -> tuple[float, int]:
+    """The TUI's CPU seconds so far and the bytes it has written to its terminal."""
+    if tui is None:
+        return 0.0, 0
+    return sum(psutil.Process(tui.proc.pid).cpu_times()[:2]), tui.byte_count()
+
+
+def received(counts: list[Path]) -> tuple[int, int]:
+    """Frames and bytes the subscribers have taken so far, together."""
+    found = [tuple(map(int, c.read_text().split())) if c.exists() else (0, 0) for c in counts]
+    return sum(f for f, _ in found), sum(b for _, b in found)
+
+
+def measure(daemon: psutil.Process, paths: StatePaths, seconds: float,
+            counts: list[Path], tui: PtyApp | None) -> tuple[float, list[float], str]:
+    """The daemon's CPU (% of a core) over ``seconds``, the ping round trips (s), and
+    what each subscriber got a second and the TUI used and wrote."""
     pings: list[float] = []
     with Client(paths).connect(autostart=False) as client:
         cpu0, wall0 = sum(daemon.cpu_times()[:2]), time.monotonic()
+        frames0, bytes0 = received(counts)
+        tui_cpu0, tui_bytes0 = tui_use(tui)
         while time.monotonic() - wall0 < seconds:
             asked = time.perf_counter()
             client.call("ping")
@@ -79,7 +123,17 @@ def measure(daemon: psutil.Process, paths: StatePaths, seconds: float) -> tuple[
             time.sleep(PING_EVERY_S)
         cpu = sum(daemon.cpu_times()[:2]) - cpu0
         wall = time.monotonic() - wall0
-    return 100 * cpu / wall, pings
+        frames1, bytes1 = received(counts)
+        tui_cpu1, tui_bytes1 = tui_use(tui)
+    got = ""
+    if tui is not None:
+        got += (f"; TUI {100 * (tui_cpu1 - tui_cpu0) / wall:.1f}% of a core, "
+                f"{(tui_bytes1 - tui_bytes0) / wall:,.0f} B/s to its terminal")
+    if counts:
+        each = len(counts) * wall
+        got = (f"; each subscriber {(frames1 - frames0) / each:,.0f} frames/s, "
+               f"{(bytes1 - bytes0) / each / 1024:,.1f} KiB/s")
+    return 100 * cpu / wall, pings, got
 
 
 def p99(values: list[float]) -> float:
@@ -100,6 +154,14 @@ def bench(args: argparse.Namespace, home: Path) -> int:
     per_writer = [args.runs // args.writers + (i < args.runs % args.writers)
                   for i in range(args.writers)]
     env = child_env(TRAINTOP_HOME=str(home))
+    counts = [home / f"s{i}.counts" for i in range(args.subscribers)]
+    unsubscribe = home / "unsubscribe"  # the subscribers stay for the baseline too
+    subscribers = [
+        subprocess.Popen([sys.executable, __file__, "subscribe", str(unsubscribe), str(c)],
+                         env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        for c in counts
+    ]
+    tui = ours(home) if args.tui else None
     started = time.time()
     writers = [
         subprocess.Popen(
@@ -122,7 +184,7 @@ def bench(args: argparse.Namespace, home: Path) -> int:
         print(f"attach          {attach_s:6.1f} s for {args.runs} runs "
               f"({attach_s / args.runs * 1000:.0f} ms a run, writers' start-up included)")
         time.sleep(2.0)  # the first points of every run reach the store
-        live_cpu, live_pings = measure(daemon, paths, args.seconds)
+        live_cpu, live_pings, live_got = measure(daemon, paths, args.seconds, counts, tui)
         stop.write_text("")
         for w in writers:
             w.wait(args.timeout)
@@ -135,21 +197,24 @@ def bench(args: argparse.Namespace, home: Path) -> int:
                 time.sleep(0.2)
             stored = sum(len(client.all_metrics(r["id"], "loss")) for r in runs)
         logged = sum(int((home / f"w{i}.logged").read_text()) for i in range(args.writers))
-        idle_cpu, idle_pings = measure(daemon, paths, args.seconds)
+        idle_cpu, idle_pings, idle_got = measure(daemon, paths, args.seconds, counts, tui)
     finally:
         stop.write_text("")
-        for w in writers:
+        unsubscribe.write_text("")
+        for w in [*writers, *subscribers]:
             if w.poll() is None:
                 w.kill()
+        if tui is not None:
+            tui.close()
         try:
             with Client(paths).connect(autostart=False) as client:
                 client.call("shutdown")
         except Exception:
             daemon.kill()
     print(f"live            daemon {live_cpu:5.1f}% of a core; ping median "
-          f"{ms(statistics.median(live_pings))}, p99 {ms(p99(live_pings))}")
+          f"{ms(statistics.median(live_pings))}, p99 {ms(p99(live_pings))}{live_got}")
     print(f"baseline        daemon {idle_cpu:5.1f}% of a core; ping median "
-          f"{ms(statistics.median(idle_pings))}, p99 {ms(p99(idle_pings))} "
+          f"{ms(statistics.median(idle_pings))}, p99 {ms(p99(idle_pings))}{idle_got} "
           "(the same runs, finished)")
     per_run_us = (live_cpu - idle_cpu) / 100 / args.runs * 1e6
     print(f"cost per run    {per_run_us:.0f} us of daemon CPU per live run per second; "
@@ -164,11 +229,16 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "write":
         count, rate, prefix, stop, attached = argv[1:]
         return write(int(count), float(rate), prefix, Path(stop), Path(attached))
+    if argv and argv[0] == "subscribe":
+        return subscribe(Path(argv[1]), Path(argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1.0, help="points a second, each run")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--subscribers", type=int, default=0,
+                        help="clients subscribed as the TUI is (runs, metrics, telemetry)")
+    parser.add_argument("--tui", action="store_true", help="the real TUI on a pty, all along")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args(argv)

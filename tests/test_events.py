@@ -16,10 +16,11 @@ from engine.client.events import (
     RunInfo,
     SeriesView,
     decode_event,
+    decode_events,
 )
 from engine.common.protocol import ProtocolError
 from engine.common.telemetry import GpuSample, Sample
-from tests.conftest import Engine
+from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start
 
 
@@ -91,3 +92,72 @@ def test_unknown_keys_are_ignored_and_missing_or_mistyped_ones_raise_one_error()
         with pytest.raises(MalformedMessage, match=r"^malformed .* from the engine: "):
             decode_event(message)
     assert issubclass(MalformedMessage, ProtocolError)  # caught wherever a bad frame is
+
+
+def test_a_batch_subscriber_gets_a_ticks_metrics_in_one_frame_in_order_and_misses_nothing(
+    engine: Engine,
+) -> None:
+    steps = 800  # 8 s each, started together from a paused queue: they train side by side
+    engine.call("queue_set", name="side", paused=True)
+    with engine.client() as batched, engine.client() as plain:
+        batched.subscribe(["runs", "metrics"], batch=True)
+        plain.subscribe(["runs", "metrics"])
+        ids = [start(engine, "synthetic", f"steps={steps}", "sleep=0.01", "--queue", "side")
+               for _ in range(3)]
+        engine.call("queue_set", name="side", paused=False)
+        # A pause: the run's last points and its new state come in the same tick.
+        engine.wait_step(ids[-1], 50)
+        for run_id in ids:
+            assert engine.cli("pause", run_id).code == 0
+        for run_id in ids:
+            engine.wait_state(run_id, "paused")
+            assert engine.cli("resume", run_id).code == 0
+
+        def listen(client: Any) -> list[dict[str, Any]]:
+            frames: list[dict[str, Any]] = []
+            ended: set[str] = set()
+            while ended != set(ids):
+                frame = client.next_event(timeout=30)
+                assert frame is not None, f"runs {set(ids) - ended} never ended"
+                frames.append(frame)
+                if frame["event"] == "runs" and frame["data"]["state"] in TERMINAL:
+                    ended.add(frame["data"]["id"])
+            return frames
+
+        got_batched, got_plain = listen(batched), listen(plain)
+    assert {f["event"] for f in got_batched} == {"runs", "metrics_batch"}
+    assert {f["event"] for f in got_plain} == {"runs", "metrics"}
+    # Fewer frames: a frame carries the points of every run stored in that tick.
+    per_frame = [{b["run"] for b in f["data"]["batches"]}
+                 for f in got_batched if f["event"] == "metrics_batch"]
+    assert max(len(runs) for runs in per_frame) > 1
+    assert len(per_frame) < sum(f["event"] == "metrics" for f in got_plain)
+
+    def steps_before_the_end(frames: list[dict[str, Any]]) -> dict[str, list[int]]:
+        """Each run's steps, as received before the event that said it ended; and when
+        a run is said to be paused at step S, its steps below S have all come."""
+        seen: dict[str, list[int]] = {run_id: [] for run_id in ids}
+        ended: set[str] = set()
+        for frame in frames:
+            for event in decode_events(frame):
+                if isinstance(event, MetricBatch) and event.run not in ended:
+                    seen[event.run] += [p.step for p in event.points if p.key == "loss"]
+                elif isinstance(event, RunInfo) and event.state == "paused":
+                    assert seen[event.id] == list(range(event.step)), "a pause came early"
+                elif isinstance(event, RunInfo) and event.state in TERMINAL:
+                    ended.add(event.id)
+        return seen
+
+    # Every point, in order, and all of them before the state that follows them, on both.
+    expected = {run_id: list(range(steps)) for run_id in ids}
+    assert steps_before_the_end(got_batched) == expected
+    assert steps_before_the_end(got_plain) == expected
+
+
+def test_a_malformed_metrics_batch_is_one_clear_error() -> None:
+    good = {"run": "a1b2c3", "points": [[1, "loss", 0.5, 1.0]]}
+    frame = {"event": "metrics_batch", "data": {"batches": [good, {**good, "run": "d4e5f6"}]}}
+    assert [b.run for b in decode_events(frame)] == ["a1b2c3", "d4e5f6"]  # type: ignore[union-attr]
+    for data in (None, {"batches": None}, {"batches": [{"run": "a1b2c3"}]}):
+        with pytest.raises(MalformedMessage, match=r"^malformed .* from the engine: "):
+            decode_events({"event": "metrics_batch", "data": data})

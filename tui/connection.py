@@ -51,7 +51,9 @@ class EngineLink:
             client = AsyncClient(self.home)
             try:
                 await client.connect(autostart=self.autostart)
-                await client.call("subscribe", topics=["runs", "metrics", "telemetry"])
+                # batch: each tick's metrics in one frame, not one frame a run
+                await client.call("subscribe", topics=["runs", "metrics", "telemetry"],
+                                  batch=True)
                 self.client = client
                 self.state.connected = True
                 self.on_connected()

@@ -24,7 +24,7 @@ from engine.client.client import (
     start_daemon,
     wait_deadline,
 )
-from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_event
+from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_events
 from engine.common import protocol
 from engine.common.telemetry import Sample
 from engine.common.wire import wire_dict, wire_list
@@ -86,8 +86,7 @@ class AsyncClient:
             while True:
                 message = await _read_frame(self._reader)
                 if "event" in message:
-                    event = decode_event(message)
-                    if event is not None:
+                    for event in decode_events(message):
                         self.events.put_nowait(event)
                     continue
                 future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]

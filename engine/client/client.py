@@ -281,8 +281,10 @@ class Client:
         """Every run, in creation order, as listed (with its latest metric values)."""
         return self.all_pages("list_runs", "runs")
 
-    def subscribe(self, topics: list[str], runs: list[str] | None = None) -> Any:
-        return self.call("subscribe", topics=topics, runs=runs)
+    def subscribe(self, topics: list[str], runs: list[str] | None = None,
+                  batch: bool = False) -> Any:
+        """Events from now on (``next_event``); ``batch``: a tick's metrics in one frame."""
+        return self.call("subscribe", topics=topics, runs=runs, batch=batch)
 
     def next_event(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next event of a subscription, or None after ``timeout`` seconds."""

@@ -40,6 +40,7 @@ __all__ = [
     "SeriesBucket",
     "SeriesView",
     "decode_event",
+    "decode_events",
 ]
 
 
@@ -283,3 +284,14 @@ def decode_event(message: dict[str, Any]) -> Event | None:
         return None
     event: Event = decoder(message.get("data"))
     return event
+
+
+def decode_events(message: dict[str, Any]) -> list[Event]:
+    """The typed events of a frame: one, none (a topic unknown here), or, from a
+    ``metrics_batch`` frame (a batch subscription), one per run's points in it."""
+    if message.get("event") == "metrics_batch":
+        data = wire_dict(message.get("data"), "metrics batch")
+        return [MetricBatch.from_wire(batch) for batch in wire_list(data.get("batches"),
+                                                                    "metric batches")]
+    event = decode_event(message)
+    return [] if event is None else [event]

@@ -142,6 +142,7 @@ class Daemon:
             behind = False
             try:
                 behind = self.supervisor.tick()
+                self.fanout.release()  # the tick's metrics, one frame to each batch subscriber
                 self.fanout.publish_logs()
                 self.live_workers = [
                     (live.run_id, live.pid, live.pgid)
@@ -183,6 +184,7 @@ class Daemon:
         self.readers.shutdown(wait=False, cancel_futures=True)
         self.telemetry.stop()
         server.close()
+        self.fanout.release()
         for conn in list(self.fanout.connections):
             await _drain_quietly(conn.writer)
             conn.writer.close()
