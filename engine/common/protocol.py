@@ -26,6 +26,9 @@ from typing import Any
 PROTOCOL_VERSION = 2
 HELLO = "traintop"
 MAX_FRAME = 4 * 1024 * 1024
+# The most metric points one event frame carries (a ``metrics`` event, or all the runs of
+# a ``metrics_batch``): about 400 KB, well under MAX_FRAME.
+EVENT_POINTS = 10_000
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
 # The most buckets, and the most raw tail points, one ``series_view`` request may ask for.

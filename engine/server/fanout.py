@@ -6,10 +6,10 @@ and ``publish_logs`` sends the new output of the runs whose logs were asked for.
 A subscriber that stops reading is dropped rather than let its backlog grow.
 
 A subscriber that asks for ``batch`` gets the ``metrics`` events of one tick in
-one ``metrics_batch`` frame (``{"batches": [<metrics data>, ...]}``) instead of
-one frame a run: with hundreds of live runs, that is ten frames a second, not
-hundreds. Its frames keep their order: anything else sent to it goes after the
-metrics held before it.
+one ``metrics_batch`` frame (``{"batches": [<metrics data>, ...]}``, at most
+``protocol.EVENT_POINTS`` points) instead of one frame a run: with hundreds of
+live runs, that is ten frames a second, not hundreds. Its frames keep their
+order: anything else sent to it goes after the metrics held before it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024
 TOPICS = ("runs", "metrics", "logs", "telemetry")
 # Topics about one run, which a subscription may narrow to some runs.
 RUN_TOPICS = ("runs", "metrics", "logs")
-# A metrics_batch frame holds at most this many points (a frame is capped at 4 MiB).
-BATCH_POINTS = 10_000
 
 
 @dataclass
@@ -56,7 +54,7 @@ class Connection:
 
     def hold(self, metrics: dict[str, Any]) -> None:
         """Keep a ``metrics`` event's data for the next ``metrics_batch`` frame."""
-        if self.held_points + len(metrics["points"]) > BATCH_POINTS:
+        if self.held_points + len(metrics["points"]) > protocol.EVENT_POINTS:
             self.release()
         self.held.append(metrics)
         self.held_points += len(metrics["points"])

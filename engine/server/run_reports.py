@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.common.protocol import EVENT_POINTS
 from engine.common.runs import ActionError, RunState
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import StatePaths, remove_stray_temporaries
@@ -36,8 +37,6 @@ from engine.server.store import Store
 log = logging.getLogger("traintop.supervisor")
 
 STDERR_TAIL_LINES = 20
-# Points per 'metrics' event, so that no event nears the frame cap.
-EVENT_POINTS = 10_000
 # The most of one run's spool read at once (~8k points, ~50 ms to store).
 SPOOL_READ_BYTES = 512 * 1024
 # What a run shows while its worker cannot write its spool (see ``check_disk``).
