@@ -44,7 +44,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tui_idle import PtyApp, ours  # noqa: E402
+from bench.tui_idle import PtyApp, ours, p99  # noqa: E402
 from engine.client.client import Client  # noqa: E402
 from engine.rundir.paths import StatePaths, child_env  # noqa: E402
 
@@ -134,10 +134,6 @@ def measure(daemon: psutil.Process, paths: StatePaths, seconds: float,
         got = (f"; each subscriber {(frames1 - frames0) / each:,.0f} frames/s, "
                f"{(bytes1 - bytes0) / each / 1024:,.1f} KiB/s")
     return 100 * cpu / wall, pings, got
-
-
-def p99(values: list[float]) -> float:
-    return sorted(values)[max(0, int(len(values) * 0.99) - 1)]
 
 
 def ms(seconds: float) -> str:

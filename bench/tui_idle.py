@@ -156,6 +156,11 @@ class PtyApp:
         self._reader.join(timeout=2)
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile (the benches' tail latency)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
 def environment(home: Path) -> dict[str, str]:
     return dict(
         os.environ, TRAINTOP_HOME=str(home), TERM="xterm-256color",

@@ -39,7 +39,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tui_idle import COLUMNS, LINES, ROOT, PtyApp, environment, stop_daemon
+from tui_idle import COLUMNS, LINES, ROOT, PtyApp, environment, p99, stop_daemon
 
 from engine.client.client import Client
 from engine.common.runs import new_run_id
@@ -245,10 +245,6 @@ def key_latency(home: Path, needle: bytes, run_ids: set[str]) -> tuple[list[floa
         return timer.measure(bounce(len(run_ids), 2 * KEY_PRESSES, 2)), ready
     finally:
         app.close()
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 def main() -> int:
