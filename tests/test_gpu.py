@@ -121,8 +121,8 @@ def test_the_demo_and_its_fork_all_train_at_once_on_one_gpu(engine: Engine) -> N
     assert engine.cli("demo").code == 0
     runs = engine.all_runs()
     assert len(runs) == 3 and all(r["gpus"] == DEMO_GPU_SHARE for r in runs)
-    index = {engine.wait(r["id"], lambda r: r["state"] == "running")["device"] for r in runs}
-    assert len(index) == 1 and index.pop().startswith("cuda:")  # packed onto one GPU
+    devices = {engine.wait(r["id"], lambda r: r["state"] == "running")["device"] for r in runs}
+    assert len(devices) == 1 and devices.pop().startswith("cuda:")  # packed onto one GPU
     parent = next(r for r in runs if r["name"] == FORKED)
     engine.wait_step(parent["id"], FORK_AFTER_STEPS)
     assert engine.cli("demo").code == 0  # now it forks
