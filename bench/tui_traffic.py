@@ -97,10 +97,15 @@ def wait_runs(client: Client, want: int, states: tuple[str, ...], timeout: float
 
 
 def start_live(client: Client) -> list[str]:
-    """Four runs of ~10 steps a second, long enough to outlast the bench."""
+    """Four runs of ~10 steps a second, long enough to outlast the bench.
+
+    In a queue of their own with room for all four: the default queue has one slot
+    per core, and on 2 cores two of them would wait.
+    """
+    client.call("queue_set", name="traffic", parallel=LIVE_RUNS)
     ids = [
         client.call("start", workload="synthetic", overrides=["steps=200000", "sleep=0.1"],
-                    name=f"live-{i}", device="cpu", cwd=str(ROOT))["id"]
+                    name=f"live-{i}", device="cpu", cwd=str(ROOT), queue="traffic")["id"]
         for i in range(LIVE_RUNS)
     ]
     deadline = time.monotonic() + 60
