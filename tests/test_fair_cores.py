@@ -13,13 +13,19 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from engine.rundir.paths import child_env
-from engine.server.cores import Share, on_cpu, split_cores
+from engine.rundir.paths import StatePaths, child_env
+from engine.server.backends.wrapped import WrappedBackend
+from engine.server.cores import CoreShares, Share, on_cpu, pin, split_cores
+from engine.server.live_run import LiveRun
+from engine.server.procfs import descendants
+from engine.server.store import Store
 from tests.conftest import Engine, wait_until
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -69,6 +75,92 @@ def start_script(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Pope
     for proc in started:
         proc.kill()
         proc.wait()
+
+
+# Starts a child from its main thread and one from another thread, which lives on (a
+# thread's children are handed to the main thread when it ends); that second child
+# starts one of its own. Prints the pids of all three, then waits.
+TREE = textwrap.dedent(
+    """
+    import subprocess, sys, threading, time
+    started = [subprocess.Popen(["sleep", "60"])]
+    spawned = threading.Event()
+    def other():
+        started.append(subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"],
+                                        stdout=subprocess.PIPE, text=True))
+        spawned.set()
+        time.sleep(60)
+    threading.Thread(target=other, daemon=True).start()
+    spawned.wait()
+    grandchild = started[1].stdout.readline().strip()
+    print(started[0].pid, started[1].pid, grandchild, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def tree() -> Iterator[tuple[int, list[int]]]:
+    """A process with a child of its main thread, one of another thread, and a grandchild."""
+    proc = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    under = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(under) == 3
+    yield proc.pid, under
+    os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+def test_pin_reaches_every_descendant_whichever_thread_started_it(
+    tree: tuple[int, list[int]],
+) -> None:
+    root, under = tree
+    assert sorted(descendants(root)) == sorted([root, *under])
+    pin(root, [CPUS[0]])
+    for pid in [root, *under]:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            assert os.sched_getaffinity(int(tid)) == {CPUS[0]}, (pid, tid)
+
+
+class NoControl:
+    """The supervisor's side, for runs that take no control commands (wrapped commands)."""
+
+    def send_control(self, run: dict[str, object], cmd: str, request: str | None = None) -> None:
+        raise AssertionError("a wrapped command was sent a control command")
+
+
+@needs_two_cores
+def test_shares_left_by_the_time_budget_are_given_at_the_next_tick(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store.sqlite")
+    paths = StatePaths(tmp_path)
+    live: dict[str, LiveRun] = {}
+    procs = []
+    for n in range(2):
+        run_id = f"core{n}a"
+        store.create_run({"id": run_id, "name": run_id, "workload": "wrapped", "config": {},
+                          "state": "running", "device": "cpu", "cwd": "/",
+                          "created": time.time(), "released": False}, "created")
+        proc = subprocess.Popen(["sleep", "60"])
+        procs.append(proc)
+        live[run_id] = LiveRun(run_id, paths.run_dir(run_id), 1, 0, WrappedBackend(),
+                               pid=proc.pid, pgid=proc.pid,
+                               pid_start=psutil.Process(proc.pid).create_time())
+    try:
+        shares = CoreShares()
+        host = NoControl()
+        shares.tick(live, store, host, budget=0.0)  # type: ignore[arg-type]
+        cores = [os.sched_getaffinity(proc.pid) for proc in procs]
+        assert sorted(len(c) for c in cores) == [1, len(CPUS)], "one run at a time"
+        shares.tick(live, store, host, budget=0.0)  # type: ignore[arg-type]
+        cores = [os.sched_getaffinity(proc.pid) for proc in procs]
+        assert [len(c) for c in cores] == [1, 1] and not cores[0] & cores[1], \
+            "the second run waited for the next look, not the next tick"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        store.close()
 
 
 def threads_now(engine: Engine, run_id: str) -> int:

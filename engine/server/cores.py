@@ -42,11 +42,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
 from engine.common.runs import RunState
 from engine.server.backends import Host
 from engine.server.live_run import LiveRun
+from engine.server.procfs import descendants
 from engine.server.store import Store
 
 log = logging.getLogger("traintop.cores")
@@ -55,6 +54,9 @@ log = logging.getLogger("traintop.cores")
 SHARE_INTERVAL = 0.5
 # Passes over a process's threads: one started while the others were set gets the next.
 PIN_PASSES = 3
+# The most time one look spends giving shares (500 runs attached at once need ~0.3 s):
+# the rest wait for the next tick, so the daemon answers in between.
+SHARE_BUDGET_S = 0.02
 
 # A process, across pid reuse: its pid and start time.
 ProcessKey = tuple[int, float | None]
@@ -92,11 +94,7 @@ def on_cpu(run: Mapping[str, Any]) -> bool:
 
 def pin(pid: int, cpus: Sequence[int]) -> None:
     """Put every thread of ``pid`` and of its descendants on ``cpus`` (gone ones are skipped)."""
-    try:
-        procs = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-    except psutil.Error:
-        return
-    for proc in procs:
+    for proc in descendants(pid):
         _pin_threads(proc, set(cpus))
 
 
@@ -142,21 +140,29 @@ class CoreShares:
         self._next = 0.0
         self._failing: str | None = None
 
-    def tick(self, live: Mapping[str, LiveRun], store: Store, host: Host) -> None:
-        """Share the cores anew if it is time; a failure is logged once, then retried."""
+    def tick(self, live: Mapping[str, LiveRun], store: Store, host: Host,
+             budget: float = SHARE_BUDGET_S) -> None:
+        """Share the cores anew if it is time; a failure is logged once, then retried.
+
+        Works for about ``budget`` seconds; shares left to give are given from the
+        next tick on, without waiting for the next look.
+        """
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + SHARE_INTERVAL
         try:
-            self._share(live, store, host)
+            if not self._share(live, store, host, now + budget):
+                self._next = now
             self._failing = None
         except Exception as exc:  # sharing cores must never stop the runs being followed
             if self._failing != repr(exc):
                 self._failing = repr(exc)
                 log.exception("sharing the cores failed")
 
-    def _share(self, live: Mapping[str, LiveRun], store: Store, host: Host) -> None:
+    def _share(self, live: Mapping[str, LiveRun], store: Store, host: Host,
+               deadline: float) -> bool:
+        """Give each counted run its share; False when ``deadline`` came first."""
         # Only ids and devices: full rows (their configs decoded) are read for the runs
         # whose share changes, which at 500 live runs is seldom any.
         running = store.devices_in_state(RunState.RUNNING.value)
@@ -174,23 +180,30 @@ class CoreShares:
                 continue
             counted.append((run_id, proc, key))
         shares = split_cores([run_id for run_id, _, _ in counted], self.cpus)
+        pinned: dict[int, Share] = {}  # runs attached from one script share its process
+        gave = 0
         for run_id, proc, key in counted:
             share = shares[run_id]
             if self.given.get(run_id) == (key, share) or not proc.backend.alive(proc):
                 continue
+            if gave and time.monotonic() > deadline:
+                return False  # (one is given at each call at least, so it moves on)
             row = store.get_run(run_id)
             if row is None:
                 continue
             assert proc.pid is not None
-            if self.can_pin:
+            if self.can_pin and pinned.get(proc.pid) != share:
                 pin(proc.pid, share.cpus)
+                pinned[proc.pid] = share
             if proc.backend.reads_control:
                 host.send_control(row, "threads", str(share.threads))
             self.given[run_id] = (key, share)
+            gave += 1
             log.info("run %s: cores %s, %d threads", run_id, share.cpus, share.threads)
         for known in (self.given, self.hands_off):
             for gone in set(known) - set(live):
                 del known[gone]
+        return True
 
     def _set_by_someone_else(self, run_id: str, key: ProcessKey) -> bool:
         """Is the process on other cores than the daemon put it on (or, new, than its own)?"""

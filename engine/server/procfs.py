@@ -1,10 +1,12 @@
-"""Linux's ``/proc/<pid>/stat``, read directly: what the daemon asks of hundreds of
-processes every second (is it still the run's process; its CPU, memory, threads)."""
+"""Linux's ``/proc``, read directly: what the daemon asks of hundreds of processes
+every second (is it still the run's process; its CPU, memory, threads; what it started)."""
 
 from __future__ import annotations
 
 import os
 import sys
+
+import psutil
 
 HAS_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
 
@@ -23,3 +25,47 @@ def stat_fields(pid: int) -> list[bytes] | None:
     # The command name, in parentheses, may hold spaces and parentheses itself.
     fields = stat[stat.rfind(b")") + 2 :].split()
     return fields if len(fields) > 21 else None
+
+
+def _lists_children() -> bool:
+    me = os.getpid()
+    return HAS_PROC and os.path.exists(f"/proc/{me}/task/{me}/children")
+
+
+# Kernels built without CONFIG_PROC_CHILDREN have no ``children`` files.
+HAS_CHILDREN = _lists_children()
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process under it, parents before children; [] once it is gone.
+
+    Followed down each thread's ``children`` list, so a process started by any
+    thread is found, at a few small reads per process: a scan of every process
+    on the machine (psutil's ``children``) costs that for each process there is.
+    Where the kernel keeps no such lists, psutil does the scan.
+    """
+    if not HAS_CHILDREN:
+        try:
+            return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
+        except psutil.Error:
+            return []
+    found: list[int] = []
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # exited
+        found.append(pid)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as file:
+                    todo.extend(int(child) for child in file.read().split())
+            except OSError:
+                continue  # the thread ended
+    return found
