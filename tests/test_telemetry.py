@@ -321,6 +321,21 @@ def test_run_usage_of_real_processes(spawn: type[Spawned]) -> None:
     assert reader.read([big.ref("big")])["big"].processes == 0
 
 
+@pytest.mark.parametrize("rescan", [0.0, 3600.0], ids=["full scans", "children lists"])
+def test_runs_attached_from_one_process_each_show_all_of_it(
+    spawn: type[Spawned], rescan: float,
+) -> None:
+    busy = spawn(BUSY)  # one script that attached three runs
+    assert busy.line() == "ready"
+    runs = [busy.ref("a"), busy.ref("b"), busy.ref("c")]
+    reader = RunUsageReader(rescan_seconds=rescan)
+    reader.read(runs)
+    time.sleep(0.5)
+    usages = reader.read(runs)
+    assert usages["a"].cpu_percent > 30.0
+    assert usages["a"] == usages["b"] == usages["c"]
+
+
 def test_host_reader() -> None:
     reader = HostReader()
     time.sleep(0.2)

@@ -72,24 +72,36 @@ class RunUsageReader:
             self._scan_due = now + self._rescan
         own_group = os.getpgrp()
         self._groups = {pgid: run_id for run_id, _, pgid in runs if pgid > 1 and pgid != own_group}
+        children, grouped = _children_in(table) if full else ({}, {})
+        walked: dict[int, set[int]] = {}  # runs attached from one script share its tree
         members: dict[str, set[int]] = {}
         for run_id, root, pgid in runs:
-            if full:
-                found = _descendants_in(table, root)
-                if pgid in self._groups:
-                    found |= {pid for pid, stat in table.items() if stat.group == pgid}
-            else:
-                found = self._members.get(run_id, set()) | self._descendants_live(root)
+            if root not in walked:
+                walked[root] = _descendants_in(table, children, root) if full \
+                    else self._descendants_live(root)
+            found = set(walked[root])
+            if full and pgid in self._groups:
+                found |= grouped.get(pgid, set())
+            elif not full:
+                found |= self._members.get(run_id, set())
             members[run_id] = found
         self._owner = {pid: run_id for run_id, pids in members.items() for pid in pids}
         for pid in gpu_pids:
             owner = self.run_of(pid)
             if owner is not None:
                 members[owner].add(pid)
-        usages = {run_id: self._usage(pids, table, now) for run_id, pids in members.items()}
+        # Each process is read once, and its CPU taken over the same span for every run
+        # that holds it (a script that attached several runs): each shows all of it.
+        figures: dict[int, _Figures | None] = {}
+        usages = {}
+        for run_id, pids in members.items():
+            for pid in pids:
+                if pid not in figures:
+                    figures[pid] = self._figures(pid, table, now)
+            pids.difference_update([pid for pid in pids if figures[pid] is None])
+            usages[run_id] = _sum(f for pid in pids if (f := figures[pid]) is not None)
+        self._cpu = {pid: seen for pid, seen in self._cpu.items() if figures.get(pid) is not None}
         self._members = members
-        live = set().union(*members.values()) if members else set()
-        self._cpu = {pid: seen for pid, seen in self._cpu.items() if pid in live}
         return usages
 
     def run_of(self, pid: int) -> str | None:
@@ -151,29 +163,50 @@ class RunUsageReader:
             todo.extend(int(child) for child in children)
         return found
 
-    def _usage(self, pids: set[int], table: dict[int, ProcStat], now: float) -> RunUsage:
-        cpu_percent, rss, threads, processes = 0.0, 0, 0, 0
-        for pid in list(pids):
-            stat = table.get(pid) or _read_stat(pid)
-            if stat is None:
-                pids.discard(pid)
-                continue
-            seen = self._cpu.get(pid)
-            if seen is not None and seen[0] == stat.start and now > seen[2]:
-                cpu_percent += 100.0 * max(0.0, stat.cpu_seconds - seen[1]) / (now - seen[2])
-            self._cpu[pid] = (stat.start, stat.cpu_seconds, now)
-            rss += stat.rss
-            threads += stat.threads
-            processes += 1
-        return RunUsage(round(cpu_percent, 1), rss, threads, processes)
+    def _figures(self, pid: int, table: dict[int, ProcStat], now: float) -> _Figures | None:
+        """One process's (CPU %, rss, threads) since the last read; None once it is gone."""
+        stat = table.get(pid) or _read_stat(pid)
+        if stat is None:
+            return None
+        cpu_percent = 0.0
+        seen = self._cpu.get(pid)
+        if seen is not None and seen[0] == stat.start and now > seen[2]:
+            cpu_percent = 100.0 * max(0.0, stat.cpu_seconds - seen[1]) / (now - seen[2])
+        self._cpu[pid] = (stat.start, stat.cpu_seconds, now)
+        return _Figures(cpu_percent, stat.rss, stat.threads)
 
 
-def _descendants_in(table: dict[int, ProcStat], root: int) -> set[int]:
-    if root not in table:
-        return set()
+class _Figures(NamedTuple):
+    cpu_percent: float
+    rss: int
+    threads: int
+
+
+def _sum(figures: Iterable[_Figures]) -> RunUsage:
+    cpu_percent, rss, threads, processes = 0.0, 0, 0, 0
+    for found in figures:
+        cpu_percent += found.cpu_percent
+        rss += found.rss
+        threads += found.threads
+        processes += 1
+    return RunUsage(round(cpu_percent, 1), rss, threads, processes)
+
+
+def _children_in(table: dict[int, ProcStat]) -> tuple[dict[int, list[int]], dict[int, set[int]]]:
+    """Each process's children, and each process group's members, in a full scan."""
     children: dict[int, list[int]] = {}
+    grouped: dict[int, set[int]] = {}
     for pid, stat in table.items():
         children.setdefault(stat.parent, []).append(pid)
+        grouped.setdefault(stat.group, set()).add(pid)
+    return children, grouped
+
+
+def _descendants_in(table: dict[int, ProcStat], children: dict[int, list[int]],
+                    root: int) -> set[int]:
+    """``root`` and its descendants in a full scan (``children``: ``_children_in(table)``)."""
+    if root not in table:
+        return set()
     found = {root}
     todo = [root]
     while todo:
