@@ -10,12 +10,14 @@ whether it still answers at once.
 On a fresh state directory, in one run of this script:
 
 - attach: the wall time until every run is attached, and per run;
-- live: over ``--seconds``, the daemon's CPU time (% of one core) and the round
-  trip of a ``ping`` sent every 0.1 s (median and 99th percentile);
+- live: over ``--seconds``, the daemon's CPU time (% of one core), the round
+  trip of a ``ping`` sent every 0.1 s (median and 99th percentile), and the
+  bytes a second it writes to the disk (the store's commits and checkpoints);
 - baseline: the same daemon once every run has finished (the same runs in the
   store, none live), measured the same way;
 - then the ratios: CPU per live run (live minus baseline, in microseconds of
-  CPU per run per second) and the ping p99 live against the baseline's;
+  CPU per run per second), the ping p99 live against the baseline's, and the
+  bytes written to the disk per point logged;
 - and whether every point logged was stored.
 
 With ``--subscribers N``, N processes stay subscribed to runs, metrics and
@@ -108,11 +110,13 @@ def received(counts: list[Path]) -> tuple[int, int]:
 
 
 def measure(daemon: psutil.Process, paths: StatePaths, seconds: float,
-            counts: list[Path], tui: PtyApp | None) -> tuple[float, list[float], str]:
-    """The daemon's CPU (% of a core) over ``seconds``, the ping round trips (s), and
-    what each subscriber got a second and the TUI used and wrote."""
+            counts: list[Path], tui: PtyApp | None) -> tuple[float, list[float], float, str]:
+    """The daemon's CPU (% of a core) over ``seconds``, the ping round trips (s), the
+    bytes a second it wrote to the disk (the store: what a commit costs), and what each
+    subscriber got a second and the TUI used and wrote."""
     pings: list[float] = []
     with Client(paths).connect(autostart=False) as client:
+        disk0 = daemon.io_counters().write_bytes
         cpu0, wall0 = sum(daemon.cpu_times()[:2]), time.monotonic()
         frames0, bytes0 = received(counts)
         tui_cpu0, tui_bytes0 = tui_use(tui)
@@ -123,6 +127,7 @@ def measure(daemon: psutil.Process, paths: StatePaths, seconds: float,
             time.sleep(PING_EVERY_S)
         cpu = sum(daemon.cpu_times()[:2]) - cpu0
         wall = time.monotonic() - wall0
+        disk = daemon.io_counters().write_bytes - disk0
         frames1, bytes1 = received(counts)
         tui_cpu1, tui_bytes1 = tui_use(tui)
     got = ""
@@ -133,7 +138,7 @@ def measure(daemon: psutil.Process, paths: StatePaths, seconds: float,
         each = len(counts) * wall
         got = (f"; each subscriber {(frames1 - frames0) / each:,.0f} frames/s, "
                f"{(bytes1 - bytes0) / each / 1024:,.1f} KiB/s")
-    return 100 * cpu / wall, pings, got
+    return 100 * cpu / wall, pings, disk / wall, got
 
 
 def ms(seconds: float) -> str:
@@ -180,7 +185,8 @@ def bench(args: argparse.Namespace, home: Path) -> int:
         print(f"attach          {attach_s:6.1f} s for {args.runs} runs "
               f"({attach_s / args.runs * 1000:.0f} ms a run, writers' start-up included)")
         time.sleep(2.0)  # the first points of every run reach the store
-        live_cpu, live_pings, live_got = measure(daemon, paths, args.seconds, counts, tui)
+        live_cpu, live_pings, live_disk, live_got = measure(
+            daemon, paths, args.seconds, counts, tui)
         stop.write_text("")
         for w in writers:
             w.wait(args.timeout)
@@ -193,7 +199,8 @@ def bench(args: argparse.Namespace, home: Path) -> int:
                 time.sleep(0.2)
             stored = sum(len(client.all_metrics(r["id"], "loss")) for r in runs)
         logged = sum(int((home / f"w{i}.logged").read_text()) for i in range(args.writers))
-        idle_cpu, idle_pings, idle_got = measure(daemon, paths, args.seconds, counts, tui)
+        idle_cpu, idle_pings, idle_disk, idle_got = measure(
+            daemon, paths, args.seconds, counts, tui)
     finally:
         stop.write_text("")
         unsubscribe.write_text("")
@@ -208,13 +215,16 @@ def bench(args: argparse.Namespace, home: Path) -> int:
         except Exception:
             daemon.kill()
     print(f"live            daemon {live_cpu:5.1f}% of a core; ping median "
-          f"{ms(statistics.median(live_pings))}, p99 {ms(p99(live_pings))}{live_got}")
+          f"{ms(statistics.median(live_pings))}, p99 {ms(p99(live_pings))}; "
+          f"disk {live_disk / 1024:,.0f} KiB/s{live_got}")
     print(f"baseline        daemon {idle_cpu:5.1f}% of a core; ping median "
-          f"{ms(statistics.median(idle_pings))}, p99 {ms(p99(idle_pings))}{idle_got} "
-          "(the same runs, finished)")
+          f"{ms(statistics.median(idle_pings))}, p99 {ms(p99(idle_pings))}; "
+          f"disk {idle_disk / 1024:,.0f} KiB/s{idle_got} (the same runs, finished)")
     per_run_us = (live_cpu - idle_cpu) / 100 / args.runs * 1e6
+    per_point = (live_disk - idle_disk) / (args.runs * args.rate)
     print(f"cost per run    {per_run_us:.0f} us of daemon CPU per live run per second; "
-          f"ping p99 {p99(live_pings) / p99(idle_pings):.1f}x the baseline's")
+          f"ping p99 {p99(live_pings) / p99(idle_pings):.1f}x the baseline's; "
+          f"{per_point:,.0f} bytes written to disk per point")
     lost = logged - stored
     print(f"points          {stored:,} stored of {logged:,} logged"
           + ("" if lost == 0 else f"  ({lost:,} MISSING)"))

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from engine.server.points import Points
-from engine.server.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from engine.server.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    store_unavailable,
+)
+from engine.server.store_metrics import MetricBatch
 
 
 def _run(run_id: str, name: str) -> dict[str, object]:
@@ -62,6 +69,66 @@ def test_metric_batches_move_the_spool_offset_in_the_same_transaction(tmp_path: 
     run = store.get_run("abc234")
     assert run is not None and run["spool_offset"] == 120
     assert store.metric_count("abc234") == 2
+
+
+def test_batches_of_many_runs_are_one_commit_and_a_bad_one_is_undone_alone(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    for run_id in ("abc234", "abd567", "abe890"):
+        store.create_run(_run(run_id, run_id), "created")
+    store.add_metrics("abd567", [[0, "loss", 1.0, 1.0]], 40, 1)
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    errors = store.add_metric_batches([
+        MetricBatch("abc234", [[0, "loss", 2.0, 1.0], [1, "loss", 1.5, 2.0]], 100, 2),
+        MetricBatch("abd567", [[1, "loss", 0.5, 2.0], [2, "loss", "x", 3.0]], 90, 3),
+        MetricBatch("abe890", [[0, "acc", 0.25, 1.0]], 50, 1, (2, 1)),
+    ])
+    store.db.set_trace_callback(None)
+    assert [type(e) for e in errors] == [type(None), ValueError, type(None)]
+    assert statements.count("COMMIT") == 1
+    assert [p[2] for p in store.all_metrics("abc234")] == [2.0, 1.5]
+    assert [p[2] for p in store.all_metrics("abd567")] == [1.0]  # its batch is undone whole
+    assert [p[2] for p in store.all_metrics("abe890")] == [0.25]
+    runs = {r: store.get_run(r) or {} for r in ("abc234", "abd567", "abe890")}
+    assert [runs[r]["spool_offset"] for r in runs] == [100, 40, 50]
+    assert (runs["abe890"]["skipped_records"], runs["abe890"]["skipped_points"]) == (2, 1)
+
+
+def test_a_locked_store_takes_none_of_the_batches_and_says_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    store.set_busy_timeout(0.05)
+    other = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as raised:
+        store.add_metric_batches([MetricBatch("abc234", [[0, "loss", 1.0, 1.0]], 10, 1)])
+    assert store_unavailable(raised.value)
+    other.execute("ROLLBACK")
+    assert store.metric_count("abc234") == 0
+    store.add_metric_batches([MetricBatch("abc234", [[0, "loss", 1.0, 1.0]], 10, 1)])
+    assert store.metric_count("abc234") == 1 and (store.get_run("abc234") or {})["step"] == 1
+
+
+def test_writes_held_back_go_before_any_later_write(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.create_run(_run("abc234", "a"), "created")
+    held = [MetricBatch("abc234", [[0, "loss", 1.0, 1.0]], 10, 1)]
+
+    def store_held() -> None:
+        batches, held[:] = list(held), []
+        if batches:
+            store.add_metric_batches(batches)
+            store.note("abc234", "points stored")
+
+    store.before_write = store_held
+    store.set_state("abc234", "running", "worker is training")
+    assert [e["reason"] for e in store.events("abc234")][1:] == [
+        "points stored", "worker is training"]
+    assert store.metric_count("abc234") == 1
+    store.update_run("abc234", step=5)  # with nothing held, nothing more happens
+    assert store.event_count("abc234") == 3
 
 
 def test_runs_match_by_name_then_id_prefix(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ class LiveRun:
     disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
     warned_skips: bool = False  # skipped records are logged once per run, then only counted
     failing: str | None = None  # the last unexpected error following it (logged once)
+    unstored: bool = False  # points read this tick wait to be stored (``store_read``)
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
     output: OutputOrder | None = None  # the order its stdout and stderr came in

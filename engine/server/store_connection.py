@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -60,6 +60,10 @@ class StoreConnection:
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None
         self._changes_at_failure = 0
+        # Called before every write, so that writes held back to be stored together
+        # (the daemon's metric batches of one tick) go first: see ``before_write``.
+        self.before_write: Callable[[], None] | None = None
+        self._in_before_write = False
 
     @classmethod
     def reader(cls, path: Path) -> Self:
@@ -140,7 +144,22 @@ class StoreConnection:
 
     def transaction(self) -> _Transaction:
         """``with store.transaction():`` writes that all happen or none do."""
+        self._write_held_first()
         return _Transaction(self.db)
+
+    def _write_held_first(self) -> None:
+        """Let ``before_write`` store what it holds, once, before any other write.
+
+        Every write method calls this first. A writer that holds writes back to
+        store them in one transaction sets ``before_write``: nothing written later
+        can then come before them (a state change before the points that led to it).
+        """
+        if self.before_write is not None and not self._in_before_write:
+            self._in_before_write = True
+            try:
+                self.before_write()
+            finally:
+                self._in_before_write = False
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -9,10 +9,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.rundir.spool_records import Metric
+from engine.server.store_connection import store_unavailable
 from engine.server.store_queues import QueueRows
+
+
+class MetricBatch(NamedTuple):
+    """Points one run logged, and where in its spool they end (see ``add_metrics``)."""
+
+    run_id: str
+    points: Iterable[Sequence[Any]]
+    spool_offset: int
+    step: int | None
+    skipped: tuple[int, int] = (0, 0)
 
 
 class MetricRows(QueueRows):
@@ -36,24 +47,56 @@ class MetricRows(QueueRows):
         (malformed records, bad points) is added to the run's counts in the same
         transaction, so a spool read twice does not count its faults twice.
         """
-        rid = self.rid(run_id)
-        records, bad_points = skipped
         try:
             with self.transaction():
-                self.points.add(rid, points)
-                if step is None:
-                    self.update_run(run_id, spool_offset=spool_offset)
-                else:
-                    self.update_run(run_id, spool_offset=spool_offset, step=step)
-                if records or bad_points:
-                    self.db.execute(
-                        "UPDATE runs SET skipped_records = skipped_records + ?, "
-                        "skipped_points = skipped_points + ? WHERE rid = ?",
-                        (records, bad_points, rid),
-                    )
+                self._add_batch(MetricBatch(run_id, points, spool_offset, step, skipped))
         except BaseException:
             self.points.forget()
             raise
+
+    def add_metric_batches(self, batches: Sequence[MetricBatch]) -> list[Exception | None]:
+        """Store several runs' batches in one transaction: one commit, not one a run.
+
+        Each is stored as ``add_metrics`` stores one, on a savepoint of its own: a
+        batch that fails (a bug, not a store that cannot be written) is undone
+        alone, and its error is returned in its place (None for those stored). A
+        store that cannot be written (locked, full) stores none of them, and raises.
+        """
+        results: list[Exception | None] = []
+        try:
+            with self.transaction():
+                for batch in batches:
+                    self.db.execute("SAVEPOINT batch")
+                    try:
+                        self._add_batch(batch)
+                    except Exception as exc:
+                        if store_unavailable(exc) or not self.db.in_transaction:
+                            raise
+                        self.db.execute("ROLLBACK TO batch")
+                        self.points.forget()
+                        results.append(exc)
+                    else:
+                        results.append(None)
+                    self.db.execute("RELEASE batch")
+        except BaseException:
+            self.points.forget()
+            raise
+        return results
+
+    def _add_batch(self, batch: MetricBatch) -> None:
+        rid = self.rid(batch.run_id)
+        self.points.add(rid, batch.points)
+        if batch.step is None:
+            self.update_run(batch.run_id, spool_offset=batch.spool_offset)
+        else:
+            self.update_run(batch.run_id, spool_offset=batch.spool_offset, step=batch.step)
+        records, bad_points = batch.skipped
+        if records or bad_points:
+            self.db.execute(
+                "UPDATE runs SET skipped_records = skipped_records + ?, "
+                "skipped_points = skipped_points + ? WHERE rid = ?",
+                (records, bad_points, rid),
+            )
 
     def seal_metrics(self, run_id: str) -> None:
         """Pack a run's last loose points into chunks: it will log no more for now."""
@@ -101,6 +144,7 @@ class MetricRows(QueueRows):
     # -- telemetry ------------------------------------------------------------
 
     def add_telemetry(self, when: float, sample: dict[str, Any]) -> None:
+        self._write_held_first()
         self.db.execute(
             "INSERT INTO telemetry (time, data) VALUES (?, ?)",
             (when, json.dumps(sample, allow_nan=False)),
@@ -116,4 +160,5 @@ class MetricRows(QueueRows):
 
     def prune_telemetry(self, before: float) -> int:
         """Drop samples older than ``before``; returns how many."""
+        self._write_held_first()
         return self.db.execute("DELETE FROM telemetry WHERE time < ?", (before,)).rowcount

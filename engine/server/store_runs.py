@@ -52,6 +52,7 @@ class RunRows(StoreConnection):
         if "released" in fields:
             fields["released"] = int(fields["released"])
         assignments = ", ".join(f"{k} = :{k}" for k in fields)
+        self._write_held_first()
         self.db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id", {**fields, "_id": run_id})
 
     def set_state(
@@ -68,6 +69,7 @@ class RunRows(StoreConnection):
 
     def note(self, run_id: str, reason: str) -> None:
         """Add an event that changes nothing (its state is the run's current one)."""
+        self._write_held_first()
         self.db.execute(
             "INSERT INTO events (run_id, time, state, reason) "
             "SELECT id, ?, state, ? FROM runs WHERE id = ?",

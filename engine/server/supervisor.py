@@ -62,6 +62,9 @@ class Supervisor(RunReports):
         self.store = store
         self.publish = publish
         self.live: dict[str, LiveRun] = {}
+        self.unstored = []
+        self._batch_s: float | None = None  # seconds to store one held batch (an average)
+        store.before_write = self.store_read  # a tick's points go before any other write
         self._next_import = 0.0
         self._next_run = 0  # where the next tick starts, after one that ran out of time
         self._next_disk_check = 0.0
@@ -286,30 +289,61 @@ class Supervisor(RunReports):
         first = self._next_run if self._next_run < len(order) else 0
         backlog = False
         for index in range(first, len(order)):
-            if index > first and time.monotonic() > deadline:
+            # (Storing what was read counts against the budget too.)
+            if index > first and time.monotonic() + self._storing_s() > deadline:
                 self._next_run = index
-                return True
+                return self._store_read(first)
             run_id = order[index]
             live = self.live.get(run_id)
             if live is None:  # ended by another run's record (a fork's parent) this tick
                 continue
             try:
                 backlog = not self._follow(live) or backlog
-                live.failing = None
+                if not live.unstored:  # (else it is cleared once its points are stored)
+                    live.failing = None
             except Exception as exc:
                 if self.store.write_failed(exc):
                     # Every other run would fail the same way: the next tick tries again.
-                    self._next_run = index
+                    self._drop_unstored()
+                    self._next_run = first
                     return False
                 if live.failing != repr(exc):  # once, not at every tick it repeats
                     live.failing = repr(exc)
                     log.exception("following run %s failed", run_id)
+        if not self._store_read(first):
+            return False
         self._next_run = 0
         self.scheduler.tick()
         self.warm.tick()
         self.store.write_succeeded()
         # Every run was followed: the next tick comes after a pause unless a spool has more.
         return backlog
+
+    def _store_read(self, first: int) -> bool:
+        """Store what this tick read (``store_read``); False if the store cannot be written
+        now: the next tick reads it again, from the run it started with (``first``)."""
+        held, started = len(self.unstored), time.monotonic()
+        try:
+            self.store_read()
+        except Exception as exc:
+            if not self.store.write_failed(exc):
+                raise
+            self._next_run = first
+            return False
+        if held:
+            each = (time.monotonic() - started) / held
+            self._batch_s = each if self._batch_s is None else 0.8 * self._batch_s + 0.2 * each
+        return True
+
+    def _storing_s(self) -> float:
+        """About how long storing the batches held now will take, from the last ticks."""
+        return len(self.unstored) * (self._batch_s or 0.0)
+
+    def _drop_unstored(self) -> None:
+        """Forget the batches held: the store cannot take them; the spools still hold them."""
+        for live, _, _ in self.unstored:
+            live.unstored = False
+        self.unstored = []
 
     def check_disk(self) -> None:
         """Mark the live runs whose spool the full disk holds back, and clear the rest.
