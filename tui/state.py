@@ -164,7 +164,7 @@ class TuiState:
                 best[point.key] = point.value
         newest = max(points, key=lambda p: p.step)
         step = max(run.step, newest.step + 1)
-        run = self.runs[run_id] = replace(run, last=last, best=best, step=step)
+        run = self.runs[run_id] = run.advanced(last, best, step)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
         rate.append((newest.time, step))
         self.points_arrived.add(run_id)

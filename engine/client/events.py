@@ -9,6 +9,7 @@ with these types and tells events apart by type, not by topic strings.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -91,6 +92,16 @@ class RunInfo:
     def from_wire(cls, data: Any) -> RunInfo:
         """A run from a ``list_runs`` page, a ``runs`` event or a ``start``/``fork`` reply."""
         return cls(**_run_fields(cls, data, "run"))
+
+    def advanced(self, last: dict[str, Any], best: dict[str, float], step: int) -> RunInfo:
+        """This run with new latest and lowest values and step: what each batch of points
+        changes (500 times a second with 500 live runs). ``dataclasses.replace`` builds
+        all 35 fields anew (~20 us); a copy with three fields set takes ~6 us."""
+        new = copy.copy(self)
+        new.__dict__.update(last=last, best=best, step=step)
+        if last.keys() != self.last.keys():
+            new.__dict__.pop("loss_key", None)  # a new key may be the loss: found again
+        return new
 
     @cached_property  # asked for by every cell and sort key; ``last`` never changes in place
     def loss_key(self) -> str:
