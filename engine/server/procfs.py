@@ -36,12 +36,14 @@ def _lists_children() -> bool:
 HAS_CHILDREN = _lists_children()
 
 
-def descendants(root: int) -> list[int]:
+def descendants(root: int, every_thread: bool = True) -> list[int]:
     """``root`` and every process under it, parents before children; [] once it is gone.
 
     Followed down each thread's ``children`` list, so a process started by any
     thread is found, at a few small reads per process: a scan of every process
     on the machine (psutil's ``children``) costs that for each process there is.
+    ``every_thread=False`` reads the main thread's list alone (a child started by
+    another thread is missed while that thread lives), one read a process.
     Where the kernel keeps no such lists, psutil does the scan.
     """
     if not HAS_CHILDREN:
@@ -58,14 +60,17 @@ def descendants(root: int) -> list[int]:
             continue
         seen.add(pid)
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            tids = os.listdir(f"/proc/{pid}/task") if every_thread else [str(pid)]
         except OSError:
             continue  # exited
-        found.append(pid)
+        listed = False
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/children", "rb") as file:
                     todo.extend(int(child) for child in file.read().split())
+                listed = True
             except OSError:
                 continue  # the thread ended
+        if listed:
+            found.append(pid)
     return found

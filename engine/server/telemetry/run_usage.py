@@ -24,7 +24,7 @@ from typing import NamedTuple
 import psutil
 
 from engine.common.telemetry import RunUsage
-from engine.server.procfs import HAS_PROC, stat_fields
+from engine.server.procfs import HAS_CHILDREN, HAS_PROC, descendants, stat_fields
 
 RunRef = tuple[str, int, int]  # run id, worker pid, worker process group
 _TICKS = os.sysconf("SC_CLK_TCK") if HAS_PROC else 100
@@ -54,7 +54,6 @@ class RunUsageReader:
         self._rescan = rescan_seconds
         self._clock = clock
         self._scan_due = 0.0
-        self._children_work = HAS_PROC
         self._members: dict[str, set[int]] = {}
         self._groups: dict[int, str] = {}
         self._owner: dict[int, str] = {}
@@ -66,7 +65,7 @@ class RunUsageReader:
         runs = list(runs)
         now = self._clock()
         table: dict[int, ProcStat] = {}
-        full = now >= self._scan_due or not self._children_work
+        full = now >= self._scan_due or not HAS_CHILDREN  # (without: a scan every time)
         if full:
             table = _scan()
             self._scan_due = now + self._rescan
@@ -78,7 +77,7 @@ class RunUsageReader:
         for run_id, root, pgid in runs:
             if root not in walked:
                 walked[root] = _descendants_in(table, children, root) if full \
-                    else self._descendants_live(root)
+                    else set(descendants(root, every_thread=False))
             found = set(walked[root])
             if full and pgid in self._groups:
                 found |= grouped.get(pgid, set())
@@ -140,28 +139,6 @@ class RunUsageReader:
             self._described.clear()
         self._described[pid] = (user, command)
         return user, command
-
-    def _descendants_live(self, root: int) -> set[int]:
-        """``root`` and its descendants, from the kernel's children lists of main threads."""
-        found: set[int] = set()
-        todo = [root]
-        while todo:
-            pid = todo.pop()
-            if pid in found:
-                continue
-            try:
-                with open(f"/proc/{pid}/task/{pid}/children", "rb") as file:
-                    children = file.read().split()
-            except FileNotFoundError:
-                if not os.path.exists(f"/proc/{pid}"):
-                    continue  # exited
-                self._children_work = False  # kernel without CONFIG_PROC_CHILDREN
-                children = []
-            except OSError:
-                continue
-            found.add(pid)
-            todo.extend(int(child) for child in children)
-        return found
 
     def _figures(self, pid: int, table: dict[int, ProcStat], now: float) -> _Figures | None:
         """One process's (CPU %, rss, threads) since the last read; None once it is gone."""
