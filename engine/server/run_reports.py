@@ -148,14 +148,20 @@ class RunReports:
                 live.unstored = False
         for (live, batch, end), error in zip(held, errors, strict=True):
             if error is None:
-                self._stored(live, batch, end)
-            elif live.failing != repr(error):  # once, not at every tick it repeats
+                # Past here they are stored: one run's failure must not keep the runs
+                # after it from moving past theirs, or they would be read twice.
+                live.spool_offset, live.step = end, batch.step
+                try:
+                    self._stored(live, batch)
+                except Exception as exc:
+                    error = exc
+            if error is not None and live.failing != repr(error):  # once, not every tick
                 live.failing = repr(error)
-                log.error("run %s: its points could not be stored: %r", live.run_id, error)
+                log.error("run %s: its points could not be stored or published: %r",
+                          live.run_id, error)
 
-    def _stored(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
-        """``batch`` is stored: move the run on past it, and publish its points."""
-        live.spool_offset, live.step, live.failing = end, batch.step, None
+    def _stored(self, live: LiveRun, batch: SpoolBatch) -> None:
+        """``batch`` is stored (the run has moved past it): watch it, and publish it."""
         if batch.problem is not None and not live.warned_skips:
             live.warned_skips = True  # later ones are only counted (see `traintop show`)
             log.warning(
@@ -170,6 +176,7 @@ class RunReports:
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
             )
+        live.failing = None
 
     def _on_record(self, live: LiveRun, record: SpoolRecord, end: int) -> None:
         """Act on a record that ends at spool offset ``end`` (points are the batch's).
