@@ -47,20 +47,19 @@ class MetricRows(QueueRows):
         (malformed records, bad points) is added to the run's counts in the same
         transaction, so a spool read twice does not count its faults twice.
         """
-        try:
-            with self.transaction():
-                self._add_batch(MetricBatch(run_id, points, spool_offset, step, skipped))
-        except BaseException:
-            self.points.forget()
-            raise
+        [error] = self.add_metric_batches([
+            MetricBatch(run_id, points, spool_offset, step, skipped)])
+        if error is not None:
+            raise error
 
     def add_metric_batches(self, batches: Sequence[MetricBatch]) -> list[Exception | None]:
         """Store several runs' batches in one transaction: one commit, not one a run.
 
-        Each is stored as ``add_metrics`` stores one, on a savepoint of its own: a
-        batch that fails (a bug, not a store that cannot be written) is undone
-        alone, and its error is returned in its place (None for those stored). A
-        store that cannot be written (locked, full) stores none of them, and raises.
+        Each goes in with its spool offset, step and skipped counts (see
+        ``add_metrics``), on a savepoint of its own: a batch that fails (a bug, not
+        a store that cannot be written) is undone alone, and its error is returned
+        in its place (None for those stored). A store that cannot be written
+        (locked, full) stores none of them, and raises.
         """
         results: list[Exception | None] = []
         try:
