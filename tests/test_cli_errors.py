@@ -69,6 +69,8 @@ USAGE_ERRORS = {
     "missing argument": (["show"], "run"),
     "flag value not a number": (["start", "synthetic", "--steps", "many"], "many"),
     "bad choice": (["export", "abc", "--format", "xml"], "xml"),
+    "unknown state": (["ls", "--state", "running,runing"], "no state 'runing'"),
+    "no runs asked for": (["ls", "-n", "0"], "at least 1"),
 }
 
 
@@ -86,6 +88,7 @@ REFUSED = {
     "unknown run logs": (["logs", "zzzzzz"], "no run matches"),
     "unknown run export": (["export", "zzzzzz"], "no run matches"),
     "empty run ref": (["show", ""], "run id or name"),
+    "unknown sweep": (["ls", "--sweep", "nope"], "no sweep named nope"),
     "bad override key": (["start", "synthetic", "nosuchkey=1"], "nosuchkey"),
     "bad override value": (["start", "synthetic", "lr=abc"], "lr=abc"),
     "fractional int": (["start", "synthetic", "steps=1.5"], "integer"),

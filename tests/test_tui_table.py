@@ -73,6 +73,11 @@ def test_fold_filter_sort_and_move_with_keys(engine: Engine) -> None:
             await pilot.press("enter")
             app.query_one("#filter", Input).value = ""
             await until(pilot, lambda: table.order == [parent, other])  # still folded
+            # words match apart, in any field and order, as 'traintop ls WORD...' does
+            app.query_one("#filter", Input).value = "synthetic FINISHED"
+            await until(pilot, lambda: table.order == [other])
+            app.query_one("#filter", Input).value = ""
+            await until(pilot, lambda: table.order == [parent, other])
             table.focus()
 
             await pilot.press("o", "o")  # creation order -> ID -> NAME

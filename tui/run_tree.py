@@ -12,6 +12,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from engine.client.run_select import sort_keyless_last
+
 
 class TreeItem(Protocol):
     """What the tree needs of an item: its id and when it was made (the base order)."""
@@ -118,10 +120,7 @@ def _sort_siblings(
     sort_key: Callable[[Item], Any],
     descending: bool,
 ) -> None:
-    keyed = [(sort_key(items[i]), i) for i in siblings]
-    present = [pair for pair in keyed if pair[0] is not None]
-    present.sort(key=lambda pair: pair[0], reverse=descending)  # stable: ties keep base order
-    siblings[:] = [i for _, i in present] + [i for key, i in keyed if key is None]
+    siblings[:] = sort_keyless_last(siblings, lambda i: sort_key(items[i]), descending)
 
 
 def _subtree_sizes(children: Mapping[str | None, list[str]]) -> dict[str, int]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.client.events import RunInfo
+from engine.client.run_select import run_text
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 from tui.sweep_groups import Item, SweepGroup, parent_of, sweep_labels
@@ -20,12 +21,8 @@ LABELS_KEPT = 256  # sweeps whose run labels are cached
 
 def haystack(item: Item) -> str:
     """What the filter (``/``) looks in: a run's id, name, state, workload, device and
-    sweep; a sweep header's name."""
-    if isinstance(item, SweepGroup):
-        return item.name.lower()
-    run = item
-    return " ".join((run.id, run.name, run.state, run.workload, str(run.device),
-                     run.sweep or "")).lower()
+    sweep (as ``traintop ls`` does); a sweep header's name."""
+    return item.name.lower() if isinstance(item, SweepGroup) else run_text(item)
 
 
 def item_sort_key(

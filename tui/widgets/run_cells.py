@@ -9,6 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from engine.client.events import RunInfo
+from engine.client.run_select import RUN_SORTS, finite
 from engine.common.format import format_bytes, format_number
 from tui.run_tree import TreeRow
 from tui.state import TuiState
@@ -25,7 +26,6 @@ STATE_LOOK = {
     "failed": ("✘", "red"),
     "killed": ("■", "magenta"),
 }
-STATE_ORDER = tuple(STATE_LOOK)  # sorting by state follows the life of a run
 COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "EMA", "STEP/S", "ETA", "GPU", "DEV")
 # What a narrow terminal (80 columns) keeps; the progress bar goes too.
 COMPACT_COLUMNS = ("ID", "NAME", "STATE", "STEP", "LOSS", "EMA", "ETA")
@@ -169,26 +169,18 @@ def column_widths(
     return widths
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
-    """How ``column`` orders runs (None: creation order). Unknown values sort last."""
+    """How ``column`` orders runs (None: creation order). Unknown values sort last.
+
+    The columns ``traintop ls`` has too sort by its rules (``RUN_SORTS``)."""
+    shared = RUN_SORTS.get("device" if column == "DEV" else column.lower())
+    if shared is not None:
+        return shared
     keys: Mapping[str, Callable[[Run], Any]] = {
-        "ID": lambda r: r.id,
-        "NAME": lambda r: r.name.lower(),
-        "STATE": lambda r: STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 99,
-        "STEP": lambda r: r.step,
-        "LOSS": lambda r: _finite(r.last.get(r.loss_key)),
-        "BEST": lambda r: _finite(r.best.get(r.loss_key)),
-        "EMA": lambda r: _finite(state.smoothed_last(r.id)),
+        "EMA": lambda r: finite(state.smoothed_last(r.id)),
         "STEP/S": lambda r: state.steps_per_second(r.id),
         "ETA": lambda r: state.eta_seconds(r.id),
         "GPU": lambda r: state.gpu_memory(r.id),
-        "DEV": lambda r: r.device or "",
     }
     return keys.get(column)
 

@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.client.run_select import filter_words, has_words
 from tui.run_folds import parent_of, unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
@@ -167,14 +168,14 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         """
         self._state = state
         target = select or self.selected_id
-        needle = self.text_filter.lower().strip()
+        words = filter_words(self.text_filter)
         self._groups = sweep_groups(state.runs)
         items = self.items
         rows = build_rows(
             items,
             parent_of,
             self.folded,
-            matches=(lambda item: needle in haystack(item)) if needle else None,
+            matches=(lambda item: has_words(haystack(item), words)) if words else None,
             sort_key=item_sort_key(self.sort_column, state, self.descending),
             descending=self.descending,
             first=state.pinned,

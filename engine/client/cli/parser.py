@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from engine.client.cli.common import UsageError
+from engine.client.run_select import RUN_SORTS, parse_states
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
@@ -33,6 +34,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (argparse says what was wrong with the word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _states(text: str) -> frozenset[str]:
+    try:
+        return parse_states(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_env_options(p: argparse.ArgumentParser) -> None:
@@ -274,8 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("to", choices=["up", "down", "top", "bottom"])
 
-    p = add("ls", _command("reads", "cmd_ls"), "list runs")
-    p.add_argument("--json", action="store_true")
+    p = add("ls", _command("reads", "cmd_ls"), "list runs, or those that match")
+    p.add_argument(
+        "words", nargs="*", metavar="WORD",
+        help="only runs whose id, name, state, workload, device or sweep holds every WORD "
+        "(case ignored; the TUI's '/' filter)",
+    )
+    p.add_argument("--state", type=_states, metavar="STATE[,STATE]",
+                   help="only runs in these states; 'live' (not ended) and 'ended' name several")
+    p.add_argument("--sweep", metavar="NAME", help="only the runs of this sweep")
+    p.add_argument("--sort", choices=["created", *RUN_SORTS], default="created",
+                   help="order by this column, ascending (runs without a value last); "
+                   "default: creation order")
+    p.add_argument("-r", "--reverse", action="store_true", help="the other way round")
+    p.add_argument("-n", "--limit", type=_count, metavar="N",
+                   help="only N runs: the newest N, or the first N of --sort's order")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("-q", "--quiet", action="store_true", help="only their ids, one a line")
+    shape.add_argument("--json", action="store_true")
 
     p = add("show", _command("reads", "cmd_show"), "show one run: config, lineage, events, exit")
     p.add_argument("run")

@@ -17,6 +17,12 @@ from engine.client.cli.common import connect
 from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
+from engine.client.run_select import (
+    RUN_SORTS,
+    has_words,
+    run_text,
+    sort_keyless_last,
+)
 from engine.common.format import (
     SHOWN_NAME,
     format_number,
@@ -30,9 +36,11 @@ from engine.common.format import (
 )
 from engine.common.runs import RunState
 
+LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
+
 
 def run_line_values(run: RunInfo) -> list[str]:
-    """The columns of ``traintop ls`` for one run."""
+    """The columns of ``traintop ls`` for one run (``LS_HEADER``)."""
     step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
     state = run.state + ("*" if run.released else "")
     if run.condition:
@@ -41,20 +49,56 @@ def run_line_values(run: RunInfo) -> list[str]:
     if run.parent_id:
         parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
     loss = format_number(run.last.get(run.loss_key))
-    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, run.device or "", parent]
+    best = format_number(run.best.get(run.loss_key))
+    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, best, run.device or "",
+            parent]
+
+
+def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
+    """The runs ``ls`` shows, in its order: filtered by words, states and sweep, sorted,
+    then cut to ``--limit`` (the newest, or the first of the sort)."""
+    if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
+        sweeps = sorted({r.sweep for r in runs if r.sweep})
+        known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
+        more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
+        raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
+    words = [w.lower() for w in args.words]
+    chosen = [
+        r for r in runs
+        if (args.state is None or r.state in args.state)
+        and (args.sweep is None or r.sweep == args.sweep)
+        and has_words(run_text(r), words)
+    ]
+    if args.sort != "created":
+        chosen = sort_keyless_last(chosen, RUN_SORTS[args.sort], args.reverse)
+    elif args.reverse:
+        chosen.reverse()
+    elif args.limit:
+        return chosen[-args.limit :]  # creation order: the newest, still oldest first
+    return chosen[: args.limit] if args.limit else chosen
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     with connect() as client:
-        runs = client.all_runs()
+        listed = client.all_runs(best=True)
+    runs = select_runs([RunInfo.from_wire(r) for r in listed], args)
     if args.json:
-        print(json_text(runs))
+        by_id = {r["id"]: r for r in listed}
+        print(json_text([by_id[r.id] for r in runs]))
         return 0
-    if not runs:
+    if args.quiet:
+        if runs:
+            print("\n".join(r.id for r in runs))
+        return 0
+    if not listed:
         print("no runs yet: try 'traintop start charlm'")
         return 0
-    rows = [run_line_values(RunInfo.from_wire(r)) for r in runs]
-    print(format_table(["ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE", "PARENT"], rows))
+    if not runs:
+        print(f"no run of the {len(listed)} matches")
+        return 0
+    print(format_table(LS_HEADER, [run_line_values(r) for r in runs]))
+    if len(runs) < len(listed):
+        print(f"({len(runs)} of {len(listed)} runs)")
     return 0
 
 

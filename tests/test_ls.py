@@ -1,0 +1,107 @@
+"""``traintop ls`` among many runs: filter by words, state and sweep, sort, cut, ids only.
+
+The runs are stored before the daemon starts (as a restarted daemon finds them),
+then listed through the real CLI, daemon and store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.client.cli.reads import LS_HEADER
+from engine.server.store import Store
+from tests.conftest import Engine
+
+# id, name, state, sweep, losses in the order logged (best is the lowest, last the last)
+RUNS: list[tuple[str, str, str, str | None, list[float]]] = [
+    ("aaaa01", "base", "finished", None, [3.0, 2.0, 2.5]),
+    ("aaaa02", "lr-1e-3", "running", "lr-search", [3.0, 1.0, 1.8]),
+    ("aaaa03", "lr-3e-4", "paused", "lr-search", [3.0, 1.5]),
+    ("aaaa04", "lr-1e-4", "queued", "lr-search", []),
+    ("aaaa05", "lr-3e-3", "failed", "lr-search", [3.0, 0.5, 9.0]),
+    ("aaaa06", "wide", "running", None, [2.2]),
+    ("aaaa07", "deep", "killed", None, [2.9, 2.7]),
+]
+
+
+@pytest.fixture
+def listed(engine: Engine) -> Engine:
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    for n, (run_id, name, state, sweep, losses) in enumerate(RUNS):
+        store.create_run(
+            {"id": run_id, "name": name, "workload": "synthetic", "config": {},
+             "state": state, "device": "cpu", "cwd": "/", "created": 1.7e9 + n,
+             "released": False, "sweep": sweep,
+             # the queued run waits on a run that never ends here, so it stays queued
+             "after_id": "aaaa06" if state == "queued" else None},
+            "made by the test",
+        )
+        if losses:
+            points = [[s, "loss", v, 1.7e9 + s] for s, v in enumerate(losses)]
+            store.add_metrics(run_id, points, 0, None)
+    store.close()
+    return engine
+
+
+def ids(engine: Engine, *argv: str) -> list[str]:
+    result = engine.cli("ls", "-q", *argv)
+    assert result.code == 0, result.err
+    return result.out.split()
+
+
+def test_words_states_and_sweeps_choose_the_runs(listed: Engine) -> None:
+    # every word must match, in any field, case ignored
+    assert ids(listed, "LR", "running") == ["aaaa02"]
+    assert ids(listed, "lr-search") == ["aaaa02", "aaaa03", "aaaa04", "aaaa05"]
+    assert ids(listed, "synthetic", "nothing-has-this") == []
+    assert ids(listed, "--state", "running,paused") == ["aaaa02", "aaaa03", "aaaa06"]
+    assert ids(listed, "--state", "live") == ["aaaa02", "aaaa03", "aaaa04", "aaaa06"]
+    assert ids(listed, "--state", "ended") == ["aaaa01", "aaaa05", "aaaa07"]
+    assert ids(listed, "--sweep", "lr-search", "--state", "live") == [
+        "aaaa02", "aaaa03", "aaaa04"]
+
+
+def test_sorting_ranks_by_best_not_last_and_keyless_runs_go_last(listed: Engine) -> None:
+    # best: 05 0.5, 02 1.0, 03 1.5, 06 2.2, 07 2.7, 01 2.0 -> 2.0 before 2.2; 04 has none
+    assert ids(listed, "--sort", "best") == [
+        "aaaa05", "aaaa02", "aaaa03", "aaaa01", "aaaa06", "aaaa07", "aaaa04"]
+    assert ids(listed, "--sort", "best", "-r") == [
+        "aaaa07", "aaaa06", "aaaa01", "aaaa03", "aaaa02", "aaaa05", "aaaa04"]
+    # last: 03 1.5, 02 1.8, 06 2.2, 01 2.5, 07 2.7, 05 9.0
+    assert ids(listed, "--sort", "loss", "-n", "2") == ["aaaa03", "aaaa02"]
+    # the top runs of a sweep, the question a sweep is run to answer
+    assert ids(listed, "--sweep", "lr-search", "--sort", "best", "-n", "2") == [
+        "aaaa05", "aaaa02"]
+    assert ids(listed, "--sort", "state")[:2] == ["aaaa04", "aaaa02"]  # queued, running
+
+
+def test_a_limit_keeps_the_newest_in_creation_order(listed: Engine) -> None:
+    assert ids(listed, "-n", "3") == ["aaaa05", "aaaa06", "aaaa07"]
+    assert ids(listed, "-n", "3", "-r") == ["aaaa07", "aaaa06", "aaaa05"]
+    assert ids(listed, "-n", "100") == [r[0] for r in RUNS]
+
+
+def test_the_table_shows_best_and_says_how_many_were_left_out(listed: Engine) -> None:
+    result = listed.cli("ls", "--sweep", "lr-search", "--sort", "best")
+    assert result.code == 0, result.err
+    header, *rows, footer = result.out.splitlines()
+    assert header.split() == LS_HEADER
+    assert [r.split()[0] for r in rows] == ["aaaa05", "aaaa02", "aaaa03", "aaaa04"]
+    failed = rows[0].split()
+    assert failed[LS_HEADER.index("LOSS")] == "9" and failed[LS_HEADER.index("BEST")] == "0.5"
+    assert footer == "(4 of 7 runs)"
+    whole = listed.cli("ls").out.splitlines()
+    assert len(whole) == 1 + len(RUNS)  # every run, and no footer
+    assert listed.cli("ls", "nothing-has-this").out == "no run of the 7 matches\n"
+
+
+def test_json_holds_the_chosen_runs_in_order_with_their_best(listed: Engine) -> None:
+    result = listed.cli("ls", "--json", "--state", "failed,paused", "--sort", "best")
+    runs: list[dict[str, Any]] = result.json()
+    assert [r["id"] for r in runs] == ["aaaa05", "aaaa03"]
+    assert runs[0]["best"] == {"loss": 0.5} and runs[0]["last"] == {"loss": 9.0}
+
+
