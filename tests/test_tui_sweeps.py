@@ -29,6 +29,7 @@ from tests.snapshot_tests.fixed_state import (
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.scatter_data import scatter
+from tui.screens.dialogs import ConfirmDialog
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
@@ -369,5 +370,42 @@ def test_a_three_axis_sweep_is_named_whole_in_the_charts_legend(engine: Engine) 
             legend = "".join(chart.render_line(y).text for y in range(4))
             for n in range(len(overrides)):
                 assert " ".join(overrides[n]) in legend, legend
+
+    asyncio.run(scenario())
+
+
+def test_p_and_k_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
+    started = engine.cli("sweep", "synthetic", "seed=1,2", "steps=100000", "sleep=0.01",
+                         "--json")
+    assert started.code == 0, started.err
+    ids = [r["id"] for r in started.json()]
+    for run_id in ids:
+        engine.wait_step(run_id, 1)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: table.order == [GROUP.replace("charlm", "synthetic"),
+                                                       *ids])
+            table.select(table.order[0])  # the sweep's own row
+
+            def states() -> set[str]:
+                return {app.state.runs[r].state for r in ids}
+
+            await pilot.press("p")  # both running: both paused
+            await until(pilot, lambda: states() == {"paused"})
+            await pilot.press("p")  # none running: the paused ones resumed
+            await until(pilot, lambda: states() == {"running"})
+            await pilot.press("K")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+                                 and app.screen)
+            assert "Kill the 2 runs of sweep synthetic" in dialog.body and "2 running" in (
+                dialog.body)
+            await pilot.press("y")
+            await until(pilot, lambda: states() == {"killed"})
+            await pilot.press("K")  # nothing left to kill: said, no dialog
+            await pilot.pause(0.2)
+            assert not isinstance(app.screen, ConfirmDialog)
 
     asyncio.run(scenario())

@@ -35,7 +35,8 @@ ACTIONS: tuple[Action, ...] = (
         "pause",
         "p",
         "Pause",
-        "Pause the selected run; resume it if paused (if failed: from its last checkpoint)",
+        "Pause the selected run; resume it if paused (if failed: from its last checkpoint); "
+        "on a sweep's row, all its running runs, or all its paused ones",
         mutates=True,
     ),
     Action(
@@ -54,7 +55,9 @@ ACTIONS: tuple[Action, ...] = (
         mutates=True,
     ),
     Action(
-        "kill", "K", "Kill", "Kill the selected run (asks first)", mutates=True, destructive=True
+        "kill", "K", "Kill",
+        "Kill the selected run, or on a sweep's row every run of it not ended (asks first)",
+        mutates=True, destructive=True,
     ),
     Action(
         "sweep",

@@ -6,6 +6,7 @@ the screen. Kept apart from ``tui.app``, which lays out and feeds the views.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tui.screens.detail import RunDetail
 from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
 from tui.screens.diff import ConfigDiff
 from tui.state import TuiState
+from tui.sweep_groups import SweepGroup
 from tui.widgets.runs_table import RunsTable
 
 
@@ -71,8 +73,43 @@ class RunActions(RunNotices):
         if request is not None and self.state.connected:
             await self._request("fork", f"demo: forked {request['run']} with lr=1e-3", **request)
 
+    def _selected_sweep(self) -> tuple[SweepGroup, list[RunInfo]] | None:
+        """The sweep whose header is selected, with its runs, if a header is."""
+        group = self.query_one(RunsTable).selected_group
+        if group is None:
+            return None
+        return group, [self.state.runs[r] for r in group.runs if r in self.state.runs]
+
+    async def _request_each(self, method: str, runs: list[RunInfo], done: str,
+                            **params: Any) -> None:
+        """Send ``method`` for each of ``runs``; one notice for all that took it, one
+        for each that refused."""
+        took = 0
+        for run in runs:
+            try:
+                await self.link.call(method, run=run.id, **params)
+            except (EngineError, EngineUnavailable) as exc:
+                self.notify(str(exc), severity="error", title=f"{method} of {run.id} refused")
+            else:
+                took += 1
+        if took:
+            self.notify(f"{done}: {took} run{'s' if took != 1 else ''}")
+
     @work
     async def action_pause(self) -> None:
+        sweep = self._selected_sweep()
+        if sweep is not None:  # a sweep's header: pause its live runs, or resume them all
+            group, runs = sweep
+            live = [r for r in runs if r.state in ("running", "starting")]
+            if live:
+                self.pauses_sent.update(r.id for r in live)
+                await self._request_each("pause", live, f"pausing sweep {group.name}")
+            elif paused := [r for r in runs if r.state == "paused"]:
+                await self._request_each("resume", paused, f"resuming sweep {group.name}")
+            else:
+                self.notify(f"sweep {group.name} has no run to pause or resume",
+                            severity="warning")
+            return
         run = self._need_run()
         if run is None:
             return
@@ -161,6 +198,20 @@ class RunActions(RunNotices):
 
     @work
     async def action_kill(self) -> None:
+        sweep = self._selected_sweep()
+        if sweep is not None:  # a sweep's header: every run of it that has not ended
+            group, runs = sweep
+            live = [r for r in runs if not r.terminal]
+            if not live:
+                self.notify(f"every run of sweep {group.name} has ended", severity="warning")
+                return
+            counts = ", ".join(f"{n} {s}" for s, n in Counter(r.state for r in live).items())
+            body = (f"Kill the {len(live)} runs of sweep {group.name} that have not ended "
+                    f"({counts})?\nSIGTERM to each, SIGKILL after {DEFAULT_KILL_GRACE:g} s. "
+                    "Their metrics and logs are kept.")
+            if await self.push_screen_wait(ConfirmDialog("Kill sweep", body, "Kill")):
+                await self._request_each("kill", live, f"killing sweep {group.name}")
+            return
         run = self._need_run()
         if run is None:
             return

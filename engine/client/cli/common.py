@@ -33,12 +33,32 @@ def wait_for(
     client: Client, run_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
 ) -> dict[str, Any]:
     """Poll a run until ``done(run)`` or ``timeout`` seconds; returns the last view."""
+    return wait_for_all(client, [run_id], done, timeout)[0]
+
+
+def wait_for_all(
+    client: Client, run_ids: list[str], done: Callable[[dict[str, Any]], bool], timeout: float
+) -> list[dict[str, Any]]:
+    """Poll runs until ``done`` holds for each, or ``timeout`` seconds; their last views,
+    in the order given. Only the runs not done yet are asked for again."""
     deadline = time.monotonic() + timeout
-    run: dict[str, Any] = client.call("get_run", run=run_id)
-    while not done(run) and time.monotonic() < deadline:
+    runs: dict[str, dict[str, Any]] = {r: client.call("get_run", run=r) for r in run_ids}
+    while pending := [r for r, run in runs.items() if not done(run)]:
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
-        run = client.call("get_run", run=run_id)
-    return run
+        runs.update((r, client.call("get_run", run=r)) for r in pending)
+    return list(runs.values())
+
+
+def resolve_runs(client: Client, refs: list[str]) -> dict[str, dict[str, Any]]:
+    """Each run named (by id, prefix or name), once, in the order given; EngineError for
+    the first one that names no run, before anything is done to any."""
+    runs: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        run = client.call("get_run", run=ref)
+        runs.setdefault(run["id"], run)
+    return runs
 
 
 def wait_training(client: Client, run_id: str) -> dict[str, Any]:

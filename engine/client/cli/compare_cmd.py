@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any
 
-from engine.client.cli.common import UsageError, connect, describe
-from engine.client.client import Client, EngineError
+from engine.client.cli.common import UsageError, connect, describe, resolve_runs
+from engine.client.client import EngineError
 from engine.common.config_diff import UNSET, diff_table, runs_diff
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import RunState
@@ -44,25 +44,14 @@ def _stopped(run: dict[str, Any]) -> bool:
     return run.get("state") in _STOPPED
 
 
-def _resolve(client: Client, refs: list[str]) -> dict[str, dict[str, Any]] | None:
-    """Each run named, by id (a run named twice once); None after saying one is unknown."""
-    runs: dict[str, dict[str, Any]] = {}
-    for ref in refs:
-        try:
-            run = client.call("get_run", run=ref)
-        except EngineError as exc:
-            print(f"traintop: {exc.message}", file=sys.stderr)
-            return None
-        runs[run["id"]] = run
-    return runs
-
-
 def cmd_wait(args: argparse.Namespace) -> int:
     """Block until every run has ended or paused; say how each ended as it does."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     with connect() as client:
-        runs = _resolve(client, args.runs)
-        if runs is None:
+        try:
+            runs = resolve_runs(client, args.runs)
+        except EngineError as exc:
+            print(f"traintop: {exc.message}", file=sys.stderr)
             return WAIT_TIMED_OUT
         client.subscribe(["runs"], runs=list(runs))
         # Looked at again after subscribing, so no change falls between a look and the events.

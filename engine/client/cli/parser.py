@@ -316,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
 
-    p = add("pause", _command("run_actions", "cmd_pause"), "pause a run at its next step")
-    p.add_argument("run")
+    p = add("pause", _command("run_actions", "cmd_pause"),
+            "pause runs at their next step")
+    p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument(
         "--release",
         action="store_true",
@@ -325,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=10.0)
 
-    p = add("resume", _command("run_actions", "cmd_resume"), "resume a paused run")
-    p.add_argument("run")
+    p = add("resume", _command("run_actions", "cmd_resume"), "resume paused (or failed) runs")
+    p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--timeout", type=float, default=30.0)
 
     p = add(
@@ -362,10 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "kill",
         _command("run_actions", "cmd_kill"),
-        "stop a run: SIGTERM, then SIGKILL after a grace period "
+        "stop runs: SIGTERM, then SIGKILL after a grace period "
         "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
     )
-    p.add_argument("run")
+    p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument(
         "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from engine.client.cli.common import (
-    ACTIVE_WAIT,
     UsageError,
     chosen_env,
     connect,
@@ -22,10 +22,13 @@ from engine.client.cli.common import (
     fail_if_failed,
     queue_params,
     report_new,
-    wait_for,
+    resolve_runs,
+    starting,
+    wait_for_all,
     wait_training,
 )
 from engine.client.cli.sweep_cmd import read_experiment, start_many
+from engine.client.client import Client, EngineError
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import shown
 from engine.common.sweep import SweepSpec
@@ -108,33 +111,54 @@ def _verb(run: dict[str, Any]) -> str:
     return "queued" if run["state"] == "queued" else "started"
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
-    with connect() as client:
-        run = client.call("pause", run=args.run, release=args.release)
-        if args.release:
+def _ask_each(
+    client: Client, refs: list[str], method: str, **params: Any
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Ask ``method`` of every run named, each once: the replies of the runs that took
+    it, by id, and 1 if one refused (said on stderr; the others are still asked), else
+    0. A name that matches no run is refused before anything is asked of any."""
+    replies, status = {}, 0
+    for run_id in resolve_runs(client, refs):
+        try:
+            replies[run_id] = client.call(method, run=run_id, **params)
+        except EngineError as exc:
+            print(f"traintop: {exc.message}", file=sys.stderr)
+            status = 1
+    return replies, status
 
-            def done(r: dict[str, Any]) -> bool:
-                return r["released"] or ended(r)
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    if args.release:
+
+        def done(r: dict[str, Any]) -> bool:
+            return r["released"] or ended(r)
+    else:
+        done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
+    with connect() as client:
+        taken, status = _ask_each(client, args.runs, "pause", release=args.release)
+        runs = wait_for_all(client, list(taken), done, args.timeout)
+    for run in runs:
+        if run["state"] in ("running", "starting") or (args.release and not run["released"]):
+            print(f"pause of {run['id']} requested; it takes effect at its next step")
         else:
-            done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
-        run = wait_for(client, run["id"], done, args.timeout)
-    if run["state"] in ("running", "starting") or (args.release and not run["released"]):
-        print(f"pause of {run['id']} requested; it takes effect at its next step")
-        return 0
-    print(f"paused {describe(run)}" + (" (memory released)" if run["released"] else ""))
-    return 0
+            print(f"paused {describe(run)}" + (" (memory released)" if run["released"] else ""))
+    return status
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     with connect() as client:
-        run = client.call("resume", run=args.run)
-        since = run.get("resumed_from")  # a failed run: from its last complete checkpoint
-        run = wait_for(
-            client, run["id"], lambda r: r["state"] not in ("paused", *ACTIVE_WAIT), args.timeout
+        taken, status = _ask_each(client, args.runs, "resume")
+        # Settled once running, ended, or queued behind other runs (its condition says why).
+        runs = wait_for_all(
+            client, list(taken), lambda r: r["state"] != "paused" and not starting(r),
+            args.timeout,
         )
-    where = "" if since is None else f" (from its last complete checkpoint, at step {since})"
-    print(f"resumed {describe(run)}{where}")
-    return fail_if_failed(run)
+    for run in runs:
+        since = taken[run["id"]].get("resumed_from")  # a failed run: its last checkpoint
+        where = "" if since is None else f" (from its last complete checkpoint, at step {since})"
+        print(f"resumed {describe(run)}{where}")
+        status = max(status, fail_if_failed(run))
+    return status
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
@@ -156,19 +180,13 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     with connect() as client:
-        run = client.call("kill", run=args.run, grace=args.grace)
-        run = wait_for(
-            client,
-            run["id"],
-            ended,
-            2 * args.grace + 10,  # a wrapped command: SIGINT, SIGTERM, then SIGKILL
-        )
-    print(
-        f"killed {run['id']} ({shown(run['name'])})"
-        if run["state"] == "killed"
-        else f"{run['id']} is {run['state']}"
-    )
-    return 0
+        taken, status = _ask_each(client, args.runs, "kill", grace=args.grace)
+        # a wrapped command: SIGINT, SIGTERM, then SIGKILL
+        runs = wait_for_all(client, list(taken), ended, 2 * args.grace + 10)
+    for run in runs:
+        print(f"killed {run['id']} ({shown(run['name'])})" if run["state"] == "killed"
+              else f"{run['id']} is {run['state']}")
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""``traintop ls`` among many runs: filter by words, state and sweep, sort, cut, ids only.
+"""The CLI among many runs: ``ls`` filters by words, state and sweep, sorts, cuts and
+prints ids only; ``pause``, ``resume`` and ``kill`` take many runs at once.
 
-The runs are stored before the daemon starts (as a restarted daemon finds them),
-then listed through the real CLI, daemon and store.
+The listed runs are stored before the daemon starts (as a restarted daemon finds
+them), then listed through the real CLI, daemon and store; the acted-on runs are
+real workers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pytest
 
 from engine.client.cli.reads import LS_HEADER
 from engine.server.store import Store
-from tests.conftest import Engine
+from tests.conftest import TERMINAL, Engine
 
 # id, name, state, sweep, losses in the order logged (best is the lowest, last the last)
 RUNS: list[tuple[str, str, str, str | None, list[float]]] = [
@@ -105,3 +107,43 @@ def test_json_holds_the_chosen_runs_in_order_with_their_best(listed: Engine) -> 
     assert runs[0]["best"] == {"loss": 0.5} and runs[0]["last"] == {"loss": 9.0}
 
 
+
+
+def start(engine: Engine, *args: str) -> str:
+    result = engine.cli("start", "synthetic", *args, "--json")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+def test_pause_resume_and_kill_take_many_runs_and_refuse_a_typo_before_acting(
+    engine: Engine,
+) -> None:
+    done = start(engine, "steps=5")
+    engine.wait_state(done, *TERMINAL)
+    a, b = (start(engine, "steps=100000", "sleep=0.01") for _ in range(2))
+    engine.wait_step(a, 1)
+    engine.wait_step(b, 1)
+
+    typo = engine.cli("pause", a, b, "zzzzzz")  # nothing is paused for a name that is wrong
+    assert typo.code == 1 and typo.err == "traintop: no run matches 'zzzzzz'\n"
+    assert {engine.run(r)["state"] for r in (a, b)} == {"running"}
+
+    paused = engine.cli("pause", a, b, a)  # named twice: paused once
+    assert paused.code == 0, paused.err
+    assert [line.split()[:2] for line in paused.out.splitlines()] == [["paused", a],
+                                                                        ["paused", b]]
+    assert {engine.run(r)["state"] for r in (a, b)} == {"paused"}
+
+    resumed = engine.cli("resume", a, done, b)  # the finished one is refused, the others go on
+    assert resumed.code == 1
+    assert resumed.err.count("\n") == 1 and resumed.err.startswith("traintop: ")
+    assert [line.split()[:2] for line in resumed.out.splitlines()] == [["resumed", a],
+                                                                         ["resumed", b]]
+    assert {engine.run(r)["state"] for r in (a, b)} == {"running"}
+
+    killed = engine.cli("kill", b, a)
+    assert killed.code == 0, killed.err
+    assert killed.out.splitlines() == [f"killed {b} (synthetic-3)", f"killed {a} (synthetic-2)"]
+    assert {engine.run(r)["state"] for r in (a, b)} == {"killed"}
+    assert engine.run(done)["state"] == "finished"
