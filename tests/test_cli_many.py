@@ -98,6 +98,9 @@ def test_the_table_shows_best_and_says_how_many_were_left_out(listed: Engine) ->
     whole = listed.cli("ls").out.splitlines()
     assert len(whole) == 1 + len(RUNS)  # every run, and no footer
     assert listed.cli("ls", "nothing-has-this").out == "no run of the 7 matches\n"
+    # a queued run's long reason is cut, so it does not widen the column for every row
+    (queued,) = [line for line in whole if line.startswith("aaaa04")]
+    assert "queued (waiting for run aaaa06 to finis…  0 " in queued
 
 
 def test_json_holds_the_chosen_runs_in_order_with_their_best(listed: Engine) -> None:

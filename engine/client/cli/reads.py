@@ -37,6 +37,9 @@ from engine.common.format import (
 from engine.common.runs import RunState
 
 LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
+# A state with its condition is cut to this ('queued (waiting for a slot in queue ...'):
+# one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
+SHOWN_STATE = 40
 
 
 def run_line_values(run: RunInfo) -> list[str]:
@@ -50,8 +53,8 @@ def run_line_values(run: RunInfo) -> list[str]:
         parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
     loss = format_number(run.last.get(run.loss_key))
     best = format_number(run.best.get(run.loss_key))
-    return [run.id, shown(run.name, SHOWN_NAME), state, step, loss, best, run.device or "",
-            parent]
+    return [run.id, shown(run.name, SHOWN_NAME), shown(state, SHOWN_STATE), step, loss, best,
+            run.device or "", parent]
 
 
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
