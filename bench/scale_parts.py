@@ -10,10 +10,10 @@
 ``python bench/scale_parts.py write ...`` with ``TRAINTOP_RUN_DIR`` set
     The same command line re-run by the run's shim for a fork child:
     ``traintop.init`` then continues the run from its parent's checkpoint.
-``python bench/scale_parts.py tui HOME ROWS RUN POINTS TIMEOUT``
+``python bench/scale_parts.py tui HOME ROWS RUN:POINTS[,RUN:POINTS...] TIMEOUT``
     The real TUI app under Textual's ``run_test()``: prints when the runs
-    table holds ROWS rows, then selects RUN and prints when its chart holds
-    its POINTS loss points. Output: one JSON object per line.
+    table holds ROWS rows, then selects each RUN in turn and prints when its
+    chart holds its POINTS loss points. Output: one JSON object per line.
 
 Every value is a function of (seed, lr, key, step), so the TensorBoard side
 of the bench writes exactly the points the runs logged.
@@ -205,10 +205,11 @@ def _charted_points(app: Any, run_id: str) -> int:
     return 0
 
 
-async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: float) -> int:
-    """Time the real app: all rows listed, then ``run_id`` selected and charted.
+async def probe_tui(home: Path, rows: int, charts: list[tuple[str, int]], timeout: float) -> int:
+    """Time the real app: all rows listed, then each of ``charts`` (run id, points)
+    selected in turn and charted (a new run each time: nothing of it loaded yet).
 
-    Each of the two waits gives up after ``timeout`` seconds (exit status 1).
+    Each wait gives up after ``timeout`` seconds (exit status 1).
     """
     from tui.app import TraintopApp
     from tui.widgets.runs_table import RunsTable
@@ -225,16 +226,17 @@ async def probe_tui(home: Path, rows: int, run_id: str, points: int, timeout: fl
             await pilot.pause(0.01)
         await pilot.pause()  # let the frame holding them be painted
         _say("rows", rows=len(table.order))
-        table.select(run_id)
-        _say("selected", row=table.cursor)
-        deadline = time.monotonic() + timeout
-        while _charted_points(app, run_id) < points:
-            if time.monotonic() > deadline:
-                _say("gave_up", waiting_for="chart", points=_charted_points(app, run_id))
-                return 1
-            await pilot.pause(0.01)
-        await pilot.pause()
-        _say("chart", points=_charted_points(app, run_id))
+        for run_id, points in charts:
+            table.select(run_id)
+            _say("selected", run=run_id, row=table.cursor)
+            deadline = time.monotonic() + timeout
+            while _charted_points(app, run_id) < points:
+                if time.monotonic() > deadline:
+                    _say("gave_up", waiting_for="chart", points=_charted_points(app, run_id))
+                    return 1
+                await pilot.pause(0.01)
+            await pilot.pause()
+            _say("chart", run=run_id, points=_charted_points(app, run_id))
     return 0
 
 
@@ -246,11 +248,13 @@ def main(argv: list[str]) -> int:
         index = int(argv[2])
         return write_part(load_plan(plan)[index], plan.with_name(f"started-{index}"),
                           plan.with_name(f"finished-{index}"))
-    if len(argv) == 6 and argv[0] == "tui":
+    if len(argv) == 5 and argv[0] == "tui":  # tui HOME ROWS ID:POINTS,... TIMEOUT
         import asyncio
 
-        home, rows, run_id, points, timeout = argv[1:]
-        return asyncio.run(probe_tui(Path(home), int(rows), run_id, int(points), float(timeout)))
+        home, rows, charts, timeout = argv[1:]
+        pairs = [(run_id, int(points)) for run_id, _, points in
+                 (pair.partition(":") for pair in charts.split(","))]
+        return asyncio.run(probe_tui(Path(home), int(rows), pairs, float(timeout)))
     print(__doc__, file=sys.stderr)
     return 2
 

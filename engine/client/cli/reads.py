@@ -19,6 +19,7 @@ from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
 from engine.client.run_select import (
     RUN_SORTS,
+    filter_words,
     has_words,
     run_text,
     sort_keyless_last,
@@ -65,7 +66,7 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
         known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
         more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
         raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
-    words = [w.lower() for w in args.words]
+    words = filter_words(" ".join(args.words))
     chosen = [
         r for r in runs
         if (args.state is None or r.state in args.state)
