@@ -81,19 +81,19 @@ class RunActions(RunNotices):
         return group, [self.state.runs[r] for r in group.runs if r in self.state.runs]
 
     async def _request_each(self, method: str, runs: list[RunInfo], done: str,
-                            **params: Any) -> None:
+                            **params: Any) -> list[str]:
         """Send ``method`` for each of ``runs``; one notice for all that took it, one
-        for each that refused."""
-        took = 0
+        for each that refused. Returns the ids of those that refused."""
+        refused = []
         for run in runs:
             try:
                 await self.link.call(method, run=run.id, **params)
             except (EngineError, EngineUnavailable) as exc:
                 self.notify(str(exc), severity="error", title=f"{method} of {run.id} refused")
-            else:
-                took += 1
-        if took:
+                refused.append(run.id)
+        if took := len(runs) - len(refused):
             self.notify(f"{done}: {took} run{'s' if took != 1 else ''}")
+        return refused
 
     @work
     async def action_pause(self) -> None:
@@ -101,9 +101,10 @@ class RunActions(RunNotices):
         if sweep is not None:  # a sweep's header: pause its live runs, or resume them all
             group, runs = sweep
             live = [r for r in runs if r.state in ("running", "starting")]
-            if live:
+            if live:  # noted before asking, as ``_pause`` does; a refused one forgotten
                 self.pauses_sent.update(r.id for r in live)
-                await self._request_each("pause", live, f"pausing sweep {group.name}")
+                refused = await self._request_each("pause", live, f"pausing sweep {group.name}")
+                self.pauses_sent.difference_update(refused)
             elif paused := [r for r in runs if r.state == "paused"]:
                 await self._request_each("resume", paused, f"resuming sweep {group.name}")
             else:
