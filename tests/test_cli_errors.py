@@ -71,6 +71,7 @@ USAGE_ERRORS = {
     "bad choice": (["export", "abc", "--format", "xml"], "xml"),
     "unknown state": (["ls", "--state", "running,runing"], "no state 'runing'"),
     "no runs asked for": (["ls", "-n", "0"], "at least 1"),
+    "no run to remove": (["rm"], "RUN"),
 }
 
 
@@ -84,6 +85,7 @@ REFUSED = {
     "unknown run": (["show", "zzzzzz"], "no run matches"),
     "unknown run to kill": (["kill", "zzzzzz"], "no run matches"),
     "unknown run to pause": (["pause", "zz"], "no run matches"),
+    "unknown run to remove": (["rm", "zzzzzz"], "no run matches"),
     "unknown run to fork": (["fork", "zzzzzz", "lr=1"], "no run matches"),
     "unknown run logs": (["logs", "zzzzzz"], "no run matches"),
     "unknown run export": (["export", "zzzzzz"], "no run matches"),

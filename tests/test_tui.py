@@ -135,6 +135,46 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
     assert len(forks) == 1 and forks[0]["config"]["lr"] == 0.002
 
 
+def test_d_removes_an_ended_run_once_confirmed_and_refuses_a_live_one(engine: Engine) -> None:
+    done = start(engine, "synthetic", "steps=20", "--name", "done")
+    live = start(engine, "synthetic", "steps=100000", "sleep=0.01", "--name", "live")
+    engine.wait_state(done, "finished")
+    engine.wait_step(live, 1)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: set(table.order) == {done, live})
+            table.select(live)
+            await pilot.press("D")  # running: said at once, and no dialog
+            await until(pilot, lambda: any("kill it first" in n.message
+                                           for n in app._notifications))
+            assert not isinstance(app.screen, ConfirmDialog)
+
+            table.select(done)
+            await pilot.press("space")  # on the chart: the mark goes with the run
+            assert done in app.state.marks
+            await pilot.press("D")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+                                 and app.screen)
+            assert f"Remove run {done} (done), finished at step 20?" in dialog.body
+            assert "KiB of files" in dialog.body and "for good" in dialog.body
+            await pilot.press("n")  # declined: nothing happens
+            await pilot.pause(0.3)
+            assert done in app.state.runs and engine.paths.run_dir(done).path.is_dir()
+
+            await pilot.press("delete")  # the Delete key does the same
+            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.press("y")
+            await until(pilot, lambda: table.order == [live])
+            assert done not in app.state.runs and done not in app.state.marks
+
+    asyncio.run(scenario())
+    assert [r["id"] for r in engine.all_runs()] == [live]
+    assert not engine.paths.run_dir(done).path.exists()
+
+
 def test_readonly_mode_refuses_every_change(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=3000", "sleep=0.01")
 

@@ -374,7 +374,7 @@ def test_a_three_axis_sweep_is_named_whole_in_the_charts_legend(engine: Engine) 
     asyncio.run(scenario())
 
 
-def test_p_and_k_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
+def test_p_k_and_d_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
     started = engine.cli("sweep", "synthetic", "seed=1,2", "steps=100000", "sleep=0.01",
                          "--json")
     assert started.code == 0, started.err
@@ -407,5 +407,11 @@ def test_p_and_k_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
             await pilot.press("K")  # nothing left to kill: said, no dialog
             await pilot.pause(0.2)
             assert not isinstance(app.screen, ConfirmDialog)
+            await pilot.press("D")  # all ended now: removed, once confirmed
+            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+                                 and app.screen)
+            assert "Remove the 2 ended runs of sweep synthetic (2 killed)?" in dialog.body
+            await pilot.press("y")
+            await until(pilot, lambda: table.order == [])
 
     asyncio.run(scenario())

@@ -60,6 +60,12 @@ ACTIONS: tuple[Action, ...] = (
         mutates=True, destructive=True,
     ),
     Action(
+        "remove", "D,delete", "Remove",
+        "Remove the selected ended run for good: metrics, logs, checkpoints (asks first); "
+        "on a sweep's row, every ended run of it",
+        mutates=True, destructive=True, footer=False,
+    ),
+    Action(
         "sweep",
         "S",
         "Sweep",
@@ -153,5 +159,5 @@ def display_key(action: Action) -> str:
              "pagedown": "PgDn", "pageup": "PgUp", "home": "Home", "end": "End", "space": "Space",
              "left_square_bracket": "[", "right_square_bracket": "]", "plus": "+",
              "equals_sign": "=", "minus": "-", "less_than_sign": "<", "greater_than_sign": ">",
-             "left": "←", "right": "→"}
+             "left": "←", "right": "→", "delete": "Del"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))

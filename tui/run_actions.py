@@ -15,6 +15,7 @@ from textual import work
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
 from engine.client.events import ProtocolError, RunInfo
+from engine.common.format import format_bytes
 from engine.common.runs import (
     DEFAULT_KILL_GRACE,
     ActionError,
@@ -80,20 +81,25 @@ class RunActions(RunNotices):
             return None
         return group, [self.state.runs[r] for r in group.runs if r in self.state.runs]
 
+    async def _ask_each(self, method: str, runs: list[RunInfo], **params: Any) -> dict[str, Any]:
+        """Send ``method`` for each of ``runs``: the replies of those that took it, by id;
+        a notice for each that refused."""
+        replies = {}
+        for run in runs:
+            try:
+                replies[run.id] = await self.link.call(method, run=run.id, **params)
+            except (EngineError, EngineUnavailable) as exc:
+                self.notify(str(exc), severity="error", title=f"{method} of {run.id} refused")
+        return replies
+
     async def _request_each(self, method: str, runs: list[RunInfo], done: str,
                             **params: Any) -> list[str]:
         """Send ``method`` for each of ``runs``; one notice for all that took it, one
         for each that refused. Returns the ids of those that refused."""
-        refused = []
-        for run in runs:
-            try:
-                await self.link.call(method, run=run.id, **params)
-            except (EngineError, EngineUnavailable) as exc:
-                self.notify(str(exc), severity="error", title=f"{method} of {run.id} refused")
-                refused.append(run.id)
-        if took := len(runs) - len(refused):
+        replies = await self._ask_each(method, runs, **params)
+        if took := len(replies):
             self.notify(f"{done}: {took} run{'s' if took != 1 else ''}")
-        return refused
+        return [r.id for r in runs if r.id not in replies]
 
     @work
     async def action_pause(self) -> None:
@@ -227,6 +233,47 @@ class RunActions(RunNotices):
         )
         if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):
             await self._request("kill", f"killing {run.id}", run=run.id)
+
+    @work
+    async def action_remove(self) -> None:
+        """Remove the selected ended run (on a sweep's row: its ended runs), once confirmed."""
+        sweep = self._selected_sweep()
+        if sweep is not None:
+            group, runs = sweep
+            runs = [r for r in runs if r.terminal]
+            if not runs:
+                self.notify(f"no run of sweep {group.name} has ended", severity="warning")
+                return
+        else:
+            run = self._need_run()
+            if run is None:
+                return
+            try:  # the engine's own rule and words
+                check_action("remove", RunState(run.state), run.released)
+            except ActionError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            runs = [run]
+        # Asked first without acting: what the files take, and whether anything still
+        # needs a run (a fork that will start from its checkpoint), said for each.
+        sizes = await self._ask_each("remove", runs, dry_run=True)
+        runs = [r for r in runs if r.id in sizes]
+        if not runs:
+            return
+        files = format_bytes(sum(int(reply["freed"]) for reply in sizes.values()))
+        gone = f" metrics, events, logs and checkpoints ({files} of files) are deleted for good"
+        if sweep is not None:
+            counts = ", ".join(f"{n} {s}" for s, n in Counter(r.state for r in runs).items())
+            what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
+            body = f"Remove {what} ({counts})?\nTheir{gone}; forks keep their own."
+            if await self.push_screen_wait(ConfirmDialog("Remove runs", body, "Remove")):
+                await self._request_each("remove", runs, f"removed sweep {sweep[0].name}")
+            return
+        run = runs[0]
+        body = (f"Remove run {run.id} ({run.name}), {run.state} at step {run.step}?\n"
+                f"Its{gone}; forks keep their own.")
+        if await self.push_screen_wait(ConfirmDialog("Remove run", body, "Remove")):
+            await self._request("remove", f"removed {run.id}: {files} of files freed", run=run.id)
 
     @work
     async def action_details(self) -> None:

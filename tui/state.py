@@ -12,7 +12,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from engine.client.events import EmaSeed, Event, LogText, MetricBatch, RunInfo, Sample
+from engine.client.events import (
+    EmaSeed,
+    Event,
+    LogText,
+    MetricBatch,
+    RunInfo,
+    RunRemoved,
+    Sample,
+)
 from engine.common.format import shown
 from tui.chart_math import DebiasedEma
 from tui.chart_view import ChartView
@@ -125,6 +133,8 @@ class TuiState:
         match event:
             case RunInfo():
                 self._apply_run(event)
+            case RunRemoved():
+                self._forget_run(event.id)
             case MetricBatch():
                 self._apply_metrics(event)
             case Sample():
@@ -150,6 +160,20 @@ class TuiState:
         self.rows_dirty = self.chart_dirty = True
         self.changed.add(run.id)
         self.restated.add(run.id)
+
+    def _forget_run(self, run_id: str) -> None:
+        """A run removed for good: its row, marks, pin and figures go."""
+        if self.runs.pop(run_id, None) is None:
+            return
+        for table in (self.emas, self.progress):
+            table.pop(run_id, None)
+        if run_id in self.marks:  # (the other marks keep their colours otherwise)
+            self.set_marks(r for r in self.marks if r != run_id)
+        self.pinned = [r for r in self.pinned if r != run_id]
+        self.points_arrived.discard(run_id)
+        self.changed.discard(run_id)
+        self.restated.discard(run_id)
+        self.rows_dirty = self.chart_dirty = True
 
     def _apply_metrics(self, batch: MetricBatch) -> None:
         run_id, points = batch.run, batch.points

@@ -37,6 +37,7 @@ __all__ = [
     "RunDescription",
     "RunEvent",
     "RunInfo",
+    "RunRemoved",
     "Sample",
     "SeriesBucket",
     "SeriesView",
@@ -275,10 +276,23 @@ class SeriesView:
             )
 
 
+@dataclass(frozen=True)
+class RunRemoved:
+    """A run removed for good (``traintop rm``): a ``runs`` event that says only its id."""
+
+    id: str
+
+
+def _run_event(data: Any) -> RunInfo | RunRemoved:
+    if isinstance(data, dict) and data.get("removed") is True:
+        return RunRemoved(**wire_fields(RunRemoved, data, "removed run"))
+    return RunInfo.from_wire(data)
+
+
 # What a subscription delivers; a client matches on the type.
-Event = RunInfo | MetricBatch | Sample | LogText
+Event = RunInfo | RunRemoved | MetricBatch | Sample | LogText
 _DECODERS: dict[str, Any] = {
-    "runs": RunInfo.from_wire,
+    "runs": _run_event,
     "metrics": MetricBatch.from_wire,
     "telemetry": Sample.from_wire,
     "logs": LogText.from_wire,

@@ -96,10 +96,13 @@ def check_action(action: str, state: RunState, released: bool) -> None:
         "resume": state in (RunState.PAUSED, RunState.FAILED),
         "kill": not state.terminal,
         "fork": state in (RunState.RUNNING, RunState.PAUSED, RunState.FINISHED, RunState.FAILED),
+        # Its files and points go for good: never under a process that may still write them.
+        "remove": state.terminal,
     }[action]
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""
-        raise ActionError(f"cannot {action} a run that is {state.value}{extra}")
+        hint = "; kill it first" if action == "remove" else ""
+        raise ActionError(f"cannot {action} a run that is {state.value}{extra}{hint}")
 
 
 def exit_text(reason: str | None, code: int | None) -> str | None:

@@ -135,6 +135,11 @@ class StatePaths:
         return self.home / "warm"
 
     @property
+    def trash(self) -> Path:
+        """The directories of runs being removed (``engine.server.removal``), out of ``runs``."""
+        return self.home / "trash"
+
+    @property
     def cache(self) -> Path:
         """Prepared data of the built-in workloads, by workload and the config it depends on."""
         return self.home / "cache"

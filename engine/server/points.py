@@ -185,6 +185,12 @@ class Points:
         )
         self._counts[(run, kid)] = (n, sealed)
 
+    def drop(self, run: int) -> None:
+        """Delete every point of a run (the caller's transaction removes the run)."""
+        for table in ("chunks", "recent", "series"):
+            self.db.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+        self._counts = {key: counts for key, counts in self._counts.items() if key[0] != run}
+
     def seal(self, run: int) -> None:
         """Pack every waiting point of a run into chunks (when it will log no more)."""
         rows = self.db.execute(

@@ -1,4 +1,5 @@
-"""The requests that change runs: start, run_command, attach, pause, resume, fork, kill.
+"""The requests that change runs: start, run_command, attach, pause, resume, fork, kill,
+remove.
 
 Every check that can fail on user input happens before anything is written,
 so a refused request changes nothing stored. What differs between kinds of run
@@ -38,6 +39,7 @@ from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
 from engine.server.devices import check_device
 from engine.server.queue_requests import QueueRequests
+from engine.server.removal import disk_use, removal_reply, still_needed
 from engine.server.requests import (
     RequestError,
     check_steps,
@@ -138,7 +140,7 @@ class RunRequests(QueueRequests):
             if not out_of_space(exc):
                 raise
             shutil.rmtree(self.supervisor.paths.run_dir(run["id"]).path, ignore_errors=True)
-            self.store.delete_run(run["id"])
+            self.store.remove_run(run["id"])
             home = self.supervisor.paths.home
             raise RequestError(
                 "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
@@ -395,3 +397,23 @@ class RunRequests(QueueRequests):
             raise RequestError("bad_request", "grace must be zero or more seconds")
         self.supervisor.kill(run, float(grace))
         return self.summary(self.store.get_run(run["id"]) or run)
+
+    def remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Remove an ended run for good: its row, events, points and files (``dry_run``:
+        check that it could be, and say what it would free)."""
+        run = self.resolve(params.get("run"))
+        check_action("remove", RunState(run["state"]), run["released"])
+        if run["id"] in self.supervisor.live:  # ended in its row, its process not yet gone
+            raise RequestError(
+                "invalid_state", f"run {run['id']} is still ending; try again in a moment"
+            )
+        why = still_needed(self.supervisor.paths, self.store, run["id"])
+        if why is not None:
+            raise RequestError("invalid_state", f"cannot remove {run['id']}: {why}")
+        if param(params, "dry_run", bool, False):
+            return removal_reply(run, disk_use(self.supervisor.paths.run_dir(run["id"]).path))
+        freed, rid = self.supervisor.trash.remove(run["id"])
+        if rid is not None:
+            self.ema_cache.drop_run(rid)
+        self.supervisor.publish("runs", {"id": run["id"], "removed": True})
+        return removal_reply(run, freed)

@@ -52,6 +52,7 @@ class Engine(ReadRequests, RunRequests):
             "resume": self.resume,
             "fork": self.fork,
             "kill": self.kill,
+            "remove": self.remove,
             "metrics": self.metrics,
             "series": self.series,
             "read_log": self.read_log,

@@ -106,6 +106,23 @@ class MetricRows(QueueRows):
             self.points.forget()
             raise
 
+    def remove_run(self, run_id: str) -> int | None:
+        """Delete a run for good: its row, its events and every point, all or nothing.
+        Returns the integer id it had (a later run may get it again); None: no such run."""
+        row = self.db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        try:
+            with self.transaction():
+                self.points.drop(int(row[0]))
+                self.db.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+                self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        except BaseException:
+            self.points.forget()
+            raise
+        self._rids.pop(run_id, None)
+        return int(row[0])
+
     def metrics(
         self,
         run_id: str,

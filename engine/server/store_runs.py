@@ -76,13 +76,6 @@ class RunRows(StoreConnection):
             (time.time(), reason, run_id),
         )
 
-    def delete_run(self, run_id: str) -> None:
-        """Forget a run that never started (its start failed half-way): row and events."""
-        with self.transaction():
-            self.db.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-            self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        self._rids.pop(run_id, None)
-
     def _event(self, run_id: str, state: str, reason: str, when: float) -> None:
         self.db.execute(
             "INSERT INTO events (run_id, time, state, reason) VALUES (?, ?, ?, ?)",

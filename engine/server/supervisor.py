@@ -28,6 +28,7 @@ from engine.server.cores import CoreShares
 from engine.server.divergence import pause_reason
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.output_order import OutputOrder
+from engine.server.removal import Trash
 from engine.server.run_reports import RunReports
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
@@ -72,6 +73,7 @@ class Supervisor(RunReports):
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
+        self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
 
     # -- starting -----------------------------------------------------------
 
@@ -159,8 +161,10 @@ class Supervisor(RunReports):
     def adopt_all(self) -> None:
         """Follow every run a previous daemon left with a process (or about to have one).
 
-        (The temporaries that dead writers left went before: ``tidy_tree``.)
+        (The temporaries that dead writers left went before: ``tidy_tree``.) Removals a
+        stopped daemon left half-way are finished first.
         """
+        self.trash.finish_removals()
         active = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED)
         for run in self.store.runs_in_states([s.value for s in active]):
             if run["state"] == RunState.PAUSED and run["released"]:

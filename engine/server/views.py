@@ -59,6 +59,11 @@ class EmaCache:
                 self.states.clear()
             self.states[key] = state
 
+    def drop_run(self, run: int) -> None:
+        """Forget a removed run's states: its integer id may be given to a new run."""
+        with self.lock:
+            self.states = {k: v for k, v in self.states.items() if k[0] != run}
+
 
 def series_view(
     points: Points,

@@ -371,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )
 
+    p = add(
+        "rm",
+        _command("run_actions", "cmd_rm"),
+        "remove ended runs for good: their metrics, events, logs and checkpoints "
+        "(kill a run first); forks of a removed run keep their own",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument(
+        "-n", "--dry-run", action="store_true",
+        help="say what would be removed and the disk it would free; remove nothing",
+    )
+
     p = add("logs", _command("reads", "cmd_logs"), "print a run's output")
     p.add_argument("run")
     p.add_argument("-f", "--follow", action="store_true")

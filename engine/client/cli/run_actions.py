@@ -1,4 +1,4 @@
-"""The commands that act on runs: start, run, pause, resume, fork, kill and demo.
+"""The commands that act on runs: start, run, pause, resume, fork, kill, rm and demo.
 
 Each waits a moment for its effect (a first step, a pause taken, an exit), so
 an early failure is said here rather than found later.
@@ -30,7 +30,7 @@ from engine.client.cli.common import (
 from engine.client.cli.sweep_cmd import read_experiment, start_many
 from engine.client.client import Client, EngineError
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
-from engine.common.format import shown
+from engine.common.format import format_bytes, shown
 from engine.common.sweep import SweepSpec
 from engine.common.tb_events import TensorBoardMissing, require_tensorboard
 
@@ -186,6 +186,20 @@ def cmd_kill(args: argparse.Namespace) -> int:
     for run in runs:
         print(f"killed {run['id']} ({shown(run['name'])})" if run["state"] == "killed"
               else f"{run['id']} is {run['state']}")
+    return status
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    with connect() as client:
+        taken, status = _ask_each(client, args.runs, "remove", dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for run in taken.values():
+        print(f"{verb} {run['id']} ({shown(run['name'])}, {run['state']}): "
+              f"{format_bytes(run['freed'])} of files")
+    if len(taken) > 1:
+        freed = format_bytes(sum(run["freed"] for run in taken.values()))
+        print(f"{verb} {len(taken)} runs: {freed} of files"
+              + (" would be freed" if args.dry_run else " freed"))
     return status
 
 

@@ -1,0 +1,202 @@
+"""``traintop rm``: ended runs go for good (row, events, points, files); nothing else does.
+
+Real daemon, workers, store and files throughout. A removal is checked from
+every side a user sees: the CLI's list and lookups, the run directory and the
+trash, the store's points, and the runs left alone (a fork keeps its own).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from engine.client.client import EngineError
+from tests.chaos.test_store_lock import store_locked
+from tests.conftest import TERMINAL, Engine, wait_until
+from tests.test_engine import start
+
+
+def points_of(engine: Engine, run_id: str) -> int:
+    """How many point rows the store holds for ``run_id``'s integer id (chunks and loose)."""
+    db = sqlite3.connect(f"file:{engine.paths.store}?mode=ro", uri=True)
+    try:
+        (rid,) = db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return sum(
+            db.execute(f"SELECT count(*) FROM {table} WHERE run = ?", (rid,)).fetchone()[0]
+            for table in ("chunks", "recent", "series")
+        )
+    finally:
+        db.close()
+
+
+def stored_rows(engine: Engine, run_id: str) -> tuple[int, int]:
+    """The rows left of ``run_id``: its runs row and its events."""
+    db = sqlite3.connect(f"file:{engine.paths.store}?mode=ro", uri=True)
+    try:
+        return (
+            db.execute("SELECT count(*) FROM runs WHERE id = ?", (run_id,)).fetchone()[0],
+            db.execute("SELECT count(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0],
+        )
+    finally:
+        db.close()
+
+
+def orphan_points(engine: Engine) -> int:
+    """Point rows whose run is no longer in the store."""
+    db = sqlite3.connect(f"file:{engine.paths.store}?mode=ro", uri=True)
+    try:
+        return sum(
+            db.execute(
+                f"SELECT count(*) FROM {table} WHERE run NOT IN (SELECT rid FROM runs)"
+            ).fetchone()[0]
+            for table in ("chunks", "recent", "series")
+        )
+    finally:
+        db.close()
+
+
+def rid_of(engine: Engine, run_id: str) -> int:
+    db = sqlite3.connect(f"file:{engine.paths.store}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def trash_is_empty(engine: Engine) -> bool:
+    return not any(engine.paths.trash.iterdir()) if engine.paths.trash.exists() else True
+
+
+def test_rm_removes_an_ended_run_and_only_it(engine: Engine) -> None:
+    parent = start(engine, "synthetic", "steps=40")
+    other = start(engine, "synthetic", "steps=30")
+    engine.wait_state(parent, *TERMINAL)
+    engine.wait_state(other, *TERMINAL)
+    child = engine.cli("fork", parent, "steps=60", "--json").json()["id"]
+    engine.wait_state(child, *TERMINAL)
+    kept = {run_id: engine.losses(run_id) for run_id in (other, child)}
+    assert points_of(engine, parent) > 0
+
+    dry = engine.cli("rm", "-n", parent)
+    assert dry.code == 0, dry.err
+    assert dry.out.startswith(f"would remove {parent} (synthetic-1, finished): ")
+    assert engine.paths.run_dir(parent).path.is_dir()
+    assert engine.run(parent)["state"] == "finished"  # a dry run changes nothing
+
+    result = engine.cli("rm", parent)
+    assert result.code == 0, result.err
+    line = result.out.strip()
+    assert line.startswith(f"removed {parent} (synthetic-1, finished): ") and "KiB" in line
+    assert " 0 B " not in line  # its checkpoints and spool took room
+
+    with pytest.raises(EngineError, match="no run matches"):
+        engine.run(parent)
+    assert parent not in engine.cli("ls", "-q").out.split()
+    assert stored_rows(engine, parent) == (0, 0) and orphan_points(engine) == 0
+    assert not engine.paths.run_dir(parent).path.exists()
+    wait_until(lambda: trash_is_empty(engine), "the removed run's files were deleted")
+
+    # The others, the fork included, keep every point; the fork still says where it came from.
+    assert {run_id: engine.losses(run_id) for run_id in (other, child)} == kept
+    assert engine.run(child)["parent_id"] == parent
+    shown = engine.cli("show", child)
+    assert shown.code == 0 and f"from {parent} at step 40" in shown.out
+
+    again = engine.cli("rm", parent)  # gone: one line, exit 1
+    assert again.code == 1 and again.err == f"traintop: no run matches {parent!r}\n"
+
+
+def test_rm_refuses_a_live_run_and_a_typo_touches_nothing(engine: Engine) -> None:
+    done = start(engine, "synthetic", "steps=5")
+    live = start(engine, "synthetic", "steps=100000", "sleep=0.01")
+    engine.wait_state(done, *TERMINAL)
+    engine.wait_step(live, 1)
+
+    typo = engine.cli("rm", done, "zzzzzz")
+    assert typo.code == 1 and typo.err == "traintop: no run matches 'zzzzzz'\n"
+    assert engine.run(done)["state"] == "finished"
+
+    mixed = engine.cli("rm", live, done)  # the live run is refused, the ended one removed
+    assert mixed.code == 1
+    assert mixed.err == "traintop: cannot remove a run that is running; kill it first\n"
+    assert mixed.out.startswith(f"removed {done} ")
+    assert engine.run(live)["state"] == "running"
+    assert engine.paths.run_dir(live).path.is_dir()
+    assert {r["id"] for r in engine.all_runs()} == {live}
+
+    assert engine.cli("kill", live).code == 0
+    assert engine.cli("rm", live).code == 0
+    assert engine.all_runs() == []
+
+
+def test_a_run_still_needed_by_a_queued_run_is_kept(engine: Engine) -> None:
+    parent = start(engine, "synthetic", "steps=20")
+    engine.wait_state(parent, *TERMINAL)
+    assert engine.cli("queue", "held", "--pause").code == 0
+    fork = engine.cli("fork", parent, "--queue", "held", "--json", "--no-wait").json()["id"]
+    after = start(engine, "synthetic", "steps=5", "--after", parent, "--queue", "held",
+                  "--no-wait")
+    assert engine.run(fork)["state"] == engine.run(after)["state"] == "queued"
+
+    # Each refusal names the run that still needs it; once nothing does, it goes.
+    for waiting, why in ((fork, "will start from its checkpoint"),
+                         (after, "is queued to start after it")):
+        refused = engine.cli("rm", parent)
+        assert refused.code == 1
+        assert refused.err.startswith(f"traintop: cannot remove {parent}: ")
+        assert waiting in refused.err and why in refused.err, refused.err
+        assert engine.paths.run_dir(parent).path.is_dir() and points_of(engine, parent) > 0
+        assert engine.cli("kill", waiting).code == 0
+    assert engine.cli("rm", parent).code == 0
+
+
+def test_a_removal_the_store_cannot_take_changes_nothing(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=20")
+    engine.wait_state(run_id, *TERMINAL)
+    before = engine.losses(run_id)
+    with store_locked(engine.paths.store):
+        result = engine.cli("rm", run_id)
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "locked" in lines[0], result.err
+    # Its directory is back where it was, and every point is still there.
+    assert engine.paths.run_dir(run_id).path.is_dir() and trash_is_empty(engine)
+    assert engine.losses(run_id) == before
+    assert engine.cli("rm", run_id).code == 0  # and once the store is free, it goes
+
+
+def test_a_removal_cut_short_is_finished_by_the_next_daemon(engine: Engine) -> None:
+    gone = start(engine, "synthetic", "steps=20")
+    kept = start(engine, "synthetic", "steps=20")
+    engine.wait_state(gone, *TERMINAL)
+    engine.wait_state(kept, *TERMINAL)
+    assert engine.cli("engine", "stop").code == 0
+    # As a daemon killed right after step 1 of a removal leaves it: the directory moved
+    # into the trash, the rows not yet deleted.
+    engine.paths.trash.mkdir(mode=0o700)
+    engine.paths.run_dir(gone).path.rename(engine.paths.trash / f"{gone}.1")
+
+    assert engine.cli("ls", "-q").out.split() == [kept]  # the next daemon finishes it
+    assert stored_rows(engine, gone) == (0, 0)
+    wait_until(lambda: trash_is_empty(engine), "the cut-short removal's files were deleted")
+    assert engine.run(kept)["state"] == "finished" and len(engine.losses(kept)) == 20
+
+
+
+def test_a_new_run_given_a_removed_runs_number_charts_its_own_points(engine: Engine) -> None:
+    # SQLite gives a new row the highest integer id plus one: removing the newest run
+    # frees its number for the next. Nothing cached under that number may outlive it.
+    def view(run_id: str) -> object:
+        return engine.call("series", run=run_id, key="loss", buckets=40, smoothing=0.6)
+
+    old = start(engine, "synthetic", "steps=2100", "seed=1")  # over two sealed chunks
+    engine.wait_state(old, *TERMINAL)
+    old_view, number = view(old), rid_of(engine, old)
+    assert engine.cli("rm", old).code == 0
+    new = start(engine, "synthetic", "steps=2100", "seed=2")
+    engine.wait_state(new, *TERMINAL)
+    assert rid_of(engine, new) == number
+    seen = view(new)
+    assert engine.cli("engine", "stop").code == 0
+    assert view(new) == seen != old_view  # as a daemon that never knew the old run sees it
