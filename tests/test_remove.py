@@ -93,7 +93,8 @@ def test_rm_removes_an_ended_run_and_only_it(engine: Engine) -> None:
     with pytest.raises(EngineError, match="no run matches"):
         engine.run(parent)
     assert parent not in engine.cli("ls", "-q").out.split()
-    assert stored_rows(engine, parent) == (0, 0) and orphan_points(engine) == 0
+    assert stored_rows(engine, parent) == (0, 0)
+    wait_until(lambda: orphan_points(engine) == 0, "the removed run's points were deleted")
     assert not engine.paths.run_dir(parent).path.exists()
     wait_until(lambda: trash_is_empty(engine), "the removed run's files were deleted")
 
@@ -194,6 +195,7 @@ def test_a_new_run_given_a_removed_runs_number_charts_its_own_points(engine: Eng
     engine.wait_state(old, *TERMINAL)
     old_view, number = view(old), rid_of(engine, old)
     assert engine.cli("rm", old).code == 0
+    wait_until(lambda: orphan_points(engine) == 0, "the removed run's points were deleted")
     new = start(engine, "synthetic", "steps=2100", "seed=2")
     engine.wait_state(new, *TERMINAL)
     assert rid_of(engine, new) == number

@@ -220,3 +220,31 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     assert run is not None and run["name"] == "old" and run["config"] == {"lr": 0.1}
     assert run["divergence_factor"] == 10.0 and run["diverged"] is None
     assert store.all_metrics("abc234") == points
+
+
+def test_a_removed_runs_points_go_in_slices_and_its_number_is_not_reused_meanwhile(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    losses = {name: [[s, "loss", 1.0 / (s + 1 + n), float(s)] for s in range(5000)]
+              for n, name in enumerate(("keep11", "gone22"))}
+    for name, points in losses.items():
+        store.create_run(_run(name, name), "created")
+        store.add_metrics(name, points, 0, None)
+        store.seal_metrics(name)
+    gone = store.rid("gone22")  # the newest: SQLite alone would give its number again
+    assert store.remove_run("gone22") == gone and store.get_run("gone22") is None
+    store.create_run(_run("new333", "new"), "created")  # while its points are still there
+    assert store.rid("new333") > gone
+    store.add_metrics("new333", [[0, "loss", 7.0, 0.0]], 0, None)
+
+    slices = 0
+    while store.purge_removed(chunks=2):  # 5,000 points: 5 chunks, so three slices
+        slices += 1
+    assert slices == 2 and not store.purge_removed()
+    assert store.points.removed_runs() == []
+    left = store.db.execute("SELECT count(*) FROM chunks WHERE run = ?", (gone,)).fetchone()
+    assert left[0] == 0
+    assert store.all_metrics("keep11") == [tuple(p) for p in losses["keep11"]]
+    assert store.all_metrics("new333") == [(0, "loss", 7.0, 0.0)]
+    assert store.remove_run("gone22") is None  # gone: nothing to remove

@@ -185,11 +185,27 @@ class Points:
         )
         self._counts[(run, kid)] = (n, sealed)
 
-    def drop(self, run: int) -> None:
-        """Delete every point of a run (the caller's transaction removes the run)."""
-        for table in ("chunks", "recent", "series"):
-            self.db.execute(f"DELETE FROM {table} WHERE run = ?", (run,))
+    def removed_runs(self) -> list[int]:
+        """The integer ids of removed runs whose points are still being deleted."""
+        rows = self.db.execute(
+            "SELECT DISTINCT run FROM series WHERE run NOT IN (SELECT rid FROM runs)"
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def purge(self, run: int, chunks: int) -> bool:
+        """Delete up to ``chunks`` chunks of a removed run; once it has none left, its
+        loose points and its series rows (the last, as they mark the run as still to
+        purge). True when nothing of the run is left."""
+        deleted = self.db.execute(
+            "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE run = ? LIMIT ?)",
+            (run, chunks),
+        ).rowcount
+        if deleted == chunks:
+            return False
+        self.db.execute("DELETE FROM recent WHERE run = ?", (run,))
+        self.db.execute("DELETE FROM series WHERE run = ?", (run,))
         self._counts = {key: counts for key, counts in self._counts.items() if key[0] != run}
+        return True
 
     def seal(self, run: int) -> None:
         """Pack every waiting point of a run into chunks (when it will log no more)."""

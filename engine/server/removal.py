@@ -8,14 +8,17 @@ The order makes a removal safe to stop at any point:
 1. the run's directory is renamed into ``trash/`` (one rename, on the state
    directory's own filesystem): from then on no scan of ``runs/`` (the import
    of offline runs, ``engine rebuild``) finds it again;
-2. its rows go, in one transaction. If the store cannot take that (locked,
-   full), the directory is renamed back: nothing changed, and the user is told;
-3. its files are deleted on a thread, so that many GB of checkpoints never
-   hold up the daemon's answers.
+2. its row and events go, in one transaction. If the store cannot take that
+   (locked, full), the directory is renamed back: nothing changed, and the user
+   is told;
+3. its files are deleted on a thread, and its points a slice at each of the
+   daemon's ticks (``Store.purge_removed``), so that many GB of checkpoints or
+   millions of points never hold up the daemon's answers.
 
 A daemon stopped between 1 and 3 finishes the work at its next start
 (``finish_removals``): every entry of ``trash/`` is a run the user asked to
-remove, so its rows go (if still there) and then its files.
+remove, so its rows go (if still there) and then its files; the points of a
+run whose row is gone are found and deleted by the ticks as before.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ class StoreConnection:
             self.migrate()
         self.points = Points(self.db)
         self._rids: dict[str, int] = {}
+        # Whether removed runs' points are left to delete (None: not looked yet).
+        self._purging: bool | None = None
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None
         self._changes_at_failure = 0

@@ -31,13 +31,20 @@ class RunRows(StoreConnection):
     """Reads and writes of the ``runs`` and ``events`` tables."""
 
     def create_run(self, run: dict[str, Any], reason: str) -> None:
-        """Insert a new run and its first event in one transaction."""
+        """Insert a new run and its first event in one transaction.
+
+        Its integer id is above every run's and every stored series': the points of a
+        removed run are deleted a slice at a time after its row (``purge_removed``), and
+        must never be taken for a new run's.
+        """
         row = {**run, "config": json.dumps(run["config"]), "released": int(run["released"])}
         columns = [f for f in RUN_FIELDS if f in row]
         with self.transaction():
             self.db.execute(
-                f"INSERT INTO runs ({', '.join(columns)}) "
-                f"VALUES ({', '.join(':' + c for c in columns)})",
+                f"INSERT INTO runs (rid, {', '.join(columns)}) VALUES ("
+                "1 + max(coalesce((SELECT max(rid) FROM runs), 0), "
+                "coalesce((SELECT max(run) FROM series), 0)), "
+                f"{', '.join(':' + c for c in columns)})",
                 row,
             )
             self._event(run["id"], run["state"], reason, run["created"])

@@ -74,6 +74,7 @@ class Supervisor(RunReports):
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
+        self._purge_failed: str | None = None  # the last error deleting removed runs' points
 
     # -- starting -----------------------------------------------------------
 
@@ -319,9 +320,20 @@ class Supervisor(RunReports):
         self._next_run = 0
         self.scheduler.tick()
         self.warm.tick()
+        self._purge_removed()
         self.store.write_succeeded()
         # Every run was followed: the next tick comes after a pause unless a spool has more.
         return backlog
+
+    def _purge_removed(self) -> None:
+        """Delete a slice of removed runs' points (``Store.purge_removed``), once a tick."""
+        try:
+            self.store.purge_removed()
+        except Exception as exc:
+            # Unavailable (locked, full): the next tick tries again. Else said once.
+            if not self.store.write_failed(exc) and self._purge_failed != repr(exc):
+                self._purge_failed = repr(exc)
+                log.exception("deleting the points of removed runs failed")
 
     def _store_read(self, first: int) -> bool:
         """Store what this tick read (``store_read``); False if the store cannot be written
