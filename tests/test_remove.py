@@ -78,11 +78,14 @@ def test_rm_removes_an_ended_run_and_only_it(engine: Engine) -> None:
     kept = {run_id: engine.losses(run_id) for run_id in (other, child)}
     assert points_of(engine, parent) > 0
 
-    dry = engine.cli("rm", "-n", parent)
+    dry = engine.cli("rm", "-n", parent, other)
     assert dry.code == 0, dry.err
-    assert dry.out.startswith(f"would remove {parent} (synthetic-1, finished): ")
+    first, second, total = dry.out.splitlines()
+    assert first.startswith(f"would remove {parent} (synthetic-1, finished): ")
+    assert second.startswith(f"would remove {other} (synthetic-2, finished): ")
+    assert total.startswith("2 runs would free ") and total.endswith("KiB")
     assert engine.paths.run_dir(parent).path.is_dir()
-    assert engine.run(parent)["state"] == "finished"  # a dry run changes nothing
+    assert engine.run(parent)["state"] == engine.run(other)["state"] == "finished"  # untouched
 
     result = engine.cli("rm", parent)
     assert result.code == 0, result.err

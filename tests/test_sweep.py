@@ -235,11 +235,23 @@ def test_diff_prints_only_the_keys_that_differ(engine: Engine) -> None:
     assert result.code == 0, result
     header, *rows = result.out.splitlines()
     assert "(a)" in header and "(b)" in header
-    assert [row.split() for row in rows] == [["lr", "0.01", "0.02"]]
-    assert engine.cli("diff", "a", "c").out.strip() == "no differences"
+    a, b = engine.run("a"), engine.run("b")
+    # The keys that differ, a blank row, then where each run stands, to six digits.
+    assert [row.split() for row in rows] == [
+        ["lr", "0.01", "0.02"],
+        [],
+        ["state", "finished", "finished"],
+        ["step", str(a["step"]), str(b["step"])],
+        ["best", "loss", f"{a['best']['loss']:.6g}", f"{b['best']['loss']:.6g}"],
+        ["last", "loss", f"{a['last']['loss']:.6g}", f"{b['last']['loss']:.6g}"],
+    ]
+    assert a["best"]["loss"] == min(engine.losses("a").values())
+    same = engine.cli("diff", "a", "c").out.splitlines()
+    assert same[0] == "no config differences" and same[2].split()[0] == "state"
     as_json = engine.cli("diff", "a", "b", "c", "--json").json()
     ids = as_json["runs"]
     assert as_json["differences"] == {"lr": dict(zip(ids, [0.01, 0.02, 0.01], strict=True))}
+    assert as_json["outcomes"]["best loss"][ids[1]] == b["best"]["loss"]
     refused(engine, "diff", "a", code=2, mentions="two runs")
     refused(engine, "diff", "a", "nosuch", code=1, mentions="nosuch")
 

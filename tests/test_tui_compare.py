@@ -58,6 +58,12 @@ def _stored_runs(
     return ids
 
 
+def _config_keys(table: str) -> list[str]:
+    """The keys of a diff table's config rows: those above its first blank row."""
+    lines = table.splitlines()[1:]
+    return [line.split()[0] for line in lines[: [ln.strip() for ln in lines].index("")]]
+
+
 def _charted(app: TraintopApp) -> list[str]:
     """The runs on the chart, in drawing order, once every view asked for has come."""
     due = app.feed.due([o.run_id for o in app.shown], app._view_request())
@@ -203,15 +209,19 @@ def test_d_shows_the_config_diff_of_the_marked_runs_or_of_a_fork(engine: Engine)
             await pilot.press("d")
             await until(pilot, lambda: isinstance(app.screen, ConfigDiff))
             shown = str(app.screen.query_one("#diff", Static).render())
-            assert [line.split()[0] for line in shown.splitlines()[1:]] == ["lr"]
+            assert _config_keys(shown) == ["lr"]
             assert ids[0] in shown and ids[1] in shown and "0.005" in shown
+            # then where each stands: the best loss of each, as the table knows it
+            (best,) = [line.split()[2:] for line in shown.splitlines()
+                       if line.startswith("best loss")]
+            assert best == [f"{app.state.runs[r].best['loss']:.6g}" for r in ids[:2]]
             await pilot.press("escape")
 
             await _mark(pilot, table, ids[0], ids[2])  # marked: exactly those runs
             await pilot.press("d")
             await until(pilot, lambda: isinstance(app.screen, ConfigDiff))
             shown = str(app.screen.query_one("#diff", Static).render())
-            assert [line.split()[0] for line in shown.splitlines()[1:]] == ["batch"]
+            assert _config_keys(shown) == ["batch"]
             assert ids[1] not in shown
 
     asyncio.run(scenario())

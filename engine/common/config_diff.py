@@ -1,6 +1,7 @@
-"""What differs between runs' configs: the keys whose values are not the same in all of them.
+"""What differs between runs' configs (the keys whose values are not the same in all
+of them), and where each run stands: what ``traintop diff`` and the TUI's ``d`` show.
 
-Used by ``traintop diff`` and meant for the TUI's compare view; standard library only.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.common.format import shown
+from engine.common.output_lines import training_loss_key
 
 
 class _Unset:
@@ -64,6 +66,30 @@ def runs_diff(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     return diff
 
 
+def outcome_rows(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Where each run stands: state, step, its best training loss, and the last value of
+    every metric any of them logged (``UNSET`` where a run has none), the loss first.
+
+    ``runs`` are as ``get_run`` (or a listing with ``best``) gives them.
+    """
+    lasts = [run.get("last") or {} for run in runs]
+    keys = sorted({str(k) for last in lasts for k in last})
+    loss = training_loss_key(keys)
+    rows: dict[str, list[Any]] = {
+        "state": [run["state"] for run in runs], "step": [run["step"] for run in runs]
+    }
+    if loss is not None:
+        rows[f"best {loss}"] = [(run.get("best") or {}).get(loss, UNSET) for run in runs]
+    for key in sorted(keys, key=lambda k: k != loss):  # (a stable sort: the rest by name)
+        rows[f"last {key}"] = [last.get(key, UNSET) for last in lasts]
+    return rows
+
+
+def _outcome_text(value: Any) -> str:
+    """A metric as the outcome rows show it: six digits, enough to tell runs apart."""
+    return f"{value:.6g}" if isinstance(value, float) else value_text(value)
+
+
 def value_text(value: Any) -> str:
     """A config value as a diff shows it: every digit, so a difference is visible."""
     if value is UNSET:
@@ -78,11 +104,16 @@ def value_text(value: Any) -> str:
 def diff_table(
     runs: Sequence[Mapping[str, Any]], diff: Mapping[str, Sequence[Any]]
 ) -> tuple[list[str], list[list[str]]]:
-    """The header and rows that show ``diff`` of ``runs``: a column per run, a row per key.
+    """The header and rows that show ``diff`` of ``runs``: a column per run, a row per
+    differing key, then (after a blank row) the runs' outcomes (``outcome_rows``).
 
     The CLI's ``traintop diff`` and the TUI's ``d`` both show this table.
     """
     header = ["KEY", *(f"{run['id']} ({shown(str(run['name']), 30)})" for run in runs)]
     rows = [[shown(key), *(shown(value_text(v), 40) for v in values)]
             for key, values in diff.items()]
+    if rows:
+        rows.append(["" for _ in header])
+    rows += [[shown(key), *(shown(_outcome_text(v), 40) for v in values)]
+             for key, values in outcome_rows(runs).items()]
     return header, rows

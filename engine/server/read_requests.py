@@ -89,11 +89,14 @@ class ReadRequests(RunLookup):
         return {"runs": runs, "next": after if len(runs) == RUNS_PAGE else None}
 
     def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
-        """One run in full: its summary, resume point, latest events, forks and directory."""
+        """One run in full: its summary, lowest value of each metric, resume point, latest
+        events, forks and directory."""
         run = self.resolve(params.get("run"))
         point = self.resume_point(run)
+        rid = self.db.rid(run["id"])
         return {
             **self.summary(run),
+            "best": self.db.points.lowest_values([rid]).get(rid, {}),
             "resume_point": None if point is None else {"step": point[0], "path": str(point[1])},
             "events": self.db.events(run["id"], SHOWN_EVENTS),
             "event_count": self.db.event_count(run["id"]),

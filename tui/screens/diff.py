@@ -1,4 +1,5 @@
-"""The config diff of runs (the ``d`` key): only the keys whose values differ."""
+"""The config diff of runs (the ``d`` key): only the keys whose values differ, then
+where each run stands (state, step, best loss, last values)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,11 @@ from engine.common.format import format_table
 
 def diff_text(runs: list[RunInfo]) -> str:
     """What ``traintop diff`` prints for ``runs``: a table of the differing keys."""
-    rows = [{"id": r.id, "name": r.name, "workload": r.workload, "config": r.config}
-            for r in runs]
+    rows = [{"id": r.id, "name": r.name, "workload": r.workload, "config": r.config,
+             "state": r.state, "step": r.step, "last": r.last, "best": r.best} for r in runs]
     diff = runs_diff(rows)
-    if not diff:
-        return f"no differences between {', '.join(r.id for r in runs)}"
-    return format_table(*diff_table(rows, diff))
+    table = format_table(*diff_table(rows, diff))
+    return table if diff else f"no config differences\n{table}"
 
 
 class ConfigDiff(ModalScreen[None]):

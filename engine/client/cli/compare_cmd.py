@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.client.cli.common import UsageError, connect, describe, resolve_runs
 from engine.client.client import EngineError
-from engine.common.config_diff import UNSET, diff_table, runs_diff
+from engine.common.config_diff import UNSET, diff_table, outcome_rows, runs_diff
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import RunState
 
@@ -28,13 +28,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
         runs = [client.call("get_run", run=ref) for ref in args.runs]
     diff = runs_diff(runs)
     if args.json:
-        keys = {k: {r["id"]: v for r, v in zip(runs, vs, strict=True) if v is not UNSET}
-                for k, vs in diff.items()}
-        print(json_text({"runs": [r["id"] for r in runs], "differences": keys}))
+        def by_run(rows: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+            return {k: {r["id"]: v for r, v in zip(runs, vs, strict=True) if v is not UNSET}
+                    for k, vs in rows.items()}
+        print(json_text({"runs": [r["id"] for r in runs], "differences": by_run(diff),
+                         "outcomes": by_run(outcome_rows(runs))}))
         return 0
     if not diff:
-        print("no differences")
-        return 0
+        print("no config differences")
     print(format_table(*diff_table(runs, diff)))
     return 0
 

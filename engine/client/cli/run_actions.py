@@ -198,8 +198,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
               f"{format_bytes(run['freed'])} of files")
     if len(taken) > 1:
         freed = format_bytes(sum(run["freed"] for run in taken.values()))
-        print(f"{verb} {len(taken)} runs: {freed} of files"
-              + (" would be freed" if args.dry_run else " freed"))
+        print(f"{len(taken)} runs would free {freed}" if args.dry_run
+              else f"removed {len(taken)} runs: {freed} freed")
     return status
 
 
