@@ -248,3 +248,10 @@ def test_a_removed_runs_points_go_in_slices_and_its_number_is_not_reused_meanwhi
     assert store.all_metrics("keep11") == [tuple(p) for p in losses["keep11"]]
     assert store.all_metrics("new333") == [(0, "loss", 7.0, 0.0)]
     assert store.remove_run("gone22") is None  # gone: nothing to remove
+
+    # Many small runs removed at once go together, not one a call.
+    for name in ("tiny01", "tiny02", "tiny03"):
+        store.create_run(_run(name, name), "created")
+        store.add_metrics(name, [[s, "loss", 1.0, float(s)] for s in range(10)], 0, None)
+        store.remove_run(name)
+    assert not store.purge_removed() and store.points.removed_runs() == []

@@ -192,20 +192,20 @@ class Points:
         ).fetchall()
         return [int(row[0]) for row in rows]
 
-    def purge(self, run: int, chunks: int) -> bool:
+    def purge(self, run: int, chunks: int) -> tuple[int, bool]:
         """Delete up to ``chunks`` chunks of a removed run; once it has none left, its
         loose points and its series rows (the last, as they mark the run as still to
-        purge). True when nothing of the run is left."""
+        purge). Returns the chunks deleted, and whether nothing of the run is left."""
         deleted = self.db.execute(
             "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE run = ? LIMIT ?)",
             (run, chunks),
         ).rowcount
         if deleted == chunks:
-            return False
+            return deleted, False
         self.db.execute("DELETE FROM recent WHERE run = ?", (run,))
         self.db.execute("DELETE FROM series WHERE run = ?", (run,))
         self._counts = {key: counts for key, counts in self._counts.items() if key[0] != run}
-        return True
+        return deleted, True
 
     def seal(self, run: int) -> None:
         """Pack every waiting point of a run into chunks (when it will log no more)."""

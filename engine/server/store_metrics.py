@@ -128,21 +128,28 @@ class MetricRows(QueueRows):
         return int(row[0])
 
     def purge_removed(self, chunks: int = PURGE_CHUNKS) -> bool:
-        """Delete up to ``chunks`` chunks of removed runs' points, in one transaction;
-        True while more are left. Cheap once there is nothing to do."""
+        """Delete about ``chunks`` chunks of removed runs' points (a run's loose points
+        count as one more), in one transaction; True while more are left. Cheap once
+        there is nothing to do."""
         if self._purging is False:
             return False
         removed = self.points.removed_runs()
         if not removed:
             self._purging = False
             return False
+        left, more = chunks, False
         try:
             with self.transaction():
-                done = self.points.purge(removed[0], chunks)
+                for n, run in enumerate(removed):
+                    deleted, done = self.points.purge(run, left)
+                    left -= deleted + 1
+                    if not done or left <= 0:
+                        more = not done or n + 1 < len(removed)
+                        break
         except BaseException:
             self.points.forget()
             raise
-        return not done or len(removed) > 1
+        return more
 
     def metrics(
         self,
