@@ -17,7 +17,7 @@ from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.dialogs import AnnotateDialog, ConfirmDialog, ForkDialog, NewRunDialog
 from tui.screens.help import HelpScreen
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
@@ -173,6 +173,46 @@ def test_d_removes_an_ended_run_once_confirmed_and_refuses_a_live_one(engine: En
     asyncio.run(scenario())
     assert [r["id"] for r in engine.all_runs()] == [live]
     assert not engine.paths.run_dir(done).path.exists()
+
+
+def test_e_edits_a_runs_tags_and_note(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=5", "--name", "tagme")
+    other = start(engine, "synthetic", "steps=5", "--name", "other")
+    engine.wait_state(run_id, "finished")
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(160, 40)) as pilot:  # room for the tags
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: set(table.order) == {run_id, other})
+            table.select(run_id)
+            await pilot.press("e")
+            dialog = await until(pilot, lambda: isinstance(app.screen, AnnotateDialog)
+                                 and app.screen)
+            dialog.query_one("#tags", Input).value = "baseline keep"
+            dialog.query_one("#note", Input).value = "first try"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.runs[run_id].tags == ("baseline", "keep"))
+            assert not isinstance(app.screen, AnnotateDialog)
+            await until(pilot, lambda: table.cell_text(run_id, "NAME") == "tagme #baseline #keep")
+            app.query_one("#filter", Input).value = "keep"  # '/' finds a tag
+            await until(pilot, lambda: table.order == [run_id])
+            app.query_one("#filter", Input).value = ""
+            await until(pilot, lambda: len(table.order) == 2)
+
+            table.focus()
+            table.select(run_id)
+            await pilot.press("e")  # a tag taken off; the note, untouched, stays
+            dialog = await until(pilot, lambda: isinstance(app.screen, AnnotateDialog)
+                                 and app.screen)
+            assert dialog.query_one("#note", Input).value == "first try"
+            dialog.query_one("#tags", Input).value = "baseline"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.state.runs[run_id].tags == ("baseline",))
+
+    asyncio.run(scenario())
+    run = engine.run(run_id)
+    assert run["tags"] == ["baseline"] and run["note"] == "first try"
 
 
 def test_readonly_mode_refuses_every_change(engine: Engine) -> None:

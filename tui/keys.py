@@ -60,6 +60,11 @@ ACTIONS: tuple[Action, ...] = (
         mutates=True, destructive=True,
     ),
     Action(
+        "annotate", "e", "Tags",
+        "Edit the selected run's tags (words '/' finds) and its note",
+        mutates=True, footer=False,
+    ),
+    Action(
         "remove", "D,delete", "Remove",
         "Remove the selected ended run for good: metrics, logs, checkpoints (asks first); "
         "on a sweep's row, every ended run of it",
@@ -119,7 +124,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("zoom_reset", "Z", "All steps", "Chart all steps again, without the cursor",
            footer=False),
     Action("filter", "slash", "Filter",
-           "Filter runs: every word must occur in the id, name, state, workload, device or sweep",
+           "Filter runs: every word must occur in the id, name, state, workload, device, sweep "
+           "or tags",
            footer=False),
     Action("sort", "o", "Sort", "Sort the runs by the next column (forks stay under their parent)",
            footer=False),

@@ -26,7 +26,7 @@ from tui.connection import EngineLink
 from tui.keys import BY_ID
 from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.dialogs import AnnotateDialog, ConfirmDialog, ForkDialog, NewRunDialog
 from tui.screens.diff import ConfigDiff
 from tui.state import TuiState
 from tui.sweep_groups import SweepGroup
@@ -168,6 +168,19 @@ class RunActions(RunNotices):
             self.notify(str(exc), severity="error")
             return
         self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
+
+    def action_annotate(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.push_screen(AnnotateDialog(run, self._annotate))
+
+    async def _annotate(self, params: dict[str, Any]) -> str | None:
+        try:
+            await self.link.call("annotate", **params)
+        except (EngineError, EngineUnavailable) as exc:
+            return str(exc)
+        self.notify(f"saved the tags and note of {params['run']}")
+        return None
 
     def action_new_run(self) -> None:
         self._new_run_dialog(None)

@@ -86,6 +86,8 @@ class RunInfo:
     gpu_peak: int | None = None  # the most GPU memory it held (bytes), or was said to need
     awaiting: str | None = None  # "checkpoint": a fork waiting for its parent's
     sweep: str | None = None  # the sweep it belongs to
+    tags: tuple[str, ...] = ()  # what the user tagged it with, in the order added
+    note: str | None = None  # what the user wrote about it
     # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
     best: dict[str, float] = field(default_factory=dict)
 
@@ -123,6 +125,8 @@ def _run_fields(cls: type[RunInfo], data: Any, what: str) -> dict[str, Any]:
     if "best" in values:
         with decoding(f"{what}'s best"):
             values["best"] = {str(k): float(v) for k, v in values["best"].items()}
+    if "tags" in values:
+        values["tags"] = tuple(str(t) for t in wire_list(values["tags"] or [], f"{what}'s tags"))
     return values
 
 

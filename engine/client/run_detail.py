@@ -58,6 +58,12 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     ]
     if run.sweep:
         lines.append(DetailLine("sweep", shown(run.sweep)))
+    if run.tags:
+        lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
+    if run.note:  # its first line beside the label, the rest under it
+        first, *rest = run.note.splitlines() or [""]
+        lines.append(DetailLine("note", shown(first)))
+        lines += [DetailLine("", shown(line)) for line in rest]
     if run.parent_id:
         lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}"))
     if run.children:

@@ -2,7 +2,7 @@
 
 ``traintop ls`` and the TUI's runs table share these rules, so a filter typed in
 one finds the same runs in the other: every word must occur in the run's id,
-name, state, workload, device or sweep (case ignored), and a sort puts runs
+name, state, workload, device, sweep or tags (case ignored), and a sort puts runs
 without a value last whichever way it goes.
 """
 
@@ -43,9 +43,10 @@ def parse_states(text: str) -> frozenset[str]:
 
 
 def run_text(run: RunInfo) -> str:
-    """What a filter looks in: id, name, state, workload, device and sweep, lower case."""
+    """What a filter looks in: id, name, state, workload, device, sweep and tags, lower
+    case."""
     return " ".join((run.id, run.name, run.state, run.workload, str(run.device),
-                     run.sweep or "")).lower()
+                     run.sweep or "", *run.tags)).lower()
 
 
 def filter_words(text: str) -> list[str]:

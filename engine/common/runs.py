@@ -43,6 +43,9 @@ class ActionError(Exception):
 
 # Names show in a table column, in paths and in every reply about a run.
 MAX_NAME_LENGTH = 100
+MAX_TAG_LENGTH = 40
+MAX_TAGS = 20  # a run's; more is a label system, not tags
+MAX_NOTE_LENGTH = 2000
 
 
 def name_problem(name: str) -> str | None:
@@ -53,6 +56,26 @@ def name_problem(name: str) -> str | None:
         return f"run name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
     if any(unicodedata.category(c).startswith("C") for c in name):
         return f"invalid run name {name!r}: it holds control characters"
+    return None
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why ``tag`` cannot tag a run, or None if it can: one word, short, printable."""
+    if not tag or any(c.isspace() for c in tag):
+        return f"invalid tag {tag[:MAX_TAG_LENGTH]!r}: it must be one word"
+    if len(tag) > MAX_TAG_LENGTH:
+        return f"tag is {len(tag)} characters long; the limit is {MAX_TAG_LENGTH}"
+    if any(unicodedata.category(c).startswith("C") for c in tag):
+        return f"invalid tag {tag!r}: it holds control characters"
+    return None
+
+
+def note_problem(note: str) -> str | None:
+    """Why ``note`` cannot be a run's note, or None: printable (lines and tabs allowed)."""
+    if len(note) > MAX_NOTE_LENGTH:
+        return f"note is {len(note)} characters long; the limit is {MAX_NOTE_LENGTH}"
+    if any(unicodedata.category(c).startswith("C") and c not in "\n\t" for c in note):
+        return "the note holds control characters"
     return None
 
 

@@ -27,12 +27,15 @@ the worker. Every file in it has exactly one writer:
                   imports, CUDA, checkpoint load, first step), for ``bench/fork_latency.py``.
 ``stdout.log``, ``stderr.log``  the worker's output, appended per generation.
 ``checkpoints/``  atomic checkpoints written by the worker.
+``annotations.json``  daemon: the run's tags and note, rewritten atomically when the
+                  user changes them (the store has them too; a rebuild reads this).
 
 Beside ``runs/``, ``warm/<pool>/`` is one waiting warm worker of the daemon's pool
 (``engine.server.warm_pool``): ``ready.json`` (warm shim: the waiting worker's pid,
 once torch is imported), ``shim.log`` and ``worker.log`` (their output until a run
 takes them). ``cache/`` holds the built-in workloads' prepared data
 (``engine.run.data_cache``), each file written once, atomically, by a worker.
+``trash/`` holds the directories of runs being removed (``engine.server.removal``).
 """
 
 from __future__ import annotations
@@ -190,6 +193,11 @@ class RunDir:
     @property
     def offline(self) -> Path:
         return self.path / "offline.json"
+
+    @property
+    def annotations(self) -> Path:
+        """The run's tags and note as the user last set them (daemon; kept for a rebuild)."""
+        return self.path / "annotations.json"
 
     @property
     def checkpoints(self) -> Path:

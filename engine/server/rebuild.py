@@ -34,6 +34,7 @@ from engine.rundir.spool_records import (
     steps_after,
 )
 from engine.rundir.state_dir import check_state_dir
+from engine.server.annotations import read_annotations
 from engine.server.daemon import AlreadyRunning, acquire_lock
 from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
@@ -175,6 +176,7 @@ def _restore_run(
             "released": False,
             **_divergence(launch),
             **_queue_fields(launch),
+            **read_annotations(rundir),
         },
         REBUILT,
     )

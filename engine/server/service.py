@@ -14,6 +14,7 @@ from typing import Any
 from engine.common.config import ConfigError
 from engine.common.runs import ActionError
 from engine.run.workloads.registry import WorkloadError
+from engine.server.annotations import AnnotationRequests
 from engine.server.devices import DeviceError
 from engine.server.read_requests import ReadRequests
 from engine.server.requests import RequestError
@@ -33,7 +34,7 @@ Handler = Callable[[dict[str, Any]], Any]
 __all__ = ["READS", "Engine", "Handler", "RequestError"]
 
 
-class Engine(ReadRequests, RunRequests):
+class Engine(ReadRequests, RunRequests, AnnotationRequests):
     """The request handlers, independent of the socket that carries them."""
 
     def __init__(
@@ -53,6 +54,7 @@ class Engine(ReadRequests, RunRequests):
             "fork": self.fork,
             "kill": self.kill,
             "remove": self.remove,
+            "annotate": self.annotate,
             "metrics": self.metrics,
             "series": self.series,
             "read_log": self.read_log,

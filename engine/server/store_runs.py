@@ -23,6 +23,7 @@ def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     run.pop("rid", None)  # the integer id stays inside the store
     run["config"] = json.loads(run["config"])
     run["released"] = bool(run["released"])
+    run["tags"] = json.loads(run["tags"]) if run.get("tags") else []
     return run
 
 
@@ -38,6 +39,8 @@ class RunRows(StoreConnection):
         must never be taken for a new run's.
         """
         row = {**run, "config": json.dumps(run["config"]), "released": int(run["released"])}
+        if "tags" in row:
+            row["tags"] = json.dumps(row["tags"]) if row["tags"] else None
         columns = [f for f in RUN_FIELDS if f in row]
         with self.transaction():
             self.db.execute(
@@ -56,6 +59,8 @@ class RunRows(StoreConnection):
             raise KeyError(f"unknown run fields: {sorted(unknown)}")
         if "config" in fields:
             fields["config"] = json.dumps(fields["config"])
+        if "tags" in fields:
+            fields["tags"] = json.dumps(fields["tags"]) if fields["tags"] else None
         if "released" in fields:
             fields["released"] = int(fields["released"])
         assignments = ", ".join(f"{k} = :{k}" for k in fields)

@@ -202,6 +202,14 @@ MIGRATIONS.append(
 # 40,000 points, ~7 ms against ~70 ms reading each chunk's row. ~20 bytes a chunk.
 MIGRATIONS.append("CREATE INDEX chunks_best ON chunks(run, kid, vmin)")
 
+# 7 -> 8: what the user says of a run: its tags (a JSON list of words) and a note.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN tags TEXT;
+    ALTER TABLE runs ADD COLUMN note TEXT
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -236,7 +244,7 @@ _V3_RUN_FIELDS = [
 RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
-    "gpu_peak", "sweep",
+    "gpu_peak", "sweep", "tags", "note",
 ]
 
 

@@ -103,6 +103,8 @@ class FormDialog(ModalScreen[str | None]):
         Binding("ctrl+s", "submit", "Start"),
     ]
 
+    submit_label = "Start"  # what the submit button says
+
     def __init__(self, submit: Submit) -> None:
         super().__init__(classes="dialog")
         self.submit = submit
@@ -115,7 +117,7 @@ class FormDialog(ModalScreen[str | None]):
             with Vertical(id="dialog-foot"):  # docked: laid out before the fields
                 yield Static("", id="dialog-error")
                 with Horizontal(id="dialog-buttons"):
-                    yield Button("Start (ctrl+s)", variant="primary", id="start")
+                    yield Button(f"{self.submit_label} (ctrl+s)", variant="primary", id="start")
                     yield Button("Cancel (esc)", id="cancel")
             with VerticalScroll(id="dialog-fields"):
                 yield from self.fields()
@@ -180,6 +182,45 @@ class ForkDialog(FormDialog):
             "run": self.run.id,
             "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
             "name": name or None,
+        }
+
+
+class AnnotateDialog(FormDialog):
+    """A run's tags and note (``e``): only what was changed is sent."""
+
+    submit_label = "Save"
+
+    def __init__(self, run: RunInfo, submit: Submit) -> None:
+        super().__init__(submit)
+        self.run = run
+        # A note of several lines (set with 'traintop note') shows on one line here;
+        # it is sent back only if edited.
+        self.note_shown = " / ".join((run.note or "").splitlines())
+
+    def title_text(self) -> str:
+        return f"Tags and note of {self.run.id} ({self.run.name})"
+
+    def on_mount(self) -> None:
+        self.query_one("#tags", Input).focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static("Tags are words separated by spaces: '/' and 'traintop ls -t TAG' find "
+                     "them. The note shows in the run's details and 'traintop show'.")
+        with Horizontal(classes="field"):
+            yield Label("tags")
+            yield Input(" ".join(self.run.tags), placeholder="e.g. baseline best", id="tags")
+        with Horizontal(classes="field"):
+            yield Label("note")
+            yield Input(self.note_shown, placeholder="what this run tried", id="note")
+
+    def params(self) -> dict[str, Any]:
+        tags = self.query_one("#tags", Input).value.split()
+        note = self.query_one("#note", Input).value.strip()
+        return {
+            "run": self.run.id,
+            "add": [t for t in tags if t not in self.run.tags],
+            "remove": [t for t in self.run.tags if t not in tags],
+            "note": None if note == self.note_shown.strip() else note,
         }
 
 

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from engine.client.events import RunInfo
 from engine.client.run_select import RUN_SORTS, finite
-from engine.common.format import format_bytes, format_number
+from engine.common.format import format_bytes, format_number, shown
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 from tui.sweep_groups import SweepGroup, best_of, state_counts
@@ -97,9 +97,12 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def name_text(name: str, row: TreeRow, width: int, style: str = "", pinned: bool = False) -> Text:
+def name_text(
+    name: str, row: TreeRow, width: int, style: str = "", pinned: bool = False,
+    tags: tuple[str, ...] = (),
+) -> Text:
     """The name, indented under its parent, after PIN if ``pinned``, with ``+N`` when its
-    forks are folded away."""
+    forks are folded away, then its tags (``#best``) in what room the name leaves."""
     indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
     if pinned:
         indent += PIN + " "
@@ -111,6 +114,11 @@ def name_text(name: str, row: TreeRow, width: int, style: str = "", pinned: bool
     text.append(name, style=style)
     if suffix:
         text.append(suffix, style="bold bright_black")
+    left = room - len(name) - 1
+    if tags and left >= 3:  # room for at least "#x…"
+        said = " ".join("#" + shown(t) for t in tags)
+        text.append(" " + (said if len(said) <= left else said[: left - 1] + "…"),
+                    style="cyan")
     return text
 
 
@@ -158,6 +166,9 @@ def column_widths(
     for row in rows:
         suffix = len(f" +{row.hidden}") if row.hidden else 0
         pin = len(PIN) + 1 if row.id in pinned else 0
+        run = runs_by_id.get(row.id)
+        if run is not None and run.tags:  # " #a #b"
+            suffix += sum(len(tag) + 2 for tag in run.tags)
         name = max(name, 2 * row.depth + pin + len(names[row.id]) + suffix)
     widths["NAME"] = min(name, name_cap)
     totals = [len(str(r.total_steps or r.step or 0)) for r in runs_by_id.values()]

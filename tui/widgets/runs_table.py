@@ -353,7 +353,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         run = self._state.runs[row.id]
         cells = value_cells(run, self._state, self.compact, self._places.get(run.id))
         cells["NAME"] = name_text(self._names.get(row.id, run.name), row, width,
-                                  pinned=run.id in self._state.pinned)
+                                  pinned=run.id in self._state.pinned, tags=run.tags)
         return cells
 
     def _row_cells(self, row: TreeRow) -> dict[str, Text]:

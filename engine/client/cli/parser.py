@@ -296,9 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ls", _command("reads", "cmd_ls"), "list runs, or those that match")
     p.add_argument(
         "words", nargs="*", metavar="WORD",
-        help="only runs whose id, name, state, workload, device or sweep holds every WORD "
-        "(case ignored; the TUI's '/' filter)",
+        help="only runs whose id, name, state, workload, device, sweep or tags hold every "
+        "WORD (case ignored; the TUI's '/' filter)",
     )
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="TAG",
+                   help="only runs tagged TAG (exactly; again for runs with all of them)")
     p.add_argument("--state", type=_states, metavar="STATE[,STATE]",
                    help="only runs in these states; 'live' (not ended) and 'ended' name several")
     p.add_argument("--sweep", metavar="NAME", help="only the runs of this sweep")
@@ -311,6 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("-q", "--quiet", action="store_true", help="only their ids, one a line")
     shape.add_argument("--json", action="store_true")
+
+    p = add(
+        "tag", _command("annotate_cmd", "cmd_tag"),
+        "tag runs with a word ('traintop ls -t TAG' lists them, the TUI shows it); "
+        "-d takes the tag off",
+    )
+    p.add_argument("tag", metavar="TAG")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("-d", "--delete", action="store_true", help="take TAG off the runs")
+
+    p = add(
+        "note", _command("annotate_cmd", "cmd_note"),
+        "print a run's note, or with TEXT set it ('' clears it); show and the TUI's "
+        "details show it",
+    )
+    p.add_argument("run")
+    p.add_argument("text", nargs="?", metavar="TEXT")
 
     p = add("show", _command("reads", "cmd_show"), "show one run: config, lineage, events, exit")
     p.add_argument("run")

@@ -41,6 +41,7 @@ LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
 # A state with its condition is cut to this ('queued (waiting for a slot in queue ...'):
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
+SHOWN_TAGS = 40
 
 
 def run_line_values(run: RunInfo) -> list[str]:
@@ -71,6 +72,7 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
         r for r in runs
         if (args.state is None or r.state in args.state)
         and (args.sweep is None or r.sweep == args.sweep)
+        and all(tag in r.tags for tag in args.tag)
         and has_words(run_text(r), words)
     ]
     if args.sort != "created":
@@ -100,7 +102,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no run of the {len(listed)} matches")
         return 0
-    print(format_table(LS_HEADER, [run_line_values(r) for r in runs]))
+    rows = [run_line_values(r) for r in runs]
+    if any(r.tags for r in runs):  # a column only for those who tag
+        print(format_table([*LS_HEADER, "TAGS"], [[*row, shown(" ".join(r.tags), SHOWN_TAGS)]
+                                                   for row, r in zip(rows, runs, strict=True)]))
+    else:
+        print(format_table(LS_HEADER, rows))
     if len(runs) < len(listed):
         print(f"({len(runs)} of {len(listed)} runs)")
     return 0
