@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -75,12 +76,14 @@ def still_needed(paths: StatePaths, store: Store, run_id: str) -> str | None:
 
 
 class Trash:
-    """Moves removed runs' directories aside, and deletes their files off the event loop."""
+    """Moves removed runs' directories aside; one thread deletes them, off the event loop."""
 
     def __init__(self, paths: StatePaths, store: Store) -> None:
         self.paths = paths
         self.store = store
-        self.threads: list[threading.Thread] = []
+        self._doomed: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._deleter: threading.Thread | None = None  # while it has paths to delete
+        self._lock = threading.Lock()
 
     def remove(self, run_id: str) -> tuple[int, int | None]:
         """Remove run ``run_id`` (ended, not followed): the bytes its files took, and the
@@ -106,34 +109,36 @@ class Trash:
             self._delete_later(target)
         return size, rid
 
-    def finish_removals(self) -> list[str]:
-        """Finish what a stopped daemon left in ``trash/``: rows, then files. Returns
-        the ids of the runs whose rows only went now."""
+    def finish_removals(self) -> None:
+        """Finish what a stopped daemon left in ``trash/``: rows, then files."""
         try:
             entries = sorted(self.paths.trash.iterdir())
         except FileNotFoundError:
-            return []
-        finished = []
+            return
         for entry in entries:
             run_id = entry.name.split(".", 1)[0]
             if self.store.remove_run(run_id) is not None:
-                finished.append(run_id)
                 log.info("removed run %s, whose removal a stopped daemon left half-way", run_id)
             self._delete_later(entry)
-        return finished
 
     def _delete_later(self, path: Path) -> None:
-        self.threads = [t for t in self.threads if t.is_alive()]
-        thread = threading.Thread(
-            target=_delete, args=(path,), name=f"remove {path.name}", daemon=True
-        )
-        thread.start()
-        self.threads.append(thread)
+        with self._lock:
+            self._doomed.put(path)
+            if self._deleter is None:
+                self._deleter = threading.Thread(
+                    target=self._delete_all, name="remove runs' files", daemon=True
+                )
+                self._deleter.start()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until the files of every removal so far are gone (tests, shutdown)."""
-        for thread in self.threads:
-            thread.join(timeout)
+    def _delete_all(self) -> None:
+        """Delete what is queued, then end (the next removal starts a thread again)."""
+        while True:
+            with self._lock:  # (a path put meanwhile is seen here, or starts a new thread)
+                if self._doomed.empty():
+                    self._deleter = None
+                    return
+                path = self._doomed.get()
+            _delete(path)
 
 
 def _delete(path: Path) -> None:
