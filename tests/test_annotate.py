@@ -6,12 +6,16 @@ run directories), as a restarted daemon finds them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from engine.rundir.paths import write_json_atomic
+from engine.rundir.paths import child_env, write_json_atomic
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
-from tests.conftest import Engine
+from tests.conftest import TERMINAL, Engine
 
 RUNS = ("aaaa01", "aaaa02", "aaaa03")
 
@@ -101,3 +105,46 @@ def test_tags_and_notes_survive_a_restart_and_a_rebuild(stored: Engine) -> None:
     assert rebuilt.code == 0, rebuilt.err
     run = stored.run("aaaa02")  # the store made anew from the run directories
     assert run["tags"] == ["keep"] and run["note"] == "the one to beat"
+
+
+TAGGED_SCRIPT = """
+import traintop
+run = traintop.init(config={"steps": 3}, name="script", tags=["attached", "v2"])
+for step in run.steps(3):
+    run.log(loss=1.0 / (step + 1))
+"""
+
+
+def test_new_runs_take_the_tags_they_are_started_with(engine: Engine, tmp_path: Path) -> None:
+    started = engine.cli("start", "synthetic", "steps=5", "--tag", "base", "--tag", "lr",
+                         "--name", "base", "--json")
+    assert started.code == 0, started.err
+    assert started.json()["tags"] == ["base", "lr"]
+    swept = engine.cli("sweep", "synthetic", "seed=1,2", "steps=5", "--tag", "grid", "--json")
+    assert [r["tags"] for r in swept.json()] == [["grid"], ["grid"]]
+    engine.wait_state("base", "finished")
+    fork = engine.cli("fork", "base", "--tag", "tuned", "--json").json()
+    assert fork["tags"] == ["tuned"]  # a fork says what it is, not what its parent was
+    again = engine.cli("restart", "base", "--json", "--no-wait").json()
+    assert again["tags"] == ["base", "lr"]  # a restart is the same run again
+    script = tmp_path / "tagged.py"
+    script.write_text(TAGGED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], env=child_env(), timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert engine.run("script")["tags"] == ["attached", "v2"]
+
+    spaced = engine.cli("start", "synthetic", "--tag", "two words")
+    assert spaced.code == 1 and "must be one word" in spaced.err
+    assert len(engine.all_runs()) == 6  # nothing made for it
+
+    for run_id in (fork["id"], again["id"]):
+        engine.wait_state(run_id, *TERMINAL)
+    engine.wait_state("script", *TERMINAL)
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0  # kept in each run's directory
+    assert {r["name"]: r["tags"] for r in engine.all_runs()} == {
+        "base": ["base", "lr"], swept.json()[0]["name"]: ["grid"],
+        swept.json()[1]["name"]: ["grid"], fork["name"]: ["tuned"], again["name"]: ["base", "lr"],
+        "script": ["attached", "v2"],
+    }

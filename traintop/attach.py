@@ -28,13 +28,13 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from engine.common.run_env import run_env
-from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, tag_problem
 from engine.run.run_api import Run, _exit
 from engine.rundir.paths import (
     RUN_DIR_ENV,
@@ -78,7 +78,8 @@ class AttachedRun(Run):
 
 
 def init(config: Mapping[str, Any] | None = None, name: str | None = None,
-         device: str | None = None, divergence: bool | float = True) -> Run:
+         device: str | None = None, divergence: bool | float = True,
+         tags: Sequence[str] = ()) -> Run:
     """Make this process a traintop run and return its :class:`Run`.
 
     ``config`` is the run's hyper-parameters (a fork overrides some of them:
@@ -86,8 +87,8 @@ def init(config: Mapping[str, Any] | None = None, name: str | None = None,
     daemon); ``device`` what the table shows (default: ``config["device"]`` or
     cpu); ``divergence`` the loss watch: True pauses the run when its loss turns
     NaN or leaps above 10x its EMA, a number above 1 sets that multiple, False
-    never pauses it. Then ``run.track(model=..., optimizer=...)`` and
-    ``run.steps(total)``.
+    never pauses it; ``tags`` words to tag the run with (``traintop ls -t TAG``).
+    Then ``run.track(model=..., optimizer=...)`` and ``run.steps(total)``.
     """
     if isinstance(divergence, bool):
         factor: float | None = DEFAULT_DIVERGENCE_FACTOR if divergence else None
@@ -95,6 +96,11 @@ def init(config: Mapping[str, Any] | None = None, name: str | None = None,
         factor = float(divergence)
     else:
         raise ValueError(f"divergence must be True, False or a number above 1, not {divergence!r}")
+    if isinstance(tags, str):  # a lone word would be taken letter by letter
+        raise ValueError(f"tags must be a list of words, not the string {tags!r}")
+    problems = [p for p in map(tag_problem, tags) if p is not None]
+    if problems:
+        raise ValueError(problems[0])
     user_config = dict(config or {})
     run_dir = os.environ.pop(RUN_DIR_ENV, None)  # not for processes this one starts
     if run_dir:
@@ -105,8 +111,8 @@ def init(config: Mapping[str, Any] | None = None, name: str | None = None,
             return run
     device = device or (user_config.get("device") if isinstance(user_config.get("device"), str)
                         else None) or "cpu"
-    attached = _attach(user_config, name, device, factor) or _offline(
-        user_config, name, device, factor
+    attached = _attach(user_config, name, device, factor, list(tags)) or _offline(
+        user_config, name, device, factor, list(tags)
     )
     _install(attached, record_exit=True)
     return attached
@@ -118,7 +124,8 @@ def _command() -> list[str]:
 
 
 def _attach(
-    config: dict[str, Any], name: str | None, device: str, divergence: float | None
+    config: dict[str, Any], name: str | None, device: str, divergence: float | None,
+    tags: list[str],
 ) -> AttachedRun | None:
     """Register with the daemon; None if it cannot be reached in time or refuses."""
     reply: dict[str, Any] = {}
@@ -133,7 +140,8 @@ def _attach(
                                          argv=_command(), pid=os.getpid(), device=device,
                                          env=run_env(os.environ),
                                          divergence_factor=divergence,
-                                         divergence_pause=divergence is not None))
+                                         divergence_pause=divergence is not None,
+                                         tags=tags))
         except Exception as exc:
             reply["error"] = str(exc)
 
@@ -155,7 +163,8 @@ def _attach(
 
 
 def _offline(
-    config: dict[str, Any], name: str | None, device: str, divergence: float | None
+    config: dict[str, Any], name: str | None, device: str, divergence: float | None,
+    tags: list[str],
 ) -> AttachedRun:
     """A run directory of our own, which a daemon imports when it next runs."""
     from engine.common.runs import new_run_id
@@ -182,7 +191,7 @@ def _offline(
             "device": device, "pid": os.getpid(),
             "pid_start": psutil.Process().create_time(), "created": time.time(),
             "env": run_env(os.environ),  # what a fork re-runs this script with
-            "divergence_factor": divergence,
+            "divergence_factor": divergence, "tags": tags,
         })
         return run
     except Exception as exc:  # no state directory at all: train anyway, on a scratch dir

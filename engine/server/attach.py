@@ -23,7 +23,13 @@ from typing import Any
 import psutil
 
 from engine.common.config import step_total
-from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, RunState, name_from, unique_name
+from engine.common.runs import (
+    DEFAULT_DIVERGENCE_FACTOR,
+    RunState,
+    name_from,
+    tag_problem,
+    unique_name,
+)
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.backends.attached import attach_workload
 from engine.server.backends.imported import import_workload
@@ -80,6 +86,8 @@ def create_attached_run(
         "parent_id": None,
         "total_steps": step_total(config.get("steps")),
         "released": False,
+        # (an offline marker may say anything: only what could tag a run is kept)
+        "tags": [t for t in info.get("tags") or [] if isinstance(t, str) and not tag_problem(t)],
     }
     factor = info.get("divergence_factor", DEFAULT_DIVERGENCE_FACTOR)
     if factor is None or (is_number(factor) and factor > 1):  # a marker may say anything

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.common.runs import RunState
 from engine.rundir.paths import write_json_atomic
-from engine.server.requests import RequestError, is_number, param
+from engine.server.requests import RequestError, is_number, param, tags_param
 from engine.server.run_lookup import RunLookup
 from engine.server.scheduler import (
     DEFAULT_QUEUE,
@@ -32,7 +32,8 @@ class QueueRequests(RunLookup):
     def queue_fields(
         self, params: dict[str, Any], device: str, inherit: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The run fields a start or fork asks for, checked (``inherit``: a fork's parent)."""
+        """The run fields a start or fork asks for, checked (``inherit``: a fork's parent,
+        whose tags a fork does not take: they say what the parent was)."""
         base = inherit or {}
         queue = param(params, "queue", str, base.get("queue") or DEFAULT_QUEUE)
         problem = queue_problem(queue)
@@ -56,6 +57,7 @@ class QueueRequests(RunLookup):
             raise RequestError("bad_request", "gpu_memory must be zero or more bytes")
         sweep = param(params, "sweep", str, None)
         return {
+            "tags": tags_param(params),
             "queue": queue,
             "priority": priority,
             "after_id": after_id,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.runs import RunState, name_from, unique_name
+from engine.rundir.annotations import read_annotations
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json
 from engine.rundir.spool_records import (
@@ -34,7 +35,6 @@ from engine.rundir.spool_records import (
     steps_after,
 )
 from engine.rundir.state_dir import check_state_dir
-from engine.server.annotations import read_annotations
 from engine.server.daemon import AlreadyRunning, acquire_lock
 from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.config import INT64_MAX, INT64_MIN
-from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR
+from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, MAX_TAGS, tag_problem
 
 
 class RequestError(Exception):
@@ -44,6 +44,18 @@ def param(params: dict[str, Any], name: str, kind: type, default: Any = ...) -> 
     if any(isinstance(v, str) and "\0" in v for v in items):
         raise RequestError("bad_request", f"parameter {name!r} contains a NUL character")
     return value
+
+
+def tags_param(params: dict[str, Any], name: str = "tags") -> list[str]:
+    """Parameter ``name``: tags for a run, each checked, in order, each once (none: [])."""
+    tags: list[str] = list(dict.fromkeys(param(params, name, list, [])))
+    for tag in tags:
+        problem = tag_problem(tag)
+        if problem is not None:
+            raise RequestError("bad_request", problem)
+    if len(tags) > MAX_TAGS:
+        raise RequestError("bad_request", f"{len(tags)} tags; the limit is {MAX_TAGS}")
+    return tags
 
 
 def is_number(value: Any) -> bool:

@@ -32,6 +32,7 @@ from engine.common.runs import (
     unique_name,
 )
 from engine.run.workloads.registry import workload_defaults
+from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import out_of_space
 from engine.rundir.paths import write_json_atomic
 from engine.server.attach import AttachError, create_attached_run, process_start
@@ -47,12 +48,13 @@ from engine.server.requests import (
     env_param,
     param,
     resolve_spec,
+    tags_param,
 )
 from engine.server.supervisor import launch_record
 
 # What each request that makes a run may be given; anything else is refused, so a
 # client newer than this daemon is told, rather than silently ignored.
-_QUEUE_PARAMS = {"queue", "priority", "after", "gpus", "gpu_memory", "sweep"}
+_QUEUE_PARAMS = {"queue", "priority", "after", "gpus", "gpu_memory", "sweep", "tags"}
 _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
 ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd",
@@ -136,6 +138,7 @@ class RunRequests(QueueRequests):
             write_json_atomic(rundir.launch, {
                 **launch_record(run), "generation": 0, **({} if env is None else {"env": env}),
             })
+            save_annotations(rundir, run)  # the tags it was started with, for a rebuild
         except OSError as exc:
             if not out_of_space(exc):
                 raise
@@ -371,7 +374,7 @@ class RunRequests(QueueRequests):
         while self.store.get_run(run_id) is not None or paths.run_dir(run_id).path.exists():
             run_id = new_run_id()
         info = {"name": name, "config": config, "argv": argv, "cwd": cwd, "device": device,
-                "pid": pid, "created": time.time(),
+                "pid": pid, "created": time.time(), "tags": tags_param(params),
                 "divergence_factor": divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)}
         run = create_attached_run(self.store, run_id, info)
         self.supervisor.follow_attached(run, pid, pid_start, env)

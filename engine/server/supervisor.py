@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from engine.common.runs import ActionError, RunState
+from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import is_full
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.attach import import_offline_runs
@@ -93,6 +94,7 @@ class Supervisor(RunReports):
         rundir = self.paths.run_dir(run["id"])
         rundir.path.mkdir(parents=True, exist_ok=True)
         rundir.checkpoints.mkdir(exist_ok=True)
+        save_annotations(rundir, run)  # (a fork's first launch makes its directory)
         generation = int(run["generation"]) + 1
         extra = dict(extra or {})
         if "env" not in extra:
@@ -200,6 +202,7 @@ class Supervisor(RunReports):
         """Follow a process that attached itself (``traintop.init``) as generation 1 of ``run``."""
         rundir = self.paths.run_dir(run["id"])
         record_started_by_user(rundir, launch_record(run), pid, pid_start, env)
+        save_annotations(rundir, run)  # the tags it attached with, for a rebuild
         self.store.set_state(
             run["id"], RunState.RUNNING, backend_for(run).followed_reason(pid), generation=1,
             started=time.time(), pid=pid, pgid=pid, pid_start=pid_start,

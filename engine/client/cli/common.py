@@ -136,7 +136,8 @@ def parse_size(text: str) -> int:
 
 
 def queue_params(args: argparse.Namespace) -> dict[str, Any]:
-    """A new run's place in a queue and the resources it asks for, as given (None: default)."""
+    """A new run's place in a queue, the resources it asks for and its tags, as given
+    (None: default)."""
     if args.gpus is not None and args.gpu_share is not None:
         raise UsageError("give --gpus or --gpu-share, not both")
     if args.gpus is not None and args.gpus < 0:
@@ -149,6 +150,7 @@ def queue_params(args: argparse.Namespace) -> dict[str, Any]:
         "after": args.after,
         "gpus": args.gpus if args.gpu_share is None else args.gpu_share,
         "gpu_memory": None if args.gpu_mem is None else parse_size(args.gpu_mem),
+        "tags": args.tag,
     }
 
 

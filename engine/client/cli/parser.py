@@ -104,7 +104,8 @@ def _add_divergence_options(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def _add_queue_options(p: argparse.ArgumentParser) -> None:
-    """Where a new run waits and what it needs: queue, priority, --after, GPUs."""
+    """Where a new run waits and what it needs: queue, priority, --after, GPUs; and its
+    tags."""
     p.add_argument("--queue", metavar="NAME", help="wait in this queue (default: default)")
     p.add_argument(
         "--priority", type=int, metavar="N", help="higher starts first within a queue (default 0)"
@@ -122,6 +123,8 @@ def _add_queue_options(p: argparse.ArgumentParser) -> None:
         "--gpu-mem", metavar="SIZE",
         help="GPU memory the run will need at most (e.g. 20G); default: its parent's peak",
     )
+    p.add_argument("--tag", action="append", metavar="TAG",
+                   help="tag the new run (again for more tags; 'traintop ls -t TAG' finds it)")
 
 
 def _add_file_option(p: argparse.ArgumentParser) -> None:

@@ -85,10 +85,11 @@ def _restart_workload(
 
 
 def _queue(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """RUN's queue, priority, GPUs and GPU memory peak, where the user gives none."""
+    """RUN's queue, priority, GPUs, GPU memory peak and tags, where the user gives none."""
     given = queue_params(args)
     own = {"queue": run.get("queue"), "priority": run.get("priority"),
-           "gpus": run.get("gpus"), "gpu_memory": run.get("gpu_peak")}
+           "gpus": run.get("gpus"), "gpu_memory": run.get("gpu_peak"),
+           "tags": run.get("tags") or None}
     return {k: v if v is not None else own.get(k) for k, v in given.items()}
 
 
