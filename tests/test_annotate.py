@@ -134,8 +134,8 @@ def test_new_runs_take_the_tags_they_are_started_with(engine: Engine, tmp_path: 
     assert done.returncode == 0, done.stderr
     assert engine.run("script")["tags"] == ["attached", "v2"]
 
-    spaced = engine.cli("start", "synthetic", "--tag", "two words")
-    assert spaced.code == 1 and "must be one word" in spaced.err
+    spaced = engine.cli("sweep", "synthetic", "seed=1,2", "--tag", "two words")
+    assert spaced.code == 2 and "must be one word" in spaced.err
     assert len(engine.all_runs()) == 6  # nothing made for it
 
     for run_id in (fork["id"], again["id"]):

@@ -172,20 +172,23 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def test_an_experiment_file_starts_a_run_or_a_sweep(engine: Engine, tmp_path: Path) -> None:
-    one = write(tmp_path, 'workload = "synthetic"\nname = "base"\n[config]\nsteps = 5\nlr = 0.03\n')
+    one = write(tmp_path, 'workload = "synthetic"\nname = "base"\ntags = ["exp", "v1"]\n'
+                '[config]\nsteps = 5\nlr = 0.03\n')
     result = engine.cli("start", "-f", one, "lr=0.04", "--no-wait")
     assert result.code == 0, result
     assert engine.run("base")["config"]["lr"] == 0.04  # the command line wins
     assert engine.run("base")["config"]["steps"] == 5
+    assert engine.run("base")["tags"] == ["exp", "v1"]
     sweep = write(
         tmp_path,
-        'workload = "synthetic"\nname = "exp"\ntrials = 2\nseed = 3\n'
+        'workload = "synthetic"\nname = "exp"\ntrials = 2\nseed = 3\ntags = ["grid"]\n'
         '[config]\nsteps = 5\n[sweep]\nbatch = [8, 16]\nlr = "log(1e-3..1e-1)"\n',
     )
-    result = engine.cli("start", "-f", sweep, "--json")
+    result = engine.cli("start", "-f", sweep, "--json", "--tag", "mine")
     assert result.code == 0, result
     runs = result.json()
     assert [r["config"]["batch"] for r in runs] == [8, 16, 8, 16]
+    assert all(r["tags"] == ["mine"] for r in runs)  # the command line's tags win
     assert all(r["name"].startswith("exp-batch") for r in runs)
     plan = engine.cli("sweep", "-f", sweep, "--dry-run", "--json", "--seed", "3").json()
     assert [p["name"] for p in plan] == [f"{r['name']}-2" for r in runs]  # same draws, again
@@ -217,6 +220,8 @@ def test_start_f_takes_steps_and_its_queue(engine: Engine, tmp_path: Path) -> No
         ('workload = "synthetic"\n[sweep]\nlr = "log(0..1)"\n', "sweep.lr"),
         ('workload = "synthetic\n', "not valid TOML"),
         ('name = "x"\n', "no workload"),
+        ('workload = "synthetic"\ntags = "a"\n', "'tags' must be a list of words"),
+        ('workload = "synthetic"\ntags = ["a b"]\n', "field 'tags': invalid tag 'a b'"),
     ],
 )
 def test_bad_experiment_files_are_one_line(

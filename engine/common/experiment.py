@@ -6,6 +6,7 @@
     name = "charlm-lr"          # the run's name, or the base of a sweep's names
     device = "cpu"
     queue = "night"
+    tags = ["lr-search"]        # every run's tags
     trials = 8                  # with random axes, as --trials
     seed = 0
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.common.runs import tag_problem
 from engine.common.sweep import RANDOM_FORMS, SweepError, SweepSpec, parse_random
 
 # Each field and the TOML type it must have (bool is refused where an integer is wanted).
@@ -34,6 +36,7 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "name": (str, "a string"),
     "device": (str, "a string"),
     "queue": (str, "a string"),
+    "tags": (list, "a list of words"),
     "trials": (int, "an integer"),
     "seed": (int, "an integer"),
     "config": (dict, "a table"),
@@ -54,6 +57,7 @@ class Experiment:
     name: str | None = None
     device: str | None = None
     queue: str | None = None
+    tags: list[str] | None = None
     trials: int | None = None
     seed: int | None = None
 
@@ -89,6 +93,10 @@ def load_experiment(path: str) -> Experiment:
         kind, said = _FIELDS[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ExperimentError(f"{where}: field {key!r} must be {said}")
+    for tag in data.get("tags", []):
+        problem = tag_problem(tag) if isinstance(tag, str) else "a tag must be a string"
+        if problem is not None:
+            raise ExperimentError(f"{where}: field 'tags': {problem}")
     spec = SweepSpec()
     try:
         for key, value in data.get("config", {}).items():
@@ -103,6 +111,7 @@ def load_experiment(path: str) -> Experiment:
         data.get("name"),
         data.get("device"),
         data.get("queue"),
+        data.get("tags"),
         data.get("trials"),
         data.get("seed"),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from engine.client.client import Client
 from engine.common.format import json_text, shown
 from engine.common.run_env import run_env
-from engine.common.runs import RunState, exit_text
+from engine.common.runs import RunState, exit_text, tag_problem
 
 ACTIVE_WAIT = ("queued", "starting")
 # How long start and fork wait for a running run's first step, to catch early failures.
@@ -144,6 +144,9 @@ def queue_params(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--gpus must be 0 or more")
     if args.gpu_share is not None and not 0 < args.gpu_share <= 1:
         raise UsageError("--gpu-share must be above 0 and at most 1")
+    for tag in args.tag or []:  # said before a sweep starts any of its runs
+        if (problem := tag_problem(tag)) is not None:
+            raise UsageError(problem)
     return {
         "queue": args.queue,
         "priority": args.priority,

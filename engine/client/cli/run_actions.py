@@ -64,7 +64,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),
-            **{**queue_params(args), "queue": args.queue or experiment.queue},
+            **{**queue_params(args), "queue": args.queue or experiment.queue,
+               "tags": args.tag or experiment.tags},
         )
         if not args.no_wait:
             run = wait_training(client, run["id"])

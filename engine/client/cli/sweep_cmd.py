@@ -78,7 +78,8 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             return 1
         if args.dry_run:
             return _show_plan(args, plan.names, plan.runs)
-        extra = {**divergence_params(args), **queue_params(args), "queue": queue}
+        extra = {**divergence_params(args), **queue_params(args), "queue": queue,
+                 "tags": args.tag or experiment.tags}
         started: list[dict[str, Any]] = []
         for request in plan.start_requests(device=device, cwd=os.getcwd(),
                                            env=chosen_env(args), **extra):
