@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from engine.client.client import EngineError
+from engine.server.store import Store
 from tests.chaos.test_store_lock import store_locked
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_engine import start
@@ -205,3 +206,31 @@ def test_a_new_run_given_a_removed_runs_number_charts_its_own_points(engine: Eng
     seen = view(new)
     assert engine.cli("engine", "stop").code == 0
     assert view(new) == seen != old_view  # as a daemon that never knew the old run sees it
+
+
+def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> None:
+    paths = engine.paths
+    paths.home.mkdir(mode=0o700, parents=True)
+    store = Store(paths.store)
+    for n in range(6):  # 6 x 20,000 points, then five of them removed
+        run_id = f"cmpt{n:02d}"
+        store.create_run({"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
+                          "state": "finished", "device": "cpu", "cwd": "/",
+                          "created": 1.7e9 + n, "released": False}, "made by the test")
+        store.add_metrics(run_id, [[s, "loss", 1.0 / (s + 1), 1.7e9 + s]
+                                   for s in range(20_000)], 0, None)
+        store.seal_metrics(run_id)
+    store.close()
+    kept = engine.losses("cmpt05")
+    assert engine.cli("rm", *(f"cmpt{n:02d}" for n in range(5))).code == 0
+    wait_until(lambda: orphan_points(engine) == 0, "the removed runs' points were deleted")
+
+    running = engine.cli("engine", "compact")  # the engine holds the store
+    assert running.code == 1 and "stop it first" in running.err
+    assert engine.cli("engine", "stop").code == 0
+    before = paths.store.stat().st_size
+    result = engine.cli("engine", "compact")
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"compacted {paths.store}: ")
+    assert paths.store.stat().st_size < before / 2
+    assert engine.losses("cmpt05") == kept  # a new engine, every point of the kept run

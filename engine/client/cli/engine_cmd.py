@@ -1,4 +1,4 @@
-"""``traintop engine start|stop|status|rebuild``: the daemon itself."""
+"""``traintop engine start|stop|status|rebuild|compact``: the daemon itself."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from engine.client.cli.common import connect
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
-from engine.common.format import json_text
+from engine.common.format import format_bytes, json_text
 
 
 def _rebuild() -> int:
@@ -29,9 +29,25 @@ def _rebuild() -> int:
     return 0
 
 
+def _compact() -> int:
+    from engine.rundir.paths import StatePaths, state_home
+    from engine.rundir.state_dir import UnsafeStateDir
+    from engine.server.compact import CompactError, compact_store
+
+    paths = StatePaths(state_home())
+    try:
+        done = compact_store(paths)
+    except (CompactError, UnsafeStateDir) as exc:
+        raise EngineError("compact", str(exc)) from None
+    print(f"compacted {paths.store}: {format_bytes(done.before)} -> {format_bytes(done.after)}")
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     if args.action == "rebuild":
         return _rebuild()
+    if args.action == "compact":
+        return _compact()
     if args.action == "start":
         with connect() as client:
             status = client.call("status")

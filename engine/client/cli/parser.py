@@ -432,9 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
         "engine",
         _command("engine_cmd", "cmd_engine"),
         "start, stop or inspect the engine daemon; 'rebuild' makes a new store from the run "
-        "directories (the engine stopped), keeping the old one aside",
+        "directories (the engine stopped), keeping the old one aside; 'compact' gives the "
+        "disk back the room of removed runs' points (the engine stopped)",
     )
-    p.add_argument("action", choices=["start", "stop", "status", "rebuild"])
+    p.add_argument("action", choices=["start", "stop", "status", "rebuild", "compact"])
     p.add_argument("--json", action="store_true")
     return parser
 

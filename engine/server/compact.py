@@ -1,0 +1,65 @@
+"""``traintop engine compact``: give the disk back the pages a store no longer uses.
+
+SQLite keeps a file's size when rows go: the pages of removed runs' points wait
+on its free list for new points. After removing most runs, VACUUM writes the
+store anew without them. It needs the store to itself, so the engine must be
+stopped (runs go on meanwhile, their points wait in their spools), and free disk
+about the size of the store while it works.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from engine.common.format import format_bytes
+from engine.rundir.disk_space import free_bytes
+from engine.rundir.paths import StatePaths
+from engine.rundir.state_dir import check_state_dir
+from engine.server.daemon import AlreadyRunning, acquire_lock
+
+
+class CompactError(Exception):
+    """Why the store was left as it was, in one line."""
+
+
+@dataclass
+class Compacted:
+    before: int  # bytes of the store and its WAL
+    after: int
+
+
+def compact_store(paths: StatePaths) -> Compacted:
+    """VACUUM ``paths.store``; the engine must not be running. Changes nothing on failure."""
+    check_state_dir(paths)
+    try:
+        lock = acquire_lock(paths)
+    except AlreadyRunning:
+        raise CompactError(
+            f"a traintop engine is running for {paths.home}; stop it first "
+            "('traintop engine stop'): it holds the store"
+        ) from None
+    try:
+        if not paths.store.exists():
+            raise CompactError(f"there is no store at {paths.store}")
+        before = _size(paths)
+        db = sqlite3.connect(paths.store, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:  # VACUUM rolls back whole: nothing lost
+            raise CompactError(
+                f"could not compact {paths.store} ({exc}); it needs about "
+                f"{format_bytes(before)} free, and {format_bytes(free_bytes(paths.home))} is"
+            ) from None
+        finally:
+            db.close()
+        return Compacted(before, _size(paths))
+    finally:
+        lock.close()
+
+
+def _size(paths: StatePaths) -> int:
+    wal = paths.store.with_name(paths.store.name + "-wal")
+    return paths.store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
