@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -248,11 +249,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="traintop-live-"))
+    return in_fresh_home("traintop-live-", args.keep, lambda home: bench(args, home))
+
+
+def in_fresh_home(prefix: str, keep: bool, body: Callable[[Path], int]) -> int:
+    """``body`` on a new private state directory, removed after it unless ``keep``."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))  # made 0700
     try:
-        return bench(args, home)
+        return body(home)
     finally:
-        if args.keep:
+        if keep:
             print(f"kept {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)

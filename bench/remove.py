@@ -35,12 +35,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,6 +48,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.live_runs import in_fresh_home  # noqa: E402
 from engine.client.client import Client  # noqa: E402
 from engine.rundir.paths import StatePaths, child_env, private_opener  # noqa: E402
 from engine.server.store import Store  # noqa: E402
@@ -359,14 +358,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="traintop-remove-"))  # made 0700
-    try:
-        return bench(args, home)
-    finally:
-        if args.keep:
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+    return in_fresh_home("traintop-remove-", args.keep, lambda home: bench(args, home))
 
 
 if __name__ == "__main__":

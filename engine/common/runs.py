@@ -48,26 +48,26 @@ MAX_TAGS = 20  # a run's; more is a label system, not tags
 MAX_NOTE_LENGTH = 2000
 
 
+def _word_problem(word: str, what: str, limit: int) -> str | None:
+    """Why ``word`` cannot be a ``what`` (one word, at most ``limit`` characters,
+    printable), or None if it can."""
+    if not word.strip() or any(c.isspace() for c in word):
+        return f"invalid {what} {word[:limit]!r}: it must be one word"
+    if len(word) > limit:
+        return f"{what} is {len(word)} characters long; the limit is {limit}"
+    if any(unicodedata.category(c).startswith("C") for c in word):
+        return f"invalid {what} {word!r}: it holds control characters"
+    return None
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a run, or None if it can."""
-    if not name.strip() or any(c.isspace() for c in name):
-        return f"invalid run name {name[:MAX_NAME_LENGTH]!r}: it must be one word"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"run name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
-    if any(unicodedata.category(c).startswith("C") for c in name):
-        return f"invalid run name {name!r}: it holds control characters"
-    return None
+    return _word_problem(name, "run name", MAX_NAME_LENGTH)
 
 
 def tag_problem(tag: str) -> str | None:
-    """Why ``tag`` cannot tag a run, or None if it can: one word, short, printable."""
-    if not tag or any(c.isspace() for c in tag):
-        return f"invalid tag {tag[:MAX_TAG_LENGTH]!r}: it must be one word"
-    if len(tag) > MAX_TAG_LENGTH:
-        return f"tag is {len(tag)} characters long; the limit is {MAX_TAG_LENGTH}"
-    if any(unicodedata.category(c).startswith("C") for c in tag):
-        return f"invalid tag {tag!r}: it holds control characters"
-    return None
+    """Why ``tag`` cannot tag a run, or None if it can."""
+    return _word_problem(tag, "tag", MAX_TAG_LENGTH)
 
 
 def note_problem(note: str) -> str | None:
