@@ -24,8 +24,8 @@ straight into the store, and a run directory for each with a fake checkpoint of
   kept, no removed run's directory is left in ``runs/``, ``trash/`` ends empty,
   and no point, loose point or series of a removed run is left in the store;
 - the store's size before and after: SQLite does not shrink its file, the
-  deleted pages go on its freelist; their bytes are what ``VACUUM`` would give
-  back.
+  deleted pages go on its freelist; their bytes are what ``traintop engine
+  compact`` (a VACUUM) would give back.
 
 The daemon is stopped at the end, and the state directory removed unless ``--keep``.
 """
@@ -307,7 +307,7 @@ def bench(args: argparse.Namespace, home: Path) -> int:
         print(f"store before    {mib(files0)} of files, {mib(pages0)} of pages, "
               f"{mib(free0)} free")
         print(f"store after     {mib(files1)} of files, {mib(pages1)} of pages, "
-              f"{mib(free1)} free: VACUUM would give back ~{mib(free1)} "
+              f"{mib(free1)} free: traintop engine compact would give back ~{mib(free1)} "
               f"({100 * free1 / max(1, pages1):.0f}% of the pages)")
     finally:
         pinger.stop()
