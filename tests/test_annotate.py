@@ -60,6 +60,7 @@ def test_tags_are_added_taken_off_and_found(stored: Engine) -> None:
     assert listed(stored, "-t", "baseline", "-t", "best-lr") == ["aaaa02"]
     assert listed(stored, "-t", "best") == []  # a tag matches whole
     assert listed(stored, "best") == ["aaaa02"]  # a word matches in tags as in names
+    assert listed(stored, "#best") == ["aaaa02"]  # and as the TUI shows them
     header, *rows = stored.cli("ls").out.splitlines()
     assert header.split()[-1] == "TAGS" and rows[1].endswith("baseline best-lr")
 

@@ -20,8 +20,8 @@ LABELS_KEPT = 256  # sweeps whose run labels are cached
 
 
 def haystack(item: Item) -> str:
-    """What the filter (``/``) looks in: a run's id, name, state, workload, device and
-    sweep (as ``traintop ls`` does); a sweep header's name."""
+    """What the filter (``/``) looks in: a run's id, name, state, workload, device, sweep
+    and tags (as ``traintop ls`` does); a sweep header's name."""
     return item.name.lower() if isinstance(item, SweepGroup) else run_text(item)
 
 

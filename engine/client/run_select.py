@@ -43,10 +43,10 @@ def parse_states(text: str) -> frozenset[str]:
 
 
 def run_text(run: RunInfo) -> str:
-    """What a filter looks in: id, name, state, workload, device, sweep and tags, lower
-    case."""
+    """What a filter looks in: id, name, state, workload, device, sweep and tags (as the
+    table shows them, ``#best``, so either form is found), lower case."""
     return " ".join((run.id, run.name, run.state, run.workload, str(run.device),
-                     run.sweep or "", *run.tags)).lower()
+                     run.sweep or "", *("#" + tag for tag in run.tags))).lower()
 
 
 def filter_words(text: str) -> list[str]:
