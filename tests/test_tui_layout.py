@@ -18,7 +18,13 @@ from tests.test_tui import start, until
 from tests.test_tui_compare import _stored_runs
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import ConfigForm, ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.dialogs import (
+    AnnotateDialog,
+    ConfigForm,
+    ConfirmDialog,
+    ForkDialog,
+    NewRunDialog,
+)
 from tui.screens.diff import ConfigDiff
 from tui.screens.help import HelpScreen
 from tui.screens.sweep_dialog import SweepDialog
@@ -52,7 +58,8 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
             table = app.query_one(RunsTable)
             await until(pilot, lambda: len(table.order) == 2)
             table.select(live)
-            forms = (("n", NewRunDialog), ("f", ForkDialog), ("S", SweepDialog))
+            forms = (("n", NewRunDialog), ("f", ForkDialog), ("S", SweepDialog),
+                     ("e", AnnotateDialog))
             for key, kind in forms:
                 await pilot.press(key)
                 dialog = await until(pilot, lambda k=kind: isinstance(app.screen, k)
@@ -72,6 +79,13 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
 
             await pilot.press("space")
             table.select(done)
+            await pilot.press("D")  # remove: asked first, its buttons in sight
+            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+                                  and app.screen)
+            assert _in_sight(app, confirm.query_one("#confirm", Button))
+            assert await pilot.click("#cancel")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
+            assert done in app.state.runs
             await pilot.press("space")
             for key, kind in (("d", ConfigDiff), ("enter", RunDetail),
                               ("question_mark", HelpScreen)):
