@@ -72,6 +72,7 @@ USAGE_ERRORS = {
     "unknown state": (["ls", "--state", "running,runing"], "no state 'runing'"),
     "no runs asked for": (["ls", "-n", "0"], "at least 1"),
     "no run to remove": (["rm"], "RUN"),
+    "unknown time": (["ls", "--since", "yesterday"], "not a time"),
 }
 
 

@@ -8,11 +8,13 @@ real workers.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from engine.client.cli.reads import LS_HEADER
+from engine.client.run_select import parse_since
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 
@@ -78,6 +80,22 @@ def test_sorting_ranks_by_best_not_last_and_keyless_runs_go_last(listed: Engine)
     assert ids(listed, "--sweep", "lr-search", "--sort", "best", "-n", "2") == [
         "aaaa05", "aaaa02"]
     assert ids(listed, "--sort", "state")[:2] == ["aaaa04", "aaaa02"]  # queued, running
+
+
+def test_since_keeps_the_runs_made_since_a_time_or_a_span_back() -> None:
+    assert parse_since("90m", 10_000.0) == 10_000.0 - 5400
+    assert parse_since("2.5h", 10_000.0) == 10_000.0 - 9000
+    assert parse_since("1w", 1e6) == 1e6 - 7 * 86400
+    assert parse_since("2023-11-14T22:13", 0.0) == datetime(2023, 11, 14, 22, 13).timestamp()
+    for wrong in ("yesterday", "5", "3y", ""):
+        with pytest.raises(ValueError, match="not a time"):
+            parse_since(wrong, 0.0)
+
+
+def test_since_chooses_by_creation_time(listed: Engine) -> None:
+    fourth = datetime.fromtimestamp(1.7e9 + 4).isoformat()  # as a person types it: local
+    assert ids(listed, "--since", fourth) == ["aaaa05", "aaaa06", "aaaa07"]
+    assert ids(listed, "--since", "1d") == []  # made in 2023
 
 
 def test_a_limit_keeps_the_newest_in_creation_order(listed: Engine) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.client.events import RunInfo
@@ -40,6 +41,26 @@ def parse_states(text: str) -> frozenset[str]:
     if not states:
         raise ValueError("no state named: give one of " + ", ".join(STATE_ORDER))
     return frozenset(states)
+
+
+# The units of ``--since 90m``, in seconds.
+_SPANS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """The time ``--since`` names: a span back from ``now`` (``90m``, ``2h``, ``3d``,
+    ``1w``) or a local date and time (``2026-11-20``, ``2026-11-20T14:30``); ValueError,
+    in words, for anything else."""
+    word = text.strip().lower()
+    if word[:-1].replace(".", "", 1).isdigit() and word[-1:] in _SPANS:
+        return now - float(word[:-1]) * _SPANS[word[-1]]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (a span back from now such as 90m, 2h, 3d or 1w, "
+            "or a date such as 2026-11-20 or 2026-11-20T14:30)"
+        ) from None
 
 
 def run_text(run: RunInfo) -> str:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
 from engine.client.cli.common import UsageError
-from engine.client.run_select import RUN_SORTS, parse_states
+from engine.client.run_select import RUN_SORTS, parse_since, parse_states
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
@@ -45,6 +46,13 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _since(text: str) -> float:
+    try:
+        return parse_since(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _states(text: str) -> frozenset[str]:
@@ -307,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=_states, metavar="STATE[,STATE]",
                    help="only runs in these states; 'live' (not ended) and 'ended' name several")
     p.add_argument("--sweep", metavar="NAME", help="only the runs of this sweep")
+    p.add_argument("--since", type=_since, metavar="WHEN",
+                   help="only runs made since WHEN: 90m, 2h, 3d, 1w back, or a date "
+                   "(2026-11-20, 2026-11-20T14:30)")
     p.add_argument("--sort", choices=["created", *RUN_SORTS], default="created",
                    help="order by this column, ascending (runs without a value last); "
                    "default: creation order")

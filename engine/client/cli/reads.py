@@ -72,6 +72,7 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
         r for r in runs
         if (args.state is None or r.state in args.state)
         and (args.sweep is None or r.sweep == args.sweep)
+        and (args.since is None or r.created >= args.since)
         and all(tag in r.tags for tag in args.tag)
         and has_words(run_text(r), words)
     ]
