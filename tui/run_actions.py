@@ -280,7 +280,8 @@ class RunActions(RunNotices):
             what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
             body = f"Remove {what} ({counts})?\nTheir{gone}; forks keep their own."
             if await self.push_screen_wait(ConfirmDialog("Remove runs", body, "Remove")):
-                await self._request_each("remove", runs, f"removed sweep {sweep[0].name}")
+                await self._request_each("remove", runs,
+                                         f"removed the ended runs of sweep {sweep[0].name}")
             return
         run = runs[0]
         body = (f"Remove run {run.id} ({run.name}), {run.state} at step {run.step}?\n"
