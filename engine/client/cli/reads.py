@@ -60,8 +60,8 @@ def run_line_values(run: RunInfo) -> list[str]:
 
 
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
-    """The runs ``ls`` shows, in its order: filtered by words, states and sweep, sorted,
-    then cut to ``--limit`` (the newest, or the first of the sort)."""
+    """The runs ``ls`` shows, in its order: filtered by words, states, sweep, time and tags,
+    sorted, then cut to ``--limit`` (the newest, or the first of the sort)."""
     if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
         sweeps = sorted({r.sweep for r in runs if r.sweep})
         known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
