@@ -106,7 +106,7 @@ def test_rm_removes_an_ended_run_and_only_it(engine: Engine) -> None:
     assert {run_id: engine.losses(run_id) for run_id in (other, child)} == kept
     assert engine.run(child)["parent_id"] == parent
     shown = engine.cli("show", child)
-    assert shown.code == 0 and f"from {parent} at step 40" in shown.out
+    assert shown.code == 0 and f"from {parent} at step 40 (since removed)" in shown.out
 
     again = engine.cli("rm", parent)  # gone: one line, exit 1
     assert again.code == 1 and again.err == f"traintop: no run matches {parent!r}\n"

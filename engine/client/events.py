@@ -150,6 +150,7 @@ class RunDescription(RunInfo):
     resume_step: int | None = None  # a failed run's last complete checkpoint, if any
     dir: str = ""
     dir_missing: bool = False
+    parent_removed: bool = False  # forked from a run since removed (``traintop rm``)
 
     @classmethod
     def from_wire(cls, data: Any) -> RunDescription:

@@ -65,7 +65,8 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         lines.append(DetailLine("note", shown(first)))
         lines += [DetailLine("", shown(line)) for line in rest]
     if run.parent_id:
-        lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}"))
+        gone = " (since removed)" if run.parent_removed else ""
+        lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}{gone}"))
     if run.children:
         lines.append(DetailLine("forks", ", ".join(run.children)))
     lines += _config(run)
