@@ -7,6 +7,7 @@ trash, the store's points, and the runs left alone (a fork keeps its own).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -234,3 +235,28 @@ def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> N
     assert result.out.startswith(f"compacted {paths.store}: ")
     assert paths.store.stat().st_size < before / 2
     assert engine.losses("cmpt05") == kept  # a new engine, every point of the kept run
+
+
+def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
+    paths = engine.paths
+    paths.home.mkdir(mode=0o700, parents=True)
+    paths.runs.mkdir(mode=0o700)
+    store = Store(paths.store)
+    for n, mib in enumerate((1, 3, 2)):
+        run_id = f"size{n:02d}"
+        store.create_run({"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
+                          "state": "finished", "device": "cpu", "cwd": "/",
+                          "created": 1.7e9 + n, "released": False}, "made by the test")
+        checkpoints = paths.run_dir(run_id).checkpoints
+        checkpoints.mkdir(parents=True, mode=0o700)
+        (checkpoints / "final.pt").write_bytes(os.urandom(mib << 20))  # not sparse
+    store.close()
+
+    largest = engine.cli("ls", "--sort", "size", "-r", "-q")
+    assert largest.out.split() == ["size01", "size02", "size00"]
+    header, *rows, footer = engine.cli("ls", "--size").out.splitlines()
+    assert header.split()[-1] == "SIZE"
+    assert [row.split()[-2:] for row in rows] == [["1.0", "MiB"], ["3.0", "MiB"], ["2.0", "MiB"]]
+    assert footer == "(6.0 MiB of files)"
+    listed = engine.cli("ls", "--json", "--size", "size01").json()
+    assert listed[0]["size"] >= 3 << 20

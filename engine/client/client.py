@@ -277,10 +277,10 @@ class Client:
         for page in self.pages("metrics", "series", run=run, key=key, columns=True):
             yield from page
 
-    def all_runs(self, best: bool = False) -> list[dict[str, Any]]:
-        """Every run, in creation order, as listed (with its latest metric values, and
-        with ``best`` each metric's lowest value too)."""
-        return self.all_pages("list_runs", "runs", best=best)
+    def all_runs(self, best: bool = False, sizes: bool = False) -> list[dict[str, Any]]:
+        """Every run, in creation order, as listed (with its latest metric values; with
+        ``best`` each metric's lowest value too, with ``sizes`` its directory's bytes)."""
+        return self.all_pages("list_runs", "runs", best=best, sizes=sizes)
 
     def subscribe(self, topics: list[str], runs: list[str] | None = None,
                   batch: bool = False) -> Any:

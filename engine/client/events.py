@@ -90,6 +90,7 @@ class RunInfo:
     note: str | None = None  # what the user wrote about it
     # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
     best: dict[str, float] = field(default_factory=dict)
+    size: int | None = None  # bytes its directory takes on disk (a listing with ``sizes``)
 
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:

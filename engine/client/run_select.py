@@ -96,6 +96,7 @@ RUN_SORTS: Mapping[str, Callable[[RunInfo], Any]] = {
     "loss": lambda r: finite(r.last.get(r.loss_key)),
     "best": lambda r: finite(r.best.get(r.loss_key)),
     "device": lambda r: r.device or "",
+    "size": lambda r: r.size,  # (only a listing with sizes has it: 'ls --size')
 }
 
 

@@ -44,6 +44,18 @@ def free_bytes(path: Path) -> int:
     return blocks * st.f_frsize
 
 
+def disk_use(path: Path) -> int:
+    """The bytes the files under ``path`` take on the disk (as ``du`` counts them)."""
+    total = 0
+    for parent, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+            except OSError:
+                continue  # gone meanwhile
+    return total
+
+
 def is_full(path: Path) -> bool:
     """True when the filesystem of ``path`` has less than MIN_FREE_BYTES free."""
     try:

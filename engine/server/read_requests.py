@@ -12,6 +12,7 @@ from engine.common.config import INT64_MAX
 from engine.common.output_lines import training_loss_key
 from engine.common.protocol import MAX_BUCKETS, MAX_TAIL
 from engine.run.workloads.registry import BUILTIN_DEFAULTS, workload_defaults
+from engine.rundir.disk_space import disk_use
 from engine.server.output_order import merged_tail
 from engine.server.requests import (
     RequestError,
@@ -61,13 +62,15 @@ class ReadRequests(RunLookup):
         ``smoothing`` adds each run's ``ema`` (see ``tail_ema``); ``brief`` leaves
         only ``id`` and ``ema``, for a client that has the runs already. ``best`` adds
         each run's lowest value of each metric so far (one query for the page, from the
-        chunks' summaries and the points not yet in a chunk).
+        chunks' summaries and the points not yet in a chunk). ``sizes`` adds the bytes
+        each run's directory takes on the disk (``size``: checkpoints, spool, logs).
         """
         after = param(params, "cursor", int, 0)
         smoothing = smoothing_param(params)
         ema_key = param(params, "ema_key", str, None)  # None: each run's training loss
         brief = param(params, "brief", bool, False)
         with_best = param(params, "best", bool, False) and not brief
+        with_sizes = param(params, "sizes", bool, False) and not brief
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
         page = self.db.runs_after(after, RUNS_PAGE)
@@ -76,6 +79,8 @@ class ReadRequests(RunLookup):
             summary = {"id": run["id"]} if brief else self.summary(run)
             if with_best:
                 summary["best"] = best.get(rid, {})
+            if with_sizes:
+                summary["size"] = disk_use(self.supervisor.paths.run_dir(run["id"]).path)
             if smoothing is not None:
                 key = ema_key or training_loss_key(
                     summary["last"] if "last" in summary else self.db.last_values(run["id"])

@@ -33,23 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.runs import RunState
+from engine.rundir.disk_space import disk_use
 from engine.rundir.paths import StatePaths
 from engine.rundir.state_dir import ensure_private_dir
 from engine.server.store import Store
 
 log = logging.getLogger(__name__)
-
-
-def disk_use(path: Path) -> int:
-    """The bytes the files under ``path`` take on the disk (as ``du`` counts them)."""
-    total = 0
-    for parent, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
-            except OSError:
-                continue  # gone meanwhile
-    return total
 
 
 def still_needed(paths: StatePaths, store: Store, run_id: str) -> str | None:

@@ -33,14 +33,14 @@ from engine.common.runs import (
 )
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.annotations import save_annotations
-from engine.rundir.disk_space import out_of_space
+from engine.rundir.disk_space import disk_use, out_of_space
 from engine.rundir.paths import write_json_atomic
 from engine.server.attach import AttachError, create_attached_run, process_start
 from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
 from engine.server.devices import check_device
 from engine.server.queue_requests import QueueRequests
-from engine.server.removal import disk_use, removal_reply, still_needed
+from engine.server.removal import removal_reply, still_needed
 from engine.server.requests import (
     RequestError,
     check_steps,

@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="order by this column, ascending (runs without a value last); "
                    "default: creation order")
     p.add_argument("-r", "--reverse", action="store_true", help="the other way round")
+    p.add_argument("--size", action="store_true",
+                   help="a SIZE column: what each run's files (checkpoints, spool, logs) take "
+                   "on disk, and their total ('--sort size -r': the largest first)")
     p.add_argument("-n", "--limit", type=_count, metavar="N",
                    help="only N runs: the newest N, or the first N of --sort's order")
     shape = p.add_mutually_exclusive_group()

@@ -26,6 +26,7 @@ from engine.client.run_select import (
 )
 from engine.common.format import (
     SHOWN_NAME,
+    format_bytes,
     format_number,
     format_table,
     gpu_lines,
@@ -86,8 +87,9 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    sizes = args.size or args.sort == "size"
     with connect() as client:
-        listed = client.all_runs(best=True)
+        listed = client.all_runs(best=True, sizes=sizes)
     runs = select_runs([RunInfo.from_wire(r) for r in listed], args)
     if args.json:
         by_id = {r["id"]: r for r in listed}
@@ -103,14 +105,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no run of the {len(listed)} matches")
         return 0
-    rows = [run_line_values(r) for r in runs]
+    header, rows = list(LS_HEADER), [run_line_values(r) for r in runs]
+    if sizes:
+        header.append("SIZE")
+        rows = [[*row, format_bytes(r.size)] for row, r in zip(rows, runs, strict=True)]
     if any(r.tags for r in runs):  # a column only for those who tag
-        print(format_table([*LS_HEADER, "TAGS"], [[*row, shown(" ".join(r.tags), SHOWN_TAGS)]
-                                                   for row, r in zip(rows, runs, strict=True)]))
-    else:
-        print(format_table(LS_HEADER, rows))
-    if len(runs) < len(listed):
-        print(f"({len(runs)} of {len(listed)} runs)")
+        header.append("TAGS")
+        rows = [[*row, shown(" ".join(r.tags), SHOWN_TAGS)]
+                for row, r in zip(rows, runs, strict=True)]
+    print(format_table(header, rows))
+    footer = [f"{len(runs)} of {len(listed)} runs"] if len(runs) < len(listed) else []
+    if sizes:
+        footer.append(f"{format_bytes(sum(r.size or 0 for r in runs))} of files")
+    if footer:
+        print(f"({'; '.join(footer)})")
     return 0
 
 
