@@ -260,3 +260,8 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     assert footer == "(6.0 MiB of files)"
     listed = engine.cli("ls", "--json", "--size", "size01").json()
     assert listed[0]["size"] >= 3 << 20
+    status = engine.cli("engine", "status")
+    assert status.code == 0, status.err
+    (disk,) = [line for line in status.out.splitlines() if line.startswith("disk: ")]
+    assert disk.startswith("disk: store ") and ", run files 6.0 MiB; " in disk
+    assert disk.endswith(" free")

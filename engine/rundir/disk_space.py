@@ -45,7 +45,13 @@ def free_bytes(path: Path) -> int:
 
 
 def disk_use(path: Path) -> int:
-    """The bytes the files under ``path`` take on the disk (as ``du`` counts them)."""
+    """The bytes the files under ``path`` (or the file ``path``) take on the disk, as
+    ``du`` counts them; 0 for nothing there."""
+    if not path.is_dir():
+        try:
+            return os.lstat(path).st_blocks * 512
+        except OSError:
+            return 0
     total = 0
     for parent, _, files in os.walk(path):
         for name in files:

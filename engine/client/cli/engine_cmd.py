@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from engine.client.cli.common import connect
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.common.format import format_bytes, json_text
+from engine.rundir.disk_space import disk_use, free_bytes
+from engine.rundir.paths import StatePaths
 
 
 def _rebuild() -> int:
@@ -72,10 +75,18 @@ def cmd_engine(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
+    print(disk_line(StatePaths(Path(status["home"]))))
     warning = logout_warning()
     if warning:
         print(f"warning: {warning}")
     return 0
+
+
+def disk_line(paths: StatePaths) -> str:
+    """What the state directory takes on its disk, and what is left there."""
+    store = sum(disk_use(p) for p in (paths.store, Path(f"{paths.store}-wal")))
+    return (f"disk: store {format_bytes(store)}, run files {format_bytes(disk_use(paths.runs))}"
+            f"; {format_bytes(free_bytes(paths.home))} free")
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
