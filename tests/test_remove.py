@@ -265,3 +265,5 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     (disk,) = [line for line in status.out.splitlines() if line.startswith("disk: ")]
     assert disk.startswith("disk: store ") and ", run files 6.0 MiB; " in disk
     assert disk.endswith(" free")
+    shown = engine.cli("show", "size01").out
+    assert f"{paths.run_dir('size01').path}  (3.0 MiB of files)" in shown

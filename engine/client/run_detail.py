@@ -91,7 +91,8 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
             "resume", f"from step {run.resume_step}, its last complete checkpoint ({resume_hint})"
         ))
     missing = "  (missing: deleted?)" if run.dir_missing else ""
-    lines.append(DetailLine("dir", f"{run.dir}{missing}", alert=bool(missing)))
+    size = f"  ({format_bytes(run.size)} of files)" if run.size and not missing else ""
+    lines.append(DetailLine("dir", f"{run.dir}{missing}{size}", alert=bool(missing)))
     count = max(run.event_count, len(run.events))
     latest = f" (the latest {len(run.events)} of {count})" if count > len(run.events) else ""
     lines.append(DetailLine("events" + latest))

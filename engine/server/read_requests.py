@@ -108,6 +108,7 @@ class ReadRequests(RunLookup):
             "children": self.db.children(run["id"]),
             "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
             "dir_missing": not self.supervisor.paths.run_dir(run["id"]).path.is_dir(),
+            "size": disk_use(self.supervisor.paths.run_dir(run["id"]).path),
             "parent_removed": bool(run["parent_id"])
             and self.db.get_run(str(run["parent_id"])) is None,
         }
