@@ -68,6 +68,9 @@ def start_runs(paths: StatePaths) -> tuple[str, str]:
         if request is None:
             raise RuntimeError("the demo's middle run is not running; cannot fork it")
         fork = client.call("fork", **request)
+        # As a user says why a run exists: the table shows the tag, the detail the note.
+        client.call("annotate", run=request["run"], add=["baseline"],
+                    note="the demo's middle lr; its fork tries 1e-3 from step 100")
         log(f"forked {request['run']} as {fork['id']}; letting the fork grow {FORK_GROWS_S:.0f} s")
         time.sleep(FORK_GROWS_S)
         for run in client.all_runs():
