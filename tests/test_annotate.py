@@ -63,6 +63,8 @@ def test_tags_are_added_taken_off_and_found(stored: Engine) -> None:
     assert listed(stored, "#best") == ["aaaa02"]  # and as the TUI shows them
     header, *rows = stored.cli("ls").out.splitlines()
     assert header.split()[-1] == "TAGS" and rows[1].endswith("baseline best-lr")
+    compared = stored.cli("diff", "aaaa02", "aaaa03", "--json").json()["outcomes"]
+    assert compared["tags"] == {"aaaa02": "baseline best-lr", "aaaa03": ""}
 
     untagged = stored.cli("tag", "-d", "baseline", "aaaa01", "aaaa02")
     assert untagged.out.splitlines() == ["aaaa01 (run-0): no tags", "aaaa02 (run-1): best-lr"]

@@ -67,8 +67,9 @@ def runs_diff(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
 
 
 def outcome_rows(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """Where each run stands: state, step, its best training loss, and the last value of
-    every metric any of them logged (``UNSET`` where a run has none), the loss first.
+    """Where each run stands: state, step, tags (if any has some), its best training loss,
+    and the last value of every metric any of them logged (``UNSET`` where a run has
+    none), the loss first.
 
     ``runs`` are as ``get_run`` (or a listing with ``best``) gives them.
     """
@@ -78,6 +79,8 @@ def outcome_rows(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     rows: dict[str, list[Any]] = {
         "state": [run["state"] for run in runs], "step": [run["step"] for run in runs]
     }
+    if any(run.get("tags") for run in runs):
+        rows["tags"] = [" ".join(run.get("tags") or []) for run in runs]
     if loss is not None:
         rows[f"best {loss}"] = [(run.get("best") or {}).get(loss, UNSET) for run in runs]
     for key in sorted(keys, key=lambda k: k != loss):  # (a stable sort: the rest by name)

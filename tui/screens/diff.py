@@ -20,7 +20,8 @@ from engine.common.format import format_table
 def diff_text(runs: list[RunInfo]) -> str:
     """What ``traintop diff`` prints for ``runs``: a table of the differing keys."""
     rows = [{"id": r.id, "name": r.name, "workload": r.workload, "config": r.config,
-             "state": r.state, "step": r.step, "last": r.last, "best": r.best} for r in runs]
+             "state": r.state, "step": r.step, "last": r.last, "best": r.best,
+             "tags": list(r.tags)} for r in runs]
     diff = runs_diff(rows)
     table = format_table(*diff_table(rows, diff))
     return table if diff else f"no config differences\n{table}"
