@@ -131,8 +131,12 @@ def test_rm_refuses_a_live_run_and_a_typo_touches_nothing(engine: Engine) -> Non
     assert engine.paths.run_dir(live).path.is_dir()
     assert {r["id"] for r in engine.all_runs()} == {live}
 
-    assert engine.cli("kill", live).code == 0
-    assert engine.cli("rm", live).code == 0
+    dry = engine.cli("rm", "-n", "-f", live)  # -f kills it first: said, not done
+    assert dry.code == 0 and dry.out == f"would kill {live}, then remove it\n"
+    assert engine.run(live)["state"] == "running"
+    forced = engine.cli("rm", "-f", live)
+    assert forced.code == 0, forced.err
+    assert forced.out.startswith(f"removed {live} (synthetic-2, killed): ")
     assert engine.all_runs() == []
 
 

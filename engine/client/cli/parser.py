@@ -418,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--dry-run", action="store_true",
         help="say what would be removed and the disk it would free; remove nothing",
     )
+    p.add_argument(
+        "-f", "--force", action="store_true",
+        help="kill the runs that have not ended first (as 'traintop kill'), then remove them",
+    )
 
     p = add("logs", _command("reads", "cmd_logs"), "print a run's output")
     p.add_argument("run")

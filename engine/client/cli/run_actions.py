@@ -31,6 +31,7 @@ from engine.client.cli.sweep_cmd import read_experiment, start_many
 from engine.client.client import Client, EngineError
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import format_bytes, shown
+from engine.common.runs import DEFAULT_KILL_GRACE
 from engine.common.sweep import SweepSpec
 from engine.common.tb_events import TensorBoardMissing, require_tensorboard
 
@@ -191,9 +192,20 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    with connect() as client:
-        taken, status = _ask_each(client, args.runs, "remove", dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
+    with connect() as client:
+        refs = list(args.runs)
+        if args.force:  # kill what has not ended, wait for it, then remove it with the rest
+            resolved = resolve_runs(client, refs)
+            live = [r for r, run in resolved.items() if not ended(run)]
+            if args.dry_run:
+                refs = [r for r in resolved if r not in live]
+                for run_id in live:
+                    print(f"would kill {run_id}, then remove it")
+            else:
+                killed, _ = _ask_each(client, live, "kill", grace=DEFAULT_KILL_GRACE)
+                wait_for_all(client, list(killed), ended, 2 * DEFAULT_KILL_GRACE + 10)
+        taken, status = _ask_each(client, refs, "remove", dry_run=args.dry_run)
     for run in taken.values():
         print(f"{verb} {run['id']} ({shown(run['name'])}, {run['state']}): "
               f"{format_bytes(run['freed'])} of files")
