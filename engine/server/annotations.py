@@ -28,7 +28,7 @@ class AnnotationRequests(RunLookup):
         if note is not None and (problem := note_problem(note)) is not None:
             raise RequestError("bad_request", problem)
         tags = [t for t in run["tags"] if t not in remove]
-        tags += [t for t in dict.fromkeys(add) if t not in tags]
+        tags += [t for t in add if t not in tags]
         if len(tags) > MAX_TAGS:
             raise RequestError(
                 "bad_request", f"run {run['id']} would have {len(tags)} tags; the limit is "
