@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.client.client import Client
 from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine
 
@@ -260,3 +261,16 @@ def test_the_entry_point_starts_the_engine_early_and_once(engine: Engine) -> Non
     time.sleep(1.0)  # a second daemon, had one been started, has said so by now
     assert "already runs" not in log.read_text()
     assert engine.daemon_pid() == pid
+
+
+def test_a_daemon_slow_to_start_is_waited_for_while_it_lives(engine: Engine) -> None:
+    # A deadline shorter than any start: as a daemon importing on a machine busy
+    # training takes longer than the usual wait. Alive, it is waited for, and said.
+    engine.capsys.readouterr()
+    with Client(engine.paths).connect(timeout=0.001) as client:
+        assert client.call("ping")["pong"]
+    err = engine.capsys.readouterr().err
+    assert err.count("\n") == 1 and "is slow to start; waiting" in err
+    with Client(engine.paths).connect(timeout=0.001) as client:  # up: at once, unsaid
+        assert client.call("ping")["pong"]
+    assert engine.capsys.readouterr().err == ""

@@ -22,7 +22,7 @@ from engine.client.client import (
     EngineUnavailable,
     check_safe,
     start_daemon,
-    wait_deadline,
+    start_wait,
 )
 from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_events
 from engine.common import protocol
@@ -55,15 +55,16 @@ class AsyncClient:
         except (FileNotFoundError, ConnectionRefusedError):
             if not autostart:
                 raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
-        start_daemon(self.paths)
+        pid = start_daemon(self.paths)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT
-        while loop.time() < deadline:
+        started = loop.time()
+        deadline: float | None = started + START_TIMEOUT
+        while deadline is not None:
             try:
                 await self._open()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                deadline = wait_deadline(self.paths, deadline, loop.time())
+                deadline = start_wait(self.paths, pid, started, deadline, loop.time())
                 await asyncio.sleep(START_POLL_S)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 

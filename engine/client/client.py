@@ -19,7 +19,13 @@ from typing import Any
 
 from engine.common import protocol
 from engine.common.run_env import run_env
-from engine.rundir.paths import StatePaths, child_env, private_opener, state_home
+from engine.rundir.paths import (
+    StatePaths,
+    child_env,
+    private_opener,
+    process_alive,
+    state_home,
+)
 from engine.rundir.state_dir import UnsafeStateDir, check_state_dir, ensure_private_dir
 
 START_TIMEOUT = 15.0
@@ -40,8 +46,12 @@ class EngineUnavailable(Exception):
     """No daemon could be reached or started."""
 
 
-# State dirs whose daemon ``start_early`` launched and no client has waited for yet.
-_STARTED_EARLY: set[str] = set()
+# State dirs whose daemon ``start_early`` launched and no client has waited for yet,
+# with the daemon's pid.
+_STARTED_EARLY: dict[str, int | None] = {}
+# How long a daemon that is still alive, but not answering yet, is waited for in all:
+# its start (imports, the store opened) can take a minute on a machine busy training.
+STARTING_PATIENCE_S = 120.0
 
 
 def start_early(paths: StatePaths | None = None) -> None:
@@ -61,37 +71,39 @@ def start_early(paths: StatePaths | None = None) -> None:
     except UnsafeStateDir:
         return
     if not paths.socket.exists():
-        start_daemon(paths)
-        _STARTED_EARLY.add(str(paths.home))
+        _STARTED_EARLY[str(paths.home)] = start_daemon(paths)
 
 
-def start_daemon(paths: StatePaths) -> None:
-    """Launch a detached daemon for ``paths`` (it exits at once if one already runs).
+def start_daemon(paths: StatePaths) -> int | None:
+    """Launch a detached daemon for ``paths`` (it exits at once if one already runs);
+    returns its pid (None: not known).
 
-    A shell in a new session starts the daemon in the background and exits,
-    so the daemon is nobody's child: it survives this process, and this
-    process is never left with a zombie to reap when the daemon stops. A
-    daemon ``start_early`` launched is waited for instead, once.
+    A shell in a new session starts the daemon in the background, says its pid and
+    exits, so the daemon is nobody's child: it survives this process, and this
+    process is never left with a zombie to reap when the daemon stops. A daemon
+    ``start_early`` launched is waited for instead, once.
     """
     if str(paths.home) in _STARTED_EARLY:
-        _STARTED_EARLY.discard(str(paths.home))
-        return
+        return _STARTED_EARLY.pop(str(paths.home))
     ensure_private_dir(paths.home)
     paths.start_error.unlink(missing_ok=True)  # only this start's failure counts
     # Only what runs need: runs started with no environment of their own inherit it.
     env = child_env(run_env(os.environ), TRAINTOP_HOME=str(paths.home))
-    with open(paths.daemon_log, "ab", opener=private_opener) as log_file:
-        launcher = subprocess.Popen(
-            ["/bin/sh", "-c", '"$0" -m engine.server.daemon </dev/null &', sys.executable],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd="/",
-        )
-    launcher.wait()
+    with open(paths.daemon_log, "ab", opener=private_opener):
+        pass  # made private before the shell appends to it
+    launcher = subprocess.Popen(
+        ["/bin/sh", "-c", '"$0" -m engine.server.daemon </dev/null >>"$1" 2>&1 & echo $!',
+         sys.executable, str(paths.daemon_log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        env=env,
+        cwd="/",
+    )
+    said, _ = launcher.communicate()
+    return int(said) if said.strip().isdigit() else None
 
 
 def check_safe(paths: StatePaths) -> None:
@@ -147,6 +159,28 @@ def wait_deadline(
     return max(deadline, now + START_TIMEOUT)
 
 
+def start_wait(
+    paths: StatePaths, pid: int | None, started: float, deadline: float, now: float,
+    said: set[str] | None = None,
+) -> float | None:
+    """How long to go on waiting for a daemon being started (``wait_deadline``); None:
+    give up.
+
+    Past the deadline, a daemon that is still alive is starting slowly (its imports on
+    a machine busy training), not failing: it is waited for up to STARTING_PATIENCE_S
+    in all, which ``said`` tells once.
+    """
+    deadline = wait_deadline(paths, deadline, now, said)
+    if now < deadline:
+        return deadline
+    if pid is None or not process_alive(pid) or now - started >= STARTING_PATIENCE_S:
+        return None
+    if said is not None and "slow" not in said:
+        said.add("slow")
+        print(f"traintop: the engine (pid {pid}) is slow to start; waiting", file=sys.stderr)
+    return now + START_POLL_S
+
+
 class Client:
     """One connection to the daemon: requests, and optionally an event stream."""
 
@@ -178,15 +212,16 @@ class Client:
         except (FileNotFoundError, ConnectionRefusedError):
             if not autostart:
                 raise EngineUnavailable(f"no traintop engine runs for {self.paths.home}") from None
-        start_daemon(self.paths)
-        deadline = time.monotonic() + timeout
+        pid = start_daemon(self.paths)
+        started = time.monotonic()
+        deadline: float | None = started + timeout
         said: set[str] = set()
-        while time.monotonic() < deadline:
+        while deadline is not None:
             try:
                 self._connect_once()
                 return self
             except (FileNotFoundError, ConnectionRefusedError):
-                deadline = wait_deadline(self.paths, deadline, time.monotonic(), said)
+                deadline = start_wait(self.paths, pid, started, deadline, time.monotonic(), said)
                 time.sleep(START_POLL_S)
         raise EngineUnavailable(f"the traintop engine did not start; see {self.paths.daemon_log}")
 

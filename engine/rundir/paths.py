@@ -248,16 +248,17 @@ def remove_stray_temporaries(directory: Path) -> list[Path]:
 def is_stray_temporary(name: str) -> bool:
     """Is the file ``name`` a temporary (see ``temporary_for``) whose writer is gone?"""
     match = _TEMPORARY.fullmatch(name)
-    return match is not None and not _alive(int(match.group(1)))
+    return match is not None and not process_alive(int(match.group(1)))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts as alive: not ours to judge)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
-        return True  # another user's process: it is not ours to judge
+        return True
     return True
 
 
