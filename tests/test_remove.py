@@ -269,5 +269,8 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     (disk,) = [line for line in status.out.splitlines() if line.startswith("disk: ")]
     assert disk.startswith("disk: store ") and ", run files 6.0 MiB; " in disk
     assert disk.endswith(" free")
+    figures = engine.cli("engine", "status", "--json").json()["disk"]
+    assert 6 << 20 <= figures["runs"] < 6.1 * (1 << 20)  # (a filesystem may round up)
+    assert figures["store"] > 0 and figures["free"] > 0
     shown = engine.cli("show", "size01").out
     assert f"{paths.run_dir('size01').path}  (3.0 MiB of files)" in shown

@@ -69,24 +69,26 @@ def cmd_engine(args: argparse.Namespace) -> int:
             _wait_gone(pid)
             return 0
         status = client.call("status")
+    disk = disk_figures(StatePaths(Path(status["home"])))
     if args.json:
-        print(json_text(status))
+        print(json_text({**status, "disk": disk}))
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
-    print(disk_line(StatePaths(Path(status["home"]))))
+    print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}; "
+          f"{format_bytes(disk['free'])} free")
     warning = logout_warning()
     if warning:
         print(f"warning: {warning}")
     return 0
 
 
-def disk_line(paths: StatePaths) -> str:
-    """What the state directory takes on its disk, and what is left there."""
+def disk_figures(paths: StatePaths) -> dict[str, int]:
+    """The bytes the state directory's store and run files take on its disk, and the
+    bytes free there."""
     store = sum(disk_use(p) for p in (paths.store, Path(f"{paths.store}-wal")))
-    return (f"disk: store {format_bytes(store)}, run files {format_bytes(disk_use(paths.runs))}"
-            f"; {format_bytes(free_bytes(paths.home))} free")
+    return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home)}
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
