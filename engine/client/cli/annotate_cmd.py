@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from engine.client.cli.common import UsageError, connect, resolve_runs
-from engine.client.client import EngineError
+from engine.client.cli.common import UsageError, ask_each, connect, resolve_runs
 from engine.common.format import shown
 from engine.common.runs import tag_problem
 
@@ -17,17 +15,11 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if problem is not None:
         raise UsageError(problem)
     change = {"remove": [args.tag]} if args.delete else {"add": [args.tag]}
-    status = 0
     with connect() as client:
-        for run_id in resolve_runs(client, args.runs):
-            try:
-                run = client.call("annotate", run=run_id, **change)
-            except EngineError as exc:
-                print(f"traintop: {exc.message}", file=sys.stderr)
-                status = 1
-                continue
-            tags = " ".join(shown(t) for t in run["tags"]) or "no tags"
-            print(f"{run['id']} ({shown(run['name'])}): {tags}")
+        taken, status = ask_each(client, resolve_runs(client, args.runs), "annotate", **change)
+    for run in taken.values():
+        tags = " ".join(shown(t) for t in run["tags"]) or "no tags"
+        print(f"{run['id']} ({shown(run['name'])}): {tags}")
     return status
 
 

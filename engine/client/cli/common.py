@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.client.client import Client
+from engine.client.client import Client, EngineError
 from engine.common.format import json_text, shown
 from engine.common.run_env import run_env
 from engine.common.runs import RunState, exit_text, tag_problem
@@ -59,6 +59,22 @@ def resolve_runs(client: Client, refs: list[str]) -> dict[str, dict[str, Any]]:
         run = client.call("get_run", run=ref)
         runs.setdefault(run["id"], run)
     return runs
+
+
+def ask_each(
+    client: Client, run_ids: Iterable[str], method: str, **params: Any
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Ask ``method`` of each run (ids ``resolve_runs`` gave, so a typo among the names
+    refused them all before): the replies of the runs that took it, by id, and 1 if one
+    refused (said on stderr; the others are still asked), else 0."""
+    replies, status = {}, 0
+    for run_id in run_ids:
+        try:
+            replies[run_id] = client.call(method, run=run_id, **params)
+        except EngineError as exc:
+            print(f"traintop: {exc.message}", file=sys.stderr)
+            status = 1
+    return replies, status
 
 
 def wait_training(client: Client, run_id: str) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from engine.client.cli.common import (
     UsageError,
+    ask_each,
     chosen_env,
     connect,
     describe,
@@ -28,7 +28,6 @@ from engine.client.cli.common import (
     wait_training,
 )
 from engine.client.cli.sweep_cmd import read_experiment, start_many
-from engine.client.client import Client, EngineError
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.common.format import format_bytes, shown
 from engine.common.runs import DEFAULT_KILL_GRACE
@@ -113,22 +112,6 @@ def _verb(run: dict[str, Any]) -> str:
     return "queued" if run["state"] == "queued" else "started"
 
 
-def _ask_each(
-    client: Client, refs: list[str], method: str, **params: Any
-) -> tuple[dict[str, dict[str, Any]], int]:
-    """Ask ``method`` of every run named, each once: the replies of the runs that took
-    it, by id, and 1 if one refused (said on stderr; the others are still asked), else
-    0. A name that matches no run is refused before anything is asked of any."""
-    replies, status = {}, 0
-    for run_id in resolve_runs(client, refs):
-        try:
-            replies[run_id] = client.call(method, run=run_id, **params)
-        except EngineError as exc:
-            print(f"traintop: {exc.message}", file=sys.stderr)
-            status = 1
-    return replies, status
-
-
 def cmd_pause(args: argparse.Namespace) -> int:
     if args.release:
 
@@ -137,7 +120,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
     else:
         done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
     with connect() as client:
-        taken, status = _ask_each(client, args.runs, "pause", release=args.release)
+        taken, status = ask_each(client, resolve_runs(client, args.runs), "pause",
+                                 release=args.release)
         runs = wait_for_all(client, list(taken), done, args.timeout)
     for run in runs:
         if run["state"] in ("running", "starting") or (args.release and not run["released"]):
@@ -149,7 +133,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     with connect() as client:
-        taken, status = _ask_each(client, args.runs, "resume")
+        taken, status = ask_each(client, resolve_runs(client, args.runs), "resume")
         # Settled once running, ended, or queued behind other runs (its condition says why).
         runs = wait_for_all(
             client, list(taken), lambda r: r["state"] != "paused" and not starting(r),
@@ -182,7 +166,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     with connect() as client:
-        taken, status = _ask_each(client, args.runs, "kill", grace=args.grace)
+        taken, status = ask_each(client, resolve_runs(client, args.runs), "kill", grace=args.grace)
         # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         runs = wait_for_all(client, list(taken), ended, 2 * args.grace + 10)
     for run in runs:
@@ -194,18 +178,18 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     with connect() as client:
-        refs = list(args.runs)
+        resolved = resolve_runs(client, args.runs)
+        run_ids = list(resolved)
         if args.force:  # kill what has not ended, wait for it, then remove it with the rest
-            resolved = resolve_runs(client, refs)
             live = [r for r, run in resolved.items() if not ended(run)]
             if args.dry_run:
-                refs = [r for r in resolved if r not in live]
+                run_ids = [r for r in run_ids if r not in live]
                 for run_id in live:
                     print(f"would kill {run_id}, then remove it")
             else:
-                killed, _ = _ask_each(client, live, "kill", grace=DEFAULT_KILL_GRACE)
+                killed, _ = ask_each(client, live, "kill", grace=DEFAULT_KILL_GRACE)
                 wait_for_all(client, list(killed), ended, 2 * DEFAULT_KILL_GRACE + 10)
-        taken, status = _ask_each(client, refs, "remove", dry_run=args.dry_run)
+        taken, status = ask_each(client, run_ids, "remove", dry_run=args.dry_run)
     for run in taken.values():
         print(f"{verb} {run['id']} ({shown(run['name'])}, {run['state']}): "
               f"{format_bytes(run['freed'])} of files")
