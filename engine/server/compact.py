@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from engine.common.format import format_bytes
 from engine.rundir.disk_space import free_bytes
 from engine.rundir.paths import StatePaths
-from engine.rundir.state_dir import check_state_dir
-from engine.server.daemon import AlreadyRunning, acquire_lock
+from engine.server.daemon import MaintenanceError, hold_stopped_store
 
 
-class CompactError(Exception):
+class CompactError(MaintenanceError):
     """Why the store was left as it was, in one line."""
 
 
@@ -31,14 +30,7 @@ class Compacted:
 
 def compact_store(paths: StatePaths) -> Compacted:
     """VACUUM ``paths.store``; the engine must not be running. Changes nothing on failure."""
-    check_state_dir(paths)
-    try:
-        lock = acquire_lock(paths)
-    except AlreadyRunning:
-        raise CompactError(
-            f"a traintop engine is running for {paths.home}; stop it first "
-            "('traintop engine stop'): it holds the store"
-        ) from None
+    lock = hold_stopped_store(paths)
     try:
         if not paths.store.exists():
             raise CompactError(f"there is no store at {paths.store}")

@@ -49,6 +49,24 @@ class AlreadyRunning(Exception):
     """Another daemon holds the lock of this state directory."""
 
 
+class MaintenanceError(Exception):
+    """Why work on the store that needs the engine stopped (``engine rebuild``,
+    ``engine compact``) did not happen, in one line for the user."""
+
+
+def hold_stopped_store(paths: StatePaths) -> IO[str]:
+    """The daemon's lock, for work on the store while no engine runs: the state
+    directory checked first, then MaintenanceError if an engine holds the store."""
+    check_state_dir(paths)
+    try:
+        return acquire_lock(paths)
+    except AlreadyRunning:
+        raise MaintenanceError(
+            f"a traintop engine is running for {paths.home}; stop it first "
+            "('traintop engine stop'): it holds the store"
+        ) from None
+
+
 def acquire_lock(paths: StatePaths) -> IO[str]:
     """Lock ``engine.pid`` and write our pid in it; the lock lives as long as the file object."""
     lock_file = open(paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for life

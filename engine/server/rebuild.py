@@ -34,8 +34,7 @@ from engine.rundir.spool_records import (
     decode_record,
     steps_after,
 )
-from engine.rundir.state_dir import check_state_dir
-from engine.server.daemon import AlreadyRunning, acquire_lock
+from engine.server.daemon import MaintenanceError, hold_stopped_store
 from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.store import Store
@@ -47,7 +46,7 @@ BATCH_POINTS = 50_000
 REBUILT = "rebuilt from its run directory"
 
 
-class RebuildError(Exception):
+class RebuildError(MaintenanceError):
     """A rebuild that cannot start; the message is one line for the user."""
 
 
@@ -63,14 +62,7 @@ class Rebuilt:
 
 def rebuild_store(paths: StatePaths) -> Rebuilt:
     """Make a new store from ``paths.runs``; the engine must not be running."""
-    check_state_dir(paths)
-    try:
-        lock = acquire_lock(paths)
-    except AlreadyRunning:
-        raise RebuildError(
-            f"a traintop engine is running for {paths.home}; stop it first "
-            "('traintop engine stop'): it holds the store"
-        ) from None
+    lock = hold_stopped_store(paths)
     try:
         fresh = paths.home / "store.sqlite.rebuilding"
         for leftover in _with_sidecars(fresh):  # an interrupted rebuild's, never the store

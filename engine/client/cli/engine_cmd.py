@@ -5,26 +5,36 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.client.cli.common import connect
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.common.format import format_bytes, json_text
 from engine.rundir.disk_space import disk_use, free_bytes
-from engine.rundir.paths import StatePaths
+from engine.rundir.paths import StatePaths, state_home
+
+T = TypeVar("T")
 
 
-def _rebuild() -> int:
-    from engine.rundir.paths import StatePaths, state_home
+def _with_engine_stopped(action: str, work: Callable[[StatePaths], T]) -> tuple[StatePaths, T]:
+    """``work`` on this user's state directory, its refusal as one line (EngineError)."""
     from engine.rundir.state_dir import UnsafeStateDir
-    from engine.server.rebuild import RebuildError, rebuild_store
+    from engine.server.daemon import MaintenanceError
 
     paths = StatePaths(state_home())
     try:
-        done = rebuild_store(paths)
-    except (RebuildError, UnsafeStateDir) as exc:
-        raise EngineError("rebuild", str(exc)) from None
+        return paths, work(paths)
+    except (MaintenanceError, UnsafeStateDir) as exc:
+        raise EngineError(action, str(exc)) from None
+
+
+def _rebuild() -> int:
+    from engine.server.rebuild import rebuild_store
+
+    paths, done = _with_engine_stopped("rebuild", rebuild_store)
     print(f"rebuilt {paths.store} from {done.runs} run directories ({done.points} points)")
     print(f"the old store is kept as {done.aside}" if done.aside else "there was no old store")
     if done.skipped:
@@ -33,15 +43,9 @@ def _rebuild() -> int:
 
 
 def _compact() -> int:
-    from engine.rundir.paths import StatePaths, state_home
-    from engine.rundir.state_dir import UnsafeStateDir
-    from engine.server.compact import CompactError, compact_store
+    from engine.server.compact import compact_store
 
-    paths = StatePaths(state_home())
-    try:
-        done = compact_store(paths)
-    except (CompactError, UnsafeStateDir) as exc:
-        raise EngineError("compact", str(exc)) from None
+    paths, done = _with_engine_stopped("compact", compact_store)
     print(f"compacted {paths.store}: {format_bytes(done.before)} -> {format_bytes(done.after)}")
     return 0
 
