@@ -274,3 +274,4 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     assert figures["store"] > 0 and figures["free"] > 0
     shown = engine.cli("show", "size01").out
     assert f"{paths.run_dir('size01').path}  (3.0 MiB of files)" in shown
+    assert engine.run("size01")["size"] is None  # a poll (wait, kill) walks no directory

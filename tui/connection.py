@@ -133,7 +133,7 @@ class EngineLink:
 
     async def describe(self, run_id: str) -> RunDescription:
         """Everything the daemon says about one run (its detail screen)."""
-        return RunDescription.from_wire(await self.call("get_run", run=run_id))
+        return RunDescription.from_wire(await self.call("get_run", run=run_id, size=True))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -95,7 +95,8 @@ class ReadRequests(RunLookup):
 
     def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
         """One run in full: its summary, lowest value of each metric, resume point, latest
-        events, forks and directory."""
+        events, forks and directory; with ``size``, what its files take on the disk (a
+        walk of its directory: for the detail, not for a poll)."""
         run = self.resolve(params.get("run"))
         point = self.resume_point(run)
         rid = self.db.rid(run["id"])
@@ -108,7 +109,8 @@ class ReadRequests(RunLookup):
             "children": self.db.children(run["id"]),
             "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
             "dir_missing": not self.supervisor.paths.run_dir(run["id"]).path.is_dir(),
-            "size": disk_use(self.supervisor.paths.run_dir(run["id"]).path),
+            "size": disk_use(self.supervisor.paths.run_dir(run["id"]).path)
+            if param(params, "size", bool, False) else None,
             "parent_removed": bool(run["parent_id"])
             and self.db.get_run(str(run["parent_id"])) is None,
         }

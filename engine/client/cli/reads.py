@@ -124,7 +124,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with connect() as client:
-        run = client.call("get_run", run=args.run)
+        run = client.call("get_run", run=args.run, size=True)
     if args.json:
         print(json_text(run))
         return 0
