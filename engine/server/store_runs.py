@@ -27,6 +27,18 @@ def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     return run
 
 
+def run_to_row(fields: dict[str, Any]) -> dict[str, Any]:
+    """Run fields as the ``runs`` table holds them (``row_to_run`` undone): config and
+    tags as JSON (no tags: NULL), released as 0 or 1."""
+    row = dict(fields)
+    if "config" in row:
+        row["config"] = json.dumps(row["config"])
+    if "tags" in row:
+        row["tags"] = json.dumps(row["tags"]) if row["tags"] else None
+    if "released" in row:
+        row["released"] = int(row["released"])
+    return row
+
 
 class RunRows(StoreConnection):
     """Reads and writes of the ``runs`` and ``events`` tables."""
@@ -38,9 +50,7 @@ class RunRows(StoreConnection):
         removed run are deleted a slice at a time after its row (``purge_removed``), and
         must never be taken for a new run's.
         """
-        row = {**run, "config": json.dumps(run["config"]), "released": int(run["released"])}
-        if "tags" in row:
-            row["tags"] = json.dumps(row["tags"]) if row["tags"] else None
+        row = run_to_row(run)
         columns = [f for f in RUN_FIELDS if f in row]
         with self.transaction():
             self.db.execute(
@@ -57,15 +67,10 @@ class RunRows(StoreConnection):
         unknown = set(fields) - set(RUN_FIELDS)
         if unknown:
             raise KeyError(f"unknown run fields: {sorted(unknown)}")
-        if "config" in fields:
-            fields["config"] = json.dumps(fields["config"])
-        if "tags" in fields:
-            fields["tags"] = json.dumps(fields["tags"]) if fields["tags"] else None
-        if "released" in fields:
-            fields["released"] = int(fields["released"])
         assignments = ", ".join(f"{k} = :{k}" for k in fields)
         self._write_held_first()
-        self.db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id", {**fields, "_id": run_id})
+        self.db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id",
+                        {**run_to_row(fields), "_id": run_id})
 
     def set_state(
         self, run_id: str, state: str, reason: str, when: float | None = None, **fields: Any
