@@ -225,10 +225,9 @@ class RunActions(RunNotices):
             if not live:
                 self.notify(f"every run of sweep {group.name} has ended", severity="warning")
                 return
-            counts = ", ".join(f"{n} {s}" for s, n in Counter(r.state for r in live).items())
             body = (f"Kill the {len(live)} runs of sweep {group.name} that have not ended "
-                    f"({counts})?\nSIGTERM to each, SIGKILL after {DEFAULT_KILL_GRACE:g} s. "
-                    "Their metrics and logs are kept.")
+                    f"({_states_said(live)})?\nSIGTERM to each, SIGKILL after "
+                    f"{DEFAULT_KILL_GRACE:g} s. Their metrics and logs are kept.")
             if await self.push_screen_wait(ConfirmDialog("Kill sweep", body, "Kill")):
                 await self._request_each("kill", live, f"killing sweep {group.name}")
             return
@@ -276,9 +275,8 @@ class RunActions(RunNotices):
         files = format_bytes(sum(int(reply["freed"]) for reply in sizes.values()))
         gone = f" metrics, events, logs and checkpoints ({files} of files) are deleted for good"
         if sweep is not None:
-            counts = ", ".join(f"{n} {s}" for s, n in Counter(r.state for r in runs).items())
             what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
-            body = f"Remove {what} ({counts})?\nTheir{gone}; forks keep their own."
+            body = f"Remove {what} ({_states_said(runs)})?\nTheir{gone}; forks keep their own."
             if await self.push_screen_wait(ConfirmDialog("Remove runs", body, "Remove")):
                 await self._request_each("remove", runs,
                                          f"removed the ended runs of sweep {sweep[0].name}")
@@ -313,3 +311,8 @@ class RunActions(RunNotices):
                 return
             runs = [parent, run]
         self.push_screen(ConfigDiff(runs))
+
+
+def _states_said(runs: list[RunInfo]) -> str:
+    """How many of ``runs`` are in each state, for a confirmation: ``2 running, 3 queued``."""
+    return ", ".join(f"{n} {state}" for state, n in Counter(r.state for r in runs).items())
