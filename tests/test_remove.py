@@ -66,6 +66,13 @@ def rid_of(engine: Engine, run_id: str) -> int:
         db.close()
 
 
+def add_finished_run(store: Store, run_id: str, created: float) -> None:
+    """A finished run's row, named as its id, as a restarted daemon finds it."""
+    store.create_run({"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
+                      "state": "finished", "device": "cpu", "cwd": "/", "created": created,
+                      "released": False}, "made by the test")
+
+
 def trash_is_empty(engine: Engine) -> bool:
     return not any(engine.paths.trash.iterdir()) if engine.paths.trash.exists() else True
 
@@ -219,9 +226,7 @@ def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> N
     store = Store(paths.store)
     for n in range(6):  # 6 x 20,000 points, then five of them removed
         run_id = f"cmpt{n:02d}"
-        store.create_run({"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
-                          "state": "finished", "device": "cpu", "cwd": "/",
-                          "created": 1.7e9 + n, "released": False}, "made by the test")
+        add_finished_run(store, run_id, created=1.7e9 + n)
         store.add_metrics(run_id, [[s, "loss", 1.0 / (s + 1), 1.7e9 + s]
                                    for s in range(20_000)], 0, None)
         store.seal_metrics(run_id)
@@ -248,9 +253,7 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     store = Store(paths.store)
     for n, mib in enumerate((1, 3, 2)):
         run_id = f"size{n:02d}"
-        store.create_run({"id": run_id, "name": run_id, "workload": "synthetic", "config": {},
-                          "state": "finished", "device": "cpu", "cwd": "/",
-                          "created": 1.7e9 + n, "released": False}, "made by the test")
+        add_finished_run(store, run_id, created=1.7e9 + n)
         checkpoints = paths.run_dir(run_id).checkpoints
         checkpoints.mkdir(parents=True, mode=0o700)
         (checkpoints / "final.pt").write_bytes(os.urandom(mib << 20))  # not sparse
