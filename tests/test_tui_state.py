@@ -115,13 +115,14 @@ def test_a_name_with_an_escape_sequence_is_kept_harmless() -> None:
 
 def test_points_advance_a_run_as_a_fresh_copy_and_find_its_loss_key_again() -> None:
     run = RunInfo(id="abc234", name="a", state="running", workload="script", step=3,
-                  last={"acc": 0.5}, best={"acc": 0.5})
+                  last={"acc": 0.5}, best={"acc": 0.5}, highest={"acc": 0.5})
     assert run.loss_key == "loss"  # nothing that looks like a loss yet: the default
-    same_keys = run.advanced({"acc": 0.7}, {"acc": 0.5}, 4)
-    assert same_keys == replace(run, last={"acc": 0.7}, step=4)
+    same_keys = run.advanced({"acc": 0.7}, {"acc": 0.5}, {"acc": 0.7}, 4)
+    assert same_keys == replace(run, last={"acc": 0.7}, highest={"acc": 0.7}, step=4)
     assert (run.last, run.step) == ({"acc": 0.5}, 3)  # the old one is left as it was
     new_key = same_keys.advanced({"acc": 0.7, "train/loss": 2.0},
-                                 {"acc": 0.5, "train/loss": 2.0}, 5)
+                                 {"acc": 0.5, "train/loss": 2.0},
+                                 {"acc": 0.7, "train/loss": 2.0}, 5)
     assert new_key.loss_key == "train/loss" and same_keys.loss_key == "loss"
     state = TuiState()
     state.apply_event(run)
@@ -129,4 +130,5 @@ def test_points_advance_a_run_as_a_fresh_copy_and_find_its_loss_key_again() -> N
         [7, "train/loss", 1.5, 1.0], [8, "train/loss", 1.25, 2.0]]}}))
     got = state.runs["abc234"]
     assert (got.step, got.last["train/loss"], got.best["train/loss"]) == (9, 1.25, 1.25)
+    assert got.highest == {"acc": 0.5, "train/loss": 1.5}
     assert got.loss_key == "train/loss"

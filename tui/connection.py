@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.client.aclient import AsyncClient
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import EmaSeed, LogText, ProtocolError, RunDescription, SeriesView
 from tui.state import TuiState
+
+T = TypeVar("T")
 
 TELEMETRY_HISTORY_S = 600.0
 LOG_TAIL_BYTES = 32 * 1024
@@ -57,11 +59,13 @@ class EngineLink:
                 self.client = client
                 self.state.connected = True
                 self.on_connected()
-                # The table first, drawn at once; the EMA column (a little work per run)
-                # and the telemetry history right after.
+                # The table first, drawn at once; the EMA column (a little work per run),
+                # each metric's highest value (for a 'max:acc>0.9' filter) and the
+                # telemetry history right after.
                 self.state.set_runs(await client.all_runs())
                 self.on_runs()
                 self.state.set_emas(await self._listed())
+                self.state.set_highest(await self._aside(AsyncClient.highest_values))
                 self.state.set_telemetry(await client.telemetry(TELEMETRY_HISTORY_S))
                 self.on_status(None)
                 backoff = 0.25
@@ -94,15 +98,17 @@ class EngineLink:
             closed.cancel()
 
     async def _listed(self) -> list[EmaSeed]:
-        """Every run's EMA state of its loss at the state's smoothing.
+        """Every run's EMA state of its loss at the state's smoothing."""
+        smoothing = self.state.smoothing
+        return await self._aside(lambda client: client.ema_seeds(smoothing))
 
-        On a connection of its own: the daemon answers one connection's requests in
-        order, and this listing (a little work per run) must not hold up the chart's.
-        """
+    async def _aside(self, ask: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """``ask`` on a connection of its own: the daemon answers one connection's requests
+        in order, and a listing (a little work per run) must not hold up the chart's."""
         client = AsyncClient(self.home)
         try:
             await client.connect(autostart=False)
-            return await client.ema_seeds(self.state.smoothing)
+            return await ask(client)
         finally:
             await client.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from engine.client.events import (
@@ -106,6 +106,15 @@ class TuiState:
         self.rows_dirty = self.chart_dirty = True
         self.mark_all_changed()
 
+    def set_highest(self, values: Mapping[str, dict[str, float]]) -> None:
+        """Each run's highest value of each metric, as listed after the runs (points that
+        came between are kept: the higher of either)."""
+        for run_id, highest in values.items():
+            run = self.runs.get(run_id)
+            if run is not None and highest:
+                self.runs[run_id] = replace(run, highest=_extreme(max, run.highest, highest))
+        self.rows_dirty = True
+
     def set_emas(self, seeds: Iterable[EmaSeed]) -> None:
         """Seed the EMA column from the daemon's EMA state of each run's loss.
 
@@ -153,8 +162,9 @@ class TuiState:
         self.emas.setdefault(run.id, RunEma(DebiasedEma(self.smoothing)))
         # An announcement carries the row; the latest and best values so far are kept.
         last = {**old.last, **run.last} if old is not None else run.last
-        best = _lowest(old.best, run.best) if old is not None else run.best
-        self.runs[run.id] = replace(_displayable(run), last=last, best=best)
+        best = _extreme(min, old.best, run.best) if old is not None else run.best
+        highest = _extreme(max, old.highest, run.highest) if old is not None else run.highest
+        self.runs[run.id] = replace(_displayable(run), last=last, best=best, highest=highest)
         if old is not None and old.state != run.state and run.state in TOLD_STATES:
             self.stopped.append(self.runs[run.id])
         self.rows_dirty = self.chart_dirty = True
@@ -180,15 +190,18 @@ class TuiState:
         run = self.runs.get(run_id)
         if run is None or not points:
             return
-        last, best = dict(run.last), dict(run.best)
+        last, best, highest = dict(run.last), dict(run.best), dict(run.highest)
         for point in points:
-            last[point.key] = point.value
-            # NaN fails both tests; ±inf is no best (the daemon leaves them out too).
-            if point.value < best.get(point.key, math.inf) and math.isfinite(point.value):
-                best[point.key] = point.value
+            value = last[point.key] = point.value
+            # NaN fails every test; ±inf is no extreme (the daemon leaves them out too).
+            if math.isfinite(value):
+                if value < best.get(point.key, math.inf):
+                    best[point.key] = value
+                if value > highest.get(point.key, -math.inf):
+                    highest[point.key] = value
         newest = max(points, key=lambda p: p.step)
         step = max(run.step, newest.step + 1)
-        run = self.runs[run_id] = run.advanced(last, best, step)
+        run = self.runs[run_id] = run.advanced(last, best, highest, step)
         rate = self.progress.setdefault(run_id, deque(maxlen=120))
         rate.append((newest.time, step))
         self.points_arrived.add(run_id)
@@ -287,11 +300,14 @@ def _displayable(run: RunInfo) -> RunInfo:
     return run if name == run.name else replace(run, name=name)
 
 
-def _lowest(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
-    """The lower value of each key of either (an announcement lists none: ``old``)."""
+def _extreme(
+    pick: Callable[[Iterable[float]], float], old: dict[str, float], new: dict[str, float]
+) -> dict[str, float]:
+    """The lower (``min``) or higher (``max``) value of each key of either (an
+    announcement lists none: ``old``)."""
     if not new:
         return old
-    return {k: min(v for v in (old.get(k), new.get(k)) if v is not None)
+    return {k: pick(v for v in (old.get(k), new.get(k)) if v is not None)
             for k in old.keys() | new.keys()}
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.client.events import RunInfo
-from engine.client.run_select import run_text
+from engine.client.run_select import RunFilter, run_text
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 from tui.sweep_groups import Item, SweepGroup, parent_of, sweep_labels
@@ -23,6 +23,16 @@ def haystack(item: Item) -> str:
     """What the filter (``/``) looks in: a run's id, name, state, workload, device, sweep
     and tags (as ``traintop ls`` does); a sweep header's name."""
     return item.name.lower() if isinstance(item, SweepGroup) else run_text(item)
+
+
+def item_matches(item: Item, wanted: RunFilter) -> bool:
+    """Whether the filter keeps ``item``: its words are in ``haystack`` and, for a run,
+    its conditions hold (a sweep header has no values: it shows with its runs)."""
+    if not wanted.holds_words(haystack(item)):
+        return False
+    if isinstance(item, SweepGroup):
+        return not wanted.conditions
+    return all(condition.holds(item) for condition in wanted.conditions)
 
 
 def item_sort_key(

@@ -15,6 +15,7 @@ from textual.widgets import Input, RichLog
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
+from engine.client.run_select import filter_errors
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, MAX_PINS, Overlaid
 from tui.connection import LogFollower
@@ -146,12 +147,16 @@ class ViewActions(SweepActions):
         table = self.query_one(RunsTable)
         table.text_filter = event.value
         table.refresh_rows(self.state)
+        # A condition half typed ('lr<') or wrong ('lr<x') is left out; the field says so.
+        event.input.set_class(bool(filter_errors(event.value)), "-invalid")
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
         field = self.query_one("#filter", Input)
         field.display = bool(field.value)
         self.query_one(RunsTable).focus()
+        for error in filter_errors(field.value):
+            self.notify(f"filter: {error}; left out", severity="warning")
 
     def action_sort(self) -> None:
         table = self.query_one(RunsTable)

@@ -27,7 +27,7 @@ from engine.client.client import (
 from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_events
 from engine.common import protocol
 from engine.common.telemetry import Sample
-from engine.common.wire import wire_dict, wire_list
+from engine.common.wire import decoding, wire_dict, wire_list
 from engine.rundir.paths import StatePaths, state_home
 
 
@@ -136,6 +136,13 @@ class AsyncClient:
         """Every run, in creation order, as listed (with its latest and best metric values)."""
         listed = await self.all_pages("list_runs", "runs", best=True)
         return [RunInfo.from_wire(run) for run in listed]
+
+    async def highest_values(self) -> dict[str, dict[str, float]]:
+        """Each run's highest value of each metric so far, by run id (a brief listing)."""
+        listed = await self.all_pages("list_runs", "runs", brief=True, highest=True)
+        with decoding("a run's highest values"):  # (none from a daemon older than 'max:')
+            return {str(run["id"]): {str(k): float(v) for k, v in run.get("highest", {}).items()}
+                    for run in listed}
 
     async def ema_seeds(self, smoothing: float) -> list[EmaSeed]:
         """Every run's EMA state of its loss at ``smoothing`` (a brief listing: no rows)."""

@@ -312,10 +312,13 @@ class Client:
         for page in self.pages("metrics", "series", run=run, key=key, columns=True):
             yield from page
 
-    def all_runs(self, best: bool = False, sizes: bool = False) -> list[dict[str, Any]]:
+    def all_runs(
+        self, best: bool = False, sizes: bool = False, highest: bool = False
+    ) -> list[dict[str, Any]]:
         """Every run, in creation order, as listed (with its latest metric values; with
-        ``best`` each metric's lowest value too, with ``sizes`` its directory's bytes)."""
-        return self.all_pages("list_runs", "runs", best=best, sizes=sizes)
+        ``best`` each metric's lowest value too, with ``highest`` its highest, with
+        ``sizes`` its directory's bytes)."""
+        return self.all_pages("list_runs", "runs", best=best, sizes=sizes, highest=highest)
 
     def subscribe(self, topics: list[str], runs: list[str] | None = None,
                   batch: bool = False) -> Any:

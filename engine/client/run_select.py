@@ -2,14 +2,21 @@
 
 ``traintop ls`` and the TUI's runs table share these rules, so a filter typed in
 one finds the same runs in the other: every word must occur in the run's id,
-name, state, workload, device, sweep or tags (case ignored), and a sort puts runs
-without a value last whichever way it goes.
+name, state, workload, device, sweep or tags (case ignored), every condition
+(``lr<1e-3``, ``batch=64``, ``lr=1e-4..1e-3``) must hold of one of its values, and a
+sort puts runs without a value last whichever way it goes.
+
+A value is named as ``ls -c``, ``ls --sort`` and conditions name it: a config key,
+else a metric (its latest value), ``min:KEY`` / ``max:KEY`` (a metric's lowest or
+highest value so far), else a column of the table (``step``, ``loss``, ``best``...).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -70,11 +77,6 @@ def run_text(run: RunInfo) -> str:
                      run.sweep or "", *("#" + tag for tag in run.tags))).lower()
 
 
-def filter_words(text: str) -> list[str]:
-    """The words of a filter, lower case (none: everything matches)."""
-    return text.lower().split()
-
-
 def has_words(text: str, words: Sequence[str]) -> bool:
     """Whether every one of ``words`` (lower case) occurs in ``text`` (lower case)."""
     return all(word in text for word in words)
@@ -109,3 +111,181 @@ def sort_keyless_last(
     present = [pair for pair in keyed if pair[0] is not None]
     present.sort(key=lambda pair: pair[0], reverse=descending)
     return [item for _, item in present] + [item for k, item in keyed if k is None]
+
+
+# The run's own columns a value name falls back to (after its config and metrics).
+RUN_COLUMNS: Mapping[str, Callable[[RunInfo], Any]] = {
+    "id": lambda r: r.id,
+    "name": lambda r: r.name,
+    "state": lambda r: r.state,
+    "step": lambda r: r.step,
+    "loss": lambda r: r.last.get(r.loss_key),
+    "best": lambda r: r.best.get(r.loss_key),
+    "workload": lambda r: r.workload,
+    "device": lambda r: r.device,
+    "sweep": lambda r: r.sweep,
+    "queue": lambda r: r.queue,
+    "size": lambda r: r.size,
+}
+EXTREMES = ("min", "max")  # min:KEY, max:KEY
+
+
+def run_value(run: RunInfo, name: str) -> Any:
+    """The value ``name`` picks of ``run`` (see the module's text); None: it has none."""
+    prefix, colon, key = name.partition(":")
+    if colon and prefix in EXTREMES:
+        return (run.best if prefix == "min" else run.highest).get(key)
+    if name in run.config:
+        return run.config[name]
+    if name in run.last:
+        return run.last[name]
+    column = RUN_COLUMNS.get(name)
+    return column(run) if column is not None else None
+
+
+def known_value(runs: Iterable[RunInfo], name: str) -> bool:
+    """Whether ``name`` is a column, or some run has a value by that name."""
+    return name in RUN_COLUMNS or any(run_value(r, name) is not None for r in runs)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def value_order(value: Any) -> Any:
+    """How a value sorts: numbers by size, before anything else by its text; None (and
+    NaN, which has no place) stays None, to go last."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return (0, value, "") if is_number(value) else (1, 0, str(value).lower())
+
+
+# KEY OP VALUE. Keys may hold what metric names do ('train/loss', 'min:val_loss').
+_CONDITION = re.compile(r"([A-Za-z_][\w./:-]*?)(<=|>=|!=|==|=|<|>)(.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``name op value``, or ``name=lo..hi`` (both ends included, either may be left out)."""
+
+    name: str
+    op: str  # '=', '!=', '<', '<=', '>', '>=' or '..'
+    number: float | None  # the value as a number, when it is one
+    text: str  # the value as typed
+    low: float = -math.inf  # the range's ends ('..')
+    high: float = math.inf
+
+    def holds(self, run: RunInfo) -> bool:
+        """Whether ``run``'s value satisfies it; a run without the value (or with NaN)
+        never does."""
+        value = run_value(run, self.name)
+        if value is None:
+            return False
+        if is_number(value):
+            value = float(value)
+            if math.isnan(value):
+                return False
+            if self.op == "..":
+                return self.low <= value <= self.high
+            if self.number is not None:
+                return _compare(value, self.op, self.number)
+        if self.op in ("=", "!="):
+            return (str(value).lower() == self.text.lower()) == (self.op == "=")
+        return False  # an order between a number and a word, or two words: none
+
+
+def _compare(value: float, op: str, number: float) -> bool:
+    if op in ("=", "!="):  # 3e-4 typed is 0.0003 stored, within rounding
+        return math.isclose(value, number, rel_tol=1e-9, abs_tol=0.0) == (op == "=")
+    if op == "<":
+        return value < number
+    if op == "<=":
+        return value <= number
+    if op == ">":
+        return value > number
+    return value >= number
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number
+
+
+def parse_condition(word: str) -> Condition | None:
+    """The condition ``word`` states, or None for a plain word; ValueError, in words,
+    for one that cannot be (``lr<abc``, ``lr=``)."""
+    found = _CONDITION.fullmatch(word)
+    if found is None:
+        return None
+    name, op, text = found.groups()
+    op = "=" if op == "==" else op
+    if not text:
+        raise ValueError(f"{word!r}: no value after {op!r}")
+    if op == "=" and ".." in text:
+        ends = text.split("..")
+        bounds = [_number(end) if end else None for end in ends]
+        if len(ends) != 2 or not any(ends) or any(
+            end and bound is None for end, bound in zip(ends, bounds, strict=True)
+        ):
+            raise ValueError(f"{word!r}: a range is LOW..HIGH of numbers (either end may "
+                             "be left out: lr=..1e-3)")
+        low, high = bounds
+        return Condition(name, "..", None, text,
+                         -math.inf if low is None else low, math.inf if high is None else high)
+    number = _number(text)
+    if number is None and op not in ("=", "!="):
+        raise ValueError(f"{word!r}: {op!r} compares numbers, and {text!r} is not one")
+    return Condition(name, op, number, text)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What a filter asks of a run: words its text holds, and conditions on its values."""
+
+    words: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.words or self.conditions)
+
+    def holds_words(self, text: str) -> bool:
+        """Whether every word occurs in ``text`` (lower case)."""
+        return has_words(text, self.words)
+
+    def matches(self, run: RunInfo) -> bool:
+        return self.holds_words(run_text(run)) and all(c.holds(run) for c in self.conditions)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The values its conditions name."""
+        return tuple(c.name for c in self.conditions)
+
+
+def parse_filter(text: str, errors: list[str] | None = None) -> RunFilter:
+    """The filter ``text`` states. A word that is a condition gone wrong raises
+    ValueError, or with ``errors`` is told there and left out (the TUI, as it is typed)."""
+    words: list[str] = []
+    conditions: list[Condition] = []
+    for word in text.split():
+        try:
+            condition = parse_condition(word)
+        except ValueError as error:
+            if errors is None:
+                raise
+            errors.append(str(error))
+            continue
+        if condition is None:
+            words.append(word.lower())
+        else:
+            conditions.append(condition)
+    return RunFilter(tuple(words), tuple(conditions))
+
+
+def filter_errors(text: str) -> list[str]:
+    """What is wrong with the conditions of ``text``, one line each (none: nothing)."""
+    errors: list[str] = []
+    parse_filter(text, errors)
+    return errors

@@ -329,6 +329,16 @@ class Points:
         only the loose points are read one by one. A run with no finite value of a
         key has no entry for it.
         """
+        return self._extreme_values(runs, "min", "vmin")
+
+    def highest_values(self, runs: Sequence[int]) -> dict[int, dict[str, float]]:
+        """The highest finite value of every key of each of ``runs`` (``lowest_values``
+        the other way: from the chunks' ``vmax``)."""
+        return self._extreme_values(runs, "max", "vmax")
+
+    def _extreme_values(
+        self, runs: Sequence[int], pick: str, summary: str
+    ) -> dict[int, dict[str, float]]:
         if not runs:
             return {}
         marks = ", ".join("?" * len(runs))
@@ -337,19 +347,19 @@ class Points:
         # side): a union grouped as a whole is sorted in a temporary b-tree, ~10x slower.
         # NaN is stored as NULL and fails BETWEEN; so do ±inf (an old summary may hold one).
         rows = self.db.execute(
-            "SELECT lo.run, k.name, min(lo.v) FROM ("
-            f"  SELECT run, kid, min(vmin) AS v FROM chunks WHERE run IN ({marks})"
-            "   AND vmin BETWEEN ? AND ? GROUP BY run, kid"
+            f"SELECT ex.run, k.name, {pick}(ex.v) FROM ("
+            f"  SELECT run, kid, {pick}({summary}) AS v FROM chunks WHERE run IN ({marks})"
+            f"   AND {summary} BETWEEN ? AND ? GROUP BY run, kid"
             "   UNION ALL"
-            f"  SELECT run, kid, min(value) AS v FROM recent WHERE run IN ({marks})"
+            f"  SELECT run, kid, {pick}(value) AS v FROM recent WHERE run IN ({marks})"
             "   AND value BETWEEN ? AND ? GROUP BY run, kid"
-            ") AS lo JOIN keys k ON k.kid = lo.kid GROUP BY lo.run, lo.kid",
+            ") AS ex JOIN keys k ON k.kid = ex.kid GROUP BY ex.run, ex.kid",
             (*runs, *finite, *runs, *finite),
         )
-        lowest: dict[int, dict[str, float]] = {}
+        extremes: dict[int, dict[str, float]] = {}
         for run, name, value in rows:
-            lowest.setdefault(int(run), {})[str(name)] = float(value)
-        return lowest
+            extremes.setdefault(int(run), {})[str(name)] = float(value)
+        return extremes
 
     def count(self, run: int) -> int:
         row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()

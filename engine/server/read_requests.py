@@ -62,7 +62,9 @@ class ReadRequests(RunLookup):
         ``smoothing`` adds each run's ``ema`` (see ``tail_ema``); ``brief`` leaves
         only ``id`` and ``ema``, for a client that has the runs already. ``best`` adds
         each run's lowest value of each metric so far (one query for the page, from the
-        chunks' summaries and the points not yet in a chunk). ``sizes`` adds the bytes
+        chunks' summaries and the points not yet in a chunk), ``highest`` its highest
+        value of each (the same way, asked for apart: ``ls -c max:acc``; a brief listing
+        may have it too, for the TUI's filter). ``sizes`` adds the bytes
         each run's directory takes on the disk (``size``: checkpoints, spool, logs).
         """
         after = param(params, "cursor", int, 0)
@@ -70,15 +72,20 @@ class ReadRequests(RunLookup):
         ema_key = param(params, "ema_key", str, None)  # None: each run's training loss
         brief = param(params, "brief", bool, False)
         with_best = param(params, "best", bool, False) and not brief
+        with_highest = param(params, "highest", bool, False)
         with_sizes = param(params, "sizes", bool, False) and not brief
         runs: list[dict[str, Any]] = []
         budget = RUNS_PAGE_BYTES
         page = self.db.runs_after(after, RUNS_PAGE)
-        best = self.db.points.lowest_values([rid for rid, _ in page]) if with_best else {}
+        rids = [rid for rid, _ in page]
+        best = self.db.points.lowest_values(rids) if with_best else {}
+        highest = self.db.points.highest_values(rids) if with_highest else {}
         for rid, run in page:
             summary = {"id": run["id"]} if brief else self.summary(run)
             if with_best:
                 summary["best"] = best.get(rid, {})
+            if with_highest:
+                summary["highest"] = highest.get(rid, {})
             if with_sizes:
                 summary["size"] = disk_use(self.supervisor.paths.run_dir(run["id"]).path)
             if smoothing is not None:
@@ -103,6 +110,7 @@ class ReadRequests(RunLookup):
         return {
             **self.summary(run),
             "best": self.db.points.lowest_values([rid]).get(rid, {}),
+            "highest": self.db.points.highest_values([rid]).get(rid, {}),
             "resume_point": None if point is None else {"step": point[0], "path": str(point[1])},
             "events": self.db.events(run["id"], SHOWN_EVENTS),
             "event_count": self.db.event_count(run["id"]),

@@ -19,12 +19,12 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.client.run_select import filter_words, has_words
+from engine.client.run_select import parse_filter
 from tui.run_folds import parent_of, unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
 from tui.sweep_groups import Item, SweepGroup, group_id, sweep_groups
-from tui.table_items import haystack, item_sort_key, row_names
+from tui.table_items import item_matches, item_sort_key, row_names
 from tui.widgets.run_cells import (
     COLUMNS,
     COMPACT_COLUMNS,
@@ -168,14 +168,14 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         """
         self._state = state
         target = select or self.selected_id
-        words = filter_words(self.text_filter)
+        wanted = parse_filter(self.text_filter, errors=[])  # (a bad condition: left out)
         self._groups = sweep_groups(state.runs)
         items = self.items
         rows = build_rows(
             items,
             parent_of,
             self.folded,
-            matches=(lambda item: has_words(haystack(item), words)) if words else None,
+            matches=(lambda item: item_matches(item, wanted)) if wanted else None,
             sort_key=item_sort_key(self.sort_column, state, self.descending),
             descending=self.descending,
             first=state.pinned,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from engine.client.cli.common import UsageError
-from engine.client.run_select import RUN_SORTS, parse_since, parse_states
+from engine.client.run_select import RUN_SORTS, parse_condition, parse_since, parse_states
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
@@ -53,6 +53,24 @@ def _since(text: str) -> float:
         return parse_since(text, time.time())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _filter_word(text: str) -> str:
+    """A word of ``ls``'s filter, checked if it is a condition (``lr<1e-3``)."""
+    try:
+        parse_condition(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _names(text: str) -> list[str]:
+    """``lr,batch,min:val_loss``: the values ``ls -c`` shows."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no value named: give config keys or metrics, "
+                                         "e.g. -c lr,batch,min:val_loss")
+    return names
 
 
 def _states(text: str) -> frozenset[str]:
@@ -306,9 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ls", _command("reads", "cmd_ls"), "list runs, or those that match")
     p.add_argument(
-        "words", nargs="*", metavar="WORD",
+        "words", nargs="*", metavar="WORD", type=_filter_word,
         help="only runs whose id, name, state, workload, device, sweep or tags hold every "
-        "WORD (case ignored; the TUI's '/' filter)",
+        "WORD (case ignored; the TUI's '/' filter), and of which every condition holds: "
+        "KEY=V, KEY!=V, KEY=LOW..HIGH (either end may be left out), or quoted for the "
+        "shell 'KEY<V' (also <=, >, >=); KEY as -c names it",
     )
     p.add_argument("-t", "--tag", action="append", default=[], metavar="TAG",
                    help="only runs tagged TAG (exactly; again for runs with all of them)")
@@ -318,9 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_since, metavar="WHEN",
                    help="only runs made since WHEN: 90m, 2h, 3d, 1w back, or a date "
                    "(2026-11-20, 2026-11-20T14:30)")
-    p.add_argument("--sort", choices=["created", *RUN_SORTS], default="created",
-                   help="order by this column, ascending (runs without a value last); "
-                   "default: creation order")
+    p.add_argument("-c", "--columns", type=_names, action="extend", default=[],
+                   metavar="KEY[,KEY]",
+                   help="a column for each KEY: a config key, else a metric (its latest "
+                   "value), min:KEY or max:KEY (a metric's lowest or highest so far)")
+    p.add_argument("--sort", default="created", metavar="COLUMN",
+                   help=f"order by this column ({' '.join(RUN_SORTS)}) or KEY as -c names "
+                   "it, ascending (runs without a value last); default: creation order")
     p.add_argument("-r", "--reverse", action="store_true", help="the other way round")
     p.add_argument("--size", action="store_true",
                    help="a SIZE column: what each run's files (checkpoints, spool, logs) take "

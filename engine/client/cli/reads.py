@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import sys
 import time
 from collections.abc import Iterable
@@ -18,11 +19,14 @@ from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
 from engine.client.run_select import (
+    RUN_COLUMNS,
     RUN_SORTS,
-    filter_words,
-    has_words,
-    run_text,
+    is_number,
+    known_value,
+    parse_filter,
+    run_value,
     sort_keyless_last,
+    value_order,
 )
 from engine.common.format import (
     SHOWN_NAME,
@@ -43,6 +47,7 @@ LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
 SHOWN_TAGS = 40
+SHOWN_VALUE = 30  # a config value in a -c column (a list, a path...)
 
 
 def run_line_values(run: RunInfo) -> list[str]:
@@ -60,25 +65,49 @@ def run_line_values(run: RunInfo) -> list[str]:
             run.device or "", parent]
 
 
+def named_values(args: argparse.Namespace) -> list[str]:
+    """The values ``ls`` is asked to show, sort or filter by (beyond its own columns)."""
+    sort = [] if args.sort in ("created", *RUN_SORTS) else [args.sort]
+    return [*args.columns, *parse_filter(" ".join(args.words)).names, *sort]
+
+
+def _check_names(runs: list[RunInfo], names: list[str]) -> None:
+    """Say so, with the closest names, when no run has a value by one of ``names``."""
+    for name in names:
+        if known_value(runs, name):
+            continue
+        prefix, colon, key = name.rpartition(":")
+        keys = {k for r in runs for k in (*r.config, *r.last)} | set(RUN_COLUMNS)
+        close = [prefix + colon + k for k in difflib.get_close_matches(key, keys, n=3)]
+        hint = f"; did you mean {', '.join(close)}?" if close else (
+            "; a config key, a metric, min:KEY or max:KEY of a metric, or a column "
+            f"({' '.join(RUN_COLUMNS)})")
+        raise EngineError("unknown_value", f"no run has a value named {shown(name)!r}{hint}")
+
+
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
-    """The runs ``ls`` shows, in its order: filtered by words, states, sweep, time and tags,
-    sorted, then cut to ``--limit`` (the newest, or the first of the sort)."""
+    """The runs ``ls`` shows, in its order: filtered by words, conditions, states, sweep,
+    time and tags, sorted, then cut to ``--limit`` (the newest, or the first of the sort)."""
     if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
         sweeps = sorted({r.sweep for r in runs if r.sweep})
         known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
         more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
         raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
-    words = filter_words(" ".join(args.words))
+    if runs:
+        _check_names(runs, named_values(args))
+    wanted = parse_filter(" ".join(args.words))
     chosen = [
         r for r in runs
         if (args.state is None or r.state in args.state)
         and (args.sweep is None or r.sweep == args.sweep)
         and (args.since is None or r.created >= args.since)
         and all(tag in r.tags for tag in args.tag)
-        and has_words(run_text(r), words)
+        and wanted.matches(r)
     ]
     if args.sort != "created":
-        chosen = sort_keyless_last(chosen, RUN_SORTS[args.sort], args.reverse)
+        sort = args.sort
+        key = RUN_SORTS.get(sort) or (lambda r: value_order(run_value(r, sort)))
+        chosen = sort_keyless_last(chosen, key, args.reverse)
     elif args.reverse:
         chosen.reverse()
     elif args.limit:
@@ -86,10 +115,18 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
     return chosen[: args.limit] if args.limit else chosen
 
 
+def value_text(value: Any) -> str:
+    """A value in a ``-c`` column."""
+    return format_number(value) if value is None or is_number(value) else shown(
+        str(value), SHOWN_VALUE)
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    sizes = args.size or args.sort == "size"
+    named = named_values(args)
+    sizes = args.size or args.sort == "size" or "size" in named
+    highest = any(name.startswith("max:") for name in named)
     with connect() as client:
-        listed = client.all_runs(best=True, sizes=sizes)
+        listed = client.all_runs(best=True, sizes=sizes, highest=highest)
     runs = select_runs([RunInfo.from_wire(r) for r in listed], args)
     if args.json:
         by_id = {r["id"]: r for r in listed}
@@ -106,6 +143,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"no run of the {len(listed)} matches")
         return 0
     header, rows = list(LS_HEADER), [run_line_values(r) for r in runs]
+    for name in args.columns:
+        header.append(shown(name, SHOWN_VALUE))
+        rows = [[*row, value_text(run_value(r, name))] for row, r in zip(rows, runs, strict=True)]
     if sizes:
         header.append("SIZE")
         rows = [[*row, format_bytes(r.size)] for row, r in zip(rows, runs, strict=True)]
