@@ -6,11 +6,13 @@ said, in which order and words, is decided here once.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 from dataclasses import dataclass
 
 from engine.client.events import RunDescription
+from engine.common.early_stop import StopRule
 from engine.common.format import condition_text, format_bytes, shown, skipped_text
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
 
@@ -58,6 +60,9 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     ]
     if run.sweep:
         lines.append(DetailLine("sweep", shown(run.sweep)))
+    if run.early_stop:
+        with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
+            lines.append(DetailLine("early stop", StopRule.from_wire(run.early_stop).describe()))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.common.early_stop import StopRule
 from engine.common.runs import tag_problem
 from engine.common.sweep import RANDOM_FORMS, SweepError, SweepSpec, parse_random
 
@@ -41,6 +42,7 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "seed": (int, "an integer"),
     "config": (dict, "a table"),
     "sweep": (dict, "a table"),
+    "early_stop": (dict, "a table (grace, eta, metric, mode)"),
 }
 
 
@@ -60,6 +62,7 @@ class Experiment:
     tags: list[str] | None = None
     trials: int | None = None
     seed: int | None = None
+    early_stop: StopRule | None = None
 
     @property
     def is_sweep(self) -> bool:
@@ -105,6 +108,12 @@ def load_experiment(path: str) -> Experiment:
             _add_axis(spec, key, value)
     except SweepError as exc:
         raise ExperimentError(f"{where}: {exc}") from None
+    early_stop = None
+    if "early_stop" in data:
+        try:
+            early_stop = StopRule.from_wire(data["early_stop"])
+        except ValueError as exc:
+            raise ExperimentError(f"{where}: field 'early_stop': {exc}") from None
     return Experiment(
         spec,
         data.get("workload"),
@@ -114,6 +123,7 @@ def load_experiment(path: str) -> Experiment:
         data.get("tags"),
         data.get("trials"),
         data.get("seed"),
+        early_stop,
     )
 
 

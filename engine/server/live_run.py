@@ -13,6 +13,7 @@ from engine.rundir.paths import RunDir
 from engine.server.backends import RunBackend
 from engine.server.divergence import DivergenceWatch
 from engine.server.output_order import OutputOrder
+from engine.server.rungs import RungWatch
 
 # publish(topic, data): send an event to the daemon's subscribers.
 Publish = Callable[[str, dict[str, Any]], None]
@@ -52,6 +53,10 @@ class LiveRun:
     unstored: bool = False  # points read this tick wait to be stored (``store_read``)
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
+    rungs: RungWatch | None = None  # its sweep's early stopping, if the sweep has a rule
+    rungs_ready: bool = False  # whether ``rungs`` was made (at its first points)
+    passed: list[tuple[int, float]] = field(default_factory=list)  # rungs to judge
+    stop_reason: str | None = None  # why its sweep's rule stopped it (its kill's reason)
     output: OutputOrder | None = None  # the order its stdout and stderr came in
     # The files looked at for it at every tick, as strings (made once, not per tick).
     spool_file: str = field(init=False)
@@ -64,6 +69,8 @@ class LiveRun:
     @property
     def kill_reason(self) -> str:
         """What a killed run's exit says: who killed it, and with which signal last."""
+        if self.stop_reason is not None:
+            return self.stop_reason
         sent = f" with {self.kill_sent.name}" if self.kill_sent is not None else ""
         return f"killed by user{sent}"
 

@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from engine.common.early_stop import StopRule
 from engine.common.runs import RunState
 from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param, tags_param
@@ -56,7 +57,17 @@ class QueueRequests(RunLookup):
         if memory is not None and memory < 0:
             raise RequestError("bad_request", "gpu_memory must be zero or more bytes")
         sweep = param(params, "sweep", str, None)
+        rule = params.get("early_stop")
+        if rule is not None:
+            if sweep is None:
+                raise RequestError("bad_request", "early stopping is for the runs of a sweep "
+                                   "(traintop sweep --early-stop)")
+            try:
+                rule = StopRule.from_wire(rule).wire()
+            except ValueError as exc:
+                raise RequestError("bad_request", str(exc)) from None
         return {
+            "early_stop": rule,
             "tags": tags_param(params),
             "queue": queue,
             "priority": priority,

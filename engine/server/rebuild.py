@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.common.early_stop import StopRule
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.annotations import read_annotations
 from engine.rundir.line_tail import read_lines
@@ -168,6 +169,7 @@ def _restore_run(
             "released": False,
             **_divergence(launch),
             **_queue_fields(launch),
+            **_early_stop(launch),
             **read_annotations(rundir),
         },
         REBUILT,
@@ -297,6 +299,16 @@ def _queue_fields(launch: dict[str, Any]) -> dict[str, Any]:
         key: launch[key] for key in QUEUE_RECORD
         if isinstance(launch.get(key), kinds[key]) and not isinstance(launch[key], bool)
     }
+
+
+def _early_stop(launch: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's run's early-stop rule, if launch.json holds one that is right (the values
+    at each rung are not in the run directories: later runs are judged afresh)."""
+    try:
+        rule = StopRule.from_wire(launch["early_stop"]) if launch.get("early_stop") else None
+    except ValueError:
+        return {}
+    return {} if rule is None else {"early_stop": rule.wire()}
 
 
 def _divergence(launch: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.common.early_stop import stop_reason
 from engine.common.protocol import EVENT_POINTS
-from engine.common.runs import ActionError, RunState
+from engine.common.runs import DEFAULT_KILL_GRACE, ActionError, RunState
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import StatePaths, remove_stray_temporaries
 from engine.rundir.spool_records import (
@@ -31,6 +32,7 @@ from engine.rundir.spool_records import (
 from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
+from engine.server.rungs import RungWatch, rule_of
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
 from engine.server.store_metrics import MetricBatch
@@ -73,11 +75,17 @@ class RunReports:
         """Put a run in its queue (the supervisor's)."""
         raise NotImplementedError
 
+    def kill(self, run: dict[str, Any], grace: float) -> None:
+        """Kill the run's process (the supervisor's)."""
+        raise NotImplementedError
+
     def condition(self, run: dict[str, Any]) -> str | None:
         """What needs the user that a run's state does not say (disk full, divergence,
-        why a queued run waits)."""
+        why a queued run waits, that its sweep stopped it early)."""
         if run["state"] == RunState.QUEUED:
             return self.scheduler.waiting.get(run["id"])
+        if run["stopped_early"]:  # 'stopped early at step 300: loss ...': the first part
+            return str(run["stopped_early"]).partition(":")[0]
         live = self.live.get(run["id"])
         return DISK_FULL if live is not None and live.disk_full else divergence_condition(run)
 
@@ -120,6 +128,8 @@ class RunReports:
             drained = read.drained
         if live.diverged is not None:
             self._pause_diverged(live, live.diverged)
+        if live.passed:
+            self._judge_rungs(live)
         return drained
 
     def _hold_batch(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
@@ -176,6 +186,10 @@ class RunReports:
             self.publish(
                 "metrics", {"run": live.run_id, "points": points[start : start + EVENT_POINTS]}
             )
+        if not live.rungs_ready:
+            live.rungs, live.rungs_ready = self._rung_watch(live.run_id), True
+        if live.rungs is not None:
+            live.passed += live.rungs.check(points)
         live.failing = None
 
     def _on_record(self, live: LiveRun, record: SpoolRecord, end: int) -> None:
@@ -239,6 +253,39 @@ class RunReports:
         except ActionError as exc:
             self.store.note(live.run_id, f"{reason}; could not pause: {exc}")
         self.announce(live.run_id)
+
+    # -- early stopping ------------------------------------------------------
+
+    def _rung_watch(self, run_id: str) -> RungWatch | None:
+        """The rung watch of a sweep's run stopped early by a rule; None for other runs."""
+        run = self.store.get_run(run_id) or {}
+        rule = rule_of(run) if run.get("sweep") else None
+        if rule is None:
+            return None
+        return RungWatch(rule, run.get("total_steps"), self.store.rungs_passed(run_id))
+
+    def _judge_rungs(self, live: LiveRun) -> None:
+        """Record the rungs the run passed; stop it if one says so. Like the divergence
+        watch, called once its points are stored, never mid-read. A rung the store did
+        not take (locked, full) is recorded at a later tick."""
+        run = self.store.get_run(live.run_id)
+        if run is None or live.rungs is None or not run["sweep"]:
+            live.passed.clear()
+            return
+        while live.passed:
+            rung, value = live.passed[0]
+            values = self.store.record_rung(run["sweep"], rung, live.run_id, value)
+            del live.passed[0]
+            reason = stop_reason(live.rungs.rule, live.rungs.key or "loss", rung, value, values)
+            if reason is None:
+                continue
+            live.passed.clear()
+            if run["state"] in (RunState.RUNNING, RunState.PAUSED) and not live.killing:
+                log.info("run %s: %s", live.run_id, reason)
+                self.store.update_run(live.run_id, stopped_early=reason)
+                live.stop_reason = reason
+                self.kill(run, DEFAULT_KILL_GRACE)
+                self.announce(live.run_id)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""

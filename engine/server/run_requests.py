@@ -57,7 +57,7 @@ from engine.server.supervisor import launch_record
 _QUEUE_PARAMS = {"queue", "priority", "after", "gpus", "gpu_memory", "sweep", "tags"}
 _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
 ALLOWED = {
-    "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd",
+    "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd", "early_stop",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
                     "logdir",

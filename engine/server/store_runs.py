@@ -24,12 +24,13 @@ def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     run["config"] = json.loads(run["config"])
     run["released"] = bool(run["released"])
     run["tags"] = json.loads(run["tags"]) if run.get("tags") else []
+    run["early_stop"] = json.loads(run["early_stop"]) if run.get("early_stop") else None
     return run
 
 
 def run_to_row(fields: dict[str, Any]) -> dict[str, Any]:
-    """Run fields as the ``runs`` table holds them (``row_to_run`` undone): config and
-    tags as JSON (no tags: NULL), released as 0 or 1."""
+    """Run fields as the ``runs`` table holds them (``row_to_run`` undone): config, tags
+    and the early-stop rule as JSON (no tags, no rule: NULL), released as 0 or 1."""
     row = dict(fields)
     if "config" in row:
         row["config"] = json.dumps(row["config"])
@@ -37,6 +38,8 @@ def run_to_row(fields: dict[str, Any]) -> dict[str, Any]:
         row["tags"] = json.dumps(row["tags"]) if row["tags"] else None
     if "released" in row:
         row["released"] = int(row["released"])
+    if "early_stop" in row:
+        row["early_stop"] = json.dumps(row["early_stop"]) if row["early_stop"] else None
     return row
 
 
@@ -92,6 +95,21 @@ class RunRows(StoreConnection):
             "SELECT id, ?, state, ? FROM runs WHERE id = ?",
             (time.time(), reason, run_id),
         )
+
+    def record_rung(self, sweep: str, step: int, run_id: str, value: float) -> list[float]:
+        """Keep a run's value at a rung of its sweep (again: the newer value); every value
+        recorded at that rung, this one among them."""
+        self._write_held_first()
+        self.db.execute("INSERT OR REPLACE INTO rungs (sweep, step, run, value) "
+                        "VALUES (?, ?, ?, ?)", (sweep, step, run_id, value))
+        rows = self.db.execute("SELECT value FROM rungs WHERE sweep = ? AND step = ?",
+                               (sweep, step))
+        return [float(value) for (value,) in rows]
+
+    def rungs_passed(self, run_id: str) -> set[int]:
+        """The rungs a run's value was recorded at."""
+        rows = self.db.execute("SELECT step FROM rungs WHERE run = ?", (run_id,))
+        return {int(step) for (step,) in rows}
 
     def _event(self, run_id: str, state: str, reason: str, when: float) -> None:
         self.db.execute(

@@ -210,6 +210,23 @@ MIGRATIONS.append(
     """
 )
 
+# 8 -> 9: early stopping. A sweep's run keeps its rule (JSON: grace, eta, metric, mode)
+# and, once stopped by it, why; each rung's values, by sweep, are what later runs are
+# judged against.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN early_stop TEXT;
+    ALTER TABLE runs ADD COLUMN stopped_early TEXT;
+    CREATE TABLE rungs (
+        sweep  TEXT NOT NULL,
+        step   INTEGER NOT NULL,
+        run    TEXT NOT NULL,
+        value  REAL NOT NULL,
+        PRIMARY KEY (sweep, step, run)
+    )
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -244,7 +261,7 @@ _V3_RUN_FIELDS = [
 RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
-    "gpu_peak", "sweep", "tags", "note",
+    "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early",
 ]
 
 

@@ -185,6 +185,7 @@ class Supervisor(RunReports):
             )
             if run["exit_reason"] == KILL_REASON:
                 live.start_kill(float(run["kill_grace"] or 0), adopted=True)
+                live.stop_reason = run["stopped_early"]
             self.live[run["id"]] = live
             log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
 
@@ -468,6 +469,7 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
         "parent_id": run["parent_id"],
         "fork_step": run["fork_step"],
         "divergence_factor": run["divergence_factor"],
+        "early_stop": run["early_stop"],
         **{key: run[key] for key in QUEUE_RECORD},
     }
 

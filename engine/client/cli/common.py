@@ -132,7 +132,8 @@ def describe(run: dict[str, Any]) -> str:
     if run["state"] == "queued" and run.get("condition"):
         return f"{run['id']} ({shown(run['name'])}) queued in {run['queue']}: {run['condition']}"
     step = f"step {run['step']}" + (f"/{run['total_steps']}" if run["total_steps"] else "")
-    return f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
+    line = f"{run['id']} ({shown(run['name'])}) {run['state']} at {step} on {run['device']}"
+    return line + (f" ({run['stopped_early']})" if run.get("stopped_early") else "")
 
 
 _SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}

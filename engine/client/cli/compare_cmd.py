@@ -82,6 +82,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 changed = {event["data"].get("id")}
             else:
                 changed = set()
-    if all(run["state"] == RunState.FINISHED for run in ends):
+    # A run its sweep's rule stopped early ended as the sweep meant it to.
+    if all(run["state"] == RunState.FINISHED or run.get("stopped_early") for run in ends):
         return WAIT_ALL_FINISHED
     return WAIT_SOME_DID_NOT_FINISH

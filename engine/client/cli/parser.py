@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from engine.client.cli.common import UsageError
 from engine.client.run_select import RUN_SORTS, parse_condition, parse_since, parse_states
+from engine.common.early_stop import DEFAULT_ETA, MODES
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
@@ -187,6 +188,18 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
+    p.add_argument(
+        "--early-stop", type=_count, metavar="GRACE",
+        help="stop the runs that fall behind (ASHA): at step GRACE, then every ETA times as "
+        "many steps, a run goes on only if among the best 1/ETA of the runs there",
+    )
+    p.add_argument("--eta", type=_count, metavar="ETA",
+                   help=f"with --early-stop: each rung keeps 1/ETA of the runs (default "
+                   f"{DEFAULT_ETA})")
+    p.add_argument("--stop-metric", metavar="KEY",
+                   help="with --early-stop: the metric judged (default: the training loss)")
+    p.add_argument("--stop-mode", choices=MODES,
+                   help="with --early-stop: which way the metric is better (default min)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from engine.client.cli.common import (
 )
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.common.early_stop import StopRule
 from engine.common.experiment import Experiment, ExperimentError, load_experiment
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import name_problem
@@ -67,6 +68,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
         raise UsageError(str(name_problem(base)))
     device = args.device or experiment.device
     queue = args.queue or experiment.queue
+    rule = stop_rule(args, experiment)
     with connect() as client:
         listed = client.all_runs()
         taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
@@ -80,6 +82,8 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             return _show_plan(args, plan.names, plan.runs)
         extra = {**divergence_params(args), **queue_params(args), "queue": queue,
                  "tags": args.tag or experiment.tags}
+        if rule is not None:
+            extra["early_stop"] = rule.wire()
         started: list[dict[str, Any]] = []
         for request in plan.start_requests(device=device, cwd=os.getcwd(),
                                            env=chosen_env(args), **extra):
@@ -91,6 +95,24 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
                 return 1
     _show_started(args, started, plan.runs)
     return 0
+
+
+def stop_rule(args: argparse.Namespace, experiment: Experiment) -> StopRule | None:
+    """The early stopping asked for: the file's ``[early_stop]``, options winning."""
+    grace: int | None = getattr(args, "early_stop", None)  # ('start -f' has no options)
+    base = experiment.early_stop
+    tuning = [getattr(args, name, None) for name in ("eta", "stop_metric", "stop_mode")]
+    if grace is None and base is None:
+        if any(value is not None for value in tuning):
+            raise UsageError("--eta, --stop-metric and --stop-mode go with --early-stop GRACE")
+        return None
+    eta, metric, mode = tuning
+    try:
+        base = base or StopRule(grace or 1)
+        return StopRule(grace or base.grace, eta or base.eta, metric or base.metric,
+                        mode or base.mode)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _varying(runs: list[list[str]]) -> list[str]:

@@ -1,0 +1,161 @@
+"""Early stopping of a sweep's runs (ASHA, in its stopping form): the rule as functions,
+the rung watch over points as the daemon reads them, and a real sweep of real workers
+whose worse runs the daemon stops while the better ones train to the end."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.client.events import RunInfo
+from engine.common.early_stop import StopRule, cutoff, stop_reason
+from engine.common.experiment import ExperimentError, load_experiment
+from engine.server.rungs import RungWatch
+from tests.conftest import TERMINAL, Engine
+from tui.widgets.run_cells import state_text
+
+
+def test_rungs_grow_by_eta_and_stop_below_the_runs_end() -> None:
+    rule = StopRule(grace=10, eta=3)
+    assert list(rule.rungs(300)) == [10, 30, 90, 270]
+    assert list(rule.rungs(270)) == [10, 30, 90]  # a rung at the end judges nothing
+    unbounded = rule.rungs(None)
+    assert [next(unbounded) for _ in range(5)] == [10, 30, 90, 270, 810]
+
+
+def test_a_rung_keeps_the_best_third_once_three_runs_reached_it() -> None:
+    rule = StopRule(grace=10, eta=3)
+    assert cutoff([5.0, 1.0], 3, "min") is None  # fewer than eta: every run goes on
+    assert stop_reason(rule, "loss", 10, 5.0, [5.0, 1.0]) is None
+    assert cutoff([5.0, 1.0, 3.0], 3, "min") == 1.0  # the best 1 of 3
+    assert cutoff([5.0, 1.0, 3.0, 2.0], 3, "min") == 2.0  # the best 2 of 4
+    assert stop_reason(rule, "loss", 10, 2.0, [5.0, 1.0, 3.0, 2.0]) is None
+    said = stop_reason(rule, "loss", 10, 3.0, [5.0, 1.0, 3.0, 2.0])
+    assert said == ("stopped early at step 10: loss 3 is not among the lowest 2 of the 4 runs "
+                    "there (cutoff 2)")
+    up = StopRule(grace=10, eta=2, metric="acc", mode="max")
+    assert cutoff([0.5, 0.9, 0.7], 2, "max") == 0.7
+    assert stop_reason(up, "acc", 10, 0.5, [0.5, 0.9, 0.7]) is not None
+    assert stop_reason(up, "acc", 10, 0.7, [0.5, 0.9, 0.7]) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"grace": 0}, "the first rung must be at step 1 or later"),
+        ({"grace": 10, "eta": 1}, "eta must be 2 or more"),
+        ({"grace": 10, "mode": "up"}, "the mode is min or max"),
+        ({"grace": 1.5}, "grace and eta must be whole numbers"),
+        ({"grace": True}, "grace and eta must be whole numbers"),
+        ({"grace": 10, "metric": 3}, "the metric must be a name"),
+        ({"grace": 10, "every": 3}, "an object of grace, eta, metric and mode"),
+    ],
+)
+def test_a_wrong_rule_says_what_is_wrong(data: dict[str, object], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        StopRule.from_wire(data)
+
+
+def points(key: str, values: dict[int, float]) -> list[tuple[int, str, float, float]]:
+    return [(step, key, value, 0.0) for step, value in sorted(values.items())]
+
+
+def test_the_watch_says_each_rung_passed_with_the_mean_of_its_last_twentieth() -> None:
+    watch = RungWatch(StopRule(grace=100, eta=2), total=1000)
+    # Rung 100 averages steps 96..100 (its last 5 steps); a point past it says it is passed.
+    first = points("loss", {s: 10.0 - s / 100 for s in range(0, 101)})
+    assert watch.check(first) == []  # at the rung, not past it
+    assert watch.check(points("loss", {101: 0.0})) == [(100, pytest.approx(9.02))]
+    # A jump over two rungs judges both, each by the points before it.
+    later = points("loss", {s: 1.0 for s in range(102, 200)} | {200: 3.0, 450: 0.5})
+    assert watch.check(later) == [(200, pytest.approx((9 * 1.0 + 3.0) / 10)), (400, 3.0)]
+    assert watch.next == 800
+
+
+def test_the_watch_follows_the_training_loss_or_the_named_metric_and_skips_nan() -> None:
+    watch = RungWatch(StopRule(grace=10), total=None)
+    mixed = points("acc", {s: 0.5 for s in range(20)}) + points("train/loss", {9: 4.0, 10: 2.0})
+    mixed += [(11, "train/loss", math.nan, 0.0), (12, "train/loss", 1.0, 0.0)]
+    assert watch.check(mixed) == [(10, 2.0)]  # the loss, its NaN left out
+    named = RungWatch(StopRule(grace=10, metric="val_loss"), total=None)
+    sparse = points("loss", {s: 9.0 for s in range(30)}) + points("val_loss", {5: 7.0, 25: 6.0})
+    assert named.check(sparse) == [(10, 7.0)]  # none in the window: the latest before it
+    resumed = RungWatch(StopRule(grace=10), total=None, done=[10, 30])
+    assert resumed.next == 90  # a restarted daemon does not judge a rung twice
+
+
+def test_an_experiment_file_may_hold_the_rule(tmp_path: Path) -> None:
+    good = tmp_path / "exp.toml"
+    good.write_text('workload = "synthetic"\n[sweep]\nlr = [0.1, 0.01]\n'
+                    '[early_stop]\ngrace = 50\neta = 2\nmetric = "val_loss"\n')
+    assert load_experiment(str(good)).early_stop == StopRule(50, 2, "val_loss")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workload = "synthetic"\n[early_stop]\ngrace = 50\neta = 1\n')
+    with pytest.raises(ExperimentError, match=r"bad\.toml: field 'early_stop': early stop: eta"):
+        load_experiment(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--eta", "2"], "--eta, --stop-metric and --stop-mode go with --early-stop GRACE"),
+        (["--early-stop", "0"], "must be at least 1"),
+        (["--early-stop", "10", "--eta", "1"], "eta must be 2 or more"),
+        (["--early-stop", "10", "--stop-mode", "up"], "invalid choice"),
+    ],
+)
+def test_sweep_refuses_a_wrong_rule_in_one_line(engine: Engine, argv: list[str],
+                                                 says: str) -> None:
+    result = engine.cli("sweep", "synthetic", "lr=0.1,0.01", *argv)
+    assert result.code == 2 and says in result.err and result.err.count("\n") == 1
+    assert engine.cli("ls", "-q").out == ""  # nothing started
+
+
+def test_a_rule_is_only_for_a_sweeps_runs(engine: Engine) -> None:
+    with pytest.raises(Exception, match="early stopping is for the runs of a sweep"):
+        engine.call("start", workload="synthetic", early_stop={"grace": 10})
+
+
+def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine) -> None:
+    assert engine.cli("queue", "asha", "--parallel", "2").code == 0
+    # Two good learning rates first, then two that barely learn: these reach step 50
+    # after the first two have (two slots), and are not among the best third there.
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,1e-6,1e-7", "steps=1000",
+                         "sleep=0.005", "--early-stop", "50", "--queue", "asha", "--json")
+    assert started.code == 0, started.err
+    ids = [run["id"] for run in started.json()]
+    ends = {run_id: engine.wait_state(run_id, *TERMINAL, timeout=120) for run_id in ids}
+    good, bad = ids[:2], ids[2:]
+    for run_id in good:
+        assert ends[run_id]["state"] == "finished" and ends[run_id]["step"] == 1000
+    for run_id in bad:
+        run = ends[run_id]
+        assert run["state"] == "killed" and run["step"] < 1000, run
+        assert run["exit_reason"].startswith("stopped early at step 50: loss "), run
+        assert run["stopped_early"] == run["exit_reason"]
+        assert run["early_stop"] == {"grace": 50, "eta": 3, "metric": None, "mode": "min"}
+    listed = engine.cli("ls", "--state", "killed")
+    assert listed.out.count("killed (stopped early at step 50)") == 2, listed.out
+    shown = engine.cli("show", bad[0]).out
+    assert "from step 50, every x3 steps, runs not among the lowest 1/3" in shown
+    waited = engine.cli("wait", *ids)  # the sweep ended as it was meant to: success
+    assert waited.code == 0 and "(stopped early at step 50:" in waited.out
+    # The values at each rung are kept in the store, for the runs that come later.
+    db = sqlite3.connect(engine.paths.store)
+    rung50 = dict(db.execute("SELECT run, value FROM rungs WHERE step = 50").fetchall())
+    db.close()
+    assert set(rung50) == set(ids)
+    assert max(rung50[r] for r in good) < min(rung50[r] for r in bad)
+
+
+def test_the_tui_says_stopped_early_without_alarm() -> None:
+    reason = "stopped early at step 50: loss 3 is not among the lowest 1 of the 3 runs there"
+    stopped = RunInfo(id="dddd01", name="r", state="killed", workload="synthetic", step=52,
+                      condition="stopped early at step 50", stopped_early=reason)
+    cell = state_text(stopped)
+    assert cell.plain.endswith("stopped early") and "red" not in str(cell.style)
+    killed = RunInfo(id="dddd02", name="r", state="killed", workload="synthetic", step=52)
+    assert state_text(killed).plain.endswith("killed")
