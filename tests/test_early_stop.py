@@ -159,3 +159,11 @@ def test_the_tui_says_stopped_early_without_alarm() -> None:
     assert cell.plain.endswith("stopped early") and "red" not in str(cell.style)
     killed = RunInfo(id="dddd02", name="r", state="killed", workload="synthetic", step=52)
     assert state_text(killed).plain.endswith("killed")
+
+
+def test_a_dry_run_says_the_rule(engine: Engine) -> None:
+    result = engine.cli("sweep", "synthetic", "lr=0.1,0.01", "--early-stop", "10", "--eta",
+                        "2", "--stop-metric", "val_loss", "--dry-run")
+    assert result.code == 0, result.err
+    assert ("early stop: from step 10, every x2 steps, runs not among the lowest 1/2 of "
+            "val_loss stop") in result.out

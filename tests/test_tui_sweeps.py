@@ -251,6 +251,11 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", trials="3", seed="7",
                         queue="hold")
             assert "3 runs will start" in str(dialog.query_one("#sweep-count", Static).render())
+            await _fill(pilot, dialog, **{"early-stop": "0"})  # ASHA from step 0: refused
+            await pilot.press("ctrl+s")
+            error = dialog.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "first rung must be at step 1" in str(error.render()))
+            await _fill(pilot, dialog, **{"early-stop": "20"})
             await pilot.press("ctrl+s")
             await until(pilot, lambda: len(engine.all_runs()) == 7)
             # The CLI's names were given before the first four took "synthetic": the group
@@ -258,6 +263,8 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             later = [r for r in engine.all_runs() if r["name"] not in grid]
             assert {r["sweep"] for r in later} == {"synthetic-2"}
             assert [r["name"] for r in later] == drawn
+            assert {r["early_stop"]["grace"] for r in later} == {20}
+            assert all(r["early_stop"] is None for r in runs)
 
     asyncio.run(scenario())
 

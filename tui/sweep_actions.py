@@ -19,7 +19,7 @@ from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
-from tui.screens.sweep_dialog import SweepDialog, expand_axes
+from tui.screens.sweep_dialog import SweepDialog, early_stop_rule, expand_axes
 from tui.screens.sweep_view import SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -85,6 +85,7 @@ class SweepActions(RunActions):
             return "no workload: pick a built-in one or name a file"
         try:
             runs = expand_axes(form["axes"], form["trials"], form["seed"])
+            rule = early_stop_rule(form["early_stop"])
         except SweepError as exc:
             return str(exc)
         base = form["name"] or base_name(workload)
@@ -103,7 +104,8 @@ class SweepActions(RunActions):
         if problem is not None:
             return f"{problem}; nothing was started"
         started: list[str] = []
-        for request in plan.start_requests(cwd=cwd, queue=form["queue"]):
+        extra = {} if rule is None else {"early_stop": rule.wire()}
+        for request in plan.start_requests(cwd=cwd, queue=form["queue"], **extra):
             try:
                 started.append((await self.link.call("start", **request))["id"])
             except (EngineError, EngineUnavailable) as exc:

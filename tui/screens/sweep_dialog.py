@@ -1,5 +1,6 @@
 """The sweep dialog (``S``): a workload, the axes as ``traintop sweep`` takes them, trials,
-seed, queue and name; it says how many runs it will start before anything starts.
+seed, early stopping, queue and name; it says how many runs it will start before
+anything starts.
 
 The axes are expanded by ``engine.common.sweep``, the same code as the CLI's, so
 ``lr=1e-4,3e-4 batch=32,64`` or ``lr=log(1e-4..1e-2)`` with trials mean the same
@@ -16,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
+from engine.common.early_stop import StopRule
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
 from tui.screens.dialogs import FormDialog, Submit
 
@@ -48,6 +50,18 @@ def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
         raise SweepError(f"this sweep makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
                          "(the CLI starts it with --yes)")
     return expand(spec, _whole(trials, "trials"), _whole(seed, "seed") or 0)
+
+
+def early_stop_rule(text: str) -> StopRule | None:
+    """The early stopping the dialog asks for: a first rung in steps (ASHA, as
+    ``--early-stop GRACE`` with the defaults), or None left empty; SweepError if wrong."""
+    grace = _whole(text, "early stop")
+    if grace is None:
+        return None
+    try:
+        return StopRule(grace)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def count_text(axes: str, trials: str, seed: str) -> str:
@@ -88,6 +102,9 @@ class SweepDialog(FormDialog):
             yield Label("seed")
             yield Input("0", id="seed")
         with Horizontal(classes="field"):
+            yield Label("early stop")
+            yield Input(placeholder="off, or a first rung in steps (ASHA)", id="early-stop")
+        with Horizontal(classes="field"):
             yield Label("queue")
             yield Input(placeholder="default", id="queue")
         with Horizontal(classes="field"):
@@ -112,6 +129,7 @@ class SweepDialog(FormDialog):
             "axes": self._value("axes"),
             "trials": self._value("trials"),
             "seed": self._value("seed"),
+            "early_stop": self._value("early-stop"),
             "queue": self._value("queue").strip() or None,
             "name": self._value("name").strip() or None,
         }

@@ -79,7 +79,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             print(f"traintop: {problem}; nothing was started", file=sys.stderr)
             return 1
         if args.dry_run:
-            return _show_plan(args, plan.names, plan.runs)
+            return _show_plan(args, plan.names, plan.runs, rule)
         extra = {**divergence_params(args), **queue_params(args), "queue": queue,
                  "tags": args.tag or experiment.tags}
         if rule is not None:
@@ -122,8 +122,11 @@ def _varying(runs: list[list[str]]) -> list[str]:
     return [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
 
 
-def _show_plan(args: argparse.Namespace, names: list[str], runs: list[list[str]]) -> int:
-    """``--dry-run``: the runs that would start, their names and overrides."""
+def _show_plan(
+    args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: StopRule | None
+) -> int:
+    """``--dry-run``: the runs that would start, their names and overrides, and the rule
+    that would stop them early."""
     if args.json:
         print(json_text([{"name": n, "overrides": o} for n, o in zip(names, runs, strict=True)]))
         return 0
@@ -133,6 +136,8 @@ def _show_plan(args: argparse.Namespace, names: list[str], runs: list[list[str]]
         values = dict(o.partition("=")[::2] for o in overrides)
         rows.append([shown(name), *(shown(values.get(k, "")) for k in keys)])
     print(format_table(["NAME", *(k.upper() for k in keys)], rows))
+    if rule is not None:
+        print(f"early stop: {rule.describe()}")
     print(f"dry run: {len(runs)} run{'s' if len(runs) != 1 else ''} would start; none started")
     return 0
 
