@@ -24,6 +24,7 @@ from engine.client.run_select import (
 )
 from engine.server.store import Store
 from tests.conftest import Engine
+from tests.test_cli_many import ids
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.widgets.runs_table import RunsTable
@@ -119,12 +120,6 @@ def valued(engine: Engine) -> Engine:
             store.add_metrics(run_id, points, 0, None)
     store.close()
     return engine
-
-
-def ids(engine: Engine, *argv: str) -> list[str]:
-    result = engine.cli("ls", "-q", *argv)
-    assert result.code == 0, result.err
-    return result.out.split()
 
 
 def test_ls_filters_on_config_and_metrics(valued: Engine) -> None:
