@@ -12,7 +12,7 @@ import math
 import re
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from engine.client.events import RunInfo
 from engine.client.run_select import (
@@ -27,6 +27,7 @@ from tests.conftest import Engine
 from tests.test_cli_many import ids
 from tests.test_tui import until
 from tui.app import TraintopApp
+from tui.screens.dialogs import ColumnsDialog
 from tui.widgets.runs_table import RunsTable
 
 # id, config, losses, accuracies (in the order logged)
@@ -184,3 +185,44 @@ def test_the_tui_filter_takes_the_same_conditions(valued: Engine) -> None:
             assert field.has_class("-invalid")
 
     asyncio.run(scenario())
+
+
+def test_the_tui_shows_sorts_and_keeps_the_columns_it_is_given(valued: Engine) -> None:
+    async def scenario(check_kept: bool) -> None:
+        app = TraintopApp(home=valued.paths.home)
+        async with app.run_test(size=(160, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table.order) == len(RUNS) + 1)
+            if check_kept:  # a new session opens with the columns and sort left
+                assert table.extra_columns == ("lr", "max:acc")
+                assert table.sort_column == "max:acc" and table.descending
+                # (sorted again once the highest values come, after the first screen)
+                await until(pilot, lambda: table.order[:2] == ["sweep:s", "bbbb02"])
+                return
+            table.focus()
+            await pilot.press("a")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ColumnsDialog)
+                                 and app.screen)
+            dialog.query_one("#columns", Input).value = "lr, lrr"  # a typo: said, not shown
+            await pilot.press("ctrl+s")
+            error = dialog.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "did you mean lr?" in str(error.render()))
+            assert table.extra_columns == ()
+            dialog.query_one("#columns", Input).value = "lr, max:acc"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: table.extra_columns == ("lr", "max:acc"))
+            assert table.cell_text("bbbb02", "lr") == "0.0003"
+            assert table.cell_text("bbbb02", "max:acc") == "0.9"
+            assert table.cell_text("bbbb05", "lr") == "-"
+            assert "max:acc" in table.render_line(0).text  # in the header
+            # 'o' goes on from the table's own columns to the added ones
+            table.sort_by("DEV", False, app.state)
+            await pilot.press("o")
+            assert table.sort_column == "lr"
+            assert [r for r in table.order if r != "sweep:s"] == [
+                "bbbb03", "bbbb02", "bbbb01", "bbbb04", "bbbb05"]
+            await pilot.press("o", "O")  # max:acc, highest first
+            assert table.sort_column == "max:acc" and table.descending
+
+    asyncio.run(scenario(False))
+    asyncio.run(scenario(True))

@@ -103,6 +103,11 @@ ACTIONS: tuple[Action, ...] = (
         "then state, step, best loss and last metrics",
         footer=False,
     ),
+    Action(
+        "columns", "a", "Columns",
+        "Add or take away columns of config values or metrics (lr, val_loss, max:acc)",
+        footer=False,
+    ),
     Action("smoothing", "s", "Smooth", "Cycle the loss smoothing (debiased EMA)"),
     Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis", footer=False),
     Action("x_axis", "x", "X axis", "Plot against step or wall time", footer=False),

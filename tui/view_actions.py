@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
+from typing import Any
 
 from textual import on, work
 from textual.widgets import Input, RichLog
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
-from engine.client.run_select import filter_errors
+from engine.client.run_select import filter_errors, unknown_value
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, MAX_PINS, Overlaid
 from tui.connection import LogFollower
 from tui.run_folds import toggle_fold, toggle_fold_all
+from tui.screens.dialogs import ColumnsDialog
 from tui.screens.help import HelpScreen
 from tui.sweep_actions import SweepActions
 from tui.sweep_groups import SweepGroup
-from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 
@@ -158,9 +159,25 @@ class ViewActions(SweepActions):
         for error in filter_errors(field.value):
             self.notify(f"filter: {error}; left out", severity="warning")
 
+    def action_columns(self) -> None:
+        table = self.query_one(RunsTable)
+        self.push_screen(ColumnsDialog(table.extra_columns, self._set_columns))
+
+    async def _set_columns(self, params: dict[str, Any]) -> str | None:
+        """Show the columns the dialog names; the first one no run has, said, if any."""
+        names: tuple[str, ...] = params["columns"]
+        runs = list(self.state.runs.values())
+        for name in names:
+            problem = unknown_value(runs, name) if runs else None
+            if problem is not None:
+                return problem
+        self.query_one(RunsTable).set_extra_columns(names, self.state)  # saved at the tick
+        return None
+
     def action_sort(self) -> None:
         table = self.query_one(RunsTable)
-        column = SORT_COLUMNS[(SORT_COLUMNS.index(table.sort_column) + 1) % len(SORT_COLUMNS)]
+        columns = table.sort_columns
+        column = columns[(columns.index(table.sort_column) + 1) % len(columns)]
         self._sort(column, descending=False)
 
     def action_sort_reverse(self) -> None:

@@ -48,7 +48,7 @@ def _weight(value: Any) -> float | None:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag,
     "x_by_time": _flag, "filter": _text, "sort_column": _text, "descending": _flag,
-    "folded": _ids, "marks": _ids, "pinned": _ids,
+    "folded": _ids, "marks": _ids, "pinned": _ids, "columns": _ids,
 }
 
 
@@ -67,6 +67,7 @@ class SavedView:
     folded: tuple[str, ...] = ()
     marks: tuple[str, ...] = ()
     pinned: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()  # values shown as columns of their own (``a``)
     problems: tuple[str, ...] = field(default=(), compare=False)  # fields left at default
 
     def chart_view(self, base: ChartView) -> ChartView:

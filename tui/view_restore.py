@@ -15,7 +15,6 @@ from textual.widgets import Input
 from engine.client.demo import fork_parent
 from tui.view_actions import ViewActions
 from tui.view_memory import SavedView, ViewMemory
-from tui.widgets.run_cells import SORT_COLUMNS
 from tui.widgets.runs_table import RunsTable
 
 
@@ -36,10 +35,11 @@ class ViewRestore(ViewActions):
         self._restored = False
 
     def restore_table(self) -> None:
-        """The saved sort, folds and filter, into the table (when it mounts)."""
+        """The saved columns, sort, folds and filter, into the table (when it mounts)."""
         saved = self.memory.loaded
         table = self._table = self.query_one(RunsTable)
-        if saved.sort_column in SORT_COLUMNS:
+        table.extra_columns = saved.columns
+        if saved.sort_column in table.sort_columns:
             table.sort_column, table.descending = saved.sort_column, saved.descending
         table.folded = set(saved.folded)
         if saved.filter:
@@ -71,7 +71,7 @@ class ViewRestore(ViewActions):
             log_y=view.log_y, x_by_time=view.x_by_time, filter=table.text_filter,
             sort_column=table.sort_column, descending=table.descending,
             folded=tuple(sorted(table.folded)), marks=tuple(self.state.marks),
-            pinned=tuple(self.state.pinned),
+            pinned=tuple(self.state.pinned), columns=table.extra_columns,
         )
 
     def keep_view(self, flush: bool = False) -> bool:

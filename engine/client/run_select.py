@@ -13,14 +13,16 @@ highest value so far), else a column of the table (``step``, ``loss``, ``best``.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.client.events import RunInfo
+from engine.common.format import format_number, shown
 from engine.common.runs import RunState
 
 T = TypeVar("T")
@@ -143,13 +145,32 @@ def run_value(run: RunInfo, name: str) -> Any:
     return column(run) if column is not None else None
 
 
-def known_value(runs: Iterable[RunInfo], name: str) -> bool:
-    """Whether ``name`` is a column, or some run has a value by that name."""
-    return name in RUN_COLUMNS or any(run_value(r, name) is not None for r in runs)
+def unknown_value(runs: Collection[RunInfo], name: str) -> str | None:
+    """Why ``name`` names nothing, with the closest names (no run has a value by it, and
+    it is no column); None: it names something."""
+    if name in RUN_COLUMNS or any(run_value(r, name) is not None for r in runs):
+        return None
+    prefix, colon, key = name.rpartition(":")
+    keys = {k for r in runs for k in (*r.config, *r.last)} | set(RUN_COLUMNS)
+    close = [prefix + colon + k for k in difflib.get_close_matches(key, keys, n=3)]
+    hint = f"; did you mean {', '.join(close)}?" if close else (
+        "; a config key, a metric, min:KEY or max:KEY of a metric, or a column "
+        f"({' '.join(RUN_COLUMNS)})")
+    return f"no run has a value named {shown(name)!r}{hint}"
 
 
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+SHOWN_VALUE = 30  # a value in a column of its own (a list, a path...) is cut to this
+
+
+def value_text(value: Any) -> str:
+    """A value in a column of its own (``ls -c``, the TUI's ``a``): a number in at most ~7
+    characters, ``-`` for none, a word cut to ``SHOWN_VALUE``."""
+    return format_number(value) if value is None or is_number(value) else shown(
+        str(value), SHOWN_VALUE)
 
 
 def value_order(value: Any) -> Any:

@@ -224,6 +224,36 @@ class AnnotateDialog(FormDialog):
         }
 
 
+class ColumnsDialog(FormDialog):
+    """The values shown as columns of their own (``a``), named as ``traintop ls -c`` names
+    them; empty: none."""
+
+    submit_label = "Show"
+
+    def __init__(self, names: tuple[str, ...], submit: Submit) -> None:
+        super().__init__(submit)
+        self.names = names
+
+    def title_text(self) -> str:
+        return "Columns"
+
+    def on_mount(self) -> None:
+        self.query_one("#columns", Input).focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static("Config keys or metrics, each a column after the table's own: a metric "
+                     "shows its latest value, min:KEY or max:KEY its lowest or highest. "
+                     "'o' sorts by them too.")
+        with Horizontal(classes="field"):
+            yield Label("columns")
+            yield Input(" ".join(self.names), placeholder="e.g. lr batch max:acc",
+                        id="columns")
+
+    def params(self) -> dict[str, Any]:
+        text = self.query_one("#columns", Input).value.replace(",", " ")
+        return {"columns": tuple(dict.fromkeys(text.split()))}
+
+
 class NewRunDialog(FormDialog):
     """Start a run: a built-in workload or a file, its config, a name and a device."""
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from engine.client.events import RunInfo
-from engine.client.run_select import RUN_SORTS, finite
+from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
 from engine.common.format import format_bytes, format_number, shown
 from tui.run_tree import TreeRow
 from tui.state import TuiState
@@ -126,13 +126,15 @@ def name_text(
 
 
 def value_cells(
-    run: Run, state: TuiState, compact: bool, place: int | None = None
+    run: Run, state: TuiState, compact: bool, place: int | None = None,
+    extra: Iterable[str] = (),
 ) -> dict[str, Text]:
     """Every column but NAME (which depends on the row) for one run (``place``: its place
-    in its queue while queued)."""
+    in its queue while queued; ``extra``: the values the user added as columns, ``a``)."""
     rate = state.steps_per_second(run.id)
     gpu = state.gpu_memory(run.id)
     return {
+        **{name: Text(value_text(run_value(run, name))) for name in extra},
         "ID": Text(run.id),
         "STATE": state_text(run, place),
         "STEP": progress_text(run, bar=not compact),
@@ -146,10 +148,12 @@ def value_cells(
     }
 
 
-def group_cells(group: SweepGroup, state: TuiState, compact: bool) -> dict[str, Text]:
+def group_cells(
+    group: SweepGroup, state: TuiState, compact: bool, extra: Iterable[str] = ()
+) -> dict[str, Text]:
     """Every column but NAME of a sweep's header row: its runs by state, its best loss."""
     best = best_of(group.runs, state.runs)
-    cells = {column: Text("") for column in COLUMNS}
+    cells = {column: Text("") for column in (*COLUMNS, *extra)}
     cells["ID"] = Text("sweep", style="bold bright_black")
     cells["STATE"] = Text(state_counts(group, state.runs))
     cells["BEST"] = Text(format_number(best[1] if best else None), style="bold")
@@ -180,13 +184,17 @@ def column_widths(
     if "DEV" in widths:
         devices = (len(r.device or "") for r in runs_by_id.values())
         widths["DEV"] = max(widths["DEV"], *devices, 0)
+    for column in [c for c in widths if c not in COLUMNS]:  # the user's own (``a``)
+        values = (len(value_text(run_value(r, column))) for r in runs_by_id.values())
+        widths[column] = max(widths[column], *values, 0)
     return widths
 
 
 def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
     """How ``column`` orders runs (None: creation order). Unknown values sort last.
 
-    The columns ``traintop ls`` has too sort by its rules (``RUN_SORTS``)."""
+    The columns ``traintop ls`` has too sort by its rules (``RUN_SORTS``), and so do the
+    values the user added as columns (``a``), as ``ls --sort`` does."""
     shared = RUN_SORTS.get("device" if column == "DEV" else column.lower())
     if shared is not None:
         return shared
@@ -196,7 +204,9 @@ def sort_key(column: str, state: TuiState) -> Callable[[Run], Any] | None:
         "ETA": lambda r: state.eta_seconds(r.id),
         "GPU": lambda r: state.gpu_memory(r.id),
     }
-    return keys.get(column)
+    if column in keys or column in COLUMNS:
+        return keys.get(column)
+    return lambda r: value_order(run_value(r, column))  # a value the user added (``a``)
 
 
 # Columns whose values move while runs train: a table sorted by one re-sorts now and then.

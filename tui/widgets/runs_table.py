@@ -69,6 +69,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self.text_filter = ""
         self.folded: set[str] = set()
         self.compact = False
+        self.extra_columns: tuple[str, ...] = ()  # values the user added as columns (``a``)
         self.pending_select: str | None = None  # a run just started here: select it on arrival
         self.cursor = 0
         self._state = TuiState()
@@ -91,7 +92,12 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return COMPACT_COLUMNS if self.compact else COLUMNS
+        return (COMPACT_COLUMNS if self.compact else COLUMNS) + self.extra_columns
+
+    @property
+    def sort_columns(self) -> tuple[str, ...]:
+        """What ``o`` steps through: creation order, every column, then the user's own."""
+        return SORT_COLUMNS + self.extra_columns
 
     @property
     def order(self) -> list[str]:
@@ -132,7 +138,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
     @property
     def live_sort(self) -> bool:
         """Whether the order follows values that change while runs train."""
-        return self.sort_column in LIVE_SORTS
+        return self.sort_column in LIVE_SORTS or self.sort_column in self.extra_columns
 
     def row_of(self, run_id: str) -> TreeRow | None:
         index = self._index.get(run_id)
@@ -154,10 +160,22 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         """Show fewer, narrower columns (for terminals under ~110 columns)."""
         if compact != self.compact:
             self.compact = compact
-            self._cells.clear()
-            self._lines.clear()
-            self._widths, self._grown = {}, {}
-            self.refresh()
+            self._redraw_all()
+
+    def set_extra_columns(self, names: tuple[str, ...], state: TuiState) -> None:
+        """Show these values as columns after the table's own (``a``); a sort by one that
+        goes returns to creation order."""
+        self.extra_columns = names
+        if self.sort_column not in self.sort_columns:
+            self.sort_column, self.descending = "created", False
+        self._redraw_all()
+        self.refresh_rows(state)
+
+    def _redraw_all(self) -> None:
+        self._cells.clear()
+        self._lines.clear()
+        self._widths, self._grown = {}, {}
+        self.refresh()
 
     # -- feeding --------------------------------------------------------------
 
@@ -273,7 +291,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
     # -- sorting (folds are the app's: it changes ``folded``, then refreshes the rows) --
 
     def sort_by(self, column: str, descending: bool, state: TuiState) -> None:
-        if column not in SORT_COLUMNS:
+        if column not in self.sort_columns:
             raise ValueError(column)
         self.sort_column, self.descending = column, descending
         self._lines.pop("", None)  # the header's arrow moved
@@ -347,11 +365,12 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         width = self._widths.get("NAME", 8)
         group = self._groups.get(row.id)
         if group is not None:
-            cells = group_cells(group, self._state, self.compact)
+            cells = group_cells(group, self._state, self.compact, self.extra_columns)
             cells["NAME"] = name_text(self._names[row.id], row, width, style="bold")
             return cells
         run = self._state.runs[row.id]
-        cells = value_cells(run, self._state, self.compact, self._places.get(run.id))
+        cells = value_cells(run, self._state, self.compact, self._places.get(run.id),
+                            self.extra_columns)
         cells["NAME"] = name_text(self._names.get(row.id, run.name), row, width,
                                   pinned=run.id in self._state.pinned, tags=run.tags)
         return cells

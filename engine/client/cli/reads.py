@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import sys
 import time
 from collections.abc import Iterable
@@ -19,14 +18,14 @@ from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
 from engine.client.run_select import (
-    RUN_COLUMNS,
     RUN_SORTS,
-    is_number,
-    known_value,
+    SHOWN_VALUE,
     parse_filter,
     run_value,
     sort_keyless_last,
+    unknown_value,
     value_order,
+    value_text,
 )
 from engine.common.format import (
     SHOWN_NAME,
@@ -47,7 +46,6 @@ LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
 SHOWN_TAGS = 40
-SHOWN_VALUE = 30  # a config value in a -c column (a list, a path...)
 
 
 def run_line_values(run: RunInfo) -> list[str]:
@@ -74,15 +72,9 @@ def named_values(args: argparse.Namespace) -> list[str]:
 def _check_names(runs: list[RunInfo], names: list[str]) -> None:
     """Say so, with the closest names, when no run has a value by one of ``names``."""
     for name in names:
-        if known_value(runs, name):
-            continue
-        prefix, colon, key = name.rpartition(":")
-        keys = {k for r in runs for k in (*r.config, *r.last)} | set(RUN_COLUMNS)
-        close = [prefix + colon + k for k in difflib.get_close_matches(key, keys, n=3)]
-        hint = f"; did you mean {', '.join(close)}?" if close else (
-            "; a config key, a metric, min:KEY or max:KEY of a metric, or a column "
-            f"({' '.join(RUN_COLUMNS)})")
-        raise EngineError("unknown_value", f"no run has a value named {shown(name)!r}{hint}")
+        problem = unknown_value(runs, name)
+        if problem is not None:
+            raise EngineError("unknown_value", problem)
 
 
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
@@ -113,12 +105,6 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
     elif args.limit:
         return chosen[-args.limit :]  # creation order: the newest, still oldest first
     return chosen[: args.limit] if args.limit else chosen
-
-
-def value_text(value: Any) -> str:
-    """A value in a ``-c`` column."""
-    return format_number(value) if value is None or is_number(value) else shown(
-        str(value), SHOWN_VALUE)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
