@@ -308,13 +308,18 @@ def test_run_usage_of_real_processes(spawn: type[Spawned]) -> None:
         assert process.line() == "ready"
     runs = [big.ref("big"), threaded.ref("threads"), busy.ref("busy")]
     reader = RunUsageReader()
+    spinner = psutil.Process(busy.pid)
+    before, since = sum(spinner.cpu_times()[:2]), time.monotonic()
     reader.read(runs)  # CPU % needs a baseline
     time.sleep(0.5)
     usages = reader.read(runs)
+    # What the spinning process really got, by its own CPU time: on a loaded machine (the
+    # suite run in parallel) well under a core, so the reading is judged against it.
+    got = 100 * (sum(spinner.cpu_times()[:2]) - before) / (time.monotonic() - since)
     assert usages["big"].rss >= 200 * MIB
     assert usages["threads"].rss < 200 * MIB
     assert usages["threads"].threads >= 8
-    assert usages["busy"].cpu_percent > 30.0  # a spinning core; generous for a loaded machine
+    assert got > 5.0 and abs(usages["busy"].cpu_percent - got) < max(15.0, 0.3 * got), got
     assert usages["threads"].cpu_percent < usages["busy"].cpu_percent
     big.kill()
     assert "big" not in reader.read(runs[1:])
