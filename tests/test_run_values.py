@@ -20,6 +20,7 @@ from engine.client.run_select import (
     parse_filter,
     run_value,
     sort_keyless_last,
+    unknown_value,
     value_order,
 )
 from engine.server.store import Store
@@ -226,3 +227,11 @@ def test_the_tui_shows_sorts_and_keeps_the_columns_it_is_given(valued: Engine) -
 
     asyncio.run(scenario(False))
     asyncio.run(scenario(True))
+
+
+def test_a_metrics_extremes_are_known_before_they_are_listed() -> None:
+    r = run({"lr": 1e-3}, last={"acc": 0.8})  # highest not listed yet (the TUI's start)
+    assert unknown_value([r], "max:acc") is None and unknown_value([r], "lr") is None
+    assert unknown_value([r], "max:acx") == (
+        "no run has a value named 'max:acx'; did you mean max:acc?")
+    assert unknown_value([], "anything") is not None

@@ -151,6 +151,8 @@ def unknown_value(runs: Collection[RunInfo], name: str) -> str | None:
     if name in RUN_COLUMNS or any(run_value(r, name) is not None for r in runs):
         return None
     prefix, colon, key = name.rpartition(":")
+    if colon and prefix in EXTREMES and any(key in r.last for r in runs):
+        return None  # a metric whose extremes have yet to come (the TUI's, at its start)
     keys = {k for r in runs for k in (*r.config, *r.last)} | set(RUN_COLUMNS)
     close = [prefix + colon + k for k in difflib.get_close_matches(key, keys, n=3)]
     hint = f"; did you mean {', '.join(close)}?" if close else (
