@@ -53,13 +53,14 @@ class StopRule:
         """A rule as a request or a stored row gives it; ValueError, in words, if it is not one."""
         if not isinstance(data, dict) or not set(data) <= {"grace", "eta", "metric", "mode"}:
             raise ValueError("early_stop must be an object of grace, eta, metric and mode")
-        grace, eta = data.get("grace"), data.get("eta", DEFAULT_ETA)
+        grace: Any = data.get("grace")
+        eta: Any = data.get("eta", DEFAULT_ETA)
         metric, mode = data.get("metric"), data.get("mode", "min")
         if not all(isinstance(n, int) and not isinstance(n, bool) for n in (grace, eta)):
             raise ValueError("early stop: grace and eta must be whole numbers")
         if metric is not None and not isinstance(metric, str):
             raise ValueError("early stop: the metric must be a name")
-        return cls(int(grace), int(eta), metric, str(mode))  # type: ignore[arg-type]
+        return cls(grace, eta, metric, str(mode))
 
     def describe(self) -> str:
         """The rule in a few words, for ``show`` and a sweep's dry run."""
