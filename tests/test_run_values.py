@@ -199,6 +199,7 @@ def test_the_tui_shows_sorts_and_keeps_the_columns_it_is_given(valued: Engine) -
                 assert table.sort_column == "max:acc" and table.descending
                 # (sorted again once the highest values come, after the first screen)
                 await until(pilot, lambda: table.order[:2] == ["sweep:s", "bbbb02"])
+                await until(pilot, lambda: table.cell_text("bbbb02", "max:acc") == "0.9")
                 return
             table.focus()
             await pilot.press("a")

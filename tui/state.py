@@ -113,6 +113,7 @@ class TuiState:
             run = self.runs.get(run_id)
             if run is not None and highest:
                 self.runs[run_id] = replace(run, highest=_extreme(max, run.highest, highest))
+                self.changed.add(run_id)  # a max: column's cell
         self.rows_dirty = True
 
     def set_emas(self, seeds: Iterable[EmaSeed]) -> None:
