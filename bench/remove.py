@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.live_runs import in_fresh_home  # noqa: E402
 from engine.client.client import Client  # noqa: E402
-from engine.rundir.paths import StatePaths, child_env, private_opener  # noqa: E402
+from engine.rundir.paths import StatePaths, child_env, database_bytes, private_opener  # noqa: E402
 from engine.server.store import Store  # noqa: E402
 
 PING_EVERY_S = 0.01
@@ -190,8 +190,7 @@ def wait_purged(db: sqlite3.Connection, timeout: float) -> float | None:
 
 def store_size(paths: StatePaths, db: sqlite3.Connection) -> tuple[int, int, int]:
     """The bytes of the store's files (main + -wal), of its pages, and of its free pages."""
-    files = sum(p.stat().st_size for p in (paths.store, Path(f"{paths.store}-wal"))
-                if p.exists())
+    files = database_bytes(paths.store)
     page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
     pages = int(db.execute("PRAGMA page_count").fetchone()[0])
     free = int(db.execute("PRAGMA freelist_count").fetchone()[0])

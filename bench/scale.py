@@ -88,7 +88,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from scale_parts import RunSpec  # noqa: E402
 
 from engine.client.client import Client, EngineUnavailable  # noqa: E402
-from engine.rundir.paths import StatePaths, child_env  # noqa: E402
+from engine.rundir.paths import StatePaths, child_env, database_bytes  # noqa: E402
 
 PARTS = ROOT / "bench" / "scale_parts.py"
 LONG_STEPS = 100_000
@@ -383,8 +383,7 @@ class Bench:
         store = self.paths.store
         with contextlib.closing(sqlite3.connect(store)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        wal = store.with_name(store.name + "-wal")
-        size = store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        size = database_bytes(store)
         stored = self.stored_points()
         per_point = size / stored if stored else float("nan")
         self.add(Figure("bytes per point", per_point, "B",

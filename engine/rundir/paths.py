@@ -245,6 +245,21 @@ def remove_stray_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
+def wal_of(database: Path) -> Path:
+    """The write-ahead log SQLite keeps beside ``database`` (WAL mode)."""
+    return Path(f"{database}-wal")
+
+
+def database_bytes(database: Path) -> int:
+    """The bytes of an SQLite database's main file and its log (those that exist)."""
+    return sum(p.stat().st_size for p in (database, wal_of(database)) if p.exists())
+
+
+def sqlite_files(database: Path) -> list[Path]:
+    """Every file of an SQLite database in WAL mode: itself, its log and its shared index."""
+    return [database, wal_of(database), Path(f"{database}-shm")]
+
+
 def is_stray_temporary(name: str) -> bool:
     """Is the file ``name`` a temporary (see ``temporary_for``) whose writer is gone?"""
     match = _TEMPORARY.fullmatch(name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from engine.common.format import format_bytes
 from engine.rundir.disk_space import free_bytes
-from engine.rundir.paths import StatePaths
+from engine.rundir.paths import StatePaths, database_bytes
 from engine.server.daemon import MaintenanceError, hold_stopped_store
 
 
@@ -34,7 +34,7 @@ def compact_store(paths: StatePaths) -> Compacted:
     try:
         if not paths.store.exists():
             raise CompactError(f"there is no store at {paths.store}")
-        before = _size(paths)
+        before = database_bytes(paths.store)
         db = sqlite3.connect(paths.store, isolation_level=None)
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -47,11 +47,6 @@ def compact_store(paths: StatePaths) -> Compacted:
             ) from None
         finally:
             db.close()
-        return Compacted(before, _size(paths))
+        return Compacted(before, database_bytes(paths.store))
     finally:
         lock.close()
-
-
-def _size(paths: StatePaths) -> int:
-    wal = paths.store.with_name(paths.store.name + "-wal")
-    return paths.store.stat().st_size + (wal.stat().st_size if wal.exists() else 0)

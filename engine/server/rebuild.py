@@ -26,7 +26,7 @@ from engine.common.early_stop import StopRule
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.annotations import read_annotations
 from engine.rundir.line_tail import read_lines
-from engine.rundir.paths import RunDir, StatePaths, read_json
+from engine.rundir.paths import RunDir, StatePaths, read_json, sqlite_files
 from engine.rundir.spool_records import (
     ErrorRecord,
     SpoolBatch,
@@ -66,7 +66,7 @@ def rebuild_store(paths: StatePaths) -> Rebuilt:
     lock = hold_stopped_store(paths)
     try:
         fresh = paths.home / "store.sqlite.rebuilding"
-        for leftover in _with_sidecars(fresh):  # an interrupted rebuild's, never the store
+        for leftover in sqlite_files(fresh):  # an interrupted rebuild's, never the store
             leftover.unlink(missing_ok=True)
         os.close(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         store = Store(fresh)
@@ -84,20 +84,16 @@ def rebuild_store(paths: StatePaths) -> Rebuilt:
         lock.close()
 
 
-def _with_sidecars(path: Path) -> list[Path]:
-    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
-
-
 def _move_aside(store: Path) -> Path | None:
     """Rename the store and its WAL files to ``store.sqlite.old-<time>``; None if none."""
-    if not any(p.exists() for p in _with_sidecars(store)):
+    if not any(p.exists() for p in sqlite_files(store)):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside, n = store.with_name(f"{store.name}.old-{stamp}"), 1
-    while any(p.exists() for p in _with_sidecars(aside)):
+    while any(p.exists() for p in sqlite_files(aside)):
         n += 1
         aside = store.with_name(f"{store.name}.old-{stamp}-{n}")
-    for src, dst in zip(_with_sidecars(store), _with_sidecars(aside), strict=True):
+    for src, dst in zip(sqlite_files(store), sqlite_files(aside), strict=True):
         if src.exists():
             os.rename(src, dst)
     return aside

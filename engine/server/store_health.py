@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from engine.rundir.paths import StatePaths
+from engine.rundir.paths import StatePaths, wal_of
 from engine.server.store import StoreError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -120,7 +120,7 @@ def _read_only(path: Path) -> sqlite3.Connection:
     With no -wal file there is nothing but the main file to read, so SQLite may
     take it as immutable; with one, it must read (and lock) it as usual.
     """
-    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    immutable = "" if wal_of(path).exists() else "&immutable=1"
     return sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True)
 
 

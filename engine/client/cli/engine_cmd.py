@@ -14,7 +14,7 @@ from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.common.format import format_bytes, json_text
 from engine.rundir.disk_space import disk_use, free_bytes
-from engine.rundir.paths import StatePaths, state_home
+from engine.rundir.paths import StatePaths, state_home, wal_of
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 def disk_figures(paths: StatePaths) -> dict[str, int]:
     """The bytes the state directory's store and run files take on its disk, and the
     bytes free there."""
-    store = sum(disk_use(p) for p in (paths.store, Path(f"{paths.store}-wal")))
+    store = sum(disk_use(p) for p in (paths.store, wal_of(paths.store)))
     return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home)}
 
 
