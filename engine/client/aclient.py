@@ -24,7 +24,14 @@ from engine.client.client import (
     start_daemon,
     start_wait,
 )
-from engine.client.events import EmaSeed, Event, RunInfo, SeriesView, decode_events
+from engine.client.events import (
+    EmaSeed,
+    Event,
+    RunInfo,
+    SeriesView,
+    decode_events,
+    metric_values,
+)
 from engine.common import protocol
 from engine.common.telemetry import Sample
 from engine.common.wire import decoding, wire_dict, wire_list
@@ -141,7 +148,7 @@ class AsyncClient:
         """Each run's highest value of each metric so far, by run id (a brief listing)."""
         listed = await self.all_pages("list_runs", "runs", brief=True, highest=True)
         with decoding("a run's highest values"):  # (none from a daemon older than 'max:')
-            return {str(run["id"]): {str(k): float(v) for k, v in run.get("highest", {}).items()}
+            return {str(run["id"]): metric_values(run.get("highest", {}), "a run's highest")
                     for run in listed}
 
     async def ema_seeds(self, smoothing: float) -> list[EmaSeed]:

@@ -110,7 +110,6 @@ class ReadRequests(RunLookup):
         return {
             **self.summary(run),
             "best": self.db.points.lowest_values([rid]).get(rid, {}),
-            "highest": self.db.points.highest_values([rid]).get(rid, {}),
             "resume_point": None if point is None else {"step": point[0], "path": str(point[1])},
             "events": self.db.events(run["id"], SHOWN_EVENTS),
             "event_count": self.db.event_count(run["id"]),
