@@ -137,13 +137,20 @@ def wait_until(
 
 @pytest.fixture
 def engine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[Engine]:
     home = tmp_path / "home"
     monkeypatch.setenv("TRAINTOP_HOME", str(home))
     # Tests start several runs at once; the default queue's slots (one per core) would
     # queue them on a small machine. Tests of the queue set their own limits.
     monkeypatch.setenv("TRAINTOP_CPU_SLOTS", "32")
+    # The warm pool imports torch once more per daemon, in the background: on two cores
+    # that slows every other test's runs by a fifth. Its own tests turn it on.
+    if request.node.get_closest_marker("warm_pool") is None:
+        monkeypatch.setenv("TRAINTOP_WARM_POOL", "0")
     paths = StatePaths(home)
     yield Engine(paths, capsys)
     _kill_leftovers(paths)

@@ -17,7 +17,7 @@ import pytest
 from engine.common.format import format_number
 from engine.rundir.paths import child_env
 from engine.server.divergence import WARMUP_POINTS, DivergenceWatch
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 
 SLOW = ["steps=120", "sleep=0.01", "seed=3"]
 
@@ -150,6 +150,18 @@ def test_a_script_printing_train_and_val_loss_is_watched_on_its_training_loss(
     run_id = result.json()["id"]
     run = engine.wait_state(run_id, "paused", *TERMINAL)
     assert run["condition"] == "train/loss nan at step 30"  # the val NaN at 10 did not trip
+    # SIGSTOP holds once the command is next scheduled, and lines it printed before may
+    # still be on their way: compare the two listings once the run has stopped moving.
+    wait_until(lambda: psutil.Process(run["pid"]).status() == psutil.STATUS_STOPPED,
+               "the command is stopped")
+    seen: list[int] = []
+
+    def still() -> bool:
+        seen.append(engine.run(run_id)["step"])
+        time.sleep(0.3)
+        return len(seen) > 1 and seen[-1] == seen[-2]
+
+    wait_until(still, "the run's step stays put")
     (row,) = [r for r in engine.cli("ls", "--json").json() if r["id"] == run_id]
     assert "loss" not in row["last"] and row["last"]["val/loss"] == 2.5
     # ls's LOSS column is the training loss, not empty and not the validation loss
