@@ -466,10 +466,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stderr", action="store_true")
     p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
 
-    p = add("export", _command("reads", "cmd_export"), "export a run's metrics")
-    p.add_argument("run")
-    p.add_argument("--format", choices=["csv", "json"], default="csv")
-    p.add_argument("-o", "--output")
+    p = add("export", _command("export_cmd", "cmd_export"), "export the metrics of runs")
+    p.add_argument("runs", nargs="+", metavar="run", help="runs by id, prefix or name")
+    p.add_argument(
+        "--format", choices=["csv", "json", "jsonl"], default="csv",
+        help="csv: a row a point (run,step,key,value,time); json: an object a run (an "
+        "array for several); jsonl: an object a line",
+    )
+    p.add_argument(
+        "-k", "--key", dest="keys", action="append", default=[], metavar="KEY",
+        help="only this metric (again, or KEY,KEY, for more)",
+    )
+    p.add_argument("-o", "--output", help="write to this file, once the export is whole")
 
     p = add("gpu", _command("reads", "cmd_gpu"), "current GPU figures and which runs use each GPU")
     p.add_argument("--json", action="store_true")

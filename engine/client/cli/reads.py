@@ -1,4 +1,4 @@
-"""The commands that read: ls, show, logs, export, gpu and top.
+"""The commands that read: ls, show, logs, gpu and top (export has its own module).
 
 None of them changes a run; ``ls`` is the one timed at scale, so this module
 imports nothing it does not need.
@@ -7,11 +7,9 @@ imports nothing it does not need.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
-from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any
 
 from engine.client.cli.common import connect
 from engine.client.client import Client, EngineError
@@ -35,7 +33,6 @@ from engine.common.format import (
     gpu_lines,
     host_lines,
     json_text,
-    number_text,
     run_usage_rows,
     shown,
 )
@@ -178,57 +175,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     break
                 time.sleep(0.25)
     return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Write a run's points block by block, so a run of millions of points streams out."""
-    with connect() as client:
-        run = client.call("get_run", run=args.run)
-        blocks = client.series_blocks(run["id"])
-        out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
-        try:
-            if args.format == "csv":
-                writer = csv.writer(out)
-                writer.writerow(["run", "step", "key", "value", "time"])
-                for block in blocks:
-                    key = block["key"]
-                    writer.writerows(
-                        [run["id"], step, key, number_text(value), us / 1e6]
-                        for step, value, us in zip(
-                            block["steps"], block["values"], block["times_us"], strict=True
-                        )
-                    )
-            else:
-                _export_json(out, run, blocks)
-        finally:
-            if out is not sys.stdout:
-                out.close()
-    return 0
-
-
-EXPORT_FIELDS = (
-    "id", "name", "workload", "config", "state", "parent_id", "fork_step", "device", "step",
-    "total_steps",
-)
-
-
-def _export_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
-    """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
-    meta = {k: run[k] for k in EXPORT_FIELDS}
-    out.write('{"run": ' + json_text(meta) + ', "metrics": {')
-    current: str | None = None
-    for block in blocks:
-        times = [us / 1e6 for us in block["times_us"]]
-        points = zip(block["steps"], block["values"], times, strict=True)
-        if block["key"] != current:
-            if current is not None:
-                out.write("], ")
-            current = block["key"]
-            out.write(json_text(current) + ": [")
-        elif block["steps"]:
-            out.write(", ")
-        out.write(json_text([list(p) for p in points])[1:-1])  # the points, not the brackets
-    out.write(("]" if current is not None else "") + "}}\n")
 
 
 def _latest_sample(client: Client) -> dict[str, Any] | None:

@@ -1,0 +1,134 @@
+"""``traintop export RUN...``: every point of one run or of many, streamed block by block.
+
+A sweep of hundreds of runs, or a run of millions of points, goes out in pages of
+the daemon's columns, never held whole. CSV is long (one row a point, the run in
+its first column), so runs simply follow one another; JSON is one object per run
+(an array of them for several, ``jsonl`` one a line). ``-o FILE`` appears only
+once the export is whole: a typo in a name, an unknown key or an engine that goes
+away leaves an earlier FILE as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import difflib
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.client.cli.common import connect, resolve_runs
+from engine.client.client import Client, EngineError
+from engine.common.format import json_text, number_text, shown
+
+CSV_HEADER = ["run", "step", "key", "value", "time"]
+EXPORT_FIELDS = (
+    "id", "name", "workload", "config", "state", "parent_id", "fork_step", "device", "step",
+    "total_steps", "sweep", "tags",
+)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    keys = [k for given in args.keys for k in given.split(",") if k]
+    with connect() as client:
+        runs = list(resolve_runs(client, args.runs).values())
+        problem = unknown_keys(runs, keys)
+        if problem:
+            raise EngineError("unknown_key", problem)
+        with _output(args.output) as out:
+            if args.format == "csv":
+                _write_csv(out, client, runs, keys)
+            else:
+                _write_json(out, client, runs, keys, lines=args.format == "jsonl")
+    return 0
+
+
+def unknown_keys(runs: Iterable[dict[str, Any]], keys: list[str]) -> str | None:
+    """Why a key asked for is in none of the runs, with the closest keys; None: all are."""
+    have = {k for run in runs for k in run["last"]}
+    for key in keys:
+        if key not in have:
+            close = difflib.get_close_matches(key, have, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else (
+                f"; they have {', '.join(sorted(have)[:10])}" if have else "; they have no points")
+            return f"no run named has a metric {shown(key)!r}{hint}"
+    return None
+
+
+def _blocks(client: Client, run: dict[str, Any], keys: list[str]) -> Iterator[dict[str, Any]]:
+    """The run's points as column blocks, key by key: every key, or those asked for that
+    it has, in the order asked."""
+    if not keys:
+        yield from client.series_blocks(run["id"])
+        return
+    for key in keys:
+        if key in run["last"]:
+            yield from client.series_blocks(run["id"], key)
+
+
+def _write_csv(out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str]) -> None:
+    writer = csv.writer(out)
+    writer.writerow(CSV_HEADER)
+    for run in runs:
+        for block in _blocks(client, run, keys):
+            key = block["key"]
+            writer.writerows(
+                [run["id"], step, key, number_text(value), us / 1e6]
+                for step, value, us in zip(
+                    block["steps"], block["values"], block["times_us"], strict=True
+                )
+            )
+
+
+def _write_json(
+    out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str], lines: bool
+) -> None:
+    """One object per run: an object for one run, an array for several; ``lines``: one
+    object a line, whatever their number."""
+    many = len(runs) > 1 and not lines
+    out.write("[" if many else "")
+    for i, run in enumerate(runs):
+        if i:
+            out.write("\n" if lines else ",\n")
+        _write_run_json(out, run, _blocks(client, run, keys))
+    out.write("]\n" if many else "\n")
+
+
+def _write_run_json(out: TextIO, run: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
+    """``{"run": {...}, "metrics": {key: [[step, value, time], ...]}}``, written as it comes."""
+    meta = {k: run.get(k) for k in EXPORT_FIELDS}
+    out.write('{"run": ' + json_text(meta) + ', "metrics": {')
+    current: str | None = None
+    for block in blocks:
+        times = [us / 1e6 for us in block["times_us"]]
+        points = zip(block["steps"], block["values"], times, strict=True)
+        if block["key"] != current:
+            if current is not None:
+                out.write("], ")
+            current = block["key"]
+            out.write(json_text(current) + ": [")
+        elif block["steps"]:
+            out.write(", ")
+        out.write(json_text([list(p) for p in points])[1:-1])  # the points, not the brackets
+    out.write(("]" if current is not None else "") + "}}")
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """Standard output, or a file beside ``path`` renamed onto it once written whole (and
+    removed, leaving ``path`` as it was, when the export fails)."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    part = target.with_name(f".{target.name}.part-{os.getpid()}")
+    try:
+        with open(part, "w", newline="") as out:
+            yield out
+        os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
