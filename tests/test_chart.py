@@ -352,7 +352,7 @@ def test_the_view_settings_live_in_one_chart_view_read_by_the_feed_and_the_chart
     assert ChartView(metric="val/loss").metric_for(qualified) == "val/loss"
     assert view.metric_for({"val/loss"}) == "loss"  # no training loss: nothing to stand for
 
-    timed = ChartView(metric="acc", smoothing=0.6, x_by_time=True, log_y=True)
+    timed = ChartView(metric="acc", smoothing=0.6, axis="time", log_y=True)
     assert ViewRequest.of(timed, 300, {"acc"}) == ViewRequest("acc", 300, "time", 0.6)
     assert ViewRequest.of(view, 300, qualified).key == "train/loss"
 
@@ -363,7 +363,7 @@ def test_the_view_settings_live_in_one_chart_view_read_by_the_feed_and_the_chart
             chart.view = timed
             assert (chart.smoothing, chart.log_y) == (0.6, True)
             chart.log_y = False  # a setter replaces the view, it does not keep a copy
-            assert chart.view == ChartView(metric="acc", smoothing=0.6, x_by_time=True)
+            assert chart.view == ChartView(metric="acc", smoothing=0.6, axis="time")
 
     asyncio.run(main())
 

@@ -72,7 +72,11 @@ def test_last_n_cycles_through_the_spans_shorter_than_the_runs() -> None:
     assert XZoom().next_last((0.0, 600.0)) == XZoom()
     assert XZoom(1000.0).describe("step") == "last 1k steps"
     assert XZoom(500.0, 2000.0).describe("step") == "steps 2k to 2.5k"
-    assert XZoom(50.0, 700.0).describe("time") == "zoomed, 700 to 750 s"
+    assert XZoom(50.0, 700.0).describe("elapsed") == "zoomed, 11m40s to 12m30s"
+    assert XZoom(3600.0).describe("time") == "last 1h"
+    day = (0.0, 86_400.0)  # on a time axis, 'last N' is 10 minutes, an hour, six hours
+    assert [XZoom(s).next_last(day, "elapsed").span for s in (None, 600.0, 3600.0, 21_600.0)] \
+        == [600.0, 3600.0, 21_600.0, None]
 
 
 @given(st.floats(-1e6, 1e6), st.floats(1.0, 1e6), st.integers(1, 400))

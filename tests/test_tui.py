@@ -302,8 +302,12 @@ def test_new_run_dialog_filter_logs_and_chart_options(engine: Engine) -> None:
             before = chart.smoothing
             await pilot.press("s")
             assert chart.smoothing != before
-            await pilot.press("x")
-            await until(pilot, lambda: chart.series and chart.series[0].xs[0] > 1e9)  # time
+            await pilot.press("x")  # seconds since the run's first point
+            await until(pilot, lambda: chart.x_label == "elapsed" and chart.series
+                        and 0 <= chart.series[0].xs[0] < 60)
+            await pilot.press("x")  # the wall clock
+            await until(pilot, lambda: chart.x_label == "time" and chart.series
+                        and chart.series[0].xs[0] > 1e9)
 
     asyncio.run(scenario())
 

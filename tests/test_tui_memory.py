@@ -59,7 +59,7 @@ def test_the_view_is_kept_when_the_tui_starts_again(engine: Engine) -> None:
         return shown.to_wire()
 
     shown = asyncio.run(first_session())
-    assert shown["metric"] == "extra_0" and shown["log_y"] and shown["x_by_time"]
+    assert shown["metric"] == "extra_0" and shown["log_y"] and shown["axis"] == "elapsed"
     assert _saved(engine) == shown  # written when the app closed, at the latest
     assert stat.S_IMODE(engine.paths.tui_view.stat().st_mode) == 0o600
 
@@ -70,7 +70,7 @@ def test_the_view_is_kept_when_the_tui_starts_again(engine: Engine) -> None:
             await until(pilot, lambda: table.selected_id == gamma)
             view = app.state.view
             assert (view.metric, view.smoothing) == (shown["metric"], shown["smoothing"])
-            assert view.log_y and view.x_by_time
+            assert view.log_y and view.axis == "elapsed"
             assert (table.sort_column, table.descending) == ("ID", True)
             assert table.text_filter == "synth"
             field = app.query_one("#filter", Input)

@@ -302,7 +302,7 @@ class TraintopApp(ChartActions, ViewRestore):
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
         series, markers = [], []
-        by_time = self.state.view.x_by_time
+        by_time = self.state.view.axis != "step"
         live = False
         on_chart = {o.run_id for o in self.shown}
         table = self.query_one(RunsTable)

@@ -47,7 +47,7 @@ class ChartActions(ViewActions):
 
     def action_zoom_last(self) -> None:
         extent = self.chart_extent()
-        zoom = self.zoom.next_last(extent)
+        zoom = self.zoom.next_last(extent, self.state.view.axis)
         if zoom.whole and self.zoom.whole and extent is not None:
             self.notify("these runs are shorter than the first 'last N' window: "
                         "+ zooms in around the cursor")

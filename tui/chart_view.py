@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from engine.common.output_lines import training_loss_key
+from tui.time_axis import X_AXES
 
 # The weights ``s`` steps through (a debiased EMA, as TensorBoard smooths).
 SMOOTHING_STEPS = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
@@ -23,17 +24,18 @@ class ChartView:
 
     metric: str = "loss"  # "loss" also stands for runs' training loss under another name
     smoothing: float = SMOOTHING_STEPS[3]
-    x_by_time: bool = False  # wall time on x, else the step
+    axis: str = "step"  # what x is: one of X_AXES, named as the daemon names it
     log_y: bool = False
 
     def __post_init__(self) -> None:
         # Keep the weight in [0, MAX_SMOOTHING]: a weight of 1 would never move.
         object.__setattr__(self, "smoothing", min(max(float(self.smoothing), 0.0), MAX_SMOOTHING))
+        if self.axis not in X_AXES:
+            object.__setattr__(self, "axis", X_AXES[0])
 
-    @property
-    def axis(self) -> str:
-        """The x axis as the daemon names it: ``step`` or ``time``."""
-        return "time" if self.x_by_time else "step"
+    def next_axis(self) -> ChartView:
+        """The next kind of x axis: step, time since the run's first point, time of day."""
+        return replace(self, axis=X_AXES[(X_AXES.index(self.axis) + 1) % len(X_AXES)])
 
     def next_smoothing(self) -> ChartView:
         """The next weight of SMOOTHING_STEPS (from the first if this one is not among them)."""

@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tui.time_axis import format_duration, x_text
+
 Extent = tuple[float, float]
 
-# What ``z`` steps through (x units: steps, or seconds on a time axis), after the whole run.
+# What ``z`` steps through, after the whole run: steps, or seconds on a time axis.
 LAST_SPANS = (1_000.0, 10_000.0, 100_000.0)
+LAST_TIMES = (600.0, 3_600.0, 21_600.0)  # 10 minutes, an hour, six hours
 # The narrowest window: a few columns a step is all the detail there is to show.
 MIN_SPAN = 16.0
 ZOOM_FACTOR = 2.0  # a key halves or doubles the window
@@ -78,24 +81,28 @@ class XZoom:
         span = window[1] - window[0]
         return _fitted(window[0] + share * span, span, extent)
 
-    def next_last(self, extent: Extent | None) -> XZoom:
-        """The next 'last N' of LAST_SPANS shorter than the data, after them the whole run."""
+    def next_last(self, extent: Extent | None, axis: str = "step") -> XZoom:
+        """The next 'last N' of LAST_SPANS (on a time axis LAST_TIMES) shorter than the
+        data, after them the whole run."""
         width = 0.0 if extent is None else extent[1] - extent[0]
-        spans = [s for s in LAST_SPANS if s < width]
+        spans = [s for s in (LAST_SPANS if axis == "step" else LAST_TIMES) if s < width]
         if self.following and self.span in spans:
             following = spans[spans.index(self.span) + 1:]
             return XZoom(following[0]) if following else XZoom()
         return XZoom(spans[0]) if spans else XZoom()
 
     def describe(self, axis: str) -> str:
-        """A few words for the status line: '', 'last 1k steps', 'steps 2k to 3k'."""
+        """A few words for the status line: '', 'last 1k steps', 'steps 2k to 3k', 'last 1h'."""
         if self.span is None:
             return ""
-        unit = "steps" if axis == "step" else "s"
+        if axis != "step":
+            if self.lo is None:
+                return f"last {format_duration(self.span)}"
+            ends = [x_text(axis, x, self.span / 100) for x in (self.lo, self.lo + self.span)]
+            return "zoomed, {} to {}".format(*ends)
         if self.lo is None:
-            return f"last {_short(self.span)} {unit}"
-        lo, hi = _short(self.lo), _short(self.lo + self.span)
-        return f"{unit} {lo} to {hi}" if axis == "step" else f"zoomed, {lo} to {hi} s"
+            return f"last {_short(self.span)} steps"
+        return f"steps {_short(self.lo)} to {_short(self.lo + self.span)}"
 
 
 def _short(value: float) -> str:

@@ -132,8 +132,7 @@ class ViewActions(SweepActions):
         self.show_view(replace(view, log_y=not view.log_y), refetch=False)
 
     def action_x_axis(self) -> None:
-        view = self.state.view
-        self.show_view(replace(view, x_by_time=not view.x_by_time), refetch=True)
+        self.show_view(self.state.view.next_axis(), refetch=True)
 
     def action_next_metric(self) -> None:
         self.show_view(self.state.view.next_metric(self.shown_keys()), refetch=True)

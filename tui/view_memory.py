@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.client.view_file import ViewFileError, read_view, write_view
 from tui.chart_view import ChartView
+from tui.time_axis import X_AXES
 
 VERSION = 1
 SAVE_EVERY_S = 1.0  # a held key moves the selection many times a second: one write
@@ -38,6 +39,10 @@ def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+def _axis(value: Any) -> str | None:
+    return value if value in X_AXES else None
+
+
 def _weight(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -47,7 +52,7 @@ def _weight(value: Any) -> float | None:
 # Each field's check: the value as the record holds it, or None if it is not one.
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag,
-    "x_by_time": _flag, "filter": _text, "sort_column": _text, "descending": _flag,
+    "axis": _axis, "filter": _text, "sort_column": _text, "descending": _flag,
     "folded": _ids, "marks": _ids, "pinned": _ids, "columns": _ids,
 }
 
@@ -60,7 +65,7 @@ class SavedView:
     metric: str | None = None
     smoothing: float | None = None
     log_y: bool = False
-    x_by_time: bool = False
+    axis: str = "step"
     filter: str = ""
     sort_column: str = "created"
     descending: bool = False
@@ -77,7 +82,7 @@ class SavedView:
             metric=self.metric or base.metric,
             smoothing=base.smoothing if self.smoothing is None else self.smoothing,
             log_y=self.log_y,
-            x_by_time=self.x_by_time,
+            axis=self.axis,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -93,6 +98,8 @@ class SavedView:
         ``problems`` and left at its default."""
         values: dict[str, Any] = {}
         problems = []
+        if "axis" not in data and data.get("x_by_time") is True:  # as saved before 'elapsed'
+            data = {**data, "axis": "time"}
         for key, check in _CHECKS.items():
             if key not in data or data[key] is None:
                 continue

@@ -365,6 +365,16 @@ class Points:
         row = self.db.execute("SELECT sum(n) FROM series WHERE run = ?", (run,)).fetchone()
         return int(row[0] or 0)
 
+    def first_time(self, run: int) -> float | None:
+        """When the run logged its first point, of any key (None: it logged none). A
+        series' first point is its earliest: points are stored as they are logged."""
+        row = self.db.execute(
+            "SELECT min(t) FROM (SELECT min(time_lo) AS t FROM chunks WHERE run = ? AND i0 = 0 "
+            "UNION ALL SELECT min(time) FROM recent WHERE run = ? AND i = 0)",
+            (run, run),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def last_values(self, run: int) -> dict[str, float]:
         """The latest value of every key of a run, from its series rows alone."""
         rows = self.db.execute(

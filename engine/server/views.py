@@ -1,7 +1,8 @@
 """A metric series at screen resolution: min/max per bucket, the smoothed curve, the latest points.
 
 The chart asks for as many buckets as it has columns, over the whole series or
-a zoomed range of steps (or wall times). A chunk that falls inside one bucket
+a zoomed range of steps (or of times: ``time`` is unix seconds, ``elapsed`` the
+seconds since the run's first point, of any metric). A chunk that falls inside one bucket
 is folded in from its stored summary without being unpacked, so a series of a
 million points costs about as much as its chunk count, not its length.
 
@@ -31,7 +32,7 @@ isfinite = math.isfinite
 EMA_CACHE_ENTRIES = 200_000
 # The most points a table's EMA reads (a weight of 0.995 needs all of them).
 TAIL_REACH = 8192
-AXES = ("step", "time")
+AXES = ("step", "elapsed", "time")
 
 
 @dataclass
@@ -86,17 +87,23 @@ def series_view(
     if kid is None or size is None:
         return empty
     n = size
-    def x_of(point: Point) -> float:
-        return float(point[0] if axis == "step" else point[2])
+    origin = (points.first_time(run) or 0.0) if axis == "elapsed" else 0.0
 
-    chunks = points.db.execute(
-        f"SELECT i0, n, {axis}_lo, {axis}_hi, vmin, vmax FROM chunks "
-        "WHERE run = ? AND kid = ? ORDER BY i0",
-        (run, kid),
-    ).fetchall()
+    def x_of(point: Point) -> float:
+        return float(point[0]) if axis == "step" else point[2] - origin
+
+    column = "step" if axis == "step" else "time"
+    chunks = [
+        (i0, count, float(x0) - origin, float(x1) - origin, vmin, vmax)
+        for i0, count, x0, x1, vmin, vmax in points.db.execute(
+            f"SELECT i0, n, {column}_lo, {column}_hi, vmin, vmax FROM chunks "
+            "WHERE run = ? AND kid = ? ORDER BY i0",
+            (run, kid),
+        )
+    ]
     loose = points.loose(run, kid, sum(int(c[1]) for c in chunks))
-    extent_lo = min([float(c[2]) for c in chunks] + [x_of(p) for p in loose])
-    extent_hi = max([float(c[3]) for c in chunks] + [x_of(p) for p in loose])
+    extent_lo = min([c[2] for c in chunks] + [x_of(p) for p in loose])
+    extent_hi = max([c[3] for c in chunks] + [x_of(p) for p in loose])
     start = extent_lo if lo is None else lo
     end = extent_hi if hi is None else hi
     width = (end - start) / buckets if end > start else 1.0
@@ -170,7 +177,7 @@ def series_view(
             "SELECT data FROM chunks WHERE run = ? AND kid = ? AND i0 = ?", (run, kid, i0)
         ).fetchone()[0]
         steps, values, times = decode_columns(blob, int(count))
-        walk(list(steps) if axis == "step" else [t / 1e6 for t in times], values)
+        walk(list(steps) if axis == "step" else [t / 1e6 - origin for t in times], values)
         if ema is not None:
             cache.put(cache_key, (ema.last, ema.num_accum))
     walk([x_of(p) for p in loose], [p[1] for p in loose])

@@ -28,6 +28,7 @@ from tui.chart_math import (
     snap_outward,
 )
 from tui.chart_zoom import PlotFrame
+from tui.time_axis import axis_ticks, x_text
 from tui.widgets.chart_legend import LegendEntry, legend_lines
 
 if TYPE_CHECKING:
@@ -275,11 +276,8 @@ class ChartLayout:
         row = self.height - 1
         if self.gutter:
             self._write(row, 0, self.chart.x_label[: GUTTER - 1], self.base + DIM)
-        ticks = nice_ticks(x_lo, x_hi, max(2, self.plot_w // 10))
-        step = ticks[1] - ticks[0] if len(ticks) > 1 else x_hi - x_lo
         free_from = self.gutter
-        for tick in ticks:
-            label = format_tick(tick, step)
+        for tick, label in axis_ticks(self.chart.x_label, x_lo, x_hi, max(2, self.plot_w // 10)):
             offset = int((tick - x_lo) / (x_hi - x_lo) * self.plot_w)
             col = self.gutter + min(offset, self.plot_w - 1)
             start = min(col - len(label) // 2, self.width - len(label))
@@ -338,11 +336,10 @@ class ChartLayout:
         return math.floor(x) if self.chart.x_label == "step" else x
 
     def _x_text(self, x: float) -> str:
-        """The cursor's x as written: a whole step, or a time at the plot's resolution."""
-        if self.chart.x_label == "step":
-            return str(math.floor(x))
+        """The cursor's x as written: a whole step, a duration or a time of day."""
         frame = self.frame
-        return format_tick(x, (frame.x_hi - frame.x_lo) / frame.width if frame else 1.0)
+        return x_text(self.chart.x_label, x, (frame.x_hi - frame.x_lo) / frame.width if frame
+                      else 1.0)
 
     def _cursor(self) -> None:
         """The cursor's column in the plot, and its x on the x axis (reversed)."""
