@@ -8,12 +8,14 @@ trash, the store's points, and the runs left alone (a fork keeps its own).
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 
 import pytest
 
 from engine.client.client import EngineError
 from engine.server.store import Store
+from engine.server.store_metrics import RECLAIM_FLOOR
 from tests.chaos.test_store_lock import store_locked
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_engine import start
@@ -220,21 +222,70 @@ def test_a_new_run_given_a_removed_runs_number_charts_its_own_points(engine: Eng
     assert view(new) == seen != old_view  # as a daemon that never knew the old run sees it
 
 
+def store_pages(engine: Engine) -> tuple[int, int, int]:
+    """The store's pages, its free pages, and its auto_vacuum mode (2: incremental)."""
+    db = sqlite3.connect(f"file:{engine.paths.store}?mode=ro", uri=True)
+    try:
+        pages, free, mode = (int(db.execute(f"PRAGMA {p}").fetchone()[0])
+                             for p in ("page_count", "freelist_count", "auto_vacuum"))
+        return pages, free, mode
+    finally:
+        db.close()
+
+
+def add_long_runs(store: Store, count: int, points: int) -> None:
+    """``count`` finished runs ``cmpt00``... of ``points`` sealed loss points each (noisy,
+    as real losses are: a smooth curve packs into a few bytes a point)."""
+    noise = random.Random(0)
+    for n in range(count):
+        run_id = f"cmpt{n:02d}"
+        add_finished_run(store, run_id, created=1.7e9 + n)
+        for first in range(0, points, 100_000):
+            store.add_metrics(run_id, [[s, "loss", 1.0 / (s + 1) + noise.random(), 1.7e9 + s]
+                                       for s in range(first, min(first + 100_000, points))],
+                              0, None)
+        store.seal_metrics(run_id)
+
+
+def test_the_engine_gives_removed_runs_room_back_to_the_disk_while_it_runs(
+    engine: Engine,
+) -> None:
+    paths = engine.paths
+    paths.home.mkdir(mode=0o700, parents=True)
+    store = Store(paths.store)
+    add_long_runs(store, 2, 300_000)
+    store.close()
+    kept = engine.losses("cmpt01")  # the engine starts
+    pages, free, mode = store_pages(engine)
+    assert mode == 2 and free < RECLAIM_FLOOR  # a new store has the page map it needs
+    assert engine.cli("rm", "cmpt00").code == 0
+
+    def given_back() -> bool:
+        return orphan_points(engine) == 0 and store_pages(engine)[1] <= RECLAIM_FLOOR
+
+    wait_until(given_back, "the removed run's pages went back to the disk", timeout=60)
+    # about half the store was the removed run's: all of it but the floor is gone, and
+    # the file is cut once the moved pages are written back from the WAL
+    assert store_pages(engine)[0] < pages * 0.75
+    wait_until(lambda: paths.store.stat().st_size < pages * 4096 * 0.75, "the file is cut")
+    assert engine.losses("cmpt01") == kept and engine.run("cmpt01")["state"] == "finished"
+
+
 def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> None:
     paths = engine.paths
     paths.home.mkdir(mode=0o700, parents=True)
     store = Store(paths.store)
-    for n in range(6):  # 6 x 20,000 points, then five of them removed
-        run_id = f"cmpt{n:02d}"
-        add_finished_run(store, run_id, created=1.7e9 + n)
-        store.add_metrics(run_id, [[s, "loss", 1.0 / (s + 1), 1.7e9 + s]
-                                   for s in range(20_000)], 0, None)
-        store.seal_metrics(run_id)
+    add_long_runs(store, 6, 20_000)  # 6 x 20,000 points, then five of them removed
+    # As a store made before the page map was kept: the engine cannot shrink it itself.
+    store.db.execute("PRAGMA auto_vacuum=NONE")
+    store.db.execute("VACUUM")
     store.close()
     kept = engine.losses("cmpt05")
     assert engine.cli("rm", *(f"cmpt{n:02d}" for n in range(5))).code == 0
     wait_until(lambda: orphan_points(engine) == 0, "the removed runs' points were deleted")
 
+    disk = engine.cli("engine", "status", "--json").json()["disk"]
+    assert disk["store_unused"] > 0 and disk["store_gives_back"] == 0  # it keeps the room
     running = engine.cli("engine", "compact")  # the engine holds the store
     assert running.code == 1 and "stop it first" in running.err
     assert engine.cli("engine", "stop").code == 0
@@ -244,6 +295,7 @@ def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> N
     assert result.out.startswith(f"compacted {paths.store}: ")
     assert paths.store.stat().st_size < before / 2
     assert engine.losses("cmpt05") == kept  # a new engine, every point of the kept run
+    assert store_pages(engine)[2] == 2  # and from now on it gives such room back itself
 
 
 def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:

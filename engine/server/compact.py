@@ -1,10 +1,12 @@
 """``traintop engine compact``: give the disk back the pages a store no longer uses.
 
-SQLite keeps a file's size when rows go: the pages of removed runs' points wait
-on its free list for new points. After removing most runs, VACUUM writes the
-store anew without them. It needs the store to itself, so the engine must be
-stopped (runs go on meanwhile, their points wait in their spools), and free disk
-about the size of the store while it works.
+A store made by this version gives the pages of removed runs' points back to the
+disk by itself, while the engine runs (``reclaim_free``). One made before keeps
+its file's size: those pages wait on its free list for new points. VACUUM writes
+the store anew without them, and with the page map that lets the engine give such
+room back by itself from then on. It needs the store to itself, so the engine must
+be stopped (runs go on meanwhile, their points wait in their spools), and free
+disk about the size of the store while it works.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def compact_store(paths: StatePaths) -> Compacted:
         db = sqlite3.connect(paths.store, isolation_level=None)
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect with the VACUUM
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as exc:  # VACUUM rolls back whole: nothing lost

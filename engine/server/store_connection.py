@@ -52,6 +52,10 @@ class StoreConnection:
         if readonly:
             self.db.execute("PRAGMA query_only=1")
         else:
+            # A new store keeps a map of its pages, so that the room removed runs' points
+            # leave can go back to the disk while it is in use (``reclaim_free``). A store
+            # made before takes it at its next VACUUM (``traintop engine compact``).
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.migrate()
@@ -59,6 +63,8 @@ class StoreConnection:
         self._rids: dict[str, int] = {}
         # Whether removed runs' points are left to delete (None: not looked yet).
         self._purging: bool | None = None
+        # Whether free pages may be worth giving back to the disk (None: not looked yet).
+        self._reclaiming: bool | None = None
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None
         self._changes_at_failure = 0

@@ -18,6 +18,11 @@ from engine.server.store_queues import QueueRows
 # Chunks of a removed run's points deleted per transaction (each up to 1,024 points):
 # ~10 ms of the daemon's time, so a run of 20 M points goes over some seconds of ticks.
 PURGE_CHUNKS = 128
+# Free pages given back to the disk per transaction once removed runs' points are gone
+# (each page moved costs up to ~0.2 ms): 512 KB at a time, a few ms of the daemon's.
+RECLAIM_PAGES = 128
+# Free pages left for new points: a megabyte is not worth moving pages for.
+RECLAIM_FLOOR = 256
 
 
 class MetricBatch(NamedTuple):
@@ -136,6 +141,7 @@ class MetricRows(QueueRows):
         removed = self.points.removed_runs()
         if not removed:
             self._purging = False
+            self._reclaiming = True  # what their points took can go back to the disk
             return False
         left, more = chunks, False
         try:
@@ -150,6 +156,25 @@ class MetricRows(QueueRows):
             self.points.forget()
             raise
         return more
+
+    def reclaim_free(self, pages: int = RECLAIM_PAGES) -> bool:
+        """Give the disk back up to ``pages`` of the store's free pages (those beyond
+        RECLAIM_FLOOR), in one transaction; True while more are left. Only a store with
+        a page map (``auto_vacuum`` incremental) can; SQLite moves pages from the file's
+        end into free ones and cuts the file there. Cheap once there is nothing to do."""
+        if self._reclaiming is False:
+            return False
+        incremental = int(self.db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+        spare = int(self.db.execute("PRAGMA freelist_count").fetchone()[0]) - RECLAIM_FLOOR
+        if not incremental or spare <= 0:
+            if self._reclaiming:  # pages were moved: the file is cut once they leave the WAL
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._reclaiming = False
+            return False
+        with self.transaction():
+            self.db.execute(f"PRAGMA incremental_vacuum({min(pages, spare)})").fetchall()
+        self._reclaiming = True
+        return spare > pages
 
     def metrics(
         self,

@@ -330,14 +330,16 @@ class Supervisor(RunReports):
         return backlog
 
     def _purge_removed(self) -> None:
-        """Delete a slice of removed runs' points (``Store.purge_removed``), once a tick."""
+        """Delete a slice of removed runs' points (``Store.purge_removed``), once a tick;
+        once none is left, give a slice of the room they took back to the disk."""
         try:
-            self.store.purge_removed()
+            if not self.store.purge_removed():
+                self.store.reclaim_free()
         except Exception as exc:
             # Unavailable (locked, full): the next tick tries again. Else said once.
             if not self.store.write_failed(exc) and self._purge_failed != repr(exc):
                 self._purge_failed = repr(exc)
-                log.exception("deleting the points of removed runs failed")
+                log.exception("deleting removed runs' points, or giving their room back, failed")
 
     def _store_read(self, first: int) -> bool:
         """Store what this tick read (``store_read``); False if the store cannot be written

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,8 @@ from engine.rundir.disk_space import disk_use, free_bytes
 from engine.rundir.paths import StatePaths, state_home, wal_of
 
 T = TypeVar("T")
+# Unused room in a store that cannot give it back itself, worth a note in the status.
+COMPACT_WORTH = 64 * 2**20
 
 
 def _with_engine_stopped(action: str, work: Callable[[StatePaths], T]) -> tuple[StatePaths, T]:
@@ -82,6 +86,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
     print(f"runs: {counts}; GPUs: {status['gpus']}")
     print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}; "
           f"{format_bytes(disk['free'])} free")
+    if disk["store_unused"] >= COMPACT_WORTH and not disk["store_gives_back"]:
+        print(f"note: {format_bytes(disk['store_unused'])} of the store is room removed runs "
+              "left; 'traintop engine stop' then 'traintop engine compact' gives it back "
+              "(once: from then on the engine does it itself)")
     warning = logout_warning()
     if warning:
         print(f"warning: {warning}")
@@ -89,10 +97,20 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def disk_figures(paths: StatePaths) -> dict[str, int]:
-    """The bytes the state directory's store and run files take on its disk, and the
-    bytes free there."""
+    """The bytes the state directory's store and run files take on its disk, the bytes
+    free there, the store's unused bytes and whether it gives them back by itself."""
     store = sum(disk_use(p) for p in (paths.store, wal_of(paths.store)))
-    return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home)}
+    unused, gives_back = 0, True
+    with contextlib.suppress(sqlite3.Error):  # a damaged store is said elsewhere
+        db = sqlite3.connect(f"file:{paths.store}?mode=ro", uri=True)
+        try:
+            size, free, mode = (int(db.execute(f"PRAGMA {p}").fetchone()[0])
+                                for p in ("page_size", "freelist_count", "auto_vacuum"))
+            unused, gives_back = size * free, mode == 2
+        finally:
+            db.close()
+    return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home),
+            "store_unused": unused, "store_gives_back": int(gives_back)}
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
