@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -269,6 +270,26 @@ def test_the_engine_gives_removed_runs_room_back_to_the_disk_while_it_runs(
     assert store_pages(engine)[0] < pages * 0.75
     wait_until(lambda: paths.store.stat().st_size < pages * 4096 * 0.75, "the file is cut")
     assert engine.losses("cmpt01") == kept and engine.run("cmpt01")["state"] == "finished"
+
+
+def test_each_slice_gives_back_the_pages_asked_and_stops_at_the_floor(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store.sqlite")
+    add_long_runs(store, 2, 300_000)
+    store.remove_run("cmpt00")
+    while store.purge_removed():
+        pass
+
+    def free() -> int:
+        return int(store.db.execute("PRAGMA freelist_count").fetchone()[0])
+
+    before = free()
+    assert before > RECLAIM_FLOOR + 200
+    assert store.reclaim_free(pages=100) and free() == before - 100  # all 100, not one
+    while store.reclaim_free(pages=100):
+        pass
+    assert free() == RECLAIM_FLOOR and not store.reclaim_free()
+    assert store.points.count(store.rid("cmpt01")) == 300_000
+    store.close()
 
 
 def test_compact_gives_back_the_room_of_removed_runs_points(engine: Engine) -> None:
