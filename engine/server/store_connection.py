@@ -63,7 +63,8 @@ class StoreConnection:
         self._rids: dict[str, int] = {}
         # Whether removed runs' points are left to delete (None: not looked yet).
         self._purging: bool | None = None
-        # Whether free pages may be worth giving back to the disk (None: not looked yet).
+        # Free pages given back to the disk: None, to be looked at; True, being given back
+        # (some were moved); False, nothing to give until the next removal.
         self._reclaiming: bool | None = None
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None

@@ -141,7 +141,7 @@ class MetricRows(QueueRows):
         removed = self.points.removed_runs()
         if not removed:
             self._purging = False
-            self._reclaiming = True  # what their points took can go back to the disk
+            self._reclaiming = None  # what their points took may go back to the disk
             return False
         left, more = chunks, False
         try:
