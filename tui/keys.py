@@ -114,7 +114,8 @@ ACTIONS: tuple[Action, ...] = (
            "Plot against step, time since each run's first point, or time of day", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),
     Action("zoom_last", "z", "Last N",
-           "Chart the last 1k, 10k or 100k steps as they come, then all", footer=False),
+           "Chart the last 1k, 10k or 100k steps (on a time axis 10m, 1h, 6h) as they come, "
+           "then all", footer=False),
     Action("zoom_in", "plus,equals_sign", "Zoom in",
            "Zoom the chart in around its cursor (or its end)", footer=False),
     Action("zoom_out", "minus", "Zoom out", "Zoom the chart out: twice the steps",
