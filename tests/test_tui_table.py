@@ -13,10 +13,11 @@ from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Input
 
-from engine.client.events import RunInfo
+from engine.client.events import RunInfo, RunRemoved
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
 from tui.app import TraintopApp
+from tui.run_folds import toggle_fold
 from tui.screens.help import HelpScreen
 from tui.state import TuiState
 from tui.widgets.host_panel import HostPanel
@@ -202,5 +203,29 @@ def test_five_hundred_rows_cost_the_ones_on_screen() -> None:
             assert table.sort_column == "NAME" and not table.descending
             await pilot.click(RunsTable, offset=(name_x, 0))  # again: the other way
             assert table.descending and table.order[0] == "r499"
+
+    asyncio.run(scenario())
+
+
+def test_a_run_removed_before_the_rows_are_laid_out_again_draws_blank() -> None:
+    # The daemon's 'removed' lands in the state first; the table drops the row at its next
+    # refresh, and a repaint may come between (it raised KeyError on a CI machine once).
+    async def scenario() -> None:
+        app = TableApp()
+        async with app.run_test(size=(100, 20)) as pilot:
+            state = TuiState()
+            state.set_runs([_run("a", None, 1), _run("b", None, 2)])
+            table = app.query_one(RunsTable)
+            table.refresh_rows(state)
+            await pilot.pause()
+            table.move_cursor(1)
+            state.apply_event(RunRemoved("b"))
+            table._cells.clear()  # nothing drawn before: the row is built anew
+            assert table.render_line(2).text.strip() == ""  # the cursor's row, b's
+            assert table.render_line(1).text.split()[0] == "a"
+            assert toggle_fold("b", False, table.items, table.folded) == (False, None)  # c
+            table.refresh_rows(state)
+            await pilot.pause()
+            assert table.order == ["a"] and table.selected_id == "a"
 
     asyncio.run(scenario())

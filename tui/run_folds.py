@@ -36,7 +36,8 @@ def toggle_fold(
     if has_children:
         folded.symmetric_difference_update({run_id})
         return True, None
-    parent = parent_of(runs[run_id])
+    item = runs.get(run_id)  # None: removed since the rows were laid out
+    parent = None if item is None else parent_of(item)
     if parent is None or parent not in runs:
         return False, None
     folded.add(parent)

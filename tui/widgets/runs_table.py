@@ -147,9 +147,10 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
     def cell_text(self, run_id: str, column: str) -> str:
         """The plain text of one cell as drawn (for tests and the palette)."""
         row = self.row_of(run_id)
-        if row is None:
+        cells = None if row is None else self._row_cells(row)
+        if cells is None:
             raise KeyError(run_id)
-        return self._row_cells(row)[column].plain
+        return cells[column].plain
 
     def on_resize(self, event: events.Resize) -> None:
         """Fit the columns to the new width."""
@@ -375,9 +376,13 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
                                   pinned=run.id in self._state.pinned, tags=run.tags)
         return cells
 
-    def _row_cells(self, row: TreeRow) -> dict[str, Text]:
+    def _row_cells(self, row: TreeRow) -> dict[str, Text] | None:
+        """The row's cells; None for a run removed since the rows were last laid out
+        (its row goes at the next refresh, which may come after a repaint)."""
         cells = self._cells.get(row.id)
         if cells is None:
+            if row.id not in self._groups and row.id not in self._state.runs:
+                return None
             cells = self._cells[row.id] = self._build_cells(row)
         return cells
 
@@ -401,6 +406,8 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         else:
             row = self._rows[index]
             cells = self._row_cells(row)
+            if cells is None:
+                return Strip.blank(width, base)
             style = base
             if index == self.cursor:
                 style = base + self.get_component_rich_style("runs-table--cursor")
