@@ -37,12 +37,13 @@ from tui.commands import ActionCommands
 from tui.compare import Overlaid, chart_runs
 from tui.connection import EngineLink, LogFollower
 from tui.keys import bindings
+from tui.seed_groups import BandCache, RunGroup, group_runs
 from tui.state import TuiState
 from tui.view_memory import ViewMemory
 from tui.view_restore import ViewRestore
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
-from tui.widgets.loss_chart import GUTTER, LossChart
+from tui.widgets.loss_chart import GUTTER, LossChart, Series
 from tui.widgets.quiet_footer import QuietFooter
 from tui.widgets.runs_table import RunsTable
 
@@ -104,6 +105,8 @@ class TraintopApp(ChartActions, ViewRestore):
         self.feed = ChartFeed(self.link.series)
         self._fetching = False
         self.shown: tuple[Overlaid, ...] = ()  # the runs on the chart, as drawn
+        self.bands = BandCache()  # the curves of groups of runs (``G``)
+        self.chart_groups: list[RunGroup] = []  # those drawn now, of two runs or more
         self._chart_now = False  # the view changed (selection, metric, axis): draw at once
         self._values_at = self._chart_at = 0.0  # when streamed values were last drawn
         self._follow_timer: Timer | None = None
@@ -176,6 +179,10 @@ class TraintopApp(ChartActions, ViewRestore):
         mode = "  [readonly]" if self.readonly else ""
         view = self.state.view
         smooth = f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
+        if view.group:
+            groups = self.chart_groups
+            smooth += (f"  {sum(len(g.runs) for g in groups)} runs as {len(groups)} means"
+                       if groups else "  no runs alike but for seeds")
         text = f"  {summary}  ·  {view.metric_for(self.shown_keys())}  {smooth}{mode}"
         saved = f" ⚠ {self.memory.problem} " if self.memory.problem else ""
         if text + saved != self._status_text:  # redrawing the same line costs bytes over SSH
@@ -251,10 +258,13 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def show_view(self, view: ChartView, refetch: bool) -> None:
         """Make ``view`` the chart's (and the EMA column's smoothing)."""
+        regroup = view.group != self.state.view.group
         self.state.view = view
         self.query_one(LossChart).view = view
         if refetch:
             self._fetch_views()
+        if regroup:
+            self._draw_chart()
         self._update_status()
 
     def values_stale(self) -> None:
@@ -301,11 +311,12 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
-        series, markers = [], []
+        markers: list[tuple[float, str]] = []
         by_time = self.state.view.axis != "step"
         live = False
         on_chart = {o.run_id for o in self.shown}
         table = self.query_one(RunsTable)
+        curves: dict[str, Series] = {}
         for overlaid in self.shown:
             run = self.state.runs.get(overlaid.run_id)
             # A sweep's run by the values that set it apart, as in the table.
@@ -316,13 +327,31 @@ class TraintopApp(ChartActions, ViewRestore):
             if run is None or curve is None:
                 continue
             live = live or not run.terminal
-            series.append(curve)
+            curves[run.id] = curve
             # A fork's marker where its parent's curve is drawn too (always so in a family).
             if run.parent_id in on_chart and run.fork_step is not None and not by_time:
                 markers.append((float(run.fork_step), f"fork {run.id}"))
+        series = self._grouped(curves) if self.state.view.group else list(curves.values())
         chart.set_data(series, markers, self.state.view.axis, live=live,
                        window=self.chart_window(), cursor=self.cursor)
         self._update_status()  # it names the metric drawn, which the runs shown decide
+
+    def _grouped(self, curves: dict[str, Series]) -> list[Series]:
+        """The curves with each group of runs alike but for their seeds as one (its mean
+        and band), where its first run stood; the selected run's group on top."""
+        groups = group_runs(curves, self.state.runs)
+        self.bands.forget(groups)
+        self.chart_groups = [g for g in groups if len(g.runs) > 1]
+        points = self._view_request().buckets
+        drawn = []
+        for group in groups:
+            members = [curves[r] for r in group.runs]
+            if len(members) == 1:
+                drawn.append(members[0])
+                continue
+            emphasis = any(m.emphasis for m in members)
+            drawn.append(self.bands.series(group, members, points, emphasis, members[0].style))
+        return sorted(drawn, key=lambda s: s.emphasis)  # stable: the rest keep their order
 
     def chart_changed(self) -> None:
         """Ask for the zoomed window's views, and draw the chart at once."""

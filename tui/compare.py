@@ -30,7 +30,7 @@ COMPARE_PALETTE = (
     "#7fb800",  # lime
     "#d65fd6",  # magenta
 )
-MAX_MARKS = 16  # runs overlaid at most by marks (the run under the cursor comes on top)
+MAX_MARKS = 64  # runs overlaid at most by marks (a sweep of 64, its seeds grouped by G)
 MAX_PINS = 8  # pinned runs (``t``): each is on the chart, whatever is selected
 
 

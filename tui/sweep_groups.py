@@ -66,7 +66,7 @@ def sweep_groups(runs: Mapping[str, RunInfo]) -> dict[str, SweepGroup]:
     return groups
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     """A config value as a label shows it, short (``3e-4``, ``64``, ``adam``)."""
     if isinstance(value, str):
         value = parse_literal(value)  # a wrapped run's config may hold text numbers
@@ -91,7 +91,7 @@ def sweep_labels(group: SweepGroup, runs: Mapping[str, RunInfo]) -> dict[str, st
     keys = differing_keys(r.config for r in members)
     labels = {}
     for run in members:
-        parts = [f"{k}={_value_text(run.config[k])}" for k in keys if k in run.config]
+        parts = [f"{k}={value_text(run.config[k])}" for k in keys if k in run.config]
         labels[run.id] = " ".join(parts) or run.name
     return labels
 

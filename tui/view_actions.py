@@ -134,6 +134,10 @@ class ViewActions(SweepActions):
     def action_x_axis(self) -> None:
         self.show_view(self.state.view.next_axis(), refetch=True)
 
+    def action_group_seeds(self) -> None:
+        view = self.state.view
+        self.show_view(replace(view, group=not view.group), refetch=False)
+
     def action_next_metric(self) -> None:
         self.show_view(self.state.view.next_metric(self.shown_keys()), refetch=True)
 

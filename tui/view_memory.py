@@ -52,7 +52,7 @@ def _weight(value: Any) -> float | None:
 # Each field's check: the value as the record holds it, or None if it is not one.
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag,
-    "axis": _axis, "filter": _text, "sort_column": _text, "descending": _flag,
+    "axis": _axis, "group": _flag, "filter": _text, "sort_column": _text, "descending": _flag,
     "folded": _ids, "marks": _ids, "pinned": _ids, "columns": _ids,
 }
 
@@ -66,6 +66,7 @@ class SavedView:
     smoothing: float | None = None
     log_y: bool = False
     axis: str = "step"
+    group: bool = False
     filter: str = ""
     sort_column: str = "created"
     descending: bool = False
@@ -83,6 +84,7 @@ class SavedView:
             smoothing=base.smoothing if self.smoothing is None else self.smoothing,
             log_y=self.log_y,
             axis=self.axis,
+            group=self.group,
         )
 
     def to_wire(self) -> dict[str, Any]:

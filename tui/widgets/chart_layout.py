@@ -61,7 +61,9 @@ class Series:
     # Half the x range each x stands for: a daemon's bucket is drawn at its middle. The
     # cursor's readout takes a point when its bucket starts at or before the cursor.
     x_half: float = 0.0
-
+    # A group of runs (``tui.seed_groups``): ``curve`` is their mean and xs/ys hold the
+    # lowest and highest of them at each x, drawn faintly as a band, smoothing or not.
+    band: bool = False
 
 
 @dataclass
@@ -147,9 +149,11 @@ class ChartLayout:
             curve = chart.series[i].curve
             curve_xs = curve[0] if curve is not None and raw is not None else xs[i]
             main[i] = self._buckets(curve_xs, smooth, x_lo, x_hi, dot_w)
-            if raw is not None and i in emphasized:
+            if raw is not None and (i in emphasized or chart.series[i].band):
                 faint[i] = self._buckets(xs[i], raw, x_lo, x_hi, dot_w)
-        values = [v for b, _ in main.values() for mm in b if mm is not None for v in mm]
+        # y fits the curves, and the bands around the groups' means
+        fitted = [*main.values(), *(faint[i] for i in faint if chart.series[i].band)]
+        values = [v for b, _ in fitted for mm in b if mm is not None for v in mm]
         if not values:
             return self._note("no positive values" if chart.log_y else "no finite values")
         self._give_rows(len(legend) - 1)

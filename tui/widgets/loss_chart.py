@@ -158,7 +158,8 @@ class LossChart(Widget):
         column, read out in the legend (None: none).
         """
         signature = (
-            tuple((s.label, id(s.xs), id(s.ys), len(s.ys), s.style, s.emphasis) for s in series),
+            tuple((s.label, id(s.xs), id(s.ys), len(s.ys), s.style, s.emphasis, s.band)
+                  for s in series),
             tuple(markers),
             x_label,
             live,
@@ -264,7 +265,7 @@ class LossChart(Widget):
         if len(cached.raw) < n:
             self.values_smoothed += n - len(cached.raw)
             cached.raw.extend(clean(series.ys[len(cached.raw) : n]))
-        if not weight:
+        if not weight and not series.band:
             return cached.raw, None
         if series.curve is not None:
             given = series.curve[1]

@@ -1,0 +1,138 @@
+"""Runs alike but for their seeds, drawn as one mean curve with a band (``G``): the
+grouping and the maths on their own, then in the real TUI against a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from statistics import fmean
+from typing import Any
+
+from rich.segment import Segment
+from textual.widgets import Static
+
+from engine.client.events import RunInfo
+from engine.rundir.state_dir import DIR_MODE
+from engine.server.store import Store
+from tests.conftest import Engine
+from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, store_run
+from tests.test_tui import until
+from tui.app import TraintopApp
+from tui.seed_groups import band, group_runs, is_seed_key
+from tui.view_memory import VERSION
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.runs_table import RunsTable
+
+STEPS = 60
+LRS = (0.01, 0.03)
+SEEDS = (0, 1, 2)
+
+
+def _info(run_id: str, workload: str = "synthetic", **config: Any) -> RunInfo:
+    return RunInfo(run_id, f"name-{run_id}", "finished", workload, 10, config=config)
+
+
+def test_runs_are_grouped_by_every_config_value_but_their_seeds() -> None:
+    runs = {r.id: r for r in [
+        _info("a", lr=1, seed=0, data_seed=5), _info("b", lr=2, seed=0),
+        _info("c", lr=1, seed=1, data_seed=6), _info("d", lr=1, seed=2, data_seed=7),
+        _info("e", "charlm", lr=1, seed=3, data_seed=8),  # another workload: apart
+    ]}
+    groups = group_runs(["a", "b", "c", "d", "e", "gone"], runs)
+    assert [g.runs for g in groups] == [("a", "c", "d"), ("b",), ("e",)]
+    # named by the values that set the groups apart (seeds never), with a count
+    assert [g.label for g in groups] == ["lr=1 (3 runs)", "lr=2", "lr=1"]
+    assert is_seed_key("seed") and is_seed_key("initSeed") and not is_seed_key("seeds")
+
+
+def test_the_band_is_the_mean_lowest_and_highest_of_the_runs_there() -> None:
+    # Three runs on steps 0..9 (one stops at 4): read on a grid of one point a step.
+    curves = [
+        (list(range(10)), [10.0 - s for s in range(10)]),
+        (list(range(10)), [20.0 - s for s in range(10)]),
+        (list(range(5)), [30.0, None, 30.0, math.nan, 30.0]),
+    ]
+    made = band(curves, 10, reach=0.5)
+    assert made.xs == [float(s) for s in range(10)]
+    assert made.mean[0] == fmean([10, 20, 30]) and made.low[0] == 10 and made.high[0] == 30
+    assert made.mean[1] == fmean([9, 19])  # a gap in the third: not counted there
+    assert made.mean[4] == fmean([6, 16, 30])
+    assert made.mean[7] == fmean([3, 13]) and made.high[7] == 13  # the third has ended
+    assert band([], 10) == band([([], [])], 10)  # nothing to draw, not an error
+
+
+def _stored_seeds(engine: Engine) -> dict[float, list[str]]:
+    """Six ended runs, two lrs by three seeds, and the daemon started; run ids by lr."""
+    paths = engine.paths
+    paths.home.mkdir(mode=DIR_MODE, parents=True)
+    paths.runs.mkdir(mode=DIR_MODE)
+    by_lr: dict[float, list[str]] = {lr: [] for lr in LRS}
+    store = Store(paths.store)
+    try:
+        for n, (lr, seed) in enumerate((lr, seed) for lr in LRS for seed in SEEDS):
+            run_id = f"g{n:05d}"
+            paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
+            run = {"id": run_id, "name": f"seed-{n}", "workload": "synthetic",
+                   "config": {**SYNTHETIC, "lr": lr, "seed": seed}, "total_steps": STEPS,
+                   "created": EPOCH + n}
+            store_run(store, run, loss_points(0, STEPS, lr, EPOCH + n, seed=seed),
+                      ("finished", "finished", 0))
+            by_lr[lr].append(run_id)
+    finally:
+        store.close()
+    assert engine.cli("engine", "start").code == 0
+    return by_lr
+
+
+def _last_loss(lr: float, seed: int) -> float:
+    return float(loss_points(0, STEPS, lr, 0.0, seed=seed)[-1][2])
+
+
+def test_g_draws_each_lr_as_the_mean_of_its_seeds_with_a_band(engine: Engine) -> None:
+    by_lr = _stored_seeds(engine)
+    ids = [r for lr in LRS for r in by_lr[lr]]
+    # Opened as saved: every run marked, smoothing off, grouped.
+    engine.paths.tui_view.write_text(json.dumps(
+        {"version": VERSION, "marks": ids, "smoothing": 0, "group": True}))
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(160, 40)) as pilot:
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: len(app.query_one(RunsTable).order) == 6)
+            # the selected run's group (the first row's) is drawn last, on top
+            await until(pilot, lambda: [s.label for s in chart.series]
+                        == ["lr=0.03 (3 runs)", "lr=0.01 (3 runs)"])
+            assert [s.emphasis for s in chart.series] == [False, True]
+            status = str(app.query_one("#status", Static).render())
+            assert "6 runs as 2 means" in status
+            for lr, series in zip(reversed(LRS), chart.series, strict=True):
+                assert series.band and series.curve is not None
+                mean = [v for v in series.curve[1] if v is not None]
+                # the last value of the mean is the mean of the three runs' last losses
+                assert mean[-1] == fmean(_last_loss(lr, seed) for seed in SEEDS)
+                lows, highs = series.ys[0::2], series.ys[1::2]
+                for m, lo, hi in zip(series.curve[1], lows, highs, strict=True):
+                    assert m is None or (lo is not None and hi is not None and lo <= m <= hi)
+                assert any(lo != hi for lo, hi in zip(lows, highs, strict=True))
+            # the band is drawn, faint, in each group's colour
+            faint = {s.style.color.name for y in range(chart.size.height)
+                     for s in chart.render_line(y) if _faint_braille(s)}
+            assert {s.style for s in chart.series} <= faint
+
+            await pilot.press("G")  # off: the six runs, each its own curve
+            await until(pilot, lambda: sorted(s.run_id for s in chart.series) == sorted(ids))
+            assert not any(s.band for s in chart.series)
+            await pilot.press("G")
+            await until(pilot, lambda: len(chart.series) == 2)
+        saved = json.loads(engine.paths.tui_view.read_text())
+        assert saved["group"] is True
+
+    asyncio.run(scenario())
+
+
+def _faint_braille(segment: Segment) -> bool:
+    style = segment.style
+    return bool(style and style.dim and style.color and any(
+        0x2800 < ord(c) <= 0x28FF for c in segment.text))
