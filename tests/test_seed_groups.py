@@ -6,20 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Any
 
 from rich.segment import Segment
 from textual.widgets import Static
 
 from engine.client.events import RunInfo
+from engine.common.settings import is_seed_key
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
 from tests.conftest import Engine
 from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, store_run
 from tests.test_tui import until
 from tui.app import TraintopApp
-from tui.seed_groups import band, group_runs, is_seed_key
+from tui.seed_groups import band, group_runs
 from tui.view_memory import VERSION
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
@@ -136,3 +137,40 @@ def _faint_braille(segment: Segment) -> bool:
     style = segment.style
     return bool(style and style.dim and style.color and any(
         0x2800 < ord(c) <= 0x28FF for c in segment.text))
+
+
+def _best(lr: float, seed: int) -> float:
+    return min(float(p[2]) for p in loss_points(0, STEPS, lr, 0.0, seed=seed))
+
+
+def test_ls_g_lists_a_row_a_setting_with_the_mean_and_sd_of_its_seeds(engine: Engine) -> None:
+    by_lr = _stored_seeds(engine)
+    bests = {lr: [_best(lr, seed) for seed in SEEDS] for lr in LRS}
+    better, worse = sorted(LRS, key=lambda lr: fmean(bests[lr]))
+
+    listed = engine.cli("ls", "-G", "-c", "lr,seed", "--sort", "best", "--json")
+    assert listed.code == 0, listed.err
+    rows = listed.json()
+    assert [r["runs"] for r in rows] == [by_lr[better], by_lr[worse]]
+    for row, lr in zip(rows, (better, worse), strict=True):
+        assert row["setting"] == f"lr={lr}" and "seed" not in row["config"]
+        assert row["best"]["mean"] == fmean(bests[lr])
+        assert row["best"]["sd"] == stdev(bests[lr]) and row["best"]["min"] == min(bests[lr])
+        assert row["values"] == {"lr": lr, "seed": list(SEEDS)}
+        assert row["states"] == {"finished": 3}
+
+    table = engine.cli("ls", "-G", "-c", "seed", "--sort", "best", "-r")
+    lines = table.out.splitlines()
+    assert lines[0].split()[:6] == ["SETTING", "RUNS", "STATES", "STEP", "LOSS", "BEST"]
+    first = lines[1]
+    assert first.startswith(f"lr={worse} ") and " 3 finished " in first and " 0,1,2 " in first
+    assert f"{fmean(bests[worse]):.4g} ± {stdev(bests[worse]):.2g}" in first
+    assert lines[-1] == "(6 of 6 runs as 2 settings; LOSS, BEST: mean ± sd of the runs)"
+
+    # -q: a line of ids a setting; -n: the first settings of the sort; words filter runs
+    quiet = engine.cli("ls", "-G", "-q", "--sort", "best", "-n", "1")
+    assert quiet.out.splitlines() == [" ".join(by_lr[better])]
+    seed0 = engine.cli("ls", "-G", "-q", "seed=0").out.splitlines()
+    assert seed0 == [by_lr[LRS[0]][0], by_lr[LRS[1]][0]]
+    bad = engine.cli("ls", "-G", "--sort", "bset")
+    assert bad.code == 1 and "did you mean best?" in bad.err

@@ -15,21 +15,14 @@ W&B. Plain functions, tested without a screen.
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.client.events import RunInfo
-from tui.sweep_groups import differing_keys, value_text
+from engine.common.settings import setting_labels, setting_of
 from tui.widgets.chart_layout import Series
-
-
-def is_seed_key(key: str) -> bool:
-    """Whether ``key`` only picks a random stream: its name ends in 'seed' (``seed``,
-    ``data_seed``, ``initSeed``)."""
-    return key.lower().endswith("seed")
 
 
 @dataclass(frozen=True)
@@ -38,17 +31,6 @@ class RunGroup:
 
     runs: tuple[str, ...]
     label: str  # the values that set it apart from the other groups shown
-
-    @property
-    def id(self) -> str:
-        """Stands for the group where a run id would: its first run's, marked."""
-        return f"{self.runs[0]}+{len(self.runs) - 1}" if len(self.runs) > 1 else self.runs[0]
-
-
-def _setting(run: RunInfo) -> str:
-    """What makes two runs one setting: workload, kind and config less seeds."""
-    config = {k: v for k, v in run.config.items() if not is_seed_key(k)}
-    return json.dumps([run.workload, run.kind, config], sort_keys=True, default=str)
 
 
 def group_runs(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> list[RunGroup]:
@@ -61,12 +43,11 @@ def group_runs(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> list[RunG
     for run_id in run_ids:
         run = runs.get(run_id)
         if run is not None:
-            members.setdefault(_setting(run), []).append(run_id)
+            members.setdefault(setting_of(run.workload, run.kind, run.config), []).append(run_id)
     firsts = [runs[ids[0]] for ids in members.values()]
-    keys = [k for k in differing_keys(r.config for r in firsts) if not is_seed_key(k)]
+    labels = setting_labels([r.config for r in firsts])
     groups = []
-    for ids, first in zip(members.values(), firsts, strict=True):
-        label = " ".join(f"{k}={value_text(first.config[k])}" for k in keys if k in first.config)
+    for ids, first, label in zip(members.values(), firsts, labels, strict=True):
         if len(ids) > 1:
             label = f"{label or first.workload} ({len(ids)} runs)"
         groups.append(RunGroup(tuple(ids), label or first.name))

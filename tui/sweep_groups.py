@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunInfo
-from engine.common.config import parse_literal
-from engine.common.sweep import short_text
+from engine.common.settings import value_text
 
 GROUP_PREFIX = "sweep:"  # a group's row id; no run id has a colon
 # The states a header counts, each with its glyph, in the order they show.
@@ -64,13 +63,6 @@ def sweep_groups(runs: Mapping[str, RunInfo]) -> dict[str, SweepGroup]:
         groups[gid] = SweepGroup(gid, gid.removeprefix(GROUP_PREFIX), found[0].created,
                                  tuple(r.id for r in found))
     return groups
-
-
-def value_text(value: Any) -> str:
-    """A config value as a label shows it, short (``3e-4``, ``64``, ``adam``)."""
-    if isinstance(value, str):
-        value = parse_literal(value)  # a wrapped run's config may hold text numbers
-    return short_text(value)
 
 
 def differing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -25,7 +25,7 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-def _comparable(value: Any) -> Any:
+def comparable(value: Any) -> Any:
     """A form in which two values compare equal when a person would call them the same.
 
     ``1`` and ``1.0`` are the same learning rate, ``True`` and ``1`` are not, and
@@ -54,7 +54,7 @@ def config_diff(configs: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     diff = {}
     for key in keys:
         values = [config.get(key, UNSET) for config in configs]
-        if len({_comparable(v) for v in values}) > 1:
+        if len({comparable(v) for v in values}) > 1:
             diff[key] = values
     return diff
 

@@ -364,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "on disk, and their total ('--sort size -r': the largest first)")
     p.add_argument("-n", "--limit", type=_count, metavar="N",
                    help="only N runs: the newest N, or the first N of --sort's order")
+    p.add_argument("-G", "--settings", action="store_true",
+                   help="one row a setting: the runs alike but for their seeds (config keys "
+                   "ending in 'seed'), how many and in which states, with the mean ± sd of "
+                   "LOSS, BEST and each -c number; --sort by such a mean (or 'runs'), -n "
+                   "settings, -q a line of ids a setting (the TUI's G draws them as one)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("-q", "--quiet", action="store_true", help="only their ids, one a line")
     shape.add_argument("--json", action="store_true")

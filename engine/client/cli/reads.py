@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from engine.client.cli.common import connect
+from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text
@@ -62,7 +63,8 @@ def run_line_values(run: RunInfo) -> list[str]:
 
 def named_values(args: argparse.Namespace) -> list[str]:
     """The values ``ls`` is asked to show, sort or filter by (beyond its own columns)."""
-    sort = [] if args.sort in ("created", *RUN_SORTS) else [args.sort]
+    own = ("created", *RUN_SORTS, *(SETTING_SORTS if args.settings else ()))
+    sort = [] if args.sort in own else [args.sort]
     return [*args.columns, *parse_filter(" ".join(args.words)).names, *sort]
 
 
@@ -75,24 +77,9 @@ def _check_names(runs: list[RunInfo], names: list[str]) -> None:
 
 
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
-    """The runs ``ls`` shows, in its order: filtered by words, conditions, states, sweep,
-    time and tags, sorted, then cut to ``--limit`` (the newest, or the first of the sort)."""
-    if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
-        sweeps = sorted({r.sweep for r in runs if r.sweep})
-        known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
-        more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
-        raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
-    if runs:
-        _check_names(runs, named_values(args))
-    wanted = parse_filter(" ".join(args.words))
-    chosen = [
-        r for r in runs
-        if (args.state is None or r.state in args.state)
-        and (args.sweep is None or r.sweep == args.sweep)
-        and (args.since is None or r.created >= args.since)
-        and all(tag in r.tags for tag in args.tag)
-        and wanted.matches(r)
-    ]
+    """The runs ``ls`` shows, in its order: filtered (``filter_runs``), sorted, then cut
+    to ``--limit`` (the newest, or the first of the sort)."""
+    chosen = filter_runs(runs, args)
     if args.sort != "created":
         sort = args.sort
         key = RUN_SORTS.get(sort) or (lambda r: value_order(run_value(r, sort)))
@@ -104,12 +91,37 @@ def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
     return chosen[: args.limit] if args.limit else chosen
 
 
+def filter_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
+    """The runs that hold every word and condition, in the states, sweep, time and tags
+    asked for, in creation order; an unknown sweep or value name is refused."""
+    if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
+        sweeps = sorted({r.sweep for r in runs if r.sweep})
+        known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
+        more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
+        raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
+    if runs:
+        _check_names(runs, named_values(args))
+    wanted = parse_filter(" ".join(args.words))
+    return [
+        r for r in runs
+        if (args.state is None or r.state in args.state)
+        and (args.sweep is None or r.sweep == args.sweep)
+        and (args.since is None or r.created >= args.since)
+        and all(tag in r.tags for tag in args.tag)
+        and wanted.matches(r)
+    ]
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     named = named_values(args)
     sizes = args.size or args.sort == "size" or "size" in named
     highest = any(name.startswith("max:") for name in named)
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
+    if args.settings:
+        print_settings(filter_runs([RunInfo.from_wire(r) for r in listed], args), args,
+                       len(listed), sizes)
+        return 0
     runs = select_runs([RunInfo.from_wire(r) for r in listed], args)
     if args.json:
         by_id = {r["id"]: r for r in listed}
