@@ -5,7 +5,8 @@ Everything is real: a daemon on a temporary state directory, the three
 under ``run_test()``. The GPU panel is the one exception: with no GPU on the
 machine, the daemon is restarted with ``TRAINTOP_FAKE_GPUS=2`` so its
 telemetry reports two simulated H100s. Then, on a second state directory, a
-12-run charlm sweep (``sweep_shots.py``) for the overlay and the scatter.
+12-run charlm sweep (``sweep_shots.py``) for the overlay and the scatter, and on a
+third a sweep of three lrs by three seeds, grouped by seed.
 
 Writes ``screenshots/*.svg`` as Textual saved them and a ``.png`` of each
 (cairosvg, with a monospace font that exists here put in place of Fira Code).
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import psutil
 from shot_tools import OUT, ROOT, Pilot, log, poll, save, stop_everything, to_png, until
-from sweep_shots import capture_sweep, start_sweep, wait_for_sweep
+from sweep_shots import SEED_AXES, capture_seeds, capture_sweep, start_sweep, wait_for_sweep
 from textual.widgets import Input
 
 from engine.client.client import Client
@@ -202,7 +203,21 @@ def sweep_shots() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-PARTS = {"demo": demo_shots, "sweep": sweep_shots}
+def seed_shots() -> None:
+    """Three lrs by three seeds, on a state directory of its own, grouped by seed."""
+    home = Path(tempfile.mkdtemp(prefix="traintop-seed-shots-"))
+    paths = StatePaths(home)
+    log(f"state directory {home}")
+    try:
+        group, ids = start_sweep(paths, SEED_AXES)
+        wait_for_sweep(paths, ids)
+        asyncio.run(capture_seeds(paths, group, ids, SWEEP_SIZE))
+    finally:
+        stop_everything(paths)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots}
 # Made only when named: on a GPU machine, the README's GPU panel from real GPUs.
 ON_REQUEST = {"gpu": gpu_shot}
 

@@ -1,4 +1,5 @@
-"""The "Many runs" screenshots: a real 12-run charlm sweep, overlaid, and its scatter.
+"""The "Many runs" screenshots: a real 12-run charlm sweep, overlaid, and its scatter;
+then a sweep of three lrs by three seeds, each lr drawn as the mean of its seeds (``G``).
 
 The sweep is expanded, named and started as ``traintop sweep`` does it
 (``engine.common.sweep`` and ``engine.client.sweep_plan``), into its own queue with a
@@ -25,13 +26,15 @@ WORKLOAD = "charlm"
 # minutes on two cores; a fixed seed, so the curves differ only by the swept values.
 AXES = ["lr=1e-3,3e-3,1e-2", "batch=16,32", "dropout=0,0.1"]
 FIXED = ["steps=300", "d_model=32", "layers=1", "warmup=20"]
+# 3 lrs x 3 seeds: the seed changes the initial weights and the batches drawn.
+SEED_AXES = ["lr=1e-3,3e-3,1e-2", "seed=0,1,2"]
 QUEUE = "sweep"
 WAIT_SWEEP_S = 300.0
 
 
-def start_sweep(paths: StatePaths) -> tuple[str, list[str]]:
-    """Start the sweep in its own queue; (its group's name, its run ids)."""
-    runs = expand(parse_tokens([*FIXED, *AXES]))
+def start_sweep(paths: StatePaths, axes: list[str] = AXES) -> tuple[str, list[str]]:
+    """Start the sweep over ``axes`` in its own queue; (its group's name, its run ids)."""
+    runs = expand(parse_tokens([*FIXED, *axes]))
     with Client(paths).connect() as client:
         listed = client.all_runs()
         taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
@@ -101,5 +104,23 @@ async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
                     and app.screen.shown is not None)
         await pilot.pause(0.3)
         save(app, "sweep-scatter.svg")
+
+
+async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
+                        size: tuple[int, int]) -> None:
+    """Mark the lr-by-seed sweep from its row, then ``G``: a mean and band per lr."""
+    app = TraintopApp(home=paths.home)
+    async with app.run_test(size=size) as pilot:
+        table, chart = app.query_one(RunsTable), app.query_one(LossChart)
+        await until(pilot, lambda: f"sweep:{group}" in table.order)
+        table.select(f"sweep:{group}")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
+        await pilot.press("space")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        await pilot.press("G")
+        await until(pilot, lambda: len(chart.series) == 3 and all(s.band for s in chart.series))
+        await until(pilot, lambda: app.state.telemetry)
+        await pilot.pause(1.5)
+        save(app, "sweep-seeds.svg")
 
 

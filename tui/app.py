@@ -34,7 +34,7 @@ from tui.chart_actions import ChartActions
 from tui.chart_feed import ChartFeed, ViewRequest
 from tui.chart_view import ChartView
 from tui.commands import ActionCommands
-from tui.compare import Overlaid, chart_runs
+from tui.compare import COMPARE_PALETTE, Overlaid, chart_runs
 from tui.connection import EngineLink, LogFollower
 from tui.keys import bindings
 from tui.seed_groups import BandCache, RunGroup, group_runs
@@ -338,10 +338,12 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def _grouped(self, curves: dict[str, Series]) -> list[Series]:
         """The curves with each group of runs alike but for their seeds as one (its mean
-        and band), where its first run stood; the selected run's group on top."""
+        and band), where its first run stood; the selected run's group on top. Groups take
+        the compare palette in order: three settings are told apart at a glance, which
+        their runs' own colours (a hash of the first's id) do not promise."""
         groups = group_runs(curves, self.state.runs)
         self.bands.forget(groups)
-        self.chart_groups = [g for g in groups if len(g.runs) > 1]
+        self.chart_groups = []
         points = self._view_request().buckets
         drawn = []
         for group in groups:
@@ -350,7 +352,9 @@ class TraintopApp(ChartActions, ViewRestore):
                 drawn.append(members[0])
                 continue
             emphasis = any(m.emphasis for m in members)
-            drawn.append(self.bands.series(group, members, points, emphasis, members[0].style))
+            colour = COMPARE_PALETTE[len(self.chart_groups) % len(COMPARE_PALETTE)]
+            self.chart_groups.append(group)
+            drawn.append(self.bands.series(group, members, points, emphasis, colour))
         return sorted(drawn, key=lambda s: s.emphasis)  # stable: the rest keep their order
 
     def chart_changed(self) -> None:
