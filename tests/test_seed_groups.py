@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from bisect import bisect_right
 from statistics import fmean, stdev
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.conftest import Engine
 from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, store_run
 from tests.test_tui import until
 from tui.app import TraintopApp
+from tui.chart_math import format_value
 from tui.seed_groups import band, group_runs
 from tui.view_memory import VERSION
 from tui.widgets.loss_chart import LossChart
@@ -122,6 +124,21 @@ def test_g_draws_each_lr_as_the_mean_of_its_seeds_with_a_band(engine: Engine) ->
                      for s in chart.render_line(y) if _faint_braille(s)}
             assert {s.style for s in chart.series} <= faint
 
+            # the cursor reads each group's mean at its step, and its runs' lowest and
+            # highest there (the band's point at or before it)
+            app.cursor = 30.0
+            app.chart_changed()
+            await pilot.pause()
+            legend = "".join(s.text for s in chart.render_line(0))
+            assert legend.startswith(" step 30 ")
+            for series in chart.series:
+                xs, mean = series.curve  # type: ignore[misc]
+                at = bisect_right(xs, 30 + series.x_half * (1 + 1e-6)) - 1
+                lo, hi = series.ys[2 * at], series.ys[2 * at + 1]
+                reading = f"{format_value(mean[at])} ({format_value(lo)}…{format_value(hi)})"
+                assert f"{series.label} {reading}" in legend
+            await pilot.press("Z")  # the cursor off
+
             await pilot.press("G")  # off: the six runs, each its own curve
             await until(pilot, lambda: sorted(s.run_id for s in chart.series) == sorted(ids))
             assert not any(s.band for s in chart.series)
@@ -172,5 +189,7 @@ def test_ls_g_lists_a_row_a_setting_with_the_mean_and_sd_of_its_seeds(engine: En
     assert quiet.out.splitlines() == [" ".join(by_lr[better])]
     seed0 = engine.cli("ls", "-G", "-q", "seed=0").out.splitlines()
     assert seed0 == [by_lr[LRS[0]][0], by_lr[LRS[1]][0]]
+    none = engine.cli("ls", "-G", "lr=5")
+    assert none.code == 0 and none.out.strip() == "no run of the 6 matches"
     bad = engine.cli("ls", "-G", "--sort", "bset")
     assert bad.code == 1 and "did you mean best?" in bad.err

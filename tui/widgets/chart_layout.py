@@ -329,11 +329,16 @@ class ChartLayout:
         curve = series.curve
         xs = curve[0] if curve is not None and raw is not None else _xs_for(series)
         # A hair over half a bucket: a bucket that starts on the cursor is not lost to rounding.
-        found = value_at(xs, smooth, self._cursor_x(x) + series.x_half * (1 + 1e-6))
+        at = self._cursor_x(x) + series.x_half * (1 + 1e-6)
+        found = value_at(xs, smooth, at)
         if found is None:
             return "-"
         lo, hi = found
-        return format_value(lo) if lo == hi else f"{format_value(lo)}…{format_value(hi)}"
+        text = format_value(lo) if lo == hi else f"{format_value(lo)}…{format_value(hi)}"
+        spread = value_at(_xs_for(series), raw, at) if series.band and raw is not None else None
+        if spread is not None:  # a group's mean, and its runs' lowest and highest there
+            text += f" ({format_value(spread[0])}…{format_value(spread[1])})"
+        return text
 
     def _cursor_x(self, x: float) -> float:
         """The x the cursor reads at: on the step axis the whole step it is on."""

@@ -118,11 +118,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     highest = any(name.startswith("max:") for name in named)
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
-    if args.settings:
-        print_settings(filter_runs([RunInfo.from_wire(r) for r in listed], args), args,
-                       len(listed), sizes)
+    everything = [RunInfo.from_wire(r) for r in listed]
+    runs = filter_runs(everything, args) if args.settings else select_runs(everything, args)
+    if args.settings and (runs or args.json or args.quiet):
+        print_settings(runs, args, len(listed), sizes)
         return 0
-    runs = select_runs([RunInfo.from_wire(r) for r in listed], args)
     if args.json:
         by_id = {r["id"]: r for r in listed}
         print(json_text([by_id[r.id] for r in runs]))
