@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.client.run_select import (
+    RUN_COLUMNS,
     SHOWN_VALUE,
     STATE_ORDER,
     finite,
@@ -138,12 +139,7 @@ def state_counts(setting: Setting) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order))))
 
 
-def _loss(run: RunInfo) -> Any:
-    return run.last.get(run.loss_key)
-
-
-def _best(run: RunInfo) -> Any:
-    return run.best.get(run.loss_key)
+_loss, _best = RUN_COLUMNS["loss"], RUN_COLUMNS["best"]  # the training loss: last, lowest
 
 
 def _steps(setting: Setting) -> str:
