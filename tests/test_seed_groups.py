@@ -11,7 +11,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 from rich.segment import Segment
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from engine.client.events import RunInfo
 from engine.common.settings import is_seed_key
@@ -22,6 +22,7 @@ from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, stor
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.chart_math import format_value
+from tui.screens.dialogs import GroupDialog
 from tui.seed_groups import band, group_runs
 from tui.view_memory import VERSION
 from tui.widgets.loss_chart import LossChart
@@ -47,6 +48,10 @@ def test_runs_are_grouped_by_every_config_value_but_their_seeds() -> None:
     # named by the values that set the groups apart (seeds never), with a count
     assert [g.label for g in groups] == ["lr=1 (3 runs)", "lr=2", "lr=1"]
     assert is_seed_key("seed") and is_seed_key("initSeed") and not is_seed_key("seeds")
+    # by keys: alike in those, whatever else differs (here data_seed and the workload)
+    by_lr = group_runs(["a", "b", "c", "d", "e"], runs, by=["lr"])
+    assert [(g.runs, g.label) for g in by_lr] == [
+        (("a", "c", "d"), "lr=1 (3 runs)"), (("b",), "lr=2"), (("e",), "lr=1")]
 
 
 def test_the_band_is_the_mean_lowest_and_highest_of_the_runs_there() -> None:
@@ -65,8 +70,9 @@ def test_the_band_is_the_mean_lowest_and_highest_of_the_runs_there() -> None:
     assert band([], 10) == band([([], [])], 10)  # nothing to draw, not an error
 
 
-def _stored_seeds(engine: Engine) -> dict[float, list[str]]:
-    """Six ended runs, two lrs by three seeds, and the daemon started; run ids by lr."""
+def _stored_seeds(engine: Engine, own_dir: bool = False) -> dict[float, list[str]]:
+    """Six ended runs, two lrs by three seeds, and the daemon started; run ids by lr.
+    ``own_dir``: each run's config also names a directory of its own."""
     paths = engine.paths
     paths.home.mkdir(mode=DIR_MODE, parents=True)
     paths.runs.mkdir(mode=DIR_MODE)
@@ -77,7 +83,9 @@ def _stored_seeds(engine: Engine) -> dict[float, list[str]]:
             run_id = f"g{n:05d}"
             paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
             run = {"id": run_id, "name": f"seed-{n}", "workload": "synthetic",
-                   "config": {**SYNTHETIC, "lr": lr, "seed": seed}, "total_steps": STEPS,
+                   "config": {**SYNTHETIC, "lr": lr, "seed": seed,
+                              **({"out": f"runs/{n}"} if own_dir else {})},
+                   "total_steps": STEPS,
                    "created": EPOCH + n}
             store_run(store, run, loss_points(0, STEPS, lr, EPOCH + n, seed=seed),
                       ("finished", "finished", 0))
@@ -142,7 +150,7 @@ def test_g_draws_each_lr_as_the_mean_of_its_seeds_with_a_band(engine: Engine) ->
             await pilot.press("G")  # off: the six runs, each its own curve
             await until(pilot, lambda: sorted(s.run_id for s in chart.series) == sorted(ids))
             assert not any(s.band for s in chart.series)
-            await pilot.press("G")
+            await pilot.press("G", "enter")  # on again: the dialog, Enter for all but seeds
             await until(pilot, lambda: len(chart.series) == 2)
         saved = json.loads(engine.paths.tui_view.read_text())
         assert saved["group"] is True
@@ -193,3 +201,44 @@ def test_ls_g_lists_a_row_a_setting_with_the_mean_and_sd_of_its_seeds(engine: En
     assert none.code == 0 and none.out.strip() == "no run of the 6 matches"
     bad = engine.cli("ls", "-G", "--sort", "bset")
     assert bad.code == 1 and "did you mean best?" in bad.err
+
+
+def test_runs_that_differ_in_more_than_seeds_are_grouped_by_the_keys_named(
+    engine: Engine,
+) -> None:
+    by_lr = _stored_seeds(engine, own_dir=True)  # each run writes to a directory of its own
+    ids = [r for lr in LRS for r in by_lr[lr]]
+    engine.paths.tui_view.write_text(json.dumps(
+        {"version": VERSION, "marks": ids, "group": True}))
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(160, 40)) as pilot:
+            chart, status = app.query_one(LossChart), app.query_one("#status", Static)
+            await until(pilot, lambda: len(chart.series) == 6)  # alike but for seeds: none
+            assert "no runs alike but for seeds" in str(status.render())
+            await pilot.press("G")  # off
+            await pilot.press("G")  # the dialog: group by a key no run has
+            dialog = await until(pilot, lambda: isinstance(app.screen, GroupDialog)
+                                 and app.screen)
+            dialog.query_one("#group-by", Input).value = "lrr"
+            await pilot.press("enter")
+            error = dialog.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "did you mean lr?" in str(error.render()))
+            assert not app.state.view.group and app.screen is dialog
+            dialog.query_one("#group-by", Input).value = "lr"
+            await pilot.press("enter")
+            await until(pilot, lambda: sorted(s.label for s in chart.series)
+                        == ["lr=0.01 (3 runs)", "lr=0.03 (3 runs)"])
+            assert "6 runs as 2 means" in str(status.render())
+        saved = json.loads(engine.paths.tui_view.read_text())
+        assert saved["group"] is True and saved["group_by"] == ["lr"]
+
+    asyncio.run(scenario())
+
+    assert len(engine.cli("ls", "-G", "-q").out.splitlines()) == 6
+    listed = engine.cli("ls", "--by", "lr", "--json").json()  # --by: -G by those keys
+    assert [(r["runs"], r["config"]) for r in listed] == [
+        (by_lr[lr], {"lr": lr}) for lr in LRS]
+    bad = engine.cli("ls", "--by", "lrr")
+    assert bad.code == 1 and "no run has a config key named 'lrr'; did you mean lr?" in bad.err

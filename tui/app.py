@@ -258,7 +258,8 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def show_view(self, view: ChartView, refetch: bool) -> None:
         """Make ``view`` the chart's (and the EMA column's smoothing)."""
-        regroup = view.group != self.state.view.group
+        regroup = (view.group, view.group_by) != (self.state.view.group,
+                                                  self.state.view.group_by)
         self.state.view = view
         self.query_one(LossChart).view = view
         if refetch:
@@ -341,7 +342,7 @@ class TraintopApp(ChartActions, ViewRestore):
         and band), where its first run stood; the selected run's group on top. Groups take
         the compare palette in order: three settings are told apart at a glance, which
         their runs' own colours (a hash of the first's id) do not promise."""
-        groups = group_runs(curves, self.state.runs)
+        groups = group_runs(curves, self.state.runs, self.state.view.group_by)
         self.bands.forget(groups)
         self.chart_groups = []
         points = self._view_request().buckets

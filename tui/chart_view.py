@@ -26,8 +26,10 @@ class ChartView:
     smoothing: float = SMOOTHING_STEPS[3]
     axis: str = "step"  # what x is: one of X_AXES, named as the daemon names it
     log_y: bool = False
-    # Runs alike but for their seeds drawn as one mean curve with a band (tui.seed_groups).
+    # Runs alike but for their seeds drawn as one mean curve with a band (tui.seed_groups);
+    # with ``group_by``, runs alike in those config keys.
     group: bool = False
+    group_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Keep the weight in [0, MAX_SMOOTHING]: a weight of 1 would never move.

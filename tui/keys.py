@@ -113,9 +113,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("x_axis", "x", "X axis",
            "Plot against step, time since each run's first point, or time of day", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),
-    Action("group_seeds", "G", "Group seeds",
-           "Chart runs alike but for their seeds as one mean curve, with a band from the "
-           "lowest to the highest", footer=False),
+    Action("group_curves", "G", "Group",
+           "Chart runs alike but for their seeds (or alike in the keys named) as one mean "
+           "curve, with a band from the lowest to the highest; again: ungroup", footer=False),
     Action("zoom_last", "z", "Last N",
            "Chart the last 1k, 10k or 100k steps (on a time axis 10m, 1h, 6h) as they come, "
            "then all", footer=False),

@@ -33,8 +33,11 @@ class RunGroup:
     label: str  # the values that set it apart from the other groups shown
 
 
-def group_runs(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> list[RunGroup]:
-    """``run_ids`` gathered by setting, each group where its first run stood.
+def group_runs(
+    run_ids: Iterable[str], runs: Mapping[str, RunInfo], by: Sequence[str] = ()
+) -> list[RunGroup]:
+    """``run_ids`` gathered by setting (alike but for their seeds, or alike in the
+    config keys ``by``), each group where its first run stood.
 
     A group is named by the config values (seeds aside) that differ between the
     groups, with its count: ``lr=3e-4 (3 runs)``; one alone by its run's name.
@@ -43,9 +46,10 @@ def group_runs(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> list[RunG
     for run_id in run_ids:
         run = runs.get(run_id)
         if run is not None:
-            members.setdefault(setting_of(run.workload, run.kind, run.config), []).append(run_id)
+            setting = setting_of(run.workload, run.kind, run.config, by)
+            members.setdefault(setting, []).append(run_id)
     firsts = [runs[ids[0]] for ids in members.values()]
-    labels = setting_labels([r.config for r in firsts])
+    labels = setting_labels([r.config for r in firsts], by)
     groups = []
     for ids, first, label in zip(members.values(), firsts, labels, strict=True):
         if len(ids) > 1:

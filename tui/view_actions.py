@@ -17,11 +17,12 @@ from textual.widgets import Input, RichLog
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from engine.client.run_select import filter_errors, unknown_value
+from engine.common.settings import unknown_keys
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, MAX_PINS, Overlaid
 from tui.connection import LogFollower
 from tui.run_folds import toggle_fold, toggle_fold_all
-from tui.screens.dialogs import ColumnsDialog
+from tui.screens.dialogs import ColumnsDialog, GroupDialog
 from tui.screens.help import HelpScreen
 from tui.sweep_actions import SweepActions
 from tui.sweep_groups import SweepGroup
@@ -134,9 +135,21 @@ class ViewActions(SweepActions):
     def action_x_axis(self) -> None:
         self.show_view(self.state.view.next_axis(), refetch=True)
 
-    def action_group_seeds(self) -> None:
+    def action_group_curves(self) -> None:
         view = self.state.view
-        self.show_view(replace(view, group=not view.group), refetch=False)
+        if view.group:
+            self.show_view(replace(view, group=False), refetch=False)
+        else:
+            self.push_screen(GroupDialog(view.group_by, self._set_group))
+
+    async def _set_group(self, params: dict[str, Any]) -> str | None:
+        """Group the chart's runs by the keys the dialog names (none: all but seeds); the
+        first key no run has, said, if any."""
+        keys: tuple[str, ...] = params["by"]
+        problem = unknown_keys((r.config for r in self.state.runs.values()), keys)
+        if problem is None:
+            self.show_view(replace(self.state.view, group=True, group_by=keys), refetch=False)
+        return problem
 
     def action_next_metric(self) -> None:
         self.show_view(self.state.view.next_metric(self.shown_keys()), refetch=True)

@@ -52,7 +52,8 @@ def _weight(value: Any) -> float | None:
 # Each field's check: the value as the record holds it, or None if it is not one.
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag,
-    "axis": _axis, "group": _flag, "filter": _text, "sort_column": _text, "descending": _flag,
+    "axis": _axis, "group": _flag, "group_by": _ids, "filter": _text, "sort_column": _text,
+    "descending": _flag,
     "folded": _ids, "marks": _ids, "pinned": _ids, "columns": _ids,
 }
 
@@ -67,6 +68,7 @@ class SavedView:
     log_y: bool = False
     axis: str = "step"
     group: bool = False
+    group_by: tuple[str, ...] = ()
     filter: str = ""
     sort_column: str = "created"
     descending: bool = False
@@ -85,6 +87,7 @@ class SavedView:
             log_y=self.log_y,
             axis=self.axis,
             group=self.group,
+            group_by=self.group_by,
         )
 
     def to_wire(self) -> dict[str, Any]:

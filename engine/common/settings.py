@@ -4,16 +4,20 @@ The many-runs habit repeats each setting over a few seeds, and then compares
 settings, not seeds: ``traintop ls -G`` lists one row a setting (the mean and
 spread of its runs), the TUI's ``G`` draws one mean curve a setting. A seed is
 any config key whose name ends in ``seed`` (``seed``, ``data_seed``,
-``initSeed``). Standard library only.
+``initSeed``). Where runs differ in more than their seeds (an output directory a
+run), the settings are named instead by the keys to group ``by`` (W&B's group
+by): runs that agree on those are one setting, whatever else differs. Standard
+library only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engine.common.config import parse_literal
-from engine.common.config_diff import comparable, config_diff
+from engine.common.config_diff import UNSET, comparable, config_diff
 from engine.common.sweep import short_text
 
 
@@ -22,10 +26,16 @@ def is_seed_key(key: str) -> bool:
     return key.lower().endswith("seed")
 
 
-def setting_of(workload: str, kind: str, config: Mapping[str, Any]) -> str:
+def setting_of(
+    workload: str, kind: str, config: Mapping[str, Any], by: Sequence[str] = ()
+) -> str:
     """What two runs share when they are one setting: workload, kind and every config
-    value but the seeds (``1`` and ``1.0`` alike, as ``traintop diff`` has them)."""
-    values = sorted((k, comparable(v)) for k, v in config.items() if not is_seed_key(k))
+    value but the seeds, or with ``by`` the values of those keys (``1`` and ``1.0``
+    alike, as ``traintop diff`` has them)."""
+    if by:
+        values = [(k, comparable(config.get(k, UNSET))) for k in by]
+    else:
+        values = sorted((k, comparable(v)) for k, v in config.items() if not is_seed_key(k))
     return repr((workload, kind, values))
 
 
@@ -36,8 +46,24 @@ def value_text(value: Any) -> str:
     return short_text(value)
 
 
-def setting_labels(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+def setting_labels(
+    configs: Sequence[Mapping[str, Any]], by: Sequence[str] = ()
+) -> list[str]:
     """Each of ``configs`` named by its values that differ from the others', seeds
-    aside: ``lr=3e-4 batch=32`` ('' for one that differs in nothing)."""
-    keys = [k for k in config_diff(configs) if not is_seed_key(k)]
+    aside (with ``by``: of those keys only): ``lr=3e-4 batch=32`` ('' for one that
+    differs in nothing)."""
+    keys = [k for k in config_diff(configs) if (k in by if by else not is_seed_key(k))]
     return [" ".join(f"{k}={value_text(c[k])}" for k in keys if k in c) for c in configs]
+
+
+def unknown_keys(configs: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:
+    """Why ``by`` cannot group these runs: a key none of their configs has, with the
+    closest ones; None when every key is found."""
+    configs = list(configs)
+    known = {k for c in configs for k in c}
+    for key in by:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            return f"no run has a config key named {key!r}{hint}"
+    return None

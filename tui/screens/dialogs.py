@@ -254,6 +254,37 @@ class ColumnsDialog(FormDialog):
         return {"columns": tuple(dict.fromkeys(text.split()))}
 
 
+class GroupDialog(FormDialog):
+    """How ``G`` groups the runs on the chart: by the config keys named, or (none) by
+    every config value but the seeds."""
+
+    submit_label = "Group"
+
+    def __init__(self, by: tuple[str, ...], submit: Submit) -> None:
+        super().__init__(submit)
+        self.by = by
+
+    def title_text(self) -> str:
+        return "Group the chart's runs"
+
+    def on_mount(self) -> None:
+        self.query_one("#group-by", Input).focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static("Runs alike are drawn as one curve, their mean, in a band from the "
+                     "lowest to the highest. Empty: alike in every config value but the "
+                     "seeds (keys ending in 'seed'). Keys: alike in those (W&B's group by), "
+                     "whatever else differs. Enter groups; G again ungroups.")
+        with Horizontal(classes="field"):
+            yield Label("group by")
+            yield Input(" ".join(self.by), placeholder="e.g. lr batch (empty: all but seeds)",
+                        id="group-by")
+
+    def params(self) -> dict[str, Any]:
+        text = self.query_one("#group-by", Input).value.replace(",", " ")
+        return {"by": tuple(dict.fromkeys(text.split()))}
+
+
 class NewRunDialog(FormDialog):
     """Start a run: a built-in workload or a file, its config, a name and a device."""
 

@@ -54,12 +54,13 @@ class Setting:
         return [run_value(r, name) for r in self.runs]
 
 
-def settings_of(runs: Sequence[RunInfo]) -> list[Setting]:
-    """``runs`` gathered by setting, each where its first run was listed."""
+def settings_of(runs: Sequence[RunInfo], by: Sequence[str] = ()) -> list[Setting]:
+    """``runs`` gathered by setting (alike but for their seeds, or alike in the config
+    keys ``by``), each where its first run was listed."""
     members: dict[str, list[RunInfo]] = {}
     for run in runs:
-        members.setdefault(setting_of(run.workload, run.kind, run.config), []).append(run)
-    labels = setting_labels([found[0].config for found in members.values()])
+        members.setdefault(setting_of(run.workload, run.kind, run.config, by), []).append(run)
+    labels = setting_labels([found[0].config for found in members.values()], by)
     return [Setting(tuple(found), label or found[0].name)
             for found, label in zip(members.values(), labels, strict=True)]
 
@@ -188,9 +189,9 @@ def print_settings(
 ) -> None:
     """``ls -G``: one row a setting of ``runs`` (already filtered), or ``-q`` and ``--json``;
     ``sizes``: a SIZE column, what each setting's runs take on disk together."""
-    settings = order_settings(settings_of(runs), args)
+    settings = order_settings(settings_of(runs, args.by), args)
     if args.json:
-        print(json_text([_to_wire(s, args.columns) for s in settings]))
+        print(json_text([_to_wire(s, args.columns, args.by) for s in settings]))
         return
     if args.quiet:  # one line a setting: ready for 'traintop tag keep $(...)' by line
         for setting in settings:
@@ -213,14 +214,15 @@ def print_settings(
           f"setting{'s' if len(settings) != 1 else ''}; LOSS, BEST: mean ± sd of the runs)")
 
 
-def _to_wire(setting: Setting, columns: Sequence[str]) -> dict[str, Any]:
+def _to_wire(setting: Setting, columns: Sequence[str], by: Sequence[str]) -> dict[str, Any]:
     first = setting.runs[0]
     loss, best = summary([_loss(r) for r in setting.runs]), summary(
         [_best(r) for r in setting.runs])
     return {
         "setting": setting.label,
         "workload": first.workload,
-        "config": {k: v for k, v in first.config.items() if not is_seed_key(k)},
+        "config": {k: v for k, v in first.config.items()
+                   if (k in by if by else not is_seed_key(k))},
         "runs": [r.id for r in setting.runs],
         "states": state_counts(setting),
         "loss": None if loss is None else loss.to_wire(),

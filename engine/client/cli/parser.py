@@ -369,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "ending in 'seed'), how many and in which states, with the mean ± sd of "
                    "LOSS, BEST and each -c number; --sort by such a mean (or 'runs'), -n "
                    "settings, -q a line of ids a setting (the TUI's G draws them as one)")
+    p.add_argument("--by", type=_names, action="extend", default=[], metavar="KEY[,KEY]",
+                   help="-G by these config keys: runs alike in them are one setting, "
+                   "whatever else differs (W&B's group by)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("-q", "--quiet", action="store_true", help="only their ids, one a line")
     shape.add_argument("--json", action="store_true")

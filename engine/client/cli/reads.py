@@ -38,6 +38,7 @@ from engine.common.format import (
     shown,
 )
 from engine.common.runs import RunState
+from engine.common.settings import unknown_keys
 
 LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
 # A state with its condition is cut to this ('queued (waiting for a slot in queue ...'):
@@ -119,6 +120,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
     everything = [RunInfo.from_wire(r) for r in listed]
+    args.settings = args.settings or bool(args.by)
+    problem = unknown_keys((r.config for r in everything), args.by) if everything else None
+    if problem is not None:
+        raise EngineError("unknown_value", problem)
     runs = filter_runs(everything, args) if args.settings else select_runs(everything, args)
     if args.settings and (runs or args.json or args.quiet):
         print_settings(runs, args, len(listed), sizes)
