@@ -16,7 +16,7 @@ W&B. Plain functions, tested without a screen.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -85,21 +85,23 @@ def band(curves: Sequence[Curve], points: int, reach: float = 0.0) -> Band:
     counts = [0] * len(grid)
     low: list[float | None] = [None] * len(grid)
     high: list[float | None] = [None] * len(grid)
+    isfinite = math.isfinite
     for xs, ys in curves:
         if not xs:
             continue
-        first, last = xs[0] - reach, xs[-1] + reach
-        for g, x in enumerate(grid):
-            if not first <= x <= last:
-                continue
-            value = ys[max(bisect_right(xs, x) - 1, 0)]
-            if value is None or not math.isfinite(value):
+        # the grid points inside this curve's span
+        start, stop = bisect_left(grid, xs[0] - reach), bisect_right(grid, xs[-1] + reach)
+        for g in range(start, stop):
+            value = ys[max(bisect_right(xs, grid[g]) - 1, 0)]
+            if value is None or not isfinite(value):
                 continue
             sums[g] += value
             counts[g] += 1
             low_g, high_g = low[g], high[g]
-            low[g] = value if low_g is None else min(low_g, value)
-            high[g] = value if high_g is None else max(high_g, value)
+            if low_g is None or value < low_g:
+                low[g] = value
+            if high_g is None or value > high_g:
+                high[g] = value
     mean = [s / c if c else None for s, c in zip(sums, counts, strict=True)]
     return Band(grid, mean, low, high)
 
@@ -114,7 +116,6 @@ def centre_curve(xs: Sequence[float], ys: Sequence[float | None]) -> Curve:
         out_xs.append(xs[i])
         out_ys.append(None if a is None or b is None else (a + b) / 2)
     return out_xs, out_ys
-
 
 
 def group_series(members: Sequence[Series], label: str, points: int) -> Series:
