@@ -228,3 +228,29 @@ def test_d_shows_the_config_diff_of_the_marked_runs_or_of_a_fork(engine: Engine)
             assert ids[1] not in shown
 
     asyncio.run(scenario())
+
+
+def test_m_marks_every_run_the_filter_shows_and_refuses_more_than_the_cap(
+    engine: Engine,
+) -> None:
+    lifted = range(10, 20)
+    ids = _stored_runs(engine, MAX_MARKS + 6, {n: {"lr": 0.5} for n in lifted})
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(160, 50), notifications=True) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: len(table.order) == len(ids))
+            await pilot.press("M")  # 70 shown: more than can be compared, nothing marked
+            messages = [n.message for n in app._notifications]
+            assert len(messages) == 1 and f"{len(ids)} runs shown" in messages[0]
+            assert not app.state.marks
+            await pilot.press("slash", *"lr=0.5", "enter")
+            await until(pilot, lambda: len(table.order) == len(lifted))
+            await pilot.press("M")
+            assert list(app.state.marks) == [ids[n] for n in lifted]
+            await until(pilot, lambda: sorted(_charted(app)) == sorted(app.state.marks))
+            await pilot.press("M")  # all marked already: unmarked
+            assert not app.state.marks
+
+    asyncio.run(scenario())

@@ -25,7 +25,6 @@ from tui.run_folds import toggle_fold, toggle_fold_all
 from tui.screens.dialogs import ColumnsDialog, GroupDialog
 from tui.screens.help import HelpScreen
 from tui.sweep_actions import SweepActions
-from tui.sweep_groups import SweepGroup
 from tui.widgets.runs_table import RunsTable
 
 
@@ -57,8 +56,8 @@ class ViewActions(SweepActions):
 
     def action_mark(self) -> None:
         group = self.query_one(RunsTable).selected_group
-        if group is not None:
-            self._mark_group(group)
+        if group is not None:  # a sweep's header: all its runs
+            self._mark_all([r for r in group.runs if r in self.state.runs])
             return
         run = self.selected
         if run is None:
@@ -71,10 +70,20 @@ class ViewActions(SweepActions):
         self.state.toggle_mark(run.id)
         self.marks_changed(before)
 
-    def _mark_group(self, group: SweepGroup) -> None:
-        """Space on a sweep's header: mark all its runs, or unmark them if all are marked."""
+    def action_mark_shown(self) -> None:
+        table = self.query_one(RunsTable)
+        shown = [r for r in table.order if r in self.state.runs]  # not the sweeps' headers
+        if not shown:
+            return
+        if len(shown) > MAX_MARKS and not all(r in self.state.marks for r in shown):
+            self.notify(f"{len(shown)} runs shown; at most {MAX_MARKS} are compared at once: "
+                        "filter them (/) or fold some (c) first", severity="warning")
+            return
+        self._mark_all(shown)
+
+    def _mark_all(self, members: list[str]) -> None:
+        """Mark every run of ``members``, or unmark them if all are marked."""
         marks = self.state.marks
-        members = [r for r in group.runs if r in self.state.runs]
         before = set(marks)
         if all(r in marks for r in members):
             self.state.set_marks(r for r in marks if r not in members)
