@@ -181,8 +181,9 @@ class TraintopApp(ChartActions, ViewRestore):
         smooth = f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
         if view.group:
             groups = self.chart_groups
+            alike = f"in {' '.join(view.group_by)}" if view.group_by else "but for seeds"
             smooth += (f"  {sum(len(g.runs) for g in groups)} runs as {len(groups)} means"
-                       if groups else "  no runs alike but for seeds")
+                       if groups else f"  no runs alike {alike}")
         text = f"  {summary}  ·  {view.metric_for(self.shown_keys())}  {smooth}{mode}"
         saved = f" ⚠ {self.memory.problem} " if self.memory.problem else ""
         if text + saved != self._status_text:  # redrawing the same line costs bytes over SSH
