@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.client.events import RunInfo
-from engine.common.settings import setting_labels, setting_of
+from engine.common.settings import gather
 from tui.widgets.chart_layout import Series
 
 
@@ -42,19 +42,12 @@ def group_runs(
     A group is named by the config values (seeds aside) that differ between the
     groups, with its count: ``lr=3e-4 (3 runs)``; one alone by its run's name.
     """
-    members: dict[str, list[str]] = {}
-    for run_id in run_ids:
-        run = runs.get(run_id)
-        if run is not None:
-            setting = setting_of(run.workload, run.kind, run.config, by)
-            members.setdefault(setting, []).append(run_id)
-    firsts = [runs[ids[0]] for ids in members.values()]
-    labels = setting_labels([r.config for r in firsts], by)
     groups = []
-    for ids, first, label in zip(members.values(), firsts, labels, strict=True):
-        if len(ids) > 1:
-            label = f"{label or first.workload} ({len(ids)} runs)"
-        groups.append(RunGroup(tuple(ids), label or first.name))
+    for members, label in gather((runs[r] for r in run_ids if r in runs), by):
+        first = members[0]
+        if len(members) > 1:
+            label = f"{label or first.workload} ({len(members)} runs)"
+        groups.append(RunGroup(tuple(r.id for r in members), label or first.name))
     return groups
 
 

@@ -14,11 +14,25 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from engine.common.config import parse_literal
 from engine.common.config_diff import UNSET, comparable, config_diff
 from engine.common.sweep import short_text
+
+
+class Configured(Protocol):
+    """A run as grouping reads it (the client's ``RunInfo`` is one)."""
+
+    @property
+    def workload(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+
+
+R = TypeVar("R", bound=Configured)
 
 
 def is_seed_key(key: str) -> bool:
@@ -54,6 +68,17 @@ def setting_labels(
     differs in nothing)."""
     keys = [k for k in config_diff(configs) if (k in by if by else not is_seed_key(k))]
     return [" ".join(f"{k}={value_text(c[k])}" for k in keys if k in c) for c in configs]
+
+
+def gather(runs: Iterable[R], by: Sequence[str] = ()) -> list[tuple[list[R], str]]:
+    """``runs`` gathered by setting (alike but for their seeds, or alike in the config
+    keys ``by``), each where its first run stood, with the values that set it apart from
+    the others (``setting_labels`` of the first runs)."""
+    members: dict[str, list[R]] = {}
+    for run in runs:
+        members.setdefault(setting_of(run.workload, run.kind, run.config, by), []).append(run)
+    labels = setting_labels([found[0].config for found in members.values()], by)
+    return list(zip(members.values(), labels, strict=True))
 
 
 def unknown_keys(configs: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:

@@ -35,7 +35,7 @@ from engine.common.format import (
     json_text,
     shown,
 )
-from engine.common.settings import is_seed_key, setting_labels, setting_of
+from engine.common.settings import gather, is_seed_key
 
 HEADER = ["SETTING", "RUNS", "STATES", "STEP", "LOSS", "BEST"]
 SETTING_SORTS = ("runs",)  # besides the run's own: how many runs a setting has
@@ -57,12 +57,7 @@ class Setting:
 def settings_of(runs: Sequence[RunInfo], by: Sequence[str] = ()) -> list[Setting]:
     """``runs`` gathered by setting (alike but for their seeds, or alike in the config
     keys ``by``), each where its first run was listed."""
-    members: dict[str, list[RunInfo]] = {}
-    for run in runs:
-        members.setdefault(setting_of(run.workload, run.kind, run.config, by), []).append(run)
-    labels = setting_labels([found[0].config for found in members.values()], by)
-    return [Setting(tuple(found), label or found[0].name)
-            for found, label in zip(members.values(), labels, strict=True)]
+    return [Setting(tuple(found), label or found[0].name) for found, label in gather(runs, by)]
 
 
 @dataclass(frozen=True)
