@@ -154,7 +154,7 @@ class ViewActions(SweepActions):
     async def _set_group(self, params: dict[str, Any]) -> str | None:
         """Group the chart's runs by the keys the dialog names (none: all but seeds); the
         first key no run has, said, if any."""
-        keys: tuple[str, ...] = params["by"]
+        keys: tuple[str, ...] = params["group-by"]
         problem = unknown_keys((r.config for r in self.state.runs.values()), keys)
         if problem is None:
             self.show_view(replace(self.state.view, group=True, group_by=keys), refetch=False)

@@ -224,65 +224,64 @@ class AnnotateDialog(FormDialog):
         }
 
 
-class ColumnsDialog(FormDialog):
+class WordsDialog(FormDialog):
+    """One field of names, typed apart by spaces or commas (each kept once, in order):
+    its ``field`` is both the input's id and the key of ``params``."""
+
+    heading = ""
+    help_text = ""
+    label = ""
+    placeholder = ""
+    field = ""
+
+    def __init__(self, words: tuple[str, ...], submit: Submit) -> None:
+        super().__init__(submit)
+        self.words = words
+
+    def title_text(self) -> str:
+        return self.heading
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.field}", Input).focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static(self.help_text)
+        with Horizontal(classes="field"):
+            yield Label(self.label)
+            yield Input(" ".join(self.words), placeholder=self.placeholder, id=self.field)
+
+    def params(self) -> dict[str, Any]:
+        text = self.query_one(f"#{self.field}", Input).value.replace(",", " ")
+        return {self.field: tuple(dict.fromkeys(text.split()))}
+
+
+class ColumnsDialog(WordsDialog):
     """The values shown as columns of their own (``a``), named as ``traintop ls -c`` names
     them; empty: none."""
 
     submit_label = "Show"
-
-    def __init__(self, names: tuple[str, ...], submit: Submit) -> None:
-        super().__init__(submit)
-        self.names = names
-
-    def title_text(self) -> str:
-        return "Columns"
-
-    def on_mount(self) -> None:
-        self.query_one("#columns", Input).focus()
-
-    def fields(self) -> ComposeResult:
-        yield Static("Config keys or metrics, each a column after the table's own: a metric "
-                     "shows its latest value, min:KEY or max:KEY its lowest or highest. "
-                     "'o' sorts by them too.")
-        with Horizontal(classes="field"):
-            yield Label("columns")
-            yield Input(" ".join(self.names), placeholder="e.g. lr batch max:acc",
-                        id="columns")
-
-    def params(self) -> dict[str, Any]:
-        text = self.query_one("#columns", Input).value.replace(",", " ")
-        return {"columns": tuple(dict.fromkeys(text.split()))}
+    heading = "Columns"
+    help_text = ("Config keys or metrics, each a column after the table's own: a metric "
+                 "shows its latest value, min:KEY or max:KEY its lowest or highest. "
+                 "'o' sorts by them too.")
+    label = "columns"
+    placeholder = "e.g. lr batch max:acc"
+    field = "columns"
 
 
-class GroupDialog(FormDialog):
+class GroupDialog(WordsDialog):
     """How ``G`` groups the runs on the chart: by the config keys named, or (none) by
     every config value but the seeds."""
 
     submit_label = "Group"
-
-    def __init__(self, by: tuple[str, ...], submit: Submit) -> None:
-        super().__init__(submit)
-        self.by = by
-
-    def title_text(self) -> str:
-        return "Group the chart's runs"
-
-    def on_mount(self) -> None:
-        self.query_one("#group-by", Input).focus()
-
-    def fields(self) -> ComposeResult:
-        yield Static("Runs alike are drawn as one curve, their mean, in a band from the "
-                     "lowest to the highest. Empty: alike in every config value but the "
-                     "seeds (keys ending in 'seed'). Keys: alike in those (W&B's group by), "
-                     "whatever else differs. Enter groups; G again ungroups.")
-        with Horizontal(classes="field"):
-            yield Label("group by")
-            yield Input(" ".join(self.by), placeholder="e.g. lr batch (empty: all but seeds)",
-                        id="group-by")
-
-    def params(self) -> dict[str, Any]:
-        text = self.query_one("#group-by", Input).value.replace(",", " ")
-        return {"by": tuple(dict.fromkeys(text.split()))}
+    heading = "Group the chart's runs"
+    help_text = ("Runs alike are drawn as one curve, their mean, in a band from the "
+                 "lowest to the highest. Empty: alike in every config value but the "
+                 "seeds (keys ending in 'seed'). Keys: alike in those (W&B's group by), "
+                 "whatever else differs. Enter groups; G again ungroups.")
+    label = "group by"
+    placeholder = "e.g. lr batch (empty: all but seeds)"
+    field = "group-by"
 
 
 class NewRunDialog(FormDialog):
