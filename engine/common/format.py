@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for annotations only: the daemon uses this module too, not the client
@@ -27,6 +28,15 @@ def shown(text: str, limit: int | None = None) -> str:
     if limit is not None and len(safe) > limit:
         return safe[: limit - 1] + "…"
     return safe
+
+
+def first_unknown(names: Iterable[str], known: Collection[str]) -> tuple[str, list[str]] | None:
+    """The first of ``names`` not among ``known``, with the (up to three) known names
+    closest to it, for a "did you mean" hint; None when every name is known."""
+    for name in names:
+        if name not in known:
+            return name, difflib.get_close_matches(name, known, n=3)
+    return None
 
 
 def number_text(value: float) -> str:

@@ -12,12 +12,12 @@ library only.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from engine.common.config import parse_literal
 from engine.common.config_diff import UNSET, comparable, config_diff
+from engine.common.format import first_unknown
 from engine.common.sweep import short_text
 
 
@@ -84,11 +84,9 @@ def gather(runs: Iterable[R], by: Sequence[str] = ()) -> list[tuple[list[R], str
 def unknown_keys(configs: Iterable[Mapping[str, Any]], by: Sequence[str]) -> str | None:
     """Why ``by`` cannot group these runs: a key none of their configs has, with the
     closest ones; None when every key is found."""
-    configs = list(configs)
-    known = {k for c in configs for k in c}
-    for key in by:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            return f"no run has a config key named {key!r}{hint}"
-    return None
+    found = first_unknown(by, {k for c in configs for k in c})
+    if found is None:
+        return None
+    key, close = found
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"no run has a config key named {key!r}{hint}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import difflib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,7 @@ from typing import Any, TextIO
 
 from engine.client.cli.common import connect, resolve_runs
 from engine.client.client import Client, EngineError
-from engine.common.format import json_text, number_text, shown
+from engine.common.format import first_unknown, json_text, number_text, shown
 
 CSV_HEADER = ["run", "step", "key", "value", "time"]
 EXPORT_FIELDS = (
@@ -49,13 +48,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def unknown_keys(runs: Iterable[dict[str, Any]], keys: list[str]) -> str | None:
     """Why a key asked for is in none of the runs, with the closest keys; None: all are."""
     have = {k for run in runs for k in run["last"]}
-    for key in keys:
-        if key not in have:
-            close = difflib.get_close_matches(key, have, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else (
-                f"; they have {', '.join(sorted(have)[:10])}" if have else "; they have no points")
-            return f"no run named has a metric {shown(key)!r}{hint}"
-    return None
+    found = first_unknown(keys, have)
+    if found is None:
+        return None
+    key, close = found
+    hint = f"; did you mean {', '.join(close)}?" if close else (
+        f"; they have {', '.join(sorted(have)[:10])}" if have else "; they have no points")
+    return f"no run named has a metric {shown(key)!r}{hint}"
 
 
 def _blocks(client: Client, run: dict[str, Any], keys: list[str]) -> Iterator[dict[str, Any]]:
