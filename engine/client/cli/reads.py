@@ -120,10 +120,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
     everything = [RunInfo.from_wire(r) for r in listed]
-    args.settings = args.settings or bool(args.by)
-    problem = unknown_keys((r.config for r in everything), args.by) if everything else None
-    if problem is not None:
-        raise EngineError("unknown_value", problem)
+    if args.by:  # (-G by keys)
+        args.settings = True
+        problem = unknown_keys((r.config for r in everything), args.by) if everything else None
+        if problem is not None:
+            raise EngineError("unknown_value", problem)
     runs = filter_runs(everything, args) if args.settings else select_runs(everything, args)
     if args.settings and (runs or args.json or args.quiet):
         print_settings(runs, args, len(listed), sizes)
