@@ -108,7 +108,8 @@ async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
 
 async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
                         size: tuple[int, int]) -> None:
-    """Mark the lr-by-seed sweep from its row, then ``G``: a mean and band per lr."""
+    """Mark the lr-by-seed sweep from its row, then ``G``: a mean and band per lr; then
+    ``v``: the scatter, grouped too."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
         table, chart = app.query_one(RunsTable), app.query_one(LossChart)
@@ -117,10 +118,16 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
         await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
         await pilot.press("space")
         await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
-        await pilot.press("G")
+        await pilot.press("G", "enter")  # the dialog: Enter alone, all but seeds
         await until(pilot, lambda: len(chart.series) == 3 and all(s.band for s in chart.series))
         await until(pilot, lambda: app.state.telemetry)
         await pilot.pause(1.5)
         save(app, "sweep-seeds.svg")
+
+        await pilot.press("v")  # grouped as the chart is: a point and a bar per lr
+        await until(pilot, lambda: isinstance(app.screen, SweepView)
+                    and app.screen.shown is not None and app.screen.shown.grouped)
+        await pilot.pause(0.3)
+        save(app, "sweep-seeds-scatter.svg")
 
 

@@ -14,6 +14,7 @@ from rich.segment import Segment
 from textual.widgets import Input, Static
 
 from engine.client.events import RunInfo
+from engine.common.format import format_number
 from engine.common.settings import is_seed_key
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
@@ -22,19 +23,25 @@ from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, stor
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.chart_math import format_value
+from tui.compare import COMPARE_PALETTE
+from tui.scatter_data import numeric_params, scatter
 from tui.screens.dialogs import GroupDialog
+from tui.screens.sweep_view import SweepView
 from tui.seed_groups import band, group_runs
 from tui.view_memory import VERSION
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
+from tui.widgets.sweep_scatter import BAR, BAR_FOOT, BAR_TOP, BEST, POINT, SweepScatter
 
 STEPS = 60
 LRS = (0.01, 0.03)
 SEEDS = (0, 1, 2)
 
 
-def _info(run_id: str, workload: str = "synthetic", **config: Any) -> RunInfo:
-    return RunInfo(run_id, f"name-{run_id}", "finished", workload, 10, config=config)
+def _info(run_id: str, workload: str = "synthetic", best: float | None = None,
+          **config: Any) -> RunInfo:
+    return RunInfo(run_id, f"name-{run_id}", "finished", workload, 10, config=config,
+                   best={} if best is None else {"loss": best})
 
 
 def test_runs_are_grouped_by_every_config_value_but_their_seeds() -> None:
@@ -68,6 +75,36 @@ def test_the_band_is_the_mean_lowest_and_highest_of_the_runs_there() -> None:
     assert made.mean[4] == fmean([6, 16, 30])
     assert made.mean[7] == fmean([3, 13]) and made.high[7] == 13  # the third has ended
     assert band([], 10) == band([([], [])], 10)  # nothing to draw, not an error
+
+
+def test_the_scatter_grouped_is_a_point_a_setting_at_its_mean_with_its_range() -> None:
+    # lr 1e-3 and 1e-2, three seeds each; batch 32 for all but the last lr=1e-2 run
+    bests = {"a": 2.0, "b": 2.5, "c": 3.5, "d": 1.0, "e": 1.5, "f": 1.2}
+    runs = [_info(r, best=bests[r], lr=lr, seed=seed, batch=64 if r == "f" else 32)
+            for r, (lr, seed) in zip("abcdef", [(lr, s) for lr in (1e-3, 1e-2)
+                                                for s in range(3)], strict=True)]
+    apart = scatter(runs, "lr", "loss", True, {}, {})
+    assert len(apart.points) == 6 and not apart.grouped
+    assert numeric_params(runs) == ["lr", "seed", "batch"]
+    assert numeric_params(runs, grouped=True) == ["lr", "batch"]  # a seed is no x then
+
+    # all but seeds: lr=1e-3 is one setting; lr=1e-2 two (batch 32 of two runs, 64 alone)
+    grouped = scatter(runs, "lr", "loss", True, {"f": "#123456"}, {"f": "f's name"},
+                      group=True)
+    assert grouped.grouped
+    assert [(p.label, p.x, p.y, p.low, p.high, p.runs) for p in grouped.points] == [
+        ("lr=1e-3 batch=32 (3 runs)", 1e-3, fmean([2.0, 2.5, 3.5]), 2.0, 3.5, 3),
+        ("lr=0.01 batch=32 (2 runs)", 1e-2, fmean([1.0, 1.5]), 1.0, 1.5, 2),
+        ("f's name", 1e-2, 1.2, None, None, 1)]
+    # settings of several runs take the palette in order; one alone keeps its colour
+    assert [p.colour for p in grouped.points] == [*COMPARE_PALETTE[:2], "#123456"]
+    assert [p.best for p in grouped.points] == [False, False, True]  # the lowest y
+
+    # by a key that leaves x out: a point a setting and x, the mean of the runs at both
+    by_batch = scatter(runs, "lr", "loss", True, {}, {}, group=True, by=["batch"])
+    assert [(p.x, p.y, p.runs) for p in by_batch.points] == [
+        (1e-3, fmean([2.0, 2.5, 3.5]), 3), (1e-2, 1.25, 2), (1e-2, 1.2, 1)]
+    assert by_batch.points[0].colour == by_batch.points[1].colour  # one setting, one colour
 
 
 def _stored_seeds(engine: Engine, own_dir: bool = False) -> dict[float, list[str]]:
@@ -156,6 +193,66 @@ def test_g_draws_each_lr_as_the_mean_of_its_seeds_with_a_band(engine: Engine) ->
         assert saved["group"] is True
 
     asyncio.run(scenario())
+
+
+def test_v_grouped_plots_each_lr_at_the_mean_of_its_seeds_with_a_bar(engine: Engine) -> None:
+    by_lr = _stored_seeds(engine)
+    ids = [r for lr in LRS for r in by_lr[lr]]
+    engine.paths.tui_view.write_text(json.dumps(
+        {"version": VERSION, "marks": ids, "group": True}))  # as saved: grouped
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(160, 44)) as pilot:
+            await until(pilot, lambda: len(app.query_one(RunsTable).order) == 6)
+            await pilot.press("v")  # the marked runs, grouped as the chart is
+            view = await until(pilot, lambda: isinstance(app.screen, SweepView)
+                               and app.screen)
+            shown = view.shown
+            assert shown is not None and shown.grouped and shown.x_name == "lr"
+            runs = app.state.runs
+            for lr, point in zip(LRS, shown.points, strict=True):
+                bests = [runs[r].best["loss"] for r in by_lr[lr]]
+                assert (point.x, point.runs) == (lr, 3)
+                assert (point.y, point.low, point.high) == (fmean(bests), min(bests),
+                                                             max(bests))
+            best = min(shown.points, key=lambda p: p.y)
+            assert [p.best for p in shown.points] == [p is best for p in shown.points]
+            axes = str(view.query_one("#scatter-axes", Static).render())
+            assert "6 runs as 2 means" in axes
+            line = str(view.query_one("#scatter-best", Static).render())
+            assert f"best: {best.label}: best loss {format_number(best.y)} (" in line
+            # each setting's range is drawn in its colour: one column of rows on end,
+            # its point and the bar through it
+            plot = view.query_one(SweepScatter)
+            for point in shown.points:
+                cells = _cells_in(plot, point.colour)
+                rows = sorted(row for row, _, _ in cells)
+                assert len({col for _, col, _ in cells}) == 1
+                assert rows == list(range(rows[0], rows[0] + len(rows))) and len(rows) >= 2
+                glyphs = {char for _, _, char in cells}
+                assert glyphs & {BAR, BAR_TOP, BAR_FOOT} and glyphs & {POINT, BEST}, glyphs
+
+            await pilot.press("G")  # each run again, seeds back among the settings
+            assert view.shown is not None and not view.shown.grouped
+            assert len(view.shown.points) == 6 and all(p.low is None for p in view.shown.points)
+            assert "means" not in str(view.query_one("#scatter-axes", Static).render())
+
+    asyncio.run(scenario())
+
+
+def _cells_in(widget: SweepScatter, colour: str) -> list[tuple[int, int, str]]:
+    """(row, column, character) of each cell drawn in ``colour``."""
+    found = []
+    for row in range(widget.size.height):
+        col = 0
+        for segment in widget.render_line(row):
+            style = segment.style
+            for char in segment.text:
+                if style and style.color and style.color.name == colour:
+                    found.append((row, col, char))
+                col += 1
+    return found
 
 
 def _faint_braille(segment: Segment) -> bool:

@@ -1,17 +1,23 @@
 """What the sweep view plots: one point per run, a hyper-parameter against the best
-or last value of a metric. Plain functions over runs, tested without a screen.
+or last value of a metric; or, grouped (``G``), one point per setting: the mean of
+its runs (alike but for their seeds, or in the keys named), with the lowest and
+highest of them as an error bar. Plain functions over runs, tested without a screen.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import fmean
 from typing import Any
 
 from engine.client.events import RunInfo
 from engine.common.config import parse_literal
 from engine.common.output_lines import training_loss_key
+from engine.common.settings import gather, is_seed_key
+from tui.compare import COMPARE_PALETTE
+from tui.seed_groups import group_name
 from tui.sweep_groups import differing_keys
 
 # x goes on a log scale when its values span this factor or more: a one-decade grid
@@ -21,14 +27,17 @@ LOG_SPAN = 10.0
 
 @dataclass(frozen=True)
 class ScatterPoint:
-    """One run on the scatter."""
+    """One run on the scatter, or the runs of one setting at one x."""
 
-    run_id: str
-    label: str  # how the run is named beside the plot
+    run_id: str  # the run (of a group: its first)
+    label: str  # how the run or group is named beside the plot
     x: float
-    y: float
+    y: float  # the run's value, or the mean of the group's
     colour: str
-    best: bool = False  # the run with the lowest y
+    best: bool = False  # the point with the lowest y
+    runs: int = 1  # how many runs the point stands for
+    low: float | None = None  # a group's lowest and highest value (None: one run)
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Scatter:
     y_name: str
     log_x: bool
     missing: int  # runs without a numeric value of the parameter or the metric
+    grouped: bool = False  # points are settings (``G``)
 
 
 def number(value: Any) -> float | None:
@@ -52,10 +62,12 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def numeric_params(runs: Sequence[RunInfo]) -> list[str]:
+def numeric_params(runs: Sequence[RunInfo], grouped: bool = False) -> list[str]:
     """The config keys the view can put on x: numeric in at least two runs. Those whose
-    values differ between the runs come first (what the sweep varied)."""
-    keys = list(dict.fromkeys(k for run in runs for k in run.config))
+    values differ between the runs come first (what the sweep varied). Grouped, the
+    seeds are not among them: their runs are what a point averages."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.config
+                              if not (grouped and is_seed_key(k))))
     numeric = [k for k in keys if sum(number(r.config.get(k)) is not None for r in runs) >= 2]
     varied = set(differing_keys(r.config for r in runs))
     return [k for k in numeric if k in varied] + [k for k in numeric if k not in varied]
@@ -75,23 +87,59 @@ def scatter(
     use_best: bool,
     colours: Mapping[str, str],
     labels: Mapping[str, str],
+    group: bool = False,
+    by: Sequence[str] = (),
 ) -> Scatter:
-    """Each run as a point (``param``, best or last ``metric``); the lowest y is the best."""
-    found = []
+    """Each run as a point (``param``, best or last ``metric``), or with ``group`` each
+    setting (``by`` as for ``gather``) at each of its x; the lowest y is the best."""
+    found: dict[str, tuple[RunInfo, float, float]] = {}
     for run in runs:
         x = number(run.config.get(param))
         y = number((run.best if use_best else run.last).get(metric))
         if x is not None and y is not None:
-            found.append((run, x, y))
-    best = min(found, key=lambda f: f[2])[0].id if found else None
-    xs = [x for _, x, _ in found]
+            found[run.id] = (run, x, y)
+    if group:
+        points = _settings(found, colours, labels, by)
+    else:
+        points = [ScatterPoint(run.id, labels.get(run.id, run.name), x, y,
+                               colours.get(run.id, "")) for run, x, y in found.values()]
+    if points:
+        best = min(range(len(points)), key=lambda i: points[i].y)
+        points[best] = replace(points[best], best=True)
+    xs = [p.x for p in points]
     # The tolerance keeps a decade a decade where floats divide to a hair under 10
     # (3e-4 / 3e-5 = 9.999999999999998).
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= LOG_SPAN * (1 - 1e-9)
-    points = tuple(
-        ScatterPoint(run.id, labels.get(run.id, run.name), x, y, colours.get(run.id, ""),
-                     run.id == best)
-        for run, x, y in found
-    )
     y_name = f"{'best' if use_best else 'last'} {metric}"
-    return Scatter(points, param, y_name, log_x, len(runs) - len(found))
+    return Scatter(tuple(points), param, y_name, log_x, len(runs) - len(found), group)
+
+
+def _settings(
+    found: Mapping[str, tuple[RunInfo, float, float]],
+    colours: Mapping[str, str],
+    labels: Mapping[str, str],
+    by: Sequence[str],
+) -> list[ScatterPoint]:
+    """A point per setting and x: the mean of its runs' y, their lowest and highest.
+    Settings of several runs take the compare palette in order, as the chart's groups
+    do; a run alone keeps its own colour and name."""
+    points = []
+    palette = 0
+    for members, label in gather((run for run, _, _ in found.values()), by):
+        at: dict[float, list[RunInfo]] = {}  # by x: ``by`` may leave the x key out
+        for run in members:
+            at.setdefault(found[run.id][1], []).append(run)
+        colour = ""
+        if len(members) > 1:
+            colour = COMPARE_PALETTE[palette % len(COMPARE_PALETTE)]
+            palette += 1
+        for x, alike in at.items():
+            first = alike[0]
+            if len(alike) == 1:
+                points.append(ScatterPoint(first.id, labels.get(first.id, first.name), x,
+                                           found[first.id][2], colour or colours.get(first.id, "")))
+                continue
+            ys = [found[run.id][2] for run in alike]
+            points.append(ScatterPoint(first.id, group_name(label, alike), x, fmean(ys),
+                                       colour, runs=len(alike), low=min(ys), high=max(ys)))
+    return points

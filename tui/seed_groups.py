@@ -42,13 +42,17 @@ def group_runs(
     A group is named by the config values (seeds aside) that differ between the
     groups, with its count: ``lr=3e-4 (3 runs)``; one alone by its run's name.
     """
-    groups = []
-    for members, label in gather((runs[r] for r in run_ids if r in runs), by):
-        first = members[0]
-        if len(members) > 1:
-            label = f"{label or first.workload} ({len(members)} runs)"
-        groups.append(RunGroup(tuple(r.id for r in members), label or first.name))
-    return groups
+    return [RunGroup(tuple(r.id for r in members), group_name(label, members))
+            for members, label in gather((runs[r] for r in run_ids if r in runs), by)]
+
+
+def group_name(label: str, members: Sequence[RunInfo]) -> str:
+    """A group named by ``label`` (the values that set it apart) and its count; one run
+    alone by its own name."""
+    first = members[0]
+    if len(members) > 1:
+        return f"{label or first.workload} ({len(members)} runs)"
+    return label or first.name
 
 
 Curve = tuple[Sequence[float], Sequence[float | None]]

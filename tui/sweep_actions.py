@@ -20,7 +20,7 @@ from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.sweep_dialog import SweepDialog, early_stop_rule, expand_axes
-from tui.screens.sweep_view import SweepView
+from tui.screens.sweep_view import Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
 
@@ -66,7 +66,9 @@ class SweepActions(RunActions):
             return [self.state.runs[r] for r in ids if r in self.state.runs]
 
         colours = colours_for(ids, self.state.marks)
-        self.push_screen(SweepView(title, runs_now, colours, labels))
+        view = self.state.view
+        self.push_screen(SweepView(title, runs_now, colours, labels,
+                                   Grouping(view.group, view.group_by)))
 
     @work
     async def action_sweep(self) -> None:

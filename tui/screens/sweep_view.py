@@ -2,12 +2,16 @@
 hyper-parameter against the best or last value of a metric.
 
 ``x`` picks the next hyper-parameter, ``b`` switches best and last, ``m`` the
-metric. The points follow the runs as they train (redrawn every two seconds).
+metric, ``G`` groups the runs by setting (as the chart's ``G``: alike but for their
+seeds, or in the keys named there), each setting a point at the mean of its runs
+with a bar from the lowest to the highest. The points follow the runs as they train
+(redrawn every two seconds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.columns import Columns
@@ -21,10 +25,25 @@ from textual.widgets import Label, Static
 
 from engine.client.events import RunInfo
 from engine.common.format import format_number
-from tui.scatter_data import Scatter, metrics_of, numeric_params, scatter
+from tui.scatter_data import Scatter, ScatterPoint, metrics_of, numeric_params, scatter
 from tui.widgets.sweep_scatter import BEST, POINT, SweepScatter
 
 REDRAW_S = 2.0  # as the chart's live curve: values move with training
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Whether the view opens grouped, and by which config keys (none: all but seeds)."""
+
+    on: bool = False
+    by: tuple[str, ...] = ()
+
+
+def value_of(point: ScatterPoint) -> str:
+    """A point's y, with a group's range: ``3.271 (3.264…3.278)``."""
+    if point.low is None or point.high is None:
+        return format_number(point.y)
+    return f"{format_number(point.y)} ({format_number(point.low)}…{format_number(point.high)})"
 
 
 class SweepView(ModalScreen[None]):
@@ -35,6 +54,7 @@ class SweepView(ModalScreen[None]):
         Binding("x", "next_param", "Next setting"),
         Binding("b", "toggle_best", "Best or last"),
         Binding("m", "next_metric", "Next metric"),
+        Binding("G", "toggle_group", "Group by setting"),
     ]
 
     def __init__(
@@ -43,13 +63,15 @@ class SweepView(ModalScreen[None]):
         runs_of: Callable[[], Sequence[RunInfo]],
         colours: Mapping[str, str],
         labels: Mapping[str, str],
+        grouping: Grouping = Grouping(),
     ) -> None:
         super().__init__(classes="dialog")
         self.title_text = title
         self.runs_of = runs_of
         self.colours, self.labels = dict(colours), dict(labels)
+        self.group, self.by = grouping.on, grouping.by
         runs = runs_of()
-        params = numeric_params(runs)
+        params = numeric_params(runs, self.group)
         self.param = params[0] if params else ""
         metrics = metrics_of(runs)
         self.metric = metrics[0] if metrics else "loss"
@@ -63,7 +85,7 @@ class SweepView(ModalScreen[None]):
             yield Static("", id="scatter-best")
             yield Static("", id="scatter-runs")
             yield Static("[dim]x: next setting   b: best or last   m: next metric   "
-                         "esc: close[/]")
+                         "G: group by setting   esc: close[/]")
 
     def on_mount(self) -> None:
         self.draw()
@@ -77,17 +99,25 @@ class SweepView(ModalScreen[None]):
     def draw(self) -> None:
         """Plot the runs as they are now, by the current axes."""
         runs = self.runs_of()
-        drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels)
+        drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels,
+                        self.group, self.by)
         self.query_one(SweepScatter).set_data(drawn)
         log = " (log)" if drawn.log_x else ""
+        grouped = ""
+        if self.group:
+            alike = f"in {' '.join(self.by)}" if self.by else "but for seeds"
+            counted = sum(p.runs for p in drawn.points)
+            grouped = (f"   [b]{counted} runs as {len(drawn.points)} means[/b]"
+                       if counted > len(drawn.points) else f"   [dim]no runs alike {alike}[/]")
         self.query_one("#scatter-axes", Static).update(
             f"x: [b]{escape(self.param or 'no numeric setting')}[/b]{log}   "
-            f"y: [b]{escape(drawn.y_name)}[/b]"
+            f"y: [b]{escape(drawn.y_name)}[/b]{grouped}"
         )
         best = next((p for p in drawn.points if p.best), None)
         line = "" if best is None else (
-            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b] ({best.run_id}): "
-            f"{escape(drawn.y_name)} {format_number(best.y)} at {escape(self.param)}="
+            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b]"
+            f"{f' ({best.run_id})' if best.runs == 1 else ''}: "
+            f"{escape(drawn.y_name)} {value_of(best)} at {escape(self.param)}="
             f"{format_number(best.x)}"
         )
         if drawn.missing:
@@ -98,12 +128,12 @@ class SweepView(ModalScreen[None]):
         ordered = sorted(drawn.points, key=lambda p: p.y)
         self.query_one("#scatter-runs", Static).update(Columns([
             Text.from_markup(f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] "
-                             f"{escape(p.label)} [dim]{format_number(p.y)}[/]")
+                             f"{escape(p.label)} [dim]{value_of(p)}[/]")
             for p in ordered
         ], padding=(0, 3)))
 
     def action_next_param(self) -> None:
-        params = numeric_params(self.runs_of())
+        params = numeric_params(self.runs_of(), self.group)
         if params:
             index = params.index(self.param) if self.param in params else -1
             self.param = params[(index + 1) % len(params)]
@@ -115,6 +145,14 @@ class SweepView(ModalScreen[None]):
             index = metrics.index(self.metric) if self.metric in metrics else -1
             self.metric = metrics[(index + 1) % len(metrics)]
             self.draw()
+
+    def action_toggle_group(self) -> None:
+        """Points by setting, or by run again; grouped, a seed is no longer an x."""
+        self.group = not self.group
+        params = numeric_params(self.runs_of(), self.group)
+        if self.param not in params:
+            self.param = params[0] if params else ""
+        self.draw()
 
     def action_toggle_best(self) -> None:
         self.use_best = not self.use_best

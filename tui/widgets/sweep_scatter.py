@@ -1,5 +1,7 @@
 """The sweep view's scatter: one glyph per run at (hyper-parameter, metric), in the run's
-own colour, the best run a star; axes and ticks drawn as the loss chart draws them.
+own colour, the best run a star; a setting of several runs (grouped) is its mean, with
+an error bar from its lowest run to its highest. Axes and ticks are drawn as the loss
+chart draws them.
 
 The frame is laid out once per (size, data) and kept as strips, like the chart's.
 """
@@ -18,6 +20,7 @@ from tui.scatter_data import Scatter
 from tui.widgets.chart_layout import DIM, GUTTER
 
 POINT, BEST = "●", "★"
+BAR, BAR_TOP, BAR_FOOT = "│", "┬", "┴"  # a group's range, capped at its ends
 AXIS = Style(color="bright_black")
 
 
@@ -78,7 +81,8 @@ class SweepScatter(Widget):
 
         x_lo, x_hi = _padded(min(to_x(p.x) for p in scatter.points),
                              max(to_x(p.x) for p in scatter.points))
-        y_lo, y_hi = _padded(min(p.y for p in scatter.points), max(p.y for p in scatter.points))
+        y_lo, y_hi = _padded(min(p.y if p.low is None else p.low for p in scatter.points),
+                             max(p.y if p.high is None else p.high for p in scatter.points))
 
         def put(row: int, col: int, text: str, style: Style) -> None:
             for offset, char in enumerate(text[: max(width - col, 0)]):
@@ -107,12 +111,26 @@ class SweepScatter(Widget):
             if start >= free_from:
                 put(axis, start, label, base)
                 free_from = start + len(label) + 1
+        def column(x: float) -> int:
+            return GUTTER + round((to_x(x) - x_lo) / (x_hi - x_lo) * (plot_w - 1))
+
+        def row_of(y: float) -> int:
+            return round((y_hi - y) / (y_hi - y_lo) * (plot_h - 1))
+
+        for point in scatter.points:  # the bars first: no bar hides a point
+            if point.low is None or point.high is None:
+                continue
+            top, foot = row_of(point.high), row_of(point.low)
+            style = base + Style.parse(point.colour or "default") + DIM
+            for row in range(top, foot + 1):
+                put(row, column(point.x),
+                    BAR_TOP if row == top < foot else BAR_FOOT if row == foot > top else BAR,
+                    style)
         # The best run last, so it is the one seen where points share a cell.
         for point in sorted(scatter.points, key=lambda p: p.best):
-            col = GUTTER + round((to_x(point.x) - x_lo) / (x_hi - x_lo) * (plot_w - 1))
-            row = round((y_hi - point.y) / (y_hi - y_lo) * (plot_h - 1))
             style = base + Style.parse(point.colour or "default")
-            put(row, col, BEST if point.best else POINT, style + Style(bold=point.best))
+            put(row_of(point.y), column(point.x), BEST if point.best else POINT,
+                style + Style(bold=point.best))
         return [_strip(cells[r], styles[r], width) for r in range(height)]
 
 
