@@ -247,12 +247,33 @@ class RunReports:
         run = self.store.get_run(live.run_id)
         if run is None or run["state"] != RunState.RUNNING or live.killing:
             return  # already paused, ending, or killed: nothing to stop
-        log.warning("run %s diverged (%s): pausing it", live.run_id, reason)
+        waiting = self._waiting_for(run)
+        release = bool(waiting) and live.backend.refusal("release", live.run_id) is None
+        log.warning("run %s diverged (%s): pausing it%s", live.run_id, reason,
+                    f", its memory released ({waiting})" if release else "")
         try:
-            live.backend.pause(self, run, release=False)
+            live.backend.pause(self, run, release=release)
         except ActionError as exc:
             self.store.note(live.run_id, f"{reason}; could not pause: {exc}")
+        else:
+            if release:
+                self.store.note(live.run_id, f"{reason}: releasing its memory, as {waiting}")
         self.announce(live.run_id)
+
+    def _waiting_for(self, run: dict[str, Any]) -> str:
+        """Who waits for what ``run`` holds, said for its events ('' for nobody): runs
+        queued in its queue (its slot), or on a GPU any queued run (its memory). A run
+        paused for divergence gives them its room rather than stall its queue (a sweep
+        left overnight); it resumes from its checkpoint, at the back of the queue."""
+        queue = run["queue"]
+        on_gpu = str(run["device"] or "").startswith("cuda")
+        waiting = [w for w in self.store.waiting_runs()
+                   if w["awaiting"] is None and (on_gpu or w["queue"] == queue)]
+        if not waiting:
+            return ""
+        where = "for its GPU" if on_gpu else f"in queue {queue}"
+        count = f"{len(waiting)} runs wait" if len(waiting) > 1 else "1 run waits"
+        return f"{count} {where}"
 
     # -- early stopping ------------------------------------------------------
 
@@ -325,7 +346,7 @@ class RunReports:
             self.store.set_state(
                 live.run_id,
                 RunState.PAUSED,
-                "paused; memory released",
+                pause_reason(run, "paused") + "; memory released",
                 released=True,
                 pid=None,
                 pgid=None,
