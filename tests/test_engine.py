@@ -113,6 +113,10 @@ def test_fork_of_a_finished_run_starts_from_its_final_checkpoint(engine: Engine)
     run = engine.wait_state(child["id"], *TERMINAL)
     assert run["state"] == "finished"
     assert sorted(engine.losses(child["id"])) == list(range(40, 60))
+    # Without more steps the fork has nothing to train, and the line says what to do.
+    same = engine.cli("fork", parent, "lr=0.01")
+    assert same.code == 0 and "finished at step 40/40" in same.out
+    assert same.out.rstrip().endswith("nothing left to train: give it more steps, e.g. steps=80")
 
 
 STUBBORN = textwrap.dedent(

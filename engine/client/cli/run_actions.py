@@ -161,7 +161,12 @@ def cmd_fork(args: argparse.Namespace) -> int:
         if not args.no_wait:
             child = wait_training(client, child["id"])
     where = f" at step {child['fork_step']}" if child["fork_step"] is not None else ""
-    return report_new(args, child, f"forked {child['parent_id']}{where} -> {describe(child)}")
+    done = ""
+    if child["state"] == "finished" and child["step"] == child["fork_step"]:
+        steps = child["config"].get("steps")
+        more = f", e.g. steps={2 * steps}" if type(steps) is int and steps > 0 else ""
+        done = f"; it had nothing left to train: give it more steps{more}"
+    return report_new(args, child, f"forked {child['parent_id']}{where} -> {describe(child)}{done}")
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
