@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.client.cli.export_cmd import _output
-from engine.client.client import EngineUnavailable
+from engine.client.client import EngineUnavailable, unpacked
 from engine.server.store import Store
 from tests.conftest import Engine
 from tests.test_daemon_scale import _stored_run
@@ -112,3 +112,36 @@ def test_an_export_that_fails_half_way_leaves_the_old_file(tmp_path: Path) -> No
         raise EngineUnavailable("the engine went away")
     assert out.read_text() == "the export of yesterday\n"
     assert [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
+
+
+def test_packed_columns_carry_every_value_as_the_lists_do(engine: Engine) -> None:
+    # The store seals 1024 points a chunk: this run has sealed chunks and loose points,
+    # NaN, both infinities, the largest double and steps past 2**53.
+    engine.paths.home.mkdir(mode=0o700, parents=True)
+    store = Store(engine.paths.store)
+    _stored_run(store, "ddd555", "odd")
+    odd = [math.nan, math.inf, -math.inf, 1.7976931348623157e308, 5e-324]
+    points = [[2**60 + s, "loss", odd[s % len(odd)] if s % 7 == 0 else 1 / (s + 1), 1.5 + s]
+              for s in range(2500)]
+    store.add_metrics("ddd555", points, 0, None)
+    store.close()
+    with engine.client() as client:
+        listed = client.all_pages("metrics", "series", run="ddd555", columns=True)
+        packed = list(client.series_blocks("ddd555"))
+    assert [b["key"] for b in packed] == ["loss"] and "n" not in listed[0]
+    assert packed[0]["steps"] == listed[0]["steps"] == [p[0] for p in points]
+    assert packed[0]["times_us"] == listed[0]["times_us"]
+    # repr tells NaN apart, as == does not
+    assert repr(packed[0]["values"]) == repr(listed[0]["values"]) == repr([p[2] for p in points])
+
+
+@pytest.mark.parametrize("bad", [
+    {"n": 2, "steps": "AAAAAAAAAAA=", "values": "", "times_us": ""},  # 8 bytes, not 16
+    {"n": 1, "steps": "not base64!", "values": "", "times_us": ""},
+    {"n": -1, "steps": "", "values": "", "times_us": ""},
+    {"n": 0, "steps": 5, "values": "", "times_us": ""},
+    {"n": 0, "steps": ""},
+])
+def test_a_malformed_packed_block_is_one_line_not_a_traceback(bad: dict[str, object]) -> None:
+    with pytest.raises(EngineUnavailable, match=r"^malformed series from the engine: "):
+        unpacked({"key": "loss", "start": 0, **bad})

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.common import protocol
+from engine.common.packed import FLOATS, INTS, unpack
 from engine.common.run_env import run_env
 from engine.rundir.paths import (
     StatePaths,
@@ -307,10 +308,13 @@ class Client:
         return self.all_pages("metrics", "points", run=run, key=key)
 
     def series_blocks(self, run: str, key: str | None = None) -> Iterator[dict[str, Any]]:
-        """A run's points as ``{key, start, steps, values, times_us}`` blocks, key by key
-        (times in integer microseconds)."""
-        for page in self.pages("metrics", "series", run=run, key=key, columns=True):
-            yield from page
+        """A run's points as ``{key, start, steps, values, times_us}`` blocks of lists,
+        key by key (times in integer microseconds). Asked for packed; a daemon that
+        sends lists (one from before packing) is read as well."""
+        for page in self.pages("metrics", "series", run=run, key=key, columns=True,
+                               packed=True):
+            for block in page:
+                yield unpacked(block) if "n" in block else block
 
     def all_runs(
         self, best: bool = False, sizes: bool = False, highest: bool = False
@@ -334,3 +338,17 @@ class Client:
         except TimeoutError:
             return None
         return message if "event" in message else None
+
+
+def unpacked(block: dict[str, Any]) -> dict[str, Any]:
+    """A packed block of columns (``engine.common.packed``) as lists; a malformed one
+    ends the talk with the engine in one line, as a broken frame does."""
+    try:
+        count = block["n"]
+        if type(count) is not int or count < 0:
+            raise ValueError("its length is not a count")
+        return {**block, "steps": unpack(block["steps"], INTS, count),
+                "values": unpack(block["values"], FLOATS, count),
+                "times_us": unpack(block["times_us"], INTS, count)}
+    except (KeyError, ValueError) as exc:
+        raise EngineUnavailable(f"malformed series from the engine: {exc}") from None
