@@ -632,6 +632,11 @@ class Bench:
         if self.ls("cold ls (daemon stopped)", target=True):
             self.cold_ls = self.figures[-1].value
             self.ls("warm ls", target=False)
+            elapsed, out = self.cli(["ls", "-G"])
+            summary = (out or "").strip().splitlines()[-1:] or ["no answer"]
+            self.add(Figure("warm ls -G (a row a setting)", elapsed, "s",
+                            f"{seconds_text(elapsed)} {summary[0]}" if elapsed is not None
+                            else f"no answer in {self.args.timeout:.0f} s"))
         else:
             self.add(Figure("warm ls", None, "s", "skipped: cold ls got no answer"))
 

@@ -16,9 +16,10 @@ from textual.widgets import Input, Static
 from engine.client.events import RunInfo
 from engine.common.format import format_number
 from engine.common.settings import is_seed_key
+from engine.run.workloads.registry import BUILTIN_DEFAULTS
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
-from tests.conftest import Engine
+from tests.conftest import TERMINAL, Engine
 from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, store_run
 from tests.test_tui import until
 from tui.app import TraintopApp
@@ -120,7 +121,8 @@ def _stored_seeds(engine: Engine, own_dir: bool = False) -> dict[float, list[str
             run_id = f"g{n:05d}"
             paths.run_dir(run_id).path.mkdir(mode=DIR_MODE)
             run = {"id": run_id, "name": f"seed-{n}", "workload": "synthetic",
-                   "config": {**SYNTHETIC, "lr": lr, "seed": seed,
+                   "config": {**BUILTIN_DEFAULTS["synthetic"], **SYNTHETIC, "lr": lr,
+                              "seed": seed,
                               **({"out": f"runs/{n}"} if own_dir else {})},
                    "total_steps": STEPS,
                    "created": EPOCH + n}
@@ -339,3 +341,45 @@ def test_runs_that_differ_in_more_than_seeds_are_grouped_by_the_keys_named(
         (by_lr[lr], {"lr": lr}) for lr in LRS]
     bad = engine.cli("ls", "--by", "lrr")
     assert bad.code == 1 and "no run has a config key named 'lrr'; did you mean lr?" in bad.err
+
+
+def test_sweep_like_adds_seeds_to_the_settings_named_and_skips_those_run(
+    engine: Engine,
+) -> None:
+    by_lr = _stored_seeds(engine)  # lr 0.01 and 0.03, seeds 0, 1, 2 each
+    bases = f"{by_lr[0.01][0]}, {by_lr[0.03][1]}"  # one run of each setting
+    planned = engine.cli("sweep", "--like", bases, "seed=0,1,2,3,4", "steps=20",
+                         "--dry-run", "--json")
+    # steps=20 makes each a new config: all ten planned
+    assert planned.code == 0, planned.err
+    assert len(planned.json()) == 10
+    dry = engine.cli("sweep", "--like", bases, "seed=1,2,3,4", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "4 of 8 alike a run that exists or comes earlier" in dry.err
+    assert "4 runs would start" in dry.out
+
+    started = engine.cli("sweep", "--like", bases, "--like", by_lr[0.01][2], "seed=2,3",
+                         "--json")
+    assert started.code == 0, started.err
+    runs = started.json()
+    # seed 2 exists for both lrs; seed 3 is new for each (asked twice for lr 0.01: once)
+    assert sorted((r["config"]["lr"], r["config"]["seed"]) for r in runs) == [
+        (0.01, 3), (0.03, 3)]
+    assert all(r["config"]["steps"] == SYNTHETIC["steps"] and r["workload"] == "synthetic"
+               for r in runs)  # the rest of the config is the bases'
+    assert len({r["sweep"] for r in runs}) == 1 and runs[0]["sweep"]
+    for run in runs:
+        assert engine.wait_state(run["id"], *TERMINAL)["state"] == "finished"
+    listed = engine.cli("ls", "-G", "--json").json()
+    assert [(r["config"]["lr"], len(r["runs"])) for r in listed] == [(0.01, 4), (0.03, 4)]
+
+    again = engine.cli("sweep", "--like", bases, "seed=0,3")
+    assert again.code == 1 and again.err.splitlines()[-1] == (
+        "traintop: every run asked for exists already; nothing was started")
+    unknown = engine.cli("sweep", "--like", "zzzzzz", "seed=5")
+    assert unknown.code == 1 and "zzzzzz" in unknown.err and len(unknown.err.splitlines()) == 1
+    both = engine.cli("sweep", "synthetic", "--like", bases, "seed=5")
+    assert both.code == 2 and "give it no workload" in both.err
+    typo = engine.cli("sweep", "--like", bases, "sed=5")
+    assert typo.code == 2 and "unknown config key 'sed'" in typo.err
+    assert len(engine.all_runs()) == 8  # nothing started by the refusals

@@ -176,6 +176,12 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("workload", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=SPEC")
     _add_file_option(p)
+    p.add_argument(
+        "--like", action="append", metavar="RUN[,RUN...]",
+        help="in place of a workload: each run's workload and config, crossed with the axes "
+        "(more seeds of the best settings: --like \"$(traintop ls -G --sort best -n 3 -q)\" "
+        "seed=0,1,2,3,4); runs alike one that exists are left out",
+    )
     p.add_argument("--trials", type=int, help="how many times to draw the random axes")
     p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
     p.add_argument("--name", help="the base of the runs' names (default: the workload)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -20,10 +21,12 @@ from engine.client.cli.common import (
     divergence_params,
     queue_params,
 )
-from engine.client.client import EngineError, EngineUnavailable
+from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.common.config import ConfigError, apply_overrides
+from engine.common.config_diff import comparable
 from engine.common.early_stop import StopRule
-from engine.common.experiment import Experiment, ExperimentError, load_experiment
+from engine.common.experiment import Experiment, ExperimentError, load_experiment, value_text
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError, expand, parse_tokens
@@ -62,18 +65,29 @@ def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[l
 
 def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     """Start (or with ``--dry-run`` show) every run of a sweep or experiment file."""
-    workload, runs = _plan(args, experiment)
-    base = args.name or experiment.name or base_name(workload)
-    if name_problem(base):
-        raise UsageError(str(name_problem(base)))
+    like = getattr(args, "like", None)  # ('start -f' has no --like)
+    if like and (args.file is not None or args.workload is not None):
+        raise UsageError("--like takes the workload and config from the runs named: "
+                         "give it no workload or -f file")
+    workload, runs = ("", []) if like else _plan(args, experiment)
     device = args.device or experiment.device
     queue = args.queue or experiment.queue
     rule = stop_rule(args, experiment)
+    cwd = os.getcwd()
     with connect() as client:
         listed = client.all_runs()
+        if like:
+            alike = like_plan(client, args, listed)
+            if isinstance(alike, int):
+                return alike
+            workload, runs, cwd, base = alike
+        else:
+            base = args.name or experiment.name or base_name(workload)
+        if name_problem(base):
+            raise UsageError(str(name_problem(base)))
         taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
         plan = plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
-        found = client.call("workloads", workload=workload, cwd=os.getcwd())
+        found = client.call("workloads", workload=workload, cwd=cwd)
         problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
             print(f"traintop: {problem}; nothing was started", file=sys.stderr)
@@ -85,7 +99,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
         if rule is not None:
             extra["early_stop"] = rule.wire()
         started: list[dict[str, Any]] = []
-        for request in plan.start_requests(device=device, cwd=os.getcwd(),
+        for request in plan.start_requests(device=device, cwd=cwd,
                                            env=chosen_env(args), **extra):
             try:
                 started.append(client.call("start", **request))
@@ -95,6 +109,62 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
                 return 1
     _show_started(args, started, plan.runs)
     return 0
+
+
+def like_plan(
+    client: Client, args: argparse.Namespace, listed: list[dict[str, Any]]
+) -> tuple[str, list[list[str]], str, str] | int:
+    """``--like RUN...``: each run's config crossed with the axes given (more seeds of the
+    best settings, say); the workload, its directory and the sweep's name, or an exit
+    status once what is wrong is said. A run alike one that exists (the same workload
+    and config: a seed already run) or one planned already is left out, and said."""
+    refs = (r for value in args.like for r in re.split(r"[,\s]+", value) if r)
+    bases = [client.call("get_run", run=ref) for ref in dict.fromkeys(refs)]
+    for run in bases:
+        if run["kind"] != "train":
+            print(f"traintop: {run['id']} ({shown(run['name'])}) is not a workload's run "
+                  f"({run['kind']}): --like takes runs started by 'traintop start' or 'sweep'",
+                  file=sys.stderr)
+            return 1
+    kinds = {(r["workload"], r["cwd"]) for r in bases}
+    if len(kinds) > 1:
+        raise UsageError("the runs named are of different workloads or directories "
+                         f"({', '.join(sorted(w for w, _ in kinds))}): a sweep is of one")
+    try:
+        combos = expand(parse_tokens(args.overrides), args.trials, args.seed or 0,
+                        allow_many=args.yes)
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
+    workload, cwd = bases[0]["workload"], bases[0]["cwd"] or os.getcwd()
+    seen = {config_key(r["config"]) for r in listed if r["workload"] == workload}
+    runs: list[list[str]] = []
+    for run in bases:
+        own = [f"{key}={value_text(value)}" for key, value in run["config"].items()]
+        for combo in combos:
+            try:
+                key = config_key(apply_overrides(run["config"], combo, strict=True))
+            except ConfigError as exc:
+                raise UsageError(f"{run['id']}: {exc}") from None
+            if key not in seen:
+                seen.add(key)
+                runs.append(own + combo)
+    skipped = len(bases) * len(combos) - len(runs)
+    if skipped:
+        print(f"{skipped} of {len(bases) * len(combos)} alike a run that exists or comes "
+              "earlier (same workload and config): left out", file=sys.stderr)
+    if not runs:
+        print("traintop: every run asked for exists already; nothing was started",
+              file=sys.stderr)
+        return 1
+    sweep = {r["sweep"] for r in bases}
+    base = args.name or (sweep.pop() if len(sweep) == 1 and None not in sweep else
+                         base_name(workload))
+    return workload, runs, cwd, base
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """What two configs share when a person would call them the same run."""
+    return repr(sorted((k, comparable(v)) for k, v in config.items()))
 
 
 def stop_rule(args: argparse.Namespace, experiment: Experiment) -> StopRule | None:
@@ -172,4 +242,7 @@ def _say_refused(exc: Exception, done: int, names: list[str]) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.like and args.workload is not None and "=" in args.workload:
+        args.overrides.insert(0, args.workload)  # 'sweep --like A seed=0,1': an axis
+        args.workload = None
     return start_many(args, read_experiment(args))
