@@ -100,21 +100,23 @@ def test_a_nan_loss_pauses_the_run_which_releases_resumes_and_trains_on(
     assert engine.run(diverging)["condition"] is None
 
 
-def test_a_run_that_diverges_while_others_wait_in_its_queue_gives_them_its_slot(
+def test_a_run_paused_for_divergence_gives_its_slot_to_a_run_queued_behind_it(
     engine: Engine,
 ) -> None:
-    # One slot: the diverging run holds it, the next waits. A plain pause would keep
-    # the slot until someone came back; the diverged run is released instead.
+    # One slot. Alone, the diverged run keeps it (and its memory: a resume goes on in
+    # place); once a run is queued behind it, it is released and the slot is the other's.
     assert engine.cli("queue", "one", "--parallel", "1").code == 0
     diverging = start(engine, *SLOW, "nan_at=40", "--queue", "one")
-    engine.wait_state(diverging, "running")
-    waiting = start(engine, *SLOW, "--queue", "one")
-    assert engine.run(waiting)["state"] == "queued"
     run = engine.wait_state(diverging, "paused", *TERMINAL)
     assert run["state"] == "paused" and run["condition"] == "loss nan at step 40"
+    time.sleep(1.5)  # a scheduler pass or more: nobody waits, nothing is released
+    assert not engine.run(diverging)["released"]
+
+    waiting = start(engine, *SLOW, "--queue", "one")
     run = wait_until(lambda: (r := engine.run(diverging))["released"] and r, "released", 60)
     reasons = [e["reason"] for e in run["events"]]
-    assert "loss nan at step 40: releasing its memory, as 1 run waits in queue one" in reasons
+    assert ("loss nan at step 40: releasing its memory, as 1 run waits for a slot in queue one"
+            in reasons)
     assert reasons[-1] == "paused: loss nan at step 40; memory released"
     assert engine.wait_state(waiting, *TERMINAL)["state"] == "finished"  # it had the slot
     # Resumed, it goes on from its checkpoint as a released run does.

@@ -247,33 +247,30 @@ class RunReports:
         run = self.store.get_run(live.run_id)
         if run is None or run["state"] != RunState.RUNNING or live.killing:
             return  # already paused, ending, or killed: nothing to stop
-        waiting = self._waiting_for(run)
-        release = bool(waiting) and live.backend.refusal("release", live.run_id) is None
-        log.warning("run %s diverged (%s): pausing it%s", live.run_id, reason,
-                    f", its memory released ({waiting})" if release else "")
+        log.warning("run %s diverged (%s): pausing it", live.run_id, reason)
         try:
-            live.backend.pause(self, run, release=release)
+            live.backend.pause(self, run, release=False)
         except ActionError as exc:
             self.store.note(live.run_id, f"{reason}; could not pause: {exc}")
-        else:
-            if release:
-                self.store.note(live.run_id, f"{reason}: releasing its memory, as {waiting}")
         self.announce(live.run_id)
 
-    def _waiting_for(self, run: dict[str, Any]) -> str:
-        """Who waits for what ``run`` holds, said for its events ('' for nobody): runs
-        queued in its queue (its slot), or on a GPU any queued run (its memory). A run
-        paused for divergence gives them its room rather than stall its queue (a sweep
-        left overnight); it resumes from its checkpoint, at the back of the queue."""
-        queue = run["queue"]
-        on_gpu = str(run["device"] or "").startswith("cuda")
-        waiting = [w for w in self.store.waiting_runs()
-                   if w["awaiting"] is None and (on_gpu or w["queue"] == queue)]
-        if not waiting:
-            return ""
-        where = "for its GPU" if on_gpu else f"in queue {queue}"
-        count = f"{len(waiting)} runs wait" if len(waiting) > 1 else "1 run waits"
-        return f"{count} {where}"
+    def release_diverged(self, run: dict[str, Any], why: str) -> None:
+        """Release a run paused for divergence, since ``why`` (queued runs wait for its
+        slot or its GPU): asked once; a kind that cannot release keeps what it holds."""
+        live = self.live.get(run["id"])
+        if live is None or live.giving_room or live.killing or live.ending is not None:
+            return
+        live.giving_room = True
+        if live.backend.refusal("release", live.run_id) is not None:
+            return
+        log.warning("run %s (%s): releasing its memory, as %s", live.run_id, run["diverged"], why)
+        try:
+            live.backend.pause(self, run, release=True)
+        except ActionError as exc:
+            self.store.note(live.run_id, f"could not release it for the queue: {exc}")
+            return
+        self.store.note(live.run_id, f"{run['diverged']}: releasing its memory, as {why}")
+        self.announce(live.run_id)
 
     # -- early stopping ------------------------------------------------------
 

@@ -9,6 +9,11 @@ when all of these hold, checked in this order:
   paused run keeps its slot, one paused with its memory released does not);
 - it fits on the GPUs (``engine.server.placement``) when it asks for any.
 
+A run paused by the divergence watch keeps its slot and memory only while no
+queued run needs them: a pass that finds runs short of a slot in its queue (or,
+for a run on a GPU, short of GPU room) has it released, as ``pause --release``
+would, so a blow-up at 3 a.m. does not stall the queue until morning.
+
 Runs are taken by priority, then in the order they were queued. A run that
 does not fit on a GPU now lets a smaller one behind it in the same queue start
 (backfill); a run without a slot stops its queue's line. A pass reads the
@@ -45,6 +50,15 @@ HOLDING = (RunState.STARTING.value, RunState.RUNNING.value, RunState.PAUSED.valu
 GpuView = Callable[[], tuple[Mapping[int, tuple[int | None, int | None]], Mapping[str, int]]]
 # Starts a queued run on the GPUs chosen for it (none for a CPU run).
 Launcher = Callable[[dict[str, Any], tuple[int, ...]], None]
+# Releases a run paused for divergence, saying who waits for what it holds.
+Releaser = Callable[[dict[str, Any], str], None]
+
+
+SLOT_WAIT = "waiting for a slot"  # how the reason of a run short of a slot begins
+
+
+def _waiting(count: int) -> str:
+    return "1 run waits" if count == 1 else f"{count} runs wait"
 
 
 def default_parallel() -> int:
@@ -106,6 +120,7 @@ class Scheduler:
         self.launch = launch
         self.announce = announce
         self.gpu_view: GpuView = lambda: ({}, {})
+        self.release_diverged: Releaser = lambda run, why: None
         self.waiting: dict[str, str] = {}  # queued run id -> why it has not started
         self._due = 0.0
 
@@ -136,9 +151,14 @@ class Scheduler:
         ]
         rooms = rooms_from(totals, [h for h in holders if h[0]])
         why: dict[str, str] = {}
+        short: Counter[str] = Counter()  # queue -> runs waiting for a slot in it
+        short_of_gpu = 0  # runs that do not fit on the GPUs now
         for run in queued:
             reason = self._blocked(run, queues, occupied)
+            if reason is not None and reason.startswith(SLOT_WAIT):
+                short[str(run["queue"])] += 1
             placement = Placement() if reason else self._place(run, rooms)
+            short_of_gpu += reason is None and placement.why is not None
             reason = reason or placement.why
             if reason is not None:
                 why[run["id"]] = reason
@@ -154,10 +174,25 @@ class Scheduler:
                 peak = self.expected_peak(run)
                 holders.append((placement.gpus, gpu_ask(run), peak, 0))
                 rooms = rooms_from(totals, [h for h in holders if h[0]])
+        self._give_room(holding, short, short_of_gpu)
         changed = {k for k in why.keys() | self.waiting.keys() if why.get(k) != self.waiting.get(k)}
         self.waiting = why
         for run_id in changed:
             self.announce(run_id)
+
+    def _give_room(
+        self, holding: list[dict[str, Any]], short: Counter[str], short_of_gpu: int
+    ) -> None:
+        """Release each run paused for divergence whose slot (its queue) or GPU memory
+        a queued run is waiting for."""
+        for run in holding:
+            if run["state"] != RunState.PAUSED or not run["diverged"]:
+                continue
+            queue = str(run["queue"])
+            if short[queue]:
+                self.release_diverged(run, f"{_waiting(short[queue])} for a slot in queue {queue}")
+            elif short_of_gpu and gpu_ids(run["device"]):
+                self.release_diverged(run, f"{_waiting(short_of_gpu)} for GPU room")
 
     def _blocked(
         self, run: dict[str, Any], queues: Mapping[str, Mapping[str, Any]], occupied: Counter[str]
@@ -178,7 +213,7 @@ class Scheduler:
                 return f"waiting for run {run['after_id']} to finish"
         limit = queue_limit(name, queue)
         if limit is not None and occupied[name] >= limit:
-            return f"waiting for a slot in queue {name} ({occupied[name]}/{limit} running)"
+            return f"{SLOT_WAIT} in queue {name} ({occupied[name]}/{limit} running)"
         return None
 
     def _place(self, run: dict[str, Any], rooms: list[GpuRoom]) -> Placement:

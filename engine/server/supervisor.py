@@ -72,6 +72,7 @@ class Supervisor(RunReports):
         self._next_disk_check = 0.0
         self.disk_full = False  # the state directory's filesystem, at the last check
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
+        self.scheduler.release_diverged = self.release_diverged
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
