@@ -23,6 +23,7 @@ Standard library only (``tomllib``). A field the file gets wrong is one line nam
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ def value_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return repr(value)
+
+
+def config_overrides(config: Mapping[str, Any]) -> list[str]:
+    """A run's whole config as ``key=value`` overrides (restart, ``sweep --like``)."""
+    return [f"{key}={value_text(value)}" for key, value in config.items()]
 
 
 def load_experiment(path: str) -> Experiment:

@@ -23,7 +23,7 @@ from engine.client.cli.common import (
     wait_training,
 )
 from engine.client.client import Client
-from engine.common.experiment import value_text
+from engine.common.experiment import config_overrides
 from engine.common.format import shown
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, name_from, unique_name
 
@@ -69,7 +69,7 @@ def _restart_workload(
     reads them by the rules of ``start`` and refuses a bad one before creating
     anything.
     """
-    own = [f"{key}={value_text(value)}" for key, value in run["config"].items()]
+    own = config_overrides(run["config"])
     result: dict[str, Any] = client.call(
         "start",
         workload=run["workload"],

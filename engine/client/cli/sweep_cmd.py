@@ -26,7 +26,12 @@ from engine.client.sweep_plan import base_name, config_problem, plan_sweep
 from engine.common.config import ConfigError, apply_overrides
 from engine.common.config_diff import comparable
 from engine.common.early_stop import StopRule
-from engine.common.experiment import Experiment, ExperimentError, load_experiment, value_text
+from engine.common.experiment import (
+    Experiment,
+    ExperimentError,
+    config_overrides,
+    load_experiment,
+)
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError, expand, parse_tokens
@@ -139,7 +144,7 @@ def like_plan(
     seen = {config_key(r["config"]) for r in listed if r["workload"] == workload}
     runs: list[list[str]] = []
     for run in bases:
-        own = [f"{key}={value_text(value)}" for key, value in run["config"].items()]
+        own = config_overrides(run["config"])
         for combo in combos:
             try:
                 key = config_key(apply_overrides(run["config"], combo, strict=True))
