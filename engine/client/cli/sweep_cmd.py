@@ -74,19 +74,20 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     if like and (args.file is not None or args.workload is not None):
         raise UsageError("--like takes the workload and config from the runs named: "
                          "give it no workload or -f file")
-    workload, runs = ("", []) if like else _plan(args, experiment)
+    planned = None if like else _plan(args, experiment)  # a bad spec: before connecting
     device = args.device or experiment.device
     queue = args.queue or experiment.queue
     rule = stop_rule(args, experiment)
     cwd = os.getcwd()
     with connect() as client:
         listed = client.all_runs()
-        if like:
+        if planned is None:
             alike = like_plan(client, args, listed)
             if isinstance(alike, int):
                 return alike
             workload, runs, cwd, base = alike
         else:
+            workload, runs = planned
             base = args.name or experiment.name or base_name(workload)
         if name_problem(base):
             raise UsageError(str(name_problem(base)))
