@@ -88,7 +88,7 @@ class RunInfo:
     sweep: str | None = None  # the sweep it belongs to
     tags: tuple[str, ...] = ()  # what the user tagged it with, in the order added
     note: str | None = None  # what the user wrote about it
-    early_stop: dict[str, Any] | None = None  # its sweep's rule (grace, eta, metric, mode)
+    early_stop: dict[str, Any] | None = None  # its sweep's rule: ASHA's or PBT's
     stopped_early: str | None = None  # why that rule stopped it
     # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
     best: dict[str, float] = field(default_factory=dict)

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 
 from engine.client.events import RunDescription
-from engine.common.early_stop import StopRule
 from engine.common.format import condition_text, format_bytes, shown, skipped_text
+from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
 
 
@@ -62,7 +62,9 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         lines.append(DetailLine("sweep", shown(run.sweep)))
     if run.early_stop:
         with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
-            lines.append(DetailLine("early stop", StopRule.from_wire(run.early_stop).describe()))
+            rule = sweep_rule(run.early_stop)
+            label = "pbt" if isinstance(rule, PbtRule) else "early stop"
+            lines.append(DetailLine(label, rule.describe()))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

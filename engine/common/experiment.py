@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.early_stop import StopRule
+from engine.common.pbt import PbtRule
 from engine.common.runs import tag_problem
 from engine.common.sweep import RANDOM_FORMS, SweepError, SweepSpec, parse_random
 
@@ -44,6 +45,7 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "config": (dict, "a table"),
     "sweep": (dict, "a table"),
     "early_stop": (dict, "a table (grace, eta, metric, mode)"),
+    "pbt": (dict, "a table (interval, quantile, resample, metric, mode)"),
 }
 
 
@@ -64,6 +66,7 @@ class Experiment:
     trials: int | None = None
     seed: int | None = None
     early_stop: StopRule | None = None
+    pbt: PbtRule | None = None  # its axes are the sweep's: filled in when it is started
 
     @property
     def is_sweep(self) -> bool:
@@ -120,6 +123,14 @@ def load_experiment(path: str) -> Experiment:
             early_stop = StopRule.from_wire(data["early_stop"])
         except ValueError as exc:
             raise ExperimentError(f"{where}: field 'early_stop': {exc}") from None
+    pbt = None
+    if "pbt" in data:
+        if "axes" in data["pbt"]:
+            raise ExperimentError(f"{where}: field 'pbt': its axes are the [sweep]'s")
+        try:
+            pbt = PbtRule.from_wire(data["pbt"])
+        except ValueError as exc:
+            raise ExperimentError(f"{where}: field 'pbt': {exc}") from None
     return Experiment(
         spec,
         data.get("workload"),
@@ -130,6 +141,7 @@ def load_experiment(path: str) -> Experiment:
         data.get("trials"),
         data.get("seed"),
         early_stop,
+        pbt,
     )
 
 

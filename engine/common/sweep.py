@@ -56,6 +56,10 @@ class RandomAxis:
             return repr(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
         return repr(rng.uniform(self.low, self.high))
 
+    def text(self) -> str:
+        """The axis as it is typed: ``log(0.0001..0.01)``."""
+        return f"{self.kind}({self.low!r}..{self.high!r})"
+
 
 @dataclass
 class SweepSpec:

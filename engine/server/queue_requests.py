@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from engine.common.early_stop import StopRule
+from engine.common.pbt import sweep_rule
 from engine.common.runs import RunState
 from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param, tags_param
@@ -63,7 +63,7 @@ class QueueRequests(RunLookup):
                 raise RequestError("bad_request", "early stopping is for the runs of a sweep "
                                    "(traintop sweep --early-stop)")
             try:
-                rule = StopRule.from_wire(rule).wire()
+                rule = sweep_rule(rule).wire()
             except ValueError as exc:
                 raise RequestError("bad_request", str(exc)) from None
         return {

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.common.early_stop import StopRule
+from engine.common.pbt import sweep_rule
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.annotations import read_annotations
 from engine.rundir.line_tail import read_lines
@@ -301,7 +301,7 @@ def _early_stop(launch: dict[str, Any]) -> dict[str, Any]:
     """A sweep's run's early-stop rule, if launch.json holds one that is right (the values
     at each rung are not in the run directories: later runs are judged afresh)."""
     try:
-        rule = StopRule.from_wire(launch["early_stop"]) if launch.get("early_stop") else None
+        rule = sweep_rule(launch["early_stop"]) if launch.get("early_stop") else None
     except ValueError:
         return {}
     return {} if rule is None else {"early_stop": rule.wire()}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.early_stop import stop_reason
+from engine.common.pbt import PbtRule
 from engine.common.protocol import EVENT_POINTS
 from engine.common.runs import DEFAULT_KILL_GRACE, ActionError, RunState
 from engine.rundir.line_tail import read_lines
@@ -32,6 +33,7 @@ from engine.rundir.spool_records import (
 from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
+from engine.server.population import Population
 from engine.server.rungs import RungWatch, rule_of
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
@@ -46,7 +48,7 @@ SPOOL_READ_BYTES = 512 * 1024
 DISK_FULL = "disk full"
 
 
-class RunReports:
+class RunReports(Population):
     """Reads runs' spools into the store and ends runs (part of ``Supervisor``)."""
 
     paths: StatePaths
@@ -73,10 +75,6 @@ class RunReports:
 
     def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str) -> None:
         """Put a run in its queue (the supervisor's)."""
-        raise NotImplementedError
-
-    def kill(self, run: dict[str, Any], grace: float) -> None:
-        """Kill the run's process (the supervisor's)."""
         raise NotImplementedError
 
     def condition(self, run: dict[str, Any]) -> str | None:
@@ -290,11 +288,15 @@ class RunReports:
         if run is None or live.rungs is None or not run["sweep"]:
             live.passed.clear()
             return
+        rule = live.rungs.rule
         while live.passed:
             rung, value = live.passed[0]
             values = self.store.record_rung(run["sweep"], rung, live.run_id, value)
             del live.passed[0]
-            reason = stop_reason(live.rungs.rule, live.rungs.key or "loss", rung, value, values)
+            if isinstance(rule, PbtRule):
+                self.judge_rounds(run["sweep"], rule)
+                continue
+            reason = stop_reason(rule, live.rungs.key or "loss", rung, value, values)
             if reason is None:
                 continue
             live.passed.clear()
@@ -385,6 +387,9 @@ class RunReports:
         ended = self.store.get_run(live.run_id)
         if ended is not None:
             self.scheduler.run_ended(ended, state)
+            rule = rule_of(ended) if ended["sweep"] else None
+            if isinstance(rule, PbtRule):  # a round may have waited only for this run
+                self.judge_rounds(ended["sweep"], rule)
         self.announce(live.run_id)
 
     def _remove_stray_temporaries(self, run_id: str) -> None:

@@ -13,15 +13,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from engine.common.early_stop import StopRule, window
+from engine.common.early_stop import window
 from engine.common.output_lines import training_loss_key
+from engine.common.pbt import SweepRule, sweep_rule
 from engine.rundir.spool_records import Metric
 
 
 class RungWatch:
     """Follows one run's metric and says each rung it passes, with its value there."""
 
-    def __init__(self, rule: StopRule, total: int | None, done: Iterable[int] = ()) -> None:
+    def __init__(self, rule: SweepRule, total: int | None, done: Iterable[int] = ()) -> None:
         self.rule = rule
         self.keys: set[str] = set()
         self.key = rule.metric
@@ -63,7 +64,7 @@ class RungWatch:
         return sum(near) / len(near) if near else self._last
 
 
-def rule_of(run: dict[str, Any]) -> StopRule | None:
-    """A stored run's rule (its ``early_stop`` column, decoded), or None."""
+def rule_of(run: dict[str, Any]) -> SweepRule | None:
+    """A stored run's rule (its ``early_stop`` column, decoded: ASHA's or PBT's), or None."""
     rule = run.get("early_stop")
-    return StopRule.from_wire(rule) if rule else None
+    return sweep_rule(rule) if rule else None

@@ -64,6 +64,7 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
             "queue_set": self.queue_set,
             "move": self.move,
         }
+        supervisor.fork_run = self.fork  # a PBT round forks as a user's fork does
         clash = set(own or {}) & set(self.handlers)
         if clash:  # a programming error: one method, one handler
             raise ValueError(f"requests already handled by the engine: {sorted(clash)}")

@@ -106,6 +106,30 @@ class RunRows(StoreConnection):
                                (sweep, step))
         return [float(value) for (value,) in rows]
 
+    def rung_values(self, sweep: str, step: int) -> dict[str, float]:
+        """Each run's value at a rung (a PBT round) of its sweep."""
+        rows = self.db.execute("SELECT run, value FROM rungs WHERE sweep = ? AND step = ?",
+                               (sweep, step))
+        return {str(run): float(value) for run, value in rows}
+
+    def open_rounds(self, sweep: str) -> list[int]:
+        """The rounds of a PBT sweep with values but not yet judged, first first."""
+        rows = self.db.execute(
+            "SELECT DISTINCT step FROM rungs WHERE sweep = ? AND step NOT IN "
+            "(SELECT step FROM pbt_rounds WHERE sweep = ?) ORDER BY step", (sweep, sweep))
+        return [int(step) for (step,) in rows]
+
+    def close_round(self, sweep: str, step: int) -> None:
+        """Mark a PBT round judged."""
+        self._write_held_first()
+        self.db.execute("INSERT OR IGNORE INTO pbt_rounds (sweep, step) VALUES (?, ?)",
+                        (sweep, step))
+
+    def sweep_runs(self, sweep: str) -> list[dict[str, Any]]:
+        """Every run of a sweep."""
+        rows = self.db.execute("SELECT * FROM runs WHERE sweep = ?", (sweep,)).fetchall()
+        return [row_to_run(r) for r in rows]
+
     def rungs_passed(self, run_id: str) -> set[int]:
         """The rungs a run's value was recorded at."""
         rows = self.db.execute("SELECT step FROM rungs WHERE run = ?", (run_id,))

@@ -227,6 +227,19 @@ MIGRATIONS.append(
     """
 )
 
+# 9 -> 10: population based training. A PBT sweep's rule is kept in ``early_stop`` (the
+# sweep's scheduler; its ``interval`` tells it from ASHA's) and its values at each round
+# in ``rungs``; a round judged is kept here, so a restarted daemon never judges one twice.
+MIGRATIONS.append(
+    """
+    CREATE TABLE pbt_rounds (
+        sweep  TEXT NOT NULL,
+        step   INTEGER NOT NULL,
+        PRIMARY KEY (sweep, step)
+    )
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).

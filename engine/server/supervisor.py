@@ -73,6 +73,7 @@ class Supervisor(RunReports):
         self.disk_full = False  # the state directory's filesystem, at the last check
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
         self.scheduler.release_diverged = self.release_diverged
+        self.fork_run = None  # the request side's fork, for PBT (set by ``Engine``)
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop

@@ -46,7 +46,8 @@ QUEUED_WIDTH = 34
 def state_text(run: Run, place: int | None = None) -> Text:
     """The STATE cell: glyph and state, or the condition that needs the user; a queued
     run's ``place`` in its queue (1: starts next) and why it waits; a run its sweep
-    stopped early (the step and why: in its detail)."""
+    stopped early, or replaced by a fork of a better one (PBT; the step and why: in its
+    detail)."""
     glyph, style = STATE_LOOK.get(run.state, ("?", ""))
     label = "released" if run.state == "paused" and run.released else run.state
     if run.state == "queued":  # waiting is normal: said, not alarmed
@@ -55,8 +56,8 @@ def state_text(run: Run, place: int | None = None) -> Text:
             label = f"{label}: {run.condition}"
         if len(label) > QUEUED_WIDTH - 2:
             label = label[: QUEUED_WIDTH - 3] + "…"
-    elif run.stopped_early:  # its sweep's rule stopped it: as meant, not alarmed
-        label = "stopped early"
+    elif run.stopped_early:  # its sweep's rule stopped it (or PBT replaced it): as meant
+        label = "replaced" if run.stopped_early.startswith("replaced") else "stopped early"
     elif run.condition:  # e.g. "disk full": what needs the user now, over the state
         label, style = run.condition, "bold red"
     return Text(f"{glyph} {label}", style=style)

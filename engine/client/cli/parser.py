@@ -14,6 +14,7 @@ from typing import NoReturn
 from engine.client.cli.common import UsageError
 from engine.client.run_select import RUN_SORTS, parse_condition, parse_since, parse_states
 from engine.common.early_stop import DEFAULT_ETA, MODES
+from engine.common.pbt import DEFAULT_QUANTILE, DEFAULT_RESAMPLE
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
 from engine.common.sweep import MAX_SWEEP_RUNS
 
@@ -202,10 +203,22 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--eta", type=_count, metavar="ETA",
                    help=f"with --early-stop: each rung keeps 1/ETA of the runs (default "
                    f"{DEFAULT_ETA})")
+    p.add_argument(
+        "--pbt", type=_count, metavar="INTERVAL",
+        help="population based training: every INTERVAL steps, the worst quarter of the "
+        "runs are replaced by forks of the best quarter, their axes perturbed",
+    )
+    p.add_argument("--pbt-quantile", type=float, metavar="Q",
+                   help=f"with --pbt: the share replaced, and copied (default {DEFAULT_QUANTILE})")
+    p.add_argument("--pbt-resample", type=float, metavar="P",
+                   help="with --pbt: the chance an axis is drawn afresh rather than moved "
+                   f"(default {DEFAULT_RESAMPLE})")
     p.add_argument("--stop-metric", metavar="KEY",
-                   help="with --early-stop: the metric judged (default: the training loss)")
+                   help="with --early-stop or --pbt: the metric judged (default: the "
+                   "training loss)")
     p.add_argument("--stop-mode", choices=MODES,
-                   help="with --early-stop: which way the metric is better (default min)")
+                   help="with --early-stop or --pbt: which way the metric is better "
+                   "(default min)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ from engine.common.experiment import (
     load_experiment,
 )
 from engine.common.format import format_table, json_text, shown
+from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError, expand, parse_tokens
 
@@ -173,22 +174,56 @@ def config_key(config: dict[str, Any]) -> str:
     return repr(sorted((k, comparable(v)) for k, v in config.items()))
 
 
-def stop_rule(args: argparse.Namespace, experiment: Experiment) -> StopRule | None:
-    """The early stopping asked for: the file's ``[early_stop]``, options winning."""
+def stop_rule(args: argparse.Namespace, experiment: Experiment) -> SweepRule | None:
+    """What judges the sweep's runs: early stopping (``--early-stop``, the file's
+    ``[early_stop]``) or PBT (``--pbt``, ``[pbt]``), options winning over the file."""
     grace: int | None = getattr(args, "early_stop", None)  # ('start -f' has no options)
-    base = experiment.early_stop
-    tuning = [getattr(args, name, None) for name in ("eta", "stop_metric", "stop_mode")]
-    if grace is None and base is None:
-        if any(value is not None for value in tuning):
-            raise UsageError("--eta, --stop-metric and --stop-mode go with --early-stop GRACE")
-        return None
-    eta, metric, mode = tuning
+    interval: int | None = getattr(args, "pbt", None)
+    asha = grace is not None or experiment.early_stop is not None
+    pbt = interval is not None or experiment.pbt is not None
+    if asha and pbt:
+        raise UsageError("a sweep is judged by early stopping or by PBT, not both")
+    metric, mode = getattr(args, "stop_metric", None), getattr(args, "stop_mode", None)
+    if not pbt and any(value is not None for value in _pbt_tuning(args)):
+        raise UsageError("--pbt-quantile and --pbt-resample go with --pbt INTERVAL")
     try:
-        base = base or StopRule(grace or 1)
+        if pbt:
+            return _pbt_rule(args, experiment, interval, metric, mode)
+        eta = getattr(args, "eta", None)
+        if not asha:
+            if any(value is not None for value in (eta, metric, mode)):
+                raise UsageError("--eta goes with --early-stop GRACE; --stop-metric and "
+                                 "--stop-mode with --early-stop or --pbt")
+            return None
+        base = experiment.early_stop or StopRule(grace or 1)
         return StopRule(grace or base.grace, eta or base.eta, metric or base.metric,
                         mode or base.mode)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _pbt_tuning(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    return getattr(args, "pbt_quantile", None), getattr(args, "pbt_resample", None)
+
+
+def _pbt_rule(args: argparse.Namespace, experiment: Experiment, interval: int | None,
+              metric: str | None, mode: str | None) -> PbtRule:
+    """``--pbt``'s rule: its axes are the sweep's (but seeds)."""
+    if getattr(args, "eta", None) is not None:
+        raise UsageError("--eta goes with --early-stop; PBT's share is --pbt-quantile")
+    base = experiment.pbt or PbtRule(interval or 1)
+    try:
+        spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
+    axes = axes_of(spec)
+    if not axes:
+        raise UsageError(NOTHING_TO_PERTURB)
+    quantile, resample = _pbt_tuning(args)
+    return PbtRule(interval or base.interval,
+                   base.quantile if quantile is None else quantile,
+                   base.resample if resample is None else resample,
+                   metric or base.metric, mode or base.mode, axes)
 
 
 def _varying(runs: list[list[str]]) -> list[str]:
@@ -199,7 +234,7 @@ def _varying(runs: list[list[str]]) -> list[str]:
 
 
 def _show_plan(
-    args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: StopRule | None
+    args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: SweepRule | None
 ) -> int:
     """``--dry-run``: the runs that would start, their names and overrides, and the rule
     that would stop them early."""
@@ -213,7 +248,7 @@ def _show_plan(
         rows.append([shown(name), *(shown(values.get(k, "")) for k in keys)])
     print(format_table(["NAME", *(k.upper() for k in keys)], rows))
     if rule is not None:
-        print(f"early stop: {rule.describe()}")
+        print(f"{'pbt' if isinstance(rule, PbtRule) else 'early stop'}: {rule.describe()}")
     print(f"dry run: {len(runs)} run{'s' if len(runs) != 1 else ''} would start; none started")
     return 0
 

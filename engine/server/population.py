@@ -1,0 +1,130 @@
+"""Population based training: the daemon's part (``engine.common.pbt`` has the rule).
+
+Mixed into ``Supervisor``. A PBT sweep's runs record their value at each round as an
+early-stopped sweep's do at a rung (``run_reports``). A round is judged once no run of
+the sweep that is still training has yet to reach it (a paused run is not waited for):
+each of the worst runs still running is replaced by a fork of one of the best still
+running, its axes perturbed, and is stopped. A round is judged once, even across a
+restart of the daemon (``pbt_rounds``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from engine.common.pbt import PbtRule, perturbed, ranked
+from engine.common.runs import DEFAULT_KILL_GRACE, RunState
+from engine.server.live_run import LiveRun
+from engine.server.store import Store
+
+log = logging.getLogger("traintop.supervisor")
+
+# A request handler the daemon's request side lends: ``fork``, as a user's fork is made.
+ForkRun = Callable[[dict[str, Any]], dict[str, Any]]
+TRAINING = (RunState.QUEUED, RunState.STARTING, RunState.RUNNING)
+
+
+class Population:
+    """Judges the rounds of PBT sweeps (part of ``Supervisor``)."""
+
+    store: Store
+    live: dict[str, LiveRun]
+    fork_run: ForkRun | None
+
+    def kill(self, run: dict[str, Any], grace: float) -> None:
+        """Kill the run's process (the supervisor's)."""
+        raise NotImplementedError
+
+    def announce(self, run_id: str) -> None:
+        """Publish a run as it now is (the supervisor's)."""
+        raise NotImplementedError
+
+    def judge_rounds(self, sweep: str, rule: PbtRule) -> None:
+        """Judge each round of ``sweep`` that every run still training has reached, in order."""
+        for step in self.store.open_rounds(sweep):
+            members = self.store.sweep_runs(sweep)
+            values = self.store.rung_values(sweep, step)
+            if any(self._on_its_way(run, step) for run in members if run["id"] not in values):
+                return  # a later round waits for this one
+            self.store.close_round(sweep, step)
+            self._replace_worst(sweep, rule, step, values, {r["id"]: r for r in members})
+
+    def _replace_worst(self, sweep: str, rule: PbtRule, step: int, values: dict[str, float],
+                       members: dict[str, dict[str, Any]]) -> None:
+        worst, best = ranked(values, rule.quantile, rule.mode)
+        donors = [r for r in best if self._training(members.get(r))]
+        metric = rule.metric or "loss"
+        for loser_id in worst:
+            loser = members.get(loser_id)
+            if not self._training(loser):
+                continue  # ended, or paused by someone: theirs to decide
+            assert loser is not None
+            worse = "highest" if rule.mode == "min" else "lowest"
+            among = f"the {worse}" if len(worst) == 1 else f"among the {worse} {len(worst)}"
+            ranking = f"{metric} {values[loser_id]:.4g} is {among} of the {len(values)} runs there"
+            if not donors:
+                self.store.note(loser_id, f"PBT round at step {step}: {ranking}, but none of "
+                                "the best is still running to copy: it goes on")
+                continue
+            rng = random.Random(f"{sweep}:{step}:{loser_id}")
+            donor = members[rng.choice(donors)]
+            overrides, changes = perturbed(rule, donor["config"], rng)
+            try:
+                child = self._fork(donor, overrides, sweep, rule)
+            except Exception as exc:  # refused (disk full, a config the workload rejects)
+                self.store.note(loser_id, f"PBT round at step {step}: {ranking}, but a fork of "
+                                f"{donor['id']} was refused ({exc}): it goes on")
+                continue
+            self.store.note(child, f"PBT round at step {step}: forked from {donor['id']} in "
+                            f"place of {loser_id}; {', '.join(changes)}")
+            reason = f"replaced at step {step}: {ranking}; {child} (a fork of {donor['id']}) " \
+                     "takes its place"
+            log.info("run %s: %s", loser_id, reason)
+            self.store.update_run(loser_id, stopped_early=reason)
+            live = self.live.get(loser_id)
+            if live is not None:
+                live.stop_reason = reason
+            self.kill(loser, DEFAULT_KILL_GRACE)
+            self.announce(loser_id)
+            self.announce(child)
+
+    def _training(self, run: dict[str, Any] | None) -> bool:
+        """Whether a run of the round still trains: running, not being stopped, steps left."""
+        if run is None or run["state"] != RunState.RUNNING:
+            return False
+        live = self.live.get(run["id"])
+        total = run["total_steps"]
+        return (live is None or not live.killing) and (total is None or run["step"] < total)
+
+    def _on_its_way(self, run: dict[str, Any], step: int) -> bool:
+        """Whether a run without a value at round ``step`` may still bring one: it trains,
+        has more steps than that, and has not passed it (the store's step may be past it
+        while the value waits for the next tick; its rung watch knows)."""
+        total = run["total_steps"]
+        if run["state"] not in TRAINING or (total is not None and total <= step):
+            return False
+        live = self.live.get(run["id"])
+        if live is None or live.rungs is None:
+            return int(run["step"] or 0) < step
+        ahead = live.rungs.next
+        return (ahead is not None and ahead <= step) or any(r == step for r, _ in live.passed)
+
+    def _fork(self, donor: dict[str, Any], overrides: list[str], sweep: str,
+              rule: PbtRule) -> str:
+        """The id of a fork of ``donor`` that joins the sweep (raises what refused it)."""
+        if self.fork_run is None:
+            raise RuntimeError("the engine has no fork to make it with")
+        child = self.fork_run({"run": donor["id"], "overrides": overrides, "sweep": sweep,
+                               "tags": donor["tags"], "name": self._child_name(sweep)})
+        self.store.update_run(child["id"], early_stop=rule.wire())
+        return str(child["id"])
+
+    def _child_name(self, sweep: str) -> str:
+        """``lr-search-pbt-3``: the sweep's name and the first number not taken."""
+        number = 1
+        while self.store.name_taken(f"{sweep}-pbt-{number}"):
+            number += 1
+        return f"{sweep}-pbt-{number}"

@@ -1,0 +1,195 @@
+"""Population based training: the rule as functions (ranking, exploring), the command
+line, and a real population of real workers whose worst run the daemon replaces by a
+fork of one of the best, its learning rate moved, round after round."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.client.events import RunInfo
+from engine.common.early_stop import StopRule
+from engine.common.experiment import ExperimentError, load_experiment
+from engine.common.pbt import PbtRule, axes_of, perturbed, ranked, sweep_rule
+from engine.common.sweep import parse_tokens
+from engine.server.store import Store
+from tests.conftest import TERMINAL, Engine
+from tui.widgets.run_cells import state_text
+
+GRID = ["0.03", "0.01", "1e-4", "1e-5"]
+
+
+def test_the_worst_and_the_best_quarter_are_as_many_and_never_the_same_runs() -> None:
+    values = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 0.5, "e": 9.0, "f": 4.0, "g": 5.0, "h": 6.0}
+    assert ranked(values, 0.25, "min") == (["e", "h"], ["d", "a"])  # worst first, best first
+    assert ranked(values, 0.25, "max") == (["d", "a"], ["e", "h"])
+    assert ranked({"a": 1.0, "b": 2.0}, 0.5, "min") == (["b"], ["a"])
+    assert ranked({"a": 1.0, "b": 2.0, "c": 3.0}, 0.5, "min") == (["c"], ["a"])  # not b twice
+    assert ranked({"a": 1.0}, 0.25, "min") == ([], [])  # one run: nobody to copy
+    assert ranked({"b": 1.0, "a": 1.0, "c": 0.0}, 0.25, "min") == (["b"], ["c"])  # ties: by id
+
+
+def test_exploring_moves_a_number_by_a_fifth_within_its_range_or_draws_it_again() -> None:
+    spec = parse_tokens(["lr=log(1e-4..1e-2)", "layers=int(2..6)", "batch=32,64,128",
+                         "seed=0,1", "steps=100"])
+    axes = axes_of(spec)
+    assert axes == {"batch": ["32", "64", "128"], "lr": "log(0.0001..0.01)",
+                    "layers": "int(2..6)"}  # the seed and the fixed steps are not explored
+    moving = PbtRule(10, resample=0.0, axes=axes)
+    rng = random.Random(0)
+    for _ in range(50):
+        overrides, changes = perturbed(moving, {"lr": 0.001, "layers": 2, "batch": 64}, rng)
+        new = dict(o.split("=") for o in overrides)
+        assert float(new["lr"]) in (pytest.approx(0.0008), pytest.approx(0.0012))
+        assert new["layers"] in ("3", "2")  # 2 x 0.8 and 2 x 1.2 round to 2: a step of one,
+        assert new["batch"] in ("32", "128")  # down to the range's low end, or a neighbour
+        assert changes[0].startswith("batch 64 → ") and "value" in changes[0]
+    at_top = perturbed(moving, {"lr": 0.0099, "layers": 6, "batch": 128}, random.Random(3))[0]
+    assert float(at_top[1].split("=")[1]) <= 0.01 and at_top[0] == "batch=64"
+    drawing = PbtRule(10, resample=1.0, axes={"lr": "log(0.0001..0.01)"})
+    drawn = [float(perturbed(drawing, {"lr": 0.001}, rng)[0][0].split("=")[1])
+             for _ in range(50)]
+    assert all(1e-4 <= v <= 1e-2 for v in drawn) and len(set(drawn)) == 50
+    again = [perturbed(moving, {"lr": 0.001, "layers": 4, "batch": 32}, random.Random(7))
+             for _ in range(2)]
+    assert again[0] == again[1]  # the same draws from the same seed
+
+
+def test_a_rule_goes_over_the_wire_and_says_what_is_wrong() -> None:
+    rule = PbtRule(50, 0.5, 0.1, "val_loss", "min", {"lr": GRID})
+    assert sweep_rule(rule.wire()) == rule
+    assert sweep_rule({"grace": 10}) == StopRule(10)  # ASHA's rule, as before
+    assert rule.describe() == ("every 50 steps, the worst half by val_loss are replaced by "
+                               "forks of the best half, with lr perturbed")
+    for data, says in [
+        ({"interval": 0}, "the interval must be 1 step or more"),
+        ({"interval": 10, "quantile": 0.6}, "at most 0.5"),
+        ({"interval": 10, "resample": 2}, "from 0 to 1"),
+        ({"interval": 10, "axes": {"lr": ["0.1"]}}, "needs two values or more"),
+        ({"interval": 10, "axes": {"lr": "big(1..2)"}}, "is not a random axis"),
+        ({"interval": 10, "every": 3}, "an object of interval"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            sweep_rule(data)
+
+
+def test_a_round_once_judged_stays_judged_across_a_new_store_connection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.sqlite"
+    store = Store(path)
+    for run, value in (("a", 1.0), ("b", 2.0)):
+        store.record_rung("pop", 50, run, value)
+        store.record_rung("pop", 100, run, value)
+    assert store.open_rounds("pop") == [50, 100]
+    store.close_round("pop", 50)
+    store.close()
+    again = Store(path)  # a restarted daemon
+    assert again.open_rounds("pop") == [100] and again.rung_values("pop", 100) == {
+        "a": 1.0, "b": 2.0}
+    again.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["seed=0,1", "--pbt", "20"], "--pbt: nothing to perturb: give the sweep an axis"),
+        (["lr=0.1,0.01", "--pbt", "20", "--early-stop", "10"], "early stopping or by PBT"),
+        (["lr=0.1,0.01", "--pbt-resample", "0.5"], "--pbt-quantile and --pbt-resample go "
+                                                     "with --pbt INTERVAL"),
+        (["lr=0.1,0.01", "--pbt", "20", "--pbt-quantile", "0.7"], "at most 0.5, not 0.7"),
+        (["lr=0.1,0.01", "--pbt", "20", "--eta", "2"], "PBT's share is --pbt-quantile"),
+        (["lr=0.1,0.01", "--pbt", "0"], "must be at least 1"),
+    ],
+)
+def test_sweep_refuses_a_wrong_pbt_in_one_line(engine: Engine, argv: list[str],
+                                               says: str) -> None:
+    result = engine.cli("sweep", "synthetic", *argv)
+    assert result.code == 2 and says in result.err and result.err.count("\n") == 1, result.err
+    assert engine.cli("ls", "-q").out == ""  # nothing started
+
+
+def test_a_file_gives_the_rule_and_the_sweep_its_axes(engine: Engine, tmp_path: Path) -> None:
+    good = tmp_path / "pbt.toml"
+    good.write_text('workload = "synthetic"\n[sweep]\nlr = "log(1e-4..1e-2)"\nseed = [0, 1]\n'
+                    '[pbt]\ninterval = 40\nquantile = 0.5\n')
+    assert load_experiment(str(good)).pbt == PbtRule(40, 0.5)
+    result = engine.cli("sweep", "-f", str(good), "--trials", "2", "--dry-run")
+    assert result.code == 0, result.err
+    assert ("pbt: every 40 steps, the worst half by the training loss are replaced by forks "
+            "of the best half, with lr perturbed") in result.out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workload = "synthetic"\n[pbt]\ninterval = 40\naxes = {lr = [1, 2]}\n')
+    with pytest.raises(ExperimentError, match=r"bad\.toml: field 'pbt': its axes are the"):
+        load_experiment(str(bad))
+
+
+def test_a_population_replaces_its_worst_run_by_a_perturbed_fork_of_a_best(
+    engine: Engine,
+) -> None:
+    assert engine.cli("queue", "pop", "--parallel", "4").code == 0
+    # Two learning rates that learn and two that barely do, all four at once (4 slots).
+    started = engine.cli("sweep", "synthetic", f"lr={','.join(GRID)}", "steps=200",
+                         "sleep=0.02", "--pbt", "50", "--queue", "pop", "--name", "pop",
+                         "--json")
+    assert started.code == 0, started.err
+    first = [run["id"] for run in started.json()]
+    waited_for: set[str] = set()
+    while True:  # until the forks, and the forks of forks, have ended too
+        ids = {r["id"] for r in engine.call("list_runs")["runs"]}
+        if ids == waited_for:
+            break
+        for run_id in ids - waited_for:
+            engine.wait_state(run_id, *TERMINAL, timeout=120)
+        waited_for = ids
+    runs = {i: engine.call("get_run", run=i) for i in waited_for}
+    children = {i: r for i, r in runs.items() if i not in first}
+    db = sqlite3.connect(engine.paths.store)
+    at = {step: dict(db.execute("SELECT run, value FROM rungs WHERE step = ?", (step,)))
+          for step in (50, 100, 150)}
+    judged = [step for (step,) in db.execute("SELECT step FROM pbt_rounds ORDER BY step")]
+    db.close()
+    assert judged == [50, 100, 150]
+    # Round 50: the four first runs, the worst of them replaced by a fork of the best.
+    assert set(at[50]) == set(first)
+    worst = max(at[50], key=at[50].__getitem__)
+    best = min(at[50], key=at[50].__getitem__)
+    loser = runs[worst]
+    assert loser["state"] == "killed" and loser["stopped_early"] == loser["exit_reason"]
+    assert loser["stopped_early"].startswith(
+        f"replaced at step 50: loss {at[50][worst]:.4g} is the highest of the 4 runs there; ")
+    child = next(c for c in children.values() if c["id"] in loser["stopped_early"])
+    assert child["parent_id"] == best and child["fork_step"] >= 50
+    assert child["sweep"] == "pop" and child["name"].startswith("pop-pbt-")
+    assert child["early_stop"] == runs[best]["early_stop"] == PbtRule(50, axes={"lr": GRID}).wire()
+    assert child["config"]["lr"] in [float(v) for v in GRID]  # a grid axis stays on it
+    assert {k: v for k, v in child["config"].items() if k != "lr"} == {
+        k: v for k, v in runs[best]["config"].items() if k != "lr"}
+    said = [e["reason"] for e in child["events"]]
+    assert any(r.startswith(f"PBT round at step 50: forked from {best} in place of {worst}; "
+                            f"lr {runs[best]['config']['lr']:.4g} → ") for r in said), said
+    # It took the best run's weights: its first loss is far below the run it replaced.
+    points = engine.call("metrics", run=child["id"], key="loss")["points"]
+    assert points[0][0] == child["fork_step"]  # (steps count from 0: its next one)
+    assert points[0][2] < at[50][worst] / 3  # [step, key, value, time]
+    # Every round kept the population at four: one replaced, one fork, never more.
+    replaced = [r for r in runs.values() if (r["stopped_early"] or "").startswith("replaced")]
+    assert len(replaced) == len(children) and 1 <= len(replaced) <= 3
+    for step in (100, 150):
+        assert len(at[step]) == 4, at[step]  # the replaced run's fork took its place
+    waited = engine.cli("wait", *runs)
+    assert waited.code == 0 and "(replaced at step 50:" in waited.out
+    shown = engine.cli("show", child["id"]).out
+    assert "pbt       every 50 steps, the worst quarter by the training loss are replaced" \
+        in shown
+
+
+def test_the_tui_says_replaced_without_alarm() -> None:
+    reason = "replaced at step 50: loss 3 is the highest of the 4 runs there; x (a fork of y)"
+    run = RunInfo(id="dddd01", name="r", state="killed", workload="synthetic", step=52,
+                  condition="replaced at step 50", stopped_early=reason)
+    cell = state_text(run)
+    assert cell.plain.endswith("replaced") and "red" not in str(cell.style)
