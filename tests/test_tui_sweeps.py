@@ -266,6 +266,23 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             assert {r["early_stop"]["grace"] for r in later} == {20}
             assert all(r["early_stop"] is None for r in runs)
 
+            await pilot.press("S")  # PBT: a round every 30 steps, the axes perturbed
+            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
+                                 and app.screen)
+            await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2) seed=0,1", trials="2",
+                        queue="hold", pbt="30", **{"early-stop": "20"})
+            await pilot.press("ctrl+s")
+            error = dialog.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "early stopping or by PBT, not both" in str(
+                error.render()))
+            await _fill(pilot, dialog, **{"early-stop": ""})
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: len(engine.all_runs()) == 11)
+            pbt = [r for r in engine.all_runs() if r["sweep"] == "synthetic-3"]
+            assert len(pbt) == 4 and all(r["early_stop"] == {
+                "interval": 30, "quantile": 0.25, "resample": 0.25, "metric": None,
+                "mode": "min", "axes": {"lr": "log(0.0001..0.01)"}} for r in pbt)
+
     asyncio.run(scenario())
 
 

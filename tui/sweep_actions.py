@@ -19,7 +19,7 @@ from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
-from tui.screens.sweep_dialog import SweepDialog, early_stop_rule, expand_axes
+from tui.screens.sweep_dialog import SweepDialog, expand_axes, sweep_rule_of
 from tui.screens.sweep_view import Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -87,7 +87,7 @@ class SweepActions(RunActions):
             return "no workload: pick a built-in one or name a file"
         try:
             runs = expand_axes(form["axes"], form["trials"], form["seed"])
-            rule = early_stop_rule(form["early_stop"])
+            rule = sweep_rule_of(form["early_stop"], form["pbt"], form["axes"])
         except SweepError as exc:
             return str(exc)
         base = form["name"] or base_name(workload)

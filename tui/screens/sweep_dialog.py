@@ -1,5 +1,5 @@
 """The sweep dialog (``S``): a workload, the axes as ``traintop sweep`` takes them, trials,
-seed, early stopping, queue and name; it says how many runs it will start before
+seed, early stopping or PBT, queue and name; it says how many runs it will start before
 anything starts.
 
 The axes are expanded by ``engine.common.sweep``, the same code as the CLI's, so
@@ -18,6 +18,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
 from engine.common.early_stop import StopRule
+from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
 from tui.screens.dialogs import FormDialog, Submit
 
@@ -52,14 +53,23 @@ def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
     return expand(spec, _whole(trials, "trials"), _whole(seed, "seed") or 0)
 
 
-def early_stop_rule(text: str) -> StopRule | None:
-    """The early stopping the dialog asks for: a first rung in steps (ASHA, as
-    ``--early-stop GRACE`` with the defaults), or None left empty; SweepError if wrong."""
-    grace = _whole(text, "early stop")
-    if grace is None:
-        return None
+def sweep_rule_of(early_stop: str, pbt: str, axes: str) -> SweepRule | None:
+    """What the dialog asks to judge the runs by: early stopping from a first rung in
+    steps (ASHA, as ``--early-stop GRACE``), PBT with a round every so many steps (as
+    ``--pbt INTERVAL``, perturbing the axes but seeds), or None, both left empty;
+    SweepError if wrong."""
+    grace, interval = _whole(early_stop, "early stop"), _whole(pbt, "pbt")
+    if grace is not None and interval is not None:
+        raise SweepError("a sweep is judged by early stopping or by PBT, not both")
     try:
-        return StopRule(grace)
+        if grace is not None:
+            return StopRule(grace)
+        if interval is None:
+            return None
+        moved = axes_of(parse_tokens(shlex.split(axes)))
+        if not moved:
+            raise SweepError(NOTHING_TO_PERTURB.removeprefix("--"))
+        return PbtRule(interval, axes=moved)
     except ValueError as exc:
         raise SweepError(str(exc)) from None
 
@@ -105,6 +115,10 @@ class SweepDialog(FormDialog):
             yield Label("early stop")
             yield Input(placeholder="off, or a first rung in steps (ASHA)", id="early-stop")
         with Horizontal(classes="field"):
+            yield Label("pbt")
+            yield Input(placeholder="off, or a round every N steps (population based)",
+                        id="pbt")
+        with Horizontal(classes="field"):
             yield Label("queue")
             yield Input(placeholder="default", id="queue")
         with Horizontal(classes="field"):
@@ -130,6 +144,7 @@ class SweepDialog(FormDialog):
             "trials": self._value("trials"),
             "seed": self._value("seed"),
             "early_stop": self._value("early-stop"),
+            "pbt": self._value("pbt"),
             "queue": self._value("queue").strip() or None,
             "name": self._value("name").strip() or None,
         }
