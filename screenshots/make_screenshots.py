@@ -28,12 +28,24 @@ from pathlib import Path
 
 import psutil
 from shot_tools import OUT, ROOT, Pilot, log, poll, save, stop_everything, to_png, until
-from sweep_shots import SEED_AXES, capture_seeds, capture_sweep, start_sweep, wait_for_sweep
+from sweep_shots import (
+    PBT_AXES,
+    PBT_INTERVAL,
+    PBT_RUNS,
+    SEED_AXES,
+    capture_pbt,
+    capture_seeds,
+    capture_sweep,
+    start_sweep,
+    wait_for_sweep,
+)
 from textual.widgets import Input
 
 from engine.client.client import Client
 from engine.client.demo import fork_request, start_demo
 from engine.client.events import RunInfo
+from engine.common.pbt import PbtRule, axes_of
+from engine.common.sweep import parse_tokens
 from engine.rundir.paths import StatePaths
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
@@ -217,7 +229,22 @@ def seed_shots() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots}
+def pbt_shots() -> None:
+    """A population of six lrs trained by PBT, on a state directory of its own."""
+    home = Path(tempfile.mkdtemp(prefix="traintop-pbt-shots-"))
+    paths = StatePaths(home)
+    log(f"state directory {home}")
+    try:
+        rule = PbtRule(PBT_INTERVAL, axes=axes_of(parse_tokens(PBT_AXES)))
+        group, ids = start_sweep(paths, PBT_AXES, PBT_RUNS, rule)
+        everyone = wait_for_sweep(paths, ids)
+        asyncio.run(capture_pbt(paths, group, everyone, SWEEP_SIZE))
+    finally:
+        stop_everything(paths)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots, "pbt": pbt_shots}
 # Made only when named: on a GPU machine, the README's GPU panel from real GPUs.
 ON_REQUEST = {"gpu": gpu_shot}
 

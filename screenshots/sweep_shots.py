@@ -14,6 +14,7 @@ from shot_tools import TERMINAL, log, poll, save, until
 
 from engine.client.client import Client
 from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.common.pbt import SweepRule
 from engine.common.sweep import expand, parse_tokens
 from engine.rundir.paths import StatePaths
 from tui.app import TraintopApp
@@ -28,13 +29,20 @@ AXES = ["lr=1e-3,3e-3,1e-2", "batch=16,32", "dropout=0,0.1"]
 FIXED = ["steps=300", "d_model=32", "layers=1", "warmup=20"]
 # 3 lrs x 3 seeds: the seed changes the initial weights and the batches drawn.
 SEED_AXES = ["lr=1e-3,3e-3,1e-2", "seed=0,1,2"]
+# A population of 6 learning rates, a PBT round every 150 of 600 steps: on two cores
+# about 15 s of training, against a few seconds for a fork's worker to start.
+PBT_AXES = ["lr=log(3e-4..3e-2)", "steps=600"]
+PBT_RUNS = 6
+PBT_INTERVAL = 150
 QUEUE = "sweep"
 WAIT_SWEEP_S = 300.0
 
 
-def start_sweep(paths: StatePaths, axes: list[str] = AXES) -> tuple[str, list[str]]:
-    """Start the sweep over ``axes`` in its own queue; (its group's name, its run ids)."""
-    runs = expand(parse_tokens([*FIXED, *axes]))
+def start_sweep(paths: StatePaths, axes: list[str] = AXES, trials: int | None = None,
+                rule: SweepRule | None = None) -> tuple[str, list[str]]:
+    """Start the sweep over ``axes`` in its own queue, judged by ``rule``; (its group's
+    name, its run ids)."""
+    runs = expand(parse_tokens(FIXED).replaced_by(parse_tokens(axes)), trials)
     with Client(paths).connect() as client:
         listed = client.all_runs()
         taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
@@ -45,20 +53,23 @@ def start_sweep(paths: StatePaths, axes: list[str] = AXES) -> tuple[str, list[st
         if problem is not None:
             raise RuntimeError(problem)
         client.call("queue_set", name=QUEUE, parallel=len(plan.runs))
-        ids = [client.call("start", **request)["id"]
-               for request in plan.start_requests(device=None, cwd="/", queue=QUEUE)]
+        extra = {} if rule is None else {"early_stop": rule.wire()}
+        ids = [client.call("start", **request)["id"] for request in
+               plan.start_requests(device=None, cwd="/", queue=QUEUE, **extra)]
     log(f"sweep {plan.sweep}: {len(ids)} runs in queue {QUEUE} "
         f"({len(plan.runs)} slots, {os.cpu_count()} cores)")
     assert plan.sweep is not None
     return plan.sweep, ids
 
 
-def wait_for_sweep(paths: StatePaths, ids: list[str]) -> None:
-    """Until every run of the sweep has ended (at most WAIT_SWEEP_S); say how each did."""
+def wait_for_sweep(paths: StatePaths, ids: list[str]) -> list[str]:
+    """Until every run of the sweep has ended (at most WAIT_SWEEP_S), the forks its
+    rule made too; say how each did; every run's id, the forks' after the others'."""
     with Client(paths).connect() as client:
+        group = {r.get("sweep") for r in client.all_runs() if r["id"] in ids}
 
         def ended() -> list[dict[str, object]] | None:
-            runs = [r for r in client.all_runs() if r["id"] in ids]
+            runs = [r for r in client.all_runs() if r["id"] in ids or r.get("sweep") in group]
             return runs if all(r["state"] in TERMINAL for r in runs) else None
 
         runs = poll(ended, WAIT_SWEEP_S, every=2.0)
@@ -66,6 +77,7 @@ def wait_for_sweep(paths: StatePaths, ids: list[str]) -> None:
             raise RuntimeError(f"the sweep did not end within {WAIT_SWEEP_S:.0f} s")
         for run in runs:
             log(f"  {run['id']} {run['name']:<32} {run['state']:<9} step {run['step']}")
+        return [*ids, *(str(r["id"]) for r in runs if r["id"] not in ids)]
 
 
 def _all_drawn(app: TraintopApp, group: str, ids: list[str], marked: bool) -> bool:
@@ -131,3 +143,19 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
         save(app, "sweep-seeds-scatter.svg")
 
 
+
+
+async def capture_pbt(paths: StatePaths, group: str, ids: list[str],
+                      size: tuple[int, int]) -> None:
+    """The population, its forks under the runs they copied, marked and overlaid."""
+    app = TraintopApp(home=paths.home)
+    async with app.run_test(size=size) as pilot:
+        table = app.query_one(RunsTable)
+        await until(pilot, lambda: f"sweep:{group}" in table.order)
+        table.select(f"sweep:{group}")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
+        await pilot.press("space")
+        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        await until(pilot, lambda: app.state.telemetry)
+        await pilot.pause(1.5)
+        save(app, "sweep-pbt.svg")

@@ -17,6 +17,9 @@ from engine.common.pbt import PbtRule, axes_of, perturbed, ranked, sweep_rule
 from engine.common.sweep import parse_tokens
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
+from tui.run_tree import TreeRow
+from tui.sweep_groups import sweep_groups
+from tui.table_items import row_names
 from tui.widgets.run_cells import state_text
 
 GRID = ["0.03", "0.01", "1e-4", "1e-5"]
@@ -193,3 +196,16 @@ def test_the_tui_says_replaced_without_alarm() -> None:
                   condition="replaced at step 50", stopped_early=reason)
     cell = state_text(run)
     assert cell.plain.endswith("replaced") and "red" not in str(cell.style)
+
+
+def test_a_fork_that_joins_a_sweep_is_named_by_its_values_under_its_parent() -> None:
+    def run(run_id: str, lr: float, parent: str | None = None) -> RunInfo:
+        return RunInfo(id=run_id, name=f"name-{run_id}", state="running", workload="synthetic",
+                       step=0, sweep="pop", parent_id=parent, config={"lr": lr, "steps": 9})
+
+    runs = {r.id: r for r in (run("aaaa01", 0.01), run("aaaa02", 1e-4),
+                              run("aaaa03", 0.012, parent="aaaa01"))}
+    groups = sweep_groups(runs)
+    rows = [TreeRow(r, 1, 0, 0) for r in runs]
+    names = row_names(rows, groups, runs, {})
+    assert names == {"aaaa01": "lr=0.01", "aaaa02": "lr=1e-4", "aaaa03": "lr=0.012"}

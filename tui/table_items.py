@@ -13,7 +13,7 @@ from engine.client.events import RunInfo
 from engine.client.run_select import RunFilter, run_text
 from tui.run_tree import TreeRow
 from tui.state import TuiState
-from tui.sweep_groups import Item, SweepGroup, parent_of, sweep_labels
+from tui.sweep_groups import Item, SweepGroup, group_id, sweep_labels
 from tui.widgets.run_cells import sort_key
 
 LABELS_KEPT = 256  # sweeps whose run labels are cached
@@ -77,7 +77,7 @@ def row_names(
             names[row.id] = f"{group.name} · {count} run{'s' if count != 1 else ''}"
             continue
         run = runs[row.id]
-        owner = groups.get(parent_of(run) or "")
+        owner = groups.get(group_id(run) or "")  # its forks in the sweep too (PBT's)
         if owner is None:
             names[row.id] = run.name
             continue
