@@ -45,17 +45,18 @@ class Population:
     def judge_rounds(self, sweep: str, rule: PbtRule) -> None:
         """Judge each round of ``sweep`` that every run still training has reached, in order."""
         for step in self.store.open_rounds(sweep):
-            members = self.store.sweep_runs(sweep)
             values = self.store.rung_values(sweep, step)
-            if any(self._on_its_way(run, step) for run in members if run["id"] not in values):
+            if any(self._on_its_way(run, step) for run in self.store.sweep_members(sweep)
+                   if run["id"] not in values):
                 return  # a later round waits for this one
             self.store.close_round(sweep, step)
-            self._replace_worst(sweep, rule, step, values, {r["id"]: r for r in members})
+            self._replace_worst(sweep, rule, step, values)
 
-    def _replace_worst(self, sweep: str, rule: PbtRule, step: int, values: dict[str, float],
-                       members: dict[str, dict[str, Any]]) -> None:
+    def _replace_worst(self, sweep: str, rule: PbtRule, step: int,
+                       values: dict[str, float]) -> None:
         worst, best = ranked(values, rule.quantile, rule.mode)
-        donors = [r for r in best if self._training(members.get(r))]
+        members = {r: self.store.get_run(r) for r in (*worst, *best)}
+        donors = [r for r in best if self._training(members[r])]
         metric = rule.metric or "loss"
         for loser_id in worst:
             loser = members.get(loser_id)
@@ -71,6 +72,7 @@ class Population:
                 continue
             rng = random.Random(f"{sweep}:{step}:{loser_id}")
             donor = members[rng.choice(donors)]
+            assert donor is not None
             overrides, changes = perturbed(rule, donor["config"], rng)
             try:
                 child = self._fork(donor, overrides, sweep, rule)
@@ -117,8 +119,11 @@ class Population:
         """The id of a fork of ``donor`` that joins the sweep (raises what refused it)."""
         if self.fork_run is None:
             raise RuntimeError("the engine has no fork to make it with")
+        # Its own share of a GPU (a fork of a GPU run would otherwise ride beside its
+        # parent): it takes the place of the run it replaces, on whichever GPU frees.
         child = self.fork_run({"run": donor["id"], "overrides": overrides, "sweep": sweep,
-                               "tags": donor["tags"], "name": self._child_name(sweep)})
+                               "tags": donor["tags"], "name": self._child_name(sweep),
+                               "gpus": donor["gpus"]})
         self.store.update_run(child["id"], early_stop=rule.wire())
         return str(child["id"])
 

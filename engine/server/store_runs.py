@@ -125,10 +125,12 @@ class RunRows(StoreConnection):
         self.db.execute("INSERT OR IGNORE INTO pbt_rounds (sweep, step) VALUES (?, ?)",
                         (sweep, step))
 
-    def sweep_runs(self, sweep: str) -> list[dict[str, Any]]:
-        """Every run of a sweep."""
-        rows = self.db.execute("SELECT * FROM runs WHERE sweep = ?", (sweep,)).fetchall()
-        return [row_to_run(r) for r in rows]
+    def sweep_members(self, sweep: str) -> list[dict[str, Any]]:
+        """Every run of a sweep: its id, state, step and total (no config to decode: a
+        PBT round asks at every value a run of it records)."""
+        rows = self.db.execute(
+            "SELECT id, state, step, total_steps FROM runs WHERE sweep = ?", (sweep,))
+        return [dict(r) for r in rows]
 
     def rungs_passed(self, run_id: str) -> set[int]:
         """The rungs a run's value was recorded at."""
