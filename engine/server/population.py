@@ -24,7 +24,6 @@ log = logging.getLogger("traintop.supervisor")
 
 # A request handler the daemon's request side lends: ``fork``, as a user's fork is made.
 ForkRun = Callable[[dict[str, Any]], dict[str, Any]]
-TRAINING = (RunState.QUEUED, RunState.STARTING, RunState.RUNNING)
 
 
 class Population:
@@ -45,12 +44,10 @@ class Population:
     def judge_rounds(self, sweep: str, rule: PbtRule) -> None:
         """Judge each round of ``sweep`` that every run still training has reached, in order."""
         for step in self.store.open_rounds(sweep):
-            values = self.store.rung_values(sweep, step)
-            if any(self._on_its_way(run, step) for run in self.store.sweep_members(sweep)
-                   if run["id"] not in values):
+            if any(self._on_its_way(run, step) for run in self.store.round_missing(sweep, step)):
                 return  # a later round waits for this one
             self.store.close_round(sweep, step)
-            self._replace_worst(sweep, rule, step, values)
+            self._replace_worst(sweep, rule, step, self.store.rung_values(sweep, step))
 
     def _replace_worst(self, sweep: str, rule: PbtRule, step: int,
                        values: dict[str, float]) -> None:
@@ -102,11 +99,11 @@ class Population:
         return (live is None or not live.killing) and (total is None or run["step"] < total)
 
     def _on_its_way(self, run: dict[str, Any], step: int) -> bool:
-        """Whether a run without a value at round ``step`` may still bring one: it trains,
-        has more steps than that, and has not passed it (the store's step may be past it
+        """Whether a run that trains without a value at round ``step`` may still bring one:
+        it has more steps than that, and has not passed it (the store's step may be past it
         while the value waits for the next tick; its rung watch knows)."""
         total = run["total_steps"]
-        if run["state"] not in TRAINING or (total is not None and total <= step):
+        if total is not None and total <= step:
             return False
         live = self.live.get(run["id"])
         if live is None or live.rungs is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from engine.common.runs import RunState
 from engine.server.store_connection import StoreConnection
 from engine.server.store_schema import RUN_FIELDS
 
@@ -113,10 +114,12 @@ class RunRows(StoreConnection):
         return {str(run): float(value) for run, value in rows}
 
     def open_rounds(self, sweep: str) -> list[int]:
-        """The rounds of a PBT sweep with values but not yet judged, first first."""
+        """The rounds of a PBT sweep with values but not yet judged, first first (rounds
+        are judged in order: those past the last judged, read by the rungs' key)."""
         rows = self.db.execute(
-            "SELECT DISTINCT step FROM rungs WHERE sweep = ? AND step NOT IN "
-            "(SELECT step FROM pbt_rounds WHERE sweep = ?) ORDER BY step", (sweep, sweep))
+            "SELECT DISTINCT step FROM rungs WHERE sweep = ? AND step > "
+            "(SELECT COALESCE(MAX(step), -1) FROM pbt_rounds WHERE sweep = ?) ORDER BY step",
+            (sweep, sweep))
         return [int(step) for (step,) in rows]
 
     def close_round(self, sweep: str, step: int) -> None:
@@ -125,12 +128,17 @@ class RunRows(StoreConnection):
         self.db.execute("INSERT OR IGNORE INTO pbt_rounds (sweep, step) VALUES (?, ?)",
                         (sweep, step))
 
-    def sweep_members(self, sweep: str) -> list[dict[str, Any]]:
-        """Every run of a sweep: its id, state, step and total (no config to decode: a
-        PBT round asks at every value a run of it records)."""
+    def round_missing(self, sweep: str, step: int) -> Iterator[dict[str, Any]]:
+        """The runs of a sweep still queued, starting or running with no value at a round
+        yet: id, state, step and total, read as they are asked for (a PBT round asks
+        at every value, and stops at the first that is on its way)."""
+        training = (RunState.QUEUED, RunState.STARTING, RunState.RUNNING)
         rows = self.db.execute(
-            "SELECT id, state, step, total_steps FROM runs WHERE sweep = ?", (sweep,))
-        return [dict(r) for r in rows]
+            "SELECT id, state, step, total_steps FROM runs WHERE sweep = ? "
+            "AND state IN (?, ?, ?) AND id NOT IN "
+            "(SELECT run FROM rungs WHERE sweep = ? AND step = ?)",
+            (sweep, *training, sweep, step))
+        return (dict(r) for r in rows)
 
     def rungs_passed(self, run_id: str) -> set[int]:
         """The rungs a run's value was recorded at."""

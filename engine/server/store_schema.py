@@ -230,13 +230,16 @@ MIGRATIONS.append(
 # 9 -> 10: population based training. A PBT sweep's rule is kept in ``early_stop`` (the
 # sweep's scheduler; its ``interval`` tells it from ASHA's) and its values at each round
 # in ``rungs``; a round judged is kept here, so a restarted daemon never judges one twice.
+# A round asks at each value which of its sweep's runs have yet to bring one: the index
+# finds a sweep's runs without reading the others (500 in a sweep: ~0.1 ms, not ~1 ms).
 MIGRATIONS.append(
     """
     CREATE TABLE pbt_rounds (
         sweep  TEXT NOT NULL,
         step   INTEGER NOT NULL,
         PRIMARY KEY (sweep, step)
-    )
+    );
+    CREATE INDEX runs_sweep ON runs(sweep)
     """
 )
 
