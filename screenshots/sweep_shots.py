@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from shot_tools import TERMINAL, log, poll, save, until
+from shot_tools import TERMINAL, Pilot, log, poll, save, until
 
 from engine.client.client import Client
 from engine.client.sweep_plan import base_name, config_problem, plan_sweep
@@ -96,17 +96,22 @@ def _all_drawn(app: TraintopApp, group: str, ids: list[str], marked: bool) -> bo
     )
 
 
+async def _mark_sweep(app: TraintopApp, pilot: Pilot, group: str, ids: list[str]) -> None:
+    """Select the sweep's row once every run of it is drawn, and mark them all (space)."""
+    table = app.query_one(RunsTable)
+    await until(pilot, lambda: f"sweep:{group}" in table.order)
+    table.select(f"sweep:{group}")
+    await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
+    await pilot.press("space")
+    await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+
+
 async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
                         size: tuple[int, int]) -> None:
     """Mark the whole sweep from its header row (space), save the overlay, open ``v``."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
-        table = app.query_one(RunsTable)
-        await until(pilot, lambda: f"sweep:{group}" in table.order)
-        table.select(f"sweep:{group}")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
-        await pilot.press("space")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        await _mark_sweep(app, pilot, group, ids)
         await until(pilot, lambda: app.state.telemetry)
         await pilot.pause(1.5)  # a few telemetry samples and a settled layout
         save(app, "sweep-overlay.svg")
@@ -124,12 +129,8 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
     ``v``: the scatter, grouped too."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
-        table, chart = app.query_one(RunsTable), app.query_one(LossChart)
-        await until(pilot, lambda: f"sweep:{group}" in table.order)
-        table.select(f"sweep:{group}")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
-        await pilot.press("space")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        chart = app.query_one(LossChart)
+        await _mark_sweep(app, pilot, group, ids)
         await pilot.press("G", "enter")  # the dialog: Enter alone, all but seeds
         await until(pilot, lambda: len(chart.series) == 3 and all(s.band for s in chart.series))
         await until(pilot, lambda: app.state.telemetry)
@@ -143,19 +144,12 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
         save(app, "sweep-seeds-scatter.svg")
 
 
-
-
 async def capture_pbt(paths: StatePaths, group: str, ids: list[str],
                       size: tuple[int, int]) -> None:
     """The population, its forks under the runs they copied, marked and overlaid."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
-        table = app.query_one(RunsTable)
-        await until(pilot, lambda: f"sweep:{group}" in table.order)
-        table.select(f"sweep:{group}")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=False))
-        await pilot.press("space")
-        await until(pilot, lambda: _all_drawn(app, group, ids, marked=True))
+        await _mark_sweep(app, pilot, group, ids)
         await until(pilot, lambda: app.state.telemetry)
         await pilot.pause(1.5)
         save(app, "sweep-pbt.svg")
