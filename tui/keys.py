@@ -74,7 +74,8 @@ ACTIONS: tuple[Action, ...] = (
         "sweep",
         "S",
         "Sweep",
-        "Start a sweep: workload, axes as the CLI takes them, trials, queue",
+        "Start a sweep: workload, axes as the CLI takes them, trials, early stopping or "
+        "PBT, queue",
         mutates=True,
         footer=False,
     ),
