@@ -17,6 +17,7 @@ from engine.common.pbt import PbtRule, axes_of, perturbed, ranked, sweep_rule
 from engine.common.sweep import parse_tokens
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
+from tests.test_daemon_scale import _stored_run
 from tui.run_tree import TreeRow
 from tui.sweep_groups import sweep_groups
 from tui.table_items import row_names
@@ -209,3 +210,29 @@ def test_a_fork_that_joins_a_sweep_is_named_by_its_values_under_its_parent() -> 
     rows = [TreeRow(r, 1, 0, 0) for r in runs]
     names = row_names(rows, groups, runs, {})
     assert names == {"aaaa01": "lr=0.01", "aaaa02": "lr=1e-4", "aaaa03": "lr=0.012"}
+
+
+def test_show_lists_each_fork_that_led_to_a_run_and_what_it_changed(engine: Engine) -> None:
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    base = {"lr": 0.0147, "batch": 32, "steps": 600}
+    _stored_run(store, "root01", "root", config=base)
+    _stored_run(store, "kid001", "kid", config={**base, "lr": 0.0176}, parent_id="root01",
+                fork_step=165)
+    _stored_run(store, "kid002", "grandkid", config={**base, "lr": 0.0141, "batch": 64},
+                parent_id="kid001", fork_step=430)
+    _stored_run(store, "kid003", "same", config={**base, "lr": 0.0141, "batch": 64},
+                parent_id="kid002", fork_step=500)
+    store.close()
+    shown = engine.cli("show", "kid003")
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("lineage"))
+    assert [line.split(None, 1)[1] if n == 0 else line.strip()
+            for n, line in enumerate(lines[at:at + 3])] == [
+        "root01 → kid001 at step 165: lr 0.0147 → 0.0176",
+        "kid001 → kid002 at step 430: lr 0.0176 → 0.0141, batch 32 → 64",
+        "kid002 → kid003 at step 500: no change",
+    ]
+    root = engine.cli("show", "root01").out
+    assert "lineage" not in root  # a run forked from nothing has none

@@ -154,11 +154,23 @@ class RunEvent:
 
 
 @dataclass(frozen=True)
+class ForkChange:
+    """One fork in a run's lineage: ``parent`` forked as ``run`` at ``step``, with the
+    config keys it changed (``key: (old, new)``, None for a key not set)."""
+
+    parent: str
+    run: str
+    step: int | None
+    changes: dict[str, tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
 class RunDescription(RunInfo):
     """A run as ``get_run`` describes it: the listed run, its forks, latest events,
     the step a failed run can resume from, and its directory."""
 
     children: tuple[str, ...] = ()
+    lineage: tuple[ForkChange, ...] = ()  # the forks that led to it, the oldest first
     events: tuple[RunEvent, ...] = ()
     event_count: int = 0  # all its events; ``events`` holds the latest of them
     resume_step: int | None = None  # a failed run's last complete checkpoint, if any
@@ -177,6 +189,8 @@ class RunDescription(RunInfo):
                 RunEvent(**wire_fields(RunEvent, e, "run event"))
                 for e in wire_list(values.get("events", []), "run's events")
             )
+            values["lineage"] = tuple(
+                _fork_change(f) for f in wire_list(values.get("lineage", []), "run's lineage"))
             resume = data.get("resume_point")
             values["resume_step"] = None if resume is None else int(resume["step"])
         return cls(**values)
@@ -339,3 +353,15 @@ def decode_events(message: dict[str, Any]) -> list[Event]:
                                                                     "metric batches")]
     event = decode_event(message)
     return [] if event is None else [event]
+
+
+def _fork_change(data: Any) -> ForkChange:
+    """A fork of a ``get_run`` reply's lineage."""
+    values = wire_fields(ForkChange, data, "fork")
+    changes = values["changes"]
+    if not isinstance(changes, dict) or not all(
+        isinstance(pair, list) and len(pair) == 2 for pair in changes.values()
+    ):
+        raise ValueError("a fork's changes must map keys to [old, new]")
+    values["changes"] = {str(k): (pair[0], pair[1]) for k, pair in changes.items()}
+    return ForkChange(**values)

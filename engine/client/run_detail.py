@@ -10,6 +10,7 @@ import contextlib
 import shlex
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from engine.client.events import RunDescription
 from engine.common.format import condition_text, format_bytes, shown, skipped_text
@@ -38,6 +39,24 @@ def queue_text(run: RunDescription) -> str:
     if run.gpu_peak:
         parts.append(f"GPU memory peak {format_bytes(run.gpu_peak)}")
     return ", ".join(parts)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "unset"
+    return f"{value:.4g}" if isinstance(value, float) else shown(str(value))
+
+
+def _lineage(run: RunDescription) -> list[DetailLine]:
+    """The forks that led to the run, the oldest first, each with what it changed:
+    ``a1b2c3 → 7xk2ab at step 165: lr 0.0147 → 0.0176`` (PBT's schedule, too)."""
+    lines = []
+    for n, fork in enumerate(run.lineage):
+        changed = ", ".join(f"{k} {_value(old)} → {_value(new)}"
+                            for k, (old, new) in fork.changes.items()) or "no change"
+        lines.append(DetailLine("" if n else "lineage",
+                                f"{fork.parent} → {fork.run} at step {fork.step}: {changed}"))
+    return lines
 
 
 def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
@@ -74,6 +93,7 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     if run.parent_id:
         gone = " (since removed)" if run.parent_removed else ""
         lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}{gone}"))
+    lines += _lineage(run)
     if run.children:
         lines.append(DetailLine("forks", ", ".join(run.children)))
     lines += _config(run)

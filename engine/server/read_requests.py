@@ -9,6 +9,7 @@ from typing import Any
 
 from engine import __version__
 from engine.common.config import INT64_MAX
+from engine.common.config_diff import UNSET, config_diff
 from engine.common.output_lines import training_loss_key
 from engine.common.packed import pack
 from engine.common.protocol import MAX_BUCKETS, MAX_TAIL
@@ -38,6 +39,7 @@ RUNS_PAGE = 200
 RUNS_PAGE_BYTES = 1024 * 1024
 # The latest state changes a 'get_run' reply carries (a run paused a million times...).
 SHOWN_EVENTS = 200
+LINEAGE_SHOWN = 64  # forks of forks a run's detail lists, the latest (PBT makes chains)
 
 
 class ReadRequests(RunLookup):
@@ -104,6 +106,26 @@ class ReadRequests(RunLookup):
             after = rid
         return {"runs": runs, "next": after if len(runs) == RUNS_PAGE else None}
 
+    def _lineage(self, run: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each fork from the run's first ancestor down to it, the oldest first (at most
+        LINEAGE_SHOWN): which run forked which, at what step, and the config keys it
+        changed, ``[old, new]`` (null: not set). A PBT run's schedule, or a hand-made
+        run's history of changes."""
+        forks: list[dict[str, Any]] = []
+        child = run
+        while child["parent_id"] and len(forks) < LINEAGE_SHOWN:
+            parent = self.db.get_run(str(child["parent_id"]))
+            if parent is None:
+                break
+            changed = config_diff([parent["config"], child["config"]])
+            forks.append({
+                "parent": parent["id"], "run": child["id"], "step": child["fork_step"],
+                "changes": {k: [None if v is UNSET else v for v in pair]
+                            for k, pair in changed.items()},
+            })
+            child = parent
+        return forks[::-1]
+
     def get_run(self, params: dict[str, Any]) -> dict[str, Any]:
         """One run in full: its summary, lowest value of each metric, resume point, latest
         events, forks and directory; with ``size``, what its files take on the disk (a
@@ -118,6 +140,7 @@ class ReadRequests(RunLookup):
             "events": self.db.events(run["id"], SHOWN_EVENTS),
             "event_count": self.db.event_count(run["id"]),
             "children": self.db.children(run["id"]),
+            "lineage": self._lineage(run),
             "dir": str(self.supervisor.paths.run_dir(run["id"]).path),
             "dir_missing": not self.supervisor.paths.run_dir(run["id"]).path.is_dir(),
             "size": disk_use(self.supervisor.paths.run_dir(run["id"]).path)
