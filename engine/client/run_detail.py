@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunDescription
-from engine.common.format import condition_text, format_bytes, shown, skipped_text
+from engine.common.format import (
+    condition_text,
+    format_bytes,
+    format_number,
+    shown,
+    skipped_text,
+)
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
 
@@ -42,9 +48,7 @@ def queue_text(run: RunDescription) -> str:
 
 
 def _value(value: Any) -> str:
-    if value is None:
-        return "unset"
-    return f"{value:.4g}" if isinstance(value, float) else shown(str(value))
+    return "unset" if value is None else shown(format_number(value))
 
 
 def _lineage(run: RunDescription) -> list[DetailLine]:

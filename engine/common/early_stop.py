@@ -76,10 +76,16 @@ def rule_problem(grace: int, eta: int, metric: str | None, mode: str) -> str | N
         return f"early stop: the first rung must be at step 1 or later, not {grace}"
     if eta < 2:
         return f"early stop: eta must be 2 or more (each rung keeps 1/eta), not {eta}"
+    return judged_problem("early stop", metric, mode)
+
+
+def judged_problem(what: str, metric: str | None, mode: str) -> str | None:
+    """What is wrong with the metric a sweep's runs are judged by, and its direction (for
+    early stopping and PBT alike: ``what`` names which); None: nothing."""
     if mode not in MODES:
-        return f"early stop: the mode is min or max, not {mode!r}"
+        return f"{what}: the mode is min or max, not {mode!r}"
     if metric is not None and not metric.strip():
-        return "early stop: the metric's name is empty"
+        return f"{what}: the metric's name is empty"
     return None
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.common.config import parse_literal
-from engine.common.early_stop import StopRule
+from engine.common.early_stop import StopRule, judged_problem
+from engine.common.format import format_number
 from engine.common.settings import is_seed_key
 from engine.common.sweep import RandomAxis, SweepError, SweepSpec, parse_random
 
@@ -128,10 +129,9 @@ def rule_problem(rule: PbtRule) -> str | None:
         return f"pbt: the quantile is a share above 0 and at most 0.5, not {rule.quantile:g}"
     if not 0 <= rule.resample <= 1:
         return f"pbt: the resample probability is from 0 to 1, not {rule.resample:g}"
-    if rule.mode not in ("min", "max"):
-        return f"pbt: the mode is min or max, not {rule.mode!r}"
-    if rule.metric is not None and not rule.metric.strip():
-        return "pbt: the metric's name is empty"
+    judged = judged_problem("pbt", rule.metric, rule.mode)
+    if judged:
+        return judged
     for key, axis in rule.axes.items():
         if isinstance(axis, str):
             try:
@@ -169,7 +169,7 @@ def perturbed(rule: PbtRule, config: Mapping[str, Any],
             new, how = _random_step(spec, old, rng, rule.resample)
             text = repr(new)
         overrides.append(f"{key}={text}")
-        changes.append(f"{key} {_shown(old)} → {_shown(new)} ({how})")
+        changes.append(f"{key} {format_number(old)} → {format_number(new)} ({how})")
     return overrides, changes
 
 
@@ -202,10 +202,6 @@ def _random_step(axis: RandomAxis, old: Any, rng: random.Random,
     else:
         new = min(max(old * factor, axis.low), axis.high)
     return new, f"x{factor:g}"
-
-
-def _shown(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def axes_of(spec: SweepSpec) -> dict[str, list[str] | str]:
