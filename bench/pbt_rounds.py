@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/pbt_rounds.py [--runs 500] [--rounds 5]``.
 Every value a run of a PBT sweep records at a round makes the daemon ask whether the
 round is complete (``Population.judge_rounds``: the round's values, and each member's
 state). The baseline, measured in the same run on the same store, is what an
-early-stopped (ASHA) sweep pays for the same value: ``record_rung`` alone. The store
+early-stopped (ASHA) sweep pays for the same value: ``record_rung`` and reading the
+rung's values back (``rung_values``), all it is judged against. The store
 is real (SQLite, on a temporary directory) with ``--runs`` running members, plus
 ``--others`` runs of other sweeps in the table; the judging itself (ranking, then a
 fork per run replaced) is left out: no run here has a process to fork.
@@ -69,6 +70,7 @@ def main() -> int:
             for i in range(args.runs):
                 began = time.perf_counter()
                 store.record_rung("asha", step, asha[i], 1.0 + i)
+                store.rung_values("asha", step)
                 per_value["asha"].append(time.perf_counter() - began)
                 store.update_run(pbt[i], step=step + 1)  # past it, as the tick stores it
                 began = time.perf_counter()

@@ -291,11 +291,12 @@ class RunReports(Population):
         rule = live.rungs.rule
         while live.passed:
             rung, value = live.passed[0]
-            values = self.store.record_rung(run["sweep"], rung, live.run_id, value)
+            self.store.record_rung(run["sweep"], rung, live.run_id, value)
             del live.passed[0]
-            if isinstance(rule, PbtRule):
+            if isinstance(rule, PbtRule):  # judged once the round has every value it waits for
                 self.judge_rounds(run["sweep"], rule)
                 continue
+            values = list(self.store.rung_values(run["sweep"], rung).values())
             reason = stop_reason(rule, live.rungs.key or "loss", rung, value, values)
             if reason is None:
                 continue

@@ -97,18 +97,14 @@ class RunRows(StoreConnection):
             (time.time(), reason, run_id),
         )
 
-    def record_rung(self, sweep: str, step: int, run_id: str, value: float) -> list[float]:
-        """Keep a run's value at a rung of its sweep (again: the newer value); every value
-        recorded at that rung, this one among them."""
+    def record_rung(self, sweep: str, step: int, run_id: str, value: float) -> None:
+        """Keep a run's value at a rung (or PBT round) of its sweep (again: the newer value)."""
         self._write_held_first()
         self.db.execute("INSERT OR REPLACE INTO rungs (sweep, step, run, value) "
                         "VALUES (?, ?, ?, ?)", (sweep, step, run_id, value))
-        rows = self.db.execute("SELECT value FROM rungs WHERE sweep = ? AND step = ?",
-                               (sweep, step))
-        return [float(value) for (value,) in rows]
 
     def rung_values(self, sweep: str, step: int) -> dict[str, float]:
-        """Each run's value at a rung (a PBT round) of its sweep."""
+        """Each run's value at a rung (or PBT round) of its sweep."""
         rows = self.db.execute("SELECT run, value FROM rungs WHERE sweep = ? AND step = ?",
                                (sweep, step))
         return {str(run): float(value) for run, value in rows}
