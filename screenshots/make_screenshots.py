@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -33,7 +34,6 @@ from sweep_shots import (
     PBT_INTERVAL,
     PBT_RUNS,
     SEED_AXES,
-    capture_pbt,
     capture_seeds,
     capture_sweep,
     start_sweep,
@@ -163,21 +163,29 @@ async def capture_gpu_panel(
         save(app, "gpu-panel.svg")
 
 
+@contextlib.contextmanager
+def own_state(prefix: str, said: str = "") -> Iterator[StatePaths]:
+    """A state directory of its own for one part; every run of it killed, its daemon
+    stopped and the directory removed after, however the part ends."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    paths = StatePaths(home)
+    log(f"state directory {home}{said}")
+    try:
+        yield paths
+    finally:
+        stop_everything(paths)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def demo_shots() -> None:
     """The demo runs and a fork: main view, fork dialog, run detail, 80x24, GPU panel."""
-    home = Path(tempfile.mkdtemp(prefix="traintop-shots-"))
-    paths = StatePaths(home)
-    log(f"state directory {home}")
-    try:
+    with own_state("traintop-shots-") as paths:
         parent, fork = start_runs(paths)
         asyncio.run(capture_main_views(paths, parent, fork))
         asyncio.run(capture_small(paths, parent, fork))
         log(f"restarting the daemon with TRAINTOP_FAKE_GPUS={FAKE_GPUS} (simulated GPUs)")
         restart_daemon(paths, {"TRAINTOP_FAKE_GPUS": str(FAKE_GPUS)})
         asyncio.run(capture_gpu_panel(paths, parent, fork))
-    finally:
-        stop_everything(paths)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def gpu_shot() -> None:
@@ -188,60 +196,37 @@ def gpu_shot() -> None:
     from engine.server.devices import list_gpus
 
     real = len(list_gpus())
-    home = Path(tempfile.mkdtemp(prefix="traintop-gpu-shot-"))
-    paths = StatePaths(home)
-    log(f"state directory {home}; {real or 'no'} real GPU(s)")
-    try:
+    with own_state("traintop-gpu-shot-", f"; {real or 'no'} real GPU(s)") as paths:
         parent, fork = start_runs(paths)
         if not real:
             restart_daemon(paths, {"TRAINTOP_FAKE_GPUS": str(FAKE_GPUS)})
         asyncio.run(capture_gpu_panel(paths, parent, fork, real or FAKE_GPUS))
-    finally:
-        stop_everything(paths)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def sweep_shots() -> None:
     """A 12-run sweep, on a state directory of its own: overlaid, then its scatter."""
-    home = Path(tempfile.mkdtemp(prefix="traintop-sweep-shots-"))
-    paths = StatePaths(home)
-    log(f"state directory {home}")
-    try:
+    with own_state("traintop-sweep-shots-") as paths:
         group, ids = start_sweep(paths)
         wait_for_sweep(paths, ids)
         asyncio.run(capture_sweep(paths, group, ids, SWEEP_SIZE))
-    finally:
-        stop_everything(paths)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def seed_shots() -> None:
     """Three lrs by three seeds, on a state directory of its own, grouped by seed."""
-    home = Path(tempfile.mkdtemp(prefix="traintop-seed-shots-"))
-    paths = StatePaths(home)
-    log(f"state directory {home}")
-    try:
+    with own_state("traintop-seed-shots-") as paths:
         group, ids = start_sweep(paths, SEED_AXES)
         wait_for_sweep(paths, ids)
         asyncio.run(capture_seeds(paths, group, ids, SWEEP_SIZE))
-    finally:
-        stop_everything(paths)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def pbt_shots() -> None:
-    """A population of six lrs trained by PBT, on a state directory of its own."""
-    home = Path(tempfile.mkdtemp(prefix="traintop-pbt-shots-"))
-    paths = StatePaths(home)
-    log(f"state directory {home}")
-    try:
+    """A population of six lrs trained by PBT, on a state directory of its own: marked
+    and overlaid, its forks under the runs they copied."""
+    with own_state("traintop-pbt-shots-") as paths:
         rule = PbtRule(PBT_INTERVAL, axes=axes_of(parse_tokens(PBT_AXES)))
         group, ids = start_sweep(paths, PBT_AXES, PBT_RUNS, rule)
         everyone = wait_for_sweep(paths, ids)
-        asyncio.run(capture_pbt(paths, group, everyone, SWEEP_SIZE))
-    finally:
-        stop_everything(paths)
-        shutil.rmtree(home, ignore_errors=True)
+        asyncio.run(capture_sweep(paths, group, everyone, SWEEP_SIZE, "sweep-pbt.svg", None))
 
 
 PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots, "pbt": pbt_shots}

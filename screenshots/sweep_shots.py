@@ -107,20 +107,23 @@ async def _mark_sweep(app: TraintopApp, pilot: Pilot, group: str, ids: list[str]
 
 
 async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
-                        size: tuple[int, int]) -> None:
-    """Mark the whole sweep from its header row (space), save the overlay, open ``v``."""
+                        size: tuple[int, int], overlay: str = "sweep-overlay.svg",
+                        scatter: str | None = "sweep-scatter.svg") -> None:
+    """Mark the whole sweep from its header row (space), save the overlay as ``overlay``;
+    then, unless ``scatter`` is None, open ``v`` and save that."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
         await _mark_sweep(app, pilot, group, ids)
         await until(pilot, lambda: app.state.telemetry)
         await pilot.pause(1.5)  # a few telemetry samples and a settled layout
-        save(app, "sweep-overlay.svg")
-
+        save(app, overlay)
+        if scatter is None:
+            return
         await pilot.press("v")
         await until(pilot, lambda: isinstance(app.screen, SweepView)
                     and app.screen.shown is not None)
         await pilot.pause(0.3)
-        save(app, "sweep-scatter.svg")
+        save(app, scatter)
 
 
 async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
@@ -142,14 +145,3 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
                     and app.screen.shown is not None and app.screen.shown.grouped)
         await pilot.pause(0.3)
         save(app, "sweep-seeds-scatter.svg")
-
-
-async def capture_pbt(paths: StatePaths, group: str, ids: list[str],
-                      size: tuple[int, int]) -> None:
-    """The population, its forks under the runs they copied, marked and overlaid."""
-    app = TraintopApp(home=paths.home)
-    async with app.run_test(size=size) as pilot:
-        await _mark_sweep(app, pilot, group, ids)
-        await until(pilot, lambda: app.state.telemetry)
-        await pilot.pause(1.5)
-        save(app, "sweep-pbt.svg")
