@@ -15,18 +15,27 @@ from textual import work
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
 from engine.client.events import ProtocolError, RunInfo
+from engine.client.sweep_plan import SweepPlan, fork_variants, plan_sweep
 from engine.common.format import format_bytes
 from engine.common.runs import (
     DEFAULT_KILL_GRACE,
     ActionError,
     RunState,
     check_action,
+    name_problem,
 )
+from engine.common.sweep import SweepError
 from tui.connection import EngineLink
 from tui.keys import BY_ID
 from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import AnnotateDialog, ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.dialogs import (
+    AnnotateDialog,
+    ConfirmDialog,
+    ForkDialog,
+    NewRunDialog,
+    whole_number,
+)
 from tui.screens.diff import ConfigDiff
 from tui.state import TuiState
 from tui.sweep_groups import SweepGroup
@@ -167,7 +176,38 @@ class RunActions(RunNotices):
         except ActionError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.push_screen(ForkDialog(run, lambda p: self._submit("fork", p)))
+        self.push_screen(ForkDialog(run, self._fork))
+
+    async def _fork(self, form: dict[str, Any]) -> str | None:
+        """Fork as the dialog asks: one fork, or one per value of a list or a random
+        axis, all from one checkpoint and grouped (as ``traintop fork`` does)."""
+        try:
+            variants = fork_variants(form["overrides"], whole_number(form["trials"], "trials"))
+        except SweepError as exc:
+            return str(exc)
+        parent = self.state.runs.get(form["run"])
+        if variants is None or parent is None:
+            return await self._submit("fork", {k: form[k] for k in ("run", "overrides", "name")})
+        base = form["name"] or parent.name
+        problem = name_problem(base)
+        if problem:
+            return problem
+        plan = self.plan(parent.workload, variants, base)
+        try:
+            forks = (await self.link.call("fork_variants", run=parent.id, variants=plan.runs,
+                                          names=plan.names, sweep=plan.sweep))["runs"]
+        except (EngineError, EngineUnavailable) as exc:
+            return str(exc)
+        self.notify(f"forked {parent.id} into {len(forks)} runs (group {plan.sweep})")
+        self.query_one(RunsTable).pending_select = forks[0]["id"]
+        return None
+
+    def plan(self, workload: str, runs: list[list[str]], base: str) -> SweepPlan:
+        """Names for new runs of a sweep (or fork variants) and their group, none taken
+        by a run listed."""
+        listed = self.state.runs.values()
+        taken, sweeps = {r.name for r in listed}, {r.sweep for r in listed}
+        return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
 
     def action_annotate(self) -> None:
         run = self._need_run()

@@ -14,7 +14,7 @@ from textual import work
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import RunInfo
-from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.client.sweep_plan import base_name, config_problem
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
 from tui.compare import colours_for
@@ -94,9 +94,7 @@ class SweepActions(RunActions):
         problem = name_problem(base)
         if problem:
             return problem
-        listed = self.state.runs.values()
-        taken, sweeps = {r.name for r in listed}, {r.sweep for r in listed}
-        plan = plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+        plan = self.plan(workload, runs, base)
         cwd = str(Path.cwd())
         try:
             found = await self.link.call("workloads", workload=workload, cwd=cwd)

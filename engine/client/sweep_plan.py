@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.common.config import ConfigError, apply_overrides
 from engine.common.runs import unique_name
-from engine.common.sweep import run_names
+from engine.common.sweep import expand, parse_tokens, run_names
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,14 @@ def config_problem(defaults: Mapping[str, Any], runs: Sequence[Sequence[str]]) -
         except ConfigError as exc:
             return str(exc)
     return None
+
+
+def fork_variants(overrides: Sequence[str], trials: int | None = None, seed: int = 0,
+                  allow_many: bool = False) -> list[list[str]] | None:
+    """Each fork's overrides when ``overrides`` ask for several (a list of values, or a
+    random axis drawn ``trials`` times), as a sweep expands them; None when they are one
+    fork's. SweepError (one line) if they are malformed."""
+    spec = parse_tokens(overrides)
+    if not (spec.grid or spec.random or trials is not None):
+        return None
+    return expand(spec, trials, seed, allow_many=allow_many)

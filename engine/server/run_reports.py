@@ -46,6 +46,9 @@ STDERR_TAIL_LINES = 20
 SPOOL_READ_BYTES = 512 * 1024
 # What a run shows while its worker cannot write its spool (see ``check_disk``).
 DISK_FULL = "disk full"
+# A checkpoint asked for several forks at once names them all, joined by this (a run id
+# never holds one), so one file serves every child of the same step.
+CHILDREN_SEP = ","
 
 
 class RunReports(Population):
@@ -205,7 +208,8 @@ class RunReports(Population):
                 f"{record.dropped} dropped",
             )
         elif isinstance(record, CheckpointRecord):
-            self.on_checkpoint(live.run_id, record.request, record.path, record.step)
+            for child_id in (record.request or "").split(CHILDREN_SEP):
+                self.on_checkpoint(live.run_id, child_id, record.path, record.step)
         elif isinstance(record, StateRecord):
             self._on_state(live, record, end)
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from engine.common.runs import (
     new_run_id,
     unique_name,
 )
+from engine.common.sweep import MAX_SWEEP_RUNS
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import disk_use, out_of_space
@@ -50,6 +52,7 @@ from engine.server.requests import (
     resolve_spec,
     tags_param,
 )
+from engine.server.run_reports import CHILDREN_SEP
 from engine.server.supervisor import launch_record
 
 # What each request that makes a run may be given; anything else is refused, so a
@@ -64,6 +67,8 @@ ALLOWED = {
                     "env", "cwd",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+    "fork_variants": {"run", "variants", "names", "device", *_QUEUE_PARAMS,
+                      *_DIVERGENCE_PARAMS},
 }
 
 
@@ -81,9 +86,11 @@ def check_known(method: str, params: dict[str, Any]) -> None:
 class RunRequests(QueueRequests):
     """The requests that create, steer and end runs (and the backends' ``Host``)."""
 
-    def _unique_name(self, base: str) -> str:
-        """``base-1``, ``base-2``...: a new run's name when none is given."""
-        return unique_name(name_from(base), self.store.name_taken, bare=False)
+    def _unique_name(self, base: str, avoid: Collection[str] = ()) -> str:
+        """``base-1``, ``base-2``...: a new run's name when none is given (nor in
+        ``avoid``: names a request gives other runs it makes)."""
+        return unique_name(name_from(base), lambda n: n in avoid or self.store.name_taken(n),
+                           bare=False)
 
     def _check_name(self, name: str | None) -> None:
         """One clear error for a name that is malformed or taken."""
@@ -296,16 +303,46 @@ class RunRequests(QueueRequests):
         The child waits in its queue (its parent's, unless named) with the checkpoint.
         """
         check_known("fork", params)
+        overrides = param(params, "overrides", list, [])
+        return self._forks(params, [overrides], [param(params, "name", str, None)])[0]
+
+    def fork_variants(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Several children of one parent, each with its own overrides, all from one
+        checkpoint: the same step, so their curves part from one point.
+
+        ``variants`` holds each child's overrides, ``names`` their names (each may be
+        None); every variant is checked before the first child exists.
+        """
+        check_known("fork_variants", params)
+        variants = params.get("variants")
+        if not isinstance(variants, list) or not variants:
+            raise RequestError("bad_request", "parameter 'variants' must be a list of "
+                               "override lists, one per fork")
+        if len(variants) > MAX_SWEEP_RUNS:
+            raise RequestError("bad_request", f"{len(variants)} forks in one request: "
+                               f"at most {MAX_SWEEP_RUNS}")
+        variants = [param({"variants": v}, "variants", list) for v in variants]
+        names: list[str | None] = param(params, "names", list, [None] * len(variants))
+        if len(names) != len(variants):
+            raise RequestError("bad_request", "names must hold one name per variant")
+        if len(set(names)) != len(names) and None not in names:
+            raise RequestError("bad_request", "two variants are given the same name")
+        return {"runs": self._forks(params, variants, names)}
+
+    def _forks(self, params: dict[str, Any], variants: list[list[Any]],
+               names: list[str | None]) -> list[dict[str, Any]]:
+        """Fork the parent once per variant; one checkpoint serves them all."""
         parent = self.resolve(params.get("run"))
         self.refuse_if_unable(parent, "fork")
         check_action("fork", RunState(parent["state"]), parent["released"])
-        overrides = param(params, "overrides", list, [])
-        name = param(params, "name", str, None)
-        self._check_name(name)
+        for name in names:
+            self._check_name(name)
         divergence = divergence_param(params, parent["divergence_factor"])
-        defaults = backend_for(parent).fork_defaults(parent)
-        config = apply_overrides(parent["config"], overrides, strict=bool(defaults))
-        check_steps(config)
+        strict = bool(backend_for(parent).fork_defaults(parent))
+        configs = []
+        for overrides in variants:
+            configs.append(apply_overrides(parent["config"], overrides, strict=strict))
+            check_steps(configs[-1])
         requested = param(params, "device", str, None)
         # Told nothing, a fork of a GPU run rides beside its parent on its GPU, taking no
         # share of it, once its memory has room for the parent's peak: comparing the two
@@ -322,7 +359,7 @@ class RunRequests(QueueRequests):
         queued = self.queue_fields(params, device, inherit=parent)
         if rides:
             queued["gpus"] = 0.0
-        # Checked before the child exists: a refused fork leaves nothing behind.
+        # Checked before the children exist: a refused fork leaves nothing behind.
         self.run_dir(parent, "fork")
         checkpoint: str | None = None  # None: the parent is live and writes one when asked
         if parent["state"] == RunState.FAILED:
@@ -332,21 +369,23 @@ class RunRequests(QueueRequests):
         elif parent["state"] == RunState.FINISHED or parent["released"]:
             checkpoint = self.checkpoint(parent, "fork")
         self.check_room()
-        child = self._new_run(
-            parent["workload"],
-            config,
-            device,
-            parent["cwd"],
-            name or self._unique_name(f"{parent['name']}-fork"),
-            parent,
-            divergence,
-            queued,
-        )
-        if checkpoint is not None:
-            self.supervisor.on_checkpoint(parent["id"], child["id"], checkpoint, parent["step"])
+        names_given = {n for n in names if n is not None}
+        children = [
+            self._new_run(parent["workload"], config, device, parent["cwd"],
+                          name or self._unique_name(f"{parent['name']}-fork", names_given),
+                          parent,
+                          divergence, queued)
+            for config, name in zip(configs, names, strict=True)
+        ]
+        ids = [child["id"] for child in children]
+        if checkpoint is None:  # one checkpoint, asked once, answers every child
+            self.supervisor.send_control(parent, "checkpoint", CHILDREN_SEP.join(ids))
         else:
-            self.supervisor.send_control(parent, "checkpoint", child["id"])
-        return self.summary(self.store.get_run(child["id"]) or child)
+            for child_id in ids:
+                self.supervisor.on_checkpoint(parent["id"], child_id, checkpoint,
+                                              parent["step"])
+        return [self.summary(self.store.get_run(i) or c) for i, c in zip(ids, children,
+                                                                          strict=True)]
 
     def attach(self, params: dict[str, Any]) -> dict[str, Any]:
         """Register a running process that called ``traintop.init``; follow it from now on."""

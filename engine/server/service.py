@@ -52,6 +52,7 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
             "pause": self.pause,
             "resume": self.resume,
             "fork": self.fork,
+            "fork_variants": self.fork_variants,
             "kill": self.kill,
             "remove": self.remove,
             "annotate": self.annotate,

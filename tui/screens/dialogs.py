@@ -18,6 +18,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.client.events import RunInfo
+from engine.client.sweep_plan import fork_variants
+from engine.common.sweep import SweepError
 
 # Submits a request; returns None on success or the one-line reason it was refused.
 Submit = Callable[[dict[str, Any]], Awaitable[str | None]]
@@ -115,6 +117,7 @@ class FormDialog(ModalScreen[str | None]):
         with Vertical(id="dialog-box"):
             yield Label(self.title_text(), id="dialog-title")
             with Vertical(id="dialog-foot"):  # docked: laid out before the fields
+                yield from self.verdict()
                 yield Static("", id="dialog-error")
                 with Horizontal(id="dialog-buttons"):
                     yield Button(f"{self.submit_label} (ctrl+s)", variant="primary", id="start")
@@ -129,6 +132,10 @@ class FormDialog(ModalScreen[str | None]):
     def fields(self) -> ComposeResult:
         """The dialog's fields, in the scrolling part."""
         raise NotImplementedError
+
+    def verdict(self) -> ComposeResult:
+        """What the form will do (how many runs start), kept in sight above the buttons."""
+        yield from ()
 
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -154,8 +161,13 @@ class FormDialog(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+ONE_FORK = "[b]1 fork[/b] will start"
+
+
 class ForkDialog(FormDialog):
-    """Fork a run: its config pre-filled; changed values become the overrides."""
+    """Fork a run: its config pre-filled; changed values become the overrides. A value
+    written as a list (``1e-4,3e-4``), or a random axis with trials, makes one fork per
+    value, all from one checkpoint; the dialog says how many before anything starts."""
 
     def __init__(self, run: RunInfo, submit: Submit) -> None:
         super().__init__(submit)
@@ -170,19 +182,57 @@ class ForkDialog(FormDialog):
             field.focus()
 
     def fields(self) -> ComposeResult:
-        yield Static("Change any value; the fork starts from the parent's current step.")
+        yield Static("Change any value; the fork starts from the parent's current step. "
+                     "A list (1e-4,3e-4) or log(LO..HI) with trials makes several forks.")
         yield ConfigForm(self.run.config, id="config")
+        with Horizontal(classes="field"):
+            yield Label("trials")
+            yield Input(placeholder="forks drawn from random values", id="trials")
         with Horizontal(classes="field"):
             yield Label("name")
             yield Input(placeholder="automatic", id="name")
+
+    def verdict(self) -> ComposeResult:
+        yield Static(ONE_FORK, id="fork-count")
+
+    def _count(self) -> str:
+        try:
+            variants = fork_variants(self._overrides(), whole_number(self._trials_text(), "trials"))
+        except SweepError as exc:
+            return f"[red]{exc}[/]"
+        if variants is None:
+            return ONE_FORK
+        return f"[b]{len(variants)} forks[/b] will start, from one checkpoint"
+
+    @on(Input.Changed)
+    def _recount(self) -> None:
+        self.query_one("#fork-count", Static).update(self._count())
+
+    def _overrides(self) -> list[str]:
+        return self.query_one(ConfigForm).overrides(only_changed=True)
+
+    def _trials_text(self) -> str:
+        return self.query_one("#trials", Input).value
 
     def params(self) -> dict[str, Any]:
         name = self.query_one("#name", Input).value.strip()
         return {
             "run": self.run.id,
-            "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
+            "overrides": self._overrides(),
+            "trials": self._trials_text(),
             "name": name or None,
         }
+
+
+def whole_number(text: str, what: str) -> int | None:
+    """A whole number typed in ``what``'s field (None: left empty); SweepError if not one."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SweepError(f"{what}: {text!r} is not a whole number") from None
 
 
 class AnnotateDialog(FormDialog):

@@ -20,20 +20,9 @@ from textual.widgets import Input, Label, Select, Static
 from engine.common.early_stop import StopRule
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
-from tui.screens.dialogs import FormDialog, Submit
+from tui.screens.dialogs import FormDialog, Submit, whole_number
 
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
-
-
-def _whole(text: str, what: str) -> int | None:
-    """A whole number typed in ``what``'s field (None: left empty); SweepError if not one."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise SweepError(f"{what}: {text!r} is not a whole number") from None
 
 
 def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
@@ -46,11 +35,11 @@ def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
     if not tokens:
         raise SweepError(f"no axes: write them as {AXES_HINT}")
     spec = parse_tokens(tokens)
-    count = run_count(spec, _whole(trials, "trials"))
+    count = run_count(spec, whole_number(trials, "trials"))
     if count > MAX_SWEEP_RUNS:
         raise SweepError(f"this sweep makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
                          "(the CLI starts it with --yes)")
-    return expand(spec, _whole(trials, "trials"), _whole(seed, "seed") or 0)
+    return expand(spec, whole_number(trials, "trials"), whole_number(seed, "seed") or 0)
 
 
 def sweep_rule_of(early_stop: str, pbt: str, axes: str) -> SweepRule | None:
@@ -58,7 +47,7 @@ def sweep_rule_of(early_stop: str, pbt: str, axes: str) -> SweepRule | None:
     steps (ASHA, as ``--early-stop GRACE``), PBT with a round every so many steps (as
     ``--pbt INTERVAL``, perturbing the axes but seeds), or None, both left empty;
     SweepError if wrong."""
-    grace, interval = _whole(early_stop, "early stop"), _whole(pbt, "pbt")
+    grace, interval = whole_number(early_stop, "early stop"), whole_number(pbt, "pbt")
     if grace is not None and interval is not None:
         raise SweepError("a sweep is judged by early stopping or by PBT, not both")
     try:
@@ -124,6 +113,8 @@ class SweepDialog(FormDialog):
         with Horizontal(classes="field"):
             yield Label("name")
             yield Input(placeholder="automatic: the workload's", id="name")
+
+    def verdict(self) -> ComposeResult:
         yield Static(count_text("", "", ""), id="sweep-count")
 
     def _value(self, field: str) -> str:

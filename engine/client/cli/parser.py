@@ -433,14 +433,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "fork",
         _command("run_actions", "cmd_fork"),
-        "fork a run at its current step, with config overrides",
+        "fork a run at its current step, with config overrides; a list (lr=1e-4,3e-4) "
+        "or a random axis with --trials makes one fork per value, all from one checkpoint",
     )
     p.add_argument("run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--name")
+    p.add_argument("--name", help="the fork's name; of several forks, what their names "
+                   "and group start with (default: the parent's name)")
     p.add_argument("--device")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--trials", type=int, help="how many times to draw the random axes")
+    p.add_argument("--seed", type=int, help="seed of the draws (default 0)")
+    p.add_argument(
+        "--yes", action="store_true", help=f"allow more than {MAX_SWEEP_RUNS} forks"
+    )
     _add_queue_options(p)
     _add_divergence_options(p, "default: the parent's")
 

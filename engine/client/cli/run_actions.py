@@ -27,11 +27,12 @@ from engine.client.cli.common import (
     wait_for_all,
     wait_training,
 )
-from engine.client.cli.sweep_cmd import read_experiment, start_many
+from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
+from engine.client.sweep_plan import fork_variants, plan_sweep
 from engine.common.format import format_bytes, shown
-from engine.common.runs import DEFAULT_KILL_GRACE
-from engine.common.sweep import SweepSpec
+from engine.common.runs import DEFAULT_KILL_GRACE, name_problem
+from engine.common.sweep import SweepError, SweepSpec
 from engine.common.tb_events import TensorBoardMissing, require_tensorboard
 
 
@@ -148,6 +149,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
+    try:
+        variants = fork_variants(args.overrides, args.trials, args.seed or 0, args.yes)
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
+    if variants is not None:
+        return _fork_variants(args, variants)
     with connect() as client:
         child = client.call(
             "fork",
@@ -167,6 +174,33 @@ def cmd_fork(args: argparse.Namespace) -> int:
         more = f", e.g. steps={2 * steps}" if type(steps) is int and steps > 0 else ""
         done = f"; it had nothing left to train: give it more steps{more}"
     return report_new(args, child, f"forked {child['parent_id']}{where} -> {describe(child)}{done}")
+
+
+def _fork_variants(args: argparse.Namespace, variants: list[list[str]]) -> int:
+    """``fork RUN lr=1e-4,3e-4``: one fork per variant, all from one checkpoint of the
+    parent, named by their values and grouped as a sweep (named for the parent)."""
+    if args.name is not None and name_problem(args.name):
+        raise UsageError(str(name_problem(args.name)))
+    with connect() as client:
+        parent = client.call("get_run", run=args.run)
+        listed = client.all_runs()
+        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
+        plan = plan_sweep(parent["workload"], variants, args.name or parent["name"],
+                          taken.__contains__, sweeps.__contains__)
+        forks = client.call(
+            "fork_variants", run=parent["id"], variants=plan.runs, names=plan.names,
+            device=args.device, **divergence_params(args),
+            **{**queue_params(args), "sweep": plan.sweep},
+        )["runs"]
+        if not args.no_wait:
+            forks = [wait_training(client, f["id"]) for f in forks]
+    steps = {f["fork_step"] for f in forks} - {None}
+    where = f" at step {steps.pop()}" if len(steps) == 1 else ""
+    if not args.json:
+        print(f"forked {parent['id']} ({shown(parent['name'])}){where} into {len(forks)} runs"
+              f" (group {shown(plan.sweep or '')})")
+    show_started(args, forks, plan.runs)
+    return max(fail_if_failed(f) for f in forks)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:

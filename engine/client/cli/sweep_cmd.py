@@ -111,10 +111,10 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             try:
                 started.append(client.call("start", **request))
             except (EngineError, EngineUnavailable) as exc:
-                _show_started(args, started, plan.runs)
+                show_started(args, started, plan.runs)
                 _say_refused(exc, len(started), plan.names)
                 return 1
-    _show_started(args, started, plan.runs)
+    show_started(args, started, plan.runs)
     return 0
 
 
@@ -253,7 +253,7 @@ def _show_plan(
     return 0
 
 
-def _show_started(
+def show_started(
     args: argparse.Namespace, started: list[dict[str, Any]], runs: list[list[str]]
 ) -> None:
     """The runs that started: ids and names (as a JSON list with --json)."""
