@@ -14,6 +14,7 @@ from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
 from tui.app import TraintopApp
 from tui.screens.dialogs import ForkDialog
+from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
 SLOW = ["sleep=0.01", "seed=3"]
@@ -131,5 +132,15 @@ def test_the_fork_dialog_forks_a_list_of_values_into_a_group(engine: Engine) -> 
             steps = {engine.wait(f.id, lambda r: r["fork_step"] is not None)["fork_step"]
                      for f in forks}
             assert len(steps) == 1  # one checkpoint for both
+            # The group's header sits under the run they were forked from, the forks
+            # under it, named by their values; the header charts the parent with them.
+            by_age = sorted(forks, key=lambda r: (r.created, r.id))
+            await until(pilot, lambda: table.order == [run_id, "sweep:keys",
+                                                       *(f.id for f in by_age)])
+            assert [table.shown_name(f.id) for f in forks] == ["lr=2e-3", "lr=5e-3"]
+            table.select("sweep:keys")
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: {s.run_id for s in chart.series}
+                        == {run_id, *(f.id for f in forks)})
 
     asyncio.run(scenario())

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from engine.client.events import RunInfo
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
+from tui.sweep_groups import tree_parent
 from tui.widgets.run_cells import sort_key
-from tui.widgets.runs_table import parent_of
 
 
 def _run(
@@ -28,6 +28,7 @@ FOREST = {r.id: r for r in (
     _run("d", loss=0.1), _run("e", "d", loss=0.2), _run("f", loss=None),
     _run("g", "a", loss=0.4),
 )}
+TREE = tree_parent(FOREST)
 
 
 def _shape(rows: list[TreeRow]) -> list[tuple[str, int, int]]:
@@ -35,29 +36,29 @@ def _shape(rows: list[TreeRow]) -> list[tuple[str, int, int]]:
 
 
 def test_forks_sit_under_their_parent_in_creation_order() -> None:
-    assert _shape(build_rows(FOREST, parent_of)) == [
+    assert _shape(build_rows(FOREST, TREE)) == [
         ("a", 0, 0), ("b", 1, 0), ("c", 2, 0), ("g", 1, 0), ("d", 0, 0), ("e", 1, 0),
         ("f", 0, 0)]
 
 
 def test_a_folded_run_hides_its_subtree_and_counts_it() -> None:
-    rows = build_rows(FOREST, parent_of, folded={"a"})
+    rows = build_rows(FOREST, TREE, folded={"a"})
     assert _shape(rows) == [("a", 0, 3), ("d", 0, 0), ("e", 1, 0), ("f", 0, 0)]
     assert rows[0].folded and rows[0].children == 2
-    nested = build_rows(FOREST, parent_of, folded={"b", "d"})
+    nested = build_rows(FOREST, TREE, folded={"b", "d"})
     assert _shape(nested) == [
         ("a", 0, 0), ("b", 1, 1), ("g", 1, 0), ("d", 0, 1), ("f", 0, 0)]
 
 
 def test_folding_a_leaf_changes_nothing() -> None:
-    assert build_rows(FOREST, parent_of, folded={"f", "c"}) == build_rows(FOREST, parent_of)
+    assert build_rows(FOREST, TREE, folded={"f", "c"}) == build_rows(FOREST, TREE)
 
 
 def test_a_filter_match_inside_a_folded_subtree_shows_with_its_ancestors() -> None:
-    rows = build_rows(FOREST, parent_of, folded={"a"}, matches=lambda r: r.id == "c")
+    rows = build_rows(FOREST, TREE, folded={"a"}, matches=lambda r: r.id == "c")
     assert _shape(rows) == [("a", 0, 1), ("b", 1, 0), ("c", 2, 0)]  # g stays folded away
     # Non-matching roots without matching descendants go.
-    assert [r.id for r in build_rows(FOREST, parent_of, matches=lambda r: r.id == "e")] == [
+    assert [r.id for r in build_rows(FOREST, TREE, matches=lambda r: r.id == "e")] == [
         "d", "e"]
 
 
@@ -65,10 +66,10 @@ def test_sorting_orders_roots_and_siblings_and_keeps_the_tree() -> None:
     state = TuiState()
     state.set_runs(FOREST.values())
     by_loss = sort_key("LOSS", state)
-    rows = build_rows(FOREST, parent_of, sort_key=by_loss)
+    rows = build_rows(FOREST, TREE, sort_key=by_loss)
     # roots by loss (d 0.1, a 0.5, f unknown last); a's children g 0.4 and b 0.3 sorted too
     assert [r.id for r in rows] == ["d", "e", "a", "b", "c", "g", "f"]
-    rows = build_rows(FOREST, parent_of, sort_key=by_loss, descending=True)
+    rows = build_rows(FOREST, TREE, sort_key=by_loss, descending=True)
     assert [r.id for r in rows] == ["a", "g", "b", "c", "d", "e", "f"]  # unknown stays last
 
 
@@ -91,9 +92,9 @@ def test_a_long_fork_chain_does_not_recurse() -> None:
         f"r{i:04d}": _run(f"r{i:04d}", f"r{i - 1:04d}" if i else None, created=float(i))
         for i in range(3000)
     }
-    rows = build_rows(chain, parent_of)
+    rows = build_rows(chain, tree_parent(chain))
     assert len(rows) == 3000 and rows[-1].depth == 2999
-    assert build_rows(chain, parent_of, folded={"r0000"})[0].hidden == 2999
+    assert build_rows(chain, tree_parent(chain), folded={"r0000"})[0].hidden == 2999
 
 
 def test_help_and_palette_list_the_table_keys() -> None:
@@ -108,8 +109,8 @@ def test_help_and_palette_list_the_table_keys() -> None:
 
 def test_pinned_runs_and_the_runs_above_them_come_first_among_their_siblings() -> None:
     # e (a fork of d) pinned: d leads the roots, e its forks; g (under a) pinned too.
-    rows = build_rows(FOREST, parent_of, first=["e", "g"], sort_key=sort_key("LOSS", TuiState()))
+    rows = build_rows(FOREST, TREE, first=["e", "g"], sort_key=sort_key("LOSS", TuiState()))
     assert [r.id for r in rows] == ["d", "e", "a", "g", "b", "c", "f"]
-    descending = build_rows(FOREST, parent_of, first=["f"], descending=True,
+    descending = build_rows(FOREST, TREE, first=["f"], descending=True,
                             sort_key=sort_key("LOSS", TuiState()))
     assert [r.id for r in descending][:1] == ["f"]  # a run with no loss, pinned: on top

@@ -9,7 +9,7 @@ from engine.client.events import EmaSeed, RunInfo, decode_event
 from tui.chart_math import DebiasedEma, ema_debiased
 from tui.run_tree import build_rows
 from tui.state import TuiState
-from tui.widgets.runs_table import parent_of
+from tui.sweep_groups import tree_parent
 
 
 def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def test_forks_are_listed_under_their_parent_and_family_spans_the_lineage() -> N
     state = TuiState()
     _set_runs(state, [_run("a", created=1), _run("b", created=2), _run("c", "a", created=3),
                     _run("d", "c", created=4)])
-    assert [(r.id, r.depth) for r in build_rows(state.runs, parent_of)] == [
+    assert [(r.id, r.depth) for r in build_rows(state.runs, tree_parent(state.runs))] == [
         ("a", 0), ("c", 1), ("d", 2), ("b", 0)]
     assert state.family("c") == ["a", "c", "d"]
 

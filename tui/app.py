@@ -237,7 +237,9 @@ class TraintopApp(ChartActions, ViewRestore):
     def _chart_selection(self) -> None:
         run = self.selected
         group = self.query_one(RunsTable).selected_group  # a sweep's header: its runs
-        family = self.state.family(run.id) if run else list(group.runs) if group else []
+        family = (self.state.family(run.id) if run else
+                  # a sweep forked from one run: that run's curve too, where they part
+                  [*filter(None, [group.parent]), *group.runs] if group else [])
         shown = chart_runs(family, self.state.marks, run.id if run else None, self.state.pinned)
         if shown != self.shown:
             self.shown = shown

@@ -11,17 +11,15 @@ from collections.abc import Mapping
 
 from tui.sweep_groups import Item, parent_of
 
-__all__ = ["parent_of", "toggle_fold", "toggle_fold_all", "unfold_ancestors"]
-
 
 def unfold_ancestors(run_id: str, runs: Mapping[str, Item], folded: set[str]) -> bool:
     """Unfold every ancestor of ``run_id`` (in ``folded``); True if any was folded."""
-    unfolded, cursor = False, parent_of(runs[run_id])
+    unfolded, cursor = False, parent_of(runs[run_id], runs)
     while cursor is not None and cursor in runs:
         if cursor in folded:
             folded.discard(cursor)
             unfolded = True
-        cursor = parent_of(runs[cursor])
+        cursor = parent_of(runs[cursor], runs)
     return unfolded
 
 
@@ -37,7 +35,7 @@ def toggle_fold(
         folded.symmetric_difference_update({run_id})
         return True, None
     item = runs.get(run_id)  # None: removed since the rows were laid out
-    parent = None if item is None else parent_of(item)
+    parent = None if item is None else parent_of(item, runs)
     if parent is None or parent not in runs:
         return False, None
     folded.add(parent)
@@ -52,10 +50,10 @@ def toggle_fold_all(
     Returns the new folded set and the run to keep the cursor on: ``selected``, or
     the outermost folded ancestor that now hides its row.
     """
-    parents = {p for run in runs.values() if (p := parent_of(run)) is not None and p in runs}
+    parents = {p for run in runs.values() if (p := parent_of(run, runs)) is not None and p in runs}
     now = set() if parents and parents <= folded else parents
     while selected is not None and selected in runs:
-        parent = parent_of(runs[selected])
+        parent = parent_of(runs[selected], runs)
         if parent is None or parent not in now:
             break
         selected = parent  # its row folds away: keep the cursor on what hides it

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,9 @@ class SweepGroup:
     name: str
     created: float  # its first run's: the group sits where its sweep began
     runs: tuple[str, ...]
+    # The run all of it was forked from (``traintop fork RUN lr=A,B``), if one was: the
+    # header sits under that run, and the sweep's runs under the header.
+    parent: str | None = None
 
 
 Item = RunInfo | SweepGroup
@@ -42,12 +45,32 @@ def group_id(run: RunInfo) -> str | None:
     return GROUP_PREFIX + run.sweep if run.sweep else None
 
 
-def parent_of(item: Item) -> str | None:
-    """The tree the table shows: a fork under the run it was forked from, a sweep's
-    run under its sweep's header."""
+def parent_of(item: Item, items: Mapping[str, Item]) -> str | None:
+    """The tree the table shows: a fork under the run it was forked from, a sweep's run
+    under its sweep's header, and a sweep forked from one run (its header) under that
+    run; ``items`` holds the runs and the headers."""
     if isinstance(item, SweepGroup):
-        return None
-    return item.parent_id or group_id(item)
+        return item.parent
+    gid = group_id(item)
+    if item.parent_id is None:
+        return gid
+    group = items.get(gid or "")
+    if isinstance(group, SweepGroup) and group.parent == item.parent_id:
+        return gid
+    return item.parent_id  # a fork of a run of its own sweep (PBT's), or of no sweep
+
+
+def tree_parent(items: Mapping[str, Item]) -> Callable[[Item], str | None]:
+    """``parent_of`` over ``items``, as ``tui.run_tree.build_rows`` takes it."""
+    return lambda item: parent_of(item, items)
+
+
+def _forked_from(found: list[RunInfo]) -> str | None:
+    """The one run outside ``found`` that every run of it comes from, directly or by a
+    fork within; None if some run was started afresh or they come from several."""
+    inside = {r.id for r in found}
+    outside = {r.parent_id for r in found if r.parent_id not in inside}
+    return outside.pop() if len(outside) == 1 else None
 
 
 def sweep_groups(runs: Mapping[str, RunInfo]) -> dict[str, SweepGroup]:
@@ -61,7 +84,7 @@ def sweep_groups(runs: Mapping[str, RunInfo]) -> dict[str, SweepGroup]:
     for gid, found in members.items():
         found.sort(key=lambda r: (r.created, r.id))
         groups[gid] = SweepGroup(gid, gid.removeprefix(GROUP_PREFIX), found[0].created,
-                                 tuple(r.id for r in found))
+                                 tuple(r.id for r in found), _forked_from(found))
     return groups
 
 

@@ -20,10 +20,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.client.run_select import parse_filter
-from tui.run_folds import parent_of, unfold_ancestors
+from tui.run_folds import unfold_ancestors
 from tui.run_tree import TreeRow, build_rows
 from tui.state import TuiState
-from tui.sweep_groups import Item, SweepGroup, group_id, sweep_groups
+from tui.sweep_groups import Item, SweepGroup, group_id, sweep_groups, tree_parent
 from tui.table_items import item_matches, item_sort_key, row_names
 from tui.widgets.run_cells import (
     COLUMNS,
@@ -192,7 +192,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         items = self.items
         rows = build_rows(
             items,
-            parent_of,
+            tree_parent(items),
             self.folded,
             matches=(lambda item: item_matches(item, wanted)) if wanted else None,
             sort_key=item_sort_key(self.sort_column, state, self.descending),
