@@ -34,8 +34,10 @@ from sweep_shots import (
     PBT_INTERVAL,
     PBT_RUNS,
     SEED_AXES,
+    capture_fork_variants,
     capture_seeds,
     capture_sweep,
+    start_fork_variants,
     start_sweep,
     wait_for_sweep,
 )
@@ -229,7 +231,16 @@ def pbt_shots() -> None:
         asyncio.run(capture_sweep(paths, group, everyone, SWEEP_SIZE, "sweep-pbt.svg", None))
 
 
-PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots, "pbt": pbt_shots}
+def fork_shots() -> None:
+    """A run forked into three lrs at one step, on a state directory of its own."""
+    with own_state("traintop-fork-shots-") as paths:
+        group, ids = start_fork_variants(paths)
+        wait_for_sweep(paths, ids)
+        asyncio.run(capture_fork_variants(paths, group, ids, SWEEP_SIZE))
+
+
+PARTS = {"demo": demo_shots, "sweep": sweep_shots, "seeds": seed_shots, "pbt": pbt_shots,
+         "forks": fork_shots}
 # Made only when named: on a GPU machine, the README's GPU panel from real GPUs.
 ON_REQUEST = {"gpu": gpu_shot}
 

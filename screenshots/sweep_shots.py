@@ -13,7 +13,7 @@ import os
 from shot_tools import TERMINAL, Pilot, log, poll, save, until
 
 from engine.client.client import Client
-from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.client.sweep_plan import base_name, config_problem, fork_variants, plan_sweep
 from engine.common.pbt import SweepRule
 from engine.common.sweep import expand, parse_tokens
 from engine.rundir.paths import StatePaths
@@ -36,6 +36,10 @@ PBT_RUNS = 6
 PBT_INTERVAL = 150
 QUEUE = "sweep"
 WAIT_SWEEP_S = 300.0
+# A run forked into three lrs at step 200 of 600 ('traintop fork RUN lr=A,B,C').
+FORK_BASE = ["steps=600", "d_model=32", "layers=1", "warmup=20", "lr=3e-3"]
+FORK_AT = 200
+FORK_VALUES = ["lr=1e-3,1e-2,3e-2"]
 
 
 def start_sweep(paths: StatePaths, axes: list[str] = AXES, trials: int | None = None,
@@ -145,3 +149,44 @@ async def capture_seeds(paths: StatePaths, group: str, ids: list[str],
                     and app.screen.shown is not None and app.screen.shown.grouped)
         await pilot.pause(0.3)
         save(app, "sweep-seeds-scatter.svg")
+
+
+def start_fork_variants(paths: StatePaths) -> tuple[str, list[str]]:
+    """A charlm run, then once it is FORK_AT steps in, three forks of it at one step
+    with the lrs of FORK_VALUES, as ``traintop fork`` makes them; (the group's name,
+    the parent's id and the forks' ids)."""
+    with Client(paths).connect() as client:
+        client.call("queue_set", name=QUEUE, parallel=4)
+        parent = client.call("start", workload=WORKLOAD, overrides=FORK_BASE, name="base",
+                             cwd="/", queue=QUEUE)
+        at = poll(lambda: client.call("get_run", run=parent["id"])["step"] >= FORK_AT, 120)
+        if not at:
+            raise RuntimeError(f"the base run did not reach step {FORK_AT} in 120 s")
+        variants = fork_variants(FORK_VALUES)
+        assert variants is not None
+        listed = client.all_runs()
+        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
+        plan = plan_sweep(WORKLOAD, variants, parent["name"], taken.__contains__,
+                          sweeps.__contains__)
+        forks = client.call("fork_variants", run=parent["id"], variants=plan.runs,
+                            names=plan.names, sweep=plan.sweep)["runs"]
+    log(f"forked {parent['id']} into {len(forks)} runs (group {plan.sweep})")
+    assert plan.sweep is not None
+    return plan.sweep, [parent["id"], *(f["id"] for f in forks)]
+
+
+async def capture_fork_variants(paths: StatePaths, group: str, ids: list[str],
+                                size: tuple[int, int]) -> None:
+    """Select the forks' header (under their parent): the parent and its three forks
+    on one chart, parting at one step."""
+    app = TraintopApp(home=paths.home)
+    async with app.run_test(size=size) as pilot:
+        table, chart = app.query_one(RunsTable), app.query_one(LossChart)
+        await until(pilot, lambda: f"sweep:{group}" in table.order)
+        table.select(f"sweep:{group}")
+        await until(pilot, lambda: sorted(s.run_id for s in chart.series) == sorted(ids)
+                    and all(app.state.runs[r].best for r in ids)
+                    and not app.feed.due(ids, app._view_request()))
+        await until(pilot, lambda: app.state.telemetry)
+        await pilot.pause(1.5)
+        save(app, "fork-variants.svg")

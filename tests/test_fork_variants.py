@@ -142,5 +142,6 @@ def test_the_fork_dialog_forks_a_list_of_values_into_a_group(engine: Engine) -> 
             chart = app.query_one(LossChart)
             await until(pilot, lambda: {s.run_id for s in chart.series}
                         == {run_id, *(f.id for f in forks)})
+            assert chart.markers == [(float(steps.pop()), "2 forks")]  # one, where they part
 
     asyncio.run(scenario())

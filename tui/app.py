@@ -315,7 +315,7 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
-        markers: list[tuple[float, str]] = []
+        forks_at: dict[float, list[str]] = {}  # the forks drawn at each step
         by_time = self.state.view.axis != "step"
         live = False
         on_chart = {o.run_id for o in self.shown}
@@ -334,7 +334,10 @@ class TraintopApp(ChartActions, ViewRestore):
             curves[run.id] = curve
             # A fork's marker where its parent's curve is drawn too (always so in a family).
             if run.parent_id in on_chart and run.fork_step is not None and not by_time:
-                markers.append((float(run.fork_step), f"fork {run.id}"))
+                forks_at.setdefault(float(run.fork_step), []).append(run.id)
+        # One marker a step: forks made together (fork RUN lr=A,B,C) part at one point.
+        markers = [(x, f"fork {ids[0]}" if len(ids) == 1 else f"{len(ids)} forks")
+                   for x, ids in forks_at.items()]
         series = self._grouped(curves) if self.state.view.group else list(curves.values())
         chart.set_data(series, markers, self.state.view.axis, live=live,
                        window=self.chart_window(), cursor=self.cursor)
