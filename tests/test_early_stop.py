@@ -13,6 +13,7 @@ import pytest
 from engine.client.events import RunInfo
 from engine.common.early_stop import StopRule, cutoff, stop_reason
 from engine.common.experiment import ExperimentError, load_experiment
+from engine.common.pbt import PbtRule
 from engine.server.rungs import RungWatch
 from tests.conftest import TERMINAL, Engine
 from tui.widgets.run_cells import state_text
@@ -116,8 +117,13 @@ def test_sweep_refuses_a_wrong_rule_in_one_line(engine: Engine, argv: list[str],
 
 
 def test_a_rule_is_only_for_a_sweeps_runs(engine: Engine) -> None:
-    with pytest.raises(Exception, match="early stopping is for the runs of a sweep"):
+    with pytest.raises(Exception, match=r"early stopping is for the runs of a sweep "
+                       r"\(traintop sweep --early-stop\)"):
         engine.call("start", workload="synthetic", early_stop={"grace": 10})
+    pbt = PbtRule(10, axes={"lr": "log(0.0001..0.01)"}).wire()
+    with pytest.raises(Exception, match=r"PBT is for the runs of a sweep \(traintop sweep --pbt\)"):
+        engine.call("start", workload="synthetic", early_stop=pbt)
+    assert engine.all_runs() == []
 
 
 def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine) -> None:

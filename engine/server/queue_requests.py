@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from engine.common.pbt import sweep_rule
+from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState
 from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param, tags_param
@@ -59,13 +59,16 @@ class QueueRequests(RunLookup):
         sweep = param(params, "sweep", str, None)
         rule = params.get("early_stop")
         if rule is not None:
-            if sweep is None:
-                raise RequestError("bad_request", "early stopping is for the runs of a sweep "
-                                   "(traintop sweep --early-stop)")
             try:
-                rule = sweep_rule(rule).wire()
+                judged = sweep_rule(rule)
             except ValueError as exc:
                 raise RequestError("bad_request", str(exc)) from None
+            if sweep is None:
+                what = ("PBT", "--pbt") if isinstance(judged, PbtRule) else (
+                    "early stopping", "--early-stop")
+                raise RequestError("bad_request", f"{what[0]} is for the runs of a sweep "
+                                   f"(traintop sweep {what[1]})")
+            rule = judged.wire()
         return {
             "early_stop": rule,
             "tags": tags_param(params),
