@@ -76,8 +76,9 @@ class RunReports(Population):
         """Stop or continue the run's process by signal (the supervisor's)."""
         raise NotImplementedError
 
-    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str) -> None:
-        """Put a run in its queue (the supervisor's)."""
+    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str,
+                schedule: bool = True) -> None:
+        """Put a run in its queue (the supervisor's); ``schedule``: start what may start."""
         raise NotImplementedError
 
     def condition(self, run: dict[str, Any]) -> str | None:
@@ -208,8 +209,8 @@ class RunReports(Population):
                 f"{record.dropped} dropped",
             )
         elif isinstance(record, CheckpointRecord):
-            for child_id in (record.request or "").split(CHILDREN_SEP):
-                self.on_checkpoint(live.run_id, child_id, record.path, record.step)
+            children = (record.request or "").split(CHILDREN_SEP)
+            self.on_checkpoint(live.run_id, children, record.path, record.step)
         elif isinstance(record, StateRecord):
             self._on_state(live, record, end)
 
@@ -319,23 +320,31 @@ class RunReports(Population):
         if live is not None:
             live.divergence, live.diverged = None, None
 
-    def on_checkpoint(self, parent_id: str, child_id: str, path: Any, step: int) -> None:
-        """A worker wrote the checkpoint a fork asked for: queue the child to start from it."""
-        child = self.store.get_run(child_id)
-        if child is None or child["state"] != RunState.QUEUED or child["awaiting"] is None:
-            return  # already given it (a replayed record) or killed meanwhile
-        if not path:
-            self.store.set_state(
-                child_id,
-                RunState.FAILED,
-                f"parent {parent_id} tracks nothing to checkpoint",
-                ended=time.time(),
-                exit_reason="parent tracks nothing to checkpoint",
-            )
-            self.announce(child_id)
-            return
-        self.store.update_run(child_id, fork_step=step, step=step)
-        self.enqueue(child, str(path), f"forked from {parent_id} at step {step}; queued")
+    def on_checkpoint(self, parent_id: str, child_ids: list[str], path: Any, step: int) -> None:
+        """A worker wrote the checkpoint forks asked for: queue each child to start from
+        it, then let the queues start what they may (once: a fork into hundreds of
+        variants is one pass, not one a child)."""
+        queued = False
+        for child_id in child_ids:
+            child = self.store.get_run(child_id)
+            if child is None or child["state"] != RunState.QUEUED or child["awaiting"] is None:
+                continue  # already given it (a replayed record) or killed meanwhile
+            if not path:
+                self.store.set_state(
+                    child_id,
+                    RunState.FAILED,
+                    f"parent {parent_id} tracks nothing to checkpoint",
+                    ended=time.time(),
+                    exit_reason="parent tracks nothing to checkpoint",
+                )
+                self.announce(child_id)
+                continue
+            self.store.update_run(child_id, fork_step=step, step=step)
+            self.enqueue(child, str(path), f"forked from {parent_id} at step {step}; queued",
+                         schedule=False)
+            queued = True
+        if queued:
+            self.scheduler.run_pass()
 
     # -- ending -------------------------------------------------------------
 
@@ -411,7 +420,8 @@ class RunReports(Population):
             if child["parent_id"] != parent_id or parent is None or child["awaiting"] is None:
                 continue
             if state is RunState.FINISHED and parent["checkpoint"]:
-                self.on_checkpoint(parent_id, child["id"], parent["checkpoint"], parent["step"])
+                self.on_checkpoint(parent_id, [child["id"]], parent["checkpoint"],
+                                   parent["step"])
             else:
                 self.store.set_state(
                     child["id"],

@@ -381,9 +381,7 @@ class RunRequests(QueueRequests):
         if checkpoint is None:  # one checkpoint, asked once, answers every child
             self.supervisor.send_control(parent, "checkpoint", CHILDREN_SEP.join(ids))
         else:
-            for child_id in ids:
-                self.supervisor.on_checkpoint(parent["id"], child_id, checkpoint,
-                                              parent["step"])
+            self.supervisor.on_checkpoint(parent["id"], ids, checkpoint, parent["step"])
         return [self.summary(self.store.get_run(i) or c) for i, c in zip(ids, children,
                                                                           strict=True)]
 

@@ -135,13 +135,16 @@ class Supervisor(RunReports):
         )
         self.announce(run["id"])
 
-    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str) -> None:
-        """Put ``run`` at the back of its queue; it starts (from ``launch_from``) in its turn."""
+    def enqueue(self, run: dict[str, Any], launch_from: str | None, reason: str,
+                schedule: bool = True) -> None:
+        """Put ``run`` at the back of its queue; it starts (from ``launch_from``) in its
+        turn (``schedule``: a free slot is taken at once, in the same request)."""
         self.store.set_state(
             run["id"], RunState.QUEUED, reason, launch_from=launch_from, awaiting=None,
             queue_pos=self.store.last_queue_pos() + 1,
         )
-        self.scheduler.run_pass()  # a free slot is taken at once, in the same request
+        if schedule:
+            self.scheduler.run_pass()
         self.announce(run["id"])
 
     def _launch_queued(self, run: dict[str, Any], gpus: tuple[int, ...]) -> None:
