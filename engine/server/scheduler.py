@@ -164,7 +164,7 @@ class Scheduler:
                 why[run["id"]] = reason
                 continue
             try:
-                self.launch(run, placement.gpus)
+                self.launch(self.store.get_run(run["id"]) or run, placement.gpus)
             except Exception as exc:  # the next pass tries again; the user is told why
                 log.warning("could not start queued run %s: %s", run["id"], exc)
                 why[run["id"]] = f"could not start: {exc}"

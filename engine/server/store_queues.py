@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine.server.store_runs import RunRows, row_to_run
+from engine.server.store_runs import RunRows
 
 QUEUE_FIELDS = ("parallel", "paused", "pause_on_failure", "reason")
 
@@ -38,16 +38,27 @@ class QueueRows(RunRows):
                 self.db.execute(sql, {**fields, "_name": name})
 
     def waiting_runs(self) -> list[dict[str, Any]]:
-        """The queued runs in the order they start: higher priority first, then FIFO."""
+        """The queued runs in the order they start: higher priority first, then FIFO.
+
+        Only what ordering and placing them takes (``WAITING_FIELDS``, nothing decoded):
+        the queue looks at every one at each pass, and hundreds may wait; a run about to
+        start is read whole (``get_run``).
+        """
         rows = self.db.execute(
-            "SELECT * FROM runs WHERE state = 'queued' ORDER BY priority DESC, queue_pos, rid"
+            f"SELECT {', '.join(WAITING_FIELDS)} FROM runs WHERE state = 'queued' "
+            "ORDER BY priority DESC, queue_pos, rid"
         ).fetchall()
-        return [row_to_run(r) for r in rows]
+        return [dict(r) for r in rows]
 
     def last_queue_pos(self) -> float:
         """The largest position any run has had in a queue (0 when none has)."""
         row = self.db.execute("SELECT max(queue_pos) FROM runs").fetchone()
         return float(row[0] or 0.0)
+
+
+# What the scheduler and the queue listing read of a waiting run.
+WAITING_FIELDS = ("id", "name", "queue", "priority", "queue_pos", "after_id", "awaiting",
+                  "parent_id", "gpus", "device", "gpu_peak")
 
 
 def _queue(row: Any) -> dict[str, Any]:
