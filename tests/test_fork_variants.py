@@ -91,6 +91,7 @@ def test_the_daemon_refuses_malformed_variants_whole(engine: Engine) -> None:
         ({"variants": [["lr=0.1"], "lr=0.2"]}, "variants"),
         ({"variants": [["lr=0.1"], ["lr=0.2"]], "names": ["a"]}, "one name per variant"),
         ({"variants": [["lr=0.1"], ["lr=0.2"]], "names": ["a", "a"]}, "same name"),
+        ({"variants": [["lr=0.1"]], "names": [None]}, "list of strings"),
         ({"variants": [["lr=0.1"], ["lr=nope"]]}, "expected a number"),
         ({"variants": [["lr=0.1"]], "names": ["bad name!"]}, "name"),
     ]

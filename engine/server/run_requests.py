@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +86,9 @@ def check_known(method: str, params: dict[str, Any]) -> None:
 class RunRequests(QueueRequests):
     """The requests that create, steer and end runs (and the backends' ``Host``)."""
 
-    def _unique_name(self, base: str, avoid: Collection[str] = ()) -> str:
-        """``base-1``, ``base-2``...: a new run's name when none is given (nor in
-        ``avoid``: names a request gives other runs it makes)."""
-        return unique_name(name_from(base), lambda n: n in avoid or self.store.name_taken(n),
-                           bare=False)
+    def _unique_name(self, base: str) -> str:
+        """``base-1``, ``base-2``...: a new run's name when none is given."""
+        return unique_name(name_from(base), self.store.name_taken, bare=False)
 
     def _check_name(self, name: str | None) -> None:
         """One clear error for a name that is malformed or taken."""
@@ -322,15 +320,15 @@ class RunRequests(QueueRequests):
             raise RequestError("bad_request", f"{len(variants)} forks in one request: "
                                f"at most {MAX_SWEEP_RUNS}")
         variants = [param({"variants": v}, "variants", list) for v in variants]
-        names: list[str | None] = param(params, "names", list, [None] * len(variants))
-        if len(names) != len(variants):
+        names: list[str] | None = param(params, "names", list, None)
+        if names is not None and len(names) != len(variants):
             raise RequestError("bad_request", "names must hold one name per variant")
-        if len(set(names)) != len(names) and None not in names:
+        if names is not None and len(set(names)) != len(names):
             raise RequestError("bad_request", "two variants are given the same name")
-        return {"runs": self._forks(params, variants, names)}
+        return {"runs": self._forks(params, variants, names or [None] * len(variants))}
 
     def _forks(self, params: dict[str, Any], variants: list[list[Any]],
-               names: list[str | None]) -> list[dict[str, Any]]:
+               names: Sequence[str | None]) -> list[dict[str, Any]]:
         """Fork the parent once per variant; one checkpoint serves them all."""
         parent = self.resolve(params.get("run"))
         self.refuse_if_unable(parent, "fork")
@@ -369,11 +367,9 @@ class RunRequests(QueueRequests):
         elif parent["state"] == RunState.FINISHED or parent["released"]:
             checkpoint = self.checkpoint(parent, "fork")
         self.check_room()
-        names_given = {n for n in names if n is not None}
         children = [
             self._new_run(parent["workload"], config, device, parent["cwd"],
-                          name or self._unique_name(f"{parent['name']}-fork", names_given),
-                          parent,
+                          name or self._unique_name(f"{parent['name']}-fork"), parent,
                           divergence, queued)
             for config, name in zip(configs, names, strict=True)
         ]
