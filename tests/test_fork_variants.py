@@ -5,6 +5,7 @@ curves part from one step. Real daemon, real workers, real store."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from textual.widgets import Input, Static
@@ -146,3 +147,29 @@ def test_the_fork_dialog_forks_a_list_of_values_into_a_group(engine: Engine) -> 
             assert chart.markers == [(float(steps.pop()), "2 forks")]  # one, where they part
 
     asyncio.run(scenario())
+
+
+def test_forks_made_together_are_early_stopped_from_their_fork_step(engine: Engine) -> None:
+    parent = start(engine, "synthetic", "steps=100", "--name", "p")
+    engine.wait_state(parent, *TERMINAL)
+    assert engine.cli("queue", "q", "--parallel", "4").code == 0
+    alone = engine.cli("fork", parent, "lr=0.01", "--early-stop", "30")
+    assert alone.code == 2 and "forks made together" in alone.err
+    made = engine.cli("fork", parent, "lr=0.002,0.005,0.01,0.02", "steps=400", "sleep=0.002",
+                      "--early-stop", "30", "--eta", "2", "--queue", "q",
+                      "--no-divergence-pause", "--json")
+    assert made.code == 0, made.err
+    forks = made.json()
+    assert {f["fork_step"] for f in forks} == {100}
+    ended = [engine.wait_state(f["id"], *TERMINAL, timeout=120) for f in forks]
+    # The rungs count from the fork step: 100 + 30, x2 after (not step 30, 60, 120...).
+    db = sqlite3.connect(engine.paths.store)
+    rungs = sorted({step for (step,) in db.execute("SELECT step FROM rungs")})
+    db.close()
+    assert rungs and rungs[0] == 130 and set(rungs) <= {130, 160, 220, 340}
+    stopped = [r for r in ended if r["stopped_early"]]
+    assert stopped and len(stopped) < len(forks)  # the worse stop, the better go on
+    for run in stopped:
+        step = int(run["stopped_early"].split(":")[0].rsplit(" ", 1)[1])
+        assert step in rungs and run["state"] == "killed"
+    assert "from step 130 (30 after its fork step)" in engine.cli("show", forks[0]["id"]).out

@@ -87,7 +87,8 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
             rule = sweep_rule(run.early_stop)
             label = "pbt" if isinstance(rule, PbtRule) else "early stop"
-            lines.append(DetailLine(label, rule.describe()))
+            lines.append(DetailLine(label, rule.describe() if isinstance(rule, PbtRule)
+                                    else rule.describe(run.fork_step or 0)))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

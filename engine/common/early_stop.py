@@ -62,12 +62,14 @@ class StopRule:
             raise ValueError("early stop: the metric must be a name")
         return cls(grace, eta, metric, str(mode))
 
-    def describe(self) -> str:
-        """The rule in a few words, for ``show`` and a sweep's dry run."""
+    def describe(self, start: int = 0) -> str:
+        """The rule in a few words, for ``show`` and a sweep's dry run (``start``: the
+        step a fork began at; its rungs count from there)."""
         metric = self.metric or "the training loss"
         better = "lowest" if self.mode == "min" else "highest"
-        return (f"from step {self.grace}, every x{self.eta} steps, runs not among the "
-                f"{better} 1/{self.eta} of {metric} stop")
+        since = f" ({self.grace} after its fork step)" if start else ""
+        return (f"from step {start + self.grace}{since}, every x{self.eta} steps, runs not "
+                f"among the {better} 1/{self.eta} of {metric} stop")
 
 
 def rule_problem(grace: int, eta: int, metric: str | None, mode: str) -> str | None:

@@ -283,7 +283,8 @@ class RunReports(Population):
         rule = rule_of(run) if run.get("sweep") else None
         if rule is None:
             return None
-        return RungWatch(rule, run.get("total_steps"), self.store.rungs_passed(run_id))
+        return RungWatch(rule, run.get("total_steps"), self.store.rungs_passed(run_id),
+                         run.get("fork_step") or 0)
 
     def _judge_rungs(self, live: LiveRun) -> None:
         """Record the rungs the run passed; stop it if one says so. Like the divergence

@@ -67,7 +67,7 @@ ALLOWED = {
                     "env", "cwd",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
-    "fork_variants": {"run", "variants", "names", "device", *_QUEUE_PARAMS,
+    "fork_variants": {"run", "variants", "names", "device", "early_stop", *_QUEUE_PARAMS,
                       *_DIVERGENCE_PARAMS},
 }
 

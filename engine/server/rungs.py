@@ -15,19 +15,26 @@ from typing import Any
 
 from engine.common.early_stop import window
 from engine.common.output_lines import training_loss_key
-from engine.common.pbt import SweepRule, sweep_rule
+from engine.common.pbt import PbtRule, SweepRule, sweep_rule
 from engine.rundir.spool_records import Metric
 
 
 class RungWatch:
     """Follows one run's metric and says each rung it passes, with its value there."""
 
-    def __init__(self, rule: SweepRule, total: int | None, done: Iterable[int] = ()) -> None:
+    def __init__(self, rule: SweepRule, total: int | None, done: Iterable[int] = (),
+                 start: int = 0) -> None:
+        """``start``: the step the run began at; ASHA's rungs count the steps it trained
+        from there (forks made together, ``fork RUN lr=A,B --early-stop G``, are judged
+        G steps after their fork step), PBT's rounds are the population's own steps."""
         self.rule = rule
         self.keys: set[str] = set()
         self.key = rule.metric
         finished = set(done)  # rungs judged before (a restarted daemon)
-        self._rungs: Iterator[int] = (r for r in rule.rungs(total) if r not in finished)
+        self.start = 0 if isinstance(rule, PbtRule) else start
+        left = None if total is None else total - self.start
+        self._rungs: Iterator[int] = (self.start + r for r in rule.rungs(left)
+                                      if self.start + r not in finished)
         self.next: int | None = next(self._rungs, None)
         self._recent: deque[tuple[int, float]] = deque()  # points near the next rung
         self._last: float | None = None
@@ -55,12 +62,15 @@ class RungWatch:
                 break
             self._last = value
             self._recent.append((step, value))
-            while self._recent and self._recent[0][0] <= self.next - window(self.next):
+            while self._recent and self._recent[0][0] <= self.next - self._window(self.next):
                 self._recent.popleft()
         return passed
 
+    def _window(self, rung: int) -> int:
+        return window(rung - self.start)
+
     def _value_at(self, rung: int) -> float | None:
-        near = [v for s, v in self._recent if rung - window(rung) < s <= rung]
+        near = [v for s, v in self._recent if rung - self._window(rung) < s <= rung]
         return sum(near) / len(near) if near else self._last
 
 

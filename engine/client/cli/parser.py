@@ -165,6 +165,34 @@ def _add_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_rule_options(p: argparse.ArgumentParser) -> None:
+    """What judges a sweep's runs, or forks made together: ASHA or PBT."""
+    p.add_argument(
+        "--early-stop", type=_count, metavar="GRACE",
+        help="stop the runs that fall behind (ASHA): at step GRACE, then every ETA times as "
+        "many steps, a run goes on only if among the best 1/ETA of the runs there",
+    )
+    p.add_argument("--eta", type=_count, metavar="ETA",
+                   help=f"with --early-stop: each rung keeps 1/ETA of the runs (default "
+                   f"{DEFAULT_ETA})")
+    p.add_argument(
+        "--pbt", type=_count, metavar="INTERVAL",
+        help="population based training: every INTERVAL steps, the worst quarter of the "
+        "runs are replaced by forks of the best quarter, their axes perturbed",
+    )
+    p.add_argument("--pbt-quantile", type=float, metavar="Q",
+                   help=f"with --pbt: the share replaced, and copied (default {DEFAULT_QUANTILE})")
+    p.add_argument("--pbt-resample", type=float, metavar="P",
+                   help="with --pbt: the chance an axis is drawn afresh rather than moved "
+                   f"(default {DEFAULT_RESAMPLE})")
+    p.add_argument("--stop-metric", metavar="KEY",
+                   help="with --early-stop or --pbt: the metric judged (default: the "
+                   "training loss)")
+    p.add_argument("--stop-mode", choices=MODES,
+                   help="with --early-stop or --pbt: which way the metric is better "
+                   "(default min)")
+
+
 def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``traintop sweep``: its grammar is long enough to stand apart."""
     p = add(
@@ -195,30 +223,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
-    p.add_argument(
-        "--early-stop", type=_count, metavar="GRACE",
-        help="stop the runs that fall behind (ASHA): at step GRACE, then every ETA times as "
-        "many steps, a run goes on only if among the best 1/ETA of the runs there",
-    )
-    p.add_argument("--eta", type=_count, metavar="ETA",
-                   help=f"with --early-stop: each rung keeps 1/ETA of the runs (default "
-                   f"{DEFAULT_ETA})")
-    p.add_argument(
-        "--pbt", type=_count, metavar="INTERVAL",
-        help="population based training: every INTERVAL steps, the worst quarter of the "
-        "runs are replaced by forks of the best quarter, their axes perturbed",
-    )
-    p.add_argument("--pbt-quantile", type=float, metavar="Q",
-                   help=f"with --pbt: the share replaced, and copied (default {DEFAULT_QUANTILE})")
-    p.add_argument("--pbt-resample", type=float, metavar="P",
-                   help="with --pbt: the chance an axis is drawn afresh rather than moved "
-                   f"(default {DEFAULT_RESAMPLE})")
-    p.add_argument("--stop-metric", metavar="KEY",
-                   help="with --early-stop or --pbt: the metric judged (default: the "
-                   "training loss)")
-    p.add_argument("--stop-mode", choices=MODES,
-                   help="with --early-stop or --pbt: which way the metric is better "
-                   "(default min)")
+    _add_rule_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help=f"allow more than {MAX_SWEEP_RUNS} forks"
     )
     _add_queue_options(p)
+    _add_rule_options(p)  # for forks made together: ASHA counts from the fork step
     _add_divergence_options(p, "default: the parent's")
 
     p = add(

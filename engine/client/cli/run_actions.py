@@ -27,10 +27,12 @@ from engine.client.cli.common import (
     wait_for_all,
     wait_training,
 )
-from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many
+from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many, stop_rule
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.client.sweep_plan import fork_variants, plan_sweep
+from engine.common.experiment import Experiment
 from engine.common.format import format_bytes, shown
+from engine.common.pbt import SweepRule
 from engine.common.runs import DEFAULT_KILL_GRACE, name_problem
 from engine.common.sweep import SweepError, SweepSpec
 from engine.common.tb_events import TensorBoardMissing, require_tensorboard
@@ -153,8 +155,12 @@ def cmd_fork(args: argparse.Namespace) -> int:
         variants = fork_variants(args.overrides, args.trials, args.seed or 0, args.yes)
     except SweepError as exc:
         raise UsageError(str(exc)) from None
+    rule = stop_rule(args, Experiment())
     if variants is not None:
-        return _fork_variants(args, variants)
+        return _fork_variants(args, variants, rule)
+    if rule is not None:
+        raise UsageError("--early-stop and --pbt judge forks made together: give a list of "
+                         "values (lr=1e-4,3e-4) or a random axis with --trials")
     with connect() as client:
         child = client.call(
             "fork",
@@ -176,9 +182,11 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return report_new(args, child, f"forked {child['parent_id']}{where} -> {describe(child)}{done}")
 
 
-def _fork_variants(args: argparse.Namespace, variants: list[list[str]]) -> int:
+def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
+                   rule: SweepRule | None) -> int:
     """``fork RUN lr=1e-4,3e-4``: one fork per variant, all from one checkpoint of the
-    parent, named by their values and grouped as a sweep (named for the parent)."""
+    parent, named by their values and grouped as a sweep (named for the parent), judged
+    by ``rule`` if given (ASHA's rungs count from the fork step)."""
     if args.name is not None and name_problem(args.name):
         raise UsageError(str(name_problem(args.name)))
     with connect() as client:
@@ -191,6 +199,7 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]]) -> int:
             "fork_variants", run=parent["id"], variants=plan.runs, names=plan.names,
             device=args.device, **divergence_params(args),
             **{**queue_params(args), "sweep": plan.sweep},
+            **({} if rule is None else {"early_stop": rule.wire()}),
         )["runs"]
         if not args.no_wait:
             forks = [wait_training(client, f["id"]) for f in forks]
