@@ -291,7 +291,9 @@ class RunReports(Population):
         watch, called once its points are stored, never mid-read. A rung the store did
         not take (locked, full) is recorded at a later tick."""
         run = self.store.get_run(live.run_id)
-        if run is None or live.rungs is None or not run["sweep"]:
+        # A run being stopped (replaced, stopped early, killed) brings no value to a later
+        # rung: it trains on only until its signal lands.
+        if run is None or live.rungs is None or not run["sweep"] or live.killing:
             live.passed.clear()
             return
         rule = live.rungs.rule
