@@ -206,8 +206,9 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
     steps = {f["fork_step"] for f in forks} - {None}
     where = f" at step {steps.pop()}" if len(steps) == 1 else ""
     if not args.json:
-        print(f"forked {parent['id']} ({shown(parent['name'])}){where} into {len(forks)} runs"
-              f" (group {shown(plan.sweep or '')})")
+        group = f" (group {shown(plan.sweep)})" if plan.sweep else ""
+        print(f"forked {parent['id']} ({shown(parent['name'])}){where} into {len(forks)} "
+              f"run{'s' if len(forks) != 1 else ''}{group}")
     show_started(args, forks, plan.runs)
     return max(fail_if_failed(f) for f in forks)
 
