@@ -13,7 +13,7 @@ import os
 from shot_tools import TERMINAL, Pilot, log, poll, save, until
 
 from engine.client.client import Client
-from engine.client.sweep_plan import base_name, config_problem, fork_variants, plan_sweep
+from engine.client.sweep_plan import base_name, config_problem, fork_variants, plan_among
 from engine.common.pbt import SweepRule
 from engine.common.sweep import expand, parse_tokens
 from engine.rundir.paths import StatePaths
@@ -48,10 +48,7 @@ def start_sweep(paths: StatePaths, axes: list[str] = AXES, trials: int | None = 
     name, its run ids)."""
     runs = expand(parse_tokens(FIXED).replaced_by(parse_tokens(axes)), trials)
     with Client(paths).connect() as client:
-        listed = client.all_runs()
-        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
-        plan = plan_sweep(WORKLOAD, runs, base_name(WORKLOAD),
-                          taken.__contains__, sweeps.__contains__)
+        plan = plan_among(WORKLOAD, runs, base_name(WORKLOAD), client.all_runs())
         found = client.call("workloads", workload=WORKLOAD, cwd="/")
         problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
@@ -164,10 +161,7 @@ def start_fork_variants(paths: StatePaths) -> tuple[str, list[str]]:
             raise RuntimeError(f"the base run did not reach step {FORK_AT} in 120 s")
         variants = fork_variants(FORK_VALUES)
         assert variants is not None
-        listed = client.all_runs()
-        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
-        plan = plan_sweep(WORKLOAD, variants, parent["name"], taken.__contains__,
-                          sweeps.__contains__)
+        plan = plan_among(WORKLOAD, variants, parent["name"], client.all_runs())
         forks = client.call("fork_variants", run=parent["id"], variants=plan.runs,
                             names=plan.names, sweep=plan.sweep)["runs"]
     log(f"forked {parent['id']} into {len(forks)} runs (group {plan.sweep})")

@@ -198,7 +198,9 @@ class RunActions(RunNotices):
                                           names=plan.names, sweep=plan.sweep))["runs"]
         except (EngineError, EngineUnavailable) as exc:
             return str(exc)
-        self.notify(f"forked {parent.id} into {len(forks)} runs (group {plan.sweep})")
+        group = f" (group {plan.sweep})" if plan.sweep else ""
+        self.notify(f"forked {parent.id} into {len(forks)} run"
+                    f"{'s' if len(forks) != 1 else ''}{group}")
         self.query_one(RunsTable).pending_select = forks[0]["id"]
         return None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunDescription
+from engine.common.early_stop import StopRule
 from engine.common.format import (
     condition_text,
     format_bytes,
@@ -20,7 +21,7 @@ from engine.common.format import (
     shown,
     skipped_text,
 )
-from engine.common.pbt import PbtRule, sweep_rule
+from engine.common.pbt import sweep_rule
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
 
 
@@ -86,9 +87,10 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     if run.early_stop:
         with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
             rule = sweep_rule(run.early_stop)
-            label = "pbt" if isinstance(rule, PbtRule) else "early stop"
-            lines.append(DetailLine(label, rule.describe() if isinstance(rule, PbtRule)
-                                    else rule.describe(run.fork_step or 0)))
+            # ASHA's rungs count from a fork's step; PBT's rounds are the population's
+            judged = rule.describe(run.fork_step or 0) if isinstance(rule, StopRule) else (
+                rule.describe())
+            lines.append(DetailLine(rule.label, judged))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

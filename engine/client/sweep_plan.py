@@ -5,7 +5,7 @@ sweep dialog both start sweeps with these, so a sweep is expanded and named one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,15 @@ def plan_sweep(
     names = run_names(base, runs, taken_names)
     sweep = unique_name(base, taken_sweeps) if len(runs) > 1 else None
     return SweepPlan(workload, runs, names, sweep)
+
+
+def plan_among(workload: str, runs: list[list[str]], base: str,
+               listed: Iterable[Mapping[str, Any]]) -> SweepPlan:
+    """``plan_sweep`` beside the runs ``listed`` (as ``list_runs`` gives them): no name
+    nor group of theirs is taken again."""
+    listed = list(listed)
+    taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
+    return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
 
 
 def config_problem(defaults: Mapping[str, Any], runs: Sequence[Sequence[str]]) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 DEFAULT_ETA = 3
 MODES = ("min", "max")
@@ -28,6 +28,7 @@ MODES = ("min", "max")
 class StopRule:
     """When a sweep's runs are judged, on what, and which way is better."""
 
+    label: ClassVar[str] = "early stop"  # what ``show`` and a dry run call the rule
     grace: int  # the first rung, in steps
     eta: int = DEFAULT_ETA  # each rung keeps the best 1/eta of the runs that reach it
     metric: str | None = None  # None: the run's training loss (the LOSS column's)

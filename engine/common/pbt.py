@@ -23,7 +23,7 @@ import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.common.config import parse_literal
 from engine.common.early_stop import StopRule, judged_problem
@@ -48,6 +48,7 @@ class PbtRule:
     copies its parent as it is (the command line refuses that: ``NOTHING_TO_PERTURB``).
     """
 
+    label: ClassVar[str] = "pbt"  # what ``show`` and a dry run call the rule
     interval: int
     quantile: float = DEFAULT_QUANTILE
     resample: float = DEFAULT_RESAMPLE

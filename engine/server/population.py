@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.common.pbt import PbtRule, perturbed, ranked
-from engine.common.runs import DEFAULT_KILL_GRACE, RunState
+from engine.common.runs import DEFAULT_KILL_GRACE, RunState, unique_name
 from engine.server.live_run import LiveRun
 from engine.server.store import Store
 
@@ -55,13 +55,13 @@ class Population:
         members = {r: self.store.get_run(r) for r in (*worst, *best)}
         donors = [r for r in best if self._training(members[r])]
         metric = rule.metric or "loss"
+        worse = "highest" if rule.mode == "min" else "lowest"
+        among = f"the {worse}" if len(worst) == 1 else f"among the {worse} {len(worst)}"
         for loser_id in worst:
             loser = members.get(loser_id)
             if not self._training(loser):
                 continue  # ended, or paused by someone: theirs to decide
             assert loser is not None
-            worse = "highest" if rule.mode == "min" else "lowest"
-            among = f"the {worse}" if len(worst) == 1 else f"among the {worse} {len(worst)}"
             ranking = f"{metric} {values[loser_id]:.4g} is {among} of the {len(values)} runs there"
             if not donors:
                 self.store.note(loser_id, f"PBT round at step {step}: {ranking}, but none of "
@@ -119,14 +119,9 @@ class Population:
         # Its own share of a GPU (a fork of a GPU run would otherwise ride beside its
         # parent): it takes the place of the run it replaces, on whichever GPU frees.
         child = self.fork_run({"run": donor["id"], "overrides": overrides, "sweep": sweep,
-                               "tags": donor["tags"], "name": self._child_name(sweep),
+                               "tags": donor["tags"],
+                               "name": unique_name(f"{sweep}-pbt", self.store.name_taken,
+                                                   bare=False),
                                "gpus": donor["gpus"]})
         self.store.update_run(child["id"], early_stop=rule.wire())
         return str(child["id"])
-
-    def _child_name(self, sweep: str) -> str:
-        """``lr-search-pbt-3``: the sweep's name and the first number not taken."""
-        number = 1
-        while self.store.name_taken(f"{sweep}-pbt-{number}"):
-            number += 1
-        return f"{sweep}-pbt-{number}"

@@ -64,10 +64,10 @@ class QueueRequests(RunLookup):
             except ValueError as exc:
                 raise RequestError("bad_request", str(exc)) from None
             if sweep is None:
-                what = ("PBT", "--pbt") if isinstance(judged, PbtRule) else (
+                what, option = ("PBT", "--pbt") if isinstance(judged, PbtRule) else (
                     "early stopping", "--early-stop")
-                raise RequestError("bad_request", f"{what[0]} is for the runs of a sweep "
-                                   f"(traintop sweep {what[1]})")
+                raise RequestError("bad_request", f"{what} is for the runs of a sweep "
+                                   f"(traintop sweep {option})")
             rule = judged.wire()
         return {
             "early_stop": rule,

@@ -29,7 +29,7 @@ from engine.client.cli.common import (
 )
 from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many, stop_rule
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
-from engine.client.sweep_plan import fork_variants, plan_sweep
+from engine.client.sweep_plan import fork_variants, plan_among
 from engine.common.experiment import Experiment
 from engine.common.format import format_bytes, shown
 from engine.common.pbt import SweepRule
@@ -191,10 +191,8 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
         raise UsageError(str(name_problem(args.name)))
     with connect() as client:
         parent = client.call("get_run", run=args.run)
-        listed = client.all_runs()
-        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
-        plan = plan_sweep(parent["workload"], variants, args.name or parent["name"],
-                          taken.__contains__, sweeps.__contains__)
+        plan = plan_among(parent["workload"], variants, args.name or parent["name"],
+                          client.all_runs())
         forks = client.call(
             "fork_variants", run=parent["id"], variants=plan.runs, names=plan.names,
             device=args.device, **divergence_params(args),

@@ -22,7 +22,7 @@ from engine.client.cli.common import (
     queue_params,
 )
 from engine.client.client import Client, EngineError, EngineUnavailable
-from engine.client.sweep_plan import base_name, config_problem, plan_sweep
+from engine.client.sweep_plan import base_name, config_problem, plan_among
 from engine.common.config import ConfigError, apply_overrides
 from engine.common.config_diff import comparable
 from engine.common.early_stop import StopRule
@@ -92,8 +92,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             base = args.name or experiment.name or base_name(workload)
         if name_problem(base):
             raise UsageError(str(name_problem(base)))
-        taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
-        plan = plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+        plan = plan_among(workload, runs, base, listed)
         found = client.call("workloads", workload=workload, cwd=cwd)
         problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
@@ -248,7 +247,7 @@ def _show_plan(
         rows.append([shown(name), *(shown(values.get(k, "")) for k in keys)])
     print(format_table(["NAME", *(k.upper() for k in keys)], rows))
     if rule is not None:
-        print(f"{'pbt' if isinstance(rule, PbtRule) else 'early stop'}: {rule.describe()}")
+        print(f"{rule.label}: {rule.describe()}")
     print(f"dry run: {len(runs)} run{'s' if len(runs) != 1 else ''} would start; none started")
     return 0
 
