@@ -121,7 +121,15 @@ def test_the_fork_dialog_forks_a_list_of_values_into_a_group(engine: Engine) -> 
             await pilot.press("ctrl+s")  # refused in the dialog, which stays open
             await pilot.pause(0.3)
             assert isinstance(app.screen, ForkDialog)
+            # Early stopping or PBT judge forks made together, as 'fork --early-stop'.
+            dialog.query_one("#cfg-lr", Input).value = "0.002"
+            dialog.query_one("#early-stop", Input).value = "50"
+            await until(pilot, lambda: "forks made together" in str(count.render()))
             dialog.query_one("#cfg-lr", Input).value = "0.002,0.005"
+            await until(pilot, lambda: "judged by early stop" in str(count.render()))
+            dialog.query_one("#pbt", Input).value = "100"
+            await until(pilot, lambda: "not both" in str(count.render()))
+            dialog.query_one("#pbt", Input).value = ""
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, ForkDialog))
             forks = await until(pilot, lambda: sorted(
@@ -130,6 +138,8 @@ def test_the_fork_dialog_forks_a_list_of_values_into_a_group(engine: Engine) -> 
             assert len(forks) == 2
             assert [f.config["lr"] for f in forks] == [0.002, 0.005]
             assert {f.sweep for f in forks} == {"keys"}
+            assert [engine.call("get_run", run=f.id)["early_stop"]["grace"]
+                    for f in forks] == [50, 50]
             await until(pilot, lambda: table.selected_id in {f.id for f in forks})
             steps = {engine.wait(f.id, lambda r: r["fork_step"] is not None)["fork_step"]
                      for f in forks}

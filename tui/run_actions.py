@@ -15,7 +15,7 @@ from textual import work
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
 from engine.client.events import ProtocolError, RunInfo
-from engine.client.sweep_plan import SweepPlan, fork_variants, plan_sweep
+from engine.client.sweep_plan import SweepPlan, plan_sweep
 from engine.common.format import format_bytes
 from engine.common.runs import (
     DEFAULT_KILL_GRACE,
@@ -34,7 +34,7 @@ from tui.screens.dialogs import (
     ConfirmDialog,
     ForkDialog,
     NewRunDialog,
-    whole_number,
+    fork_plan,
 )
 from tui.screens.diff import ConfigDiff
 from tui.state import TuiState
@@ -182,7 +182,7 @@ class RunActions(RunNotices):
         """Fork as the dialog asks: one fork, or one per value of a list or a random
         axis, all from one checkpoint and grouped (as ``traintop fork`` does)."""
         try:
-            variants = fork_variants(form["overrides"], whole_number(form["trials"], "trials"))
+            variants, rule = fork_plan(form)
         except SweepError as exc:
             return str(exc)
         parent = self.state.runs.get(form["run"])
@@ -195,7 +195,9 @@ class RunActions(RunNotices):
         plan = self.plan(parent.workload, variants, base)
         try:
             forks = (await self.link.call("fork_variants", run=parent.id, variants=plan.runs,
-                                          names=plan.names, sweep=plan.sweep))["runs"]
+                                          names=plan.names, sweep=plan.sweep,
+                                          **({} if rule is None else
+                                             {"early_stop": rule.wire()})))["runs"]
         except (EngineError, EngineUnavailable) as exc:
             return str(exc)
         group = f" (group {plan.sweep})" if plan.sweep else ""

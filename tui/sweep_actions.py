@@ -7,6 +7,7 @@ same expansion, names and group, every run's config checked before the first sta
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
-from tui.screens.sweep_dialog import SweepDialog, expand_axes, sweep_rule_of
+from tui.screens.dialogs import sweep_rule_of
+from tui.screens.sweep_dialog import SweepDialog, expand_axes
 from tui.screens.sweep_view import Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -87,7 +89,7 @@ class SweepActions(RunActions):
             return "no workload: pick a built-in one or name a file"
         try:
             runs = expand_axes(form["axes"], form["trials"], form["seed"])
-            rule = sweep_rule_of(form["early_stop"], form["pbt"], form["axes"])
+            rule = sweep_rule_of(form["early_stop"], form["pbt"], shlex.split(form["axes"]))
         except SweepError as exc:
             return str(exc)
         base = form["name"] or base_name(workload)

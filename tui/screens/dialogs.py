@@ -19,7 +19,9 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.client.events import RunInfo
 from engine.client.sweep_plan import fork_variants
-from engine.common.sweep import SweepError
+from engine.common.early_stop import StopRule
+from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
+from engine.common.sweep import SweepError, parse_tokens
 
 # Submits a request; returns None on success or the one-line reason it was refused.
 Submit = Callable[[dict[str, Any]], Awaitable[str | None]]
@@ -140,6 +142,10 @@ class FormDialog(ModalScreen[str | None]):
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _value(self, field: str) -> str:
+        """The text of the form's ``Input`` of id ``field``."""
+        return self.query_one(f"#{field}", Input).value
+
     @on(Button.Pressed, "#start")
     def action_submit(self) -> None:
         self._send()
@@ -188,6 +194,7 @@ class ForkDialog(FormDialog):
         with Horizontal(classes="field"):
             yield Label("trials")
             yield Input(placeholder="forks drawn from random values", id="trials")
+        yield from rule_fields()
         with Horizontal(classes="field"):
             yield Label("name")
             yield Input(placeholder="automatic", id="name")
@@ -197,31 +204,69 @@ class ForkDialog(FormDialog):
 
     def _count(self) -> str:
         try:
-            variants = fork_variants(self._overrides(), whole_number(self._trials_text(), "trials"))
+            variants, rule = fork_plan(self.params())
         except SweepError as exc:
             return f"[red]{exc}[/]"
         if variants is None:
             return ONE_FORK
-        return f"[b]{len(variants)} forks[/b] will start, from one checkpoint"
+        judged = "" if rule is None else f", judged by {rule.label}"
+        return f"[b]{len(variants)} forks[/b] will start, from one checkpoint{judged}"
 
     @on(Input.Changed)
     def _recount(self) -> None:
         self.query_one("#fork-count", Static).update(self._count())
 
-    def _overrides(self) -> list[str]:
-        return self.query_one(ConfigForm).overrides(only_changed=True)
-
-    def _trials_text(self) -> str:
-        return self.query_one("#trials", Input).value
-
     def params(self) -> dict[str, Any]:
-        name = self.query_one("#name", Input).value.strip()
         return {
             "run": self.run.id,
-            "overrides": self._overrides(),
-            "trials": self._trials_text(),
-            "name": name or None,
+            "overrides": self.query_one(ConfigForm).overrides(only_changed=True),
+            "trials": self._value("trials"),
+            "early_stop": self._value("early-stop"),
+            "pbt": self._value("pbt"),
+            "name": self._value("name").strip() or None,
         }
+
+
+def fork_plan(form: dict[str, Any]) -> tuple[list[list[str]] | None, SweepRule | None]:
+    """What the fork dialog's form asks for: each fork's overrides (None: one fork) and
+    the rule that judges them; SweepError (one line) if it cannot be done."""
+    variants = fork_variants(form["overrides"], whole_number(form["trials"], "trials"))
+    rule = sweep_rule_of(form["early_stop"], form["pbt"], form["overrides"])
+    if rule is not None and variants is None:
+        raise SweepError(f"{rule.label} judges forks made together: give a list of values "
+                         "(1e-4,3e-4) or a random axis with trials")
+    return variants, rule
+
+
+def rule_fields() -> ComposeResult:
+    """The fields that judge a sweep's (or forks') runs: ASHA or PBT, both left empty."""
+    with Horizontal(classes="field"):
+        yield Label("early stop")
+        yield Input(placeholder="off, or a first rung in steps (ASHA)", id="early-stop")
+    with Horizontal(classes="field"):
+        yield Label("pbt")
+        yield Input(placeholder="off, or a round every N steps (population based)", id="pbt")
+
+
+def sweep_rule_of(early_stop: str, pbt: str, tokens: list[str]) -> SweepRule | None:
+    """What the form asks to judge the runs by: early stopping from a first rung in steps
+    (ASHA, as ``--early-stop GRACE``), PBT with a round every so many steps (as ``--pbt
+    INTERVAL``, perturbing the axes ``tokens`` sweep, but seeds), or None, both left
+    empty; SweepError if wrong."""
+    grace, interval = whole_number(early_stop, "early stop"), whole_number(pbt, "pbt")
+    if grace is not None and interval is not None:
+        raise SweepError("runs are judged by early stopping or by PBT, not both")
+    try:
+        if grace is not None:
+            return StopRule(grace)
+        if interval is None:
+            return None
+        moved = axes_of(parse_tokens(tokens))
+        if not moved:
+            raise SweepError(NOTHING_TO_PERTURB.removeprefix("--"))
+        return PbtRule(interval, axes=moved)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def whole_number(text: str, what: str) -> int | None:

@@ -17,10 +17,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
-from engine.common.early_stop import StopRule
-from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
-from tui.screens.dialogs import FormDialog, Submit, whole_number
+from tui.screens.dialogs import FormDialog, Submit, rule_fields, whole_number
 
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
 
@@ -40,27 +38,6 @@ def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
         raise SweepError(f"this sweep makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
                          "(the CLI starts it with --yes)")
     return expand(spec, whole_number(trials, "trials"), whole_number(seed, "seed") or 0)
-
-
-def sweep_rule_of(early_stop: str, pbt: str, axes: str) -> SweepRule | None:
-    """What the dialog asks to judge the runs by: early stopping from a first rung in
-    steps (ASHA, as ``--early-stop GRACE``), PBT with a round every so many steps (as
-    ``--pbt INTERVAL``, perturbing the axes but seeds), or None, both left empty;
-    SweepError if wrong."""
-    grace, interval = whole_number(early_stop, "early stop"), whole_number(pbt, "pbt")
-    if grace is not None and interval is not None:
-        raise SweepError("a sweep is judged by early stopping or by PBT, not both")
-    try:
-        if grace is not None:
-            return StopRule(grace)
-        if interval is None:
-            return None
-        moved = axes_of(parse_tokens(shlex.split(axes)))
-        if not moved:
-            raise SweepError(NOTHING_TO_PERTURB.removeprefix("--"))
-        return PbtRule(interval, axes=moved)
-    except ValueError as exc:
-        raise SweepError(str(exc)) from None
 
 
 def count_text(axes: str, trials: str, seed: str) -> str:
@@ -100,13 +77,7 @@ class SweepDialog(FormDialog):
         with Horizontal(classes="field"):
             yield Label("seed")
             yield Input("0", id="seed")
-        with Horizontal(classes="field"):
-            yield Label("early stop")
-            yield Input(placeholder="off, or a first rung in steps (ASHA)", id="early-stop")
-        with Horizontal(classes="field"):
-            yield Label("pbt")
-            yield Input(placeholder="off, or a round every N steps (population based)",
-                        id="pbt")
+        yield from rule_fields()
         with Horizontal(classes="field"):
             yield Label("queue")
             yield Input(placeholder="default", id="queue")
@@ -116,9 +87,6 @@ class SweepDialog(FormDialog):
 
     def verdict(self) -> ComposeResult:
         yield Static(count_text("", "", ""), id="sweep-count")
-
-    def _value(self, field: str) -> str:
-        return self.query_one(f"#{field}", Input).value
 
     @on(Input.Changed, "#axes, #trials, #seed")
     def _recount(self) -> None:
