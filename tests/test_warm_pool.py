@@ -1,13 +1,14 @@
-"""The warm pool: a worker waiting with torch imported serves the next start, fork or resume.
+"""The warm pool: a fork server with torch imported serves every start, fork or resume.
 
-Real daemon, real warm shims and workers. What is asserted is what a person could
-check by hand: whose pid the run's worker is, what environment and directory it
-sees, that a new worker waits again afterwards, and that the losses are the ones
-a cold start gives.
+Real daemon, real fork server, shims and workers. What is asserted is what a person
+could check by hand: that the run's worker was forked warm, what environment and
+directory it sees, that the same server serves the next launch, and that the losses
+are the ones a cold start gives.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Collection
 from pathlib import Path
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.warm_pool
 
 
 def waiting_worker(engine: Engine, not_in: Collection[int] = ()) -> int:
-    """The pid of the pool's waiting worker (once it has imported torch), not one of ``not_in``."""
+    """The pid of the pool's fork server (once it has imported torch), not one of ``not_in``."""
 
     def ready() -> int | None:
         for path in engine.paths.warm.glob("*/ready.json"):
@@ -55,16 +56,14 @@ def test_a_fork_and_a_resume_after_release_are_served_by_the_warm_worker(engine:
 
     child = engine.cli("fork", parent, "--json").json()
     served = worker_of(engine, child["id"])
-    assert (served["pid"], served["warm"]) == (first, True)
+    assert served["warm"] is True and served["pid"] != first  # a fork of the server
 
-    # Paused early: on a loaded machine the refill below can take longer than the
-    # child needs to finish, and a finished run has nothing to resume.
     engine.wait_step(child["id"], child["fork_step"] + 5)
     assert engine.cli("pause", child["id"], "--release").code == 0
-    second = waiting_worker(engine, not_in={first})  # refilled when the fork took the first
     assert engine.cli("resume", child["id"]).code == 0
     resumed = worker_of(engine, child["id"], generation=2)
-    assert (resumed["pid"], resumed["warm"]) == (second, True)
+    assert resumed["warm"] is True and resumed["pid"] not in (first, served["pid"])
+    assert waiting_worker(engine) == first  # one server served both, and still waits
 
     for run_id in (parent, child["id"]):
         assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
@@ -109,7 +108,8 @@ def test_a_started_run_gets_its_own_env_cwd_and_output_from_the_warm_worker(
     (work / "probe.py").write_text(PROBE)
     monkeypatch.chdir(work)
     probe = start(engine, "probe.py", "--device", "cpu")
-    assert worker_of(engine, probe)["pid"] == pid
+    assert worker_of(engine, probe)["warm"] is True
+    assert waiting_worker(engine) == pid
     assert engine.wait_state(probe, *TERMINAL)["state"] == "finished"
     rundir = engine.paths.run_dir(probe)
     lines = dict(line.split(" ", 1) for line in rundir.stdout.read_text().splitlines())
@@ -172,3 +172,34 @@ def test_a_run_that_sets_what_python_reads_at_start_is_started_cold(
     worker = worker_of(engine, run_id)
     assert worker["warm"] is False
     assert "PYTHONHASHSEED" in (engine.paths.run_dir(run_id).path / "shim.log").read_text()
+
+
+def test_runs_started_together_are_all_forked_warm_and_end_as_cold_ones_would(
+    engine: Engine,
+) -> None:
+    start(engine, "synthetic", "steps=3")
+    server = waiting_worker(engine)
+    assert engine.cli("queue", "wide", "--parallel", "4").code == 0
+    made = engine.cli("sweep", "synthetic", "seed=1,2", "fail_at=15,-1", "steps=40",
+                      "sleep=0.01", "--queue", "wide", "--json")
+    assert made.code == 0, made.err
+    runs = [r["id"] for r in made.json()]
+    workers = [worker_of(engine, run_id) for run_id in runs]
+    assert [w["warm"] for w in workers] == [True] * 4  # not only the first of a burst
+    assert len({w["pid"] for w in workers} | {server}) == 5
+    ended = {run_id: engine.wait_state(run_id, *TERMINAL) for run_id in runs}
+    for run_id, run in ended.items():
+        fails = run["config"]["fail_at"] == 15
+        assert (run["state"], run["exit_code"]) == (("failed", 1) if fails else ("finished", 0))
+        assert max(engine.losses(run_id)) == (14 if fails else 39)
+    assert "synthetic failure at step 15" in engine.cli("show", runs[0]).out
+
+    long_run = start(engine, "synthetic", "steps=100000", "sleep=0.01")
+    worker = worker_of(engine, long_run)
+    assert worker["warm"] is True
+    engine.wait_step(long_run, 5)
+    assert engine.cli("kill", long_run).code == 0
+    assert engine.wait_state(long_run, *TERMINAL)["state"] == "killed"
+    with pytest.raises(ProcessLookupError):  # its whole group is gone
+        os.killpg(int(str(worker["pgid"])), 0)
+    assert waiting_worker(engine) == server

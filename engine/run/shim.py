@@ -114,7 +114,7 @@ def supervise(run_dir: RunDir) -> None:
         what = "the command" if isinstance(launch, dict) and launch.get("command") else "the worker"
         record_failed_start(run_dir, generation, f"cannot start {what}: {exc}")
         return
-    follow(run_dir, generation, proc, wrapped)
+    proc.returncode = follow(run_dir, generation, proc.pid, wrapped)  # reaped by us
 
 
 def record_failed_start(run_dir: RunDir, generation: object, message: str) -> None:
@@ -129,20 +129,21 @@ def record_failed_start(run_dir: RunDir, generation: object, message: str) -> No
 def follow(
     run_dir: RunDir,
     generation: object,
-    proc: subprocess.Popen[bytes],
+    pid: int,
     wrapped: WrappedCommand | None = None,
     warm: bool = False,
-) -> None:
-    """Record the started worker in worker.json, wait for it, clean up, write exit.json.
+) -> int:
+    """Record the started worker (our child ``pid``, leader of its group) in worker.json,
+    wait for it, clean up, write exit.json; returns its exit code.
 
-    ``warm``: the worker came from the daemon's warm pool (said in worker.json).
+    ``warm``: the worker was forked by the daemon's warm pool (said in worker.json).
     """
     # The worker is our unreaped child until _wait_for, so even a worker that
     # already died still has a readable create_time.
     worker = {
-        "pid": proc.pid,
-        "pgid": proc.pid,
-        "create_time": psutil.Process(proc.pid).create_time(),
+        "pid": pid,
+        "pgid": pid,
+        "create_time": psutil.Process(pid).create_time(),
         "shim_pid": os.getpid(),
         "generation": generation,
         "warm": warm,
@@ -150,13 +151,15 @@ def follow(
     # On a full disk these two wait for room: without them the daemon could neither
     # follow the worker nor learn how it ended, and would call the run lost.
     when_room(lambda: write_json_atomic(run_dir.worker, worker))
-    returncode = _wait_for(proc.pid)
-    proc.returncode = returncode  # reaped by us, not by Popen
-    _kill_leftovers(proc.pid)
+    returncode = _wait_for(pid)
+    if wrapped is not None:
+        wrapped.proc.returncode = returncode  # reaped by us, not by Popen
+    _kill_leftovers(pid)
     if wrapped is not None:
         wrapped.close()  # every line and point is on disk before exit.json
     ending = {"generation": generation, "returncode": returncode, "time": time.time()}
     when_room(lambda: write_json_atomic(run_dir.exit, ending))
+    return returncode
 
 
 def become_shim() -> None:
@@ -168,14 +171,27 @@ def become_shim() -> None:
     _become_subreaper()
 
 
+def adopt(run_dir: RunDir, pid: int) -> None:
+    """Supervise a worker forked by the warm pool's server before it exec'd this shim
+    (``--adopt PID``: the worker is already our child)."""
+    launch = read_json(run_dir.launch)
+    follow(run_dir, launch.get("generation") if isinstance(launch, dict) else None, pid,
+           warm=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ignore terminal and stray signals, then supervise one worker."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m engine.run.shim RUN_DIR", file=sys.stderr)
+    adopted = len(args) == 3 and args[0] == "--adopt" and args[1].isdigit()
+    if len(args) != 1 and not adopted:
+        print("usage: python -m engine.run.shim [--adopt PID] RUN_DIR", file=sys.stderr)
         return 2
     become_shim()
-    supervise(RunDir(Path(args[0]).resolve()))
+    run_dir = RunDir(Path(args[-1]).resolve())
+    if adopted:
+        adopt(run_dir, int(args[1]))
+    else:
+        supervise(run_dir)
     return 0
 
 

@@ -5,8 +5,9 @@ RNGs (fresh runs only; a resumed run gets its RNG back from the checkpoint)
 and calls the workload's ``train(run)``. Exit codes: 0 finished or released,
 1 the workload raised, 143 SIGTERM, 2 bad invocation.
 
-``--warm`` instead of RUN_DIR: wait in the daemon's warm pool, torch imported,
-until a run is handed over (``engine.run.warm_worker``); then the same as above.
+``--zygote POOL_DIR`` instead of RUN_DIR: the daemon's warm pool, torch imported once,
+forking a worker per run it is handed (``engine.run.warm_worker``); each forked
+worker then goes on as above.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.run.run_api import Run
-from engine.run.warm_worker import wait_for_launch
+from engine.run.warm_worker import serve_forks
 from engine.run.workloads.registry import load_train, workload_defaults
 from engine.rundir.paths import RunDir, read_json
 
@@ -69,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = sys.argv[1:] if argv is None else argv
     handover: float | None = None
-    if args == ["--warm"]:
-        handed = wait_for_launch()
+    if len(args) == 2 and args[0] == "--zygote":
+        handed = serve_forks(Path(args[1]).resolve())
         if handed is None:
-            return 0
+            return 0  # the daemon is gone: the server ends
         handover = started = time.time()
         args = [str(handed)]
     if len(args) != 1:
-        print("usage: python -m engine.run.worker RUN_DIR|--warm", file=sys.stderr)
+        print("usage: python -m engine.run.worker RUN_DIR|--zygote POOL_DIR", file=sys.stderr)
         return 2
     run_dir = RunDir(Path(args[0]).resolve())
     launch = read_json(run_dir.launch)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.rundir.paths import RunDir
-from engine.server.backends import RunBackend
+from engine.server.backends import RunBackend, ShimProcess
 from engine.server.divergence import DivergenceWatch
 from engine.server.output_order import OutputOrder
 from engine.server.rungs import RungWatch
@@ -37,7 +36,7 @@ class LiveRun:
     pid: int | None = None
     pgid: int | None = None
     pid_start: float | None = None
-    shim: subprocess.Popen[bytes] | None = None
+    shim: ShimProcess | None = None
     since: float = field(default_factory=time.monotonic)
     dead_since: float | None = None
     alive_due: float = 0.0  # when the next look at its process is due (monotonic)

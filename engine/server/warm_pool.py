@@ -1,20 +1,22 @@
-"""The warm pool: one worker kept waiting with torch imported, so a start skips the import.
+"""The warm pool: a fork server with torch imported, so a start skips the import.
 
 A cold start of a ``train(run)`` worker spends most of its time importing torch
-(seconds on a GPU machine). The daemon therefore keeps one warm shim
-(``engine.run.warm_shim``) with its warm worker waiting under ``warm/<daemon
-pid>-<n>/``; a launch hands it the run directory through the shim's stdin, reads
-its ``took`` (a millisecond), and gets that shim as the run's own; a replacement
-is started at once. The pool is started by the first launch (a daemon that never
-starts a run never pays for one) and is never a run: it is in no table, no queue
-and no telemetry, and holds no GPU (CUDA is initialised only after the
-handover).
+(seconds on a GPU machine). The daemon therefore keeps one fork server
+(``engine.run.warm_worker``: ``engine.run.worker --zygote``) under ``warm/<daemon
+pid>-<n>/``. A launch writes the run directory to its stdin; it answers ``took``,
+forks the run's worker and shim (in their own session: they outlive the daemon as
+a cold start's do) and answers the shim's pid, in a few milliseconds. Every launch
+is served so, however many come at once (a sweep, a queue's turn, PBT's forks), and
+the forked workers share the server's pages of torch until they write them.
 
-A launch never waits for it: a pool that is not ready yet, has died, or was
-started from other code than the files now on disk (a stamp of their sizes and
-times) is passed over, and the caller starts the run cold. The pool's shim reads
-EOF on its stdin when the daemon ends, however it ends, and takes its worker
-with it. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
+The server is started by the first launch (a daemon that never starts a run never
+pays for one) and is never a run: it is in no table, no queue and no telemetry, and
+holds no GPU (CUDA is initialised only in the forked worker). A launch never waits
+for it: a server that is not ready yet, has died, or was started from other code
+than the files now on disk (a stamp of their sizes and times) is passed over, and
+the caller starts the run cold; so is a run it answers ``cold`` for (see
+``warm_worker``). The server reads EOF on its stdin when the daemon ends, however
+it ends, and exits. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
 """
 
 from __future__ import annotations
@@ -26,30 +28,31 @@ import logging
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from engine.rundir.paths import RunDir, StatePaths, child_env, read_json
+from engine.run.shim import worker_env
+from engine.run.warm_worker import COLD, TOOK
+from engine.rundir.paths import RunDir, StatePaths
 from engine.rundir.state_dir import ensure_private_dir
+from engine.server.backends.base import ShimProcess
 
 log = logging.getLogger("traintop.warm_pool")
 
 ENV_SWITCH = "TRAINTOP_WARM_POOL"
-# A pool that died before it was ready (say torch fails to import) is retried after
+# A server that died before it was ready (say torch fails to import) is retried after
 # this long, doubling up to the maximum, so a broken install does not spin.
 RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 300.0
-# How often a waiting pool's code stamp is compared with the files on disk.
+# How often a waiting server's code stamp is compared with the files on disk.
 STALE_CHECK_S = 2.0
-# The most a launch waits for the warm shim to say it took the run (it answers in
-# about a millisecond; a shim that does not is killed and the run started cold).
+# The most a launch waits for each answer of the server (it answers in milliseconds;
+# one that does not is killed, and the run started cold unless it had said ``took``).
 TOOK_TIMEOUT_S = 1.0
-TOOK = b"took\n"
 _ROOT = Path(__file__).resolve().parents[2]
-# What a worker runs: a change in any of these makes a waiting worker stale.
+# What a worker runs: a change in any of these makes a waiting server stale.
 _WORKER_CODE = ("engine/run", "engine/rundir", "engine/common", "traintop")
 
 
@@ -72,8 +75,28 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip() != "0"
 
 
+class ForkedShim:
+    """The shim of a run the server forked: the server's child, not the daemon's, so
+    followed by pid (its exit code is in the run's exit.json, as a re-adopted run's).
+    ``pid`` None: the server took the run and went silent; its worker.json will say."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.pid is not None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = 0
+            except PermissionError:  # the pid is someone else's now
+                self.returncode = 0
+        return self.returncode
+
+
 class WarmPool:
-    """One warm shim and worker, waiting for the next launch (see the module docstring)."""
+    """One fork server, ready for every launch (see the module docstring)."""
 
     def __init__(self, paths: StatePaths) -> None:
         self.paths = paths
@@ -82,21 +105,23 @@ class WarmPool:
         self._dir: Path | None = None
         self._stamp = ""
         self._ready = False
+        self._buffer = b""  # what the server said that is not read yet
         self._count = 0
         self._wanted = False  # set by the first launch
         self._retry_at = 0.0
         self._retry_s = RETRY_FIRST_S
         self._next_stale_check = 0.0
-        self._ending: list[subprocess.Popen[bytes]] = []  # discarded shims, not yet reaped
+        self._ending: list[subprocess.Popen[bytes]] = []  # discarded servers, not yet reaped
         # Pools of daemons that are gone ended with them; their directories did not.
         shutil.rmtree(paths.warm, ignore_errors=True)
 
-    def take(self, rundir: RunDir) -> subprocess.Popen[bytes] | None:
-        """Hand ``rundir`` (launch.json written) to the waiting shim and return it.
+    def take(self, rundir: RunDir) -> ShimProcess | None:
+        """Have the server start ``rundir``'s generation (launch.json written); its shim.
 
-        None when no pool is ready: the caller starts the run cold. It never waits
-        for a pool to get ready; only for a ready shim's ``took`` (a millisecond,
-        at most TOOK_TIMEOUT_S from a shim that hangs, which is then killed).
+        None when no server is ready, or it answers ``cold``: the caller starts the run
+        cold. It never waits for a server to get ready; only for a ready one's answers
+        (milliseconds; at most TOOK_TIMEOUT_S each from one that hangs, which is then
+        killed).
         """
         self._wanted = True
         if not self.enabled:
@@ -105,45 +130,69 @@ class WarmPool:
         if proc is None or code_stamp() != self._stamp:
             self.tick(force_stale_check=proc is not None)
             return None
-        if not self._hand_over(proc, rundir):
-            self._kill(proc)
-            self.tick()
-            return None
-        log.info("run in %s handed to warm shim %d", rundir.path.name, proc.pid)
-        self._proc = None  # the run's shim now: the run's LiveRun reaps it
-        self._remove_dir()
-        self._spawn()
-        return proc
-
-    def _hand_over(self, proc: subprocess.Popen[bytes], rundir: RunDir) -> bool:
-        """Write the run dir to the shim and read its ``took``; False if it is not coming.
-
-        Without the answer a shim that was dying (a SIGKILL on its way) could take
-        the line with it, and the run would wait for a worker that never comes.
-        """
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
         try:
             proc.stdin.write(f"{rundir.path}\n".encode())
-            proc.stdin.close()
-            answered, _, _ = select.select([proc.stdout], [], [], TOOK_TIMEOUT_S)
-            took = os.read(proc.stdout.fileno(), len(TOOK)) if answered else b""
+            proc.stdin.flush()
         except OSError:  # it died since _waiting looked
-            return False
-        proc.stdout.close()
-        return took == TOOK
+            self._kill()
+            return None
+        answer = self._answer(proc)
+        if answer == COLD:
+            return None
+        if answer != TOOK:  # it hangs or died: had it taken the run first?
+            took = self._kill()
+            if not took.startswith(TOOK):
+                return None
+            log.warning("the warm pool took run %s and went silent", rundir.path.name)
+            return ForkedShim(None)
+        said = self._answer(proc)
+        number = said[4:].strip() if said.startswith(b"pid ") else b""
+        if not number.isdigit():
+            log.warning("the warm pool took run %s without saying its shim", rundir.path.name)
+            self._kill()
+            return ForkedShim(None)
+        log.info("run in %s forked by the warm pool (shim %s)", rundir.path.name,
+                 number.decode())
+        return ForkedShim(int(number) or None)  # 0: the fork failed; exit.json says why
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """A shim that did not take its run: it and its worker go, so neither starts it."""
-        with contextlib.suppress(OSError):
-            proc.kill()
-        info = read_json(self._dir / "ready.json") if self._dir is not None else None
-        if isinstance(info, dict):
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                os.killpg(int(info["pid"]), signal.SIGKILL)
+    def _answer(self, proc: subprocess.Popen[bytes]) -> bytes:
+        """The server's next line (with its newline), or b"" if none comes in time."""
+        assert proc.stdout is not None
+        deadline = time.monotonic() + TOOK_TIMEOUT_S
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                return b""
+            try:
+                chunk = os.read(proc.stdout.fileno(), 256)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def _kill(self) -> bytes:
+        """End a server that does not answer (SIGKILL: it forks nothing more); what it had
+        said and was not read yet."""
+        proc, said = self._proc, self._buffer
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=TOOK_TIMEOUT_S)
+            if proc.stdout is not None:
+                with contextlib.suppress(OSError):
+                    os.set_blocking(proc.stdout.fileno(), False)
+                    said += proc.stdout.read() or b""
         self._discard()
+        self.tick()
+        return said
 
     def tick(self, force_stale_check: bool = False) -> None:
-        """Replace a pool that died or is stale, and start one where none waits."""
+        """Replace a server that died or is stale, and start one where none is."""
         self._ending = [proc for proc in self._ending if proc.poll() is None]
         if not (self.enabled and self._wanted):
             return
@@ -153,18 +202,18 @@ class WarmPool:
         elif self._waiting() is not None and (force_stale_check or now >= self._next_stale_check):
             self._next_stale_check = now + STALE_CHECK_S
             if code_stamp() != self._stamp:
-                log.info("warm worker is stale (code changed); starting a new one")
+                log.info("the warm pool is stale (code changed); starting a new one")
                 self._discard()
         if self._proc is None and now >= self._retry_at:
             self._spawn()
 
     def close(self) -> None:
-        """End the waiting shim and worker (the daemon stops)."""
+        """End the server (the daemon stops); the runs it forked go on."""
         if self._proc is not None:
             self._discard()
 
     def _waiting(self) -> subprocess.Popen[bytes] | None:
-        """The pool's shim if it is alive and its worker has imported torch."""
+        """The server if it is alive and has imported torch."""
         proc = self._proc
         if proc is None or proc.poll() is not None or self._dir is None:
             return None
@@ -179,32 +228,33 @@ class WarmPool:
         pool_dir = self.paths.warm / f"{os.getpid()}-{self._count}"
         try:
             ensure_private_dir(pool_dir)
-            with open(pool_dir / "shim.log", "ab") as shim_log:
+            with open(pool_dir / "worker.log", "ab") as server_log:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "engine.run.warm_shim", str(pool_dir)],
+                    [sys.executable, "-m", "engine.run.worker", "--zygote", str(pool_dir)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    stderr=shim_log,
+                    stderr=server_log,
                     start_new_session=True,
                     close_fds=True,
-                    env=child_env(),
+                    env=worker_env({}),  # what a run that sets no env of its own gets
                     cwd=pool_dir,
                 )
         except OSError as exc:  # a full disk, too many processes: runs start cold
-            log.warning("cannot start a warm worker: %s", exc)
+            log.warning("cannot start the warm pool: %s", exc)
             self._retry_later()
             return
         self._dir, self._ready, self._stamp = pool_dir, False, code_stamp()
+        self._buffer = b""
         self._next_stale_check = time.monotonic() + STALE_CHECK_S
 
     def _died(self) -> None:
-        """The pool ended untaken: say why once, and retry later if it never got ready."""
+        """The server ended: say why once, and retry later if it never got ready."""
         assert self._proc is not None and self._dir is not None
         if not self._ready and not (self._dir / "ready.json").exists():
             tail = ""
             with contextlib.suppress(OSError):
                 tail = (self._dir / "worker.log").read_text(errors="replace")[-2000:]
-            log.warning("warm worker ended before it was ready (exit %s): %s",
+            log.warning("the warm pool ended before it was ready (exit %s): %s",
                         self._proc.returncode, tail.strip() or "no output")
             self._retry_later()
         self._proc = None
@@ -215,10 +265,10 @@ class WarmPool:
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
 
     def _discard(self) -> None:
-        """Close the shim's stdin: it kills its worker and exits (reaped by a later tick).
+        """Close the server's stdin: it exits (reaped by a later tick).
 
-        Not waited for: a shim still waiting for its worker's import sees the EOF
-        only once that is done, and the daemon must not block meanwhile.
+        Not waited for: a server still importing torch sees the EOF only once that
+        is done, and the daemon must not block meanwhile.
         """
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -232,4 +282,4 @@ class WarmPool:
     def _remove_dir(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir, self._ready = None, False
+        self._dir, self._ready, self._buffer = None, False, b""

@@ -1,4 +1,5 @@
-"""The warm pool loses a process: a launch still works, and a pool never outlives its daemon."""
+"""The warm pool loses its fork server: a launch still works, the runs it forked train on,
+and a server never outlives its daemon."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import psutil
 import pytest
 
-from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_warm_pool import start, waiting_worker, worker_of
 
@@ -22,41 +22,36 @@ def gone(pid: int) -> bool:
         return True
 
 
-def pool_shim(engine: Engine, worker_pid: int) -> int:
-    for path in engine.paths.warm.glob("*/ready.json"):
-        info = read_json(path)
-        if isinstance(info, dict) and info["pid"] == worker_pid:
-            return int(info["shim_pid"])
-    raise AssertionError(f"no ready.json names worker {worker_pid}")
-
-
-def test_a_killed_warm_worker_or_warm_shim_does_not_break_the_next_launch(
+def test_a_killed_fork_server_breaks_neither_its_runs_nor_the_next_launch(
     engine: Engine,
 ) -> None:
     start(engine, "synthetic", "steps=3")
     killed = waiting_worker(engine)
+    forked = start(engine, "synthetic", "steps=150", "sleep=0.01")
+    assert worker_of(engine, forked)["warm"] is True
     os.kill(killed, signal.SIGKILL)
-    after_worker = start(engine, "synthetic", "steps=20")  # at once: the pool may not know yet
-    assert engine.wait_state(after_worker, *TERMINAL)["state"] == "finished"
-    assert worker_of(engine, after_worker)["pid"] != killed
-
-    replacement = waiting_worker(engine, not_in={killed})
-    os.kill(pool_shim(engine, replacement), signal.SIGKILL)
-    after_shim = start(engine, "synthetic", "steps=20")
-    assert engine.wait_state(after_shim, *TERMINAL)["state"] == "finished"
-    assert len(engine.losses(after_shim)) == 20
-    wait_until(lambda: gone(replacement), "the orphaned warm worker ends")
-    waiting_worker(engine, not_in={killed, replacement})  # and the pool is whole again
+    after = start(engine, "synthetic", "steps=20")  # at once: the pool may not know yet
+    assert engine.wait_state(after, *TERMINAL)["state"] == "finished"
+    assert len(engine.losses(after)) == 20
+    # The run the dead server forked is in its own session: it trains to its end.
+    assert engine.wait_state(forked, *TERMINAL)["state"] == "finished"
+    assert len(engine.losses(forked)) == 150
+    replacement = waiting_worker(engine, not_in={killed})  # and the pool is whole again
+    served = start(engine, "synthetic", "steps=5")
+    assert worker_of(engine, served)["warm"] is True
+    assert waiting_worker(engine) == replacement
 
 
 def test_the_pool_ends_with_its_daemon_even_a_killed_one(engine: Engine) -> None:
+    start(engine, "synthetic", "steps=3")
+    server = waiting_worker(engine)
     run_id = start(engine, "synthetic", "steps=100000", "sleep=0.01")
-    worker = waiting_worker(engine)
-    shim = pool_shim(engine, worker)
+    assert worker_of(engine, run_id)["warm"] is True
     daemon = engine.daemon_pid()
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
-    wait_until(lambda: gone(worker) and gone(shim), "the warm shim and worker end")
+    wait_until(lambda: gone(server), "the fork server ends")
     # The run itself is not the pool's: it trains on without a daemon.
+    engine.wait_step(run_id, 5)
     assert not gone(int(engine.run(run_id)["pid"]))
     assert engine.cli("kill", run_id).code == 0

@@ -13,7 +13,6 @@ every run of its kind, across daemon restarts.
 from __future__ import annotations
 
 import signal
-import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
@@ -49,11 +48,24 @@ class Host(Protocol):
         """Stop (SIGSTOP) or continue (SIGCONT) the run's process and record the state."""
 
 
+class ShimProcess(Protocol):
+    """The local process that watches a generation, as the daemon follows it: a shim
+    it started (a ``Popen``) or one the warm pool forked (``warm_pool.ForkedShim``)."""
+
+    def poll(self) -> int | None:
+        """Its exit code once it has ended (and reap it if it is ours), else None."""
+
+    @property
+    def returncode(self) -> int | None:
+        """What ``poll`` last found."""
+
+
 class WarmStart(Protocol):
     """The daemon's warm pool as a launch sees it (``engine.server.warm_pool``)."""
 
-    def take(self, rundir: RunDir) -> subprocess.Popen[bytes] | None:
-        """Hand the generation whose launch.json is written to a waiting shim; None if none is."""
+    def take(self, rundir: RunDir) -> ShimProcess | None:
+        """Hand the generation whose launch.json is written to the pool, which starts it
+        and returns its shim; None if the pool cannot (the caller starts it cold)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class RunBackend(ABC):
     @abstractmethod
     def launch(
         self, rundir: RunDir, record: dict[str, Any], warm: WarmStart
-    ) -> subprocess.Popen[bytes] | None:
+    ) -> ShimProcess | None:
         """Write launch.json from ``record`` and start the generation it describes."""
 
     @abstractmethod

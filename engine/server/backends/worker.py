@@ -24,6 +24,7 @@ from engine.server.backends.base import (
     Refusable,
     RunBackend,
     RunKind,
+    ShimProcess,
     WarmStart,
 )
 from engine.server.backends.identity import IDENTITIES
@@ -38,16 +39,16 @@ class WorkerBackend(RunBackend):
 
     kind: ClassVar[RunKind] = "train"
     reads_control: ClassVar[bool] = True
-    # Its process is ``engine.run.worker``, which the warm pool keeps waiting.
+    # Its process is ``engine.run.worker``, which the warm pool can fork.
     warm_startable: ClassVar[bool] = True
 
     def launch(
         self, rundir: RunDir, record: dict[str, Any], warm: WarmStart
-    ) -> subprocess.Popen[bytes] | None:
+    ) -> ShimProcess | None:
         """Write launch.json and start the run's shim, detached (it outlives the daemon).
 
-        A ``train(run)`` worker is taken from the warm pool when one waits there
-        (torch already imported), else started cold.
+        A ``train(run)`` worker is forked by the warm pool when it is ready (torch
+        already imported), else started cold.
         """
         write_json_atomic(rundir.launch, {**record, **self.launch_fields(record)})
         if self.warm_startable:
