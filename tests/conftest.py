@@ -147,8 +147,9 @@ def engine(
     # Tests start several runs at once; the default queue's slots (one per core) would
     # queue them on a small machine. Tests of the queue set their own limits.
     monkeypatch.setenv("TRAINTOP_CPU_SLOTS", "32")
-    # The warm pool imports torch once more per daemon, in the background: on two cores
-    # that slows every other test's runs by a fifth. Its own tests turn it on.
+    # The warm pool's fork server imports torch once per daemon, in the background: on
+    # two cores that costs a test of one or two runs more than it saves. Tests of the
+    # pool, and those that start many runs (queues, sweeps, forks), turn it on.
     if request.node.get_closest_marker("warm_pool") is None:
         monkeypatch.setenv("TRAINTOP_WARM_POOL", "0")
     paths = StatePaths(home)

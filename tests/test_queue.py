@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.conftest import TERMINAL, Engine
+
+pytestmark = pytest.mark.warm_pool  # many runs: every start after the first is forked warm
 
 SHORT = ["synthetic", "steps=40", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]
 LONG = ["synthetic", "steps=100000", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]

@@ -30,10 +30,9 @@ the worker. Every file in it has exactly one writer:
 ``annotations.json``  daemon: the run's tags and note, rewritten atomically when the
                   user changes them (the store has them too; a rebuild reads this).
 
-Beside ``runs/``, ``warm/<pool>/`` is one waiting warm worker of the daemon's pool
-(``engine.server.warm_pool``): ``ready.json`` (warm shim: the waiting worker's pid,
-once torch is imported), ``shim.log`` and ``worker.log`` (their output until a run
-takes them). ``cache/`` holds the built-in workloads' prepared data
+Beside ``runs/``, ``warm/<pool>/`` is the daemon's fork server
+(``engine.server.warm_pool``): ``ready.json`` (its pid, once torch is imported) and
+``worker.log`` (its output). ``cache/`` holds the built-in workloads' prepared data
 (``engine.run.data_cache``), each file written once, atomically, by a worker.
 ``trash/`` holds the directories of runs being removed (``engine.server.removal``).
 """
@@ -134,7 +133,7 @@ class StatePaths:
 
     @property
     def warm(self) -> Path:
-        """The warm pool's directories, one per waiting worker (see the module docstring)."""
+        """The warm pool's directories, one per fork server (see the module docstring)."""
         return self.home / "warm"
 
     @property

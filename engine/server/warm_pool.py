@@ -78,19 +78,18 @@ def enabled() -> bool:
 class ForkedShim:
     """The shim of a run the server forked: the server's child, not the daemon's, so
     followed by pid (its exit code is in the run's exit.json, as a re-adopted run's).
-    ``pid`` None: the server took the run and went silent; its worker.json will say."""
+    ``pid`` is None until the server says it (or for good: the server went silent
+    after it took the run, or its fork failed; worker.json or exit.json say then)."""
 
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
+    def __init__(self) -> None:
+        self.pid: int | None = None
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None and self.pid is not None:
             try:
                 os.kill(self.pid, 0)
-            except ProcessLookupError:
-                self.returncode = 0
-            except PermissionError:  # the pid is someone else's now
+            except (ProcessLookupError, PermissionError):  # gone (the pid is not ours)
                 self.returncode = 0
         return self.returncode
 
@@ -106,6 +105,7 @@ class WarmPool:
         self._stamp = ""
         self._ready = False
         self._buffer = b""  # what the server said that is not read yet
+        self._unnamed: list[ForkedShim] = []  # taken, their ``pid N`` not read yet
         self._count = 0
         self._wanted = False  # set by the first launch
         self._retry_at = 0.0
@@ -119,9 +119,9 @@ class WarmPool:
         """Have the server start ``rundir``'s generation (launch.json written); its shim.
 
         None when no server is ready, or it answers ``cold``: the caller starts the run
-        cold. It never waits for a server to get ready; only for a ready one's answers
-        (milliseconds; at most TOOK_TIMEOUT_S each from one that hangs, which is then
-        killed).
+        cold. It never waits for a server to get ready, nor for its fork: only for its
+        ``took`` (well under a millisecond; at most TOOK_TIMEOUT_S from one that hangs,
+        which is then killed). The shim's pid comes later, read by ``tick``.
         """
         self._wanted = True
         if not self.enabled:
@@ -137,42 +137,43 @@ class WarmPool:
         except OSError:  # it died since _waiting looked
             self._kill()
             return None
-        answer = self._answer(proc)
+        answer = self._read(proc, TOOK_TIMEOUT_S)
         if answer == COLD:
             return None
         if answer != TOOK:  # it hangs or died: had it taken the run first?
-            took = self._kill()
-            if not took.startswith(TOOK):
+            if not self._kill().startswith(TOOK):
                 return None
             log.warning("the warm pool took run %s and went silent", rundir.path.name)
-            return ForkedShim(None)
-        said = self._answer(proc)
-        number = said[4:].strip() if said.startswith(b"pid ") else b""
-        if not number.isdigit():
-            log.warning("the warm pool took run %s without saying its shim", rundir.path.name)
-            self._kill()
-            return ForkedShim(None)
-        log.info("run in %s forked by the warm pool (shim %s)", rundir.path.name,
-                 number.decode())
-        return ForkedShim(int(number) or None)  # 0: the fork failed; exit.json says why
+            return ForkedShim()
+        shim = ForkedShim()
+        self._unnamed.append(shim)
+        return shim
 
-    def _answer(self, proc: subprocess.Popen[bytes]) -> bytes:
-        """The server's next line (with its newline), or b"" if none comes in time."""
+    def _read(self, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+        """The server's next answer to a launch (with its newline), or b"" if none comes
+        within ``timeout``; the pids it says on the way go to their shims."""
         assert proc.stdout is not None
-        deadline = time.monotonic() + TOOK_TIMEOUT_S
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if newline:
+                self._buffer = rest
+                if not line.startswith(b"pid "):
+                    return line + newline
+                number = line[4:].strip()
+                if self._unnamed:
+                    self._unnamed.pop(0).pid = (int(number) or None) if number.isdigit() else None
+                continue
+            left = max(deadline - time.monotonic(), 0.0)  # 0: only what is there now
+            if not select.select([proc.stdout], [], [], left)[0]:
                 return b""
             try:
-                chunk = os.read(proc.stdout.fileno(), 256)
+                chunk = os.read(proc.stdout.fileno(), 4096)
             except OSError:
                 chunk = b""
             if not chunk:
                 return b""
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line + b"\n"
 
     def _kill(self) -> bytes:
         """End a server that does not answer (SIGKILL: it forks nothing more); what it had
@@ -194,6 +195,8 @@ class WarmPool:
     def tick(self, force_stale_check: bool = False) -> None:
         """Replace a server that died or is stale, and start one where none is."""
         self._ending = [proc for proc in self._ending if proc.poll() is None]
+        if self._unnamed and self._proc is not None:
+            self._read(self._proc, 0)  # the pids of the shims it forked since
         if not (self.enabled and self._wanted):
             return
         now = time.monotonic()
@@ -283,3 +286,4 @@ class WarmPool:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._dir, self._ready, self._buffer = None, False, b""
+        self._unnamed = []  # a pid they never get: their worker.json will say
