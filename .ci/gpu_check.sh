@@ -2,7 +2,8 @@
 # Everything issue 14 asks of a GPU machine, in one run of under 10 minutes:
 #   1. the gpu-marked tests;
 #   2. bench/cuda_overhead.py (logging on a launch-bound CUDA step);
-#   3. bench/fork_latency.py (fork and resume to first step, warm pool on and off);
+#   3. bench/fork_latency.py (fork and resume to first step, warm pool on and off) and
+#      bench/burst_start.py (8 runs at once: CUDA runs forked by the warm pool's server);
 #   4. the rest of the test suite with -n 14, in what is left of BUDGET_S (560 s);
 #   5. beside it, the README's GPU panel from the real GPU (make_screenshots.py gpu).
 # Each part has its own time limit and the script goes on past a failing one, so one
@@ -61,7 +62,7 @@ torch.cuda.is_available(), '| textual', textual.__version__)" 2>&1 | tee -a "$SU
 
 # Daemons start their own sessions, so a part cut short by its limit can leave one
 # training on the GPU: that would skew every part after it (it did once).
-leftovers() { pkill -9 -f '[e]ngine[.]server[.]daemon|[w]arm_shim|[w]arm_worker' || true; }
+leftovers() { pkill -9 -f '[e]ngine[.]server[.]daemon|[-]-zygote' || true; }
 
 # What only a GPU machine can check comes first: the gpu-marked tests, then the
 # benches, alone on the machine as they time things; then the rest of the suite in
@@ -73,6 +74,9 @@ part "bench/cuda_overhead.py" 90 "$OUT/cuda_overhead.txt" \
     python3 bench/cuda_overhead.py --reps 10 --steps 400
 part "bench/fork_latency.py" 160 "$OUT/fork_latency.txt" \
     python3 bench/fork_latency.py --reps 2
+leftovers
+part "bench/burst_start.py" 90 "$OUT/burst_start.txt" \
+    python3 bench/burst_start.py --runs 8 --reps 1
 leftovers
 
 shots_began=$SECONDS
@@ -98,7 +102,7 @@ fi
 
 say ""
 say "== figures"
-cat "$OUT/cuda_overhead.txt" "$OUT/fork_latency.txt" 2>/dev/null | grep -v "^rep " | tee -a "$SUMMARY"
+cat "$OUT/cuda_overhead.txt" "$OUT/fork_latency.txt" "$OUT/burst_start.txt" 2>/dev/null | grep -v "^rep " | tee -a "$SUMMARY"
 for log in pytest-gpu.log pytest.log; do
     grep -E "passed|failed" "$OUT/$log" | tail -n 1 | sed "s/^/$log: /" | tee -a "$SUMMARY"
 done

@@ -5,8 +5,8 @@ pool's fork server every one of them is forked with torch already imported; with
 it (``TRAINTOP_WARM_POOL=0``) each imports torch itself, all at once, on the same
 cores. On a fresh engine each, pool on then off, one run is started first (it
 starts the pool; with the pool on, the bench waits until the server is ready), then
-N synthetic runs are asked for back to back in a queue with N slots, and each run's
-startup.json says when its first step ended.
+N synthetic CPU runs are asked for back to back in a queue with N slots (a GPU's
+slots would queue them), and each run's startup.json says when its first step ended.
 
 Printed per mode: the time from the first request to the median run's and to the
 last run's first step, and each as a ratio to the pool-off figure measured in the
@@ -47,13 +47,14 @@ def burst(warm: bool, runs: int) -> list[float]:
         with Client(paths).connect(autostart=True) as client:
             client.call("queue_set", name="burst", parallel=runs)
             first = client.call("start", workload="synthetic", overrides=["steps=3"],
-                                cwd="/")["id"]
+                                device="cpu", cwd="/")["id"]
             startup(paths, first, 1)
             if warm:
                 wait_for(lambda: pool_ready(paths), "the fork server")
             asked = time.time()
             ids = [client.call("start", workload="synthetic", cwd="/", queue="burst",
-                               overrides=[*RUN, f"seed={n}"])["id"] for n in range(runs)]
+                               device="cpu", overrides=[*RUN, f"seed={n}"])["id"]
+                   for n in range(runs)]
             took = [startup(paths, run_id, 1)["first_step"] - asked for run_id in ids]
             for run_id in ids:
                 client.call("kill", run=run_id, grace=1)
