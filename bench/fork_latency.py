@@ -100,13 +100,14 @@ def pool_ready(paths: StatePaths) -> bool:
     return any(paths.warm.glob("*/ready.json"))
 
 
-def trial(warm: bool, reps: int, device: str, baseline: list[float]) -> dict[str, list[dict]]:
+def trial(warm: bool, reps: int, device: str,
+          baseline: list[float]) -> dict[str, list[dict[str, float]]]:
     home = Path(tempfile.mkdtemp(prefix="tt-fork-"))
     os.environ["TRAINTOP_HOME"] = str(home)
     os.environ["TRAINTOP_WARM_POOL"] = "1" if warm else "0"
     os.environ["TRAINTOP_CPU_SLOTS"] = "8"
     paths = StatePaths(home)
-    found: dict[str, list[dict]] = {"fork": [], "resume": []}
+    found: dict[str, list[dict[str, float]]] = {"fork": [], "resume": []}
     try:
         with Client(paths).connect(autostart=True) as client:
             parent = client.call("start", workload="charlm", overrides=PARENT, device=device,
