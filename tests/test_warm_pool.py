@@ -203,3 +203,31 @@ def test_runs_started_together_are_all_forked_warm_and_end_as_cold_ones_would(
     with pytest.raises(ProcessLookupError):  # its whole group is gone
         os.killpg(int(str(worker["pgid"])), 0)
     assert waiting_worker(engine) == server
+
+
+def test_the_server_leaves_to_a_cold_start_what_a_fork_of_it_could_not_run(
+    tmp_path: Path,
+) -> None:
+    from engine.run.shim import worker_env
+    from engine.run.warm_worker import NVML_CHECK, _handover
+    from engine.rundir.paths import write_json_atomic
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    waiting = {**worker_env({}), NVML_CHECK: "1"}  # the server's own, as the daemon made it
+
+    def handover(cuda_forks: bool = True, **launch: object) -> dict[str, object] | None:
+        write_json_atomic(run_dir / "launch.json", {"workload": "synthetic", "device": "cpu",
+                                                    "cwd": str(tmp_path), **launch})
+        return _handover(run_dir, waiting, cuda_forks)
+
+    served = handover()
+    assert served is not None and served["cwd"] == str(tmp_path)
+    assert handover(device="cuda:0") is not None  # CUDA survives a fork of this server
+    assert handover(cuda_forks=False, device="cuda:0") is None
+    assert handover(cuda_forks=False) is not None  # a CPU run does not care
+    assert handover(command=["echo", "hi"]) is None  # a wrapped command: its own shim
+    assert handover(argv=["python", "train.py"]) is None  # an attached script, re-run
+    assert handover(env={**waiting, "PYTHONHASHSEED": "7"}) is None
+    assert "PYTHONHASHSEED" in (run_dir / "shim.log").read_text()
+    assert handover(env={k: v for k, v in waiting.items() if k != NVML_CHECK}) is not None

@@ -123,12 +123,19 @@ def _first_optimizer_step() -> None:
 
 
 def _cuda_survives_fork() -> bool:
-    """Whether a child forked now could initialise CUDA (a probe child says)."""
+    """Whether a child forked now could use CUDA: a probe child asks the CUDA runtime
+    for the GPUs NVML sees (no context made, no GPU memory taken)."""
     import torch
 
+    if not torch.cuda.is_available():  # asked of NVML here; no GPU, nothing to lose
+        return True
     pid = os.fork()
     if pid == 0:  # the probe: nothing but the answer
-        os._exit(1 if torch.cuda._is_in_bad_fork() else 0)
+        try:
+            ok = not torch.cuda._is_in_bad_fork() and torch._C._cuda_getDeviceCount() > 0
+        except Exception:  # the driver refused: that is the answer
+            ok = False
+        os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
 
