@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.client.events import RunInfo
@@ -191,13 +192,9 @@ class ForkDialog(FormDialog):
         yield Static("Change any value; the fork starts from the parent's current step. "
                      "A list (1e-4,3e-4) or log(LO..HI) with trials makes several forks.")
         yield ConfigForm(self.run.config, id="config")
-        with Horizontal(classes="field"):
-            yield Label("trials")
-            yield Input(placeholder="forks drawn from random values", id="trials")
+        yield from field("trials", Input(placeholder="forks drawn from random values", id="trials"))
         yield from rule_fields()
-        with Horizontal(classes="field"):
-            yield Label("name")
-            yield Input(placeholder="automatic", id="name")
+        yield from field("name", Input(placeholder="automatic", id="name"))
 
     def verdict(self) -> ComposeResult:
         yield Static(ONE_FORK, id="fork-count")
@@ -238,14 +235,19 @@ def fork_plan(form: dict[str, Any]) -> tuple[list[list[str]] | None, SweepRule |
     return variants, rule
 
 
+def field(label: str, widget: Widget) -> ComposeResult:
+    """One row of a form: its label, then its widget."""
+    with Horizontal(classes="field"):
+        yield Label(label)
+        yield widget
+
+
 def rule_fields() -> ComposeResult:
     """The fields that judge a sweep's (or forks') runs: ASHA or PBT, both left empty."""
-    with Horizontal(classes="field"):
-        yield Label("early stop")
-        yield Input(placeholder="off, or a first rung in steps (ASHA)", id="early-stop")
-    with Horizontal(classes="field"):
-        yield Label("pbt")
-        yield Input(placeholder="off, or a round every N steps (population based)", id="pbt")
+    yield from field("early stop", Input(
+        placeholder="off, or a first rung in steps (ASHA)", id="early-stop"))
+    yield from field("pbt", Input(
+        placeholder="off, or a round every N steps (population based)", id="pbt"))
 
 
 def sweep_rule_of(early_stop: str, pbt: str, tokens: list[str]) -> SweepRule | None:
@@ -301,12 +303,10 @@ class AnnotateDialog(FormDialog):
     def fields(self) -> ComposeResult:
         yield Static("Tags are words separated by spaces: '/' and 'traintop ls -t TAG' find "
                      "them. The note shows in the run's details and 'traintop show'.")
-        with Horizontal(classes="field"):
-            yield Label("tags")
-            yield Input(" ".join(self.run.tags), placeholder="e.g. baseline best", id="tags")
-        with Horizontal(classes="field"):
-            yield Label("note")
-            yield Input(self.note_shown, placeholder="what this run tried", id="note")
+        yield from field("tags", Input(
+            " ".join(self.run.tags), placeholder="e.g. baseline best", id="tags"))
+        yield from field("note", Input(
+            self.note_shown, placeholder="what this run tried", id="note"))
 
     def params(self) -> dict[str, Any]:
         tags = self.query_one("#tags", Input).value.split()
@@ -341,9 +341,8 @@ class WordsDialog(FormDialog):
 
     def fields(self) -> ComposeResult:
         yield Static(self.help_text)
-        with Horizontal(classes="field"):
-            yield Label(self.label)
-            yield Input(" ".join(self.words), placeholder=self.placeholder, id=self.field)
+        yield from field(self.label, Input(
+            " ".join(self.words), placeholder=self.placeholder, id=self.field))
 
     def params(self) -> dict[str, Any]:
         text = self.query_one(f"#{self.field}", Input).value.replace(",", " ")
@@ -417,12 +416,8 @@ class NewRunDialog(FormDialog):
                         placeholder="path/to/train.py[:function]", id="file")
         config = self.retry.config if self.retry else self.workloads.get(self.workload, {})
         yield ConfigForm(config, id="config")
-        with Horizontal(classes="field"):
-            yield Label("name")
-            yield Input(placeholder="automatic", id="name")
-        with Horizontal(classes="field"):
-            yield Label("device")
-            yield Input(placeholder="auto: a free GPU, else cpu", id="device")
+        yield from field("name", Input(placeholder="automatic", id="name"))
+        yield from field("device", Input(placeholder="auto: a free GPU, else cpu", id="device"))
 
     @on(Select.Changed, "#builtin")
     async def _pick_builtin(self, event: Select.Changed) -> None:

@@ -18,7 +18,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
-from tui.screens.dialogs import FormDialog, Submit, rule_fields, whole_number
+from tui.screens.dialogs import FormDialog, Submit, field, rule_fields, whole_number
 
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
 
@@ -65,25 +65,13 @@ class SweepDialog(FormDialog):
             yield Label("workload")
             yield Select([(name, name) for name in self.workloads], value=first or
                          Select.NULL, allow_blank=first is None, id="builtin")
-        with Horizontal(classes="field"):
-            yield Label("or file")
-            yield Input(placeholder="path/to/train.py[:function]", id="file")
-        with Horizontal(classes="field"):
-            yield Label("axes")
-            yield Input(placeholder=AXES_HINT, id="axes")
-        with Horizontal(classes="field"):
-            yield Label("trials")
-            yield Input(placeholder="runs drawn from random axes", id="trials")
-        with Horizontal(classes="field"):
-            yield Label("seed")
-            yield Input("0", id="seed")
+        yield from field("or file", Input(placeholder="path/to/train.py[:function]", id="file"))
+        yield from field("axes", Input(placeholder=AXES_HINT, id="axes"))
+        yield from field("trials", Input(placeholder="runs drawn from random axes", id="trials"))
+        yield from field("seed", Input("0", id="seed"))
         yield from rule_fields()
-        with Horizontal(classes="field"):
-            yield Label("queue")
-            yield Input(placeholder="default", id="queue")
-        with Horizontal(classes="field"):
-            yield Label("name")
-            yield Input(placeholder="automatic: the workload's", id="name")
+        yield from field("queue", Input(placeholder="default", id="queue"))
+        yield from field("name", Input(placeholder="automatic: the workload's", id="name"))
 
     def verdict(self) -> ComposeResult:
         yield Static(count_text("", "", ""), id="sweep-count")
