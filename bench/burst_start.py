@@ -10,7 +10,9 @@ slots would queue them), and each run's startup.json says when its first step en
 
 Printed per mode: the time from the first request to the median run's and to the
 last run's first step, and each as a ratio to the pool-off figure measured in the
-same run, with a cold ``python -c "import torch"`` timed beside them.
+same run, with a cold ``python -c "import torch"`` timed beside them. "pool fresh"
+asks a daemon that has started nothing yet: its server starts with the first
+request, and the runs wait for it rather than import torch beside it.
 
     .venv/bin/python bench/burst_start.py [--runs 8] [--reps 2]
 """
@@ -36,8 +38,9 @@ from engine.rundir.paths import StatePaths
 RUN = ["steps=200", "sleep=0.01"]
 
 
-def burst(warm: bool, runs: int) -> list[float]:
-    """Seconds from the first request to each run's first step, in the order asked."""
+def burst(warm: bool, runs: int, fresh: bool = False) -> list[float]:
+    """Seconds from the first request to each run's first step, in the order asked;
+    ``fresh``: asked of a daemon that has started nothing yet (its pool not started)."""
     home = Path(tempfile.mkdtemp(prefix="tt-burst-"))
     os.environ["TRAINTOP_HOME"] = str(home)
     os.environ["TRAINTOP_WARM_POOL"] = "1" if warm else "0"
@@ -46,11 +49,12 @@ def burst(warm: bool, runs: int) -> list[float]:
     try:
         with Client(paths).connect(autostart=True) as client:
             client.call("queue_set", name="burst", parallel=runs)
-            first = client.call("start", workload="synthetic", overrides=["steps=3"],
-                                device="cpu", cwd="/")["id"]
-            startup(paths, first, 1)
-            if warm:
-                wait_for(lambda: pool_ready(paths), "the fork server")
+            if not fresh:
+                first = client.call("start", workload="synthetic", overrides=["steps=3"],
+                                    device="cpu", cwd="/")["id"]
+                startup(paths, first, 1)
+                if warm:
+                    wait_for(lambda: pool_ready(paths), "the fork server")
             asked = time.time()
             ids = [client.call("start", workload="synthetic", cwd="/", queue="burst",
                                device="cpu", overrides=[*RUN, f"seed={n}"])["id"]
@@ -70,14 +74,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--reps", type=int, default=2)
     args = parser.parse_args()
-    figures: dict[str, list[tuple[float, float]]] = {"pool on": [], "pool off": []}
+    modes = {"pool on": (True, False), "pool fresh": (True, True), "pool off": (False, False)}
+    figures: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     baseline: list[float] = []
-    for _ in range(args.reps):  # interleaved, so load drifts hit both alike
-        for warm in (True, False):
+    for _ in range(args.reps):  # interleaved, so load drifts hit every mode alike
+        for mode, (warm, fresh) in modes.items():
             baseline.append(import_torch_s())
-            took = burst(warm, args.runs)
-            figures["pool on" if warm else "pool off"].append(
-                (statistics.median(took), max(took)))
+            took = burst(warm, args.runs, fresh)
+            figures[mode].append((statistics.median(took), max(took)))
     cold = {k: statistics.median(v) for k, v in zip(
         ("median", "last"), zip(*figures["pool off"], strict=True), strict=True)}
     print(f"{args.runs} synthetic runs asked for at once, {os.cpu_count()} cores; "

@@ -9,10 +9,12 @@ are the ones a cold start gives.
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from collections.abc import Collection
 from pathlib import Path
 
+import psutil
 import pytest
 
 from engine.rundir.paths import read_json
@@ -50,7 +52,8 @@ def worker_of(engine: Engine, run_id: str, generation: int = 1) -> dict[str, obj
 
 def test_a_fork_and_a_resume_after_release_are_served_by_the_warm_worker(engine: Engine) -> None:
     parent = start(engine, "synthetic", "steps=800", *SLOW)
-    assert worker_of(engine, parent)["warm"] is False  # the first start is cold: it starts the pool
+    # The first start starts the pool, and waits for it rather than import torch beside it.
+    assert worker_of(engine, parent)["warm"] is True
     first = waiting_worker(engine)
     engine.wait_step(parent, 25)
 
@@ -124,11 +127,16 @@ def test_a_started_run_gets_its_own_env_cwd_and_output_from_the_warm_worker(
     }
 
 
-def test_a_warm_start_computes_what_a_cold_start_does(engine: Engine) -> None:
+def test_a_warm_start_computes_what_a_cold_start_does(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAINTOP_WARM_POOL", "0")
     cold = start(engine, "synthetic", "steps=80", "seed=5")
-    waiting_worker(engine)
-    warm = start(engine, "synthetic", "steps=80", "seed=5")
-    assert worker_of(engine, warm)["warm"] is True
+    assert engine.wait_state(cold, *TERMINAL)["state"] == "finished"
+    assert engine.cli("engine", "stop").code == 0
+    monkeypatch.setenv("TRAINTOP_WARM_POOL", "1")
+    warm = start(engine, "synthetic", "steps=80", "seed=5")  # a new daemon, with a pool
+    assert (worker_of(engine, cold)["warm"], worker_of(engine, warm)["warm"]) == (False, True)
     for run_id in (cold, warm):
         assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
     assert engine.losses(warm) == engine.losses(cold)
@@ -231,3 +239,33 @@ def test_the_server_leaves_to_a_cold_start_what_a_fork_of_it_could_not_run(
     assert handover(env={**waiting, "PYTHONHASHSEED": "7"}) is None
     assert "PYTHONHASHSEED" in (run_dir / "shim.log").read_text()
     assert handover(env={k: v for k, v in waiting.items() if k != NVML_CHECK}) is not None
+
+
+def server_pid(engine: Engine) -> int | None:
+    """The pool's server, from its command line (ready or not)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "--zygote" in cmdline and str(engine.paths.warm) in cmdline:
+            return int(proc.pid)
+    return None
+
+
+def test_the_first_runs_of_a_daemon_wait_for_its_pool_or_start_cold_if_it_dies(
+    engine: Engine,
+) -> None:
+    made = engine.cli("sweep", "synthetic", "seed=1,2,3", "steps=30", "--json")
+    assert made.code == 0, made.err
+    runs = [r["id"] for r in made.json()]
+    # None imported torch beside the server: all forked by it once it was ready.
+    assert [worker_of(engine, r)["warm"] for r in runs] == [True] * 3
+    for run_id in runs:
+        assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"
+    assert engine.cli("engine", "stop").code == 0
+
+    # A server that dies while importing: the runs waiting for it start cold.
+    first = engine.cli("start", "synthetic", "steps=30", "--no-wait", "--json").json()["id"]
+    server = wait_until(lambda: server_pid(engine), "the pool's server starts")
+    os.kill(server, signal.SIGKILL)
+    assert engine.wait_state(first, *TERMINAL)["state"] == "finished"
+    assert worker_of(engine, first)["warm"] is False
+    assert len(engine.losses(first)) == 30

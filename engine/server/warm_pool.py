@@ -11,12 +11,15 @@ the forked workers share the server's pages of torch until they write them.
 
 The server is started by the first launch (a daemon that never starts a run never
 pays for one) and is never a run: it is in no table, no queue and no telemetry, and
-holds no GPU (CUDA is initialised only in the forked worker). A launch never waits
-for it: a server that is not ready yet, has died, or was started from other code
-than the files now on disk (a stamp of their sizes and times) is passed over, and
-the caller starts the run cold; so is a run it answers ``cold`` for (see
-``warm_worker``). The server reads EOF on its stdin when the daemon ends, however
-it ends, and exits. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
+holds no GPU (CUDA is initialised only in the forked worker). A launch never blocks
+on it: while the server imports torch (started less than DEFER_S ago), a run waits
+for it as a ``PooledShim`` and a later tick hands it over, or starts it cold if the
+server dies or is late (a cold start beside the import would take as long, on the
+same cores). A server that has died, or was started from other code than the files
+now on disk (a stamp of their sizes and times), is passed over and the run started
+cold; so is a run it answers ``cold`` for (see ``warm_worker``). The server reads
+EOF on its stdin when the daemon ends, however it ends, and exits; runs still waiting
+for it then start cold. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ import sys
 import time
 from pathlib import Path
 
-from engine.run.shim import worker_env
+from engine.run.shim import record_failed_start, worker_env
 from engine.run.warm_worker import COLD, TOOK
-from engine.rundir.paths import RunDir, StatePaths
+from engine.rundir.paths import RunDir, StatePaths, read_json
 from engine.rundir.state_dir import ensure_private_dir
-from engine.server.backends.base import ShimProcess
+from engine.server.backends.base import ColdStart, ShimProcess
 
 log = logging.getLogger("traintop.warm_pool")
 
@@ -51,6 +54,9 @@ STALE_CHECK_S = 2.0
 # The most a launch waits for each answer of the server (it answers in milliseconds;
 # one that does not is killed, and the run started cold unless it had said ``took``).
 TOOK_TIMEOUT_S = 1.0
+# How long after the server was started a launch still waits for it rather than start
+# cold: it imports torch in 2-5 s (a cold start takes as long, on the same cores).
+DEFER_S = 15.0
 _ROOT = Path(__file__).resolve().parents[2]
 # What a worker runs: a change in any of these makes a waiting server stale.
 _WORKER_CODE = ("engine/run", "engine/rundir", "engine/common", "traintop")
@@ -75,22 +81,28 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip() != "0"
 
 
-class ForkedShim:
-    """The shim of a run the server forked: the server's child, not the daemon's, so
-    followed by pid (its exit code is in the run's exit.json, as a re-adopted run's).
-    ``pid`` is None until the server says it (or for good: the server went silent
-    after it took the run, or its fork failed; worker.json or exit.json say then)."""
+class PooledShim:
+    """The shim of a run the pool started. Forked by the server, it is the server's
+    child, not the daemon's, so it is followed by pid (its exit code is in the run's
+    exit.json, as a re-adopted run's); started cold by the pool after waiting for a
+    server that did not come, it is that ``Popen``. Neither yet: the run waits for the
+    server to be ready, or the server took it and its pid is not read yet (or never
+    will be: the server went silent or its fork failed; worker.json or exit.json say)."""
 
     def __init__(self) -> None:
         self.pid: int | None = None
+        self.cold: ShimProcess | None = None
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and self.pid is not None:
-            try:
-                os.kill(self.pid, 0)
-            except (ProcessLookupError, PermissionError):  # gone (the pid is not ours)
-                self.returncode = 0
+        if self.returncode is None:
+            if self.cold is not None:
+                self.returncode = self.cold.poll()
+            elif self.pid is not None:
+                try:
+                    os.kill(self.pid, 0)
+                except (ProcessLookupError, PermissionError):  # gone (the pid is not ours)
+                    self.returncode = 0
         return self.returncode
 
 
@@ -105,7 +117,9 @@ class WarmPool:
         self._stamp = ""
         self._ready = False
         self._buffer = b""  # what the server said that is not read yet
-        self._unnamed: list[ForkedShim] = []  # taken, their ``pid N`` not read yet
+        self._unnamed: list[PooledShim] = []  # taken, their ``pid N`` not read yet
+        self._deferred: list[tuple[RunDir, PooledShim, ColdStart]] = []  # for the server
+        self._spawned_at = 0.0
         self._count = 0
         self._wanted = False  # set by the first launch
         self._retry_at = 0.0
@@ -115,38 +129,64 @@ class WarmPool:
         # Pools of daemons that are gone ended with them; their directories did not.
         shutil.rmtree(paths.warm, ignore_errors=True)
 
-    def take(self, rundir: RunDir) -> ShimProcess | None:
-        """Have the server start ``rundir``'s generation (launch.json written); its shim.
+    def start(self, rundir: RunDir, cold: ColdStart) -> ShimProcess:
+        """Start ``rundir``'s generation (launch.json written); its shim.
 
-        None when no server is ready, or it answers ``cold``: the caller starts the run
-        cold. It never waits for a server to get ready, nor for its fork: only for its
-        ``took`` (well under a millisecond; at most TOOK_TIMEOUT_S from one that hangs,
-        which is then killed). The shim's pid comes later, read by ``tick``.
+        Forked by the server when it is ready; when it is still importing (started less
+        than DEFER_S ago), the run waits for it (a cold start would take as long, and
+        import torch beside it on the same cores) and ``tick`` hands it over, or starts
+        it by ``cold`` if the server dies or is not ready by then. Else, and for a run
+        the server answers ``cold`` for, ``cold`` starts it now. It never waits for the
+        server's fork: only for its ``took`` (well under a millisecond; at most
+        TOOK_TIMEOUT_S from one that hangs, which is then killed).
         """
         self._wanted = True
         if not self.enabled:
-            return None
+            return cold()
         proc = self._waiting()
         if proc is None or code_stamp() != self._stamp:
             self.tick(force_stale_check=proc is not None)
-            return None
+            if not self._coming():
+                return cold()
+            shim = PooledShim()
+            self._deferred.append((rundir, shim, cold))
+            return shim
+        return self._hand(proc, rundir, cold, PooledShim())
+
+    def _coming(self) -> bool:
+        """Whether the server is importing still, and was started less than DEFER_S ago."""
+        proc = self._proc
+        return (proc is not None and proc.poll() is None and not self._ready
+                and time.monotonic() - self._spawned_at < DEFER_S)
+
+    def _hand(self, proc: subprocess.Popen[bytes], rundir: RunDir, cold: ColdStart,
+              shim: PooledShim) -> ShimProcess:
+        """Hand ``rundir`` to the ready server ``proc``; ``shim`` (forked), or ``cold``'s
+        when the server answers ``cold`` or went silent before it took the run."""
         assert proc.stdin is not None
         try:
             proc.stdin.write(f"{rundir.path}\n".encode())
             proc.stdin.flush()
         except OSError:  # it died since _waiting looked
-            self._kill()
-            return None
+            self._kill(proc)
+            return self._cold(rundir, shim, cold)
         answer = self._read(proc, TOOK_TIMEOUT_S)
-        if answer == COLD:
-            return None
-        if answer != TOOK:  # it hangs or died: had it taken the run first?
-            if not self._kill().startswith(TOOK):
-                return None
+        if answer == TOOK:
+            self._unnamed.append(shim)
+        elif answer == COLD or TOOK.strip() not in self._kill(proc).splitlines():
+            return self._cold(rundir, shim, cold)
+        else:  # it hangs or died, having taken the run: its worker.json will tell
             log.warning("the warm pool took run %s and went silent", rundir.path.name)
-            return ForkedShim()
-        shim = ForkedShim()
-        self._unnamed.append(shim)
+        return shim
+
+    def _cold(self, rundir: RunDir, shim: PooledShim, cold: ColdStart) -> ShimProcess:
+        """Start the run cold, as ``shim`` (a run handed back or given up waiting)."""
+        try:
+            shim.cold = cold()
+        except OSError as exc:  # too many processes...: the run fails, saying why
+            launch = read_json(rundir.launch)
+            generation = launch.get("generation") if isinstance(launch, dict) else None
+            record_failed_start(rundir, generation, f"cannot start the shim: {exc}")
         return shim
 
     def _read(self, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -175,21 +215,21 @@ class WarmPool:
                 return b""
             self._buffer += chunk
 
-    def _kill(self) -> bytes:
+    def _kill(self, proc: subprocess.Popen[bytes]) -> bytes:
         """End a server that does not answer (SIGKILL: it forks nothing more); what it had
         said and was not read yet."""
-        proc, said = self._proc, self._buffer
-        if proc is not None:
+        said = self._buffer
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=TOOK_TIMEOUT_S)
+        if proc.stdout is not None:
             with contextlib.suppress(OSError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=TOOK_TIMEOUT_S)
-            if proc.stdout is not None:
-                with contextlib.suppress(OSError):
-                    os.set_blocking(proc.stdout.fileno(), False)
-                    said += proc.stdout.read() or b""
-        self._discard()
-        self.tick()
+                os.set_blocking(proc.stdout.fileno(), False)
+                said += proc.stdout.read() or b""
+        if proc is self._proc:
+            self._discard()
+            self.tick()
         return said
 
     def tick(self, force_stale_check: bool = False) -> None:
@@ -209,9 +249,25 @@ class WarmPool:
                 self._discard()
         if self._proc is None and now >= self._retry_at:
             self._spawn()
+        if self._deferred and (self._waiting() is not None or not self._coming()):
+            self._hand_deferred()
+
+    def _hand_deferred(self) -> None:
+        """The runs waiting for the server: forked by it now that it is ready, else cold."""
+        waiting, self._deferred = self._deferred, []
+        for rundir, shim, cold in waiting:
+            proc = self._waiting()
+            if proc is None or code_stamp() != self._stamp:
+                self._cold(rundir, shim, cold)
+            else:
+                self._hand(proc, rundir, cold, shim)
 
     def close(self) -> None:
-        """End the server (the daemon stops); the runs it forked go on."""
+        """End the server (the daemon stops); the runs it forked go on, and those still
+        waiting for it start cold."""
+        for rundir, shim, cold in self._deferred:
+            self._cold(rundir, shim, cold)
+        self._deferred = []
         if self._proc is not None:
             self._discard()
 
@@ -247,7 +303,7 @@ class WarmPool:
             self._retry_later()
             return
         self._dir, self._ready, self._stamp = pool_dir, False, code_stamp()
-        self._buffer = b""
+        self._buffer, self._spawned_at = b"", time.monotonic()
         self._next_stale_check = time.monotonic() + STALE_CHECK_S
 
     def _died(self) -> None:

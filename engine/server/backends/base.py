@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -50,7 +51,7 @@ class Host(Protocol):
 
 class ShimProcess(Protocol):
     """The local process that watches a generation, as the daemon follows it: a shim
-    it started (a ``Popen``) or one the warm pool forked (``warm_pool.ForkedShim``)."""
+    it started (a ``Popen``) or one the warm pool started (``warm_pool.PooledShim``)."""
 
     def poll(self) -> int | None:
         """Its exit code once it has ended (and reap it if it is ours), else None."""
@@ -60,12 +61,16 @@ class ShimProcess(Protocol):
         """What ``poll`` last found."""
 
 
+# Starts a generation cold: its shim, a new interpreter that starts the worker.
+ColdStart = Callable[[], ShimProcess]
+
+
 class WarmStart(Protocol):
     """The daemon's warm pool as a launch sees it (``engine.server.warm_pool``)."""
 
-    def take(self, rundir: RunDir) -> ShimProcess | None:
-        """Hand the generation whose launch.json is written to the pool, which starts it
-        and returns its shim; None if the pool cannot (the caller starts it cold)."""
+    def start(self, rundir: RunDir, cold: ColdStart) -> ShimProcess:
+        """Start the generation whose launch.json is written: forked warm by the pool, or
+        by ``cold`` (now, or a few seconds later if the pool is about to be ready)."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,8 @@ class RunBackend(ABC):
       with what this kind adds) and returns the local process that watches it,
       or None when none does. Whatever it starts must, like the shim, write
       worker.json (pid, pgid, start time), the spool and exit.json. A kind whose
-      worker is ``engine.run.worker`` may hand the generation to ``warm`` (a
-      worker waiting with torch imported) and must start it cold when that
-      gives nothing.
+      worker is ``engine.run.worker`` may have ``warm`` start the generation (a
+      fork server with torch imported), giving it the cold start to fall back on.
     - ``pause`` and ``resume`` steer a live run; ``pause`` with ``release`` also
       frees its memory. Either acts through ``host`` and may raise ``ActionError``.
     - ``kill_ladder`` says which signals a kill sends and when; ``signal``

@@ -47,14 +47,16 @@ class WorkerBackend(RunBackend):
     ) -> ShimProcess | None:
         """Write launch.json and start the run's shim, detached (it outlives the daemon).
 
-        A ``train(run)`` worker is forked by the warm pool when it is ready (torch
-        already imported), else started cold.
+        A ``train(run)`` worker is forked by the warm pool (torch already imported)
+        when it is ready or about to be, else started cold.
         """
         write_json_atomic(rundir.launch, {**record, **self.launch_fields(record)})
         if self.warm_startable:
-            shim = warm.take(rundir)
-            if shim is not None:
-                return shim
+            return warm.start(rundir, lambda: self._start_shim(rundir))
+        return self._start_shim(rundir)
+
+    def _start_shim(self, rundir: RunDir) -> subprocess.Popen[bytes]:
+        """Start the generation cold: its shim, detached, starts the worker."""
         with open(rundir.path / "shim.log", "ab") as shim_log:
             return subprocess.Popen(
                 [sys.executable, "-m", "engine.run.shim", str(rundir.path)],
