@@ -8,9 +8,8 @@ one child is released and resumed REPS times. Each generation's startup.json
 
 - request: the fork or resume request to the daemon's launch (a fork waits for
   the parent's checkpoint at its next step; a resume waits for nothing);
-- spawn: the launch to the worker's main (cold: a new interpreter; warm: the
-  handover to the waiting one, which happens inside the launch, before the daemon
-  stamps its event: about 0, a few ms below at times);
+- spawn: the launch to the worker's main (cold: a new interpreter; warm: the fork
+  by the pool's server, a few ms);
 - import: torch and the workload imported (warm: already done);
 - cuda: CUDA initialised (a CUDA run only);
 - build+ckpt: the model built, the data prepared (or read from the cache) and
@@ -117,7 +116,7 @@ def trial(warm: bool, reps: int, device: str,
             for _ in range(reps):
                 baseline.append(import_torch_s())
                 if warm:
-                    wait_for(lambda: pool_ready(paths), "a warm worker")
+                    wait_for(lambda: pool_ready(paths), "the fork server")
                 asked = time.time()
                 child = client.call("fork", run=parent)["id"]
                 info = startup(paths, child, 1)
@@ -131,7 +130,7 @@ def trial(warm: bool, reps: int, device: str,
                 client.call("pause", run=child, release=True)
                 wait_for(lambda: client.call("get_run", run=child)["released"], "the release")
                 if warm:
-                    wait_for(lambda: pool_ready(paths), "a warm worker")
+                    wait_for(lambda: pool_ready(paths), "the fork server")
                 asked = time.time()
                 client.call("resume", run=child)
                 info = startup(paths, child, generation)

@@ -34,7 +34,7 @@ def waiting_worker(engine: Engine, not_in: Collection[int] = ()) -> int:
                 return int(info["pid"])
         return None
 
-    pid: int = wait_until(ready, "a warm worker waits in the pool", timeout=90)
+    pid: int = wait_until(ready, "the fork server is ready", timeout=90)
     return pid
 
 

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Read at interpreter or library start, so a warm worker must already have them right.
+# Read at interpreter or library start, so the fork server must already have them right.
 STARTUP_PREFIXES = (
     "PYTHON", "LD_", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH_", "PYTORCH_",
 )
