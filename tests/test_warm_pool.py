@@ -206,6 +206,9 @@ def test_runs_started_together_are_all_forked_warm_and_end_as_cold_ones_would(
     worker = worker_of(engine, long_run)
     assert worker["warm"] is True
     engine.wait_step(long_run, 5)
+    # It shows in ps, htop or nvitop as a cold worker would: with its run's directory.
+    shown = [a for a in psutil.Process(int(str(worker["pid"]))).cmdline() if a]
+    assert shown[1:] == ["-m", "engine.run.worker", str(engine.paths.run_dir(long_run).path)]
     assert engine.cli("kill", long_run).code == 0
     assert engine.wait_state(long_run, *TERMINAL)["state"] == "killed"
     with pytest.raises(ProcessLookupError):  # its whole group is gone

@@ -241,5 +241,30 @@ def _become(run_dir: Path, env: dict[str, str], cwd: str, waited_in: str) -> Non
     if sys.path and sys.path[0] == waited_in:
         sys.path[0] = os.getcwd()
     sys.argv[1:] = [str(run_dir)]
+    with contextlib.suppress(Exception):  # a title is never worth a run
+        _retitle([sys.executable, "-m", "engine.run.worker", str(run_dir)])
+
+
+def _retitle(args: list[str]) -> bool:
+    """Show ``args`` as this process's command line (ps, htop, nvitop), as a cold worker's
+    reads: written over the server's own (Linux), which is longer; False if it cannot be.
+
+    The kernel reads a command line from the process's memory, between the addresses
+    /proc/self/stat gives; it is written there only if what is there is what
+    /proc/self/cmdline says (the right place), and the rest padded with NULs.
+    """
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()  # after the name, which may hold spaces
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+    with open("/proc/self/cmdline", "rb") as f:
+        shown = f.read()
+    new = b"\0".join(arg.encode() for arg in args) + b"\0"
+    if (end - start != len(shown) or len(new) > len(shown)
+            or ctypes.string_at(start, len(shown)) != shown):
+        return False
+    ctypes.memmove(start, new.ljust(len(shown), b"\0"), len(shown))
+    return True
 
 
