@@ -3,23 +3,25 @@
 A cold start of a ``train(run)`` worker spends most of its time importing torch
 (seconds on a GPU machine). The daemon therefore keeps one fork server
 (``engine.run.warm_worker``: ``engine.run.worker --zygote``) under ``warm/<daemon
-pid>-<n>/``. A launch writes the run directory to its stdin; it answers ``took``,
-forks the run's worker and shim (in their own session: they outlive the daemon as
-a cold start's do) and answers the shim's pid, in a few milliseconds. Every launch
-is served so, however many come at once (a sweep, a queue's turn, PBT's forks), and
-the forked workers share the server's pages of torch until they write them.
+pid>-<n>/``. A launch writes the run directory to its stdin and returns; the server
+answers ``took``, forks the run's worker and shim (in their own session: they outlive
+the daemon as a cold start's do) and answers the shim's pid, in a few milliseconds,
+and the daemon's next tick reads that. So every launch is served warm, however many
+come at once (a sweep, a queue's turn, PBT's forks), and the daemon answers while the
+server forks them; the forked workers share the server's pages of torch until they
+write them.
 
 The server is started by the first launch (a daemon that never starts a run never
 pays for one) and is never a run: it is in no table, no queue and no telemetry, and
-holds no GPU (CUDA is initialised only in the forked worker). A launch never blocks
-on it: while the server imports torch (started less than DEFER_S ago), a run waits
-for it as a ``PooledShim`` and a later tick hands it over, or starts it cold if the
-server dies or is late (a cold start beside the import would take as long, on the
-same cores). A server that has died, or was started from other code than the files
-now on disk (a stamp of their sizes and times), is passed over and the run started
-cold; so is a run it answers ``cold`` for (see ``warm_worker``). The server reads
-EOF on its stdin when the daemon ends, however it ends, and exits; runs still waiting
-for it then start cold. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
+holds no GPU (CUDA is initialised only in the forked worker). While it imports torch
+(started less than DEFER_S ago), launches wait for it (a cold start beside the
+import would take as long, on the same cores). A server that has died, or was
+started from other code than the files now on disk (a stamp of their sizes and
+times), is passed over and the run started cold; so is a run it answers ``cold`` for
+(see ``warm_worker``). A server that dies, or does not answer for ANSWER_TIMEOUT_S, is
+replaced, and the runs it had not taken start cold. The server reads EOF on its
+stdin when the daemon ends, however it ends, and exits; runs still waiting for it
+then start cold. ``TRAINTOP_WARM_POOL=0`` turns the pool off.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.run.shim import record_failed_start, worker_env
@@ -51,9 +56,13 @@ RETRY_FIRST_S = 5.0
 RETRY_MAX_S = 300.0
 # How often a waiting server's code stamp is compared with the files on disk.
 STALE_CHECK_S = 2.0
-# The most a launch waits for each answer of the server (it answers in milliseconds;
-# one that does not is killed, and the run started cold unless it had said ``took``).
-TOOK_TIMEOUT_S = 1.0
+# What the daemon's stop gives the server to answer the launches it was sent, and a
+# killed server to be gone.
+LAST_WORDS_S = 1.0
+# A server that has not answered a launch this long after its line went is killed (it
+# answers in milliseconds, seconds on a machine under a burst of starts); the launches
+# it had not taken then start cold.
+ANSWER_TIMEOUT_S = 10.0
 # How long after the server was started a launch still waits for it rather than start
 # cold: it imports torch in 2-5 s (a cold start takes as long, on the same cores).
 DEFER_S = 15.0
@@ -106,8 +115,25 @@ class PooledShim:
         return self.returncode
 
 
+@dataclass
+class _Launch:
+    """A generation given to the pool: sent to the server (or waiting to be), not yet
+    answered with its shim's pid or ``cold``."""
+
+    rundir: RunDir
+    shim: PooledShim
+    cold: ColdStart
+    sent: float | None = None  # when its line went to the server (monotonic)
+    took: bool = False  # the server said ``took``: it forks it, or did
+
+
 class WarmPool:
-    """One fork server, ready for every launch (see the module docstring)."""
+    """One fork server, for every launch (see the module docstring).
+
+    Nothing here waits for the server: a launch is a line written to it, and its
+    answers (``took``, then ``pid N``; or ``cold``) come in the order the lines went
+    and are read by ``tick``, so the daemon answers while the server forks a burst.
+    """
 
     def __init__(self, paths: StatePaths) -> None:
         self.paths = paths
@@ -117,8 +143,7 @@ class WarmPool:
         self._stamp = ""
         self._ready = False
         self._buffer = b""  # what the server said that is not read yet
-        self._unnamed: list[PooledShim] = []  # taken, their ``pid N`` not read yet
-        self._deferred: list[tuple[RunDir, PooledShim, ColdStart]] = []  # for the server
+        self._launches: deque[_Launch] = deque()  # in the order their lines go
         self._spawned_at = 0.0
         self._count = 0
         self._wanted = False  # set by the first launch
@@ -132,26 +157,61 @@ class WarmPool:
     def start(self, rundir: RunDir, cold: ColdStart) -> ShimProcess:
         """Start ``rundir``'s generation (launch.json written); its shim.
 
-        Forked by the server when it is ready; when it is still importing (started less
-        than DEFER_S ago), the run waits for it (a cold start would take as long, and
-        import torch beside it on the same cores) and ``tick`` hands it over, or starts
-        it by ``cold`` if the server dies or is not ready by then. Else, and for a run
-        the server answers ``cold`` for, ``cold`` starts it now. It never waits for the
-        server's fork: only for its ``took`` (well under a millisecond; at most
-        TOOK_TIMEOUT_S from one that hangs, which is then killed).
+        Forked by the server when it is ready, or when it is still importing torch
+        (started less than DEFER_S ago: a cold start would take as long, beside it on
+        the same cores), once it is. Started by ``cold`` now when there is no server
+        to wait for, and later (by ``tick``) if the server answers ``cold`` for it, or
+        dies or hangs before it took the run. Returns at once either way.
         """
         self._wanted = True
         if not self.enabled:
             return cold()
-        proc = self._waiting()
-        if proc is None or code_stamp() != self._stamp:
-            self.tick(force_stale_check=proc is not None)
-            if not self._coming():
-                return cold()
-            shim = PooledShim()
-            self._deferred.append((rundir, shim, cold))
-            return shim
-        return self._hand(proc, rundir, cold, PooledShim())
+        self.tick(force_stale_check=True)
+        if self._waiting() is None and not self._coming():
+            return cold()
+        launch = _Launch(rundir, PooledShim(), cold)
+        self._launches.append(launch)
+        self._send()
+        return launch.shim
+
+    def tick(self, force_stale_check: bool = False) -> None:
+        """Read the server's answers; start cold what it cannot serve; replace a server
+        that died or is stale, and start one where none is."""
+        self._ending = [proc for proc in self._ending if proc.poll() is None]
+        proc = self._proc
+        if proc is not None and self._launches:
+            self._collect(proc, 0)
+            sent = [launch.sent for launch in self._launches if launch.sent is not None]
+            if proc.poll() is None and sent and time.monotonic() - sent[0] > ANSWER_TIMEOUT_S:
+                log.warning("the warm pool did not answer in %.0f s: it is killed",
+                            ANSWER_TIMEOUT_S)
+                self._end(proc, kill=True)
+        if not (self.enabled and self._wanted):
+            return
+        now = time.monotonic()
+        if self._proc is not None and self._proc.poll() is not None:
+            self._died()
+        elif (self._waiting() is not None and not self._launches
+              and (force_stale_check or now >= self._next_stale_check)):
+            self._next_stale_check = now + STALE_CHECK_S
+            if code_stamp() != self._stamp:
+                log.info("the warm pool is stale (code changed); starting a new one")
+                self._end(self._proc)
+        if self._proc is None and now >= self._retry_at:
+            self._spawn()
+        if self._launches:
+            if self._waiting() is not None:
+                self._send()
+            elif not self._coming():  # no server will come in time: these start cold
+                self._start_cold(self._launches)
+
+    def close(self) -> None:
+        """End the server (the daemon stops): the runs it forked go on; those it has not
+        answered for yet are waited for a moment, then started cold."""
+        if self._proc is not None:
+            self._collect(self._proc, LAST_WORDS_S, until_answered=True)
+            self._end(self._proc)
+        self._start_cold(self._launches)
 
     def _coming(self) -> bool:
         """Whether the server is importing still, and was started less than DEFER_S ago."""
@@ -159,117 +219,105 @@ class WarmPool:
         return (proc is not None and proc.poll() is None and not self._ready
                 and time.monotonic() - self._spawned_at < DEFER_S)
 
-    def _hand(self, proc: subprocess.Popen[bytes], rundir: RunDir, cold: ColdStart,
-              shim: PooledShim) -> ShimProcess:
-        """Hand ``rundir`` to the ready server ``proc``; ``shim`` (forked), or ``cold``'s
-        when the server answers ``cold`` or went silent before it took the run."""
+    def _send(self) -> None:
+        """Write the line of every launch not sent yet to the ready server."""
+        proc = self._waiting()
+        if proc is None:
+            return
         assert proc.stdin is not None
-        try:
-            proc.stdin.write(f"{rundir.path}\n".encode())
-            proc.stdin.flush()
-        except OSError:  # it died since _waiting looked
-            self._kill(proc)
-            return self._cold(rundir, shim, cold)
-        answer = self._read(proc, TOOK_TIMEOUT_S)
-        if answer == TOOK:
-            self._unnamed.append(shim)
-        elif answer == COLD or TOOK.strip() not in self._kill(proc).splitlines():
-            return self._cold(rundir, shim, cold)
-        else:  # it hangs or died, having taken the run: its worker.json will tell
-            log.warning("the warm pool took run %s and went silent", rundir.path.name)
-        return shim
+        for launch in self._launches:
+            if launch.sent is not None:
+                continue
+            try:
+                proc.stdin.write(f"{launch.rundir.path}\n".encode())
+                proc.stdin.flush()
+            except OSError:  # it died: tick finds out and starts the rest cold
+                return
+            launch.sent = time.monotonic()
 
-    def _cold(self, rundir: RunDir, shim: PooledShim, cold: ColdStart) -> ShimProcess:
-        """Start the run cold, as ``shim`` (a run handed back or given up waiting)."""
-        try:
-            shim.cold = cold()
-        except OSError as exc:  # too many processes...: the run fails, saying why
-            launch = read_json(rundir.launch)
-            generation = launch.get("generation") if isinstance(launch, dict) else None
-            record_failed_start(rundir, generation, f"cannot start the shim: {exc}")
-        return shim
-
-    def _read(self, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-        """The server's next answer to a launch (with its newline), or b"" if none comes
-        within ``timeout``; the pids it says on the way go to their shims."""
+    def _collect(self, proc: subprocess.Popen[bytes], timeout: float,
+                 until_answered: bool = False) -> None:
+        """Read what the server said (for up to ``timeout``; 0: what is there now) and
+        give each answer to its launch, the oldest not answered."""
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         while True:
             line, newline, rest = self._buffer.partition(b"\n")
             if newline:
                 self._buffer = rest
-                if not line.startswith(b"pid "):
-                    return line + newline
-                number = line[4:].strip()
-                if self._unnamed:
-                    self._unnamed.pop(0).pid = (int(number) or None) if number.isdigit() else None
+                self._answer(line + newline)
                 continue
-            left = max(deadline - time.monotonic(), 0.0)  # 0: only what is there now
+            if until_answered and not any(launch.sent for launch in self._launches):
+                return
+            left = max(deadline - time.monotonic(), 0.0)
             if not select.select([proc.stdout], [], [], left)[0]:
-                return b""
+                return
             try:
-                chunk = os.read(proc.stdout.fileno(), 4096)
+                chunk = os.read(proc.stdout.fileno(), 65536)
             except OSError:
                 chunk = b""
             if not chunk:
-                return b""
+                return
             self._buffer += chunk
 
-    def _kill(self, proc: subprocess.Popen[bytes]) -> bytes:
-        """End a server that does not answer (SIGKILL: it forks nothing more); what it had
-        said and was not read yet."""
-        said = self._buffer
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=TOOK_TIMEOUT_S)
-        if proc.stdout is not None:
-            with contextlib.suppress(OSError):
-                os.set_blocking(proc.stdout.fileno(), False)
-                said += proc.stdout.read() or b""
-        if proc is self._proc:
-            self._discard()
-            self.tick()
-        return said
-
-    def tick(self, force_stale_check: bool = False) -> None:
-        """Replace a server that died or is stale, and start one where none is."""
-        self._ending = [proc for proc in self._ending if proc.poll() is None]
-        if self._unnamed and self._proc is not None:
-            self._read(self._proc, 0)  # the pids of the shims it forked since
-        if not (self.enabled and self._wanted):
+    def _answer(self, line: bytes) -> None:
+        """One answer of the server, to the oldest launch it has not answered for."""
+        if not self._launches or self._launches[0].sent is None:
+            log.warning("the warm pool said %r for no launch", line)
             return
-        now = time.monotonic()
-        if self._proc is not None and self._proc.poll() is not None:
-            self._died()
-        elif self._waiting() is not None and (force_stale_check or now >= self._next_stale_check):
-            self._next_stale_check = now + STALE_CHECK_S
-            if code_stamp() != self._stamp:
-                log.info("the warm pool is stale (code changed); starting a new one")
-                self._discard()
-        if self._proc is None and now >= self._retry_at:
-            self._spawn()
-        if self._deferred and (self._waiting() is not None or not self._coming()):
-            self._hand_deferred()
+        launch = self._launches[0]
+        if line == TOOK:
+            launch.took = True
+        elif line == COLD:
+            self._start_cold([self._launches.popleft()])
+        elif line.startswith(b"pid ") and launch.took:
+            number = line[4:].strip()
+            # 0: the fork failed, and its exit.json says why
+            launch.shim.pid = (int(number) or None) if number.isdigit() else None
+            self._launches.popleft()
+            if launch.shim.pid is not None:
+                log.info("run in %s forked by the warm pool (shim %d)",
+                         launch.rundir.path.name, launch.shim.pid)
+        else:
+            log.warning("the warm pool said %r for run %s", line, launch.rundir.path.name)
 
-    def _hand_deferred(self) -> None:
-        """The runs waiting for the server: forked by it now that it is ready, else cold."""
-        waiting, self._deferred = self._deferred, []
-        for rundir, shim, cold in waiting:
-            proc = self._waiting()
-            if proc is None or code_stamp() != self._stamp:
-                self._cold(rundir, shim, cold)
-            else:
-                self._hand(proc, rundir, cold, shim)
+    def _start_cold(self, launches: Iterable[_Launch]) -> None:
+        """Start these launches cold (each taken off the pool's list)."""
+        for launch in list(launches):
+            with contextlib.suppress(ValueError):
+                self._launches.remove(launch)
+            try:
+                launch.shim.cold = launch.cold()
+            except OSError as exc:  # too many processes...: the run fails, saying why
+                found = read_json(launch.rundir.launch)
+                generation = found.get("generation") if isinstance(found, dict) else None
+                record_failed_start(launch.rundir, generation, f"cannot start the shim: {exc}")
 
-    def close(self) -> None:
-        """End the server (the daemon stops); the runs it forked go on, and those still
-        waiting for it start cold."""
-        for rundir, shim, cold in self._deferred:
-            self._cold(rundir, shim, cold)
-        self._deferred = []
-        if self._proc is not None:
-            self._discard()
+    def _end(self, proc: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
+        """Let the server go (``kill``: at once, SIGKILL), after reading what it said:
+        a launch it took is its (its worker.json will say); any other starts cold."""
+        if proc is None:
+            return
+        if kill:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=LAST_WORDS_S)
+        if proc.poll() is not None:
+            self._collect(proc, 0)  # its last words are still in the pipe
+        for launch in [launch for launch in self._launches if launch.took]:
+            log.warning("the warm pool took run %s and ended", launch.rundir.path.name)
+            self._launches.remove(launch)
+        self._start_cold([launch for launch in self._launches if launch.sent is not None])
+        if proc is self._proc:
+            self._proc = None
+            self._buffer = b""
+            for pipe in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
+            self._ending.append(proc)  # reaped by a later tick, never waited for
+            self._remove_dir()
 
     def _waiting(self) -> subprocess.Popen[bytes] | None:
         """The server if it is alive and has imported torch."""
@@ -316,30 +364,13 @@ class WarmPool:
             log.warning("the warm pool ended before it was ready (exit %s): %s",
                         self._proc.returncode, tail.strip() or "no output")
             self._retry_later()
-        self._proc = None
-        self._remove_dir()
+        self._end(self._proc)
 
     def _retry_later(self) -> None:
         self._retry_at = time.monotonic() + self._retry_s
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
 
-    def _discard(self) -> None:
-        """Close the server's stdin: it exits (reaped by a later tick).
-
-        Not waited for: a server still importing torch sees the EOF only once that
-        is done, and the daemon must not block meanwhile.
-        """
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            for pipe in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    if pipe is not None:
-                        pipe.close()
-            self._ending.append(proc)
-        self._remove_dir()
-
     def _remove_dir(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir, self._ready, self._buffer = None, False, b""
-        self._unnamed = []  # a pid they never get: their worker.json will say
+        self._dir, self._ready = None, False
