@@ -55,3 +55,22 @@ def test_the_pool_ends_with_its_daemon_even_a_killed_one(engine: Engine) -> None
     engine.wait_step(run_id, 5)
     assert not gone(int(engine.run(run_id)["pid"]))
     assert engine.cli("kill", run_id).code == 0
+
+
+def test_a_fork_server_that_stops_answering_is_replaced_and_its_runs_start_cold(
+    engine: Engine,
+) -> None:
+    start(engine, "synthetic", "steps=3")
+    server = waiting_worker(engine)
+    os.kill(server, signal.SIGSTOP)  # alive, and deaf: the launch's line waits in its pipe
+    made = engine.cli("start", "synthetic", "steps=20", "--no-wait", "--json")
+    assert made.code == 0, made.err
+    run_id = made.json()["id"]
+    assert engine.wait_state(run_id, *TERMINAL, timeout=90)["state"] == "finished"
+    assert worker_of(engine, run_id)["warm"] is False
+    assert len(engine.losses(run_id)) == 20
+    wait_until(lambda: gone(server), "the deaf server is killed")
+    replacement = waiting_worker(engine, not_in={server})
+    served = start(engine, "synthetic", "steps=5")
+    assert worker_of(engine, served)["warm"] is True
+    assert waiting_worker(engine) == replacement
