@@ -63,6 +63,9 @@ LAST_WORDS_S = 1.0
 # answers in milliseconds, seconds on a machine under a burst of starts); the launches
 # it had not taken then start cold.
 ANSWER_TIMEOUT_S = 10.0
+# Lines sent to the server and not answered yet, at most (~60 bytes each: well within
+# a pipe's 64 KiB, so a write never blocks the daemon); the rest wait for a tick.
+MAX_IN_FLIGHT = 256
 # How long after the server was started a launch still waits for it rather than start
 # cold: it imports torch in 2-5 s (a cold start takes as long, on the same cores).
 DEFER_S = 15.0
@@ -225,9 +228,13 @@ class WarmPool:
         if proc is None:
             return
         assert proc.stdin is not None
+        in_flight = sum(launch.sent is not None for launch in self._launches)
         for launch in self._launches:
             if launch.sent is not None:
                 continue
+            if in_flight >= MAX_IN_FLIGHT:  # its pipe could fill and block the daemon
+                return
+            in_flight += 1
             try:
                 proc.stdin.write(f"{launch.rundir.path}\n".encode())
                 proc.stdin.flush()
@@ -298,6 +305,10 @@ class WarmPool:
         a launch it took is its (its worker.json will say); any other starts cold."""
         if proc is None:
             return
+        # Lines it was sent and has not answered: alive, it would still read and fork
+        # them after its stdin closes, beside the cold starts below.
+        kill = kill or any(launch.sent is not None and not launch.took
+                           for launch in self._launches)
         if kill:
             with contextlib.suppress(OSError):
                 proc.kill()
