@@ -232,7 +232,6 @@ def _become(run_dir: Path, env: dict[str, str], cwd: str, waited_in: str) -> Non
     for fd, name in ((1, "stdout.log"), (2, "stderr.log")):
         with open(run_dir / name, "ab") as out:
             os.dup2(out.fileno(), fd)
-    gc.enable()
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
