@@ -167,6 +167,7 @@ def test_turned_off_every_run_starts_cold(
     for run_id in (first, second):
         assert worker_of(engine, run_id)["warm"] is False
     assert not list(engine.paths.warm.glob("*"))
+    assert "warm pool: off (TRAINTOP_WARM_POOL=0)" in engine.cli("engine", "status").out
 
 
 def test_a_run_that_sets_what_python_reads_at_start_is_started_cold(
@@ -201,6 +202,10 @@ def test_runs_started_together_are_all_forked_warm_and_end_as_cold_ones_would(
         assert (run["state"], run["exit_code"]) == (("failed", 1) if fails else ("finished", 0))
         assert max(engine.losses(run_id)) == (14 if fails else 39)
     assert "synthetic failure at step 15" in engine.cli("show", runs[0]).out
+    pool = engine.cli("engine", "status", "--json").json()["warm_pool"]
+    assert (pool["state"], pool["pid"], pool["forked"], pool["cold"]) == ("ready", server, 5, 0)
+    assert f"warm pool: ready (pid {server}); 5 runs forked, 0 started cold" in engine.cli(
+        "engine", "status").out
 
     long_run = start(engine, "synthetic", "steps=100000", "sleep=0.01")
     worker = worker_of(engine, long_run)
@@ -272,3 +277,5 @@ def test_the_first_runs_of_a_daemon_wait_for_its_pool_or_start_cold_if_it_dies(
     assert engine.wait_state(first, *TERMINAL)["state"] == "finished"
     assert worker_of(engine, first)["warm"] is False
     assert len(engine.losses(first)) == 30
+    pool = engine.cli("engine", "status", "--json").json()["warm_pool"]
+    assert (pool["forked"], pool["cold"]) == (0, 1)

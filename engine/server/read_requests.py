@@ -50,7 +50,7 @@ class ReadRequests(RunLookup):
         return {"pong": True, "time": time.time()}
 
     def status(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The daemon itself: pid, version, home, uptime, runs by state."""
+        """The daemon itself: pid, version, home, uptime, runs by state, its warm pool."""
         counts = self.db.state_counts()
         return {
             "pid": os.getpid(),
@@ -60,6 +60,7 @@ class ReadRequests(RunLookup):
             "runs": counts,
             "live": len(self.supervisor.live),
             "gpus": len(self.gpus),
+            "warm_pool": self.supervisor.warm.describe(),
         }
 
     def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:

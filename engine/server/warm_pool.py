@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.run.shim import record_failed_start, worker_env
 from engine.run.warm_worker import COLD, TOOK
@@ -154,6 +155,9 @@ class WarmPool:
         self._retry_s = RETRY_FIRST_S
         self._next_stale_check = 0.0
         self._ending: list[subprocess.Popen[bytes]] = []  # discarded servers, not yet reaped
+        self.forked = 0  # launches the servers forked, since the daemon started
+        self.cold_starts = 0  # launches it started cold (no server, or it said cold)
+        self._problem: str | None = None  # why the last server ended before it was ready
         # Pools of daemons that are gone ended with them; their directories did not.
         shutil.rmtree(paths.warm, ignore_errors=True)
 
@@ -171,6 +175,7 @@ class WarmPool:
             return cold()
         self.tick(force_stale_check=True)
         if self._waiting() is None and not self._coming():
+            self.cold_starts += 1
             return cold()
         launch = _Launch(rundir, PooledShim(), cold)
         self._launches.append(launch)
@@ -215,6 +220,23 @@ class WarmPool:
             self._collect(self._proc, LAST_WORDS_S, until_answered=True)
             self._end(self._proc)
         self._start_cold(self._launches)
+
+    def describe(self) -> dict[str, Any]:
+        """The pool as ``engine status`` says it: its state (off, not started, starting,
+        ready, retrying), the server's pid, how many launches it forked and how many
+        started cold, and why the last server died before it was ready. Read on a
+        reader thread: it only reads what the loop's last tick left."""
+        proc = self._proc
+        if not self.enabled:
+            state = "off"
+        elif not self._wanted:
+            state = "not started"
+        elif proc is None:
+            state = "retrying"
+        else:
+            state = "ready" if self._ready else "starting"
+        return {"state": state, "pid": None if proc is None else proc.pid,
+                "forked": self.forked, "cold": self.cold_starts, "problem": self._problem}
 
     def _coming(self) -> bool:
         """Whether the server is importing still, and was started less than DEFER_S ago."""
@@ -282,6 +304,7 @@ class WarmPool:
             # 0: the fork failed, and its exit.json says why
             launch.shim.pid = (int(number) or None) if number.isdigit() else None
             self._launches.popleft()
+            self.forked += launch.shim.pid is not None
             if launch.shim.pid is not None:
                 log.info("run in %s forked by the warm pool (shim %d)",
                          launch.rundir.path.name, launch.shim.pid)
@@ -293,6 +316,7 @@ class WarmPool:
         for launch in list(launches):
             with contextlib.suppress(ValueError):
                 self._launches.remove(launch)
+            self.cold_starts += 1
             try:
                 launch.shim.cold = launch.cold()
             except OSError as exc:  # too many processes...: the run fails, saying why
@@ -338,7 +362,7 @@ class WarmPool:
         if not self._ready:
             self._ready = (self._dir / "ready.json").exists()
             if self._ready:
-                self._retry_s = RETRY_FIRST_S
+                self._retry_s, self._problem = RETRY_FIRST_S, None
         return proc if self._ready else None
 
     def _spawn(self) -> None:
@@ -374,6 +398,8 @@ class WarmPool:
                 tail = (self._dir / "worker.log").read_text(errors="replace")[-2000:]
             log.warning("the warm pool ended before it was ready (exit %s): %s",
                         self._proc.returncode, tail.strip() or "no output")
+            lines = tail.strip().splitlines()
+            self._problem = lines[-1] if lines else f"exit {self._proc.returncode}"
             self._retry_later()
         self._end(self._proc)
 

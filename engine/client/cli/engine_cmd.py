@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from engine.client.cli.common import connect
 from engine.client.client import EngineError, EngineUnavailable
@@ -84,6 +84,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
+    pool = status.get("warm_pool")  # (an older engine does not say)
+    if isinstance(pool, dict):
+        print(f"warm pool: {pool_text(pool)}")
     print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}; "
           f"{format_bytes(disk['free'])} free")
     if disk["store_unused"] >= COMPACT_WORTH and not disk["store_gives_back"]:
@@ -94,6 +97,20 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}")
     return 0
+
+
+def pool_text(pool: dict[str, Any]) -> str:
+    """The warm pool's line of ``engine status``."""
+    served = f"{pool['forked']} runs forked, {pool['cold']} started cold"
+    state = pool["state"]
+    if state == "off":
+        return f"off (TRAINTOP_WARM_POOL=0): every run imports torch itself; {served}"
+    if state == "not started":
+        return "not started (the first run starts it)"
+    if state == "retrying":
+        return f"its server died before it was ready ({pool['problem']}); retrying; {served}"
+    doing = "ready" if state == "ready" else "importing torch"
+    return f"{doing} (pid {pool['pid']}); {served}"
 
 
 def disk_figures(paths: StatePaths) -> dict[str, int]:
