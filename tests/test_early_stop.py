@@ -153,11 +153,28 @@ def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine)
     waited = engine.cli("wait", *ids)  # the sweep ended as it was meant to: success
     assert waited.code == 0 and "(stopped early at step 50:" in waited.out
     # The values at each rung are kept in the store, for the runs that come later.
-    db = sqlite3.connect(engine.paths.store)
-    rung50 = dict(db.execute("SELECT run, value FROM rungs WHERE step = 50").fetchall())
-    db.close()
+    before = rung_rows(engine)
+    rung50 = {run: value for _, step, run, value in before if step == 50}
     assert set(rung50) == set(ids)
     assert max(rung50[r] for r in good) < min(rung50[r] for r in bad)
+    # A store made again from the run directories has them again, to the bit: made from
+    # the spools as the daemon made them (a run stopped at a rung may bring one more,
+    # from steps it took before its signal landed).
+    assert engine.cli("engine", "stop").code == 0
+    rebuilt = engine.cli("engine", "rebuild")
+    assert rebuilt.code == 0, rebuilt.err
+    after = rung_rows(engine)
+    assert before <= after
+    assert all(run in bad and step > 50 for _, step, run, _ in after - before)
+
+
+def rung_rows(engine: Engine) -> set[tuple[str, int, str, float]]:
+    """Every value of every sweep's rungs in the store: (sweep, step, run, value)."""
+    db = sqlite3.connect(engine.paths.store)
+    try:
+        return set(db.execute("SELECT sweep, step, run, value FROM rungs"))
+    finally:
+        db.close()
 
 
 def test_the_tui_says_stopped_early_without_alarm() -> None:
@@ -176,3 +193,4 @@ def test_a_dry_run_says_the_rule(engine: Engine) -> None:
     assert result.code == 0, result.err
     assert ("early stop: from step 10, every x2 steps, runs not among the lowest 1/2 of "
             "val_loss stop") in result.out
+

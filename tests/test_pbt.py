@@ -191,6 +191,17 @@ def test_a_population_replaces_its_worst_run_by_a_perturbed_fork_of_a_best(
     shown = engine.cli("show", child["id"]).out
     assert "pbt       every 50 steps, the worst quarter by the training loss are replaced" \
         in shown
+    # A store made again from the run directories has each round's values again, and the
+    # rounds judged: a daemon after it never judges a round twice.
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    db = sqlite3.connect(engine.paths.store)
+    again = {step: dict(db.execute("SELECT run, value FROM rungs WHERE step = ?", (step,)))
+             for step in (50, 100, 150)}
+    closed = [step for (step,) in db.execute("SELECT step FROM pbt_rounds ORDER BY step")]
+    db.close()
+    assert again[50] == at[50]
+    assert closed == [50, 100, 150]
 
 
 def test_the_tui_says_replaced_without_alarm() -> None:

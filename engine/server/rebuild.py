@@ -15,6 +15,7 @@ their spools from where the rebuild stopped reading.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.common.pbt import sweep_rule
+from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.annotations import read_annotations
 from engine.rundir.line_tail import read_lines
@@ -38,6 +39,7 @@ from engine.rundir.spool_records import (
 from engine.server.daemon import MaintenanceError, hold_stopped_store
 from engine.server.requests import is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
+from engine.server.rungs import RungWatch
 from engine.server.store import Store
 from engine.server.store_queues import QUEUE_FIELDS
 from engine.server.supervisor import QUEUE_RECORD
@@ -121,7 +123,22 @@ def _fill(paths: StatePaths, store: Store) -> Rebuilt:
         result.points += _restore_run(paths, store, rundir, launch, created)
         result.runs += 1
     _restore_queues(paths, store)
+    _close_rounds(store)
     return result
+
+
+def _close_rounds(store: Store) -> None:
+    """Mark every PBT round with values judged: whether it was is not in the run
+    directories, and judging one twice would replace runs on values long past (a
+    round not judged yet is skipped: the population goes on to the next)."""
+    rules = store.db.execute(
+        "SELECT DISTINCT sweep, early_stop FROM runs WHERE sweep IS NOT NULL "
+        "AND early_stop IS NOT NULL").fetchall()
+    for sweep in {str(sweep) for sweep, rule in rules
+                  if isinstance(sweep_rule(json.loads(rule)), PbtRule)}:
+        steps = store.db.execute("SELECT DISTINCT step FROM rungs WHERE sweep = ?", (sweep,))
+        for (step,) in steps.fetchall():
+            store.close_round(sweep, int(step))
 
 
 def _restore_queues(paths: StatePaths, store: Store) -> None:
@@ -173,7 +190,7 @@ def _restore_run(
     if generation == 0:  # it waited in its queue: it waits there again
         store.set_state(run_id, RunState.QUEUED, f"{REBUILT}: queued", queue_pos=created)
         return 0
-    spool = _read_spool(store, run_id, rundir.spool)
+    spool = _read_spool(store, run_id, rundir.spool, _rung_watch(launch, config))
     state, fields = _last_state(rundir, generation, spool)
     fields.update(generation=generation, step=spool.step, control_seq=_lines(rundir.control))
     if spool.total is not None:
@@ -195,12 +212,34 @@ class _Spool:
     error: str | None = None
 
 
-def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
-    """Store every point of a spool, in order, with the offset read up to (as the daemon does).
+def _rung_watch(launch: dict[str, Any], config: dict[str, Any]) -> tuple[str, RungWatch] | None:
+    """A sweep's run's sweep and a watch of its rungs, as the daemon made one at its
+    launch (its early-stopping or PBT rule, counted from its fork step); None if it
+    has none."""
+    sweep, rule = launch.get("sweep"), _early_stop(launch).get("early_stop")
+    if not isinstance(sweep, str) or rule is None:
+        return None
+    steps, start = config.get("steps"), launch.get("fork_step")
+    return sweep, RungWatch(sweep_rule(rule), steps if isinstance(steps, int) else None,
+                            start=start if isinstance(start, int) else 0)
+
+
+def _read_spool(store: Store, run_id: str, path: Path,
+                rungs: tuple[str, RungWatch] | None = None) -> _Spool:
+    """Store every point of a spool, in order, with the offset read up to (as the daemon does),
+    and with ``rungs``, the run's value at each rung it passed (as the daemon records them).
 
     Lines are decoded and folded as the daemon folds them (``SpoolBatch``), so what
     it would skip (and count) is skipped and counted here too.
     """
+
+    def store_points(batch: SpoolBatch, offset: int) -> None:
+        store.add_metrics(run_id, batch.points, offset, batch.step, batch.skipped)
+        if rungs is not None:
+            sweep, watch = rungs
+            for rung, value in watch.check(batch.points):
+                store.record_rung(sweep, rung, run_id, value)
+
     seen = _Spool()
     batch = SpoolBatch()
     offset, drained = 0, False
@@ -214,10 +253,10 @@ def _read_spool(store: Store, run_id: str, path: Path) -> _Spool:
             if not batch.fold(record):
                 _note(record, seen, batch)
             if len(batch.points) >= BATCH_POINTS:
-                store.add_metrics(run_id, batch.points, offset, batch.step, batch.skipped)
+                store_points(batch, offset)
                 seen.points += len(batch.points)
                 batch = SpoolBatch(step=batch.step)
-    store.add_metrics(run_id, batch.points, offset, batch.step, batch.skipped)
+    store_points(batch, offset)
     seen.points += len(batch.points)
     seen.step = batch.step
     return seen
@@ -298,8 +337,8 @@ def _queue_fields(launch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _early_stop(launch: dict[str, Any]) -> dict[str, Any]:
-    """A sweep's run's early-stop rule, if launch.json holds one that is right (the values
-    at each rung are not in the run directories: later runs are judged afresh)."""
+    """A sweep's run's early-stop (or PBT) rule, if launch.json holds one that is right
+    (the values at its rungs are made again from its spool: ``_rung_watch``)."""
     try:
         rule = sweep_rule(launch["early_stop"]) if launch.get("early_stop") else None
     except ValueError:
