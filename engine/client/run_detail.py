@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunDescription
-from engine.common.early_stop import StopRule
 from engine.common.format import (
     condition_text,
     format_bytes,
@@ -87,10 +86,7 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     if run.early_stop:
         with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
             rule = sweep_rule(run.early_stop)
-            # ASHA's rungs count from a fork's step; PBT's rounds are the population's
-            judged = rule.describe(run.fork_step or 0) if isinstance(rule, StopRule) else (
-                rule.describe())
-            lines.append(DetailLine(rule.label, judged))
+            lines.append(DetailLine(rule.label, rule.describe(run.fork_step or 0)))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

@@ -98,8 +98,9 @@ class PbtRule:
         return cls(interval, float(quantile), float(resample), metric,
                    str(data.get("mode", "min")), axes)
 
-    def describe(self) -> str:
-        """The rule in a few words, for ``show`` and a sweep's dry run."""
+    def describe(self, start: int = 0) -> str:
+        """The rule in a few words, for ``show`` and a sweep's dry run (``start``, a fork's
+        step, changes nothing: the rounds are the population's own steps)."""
         metric = self.metric or "the training loss"
         share = _share(self.quantile)
         return (f"every {self.interval} steps, the worst {share} by {metric} are replaced by "

@@ -309,8 +309,8 @@ class AnnotateDialog(FormDialog):
             self.note_shown, placeholder="what this run tried", id="note"))
 
     def params(self) -> dict[str, Any]:
-        tags = self.query_one("#tags", Input).value.split()
-        note = self.query_one("#note", Input).value.strip()
+        tags = self._value("tags").split()
+        note = self._value("note").strip()
         return {
             "run": self.run.id,
             "add": [t for t in tags if t not in self.run.tags],
@@ -452,8 +452,8 @@ class NewRunDialog(FormDialog):
         )
 
     def params(self) -> dict[str, Any]:
-        name = self.query_one("#name", Input).value.strip()
-        device = self.query_one("#device", Input).value.strip()
+        name = self._value("name").strip()
+        device = self._value("device").strip()
         return {
             "workload": self.workload,
             # A retry sends every value: they are the run's, not the workload's defaults.
