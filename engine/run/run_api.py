@@ -19,11 +19,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.run.control_reader import ControlReader
 from engine.run.spool_writer import LoggedCall, MetricsBatch, SpoolWriter
 from engine.run.thread_share import ThreadShare
-from engine.rundir.checkpoint_files import FINAL, fork_name, release_name
-from engine.rundir.disk_space import refuse_if_fake_full, when_room
+from engine.rundir.checkpoint_files import (
+    FINAL,
+    auto_name,
+    drop_older_autos,
+    fork_name,
+    release_name,
+)
+from engine.rundir.disk_space import out_of_space, refuse_if_fake_full, when_room
 from engine.rundir.paths import RunDir, remove_stray_temporaries, write_json_atomic
 
 FLUSH_INTERVAL_S = 0.25
@@ -93,6 +100,10 @@ class Run:
         self._last_flush = self._now
         self._started = False
         self._nudged = False
+        # Checkpoints of its own (--checkpoint-every): the last one's step and time.
+        self._every = CheckpointEvery.from_wire(launch.get("checkpoint_every"))
+        self._auto_step = 0
+        self._auto_time = self._now
         self._pid = os.getpid()
         # When this generation's start-up phases ended (unix times), filled in by the
         # worker and here, written to startup.json after the first step.
@@ -245,6 +256,7 @@ class Run:
             self._resume_ckpt = None  # free the loaded tensors
         self._spool.state("running", self.step, total=total)
         self._nudged = True  # commands may have arrived before our handler existed
+        self._auto_step, self._auto_time = self.step, time.time()
 
     def _boundary(self) -> None:
         now = self._now = time.time()
@@ -253,6 +265,28 @@ class Run:
         if (now - self._last_flush >= FLUSH_INTERVAL_S or now < self._last_flush
                 or len(self._buf) >= FLUSH_MAX_CALLS):
             self.flush(wait=False)
+        every = self._every
+        if every is not None and every.due(self.step, self._auto_step, now, self._auto_time) \
+                and (self.total is None or self.step < self.total):
+            self._auto_checkpoint()
+
+    def _auto_checkpoint(self) -> None:
+        """Write the run's own checkpoint, then drop the one before it. Nobody waits for
+        it: one the disk refuses (full, gone read-only) is skipped, said on stderr, and
+        training goes on."""
+        from engine.run.checkpoint import save_checkpoint
+
+        self._auto_step, self._auto_time = self.step, time.time()
+        path = self._checkpoint_dir / auto_name(self.step)
+        try:
+            refuse_if_fake_full()
+            save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
+        except Exception as exc:  # a missed checkpoint must not end the run
+            why = "the disk is full" if out_of_space(exc) else f"{type(exc).__name__}: {exc}"
+            print(f"traintop: no checkpoint at step {self.step} ({why}); training goes on",
+                  file=sys.stderr, flush=True)
+            return
+        drop_older_autos(self._checkpoint_dir, path)
 
     def _handle_control(self) -> None:
         paused = False

@@ -11,7 +11,8 @@ import zipfile
 from pathlib import Path
 
 FINAL = "final.pt"
-_AT_STEP = re.compile(r"(release|step)-(\d+)\.pt")
+_AT_STEP = re.compile(r"(release|step|auto)-(\d+)\.pt")
+_AUTO = re.compile(r"auto-(\d+)\.pt")
 
 
 def release_name(step: int) -> str:
@@ -22,6 +23,24 @@ def release_name(step: int) -> str:
 def fork_name(step: int) -> str:
     """The checkpoint a fork asks its parent for."""
     return f"step-{step}.pt"
+
+
+def auto_name(step: int) -> str:
+    """The checkpoint a run writes on its own (``--checkpoint-every``); only the newest
+    is kept (``drop_older_autos``)."""
+    return f"auto-{step}.pt"
+
+
+def drop_older_autos(directory: Path, keep: Path) -> None:
+    """Delete the run's own checkpoints older than ``keep`` (which is whole on disk by
+    now): they are there only to go on from, and the newest does that best."""
+    try:
+        paths = list(directory.iterdir())
+    except OSError:
+        return
+    for path in paths:
+        if path != keep and _AUTO.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 def latest_complete(directory: Path) -> tuple[int, Path] | None:

@@ -220,6 +220,75 @@ class Points:
         self._counts = {key: counts for key, counts in self._counts.items() if key[0] != run}
         return deleted, True
 
+    def rewind(self, run: int, step: int) -> int:
+        """Drop each series' points from the first one at ``step`` or later to its end
+        (a run taken up again from a checkpoint at ``step`` logs them again); returns how
+        many went. The chunks before stay as they are; the one it cuts is packed again."""
+        dropped = 0
+        rows = self.db.execute(
+            "SELECT kid, n, sealed FROM series WHERE run = ? AND last_step IS NOT NULL",
+            (run,),
+        ).fetchall()
+        for kid, n, sealed in rows:
+            cut = self._first_at(run, int(kid), step)
+            if cut is not None:
+                dropped += int(n) - cut
+                self._cut(run, int(kid), cut, int(sealed))
+        return dropped
+
+    def _first_at(self, run: int, kid: int, step: int) -> int | None:
+        """The index of the first point of a series at ``step`` or later (None: none is);
+        chunks wholly before ``step`` are passed over by their summaries, unread."""
+        rows = self.db.execute(
+            "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND step_hi >= ? "
+            "ORDER BY i0 LIMIT 1",
+            (run, kid, step),
+        ).fetchall()
+        for i0, n, data in rows:
+            steps = decode_columns(data, int(n))[0]
+            return int(i0) + next(j for j, s in enumerate(steps) if s >= step)
+        row = self.db.execute(
+            "SELECT min(i) FROM recent WHERE run = ? AND kid = ? AND step >= ?",
+            (run, kid, step),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _cut(self, run: int, kid: int, keep: int, sealed: int) -> None:
+        """Keep the first ``keep`` points of a series, none after."""
+        self.db.execute("DELETE FROM recent WHERE run = ? AND kid = ? AND i >= ?",
+                        (run, kid, keep))
+        if keep < sealed:
+            row = self.db.execute(
+                "SELECT i0, n, data FROM chunks WHERE run = ? AND kid = ? AND i0 <= ? "
+                "AND i0 + n > ?", (run, kid, keep, keep),
+            ).fetchone()
+            self.db.execute("DELETE FROM chunks WHERE run = ? AND kid = ? AND i0 >= ?",
+                            (run, kid, keep))
+            if row is not None and int(row[0]) < keep:  # the chunk the cut falls in
+                i0 = int(row[0])
+                self.db.execute("DELETE FROM chunks WHERE run = ? AND kid = ? AND i0 = ?",
+                                (run, kid, i0))
+                self._write_chunk(run, kid, i0, decode(row[2], int(row[1]))[: keep - i0])
+            sealed = keep
+        if keep == 0:
+            self.db.execute("DELETE FROM series WHERE run = ? AND kid = ?", (run, kid))
+            self._counts.pop((run, kid), None)
+            return
+        last = self._point_at(run, kid, keep - 1, sealed)
+        self.db.execute(
+            "UPDATE series SET n = ?, sealed = ?, last_step = ?, last_value = ?, "
+            "last_time = ? WHERE run = ? AND kid = ?",
+            (keep, sealed, last[0], last[1], last[2], run, kid),
+        )
+        self._counts[(run, kid)] = (keep, sealed)
+
+    def _point_at(self, run: int, kid: int, i: int, sealed: int) -> Point:
+        """The ``i``-th point of a series that holds at least ``i + 1``."""
+        if i >= sealed:
+            return self.loose(run, kid, i)[0]
+        skip, n, data = self._chunks_from(run, kid, i)[0]
+        return decode(data, n)[skip]
+
     def seal(self, run: int) -> None:
         """Pack every waiting point of a run into chunks (when it will log no more)."""
         rows = self.db.execute(

@@ -251,6 +251,12 @@ def _read_spool(store: Store, run_id: str, path: Path,
             offset += len(raw)
             record = decode_record(raw)
             if not batch.fold(record):
+                if isinstance(record, StateRecord) and record.state == "running":
+                    # A generation that went on from a checkpoint logs its points from
+                    # there again: the daemon dropped those after it (``rewind_metrics``).
+                    store_points(batch, offset)
+                    seen.points += len(batch.points) - store.rewind_metrics(run_id, record.step)
+                    batch = SpoolBatch(step=batch.step)
                 _note(record, seen, batch)
             if len(batch.points) >= BATCH_POINTS:
                 store_points(batch, offset)

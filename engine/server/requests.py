@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.config import INT64_MAX, INT64_MIN
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, MAX_TAGS, tag_problem
 
@@ -85,6 +86,31 @@ def smoothing_param(params: dict[str, Any]) -> float | None:
     if value is not None and not (is_number(value) and 0 <= value < 1):
         raise RequestError("bad_request", "smoothing must be a number in [0, 1)")
     return None if value is None else float(value)
+
+
+MAX_RETRIES = 100
+
+
+def fault_params(params: dict[str, Any], inherit: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """A new run's ``checkpoint_every`` (text: ``500`` steps, ``10m``) and ``retries``, as
+    the store keeps them; each left out is ``inherit``'s (a fork's parent), else none."""
+    text = param(params, "checkpoint_every", str, None)
+    if text is None:
+        every = inherit.get("checkpoint_every") if inherit else None
+    elif text.strip().lower() in ("", "0", "off", "none"):
+        every = None
+    else:
+        try:
+            every = CheckpointEvery.parse(text).wire()
+        except ValueError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+    retries = param(params, "retries", int, None)
+    if retries is None:
+        retries = int(inherit.get("retries") or 0) if inherit else 0
+    elif not 0 <= retries <= MAX_RETRIES:
+        raise RequestError("bad_request", f"retries must be 0 to {MAX_RETRIES}, not {retries}")
+    return {"checkpoint_every": every, "retries": retries}
 
 
 def divergence_param(params: dict[str, Any], inherited: float | None) -> float | None:

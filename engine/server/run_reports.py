@@ -217,6 +217,7 @@ class RunReports(Population):
     def _on_state(self, live: LiveRun, record: StateRecord, end: int) -> None:
         state, step, run_id = record.state, record.step, live.run_id
         if state == "running":
+            self._rewind(run_id, step)
             self.store.set_state(
                 run_id, RunState.RUNNING, "worker is training", step=step,
                 total_steps=record.total, spool_offset=end,
@@ -236,6 +237,17 @@ class RunReports(Population):
         live.spool_offset = end
         live.step = steps_after(live.step, record)
         self.announce(run_id)
+
+    def _rewind(self, run_id: str, step: int) -> None:
+        """A generation starts training at ``step``: a run taken up again from a
+        checkpoint logs what came after it again, so the points the last one logged
+        there and after go (TensorBoard drops them too). Before the state that says it
+        started: a daemon that dies between the two does it again, to no effect."""
+        dropped = self.store.rewind_metrics(run_id, step)
+        if dropped:
+            self.store.note(run_id, f"{dropped:,} points from step {step} on were dropped: "
+                            "it goes on from its checkpoint there, and logs them again")
+            log.info("run %s: %d points from step %d on dropped", run_id, dropped, step)
 
     # -- divergence ---------------------------------------------------------
 

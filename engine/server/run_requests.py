@@ -48,6 +48,7 @@ from engine.server.requests import (
     check_steps,
     divergence_param,
     env_param,
+    fault_params,
     param,
     resolve_spec,
     tags_param,
@@ -59,16 +60,18 @@ from engine.server.supervisor import launch_record
 # client newer than this daemon is told, rather than silently ignored.
 _QUEUE_PARAMS = {"queue", "priority", "after", "gpus", "gpu_memory", "sweep", "tags"}
 _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
+_FAULT_PARAMS = {"checkpoint_every", "retries"}
 ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd", "early_stop",
-              *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+              *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS, *_FAULT_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
                     "logdir",
                     "env", "cwd",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
-    "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
+    "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS,
+             *_FAULT_PARAMS},
     "fork_variants": {"run", "variants", "names", "device", "early_stop", *_QUEUE_PARAMS,
-                      *_DIVERGENCE_PARAMS},
+                      *_DIVERGENCE_PARAMS, *_FAULT_PARAMS},
 }
 
 
@@ -116,7 +119,7 @@ class RunRequests(QueueRequests):
         check_steps(config)
         self._check_name(name)
         device = check_device(param(params, "device", str, None), self.gpus)
-        queued = self.queue_fields(params, device)
+        queued = {**self.queue_fields(params, device), **fault_params(params)}
         if queued["gpus"] > 1:
             raise RequestError(
                 "bad_request", "a workload trains on one device: --gpus above 1 is for "
@@ -354,7 +357,8 @@ class RunRequests(QueueRequests):
             device = parent["device"]
         else:  # the parent's kind of device; the queue picks which GPU
             device = "cuda" if parent["device"].startswith("cuda") else parent["device"]
-        queued = self.queue_fields(params, device, inherit=parent)
+        queued = {**self.queue_fields(params, device, inherit=parent),
+                  **fault_params(params, inherit=parent)}
         if rides:
             queued["gpus"] = 0.0
         # Checked before the children exist: a refused fork leaves nothing behind.

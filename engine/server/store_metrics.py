@@ -115,6 +115,22 @@ class MetricRows(QueueRows):
             self.points.forget()
             raise
 
+    def rewind_metrics(self, run_id: str, step: int) -> int:
+        """Drop a run's points at ``step`` and after: it goes on from a checkpoint there,
+        and logs them again (bit for bit, as a resume replays). Returns how many went.
+        Cheap when there are none: the series' last steps say so."""
+        rid = self.rid(run_id)
+        last = self.db.execute("SELECT max(last_step) FROM series WHERE run = ?",
+                               (rid,)).fetchone()[0]
+        if last is None or last < step:
+            return 0
+        try:
+            with self.transaction():
+                return self.points.rewind(rid, step)
+        except BaseException:
+            self.points.forget()
+            raise
+
     def remove_run(self, run_id: str) -> int | None:
         """Delete a run's row and events, all or nothing: it is gone for every reader.
         Its points go after, a slice at a time (``purge_removed``): a run of millions

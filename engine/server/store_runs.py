@@ -17,6 +17,9 @@ from engine.common.runs import RunState
 from engine.server.store_connection import StoreConnection
 from engine.server.store_schema import RUN_FIELDS
 
+# Columns that hold a JSON object, or NULL for none.
+_JSON_OR_NULL = ("early_stop", "checkpoint_every")
+
 
 def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     """A ``runs`` row as the daemon passes runs around: config decoded, no integer id."""
@@ -25,13 +28,14 @@ def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
     run["config"] = json.loads(run["config"])
     run["released"] = bool(run["released"])
     run["tags"] = json.loads(run["tags"]) if run.get("tags") else []
-    run["early_stop"] = json.loads(run["early_stop"]) if run.get("early_stop") else None
+    for column in _JSON_OR_NULL:
+        run[column] = json.loads(run[column]) if run.get(column) else None
     return run
 
 
 def run_to_row(fields: dict[str, Any]) -> dict[str, Any]:
     """Run fields as the ``runs`` table holds them (``row_to_run`` undone): config, tags
-    and the early-stop rule as JSON (no tags, no rule: NULL), released as 0 or 1."""
+    the early-stop rule and checkpoint interval as JSON (none: NULL), released as 0 or 1."""
     row = dict(fields)
     if "config" in row:
         row["config"] = json.dumps(row["config"])
@@ -39,8 +43,9 @@ def run_to_row(fields: dict[str, Any]) -> dict[str, Any]:
         row["tags"] = json.dumps(row["tags"]) if row["tags"] else None
     if "released" in row:
         row["released"] = int(row["released"])
-    if "early_stop" in row:
-        row["early_stop"] = json.dumps(row["early_stop"]) if row["early_stop"] else None
+    for column in _JSON_OR_NULL:
+        if column in row:
+            row[column] = json.dumps(row[column]) if row[column] else None
     return row
 
 

@@ -243,6 +243,17 @@ MIGRATIONS.append(
     """
 )
 
+# 10 -> 11: fault tolerance. How often a run checkpoints on its own (JSON, see
+# ``engine.common.checkpoint_every``), how many times the engine takes it up again from
+# its newest checkpoint when it fails, and how many of those it has used.
+MIGRATIONS.append(
+    """
+    ALTER TABLE runs ADD COLUMN checkpoint_every TEXT;
+    ALTER TABLE runs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN retried INTEGER NOT NULL DEFAULT 0
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -277,7 +288,8 @@ _V3_RUN_FIELDS = [
 RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
-    "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early",
+    "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early", "checkpoint_every",
+    "retries", "retried",
 ]
 
 

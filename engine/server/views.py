@@ -43,18 +43,22 @@ class _Bucket:
     count: int
 
 
+# (run, key id, smoothing weight, points up to the chunk's end, the chunk's last time)
+CacheKey = tuple[int, int, float, int, float]
+
+
 @dataclass
 class EmaCache:
     """The EMA state (accumulator, points counted) after each sealed chunk, per series."""
 
-    states: dict[tuple[int, int, float, int], tuple[float, int]] = field(default_factory=dict)
+    states: dict[CacheKey, tuple[float, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: tuple[int, int, float, int]) -> tuple[float, int] | None:
+    def get(self, key: CacheKey) -> tuple[float, int] | None:
         with self.lock:
             return self.states.get(key)
 
-    def put(self, key: tuple[int, int, float, int], state: tuple[float, int]) -> None:
+    def put(self, key: CacheKey, state: tuple[float, int]) -> None:
         with self.lock:
             if len(self.states) >= EMA_CACHE_ENTRIES:  # ~20 MB: start over rather than grow
                 self.states.clear()
@@ -94,9 +98,9 @@ def series_view(
 
     column = "step" if axis == "step" else "time"
     chunks = [
-        (i0, count, float(x0) - origin, float(x1) - origin, vmin, vmax)
-        for i0, count, x0, x1, vmin, vmax in points.db.execute(
-            f"SELECT i0, n, {column}_lo, {column}_hi, vmin, vmax FROM chunks "
+        (i0, count, float(x0) - origin, float(x1) - origin, vmin, vmax, written)
+        for i0, count, x0, x1, vmin, vmax, written in points.db.execute(
+            f"SELECT i0, n, {column}_lo, {column}_hi, vmin, vmax, time_hi FROM chunks "
             "WHERE run = ? AND kid = ? ORDER BY i0",
             (run, kid),
         )
@@ -155,10 +159,12 @@ def series_view(
         if ema is not None:
             _advance(ema, values[hi_i:])
 
-    for i0, count, x0, x1, vmin, vmax in chunks:
+    for i0, count, x0, x1, vmin, vmax, written in chunks:
         if interrupted():
             raise InterruptedError("the view was interrupted")
-        cache_key = (run, kid, smoothing or 0.0, int(i0) + int(count))
+        # The state after this chunk: its last point's time tells it from a chunk at the
+        # same place written after a rewind (``Points.rewind``), whoever reads meanwhile.
+        cache_key = (run, kid, smoothing or 0.0, int(i0) + int(count), float(written))
         after = cache.get(cache_key) if ema is not None else None
         inside = start <= x0 and x1 <= end
         outside = x1 < start or x0 > end
