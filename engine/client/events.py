@@ -90,6 +90,9 @@ class RunInfo:
     note: str | None = None  # what the user wrote about it
     early_stop: dict[str, Any] | None = None  # its sweep's rule: ASHA's or PBT's
     stopped_early: str | None = None  # why that rule stopped it
+    checkpoint_every: dict[str, Any] | None = None  # how often it checkpoints on its own
+    retries: int = 0  # how many times the engine takes it up again when it fails
+    retried: int = 0  # how many of those it has used
     # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
     best: dict[str, float] = field(default_factory=dict)
     # The highest value of each metric so far (a listing with ``highest`` says it).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunDescription
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.format import (
     condition_text,
     format_bytes,
@@ -113,6 +114,9 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         factor = run.divergence_factor
         lines.append(DetailLine("watch", "no pause for a NaN or spiking loss" if factor is None
                                 else f"pauses on a NaN loss or one above {factor:g}x its EMA"))
+    recovery = recovery_text(run)
+    if recovery:
+        lines.append(DetailLine("recovery", recovery))
     said = exit_text(run.exit_reason, run.exit_code)
     if said:
         lines.append(DetailLine("exit", said, alert=run.state == "failed"))
@@ -161,3 +165,12 @@ def plain_text(lines: list[DetailLine]) -> str:
         else line.label or f"  {line.text}"
         for line in lines
     )
+
+
+def recovery_text(run: RunDescription) -> str:
+    """'checkpoints every 10m; 1 of 2 retries used', or '' for a run with neither."""
+    every = CheckpointEvery.from_wire(run.checkpoint_every)
+    parts = [f"checkpoints {every.describe()}"] if every is not None else []
+    if run.retries:
+        parts.append(f"{run.retried} of {run.retries} retries used")
+    return "; ".join(parts)

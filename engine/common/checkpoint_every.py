@@ -61,6 +61,10 @@ class CheckpointEvery:
         """As launch.json, the store and requests carry it."""
         return {"steps": self.steps} if self.steps is not None else {"seconds": self.seconds}
 
+    def text(self) -> str:
+        """As ``parse`` reads it: '500', '600s'."""
+        return str(self.steps) if self.steps is not None else f"{self.seconds:g}s"
+
     def describe(self) -> str:
         """'every 500 steps', 'every 10m'."""
         if self.steps is not None:

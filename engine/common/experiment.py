@@ -9,6 +9,8 @@
     tags = ["lr-search"]        # every run's tags
     trials = 8                  # with random axes, as --trials
     seed = 0
+    checkpoint_every = "10m"    # or a number of steps, as --checkpoint-every
+    retries = 2                 # as --retries
 
     [config]                    # fixed overrides, for every run
     steps = 2000
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.early_stop import StopRule
 from engine.common.pbt import PbtRule
 from engine.common.runs import tag_problem
@@ -46,6 +49,8 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "sweep": (dict, "a table"),
     "early_stop": (dict, "a table (grace, eta, metric, mode)"),
     "pbt": (dict, "a table (interval, quantile, resample, metric, mode)"),
+    "checkpoint_every": (str, 'steps (500) or a time ("10m")'),
+    "retries": (int, "an integer"),
 }
 
 
@@ -67,6 +72,8 @@ class Experiment:
     seed: int | None = None
     early_stop: StopRule | None = None
     pbt: PbtRule | None = None  # its axes are the sweep's: filled in when it is started
+    checkpoint_every: str | None = None
+    retries: int | None = None
 
     @property
     def is_sweep(self) -> bool:
@@ -98,6 +105,9 @@ def load_experiment(path: str) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ExperimentError(f"{path}: not valid TOML: {exc}") from None
     where = Path(path).name
+    every = data.get("checkpoint_every")
+    if isinstance(every, int) and not isinstance(every, bool):
+        data["checkpoint_every"] = every = str(every)  # a number of steps
     for key, value in data.items():
         if key not in _FIELDS:
             known = ", ".join(_FIELDS)
@@ -109,6 +119,11 @@ def load_experiment(path: str) -> Experiment:
         problem = tag_problem(tag) if isinstance(tag, str) else "a tag must be a string"
         if problem is not None:
             raise ExperimentError(f"{where}: field 'tags': {problem}")
+    if isinstance(every, str):
+        try:
+            CheckpointEvery.parse(every)
+        except ValueError as exc:
+            raise ExperimentError(f"{where}: field 'checkpoint_every': {exc}") from None
     spec = SweepSpec()
     try:
         for key, value in data.get("config", {}).items():
@@ -142,6 +157,8 @@ def load_experiment(path: str) -> Experiment:
         data.get("seed"),
         early_stop,
         pbt,
+        data.get("checkpoint_every"),
+        data.get("retries"),
     )
 
 

@@ -329,7 +329,8 @@ class Run:
         return paused
 
     def _save(self, filename: str) -> str:
-        """Write a checkpoint; on a full disk, wait for room (it was asked for)."""
+        """Write a checkpoint; on a full disk, wait for room (it was asked for). The run's
+        own ones (``--checkpoint-every``) before it go: it is newer than any of them."""
         from engine.run.checkpoint import save_checkpoint
 
         path = self._checkpoint_dir / filename
@@ -339,6 +340,8 @@ class Run:
             save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
 
         when_room(save)
+        if filename != fork_name(self.step):  # a fork's file is its children's, not ours
+            drop_older_autos(self._checkpoint_dir, path)
         return str(path)
 
     def _finish(self, save: bool) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState, name_from, unique_name
 from engine.rundir.annotations import read_annotations
@@ -37,7 +38,7 @@ from engine.rundir.spool_records import (
     steps_after,
 )
 from engine.server.daemon import MaintenanceError, hold_stopped_store
-from engine.server.requests import is_number
+from engine.server.requests import MAX_RETRIES, is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.rungs import RungWatch
 from engine.server.store import Store
@@ -183,6 +184,7 @@ def _restore_run(
             **_divergence(launch),
             **_queue_fields(launch),
             **_early_stop(launch),
+            **_fault_fields(launch),
             **read_annotations(rundir),
         },
         REBUILT,
@@ -340,6 +342,14 @@ def _queue_fields(launch: dict[str, Any]) -> dict[str, Any]:
         key: launch[key] for key in QUEUE_RECORD
         if isinstance(launch.get(key), kinds[key]) and not isinstance(launch[key], bool)
     }
+
+
+def _fault_fields(launch: dict[str, Any]) -> dict[str, Any]:
+    """Its checkpoint interval and retries, as launch.json has them (bad ones: none)."""
+    every = CheckpointEvery.from_wire(launch.get("checkpoint_every"))
+    retries = launch.get("retries")
+    return {"checkpoint_every": None if every is None else every.wire(),
+            "retries": retries if type(retries) is int and 0 <= retries <= MAX_RETRIES else 0}
 
 
 def _early_stop(launch: dict[str, Any]) -> dict[str, Any]:

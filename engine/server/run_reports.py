@@ -34,6 +34,7 @@ from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.population import Population
+from engine.server.retries import retry_point, retry_reason
 from engine.server.rungs import RungWatch, rule_of
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
@@ -415,11 +416,31 @@ class RunReports(Population):
         self._settle_forks(live.run_id, state)
         ended = self.store.get_run(live.run_id)
         if ended is not None:
-            self.scheduler.run_ended(ended, state)
+            if state is RunState.FAILED and self._retry(ended):
+                self.scheduler.wake()  # its slot is free, for it or for another
+            else:
+                self.scheduler.run_ended(ended, state)
             rule = rule_of(ended) if ended["sweep"] else None
             if isinstance(rule, PbtRule):  # a round may have waited only for this run
                 self.judge_rounds(ended["sweep"], rule)
         self.announce(live.run_id)
+
+    def _retry(self, run: dict[str, Any]) -> bool:
+        """Queue a failed run with retries left again, at its old place, to go on from
+        its newest checkpoint (``engine.server.retries``); False if it is not retried."""
+        point = retry_point(self.paths, run)
+        if point is None:
+            return False
+        step, checkpoint = point
+        reason = retry_reason(run, step, checkpoint)
+        log.info("run %s: %s", run["id"], reason)
+        self.store.set_state(
+            run["id"], RunState.QUEUED, reason, step=step, retried=int(run["retried"]) + 1,
+            launch_from=None if checkpoint is None else str(checkpoint), awaiting=None,
+            ended=None,
+        )
+        self.rearm_divergence(run["id"])
+        return True
 
     def _remove_stray_temporaries(self, run_id: str) -> None:
         """Remove a run's half-written files (a checkpoint cut by SIGKILL): it has ended."""

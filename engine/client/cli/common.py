@@ -179,6 +179,15 @@ def chosen_env(args: argparse.Namespace) -> dict[str, str]:
     return run_env(os.environ, args.env, args.env_all)
 
 
+def fault_params(args: argparse.Namespace, checkpoint_every: str | None = None,
+                 retries: int | None = None) -> dict[str, Any]:
+    """A new run's checkpoint interval and retries: the options, else the defaults given
+    (an experiment file's, a restarted run's); None is left to the daemon."""
+    given = args.checkpoint_every
+    return {"checkpoint_every": checkpoint_every if given is None else given,
+            "retries": retries if args.retries is None else args.retries}
+
+
 def divergence_params(args: argparse.Namespace) -> dict[str, Any]:
     """The divergence watch a new run asks for (nothing given: the daemon's default)."""
     return {

@@ -131,6 +131,20 @@ def _add_divergence_options(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def _add_fault_options(p: argparse.ArgumentParser, default: str) -> None:
+    """``--checkpoint-every`` and ``--retries``: what a crash of the run costs."""
+    p.add_argument(
+        "--checkpoint-every", metavar="N|TIME",
+        help="checkpoint every N steps or every TIME (90s, 10m, 2h) of training, keeping "
+        f"the newest: a crash costs at most that much ('off': none; {default})",
+    )
+    p.add_argument(
+        "--retries", type=int, metavar="N",
+        help="when the run fails, go on from its newest checkpoint up to N times "
+        f"({default})",
+    )
+
+
 def _add_queue_options(p: argparse.ArgumentParser) -> None:
     """Where a new run waits and what it needs: queue, priority, --after, GPUs; and its
     tags."""
@@ -223,6 +237,7 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
+    _add_fault_options(p, "default none")
     _add_rule_options(p)
 
 
@@ -260,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
+    _add_fault_options(p, "default none")
 
     p = add(
         "run",
@@ -456,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queue_options(p)
     _add_rule_options(p)  # for forks made together: ASHA counts from the fork step
     _add_divergence_options(p, "default: the parent's")
+    _add_fault_options(p, "default: the parent's")
 
     p = add(
         "restart",
@@ -472,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queue_options(p)
     _add_env_options(p)
     _add_divergence_options(p, "default: the run's own")
+    _add_fault_options(p, "default: the run's own")
 
     p = add(
         "kill",

@@ -18,11 +18,13 @@ from engine.client.cli.common import (
     connect,
     describe,
     divergence_params,
+    fault_params,
     queue_params,
     report_new,
     wait_training,
 )
 from engine.client.client import Client
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.experiment import config_overrides
 from engine.common.format import shown
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, name_from, unique_name
@@ -80,8 +82,15 @@ def _restart_workload(
         env=chosen_env(args),
         **_divergence(run, args),
         **_queue(run, args),
+        **fault_params(args, _every_text(run), run.get("retries")),
     )
     return result
+
+
+def _every_text(run: dict[str, Any]) -> str | None:
+    """RUN's checkpoint interval as ``--checkpoint-every`` takes it (None: it has none)."""
+    every = CheckpointEvery.from_wire(run.get("checkpoint_every"))
+    return None if every is None else every.text()
 
 
 def _queue(run: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from engine.client.cli.common import (
     divergence_params,
     ended,
     fail_if_failed,
+    fault_params,
     queue_params,
     report_new,
     resolve_runs,
@@ -67,6 +68,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             cwd=os.getcwd(),
             env=chosen_env(args),
             **divergence_params(args),
+            **fault_params(args, experiment.checkpoint_every, experiment.retries),
             **{**queue_params(args), "queue": args.queue or experiment.queue,
                "tags": args.tag or experiment.tags},
         )
@@ -169,6 +171,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
             name=args.name,
             device=args.device,
             **divergence_params(args),
+            **fault_params(args),
             **queue_params(args),
         )
         if not args.no_wait:
@@ -195,7 +198,7 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
                           client.all_runs())
         forks = client.call(
             "fork_variants", run=parent["id"], variants=plan.runs, names=plan.names,
-            device=args.device, **divergence_params(args),
+            device=args.device, **divergence_params(args), **fault_params(args),
             **{**queue_params(args), "sweep": plan.sweep},
             **({} if rule is None else {"early_stop": rule.wire()}),
         )["runs"]

@@ -19,6 +19,7 @@ from engine.client.cli.common import (
     chosen_env,
     connect,
     divergence_params,
+    fault_params,
     queue_params,
 )
 from engine.client.client import Client, EngineError, EngineUnavailable
@@ -101,7 +102,8 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
         if args.dry_run:
             return _show_plan(args, plan.names, plan.runs, rule)
         extra = {**divergence_params(args), **queue_params(args), "queue": queue,
-                 "tags": args.tag or experiment.tags}
+                 "tags": args.tag or experiment.tags,
+                 **fault_params(args, experiment.checkpoint_every, experiment.retries)}
         if rule is not None:
             extra["early_stop"] = rule.wire()
         started: list[dict[str, Any]] = []

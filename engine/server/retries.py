@@ -1,0 +1,47 @@
+"""Retries: a failed run with ``--retries`` left is taken up again by the engine.
+
+A run crashes (an out-of-memory kill, a CUDA error, a node that rebooted under it) and
+with retries left it goes back to its queue at its old place, to go on from its newest
+complete checkpoint: one it wrote itself (``--checkpoint-every``), a release's, or the
+one it started from (a fork's, in its parent's directory); without any, from step 0.
+The points its last generation logged past that step are dropped when the next one
+starts (``RunReports._rewind``): a resume replays them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.rundir.checkpoint_files import latest_complete
+from engine.rundir.paths import StatePaths, read_json
+from engine.server.backends import backend_for
+
+
+def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | None] | None:
+    """Where a failed run goes on from if it is retried: its newest complete checkpoint,
+    else the checkpoint its last launch started from, else the start (``(0, None)``).
+    None: it cannot be retried (no retries left, or its kind has no checkpoints)."""
+    if int(run["retried"] or 0) >= int(run["retries"] or 0):
+        return None
+    if backend_for(run).refusal("restart", run["id"]) is not None:
+        return None
+    rundir = paths.run_dir(run["id"])
+    own = latest_complete(rundir.checkpoints)
+    if own is not None:
+        return own
+    launch = read_json(rundir.launch)
+    started = launch.get("resume_from") if isinstance(launch, dict) else None
+    if isinstance(started, str) and Path(started).is_file():
+        return int(run["fork_step"] or 0), Path(started)
+    if run["parent_id"] is not None:
+        return None  # a fork whose starting checkpoint is gone: from 0 it would be no fork
+    return 0, None
+
+
+def retry_reason(run: dict[str, Any], step: int, checkpoint: Path | None) -> str:
+    """'retry 1 of 3 after <why it failed>: from its checkpoint at step 500'."""
+    where = f"from its checkpoint at step {step:,}" if checkpoint is not None \
+        else "from the start (it has no checkpoint)"
+    return (f"retry {int(run['retried'] or 0) + 1} of {run['retries']} after "
+            f"{run['exit_reason'] or 'a failure'}: {where}")

@@ -1,0 +1,152 @@
+"""Fault tolerance: runs checkpoint as they go, and the engine takes a failed one up again.
+
+A real daemon and real workers: a run's worker is SIGKILLed (as the OOM killer or a
+reboot would end it) and, with retries left, the run goes on from its own newest
+checkpoint and ends with every step's loss once, the same as a run never killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
+from tests.conftest import TERMINAL, Engine, wait_until
+
+STEPS = 300
+SLOW = "sleep=0.01"  # ~3 s of training: time to kill it in the middle
+
+
+def _start(engine: Engine, *argv: str) -> str:
+    result = engine.cli("start", "synthetic", *argv, "--json")
+    assert result.code == 0, result.err
+    run_id: str = result.json()["id"]
+    return run_id
+
+
+def _events(engine: Engine, run_id: str) -> list[str]:
+    return [e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
+
+
+def _points(engine: Engine, run_id: str) -> list[tuple[int, float]]:
+    """Every loss point of the run as stored, in logging order, repeats and all."""
+    with engine.client() as client:
+        return [(int(s), v) for s, _k, v, _t in client.all_metrics(run_id, "loss")]
+
+
+def _kill_worker(engine: Engine, run_id: str, past: int) -> int:
+    """SIGKILL the run's worker once it is past step ``past``; returns the step it had."""
+    run = engine.wait_step(run_id, past)
+    assert run["state"] == "running", run
+    os.killpg(int(run["pgid"]), signal.SIGKILL)
+    return int(run["step"])
+
+
+def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_killed(
+    engine: Engine,
+) -> None:
+    reference = _start(engine, f"steps={STEPS}", SLOW, "--name", "whole")
+    run_id = _start(engine, f"steps={STEPS}", SLOW, "--checkpoint-every", "50",
+                    "--retries", "2", "--name", "killed")
+    killed_at = _kill_worker(engine, run_id, 130)
+    ended = engine.wait_state(run_id, *TERMINAL)
+    assert ended["state"] == "finished" and ended["step"] == STEPS
+    assert ended["retried"] == 1 and ended["retries"] == 2
+    events = _events(engine, run_id)
+    retry = next(e for e in events if e.startswith("retry 1 of 2"))
+    resumed_at = int(retry.rsplit("step ", 1)[1])  # its newest checkpoint before the kill
+    assert resumed_at % 50 == 0 and killed_at - 50 <= resumed_at <= killed_at
+    assert retry.startswith("retry 1 of 2 after killed by signal SIGKILL")
+    # Each step's loss once, and bit for bit the run that was never killed.
+    engine.wait_state(reference, *TERMINAL)
+    points = _points(engine, run_id)
+    assert [s for s, _ in points] == list(range(STEPS))
+    assert dict(points) == engine.losses(reference)
+    # The newest of its own checkpoints was kept while it trained; the final one
+    # replaced them all.
+    files = os.listdir(engine.paths.run_dir(run_id).checkpoints)
+    assert files == ["final.pt"], files
+    shown = engine.cli("show", run_id).out
+    assert "checkpoints every 50 steps; 1 of 2 retries used" in shown
+    # A store made again from the run directories drops the same points.
+    assert engine.cli("engine", "stop").code == 0
+    rebuilt = engine.cli("engine", "rebuild")
+    assert rebuilt.code == 0, rebuilt.err
+    assert _points(engine, run_id) == points
+
+
+def test_retries_run_out_and_the_run_fails_for_good(engine: Engine) -> None:
+    """A run that fails wherever it starts (a bug): two retries from the start (it has no
+    checkpoint), then it stays failed, with its points from one attempt only; the queue
+    is not paused by the failures it retried."""
+    assert engine.cli("queue", "strict", "--pause-on-failure").code == 0
+    run_id = _start(engine, "steps=100", "fail_at=30", "--retries", "2", "--queue", "strict")
+    ended = engine.wait(run_id, lambda r: r["state"] == "failed" and r["retried"] == 2)
+    assert "synthetic failure at step 30" in (ended["exit_reason"] or "")
+    retries = [e for e in _events(engine, run_id) if e.startswith("retry ")]
+    assert [r.split(" after ")[0] for r in retries] == ["retry 1 of 2", "retry 2 of 2"]
+    assert all(r.endswith("from the start (it has no checkpoint)") for r in retries)
+    assert [s for s, _ in _points(engine, run_id)] == list(range(30))
+    queue = next(q for q in engine.call("queues") if q["name"] == "strict")
+    assert queue["paused"] and f"run {run_id} failed" in queue["reason"]
+
+
+def test_a_checkpoint_the_disk_refuses_is_skipped_and_training_goes_on(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flag = tmp_path / "disk-is-full"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))  # the daemon and its workers inherit it
+    run_id = _start(engine, "steps=400", SLOW, "--checkpoint-every", "40")
+    engine.wait_step(run_id, 50)
+    flag.touch()  # the state directory's disk is full from now
+    stderr = engine.paths.run_dir(run_id).stderr
+    try:
+        wait_until(lambda: "no checkpoint at step" in stderr.read_text(), timeout=30)
+        skipped = time.time()
+        time.sleep(1.0)  # its points wait in the worker meanwhile: the spool is refused
+    finally:
+        flag.unlink()
+    ended = engine.wait_state(run_id, *TERMINAL)
+    assert ended["state"] == "finished" and ended["step"] == 400
+    with engine.client() as client:
+        times = [t for _s, _k, _v, t in client.all_metrics(run_id, "loss")]
+    assert sum(skipped < t < skipped + 1.0 for t in times) > 10  # it trained on, full disk
+    line = next(x for x in stderr.read_text().splitlines() if "no checkpoint" in x)
+    assert line.endswith("(the disk is full); training goes on"), line
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--checkpoint-every", "5s"], "is under 10 s"),
+    (["--checkpoint-every", "ten"], "is not a number of steps (500) or a time"),
+    (["--checkpoint-every", "0.5"], "steps must be a whole number"),
+    (["--retries", "-1"], "retries must be 0 to 100, not -1"),
+])
+def test_a_bad_interval_or_retry_count_is_one_line_and_starts_nothing(
+    engine: Engine, argv: list[str], said: str,
+) -> None:
+    result = engine.cli("start", "synthetic", "steps=10", *argv)
+    assert result.code != 0
+    assert said in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert engine.all_runs() == []
+
+
+def test_a_fork_keeps_its_parents_interval_and_retries_unless_given(engine: Engine) -> None:
+    parent = _start(engine, "steps=200", SLOW, "--checkpoint-every", "10m", "--retries", "3")
+    engine.wait_step(parent, 20)
+    same = engine.cli("fork", parent, "lr=0.01", "--json", "--no-wait").json()
+    other = engine.cli("fork", parent, "lr=0.03", "--retries", "0", "--checkpoint-every",
+                       "off", "--json", "--no-wait").json()
+    assert (same["checkpoint_every"], same["retries"]) == ({"seconds": 600.0}, 3)
+    assert (other["checkpoint_every"], other["retries"]) == (None, 0)
+    db = sqlite3.connect(engine.paths.store)
+    try:
+        kept = db.execute("SELECT checkpoint_every FROM runs WHERE id = ?", (parent,)).fetchone()
+    finally:
+        db.close()
+    assert kept == ('{"seconds": 600.0}',)
+    engine.cli("kill", parent, same["id"], other["id"])
