@@ -7,6 +7,7 @@ checkpoint and ends with every step's loss once, the same as a run never killed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -14,9 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
 from tests.conftest import TERMINAL, Engine, wait_until
+from tests.test_tui import until
+from tui.app import TraintopApp
+from tui.screens.dialogs import NewRunDialog
+from tui.widgets.runs_table import RunsTable
 
 STEPS = 300
 SLOW = "sleep=0.01"  # ~3 s of training: time to kill it in the middle
@@ -150,3 +156,32 @@ def test_a_fork_keeps_its_parents_interval_and_retries_unless_given(engine: Engi
         db.close()
     assert kept == ('{"seconds": 600.0}',)
     engine.cli("kill", parent, same["id"], other["id"])
+
+
+def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> None:
+    first = _start(engine, "steps=5", "--checkpoint-every", "2m", "--retries", "4")
+    engine.wait_state(first, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.query_one(RunsTable).selected_id == first)
+            await pilot.press("N")  # retry with changes: the run's own settings filled in
+            dialog = await until(pilot, lambda: isinstance(app.screen, NewRunDialog)
+                                 and app.screen)
+            assert dialog.query_one("#every", Input).value == "120s"
+            assert dialog.query_one("#retries", Input).value == "4"
+            dialog.query_one("#retries", Input).value = "two"
+            await pilot.press("ctrl+s")
+            error = dialog.query_one("#dialog-error")
+            await until(pilot, lambda: "retries: 'two' is not a whole number"
+                        in str(error.render()))
+            dialog.query_one("#retries", Input).value = "2"
+            dialog.query_one("#every", Input).value = "50"
+            dialog.query_one("#name", Input).value = "from-dialog"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+
+    asyncio.run(scenario())
+    made = next(r for r in engine.all_runs() if r["name"] == "from-dialog")
+    assert (made["checkpoint_every"], made["retries"]) == ({"steps": 50}, 2)

@@ -20,6 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.client.events import RunInfo
 from engine.client.sweep_plan import fork_variants
+from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.early_stop import StopRule
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.sweep import SweepError, parse_tokens
@@ -157,7 +158,12 @@ class FormDialog(ModalScreen[str | None]):
 
     @work(exclusive=True)
     async def _send(self) -> None:
-        error = await self.submit(self.params())
+        try:
+            params = self.params()
+        except SweepError as exc:  # a field that cannot be read (not a whole number)
+            self.query_one("#dialog-error", Static).update(f"[red]{exc}[/]")
+            return
+        error = await self.submit(params)
         if error is None:
             self.dismiss("started")
         else:
@@ -418,6 +424,13 @@ class NewRunDialog(FormDialog):
         yield ConfigForm(config, id="config")
         yield from field("name", Input(placeholder="automatic", id="name"))
         yield from field("device", Input(placeholder="auto: a free GPU, else cpu", id="device"))
+        retry = self.retry
+        every = CheckpointEvery.from_wire(retry.checkpoint_every) if retry else None
+        yield from field("checkpoints", Input(
+            every.text() if every else "", placeholder="none; every N steps, or 10m", id="every"))
+        yield from field("retries", Input(
+            str(retry.retries) if retry and retry.retries else "",
+            placeholder="0: a crash ends it", id="retries"))
 
     @on(Select.Changed, "#builtin")
     async def _pick_builtin(self, event: Select.Changed) -> None:
@@ -460,4 +473,6 @@ class NewRunDialog(FormDialog):
             "overrides": self.query_one(ConfigForm).overrides(only_changed=self.retry is None),
             "name": name or None,
             "device": device or None,
+            "checkpoint_every": self._value("every").strip() or None,
+            "retries": whole_number(self._value("retries"), "retries"),
         }
