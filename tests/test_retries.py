@@ -186,3 +186,24 @@ def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> Non
     asyncio.run(scenario())
     made = next(r for r in engine.all_runs() if r["name"] == "from-dialog")
     assert (made["checkpoint_every"], made["retries"]) == ({"steps": 50}, 2)
+
+
+def test_a_fork_with_no_checkpoint_of_its_own_goes_on_from_the_one_it_started_from(
+    engine: Engine,
+) -> None:
+    parent = _start(engine, "steps=400", SLOW)
+    engine.wait_step(parent, 30)
+    forked = engine.cli("fork", parent, "fail_at=150", "--retries", "1", "--json")
+    assert forked.code == 0, forked.err
+    child = forked.json()
+    start = int(child["fork_step"])
+    ended = engine.wait(child["id"], lambda r: r["state"] == "failed" and r["retried"] == 1)
+    retry = next(e for e in _events(engine, child["id"]) if e.startswith("retry 1 of 1"))
+    assert retry.endswith(f"from its checkpoint at step {start}"), retry
+    assert [s for s, _ in _points(engine, child["id"])] == list(range(start, 150))
+    # By hand too: `resume` of the failed fork goes on from the same checkpoint.
+    resumed = engine.call("resume", run=ended["id"])
+    assert resumed["resumed_from"] == start
+    engine.wait(child["id"], lambda r: r["state"] == "failed" and r["generation"] == 3)
+    assert [s for s, _ in _points(engine, child["id"])] == list(range(start, 150))
+    engine.cli("kill", parent)

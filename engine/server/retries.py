@@ -18,14 +18,10 @@ from engine.rundir.paths import StatePaths, read_json
 from engine.server.backends import backend_for
 
 
-def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | None] | None:
-    """Where a failed run goes on from if it is retried: its newest complete checkpoint,
-    else the checkpoint its last launch started from, else the start (``(0, None)``).
-    None: it cannot be retried (no retries left, or its kind has no checkpoints)."""
-    if int(run["retried"] or 0) >= int(run["retries"] or 0):
-        return None
-    if backend_for(run).refusal("restart", run["id"]) is not None:
-        return None
+def restart_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path] | None:
+    """Where a failed run can go on from, and the step there: its newest complete
+    checkpoint, else the one its last launch started from (a fork's, in its parent's
+    directory, or a release's); None: neither is on the disk."""
     rundir = paths.run_dir(run["id"])
     own = latest_complete(rundir.checkpoints)
     if own is not None:
@@ -34,9 +30,21 @@ def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | Non
     started = launch.get("resume_from") if isinstance(launch, dict) else None
     if isinstance(started, str) and Path(started).is_file():
         return int(run["fork_step"] or 0), Path(started)
-    if run["parent_id"] is not None:
-        return None  # a fork whose starting checkpoint is gone: from 0 it would be no fork
-    return 0, None
+    return None
+
+
+def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | None] | None:
+    """Where a failed run goes on from if it is retried: ``restart_point``, else the start
+    (``(0, None)``). None: it is not retried (no retries left, its kind has no
+    checkpoints, or a fork whose starting checkpoint is gone: from 0 it would be no fork)."""
+    if int(run["retried"] or 0) >= int(run["retries"] or 0):
+        return None
+    if backend_for(run).refusal("restart", run["id"]) is not None:
+        return None
+    point = restart_point(paths, run)
+    if point is not None:
+        return point
+    return None if run["parent_id"] is not None else (0, None)
 
 
 def retry_reason(run: dict[str, Any], step: int, checkpoint: Path | None) -> str:

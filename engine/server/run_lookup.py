@@ -14,13 +14,13 @@ from typing import Any
 
 from engine.common.format import format_bytes
 from engine.common.runs import RunState
-from engine.rundir.checkpoint_files import latest_complete
 from engine.rundir.disk_space import free_bytes, is_full
 from engine.rundir.paths import RunDir
 from engine.server.backends import backend_for, kind_fields
 from engine.server.backends.base import Refusable
 from engine.server.devices import list_gpus
 from engine.server.requests import RequestError
+from engine.server.retries import restart_point
 from engine.server.store import Store
 from engine.server.supervisor import Supervisor
 from engine.server.views import EmaCache
@@ -104,10 +104,11 @@ class RunLookup:
         }
 
     def resume_point(self, run: dict[str, Any]) -> tuple[int, Path] | None:
-        """Where a failed run can go on from: its last complete checkpoint and its step."""
+        """Where a failed run can go on from: its last complete checkpoint and its step
+        (a fork that wrote none: the one it started from)."""
         if run["state"] != RunState.FAILED or backend_for(run).refusal("restart", run["id"]):
             return None
-        return latest_complete(self.supervisor.paths.run_dir(run["id"]).checkpoints)
+        return restart_point(self.supervisor.paths, run)
 
     def need_resume_point(self, run: dict[str, Any]) -> tuple[int, Path]:
         """Where a failed run goes on from; one clear error if it cannot."""
