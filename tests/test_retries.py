@@ -22,6 +22,7 @@ from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.screens.dialogs import NewRunDialog
+from tui.screens.sweep_dialog import SweepDialog
 from tui.widgets.runs_table import RunsTable
 
 STEPS = 300
@@ -182,10 +183,21 @@ def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> Non
             dialog.query_one("#name", Input).value = "from-dialog"
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
+            await pilot.press("S")  # a sweep's runs, the same two fields
+            sweep = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
+                                and app.screen)
+            sweep.query_one("#axes", Input).value = "lr=0.01,0.02 steps=5"
+            sweep.query_one("#every", Input).value = "10m"
+            sweep.query_one("#retries", Input).value = "1"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: not isinstance(app.screen, SweepDialog))
 
     asyncio.run(scenario())
     made = next(r for r in engine.all_runs() if r["name"] == "from-dialog")
     assert (made["checkpoint_every"], made["retries"]) == ({"steps": 50}, 2)
+    swept = [r for r in engine.all_runs() if r["sweep"]]
+    assert len(swept) == 2
+    assert all((r["checkpoint_every"], r["retries"]) == ({"seconds": 600.0}, 1) for r in swept)
 
 
 def test_a_fork_with_no_checkpoint_of_its_own_goes_on_from_the_one_it_started_from(

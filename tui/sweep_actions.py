@@ -106,7 +106,8 @@ class SweepActions(RunActions):
         if problem is not None:
             return f"{problem}; nothing was started"
         started: list[str] = []
-        extra = {} if rule is None else {"early_stop": rule.wire()}
+        extra = {"checkpoint_every": form["checkpoint_every"], "retries": form["retries"],
+                 **({} if rule is None else {"early_stop": rule.wire()})}
         for request in plan.start_requests(cwd=cwd, queue=form["queue"], **extra):
             try:
                 started.append((await self.link.call("start", **request))["id"])

@@ -148,6 +148,11 @@ class FormDialog(ModalScreen[str | None]):
         """The text of the form's ``Input`` of id ``field``."""
         return self.query_one(f"#{field}", Input).value
 
+    def recovery(self) -> dict[str, Any]:
+        """What ``recovery_fields`` say, as ``start`` takes it; SweepError if unreadable."""
+        return {"checkpoint_every": self._value("every").strip() or None,
+                "retries": whole_number(self._value("retries"), "retries")}
+
     @on(Button.Pressed, "#start")
     def action_submit(self) -> None:
         self._send()
@@ -275,6 +280,16 @@ def sweep_rule_of(early_stop: str, pbt: str, tokens: list[str]) -> SweepRule | N
         return PbtRule(interval, axes=moved)
     except ValueError as exc:
         raise SweepError(str(exc)) from None
+
+
+def recovery_fields(like: RunInfo | None = None) -> ComposeResult:
+    """How often new runs checkpoint and how often they are retried (``like``'s own)."""
+    every = CheckpointEvery.from_wire(like.checkpoint_every) if like else None
+    yield from field("checkpoints", Input(
+        every.text() if every else "", placeholder="none; every N steps, or 10m", id="every"))
+    yield from field("retries", Input(
+        str(like.retries) if like and like.retries else "",
+        placeholder="0: a crash ends it", id="retries"))
 
 
 def whole_number(text: str, what: str) -> int | None:
@@ -424,13 +439,7 @@ class NewRunDialog(FormDialog):
         yield ConfigForm(config, id="config")
         yield from field("name", Input(placeholder="automatic", id="name"))
         yield from field("device", Input(placeholder="auto: a free GPU, else cpu", id="device"))
-        retry = self.retry
-        every = CheckpointEvery.from_wire(retry.checkpoint_every) if retry else None
-        yield from field("checkpoints", Input(
-            every.text() if every else "", placeholder="none; every N steps, or 10m", id="every"))
-        yield from field("retries", Input(
-            str(retry.retries) if retry and retry.retries else "",
-            placeholder="0: a crash ends it", id="retries"))
+        yield from recovery_fields(self.retry)
 
     @on(Select.Changed, "#builtin")
     async def _pick_builtin(self, event: Select.Changed) -> None:
@@ -473,6 +482,5 @@ class NewRunDialog(FormDialog):
             "overrides": self.query_one(ConfigForm).overrides(only_changed=self.retry is None),
             "name": name or None,
             "device": device or None,
-            "checkpoint_every": self._value("every").strip() or None,
-            "retries": whole_number(self._value("retries"), "retries"),
+            **self.recovery(),
         }

@@ -18,7 +18,14 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
-from tui.screens.dialogs import FormDialog, Submit, field, rule_fields, whole_number
+from tui.screens.dialogs import (
+    FormDialog,
+    Submit,
+    field,
+    recovery_fields,
+    rule_fields,
+    whole_number,
+)
 
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
 
@@ -72,6 +79,7 @@ class SweepDialog(FormDialog):
         yield from rule_fields()
         yield from field("queue", Input(placeholder="default", id="queue"))
         yield from field("name", Input(placeholder="automatic: the workload's", id="name"))
+        yield from recovery_fields()
 
     def verdict(self) -> ComposeResult:
         yield Static(count_text("", "", ""), id="sweep-count")
@@ -94,4 +102,5 @@ class SweepDialog(FormDialog):
             "pbt": self._value("pbt"),
             "queue": self._value("queue").strip() or None,
             "name": self._value("name").strip() or None,
+            **self.recovery(),
         }
