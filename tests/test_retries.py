@@ -151,13 +151,15 @@ def test_a_fork_keeps_its_parents_interval_and_retries_unless_given(engine: Engi
                        "off", "--json", "--no-wait").json()
     assert (same["checkpoint_every"], same["retries"]) == ({"seconds": 600.0}, 3)
     assert (other["checkpoint_every"], other["retries"]) == (None, 0)
+    again = engine.cli("restart", parent, "--json", "--no-wait").json()  # so does a restart
+    assert (again["checkpoint_every"], again["retries"]) == ({"seconds": 600.0}, 3)
     db = sqlite3.connect(engine.paths.store)
     try:
         kept = db.execute("SELECT checkpoint_every FROM runs WHERE id = ?", (parent,)).fetchone()
     finally:
         db.close()
     assert kept == ('{"seconds": 600.0}',)
-    engine.cli("kill", parent, same["id"], other["id"])
+    engine.cli("kill", parent, same["id"], other["id"], again["id"])
 
 
 def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> None:
