@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from engine.common.experiment import ExperimentError, load_experiment
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_tui import until
@@ -221,3 +222,15 @@ def test_a_fork_with_no_checkpoint_of_its_own_goes_on_from_the_one_it_started_fr
     engine.wait(child["id"], lambda r: r["state"] == "failed" and r["generation"] == 3)
     assert [s for s, _ in _points(engine, child["id"])] == list(range(start, 150))
     engine.cli("kill", parent)
+
+
+def test_an_experiment_file_sets_the_interval_and_retries(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('workload = "synthetic"\ncheckpoint_every = 500\nretries = 2\n')
+    loaded = load_experiment(str(good))
+    assert (loaded.checkpoint_every, loaded.retries) == ("500", 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workload = "synthetic"\ncheckpoint_every = "2s"\n')
+    with pytest.raises(ExperimentError, match=r"^bad.toml: field 'checkpoint_every': "
+                       r"checkpoint interval '2s' is under 10 s"):
+        load_experiment(str(bad))
