@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.client.events import RunInfo
 from tui.notify import (
     MAX_WAIT_S,
@@ -13,6 +15,7 @@ from tui.notify import (
     summary,
     terminal_alert,
 )
+from tui.state import TuiState
 
 ESC = "\x1b"
 
@@ -85,3 +88,19 @@ def test_a_stop_says_why_a_run_failed_or_paused_itself() -> None:
     assert summary([Stop.of(paused)]) == "div (a1) paused: loss nan at step 9"
     assert summary([Stop.of(failed)]) == "bad (b2) failed: RuntimeError: boom"
     assert summary([Stop.of(done)]) == "ok (c3) finished"
+
+
+def test_a_run_that_failed_and_was_retried_is_told_once_with_its_retry() -> None:
+    state = TuiState()
+    running = RunInfo(id="d4", name="long", state="running", workload="synthetic", step=90,
+                      retries=2)
+    state.apply_event(running)
+    assert state.take_stopped() == []
+    # The engine's next word on it: failed, and queued again by its retries.
+    state.apply_event(replace(running, state="queued", retried=1,
+                              exit_reason="killed by signal SIGKILL"))
+    [told] = state.take_stopped()
+    assert summary([Stop.of(told)]) == \
+        "long (d4) retried: killed by signal SIGKILL; retry 1 of 2"
+    state.apply_event(replace(running, state="running", retried=1))  # it goes on: no news
+    assert state.take_stopped() == []

@@ -93,8 +93,12 @@ class Stop:
     @classmethod
     def of(cls, run: RunInfo) -> Stop:
         """The stop ``run`` (as just announced) made, with why: a failure's exit reason,
-        or what a paused run's condition says (e.g. the divergence that paused it)."""
+        or what a paused run's condition says (e.g. the divergence that paused it). A run
+        that failed and was queued again by its retries is ``retried``."""
         ended = exit_text(run.exit_reason, run.exit_code)
+        if run.state == "queued" and run.retried:
+            return cls(run.id, run.name, "retried",
+                       f"{ended or 'it failed'}; retry {run.retried} of {run.retries}")
         why = {"failed": ended, "paused": run.condition}.get(run.state)
         return cls(run.id, run.name, run.state, why)
 
@@ -106,7 +110,8 @@ def summary(stops: list[Stop]) -> str:
         stop = stops[0]
         why = f": {stop.reason}" if stop.reason and stop.state != "finished" else ""
         return f"{shown(stop.name)} ({stop.run_id}) {stop.state}{why}"
-    counts = {state: sum(s.state == state for s in stops) for state in TOLD_STATES}
+    counts = {state: sum(s.state == state for s in stops) for state in (*TOLD_STATES,
+                                                                        "retried")}
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     return f"{len(stops)} runs ended: {parts}"
 

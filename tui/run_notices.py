@@ -44,7 +44,7 @@ class RunNotices(App[None]):
 
     def _announce(self, batch: list[Stop]) -> None:
         line = summary(batch)
-        failed = any(stop.state == "failed" for stop in batch)
+        failed = any(stop.state in ("failed", "retried") for stop in batch)
         self.notify(line, title=TITLE, severity="warning" if failed else "information",
                     timeout=TOAST_S)
         # Written as Textual writes its own OSC 52 (clipboard): through the driver, so

@@ -166,7 +166,8 @@ class TuiState:
         best = _extreme(min, old.best, run.best) if old is not None else run.best
         highest = _extreme(max, old.highest, run.highest) if old is not None else run.highest
         self.runs[run.id] = replace(_displayable(run), last=last, best=best, highest=highest)
-        if old is not None and old.state != run.state and run.state in TOLD_STATES:
+        ended = old is not None and old.state != run.state and run.state in TOLD_STATES
+        if ended or (old is not None and run.retried > old.retried):  # failed and retried
             self.stopped.append(self.runs[run.id])
         self.rows_dirty = self.chart_dirty = True
         self.changed.add(run.id)
