@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from engine.client.cli.reads import run_line_values
+from engine.client.events import RunInfo
 from engine.common.experiment import ExperimentError, load_experiment
 from engine.rundir.checkpoint_files import latest_complete
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
@@ -25,6 +27,7 @@ from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.screens.dialogs import NewRunDialog
 from tui.screens.sweep_dialog import SweepDialog
+from tui.widgets.run_cells import state_text
 from tui.widgets.runs_table import RunsTable
 
 STEPS = 300
@@ -85,6 +88,7 @@ def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_kille
     assert files == ["final.pt"], files
     shown = engine.cli("show", run_id).out
     assert "checkpoints every 50 steps; 1 of 2 retries used" in shown
+    assert "finished ↻1" in engine.cli("ls", run_id).out
     # A store made again from the run directories drops the same points.
     assert engine.cli("engine", "stop").code == 0
     rebuilt = engine.cli("engine", "rebuild")
@@ -237,3 +241,12 @@ def test_an_experiment_file_sets_the_interval_and_retries(tmp_path: Path) -> Non
     with pytest.raises(ExperimentError, match=r"^bad.toml: field 'checkpoint_every': "
                        r"checkpoint interval '2s' is under 10 s"):
         load_experiment(str(bad))
+
+
+def test_a_retried_run_is_marked_after_its_state_in_ls_and_the_table() -> None:
+    run = RunInfo(id="e5e5e5", name="r", state="running", workload="synthetic", step=9,
+                  retries=3, retried=2)
+    assert run_line_values(run)[2] == "running ↻2"
+    assert state_text(run).plain == "▶ running ↻2"
+    never = RunInfo(id="f6f6f6", name="r", state="running", workload="synthetic", step=9)
+    assert run_line_values(never)[2] == "running" and state_text(never).plain == "▶ running"

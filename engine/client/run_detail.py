@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from engine.client.events import RunDescription
+from engine.client.events import RunDescription, RunInfo
 from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.format import (
     condition_text,
@@ -174,3 +174,9 @@ def recovery_text(run: RunDescription) -> str:
     if run.retries:
         parts.append(f"{run.retried} of {run.retries} retries used")
     return "; ".join(parts)
+
+
+def retried_mark(run: RunInfo) -> str:
+    """' ↻2' after the state of a run the engine took up again twice after failures
+    (``--retries``), '' for one it never did."""
+    return f" ↻{run.retried}" if run.retried else ""

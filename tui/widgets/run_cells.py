@@ -9,6 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from engine.client.events import RunInfo
+from engine.client.run_detail import retried_mark
 from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
 from engine.common.format import format_bytes, format_number, shown
 from tui.run_tree import TreeRow
@@ -60,7 +61,7 @@ def state_text(run: Run, place: int | None = None) -> Text:
         label = "replaced" if run.stopped_early.startswith("replaced") else "stopped early"
     elif run.condition:  # e.g. "disk full": what needs the user now, over the state
         label, style = run.condition, "bold red"
-    return Text(f"{glyph} {label}", style=style)
+    return Text(f"{glyph} {label}{retried_mark(run)}", style=style)
 
 
 def queue_places(runs: Iterable[Run]) -> dict[str, int]:

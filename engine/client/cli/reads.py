@@ -15,7 +15,7 @@ from engine.client.cli.common import connect
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
-from engine.client.run_detail import detail_lines, plain_text
+from engine.client.run_detail import detail_lines, plain_text, retried_mark
 from engine.client.run_select import (
     RUN_SORTS,
     SHOWN_VALUE,
@@ -50,7 +50,7 @@ SHOWN_TAGS = 40
 def run_line_values(run: RunInfo) -> list[str]:
     """The columns of ``traintop ls`` for one run (``LS_HEADER``)."""
     step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
-    state = run.state + ("*" if run.released else "")
+    state = run.state + ("*" if run.released else "") + retried_mark(run)
     if run.condition:
         state += f" ({run.condition})"
     parent = ""
