@@ -100,7 +100,7 @@ def start_worker(run_dir: RunDir, launch: dict[str, Any]) -> subprocess.Popen[by
 def supervise(run_dir: RunDir) -> None:
     """Run one generation of the worker (or wrapped command) and record how it ended."""
     launch = read_json(run_dir.launch)
-    generation = launch.get("generation") if isinstance(launch, dict) else None
+    generation = generation_of(launch)
     wrapped: WrappedCommand | None = None
     try:
         if not isinstance(launch, dict):
@@ -115,6 +115,16 @@ def supervise(run_dir: RunDir) -> None:
         record_failed_start(run_dir, generation, f"cannot start {what}: {exc}")
         return
     proc.returncode = follow(run_dir, generation, proc.pid, wrapped)  # reaped by us
+
+
+def generation_of(launch: object) -> object:
+    """The generation a launch.json (as read) names; None for one that is not readable."""
+    return launch.get("generation") if isinstance(launch, dict) else None
+
+
+def fail_launch(run_dir: RunDir, message: str) -> None:
+    """``record_failed_start`` for the generation the run's launch.json names."""
+    record_failed_start(run_dir, generation_of(read_json(run_dir.launch)), message)
 
 
 def record_failed_start(run_dir: RunDir, generation: object, message: str) -> None:
@@ -174,9 +184,7 @@ def become_shim() -> None:
 def adopt(run_dir: RunDir, pid: int) -> None:
     """Supervise a worker forked by the warm pool's server before it exec'd this shim
     (``--adopt PID``: the worker is already our child)."""
-    launch = read_json(run_dir.launch)
-    follow(run_dir, launch.get("generation") if isinstance(launch, dict) else None, pid,
-           warm=True)
+    follow(run_dir, generation_of(read_json(run_dir.launch)), pid, warm=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,13 +211,10 @@ def _exec_shim(run_dir: Path, worker: int) -> None:
 
 
 def _failed_start(run_dir: Path, message: str) -> None:
-    from engine.run.shim import record_failed_start
-    from engine.rundir.paths import RunDir, read_json
+    from engine.run.shim import fail_launch
+    from engine.rundir.paths import RunDir
 
-    rundir = RunDir(run_dir)
-    launch = read_json(rundir.launch)
-    record_failed_start(rundir, launch.get("generation") if isinstance(launch, dict) else None,
-                        message)
+    fail_launch(RunDir(run_dir), message)
 
 
 def _become(run_dir: Path, env: dict[str, str], cwd: str, waited_in: str) -> None:

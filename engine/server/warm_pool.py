@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.run.shim import record_failed_start, worker_env
+from engine.run.shim import fail_launch, worker_env
 from engine.run.warm_worker import COLD, TOOK
-from engine.rundir.paths import RunDir, StatePaths, read_json
+from engine.rundir.paths import RunDir, StatePaths
 from engine.rundir.state_dir import ensure_private_dir
 from engine.server.backends.base import ColdStart, ShimProcess
 
@@ -320,9 +320,7 @@ class WarmPool:
             try:
                 launch.shim.cold = launch.cold()
             except OSError as exc:  # too many processes...: the run fails, saying why
-                found = read_json(launch.rundir.launch)
-                generation = found.get("generation") if isinstance(found, dict) else None
-                record_failed_start(launch.rundir, generation, f"cannot start the shim: {exc}")
+                fail_launch(launch.rundir, f"cannot start the shim: {exc}")
 
     def _end(self, proc: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
         """Let the server go (``kill``: at once, SIGKILL), after reading what it said:
