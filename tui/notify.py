@@ -30,6 +30,8 @@ QUIET_S = 2.0
 MAX_WAIT_S = 10.0
 # The states a run is told about when it enters one while the app watches.
 TOLD_STATES = ("finished", "failed", "paused")
+# What a stop says of a run that failed and was queued again by its retries.
+RETRIED = "retried"
 BODY_LIMIT = 200  # characters: a desktop notification is a line, not a log
 _OFF_WORDS = {"off", "0", "no", "false", "none"}
 
@@ -97,7 +99,7 @@ class Stop:
         that failed and was queued again by its retries is ``retried``."""
         ended = exit_text(run.exit_reason, run.exit_code)
         if run.state == "queued" and run.retried:
-            return cls(run.id, run.name, "retried",
+            return cls(run.id, run.name, RETRIED,
                        f"{ended or 'it failed'}; retry {run.retried} of {run.retries}")
         why = {"failed": ended, "paused": run.condition}.get(run.state)
         return cls(run.id, run.name, run.state, why)
@@ -110,8 +112,8 @@ def summary(stops: list[Stop]) -> str:
         stop = stops[0]
         why = f": {stop.reason}" if stop.reason and stop.state != "finished" else ""
         return f"{shown(stop.name)} ({stop.run_id}) {stop.state}{why}"
-    counts = {state: sum(s.state == state for s in stops) for state in (*TOLD_STATES,
-                                                                        "retried")}
+    told = (*TOLD_STATES, RETRIED)
+    counts = {state: sum(s.state == state for s in stops) for state in told}
     parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     return f"{len(stops)} runs ended: {parts}"
 

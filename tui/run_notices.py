@@ -12,7 +12,7 @@ import os
 
 from textual.app import App
 
-from tui.notify import Stop, StopBatch, desktop_wanted, summary, terminal_alert
+from tui.notify import RETRIED, Stop, StopBatch, desktop_wanted, summary, terminal_alert
 from tui.state import TuiState
 
 TITLE = "traintop"
@@ -44,7 +44,7 @@ class RunNotices(App[None]):
 
     def _announce(self, batch: list[Stop]) -> None:
         line = summary(batch)
-        failed = any(stop.state in ("failed", "retried") for stop in batch)
+        failed = any(stop.state in ("failed", RETRIED) for stop in batch)
         self.notify(line, title=TITLE, severity="warning" if failed else "information",
                     timeout=TOAST_S)
         # Written as Textual writes its own OSC 52 (clipboard): through the driver, so

@@ -366,7 +366,7 @@ class WordsDialog(FormDialog):
             " ".join(self.words), placeholder=self.placeholder, id=self.field))
 
     def params(self) -> dict[str, Any]:
-        text = self.query_one(f"#{self.field}", Input).value.replace(",", " ")
+        text = self._value(self.field).replace(",", " ")
         return {self.field: tuple(dict.fromkeys(text.split()))}
 
 
