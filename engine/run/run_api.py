@@ -273,14 +273,16 @@ class Run:
     def _auto_checkpoint(self) -> None:
         """Write the run's own checkpoint, then drop the one before it. Nobody waits for
         it: one the disk refuses (full, gone read-only) is skipped, said on stderr, and
-        training goes on."""
-        from engine.run.checkpoint import save_checkpoint
+        training goes on.
 
+        The points logged before it go to the spool first: a run killed after the
+        checkpoint goes on from there, and would never log again the points that were
+        still in this process's buffer."""
+        self.flush()
         self._auto_step, self._auto_time = self.step, time.time()
         path = self._checkpoint_dir / auto_name(self.step)
         try:
-            refuse_if_fake_full()
-            save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
+            self._write_checkpoint(path)
         except Exception as exc:  # a missed checkpoint must not end the run
             why = "the disk is full" if out_of_space(exc) else f"{type(exc).__name__}: {exc}"
             print(f"traintop: no checkpoint at step {self.step} ({why}); training goes on",
@@ -331,18 +333,18 @@ class Run:
     def _save(self, filename: str) -> str:
         """Write a checkpoint; on a full disk, wait for room (it was asked for). The run's
         own ones (``--checkpoint-every``) before it go: it is newer than any of them."""
-        from engine.run.checkpoint import save_checkpoint
-
         path = self._checkpoint_dir / filename
-
-        def save() -> None:
-            refuse_if_fake_full()
-            save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
-
-        when_room(save)
+        when_room(lambda: self._write_checkpoint(path))
         if filename != fork_name(self.step):  # a fork's file is its children's, not ours
             drop_older_autos(self._checkpoint_dir, path)
         return str(path)
+
+    def _write_checkpoint(self, path: Path) -> None:
+        """Write what is tracked, the step, config and RNG to ``path`` (atomically)."""
+        from engine.run.checkpoint import save_checkpoint
+
+        refuse_if_fake_full()
+        save_checkpoint(path, self.step, self._tracked, self.config, self._initial_hparams)
 
     def _finish(self, save: bool) -> None:
         path = self._save(FINAL) if save and self._tracked else None
