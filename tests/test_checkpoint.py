@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from torch import nn
 from engine.run.checkpoint import load_checkpoint, restore, save_checkpoint
 from engine.run.run_api import Run, RunConfig
 from engine.run.workloads import charlm
+from engine.rundir.disk_space import out_of_space
 
 
 def _draws() -> tuple[list[float], list[float], list[float]]:
@@ -139,3 +144,31 @@ def test_a_fork_with_a_new_lr_rescales_its_lr_schedule(tmp_path: Path) -> None:
     _train(*forked, 1)  # step 6: the schedule halves again, from the new base
     _train(model, optimizer, scheduler, 1)
     assert forked[1].param_groups[0]["lr"] == pytest.approx(4 * optimizer.param_groups[0]["lr"])
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk that fills after ``room`` bytes: its writes then raise ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(data)
+
+
+def test_a_checkpoint_cut_by_a_full_disk_counts_as_a_full_disk() -> None:
+    """torch.save wraps its file's ENOSPC in a RuntimeError: a release or final checkpoint
+    must still wait for room (when_room), not end the run, and a skipped checkpoint of
+    the run's own must say the disk is full."""
+    with pytest.raises(RuntimeError) as caught:
+        torch.save({"w": torch.zeros(10_000)}, _FullDisk(1000))
+    assert not isinstance(caught.value, OSError)
+    assert out_of_space(caught.value)
+    assert not out_of_space(RuntimeError("a bug, not a disk"))
+    assert not out_of_space(OSError(errno.EACCES, "denied"))

@@ -71,8 +71,17 @@ def is_full(path: Path) -> bool:
 
 
 def out_of_space(exc: BaseException) -> bool:
-    """Is ``exc`` a write refused for want of space (ENOSPC) or of quota (EDQUOT)?"""
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    """Is ``exc`` a write refused for want of space (ENOSPC) or of quota (EDQUOT), or an
+    error raised while handling one? ``torch.save`` turns the OSError of its file's
+    write into a RuntimeError ('unexpected pos'), the OSError its context."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a cycle must not hang us
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def refuse_if_fake_full() -> None:
