@@ -20,11 +20,13 @@ from textual.widgets import Input
 from engine.client.cli.reads import run_line_values
 from engine.client.events import RunInfo
 from engine.common.experiment import ExperimentError, load_experiment
+from engine.common.format import format_number
 from engine.rundir.checkpoint_files import latest_complete
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
 from tests.conftest import TERMINAL, Engine, wait_until
-from tests.test_tui import until
+from tests.test_tui import start, until
 from tui.app import TraintopApp
+from tui.chart_math import DebiasedEma
 from tui.screens.dialogs import NewRunDialog
 from tui.screens.sweep_dialog import SweepDialog
 from tui.widgets.run_cells import state_text
@@ -250,3 +252,55 @@ def test_a_retried_run_is_marked_after_its_state_in_ls_and_the_table() -> None:
     assert state_text(run).plain == "▶ running ↻2"
     never = RunInfo(id="f6f6f6", name="r", state="running", workload="synthetic", step=9)
     assert run_line_values(never)[2] == "running" and state_text(never).plain == "▶ running"
+
+
+# A run whose first attempt logs lows its retry never reaches, and is killed once the
+# test has seen them: the steps after its checkpoint at 100 are logged again, higher.
+FICKLE = """
+import os, signal, time
+
+def train(run):
+    first = not (run.dir / "tried").exists()
+    (run.dir / "tried").touch()
+    for step in run.steps(104):
+        run.log(loss=0.001 if first and step >= 100 else 10.0 + step)
+        while first and step == 102:
+            run.flush()
+            if (run.dir / "die").exists():
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.05)
+"""
+
+
+def test_the_table_forgets_the_values_of_the_points_a_retry_dropped(
+    engine: Engine, tmp_path: Path,
+) -> None:
+    script = tmp_path / "fickle.py"
+    script.write_text(FICKLE)
+    run_id = start(engine, str(script), "--checkpoint-every", "50", "--retries", "1")
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            state = app.state
+            await until(pilot, lambda: run_id in state.runs
+                        and state.runs[run_id].best.get("loss") == 0.001)
+            (engine.paths.run_dir(run_id).path / "die").touch()
+            await until(pilot, lambda: state.runs[run_id].retried == 1
+                        and state.runs[run_id].state == "finished", timeout=60)
+            losses = [v for _, v in sorted(engine.losses(run_id).items())]
+            run = state.runs[run_id]
+            # The lowest and latest loss of what is stored now, not the dropped 0.001.
+            assert run.best["loss"] == min(losses) == 10.0
+            assert run.last["loss"] == losses[-1]
+            # The EMA column is the daemon's over the stored points, dropped ones not in
+            # (4 points after the checkpoint: the EMA still remembers the ones before).
+            ema = DebiasedEma(state.smoothing)
+            expected = [v for v in ema.extend(losses) if v is not None][-1]
+            await until(pilot, lambda: state.smoothed_last(run_id) == pytest.approx(expected))
+            table = app.query_one(RunsTable)
+            best = format_number(min(losses))
+            await until(pilot, lambda: table.cell_text(run_id, "BEST") == best)
+
+    asyncio.run(scenario())
+    assert "points from step 100 on were dropped" in " ".join(_events(engine, run_id))

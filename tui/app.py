@@ -211,6 +211,9 @@ class TraintopApp(ChartActions, ViewRestore):
             if table.live_sort:
                 table.refresh_rows(state)  # the order follows values that moved
             table.refresh_values(state, state.take_changed())
+        if state.emas_stale:
+            state.emas_stale = False
+            self._reseed_emas()
         for run_id in state.take_points_arrived():
             self.feed.points_arrived(run_id)
         self._fetch_views()  # asks only for views that are missing or stale

@@ -19,6 +19,7 @@ from engine.client.events import (
     MetricBatch,
     RunInfo,
     RunRemoved,
+    RunRewound,
     Sample,
 )
 from engine.common.format import shown
@@ -66,6 +67,7 @@ class TuiState:
         # Runs seen entering a told state (finished, failed, paused) by a live event;
         # a listing (connecting, reconnecting) adds none: it replays, nothing happened.
         self.stopped: list[RunInfo] = []
+        self.emas_stale = False  # a run went back to a checkpoint: ask the daemon's EMAs
 
     @property
     def smoothing(self) -> float:
@@ -145,6 +147,8 @@ class TuiState:
                 self._apply_run(event)
             case RunRemoved():
                 self._forget_run(event.id)
+            case RunRewound():
+                self._rewind_run(event)
             case MetricBatch():
                 self._apply_metrics(event)
             case Sample():
@@ -185,6 +189,23 @@ class TuiState:
         self.points_arrived.discard(run_id)
         self.changed.discard(run_id)
         self.restated.discard(run_id)
+        self.rows_dirty = self.chart_dirty = True
+
+    def _rewind_run(self, event: RunRewound) -> None:
+        """A run goes on from a checkpoint at an earlier step: its values are the
+        daemon's (the dropped points' are gone), its EMA column is the daemon's again
+        (``emas_stale``), its rate starts over and its chart view is behind."""
+        run = self.runs.get(event.id)
+        if run is None:
+            return
+        self.runs[event.id] = run.advanced(
+            dict(event.last), dict(event.best), dict(event.highest), min(run.step, event.rewound)
+        )
+        self.emas[event.id] = RunEma(DebiasedEma(self.smoothing))
+        self.emas_stale = True
+        self.progress.pop(event.id, None)
+        self.points_arrived.add(event.id)
+        self.changed.add(event.id)
         self.rows_dirty = self.chart_dirty = True
 
     def _apply_metrics(self, batch: MetricBatch) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "RunEvent",
     "RunInfo",
     "RunRemoved",
+    "RunRewound",
     "Sample",
     "SeriesBucket",
     "SeriesView",
@@ -134,7 +135,7 @@ def metric_values(data: Any, what: str) -> dict[str, float]:
         return {str(k): float(v) for k, v in wire_dict(data, what).items()}
 
 
-def _run_fields(cls: type[RunInfo], data: Any, what: str) -> dict[str, Any]:
+def _run_fields(cls: type[Any], data: Any, what: str) -> dict[str, Any]:
     values = wire_fields(cls, data, what)
     for name in ("config", "last", "refusals"):
         if name in values:
@@ -319,14 +320,33 @@ class RunRemoved:
     id: str
 
 
-def _run_event(data: Any) -> RunInfo | RunRemoved:
+@dataclass(frozen=True)
+class RunRewound:
+    """A run taken up again from a checkpoint at ``step`` (a retry, a resume of a failed
+    run): its points there and after were dropped, so its lowest, highest and latest
+    values are these now, not the lowest of what was seen (a ``runs`` event)."""
+
+    id: str
+    rewound: int
+    best: dict[str, float] = field(default_factory=dict)
+    highest: dict[str, float] = field(default_factory=dict)
+    last: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, data: Any) -> RunRewound:
+        return cls(**_run_fields(cls, data, "rewound run"))
+
+
+def _run_event(data: Any) -> RunInfo | RunRemoved | RunRewound:
     if isinstance(data, dict) and data.get("removed") is True:
         return RunRemoved(**wire_fields(RunRemoved, data, "removed run"))
+    if isinstance(data, dict) and "rewound" in data:
+        return RunRewound.from_wire(data)
     return RunInfo.from_wire(data)
 
 
 # What a subscription delivers; a client matches on the type.
-Event = RunInfo | RunRemoved | MetricBatch | Sample | LogText
+Event = RunInfo | RunRemoved | RunRewound | MetricBatch | Sample | LogText
 _DECODERS: dict[str, Any] = {
     "runs": _run_event,
     "metrics": MetricBatch.from_wire,

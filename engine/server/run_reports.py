@@ -249,6 +249,10 @@ class RunReports(Population):
             self.store.note(run_id, f"{dropped:,} points from step {step} on were dropped: "
                             "it goes on from its checkpoint there, and logs them again")
             log.info("run %s: %d points from step %d on dropped", run_id, dropped, step)
+            # A watcher's lowest, highest and latest values may have come from them: it
+            # takes these instead (a run's announcement does not carry them).
+            self.publish("runs", {"id": run_id, "rewound": step,
+                                  **self.store.value_summary(run_id)})
 
     # -- divergence ---------------------------------------------------------
 

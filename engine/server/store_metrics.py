@@ -228,6 +228,16 @@ class MetricRows(QueueRows):
         """The latest value of every key a run logged (kept with the points, so O(keys))."""
         return self.points.last_values(self.rid(run_id))
 
+    def value_summary(self, run_id: str) -> dict[str, dict[str, float]]:
+        """A run's lowest (``best``) and highest finite value of each key, and its
+        latest (``last``), as a listing with ``best`` and ``highest`` says them."""
+        rid = self.rid(run_id)
+        return {
+            "best": self.points.lowest_values([rid]).get(rid, {}),
+            "highest": self.points.highest_values([rid]).get(rid, {}),
+            "last": self.points.last_values(rid),
+        }
+
     # -- telemetry ------------------------------------------------------------
 
     def add_telemetry(self, when: float, sample: dict[str, Any]) -> None:
