@@ -4,6 +4,7 @@ state directory, and turning an SVG into a PNG that draws the same here."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -121,7 +122,7 @@ def to_png(svg: Path) -> Path | None:
         print("no PNGs: cairosvg is missing (.venv/bin/pip install cairosvg)")
         return None
     text = re.sub(r'"?Fira Code"?', f'"{PNG_FONT}"', svg.read_text(encoding="utf-8"))
-    text = TEXT_ELEMENT.sub(_braille_run, text)
+    text = TEXT_ELEMENT.sub(_glyph_run, text)
     png = svg.with_suffix(".png")
     with tempfile.NamedTemporaryFile("w", suffix=".svg", encoding="utf-8") as copy:
         copy.write(text)
@@ -130,20 +131,26 @@ def to_png(svg: Path) -> Path | None:
     return png
 
 
-def _braille_run(match: re.Match[str]) -> str:
-    """A <text> of braille as one <text> per glyph in BRAILLE_FONT, each at its own cell
-    (cairosvg ignores textLength, so a run in a wider font would spill out of its cells)."""
+def _glyph_run(match: re.Match[str]) -> str:
+    """A <text> as one <text> per glyph, each at its own cell, as a terminal draws it:
+    cairosvg ignores textLength, so a run drawn whole drifts from its cells by the font's
+    advance (a glyph from a fallback font, wider or narrower, by more); braille in
+    BRAILLE_FONT."""
     attributes, content = match.groups()
-    content = content.replace("&#160;", " ")
+    content = html.unescape(content)
     x = re.search(r' x="([0-9.]+)"', attributes)
     length = re.search(r' textLength="([0-9.]+)"', attributes)
-    if x is None or length is None or not re.search("[\u2800-\u28ff]", content):
+    if x is None or length is None or not content:
         return match.group(0)
     cell = float(length.group(1)) / len(content)
     rest = attributes.replace(x.group(0), "").replace(length.group(0), "")
-    return "".join(
-        f'<text style="font-family: {BRAILLE_FONT}" x="{float(x.group(1)) + i * cell:.1f}" '
-        f"{rest}>{char}</text>"
-        for i, char in enumerate(content)
-        if char != " "
-    )
+    glyphs = []
+    for i, char in enumerate(content):
+        if char not in " \xa0":
+            font = BRAILLE if "\u2800" <= char <= "\u28ff" else ""
+            glyphs.append(f'<text{font} x="{float(x.group(1)) + i * cell:.1f}" {rest}>'
+                          f"{html.escape(char)}</text>")
+    return "".join(glyphs)
+
+
+BRAILLE = f' style="font-family: {BRAILLE_FONT}"'

@@ -1,6 +1,9 @@
-"""Only changed cells go to the terminal: the line diff, and the cropped partial update."""
+"""Only changed cells go to the terminal: the line diff, and the cropped partial update;
+and a chart's line goes as few segments (escape sequences) as show it."""
 
 from __future__ import annotations
+
+import random
 
 from rich.console import Console
 from rich.segment import Segment
@@ -10,6 +13,7 @@ from textual.geometry import Region
 from textual.strip import Strip
 
 from tui import partial_updates
+from tui.widgets.cell_rows import cells_strip
 from tui.widgets.line_diff import changed_regions
 
 RED, BLUE = Style(color="red"), Style(color="blue")
@@ -46,3 +50,38 @@ def test_a_partial_update_writes_only_its_span() -> None:
     patched = ChopsUpdate.render_segments(_update(), console)
     assert unpatched == "\x1b[1;1H012345"  # what Textual sends: from the widget's edge
     assert patched == "\x1b[1;5H45"  # the same screen, two cells
+
+
+BASE = Style(color="grey85", bgcolor="grey11")
+CURVE, OTHER = BASE + Style(color="cyan", bold=True), BASE + Style(color="red")
+CURSOR = Style(color="white", bgcolor="blue")  # a blank that shows: its own background
+UNDERLINED = BASE + Style(underline=True)
+
+
+def test_a_chart_line_goes_as_few_segments_as_show_it() -> None:
+    """Blanks join the dots beside them: a curve's line among blanks is one segment."""
+    cells = list("  \u28ff \u28b8  \u2847   ")
+    line = cells_strip(cells, [BASE if c == " " else CURVE for c in cells], len(cells))
+    assert [(s.text, s.style) for s in line] == [("".join(cells), CURVE)]
+    # Per cell, one segment a run of one style: the bytes a terminal is sent.
+    per_style = Strip([Segment(c, BASE if c == " " else CURVE) for c in cells]).simplify()
+    console = Console(color_system="256", force_terminal=True)
+    assert len(line.render(console)) * 3 < len(per_style.render(console))
+
+
+def test_every_cell_looks_as_drawn_whatever_the_segments() -> None:
+    """Text, and each cell's look: a mark in its own style, a blank its background and
+    the lines drawn through it (a blank on another background or underlined stays so)."""
+    rng = random.Random(7)
+    for _ in range(500):
+        width = rng.randint(1, 24)
+        cells = [rng.choice(" \u28ffx") for _ in range(width)]
+        styles = [rng.choice([BASE, CURVE, OTHER, CURSOR, UNDERLINED]) for _ in range(width)]
+        segments = list(cells_strip(cells, styles, width))
+        assert "".join(s.text for s in segments) == "".join(cells)
+        drawn = [s.style for s in segments for _ in s.text]
+        for cell, wanted, style in zip(cells, styles, drawn, strict=True):
+            assert style is not None
+            if cell != " ":
+                assert style == wanted
+            assert (style.bgcolor, style.underline) == (wanted.bgcolor, wanted.underline)

@@ -29,6 +29,7 @@ from tui.chart_math import (
 )
 from tui.chart_zoom import PlotFrame
 from tui.time_axis import axis_ticks, x_text
+from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_legend import LegendEntry, legend_lines
 
 if TYPE_CHECKING:
@@ -375,15 +376,7 @@ class ChartLayout:
         self.cells, self.styles = self.cells[rows:], self.styles[rows:]
 
     def _row_strip(self, row: int) -> Strip:
-        """Merge a row's cells into one segment per run of one style (styles are shared)."""
-        cells, styles = self.cells[row], self.styles[row]
-        segments: list[Segment] = []
-        start = 0
-        for c in range(1, self.width + 1):
-            if c == self.width or styles[c] is not styles[start]:
-                segments.append(Segment("".join(cells[start:c]), styles[start]))
-                start = c
-        return Strip(segments, self.width)
+        return cells_strip(self.cells[row], self.styles[row], self.width)
 
     def _note(self, text: str) -> list[Strip]:
         strips = [Strip.blank(self.width, self.base)] * self.height

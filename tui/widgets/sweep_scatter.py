@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 
-from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
 from tui.chart_math import format_log_tick, format_tick, log_ticks, nice_ticks
 from tui.scatter_data import Scatter
+from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_layout import DIM, GUTTER
 
 POINT, BEST = "●", "★"
@@ -74,7 +74,7 @@ class SweepScatter(Widget):
             row = min(height // 2, max(height - 1, 0))
             for i, char in enumerate(note.center(width)[:width]):
                 cells[row][i], styles[row][i] = char, base + DIM
-            return [_strip(cells[r], styles[r], width) for r in range(height)]
+            return [cells_strip(cells[r], styles[r], width) for r in range(height)]
 
         def to_x(value: float) -> float:
             return math.log10(value) if scatter.log_x else value
@@ -131,15 +131,4 @@ class SweepScatter(Widget):
             style = base + Style.parse(point.colour or "default")
             put(row_of(point.y), column(point.x), BEST if point.best else POINT,
                 style + Style(bold=point.best))
-        return [_strip(cells[r], styles[r], width) for r in range(height)]
-
-
-def _strip(cells: list[str], styles: list[Style], width: int) -> Strip:
-    """One line as a segment per run of one style."""
-    segments: list[Segment] = []
-    start = 0
-    for c in range(1, width + 1):
-        if c == width or styles[c] != styles[start]:
-            segments.append(Segment("".join(cells[start:c]), styles[start]))
-            start = c
-    return Strip(segments, width)
+        return [cells_strip(cells[r], styles[r], width) for r in range(height)]
