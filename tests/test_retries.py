@@ -23,6 +23,7 @@ from engine.common.experiment import ExperimentError, load_experiment
 from engine.common.format import format_number
 from engine.rundir.checkpoint_files import latest_complete
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
+from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_tui import start, until
 from tui.app import TraintopApp
@@ -304,3 +305,33 @@ def test_the_table_forgets_the_values_of_the_points_a_retry_dropped(
 
     asyncio.run(scenario())
     assert "points from step 100 on were dropped" in " ".join(_events(engine, run_id))
+
+
+def test_a_fork_of_a_run_that_dies_before_serving_it_starts_from_its_newest_checkpoint(
+    engine: Engine,
+) -> None:
+    """The parent is stopped (it serves no fork), asked for a fork and SIGKILLed: the fork
+    goes on from the parent's newest checkpoint, kept as its own file (the parent, retried,
+    deletes its older checkpoints as it writes newer ones)."""
+    parent = _start(engine, f"steps={STEPS}", SLOW, "--checkpoint-every", "50",
+                    "--retries", "1")
+    run = engine.wait_step(parent, 120)
+    os.killpg(int(run["pgid"]), signal.SIGSTOP)
+    found = latest_complete(engine.paths.run_dir(parent).checkpoints)
+    assert found is not None
+    newest = found[0]
+    forked = engine.cli("fork", parent, "lr=0.02", "--json", "--no-wait")
+    assert forked.code == 0, forked.err
+    child = forked.json()
+    assert child["awaiting"] == "checkpoint"
+    os.killpg(int(run["pgid"]), signal.SIGKILL)
+    ended = engine.wait_state(child["id"], *TERMINAL)
+    assert ended["state"] == "finished" and ended["fork_step"] == newest
+    assert (f"forked from {parent} at step {newest} (its newest checkpoint: it failed "
+            "before the one asked for); queued") in _events(engine, child["id"])
+    assert [s for s, _ in _points(engine, child["id"])] == list(range(newest, STEPS))
+    # The parent went on too, and its newer checkpoints did not take the fork's away.
+    assert engine.wait_state(parent, *TERMINAL)["state"] == "finished"
+    kept = engine.paths.run_dir(parent).checkpoints / f"step-{newest}.pt"
+    assert kept.is_file()
+    assert read_json(engine.paths.run_dir(child["id"]).launch)["resume_from"] == str(kept)

@@ -31,6 +31,11 @@ def auto_name(step: int) -> str:
     return f"auto-{step}.pt"
 
 
+def is_auto(path: Path) -> bool:
+    """Whether ``path`` is one of the checkpoints a run writes on its own."""
+    return _AUTO.fullmatch(path.name) is not None
+
+
 def drop_older_autos(directory: Path, keep: Path) -> None:
     """Delete the run's own checkpoints older than ``keep`` (which is whole on disk by
     now): they are there only to go on from, and the newest does that best."""
@@ -39,7 +44,7 @@ def drop_older_autos(directory: Path, keep: Path) -> None:
     except OSError:
         return
     for path in paths:
-        if path != keep and _AUTO.fullmatch(path.name):
+        if path != keep and is_auto(path):
             path.unlink(missing_ok=True)
 
 

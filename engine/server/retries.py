@@ -10,10 +10,11 @@ starts (``RunReports._rewind``): a resume replays them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from engine.rundir.checkpoint_files import latest_complete
+from engine.rundir.checkpoint_files import fork_name, is_auto, latest_complete
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.backends import backend_for
 
@@ -31,6 +32,25 @@ def restart_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path] | 
     if isinstance(started, str) and Path(started).is_file():
         return int(run["fork_step"] or 0), Path(started)
     return None
+
+
+def fork_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path] | None:
+    """Where a fork of a run that failed before writing the checkpoint the fork asked for
+    starts: the run's ``restart_point``, kept under a fork checkpoint's name when it is
+    one of the run's own (a retried run deletes those as it writes newer ones). None:
+    the run has no checkpoint, or the name could not be made."""
+    point = restart_point(paths, run)
+    if point is None or not is_auto(point[1]):
+        return point
+    step, path = point
+    kept = path.with_name(fork_name(step))
+    try:
+        os.link(path, kept)
+    except FileExistsError:
+        pass  # a fork at that step already has it, or this one was made before a restart
+    except OSError:
+        return None
+    return step, kept
 
 
 def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | None] | None:

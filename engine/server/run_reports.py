@@ -34,7 +34,7 @@ from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.population import Population
-from engine.server.retries import retry_point, retry_reason
+from engine.server.retries import fork_point, retry_point, retry_reason
 from engine.server.rungs import RungWatch, rule_of
 from engine.server.scheduler import Scheduler
 from engine.server.store import Store
@@ -340,10 +340,13 @@ class RunReports(Population):
         if live is not None:
             live.divergence, live.diverged = None, None
 
-    def on_checkpoint(self, parent_id: str, child_ids: list[str], path: Any, step: int) -> None:
+    def on_checkpoint(
+        self, parent_id: str, child_ids: list[str], path: Any, step: int, which: str = ""
+    ) -> None:
         """A worker wrote the checkpoint forks asked for: queue each child to start from
         it, then let the queues start what they may (once: a fork into hundreds of
-        variants is one pass, not one a child)."""
+        variants is one pass, not one a child). ``which``: what checkpoint it is, when
+        not the one asked for."""
         queued = False
         for child_id in child_ids:
             child = self.store.get_run(child_id)
@@ -360,8 +363,8 @@ class RunReports(Population):
                 self.announce(child_id)
                 continue
             self.store.update_run(child_id, fork_step=step, step=step)
-            self.enqueue(child, str(path), f"forked from {parent_id} at step {step}; queued",
-                         schedule=False)
+            self.enqueue(child, str(path), f"forked from {parent_id} at step {step}{which}; "
+                         "queued", schedule=False)
             queued = True
         if queued:
             self.scheduler.run_pass()
@@ -454,23 +457,32 @@ class RunReports(Population):
             log.info("run %s: removed %s, left by a writer that is gone", run_id, path.name)
 
     def _settle_forks(self, parent_id: str, state: RunState) -> None:
-        """Forks still waiting on a parent that ended: use its final checkpoint, or fail."""
+        """Forks still waiting on a parent that ended: from its final checkpoint; from its
+        newest one if it failed (``fork_point``: what a retry of it goes on from too);
+        else they fail."""
         parent = self.store.get_run(parent_id)
-        for child in self.store.runs_in_states([RunState.QUEUED.value]):
-            if child["parent_id"] != parent_id or parent is None or child["awaiting"] is None:
-                continue
-            if state is RunState.FINISHED and parent["checkpoint"]:
-                self.on_checkpoint(parent_id, [child["id"]], parent["checkpoint"],
-                                   parent["step"])
-            else:
-                self.store.set_state(
-                    child["id"],
-                    RunState.FAILED,
-                    f"parent {parent_id} {state.value} first",
-                    ended=time.time(),
-                    exit_reason=f"parent {state.value} before its checkpoint",
-                )
-                self.announce(child["id"])
+        waiting = [child for child in self.store.runs_in_states([RunState.QUEUED.value])
+                   if child["parent_id"] == parent_id and child["awaiting"] is not None]
+        if parent is None or not waiting:
+            return
+        ids = [child["id"] for child in waiting]
+        if state is RunState.FINISHED and parent["checkpoint"]:
+            self.on_checkpoint(parent_id, ids, parent["checkpoint"], parent["step"])
+            return
+        point = fork_point(self.paths, parent) if state is RunState.FAILED else None
+        if point is not None:
+            self.on_checkpoint(parent_id, ids, point[1], point[0],
+                               " (its newest checkpoint: it failed before the one asked for)")
+            return
+        for child_id in ids:
+            self.store.set_state(
+                child_id,
+                RunState.FAILED,
+                f"parent {parent_id} {state.value} first",
+                ended=time.time(),
+                exit_reason=f"parent {state.value} before its checkpoint",
+            )
+            self.announce(child_id)
 
     def announce(self, run_id: str) -> None:
         """Publish a run as it now is (its row, kind and condition) to subscribers."""
