@@ -244,14 +244,15 @@ def test_v_grouped_plots_each_lr_at_the_mean_of_its_seeds_with_a_bar(engine: Eng
 
 
 def _cells_in(widget: SweepScatter, colour: str) -> list[tuple[int, int, str]]:
-    """(row, column, character) of each cell drawn in ``colour``."""
+    """(row, column, character) of each mark drawn in ``colour`` (a blank takes the style
+    beside it: it shows only its background)."""
     found = []
     for row in range(widget.size.height):
         col = 0
         for segment in widget.render_line(row):
             style = segment.style
             for char in segment.text:
-                if style and style.color and style.color.name == colour:
+                if char != " " and style and style.color and style.color.name == colour:
                     found.append((row, col, char))
                 col += 1
     return found
