@@ -81,9 +81,13 @@ class Engine:
         return self.wait(ref, lambda r: r["step"] >= step or r["state"] in TERMINAL, timeout)
 
     def losses(self, ref: str, key: str = "loss") -> dict[int, float]:
+        return dict(self.points(ref, key))
+
+    def points(self, ref: str, key: str = "loss") -> list[tuple[int, float]]:
+        """Every point of a series as stored, in logging order, repeats and all."""
         with self.client() as client:
             points = client.all_metrics(ref, key)
-        return {int(step): value for step, _k, value, _t in points}
+        return [(int(step), value) for step, _k, value, _t in points]
 
     def daemon_pid(self) -> int | None:
         try:

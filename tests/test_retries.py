@@ -48,12 +48,6 @@ def _events(engine: Engine, run_id: str) -> list[str]:
     return [e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
 
 
-def _points(engine: Engine, run_id: str) -> list[tuple[int, float]]:
-    """Every loss point of the run as stored, in logging order, repeats and all."""
-    with engine.client() as client:
-        return [(int(s), v) for s, _k, v, _t in client.all_metrics(run_id, "loss")]
-
-
 def _kill_worker(engine: Engine, run_id: str, past: int) -> int:
     """SIGKILL the run's worker once it is past step ``past``; returns the step of its
     newest complete checkpoint then (the store's step lags the worker's)."""
@@ -82,7 +76,7 @@ def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_kille
     assert retry.startswith("retry 1 of 2 after killed by signal SIGKILL")
     # Each step's loss once, and bit for bit the run that was never killed.
     engine.wait_state(reference, *TERMINAL)
-    points = _points(engine, run_id)
+    points = engine.points(run_id)
     assert [s for s, _ in points] == list(range(STEPS))
     assert dict(points) == engine.losses(reference)
     # The newest of its own checkpoints was kept while it trained; the final one
@@ -96,7 +90,7 @@ def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_kille
     assert engine.cli("engine", "stop").code == 0
     rebuilt = engine.cli("engine", "rebuild")
     assert rebuilt.code == 0, rebuilt.err
-    assert _points(engine, run_id) == points
+    assert engine.points(run_id) == points
 
 
 def test_retries_run_out_and_the_run_fails_for_good(engine: Engine) -> None:
@@ -110,7 +104,7 @@ def test_retries_run_out_and_the_run_fails_for_good(engine: Engine) -> None:
     retries = [e for e in _events(engine, run_id) if e.startswith("retry ")]
     assert [r.split(" after ")[0] for r in retries] == ["retry 1 of 2", "retry 2 of 2"]
     assert all(r.endswith("from the start (it has no checkpoint)") for r in retries)
-    assert [s for s, _ in _points(engine, run_id)] == list(range(30))
+    assert [s for s, _ in engine.points(run_id)] == list(range(30))
     queue = next(q for q in engine.call("queues") if q["name"] == "strict")
     assert queue["paused"] and f"run {run_id} failed" in queue["reason"]
 
@@ -225,12 +219,12 @@ def test_a_fork_with_no_checkpoint_of_its_own_goes_on_from_the_one_it_started_fr
     ended = engine.wait(child["id"], lambda r: r["state"] == "failed" and r["retried"] == 1)
     retry = next(e for e in _events(engine, child["id"]) if e.startswith("retry 1 of 1"))
     assert retry.endswith(f"from its checkpoint at step {start}"), retry
-    assert [s for s, _ in _points(engine, child["id"])] == list(range(start, 150))
+    assert [s for s, _ in engine.points(child["id"])] == list(range(start, 150))
     # By hand too: `resume` of the failed fork goes on from the same checkpoint.
     resumed = engine.call("resume", run=ended["id"])
     assert resumed["resumed_from"] == start
     engine.wait(child["id"], lambda r: r["state"] == "failed" and r["generation"] == 3)
-    assert [s for s, _ in _points(engine, child["id"])] == list(range(start, 150))
+    assert [s for s, _ in engine.points(child["id"])] == list(range(start, 150))
     engine.cli("kill", parent)
 
 
@@ -329,7 +323,7 @@ def test_a_fork_of_a_run_that_dies_before_serving_it_starts_from_its_newest_chec
     assert ended["state"] == "finished" and ended["fork_step"] == newest
     assert (f"forked from {parent} at step {newest} (its newest checkpoint: it failed "
             "before the one asked for); queued") in _events(engine, child["id"])
-    assert [s for s, _ in _points(engine, child["id"])] == list(range(newest, STEPS))
+    assert [s for s, _ in engine.points(child["id"])] == list(range(newest, STEPS))
     # The parent went on too, and its newer checkpoints did not take the fork's away.
     assert engine.wait_state(parent, *TERMINAL)["state"] == "finished"
     kept = engine.paths.run_dir(parent).checkpoints / f"step-{newest}.pt"

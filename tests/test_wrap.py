@@ -295,3 +295,51 @@ def test_a_wrapped_run_records_named_series_at_the_scripts_steps(
         keys = {point[1] for point in client.all_metrics(run_id)}
     # No config echo, no warning, no loss from stderr but the pattern's.
     assert keys == {"loss", "train/loss", "val/loss", "mfu", "stderr_loss"}
+
+
+# Saves where it is at step 40 (as a training script saves its checkpoint), and the first
+# time it runs fails at step 59; run again, it goes on from its save: steps 41 to 79.
+RESUMING = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+
+    saved = Path("saved.json")
+    again = saved.exists()
+    start = json.loads(saved.read_text())["step"] + 1 if again else 0
+    for step in range(start, 80):
+        print(f"step {step} loss {(2.0 if again else 1.0) + 1.0 / (step + 1):.6f}", flush=True)
+        if step == 40:
+            saved.write_text(json.dumps({"step": step}))
+        if step == 59 and not again:
+            sys.exit(3)
+    """
+)
+
+
+def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = tmp_path / "resuming.py"
+    script.write_text(RESUMING)
+    monkeypatch.chdir(tmp_path)
+    result = engine.cli("run", "--json", "--retries", "2", "--", sys.executable, str(script))
+    assert result.code == 0, result.err
+    run_id = result.json()["id"]
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and (run["retried"], run["retries"]) == (1, 2)
+    events = [e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
+    assert ("retry 1 of 2 after exited with code 3: its command runs again, to go on from "
+            "what it saved itself") in events
+    assert "19 points from step 41 on were dropped: it goes on from its checkpoint there, " \
+        "and logs them again" in events
+    # Each step once, in order: the first attempt's up to its save, the second's after it.
+    points = engine.points(run_id)
+    assert [s for s, _ in points] == list(range(80))
+    assert all(v == pytest.approx(1.0 + 1.0 / (s + 1)) for s, v in points[:41])
+    assert all(v == pytest.approx(2.0 + 1.0 / (s + 1)) for s, v in points[41:])
+    # A store made again from the run's files drops the same points.
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.points(run_id) == points
+

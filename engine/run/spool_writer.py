@@ -4,13 +4,20 @@ Record formats (``gen`` is the launch generation, ``time`` unix seconds)::
 
     {"t":"metrics","gen":G,"points":[[step,"key",value,unix_time],...]}
     {"t":"state","gen":G,"state":"running","step":s,"total":n,"time":T}
+    {"t":"state","gen":G,"state":"running","step":0,"rewind":false,"time":T}
+    {"t":"rewind","gen":G,"step":s,"time":T}
     {"t":"state","gen":G,"state":"paused"|"resumed","step":s,"time":T}
     {"t":"state","gen":G,"state":"released"|"finished","step":s,"checkpoint":p,"time":T}
     {"t":"checkpoint","gen":G,"request":R,"step":s,"path":p,"time":T}
     {"t":"error","gen":G,"message":"ExcType: message","time":T}
     {"t":"spool","gen":G,"held":n,"dropped":d,"since":T0,"time":T}
 
-The last one follows a time when the disk refused the spool (ENOSPC): the
+A ``running`` record drops the points an earlier generation logged at its step and
+after (it goes on from a checkpoint there). A wrapped command's says ``rewind: false``:
+it cannot know where the command goes on from, so a retried one writes a ``rewind``
+record with the step of its first points instead.
+
+The ``spool`` record follows a time when the disk refused the spool (ENOSPC): the
 worker went on training, held its records in memory (at most HOLD_LIMIT_BYTES;
 past it every other held metrics batch is dropped, so what is kept still spans
 the whole outage), wrote them when room came back, and then says how many
@@ -146,6 +153,10 @@ class SpoolWriter:
             {"t": "state", "gen": self.generation, "state": state, "step": step, **extra,
              "time": time.time()}
         )
+
+    def rewind(self, step: int) -> None:
+        """Append a ``rewind`` record: this generation's points start at ``step``."""
+        self.write({"t": "rewind", "gen": self.generation, "step": step, "time": time.time()})
 
     def checkpoint(self, request: Any, step: int, path: str) -> None:
         """Append the answer to a ``checkpoint`` control command."""

@@ -87,7 +87,10 @@ class WrappedCommand:
             process_group=0,
             preexec_fn=_default_signals,
         )
-        self.spool.state("running", 0, total=None)
+        # Where it goes on from is the command's business: a retried one says it with its
+        # first points (``_flush``).
+        self.spool.state("running", 0, total=None, rewind=False)
+        self._rewind_at_first = int(launch.get("generation") or 0) > 1
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._threads = [
             threading.Thread(
@@ -182,6 +185,9 @@ class WrappedCommand:
             points = self._pending[:]
             self._pending.clear()  # the same list: ``_parsed`` may point at it
         if points:
+            if self._rewind_at_first:  # a retry: the points from here on are logged anew
+                self._rewind_at_first = False
+                self.spool.rewind(min(point[0] for point in points))
             # STEP shows the script's last step (step 300 printed: 300), not one past it.
             done = max(point[0] for point in points)
             record = {"t": "metrics", "gen": self.spool.generation, "points": points}

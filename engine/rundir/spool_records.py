@@ -49,6 +49,18 @@ class StateRecord:
     step: int
     total: int | None = None  # 'running' only
     checkpoint: str | None = None  # 'released' and 'finished' only
+    # 'running' only: the generation goes on from a checkpoint at ``step``, so the points
+    # an earlier one logged there and after are dropped (a wrapped command's is False: it
+    # says where it went on from with a RewindRecord, at its first points).
+    rewind: bool = True
+
+
+@dataclass(frozen=True)
+class RewindRecord:
+    """A retried command's first points are at ``step``: an earlier generation's points
+    there and after are dropped (the command went on from what it saved itself)."""
+
+    step: int
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,8 @@ class Malformed:
     problem: str
 
 
-SpoolRecord = MetricsRecord | StateRecord | CheckpointRecord | ErrorRecord | HeldRecord | Malformed
+SpoolRecord = (MetricsRecord | StateRecord | RewindRecord | CheckpointRecord | ErrorRecord
+               | HeldRecord | Malformed)
 
 STATES = frozenset({"running", "paused", "resumed", "released", "finished"})
 
@@ -162,6 +175,8 @@ def decode_record(line: bytes) -> SpoolRecord:
             return ErrorRecord(_text(record, "message"))
         if kind == "spool":
             return HeldRecord(_count(record, "held"), _count(record, "dropped"))
+        if kind == "rewind":
+            return RewindRecord(_step(record.get("step")))
     except _Refused as exc:
         return Malformed(f"{_shown_kind(kind)} record: {exc}")
     return Malformed(f"unknown record kind {_shown_kind(kind)}")
@@ -219,7 +234,8 @@ def _state(record: dict[str, Any]) -> StateRecord:
         raise _Refused(f"unknown state {str(state)[:40]!r}")
     step = _step(record.get("step"))
     if state == "running":
-        return StateRecord(state, step, total=_total(record))
+        rewind = record.get("rewind") is not False  # only a wrapped command's says false
+        return StateRecord(state, step, total=_total(record), rewind=rewind)
     if state in ("released", "finished"):
         return StateRecord(state, step, checkpoint=_path(record, "checkpoint"))
     return StateRecord(state, step)

@@ -31,6 +31,7 @@ from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json, sqlite_files
 from engine.rundir.spool_records import (
     ErrorRecord,
+    RewindRecord,
     SpoolBatch,
     SpoolRecord,
     StateRecord,
@@ -253,7 +254,10 @@ def _read_spool(store: Store, run_id: str, path: Path,
             offset += len(raw)
             record = decode_record(raw)
             if not batch.fold(record):
-                if isinstance(record, StateRecord) and record.state == "running":
+                if isinstance(record, RewindRecord) or (
+                    isinstance(record, StateRecord) and record.state == "running"
+                    and record.rewind
+                ):
                     # A generation that went on from a checkpoint logs its points from
                     # there again: the daemon dropped those after it (``rewind_metrics``).
                     store_points(batch, offset)

@@ -5,7 +5,9 @@ with retries left it goes back to its queue at its old place, to go on from its 
 complete checkpoint: one it wrote itself (``--checkpoint-every``), a release's, or the
 one it started from (a fork's, in its parent's directory); without any, from step 0.
 The points its last generation logged past that step are dropped when the next one
-starts (``RunReports._rewind``): a resume replays them.
+starts (``RunReports._rewind``): a resume replays them. A wrapped command
+(``traintop run --retries``) is run again as it was: it goes on from whatever it saved
+itself, and the points from the step of its first ones on are dropped then.
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ def fork_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path] | Non
 
 def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | None] | None:
     """Where a failed run goes on from if it is retried: ``restart_point``, else the start
-    (``(0, None)``). None: it is not retried (no retries left, its kind has no
-    checkpoints, or a fork whose starting checkpoint is gone: from 0 it would be no fork)."""
+    (``(0, None)``; a wrapped command runs again). None: it is not retried (no retries
+    left, a kind that cannot be, or a fork whose starting checkpoint is gone: from 0 it
+    would be no fork)."""
     if int(run["retried"] or 0) >= int(run["retries"] or 0):
         return None
-    if backend_for(run).refusal("restart", run["id"]) is not None:
+    if backend_for(run).refusal("retry", run["id"]) is not None:
         return None
     point = restart_point(paths, run)
     if point is not None:
@@ -69,7 +72,11 @@ def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | Non
 
 def retry_reason(run: dict[str, Any], step: int, checkpoint: Path | None) -> str:
     """'retry 1 of 3 after <why it failed>: from its checkpoint at step 500'."""
-    where = f"from its checkpoint at step {step:,}" if checkpoint is not None \
-        else "from the start (it has no checkpoint)"
+    if checkpoint is not None:
+        where = f"from its checkpoint at step {step:,}"
+    elif backend_for(run).kind == "wrapped":
+        where = "its command runs again, to go on from what it saved itself"
+    else:
+        where = "from the start (it has no checkpoint)"
     return (f"retry {int(run['retried'] or 0) + 1} of {run['retries']} after "
             f"{run['exit_reason'] or 'a failure'}: {where}")

@@ -24,6 +24,7 @@ from engine.rundir.spool_records import (
     CheckpointRecord,
     ErrorRecord,
     HeldRecord,
+    RewindRecord,
     SpoolBatch,
     SpoolRecord,
     StateRecord,
@@ -214,11 +215,14 @@ class RunReports(Population):
             self.on_checkpoint(live.run_id, children, record.path, record.step)
         elif isinstance(record, StateRecord):
             self._on_state(live, record, end)
+        elif isinstance(record, RewindRecord):
+            self._rewind(live.run_id, record.step)
 
     def _on_state(self, live: LiveRun, record: StateRecord, end: int) -> None:
         state, step, run_id = record.state, record.step, live.run_id
         if state == "running":
-            self._rewind(run_id, step)
+            if record.rewind:
+                self._rewind(run_id, step)
             self.store.set_state(
                 run_id, RunState.RUNNING, "worker is training", step=step,
                 total_steps=record.total, spool_offset=end,
@@ -240,10 +244,11 @@ class RunReports(Population):
         self.announce(run_id)
 
     def _rewind(self, run_id: str, step: int) -> None:
-        """A generation starts training at ``step``: a run taken up again from a
-        checkpoint logs what came after it again, so the points the last one logged
-        there and after go (TensorBoard drops them too). Before the state that says it
-        started: a daemon that dies between the two does it again, to no effect."""
+        """A generation starts training at ``step`` (its 'running' record, or a retried
+        command's first points): a run taken up again from a checkpoint logs what came
+        after it again, so the points the last one logged there and after go
+        (TensorBoard drops them too). Before the state that says it started: a daemon
+        that dies between the two does it again, to no effect."""
         dropped = self.store.rewind_metrics(run_id, step)
         if dropped:
             self.store.note(run_id, f"{dropped:,} points from step {step} on were dropped: "

@@ -65,8 +65,7 @@ ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd", "early_stop",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS, *_FAULT_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
-                    "logdir",
-                    "env", "cwd",
+                    "logdir", "env", "cwd", "retries",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS,
              *_FAULT_PARAMS},
@@ -203,7 +202,8 @@ class RunRequests(QueueRequests):
         base = Path(script).stem or "run"
         # The device is the command's own business ("-"), unless it asks for GPUs: then
         # it is shown those the queue gives it (CUDA_VISIBLE_DEVICES).
-        queued = self.queue_fields(params, "cuda" if self.gpus else "-")
+        queued = {**self.queue_fields(params, "cuda" if self.gpus else "-"),
+                  **fault_params(params)}
         if queued["gpus"] and not (self.gpus or self.supervisor.scheduler.gpu_view()[0]):
             raise RequestError("bad_request", "GPUs asked for, but no NVIDIA GPU is visible here")
         device = "cuda" if queued["gpus"] else "-"

@@ -300,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queue_options(p)
     _add_env_options(p)
     _add_divergence_options(p, f"default {DEFAULT_DIVERGENCE_FACTOR:g}")
+    p.add_argument(
+        "--retries", type=int, metavar="N",
+        help="when the command fails, run it again up to N times; it goes on from what it "
+        "saved itself, and its points from its first new step on replace the old (default "
+        "none)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = add(

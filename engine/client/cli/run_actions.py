@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             logdir=logdir,
             cwd=os.getcwd(),
             env=chosen_env(args),
+            retries=args.retries,
             **divergence_params(args),
             **queue_params(args),
         )

@@ -22,9 +22,10 @@ from engine.rundir.paths import RunDir
 
 # What a run row's ``kind`` says, for display only: clients decide from ``refusals``.
 RunKind = Literal["train", "attached", "wrapped", "imported"]
-# What a backend may be unable to do: fork, release (pause and free its memory), and
-# restart (go on from a failed run's last complete checkpoint).
-Refusable = Literal["fork", "release", "restart"]
+# What a backend may be unable to do: fork, release (pause and free its memory),
+# restart (go on from a failed run's last complete checkpoint) and retry (be launched
+# again by the engine after a failure, as ``--retries`` asks).
+Refusable = Literal["fork", "release", "restart", "retry"]
 # The refusals a run row carries to clients, so that they can grey out an action.
 SHOWN_REFUSALS: tuple[Refusable, ...] = ("fork", "release")
 

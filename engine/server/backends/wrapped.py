@@ -2,7 +2,8 @@
 
 The shim runs the command and parses its output into the spool (see
 ``engine.run.wrapped``). The command knows nothing of traintop: it cannot be
-asked to checkpoint, so it cannot be forked, released or restarted; a pause
+asked to checkpoint, so it cannot be forked, released or restarted (a retry runs it
+again, to go on from whatever it saved itself); a pause
 stops its process group in place (SIGSTOP), and a kill starts with SIGINT, as
 Ctrl-C would, so that a script can clean up.
 """
@@ -53,7 +54,10 @@ class WrappedBackend(WorkerBackend):
         )
 
     def refusal(self, action: Refusable, run_id: str) -> str | None:
-        """Everything that needs a checkpoint: fork, release and restart."""
+        """Everything that needs a checkpoint: fork, release and restart. A retry runs the
+        command again: it goes on from what it saved itself, if it does."""
+        if action == "retry":
+            return None
         if action == "restart":
             return f"run {run_id} wraps a command: it has no checkpoint to go on from"
         cannot = _CANNOT[action]
