@@ -343,3 +343,21 @@ def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
     assert engine.cli("engine", "rebuild").code == 0
     assert engine.points(run_id) == points
 
+
+def test_resume_of_a_failed_command_runs_it_again(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = tmp_path / "resuming.py"
+    script.write_text(RESUMING)
+    monkeypatch.chdir(tmp_path)
+    result = engine.cli("run", "--json", "--", sys.executable, str(script))
+    run_id = result.json()["id"]
+    assert engine.wait_state(run_id, *TERMINAL)["state"] == "failed"  # no retries
+    resumed = engine.cli("resume", run_id)
+    assert resumed.code == 0, resumed.err
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["retried"] == 0
+    assert "to run its command again" in [
+        e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
+    assert [s for s, _ in engine.points(run_id)] == list(range(80))
+

@@ -267,6 +267,14 @@ class RunRequests(QueueRequests):
         check_action("resume", RunState(run["state"]), run["released"])
         if run["state"] == RunState.FAILED:
             self.run_dir(run, "resume")
+            backend = backend_for(run)
+            if backend.refusal("restart", run["id"]) and not backend.refusal("retry", run["id"]):
+                # A wrapped command: it runs again as it was started (as a retry does).
+                self.check_room()
+                self.store.update_run(run["id"], ended=None, exit_code=None)
+                self.supervisor.enqueue(run, None, "to run its command again")
+                self.supervisor.rearm_divergence(run["id"])
+                return self.summary(self.store.get_run(run["id"]) or run)
             step, path = self.need_resume_point(run)
             self.check_room()
             self.store.update_run(run["id"], step=step, ended=None, exit_code=None)
