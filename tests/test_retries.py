@@ -298,7 +298,7 @@ def test_the_table_forgets_the_values_of_the_points_a_retry_dropped(
             await until(pilot, lambda: table.cell_text(run_id, "BEST") == best)
 
     asyncio.run(scenario())
-    assert "points from step 100 on were dropped" in " ".join(_events(engine, run_id))
+    assert "3 points from step 100 on dropped" in " ".join(_events(engine, run_id))
 
 
 def test_a_fork_of_a_run_that_dies_before_serving_it_starts_from_its_newest_checkpoint(

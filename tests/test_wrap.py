@@ -331,8 +331,8 @@ def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
     events = [e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
     assert ("retry 1 of 2 after exited with code 3: its command runs again, to go on from "
             "what it saved itself") in events
-    assert "19 points from step 41 on were dropped: it goes on from its checkpoint there, " \
-        "and logs them again" in events
+    assert ("19 points from step 41 on dropped: it goes on from there, and logs those steps "
+            "again") in events
     # Each step once, in order: the first attempt's up to its save, the second's after it.
     points = engine.points(run_id)
     assert [s for s, _ in points] == list(range(80))

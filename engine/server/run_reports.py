@@ -251,8 +251,9 @@ class RunReports(Population):
         that dies between the two does it again, to no effect."""
         dropped = self.store.rewind_metrics(run_id, step)
         if dropped:
-            self.store.note(run_id, f"{dropped:,} points from step {step} on were dropped: "
-                            "it goes on from its checkpoint there, and logs them again")
+            points = "1 point" if dropped == 1 else f"{dropped:,} points"
+            self.store.note(run_id, f"{points} from step {step} on dropped: it goes on from "
+                            "there, and logs those steps again")
             log.info("run %s: %d points from step %d on dropped", run_id, dropped, step)
             # A watcher's lowest, highest and latest values may have come from them: it
             # takes these instead (a run's announcement does not carry them).
