@@ -54,7 +54,6 @@ KEY_PRESSES = 40  # each way: j and k, 80 keys in all
 KEY_GAP_S = 0.15  # between a key's screen update and the next key
 TERMINAL = ("finished", "failed", "killed")
 END = b"\x1b[F"  # the End key: the cursor to the last row, a live run
-SGR = rb"\x1b\[[0-9;]*m"
 ID = rb"[2-9a-z]{6}"
 
 
@@ -169,7 +168,7 @@ class KeyTimer:
     def __init__(self, app: PtyApp, run_ids: set[str]) -> None:
         self.app = app
         self.run_ids = {i.encode() for i in run_ids}
-        self.cursor_sgr: bytes | None = None
+        self.cursor_bg: bytes | None = None
         self.current: bytes | None = None  # the run under the cursor
 
     def _press(self, key: bytes) -> tuple[int, float]:
@@ -178,53 +177,93 @@ class KeyTimer:
         return start, time.perf_counter()
 
     def calibrate(self) -> None:
-        """Find the cursor's SGR: the style a row had just after j, and lost after the next j."""
+        """Find the cursor's background: the one a row had just after j, and lost after
+        the next j."""
         chunks = []
         for _ in range(2):
             start, _t = self._press(b"j")
             time.sleep(1.0)
             chunks.append(bytes(self.app.output[start:]))
-        first = {(m.group(2), m.group(1)) for m in re.finditer(rb"(" + SGR + rb") *(" + ID + rb")",
-                                                                chunks[0])}
-        second = {(m.group(2), m.group(1)) for m in re.finditer(rb"(" + SGR + rb") *(" + ID + rb")",
-                                                                 chunks[1])}
+        first = {(run_id, bg) for run_id, bg, _ in backgrounds(chunks[0])}
+        second = {(run_id, bg) for run_id, bg, _ in backgrounds(chunks[1])}
         moved_off = {run_id for run_id, _ in first} & {run_id for run_id, _ in second}
-        for run_id, sgr in first:
-            if run_id in moved_off and run_id in self.run_ids and (run_id, sgr) not in second:
-                self.cursor_sgr = sgr
+        for run_id, bg in first:
+            if run_id in moved_off and run_id in self.run_ids and (run_id, bg) not in second:
+                self.cursor_bg = bg
                 self.current = next(
-                    (i for i, s in second if s == sgr and i in self.run_ids and i != run_id), None
+                    (i for i, b in second if b == bg and i in self.run_ids and i != run_id), None
                 )
                 return
         raise RuntimeError("could not find the cursor's style in the output")
 
     def measure(self, keys: list[bytes]) -> list[float]:
         """Seconds from each key's write to its cursor row on screen."""
-        assert self.cursor_sgr is not None
-        pattern = re.compile(re.escape(self.cursor_sgr) + rb" *(" + ID + rb")")
+        assert self.cursor_bg is not None
         latencies = []
         for key in keys:
             start, t0 = self._press(key)
             deadline = t0 + 5.0
             while True:
                 seen = self.app.byte_count()  # before the search: nothing slips between
-                found = self._moved(pattern, start)
+                found = self._moved(start)
                 if found is not None:
                     break
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"no cursor move seen 5 s after {key!r}")
                 # Block until more output comes: polling would take CPU from the TUI.
                 self.app.wait_beyond(seen, deadline - time.perf_counter())
-            latencies.append(self.app.time_at(start + found.end()) - t0)
-            self.current = found.group(1)
+            run_id, end = found
+            latencies.append(self.app.time_at(start + end) - t0)
+            self.current = run_id
             time.sleep(KEY_GAP_S)
         return latencies
 
-    def _moved(self, pattern: re.Pattern[bytes], start: int) -> re.Match[bytes] | None:
-        for found in pattern.finditer(bytes(self.app.output[start:])):
-            if found.group(1) in self.run_ids and found.group(1) != self.current:
-                return found
+    def _moved(self, start: int) -> tuple[bytes, int] | None:
+        """The first run id written on the cursor's background since ``start`` that is
+        not the row the cursor was on, and where it ends in that output."""
+        for run_id, bg, end in backgrounds(bytes(self.app.output[start:])):
+            if bg == self.cursor_bg and run_id in self.run_ids and run_id != self.current:
+                return run_id, end
         return None
+
+
+# An SGR sequence (its parameters), another escape sequence, a run id, or one byte.
+TOKEN = re.compile(rb"\x1b\[([0-9;]*)m|\x1b\[[0-9;?]*[A-Za-z]|(" + ID + rb")|.", re.DOTALL)
+
+
+def backgrounds(output: bytes) -> list[tuple[bytes, bytes, int]]:
+    """Each run id in ``output`` with the background it is written on and its end offset.
+
+    The TUI writes a style as a change from the one before (``tui.partial_updates``),
+    so the background is followed through every SGR sequence, from a reset (each
+    update starts from one)."""
+    found, bg = [], b""
+    for token in TOKEN.finditer(output):
+        if token.group(1) is not None:
+            bg = background_after(token.group(1), bg)
+        elif token.group(2):
+            found.append((token.group(2), bg, token.end()))
+    return found
+
+
+def background_after(params: bytes, bg: bytes) -> bytes:
+    """The background once an SGR sequence with ``params`` is applied to ``bg``."""
+    codes = params.split(b";") if params else [b"0"]
+    i = 0
+    while i < len(codes):
+        code = codes[i]
+        if code in (b"38", b"48"):  # 38;5;N or 38;2;R;G;B, and the same for 48
+            width = 3 if codes[i + 1 : i + 2] == [b"5"] else 5
+            if code == b"48":
+                bg = b";".join(codes[i : i + width])
+            i += width
+            continue
+        if code in (b"0", b"", b"49"):
+            bg = b""
+        elif 40 <= int(code) <= 47 or 100 <= int(code) <= 107:
+            bg = code
+        i += 1
+    return bg
 
 
 def bounce(rows: int, presses: int, at: int) -> list[bytes]:

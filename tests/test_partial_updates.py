@@ -4,6 +4,7 @@ and a chart's line goes as few segments (escape sequences) as show it."""
 from __future__ import annotations
 
 import random
+import re
 
 from rich.console import Console
 from rich.segment import Segment
@@ -85,3 +86,89 @@ def test_every_cell_looks_as_drawn_whatever_the_segments() -> None:
             if cell != " ":
                 assert style == wanted
             assert (style.bgcolor, style.underline) == (wanted.bgcolor, wanted.underline)
+
+
+# -- styles written as changes ------------------------------------------------------
+
+_ESCAPE = re.compile(r"\x1b\[(\d+);(\d+)H|\x1b\[([0-9;]*)m|(\n)|(.)", re.DOTALL)
+_ON = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "21", "51", "52", "53"}
+
+
+def _screen(output: str) -> dict[tuple[int, int], tuple[str, frozenset[str], str, str]]:
+    """What a terminal shows after ``output``: each written cell's character, attributes,
+    colour and background (a small SGR interpreter: what Rich and Textual write)."""
+    cells: dict[tuple[int, int], tuple[str, frozenset[str], str, str]] = {}
+    x = y = 0
+    on: set[str] = set()
+    fg = bg = ""
+    for move_y, move_x, sgr, _newline, char in _ESCAPE.findall(output):
+        if move_y:
+            y, x = int(move_y) - 1, int(move_x) - 1
+        elif char:
+            cells[(x, y)] = (char, frozenset(on), fg, bg)
+            x += 1
+        elif sgr is not None and not _newline:
+            codes = sgr.split(";") if sgr else ["0"]
+            while codes:
+                code = codes.pop(0)
+                if code == "0":
+                    on, fg, bg = set(), "", ""
+                elif code in _ON:
+                    on.add(code)
+                elif code in ("38", "48"):
+                    size = 1 if codes[0] == "5" else 3
+                    value = ";".join(codes[: size + 1])
+                    del codes[: size + 1]
+                    fg, bg = (value, bg) if code == "38" else (fg, value)
+                elif code == "39":
+                    fg = ""
+                elif code == "49":
+                    bg = ""
+                elif 30 <= int(code) <= 37 or 90 <= int(code) <= 97:
+                    fg = code
+                else:
+                    assert 40 <= int(code) <= 47 or 100 <= int(code) <= 107, code
+                    bg = code
+    return cells
+
+
+def _styles() -> list[Style | None]:
+    """Styles of every kind, made anew: a style caches its codes for the first colour
+    system it is written in (Textual's ``render_style``), and a test writes in two."""
+    return [None, Style(), Style(color="red"), Style(color="grey85", bgcolor="grey11"),
+            Style(color="#ff8800", bgcolor="#102030", bold=True), Style(bold=True),
+            Style(color="cyan", bgcolor="grey11", bold=True, underline=True),
+            Style(reverse=True, color="blue"), Style(bgcolor="bright_blue", italic=True),
+            Style(dim=True, strike=True, color="color(200)")]
+
+
+def test_styles_written_as_changes_draw_every_cell_as_textual_does() -> None:
+    """Random lines of random styles (attributes on and off, colours of each kind, the
+    default): the terminal shows the same cells, in fewer bytes."""
+    partial_updates.install()
+    rng = random.Random(11)
+    saved = 0
+    for system in ("256", "truecolor"):
+        console = Console(color_system=system, force_terminal=True, width=40)
+        styles = _styles()
+        for _ in range(200):
+            lines, spans, ends = [], [], []
+            for y in range(rng.randint(1, 4)):
+                pieces = [(rng.choice("ab \u28ff") * rng.randint(1, 4), rng.choice(styles))
+                          for _ in range(rng.randint(1, 6))]
+                strip = Strip([Segment(text, style) for text, style in pieces])
+                x1 = rng.randint(0, strip.cell_length - 1)
+                spans.append((y, x1, rng.randint(x1 + 1, strip.cell_length)))
+                lines.append({0: strip})
+                ends.append([strip.cell_length])
+            update = ChopsUpdate(lines, spans, ends)
+            theirs = ChopsUpdate.textual_render_segments(update, console)  # type: ignore[attr-defined]
+            ours = ChopsUpdate.render_segments(update, console)
+            shown, wanted = _screen(ours), _screen(theirs)
+            in_spans = {(x, y) for y, x1, x2 in spans for x in range(x1, x2)}
+            assert set(shown) == in_spans
+            assert shown == {cell: wanted[cell] for cell in in_spans}
+            # The terminal is left reset, as Textual leaves it: what is written next is plain.
+            assert _screen(ours + "\x1b[99;1HZ")[(0, 98)] == ("Z", frozenset(), "", "")
+            saved += len(theirs) - len(ours)
+    assert saved > 0
