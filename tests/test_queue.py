@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable, Static
 
 from tests.conftest import TERMINAL, Engine
+from tests.test_tui import until
+from tui.app import TraintopApp
+from tui.screens.queues import QueuesScreen
 
 pytestmark = pytest.mark.warm_pool  # many runs: every start after the first is forked warm
 
@@ -195,3 +200,50 @@ def test_a_rebuilt_store_keeps_queued_runs_and_the_queues_settings(engine: Engin
     assert queue(engine, "kept")["parallel"] == 1
     assert engine.cli("kill", blocker["id"]).code == 0
     assert engine.wait_state("later", *TERMINAL, timeout=60)["state"] == "finished"
+
+
+def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
+    """Q in the TUI: each queue's row and the selected one's line, in starting order; p
+    holds the queue, + and - move its limit, f turns pausing on a failure on; a
+    read-only TUI changes nothing."""
+    assert engine.cli("queue", "night", "--parallel", "1").code == 0
+    first = start(engine, *LONG, "--queue", "night")["id"]
+    engine.wait_state(first, "running")
+    waiting = [start(engine, "synthetic", "steps=5", "--queue", "night", "--no-wait",
+                     "--json")["id"] for _ in range(3)]
+
+    def night() -> dict[str, Any]:  # (not the CLI: the app's run shares its stdout)
+        found: dict[str, Any] = next(q for q in engine.call("queues") if q["name"] == "night")
+        return found
+
+    async def scenario(readonly: bool) -> None:
+        app = TraintopApp(home=engine.paths.home, readonly=readonly)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.selected is not None)
+            await pilot.press("Q")  # on the selected run's queue
+            screen = await until(pilot, lambda: isinstance(app.screen, QueuesScreen)
+                                 and app.screen)
+            table = screen.query_one("#queues", DataTable)
+            rows = await until(pilot, lambda: [table.get_row_at(i)
+                                               for i in range(table.row_count)])
+            assert ["night", "1", "1", "3", "open"] in rows
+            box = screen.query_one("#queue-waiting", Static)
+            line = await until(pilot, lambda: "waiting in night, in the order they start:"
+                               in str(box.render()) and str(box.render()))
+            assert [line.index(run_id) for run_id in waiting] == sorted(
+                line.index(run_id) for run_id in waiting)
+            await pilot.press("p", "plus", "f")
+            if readonly:
+                await pilot.pause(1.0)
+                return
+            await until(pilot, lambda: night()["paused"] and night()["parallel"] == 2
+                        and night()["pause_on_failure"])
+            await until(pilot, lambda: "paused: " in str(table.get_row_at(table.cursor_row)))
+            await pilot.press("minus", "minus", "p")
+            await until(pilot, lambda: not night()["paused"] and night()["parallel"] == 1)
+
+    asyncio.run(scenario(readonly=True))
+    assert (night()["paused"], night()["parallel"], night()["pause_on_failure"]) == (
+        False, 1, False)
+    asyncio.run(scenario(readonly=False))
+    engine.cli("kill", first, *waiting)

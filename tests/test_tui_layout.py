@@ -27,6 +27,7 @@ from tui.screens.dialogs import (
 )
 from tui.screens.diff import ConfigDiff
 from tui.screens.help import HelpScreen
+from tui.screens.queues import QueuesScreen
 from tui.screens.sweep_dialog import SweepDialog
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.host_panel import HostPanel
@@ -69,6 +70,13 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
                     assert _in_sight(app, dialog.query_one(button, Button)), (key, button)
                 assert await pilot.click("#cancel")  # the mouse presses it
                 await until(pilot, lambda k=kind: not isinstance(app.screen, k))
+            await pilot.press("Q")  # the queues: its keys in sight
+            queues = await until(pilot, lambda: isinstance(app.screen, QueuesScreen)
+                                 and app.screen)
+            await pilot.pause(0.2)
+            assert _in_sight(app, queues.query_one("#queue-keys"))
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, QueuesScreen))
             await pilot.press("K")
             confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
                                   and app.screen)

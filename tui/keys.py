@@ -92,6 +92,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("queue_down", "right_square_bracket", "Queue down",
            "Move the selected queued run down its queue (starts later)", mutates=True,
            footer=False),
+    Action("queues", "Q", "Queues",
+           "The queues: each one's limit, what runs and waits in it, held or not; there p "
+           "holds the selected queue or lets it go, + and - change its limit", footer=False),
     Action("logs", "l", "Logs", "Show or hide the selected run's output"),
     Action(
         "details", "enter", "Details", "Config, lineage, events and exit of the run", footer=False

@@ -1,5 +1,5 @@
 """The app's actions about many runs at once: start a sweep, scatter a sweep's runs,
-and move a queued run up or down its queue.
+move a queued run up or down its queue, and show and steer the queues.
 
 A sweep starts as ``traintop sweep`` starts one (``engine.client.sweep_plan``): the
 same expansion, names and group, every run's config checked before the first starts.
@@ -21,13 +21,15 @@ from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.dialogs import sweep_rule_of
+from tui.screens.queues import QueuesScreen
 from tui.screens.sweep_dialog import SweepDialog, expand_axes
 from tui.screens.sweep_view import Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
 
 class SweepActions(RunActions):
-    """``S`` (sweep dialog), ``v`` (sweep view), ``[`` and ``]`` (queue order)."""
+    """``S`` (sweep dialog), ``v`` (sweep view), ``[`` and ``]`` (queue order), ``Q``
+    (the queues)."""
 
     def action_queue_up(self) -> None:
         self._move("up")
@@ -46,6 +48,11 @@ class SweepActions(RunActions):
             return
         await self._request("move", f"moved {run.id} {to} in queue {run.queue}",
                             run=run.id, to=to)
+
+    def action_queues(self) -> None:
+        run = self.selected
+        self.push_screen(QueuesScreen(self.link.call, self.readonly,
+                                      run.queue if run is not None else None))
 
     def action_sweep_view(self) -> None:
         """Scatter the marked runs (two or more), else the selected run's sweep."""

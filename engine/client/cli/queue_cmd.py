@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from engine.client.cli.common import UsageError, connect
+from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_lines
 from engine.common.format import format_table, json_text, shown
 
 
@@ -31,18 +32,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text(queues if args.name is None else queues[0]))
         return 0
-    print(format_table(
-        ["QUEUE", "PARALLEL", "RUNNING", "WAITING", "STATE"],
-        [[shown(q["name"]), "-" if q["parallel"] is None else str(q["parallel"]),
-          str(q["running"]), str(len(q["waiting"])), _state(q)] for q in queues],
-    ))
+    print(format_table(QUEUE_HEADER, [queue_row(q) for q in queues]))
     for queue in queues:
         if queue["waiting"]:
             print(f"\nwaiting in {shown(queue['name'])}, in the order they start:")
-            for n, run in enumerate(queue["waiting"], 1):
-                priority = f" priority {run['priority']}" if run["priority"] else ""
-                why = f": {run['why']}" if run["why"] else ""
-                print(f"  {n:>3}. {run['id']} {shown(run['name'])}{priority}{why}")
+            print("\n".join(waiting_lines(queue)))
     return 0
 
 
@@ -50,11 +44,6 @@ def _empty(name: str) -> dict[str, Any]:
     """A queue nothing has used yet, as ``queues`` would list it."""
     return {"name": name, "parallel": None, "paused": False, "reason": None,
             "pause_on_failure": False, "running": 0, "waiting": []}
-
-
-def _state(queue: dict[str, Any]) -> str:
-    state = f"paused: {queue['reason']}" if queue["paused"] else "open"
-    return state + (", pauses on failure" if queue["pause_on_failure"] else "")
 
 
 def cmd_move(args: argparse.Namespace) -> int:
