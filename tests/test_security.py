@@ -98,7 +98,9 @@ def test_no_network_listener(engine: Engine) -> None:
     daemon = psutil.Process(pid)
     assert daemon.net_connections(kind="inet") == []
     unix = [c for c in daemon.net_connections(kind="unix") if c.laddr]
-    assert [str(c.laddr) for c in unix] == [str(engine.paths.socket)]
+    # The listening socket, and a connection it accepted that is still closing (the
+    # status call's) bound to the same path: one path only.
+    assert {str(c.laddr) for c in unix} == {str(engine.paths.socket)}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

@@ -317,13 +317,19 @@ RESUMING = textwrap.dedent(
 )
 
 
-def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def resuming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """RESUMING, in a folder of its own where it is run (its save goes there)."""
     script = tmp_path / "resuming.py"
     script.write_text(RESUMING)
     monkeypatch.chdir(tmp_path)
-    result = engine.cli("run", "--json", "--retries", "2", "--", sys.executable, str(script))
+    return script
+
+
+def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
+    engine: Engine, resuming: Path,
+) -> None:
+    result = engine.cli("run", "--json", "--retries", "2", "--", sys.executable, str(resuming))
     assert result.code == 0, result.err
     run_id = result.json()["id"]
     run = engine.wait_state(run_id, *TERMINAL)
@@ -344,13 +350,8 @@ def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
     assert engine.points(run_id) == points
 
 
-def test_resume_of_a_failed_command_runs_it_again(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    script = tmp_path / "resuming.py"
-    script.write_text(RESUMING)
-    monkeypatch.chdir(tmp_path)
-    result = engine.cli("run", "--json", "--", sys.executable, str(script))
+def test_resume_of_a_failed_command_runs_it_again(engine: Engine, resuming: Path) -> None:
+    result = engine.cli("run", "--json", "--", sys.executable, str(resuming))
     run_id = result.json()["id"]
     assert engine.wait_state(run_id, *TERMINAL)["state"] == "failed"  # no retries
     resumed = engine.cli("resume", run_id)
