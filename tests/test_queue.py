@@ -223,6 +223,8 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
             await pilot.press("Q")  # on the selected run's queue
             screen = await until(pilot, lambda: isinstance(app.screen, QueuesScreen)
                                  and app.screen)
+            keys = str(screen.query_one("#queue-keys", Static).render())
+            assert ("[readonly]" in keys) is readonly and "p hold or let go" in keys
             table = screen.query_one("#queues", DataTable)
             rows = await until(pilot, lambda: [table.get_row_at(i)
                                                for i in range(table.row_count)])

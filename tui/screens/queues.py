@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from engine.client.client import EngineError, EngineUnavailable
+from engine.client.events import ProtocolError
 from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_lines
 from engine.common.format import shown
 
@@ -59,7 +60,8 @@ class QueuesScreen(ModalScreen[None]):
         with Vertical(id="dialog-box"):
             yield Static("[b]Queues[/b]", id="dialog-title")
             # Docked: laid out first, so the keys stay in sight and the rest scrolls.
-            yield Static(KEYS + ("  [readonly]" if self.readonly else ""), id="queue-keys")
+            yield Static(escape(KEYS + ("  [readonly]" if self.readonly else "")),
+                         id="queue-keys")
             with VerticalScroll(id="dialog-fields"):
                 table: DataTable[str] = DataTable(id="queues", cursor_type="row")
                 table.add_columns(*QUEUE_HEADER)
@@ -75,7 +77,7 @@ class QueuesScreen(ModalScreen[None]):
     async def _refresh(self) -> None:
         try:
             queues = await self.ask("queues")
-        except (EngineError, EngineUnavailable) as exc:
+        except (EngineError, EngineUnavailable, ProtocolError) as exc:
             self.query_one("#queue-waiting", Static).update(escape(f"engine: {exc}"))
             return
         self.show(queues)
@@ -104,9 +106,10 @@ class QueuesScreen(ModalScreen[None]):
         queue = self.selected
         text = ""
         if queue is not None:
+            name = shown(queue["name"])
             lines = waiting_lines(queue, WAITING_SHOWN)
-            head = f"waiting in {shown(queue['name'])}, in the order they start:"
-            text = "\n".join([head, *lines]) if lines else f"nothing waits in {queue['name']}"
+            head = f"waiting in {name}, in the order they start:"
+            text = "\n".join([head, *lines]) if lines else f"nothing waits in {name}"
         self.query_one("#queue-waiting", Static).update(escape(text))
 
     def on_data_table_row_highlighted(self) -> None:
@@ -119,33 +122,36 @@ class QueuesScreen(ModalScreen[None]):
         queue = self.selected
         if queue is not None:
             paused = not queue["paused"]
-            self._set(queue, f"queue {queue['name']} {'held' if paused else 'let go'}",
-                      paused=paused)
+            self._set(queue, "held" if paused else "let go", paused=paused)
 
     def action_limit(self, change: int) -> None:
         queue = self.selected
-        if queue is not None:
-            limit = limit_after(queue, change)
-            if limit != queue["parallel"]:
-                shown_limit = "no limit" if limit is None else f"{limit} at once"
-                self._set(queue, f"queue {queue['name']}: {shown_limit}", parallel=limit)
+        if queue is None:
+            return
+        limit = limit_after(queue, change)
+        if limit == queue["parallel"]:
+            self.notify(f"queue {shown(queue['name'])} has "
+                        + ("no limit" if limit is None else f"a limit of {limit}, the least"))
+            return
+        self._set(queue, "no limit" if limit is None else f"{limit} at once", parallel=limit)
 
     def action_pause_on_failure(self) -> None:
         queue = self.selected
         if queue is not None:
             on = not queue["pause_on_failure"]
             what = "pauses on a failure" if on else "goes on after a failure"
-            self._set(queue, f"queue {queue['name']} {what}", pause_on_failure=on)
+            self._set(queue, what, pause_on_failure=on)
 
     @work(group="queue-set")
     async def _set(self, queue: dict[str, Any], done: str, **changes: Any) -> None:
+        """Change the queue (``queue_set``) and say ``done`` of it."""
         if self.readonly:
             self.notify("read-only: queues are not changed", severity="warning")
             return
         try:
             await self.ask("queue_set", name=queue["name"], **changes)
-        except (EngineError, EngineUnavailable) as exc:
-            self.notify(str(exc), severity="error", title="queue change refused")
+        except (EngineError, EngineUnavailable, ProtocolError) as exc:
+            self.notify(escape(str(exc)), severity="error", title="queue change refused")
             return
-        self.notify(done)
+        self.notify(f"queue {shown(queue['name'])}: {done}")
         self._refresh()
