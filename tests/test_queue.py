@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Static
 
+from engine.client.client import EngineError
+from engine.client.queue_text import waiting_lines
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import until
 from tui.app import TraintopApp
@@ -185,6 +187,8 @@ def test_bad_queue_input_is_one_line_and_changes_nothing(engine: Engine) -> None
             assert "'bogus'" in str(exc)
         else:
             raise AssertionError("an unknown parameter was accepted")
+        with pytest.raises(EngineError, match="waiting must be 0 or more"):
+            client.call("queues", waiting=-1)
 
 
 def test_a_rebuilt_store_keeps_queued_runs_and_the_queues_settings(engine: Engine) -> None:
@@ -211,6 +215,11 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
     engine.wait_state(first, "running")
     waiting = [start(engine, "synthetic", "steps=5", "--queue", "night", "--no-wait",
                      "--json")["id"] for _ in range(3)]
+
+    # A client that shows the head of the line asks for only that much of it.
+    (head,) = [q for q in engine.call("queues", waiting=1) if q["name"] == "night"]
+    assert [w["id"] for w in head["waiting"]] == waiting[:1] and head["waiting_count"] == 3
+    assert waiting_lines(head)[-1] == "       … 2 more (traintop queue night)"
 
     def night() -> dict[str, Any]:  # (not the CLI: the app's run shares its stdout)
         found: dict[str, Any] = next(q for q in engine.call("queues") if q["name"] == "night")

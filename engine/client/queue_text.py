@@ -15,22 +15,26 @@ def queue_state(queue: dict[str, Any]) -> str:
     return state + (", pauses on failure" if queue["pause_on_failure"] else "")
 
 
+def waiting_count(queue: dict[str, Any]) -> int:
+    """How many runs wait in a queue (a listing may hold only the first of them)."""
+    return int(queue.get("waiting_count", len(queue["waiting"])))
+
+
 def queue_row(queue: dict[str, Any]) -> list[str]:
     """QUEUE, PARALLEL, RUNNING, WAITING and STATE of one queue."""
     return [shown(queue["name"]), "-" if queue["parallel"] is None else str(queue["parallel"]),
-            str(queue["running"]), str(len(queue["waiting"])), queue_state(queue)]
+            str(queue["running"]), str(waiting_count(queue)), queue_state(queue)]
 
 
 def waiting_lines(queue: dict[str, Any], at_most: int | None = None) -> list[str]:
     """A queue's line, in the order it starts: '  1. ab12cd name priority 5: why'; past
     ``at_most``, one line that says how many more."""
-    waiting = queue["waiting"]
+    waiting = queue["waiting"][:at_most]
     lines = []
-    for n, run in enumerate(waiting[:at_most], 1):
+    for n, run in enumerate(waiting, 1):
         priority = f" priority {run['priority']}" if run["priority"] else ""
         why = f": {run['why']}" if run["why"] else ""
         lines.append(f"  {n:>3}. {run['id']} {shown(run['name'])}{priority}{why}")
-    if at_most is not None and len(waiting) > at_most:
-        lines.append(f"       … {len(waiting) - at_most} more "
-                     f"(traintop queue {shown(queue['name'])})")
+    if (more := waiting_count(queue) - len(waiting)) > 0:
+        lines.append(f"       … {more} more (traintop queue {shown(queue['name'])})")
     return lines

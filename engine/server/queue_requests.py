@@ -91,7 +91,12 @@ class QueueRequests(RunLookup):
         return str(run["id"])
 
     def queues(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every queue: its limit, how many of its runs run and wait, and who waits, in order."""
+        """Every queue: its limit, how many of its runs run and wait (``waiting_count``),
+        and who waits, in order (with ``waiting``: the first that many of each queue,
+        for a client that shows only the head of a line of hundreds)."""
+        shown = param(params, "waiting", int, None)
+        if shown is not None and shown < 0:
+            raise RequestError("bad_request", "waiting must be 0 or more")
         stored = self.db.queues()
         running = Counter(str(r["queue"]) for r in holding_slots(self.db))
         waiting = self.db.waiting_runs()
@@ -100,6 +105,7 @@ class QueueRequests(RunLookup):
         listed = []
         for name in names:
             queue = stored.get(name) or {}
+            line = [r for r in waiting if r["queue"] == name]
             listed.append({
                 "name": name,
                 "parallel": queue_limit(name, queue),
@@ -110,8 +116,9 @@ class QueueRequests(RunLookup):
                 "waiting": [
                     {"id": r["id"], "name": r["name"], "priority": r["priority"],
                      "gpus": gpu_ask(r), "why": reasons.get(r["id"])}
-                    for r in waiting if r["queue"] == name
+                    for r in line[:shown]
                 ],
+                "waiting_count": len(line),
             })
         return listed
 

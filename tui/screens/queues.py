@@ -76,7 +76,7 @@ class QueuesScreen(ModalScreen[None]):
     @work(exclusive=True, group="queues")
     async def _refresh(self) -> None:
         try:
-            queues = await self.ask("queues")
+            queues = await self.ask("queues", waiting=WAITING_SHOWN)
         except (EngineError, EngineUnavailable, ProtocolError) as exc:
             self.query_one("#queue-waiting", Static).update(escape(f"engine: {exc}"))
             return
