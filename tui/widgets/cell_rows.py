@@ -38,16 +38,17 @@ def cells_strip(cells: Sequence[str], styles: Sequence[Style], width: int) -> St
     start, style = 0, styles[0]
     blanks = cells[0] == BLANK  # the run so far is blanks only: it may take the next style
     for c in range(1, width):
-        here = styles[c]
-        if here is style or here == style:
-            blanks = blanks and cells[c] == BLANK
+        here, blank = styles[c], cells[c] == BLANK
+        if here is style or (blank and look(here) == look(style)):
+            blanks = blanks and blank
             continue
-        if cells[c] == BLANK and look(here) == look(style):
+        if here == style:  # an equal style made apart (the sweep view makes its own)
+            blanks = blanks and blank
             continue
         if blanks and look(here) == look(style):
             style, blanks = here, False
             continue
         segments.append(Segment("".join(cells[start:c]), style))
-        start, style, blanks = c, here, cells[c] == BLANK
+        start, style, blanks = c, here, blank
     segments.append(Segment("".join(cells[start:width]), style))
     return Strip(segments, width)
