@@ -220,6 +220,9 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
     (head,) = [q for q in engine.call("queues", waiting=1) if q["name"] == "night"]
     assert [w["id"] for w in head["waiting"]] == waiting[:1] and head["waiting_count"] == 3
     assert waiting_lines(head)[-1] == "       … 2 more (traintop queue night)"
+    listed = engine.cli("queue", "night", "-n", "1").out.splitlines()
+    assert listed[-2:] == [f"    1. {waiting[0]} synthetic-2: waiting for a slot in queue night "
+                           "(1/1 running)", "       … 2 more (traintop queue night)"]
 
     def night() -> dict[str, Any]:  # (not the CLI: the app's run shares its stdout)
         found: dict[str, Any] = next(q for q in engine.call("queues") if q["name"] == "night")

@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     on_failure.add_argument(
         "--no-pause-on-failure", dest="pause_on_failure", action="store_false",
     )
+    p.add_argument("-n", "--limit", type=_count, metavar="N",
+                   help="show only the first N runs waiting in each queue (and how many more)")
     p.add_argument("--json", action="store_true")
 
     p = add(

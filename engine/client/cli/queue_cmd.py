@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from engine.client.cli.common import UsageError, connect
-from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_lines
+from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_count, waiting_lines
 from engine.common.format import format_table, json_text, shown
 
 
@@ -26,7 +26,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         if changes:
             queues = [client.call("queue_set", name=args.name, **changes)]
         else:
-            queues = client.call("queues")
+            queues = client.call("queues", waiting=args.limit)
             if args.name is not None:
                 queues = [q for q in queues if q["name"] == args.name] or [_empty(args.name)]
     if args.json:
@@ -34,7 +34,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return 0
     print(format_table(QUEUE_HEADER, [queue_row(q) for q in queues]))
     for queue in queues:
-        if queue["waiting"]:
+        if waiting_count(queue):
             print(f"\nwaiting in {shown(queue['name'])}, in the order they start:")
             print("\n".join(waiting_lines(queue)))
     return 0
