@@ -31,6 +31,7 @@ PNG_FONT = "DejaVu Sans Mono"
 # DejaVu Sans Mono has no braille and cairo does not fall back glyph by glyph, so braille is
 # drawn in DejaVu Sans, which is wider: one <text> per glyph keeps each in its cell.
 BRAILLE_FONT = "DejaVu Sans"
+BRAILLE = f' style="font-family: {BRAILLE_FONT}"'
 TEXT_ELEMENT = re.compile(r"<text ([^>]*)>([^<]*)</text>")
 
 T = TypeVar("T")
@@ -151,6 +152,3 @@ def _glyph_run(match: re.Match[str]) -> str:
             glyphs.append(f'<text{font} x="{float(x.group(1)) + i * cell:.1f}" {rest}>'
                           f"{html.escape(char)}</text>")
     return "".join(glyphs)
-
-
-BRAILLE = f' style="font-family: {BRAILLE_FONT}"'

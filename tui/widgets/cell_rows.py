@@ -4,7 +4,7 @@ Every segment costs its style's escape sequence and a reset on the wire (~30 byt
 several times its text on a chart line where dots of one colour stand among blanks.
 A blank shows only its background (and a line or reversal drawn through it), so it
 joins the segment beside it whatever colour that one's text is: a curve's line, blanks
-and all, becomes one segment: a whole chart repainted at 120x40 went from ~21 KB to ~9 KB.
+and all, becomes one segment. A whole chart repainted at 120x40 went from ~21 KB to ~9 KB.
 """
 
 from __future__ import annotations
