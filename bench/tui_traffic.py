@@ -17,7 +17,7 @@ the two within one run. The cases:
 Then key -> screen: with 500 finished runs (made cheaply, see
 ``make_finished_runs``) and four live ones, j and k are written to the pty
 one at a time, and we time from the write to the output that paints the
-newly selected row in the cursor's style (80 keys, bouncing between the
+newly selected row's id on the cursor's background (80 keys, bouncing between the
 ends, so with 507 rows most of them scroll the table). The baseline,
 measured the same way in the same run, is the TUI with seven runs (three
 finished, four live). Ten steps a second on two cores is a busy machine:
