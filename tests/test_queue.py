@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -241,6 +242,9 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
             rows = await until(pilot, lambda: [table.get_row_at(i)
                                                for i in range(table.row_count)])
             assert ["night", "1", "1", "3", "open"] in rows
+            pool = screen.query_one("#queue-pool", Static)  # (this module's tests keep it on)
+            await until(pilot, lambda: re.match(r"warm pool: ready \(pid \d+\); \d+ runs forked",
+                                                str(pool.render())))
             box = screen.query_one("#queue-waiting", Static)
             line = await until(pilot, lambda: "waiting in night, in the order they start:"
                                in str(box.render()) and str(box.render()))

@@ -1,4 +1,5 @@
-"""How a queue is said, by ``traintop queue`` and the TUI's queues screen alike."""
+"""How a queue, and the warm pool that starts the runs queues let go, are said: by
+``traintop queue`` and ``traintop engine status``, and the TUI's queues screen alike."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def waiting_lines(queue: dict[str, Any], at_most: int | None = None) -> list[str
     if (more := waiting_count(queue) - len(waiting)) > 0:
         lines.append(f"       … {more} more (traintop queue {shown(queue['name'])})")
     return lines
+
+
+def pool_text(pool: dict[str, Any]) -> str:
+    """The warm pool's state, as ``engine status`` and the queues screen say it."""
+    served = f"{pool['forked']} runs forked, {pool['cold']} started cold"
+    state = pool["state"]
+    if state == "off":
+        return f"off (TRAINTOP_WARM_POOL=0): every run imports torch itself; {served}"
+    if state == "not started":
+        return "not started (the first run starts it)"
+    if state == "retrying":
+        return f"its server died before it was ready ({pool['problem']}); retrying; {served}"
+    doing = "ready" if state == "ready" else "importing torch"
+    return f"{doing} (pid {pool['pid']}); {served}"

@@ -1,5 +1,6 @@
 """The queues (``Q``): each queue's limit, what runs and waits in it, and whether it is
-held; the selected queue's line of waiting runs, in the order they start.
+held; the warm pool that starts their runs; the selected queue's line of waiting runs,
+in the order they start.
 
 ``p`` holds the selected queue's line or lets it go (``traintop queue NAME --pause`` /
 ``--resume``), ``+`` and ``-`` raise and lower its limit, ``f`` turns pausing on a
@@ -21,7 +22,7 @@ from textual.widgets import DataTable, Static
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
-from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_lines
+from engine.client.queue_text import QUEUE_HEADER, pool_text, queue_row, waiting_lines
 from engine.common.format import shown
 
 REFRESH_S = 1.0
@@ -66,6 +67,7 @@ class QueuesScreen(ModalScreen[None]):
                 table: DataTable[str] = DataTable(id="queues", cursor_type="row")
                 table.add_columns(*QUEUE_HEADER)
                 yield table
+                yield Static("", id="queue-pool")
                 yield Static("", id="queue-waiting")
 
     def on_mount(self) -> None:
@@ -77,9 +79,12 @@ class QueuesScreen(ModalScreen[None]):
     async def _refresh(self) -> None:
         try:
             queues = await self.ask("queues", waiting=WAITING_SHOWN)
+            pool = (await self.ask("status")).get("warm_pool")
         except (EngineError, EngineUnavailable, ProtocolError) as exc:
             self.query_one("#queue-waiting", Static).update(escape(f"engine: {exc}"))
             return
+        if isinstance(pool, dict):  # what starts the runs the queues let go
+            self.query_one("#queue-pool", Static).update(escape(f"warm pool: {pool_text(pool)}"))
         self.show(queues)
 
     def show(self, queues: list[dict[str, Any]]) -> None:

@@ -9,11 +9,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from engine.client.cli.common import connect
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
+from engine.client.queue_text import pool_text
 from engine.common.format import format_bytes, json_text
 from engine.rundir.disk_space import disk_use, free_bytes
 from engine.rundir.paths import StatePaths, state_home, wal_of
@@ -97,20 +98,6 @@ def cmd_engine(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}")
     return 0
-
-
-def pool_text(pool: dict[str, Any]) -> str:
-    """The warm pool's line of ``engine status``."""
-    served = f"{pool['forked']} runs forked, {pool['cold']} started cold"
-    state = pool["state"]
-    if state == "off":
-        return f"off (TRAINTOP_WARM_POOL=0): every run imports torch itself; {served}"
-    if state == "not started":
-        return "not started (the first run starts it)"
-    if state == "retrying":
-        return f"its server died before it was ready ({pool['problem']}); retrying; {served}"
-    doing = "ready" if state == "ready" else "importing torch"
-    return f"{doing} (pid {pool['pid']}); {served}"
 
 
 def disk_figures(paths: StatePaths) -> dict[str, int]:
