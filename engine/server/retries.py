@@ -70,11 +70,19 @@ def retry_point(paths: StatePaths, run: dict[str, Any]) -> tuple[int, Path | Non
     return None if run["parent_id"] is not None else (0, None)
 
 
+def reruns_as_started(run: dict[str, Any]) -> bool:
+    """Whether the engine takes a failed run up again by running it as it was started
+    (a wrapped command, which has no checkpoint of traintop's to go on from)."""
+    backend, run_id = backend_for(run), run["id"]
+    return backend.refusal("restart", run_id) is not None and backend.refusal(
+        "retry", run_id) is None
+
+
 def retry_reason(run: dict[str, Any], step: int, checkpoint: Path | None) -> str:
     """'retry 1 of 3 after <why it failed>: from its checkpoint at step 500'."""
     if checkpoint is not None:
         where = f"from its checkpoint at step {step:,}"
-    elif backend_for(run).kind == "wrapped":
+    elif reruns_as_started(run):
         where = "its command runs again, to go on from what it saved itself"
     else:
         where = "from the start (it has no checkpoint)"

@@ -53,6 +53,7 @@ from engine.server.requests import (
     resolve_spec,
     tags_param,
 )
+from engine.server.retries import reruns_as_started
 from engine.server.run_reports import CHILDREN_SEP
 from engine.server.supervisor import launch_record
 
@@ -267,23 +268,18 @@ class RunRequests(QueueRequests):
         check_action("resume", RunState(run["state"]), run["released"])
         if run["state"] == RunState.FAILED:
             self.run_dir(run, "resume")
-            backend = backend_for(run)
-            if backend.refusal("restart", run["id"]) and not backend.refusal("retry", run["id"]):
-                # A wrapped command: it runs again as it was started (as a retry does).
-                self.check_room()
-                self.store.update_run(run["id"], ended=None, exit_code=None)
-                self.supervisor.enqueue(run, None, "to run its command again")
-                self.supervisor.rearm_divergence(run["id"])
-                return self.summary(self.store.get_run(run["id"]) or run)
-            step, path = self.need_resume_point(run)
+            if reruns_as_started(run):  # a wrapped command runs again, as a retry runs it
+                step, path, why = int(run["step"]), None, "to run its command again"
+            else:
+                step, path = self.need_resume_point(run)
+                why = f"to resume from its last complete checkpoint, at step {step}"
             self.check_room()
             self.store.update_run(run["id"], step=step, ended=None, exit_code=None)
-            self.supervisor.enqueue(
-                {**run, "step": step}, str(path),
-                f"to resume from its last complete checkpoint, at step {step}",
-            )
+            launch_from = None if path is None else str(path)
+            self.supervisor.enqueue({**run, "step": step}, launch_from, why)
             self.supervisor.rearm_divergence(run["id"])
-            return {**self.summary(self.store.get_run(run["id"]) or run), "resumed_from": step}
+            resumed = self.summary(self.store.get_run(run["id"]) or run)
+            return resumed if path is None else {**resumed, "resumed_from": step}
         if run["released"]:
             checkpoint = self.checkpoint(run, "resume")
             self.check_room()
