@@ -21,6 +21,7 @@ cursor leaves it as it is); the update ends reset, as Textual leaves the termina
 from __future__ import annotations
 
 import importlib
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from rich.color import ColorSystem
@@ -44,14 +45,17 @@ class _Sgr(NamedTuple):
     fg: tuple[str, ...]  # () is the terminal's default
     bg: tuple[str, ...]
 
-    @classmethod
-    def of(cls, style: Style, system: ColorSystem) -> _Sgr:
-        return cls(
+    @staticmethod
+    @lru_cache(maxsize=4096)  # styles are few and shared, updates many (as Textual's own)
+    def of(style: Style, system: ColorSystem) -> _Sgr | None:
+        """``style``'s codes in colour ``system``; None for a style that sets nothing."""
+        sgr = _Sgr(
             frozenset(code for name, code in _ATTRIBUTES if getattr(style, name)),
             () if style.color is None else tuple(style.color.downgrade(system).get_ansi_codes()),
             () if style.bgcolor is None
             else tuple(style.bgcolor.downgrade(system).get_ansi_codes(foreground=False)),
         )
+        return sgr if sgr.on or sgr.fg or sgr.bg else None
 
     def whole(self) -> list[str]:
         return [*sorted(self.on, key=int), *self.fg, *self.bg]
@@ -77,28 +81,22 @@ class _Pen:
         self.system = console._color_system or ColorSystem.TRUECOLOR
         self.now: _Sgr | None = None  # None: reset
         self.parts: list[str] = []
-        self._sgr: dict[Style, _Sgr | None] = {}
 
     def write(self, strip: Strip) -> None:
         parts = self.parts
         for text, style, _control in strip:
             if not text:
                 continue
-            sgr = None if style is None else self._sgr_of(style)
             if style is not None and style.link:  # Rich's own: the link wraps the text
                 rendered = Strip.render_style(style, text, color_system=self.system)
                 parts.append(self.reset() + rendered)
-            elif sgr is None:
+                continue
+            sgr = None if style is None else _Sgr.of(style, self.system)
+            if sgr is None:
                 parts.append(self.reset() + text)
             else:
                 parts.append(sgr.after(self.now) + text)
                 self.now = sgr
-
-    def _sgr_of(self, style: Style) -> _Sgr | None:
-        if style not in self._sgr:
-            sgr = _Sgr.of(style, self.system)
-            self._sgr[style] = sgr if sgr.on or sgr.fg or sgr.bg else None
-        return self._sgr[style]
 
     def reset(self) -> str:
         """A reset, if the terminal is not in one."""
