@@ -138,6 +138,17 @@ class SpoolBatch:
         return self.bad_records, self.bad_points
 
 
+def rewinds_at(record: SpoolRecord) -> int | None:
+    """The step from which a record drops what earlier generations logged (a generation's
+    ``running`` record, or a retried command's ``rewind``), or None; the daemon and
+    ``engine rebuild`` both drop there, before the record acts."""
+    if isinstance(record, RewindRecord):
+        return record.step
+    if isinstance(record, StateRecord) and record.state == "running" and record.rewind:
+        return record.step
+    return None
+
+
 def steps_after(step: int, record: StateRecord) -> int:
     """Steps done after a state record, ``step`` before it.
 

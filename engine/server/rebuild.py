@@ -31,11 +31,11 @@ from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json, sqlite_files
 from engine.rundir.spool_records import (
     ErrorRecord,
-    RewindRecord,
     SpoolBatch,
     SpoolRecord,
     StateRecord,
     decode_record,
+    rewinds_at,
     steps_after,
 )
 from engine.server.daemon import MaintenanceError, hold_stopped_store
@@ -254,14 +254,12 @@ def _read_spool(store: Store, run_id: str, path: Path,
             offset += len(raw)
             record = decode_record(raw)
             if not batch.fold(record):
-                if isinstance(record, RewindRecord) or (
-                    isinstance(record, StateRecord) and record.state == "running"
-                    and record.rewind
-                ):
+                rewind = rewinds_at(record)
+                if rewind is not None:
                     # A generation that went on from a checkpoint logs its points from
                     # there again: the daemon dropped those after it (``rewind_metrics``).
                     store_points(batch, offset)
-                    seen.points += len(batch.points) - store.rewind_metrics(run_id, record.step)
+                    seen.points += len(batch.points) - store.rewind_metrics(run_id, rewind)
                     batch = SpoolBatch(step=batch.step)
                 _note(record, seen, batch)
             if len(batch.points) >= BATCH_POINTS:

@@ -24,11 +24,11 @@ from engine.rundir.spool_records import (
     CheckpointRecord,
     ErrorRecord,
     HeldRecord,
-    RewindRecord,
     SpoolBatch,
     SpoolRecord,
     StateRecord,
     decode_record,
+    rewinds_at,
     steps_after,
 )
 from engine.server.backends import kind_fields
@@ -202,6 +202,9 @@ class RunReports(Population):
         A state change stores ``end`` with itself, so it happens once even across
         restarts; the others are safe to see twice (the next batch stores past them).
         """
+        rewind = rewinds_at(record)
+        if rewind is not None:
+            self._rewind(live.run_id, rewind)
         if isinstance(record, ErrorRecord):
             live.error = record.message
         elif isinstance(record, HeldRecord):
@@ -215,14 +218,10 @@ class RunReports(Population):
             self.on_checkpoint(live.run_id, children, record.path, record.step)
         elif isinstance(record, StateRecord):
             self._on_state(live, record, end)
-        elif isinstance(record, RewindRecord):
-            self._rewind(live.run_id, record.step)
 
     def _on_state(self, live: LiveRun, record: StateRecord, end: int) -> None:
         state, step, run_id = record.state, record.step, live.run_id
         if state == "running":
-            if record.rewind:
-                self._rewind(run_id, step)
             self.store.set_state(
                 run_id, RunState.RUNNING, "worker is training", step=step,
                 total_steps=record.total, spool_offset=end,
