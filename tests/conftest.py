@@ -144,18 +144,15 @@ def engine(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    request: pytest.FixtureRequest,
 ) -> Iterator[Engine]:
     home = tmp_path / "home"
     monkeypatch.setenv("TRAINTOP_HOME", str(home))
     # Tests start several runs at once; the default queue's slots (one per core) would
     # queue them on a small machine. Tests of the queue set their own limits.
     monkeypatch.setenv("TRAINTOP_CPU_SLOTS", "32")
-    # The warm pool's fork server imports torch once per daemon, in the background: on
-    # two cores that costs a test of one or two runs more than it saves. Tests of the
-    # pool, and those that start many runs (queues, sweeps, forks), turn it on.
-    if request.node.get_closest_marker("warm_pool") is None:
-        monkeypatch.setenv("TRAINTOP_WARM_POOL", "0")
+    # The warm pool stays on, as users have it: its fork server is started by a daemon's
+    # first run, so a test pays the torch import once, not once per run (the suite takes
+    # a sixth less time). Tests of the cold path turn it off (test_warm_pool).
     paths = StatePaths(home)
     yield Engine(paths, capsys)
     _kill_leftovers(paths)

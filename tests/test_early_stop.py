@@ -18,8 +18,6 @@ from engine.server.rungs import RungWatch
 from tests.conftest import TERMINAL, Engine
 from tui.widgets.run_cells import state_text
 
-pytestmark = pytest.mark.warm_pool  # many runs: forked warm, as users have them
-
 
 def test_rungs_grow_by_eta_and_stop_below_the_runs_end() -> None:
     rule = StopRule(grace=10, eta=3)

@@ -18,8 +18,6 @@ from tui.screens.dialogs import ForkDialog
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
-pytestmark = pytest.mark.warm_pool  # many forks at once: forked warm, as users have them
-
 SLOW = ["sleep=0.01", "seed=3"]
 
 

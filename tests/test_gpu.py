@@ -143,7 +143,6 @@ def test_a_gpu_that_is_not_there_is_refused_by_its_name(engine: Engine) -> None:
     assert engine.wait_state(ok["id"], *TERMINAL)["state"] == "finished"
 
 
-@pytest.mark.warm_pool
 def test_the_fork_server_holds_no_gpu_and_serves_a_cuda_run(engine: Engine) -> None:
     first = start(engine, "synthetic", "steps=3", "--device", "cuda:0")
     assert engine.wait_state(first["id"], *TERMINAL)["state"] == "finished"

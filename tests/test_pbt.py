@@ -23,8 +23,6 @@ from tui.sweep_groups import sweep_groups
 from tui.table_items import row_names
 from tui.widgets.run_cells import state_text
 
-pytestmark = pytest.mark.warm_pool  # many runs and forks: forked warm, as users have them
-
 GRID = ["0.03", "0.01", "1e-4", "1e-5"]
 
 

@@ -17,8 +17,6 @@ from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.screens.queues import QueuesScreen
 
-pytestmark = pytest.mark.warm_pool  # many runs: every start after the first is forked warm
-
 SHORT = ["synthetic", "steps=40", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]
 LONG = ["synthetic", "steps=100000", "sleep=0.02", "--device", "cpu", "--no-wait", "--json"]
 

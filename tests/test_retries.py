@@ -59,7 +59,6 @@ def _kill_worker(engine: Engine, run_id: str, past: int) -> int:
     return newest[0]
 
 
-@pytest.mark.warm_pool  # as a user's engine starts runs: forked by the fork server
 def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_killed(
     engine: Engine,
 ) -> None:

@@ -21,8 +21,6 @@ from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_engine import SLOW, start
 
-pytestmark = pytest.mark.warm_pool
-
 
 def waiting_worker(engine: Engine, not_in: Collection[int] = ()) -> int:
     """The pid of the pool's fork server (once it has imported torch), not one of ``not_in``."""

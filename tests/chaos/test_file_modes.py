@@ -69,7 +69,6 @@ def attach(tmp_path: Path, **env: str) -> str:
     return done.stdout.split()[1]
 
 
-@pytest.mark.warm_pool  # the pool's directory too
 def test_every_file_and_directory_is_private_after_runs_attaches_and_a_restart(
     engine: Engine, tmp_path: Path, open_umask: None
 ) -> None:

@@ -7,12 +7,9 @@ import os
 import signal
 
 import psutil
-import pytest
 
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_warm_pool import start, waiting_worker, worker_of
-
-pytestmark = pytest.mark.warm_pool
 
 
 def gone(pid: int) -> bool:
