@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 from textual.widgets import Input, Static
 
+from engine.client.cli.common import POLL_EACH_MAX
 from engine.client.client import EngineError
 from tests.conftest import TERMINAL, Engine
 from tests.test_tui import start, until
@@ -63,12 +64,17 @@ def test_random_values_are_drawn_trials_times_and_a_bad_value_forks_nothing(
     assert untried.code == 2 and "--trials" in untried.err
     assert len(engine.all_runs()) == before  # nothing made
 
-    drawn = engine.cli("fork", parent, "lr=log(1e-4..1e-2)", "steps=80", "--trials", "2",
-                       "--name", "drop", "--json")
+    # More forks than the command polls one by one: waited for together, from the
+    # listing, and each reported in full once it trains (or has finished).
+    trials = POLL_EACH_MAX + 4
+    drawn = engine.cli("fork", parent, "lr=log(1e-4..1e-2)", "steps=80", "--trials",
+                       str(trials), "--name", "drop", "--json")
     assert drawn.code == 0, drawn.err
     forks = drawn.json()
+    assert {f["state"] for f in forks} <= {"running", "finished"}
+    assert all(f["events"] and f["lineage"] for f in forks)
     lrs = [f["config"]["lr"] for f in forks]
-    assert len(forks) == 2 and lrs[0] != lrs[1] and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert len(set(lrs)) == trials and all(1e-4 <= lr <= 1e-2 for lr in lrs)
     assert {f["sweep"] for f in forks} == {"drop"}
     assert all(f["name"].startswith("drop-lr") for f in forks)
     # Of a finished parent: its final checkpoint, for each.
@@ -77,7 +83,7 @@ def test_random_values_are_drawn_trials_times_and_a_bad_value_forks_nothing(
         assert engine.wait_state(fork["id"], *TERMINAL)["state"] == "finished"
         assert sorted(engine.losses(fork["id"])) == list(range(40, 80))
     # The same seed draws the same values again (a replayable choice).
-    again = engine.cli("fork", parent, "lr=log(1e-4..1e-2)", "steps=80", "--trials", "2",
+    again = engine.cli("fork", parent, "lr=log(1e-4..1e-2)", "steps=80", "--trials", str(trials),
                        "--json", "--no-wait").json()
     assert [f["config"]["lr"] for f in again] == lrs
 

@@ -17,6 +17,10 @@ from engine.common.runs import RunState, exit_text, tag_problem
 ACTIVE_WAIT = ("queued", "starting")
 # How long start and fork wait for a running run's first step, to catch early failures.
 FIRST_STEP_WAIT = 5.0
+# Runs waited on beyond which a poll reads them from one listing of every run, rather
+# than asking for each in full (its events, forks, lineage): 500 forks of one
+# checkpoint would otherwise be 5,000 requests a second to the daemon.
+POLL_EACH_MAX = 8
 
 
 class UsageError(Exception):
@@ -39,16 +43,28 @@ def wait_for(
 def wait_for_all(
     client: Client, run_ids: list[str], done: Callable[[dict[str, Any]], bool], timeout: float
 ) -> list[dict[str, Any]]:
-    """Poll runs until ``done`` holds for each, or ``timeout`` seconds; their last views,
-    in the order given. Only the runs not done yet are asked for again."""
+    """Poll runs until ``done`` holds for each, or ``timeout`` seconds; their last views
+    (each in full, as ``get_run`` gives it), in the order given. Only the runs not done
+    yet are asked for again."""
     deadline = time.monotonic() + timeout
-    runs: dict[str, dict[str, Any]] = {r: client.call("get_run", run=r) for r in run_ids}
+    runs = _polled(client, run_ids)
     while pending := [r for r, run in runs.items() if not done(run)]:
         if time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-        runs.update((r, client.call("get_run", run=r)) for r in pending)
+        runs.update(_polled(client, pending))
+    if len(run_ids) > POLL_EACH_MAX:  # polled as listed: now each in full, once
+        runs = {r: client.call("get_run", run=r) for r in run_ids}
     return list(runs.values())
+
+
+def _polled(client: Client, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each run by id: in full if there are few, else as listed (one not listed, as a
+    removed run: asked for, which raises as it would have)."""
+    listed = (
+        {run["id"]: run for run in client.all_runs()} if len(run_ids) > POLL_EACH_MAX else {}
+    )
+    return {r: listed.get(r) or client.call("get_run", run=r) for r in run_ids}
 
 
 def resolve_runs(client: Client, refs: list[str]) -> dict[str, dict[str, Any]]:
@@ -83,16 +99,24 @@ def wait_training(client: Client, run_id: str) -> dict[str, Any]:
     Seeing ``running`` is not enough: a workload that raises in its first step
     is reported as a failure, not as started.
     """
-    run = wait_for(client, run_id, lambda r: not starting(r), 60)
-    if run["state"] == "running":
-        first = run["step"]
-        run = wait_for(
+    return wait_all_training(client, [run_id])[0]
+
+
+def wait_all_training(client: Client, run_ids: list[str]) -> list[dict[str, Any]]:
+    """``wait_training`` for runs started together (forks of one checkpoint), waited
+    for together: however many there are, at most as long as for one."""
+    runs = wait_for_all(client, run_ids, lambda r: not starting(r), 60)
+    first = {r["id"]: r["step"] for r in runs if r["state"] == "running"}
+    if first:
+        stepped = wait_for_all(
             client,
-            run_id,
-            lambda r: r["state"] != "running" or r["step"] > first,
+            list(first),
+            lambda r: r["state"] != "running" or r["step"] > first[r["id"]],
             FIRST_STEP_WAIT,
         )
-    return run
+        now = {r["id"]: r for r in stepped}
+        runs = [now.get(r["id"], r) for r in runs]
+    return runs
 
 
 def starting(run: dict[str, Any]) -> bool:

@@ -25,6 +25,7 @@ from engine.client.cli.common import (
     report_new,
     resolve_runs,
     starting,
+    wait_all_training,
     wait_for_all,
     wait_training,
 )
@@ -204,7 +205,7 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
             **({} if rule is None else {"early_stop": rule.wire()}),
         )["runs"]
         if not args.no_wait:
-            forks = [wait_training(client, f["id"]) for f in forks]
+            forks = wait_all_training(client, [f["id"] for f in forks])
     steps = {f["fork_step"] for f in forks} - {None}
     where = f" at step {steps.pop()}" if len(steps) == 1 else ""
     if not args.json:
