@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.client.client import EngineError
+from engine.rundir.paths import read_json
+from engine.server.removal import CHECKPOINTS_PREFIX
 from engine.server.store import Store
 from engine.server.store_metrics import RECLAIM_FLOOR
 from tests.chaos.test_store_lock import store_locked
@@ -202,6 +204,70 @@ def test_a_removal_cut_short_is_finished_by_the_next_daemon(engine: Engine) -> N
     wait_until(lambda: trash_is_empty(engine), "the cut-short removal's files were deleted")
     assert engine.run(kept)["state"] == "finished" and len(engine.losses(kept)) == 20
 
+
+
+def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: Engine) -> None:
+    base = start(engine, "synthetic", "steps=300", "sleep=0.01", "--name", "base")
+    engine.wait_step(base, 10)
+    ended = engine.cli("fork", base, "--json").json()["id"]  # its own checkpoint file
+    engine.wait_step(base, engine.run(ended)["fork_step"] + 10)
+    # Another, that a fork still training goes on from (its retry would, again).
+    live = engine.cli("fork", base, "steps=100000", "--json").json()["id"]
+    assert engine.cli("kill", ended).code == 0
+    assert engine.wait_state(base, *TERMINAL)["state"] == "finished"  # and final.pt
+    engine.wait_state(ended, *TERMINAL)
+    checkpoints = engine.paths.run_dir(base).checkpoints
+    needed = Path(read_json(engine.paths.run_dir(live).launch)["resume_from"])
+    assert needed.parent == checkpoints
+    spare = [p for p in checkpoints.iterdir() if p != needed]
+    assert spare and needed.is_file()
+    points = engine.points(base)
+    refused = engine.cli("rm", "--checkpoints", live)  # not ended: refused, as rm is
+    assert refused.code == 1 and "kill it first" in refused.err, refused.err
+
+    dry = engine.cli("rm", "-c", "-n", base)
+    assert dry.code == 0 and dry.out.startswith(f"would remove the checkpoints of {base} ")
+    assert f"kept {needed.name}: fork {live} goes on from it" in dry.out, dry.out
+    assert all(p.is_file() for p in spare)  # a dry run removes nothing
+    done = engine.cli("rm", "--checkpoints", base)
+    assert done.code == 0 and f"kept {needed.name}" in done.out, done.out
+    assert sorted(checkpoints.iterdir()) == [needed]
+    wait_until(lambda: trash_is_empty(engine), "the checkpoints were deleted")
+    # The run is all there but its checkpoints: points, events, the table.
+    assert engine.points(base) == points
+    assert engine.run(base)["checkpoints_removed"] is not None
+    assert "checkpoints removed" in engine.run(base)["events"][-1]["reason"]
+    assert "its checkpoints removed" in engine.cli("show", base).out
+    forked = engine.cli("fork", base, "lr=0.1")  # from the checkpoint that went: said why
+    assert forked.code == 1 and len(forked.err.strip().splitlines()) == 1
+    assert "its checkpoints were removed" in forked.err and "restart" in forked.err
+
+    assert engine.cli("kill", live).code == 0  # once the fork has ended, its file goes too
+    engine.wait_state(live, *TERMINAL)
+    assert engine.cli("rm", "-c", base, ended).code == 0
+    assert not list(checkpoints.iterdir())
+    again = engine.cli("rm", "-c", base)
+    assert again.out.strip() == f"{base} (base, finished) has no checkpoint to remove"
+
+
+def test_a_checkpoint_removal_the_store_cannot_take_changes_nothing(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=20")
+    engine.wait_state(run_id, *TERMINAL)
+    final = engine.paths.run_dir(run_id).checkpoints / "final.pt"
+    assert final.is_file()
+    with store_locked(engine.paths.store):
+        result = engine.cli("rm", "--checkpoints", run_id)
+    assert result.code == 1 and "locked" in result.err, result.err
+    assert final.is_file() and trash_is_empty(engine)  # put back
+    assert engine.run(run_id)["checkpoints_removed"] is None
+    # A daemon stopped before it deleted them: the next one does, and keeps the run.
+    assert engine.cli("engine", "stop").code == 0
+    cut_short = engine.paths.trash / f"{CHECKPOINTS_PREFIX}{run_id}.1"
+    cut_short.mkdir(parents=True)
+    final.rename(cut_short / final.name)
+    assert engine.cli("ls", "-q").out.split() == [run_id]
+    wait_until(lambda: trash_is_empty(engine), "the cut-short removal's files were deleted")
+    assert engine.run(run_id)["state"] == "finished" and len(engine.losses(run_id)) == 20
 
 
 def test_a_new_run_given_a_removed_runs_number_charts_its_own_points(engine: Engine) -> None:

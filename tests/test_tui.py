@@ -17,7 +17,13 @@ from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
-from tui.screens.dialogs import AnnotateDialog, ConfirmDialog, ForkDialog, NewRunDialog
+from tui.screens.dialogs import (
+    AnnotateDialog,
+    ChoiceDialog,
+    ConfirmDialog,
+    ForkDialog,
+    NewRunDialog,
+)
 from tui.screens.help import HelpScreen
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
@@ -135,7 +141,7 @@ def test_keys_pause_resume_fork_and_kill_with_confirmation(engine: Engine) -> No
     assert len(forks) == 1 and forks[0]["config"]["lr"] == 0.002
 
 
-def test_d_removes_an_ended_run_once_confirmed_and_refuses_a_live_one(engine: Engine) -> None:
+def test_d_removes_an_ended_run_or_its_checkpoints_and_refuses_a_live_one(engine: Engine) -> None:
     done = start(engine, "synthetic", "steps=20", "--name", "done")
     live = start(engine, "synthetic", "steps=100000", "sleep=0.01", "--name", "live")
     engine.wait_state(done, "finished")
@@ -150,26 +156,37 @@ def test_d_removes_an_ended_run_once_confirmed_and_refuses_a_live_one(engine: En
             await pilot.press("D")  # running: said at once, and no dialog
             await until(pilot, lambda: any("kill it first" in n.message
                                            for n in app._notifications))
-            assert not isinstance(app.screen, ConfirmDialog)
+            assert not isinstance(app.screen, ChoiceDialog)
 
             table.select(done)
             await pilot.press("space")  # on the chart: the mark goes with the run
             assert done in app.state.marks
             await pilot.press("D")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+            dialog = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
                                  and app.screen)
             assert f"Remove run {done} (done), finished at step 20?" in dialog.body
             assert "KiB of files" in dialog.body and "for good" in dialog.body
+            assert "c removes only its checkpoints (" in dialog.body
             await pilot.press("n")  # declined: nothing happens
             await pilot.pause(0.3)
             assert done in app.state.runs and engine.paths.run_dir(done).path.is_dir()
+            assert checkpoints.is_file()
+
+            await pilot.press("D")  # only its checkpoints: the run and its points stay
+            await until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+            await pilot.press("c")
+            await until(pilot, lambda: not checkpoints.exists())
+            await pilot.pause(0.3)
+            assert done in app.state.runs and table.order == [done, live]
+            assert app.state.runs[done].checkpoints_removed is not None
 
             await pilot.press("delete")  # the Delete key does the same
-            await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
             await pilot.press("y")
             await until(pilot, lambda: table.order == [live])
             assert done not in app.state.runs and done not in app.state.marks
 
+    checkpoints = engine.paths.run_dir(done).checkpoints / "final.pt"
     asyncio.run(scenario())
     assert [r["id"] for r in engine.all_runs()] == [live]
     assert not engine.paths.run_dir(done).path.exists()

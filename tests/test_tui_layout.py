@@ -20,6 +20,7 @@ from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import (
     AnnotateDialog,
+    ChoiceDialog,
     ConfigForm,
     ConfirmDialog,
     ForkDialog,
@@ -88,11 +89,12 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
             await pilot.press("space")
             table.select(done)
             await pilot.press("D")  # remove: asked first, its buttons in sight
-            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
-                                  and app.screen)
-            assert _in_sight(app, confirm.query_one("#confirm", Button))
+            choice = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
+                                 and app.screen)
+            for button in ("#choice-y", "#choice-c"):
+                assert _in_sight(app, choice.query_one(button, Button))
             assert await pilot.click("#cancel")
-            await until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
+            await until(pilot, lambda: not isinstance(app.screen, ChoiceDialog))
             assert done in app.state.runs
             await pilot.press("space")
             for key, kind in (("d", ConfigDiff), ("enter", RunDetail),

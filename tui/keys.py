@@ -66,8 +66,8 @@ ACTIONS: tuple[Action, ...] = (
     ),
     Action(
         "remove", "D,delete", "Remove",
-        "Remove the selected ended run for good: metrics, logs, checkpoints (asks first); "
-        "on a sweep's row, every ended run of it",
+        "Remove the selected ended run for good: metrics, logs, checkpoints, or only its "
+        "checkpoints (asks first); on a sweep's row, every ended run of it",
         mutates=True, destructive=True, footer=False,
     ),
     Action(

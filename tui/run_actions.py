@@ -31,6 +31,7 @@ from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import (
     AnnotateDialog,
+    ChoiceDialog,
     ConfirmDialog,
     ForkDialog,
     NewRunDialog,
@@ -41,6 +42,8 @@ from tui.state import TuiState
 from tui.sweep_groups import SweepGroup
 from tui.widgets.runs_table import RunsTable
 
+# The remove dialog's actions: the whole run, or only its checkpoints.
+REMOVE_CHOICES = [("y", "Remove"), ("c", "Checkpoints only")]
 
 class RunActions(RunNotices):
     """Requests to the daemon about the selected run (or a new one)."""
@@ -316,20 +319,36 @@ class RunActions(RunNotices):
         runs = [r for r in runs if r.id in sizes]
         if not runs:
             return
+        points = await self._ask_each("remove", runs, dry_run=True, checkpoints=True)
         files = format_bytes(sum(int(reply["freed"]) for reply in sizes.values()))
+        saved = format_bytes(sum(int(reply["freed"]) for reply in points.values()))
         gone = f" metrics, events, logs and checkpoints ({files} of files) are deleted for good"
+        kept = sum(len(reply["kept"]) for reply in points.values())
+        spared = f" ({kept} a live fork goes on from are kept)" if kept else ""
         if sweep is not None:
             what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
-            body = f"Remove {what} ({_states_said(runs)})?\nTheir{gone}; forks keep their own."
-            if await self.push_screen_wait(ConfirmDialog("Remove runs", body, "Remove")):
-                await self._request_each("remove", runs,
-                                         f"removed the ended runs of sweep {sweep[0].name}")
+            body = (f"Remove {what} ({_states_said(runs)})?\nTheir{gone}; forks keep their "
+                    f"own.\nc removes only their checkpoints ({saved}{spared}) and keeps the "
+                    "runs: their curves stay; they can no longer be forked or resumed.")
+            done = f"the ended runs of sweep {sweep[0].name}"
+            choice = await self.push_screen_wait(ChoiceDialog("Remove runs", body, REMOVE_CHOICES))
+            if choice == "y":
+                await self._request_each("remove", runs, f"removed {done}")
+            elif choice == "c":
+                await self._request_each("remove", runs, f"removed the checkpoints of {done}",
+                                         checkpoints=True)
             return
         run = runs[0]
         body = (f"Remove run {run.id} ({run.name}), {run.state} at step {run.step}?\n"
-                f"Its{gone}; forks keep their own.")
-        if await self.push_screen_wait(ConfirmDialog("Remove run", body, "Remove")):
+                f"Its{gone}; forks keep their own.\nc removes only its checkpoints "
+                f"({saved}{spared}) and keeps the run: its curves stay; it can no longer be "
+                "forked or resumed.")
+        choice = await self.push_screen_wait(ChoiceDialog("Remove run", body, REMOVE_CHOICES))
+        if choice == "y":
             await self._request("remove", f"removed {run.id}: {files} of files freed", run=run.id)
+        elif choice == "c":
+            await self._request("remove", f"removed the checkpoints of {run.id}: {saved} freed",
+                                run=run.id, checkpoints=True)
 
     @work
     async def action_details(self) -> None:

@@ -94,6 +94,7 @@ class RunInfo:
     checkpoint_every: dict[str, Any] | None = None  # how often it checkpoints on its own
     retries: int = 0  # how many times the engine takes it up again when it fails
     retried: int = 0  # how many of those it has used
+    checkpoints_removed: float | None = None  # when its checkpoints were (rm --checkpoints)
     # The lowest value of each metric so far (a ``list_runs`` listing says it; events don't).
     best: dict[str, float] = field(default_factory=dict)
     # The highest value of each metric so far (a listing with ``highest`` says it).

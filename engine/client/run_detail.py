@@ -125,7 +125,10 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
             "resume", f"from step {run.resume_step}, its last complete checkpoint ({resume_hint})"
         ))
     missing = "  (missing: deleted?)" if run.dir_missing else ""
-    size = f"  ({format_bytes(run.size)} of files)" if run.size and not missing else ""
+    files = [f"{format_bytes(run.size)} of files"] if run.size and not missing else []
+    if run.checkpoints_removed is not None:
+        files.append("its checkpoints removed")
+    size = f"  ({'; '.join(files)})" if files else ""
     lines.append(DetailLine("dir", f"{run.dir}{missing}{size}", alert=bool(missing)))
     count = max(run.event_count, len(run.events))
     latest = f" (the latest {len(run.events)} of {count})" if count > len(run.events) else ""

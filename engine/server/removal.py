@@ -19,10 +19,18 @@ A daemon stopped between 1 and 3 finishes the work at its next start
 (``finish_removals``): every entry of ``trash/`` is a run the user asked to
 remove, so its rows go (if still there) and then its files; the points of a
 run whose row is gone are found and deleted by the ticks as before.
+
+``traintop rm --checkpoints`` removes only a run's checkpoints (most of its bytes)
+and keeps the run: its points, events and logs. Its files are moved into a
+``trash/`` entry whose name no run id has (``CHECKPOINTS_PREFIX``), which a
+restarted daemon deletes without touching any row. A checkpoint that a run that
+has not ended starts or goes on from (a fork queued from it, or training from it,
+whose retry would go on from it again) is kept, and said.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -32,13 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.common.format import format_bytes
 from engine.common.runs import RunState
 from engine.rundir.disk_space import disk_use
-from engine.rundir.paths import StatePaths
+from engine.rundir.paths import StatePaths, read_json
 from engine.rundir.state_dir import ensure_private_dir
 from engine.server.store import Store
 
 log = logging.getLogger(__name__)
+
+# How a trash entry of checkpoints alone begins (run ids are letters and digits).
+CHECKPOINTS_PREFIX = "-checkpoints-of-"
 
 
 def still_needed(paths: StatePaths, store: Store, run_id: str) -> str | None:
@@ -62,6 +74,32 @@ def still_needed(paths: StatePaths, store: Store, run_id: str) -> str | None:
         if row["after_id"] == run_id:
             return f"run {other} is queued to start after it (kill {other} first)"
     return None
+
+
+def checkpoint_files(paths: StatePaths, run_id: str) -> list[Path]:
+    """The files in a run's checkpoint directory, by name."""
+    try:
+        return sorted(p for p in paths.run_dir(run_id).checkpoints.iterdir() if p.is_file())
+    except OSError:  # none written, or the directory is gone
+        return []
+
+
+def checkpoints_needed(paths: StatePaths, store: Store, run_id: str) -> dict[Path, str]:
+    """The checkpoints of run ``run_id`` that a fork of it that has not ended starts from
+    or started from (a retry of it would go on from there again), each with that fork."""
+    own = paths.run_dir(run_id).checkpoints
+    ended = [state.value for state in RunState if state.terminal]
+    rows = store.db.execute(
+        f"SELECT id, launch_from FROM runs WHERE parent_id = ? AND state NOT IN "
+        f"({', '.join('?' * len(ended))}) ORDER BY rid", (run_id, *ended)).fetchall()
+    needed: dict[Path, str] = {}
+    for row in rows:
+        launch = read_json(paths.run_dir(row["id"]).launch)
+        started = launch.get("resume_from") if isinstance(launch, dict) else None
+        for path in (row["launch_from"], started):
+            if isinstance(path, str) and Path(path).parent == own:
+                needed.setdefault(Path(path), str(row["id"]))
+    return needed
 
 
 class Trash:
@@ -95,8 +133,33 @@ class Trash:
                 target.rename(source)
             raise
         if moved:
-            self._delete_later(target)
+            self.delete_later(target)
         return size, rid
+
+    def discard(self, run_id: str, files: list[Path]) -> Path:
+        """Move ``files`` (checkpoints of run ``run_id``) into a new ``trash/`` entry, to be
+        deleted once ``delete_later`` is called with it (``put_back`` undoes the move).
+        Raises OSError having moved nothing."""
+        ensure_private_dir(self.paths.trash)
+        target = self.paths.trash / f"{CHECKPOINTS_PREFIX}{run_id}.{time.time_ns()}"
+        ensure_private_dir(target)
+        moved: list[Path] = []
+        try:
+            for path in files:
+                path.rename(target / path.name)
+                moved.append(path)
+        except OSError:
+            self.put_back(target, moved)
+            raise
+        return target
+
+    def put_back(self, target: Path, files: list[Path]) -> None:
+        """Move ``files`` back from the trash entry ``discard`` made, and drop it."""
+        for path in files:
+            with contextlib.suppress(OSError):
+                (target / path.name).rename(path)
+        with contextlib.suppress(OSError):
+            target.rmdir()
 
     def finish_removals(self) -> None:
         """Finish what a stopped daemon left in ``trash/``: rows, then files."""
@@ -105,12 +168,15 @@ class Trash:
         except FileNotFoundError:
             return
         for entry in entries:
+            if entry.name.startswith(CHECKPOINTS_PREFIX):  # a run's checkpoints, not a run
+                self.delete_later(entry)
+                continue
             run_id = entry.name.split(".", 1)[0]
             if self.store.remove_run(run_id) is not None:
                 log.info("removed run %s, whose removal a stopped daemon left half-way", run_id)
-            self._delete_later(entry)
+            self.delete_later(entry)
 
-    def _delete_later(self, path: Path) -> None:
+    def delete_later(self, path: Path) -> None:
         with self._lock:
             self._doomed.put(path)
             if self._deleter is None:
@@ -143,3 +209,27 @@ def _delete(path: Path) -> None:
 def removal_reply(run: dict[str, Any], freed: int) -> dict[str, Any]:
     """What ``remove`` answers: which run went, and the bytes of files it gave back."""
     return {"id": run["id"], "name": run["name"], "state": run["state"], "freed": freed}
+
+
+def remove_checkpoints(paths: StatePaths, store: Store, trash: Trash, run: dict[str, Any],
+                       dry_run: bool) -> dict[str, Any]:
+    """Remove an ended run's checkpoints, keeping the run (``dry_run``: say what would go):
+    the ``removal_reply``, and ``kept``, the files a fork that has not ended still needs
+    (``{"file", "run"}`` each). Raises what refused it, having changed nothing."""
+    needed = checkpoints_needed(paths, store, run["id"])
+    files = checkpoint_files(paths, run["id"])
+    doomed = [path for path in files if path not in needed]
+    freed = sum(disk_use(path) for path in doomed)
+    kept = [{"file": path.name, "run": needer} for path, needer in needed.items()
+            if path in files]
+    if doomed and not dry_run:
+        target = trash.discard(run["id"], doomed)
+        try:
+            store.update_run(run["id"], checkpoints_removed=time.time())
+            store.note(run["id"], f"checkpoints removed ({format_bytes(freed)}); its points, "
+                       "events and logs are kept")
+        except BaseException:
+            trash.put_back(target, doomed)
+            raise
+        trash.delete_later(target)
+    return {**removal_reply(run, freed), "kept": kept}

@@ -88,9 +88,9 @@ class RunLookup:
                 "invalid_state", f"run {run['id']} has no checkpoint (its workload tracks nothing)"
             )
         if not Path(path).is_file():
-            raise RequestError(
-                "missing_dir", f"cannot {action} run {run['id']}: its checkpoint {path} is missing"
-            )
+            raise RequestError("missing_dir", f"cannot {action} run {run['id']}: " + (
+                removed_said(run) if run["checkpoints_removed"] else
+                f"its checkpoint {path} is missing"))
         return str(path)
 
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +115,9 @@ class RunLookup:
         self.refuse_if_unable(run, "restart")
         point = self.resume_point(run)
         if point is None:
-            raise RequestError(
-                "invalid_state", f"run {run['id']} failed with no complete checkpoint to go on from"
-            )
+            raise RequestError("invalid_state", f"run {run['id']} failed with no complete "
+                               "checkpoint to go on from" + (
+                                   f": {removed_said(run)}" if run["checkpoints_removed"] else ""))
         return point
 
     def check_room(self) -> None:
@@ -136,3 +136,9 @@ class RunLookup:
         refusal = backend_for(run).refusal(action, run["id"])
         if refusal is not None:
             raise RequestError("invalid_state", refusal)
+
+
+def removed_said(run: dict[str, Any]) -> str:
+    """Why a run whose checkpoints were removed cannot go on, and what can be done."""
+    return (f"its checkpoints were removed (traintop rm --checkpoints); 'traintop restart "
+            f"{run['id']}' trains it again from step 0")

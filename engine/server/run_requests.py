@@ -42,7 +42,7 @@ from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
 from engine.server.devices import check_device
 from engine.server.queue_requests import QueueRequests
-from engine.server.removal import removal_reply, still_needed
+from engine.server.removal import removal_reply, remove_checkpoints, still_needed
 from engine.server.requests import (
     RequestError,
     check_steps,
@@ -444,13 +444,20 @@ class RunRequests(QueueRequests):
 
     def remove(self, params: dict[str, Any]) -> dict[str, Any]:
         """Remove an ended run for good: its row, events, points and files (``dry_run``:
-        check that it could be, and say what it would free)."""
+        check that it could be, and say what it would free); with ``checkpoints``, only
+        its checkpoints (``removal.remove_checkpoints``)."""
         run = self.resolve(params.get("run"))
         check_action("remove", RunState(run["state"]), run["released"])
         if run["id"] in self.supervisor.live:  # ended in its row, its process not yet gone
             raise RequestError(
                 "invalid_state", f"run {run['id']} is still ending; try again in a moment"
             )
+        if param(params, "checkpoints", bool, False):
+            reply = remove_checkpoints(self.supervisor.paths, self.store, self.supervisor.trash,
+                                       run, dry_run := param(params, "dry_run", bool, False))
+            if not dry_run:
+                self.supervisor.announce(run["id"])
+            return reply
         why = still_needed(self.supervisor.paths, self.store, run["id"])
         if why is not None:
             raise RequestError("invalid_state", f"cannot remove {run['id']}: {why}")

@@ -254,6 +254,10 @@ MIGRATIONS.append(
     """
 )
 
+# 11 -> 12: when a run's checkpoints were removed (``traintop rm --checkpoints``), its
+# points kept: a fork or resume of it is then refused for that reason.
+MIGRATIONS.append("ALTER TABLE runs ADD COLUMN checkpoints_removed REAL")
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -289,7 +293,7 @@ RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
     "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early", "checkpoint_every",
-    "retries", "retried",
+    "retries", "retried", "checkpoints_removed",
 ]
 
 

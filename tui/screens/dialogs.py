@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -62,6 +62,40 @@ class ConfirmDialog(ModalScreen[bool]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class ChoiceDialog(ModalScreen[str]):
+    """One of a few actions, each with its key, or none (``""``: cancel, ``n``, escape),
+    with the consequences spelled out."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,n", "cancel", "No")]
+
+    def __init__(self, title: str, body: str, choices: list[tuple[str, str]]) -> None:
+        """``choices``: (key, label) each, the first the main one (shown red)."""
+        super().__init__(classes="dialog")
+        self.title_text, self.body, self.choices = title, body, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static(self.body, id="dialog-body")
+            with Horizontal(id="dialog-buttons"):
+                for n, (key, label) in enumerate(self.choices):
+                    yield Button(f"{label} ({key})", variant="error" if n == 0 else "warning",
+                                 id=f"choice-{key}", name=key)
+                yield Button("Cancel (n)", id="cancel")
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key in (key for key, _ in self.choices):
+            event.stop()
+            self.dismiss(event.key)
+
+    @on(Button.Pressed)
+    def _chosen(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.name or "")
+
+    def action_cancel(self) -> None:
+        self.dismiss("")
 
 
 class ConfigForm(Vertical):

@@ -525,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--force", action="store_true",
         help="kill the runs that have not ended first (as 'traintop kill'), then remove them",
     )
+    p.add_argument(
+        "-c", "--checkpoints", action="store_true",
+        help="remove only their checkpoints (most of their disk) and keep the runs: points, "
+        "events and logs; they can no longer be forked or resumed (restart still works); "
+        "a checkpoint a fork that has not ended goes on from is kept",
+    )
 
     p = add("logs", _command("reads", "cmd_logs"), "print a run's output")
     p.add_argument("run")

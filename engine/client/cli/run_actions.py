@@ -241,7 +241,11 @@ def cmd_rm(args: argparse.Namespace) -> int:
             else:
                 killed, _ = ask_each(client, live, "kill", grace=DEFAULT_KILL_GRACE)
                 wait_for_all(client, list(killed), ended, 2 * DEFAULT_KILL_GRACE + 10)
-        taken, status = ask_each(client, run_ids, "remove", dry_run=args.dry_run)
+        taken, status = ask_each(client, run_ids, "remove", dry_run=args.dry_run,
+                                 checkpoints=args.checkpoints)
+    if args.checkpoints:
+        _say_checkpoints_removed(taken, args.dry_run)
+        return status
     for run in taken.values():
         print(f"{verb} {run['id']} ({shown(run['name'])}, {run['state']}): "
               f"{format_bytes(run['freed'])} of files")
@@ -250,6 +254,23 @@ def cmd_rm(args: argparse.Namespace) -> int:
         print(f"{len(taken)} runs would free {freed}" if args.dry_run
               else f"removed {len(taken)} runs: {freed} freed")
     return status
+
+
+def _say_checkpoints_removed(taken: dict[str, dict[str, Any]], dry_run: bool) -> None:
+    """A line for each run whose checkpoints went (or would), and the total."""
+    verb = "would remove" if dry_run else "removed"
+    for run in taken.values():
+        which = f"{run['id']} ({shown(run['name'])}, {run['state']})"
+        kept = "; ".join(f"kept {k['file']}: fork {k['run']} goes on from it" for k in run["kept"])
+        if not run["freed"] and not kept:
+            print(f"{which} has no checkpoint to remove")
+            continue
+        freed = f"{format_bytes(run['freed'])}{'' if dry_run else ' freed'}"
+        print(f"{verb} the checkpoints of {which}: {freed}" + (f"; {kept}" if kept else ""))
+    if len(taken) > 1:
+        freed = format_bytes(sum(run["freed"] for run in taken.values()))
+        print(f"the checkpoints of {len(taken)} runs would free {freed}" if dry_run
+              else f"removed the checkpoints of {len(taken)} runs: {freed} freed")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
