@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from engine.common.early_stop import StopRule
 from engine.common.experiment import ExperimentError, load_experiment
 from engine.common.pbt import PbtRule, axes_of, perturbed, ranked, sweep_rule
 from engine.common.sweep import parse_tokens
+from engine.server.population import Population
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 from tests.test_daemon_scale import _stored_run
@@ -95,6 +97,56 @@ def test_a_round_once_judged_stays_judged_across_a_new_store_connection(
     assert again.open_rounds("pop") == [100] and again.rung_values("pop", 100) == {
         "a": 1.0, "b": 2.0}
     again.close()
+
+
+class _Died(BaseException):
+    """The daemon's death in the middle of a round (not an error a round catches)."""
+
+
+class _Judge(Population):
+    """The daemon's part of PBT over a real store; its forks are rows, its kills noted,
+    and it dies at its fork number ``dies_at`` (as a daemon killed mid-round)."""
+
+    def __init__(self, store: Store, dies_at: int | None = None) -> None:
+        self.store, self.live, self.fork_run = store, {}, self._fork_made
+        self.dies_at, self.forks, self.killed = dies_at, list[str](), list[str]()
+
+    def _fork_made(self, params: dict[str, Any]) -> dict[str, Any]:
+        if len(self.forks) == self.dies_at:
+            raise _Died
+        child = f"kid{len(self.store.children(params['run']))}{params['run']}"
+        _stored_run(self.store, child, params["name"], state="queued", sweep="pop",
+                    parent_id=params["run"], step=60, fork_step=60)  # its checkpoint came
+        self.forks.append(child)
+        return {"id": child}
+
+    def kill(self, run: dict[str, Any], grace: float) -> None:
+        self.killed.append(run["id"])  # its state stays running until its process ends
+
+    def announce(self, run_id: str) -> None:
+        pass
+
+
+def test_a_round_the_daemon_died_in_is_finished_by_the_next_without_replacing_twice(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "store.sqlite")
+    rule = PbtRule(50, 0.5, axes={"lr": GRID})
+    for n, value in enumerate((1.0, 2.0, 3.0, 4.0)):  # the worst half: run2, run3
+        _stored_run(store, f"run{n}", f"pop-{n}", state="running", step=60, total_steps=200,
+                    sweep="pop", config={"lr": float(GRID[n])}, early_stop=rule.wire())
+        store.record_rung("pop", 50, f"run{n}", value)
+    dying = _Judge(store, dies_at=1)
+    with pytest.raises(_Died):  # one loser replaced, then the daemon is gone
+        dying.judge_rounds("pop", rule)
+    assert dying.killed == ["run3"] and len(dying.forks) == 1
+    again = _Judge(store)  # the next daemon judges the round again: the loser left
+    again.judge_rounds("pop", rule)
+    assert again.killed == ["run2"] and len(again.forks) == 1
+    assert store.open_rounds("pop") == []  # and now it is judged
+    replaced = {r: store.get_run(r)["stopped_early"] for r in ("run2", "run3")}  # type: ignore[index]
+    assert all(why.startswith("replaced at step 50") for why in replaced.values()), replaced
+    store.close()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ early-stopped sweep's do at a rung (``run_reports``). A round is judged once no 
 the sweep that is still training has yet to reach it (a paused run is not waited for):
 each of the worst runs still running is replaced by a fork of one of the best still
 running, its axes perturbed, and is stopped. A round is judged once, even across a
-restart of the daemon (``pbt_rounds``).
+restart of the daemon (``pbt_rounds``), and a round cut short by the daemon's death is
+finished by the next one.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ class Population:
         for step in self.store.open_rounds(sweep):
             if any(self._on_its_way(run, step) for run in self.store.round_missing(sweep, step)):
                 return  # a later round waits for this one
-            self.store.close_round(sweep, step)
+            # Closed once its replacements are made: a daemon that dies between the two
+            # judges it again, and a loser replaced already has been stopped (it is no
+            # longer training), so only the ones it had not come to are replaced.
             self._replace_worst(sweep, rule, step, self.store.rung_values(sweep, step))
+            self.store.close_round(sweep, step)
 
     def _replace_worst(self, sweep: str, rule: PbtRule, step: int,
                        values: dict[str, float]) -> None:
@@ -91,8 +95,9 @@ class Population:
             self.announce(child)
 
     def _training(self, run: dict[str, Any] | None) -> bool:
-        """Whether a run of the round still trains: running, not being stopped, steps left."""
-        if run is None or run["state"] != RunState.RUNNING:
+        """Whether a run of the round still trains: running, not being stopped (by a user,
+        or by a round: ``stopped_early`` is stored before its kill), steps left."""
+        if run is None or run["state"] != RunState.RUNNING or run["stopped_early"]:
             return False
         live = self.live.get(run["id"])
         total = run["total_steps"]
