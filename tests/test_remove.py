@@ -225,6 +225,8 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     refused = engine.cli("rm", "--checkpoints", live)  # not ended: refused, as rm is
     assert refused.code == 1 and "kill it first" in refused.err, refused.err
 
+    status = engine.cli("engine", "status")  # where the disk goes, and what frees it
+    assert "(checkpoints of ended runs " in status.out and "rm --checkpoints" in status.out
     dry = engine.cli("rm", "-c", "-n", base)
     assert dry.code == 0 and dry.out.startswith(f"would remove the checkpoints of {base} ")
     assert f"kept {needed.name}: fork {live} goes on from it" in dry.out, dry.out
@@ -246,6 +248,7 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     engine.wait_state(live, *TERMINAL)
     assert engine.cli("rm", "-c", base, ended).code == 0
     assert not list(checkpoints.iterdir())
+    assert engine.cli("engine", "status", "--json").json()["disk"]["ended_checkpoints"] == 0
     again = engine.cli("rm", "-c", base)
     assert again.out.strip() == f"{base} (base, finished) has no checkpoint to remove"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from engine.client.cli.common import connect
+from engine.client.cli.common import ended as ended_state
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.client.queue_text import pool_text
@@ -78,7 +79,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
             _wait_gone(pid)
             return 0
         status = client.call("status")
-    disk = disk_figures(StatePaths(Path(status["home"])))
+        ended = [run["id"] for run in client.all_runs() if ended_state(run)]
+    disk = disk_figures(StatePaths(Path(status["home"])), ended)
     if args.json:
         print(json_text({**status, "disk": disk}))
         return 0
@@ -88,8 +90,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
     pool = status.get("warm_pool")  # (an older engine does not say)
     if isinstance(pool, dict):
         print(f"warm pool: {pool_text(pool)}")
-    print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}; "
-          f"{format_bytes(disk['free'])} free")
+    kept = (f" (checkpoints of ended runs {format_bytes(disk['ended_checkpoints'])}: 'traintop "
+            "rm --checkpoints' frees them and keeps the curves)"
+            if disk["ended_checkpoints"] else "")
+    print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}"
+          f"{kept}; {format_bytes(disk['free'])} free")
     if disk["store_unused"] >= COMPACT_WORTH and not disk["store_gives_back"]:
         print(f"note: {format_bytes(disk['store_unused'])} of the store is room removed runs "
               "left; 'traintop engine stop' then 'traintop engine compact' gives it back "
@@ -100,9 +105,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def disk_figures(paths: StatePaths) -> dict[str, int]:
-    """The bytes the state directory's store and run files take on its disk, the bytes
-    free there, the store's unused bytes and whether it gives them back by itself."""
+def disk_figures(paths: StatePaths, ended: list[str]) -> dict[str, int]:
+    """The bytes the state directory's store and run files take on its disk (of those,
+    the checkpoints of the ``ended`` runs), the bytes free there, the store's unused
+    bytes and whether it gives them back by itself."""
     store = sum(disk_use(p) for p in (paths.store, wal_of(paths.store)))
     unused, gives_back = 0, True
     with contextlib.suppress(sqlite3.Error):  # a damaged store is said elsewhere
@@ -114,7 +120,8 @@ def disk_figures(paths: StatePaths) -> dict[str, int]:
         finally:
             db.close()
     return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home),
-            "store_unused": unused, "store_gives_back": int(gives_back)}
+            "store_unused": unused, "store_gives_back": int(gives_back),
+            "ended_checkpoints": sum(disk_use(paths.run_dir(r).checkpoints) for r in ended)}
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
