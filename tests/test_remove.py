@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.client.client import EngineError
+from engine.rundir.disk_space import disk_use
 from engine.rundir.paths import read_json
 from engine.server.removal import CHECKPOINTS_PREFIX
 from engine.server.store import Store
@@ -251,6 +252,12 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     assert engine.cli("engine", "status", "--json").json()["disk"]["ended_checkpoints"] == 0
     again = engine.cli("rm", "-c", base)
     assert again.out.strip() == f"{base} (base, finished) has no checkpoint to remove"
+    # A store made again from the run directories knows it too.
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.run(base)["checkpoints_removed"] is not None
+    assert engine.points(base) == points
+    assert "its checkpoints were removed" in engine.cli("fork", base, "lr=0.1").err
 
 
 def test_a_checkpoint_removal_the_store_cannot_take_changes_nothing(engine: Engine) -> None:
@@ -412,10 +419,13 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
     status = engine.cli("engine", "status")
     assert status.code == 0, status.err
     (disk,) = [line for line in status.out.splitlines() if line.startswith("disk: ")]
-    assert disk.startswith("disk: store ") and ", run files 6.0 MiB; " in disk
+    assert disk.startswith("disk: store ") and ", run files 6.0 MiB (" in disk
+    assert "(checkpoints of ended runs 6.0 MiB: 'traintop rm --checkpoints' frees" in disk
     assert disk.endswith(" free")
     figures = engine.cli("engine", "status", "--json").json()["disk"]
     assert 6 << 20 <= figures["runs"] < 6.1 * (1 << 20)  # (a filesystem may round up)
+    assert figures["ended_checkpoints"] == sum(disk_use(paths.run_dir(f"size{n:02d}").checkpoints)
+                                               for n in range(3))
     assert figures["store"] > 0 and figures["free"] > 0
     shown = engine.cli("show", "size01").out
     assert f"{paths.run_dir('size01').path}  (3.0 MiB of files)" in shown

@@ -1,4 +1,5 @@
-"""A run's tags and note as its directory keeps them (``annotations.json``).
+"""A run's tags and note as its directory keeps them (``annotations.json``), and when its
+checkpoints were removed (``traintop rm --checkpoints``).
 
 The store has them too; this copy is what ``traintop engine rebuild`` reads back.
 """
@@ -27,15 +28,20 @@ def read_annotations(rundir: RunDir) -> dict[str, Any]:
     note = saved.get("note")
     if isinstance(note, str) and note and note_problem(note) is None:
         fields["note"] = note
+    removed = saved.get("checkpoints_removed")
+    if isinstance(removed, int | float) and not isinstance(removed, bool):
+        fields["checkpoints_removed"] = float(removed)
     return fields
 
 
 def save_annotations(rundir: RunDir, run: dict[str, Any]) -> None:
-    """Keep ``run``'s tags and note in its directory too (none there yet: nothing to keep)."""
-    if not run.get("tags") and not run.get("note") and not rundir.annotations.exists():
+    """Keep ``run``'s tags, note and checkpoints' removal in its directory too (none there
+    yet: nothing to keep)."""
+    kept = {"tags": run.get("tags") or [], "note": run.get("note"),
+            "checkpoints_removed": run.get("checkpoints_removed")}
+    if not any(kept.values()) and not rundir.annotations.exists():
         return
     try:
-        write_json_atomic(rundir.annotations, {"tags": run.get("tags") or [],
-                                               "note": run.get("note")})
+        write_json_atomic(rundir.annotations, kept)
     except OSError as exc:  # the store has them: only a rebuild would miss them
-        log.warning("run %s: could not save its tags and note: %s", rundir.path.name, exc)
+        log.warning("run %s: could not save its annotations: %s", rundir.path.name, exc)

@@ -42,6 +42,7 @@ from typing import Any
 
 from engine.common.format import format_bytes
 from engine.common.runs import RunState
+from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import disk_use
 from engine.rundir.paths import StatePaths, read_json
 from engine.rundir.state_dir import ensure_private_dir
@@ -225,11 +226,13 @@ def remove_checkpoints(paths: StatePaths, store: Store, trash: Trash, run: dict[
     if doomed and not dry_run:
         target = trash.discard(run["id"], doomed)
         try:
-            store.update_run(run["id"], checkpoints_removed=time.time())
+            removed = time.time()
+            store.update_run(run["id"], checkpoints_removed=removed)
             store.note(run["id"], f"checkpoints removed ({format_bytes(freed)}); its points, "
                        "events and logs are kept")
         except BaseException:
             trash.put_back(target, doomed)
             raise
         trash.delete_later(target)
+        save_annotations(paths.run_dir(run["id"]), {**run, "checkpoints_removed": removed})
     return {**removal_reply(run, freed), "kept": kept}
