@@ -179,6 +179,10 @@ def test_d_removes_an_ended_run_or_its_checkpoints_and_refuses_a_live_one(engine
             await pilot.pause(0.3)
             assert done in app.state.runs and table.order == [done, live]
             assert app.state.runs[done].checkpoints_removed is not None
+            await pilot.press("f")  # nothing to fork from: said at once, no dialog
+            await until(pilot, lambda: any("its checkpoints were removed" in n.message
+                                           for n in app._notifications))
+            assert not isinstance(app.screen, ForkDialog)
 
             await pilot.press("delete")  # the Delete key does the same
             await until(pilot, lambda: isinstance(app.screen, ChoiceDialog))

@@ -143,3 +143,9 @@ def exit_text(reason: str | None, code: int | None) -> str | None:
             name = f"signal {-code}"
         return reason if name in reason else f"{reason}; ended by {name}"
     return reason if reason == f"exited with code {code}" else f"{reason}; exit code {code}"
+
+
+def checkpoints_removed_said(run_id: str) -> str:
+    """Why a run whose checkpoints were removed cannot go on, and what can be done."""
+    return (f"its checkpoints were removed (traintop rm --checkpoints); 'traintop restart "
+            f"{run_id}' trains it again from step 0")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.common.format import format_bytes
-from engine.common.runs import RunState
+from engine.common.runs import RunState, checkpoints_removed_said
 from engine.rundir.disk_space import free_bytes, is_full
 from engine.rundir.paths import RunDir
 from engine.server.backends import backend_for, kind_fields
@@ -88,9 +88,9 @@ class RunLookup:
                 "invalid_state", f"run {run['id']} has no checkpoint (its workload tracks nothing)"
             )
         if not Path(path).is_file():
-            raise RequestError("missing_dir", f"cannot {action} run {run['id']}: " + (
-                removed_said(run) if run["checkpoints_removed"] else
-                f"its checkpoint {path} is missing"))
+            gone = (checkpoints_removed_said(run["id"]) if run["checkpoints_removed"]
+                    else f"its checkpoint {path} is missing")
+            raise RequestError("missing_dir", f"cannot {action} run {run['id']}: {gone}")
         return str(path)
 
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +115,10 @@ class RunLookup:
         self.refuse_if_unable(run, "restart")
         point = self.resume_point(run)
         if point is None:
-            raise RequestError("invalid_state", f"run {run['id']} failed with no complete "
-                               "checkpoint to go on from" + (
-                                   f": {removed_said(run)}" if run["checkpoints_removed"] else ""))
+            why = f": {checkpoints_removed_said(run['id'])}" if run["checkpoints_removed"] else ""
+            raise RequestError("invalid_state",
+                               f"run {run['id']} failed with no complete checkpoint to go on "
+                               f"from{why}")
         return point
 
     def check_room(self) -> None:
@@ -137,8 +138,3 @@ class RunLookup:
         if refusal is not None:
             raise RequestError("invalid_state", refusal)
 
-
-def removed_said(run: dict[str, Any]) -> str:
-    """Why a run whose checkpoints were removed cannot go on, and what can be done."""
-    return (f"its checkpoints were removed (traintop rm --checkpoints); 'traintop restart "
-            f"{run['id']}' trains it again from step 0")

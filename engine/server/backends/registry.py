@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.common.runs import RunState, checkpoints_removed_said
 from engine.server.backends.attached import AttachedBackend, is_attach_workload
 from engine.server.backends.base import SHOWN_REFUSALS, RunBackend
 from engine.server.backends.imported import ImportedBackend, is_import_workload
@@ -40,4 +41,7 @@ def kind_fields(run: dict[str, Any]) -> dict[str, Any]:
         reason = backend.refusal(action, run["id"])
         if reason is not None:
             refusals[action] = reason
+    if run.get("checkpoints_removed") and run["state"] == RunState.FINISHED:
+        # (a failed one may still fork from where it started, if it is a fork)
+        refusals["fork"] = f"cannot fork run {run['id']}: " + checkpoints_removed_said(run["id"])
     return {"kind": backend.kind, "refusals": refusals}
