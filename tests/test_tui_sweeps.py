@@ -29,7 +29,7 @@ from tests.snapshot_tests.fixed_state import (
 from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.scatter_data import scatter
-from tui.screens.dialogs import ConfirmDialog
+from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
@@ -432,9 +432,10 @@ def test_p_k_and_d_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
             await pilot.pause(0.2)
             assert not isinstance(app.screen, ConfirmDialog)
             await pilot.press("D")  # all ended now: removed, once confirmed
-            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
+            choice = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
                                  and app.screen)
-            assert "Remove the 2 ended runs of sweep synthetic (2 killed)?" in dialog.body
+            assert "Remove the 2 ended runs of sweep synthetic (2 killed)?" in choice.body
+            assert "c removes only their checkpoints (" in choice.body
             await pilot.press("y")
             await until(pilot, lambda: table.order == [])
 
