@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -258,6 +259,25 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     assert engine.run(base)["checkpoints_removed"] is not None
     assert engine.points(base) == points
     assert "its checkpoints were removed" in engine.cli("fork", base, "lr=0.1").err
+
+
+def test_a_fork_still_training_keeps_what_it_started_from_when_its_parent_goes(
+    engine: Engine,
+) -> None:
+    parent = start(engine, "synthetic", "steps=40", "--name", "base")
+    engine.wait_state(parent, *TERMINAL)
+    child = engine.cli("fork", parent, "steps=100000", "sleep=0.01", "--retries", "1",
+                       "--json").json()
+    begun = int(child["fork_step"])
+    run = engine.wait_step(child["id"], begun + 5)
+    assert engine.cli("rm", parent).code == 0  # its final.pt, which the fork started from
+    assert not engine.paths.run_dir(parent).path.exists()
+    os.killpg(int(run["pgid"]), signal.SIGKILL)  # the fork dies: retried from there
+    engine.wait(child["id"], lambda r: r["retried"] == 1 and r["state"] == "running")
+    said = [e["reason"] for e in engine.run(child["id"])["events"]]
+    assert any(r.startswith("retry 1 of 1") and r.endswith(f"from its checkpoint at step {begun}")
+               for r in said), said
+    assert engine.cli("kill", child["id"]).code == 0
 
 
 def test_a_checkpoint_removal_the_store_cannot_take_changes_nothing(engine: Engine) -> None:

@@ -15,6 +15,9 @@ The order makes a removal safe to stop at any point:
    daemon's ticks (``Store.purge_removed``), so that many GB of checkpoints or
    millions of points never hold up the daemon's answers.
 
+Before 1, a checkpoint of the run that a fork still training started from is linked
+into the fork's own directory (``keep_for_forks``): a retry of the fork goes on from it.
+
 A daemon stopped between 1 and 3 finishes the work at its next start
 (``finish_removals``): every entry of ``trash/`` is a run the user asked to
 remove, so its rows go (if still there) and then its files; the points of a
@@ -43,6 +46,7 @@ from typing import Any
 from engine.common.format import format_bytes
 from engine.common.runs import RunState
 from engine.rundir.annotations import save_annotations
+from engine.rundir.checkpoint_files import fork_name
 from engine.rundir.disk_space import disk_use
 from engine.rundir.paths import StatePaths, read_json
 from engine.rundir.state_dir import ensure_private_dir
@@ -101,6 +105,25 @@ def checkpoints_needed(paths: StatePaths, store: Store, run_id: str) -> dict[Pat
             if isinstance(path, str) and Path(path).parent == own:
                 needed.setdefault(Path(path), str(row["id"]))
     return needed
+
+
+def keep_for_forks(paths: StatePaths, store: Store, run_id: str) -> None:
+    """Before run ``run_id`` goes: each checkpoint of it that a fork still training started
+    from is linked into that fork's own checkpoints, under its fork step's name, so that
+    the fork, retried, still goes on from there (``retries.restart_point`` looks there
+    first). One that cannot be linked is said in the log; the fork trains on either way."""
+    for path, fork_id in checkpoints_needed(paths, store, run_id).items():
+        fork = store.get_run(fork_id)
+        if fork is None or fork["fork_step"] is None:
+            continue
+        kept = paths.run_dir(fork_id).checkpoints / fork_name(int(fork["fork_step"]))
+        try:
+            os.link(path, kept)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            log.warning("run %s: could not keep %s for its fork %s: %s", run_id, path.name,
+                        fork_id, exc)
 
 
 class Trash:

@@ -42,7 +42,12 @@ from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
 from engine.server.devices import check_device
 from engine.server.queue_requests import QueueRequests
-from engine.server.removal import removal_reply, remove_checkpoints, still_needed
+from engine.server.removal import (
+    keep_for_forks,
+    removal_reply,
+    remove_checkpoints,
+    still_needed,
+)
 from engine.server.requests import (
     RequestError,
     check_steps,
@@ -463,6 +468,7 @@ class RunRequests(QueueRequests):
             raise RequestError("invalid_state", f"cannot remove {run['id']}: {why}")
         if param(params, "dry_run", bool, False):
             return removal_reply(run, disk_use(self.supervisor.paths.run_dir(run["id"]).path))
+        keep_for_forks(self.supervisor.paths, self.store, run["id"])
         freed, rid = self.supervisor.trash.remove(run["id"])
         if rid is not None:
             self.ema_cache.drop_run(rid)
