@@ -307,6 +307,8 @@ RESUMING = textwrap.dedent(
     saved = Path("saved.json")
     again = saved.exists()
     start = json.loads(saved.read_text())["step"] + 1 if again else 0
+    if again:  # a line with no step before its first step: it must not drop the old points
+        print("resumed, eval loss 9.0", flush=True)
     for step in range(start, 80):
         print(f"step {step} loss {(2.0 if again else 1.0) + 1.0 / (step + 1):.6f}", flush=True)
         if step == 40:
@@ -346,6 +348,43 @@ def test_a_retried_command_goes_on_from_its_own_save_and_its_steps_show_once(
     assert all(v == pytest.approx(2.0 + 1.0 / (s + 1)) for s, v in points[41:])
     # A store made again from the run's files drops the same points.
     assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.points(run_id) == points
+
+
+# Names no step: its lines are counted. The first attempt logs 30 losses and fails.
+STEPLESS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    again = Path("tried").exists()
+    Path("tried").touch()
+    for n in range(30):
+        print(f"loss {(2.0 if again else 1.0) + n / 100:.4f}", flush=True)
+    sys.exit(0 if again else 3)
+    """
+)
+
+
+def test_a_retried_command_that_names_no_step_goes_on_after_its_last_points(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = tmp_path / "stepless.py"
+    script.write_text(STEPLESS)
+    monkeypatch.chdir(tmp_path)
+    run_id = engine.cli("run", "--json", "--retries", "1", "--", sys.executable,
+                        str(script)).json()["id"]
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["retried"] == 1
+    # Nothing dropped: the second attempt's lines count on after the first's.
+    points = engine.points(run_id)
+    assert [s for s, _ in points] == list(range(60))
+    assert [round(v, 4) for _, v in points] == [
+        round(a + n / 100, 4) for a in (1.0, 2.0) for n in range(30)]
+    events = [e["reason"] for e in engine.call("get_run", run=run_id)["events"]]
+    assert not any("dropped" in e for e in events), events
+    assert engine.cli("engine", "stop").code == 0  # and so does a store made again
     assert engine.cli("engine", "rebuild").code == 0
     assert engine.points(run_id) == points
 

@@ -114,6 +114,8 @@ class MetricParser:
         self._shapes: set[frozenset[str]] = set()
         self._recorded: dict[str, tuple[int, float]] = {}
         self._last_step: int | None = None
+        # The first step the output named (None while it names none: lines are counted).
+        self.first_named: int | None = None
         self._counted = 0
         self._floor = 0  # the highest step given so far: no point goes below it
         self._finer = False  # a step or a position within an epoch was seen
@@ -167,7 +169,7 @@ class MetricParser:
             step = reading.epoch  # "Epoch 3 | loss 0.5": the epoch is the only step there is
         if not found:
             if step is not None and reading.step is not None:
-                self._last_step = self._floor = max(step, self._floor)
+                self._named(step)
             return []
         if reading.step is None and self._previous.get(stream) == found:
             return []  # a progress bar redrawn without new values
@@ -271,12 +273,19 @@ class MetricParser:
         self._bar = (n, total)
         return self._bar_offset + n
 
+    def _named(self, step: int) -> int:
+        """A step the output names: the last one from now on (never below one before)."""
+        self._last_step = self._floor = max(step, self._floor)
+        if self.first_named is None:
+            self.first_named = self._last_step
+        return self._last_step
+
     def _resolve(self, step: int | None) -> int:
         """The global step: the line's own (never below one given before), the last, or a
         count of lines."""
         if step is not None:
-            self._last_step = self._floor = max(step, self._floor)
-        elif self._last_step is None:
+            return self._named(step)
+        if self._last_step is None:
             self._floor = self._counted
             self._counted += 1
             return self._floor

@@ -87,10 +87,14 @@ class WrappedCommand:
             process_group=0,
             preexec_fn=_default_signals,
         )
-        # Where it goes on from is the command's business: a retried one says it with its
-        # first points (``_flush``).
+        # Where it goes on from is the command's business: a retried one says it with the
+        # first step it names (``_flush``).
         self.spool.state("running", 0, total=None, rewind=False)
         self._rewind_at_first = int(launch.get("generation") or 0) > 1
+        # A command that names no step is counted in lines from 0 again: its points go
+        # after the last attempt's (the highest step stored; None: none stored).
+        last = launch.get("last_step")
+        self._counted_after = last + 1 if isinstance(last, int) and self._rewind_at_first else 0
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._threads = [
             threading.Thread(
@@ -184,10 +188,25 @@ class WrappedCommand:
         with self._lock:
             points = self._pending[:]
             self._pending.clear()  # the same list: ``_parsed`` may point at it
+            first = self.parser.first_named
+            if self._parsed is None and points:  # from event files, which name their steps
+                first = min(point[0] for point in points)
+        if points and self._rewind_at_first:  # a retry
+            # Lines counted before the output named a step go after the last attempt's
+            # points (those its first named step would drop at once, not at all); from
+            # that step on, it logs those steps anew.
+            shift = self._counted_after
+            self._write([[p[0] + shift, *p[1:]] for p in points
+                         if first is None or p[0] + shift < first])
+            if first is None:
+                return
+            self._rewind_at_first = False
+            self.spool.rewind(first)
+            points = [p for p in points if p[0] >= first]
+        self._write(points)
+
+    def _write(self, points: list[list[Any]]) -> None:
         if points:
-            if self._rewind_at_first:  # a retry: the points from here on are logged anew
-                self._rewind_at_first = False
-                self.spool.rewind(min(point[0] for point in points))
             # STEP shows the script's last step (step 300 printed: 300), not one past it.
             done = max(point[0] for point in points)
             record = {"t": "metrics", "gen": self.spool.generation, "points": points}

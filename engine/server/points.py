@@ -452,6 +452,12 @@ class Points:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def last_step(self, run: int) -> int | None:
+        """The highest step the run logged a point at, of any key (None: it logged none);
+        a series' last point is at its highest step (points come in step order)."""
+        row = self.db.execute("SELECT max(last_step) FROM series WHERE run = ?", (run,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def last_values(self, run: int) -> dict[str, float]:
         """The latest value of every key of a run, from its series rows alone."""
         rows = self.db.execute(

@@ -224,6 +224,10 @@ class MetricRows(QueueRows):
     def metric_count(self, run_id: str) -> int:
         return self.points.count(self.rid(run_id))
 
+    def last_step(self, run_id: str) -> int | None:
+        """The highest step the run logged a point at (None: none)."""
+        return self.points.last_step(self.rid(run_id))
+
     def last_values(self, run_id: str) -> dict[str, float]:
         """The latest value of every key a run logged (kept with the points, so O(keys))."""
         return self.points.last_values(self.rid(run_id))

@@ -112,6 +112,8 @@ class Supervisor(RunReports):
             "generation": generation,
             "resume_from": resume_from,
             "control_offset": control_offset,
+            # Where a command run again that names no step counts on from (None: no point).
+            "last_step": self.store.last_step(run["id"]),
             **extra,
         }, self.warm)
         self.store.set_state(
