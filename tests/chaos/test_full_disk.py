@@ -7,7 +7,6 @@ no root; where a small tmpfs can be mounted, one test fills a real one.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -154,18 +153,17 @@ def _fill(path: Path) -> None:
                    for f in path.parent.rglob("*") if f.is_file())
     # Full before the filler: the test could not say when the outage began.
     assert usage.free > 1 << 20, f"already full: {usage}, largest files {taken[-8:]}"
-    with open(path, "wb") as f:
-        block = b"\0" * 65536
-        while True:
-            try:
-                f.write(block)
-                f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                break
-    with contextlib.suppress(OSError), open(path, "ab") as f:  # the last few bytes too
-        while f.write(b"\0"):
-            f.flush()
+    # Unbuffered: a buffered file that the disk refused part of would try the rest again
+    # when closed, and raise there.
+    with open(path, "wb", buffering=0) as f:
+        for size in (65536, 1):  # then the last few bytes too
+            block = b"\0" * size
+            while True:
+                try:
+                    f.write(block)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
 
 
 def test_a_real_full_filesystem_too(tiny_disk: Path, engine: Engine) -> None:
