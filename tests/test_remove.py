@@ -426,6 +426,9 @@ def test_ls_size_shows_what_each_runs_files_take(engine: Engine) -> None:
         checkpoints = paths.run_dir(run_id).checkpoints
         checkpoints.mkdir(parents=True, mode=0o700)
         (checkpoints / "final.pt").write_bytes(os.urandom(mib << 20))  # not sparse
+    # A file under two names (as a fork's kept checkpoint is) takes its bytes once.
+    os.link(paths.run_dir("size01").checkpoints / "final.pt",
+            paths.run_dir("size01").checkpoints / "step-7.pt")
     store.close()
 
     largest = engine.cli("ls", "--sort", "size", "-r", "-q")

@@ -46,19 +46,25 @@ def free_bytes(path: Path) -> int:
 
 def disk_use(path: Path) -> int:
     """The bytes the files under ``path`` (or the file ``path``) take on the disk, as
-    ``du`` counts them; 0 for nothing there."""
+    ``du`` counts them (a file with two names under it, once); 0 for nothing there."""
     if not path.is_dir():
         try:
             return os.lstat(path).st_blocks * 512
         except OSError:
             return 0
     total = 0
+    linked: set[tuple[int, int]] = set()  # a file under two names (a kept checkpoint) once
     for parent, _, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+                stat = os.lstat(os.path.join(parent, name))
             except OSError:
                 continue  # gone meanwhile
+            if stat.st_nlink > 1:
+                if (stat.st_dev, stat.st_ino) in linked:
+                    continue
+                linked.add((stat.st_dev, stat.st_ino))
+            total += stat.st_blocks * 512
     return total
 
 
