@@ -192,3 +192,22 @@ def test_a_dry_run_says_the_rule(engine: Engine) -> None:
     assert ("early stop: from step 10, every x2 steps, runs not among the lowest 1/2 of "
             "val_loss stop") in result.out
 
+
+
+def test_a_run_a_rule_stopped_is_killed_by_the_next_daemon_if_the_last_died_first(
+    engine: Engine,
+) -> None:
+    started = engine.cli("start", "synthetic", "steps=100000", "sleep=0.01", "--json")
+    run_id = started.json()["id"]
+    engine.wait_step(run_id, 5)
+    # As a daemon leaves it that stored a rung's verdict and died before the kill went out
+    # (the run trains on, as runs outlive their daemon).
+    assert engine.cli("engine", "stop").code == 0
+    reason = "stopped early at step 5: loss 9 is above the rung's cutoff 1 (of 4 runs)"
+    db = sqlite3.connect(engine.paths.store)
+    with db:
+        db.execute("UPDATE runs SET stopped_early = ? WHERE id = ?", (reason, run_id))
+    db.close()
+    assert engine.cli("ls", "-q").out.split() == [run_id]  # the next daemon
+    ended = engine.wait_state(run_id, *TERMINAL)
+    assert ended["state"] == "killed" and ended["exit_reason"] == reason

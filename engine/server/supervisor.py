@@ -18,7 +18,7 @@ import signal
 import time
 from typing import Any
 
-from engine.common.runs import ActionError, RunState
+from engine.common.runs import DEFAULT_KILL_GRACE, ActionError, RunState
 from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import is_full
 from engine.rundir.paths import StatePaths, read_json
@@ -195,6 +195,11 @@ class Supervisor(RunReports):
                 live.stop_reason = run["stopped_early"]
             self.live[run["id"]] = live
             log.info("adopted run %s (generation %s, pid %s)", run["id"], live.generation, live.pid)
+            if run["stopped_early"] and not live.killing:
+                # A rule stopped it (a rung, a PBT round) and the daemon died before the
+                # kill went out: it goes now.
+                live.stop_reason = run["stopped_early"]
+                self.kill(run, DEFAULT_KILL_GRACE)
 
     def _env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (None: the daemon's own)."""
