@@ -45,6 +45,7 @@ from tui.widgets.runs_table import RunsTable
 # The remove dialog's actions: the whole run, or only its checkpoints.
 REMOVE_CHOICES = [("y", "Remove"), ("c", "Checkpoints only")]
 
+
 class RunActions(RunNotices):
     """Requests to the daemon about the selected run (or a new one)."""
 
@@ -324,7 +325,8 @@ class RunActions(RunNotices):
         saved = format_bytes(sum(int(reply["freed"]) for reply in points.values()))
         gone = f" metrics, events, logs and checkpoints ({files} of files) are deleted for good"
         kept = sum(len(reply["kept"]) for reply in points.values())
-        spared = f" ({kept} a live fork goes on from are kept)" if kept else ""
+        spared = (f"; {kept} that a fork still training goes on from "
+                  f"{'stays' if kept == 1 else 'stay'}") if kept else ""
         if sweep is not None:
             what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
             body = (f"Remove {what} ({_states_said(runs)})?\nTheir{gone}; forks keep their "
