@@ -196,6 +196,34 @@ def test_d_removes_an_ended_run_or_its_checkpoints_and_refuses_a_live_one(engine
     assert not engine.paths.run_dir(done).path.exists()
 
 
+def test_the_remove_dialog_says_a_training_fork_keeps_what_it_started_from(
+    engine: Engine,
+) -> None:
+    done = start(engine, "synthetic", "steps=20", "--name", "done")
+    engine.wait_state(done, "finished")
+    fork = engine.cli("fork", done, "steps=100000", "sleep=0.01", "--json").json()["id"]
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            await until(pilot, lambda: set(table.order) == {done, fork})
+            table.select(done)
+            await pilot.press("D")
+            dialog = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
+                                 and app.screen)
+            assert "1 that a fork still training goes on from stays" in dialog.body
+            await pilot.press("c")  # nothing else to remove: said so, and the run unmarked
+            await until(pilot, lambda: any(
+                n.message == f"removed the checkpoints of {done}: 0 B freed; 1 that a fork "
+                "still training goes on from stays" for n in app._notifications))
+            assert app.state.runs[done].checkpoints_removed is None
+
+    asyncio.run(scenario())
+    assert (engine.paths.run_dir(done).checkpoints / "final.pt").is_file()
+    assert engine.cli("kill", fork).code == 0
+
+
 def test_e_edits_a_runs_tags_and_note(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=5", "--name", "tagme")
     other = start(engine, "synthetic", "steps=5", "--name", "other")

@@ -349,8 +349,8 @@ class RunActions(RunNotices):
         if choice == "y":
             await self._request("remove", f"removed {run.id}: {files} of files freed", run=run.id)
         elif choice == "c":
-            await self._request("remove", f"removed the checkpoints of {run.id}: {saved} freed",
-                                run=run.id, checkpoints=True)
+            await self._request("remove", f"removed the checkpoints of {run.id}: {saved} "
+                                f"freed{spared}", run=run.id, checkpoints=True)
 
     @work
     async def action_details(self) -> None:
