@@ -229,6 +229,12 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
 
     status = engine.cli("engine", "status")  # where the disk goes, and what frees it
     assert "(checkpoints of ended runs " in status.out and "rm --checkpoints" in status.out
+    # A checkpoint under two names (as a failed run's kept for its fork) frees its bytes once.
+    freed = disk_use(*spare)
+    os.link(spare[0], spare[0].with_name("step-999999.pt"))
+    spare.append(spare[0].with_name("step-999999.pt"))
+    asked = engine.call("remove", run=base, checkpoints=True, dry_run=True)
+    assert asked["freed"] == freed
     dry = engine.cli("rm", "-c", "-n", base)
     assert dry.code == 0 and dry.out.startswith(f"would remove the checkpoints of {base} ")
     assert f"kept {needed.name}: fork {live} goes on from it" in dry.out, dry.out

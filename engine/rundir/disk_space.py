@@ -44,22 +44,19 @@ def free_bytes(path: Path) -> int:
     return blocks * st.f_frsize
 
 
-def disk_use(path: Path) -> int:
-    """The bytes the files under ``path`` (or the file ``path``) take on the disk, as
-    ``du`` counts them (a file with two names under it, once); 0 for nothing there."""
-    if not path.is_dir():
-        try:
-            return os.lstat(path).st_blocks * 512
-        except OSError:
-            return 0
+def disk_use(*paths: Path) -> int:
+    """The bytes the files under ``paths`` (each a directory or a file) take on the disk,
+    as ``du`` counts them (a file under two names, once); 0 for nothing there."""
     total = 0
     linked: set[tuple[int, int]] = set()  # a file under two names (a kept checkpoint) once
-    for parent, _, files in os.walk(path):
-        for name in files:
+    for path in paths:
+        names = ((os.path.join(parent, name) for parent, _, files in os.walk(path)
+                  for name in files) if path.is_dir() else (str(path),))
+        for name in names:
             try:
-                stat = os.lstat(os.path.join(parent, name))
+                stat = os.lstat(name)
             except OSError:
-                continue  # gone meanwhile
+                continue  # gone meanwhile, or never there
             if stat.st_nlink > 1:
                 if (stat.st_dev, stat.st_ino) in linked:
                     continue

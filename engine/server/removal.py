@@ -243,7 +243,7 @@ def remove_checkpoints(paths: StatePaths, store: Store, trash: Trash, run: dict[
     needed = checkpoints_needed(paths, store, run["id"])
     files = checkpoint_files(paths, run["id"])
     doomed = [path for path in files if path not in needed]
-    freed = sum(disk_use(path) for path in doomed)
+    freed = disk_use(*doomed)  # (an auto-N.pt kept as step-N.pt too, once)
     kept = [{"file": path.name, "run": needer} for path, needer in needed.items()
             if path in files]
     if doomed and not dry_run:

@@ -457,16 +457,17 @@ class RunRequests(QueueRequests):
             raise RequestError(
                 "invalid_state", f"run {run['id']} is still ending; try again in a moment"
             )
+        dry_run = param(params, "dry_run", bool, False)
         if param(params, "checkpoints", bool, False):
             reply = remove_checkpoints(self.supervisor.paths, self.store, self.supervisor.trash,
-                                       run, dry_run := param(params, "dry_run", bool, False))
+                                       run, dry_run)
             if not dry_run:
                 self.supervisor.announce(run["id"])
             return reply
         why = still_needed(self.supervisor.paths, self.store, run["id"])
         if why is not None:
             raise RequestError("invalid_state", f"cannot remove {run['id']}: {why}")
-        if param(params, "dry_run", bool, False):
+        if dry_run:
             return removal_reply(run, disk_use(self.supervisor.paths.run_dir(run["id"]).path))
         keep_for_forks(self.supervisor.paths, self.store, run["id"])
         freed, rid = self.supervisor.trash.remove(run["id"])

@@ -109,7 +109,7 @@ def disk_figures(paths: StatePaths, ended: list[str]) -> dict[str, int]:
     """The bytes the state directory's store and run files take on its disk (of those,
     the checkpoints of the ``ended`` runs), the bytes free there, the store's unused
     bytes and whether it gives them back by itself."""
-    store = sum(disk_use(p) for p in (paths.store, wal_of(paths.store)))
+    store = disk_use(paths.store, wal_of(paths.store))
     unused, gives_back = 0, True
     with contextlib.suppress(sqlite3.Error):  # a damaged store is said elsewhere
         db = sqlite3.connect(f"file:{paths.store}?mode=ro", uri=True)
@@ -121,7 +121,7 @@ def disk_figures(paths: StatePaths, ended: list[str]) -> dict[str, int]:
             db.close()
     return {"store": store, "runs": disk_use(paths.runs), "free": free_bytes(paths.home),
             "store_unused": unused, "store_gives_back": int(gives_back),
-            "ended_checkpoints": sum(disk_use(paths.run_dir(r).checkpoints) for r in ended)}
+            "ended_checkpoints": disk_use(*(paths.run_dir(r).checkpoints for r in ended))}
 
 
 def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
