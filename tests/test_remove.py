@@ -286,6 +286,38 @@ def test_a_fork_still_training_keeps_what_it_started_from_when_its_parent_goes(
     assert engine.cli("kill", child["id"]).code == 0
 
 
+def test_a_failed_fork_keeps_what_it_resumes_from_when_its_parent_goes(
+    engine: Engine,
+) -> None:
+    parent = start(engine, "synthetic", "steps=40", "--name", "base")
+    engine.wait_state(parent, *TERMINAL)
+    fork = engine.cli("fork", parent, "steps=100", "fail_at=45", "--json").json()["id"]
+    assert engine.wait_state(fork, *TERMINAL)["state"] == "failed"  # no checkpoint of its own
+    checkpoints = engine.paths.run_dir(parent).checkpoints
+    final = checkpoints / "final.pt"
+    assert Path(read_json(engine.paths.run_dir(fork).launch)["resume_from"]) == final
+    others = [p for p in checkpoints.iterdir() if p != final]
+    # Removing only the checkpoints keeps the one 'resume' goes on from, and says so.
+    dry = engine.call("remove", run=parent, checkpoints=True, dry_run=True)
+    assert dry["kept"] == [{"file": "final.pt", "run": fork}]
+    assert dry["freed"] == disk_use(*others)
+    said = engine.cli("rm", "-c", parent)
+    assert said.code == 0 and f"kept final.pt: fork {fork} goes on from it" in said.out, said.out
+    assert sorted(checkpoints.iterdir()) == [final]
+    # Removing the parent links it into the fork's own checkpoints: the disk gets nothing
+    # back for it, and the dry run says what the removal then frees.
+    freed = disk_use(engine.paths.run_dir(parent).path) - disk_use(final)
+    assert engine.call("remove", run=parent, dry_run=True)["freed"] == freed
+    assert engine.call("remove", run=parent)["freed"] == freed
+    kept = engine.paths.run_dir(fork).checkpoints / "step-40.pt"
+    assert kept.is_file() and not engine.paths.run_dir(parent).path.exists()
+    generation = engine.run(fork)["generation"]
+    assert engine.cli("resume", fork).code == 0  # goes on from step 40 and fails again
+    engine.wait(fork, lambda r: r["generation"] > generation and r["state"] in TERMINAL)
+    said = [e["reason"] for e in engine.run(fork)["events"]]
+    assert "resumed from its checkpoint at step 40" in said, said
+
+
 def test_a_checkpoint_removal_the_store_cannot_take_changes_nothing(engine: Engine) -> None:
     run_id = start(engine, "synthetic", "steps=20")
     engine.wait_state(run_id, *TERMINAL)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,24 +44,56 @@ def free_bytes(path: Path) -> int:
     return blocks * st.f_frsize
 
 
+def _file_names(*paths: Path) -> Iterator[str]:
+    """Every file under ``paths`` (each a directory or a file), by name."""
+    for path in paths:
+        if path.is_dir():
+            for parent, _, files in os.walk(path):
+                for name in files:
+                    yield os.path.join(parent, name)
+        else:
+            yield str(path)
+
+
 def disk_use(*paths: Path) -> int:
     """The bytes the files under ``paths`` (each a directory or a file) take on the disk,
     as ``du`` counts them (a file under two names, once); 0 for nothing there."""
     total = 0
     linked: set[tuple[int, int]] = set()  # a file under two names (a kept checkpoint) once
-    for path in paths:
-        names = ((os.path.join(parent, name) for parent, _, files in os.walk(path)
-                  for name in files) if path.is_dir() else (str(path),))
-        for name in names:
-            try:
-                stat = os.lstat(name)
-            except OSError:
-                continue  # gone meanwhile, or never there
-            if stat.st_nlink > 1:
-                if (stat.st_dev, stat.st_ino) in linked:
-                    continue
-                linked.add((stat.st_dev, stat.st_ino))
-            total += stat.st_blocks * 512
+    for name in _file_names(*paths):
+        try:
+            stat = os.lstat(name)
+        except OSError:
+            continue  # gone meanwhile, or never there
+        if stat.st_nlink > 1:
+            if (stat.st_dev, stat.st_ino) in linked:
+                continue
+            linked.add((stat.st_dev, stat.st_ino))
+        total += stat.st_blocks * 512
+    return total
+
+
+def freed_by(*paths: Path, kept: Collection[Path] = ()) -> int:
+    """The bytes the disk gets back once the files under ``paths`` are deleted, but for
+    those named in ``kept``: those of ``disk_use`` less every file that also has a name
+    elsewhere (a checkpoint linked into a fork's directory) or in ``kept``."""
+    total = 0
+    names_left: dict[tuple[int, int], int] = {}  # a linked file: its names not seen yet
+    skip = {str(path) for path in kept}
+    for name in _file_names(*paths):
+        if name in skip:
+            continue  # (and another name of it, never seen to its last, is not counted)
+        try:
+            stat = os.lstat(name)
+        except OSError:
+            continue
+        if stat.st_nlink > 1:
+            key = (stat.st_dev, stat.st_ino)
+            left = names_left.get(key, stat.st_nlink) - 1
+            names_left[key] = left
+            if left:
+                continue  # (counted when its last name is seen, if that is here)
+        total += stat.st_blocks * 512
     return total
 
 

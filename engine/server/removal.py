@@ -15,8 +15,10 @@ The order makes a removal safe to stop at any point:
    daemon's ticks (``Store.purge_removed``), so that many GB of checkpoints or
    millions of points never hold up the daemon's answers.
 
-Before 1, a checkpoint of the run that a fork still training started from is linked
-into the fork's own directory (``keep_for_forks``): a retry of the fork goes on from it.
+Before 1, a checkpoint of the run that a fork still needs (``checkpoints_needed``:
+one training from it, or one that failed before a checkpoint of its own) is linked
+into the fork's own directory (``keep_for_forks``): a retry or a resume of the fork
+goes on from it.
 
 A daemon stopped between 1 and 3 finishes the work at its next start
 (``finish_removals``): every entry of ``trash/`` is a run the user asked to
@@ -46,8 +48,8 @@ from typing import Any
 from engine.common.format import format_bytes
 from engine.common.runs import RunState
 from engine.rundir.annotations import save_annotations
-from engine.rundir.checkpoint_files import fork_name
-from engine.rundir.disk_space import disk_use
+from engine.rundir.checkpoint_files import fork_name, latest_complete
+from engine.rundir.disk_space import freed_by
 from engine.rundir.paths import StatePaths, read_json
 from engine.rundir.state_dir import ensure_private_dir
 from engine.server.store import Store
@@ -90,27 +92,33 @@ def checkpoint_files(paths: StatePaths, run_id: str) -> list[Path]:
 
 
 def checkpoints_needed(paths: StatePaths, store: Store, run_id: str) -> dict[Path, str]:
-    """The checkpoints of run ``run_id`` that a fork of it that has not ended starts from
-    or started from (a retry of it would go on from there again), each with that fork."""
+    """The checkpoints of run ``run_id`` that a fork of it still needs, each with that
+    fork: one that has not ended starts from it or started from it (a retry would go on
+    from there again); one that failed before a checkpoint of its own goes on from it
+    when resumed (``retries.restart_point``)."""
     own = paths.run_dir(run_id).checkpoints
-    ended = [state.value for state in RunState if state.terminal]
+    ended = [state.value for state in RunState if state.terminal and state != RunState.FAILED]
     rows = store.db.execute(
-        f"SELECT id, launch_from FROM runs WHERE parent_id = ? AND state NOT IN "
+        f"SELECT id, state, launch_from FROM runs WHERE parent_id = ? AND state NOT IN "
         f"({', '.join('?' * len(ended))}) ORDER BY rid", (run_id, *ended)).fetchall()
     needed: dict[Path, str] = {}
     for row in rows:
-        launch = read_json(paths.run_dir(row["id"]).launch)
+        fork = paths.run_dir(row["id"])
+        failed = row["state"] == RunState.FAILED.value
+        if failed and latest_complete(fork.checkpoints) is not None:
+            continue  # it goes on from its own
+        launch = read_json(fork.launch)
         started = launch.get("resume_from") if isinstance(launch, dict) else None
-        for path in (row["launch_from"], started):
+        for path in (started,) if failed else (row["launch_from"], started):
             if isinstance(path, str) and Path(path).parent == own:
                 needed.setdefault(Path(path), str(row["id"]))
     return needed
 
 
 def keep_for_forks(paths: StatePaths, store: Store, run_id: str) -> None:
-    """Before run ``run_id`` goes: each checkpoint of it that a fork still training started
-    from is linked into that fork's own checkpoints, under its fork step's name, so that
-    the fork, retried, still goes on from there (``retries.restart_point`` looks there
+    """Before run ``run_id`` goes: each checkpoint of it that a fork still needs is linked
+    into that fork's own checkpoints, under its fork step's name, so that the fork,
+    retried or resumed, still goes on from there (``retries.restart_point`` looks there
     first). One that cannot be linked is said in the log; the fork trains on either way."""
     for path, fork_id in checkpoints_needed(paths, store, run_id).items():
         fork = store.get_run(fork_id)
@@ -137,13 +145,13 @@ class Trash:
         self._lock = threading.Lock()
 
     def remove(self, run_id: str) -> tuple[int, int | None]:
-        """Remove run ``run_id`` (ended, not followed): the bytes its files took, and the
-        integer id its rows had. Raises what the store raised, having changed nothing."""
+        """Remove run ``run_id`` (ended, not followed): the bytes the disk gets back, and
+        the integer id its rows had. Raises what the store raised, having changed nothing."""
         source = self.paths.run_dir(run_id).path
         ensure_private_dir(self.paths.trash)
         # Unique even for an id used again after a removal whose files are still going.
         target = self.paths.trash / f"{run_id}.{time.time_ns()}"
-        size = disk_use(source)
+        size = freed_by(source)
         try:
             source.rename(target)
         except FileNotFoundError:  # an imported run has no directory
@@ -230,6 +238,13 @@ def _delete(path: Path) -> None:
         log.warning("could not delete all of %s: %s", path, exc)
 
 
+def removal_freed(paths: StatePaths, store: Store, run_id: str) -> int:
+    """What removing run ``run_id`` would give back: its files, less the checkpoints
+    ``keep_for_forks`` would keep for its forks."""
+    return freed_by(paths.run_dir(run_id).path,
+                    kept=set(checkpoints_needed(paths, store, run_id)))
+
+
 def removal_reply(run: dict[str, Any], freed: int) -> dict[str, Any]:
     """What ``remove`` answers: which run went, and the bytes of files it gave back."""
     return {"id": run["id"], "name": run["name"], "state": run["state"], "freed": freed}
@@ -243,7 +258,7 @@ def remove_checkpoints(paths: StatePaths, store: Store, trash: Trash, run: dict[
     needed = checkpoints_needed(paths, store, run["id"])
     files = checkpoint_files(paths, run["id"])
     doomed = [path for path in files if path not in needed]
-    freed = disk_use(*doomed)  # (an auto-N.pt kept as step-N.pt too, once)
+    freed = freed_by(*doomed)  # (not an auto-N.pt that is step-N.pt too, kept)
     kept = [{"file": path.name, "run": needer} for path, needer in needed.items()
             if path in files]
     if doomed and not dry_run:

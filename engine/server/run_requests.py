@@ -35,7 +35,7 @@ from engine.common.runs import (
 from engine.common.sweep import MAX_SWEEP_RUNS
 from engine.run.workloads.registry import workload_defaults
 from engine.rundir.annotations import save_annotations
-from engine.rundir.disk_space import disk_use, out_of_space
+from engine.rundir.disk_space import out_of_space
 from engine.rundir.paths import write_json_atomic
 from engine.server.attach import AttachError, create_attached_run, process_start
 from engine.server.backends import backend_for
@@ -44,6 +44,7 @@ from engine.server.devices import check_device
 from engine.server.queue_requests import QueueRequests
 from engine.server.removal import (
     keep_for_forks,
+    removal_freed,
     removal_reply,
     remove_checkpoints,
     still_needed,
@@ -468,7 +469,7 @@ class RunRequests(QueueRequests):
         if why is not None:
             raise RequestError("invalid_state", f"cannot remove {run['id']}: {why}")
         if dry_run:
-            return removal_reply(run, disk_use(self.supervisor.paths.run_dir(run["id"]).path))
+            return removal_reply(run, removal_freed(self.supervisor.paths, self.store, run["id"]))
         keep_for_forks(self.supervisor.paths, self.store, run["id"])
         freed, rid = self.supervisor.trash.remove(run["id"])
         if rid is not None:
