@@ -212,11 +212,11 @@ def test_the_remove_dialog_says_a_training_fork_keeps_what_it_started_from(
             await pilot.press("D")
             dialog = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
                                  and app.screen)
-            assert "1 that a fork still training goes on from stays" in dialog.body
+            assert "1 that a fork still needs stays" in dialog.body
             await pilot.press("c")  # nothing else to remove: said so, and the run unmarked
             await until(pilot, lambda: any(
                 n.message == f"removed the checkpoints of {done}: 0 B freed; 1 that a fork "
-                "still training goes on from stays" for n in app._notifications))
+                "still needs stays" for n in app._notifications))
             assert app.state.runs[done].checkpoints_removed is None
 
     asyncio.run(scenario())

@@ -325,7 +325,7 @@ class RunActions(RunNotices):
         saved = format_bytes(sum(int(reply["freed"]) for reply in points.values()))
         gone = f" metrics, events, logs and checkpoints ({files} of files) are deleted for good"
         kept = sum(len(reply["kept"]) for reply in points.values())
-        spared = (f"; {kept} that a fork still training goes on from "
+        spared = (f"; {kept} that a fork still needs "
                   f"{'stays' if kept == 1 else 'stay'}") if kept else ""
         if sweep is not None:
             what = f"the {len(runs)} ended runs of sweep {sweep[0].name}"
