@@ -166,6 +166,34 @@ def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine)
     assert all(run in bad and step > 50 for _, step, run, _ in after - before)
 
 
+def test_a_run_of_an_early_stopped_sweep_whose_loss_diverges_is_stopped_not_paused(
+    engine: Engine,
+) -> None:
+    # A search left overnight: a run gone NaN would sit paused, never judged at a rung,
+    # and 'wait' would call the sweep a failure. The rule stops it, as it stops a bad run.
+    assert engine.cli("queue", "q", "--parallel", "4").code == 0
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01", "nan_at=-1,30", "steps=300",
+                         "sleep=0.005", "--early-stop", "100", "--queue", "q", "--json")
+    assert started.code == 0, started.err
+    runs = {run["id"]: run for run in started.json()}
+    ends = {run_id: engine.wait_state(run_id, *TERMINAL, timeout=120) for run_id in runs}
+    for run_id, run in ends.items():
+        if runs[run_id]["config"]["nan_at"] == 30:
+            assert run["state"] == "killed" and run["step"] < 300, run
+            assert run["stopped_early"] == run["exit_reason"] == "diverged: loss nan at step 30"
+            assert run["diverged"] == "loss nan at step 30"
+        else:
+            assert run["state"] == "finished" and run["step"] == 300, run
+    listed = engine.cli("ls", "--state", "killed")
+    assert listed.out.count("killed (diverged)") == 2, listed.out
+    waited = engine.cli("wait", *runs)  # the sweep ended as its rule meant: success
+    assert waited.code == 0 and "(diverged: loss nan at step 30)" in waited.out, waited.out
+    cell = state_text(RunInfo(id="dddd01", name="r", state="killed", workload="synthetic",
+                              step=31, condition="diverged",
+                              stopped_early="diverged: loss nan at step 30"))
+    assert cell.plain.endswith("diverged") and "red" not in str(cell.style)
+
+
 def rung_rows(engine: Engine) -> set[tuple[str, int, str, float]]:
     """Every value of every sweep's rungs in the store: (sweep, step, run, value)."""
     db = sqlite3.connect(engine.paths.store)

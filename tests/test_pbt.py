@@ -254,6 +254,44 @@ def test_a_population_replaces_its_worst_run_by_a_perturbed_fork_of_a_best(
     assert closed == [50, 100, 150]
 
 
+def test_a_population_replaces_a_run_whose_loss_diverges_at_once(engine: Engine) -> None:
+    # Runs 'b' and 'd' log NaN at step 120, after the first round: each is replaced then,
+    # by a fork of one of the best still running, as a round would replace it, instead
+    # of pausing where no round would ever judge it again.
+    assert engine.cli("queue", "pop", "--parallel", "4").code == 0
+    started = engine.cli("sweep", "synthetic", "lr=0.03,1e-5", "nan_at=-1,120", "steps=200",
+                         "sleep=0.02", "--pbt", "50", "--queue", "pop", "--name", "pop",
+                         "--json")
+    assert started.code == 0, started.err
+    first = {run["id"]: run for run in started.json()}
+    good_nan = next(i for i, r in first.items()
+                    if r["config"] == {**r["config"], "lr": 0.03, "nan_at": 120})
+    waited_for: set[str] = set()
+    while True:  # until the forks, and the forks of forks, have ended too
+        ids = {r["id"] for r in engine.call("list_runs")["runs"]}
+        if ids == waited_for:
+            break
+        for run_id in ids - waited_for:
+            engine.wait_state(run_id, *TERMINAL, timeout=120)
+        waited_for = ids
+    runs = {i: engine.call("get_run", run=i) for i in waited_for}
+    # The good lr is never the worst at a round: it diverged, and was replaced for it.
+    run = runs[good_nan]
+    assert run["state"] == "killed" and run["diverged"] == "loss nan at step 120", run
+    assert run["stopped_early"] == run["exit_reason"]
+    said = run["stopped_early"]
+    assert said.startswith("replaced at step ") and ": loss nan at step 120; " in said, said
+    child = next(c for c in runs.values() if f"; {c['id']} (a fork of " in said)
+    donor = child["parent_id"]
+    assert said.endswith(f"; {child['id']} (a fork of {donor}) takes its place")
+    assert donor != good_nan and child["sweep"] == "pop" and child["fork_step"] >= 50
+    assert any(e["reason"].startswith(f"PBT, on divergence: forked from {donor} in place "
+                                      f"of {good_nan}; ") for e in child["events"])
+    assert not [r for r in runs.values() if r["state"] == "paused"]  # nothing left waiting
+    waited = engine.cli("wait", *runs)
+    assert waited.code == 0, waited.out
+
+
 def test_the_tui_says_replaced_without_alarm() -> None:
     reason = "replaced at step 50: loss 3 is the highest of the 4 runs there; x (a fork of y)"
     run = RunInfo(id="dddd01", name="r", state="killed", workload="synthetic", step=52,

@@ -74,25 +74,61 @@ class Population:
             rng = random.Random(f"{sweep}:{step}:{loser_id}")
             donor = members[rng.choice(donors)]
             assert donor is not None
-            overrides, changes = perturbed(rule, donor["config"], rng)
             try:
-                child = self._fork(donor, overrides, sweep, rule)
+                child = self._replacement(loser, donor, rule, rng, f"PBT round at step {step}")
             except Exception as exc:  # refused (disk full, a config the workload rejects)
                 self.store.note(loser_id, f"PBT round at step {step}: {ranking}, but a fork of "
                                 f"{donor['id']} was refused ({exc}): it goes on")
                 continue
-            self.store.note(child, f"PBT round at step {step}: forked from {donor['id']} in "
-                            f"place of {loser_id}; {', '.join(changes)}")
-            reason = f"replaced at step {step}: {ranking}; {child} (a fork of {donor['id']}) " \
-                     "takes its place"
-            log.info("run %s: %s", loser_id, reason)
-            self.store.update_run(loser_id, stopped_early=reason)
-            live = self.live.get(loser_id)
-            if live is not None:
-                live.stop_reason = reason
-            self.kill(loser, DEFAULT_KILL_GRACE)
-            self.announce(loser_id)
+            self._stop(loser, f"replaced at step {step}: {ranking}; {child} (a fork of "
+                       f"{donor['id']}) takes its place")
             self.announce(child)
+
+    def replace_diverged(self, run: dict[str, Any], rule: PbtRule, diverged: str) -> str:
+        """Why a run of a PBT sweep whose loss ``diverged`` stops: replaced at once by a
+        fork of one of the best still running at the sweep's last round, as a round would
+        replace it; with no round yet, or none of its best running, only stopped."""
+        why = f"diverged: {diverged}"
+        last = self.store.last_round(run["sweep"])
+        if last is None:
+            return f"{why} (no PBT round yet to pick a run to copy)"
+        values = self.store.rung_values(run["sweep"], last)
+        values.pop(run["id"], None)
+        _, best = ranked(values, rule.quantile, rule.mode)
+        donors = [d for d in map(self.store.get_run, best) if self._training(d)]
+        if not donors:
+            return f"{why} (none of the best at step {last} is still running to copy)"
+        rng = random.Random(f"{run['sweep']}:diverged:{run['id']}")
+        donor = rng.choice(donors)
+        assert donor is not None
+        try:
+            child = self._replacement(run, donor, rule, rng, "PBT, on divergence")
+        except Exception as exc:  # refused: stopped all the same
+            return f"{why} (a fork of {donor['id']} in its place was refused: {exc})"
+        self.announce(child)
+        return (f"replaced at step {run['step']}: {diverged}; {child} (a fork of "
+                f"{donor['id']}) takes its place")
+
+    def _replacement(self, loser: dict[str, Any], donor: dict[str, Any], rule: PbtRule,
+                     rng: random.Random, when: str) -> str:
+        """A fork of ``donor``, its axes perturbed, made to take ``loser``'s place in the
+        sweep (its id; raises what refused it), with a note that says so."""
+        overrides, changes = perturbed(rule, donor["config"], rng)
+        child = self._fork(donor, overrides, loser["sweep"], rule)
+        self.store.note(child, f"{when}: forked from {donor['id']} in place of "
+                        f"{loser['id']}; {', '.join(changes)}")
+        return child
+
+    def _stop(self, run: dict[str, Any], reason: str) -> None:
+        """Stop a run of a ruled sweep for ``reason``: kept in its row before its kill is
+        sent, so a daemon that dies in between sends it at its next start (``adopt_all``)."""
+        log.info("run %s: %s", run["id"], reason)
+        self.store.update_run(run["id"], stopped_early=reason)
+        live = self.live.get(run["id"])
+        if live is not None:
+            live.stop_reason = reason
+        self.kill(run, DEFAULT_KILL_GRACE)
+        self.announce(run["id"])
 
     def _training(self, run: dict[str, Any] | None) -> bool:
         """Whether a run of the round still trains: running, not being stopped (by a user,

@@ -17,7 +17,7 @@ from typing import Any
 from engine.common.early_stop import stop_reason
 from engine.common.pbt import PbtRule
 from engine.common.protocol import EVENT_POINTS
-from engine.common.runs import DEFAULT_KILL_GRACE, ActionError, RunState
+from engine.common.runs import ActionError, RunState
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import StatePaths, remove_stray_temporaries
 from engine.rundir.spool_records import (
@@ -88,7 +88,7 @@ class RunReports(Population):
         why a queued run waits, that its sweep stopped it early)."""
         if run["state"] == RunState.QUEUED:
             return self.scheduler.waiting.get(run["id"])
-        if run["stopped_early"]:  # 'stopped early at step 300: loss ...': the first part
+        if run["stopped_early"]:  # the first part: 'stopped early at step 300', 'diverged'
             return str(run["stopped_early"]).partition(":")[0]
         live = self.live.get(run["id"])
         return DISK_FULL if live is not None and live.disk_full else divergence_condition(run)
@@ -262,7 +262,10 @@ class RunReports(Population):
     # -- divergence ---------------------------------------------------------
 
     def _pause_diverged(self, live: LiveRun, reason: str) -> None:
-        """Pause a run whose loss diverged, as its kind pauses (the reason kept with it).
+        """Pause a run whose loss diverged, as its kind pauses (the reason kept with it);
+        one of a sweep judged by a rule (early stopping, PBT) is stopped instead, as the
+        rule would stop it, and under PBT replaced (``replace_diverged``): a search left
+        overnight has nobody to look at it, and a paused run would never be judged.
 
         Called once its points are stored, never mid-read: a wrapped command's
         pause reads the spool itself first.
@@ -272,6 +275,13 @@ class RunReports(Population):
         run = self.store.get_run(live.run_id)
         if run is None or run["state"] != RunState.RUNNING or live.killing:
             return  # already paused, ending, or killed: nothing to stop
+        rule = rule_of(run) if run["sweep"] else None
+        if isinstance(rule, PbtRule):
+            self._stop(run, self.replace_diverged(run, rule, reason))
+            return
+        if rule is not None:
+            self._stop(run, f"diverged: {reason}")
+            return
         log.warning("run %s diverged (%s): pausing it", live.run_id, reason)
         try:
             live.backend.pause(self, run, release=False)
@@ -332,11 +342,7 @@ class RunReports(Population):
                 continue
             live.passed.clear()
             if run["state"] in (RunState.RUNNING, RunState.PAUSED) and not live.killing:
-                log.info("run %s: %s", live.run_id, reason)
-                self.store.update_run(live.run_id, stopped_early=reason)
-                live.stop_reason = reason
-                self.kill(run, DEFAULT_KILL_GRACE)
-                self.announce(live.run_id)
+                self._stop(run, reason)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""

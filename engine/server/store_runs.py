@@ -123,6 +123,12 @@ class RunRows(StoreConnection):
             (sweep, sweep))
         return [int(step) for (step,) in rows]
 
+    def last_round(self, sweep: str) -> int | None:
+        """The latest round of a PBT sweep judged, or None before its first."""
+        (step,) = self.db.execute("SELECT MAX(step) FROM pbt_rounds WHERE sweep = ?",
+                                  (sweep,)).fetchone()
+        return None if step is None else int(step)
+
     def close_round(self, sweep: str, step: int) -> None:
         """Mark a PBT round judged."""
         self._write_held_first()

@@ -47,8 +47,8 @@ QUEUED_WIDTH = 34
 def state_text(run: Run, place: int | None = None) -> Text:
     """The STATE cell: glyph and state, or the condition that needs the user; a queued
     run's ``place`` in its queue (1: starts next) and why it waits; a run its sweep
-    stopped early, or replaced by a fork of a better one (PBT; the step and why: in its
-    detail)."""
+    stopped early, for its loss diverging, or replaced by a fork of a better one (PBT; the
+    step and why: in its detail)."""
     glyph, style = STATE_LOOK.get(run.state, ("?", ""))
     label = "released" if run.state == "paused" and run.released else run.state
     if run.state == "queued":  # waiting is normal: said, not alarmed
@@ -58,7 +58,8 @@ def state_text(run: Run, place: int | None = None) -> Text:
         if len(label) > QUEUED_WIDTH - 2:
             label = label[: QUEUED_WIDTH - 3] + "…"
     elif run.stopped_early:  # its sweep's rule stopped it (or PBT replaced it): as meant
-        label = "replaced" if run.stopped_early.startswith("replaced") else "stopped early"
+        label = next((word for word in ("replaced", "diverged")
+                      if run.stopped_early.startswith(word)), "stopped early")
     elif run.condition:  # e.g. "disk full": what needs the user now, over the state
         label, style = run.condition, "bold red"
     return Text(f"{glyph} {label}{retried_mark(run)}", style=style)
