@@ -164,6 +164,11 @@ def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine)
     after = rung_rows(engine)
     assert before <= after
     assert all(run in bad and step > 50 for _, step, run, _ in after - before)
+    # And why the rule stopped each run (its directory keeps it): still a success.
+    listed = engine.cli("ls", "--state", "killed")
+    assert listed.out.count("killed (stopped early at step 50)") == 2, engine.cli("ls").out
+    assert engine.run(bad[0])["exit_reason"] == ends[bad[0]]["exit_reason"]
+    assert engine.cli("wait", *ids).code == 0
 
 
 def test_a_run_of_an_early_stopped_sweep_whose_loss_diverges_is_stopped_not_paused(

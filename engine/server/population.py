@@ -121,7 +121,8 @@ class Population:
 
     def _stop(self, run: dict[str, Any], reason: str) -> None:
         """Stop a run of a ruled sweep for ``reason``: kept in its row before its kill is
-        sent, so a daemon that dies in between sends it at its next start (``adopt_all``)."""
+        sent (and in its directory as the kill is: ``kill``), so a daemon that dies in
+        between sends it at its next start (``adopt_all``)."""
         log.info("run %s: %s", run["id"], reason)
         self.store.update_run(run["id"], stopped_early=reason)
         live = self.live.get(run["id"])

@@ -26,7 +26,7 @@ from typing import Any
 from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState, name_from, unique_name
-from engine.rundir.annotations import read_annotations
+from engine.rundir.annotations import killed_at, read_annotations
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json, sqlite_files
 from engine.rundir.spool_records import (
@@ -190,11 +190,23 @@ def _restore_run(
         },
         REBUILT,
     )
+    killed = killed_at(rundir)
+    if generation == 0 and killed is not None:  # killed in its queue: it never ran
+        when, why = killed
+        store.set_state(run_id, RunState.KILLED, f"{REBUILT}: {why}", ended=when,
+                        exit_reason=why)
+        return 0
     if generation == 0:  # it waited in its queue: it waits there again
         store.set_state(run_id, RunState.QUEUED, f"{REBUILT}: queued", queue_pos=created)
         return 0
     spool = _read_spool(store, run_id, rundir.spool, _rung_watch(launch, config))
     state, fields = _last_state(rundir, generation, spool)
+    if killed is not None and (state in (RunState.FAILED, RunState.KILLED)
+                               or fields.get("released")):
+        # Killed, not failed (a worker exits 143 on SIGTERM), or killed while released.
+        state = RunState.KILLED
+        fields.update(exit_reason=killed[1], stderr_tail=None, released=False,
+                      ended=fields.get("ended") or killed[0])
     fields.update(generation=generation, step=spool.step, control_seq=_lines(rundir.control))
     if spool.total is not None:
         fields["total_steps"] = spool.total

@@ -265,7 +265,13 @@ class Supervisor(RunReports):
         """Kill the run's process by its backend's signal ladder (SIGKILL once ``grace`` is up).
 
         A run with no process (queued, or paused with its memory released) ends at once.
+        Its directory keeps that it was killed, and why, for ``engine rebuild``.
         """
+        rundir = self.paths.run_dir(run["id"])
+        if rundir.path.is_dir():  # (a fork queued from a checkpoint to come has none yet)
+            current = self.store.get_run(run["id"]) or run
+            save_annotations(rundir, current,
+                             killed=(time.time(), current["stopped_early"] or "killed by user"))
         live = self.live.get(run["id"])
         if live is None:
             self.store.set_state(

@@ -151,3 +151,26 @@ def test_a_live_run_is_found_again_after_its_store_was_lost(engine: Engine) -> N
     run = engine.wait_state(run_id, *TERMINAL)
     assert run["state"] == "finished" and run["step"] == 300
     assert sorted(engine.losses(run_id)) == list(range(300))
+
+
+def test_killed_runs_stay_killed_in_a_rebuilt_store(engine: Engine) -> None:
+    # A worker exits 143 on SIGTERM, a queued run killed never had a process, and a
+    # released run's last exit said 'released': only the directory can say 'killed'.
+    assert engine.cli("queue", "one", "--parallel", "1").code == 0
+    running = start(engine, "steps=100000", "sleep=0.01", "--queue", "one")
+    queued = start(engine, "steps=10", "--queue", "one")
+    released = start(engine, "steps=100000", "sleep=0.01")
+    engine.wait_step(running, 5)
+    engine.wait_step(released, 5)
+    assert engine.cli("pause", "--release", released).code == 0
+    engine.wait(released, lambda r: r["released"])
+    assert engine.cli("kill", running, queued, released).code == 0
+    ended = {r: engine.wait_state(r, *TERMINAL) for r in (running, queued, released)}
+    assert {r["state"] for r in ended.values()} == {"killed"}
+    stop(engine)
+    assert engine.cli("engine", "rebuild").code == 0
+    for run_id, before in ended.items():
+        after = engine.run(run_id)
+        assert after["state"] == "killed" and after["exit_reason"] == "killed by user", after
+        assert after["step"] == before["step"]
+    assert engine.cli("queue", "one").out.count("waiting") == 0  # nothing came back to life
