@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from hypothesis import given
@@ -19,6 +20,7 @@ from tui.chart_math import (
     downsample_minmax,
     ema_debiased,
     format_log_tick,
+    inlier_range,
     log_ticks,
     nice_ticks,
 )
@@ -185,6 +187,53 @@ def test_log_scale_changes_the_y_labels() -> None:
     linear, log = labels(False), labels(True)
     assert linear != log
     assert {"0.01", "0.1", "1"} <= set(log)
+
+
+def test_values_far_outside_the_rest_are_left_out_of_the_range_and_a_curves_start_is_not(
+) -> None:
+    # A loss curve's own fall from 10 to 0.1 is all kept; so are a few seeds' spread.
+    fall = [0.1 + 10 * math.exp(-t / 25) for t in range(250)]
+    assert inlier_range(fall) is None
+    assert inlier_range([v * k for v in fall for k in (1.0, 1.3, 0.7)]) is None
+    # A diverged run's 1e+28 goes (both ends), and what is left is the range.
+    blown = [*fall, 1e28, 3e27, -1e20]
+    assert inlier_range(blown) == (min(fall), max(fall))
+    assert inlier_range([1.0] * 100 + [5.0]) is None  # no spread: nothing to judge by
+    assert inlier_range([*fall[:40], 1e28]) is None  # too few values to judge
+
+
+def axis_labels(lines: list[str]) -> list[float]:
+    """The y axis's labels, as numbers (1M: 1e6), top first."""
+    scale = {"k": 1e3, "M": 1e6, "G": 1e9}
+    texts = [line[: GUTTER - 1].strip() for line in lines[1:-1]]
+    return [float(t[:-1]) * scale[t[-1]] if t[-1] in scale else float(t) for t in texts if t]
+
+
+def test_a_diverged_runs_curve_and_a_spike_leave_the_y_axis_to_the_others() -> None:
+    xs, ys = decay(500)
+    spiked = list(ys)
+    spiked[400] = 1e6  # one point far off (the raw curve: smoothing off)
+    blown = [v if x < 300 else 1e3 for x, v in zip(xs, ys, strict=True)]
+
+    def draw(series: list[Series], all_y: bool = False) -> list[str]:
+        def scenario(chart: LossChart) -> None:
+            chart.set_data(series, [], "step")
+            chart.view = replace(chart.view, smoothing=0.0, all_y=all_y)
+
+        return run_chart((80, 24), scenario)[1]
+
+    plain = draw([Series("a", xs, ys)])
+    assert max(axis_labels(plain)) < 5 and "outliers off the chart" not in "".join(plain)
+    for series in ([Series("a", xs, spiked)],
+                   [Series("a", xs, ys), Series("b", xs, blown, outlier=True)]):
+        lines = draw(series)
+        assert axis_labels(lines) == axis_labels(plain), lines
+        assert "outliers off the chart (y: fit them)" in lines[1]
+        fitted = draw(series, all_y=True)
+        assert max(axis_labels(fitted)) >= 900 and "outliers" not in "".join(fitted)
+    # A curve of a diverged run alone is what there is to fit.
+    alone = draw([Series("b", xs, blown, outlier=True)])
+    assert max(axis_labels(alone)) >= 900 and "outliers" not in "".join(alone)
 
 
 def test_smoothing_and_gaps_render() -> None:

@@ -14,7 +14,7 @@ from textual import events
 from engine.rundir.paths import StatePaths
 from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
-from tests.conftest import Engine
+from tests.conftest import TERMINAL, Engine
 from tests.snapshot_tests.fixed_state import BASE, EPOCH, FORK, fill_state_dir, store_run
 from tests.test_tui import start, until
 from tui.app import TraintopApp
@@ -210,3 +210,40 @@ def test_a_zoomed_tail_follows_a_live_run(engine: Engine) -> None:
             assert extent is not None and lo < extent[1] <= hi
 
     asyncio.run(scenario())
+
+
+def test_a_diverged_runs_curve_leaves_the_y_axis_to_the_runs_compared_with_it(
+    engine: Engine,
+) -> None:
+    # The engine's watch judges the spike at step 100 diverged (the run may end before its
+    # pause lands), and its curve no longer sets the y axis of the runs marked with it,
+    # until 'y' fits them all.
+    calm = start(engine, "synthetic", "steps=200", "--name", "calm")
+    spiked = start(engine, "synthetic", "steps=200", "spike_at=100", "--name", "spiked")
+    engine.wait(spiked, lambda r: (r["diverged"] is not None and r["state"] in TERMINAL)
+                or r["state"] == "paused")
+    engine.wait_state(calm, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one(RunsTable)
+            chart = app.query_one(LossChart)
+            await until(pilot, lambda: len(table.order) == 2)
+            table.select(calm)
+            await pilot.press("space")
+            table.select(spiked)
+            await pilot.press("space")
+            await until(pilot, lambda: _drawn(app, [calm, spiked]))
+            assert {s.run_id: s.outlier for s in chart.series} == {calm: False, spiked: True}
+            def said() -> bool:
+                lines = [chart.render_line(y).text for y in range(chart.size.height)]
+                return any("outliers off the chart (y: fit them)" in line for line in lines)
+
+            await until(pilot, said)
+            await pilot.press("y")
+            await until(pilot, lambda: app.state.view.all_y and not said()
+                        and "all y" in str(app.query_one("#status").render()))
+
+    asyncio.run(scenario())
+    assert '"all_y": true' in engine.paths.tui_view.read_text()  # kept for the next session

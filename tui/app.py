@@ -178,7 +178,8 @@ class TraintopApp(ChartActions, ViewRestore):
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs yet: n"
         mode = "  [readonly]" if self.readonly else ""
         view = self.state.view
-        smooth = f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
+        smooth = (f"smooth {view.smoothing:g}" + ("  log y" if view.log_y else "")
+                  + ("  all y" if view.all_y else ""))
         if view.group:
             groups = self.chart_groups
             alike = f"in {' '.join(view.group_by)}" if view.group_by else "but for seeds"
@@ -319,7 +320,8 @@ class TraintopApp(ChartActions, ViewRestore):
     def _draw_chart(self) -> None:
         chart = self.query_one(LossChart)
         forks_at: dict[float, list[str]] = {}  # the forks drawn at each step
-        by_time = self.state.view.axis != "step"
+        view = self.state.view
+        by_time = view.axis != "step"
         live = False
         on_chart = {o.run_id for o in self.shown}
         table = self.query_one(RunsTable)
@@ -330,6 +332,8 @@ class TraintopApp(ChartActions, ViewRestore):
             name = "" if run is None else shown(table.shown_name(run.id), LEGEND_NAME)
             curve = None if run is None else self.feed.series(
                 run.id, f"{run.id} {name}", overlaid.emphasis, overlaid.style,
+                # the engine's watch said its loss diverged, and the loss is drawn
+                outlier=bool(run.diverged) and view.metric_for(run.last) == run.loss_key,
             )
             if run is None or curve is None:
                 continue

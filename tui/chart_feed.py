@@ -118,17 +118,20 @@ class ChartFeed:
             del self.views[run_id]
 
     def series(
-        self, run_id: str, label: str, emphasis: bool, style: str | None = None
+        self, run_id: str, label: str, emphasis: bool, style: str | None = None,
+        outlier: bool = False,
     ) -> Series | None:
         """The chart's curve of one run from its view (None before the first view);
-        ``style``: its colour (None: the chart's palette by position)."""
+        ``style``: its colour (None: the chart's palette by position); ``outlier``: left
+        out of the y axis's range (``Series.outlier``)."""
         view = self.views.get(run_id)
         if view is None or not view.data.buckets:
             return None
         if view.curve is None:
             view.curve = series_from_view(view.data, label, emphasis, view.request.smoothing > 0)
         # A new label, emphasis or colour shares the lists it was made with.
-        return replace(view.curve, label=label, emphasis=emphasis, style=style, run_id=run_id)
+        return replace(view.curve, label=label, emphasis=emphasis, style=style, run_id=run_id,
+                       outlier=outlier)
 
 
 def series_from_view(view: SeriesView, label: str, emphasis: bool, smoothed: bool) -> Series:

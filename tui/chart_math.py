@@ -18,6 +18,14 @@ from engine.common.smoothing import ema_debiased as ema_debiased
 
 MinMax = tuple[float, float]
 
+# The y axis leaves out values far outside the rest (TensorBoard's "ignore outliers in
+# chart scaling", on by default there too): beyond OUTLIER_REACH times the span of the
+# middle 98% of the values drawn, past either end of it. A diverged run's 1e+28 would
+# flatten a hundred curves compared with it; a loss curve's own start is rarely past it.
+OUTLIER_SHARE = 0.01
+OUTLIER_REACH = 10.0
+MIN_VALUES_FOR_OUTLIERS = 50
+
 
 def bucket_edges(x_lo: float, x_hi: float, columns: int) -> list[float]:
     """The `columns + 1` edges splitting [x_lo, x_hi]; column c holds edge[c] <= x < edge[c+1]."""
@@ -188,3 +196,18 @@ def to_log(value: float) -> float | None:
 def format_value(value: float | None) -> str:
     """A legend value: 4 significant digits, '-' when missing."""
     return "-" if value is None else f"{value:.4g}"
+
+
+def inlier_range(values: Sequence[float]) -> MinMax | None:
+    """The lowest and highest of ``values`` once those far outside the rest are left out
+    (see OUTLIER_REACH); None when none is (or too few values to judge, or no spread)."""
+    if len(values) < MIN_VALUES_FOR_OUTLIERS:
+        return None
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    low, high = ordered[int(last * OUTLIER_SHARE)], ordered[last - int(last * OUTLIER_SHARE)]
+    reach = (high - low) * OUTLIER_REACH
+    if reach <= 0 or (low - reach <= ordered[0] and ordered[-1] <= high + reach):
+        return None
+    start, end = bisect_left(ordered, low - reach), bisect_right(ordered, high + reach)
+    return ordered[start], ordered[end - 1]

@@ -26,6 +26,9 @@ class ChartView:
     smoothing: float = SMOOTHING_STEPS[3]
     axis: str = "step"  # what x is: one of X_AXES, named as the daemon names it
     log_y: bool = False
+    # y fits every value drawn (False: values far outside the rest are left off the
+    # chart, ``chart_math.inlier_range``, and the chart says so)
+    all_y: bool = False
     # Runs alike but for their seeds drawn as one mean curve with a band (tui.seed_groups);
     # with ``group_by``, runs alike in those config keys.
     group: bool = False

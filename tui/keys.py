@@ -114,6 +114,9 @@ ACTIONS: tuple[Action, ...] = (
     ),
     Action("smoothing", "s", "Smooth", "Cycle the loss smoothing (debiased EMA)"),
     Action("log_scale", "g", "Log y", "Toggle a logarithmic y axis", footer=False),
+    Action("all_y", "y", "Fit y",
+           "Fit the y axis to every value, or leave out those far outside the rest (a "
+           "diverged run's), as it does at first", footer=False),
     Action("x_axis", "x", "X axis",
            "Plot against step, time since each run's first point, or time of day", footer=False),
     Action("next_metric", "m", "Metric", "Chart the next logged metric", footer=False),

@@ -141,6 +141,10 @@ class ViewActions(SweepActions):
         view = self.state.view
         self.show_view(replace(view, log_y=not view.log_y), refetch=False)
 
+    def action_all_y(self) -> None:
+        view = self.state.view
+        self.show_view(replace(view, all_y=not view.all_y), refetch=False)
+
     def action_x_axis(self) -> None:
         self.show_view(self.state.view.next_axis(), refetch=True)
 

@@ -51,7 +51,7 @@ def _weight(value: Any) -> float | None:
 
 # Each field's check: the value as the record holds it, or None if it is not one.
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag,
+    "selected": _text, "metric": _text, "smoothing": _weight, "log_y": _flag, "all_y": _flag,
     "axis": _axis, "group": _flag, "group_by": _ids, "filter": _text, "sort_column": _text,
     "descending": _flag,
     "folded": _ids, "marks": _ids, "pinned": _ids, "columns": _ids,
@@ -66,6 +66,7 @@ class SavedView:
     metric: str | None = None
     smoothing: float | None = None
     log_y: bool = False
+    all_y: bool = False
     axis: str = "step"
     group: bool = False
     group_by: tuple[str, ...] = ()
@@ -85,6 +86,7 @@ class SavedView:
             metric=self.metric or base.metric,
             smoothing=base.smoothing if self.smoothing is None else self.smoothing,
             log_y=self.log_y,
+            all_y=self.all_y,
             axis=self.axis,
             group=self.group,
             group_by=self.group_by,

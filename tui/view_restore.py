@@ -68,7 +68,7 @@ class ViewRestore(ViewActions):
         view = self.state.view
         return SavedView(
             selected=table.selected_id, metric=view.metric, smoothing=view.smoothing,
-            log_y=view.log_y, axis=view.axis, group=view.group,
+            log_y=view.log_y, all_y=view.all_y, axis=view.axis, group=view.group,
             group_by=view.group_by, filter=table.text_filter,
             sort_column=table.sort_column, descending=table.descending,
             folded=tuple(sorted(table.folded)), marks=tuple(self.state.marks),

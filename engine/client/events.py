@@ -78,6 +78,7 @@ class RunInfo:
     skipped_points: int = 0
     # The multiple of its loss EMA that pauses the run; None: it is never paused for it.
     divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
+    diverged: str | None = None  # why its loss was judged diverged, until it resumes
     # Its queue and place in it: higher priority first, then by queue_pos (FIFO).
     queue: str = "default"
     priority: int = 0

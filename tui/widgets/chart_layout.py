@@ -23,6 +23,7 @@ from tui.chart_math import (
     format_log_tick,
     format_tick,
     format_value,
+    inlier_range,
     log_ticks,
     nice_ticks,
     snap_outward,
@@ -43,7 +44,14 @@ DOT_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 DIM = Style(dim=True)
 CURSOR = Style(color="white")
 LIVE_Y_STEPS = 6  # a live chart's y range moves in sixths of its span
+# Said over the plot when values far outside the rest are left off it (``y`` fits them).
+OFF_CHART = " outliers off the chart (y: fit them) "
 LEGEND_SHARE = 3  # the legend takes at most this fraction (1/N) of the chart's rows
+
+
+# A curve downsampled to the plot's dot columns: each one's (min, max) or None, and
+# whether a gap in the data falls there.
+Buckets = tuple[list[MinMax | None], list[bool]]
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Series:
     # A group of runs (``tui.seed_groups``): ``curve`` is their mean and xs/ys hold the
     # lowest and highest of them at each x, drawn faintly as a band, smoothing or not.
     band: bool = False
+    # A run whose loss diverged (the engine's watch said so): its curve is drawn, but the
+    # y axis fits the others, unless the view fits every value (``all_y``).
+    outlier: bool = False
 
 
 @dataclass
@@ -138,8 +149,8 @@ class ChartLayout:
         if self.plot_h < 1 or self.plot_w < 1:
             return legend + [Strip.blank(self.width, self.base)] * (self.height - 1)
         dot_w = self.plot_w * 2
-        main: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
-        faint: dict[int, tuple[list[MinMax | None], list[bool]]] = {}
+        main: dict[int, Buckets] = {}
+        faint: dict[int, Buckets] = {}
         # Raw points (faint) only for the selected run, or a lone curve: with forks or a
         # sweep overlaid, the others' raw clouds would bury the curves being compared.
         emphasized = {i for i in order if chart.series[i].emphasis}
@@ -152,13 +163,20 @@ class ChartLayout:
             main[i] = self._buckets(curve_xs, smooth, x_lo, x_hi, dot_w)
             if raw is not None and (i in emphasized or chart.series[i].band):
                 faint[i] = self._buckets(xs[i], raw, x_lo, x_hi, dot_w)
-        # y fits the curves, and the bands around the groups' means
-        fitted = [*main.values(), *(faint[i] for i in faint if chart.series[i].band)]
-        values = [v for b, _ in fitted for mm in b if mm is not None for v in mm]
+        # y fits the curves, and the bands around the groups' means; but for all_y, not
+        # the curves of runs that diverged, nor values far outside the rest
+        drawn = list(main)
+        values = self._values(main, faint, drawn)
         if not values:
             return self._note("no positive values" if chart.log_y else "no finite values")
         self._give_rows(len(legend) - 1)
-        y_lo, y_hi = min(values), max(values)
+        if chart.view.all_y:
+            y_lo, y_hi = min(values), max(values)
+        else:
+            sane = [i for i in drawn if not chart.series[i].outlier]
+            fitted = self._values(main, faint, sane) or values
+            y_lo, y_hi = inlier_range(fitted) or (min(fitted), max(fitted))
+        off_chart = min(values) < y_lo or max(values) > y_hi
         pad = (y_hi - y_lo) * 0.05 or max(abs(y_lo) * 0.05, 0.5)
         y_lo, y_hi = y_lo - pad, y_hi + pad
         if chart.live:
@@ -171,14 +189,23 @@ class ChartLayout:
             self._plot(main_layer, main[i], i, y_lo, y_hi)
         self._compose_plot(raw_layer, main_layer, order)
         self._markers(x_lo, x_hi)
+        if off_chart:  # said over the plot's top right, as a label is
+            note = OFF_CHART[: self.plot_w]
+            self._write(1, self.width - len(note), note, self.base + Style(color="yellow"))
         self._y_axis(y_lo, y_hi)
         self._x_axis(x_lo, x_hi)
         self._cursor()
         return legend + [self._row_strip(r) for r in range(1, self.height)]
 
+    def _values(self, main: dict[int, Buckets], faint: dict[int, Buckets],
+                indices: list[int]) -> list[float]:
+        """Every value the curves (a band: its faint layer) of ``indices`` draw."""
+        layers = (faint[i] if self.chart.series[i].band else main[i] for i in indices)
+        return [v for buckets, _ in layers for mm in buckets if mm is not None for v in mm]
+
     def _buckets(
         self, xs: Sequence[float], ys: list[float | None], x_lo: float, x_hi: float, cols: int
-    ) -> tuple[list[MinMax | None], list[bool]]:
+    ) -> Buckets:
         log_y = self.chart.log_y
         buckets, gaps = downsample_minmax_gaps(xs, ys, x_lo, x_hi, cols, positive_only=log_y)
         if log_y:
@@ -189,7 +216,7 @@ class ChartLayout:
     def _plot(
         self,
         layer: _Layer,
-        data: tuple[list[MinMax | None], list[bool]],
+        data: Buckets,
         owner: int,
         y_lo: float,
         y_hi: float,

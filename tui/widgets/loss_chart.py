@@ -184,15 +184,16 @@ class LossChart(Widget):
 
     def _key(self, width: int, height: int) -> tuple[object, ...]:
         lengths = tuple(len(s.ys) for s in self._series)
-        return (width, height, self.smoothing, self.log_y, self._version, lengths)
+        return (width, height, self.smoothing, self.log_y, self.view.all_y, self._version,
+                lengths)
 
     def _repaint_changes(self) -> None:
         """Lay the chart out now and refresh only the cells that differ from the last frame."""
         width, height = self.content_size
         old_key = self._strips_key
-        if old_key is None or width <= 0 or height <= 0 or old_key[:4] != self._key(
+        if old_key is None or width <= 0 or height <= 0 or old_key[:5] != self._key(
             width, height
-        )[:4]:
+        )[:5]:
             self.refresh()  # never drawn, or drawn at another size or scale: all of it
             return
         strips = self._lay_out(width, height)
