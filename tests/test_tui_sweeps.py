@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any
 
+from textual.app import App, ComposeResult
 from textual.widgets import Input, Select, Static
 
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
@@ -35,6 +36,7 @@ from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
+from tui.widgets.sweep_scatter import SweepScatter
 
 Pilot = Any
 GROUP = "sweep:charlm"
@@ -335,6 +337,39 @@ def test_a_one_decade_grid_is_scattered_on_a_log_x() -> None:
     assert log_x(3e-5, 1e-4, 3e-4)  # a decade whose ratio comes out a hair under 10
     assert not log_x(1e-3, 2e-3, 9e-3)
     assert not log_x(0.0, 1e-3, 1e-2)  # a zero has no place on a log axis
+
+
+def test_a_metric_spanning_a_decade_or_more_is_scattered_on_a_log_y() -> None:
+    # A sweep whose diverging runs' best loss is 400 times its best run's: on a linear
+    # y the good runs, the ones worth reading, lie flat on the axis.
+    bests = [0.026, 0.03, 0.05, 0.09, 0.3, 4.0, 12.0]
+    runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                               "workload": "charlm", "step": 9, "config": {"lr": 1e-3 * (n + 1)},
+                               "best": {"loss": best}})
+            for n, best in enumerate(bests)]
+    drawn = scatter(runs, "lr", "loss", True, {}, {})
+    assert drawn.log_y
+    assert not scatter(runs[:4], "lr", "loss", True, {}, {}).log_y  # 0.026 to 0.09
+
+    async def scenario() -> list[str]:
+        class One(App[None]):
+            def compose(self) -> ComposeResult:
+                yield SweepScatter()
+
+        app = One()
+        async with app.run_test(size=(60, 20)) as pilot:
+            plot = app.query_one(SweepScatter)
+            plot.set_data(drawn)
+            await pilot.pause()
+            return [plot.render_line(y).text for y in range(plot.size.height)]
+
+    lines = asyncio.run(scenario())
+    labels = [line[:7].strip() for line in lines[:-1] if line[:7].strip()]
+    assert {"0.1", "1", "10"} <= set(labels), lines
+    star = next(i for i, line in enumerate(lines) if "★" in line)
+    tenth = next(i for i, line in enumerate(lines) if line[:7].strip() == "0.1")
+    one = next(i for i, line in enumerate(lines) if line[:7].strip() == "1")
+    assert star > tenth > one  # 0.026 sits below 0.1, a decade apart as 0.1 and 1 are
 
 
 def test_the_sweep_views_key_never_breaks_a_run_across_lines(engine: Engine) -> None:

@@ -50,6 +50,9 @@ class Scatter:
     log_x: bool
     missing: int  # runs without a numeric value of the parameter or the metric
     grouped: bool = False  # points are settings (``G``)
+    # y on a log axis, as x: a sweep whose worst runs' loss is a hundred times its best's
+    # shows its best ones apart, not flattened at the bottom
+    log_y: bool = False
 
 
 def number(value: Any) -> float | None:
@@ -106,12 +109,18 @@ def scatter(
     if points:
         best = min(range(len(points)), key=lambda i: points[i].y)
         points[best] = replace(points[best], best=True)
-    xs = [p.x for p in points]
-    # The tolerance keeps a decade a decade where floats divide to a hair under 10
-    # (3e-4 / 3e-5 = 9.999999999999998).
-    log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= LOG_SPAN * (1 - 1e-9)
+    ys = [v for p in points for v in (p.y, p.low, p.high) if v is not None]
     y_name = f"{'best' if use_best else 'last'} {metric}"
-    return Scatter(tuple(points), param, y_name, log_x, len(runs) - len(found), group)
+    return Scatter(tuple(points), param, y_name, _spans_decades([p.x for p in points]),
+                   len(runs) - len(found), group, _spans_decades(ys))
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    """Whether ``values`` are all positive and span LOG_SPAN or more: drawn on a log axis.
+    The tolerance keeps a decade a decade where floats divide to a hair under 10
+    (3e-4 / 3e-5 = 9.999999999999998)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SPAN * (
+        1 - 1e-9)
 
 
 def _settings(

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -83,7 +83,8 @@ class SweepView(ModalScreen[None]):
             yield Static("", id="scatter-axes")
             yield SweepScatter(id="scatter")
             yield Static("", id="scatter-best")
-            yield Static("", id="scatter-runs")
+            with VerticalScroll(id="scatter-runs-box"):  # the plot keeps its room
+                yield Static("", id="scatter-runs")
             yield Static("[dim]x: next setting   b: best or last   m: next metric   "
                          "G: group by setting   esc: close[/]")
 
@@ -111,7 +112,7 @@ class SweepView(ModalScreen[None]):
                        if counted > len(drawn.points) else f"   [dim]no runs alike {alike}[/]")
         self.query_one("#scatter-axes", Static).update(
             f"x: [b]{escape(self.param or 'no numeric setting')}[/b]{log}   "
-            f"y: [b]{escape(drawn.y_name)}[/b]{grouped}"
+            f"y: [b]{escape(drawn.y_name)}[/b]{' (log)' if drawn.log_y else ''}{grouped}"
         )
         best = next((p for p in drawn.points if p.best), None)
         line = "" if best is None else (

@@ -31,7 +31,8 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
 
 
 class SweepScatter(Widget):
-    """Runs as points: x a hyper-parameter (log scale when it spans >10x), y a metric."""
+    """Runs as points: x a hyper-parameter, y a metric (each on a log scale when its
+    values span 10x or more)."""
 
     DEFAULT_CSS = """
     SweepScatter { height: 1fr; min-height: 6; }
@@ -79,10 +80,14 @@ class SweepScatter(Widget):
         def to_x(value: float) -> float:
             return math.log10(value) if scatter.log_x else value
 
+        def to_y(value: float) -> float:
+            return math.log10(value) if scatter.log_y else value
+
         x_lo, x_hi = _padded(min(to_x(p.x) for p in scatter.points),
                              max(to_x(p.x) for p in scatter.points))
-        y_lo, y_hi = _padded(min(p.y if p.low is None else p.low for p in scatter.points),
-                             max(p.y if p.high is None else p.high for p in scatter.points))
+        y_lo, y_hi = _padded(min(to_y(p.y if p.low is None else p.low) for p in scatter.points),
+                             max(to_y(p.y if p.high is None else p.high)
+                                 for p in scatter.points))
 
         def put(row: int, col: int, text: str, style: Style) -> None:
             for offset, char in enumerate(text[: max(width - col, 0)]):
@@ -90,12 +95,18 @@ class SweepScatter(Widget):
 
         for r in range(plot_h):
             put(r, GUTTER - 1, "│", base + AXIS)
-        values = nice_ticks(y_lo, y_hi, max(2, plot_h // 3))
-        step = values[1] - values[0] if len(values) > 1 else y_hi - y_lo
-        for value in values:
-            row = round((y_hi - value) / (y_hi - y_lo) * (plot_h - 1))
-            put(row, 0, format_tick(value, step)[: GUTTER - 1].rjust(GUTTER - 1), base)
-            put(row, GUTTER - 1, "┤", base + AXIS)
+        if scatter.log_y:
+            y_ticks = [(math.log10(v), format_log_tick(v))
+                       for v in log_ticks(y_lo, y_hi, max(2, plot_h // 3))]
+        else:
+            values = nice_ticks(y_lo, y_hi, max(2, plot_h // 3))
+            step = values[1] - values[0] if len(values) > 1 else y_hi - y_lo
+            y_ticks = [(v, format_tick(v, step)) for v in values]
+        for position, label in y_ticks:
+            row = round((y_hi - position) / (y_hi - y_lo) * (plot_h - 1))
+            if 0 <= row < plot_h:
+                put(row, 0, label[: GUTTER - 1].rjust(GUTTER - 1), base)
+                put(row, GUTTER - 1, "┤", base + AXIS)
         axis = height - 1
         put(axis, 0, scatter.x_name[: GUTTER - 1], base + DIM)
         if scatter.log_x:
@@ -115,7 +126,7 @@ class SweepScatter(Widget):
             return GUTTER + round((to_x(x) - x_lo) / (x_hi - x_lo) * (plot_w - 1))
 
         def row_of(y: float) -> int:
-            return round((y_hi - y) / (y_hi - y_lo) * (plot_h - 1))
+            return round((y_hi - to_y(y)) / (y_hi - y_lo) * (plot_h - 1))
 
         for point in scatter.points:  # the bars first: no bar hides a point
             if point.low is None or point.high is None:
