@@ -6,6 +6,7 @@ the screen. Kept apart from ``tui.app``, which lays out and feeds the views.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,20 @@ class RunActions(RunNotices):
 
     async def _ask_each(self, method: str, runs: list[RunInfo], **params: Any) -> dict[str, Any]:
         """Send ``method`` for each of ``runs``: the replies of those that took it, by id;
-        a notice for each that refused."""
-        replies = {}
-        for run in runs:
+        a notice for each that refused. Sent all at once, not each after the last's
+        answer: a sweep of 500 runs is one burst the engine answers back to back."""
+        async def one(run: RunInfo) -> Any:
             try:
-                replies[run.id] = await self.link.call(method, run=run.id, **params)
+                return await self.link.call(method, run=run.id, **params)
             except (EngineError, EngineUnavailable) as exc:
-                self.notify(str(exc), severity="error", title=f"{method} of {run.id} refused")
-        return replies
+                return exc
+
+        replies = await asyncio.gather(*(one(run) for run in runs))
+        for run, reply in zip(runs, replies, strict=True):
+            if isinstance(reply, EngineError | EngineUnavailable):
+                self.notify(str(reply), severity="error", title=f"{method} of {run.id} refused")
+        return {run.id: reply for run, reply in zip(runs, replies, strict=True)
+                if not isinstance(reply, EngineError | EngineUnavailable)}
 
     async def _request_each(self, method: str, runs: list[RunInfo], done: str,
                             **params: Any) -> list[str]:
