@@ -284,3 +284,40 @@ def test_wait_on_an_unknown_run_is_one_line(engine: Engine) -> None:
     engine.call("start", workload="synthetic", name="known", overrides=[STEPS])
     engine.wait_state("known", "finished")  # refused() compares stored states
     refused(engine, "wait", "known", "nosuch", code=2, mentions="nosuch")
+
+
+def test_ls_sweeps_lists_each_sweep_with_its_states_best_run_and_rule(engine: Engine) -> None:
+    assert engine.cli("queue", "q", "--parallel", "4").code == 0
+    plain = engine.cli("sweep", "synthetic", "lr=0.02,1e-6", "steps=30", "--name", "grid",
+                       "--queue", "q", "--json").json()
+    ruled = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "steps=30", "--name", "asha",
+                       "--early-stop", "10", "--queue", "q", "--json").json()
+    alone = engine.cli("start", "synthetic", "steps=10", "--json").json()["id"]
+    everything = [r["id"] for r in (*plain, *ruled)] + [alone]
+    assert engine.cli("wait", *everything).code == 0
+    runs = {r["id"]: r for r in engine.cli("ls", "--json").json()}
+    grid_best = min((r for r in runs.values() if r["sweep"] == "grid"),
+                    key=lambda r: r["best"]["loss"])
+    assert grid_best["config"]["lr"] == 0.02  # 1e-6 barely learns
+
+    listed = engine.cli("ls", "--sweeps")
+    assert listed.code == 0, listed.err
+    lines = listed.out.splitlines()
+    assert lines[0].split()[:4] == ["SWEEP", "RUNS", "STATES", "BEST"]
+    grid = next(line for line in lines if line.startswith("grid "))
+    assert " 2 " in grid and "2 finished" in grid and f"{grid_best['id']} " in grid
+    assert "asha 10" in next(line for line in lines if line.startswith("asha "))
+    assert lines[-1].startswith("(2 sweeps of 4 runs; 1 in none;")
+    # The lowest best loss first; only the sweeps that still hold a run of a state asked.
+    best = engine.cli("ls", "--sweeps", "--sort", "best", "-q").out.split()
+    bests = {s: min(r["best"]["loss"] for r in runs.values() if r["sweep"] == s)
+             for s in ("grid", "asha")}
+    assert best == sorted(bests, key=bests.__getitem__)
+    assert engine.cli("ls", "--sweeps", "--state", "live", "-q").out == ""
+    wire = {s["sweep"]: s for s in engine.cli("ls", "--sweeps", "--json").json()}
+    assert wire["grid"]["runs"] == [r["id"] for r in plain]
+    assert wire["grid"]["best"]["id"] == grid_best["id"]
+    assert wire["asha"]["early_stop"]["grace"] == 10 and wire["grid"]["early_stop"] is None
+    refused(engine, "ls", "--sweeps", "--sort", "step",
+            mentions="--sweeps sorts by created, name, runs, best")
+    refused(engine, "ls", "--sweeps", "-G", mentions="--sweeps lists sweeps: not with -G")

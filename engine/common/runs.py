@@ -149,3 +149,10 @@ def checkpoints_removed_said(run_id: str) -> str:
     """Why a run whose checkpoints were removed cannot go on, and what can be done."""
     return (f"its checkpoints were removed (traintop rm --checkpoints); 'traintop restart "
             f"{run_id}' trains it again from step 0")
+
+
+def stopped_as(stopped_early: str) -> str:
+    """How a run its sweep's rule stopped is named in a word, by the reason stored:
+    'replaced' (PBT), 'diverged' (its loss), else 'stopped early' (a rung)."""
+    return next((word for word in ("replaced", "diverged") if stopped_early.startswith(word)),
+                "stopped early")

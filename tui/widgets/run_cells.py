@@ -12,6 +12,7 @@ from engine.client.events import RunInfo
 from engine.client.run_detail import retried_mark
 from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
 from engine.common.format import format_bytes, format_number, shown
+from engine.common.runs import stopped_as
 from tui.run_tree import TreeRow
 from tui.state import TuiState
 from tui.sweep_groups import SweepGroup, best_of, state_counts
@@ -58,8 +59,7 @@ def state_text(run: Run, place: int | None = None) -> Text:
         if len(label) > QUEUED_WIDTH - 2:
             label = label[: QUEUED_WIDTH - 3] + "…"
     elif run.stopped_early:  # its sweep's rule stopped it (or PBT replaced it): as meant
-        label = next((word for word in ("replaced", "diverged")
-                      if run.stopped_early.startswith(word)), "stopped early")
+        label = stopped_as(run.stopped_early)
     elif run.condition:  # e.g. "disk full": what needs the user now, over the state
         label, style = run.condition, "bold red"
     return Text(f"{glyph} {label}{retried_mark(run)}", style=style)

@@ -417,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "ending in 'seed'), how many and in which states, with the mean ± sd of "
                    "LOSS, BEST and each -c number; --sort by such a mean (or 'runs'), -n "
                    "settings, -q a line of ids a setting (the TUI's G draws them as one)")
+    p.add_argument("--sweeps", action="store_true",
+                   help="one row a sweep: its runs by state, its best run and loss, its rule "
+                   "and queue, when it was made; --sort created, name, runs or best; -q "
+                   "their names")
     p.add_argument("--by", type=_names, action="extend", default=[], metavar="KEY[,KEY]",
                    help="-G by these config keys: runs alike in them are one setting, "
                    "whatever else differs (W&B's group by)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.client.cli.common import connect
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
+from engine.client.cli.ls_sweeps import SWEEP_SORTS, print_sweeps
 from engine.client.client import Client, EngineError
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text, retried_mark
@@ -64,7 +65,8 @@ def run_line_values(run: RunInfo) -> list[str]:
 
 def named_values(args: argparse.Namespace) -> list[str]:
     """The values ``ls`` is asked to show, sort or filter by (beyond its own columns)."""
-    own = ("created", *RUN_SORTS, *(SETTING_SORTS if args.settings else ()))
+    own = ("created", *RUN_SORTS, *(SETTING_SORTS if args.settings else ()),
+           *(SWEEP_SORTS if args.sweeps else ()))
     sort = [] if args.sort in own else [args.sort]
     return [*args.columns, *parse_filter(" ".join(args.words)).names, *sort]
 
@@ -120,6 +122,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
     everything = [RunInfo.from_wire(r) for r in listed]
+    if args.sweeps:
+        if args.settings or args.by or args.columns or args.sweep:
+            raise EngineError("bad_request", "--sweeps lists sweeps: not with -G, --by, -c "
+                              "or --sweep (which lists one sweep's runs)")
+        if args.sort not in SWEEP_SORTS:
+            raise EngineError("bad_request", f"--sweeps sorts by {', '.join(SWEEP_SORTS)}, "
+                              f"not {shown(args.sort)}")
+        print_sweeps(filter_runs(everything, args), args, len(listed))
+        return 0
     if args.by:  # (-G by keys)
         args.settings = True
         problem = unknown_keys((r.config for r in everything), args.by) if everything else None

@@ -1,0 +1,140 @@
+"""``traintop ls --sweeps``: one row a sweep, as W&B's sweeps page lists them: how many
+runs and in which states, its best run and that run's best loss, its rule (early
+stopping or PBT), its queue, and when it was made.
+
+The runs are filtered as ``ls`` filters them first, so ``--state live`` lists the sweeps
+still training (counting only their live runs) and ``--since 1d`` today's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.client.events import RunInfo
+from engine.client.run_select import RUN_COLUMNS, sort_keyless_last
+from engine.common.format import (
+    SHOWN_NAME,
+    format_number,
+    format_table,
+    json_text,
+    shown,
+)
+from engine.common.runs import stopped_as
+
+HEADER = ["SWEEP", "RUNS", "STATES", "BEST", "BEST RUN", "RULE", "QUEUE", "MADE"]
+SWEEP_SORTS = ("created", "name", "runs", "best")
+_best = RUN_COLUMNS["best"]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The runs of one sweep that the filters kept, in creation order."""
+
+    name: str
+    runs: tuple[RunInfo, ...]
+
+    @property
+    def best(self) -> RunInfo | None:
+        """The run with the lowest best training loss (None: none has a loss yet)."""
+        scored = [r for r in self.runs if isinstance(_best(r), int | float)]
+        return min(scored, key=lambda r: float(_best(r))) if scored else None
+
+    def states(self) -> dict[str, int]:
+        """How many runs are in each state, the most first; a run its rule stopped is
+        counted as that ('stopped early', 'replaced', 'diverged'), not as killed."""
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            state = _ended_as(run)
+            counts[state] = counts.get(state, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    def rule(self) -> str:
+        """Its rule in a word and a number: 'asha 100' (first rung), 'pbt 50' (interval)."""
+        rule = self.runs[0].early_stop
+        if not rule:
+            return "-"
+        if "interval" in rule:
+            return f"pbt {rule['interval']}"
+        return f"asha {rule.get('grace')}"
+
+    def queues(self) -> str:
+        return ",".join(dict.fromkeys(r.queue for r in self.runs))
+
+
+def _ended_as(run: RunInfo) -> str:
+    return stopped_as(run.stopped_early) if run.stopped_early else run.state
+
+
+def sweeps_of(runs: Sequence[RunInfo]) -> list[Sweep]:
+    """The sweeps ``runs`` belong to, each with its runs, in the order first made."""
+    found: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        if run.sweep:
+            found.setdefault(run.sweep, []).append(run)
+    return [Sweep(name, tuple(kept)) for name, kept in found.items()]
+
+
+def _sort_key(sweep: Sweep, sort: str) -> Any:
+    if sort == "name":
+        return sweep.name.lower()
+    if sort == "runs":
+        return len(sweep.runs)
+    if sort == "best":
+        best = sweep.best
+        return None if best is None else float(_best(best))
+    return min(r.created for r in sweep.runs)
+
+
+def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> None:
+    """``ls --sweeps``: a row a sweep of ``runs`` (already filtered), sorted and cut as
+    ``ls`` sorts runs; or ``-q`` (their names) and ``--json``."""
+    sweeps = sort_keyless_last(sweeps_of(runs), lambda s: _sort_key(s, args.sort),
+                               args.reverse)
+    if args.limit:
+        sweeps = sweeps[-args.limit:] if args.sort == "created" and not args.reverse \
+            else sweeps[: args.limit]
+    if args.json:
+        print(json_text([_to_wire(s) for s in sweeps]))
+        return
+    if args.quiet:
+        if sweeps:
+            print("\n".join(s.name for s in sweeps))
+        return
+    if not sweeps:
+        print("no sweeps yet: try 'traintop sweep charlm lr=1e-3,3e-3'" if not listed
+              else f"no sweep among the {len(runs)} runs that match")
+        return
+    rows = []
+    for sweep in sweeps:
+        best = sweep.best
+        rows.append([
+            shown(sweep.name, SHOWN_NAME), str(len(sweep.runs)),
+            ", ".join(f"{n} {state}" for state, n in sweep.states().items()),
+            "-" if best is None else format_number(_best(best)),
+            "-" if best is None else f"{best.id} {shown(best.name, SHOWN_NAME)}",
+            sweep.rule(), shown(sweep.queues(), SHOWN_NAME),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(min(r.created for r in sweep.runs))),
+        ])
+    print(format_table(HEADER, rows))
+    alone = sum(1 for r in runs if not r.sweep)
+    print(f"({len(sweeps)} sweep{'s' if len(sweeps) != 1 else ''} of "
+          f"{sum(len(s.runs) for s in sweeps)} runs{f'; {alone} in none' if alone else ''}; "
+          "'traintop ls --sweep NAME --sort best' ranks a sweep's runs)")
+
+
+def _to_wire(sweep: Sweep) -> dict[str, Any]:
+    best = sweep.best
+    return {
+        "sweep": sweep.name,
+        "runs": [r.id for r in sweep.runs],
+        "states": sweep.states(),
+        "best": None if best is None else {"id": best.id, "name": best.name,
+                                           "loss": _best(best)},
+        "early_stop": sweep.runs[0].early_stop,
+        "queues": list(dict.fromkeys(r.queue for r in sweep.runs)),
+        "created": min(r.created for r in sweep.runs),
+    }
