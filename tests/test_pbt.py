@@ -183,6 +183,18 @@ def test_a_file_gives_the_rule_and_the_sweep_its_axes(engine: Engine, tmp_path: 
         load_experiment(str(bad))
 
 
+def all_ended(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Every run in full, once all have ended: the forks, and forks of forks, too."""
+    waited_for: set[str] = set()
+    while True:
+        ids = {r["id"] for r in engine.call("list_runs")["runs"]}
+        if ids == waited_for:
+            return {i: engine.call("get_run", run=i) for i in waited_for}
+        for run_id in ids - waited_for:
+            engine.wait_state(run_id, *TERMINAL, timeout=120)
+        waited_for = ids
+
+
 def test_a_population_replaces_its_worst_run_by_a_perturbed_fork_of_a_best(
     engine: Engine,
 ) -> None:
@@ -193,15 +205,7 @@ def test_a_population_replaces_its_worst_run_by_a_perturbed_fork_of_a_best(
                          "--json")
     assert started.code == 0, started.err
     first = [run["id"] for run in started.json()]
-    waited_for: set[str] = set()
-    while True:  # until the forks, and the forks of forks, have ended too
-        ids = {r["id"] for r in engine.call("list_runs")["runs"]}
-        if ids == waited_for:
-            break
-        for run_id in ids - waited_for:
-            engine.wait_state(run_id, *TERMINAL, timeout=120)
-        waited_for = ids
-    runs = {i: engine.call("get_run", run=i) for i in waited_for}
+    runs = all_ended(engine)
     children = {i: r for i, r in runs.items() if i not in first}
     db = sqlite3.connect(engine.paths.store)
     at = {step: dict(db.execute("SELECT run, value FROM rungs WHERE step = ?", (step,)))
@@ -266,15 +270,7 @@ def test_a_population_replaces_a_run_whose_loss_diverges_at_once(engine: Engine)
     first = {run["id"]: run for run in started.json()}
     good_nan = next(i for i, r in first.items()
                     if r["config"] == {**r["config"], "lr": 0.03, "nan_at": 120})
-    waited_for: set[str] = set()
-    while True:  # until the forks, and the forks of forks, have ended too
-        ids = {r["id"] for r in engine.call("list_runs")["runs"]}
-        if ids == waited_for:
-            break
-        for run_id in ids - waited_for:
-            engine.wait_state(run_id, *TERMINAL, timeout=120)
-        waited_for = ids
-    runs = {i: engine.call("get_run", run=i) for i in waited_for}
+    runs = all_ended(engine)
     # The good lr is never the worst at a round: it diverged, and was replaced for it.
     run = runs[good_nan]
     assert run["state"] == "killed" and run["diverged"] == "loss nan at step 120", run
