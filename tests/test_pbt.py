@@ -270,7 +270,13 @@ def test_a_population_replaces_a_run_whose_loss_diverges_at_once(engine: Engine)
     first = {run["id"]: run for run in started.json()}
     good_nan = next(i for i, r in first.items()
                     if r["config"] == {**r["config"], "lr": 0.03, "nan_at": 120})
-    runs = all_ended(engine)
+    # 'wait --sweep' waits for the forks that join the sweep too, which no id named.
+    waited = engine.cli("wait", "--sweep", "pop")
+    assert waited.code == 0, waited.out + waited.err
+    runs = {r["id"]: engine.call("get_run", run=r["id"])
+            for r in engine.call("list_runs")["runs"]}
+    assert len(runs) > len(first) and all(r["state"] in TERMINAL for r in runs.values())
+    assert waited.out.count("\n") == len(runs)  # a line for each, as it ended
     # The good lr is never the worst at a round: it diverged, and was replaced for it.
     run = runs[good_nan]
     assert run["state"] == "killed" and run["diverged"] == "loss nan at step 120", run
@@ -284,8 +290,9 @@ def test_a_population_replaces_a_run_whose_loss_diverges_at_once(engine: Engine)
     assert any(e["reason"].startswith(f"PBT, on divergence: forked from {donor} in place "
                                       f"of {good_nan}; ") for e in child["events"])
     assert not [r for r in runs.values() if r["state"] == "paused"]  # nothing left waiting
-    waited = engine.cli("wait", *runs)
-    assert waited.code == 0, waited.out
+    unknown = engine.cli("wait", "--sweep", "nope")
+    assert unknown.code == 2 and "no sweep named nope" in unknown.err
+    assert len(unknown.err.splitlines()) == 1
 
 
 def test_the_tui_says_replaced_without_alarm() -> None:

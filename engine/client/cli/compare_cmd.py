@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from engine.client.cli.common import UsageError, connect, describe, resolve_runs
-from engine.client.client import EngineError
+from engine.client.client import Client, EngineError
 from engine.common.config_diff import UNSET, diff_table, outcome_rows, runs_diff
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import RunState
@@ -46,17 +46,24 @@ def _stopped(run: dict[str, Any]) -> bool:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    """Block until every run has ended or paused; say how each ended as it does."""
+    """Block until every run has ended or paused; say how each ended as it does. With
+    ``--sweep``, every run of the sweep, also those that join it meanwhile (a PBT round's
+    forks take the place of the runs they replace)."""
+    if not args.runs and not args.sweep:
+        raise UsageError("wait needs runs or --sweep NAME: traintop wait RUN... | --sweep NAME")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    sweeps = set(args.sweep)
     with connect() as client:
         try:
             runs = resolve_runs(client, args.runs)
+            runs.update(_sweep_runs(client, sweeps, known=set()))
         except EngineError as exc:
             print(f"traintop: {exc.message}", file=sys.stderr)
             return WAIT_TIMED_OUT
-        client.subscribe(["runs"], runs=list(runs))
+        # Every run's events with a sweep: a run that joins it is one no id could name.
+        client.subscribe(["runs"], runs=None if sweeps else list(runs))
         # Looked at again after subscribing, so no change falls between a look and the events.
-        changed = set(runs)
+        changed, seen = set(runs), set(runs)
         ends: list[dict[str, Any]] = []
         while True:
             for run_id in changed & set(runs):
@@ -66,7 +73,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
                     ends.append(run)
                     del runs[run_id]
             if not runs:
-                break
+                joined = _sweep_runs(client, sweeps, seen)  # one more look before it is done
+                if not joined:
+                    break
+                runs.update(joined)
+                changed, seen = set(joined), seen | set(joined)
+                continue
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 still = ", ".join(f"{r['id']} ({shown(r['name'])})" for r in runs.values())
@@ -76,13 +88,35 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 )
                 return WAIT_TIMED_OUT
             event = client.next_event(WAIT_POLL_S if left is None else min(left, WAIT_POLL_S))
-            if event is None:
-                changed = set(runs)  # quiet for a while: look at every run left
-            elif event.get("event") == "runs" and _stopped(event.get("data", {})):
-                changed = {event["data"].get("id")}
+            data = {} if event is None or event.get("event") != "runs" else event["data"]
+            if event is None:  # quiet for a while: look at every run left, and for new ones
+                joined = _sweep_runs(client, sweeps, seen)
+                runs.update(joined)
+                seen |= set(joined)
+                changed = set(runs)
+            elif data.get("sweep") in sweeps and data.get("id") not in seen:
+                runs[data["id"]], changed = data, {data["id"]}
+                seen.add(data["id"])
+            elif _stopped(data):
+                changed = {str(data.get("id"))}
             else:
                 changed = set()
     # A run its sweep's rule stopped early ended as the sweep meant it to.
     if all(run["state"] == RunState.FINISHED or run.get("stopped_early") for run in ends):
         return WAIT_ALL_FINISHED
     return WAIT_SOME_DID_NOT_FINISH
+
+
+def _sweep_runs(client: Client, sweeps: set[str], known: set[str]) -> dict[str, dict[str, Any]]:
+    """The runs of ``sweeps`` not among ``known``, as listed; EngineError for a sweep no
+    run belongs to (with ``known`` empty: at the start)."""
+    if not sweeps:
+        return {}
+    listed = client.all_runs()
+    if not known:
+        names = {run.get("sweep") for run in listed}
+        for sweep in sorted(sweeps - names):
+            raise EngineError("unknown_sweep", f"no sweep named {shown(sweep)} "
+                              "('traintop ls --sweeps' lists them)")
+    return {run["id"]: run for run in listed
+            if run.get("sweep") in sweeps and run["id"] not in known}

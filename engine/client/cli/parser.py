@@ -344,10 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "wait",
         _command("compare_cmd", "cmd_wait"),
-        "wait until runs finish, fail, are killed or pause; exit 0 if all finished, "
-        "1 if any did not, 2 on a timeout or an unknown run",
+        "wait until runs finish, fail, are killed or pause; exit 0 if all finished (or "
+        "were stopped by their sweep's rule), 1 if any did not, 2 on a timeout or an "
+        "unknown run",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME, and those that join it while waiting "
+                   "(PBT's replacements); again for several")
     p.add_argument("--timeout", type=float, help="seconds to wait at most (default: no limit)")
 
     p = add(
