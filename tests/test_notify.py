@@ -104,3 +104,21 @@ def test_a_run_that_failed_and_was_retried_is_told_once_with_its_retry() -> None
         "long (d4) retried: killed by signal SIGKILL; retry 1 of 2"
     state.apply_event(replace(running, state="running", retried=1))  # it goes on: no news
     assert state.take_stopped() == []
+
+
+def test_a_sweep_is_told_once_its_last_run_stops_with_its_best_run() -> None:
+    state = TuiState()
+    runs = [RunInfo(id=f"s{i}", name=f"lr-{i}", state="running", workload="synthetic",
+                    step=10, sweep="lr", best={"loss": 1.0 + i}) for i in range(3)]
+    for run in runs:
+        state.apply_event(run)
+    state.apply_event(replace(runs[0], state="finished"))
+    state.apply_event(replace(runs[1], state="killed", stopped_early="stopped early at step 5"))
+    assert state.take_sweeps_ended() == []  # one still trains
+    state.apply_event(replace(runs[2], state="failed", exit_reason="boom"))
+    assert state.take_sweeps_ended() == ["lr"]
+    ended = Stop.sweep("lr", list(state.runs.values()))
+    assert ended.run_id == "s0"
+    said = summary([ended, Stop.of(state.runs["s2"])])
+    assert said == ("sweep lr done: 3 runs: 1 finished, 1 stopped early, 1 failed; best s0 "
+                    "lr-0 at loss 1; lr-2 (s2) failed: boom")

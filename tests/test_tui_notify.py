@@ -179,3 +179,39 @@ def test_retry_opens_the_new_run_dialog_filled_from_the_selected_run(engine: Eng
     asyncio.run(scenario())
     [retried] = [r for r in engine.all_runs() if r["id"] != run_id]
     assert retried["config"] == {**before, "lr": 0.04}
+
+
+def test_a_sweeps_runs_finishing_are_told_once_as_the_sweep_with_its_best_run(
+    engine: Engine,
+) -> None:
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,0.005", "steps=300",
+                         "sleep=0.01", "--name", "trio", "--json")
+    assert started.code == 0, started.err
+    ids = [run["id"] for run in started.json()]
+    for run_id in ids:
+        engine.wait(run_id, lambda r: r["state"] == "running" and r["step"] > 0)
+        engine.call("pause", run=run_id)
+    for run_id in ids:
+        engine.wait_state(run_id, "paused")
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            writes = capture_writes(app)
+            await watch_until_listed(pilot, app, ids)
+            for run_id in ids[:2]:  # two finish: no news while the third has not ended
+                engine.call("resume", run=run_id)
+            await until(pilot, lambda: all(app.state.runs[r].state == "finished"
+                                           for r in ids[:2]))
+            await pilot.pause(SETTLE_S)
+            assert told(app) == [] and alerts(writes) == []
+            engine.call("resume", run=ids[2])
+            await until(pilot, lambda: told(app))
+            await pilot.pause(SETTLE_S)
+            runs = [app.state.runs[r] for r in ids]
+            best = min(runs, key=lambda r: r.best["loss"])
+            [line] = told(app)
+            assert line.startswith(f"sweep trio done: 3 runs: 3 finished; best {best.id} "), line
+            assert len(alerts(writes)) == 1
+
+    asyncio.run(scenario())

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.client.events import RunInfo
+from engine.client.sweep_summary import best_of, ended_line
 from engine.common.format import shown
 from engine.common.runs import exit_text
 
@@ -32,6 +33,8 @@ MAX_WAIT_S = 10.0
 TOLD_STATES = ("finished", "failed", "paused")
 # What a stop says of a run that failed and was queued again by its retries.
 RETRIED = "retried"
+# A stop that is a whole sweep's: its last run has ended (``Stop.sweep``).
+SWEEP_ENDED = "sweep ended"
 BODY_LIMIT = 200  # characters: a desktop notification is a line, not a log
 _OFF_WORDS = {"off", "0", "no", "false", "none"}
 
@@ -104,18 +107,28 @@ class Stop:
         why = {"failed": ended, "paused": run.condition}.get(run.state)
         return cls(run.id, run.name, run.state, why)
 
+    @classmethod
+    def sweep(cls, name: str, runs: Sequence[RunInfo]) -> Stop:
+        """A sweep whose last run has ended, and what it came to."""
+        best = best_of(runs)
+        return cls("" if best is None else best.id, name, SWEEP_ENDED, ended_line(runs))
+
 
 def summary(stops: list[Stop]) -> str:
     """One line for a batch: ``run-7 (a1b2c3) finished``, or ``30 runs ended: 28 finished,
-    2 failed``."""
-    if len(stops) == 1:
-        stop = stops[0]
+    2 failed``; a sweep that ended first: ``sweep lr done: 12 runs: ...; best ...``."""
+    said = [f"sweep {shown(s.name)} done: {s.reason}" for s in stops if s.state == SWEEP_ENDED]
+    runs = [s for s in stops if s.state != SWEEP_ENDED]
+    if len(runs) == 1:
+        stop = runs[0]
         why = f": {stop.reason}" if stop.reason and stop.state != "finished" else ""
-        return f"{shown(stop.name)} ({stop.run_id}) {stop.state}{why}"
-    told = (*TOLD_STATES, RETRIED)
-    counts = {state: sum(s.state == state for s in stops) for state in told}
-    parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    return f"{len(stops)} runs ended: {parts}"
+        said.append(f"{shown(stop.name)} ({stop.run_id}) {stop.state}{why}")
+    elif runs:
+        told = (*TOLD_STATES, RETRIED)
+        counts = {state: sum(s.state == state for s in runs) for state in told}
+        parts = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        said.append(f"{len(runs)} runs ended: {parts}")
+    return "; ".join(said)
 
 
 @dataclass

@@ -3,7 +3,10 @@ desktop notification (see ``tui.notify`` for the bytes).
 
 Only what happens live is told: a listing (connecting, reconnecting) replays
 states and tells nothing, a pause this app asked for is no news, and a burst of
-endings (a sweep finishing) is told once.
+endings is told once. A sweep's runs that finish are told together, once every run
+of the sweep has ended, with what it came to (its best run): a sweep of 500 runs
+rings once, not every few seconds all night. Its failures and pauses are told as
+they come: those need the user.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ class RunNotices(App[None]):
         for run in self.state.take_stopped():
             asked = run.id in self.pauses_sent
             self.pauses_sent.discard(run.id)  # a pause asked for is taken, or overtaken
-            if run.state == "paused" and asked:
-                continue
+            if (run.state == "paused" and asked) or (run.state == "finished" and run.sweep):
+                continue  # a sweep's run that finished is told with its sweep, below
             self._stops.add(Stop.of(run))
+        for sweep in self.state.take_sweeps_ended():  # all at once: no bell a run all night
+            self._stops.add(Stop.sweep(sweep, [r for r in self.state.runs.values()
+                                               if r.sweep == sweep]))
         batch = self._stops.take_due()
         if batch:
             self._announce(batch)

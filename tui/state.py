@@ -67,6 +67,8 @@ class TuiState:
         # Runs seen entering a told state (finished, failed, paused) by a live event;
         # a listing (connecting, reconnecting) adds none: it replays, nothing happened.
         self.stopped: list[RunInfo] = []
+        # Sweeps seen ending by a live event: every run of theirs has ended.
+        self.sweeps_ended: list[str] = []
         self.emas_stale = False  # a run went back to a checkpoint: ask the daemon's EMAs
 
     @property
@@ -90,6 +92,11 @@ class TuiState:
         """The runs seen stopping since the last call, in the order seen."""
         stopped, self.stopped = self.stopped, []
         return stopped
+
+    def take_sweeps_ended(self) -> list[str]:
+        """The sweeps seen ending since the last call, in the order seen."""
+        ended, self.sweeps_ended = self.sweeps_ended, []
+        return ended
 
     def mark_all_changed(self) -> None:
         """Every run's cells may differ (e.g. the smoothing of the EMA column changed)."""
@@ -173,6 +180,9 @@ class TuiState:
         ended = old is not None and old.state != run.state and run.state in TOLD_STATES
         if ended or (old is not None and run.retried > old.retried):  # failed and retried
             self.stopped.append(self.runs[run.id])
+        if (run.sweep and old is not None and not old.terminal and run.terminal
+                and all(r.terminal for r in self.runs.values() if r.sweep == run.sweep)):
+            self.sweeps_ended.append(run.sweep)  # its last run has ended
         self.rows_dirty = self.chart_dirty = True
         self.changed.add(run.id)
         self.restated.add(run.id)

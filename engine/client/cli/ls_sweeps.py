@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunInfo
-from engine.client.run_select import RUN_COLUMNS, sort_keyless_last
+from engine.client.run_select import sort_keyless_last
+from engine.client.sweep_summary import best_loss, best_of, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
     format_number,
@@ -23,11 +24,9 @@ from engine.common.format import (
     json_text,
     shown,
 )
-from engine.common.runs import stopped_as
 
 HEADER = ["SWEEP", "RUNS", "STATES", "BEST", "BEST RUN", "RULE", "QUEUE", "MADE"]
 SWEEP_SORTS = ("created", "name", "runs", "best")
-_best = RUN_COLUMNS["best"]
 
 
 @dataclass(frozen=True)
@@ -36,21 +35,6 @@ class Sweep:
 
     name: str
     runs: tuple[RunInfo, ...]
-
-    @property
-    def best(self) -> RunInfo | None:
-        """The run with the lowest best training loss (None: none has a loss yet)."""
-        scored = [r for r in self.runs if isinstance(_best(r), int | float)]
-        return min(scored, key=lambda r: float(_best(r))) if scored else None
-
-    def states(self) -> dict[str, int]:
-        """How many runs are in each state, the most first; a run its rule stopped is
-        counted as that ('stopped early', 'replaced', 'diverged'), not as killed."""
-        counts: dict[str, int] = {}
-        for run in self.runs:
-            state = _ended_as(run)
-            counts[state] = counts.get(state, 0) + 1
-        return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
     def rule(self) -> str:
         """Its rule in a word and a number: 'asha 100' (first rung), 'pbt 50' (interval)."""
@@ -63,10 +47,6 @@ class Sweep:
 
     def queues(self) -> str:
         return ",".join(dict.fromkeys(r.queue for r in self.runs))
-
-
-def _ended_as(run: RunInfo) -> str:
-    return stopped_as(run.stopped_early) if run.stopped_early else run.state
 
 
 def sweeps_of(runs: Sequence[RunInfo]) -> list[Sweep]:
@@ -84,8 +64,8 @@ def _sort_key(sweep: Sweep, sort: str) -> Any:
     if sort == "runs":
         return len(sweep.runs)
     if sort == "best":
-        best = sweep.best
-        return None if best is None else float(_best(best))
+        best = best_of(sweep.runs)
+        return None if best is None else best_loss(best)
     return min(r.created for r in sweep.runs)
 
 
@@ -110,11 +90,10 @@ def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> 
         return
     rows = []
     for sweep in sweeps:
-        best = sweep.best
+        best = best_of(sweep.runs)
         rows.append([
-            shown(sweep.name, SHOWN_NAME), str(len(sweep.runs)),
-            ", ".join(f"{n} {state}" for state, n in sweep.states().items()),
-            "-" if best is None else format_number(_best(best)),
+            shown(sweep.name, SHOWN_NAME), str(len(sweep.runs)), states_text(sweep.runs),
+            "-" if best is None else format_number(best_loss(best)),
             "-" if best is None else f"{best.id} {shown(best.name, SHOWN_NAME)}",
             sweep.rule(), shown(sweep.queues(), SHOWN_NAME),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(min(r.created for r in sweep.runs))),
@@ -127,13 +106,13 @@ def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> 
 
 
 def _to_wire(sweep: Sweep) -> dict[str, Any]:
-    best = sweep.best
+    best = best_of(sweep.runs)
     return {
         "sweep": sweep.name,
         "runs": [r.id for r in sweep.runs],
-        "states": sweep.states(),
+        "states": state_counts(sweep.runs),
         "best": None if best is None else {"id": best.id, "name": best.name,
-                                           "loss": _best(best)},
+                                           "loss": best_loss(best)},
         "early_stop": sweep.runs[0].early_stop,
         "queues": list(dict.fromkeys(r.queue for r in sweep.runs)),
         "created": min(r.created for r in sweep.runs),
