@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.common.config_diff import UNSET, config_diff
+from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
 from tests.conftest import Engine
 from tests.test_cli_errors import refused
@@ -321,3 +321,17 @@ def test_ls_sweeps_lists_each_sweep_with_its_states_best_run_and_rule(engine: En
     refused(engine, "ls", "--sweeps", "--sort", "step",
             mentions="--sweeps sorts by created, name, runs, best")
     refused(engine, "ls", "--sweeps", "-G", mentions="--sweeps lists sweeps: not with -G")
+
+
+def test_more_runs_than_fit_side_by_side_are_diffed_a_row_each() -> None:
+    runs = [{"id": f"r{i}", "name": f"lr-{i}", "workload": "synthetic",
+             "config": {"lr": 10.0 ** -i, "batch": 32}, "state": "finished", "step": 100,
+             "last": {"loss": 0.5 / (i + 1)}, "best": {"loss": 0.4 / (i + 1)}}
+            for i in range(RUNS_AS_COLUMNS + 1)]
+    header, rows = diff_table(runs, runs_diff(runs))
+    assert header == ["RUN", "lr", "state", "step", "best loss", "last loss"]
+    assert [row[:2] for row in rows] == [[f"r{i} lr-{i}", repr(10.0 ** -i)]
+                                         for i in range(len(runs))]
+    assert rows[2][4] == f"{0.4 / 3:.6g}"
+    side_by_side, _ = diff_table(runs[:RUNS_AS_COLUMNS], runs_diff(runs[:RUNS_AS_COLUMNS]))
+    assert side_by_side[0] == "KEY" and len(side_by_side) == RUNS_AS_COLUMNS + 1

@@ -24,6 +24,9 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
+# ``diff_table`` shows up to this many runs side by side; more, a row each.
+RUNS_AS_COLUMNS = 4
+
 
 def comparable(value: Any) -> Any:
     """A form in which two values compare equal when a person would call them the same.
@@ -108,15 +111,26 @@ def diff_table(
     runs: Sequence[Mapping[str, Any]], diff: Mapping[str, Sequence[Any]]
 ) -> tuple[list[str], list[list[str]]]:
     """The header and rows that show ``diff`` of ``runs``: a column per run, a row per
-    differing key, then (after a blank row) the runs' outcomes (``outcome_rows``).
+    differing key, then (after a blank row) the runs' outcomes (``outcome_rows``). More
+    than RUNS_AS_COLUMNS runs are a row each instead, a column per key (as ``ls -c``
+    lays them out): twelve runs side by side would be 600 characters wide.
 
     The CLI's ``traintop diff`` and the TUI's ``d`` both show this table.
     """
+    outcomes = outcome_rows(runs)
+    if len(runs) > RUNS_AS_COLUMNS:
+        header = ["RUN", *(shown(key) for key in (*diff, *outcomes))]
+        return header, [
+            [f"{run['id']} {shown(str(run['name']), 30)}",
+             *(shown(value_text(values[i]), 40) for values in diff.values()),
+             *(shown(_outcome_text(values[i]), 40) for values in outcomes.values())]
+            for i, run in enumerate(runs)
+        ]
     header = ["KEY", *(f"{run['id']} ({shown(str(run['name']), 30)})" for run in runs)]
     rows = [[shown(key), *(shown(value_text(v), 40) for v in values)]
             for key, values in diff.items()]
     if rows:
         rows.append(["" for _ in header])
     rows += [[shown(key), *(shown(_outcome_text(v), 40) for v in values)]
-             for key, values in outcome_rows(runs).items()]
+             for key, values in outcomes.items()]
     return header, rows
