@@ -31,6 +31,7 @@ from tests.test_tui import until
 from tui.app import TraintopApp
 from tui.scatter_data import scatter
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
+from tui.screens.diff import ConfigDiff
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
@@ -473,5 +474,24 @@ def test_p_k_and_d_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
             assert "c removes only their checkpoints (" in choice.body
             await pilot.press("y")
             await until(pilot, lambda: table.order == [])
+
+    asyncio.run(scenario())
+
+
+def test_d_on_a_sweeps_row_diffs_its_runs_a_row_each(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(140, 40)) as pilot:
+            table = await _loaded(pilot, app, 1 + len(SWEEP_IDS) + len(LONE))
+            table.select(GROUP)
+            await pilot.press("d")
+            screen = await until(pilot, lambda: isinstance(app.screen, ConfigDiff)
+                                 and app.screen)
+            text = str(screen.query_one("#diff", Static).render())
+            header, *rows = text.splitlines()
+            assert header.split()[:3] == ["RUN", "lr", "batch"], text
+            assert [row.split()[0] for row in rows] == list(SWEEP_IDS)
 
     asyncio.run(scenario())

@@ -372,8 +372,12 @@ class RunActions(RunNotices):
         self.push_screen(RunDetail(detail))
 
     def action_diff(self) -> None:
-        """The marked runs' config diff; with fewer than two marked, the run and its parent."""
+        """The marked runs' config diff; with fewer than two marked, the runs of the
+        selected sweep's row (a row each), or the run and its parent."""
         runs = [self.state.runs[r] for r in self.state.marks if r in self.state.runs]
+        sweep = self._selected_sweep()
+        if len(runs) < 2 and sweep is not None:
+            runs = list(sweep[1])
         if len(runs) < 2:
             run = self.selected
             parent = self.state.runs.get(run.parent_id or "") if run is not None else None
