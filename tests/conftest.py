@@ -80,6 +80,12 @@ class Engine:
     def wait_step(self, ref: str, step: int, timeout: float = 60.0) -> dict[str, Any]:
         return self.wait(ref, lambda r: r["step"] >= step or r["state"] in TERMINAL, timeout)
 
+    def wait_process(self, ref: str, step: int, timeout: float = 60.0) -> dict[str, Any]:
+        """Until the run is past ``step`` with its process known (the daemon stores the
+        worker's pid at a tick that may come after the first steps it stores)."""
+        return self.wait(ref, lambda r: (r["step"] >= step and r["pgid"] is not None)
+                         or r["state"] in TERMINAL, timeout)
+
     def losses(self, ref: str, key: str = "loss") -> dict[int, float]:
         return dict(self.points(ref, key))
 

@@ -275,7 +275,7 @@ def test_a_fork_still_training_keeps_what_it_started_from_when_its_parent_goes(
     child = engine.cli("fork", parent, "steps=100000", "sleep=0.01", "--retries", "1",
                        "--json").json()
     begun = int(child["fork_step"])
-    run = engine.wait_step(child["id"], begun + 5)
+    run = engine.wait_process(child["id"], begun + 5)
     assert engine.cli("rm", parent).code == 0  # its final.pt, which the fork started from
     assert not engine.paths.run_dir(parent).path.exists()
     os.killpg(int(run["pgid"]), signal.SIGKILL)  # the fork dies: retried from there

@@ -51,7 +51,7 @@ def _events(engine: Engine, run_id: str) -> list[str]:
 def _kill_worker(engine: Engine, run_id: str, past: int) -> int:
     """SIGKILL the run's worker once it is past step ``past``; returns the step of its
     newest complete checkpoint then (the store's step lags the worker's)."""
-    run = engine.wait_step(run_id, past)
+    run = engine.wait_process(run_id, past)
     assert run["state"] == "running", run
     os.killpg(int(run["pgid"]), signal.SIGKILL)
     newest = latest_complete(engine.paths.run_dir(run_id).checkpoints)

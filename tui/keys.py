@@ -103,8 +103,8 @@ ACTIONS: tuple[Action, ...] = (
         "diff",
         "d",
         "Diff",
-        "Compare the marked runs (or the run and its parent): the config keys that differ, "
-        "then state, step, best loss and last metrics",
+        "Compare the marked runs (or a sweep's runs on its row, or the run and its "
+        "parent): the config keys that differ, then state, step, best loss and last metrics",
         footer=False,
     ),
     Action(
