@@ -119,12 +119,14 @@ class Population:
                         f"{loser['id']}; {', '.join(changes)}")
         return child
 
-    def _stop(self, run: dict[str, Any], reason: str) -> None:
+    def _stop(self, run: dict[str, Any], reason: str, stored: bool = False) -> None:
         """Stop a run of a ruled sweep for ``reason``: kept in its row before its kill is
-        sent (and in its directory as the kill is: ``kill``), so a daemon that dies in
-        between sends it at its next start (``adopt_all``)."""
+        sent (``stored``: the caller kept it already), and in its directory as the kill
+        is (``kill``), so a daemon that dies in between sends it at its next start
+        (``adopt_all``)."""
         log.info("run %s: %s", run["id"], reason)
-        self.store.update_run(run["id"], stopped_early=reason)
+        if not stored:
+            self.store.update_run(run["id"], stopped_early=reason)
         live = self.live.get(run["id"])
         if live is not None:
             live.stop_reason = reason

@@ -331,18 +331,26 @@ class RunReports(Population):
         rule = live.rungs.rule
         while live.passed:
             rung, value = live.passed[0]
-            self.store.record_rung(run["sweep"], rung, live.run_id, value)
-            del live.passed[0]
             if isinstance(rule, PbtRule):  # judged once the round has every value it waits for
+                self.store.record_rung(run["sweep"], rung, live.run_id, value)
+                del live.passed[0]
                 self.judge_rounds(run["sweep"], rule)
                 continue
-            values = list(self.store.rung_values(run["sweep"], rung).values())
-            reason = stop_reason(rule, live.rungs.key or "loss", rung, value, values)
+            stopping = run["state"] in (RunState.RUNNING, RunState.PAUSED)
+            # The value and the verdict on it together: a daemon that dies between the two
+            # would find the rung passed, never judge it again, and let the run go on.
+            with self.store.transaction():
+                self.store.record_rung(run["sweep"], rung, live.run_id, value)
+                values = list(self.store.rung_values(run["sweep"], rung).values())
+                reason = stop_reason(rule, live.rungs.key or "loss", rung, value, values)
+                if reason is not None and stopping:
+                    self.store.update_run(live.run_id, stopped_early=reason)
+            del live.passed[0]
             if reason is None:
                 continue
             live.passed.clear()
-            if run["state"] in (RunState.RUNNING, RunState.PAUSED) and not live.killing:
-                self._stop(run, reason)
+            if stopping:
+                self._stop(run, reason, stored=True)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""
