@@ -35,6 +35,7 @@ from tui.screens.diff import ConfigDiff
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
+from tui.sweep_groups import state_counts, sweep_groups
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.sweep_scatter import SweepScatter
@@ -495,3 +496,16 @@ def test_d_on_a_sweeps_row_diffs_its_runs_a_row_each(engine: Engine) -> None:
             assert [row.split()[0] for row in rows] == list(SWEEP_IDS)
 
     asyncio.run(scenario())
+
+
+def test_a_sweeps_row_counts_its_rules_stops_apart_from_kills() -> None:
+    def run(run_id: str, state: str, stopped_early: str | None = None) -> RunInfo:
+        return RunInfo(id=run_id, name=run_id, state=state, workload="synthetic", step=9,
+                       sweep="s", stopped_early=stopped_early)
+
+    runs = {r.id: r for r in (run("a", "finished"), run("b", "killed"),
+                              run("c", "killed", "stopped early at step 5: loss 3 ..."),
+                              run("d", "killed", "diverged: loss nan at step 7"),
+                              run("e", "running"))}
+    [group] = sweep_groups(runs).values()
+    assert state_counts(group, runs) == "1▶ 1✔ 2□ 1■"

@@ -19,9 +19,10 @@ from engine.client.events import RunInfo
 from engine.common.settings import value_text
 
 GROUP_PREFIX = "sweep:"  # a group's row id; no run id has a colon
-# The states a header counts, each with its glyph, in the order they show.
+# The states a header counts, each with its glyph, in the order they show; "stopped":
+# killed by the sweep's rule (stopped early, replaced, diverged), as the sweep meant.
 COUNTED = (("running", "▶"), ("queued", "…"), ("finished", "✔"), ("paused", "‖"),
-           ("starting", "◌"), ("failed", "✘"), ("killed", "■"))
+           ("starting", "◌"), ("failed", "✘"), ("stopped", "□"), ("killed", "■"))
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,14 @@ def sweep_labels(group: SweepGroup, runs: Mapping[str, RunInfo]) -> dict[str, st
 
 
 def state_counts(group: SweepGroup, runs: Mapping[str, RunInfo]) -> str:
-    """How many of the group's runs are in each state: ``3▶ 2… 3✔``."""
+    """How many of the group's runs are in each state: ``3▶ 2… 3✔ 9□`` (□: stopped by
+    the sweep's rule, apart from ■, killed by someone)."""
     counts: dict[str, int] = {}
     for run_id in group.runs:
         run = runs.get(run_id)
         if run is not None:
-            counts[run.state] = counts.get(run.state, 0) + 1
+            state = "stopped" if run.stopped_early else run.state
+            counts[state] = counts.get(state, 0) + 1
     return " ".join(f"{counts[state]}{glyph}" for state, glyph in COUNTED if counts.get(state))
 
 
