@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from typing import Any
 
@@ -269,6 +270,12 @@ def show_started(
         values = dict(o.partition("=")[::2] for o in overrides)
         rows.append([run["id"], shown(run["name"]), *(shown(values.get(k, "")) for k in keys)])
     print(format_table(["ID", "NAME", *(k.upper() for k in keys)], rows))
+    sweep = started[0].get("sweep")
+    if sweep:  # what to do next with a hundred of them
+        name = shlex.quote(sweep)
+        print(f"({len(started)} run{'s' if len(started) != 1 else ''} in sweep {shown(sweep)}: "
+              f"'traintop ls --sweep {name} --sort best' ranks them, "
+              f"'traintop wait --sweep {name}' waits for them)")
 
 
 def _say_refused(exc: Exception, done: int, names: list[str]) -> None:
