@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.client.cli.ls_corr import ranks, spearman
 from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
 from tests.conftest import Engine
@@ -335,3 +336,26 @@ def test_more_runs_than_fit_side_by_side_are_diffed_a_row_each() -> None:
     assert rows[2][4] == f"{0.4 / 3:.6g}"
     side_by_side, _ = diff_table(runs[:RUNS_AS_COLUMNS], runs_diff(runs[:RUNS_AS_COLUMNS]))
     assert side_by_side[0] == "KEY" and len(side_by_side) == RUNS_AS_COLUMNS + 1
+
+
+def test_ranks_share_ties_and_spearman_reads_only_the_order() -> None:
+    assert ranks([10.0, 30.0, 20.0, 20.0]) == [1.0, 4.0, 2.5, 2.5]
+    assert spearman([1, 2, 3, 4], [0.9, 0.5, 0.2, 0.1]) == -1.0  # any falling curve
+    assert spearman([1e-4, 1e-3, 1e-2], [1.0, 8.0, 9.0]) == 1.0
+    assert spearman([1, 1, 1], [3.0, 2.0, 1.0]) is None  # a setting that never moves
+    assert abs(spearman([1, 2, 3, 4, 5], [2.0, 1.0, 4.0, 3.0, 5.0]) or 0) < 1
+
+
+def test_ls_corr_says_which_settings_go_with_a_lower_loss(engine: Engine) -> None:
+    started = engine.cli("sweep", "synthetic", "lr=1e-6,1e-4,0.02", "seed=0,1", "steps=30",
+                         "--name", "c", "--json")
+    assert started.code == 0, started.err
+    assert engine.cli("wait", "--sweep", "c").code == 0
+    lines = engine.cli("ls", "--sweep", "c", "--corr").out.splitlines()
+    assert lines[0].split()[:3] == ["KEY", "RUNS", "SPEARMAN"]
+    key, runs, rho = lines[1].split()[:3]
+    assert (key, runs) == ("lr", "6") and float(rho) < -0.7  # a higher lr learned faster
+    assert not any(line.startswith("seed") for line in lines)  # seeds are what they average
+    [wire] = engine.cli("ls", "--sweep", "c", "--corr", "--json").json()
+    assert wire["key"] == "lr" and wire["best_runs"] == 0.02
+    refused(engine, "ls", "--corr", "-G", mentions="--corr correlates the runs listed")

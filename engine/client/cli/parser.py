@@ -425,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one row a sweep: its runs by state, its best run and loss, its rule "
                    "and queue, when it was made; --sort created, name, runs or best; -q "
                    "their names")
+    p.add_argument("--corr", action="store_true",
+                   help="which settings go with a lower loss: for each numeric config key "
+                   "that differs between the runs listed, Spearman's rank correlation with "
+                   "their best loss, the strongest first (--json too)")
     p.add_argument("--by", type=_names, action="extend", default=[], metavar="KEY[,KEY]",
                    help="-G by these config keys: runs alike in them are one setting, "
                    "whatever else differs (W&B's group by)")

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from engine.client.cli.common import connect
+from engine.client.cli.ls_corr import print_correlations
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.cli.ls_sweeps import SWEEP_SORTS, print_sweeps
 from engine.client.client import Client, EngineError
@@ -122,6 +123,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
     everything = [RunInfo.from_wire(r) for r in listed]
+    if args.corr:
+        if args.settings or args.by or args.sweeps or args.quiet:
+            raise EngineError("bad_request", "--corr correlates the runs listed: not with "
+                              "-G, --by, --sweeps or -q")
+        print_correlations(filter_runs(everything, args), args)
+        return 0
     if args.sweeps:
         if args.settings or args.by or args.columns or args.sweep:
             raise EngineError("bad_request", "--sweeps lists sweeps: not with -G, --by, -c "
