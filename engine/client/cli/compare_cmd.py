@@ -113,10 +113,9 @@ def _sweep_runs(client: Client, sweeps: set[str], known: set[str]) -> dict[str, 
     if not sweeps:
         return {}
     listed = client.all_runs()
-    if not known:
-        names = {run.get("sweep") for run in listed}
-        for sweep in sorted(sweeps - names):
-            raise EngineError("unknown_sweep", f"no sweep named {shown(sweep)} "
-                              "('traintop ls --sweeps' lists them)")
+    unknown = sorted(sweeps - {run.get("sweep") for run in listed}) if not known else []
+    if unknown:
+        raise EngineError("unknown_sweep", f"no sweep named {shown(unknown[0])} "
+                          "('traintop ls --sweeps' lists them)")
     return {run["id"]: run for run in listed
             if run.get("sweep") in sweeps and run["id"] not in known}
