@@ -12,6 +12,7 @@ finished by the next one.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -86,20 +87,26 @@ class Population:
 
     def replace_diverged(self, run: dict[str, Any], rule: PbtRule, diverged: str) -> str:
         """Why a run of a PBT sweep whose loss ``diverged`` stops: replaced at once by a
-        fork of one of the best still running at the sweep's last round, as a round would
-        replace it; with no round yet, or none of its best running, only stopped."""
+        fork of one of the best quantile of the runs still running, ranked at the sweep's
+        last round, as a round would replace it; with no round yet, or none of that
+        round's runs running, only stopped."""
         why = f"diverged: {diverged}"
         last = self.store.last_round(run["sweep"])
         if last is None:
             return f"{why} (no PBT round yet to pick a run to copy)"
-        values = self.store.rung_values(run["sweep"], last)
-        values.pop(run["id"], None)
-        _, best = ranked(values, rule.quantile, rule.mode)
-        donors = [d for d in map(self.store.get_run, best) if self._training(d)]
-        if not donors:
-            return f"{why} (none of the best at step {last} is still running to copy)"
+        # The best of those still running (a round's best may have ended, or be a fork
+        # still starting): ranked by their values at that round.
+        at_round = self.store.rung_values(run["sweep"], last)
+        members = {r: self.store.get_run(r) for r in at_round}
+        values = {r: v for r, v in at_round.items()
+                  if r != run["id"] and self._training(members[r])}
+        if not values:
+            return f"{why} (none of the runs of the round at step {last} is still running " \
+                   "to copy)"
+        order = sorted(values, key=lambda r: (values[r] if rule.mode == "min" else -values[r], r))
+        donors = order[:max(1, math.ceil(len(order) * rule.quantile))]
         rng = random.Random(f"{run['sweep']}:diverged:{run['id']}")
-        donor = rng.choice(donors)
+        donor = members[rng.choice(donors)]
         assert donor is not None
         try:
             child = self._replacement(run, donor, rule, rng, "PBT, on divergence")
