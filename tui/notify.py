@@ -111,7 +111,7 @@ class Stop:
     def sweep(cls, name: str, runs: Sequence[RunInfo]) -> Stop:
         """A sweep whose last run has ended, and what it came to."""
         best = best_of(runs)
-        return cls("" if best is None else best.id, name, SWEEP_ENDED, ended_line(runs))
+        return cls("" if best is None else best[0].id, name, SWEEP_ENDED, ended_line(runs))
 
 
 def summary(stops: list[Stop]) -> str:

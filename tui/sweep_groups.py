@@ -10,11 +10,11 @@ name and those same values. Plain functions, tested without a screen.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.client import sweep_summary
 from engine.client.events import RunInfo
 from engine.common.settings import value_text
 
@@ -127,9 +127,5 @@ def state_counts(group: SweepGroup, runs: Mapping[str, RunInfo]) -> str:
 def best_of(run_ids: Iterable[str], runs: Mapping[str, RunInfo]) -> tuple[str, float] | None:
     """The run with the lowest best training loss among ``run_ids``, and that value (None:
     none has one)."""
-    found = [(v, r) for r in run_ids if r in runs
-             and (v := runs[r].best.get(runs[r].loss_key)) is not None and math.isfinite(v)]
-    if not found:
-        return None
-    value, run_id = min(found)
-    return run_id, value
+    found = sweep_summary.best_of(runs[r] for r in run_ids if r in runs)
+    return None if found is None else (found[0].id, found[1])

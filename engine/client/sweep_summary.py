@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from engine.client.events import RunInfo
-from engine.client.run_select import RUN_COLUMNS
+from engine.client.run_select import RUN_SORTS
 from engine.common.format import format_number, shown
 from engine.common.runs import stopped_as
 
-_best = RUN_COLUMNS["best"]  # a run's lowest training loss
+best_loss = RUN_SORTS["best"]  # a run's lowest training loss, if a finite one
 
 
 def ended_as(run: RunInfo) -> str:
@@ -33,15 +33,14 @@ def states_text(runs: Iterable[RunInfo]) -> str:
     return ", ".join(f"{n} {state}" for state, n in state_counts(runs).items())
 
 
-def best_of(runs: Iterable[RunInfo]) -> RunInfo | None:
-    """The run with the lowest best training loss (None: none has a loss yet)."""
-    scored = [r for r in runs if isinstance(_best(r), int | float)]
-    return min(scored, key=lambda r: float(_best(r))) if scored else None
-
-
-def best_loss(run: RunInfo) -> float:
-    """The run's lowest training loss (of a run ``best_of`` chose)."""
-    return float(_best(run))
+def best_of(runs: Iterable[RunInfo]) -> tuple[RunInfo, float] | None:
+    """The run with the lowest best training loss, and that loss (a tie: the lower id);
+    None: none has a loss yet."""
+    scored = [(loss, run.id, run) for run in runs if (loss := best_loss(run)) is not None]
+    if not scored:
+        return None
+    loss, _, run = min(scored, key=lambda found: found[:2])
+    return run, loss
 
 
 def ended_line(runs: Sequence[RunInfo]) -> str:
@@ -50,5 +49,6 @@ def ended_line(runs: Sequence[RunInfo]) -> str:
     best = best_of(runs)
     line = f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {states_text(runs)}"
     if best is not None:
-        line += f"; best {best.id} {shown(best.name)} at loss {format_number(best_loss(best))}"
+        run, loss = best
+        line += f"; best {run.id} {shown(run.name)} at loss {format_number(loss)}"
     return line

@@ -64,8 +64,8 @@ class Correlation:
 def correlations(runs: Sequence[RunInfo]) -> list[Correlation]:
     """Each numeric setting that differs between ``runs`` against their best loss, the
     strongest (by size) first."""
-    scored = [(r, best_loss(r)) for r in runs if best_of([r]) is not None]
-    best = best_of([r for r, _ in scored])
+    scored = [(r, loss) for r in runs if (loss := best_loss(r)) is not None]
+    best = best_of(r for r, _ in scored)
     found = []
     for key in config_diff([r.config for r, _ in scored]):
         if is_seed_key(key):
@@ -77,7 +77,7 @@ def correlations(runs: Sequence[RunInfo]) -> list[Correlation]:
         if rho is not None:
             xs = [x for x, _ in pairs]
             found.append(Correlation(key, len(pairs), rho, min(xs), max(xs),
-                                     None if best is None else best.config.get(key)))
+                                     None if best is None else best[0].config.get(key)))
     return sorted(found, key=lambda c: -abs(c.rho))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.client.run_select import sort_keyless_last
-from engine.client.sweep_summary import best_loss, best_of, state_counts, states_text
+from engine.client.sweep_summary import best_of, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
     format_number,
@@ -45,8 +45,9 @@ class Sweep:
             return f"pbt {rule['interval']}"
         return f"asha {rule.get('grace')}"
 
-    def queues(self) -> str:
-        return ",".join(dict.fromkeys(r.queue for r in self.runs))
+    def queues(self) -> list[str]:
+        """The queues its runs are in, each once."""
+        return list(dict.fromkeys(r.queue for r in self.runs))
 
 
 def sweeps_of(runs: Sequence[RunInfo]) -> list[Sweep]:
@@ -65,7 +66,7 @@ def _sort_key(sweep: Sweep, sort: str) -> Any:
         return len(sweep.runs)
     if sort == "best":
         best = best_of(sweep.runs)
-        return None if best is None else best_loss(best)
+        return None if best is None else best[1]
     return min(r.created for r in sweep.runs)
 
 
@@ -93,9 +94,9 @@ def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> 
         best = best_of(sweep.runs)
         rows.append([
             shown(sweep.name, SHOWN_NAME), str(len(sweep.runs)), states_text(sweep.runs),
-            "-" if best is None else format_number(best_loss(best)),
-            "-" if best is None else f"{best.id} {shown(best.name, SHOWN_NAME)}",
-            sweep.rule(), shown(sweep.queues(), SHOWN_NAME),
+            "-" if best is None else format_number(best[1]),
+            "-" if best is None else f"{best[0].id} {shown(best[0].name, SHOWN_NAME)}",
+            sweep.rule(), shown(",".join(sweep.queues()), SHOWN_NAME),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(min(r.created for r in sweep.runs))),
         ])
     print(format_table(HEADER, rows))
@@ -111,9 +112,9 @@ def _to_wire(sweep: Sweep) -> dict[str, Any]:
         "sweep": sweep.name,
         "runs": [r.id for r in sweep.runs],
         "states": state_counts(sweep.runs),
-        "best": None if best is None else {"id": best.id, "name": best.name,
-                                           "loss": best_loss(best)},
+        "best": None if best is None else {"id": best[0].id, "name": best[0].name,
+                                           "loss": best[1]},
         "early_stop": sweep.runs[0].early_stop,
-        "queues": list(dict.fromkeys(r.queue for r in sweep.runs)),
+        "queues": sweep.queues(),
         "created": min(r.created for r in sweep.runs),
     }
