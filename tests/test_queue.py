@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from engine.client.client import EngineError
 from engine.client.queue_text import waiting_lines
 from tests.conftest import TERMINAL, Engine
-from tests.test_tui import until
+from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.screens.queues import QueuesScreen
 
@@ -232,8 +232,7 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: app.selected is not None)
             await pilot.press("Q")  # on the selected run's queue
-            screen = await until(pilot, lambda: isinstance(app.screen, QueuesScreen)
-                                 and app.screen)
+            screen = await screen_of(pilot, app, QueuesScreen)
             keys = str(screen.query_one("#queue-keys", Static).render())
             assert ("[readonly]" in keys) is readonly and "p hold or let go" in keys
             table = screen.query_one("#queues", DataTable)

@@ -25,7 +25,7 @@ from engine.rundir.checkpoint_files import latest_complete
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
 from engine.rundir.paths import read_json
 from tests.conftest import TERMINAL, Engine, wait_until
-from tests.test_tui import start, until
+from tests.test_tui import screen_of, start, until
 from tui.app import TraintopApp
 from tui.chart_math import DebiasedEma
 from tui.screens.dialogs import NewRunDialog
@@ -175,8 +175,7 @@ def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> Non
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: app.query_one(RunsTable).selected_id == first)
             await pilot.press("N")  # retry with changes: the run's own settings filled in
-            dialog = await until(pilot, lambda: isinstance(app.screen, NewRunDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, NewRunDialog)
             assert dialog.query_one("#every", Input).value == "120s"
             assert dialog.query_one("#retries", Input).value == "4"
             dialog.query_one("#retries", Input).value = "two"
@@ -190,8 +189,7 @@ def test_the_new_run_dialog_sets_the_interval_and_retries(engine: Engine) -> Non
             await pilot.press("ctrl+s")
             await until(pilot, lambda: not isinstance(app.screen, NewRunDialog))
             await pilot.press("S")  # a sweep's runs, the same two fields
-            sweep = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
-                                and app.screen)
+            sweep = await screen_of(pilot, app, SweepDialog)
             sweep.query_one("#axes", Input).value = "lr=0.01,0.02 steps=5"
             sweep.query_one("#every", Input).value = "10m"
             sweep.query_one("#retries", Input).value = "1"

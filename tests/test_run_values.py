@@ -26,7 +26,7 @@ from engine.client.run_select import (
 from engine.server.store import Store
 from tests.conftest import Engine
 from tests.test_cli_many import ids
-from tests.test_tui import until
+from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.screens.dialogs import ColumnsDialog
 from tui.widgets.runs_table import RunsTable
@@ -203,8 +203,7 @@ def test_the_tui_shows_sorts_and_keeps_the_columns_it_is_given(valued: Engine) -
                 return
             table.focus()
             await pilot.press("a")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ColumnsDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, ColumnsDialog)
             dialog.query_one("#columns", Input).value = "lr, lrr"  # a typo: said, not shown
             await pilot.press("ctrl+s")
             error = dialog.query_one("#dialog-error", Static)

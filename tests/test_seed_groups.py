@@ -21,7 +21,7 @@ from engine.rundir.state_dir import DIR_MODE
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 from tests.snapshot_tests.fixed_state import EPOCH, SYNTHETIC, loss_points, store_run
-from tests.test_tui import until
+from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.chart_math import format_value
 from tui.compare import COMPARE_PALETTE
@@ -208,8 +208,7 @@ def test_v_grouped_plots_each_lr_at_the_mean_of_its_seeds_with_a_bar(engine: Eng
         async with app.run_test(size=(160, 44)) as pilot:
             await until(pilot, lambda: len(app.query_one(RunsTable).order) == 6)
             await pilot.press("v")  # the marked runs, grouped as the chart is
-            view = await until(pilot, lambda: isinstance(app.screen, SweepView)
-                               and app.screen)
+            view = await screen_of(pilot, app, SweepView)
             shown = view.shown
             assert shown is not None and shown.grouped and shown.x_name == "lr"
             runs = app.state.runs
@@ -319,8 +318,7 @@ def test_runs_that_differ_in_more_than_seeds_are_grouped_by_the_keys_named(
             assert "no runs alike but for seeds" in str(status.render())
             await pilot.press("G")  # off
             await pilot.press("G")  # the dialog: group by a key no run has
-            dialog = await until(pilot, lambda: isinstance(app.screen, GroupDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, GroupDialog)
             dialog.query_one("#group-by", Input).value = "lrr"
             await pilot.press("enter")
             error = dialog.query_one("#dialog-error", Static)

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from textual.widgets import Input, Static
@@ -29,6 +29,7 @@ from tui.widgets.loss_chart import LossChart
 from tui.widgets.runs_table import RunsTable
 
 Pilot = Any
+S = TypeVar("S")
 
 
 async def until(pilot: Pilot, check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -41,6 +42,14 @@ async def until(pilot: Pilot, check: Callable[[], Any], timeout: float = 30.0) -
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await pilot.pause(0.1)
+
+
+async def screen_of(pilot: Pilot, app: Any, kind: type[S]) -> S:
+    """Let the app run until it shows a screen of ``kind`` (a dialog a key opened); that
+    screen."""
+    screen = await until(pilot, lambda: isinstance(app.screen, kind) and app.screen)
+    assert isinstance(screen, kind)
+    return screen
 
 
 def start(engine: Engine, *args: str) -> str:
@@ -162,8 +171,7 @@ def test_d_removes_an_ended_run_or_its_checkpoints_and_refuses_a_live_one(engine
             await pilot.press("space")  # on the chart: the mark goes with the run
             assert done in app.state.marks
             await pilot.press("D")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, ChoiceDialog)
             assert f"Remove run {done} (done), finished at step 20?" in dialog.body
             assert "KiB of files" in dialog.body and "for good" in dialog.body
             assert "c removes only its checkpoints (" in dialog.body
@@ -210,8 +218,7 @@ def test_the_remove_dialog_says_a_training_fork_keeps_what_it_started_from(
             await until(pilot, lambda: set(table.order) == {done, fork})
             table.select(done)
             await pilot.press("D")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, ChoiceDialog)
             assert "1 that a fork still needs stays" in dialog.body
             await pilot.press("c")  # nothing else to remove: said so, and the run unmarked
             await until(pilot, lambda: any(
@@ -236,8 +243,7 @@ def test_e_edits_a_runs_tags_and_note(engine: Engine) -> None:
             await until(pilot, lambda: set(table.order) == {run_id, other})
             table.select(run_id)
             await pilot.press("e")
-            dialog = await until(pilot, lambda: isinstance(app.screen, AnnotateDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, AnnotateDialog)
             dialog.query_one("#tags", Input).value = "baseline keep"
             dialog.query_one("#note", Input).value = "first try"
             await pilot.press("ctrl+s")
@@ -252,8 +258,7 @@ def test_e_edits_a_runs_tags_and_note(engine: Engine) -> None:
             table.focus()
             table.select(run_id)
             await pilot.press("e")  # a tag taken off; the note, untouched, stays
-            dialog = await until(pilot, lambda: isinstance(app.screen, AnnotateDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, AnnotateDialog)
             assert dialog.query_one("#note", Input).value == "first try"
             dialog.query_one("#tags", Input).value = "baseline"
             await pilot.press("ctrl+s")

@@ -14,7 +14,7 @@ from textual.widgets import Button, Input
 from textual.widgets._footer import FooterKey
 
 from tests.conftest import TERMINAL, Engine
-from tests.test_tui import start, until
+from tests.test_tui import screen_of, start, until
 from tests.test_tui_compare import _stored_runs
 from tui.app import TraintopApp
 from tui.screens.detail import RunDetail
@@ -72,15 +72,13 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
                 assert await pilot.click("#cancel")  # the mouse presses it
                 await until(pilot, lambda k=kind: not isinstance(app.screen, k))
             await pilot.press("Q")  # the queues: its keys in sight
-            queues = await until(pilot, lambda: isinstance(app.screen, QueuesScreen)
-                                 and app.screen)
+            queues = await screen_of(pilot, app, QueuesScreen)
             await pilot.pause(0.2)
             assert _in_sight(app, queues.query_one("#queue-keys"))
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, QueuesScreen))
             await pilot.press("K")
-            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
-                                  and app.screen)
+            confirm = await screen_of(pilot, app, ConfirmDialog)
             assert _in_sight(app, confirm.query_one("#confirm", Button))
             assert await pilot.click("#cancel")
             await until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
@@ -89,8 +87,7 @@ def test_every_dialog_fits_80x24_and_its_buttons_are_clicked(engine: Engine) -> 
             await pilot.press("space")
             table.select(done)
             await pilot.press("D")  # remove: asked first, its buttons in sight
-            choice = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
-                                 and app.screen)
+            choice = await screen_of(pilot, app, ChoiceDialog)
             for button in ("#choice-y", "#choice-c"):
                 assert _in_sight(app, choice.query_one(button, Button))
             assert await pilot.click("#cancel")
@@ -147,8 +144,7 @@ def test_the_fork_dialog_opens_on_lr(engine: Engine) -> None:
             table = app.query_one(RunsTable)
             await until(pilot, lambda: table.selected_id == run_id)
             await pilot.press("f")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ForkDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, ForkDialog)
             await until(pilot, lambda: isinstance(app.focused, Input))
             assert app.focused is dialog.query_one("#cfg-lr", Input)
             await pilot.press("tab")  # on to the key after it, not back to steps

@@ -27,7 +27,7 @@ from tests.snapshot_tests.fixed_state import (
     loss_points,
     store_run,
 )
-from tests.test_tui import until
+from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.scatter_data import scatter
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
@@ -224,8 +224,7 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
         async with app.run_test(size=(160, 50), notifications=True) as pilot:
             await until(pilot, lambda: app.state.connected)
             await pilot.press("S")
-            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, SweepDialog)
             count = dialog.query_one("#sweep-count", Static)
             await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", queue="hold")
             assert "a random axis needs --trials" in str(count.render())
@@ -250,8 +249,7 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             assert {r["state"] for r in runs} == {"queued"}
 
             await pilot.press("S")  # random axes with trials and a seed, as the CLI's
-            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, SweepDialog)
             await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", trials="3", seed="7",
                         queue="hold")
             assert "3 runs will start" in str(dialog.query_one("#sweep-count", Static).render())
@@ -271,8 +269,7 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             assert all(r["early_stop"] is None for r in runs)
 
             await pilot.press("S")  # PBT: a round every 30 steps, the axes perturbed
-            dialog = await until(pilot, lambda: isinstance(app.screen, SweepDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, SweepDialog)
             await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2) seed=0,1", trials="2",
                         queue="hold", pbt="30", **{"early-stop": "20"})
             await pilot.press("ctrl+s")
@@ -459,8 +456,7 @@ def test_p_k_and_d_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
             await pilot.press("p")  # none running: the paused ones resumed
             await until(pilot, lambda: states() == {"running"})
             await pilot.press("K")
-            dialog = await until(pilot, lambda: isinstance(app.screen, ConfirmDialog)
-                                 and app.screen)
+            dialog = await screen_of(pilot, app, ConfirmDialog)
             assert "Kill the 2 runs of sweep synthetic" in dialog.body and "2 running" in (
                 dialog.body)
             await pilot.press("y")
@@ -469,8 +465,7 @@ def test_p_k_and_d_on_a_sweeps_row_act_on_all_its_runs(engine: Engine) -> None:
             await pilot.pause(0.2)
             assert not isinstance(app.screen, ConfirmDialog)
             await pilot.press("D")  # all ended now: removed, once confirmed
-            choice = await until(pilot, lambda: isinstance(app.screen, ChoiceDialog)
-                                 and app.screen)
+            choice = await screen_of(pilot, app, ChoiceDialog)
             assert "Remove the 2 ended runs of sweep synthetic (2 killed)?" in choice.body
             assert "c removes only their checkpoints (" in choice.body
             await pilot.press("y")
@@ -488,8 +483,7 @@ def test_d_on_a_sweeps_row_diffs_its_runs_a_row_each(engine: Engine) -> None:
             table = await _loaded(pilot, app, 1 + len(SWEEP_IDS) + len(LONE))
             table.select(GROUP)
             await pilot.press("d")
-            screen = await until(pilot, lambda: isinstance(app.screen, ConfigDiff)
-                                 and app.screen)
+            screen = await screen_of(pilot, app, ConfigDiff)
             text = str(screen.query_one("#diff", Static).render())
             header, *rows = text.splitlines()
             assert header.split()[:3] == ["RUN", "lr", "batch"], text
