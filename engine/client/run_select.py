@@ -115,6 +115,20 @@ def sort_keyless_last(
     return [item for _, item in present] + [item for k, item in keyed if k is None]
 
 
+def ordered(items: list[T], key: Callable[[T], Any], sort: str, descending: bool,
+            limit: int | None) -> list[T]:
+    """``items`` (in creation order) as ``ls`` lists them: by ``key`` unless ``sort`` is
+    "created" (``descending``: the other way), then cut to ``limit``: the first of a sort,
+    or the newest (still oldest first) in creation order."""
+    if sort != "created":
+        items = sort_keyless_last(items, key, descending)
+    elif descending:
+        items = items[::-1]
+    elif limit:
+        return items[-limit:]
+    return items[:limit] if limit else items
+
+
 # The run's own columns a value name falls back to (after its config and metrics).
 RUN_COLUMNS: Mapping[str, Callable[[RunInfo], Any]] = {
     "id": lambda r: r.id,

@@ -22,8 +22,8 @@ from engine.client.run_select import (
     SHOWN_VALUE,
     STATE_ORDER,
     finite,
+    ordered,
     run_value,
-    sort_keyless_last,
     value_order,
     value_text,
 )
@@ -169,14 +169,8 @@ def sort_value(setting: Setting, sort: str) -> Any:
 
 def order_settings(settings: list[Setting], args: argparse.Namespace) -> list[Setting]:
     """Sorted as ``--sort`` and ``-r`` say, then cut to ``--limit``, as ``ls`` does runs."""
-    if args.sort != "created":
-        settings = sort_keyless_last(settings, lambda s: sort_value(s, args.sort),
-                                     args.reverse)
-    elif args.reverse:
-        settings.reverse()
-    elif args.limit:
-        return settings[-args.limit :]
-    return settings[: args.limit] if args.limit else settings
+    return ordered(settings, lambda s: sort_value(s, args.sort), args.sort, args.reverse,
+                   args.limit)
 
 
 def print_settings(

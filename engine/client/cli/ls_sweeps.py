@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.client.events import RunInfo
-from engine.client.run_select import sort_keyless_last
+from engine.client.run_select import ordered
 from engine.client.sweep_summary import best_of, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
@@ -60,24 +60,21 @@ def sweeps_of(runs: Sequence[RunInfo]) -> list[Sweep]:
 
 
 def _sort_key(sweep: Sweep, sort: str) -> Any:
+    """How a sweep orders by ``sort``: name, runs or best ("created" is the order
+    ``sweeps_of`` gives them in)."""
     if sort == "name":
         return sweep.name.lower()
     if sort == "runs":
         return len(sweep.runs)
-    if sort == "best":
-        best = best_of(sweep.runs)
-        return None if best is None else best[1]
-    return min(r.created for r in sweep.runs)
+    best = best_of(sweep.runs)
+    return None if best is None else best[1]
 
 
 def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> None:
     """``ls --sweeps``: a row a sweep of ``runs`` (already filtered), sorted and cut as
     ``ls`` sorts runs; or ``-q`` (their names) and ``--json``."""
-    sweeps = sort_keyless_last(sweeps_of(runs), lambda s: _sort_key(s, args.sort),
-                               args.reverse)
-    if args.limit:
-        sweeps = sweeps[-args.limit:] if args.sort == "created" and not args.reverse \
-            else sweeps[: args.limit]
+    sweeps = ordered(sweeps_of(runs), lambda s: _sort_key(s, args.sort), args.sort,
+                     args.reverse, args.limit)
     if args.json:
         print(json_text([_to_wire(s) for s in sweeps]))
         return

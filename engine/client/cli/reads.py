@@ -21,9 +21,9 @@ from engine.client.run_detail import detail_lines, plain_text, retried_mark
 from engine.client.run_select import (
     RUN_SORTS,
     SHOWN_VALUE,
+    ordered,
     parse_filter,
     run_value,
-    sort_keyless_last,
     unknown_value,
     value_order,
     value_text,
@@ -83,16 +83,9 @@ def _check_names(runs: list[RunInfo], names: list[str]) -> None:
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
     """The runs ``ls`` shows, in its order: filtered (``filter_runs``), sorted, then cut
     to ``--limit`` (the newest, or the first of the sort)."""
-    chosen = filter_runs(runs, args)
-    if args.sort != "created":
-        sort = args.sort
-        key = RUN_SORTS.get(sort) or (lambda r: value_order(run_value(r, sort)))
-        chosen = sort_keyless_last(chosen, key, args.reverse)
-    elif args.reverse:
-        chosen.reverse()
-    elif args.limit:
-        return chosen[-args.limit :]  # creation order: the newest, still oldest first
-    return chosen[: args.limit] if args.limit else chosen
+    sort = args.sort
+    key = RUN_SORTS.get(sort) or (lambda r: value_order(run_value(r, sort)))
+    return ordered(filter_runs(runs, args), key, sort, args.reverse, args.limit)
 
 
 def filter_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
