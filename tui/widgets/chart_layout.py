@@ -174,7 +174,8 @@ class ChartLayout:
             y_lo, y_hi = min(values), max(values)
         else:
             sane = [i for i in drawn if not chart.series[i].outlier]
-            fitted = self._values(main, faint, sane) or values
+            fitted = (values if len(sane) == len(drawn)  # (no curve of a diverged run)
+                      else self._values(main, faint, sane) or values)
             y_lo, y_hi = inlier_range(fitted) or (min(fitted), max(fitted))
         off_chart = min(values) < y_lo or max(values) > y_hi
         pad = (y_hi - y_lo) * 0.05 or max(abs(y_lo) * 0.05, 0.5)
