@@ -454,6 +454,8 @@ def test_a_run_that_logs_train_and_val_loss_shows_its_training_loss(engine: Engi
             assert table.cell_text("qual22", "LOSS") == format_number(train[-1])
             assert table.cell_text("qual22", "BEST") == format_number(min(train))
             exact = ema_debiased(train, app.state.smoothing)[-1]
+            # (the EMA column's state comes in its own reply, after the listing's values)
+            await until(pilot, lambda: app.state.smoothed_last("qual22") is not None)
             assert app.state.smoothed_last("qual22") == pytest.approx(exact, rel=1e-12)
             await pilot.press("m")  # the next metric after the one drawn
             await until(pilot, lambda: chart.series and max(
