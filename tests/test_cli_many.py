@@ -66,6 +66,12 @@ def test_words_states_and_sweeps_choose_the_runs(listed: Engine) -> None:
     assert ids(listed, "--state", "ended") == ["aaaa01", "aaaa05", "aaaa07"]
     assert ids(listed, "--sweep", "lr-search", "--state", "live") == [
         "aaaa02", "aaaa03", "aaaa04"]
+    # after '-' (and '--', so that it is not taken for an option) a word leaves runs out
+    assert ids(listed, "--", "-lr-search") == ["aaaa01", "aaaa06", "aaaa07"]
+    assert ids(listed, "lr", "--", "-RUNNING", "-best<1") == ["aaaa03", "aaaa04"]
+    refused = listed.cli("ls", "-#old")
+    assert refused.code == 2 and refused.out == "" and refused.err.count("\n") == 1
+    assert "after '--': traintop ls -- -#old" in refused.err
 
 
 def test_sorting_ranks_by_best_not_last_and_keyless_runs_go_last(listed: Engine) -> None:

@@ -16,6 +16,7 @@ from textual.widgets import Input, Static
 
 from engine.client.events import RunInfo
 from engine.client.run_select import (
+    RunFilter,
     parse_condition,
     parse_filter,
     run_value,
@@ -76,6 +77,19 @@ def test_conditions_compare_numbers_words_and_ranges() -> None:
     assert holds("acc>0.5") and not holds("loss<100") and not holds("loss!=1")  # NaN: never
     assert not holds("missing=1") and not holds("missing!=1")  # no value: never
     assert parse_condition("lr3e-4") is None and parse_condition("#best") is None
+
+
+def test_a_word_or_condition_after_a_dash_leaves_runs_out() -> None:
+    wanted = parse_filter("keep -#OLD -lr<1e-3 - -missing=1")
+    assert wanted.words == ("keep", "-") and wanted.excluded == ("#old",)
+    assert [(c.name, c.negated) for c in wanted.conditions] == [("lr", True), ("missing", True)]
+    assert wanted.holds_words("keep it #new - ") and not wanted.holds_words("keep #old - ")
+    low, high, none = run({"lr": 1e-4}), run({"lr": 1e-2}), run({})
+    lr = wanted.conditions[0]
+    assert not lr.holds(low) and lr.holds(high) and lr.holds(none)  # no value: kept
+    assert wanted.conditions[1].holds(none)
+    errors: list[str] = []  # a wrong condition after '-' is told as one without
+    assert parse_filter("-lr<x", errors) == RunFilter() and "compares numbers" in errors[0]
 
 
 @pytest.mark.parametrize(
@@ -181,6 +195,10 @@ def test_the_tui_filter_takes_the_same_conditions(valued: Engine) -> None:
             await until(pilot, lambda: table.order == ["bbbb04"])
             field.value = "max:acc>=0.7 opt=sgd"
             await until(pilot, lambda: table.order == ["sweep:s", "bbbb02"])
+            field.value = "-lr<1e-3"  # after '-': the runs it would keep are left out
+            await until(pilot, lambda: table.order == ["sweep:s", "bbbb01", "bbbb04", "bbbb05"])
+            field.value = "-run1 -RUN2"  # the header goes with the last of its runs
+            await until(pilot, lambda: table.order == ["bbbb03", "bbbb04", "bbbb05"])
             field.value = "run lr<x"  # wrong: the field says so, the rest still filters
             await until(pilot, lambda: table.order == every)
             assert field.has_class("-invalid")

@@ -116,7 +116,8 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def compose(self) -> ComposeResult:
         yield Static("traintop — connecting to the engine…", id="status")
-        yield Input(placeholder="filter runs: id, name, state, workload", id="filter")
+        yield Input(placeholder="filter runs: words (name, state, #tag), lr<1e-3, -word leaves out",
+                    id="filter")
         yield RunsTable(id="runs")
         with Horizontal(id="middle"):
             yield LossChart(id="chart")

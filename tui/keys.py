@@ -142,7 +142,7 @@ ACTIONS: tuple[Action, ...] = (
            footer=False),
     Action("filter", "slash", "Filter",
            "Filter runs: every word must occur in the id, name, state, workload, device, sweep "
-           "or tags",
+           "or tags, every condition (lr<1e-3) hold; after '-' (-#old) leaves runs out",
            footer=False),
     Action("sort", "o", "Sort", "Sort the runs by the next column (forks stay under their parent)",
            footer=False),

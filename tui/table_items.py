@@ -27,11 +27,12 @@ def haystack(item: Item) -> str:
 
 def item_matches(item: Item, wanted: RunFilter) -> bool:
     """Whether the filter keeps ``item``: its words are in ``haystack`` and, for a run,
-    its conditions hold (a sweep header has no values: it shows with its runs)."""
+    its conditions hold (a sweep header has no values, nor tags or states to leave
+    out: under conditions or excluded words it shows with its runs)."""
     if not wanted.holds_words(haystack(item)):
         return False
     if isinstance(item, SweepGroup):
-        return not wanted.conditions
+        return not (wanted.conditions or wanted.excluded)
     return all(condition.holds(item) for condition in wanted.conditions)
 
 

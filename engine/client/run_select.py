@@ -3,8 +3,9 @@
 ``traintop ls`` and the TUI's runs table share these rules, so a filter typed in
 one finds the same runs in the other: every word must occur in the run's id,
 name, state, workload, device, sweep or tags (case ignored), every condition
-(``lr<1e-3``, ``batch=64``, ``lr=1e-4..1e-3``) must hold of one of its values, and a
-sort puts runs without a value last whichever way it goes.
+(``lr<1e-3``, ``batch=64``, ``lr=1e-4..1e-3``) must hold of one of its values, a word
+or condition after ``-`` leaves out the runs it would keep (``-#old``, ``-killed``,
+``-lr<1e-3``), and a sort puts runs without a value last whichever way it goes.
 
 A value is named as ``ls -c``, ``ls --sort`` and conditions name it: a config key,
 else a metric (its latest value), ``min:KEY`` / ``max:KEY`` (a metric's lowest or
@@ -17,7 +18,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -211,10 +212,14 @@ class Condition:
     text: str  # the value as typed
     low: float = -math.inf  # the range's ends ('..')
     high: float = math.inf
+    negated: bool = False  # typed after '-': it holds where the condition does not
 
     def holds(self, run: RunInfo) -> bool:
         """Whether ``run``'s value satisfies it; a run without the value (or with NaN)
-        never does."""
+        never does (and always does a negated one)."""
+        return self._satisfied(run) != self.negated
+
+    def _satisfied(self, run: RunInfo) -> bool:
         value = run_value(run, self.name)
         if value is None:
             return False
@@ -280,17 +285,19 @@ def parse_condition(word: str) -> Condition | None:
 
 @dataclass(frozen=True)
 class RunFilter:
-    """What a filter asks of a run: words its text holds, and conditions on its values."""
+    """What a filter asks of a run: words its text holds, words it does not hold
+    (typed after '-'), and conditions on its values."""
 
     words: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
+    excluded: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.words or self.conditions)
+        return bool(self.words or self.conditions or self.excluded)
 
     def holds_words(self, text: str) -> bool:
-        """Whether every word occurs in ``text`` (lower case)."""
-        return has_words(text, self.words)
+        """Whether every word occurs in ``text`` (lower case), and no excluded one."""
+        return has_words(text, self.words) and not any(w in text for w in self.excluded)
 
     def matches(self, run: RunInfo) -> bool:
         return self.holds_words(run_text(run)) and all(c.holds(run) for c in self.conditions)
@@ -303,22 +310,26 @@ class RunFilter:
 
 def parse_filter(text: str, errors: list[str] | None = None) -> RunFilter:
     """The filter ``text`` states. A word that is a condition gone wrong raises
-    ValueError, or with ``errors`` is told there and left out (the TUI, as it is typed)."""
+    ValueError, or with ``errors`` is told there and left out (the TUI, as it is typed).
+    A word after '-' (``-#old``, ``-lr<1e-3``) leaves out what it would keep; '-' alone
+    is a word."""
     words: list[str] = []
+    excluded: list[str] = []
     conditions: list[Condition] = []
     for word in text.split():
+        negated = word.startswith("-") and len(word) > 1
         try:
-            condition = parse_condition(word)
+            condition = parse_condition(word[1:] if negated else word)
         except ValueError as error:
             if errors is None:
                 raise
             errors.append(str(error))
             continue
-        if condition is None:
-            words.append(word.lower())
+        if condition is not None:
+            conditions.append(replace(condition, negated=True) if negated else condition)
         else:
-            conditions.append(condition)
-    return RunFilter(tuple(words), tuple(conditions))
+            (excluded if negated else words).append(word[negated:].lower())
+    return RunFilter(tuple(words), tuple(conditions), tuple(excluded))
 
 
 def filter_errors(text: str) -> list[str]:

@@ -58,9 +58,10 @@ def _since(text: str) -> float:
 
 
 def _filter_word(text: str) -> str:
-    """A word of ``ls``'s filter, checked if it is a condition (``lr<1e-3``)."""
+    """A word of ``ls``'s filter, checked if it is a condition (``lr<1e-3``, or after '-'
+    one that leaves out: ``-lr<1e-3``)."""
     try:
-        parse_condition(text)
+        parse_condition(text[1:] if text.startswith("-") else text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
@@ -393,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="only runs whose id, name, state, workload, device, sweep or tags hold every "
         "WORD (case ignored; the TUI's '/' filter), and of which every condition holds: "
         "KEY=V, KEY!=V, KEY=LOW..HIGH (either end may be left out), or quoted for the "
-        "shell 'KEY<V' (also <=, >, >=); KEY as -c names it",
+        "shell 'KEY<V' (also <=, >, >=); KEY as -c names it; a WORD or condition after "
+        "'-' leaves out the runs it would keep, after '--' on the line: ls -- -#old -killed",
     )
     p.add_argument("-t", "--tag", action="append", default=[], metavar="TAG",
                    help="only runs tagged TAG (exactly; again for runs with all of them)")
@@ -599,6 +601,11 @@ def take_overrides(
     if isinstance(getattr(args, "overrides", None), list):
         args.overrides += [word for word in extras if not word.startswith("-")]
         extras = [word for word in extras if word.startswith("-")]
+    if extras and isinstance(getattr(args, "words", None), list):
+        leave_out = [word for word in extras if not word.startswith("--")]
+        if leave_out:  # 'ls -#old': argparse takes it for an option
+            parser.error(f"unrecognized arguments: {' '.join(extras)}; a word that leaves "
+                         f"runs out goes after '--': traintop ls -- {' '.join(leave_out)}")
     if extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
 
