@@ -5,7 +5,8 @@ Everything is real: a daemon on a temporary state directory, the three
 under ``run_test()``. The GPU panel is the one exception: with no GPU on the
 machine, the daemon is restarted with ``TRAINTOP_FAKE_GPUS=2`` so its
 telemetry reports two simulated H100s. Then, on a second state directory, a
-12-run charlm sweep (``sweep_shots.py``) for the overlay and the scatter, on a
+12-run charlm sweep (``sweep_shots.py``) for the overlay, the scatter and the
+parallel coordinates, on a
 third a sweep of three lrs by three seeds, grouped by seed, then a PBT population,
 and a run forked into three lrs at one step (``traintop fork RUN lr=A,B,C``).
 

@@ -111,7 +111,8 @@ async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
                         size: tuple[int, int], overlay: str = "sweep-overlay.svg",
                         scatter: str | None = "sweep-scatter.svg") -> None:
     """Mark the whole sweep from its header row (space), save the overlay as ``overlay``;
-    then, unless ``scatter`` is None, open ``v`` and save that."""
+    then, unless ``scatter`` is None, open ``v`` and save that, and its parallel
+    coordinates (``p``) as sweep-parallel.svg."""
     app = TraintopApp(home=paths.home)
     async with app.run_test(size=size) as pilot:
         await _mark_sweep(app, pilot, group, ids)
@@ -125,6 +126,11 @@ async def capture_sweep(paths: StatePaths, group: str, ids: list[str],
                     and app.screen.shown is not None)
         await pilot.pause(0.3)
         save(app, scatter)
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, SweepView)
+                    and app.screen.lines is not None)
+        await pilot.pause(0.3)
+        save(app, "sweep-parallel.svg")
 
 
 async def capture_seeds(paths: StatePaths, group: str, ids: list[str],

@@ -29,6 +29,7 @@ from tests.snapshot_tests.fixed_state import (
 )
 from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
+from tui.parallel_data import SHADES, parallel
 from tui.scatter_data import scatter
 from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
 from tui.screens.diff import ConfigDiff
@@ -37,6 +38,7 @@ from tui.screens.sweep_view import SweepView
 from tui.state import TuiState
 from tui.sweep_groups import state_counts, sweep_groups
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.parallel_plot import ParallelPlot
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.sweep_scatter import SweepScatter
 
@@ -503,3 +505,78 @@ def test_a_sweeps_row_counts_its_rules_stops_apart_from_kills() -> None:
                               run("e", "running"))}
     [group] = sweep_groups(runs).values()
     assert state_counts(group, runs) == "1▶ 1✔ 2□ 1■"
+
+
+def _run(n: int, config: dict[str, object], loss: float | None) -> RunInfo:
+    return RunInfo.from_wire({"id": f"r{n}", "name": f"run{n}", "state": "finished",
+                              "workload": "charlm", "step": 9, "config": config,
+                              "best": {} if loss is None else {"loss": loss}})
+
+
+def test_parallel_coordinates_put_each_setting_on_an_axis_and_each_run_on_a_line() -> None:
+    runs = [_run(0, {"lr": 1e-4, "dim": 8, "opt": "sgd", "seed": 0, "steps": 9}, 3.0),
+            _run(1, {"lr": 1e-3, "dim": 16, "opt": "adam", "seed": 1, "steps": 9}, 1.0),
+            _run(2, {"lr": 1e-2, "dim": 32, "opt": "adam", "seed": 0, "steps": 9}, 2.0),
+            _run(3, {"lr": 1e-3, "dim": 16, "opt": "adam", "seed": 0, "steps": 9}, 1.4),
+            _run(4, {"lr": 1e-3, "opt": "sgd", "seed": 2, "steps": 9}, 5.0),  # no dim
+            _run(5, {"lr": 1e-2, "dim": 8, "opt": "sgd", "seed": 0, "steps": 9}, None)]
+    drawn = parallel(runs, "loss", True, {"r1": "lr=1e-3 dim=16"})
+    # what differs, in first-seen order (steps never does), then the metric
+    assert [a.name for a in drawn.axes] == ["lr", "dim", "opt", "seed", "best loss"]
+    lr, dim, opt, _, loss = drawn.axes
+    assert lr.log and not dim.log and opt.words == ("adam", "sgd") and not loss.log
+    assert drawn.missing == 1  # r5: no loss, no line
+    # worst first (drawn under the rest), the best last; shaded by rank
+    assert [line.run_id for line in drawn.lines] == ["r4", "r0", "r2", "r3", "r1"]
+    assert [line.shade for line in drawn.lines] == sorted(
+        (line.shade for line in drawn.lines), reverse=True)
+    assert drawn.lines[0].shade == len(SHADES) - 1 and drawn.lines[-1].shade == 0
+    best = drawn.lines[-1]
+    assert best.best and best.label == "lr=1e-3 dim=16" and best.value == 1.0
+    assert [line.best for line in drawn.lines].count(True) == 1
+    # 1e-3 is half way up a log axis from 1e-4 to 1e-2; dim 16 a third of 8..32
+    assert best.positions[0] == 0.5 and best.positions[1] == 1 / 3
+    assert best.positions[2] == 0.0 and best.positions[4] == 0.0  # adam; the lowest loss
+    assert drawn.lines[0].positions[1] is None  # r4 has no dim: its line breaks there
+    assert drawn.lines[0].positions[4] == 1.0
+
+    grouped = parallel(runs, "loss", True, {}, group=True)  # seeds averaged, not an axis
+    assert [a.name for a in grouped.axes] == ["lr", "dim", "opt", "best loss"]
+    assert len(grouped.lines) == 4 and grouped.lines[-1].runs == 2
+    assert grouped.lines[-1].value == 1.2 and grouped.lines[-1].label.endswith("(2 runs)")
+
+
+def test_p_in_the_sweep_view_draws_the_sweep_as_parallel_coordinates(engine: Engine) -> None:
+    _sweep_engine(engine)
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(120, 44)) as pilot:
+            table = await _loaded(pilot, app, 11)
+            table.select(GROUP)
+            await pilot.press("v", "p")
+            view = await screen_of(pilot, app, SweepView)
+            drawn = view.lines
+            plot = view.query_one(ParallelPlot)
+            await until(pilot, lambda: plot.display and not view.query_one(SweepScatter).display)
+            assert drawn is not None
+            assert [a.name for a in drawn.axes] == ["lr", "batch", "best loss"]
+            assert sorted(line.run_id for line in drawn.lines) == sorted(SWEEP_IDS)
+            lowest = min(SWEEP_IDS, key=lambda r: app.state.runs[r].best["loss"])
+            assert [line.run_id for line in drawn.lines if line.best] == [lowest]
+            await pilot.pause()
+            lines = [plot.render_line(y).text for y in range(plot.size.height)]
+            assert lines[-1].split() == ["lr", "batch", "best", "loss"]
+            assert lines[0].split()[:2] == ["0.01", "64"] and lines[-2].split()[:2] == [
+                "0.0003", "32"]
+            # the best run's star on the metric's axis, at its height: the lowest loss
+            metric_col = plot.columns(plot.size.width)[-1]
+            stars = [r for r, line in enumerate(lines) if line[metric_col] == "★"]
+            assert stars == [plot.size.height - 3], lines
+            assert any(0x2800 < ord(ch) <= 0x28FF for ch in "".join(lines[1:-2]))  # lines
+            text = str(view.query_one("#scatter-best", Static).render())
+            assert lowest in text and "best loss" in text
+            await pilot.press("p")  # back to the scatter
+            await until(pilot, lambda: not plot.display and view.query_one(SweepScatter).display)
+
+    asyncio.run(scenario())

@@ -83,7 +83,8 @@ ACTIONS: tuple[Action, ...] = (
         "sweep_view",
         "v",
         "Scatter",
-        "Sweep view: the runs' best or last loss against a setting; G there: a point a setting",
+        "Sweep view: the runs' best or last loss against a setting; G there: a point a "
+        "setting; p there: parallel coordinates",
         footer=False,
     ),
     Action("queue_up", "left_square_bracket", "Queue up",

@@ -111,11 +111,11 @@ def scatter(
         points[best] = replace(points[best], best=True)
     ys = [v for p in points for v in (p.y, p.low, p.high) if v is not None]
     y_name = f"{'best' if use_best else 'last'} {metric}"
-    return Scatter(tuple(points), param, y_name, _spans_decades([p.x for p in points]),
-                   len(runs) - len(found), group, _spans_decades(ys))
+    return Scatter(tuple(points), param, y_name, spans_decades([p.x for p in points]),
+                   len(runs) - len(found), group, spans_decades(ys))
 
 
-def _spans_decades(values: Sequence[float]) -> bool:
+def spans_decades(values: Sequence[float]) -> bool:
     """Whether ``values`` are all positive and span LOG_SPAN or more: drawn on a log axis.
     The tolerance keeps a decade a decade where floats divide to a hair under 10
     (3e-4 / 3e-5 = 9.999999999999998)."""

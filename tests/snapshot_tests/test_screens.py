@@ -235,3 +235,17 @@ def test_sweep_scatter(snap_compare: SnapCompare, fixed_sweep_engine: Engine) ->
 
     app = TraintopApp(home=fixed_sweep_engine.paths.home)
     assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_scatter)
+
+
+def test_sweep_parallel_coordinates(snap_compare: SnapCompare, fixed_sweep_engine: Engine) -> None:
+    """``p`` in the sweep view: an axis for lr (log) and batch, one for the best loss,
+    each run a line shaded by it, the best run white."""
+
+    async def open_parallel(pilot: Pilot[Any]) -> None:
+        await _sweep_marked(pilot)
+        await pilot.press("v", "p")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SweepView)
+                    and pilot.app.screen.lines is not None)
+
+    app = TraintopApp(home=fixed_sweep_engine.paths.home)
+    assert snap_compare(app, terminal_size=WIDE_TERMINAL, run_before=open_parallel)

@@ -1,11 +1,12 @@
 """The sweep view (``v``): a sweep's runs, or the marked runs, as a scatter of one
-hyper-parameter against the best or last value of a metric.
+hyper-parameter against the best or last value of a metric, or (``p``) as parallel
+coordinates: every setting they differ in an axis, each run a line across them.
 
 ``x`` picks the next hyper-parameter, ``b`` switches best and last, ``m`` the
 metric, ``G`` groups the runs by setting (as the chart's ``G``: alike but for their
 seeds, or in the keys named there), each setting a point at the mean of its runs
-with a bar from the lowest to the highest. The points follow the runs as they train
-(redrawn every two seconds).
+with a bar from the lowest to the highest (a line at that mean). The plot follows the
+runs as they train (redrawn every two seconds).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from textual.widgets import Label, Static
 
 from engine.client.events import RunInfo
 from engine.common.format import format_number
+from tui.parallel_data import SHADES, Parallel, parallel
 from tui.scatter_data import Scatter, ScatterPoint, metrics_of, numeric_params, scatter
+from tui.widgets.parallel_plot import ParallelPlot
 from tui.widgets.sweep_scatter import BEST, POINT, SweepScatter
 
 REDRAW_S = 2.0  # as the chart's live curve: values move with training
@@ -55,6 +58,7 @@ class SweepView(ModalScreen[None]):
         Binding("b", "toggle_best", "Best or last"),
         Binding("m", "next_metric", "Next metric"),
         Binding("G", "toggle_group", "Group by setting"),
+        Binding("p", "toggle_parallel", "Parallel coordinates or scatter"),
     ]
 
     def __init__(
@@ -76,17 +80,20 @@ class SweepView(ModalScreen[None]):
         metrics = metrics_of(runs)
         self.metric = metrics[0] if metrics else "loss"
         self.use_best = True
+        self.parallel = False  # parallel coordinates (p) instead of the scatter
 
     def compose(self) -> ComposeResult:
         with Vertical(id="scatter-box"):
             yield Label(self.title_text, id="dialog-title")
             yield Static("", id="scatter-axes")
             yield SweepScatter(id="scatter")
+            yield ParallelPlot(id="parallel")
             yield Static("", id="scatter-best")
             with VerticalScroll(id="scatter-runs-box"):  # the plot keeps its room
                 yield Static("", id="scatter-runs")
             yield Static("[dim]x: next setting   b: best or last   m: next metric   "
-                         "G: group by setting   esc: close[/]")
+                         "G: group by setting   p: parallel coordinates or scatter   "
+                         "esc: close[/]")
 
     def on_mount(self) -> None:
         self.draw()
@@ -97,9 +104,19 @@ class SweepView(ModalScreen[None]):
         """What the scatter draws now."""
         return self.query_one(SweepScatter).scatter
 
+    @property
+    def lines(self) -> Parallel | None:
+        """What the parallel coordinates draw now."""
+        return self.query_one(ParallelPlot).data
+
     def draw(self) -> None:
         """Plot the runs as they are now, by the current axes."""
         runs = self.runs_of()
+        self.query_one(SweepScatter).display = not self.parallel
+        self.query_one(ParallelPlot).display = self.parallel
+        if self.parallel:
+            self._draw_parallel(runs)
+            return
         drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels,
                         self.group, self.by)
         self.query_one(SweepScatter).set_data(drawn)
@@ -132,6 +149,35 @@ class SweepView(ModalScreen[None]):
                              f"{escape(p.label)} [dim]{value_of(p)}[/]")
             for p in ordered
         ], padding=(0, 3)))
+
+    def _draw_parallel(self, runs: Sequence[RunInfo]) -> None:
+        drawn = parallel(runs, self.metric, self.use_best, self.labels, self.group, self.by)
+        self.query_one(ParallelPlot).set_data(drawn)
+        names = [f"[b]{escape(a.name)}[/b]{' (log)' if a.log else ''}" for a in drawn.axes]
+        more = (f"   [dim]{len(drawn.left_out)} more not drawn: "
+                f"{escape(' '.join(drawn.left_out))}[/]" if drawn.left_out else "")
+        grouped = f"   [b]{sum(line.runs for line in drawn.lines)} runs as " \
+                  f"{len(drawn.lines)} means[/b]" if self.group else ""
+        self.query_one("#scatter-axes", Static).update(
+            f"axes: {'  '.join(names[:-1])} → {names[-1] if names else ''}{grouped}{more}")
+        best = next((line for line in drawn.lines if line.best), None)
+        text = "" if best is None else (
+            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b]"
+            f"{f' ({best.run_id})' if best.runs == 1 else ''}: "
+            f"{escape(drawn.y_name)} {format_number(best.value)}")
+        if drawn.missing:
+            text += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
+        self.query_one("#scatter-best", Static).update(text)
+        self.query_one("#scatter-runs", Static).update(Columns([
+            Text.from_markup(f"[{'b bright_white' if line.best else SHADES[line.shade]}]"
+                             f"{BEST if line.best else POINT}[/] "
+                             f"{escape(line.label)} [dim]{format_number(line.value)}[/]")
+            for line in reversed(drawn.lines)
+        ], padding=(0, 3)))
+
+    def action_toggle_parallel(self) -> None:
+        self.parallel = not self.parallel
+        self.draw()
 
     def action_next_param(self) -> None:
         params = numeric_params(self.runs_of(), self.group)

@@ -79,7 +79,7 @@ class Series:
 
 
 @dataclass
-class _Layer:
+class DotLayer:
     """Braille dots for one layer of the plot, and which curve last lit each cell."""
 
     width: int
@@ -182,8 +182,8 @@ class ChartLayout:
         y_lo, y_hi = y_lo - pad, y_hi + pad
         if chart.live:
             y_lo, y_hi = snap_outward(y_lo, y_hi, LIVE_Y_STEPS)
-        raw_layer = _Layer(self.plot_w, self.plot_h)
-        main_layer = _Layer(self.plot_w, self.plot_h)
+        raw_layer = DotLayer(self.plot_w, self.plot_h)
+        main_layer = DotLayer(self.plot_w, self.plot_h)
         for i in order:
             if i in faint:
                 self._plot(raw_layer, faint[i], i, y_lo, y_hi)
@@ -216,7 +216,7 @@ class ChartLayout:
 
     def _plot(
         self,
-        layer: _Layer,
+        layer: DotLayer,
         data: Buckets,
         owner: int,
         y_lo: float,
@@ -248,7 +248,7 @@ class ChartLayout:
         style = self.base + Style.parse(colour)
         return style + Style(bold=True) if series.emphasis else style
 
-    def _compose_plot(self, raw: _Layer, main: _Layer, order: list[int]) -> None:
+    def _compose_plot(self, raw: DotLayer, main: DotLayer, order: list[int]) -> None:
         styles = {i: self._style(i) for i in order}
         faint = {i: s + DIM for i, s in styles.items()}
         for r in range(self.plot_h):
