@@ -94,12 +94,18 @@ class ParallelPlot(Widget):
 
         layer = DotLayer(width, plot_h)
         dots_h = plot_h * 4 - 1
+        # Each segment in dots, drawn once: lines that share one (a word axis's, a grid's)
+        # leave it to the last of them, the best, which a cell shows anyway (500 runs
+        # across 6 axes: ~3,000 segments, a few hundred of them apart).
+        segments: dict[tuple[int, int, int], int] = {}
         for index, line in enumerate(data.lines):  # worst first: the best drawn last
             for i, (a, b) in enumerate(pairwise(line.positions)):
-                if a is None or b is None:
-                    continue
-                layer.line(columns[i] * 2 + 2, round((1 - a) * dots_h),
-                           columns[i + 1] * 2 - 1, round((1 - b) * dots_h), index)
+                if a is not None and b is not None:
+                    key = (i, round((1 - a) * dots_h), round((1 - b) * dots_h))
+                    segments.pop(key, None)  # (re-inserted: drawn in its last line's turn)
+                    segments[key] = index
+        for (i, y0, y1), index in segments.items():
+            layer.line(columns[i] * 2 + 2, y0, columns[i + 1] * 2 - 1, y1, index)
         shades = [base + Style.parse(shade) for shade in SHADES]
         best_style = base + BEST_STYLE
         for r in range(plot_h):
