@@ -39,12 +39,12 @@ from engine.rundir.spool_records import (
     steps_after,
 )
 from engine.server.daemon import MaintenanceError, hold_stopped_store
+from engine.server.launch_file import QUEUE_RECORD
 from engine.server.requests import MAX_RETRIES, is_number
 from engine.server.run_reports import SPOOL_READ_BYTES, stderr_tail
 from engine.server.rungs import RungWatch
 from engine.server.store import Store
 from engine.server.store_queues import QUEUE_FIELDS
-from engine.server.supervisor import QUEUE_RECORD
 
 # Points stored per transaction while a spool is read back.
 BATCH_POINTS = 50_000
@@ -197,7 +197,16 @@ def _restore_run(
                         exit_reason=why)
         return 0
     if generation == 0:  # it waited in its queue: it waits there again
-        store.set_state(run_id, RunState.QUEUED, f"{REBUILT}: queued", queue_pos=created)
+        start_from = launch.get("launch_from")  # a fork: its parent's checkpoint
+        if isinstance(start_from, str) and not Path(start_from).exists():
+            why = f"the checkpoint it was to start from is gone ({start_from})"
+            store.set_state(run_id, RunState.FAILED, f"{REBUILT}: {why}", ended=time.time(),
+                            exit_reason=why)
+            return 0
+        fork_start: dict[str, Any] = {} if not isinstance(start_from, str) else {
+            "launch_from": start_from, "step": launch.get("fork_step") or 0}
+        store.set_state(run_id, RunState.QUEUED, f"{REBUILT}: queued", queue_pos=created,
+                        **fork_start)
         return 0
     spool = _read_spool(store, run_id, rundir.spool, _rung_watch(launch, config))
     state, fields = _last_state(rundir, generation, spool)

@@ -33,6 +33,7 @@ from engine.rundir.spool_records import (
 )
 from engine.server.backends import kind_fields
 from engine.server.divergence import divergence_condition, pause_reason, watch_for
+from engine.server.launch_file import write_queued
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.population import Population
 from engine.server.retries import fork_point, retry_point, retry_reason
@@ -385,6 +386,11 @@ class RunReports(Population):
             self.enqueue(child, str(path), f"forked from {parent_id} at step {step}{which}; "
                          "queued", schedule=False)
             queued = True
+            try:  # what a rebuilt store queues it from again; the fork goes on without it
+                write_queued(self.paths, {**child, "fork_step": step}, launch_from=str(path))
+            except OSError as exc:
+                log.warning("fork %s: its launch.json for a rebuild was not written: %s",
+                            child_id, exc)
         if queued:
             self.scheduler.run_pass()
 

@@ -34,13 +34,12 @@ from engine.common.runs import (
 )
 from engine.common.sweep import MAX_SWEEP_RUNS
 from engine.run.workloads.registry import workload_defaults
-from engine.rundir.annotations import save_annotations
 from engine.rundir.disk_space import out_of_space
-from engine.rundir.paths import write_json_atomic
 from engine.server.attach import AttachError, create_attached_run, process_start
 from engine.server.backends import backend_for
 from engine.server.backends.wrapped import WRAPPED_WORKLOAD
 from engine.server.devices import check_device
+from engine.server.launch_file import write_queued
 from engine.server.queue_requests import QueueRequests
 from engine.server.removal import (
     keep_for_forks,
@@ -61,7 +60,6 @@ from engine.server.requests import (
 )
 from engine.server.retries import reruns_as_started
 from engine.server.run_reports import CHILDREN_SEP
-from engine.server.supervisor import launch_record
 
 # What each request that makes a run may be given; anything else is refused, so a
 # client newer than this daemon is told, rather than silently ignored.
@@ -146,13 +144,8 @@ class RunRequests(QueueRequests):
 
         Its environment waits in a launch.json of generation 0 until it starts.
         """
-        rundir = self.supervisor.paths.run_dir(run["id"])
         try:
-            rundir.path.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(rundir.launch, {
-                **launch_record(run), "generation": 0, **({} if env is None else {"env": env}),
-            })
-            save_annotations(rundir, run)  # the tags it was started with, for a rebuild
+            write_queued(self.supervisor.paths, run, **({} if env is None else {"env": env}))
         except OSError as exc:
             if not out_of_space(exc):
                 raise

@@ -27,6 +27,7 @@ from engine.server.backends import backend_for
 from engine.server.backends.attached import record_started_by_user
 from engine.server.cores import CoreShares
 from engine.server.divergence import pause_reason
+from engine.server.launch_file import launch_record
 from engine.server.live_run import KILL_REASON, LiveRun, Publish
 from engine.server.output_order import OutputOrder
 from engine.server.removal import Trash
@@ -474,27 +475,3 @@ class Supervisor(RunReports):
         self.store.update_run(live.run_id, pid=pid, pgid=pgid, pid_start=pid_start)
         live.pid, live.pgid, live.pid_start = pid, pgid, pid_start
         live.escalate_kill()  # a kill asked for before the worker existed goes out now
-
-
-def launch_record(run: dict[str, Any]) -> dict[str, Any]:
-    """What launch.json says about a run itself: enough to rebuild its row in a new store."""
-    return {
-        "run_id": run["id"],
-        "name": run["name"],
-        "workload": run["workload"],
-        "config": run["config"],
-        "device": run["device"],
-        "cwd": run["cwd"],
-        "created": run["created"],
-        "parent_id": run["parent_id"],
-        "fork_step": run["fork_step"],
-        "divergence_factor": run["divergence_factor"],
-        "early_stop": run["early_stop"],
-        "checkpoint_every": run["checkpoint_every"],  # the worker reads it too
-        "retries": run["retries"],
-        **{key: run[key] for key in QUEUE_RECORD},
-    }
-
-
-# What launch.json keeps of a run's place in its queue, for ``engine rebuild``.
-QUEUE_RECORD = ("queue", "priority", "after_id", "gpus", "sweep")

@@ -174,3 +174,32 @@ def test_killed_runs_stay_killed_in_a_rebuilt_store(engine: Engine) -> None:
         assert after["state"] == "killed" and after["exit_reason"] == "killed by user", after
         assert after["step"] == before["step"]
     assert engine.cli("queue", "one").out.count("waiting") == 0  # nothing came back to life
+
+
+def test_a_queued_fork_waits_again_after_a_rebuild_and_starts_at_its_fork_step(
+    engine: Engine,
+) -> None:
+    # A fork waiting for a slot has no process and, before its first start, had no
+    # directory either: a rebuilt store lost it. Now its launch.json says where it starts.
+    parent = start(engine, "steps=60")
+    engine.wait_state(parent, *TERMINAL)
+    assert engine.cli("queue", "later", "--pause").code == 0
+    result = engine.cli("fork", parent, "lr=0.01,0.02", "steps=90", "--queue", "later",
+                        "--tag", "kept", "--json", "--no-wait")
+    assert result.code == 0, result.err
+    waiting, dropped = (fork["id"] for fork in result.json())
+    engine.wait(waiting, lambda r: r["state"] == "queued" and r["fork_step"] == 60)
+    assert engine.cli("kill", dropped).code == 0
+    engine.wait_state(dropped, "killed")
+    stop(engine)
+    engine.paths.store.unlink()
+    assert engine.cli("engine", "rebuild").code == 0
+    found = engine.run(waiting)
+    assert (found["state"], found["parent_id"], found["fork_step"], found["step"]) == (
+        "queued", parent, 60, 60), found
+    assert engine.run(dropped)["state"] == "killed"  # killed in its queue: stays so
+    assert engine.cli("ls", "-q", "-t", "kept").out.split() == [waiting, dropped]
+    assert engine.cli("queue", "later", "--resume").code == 0
+    ended = engine.wait_state(waiting, *TERMINAL)
+    assert (ended["state"], ended["step"]) == ("finished", 90), ended
+    assert sorted(engine.losses(waiting)) == list(range(60, 90))  # from its fork step on
