@@ -135,7 +135,7 @@ def test_a_reconnect_to_the_engine_keeps_the_view(engine: Engine) -> None:
             table.select(third)
             await pilot.press("t")
             table.select(first)
-            await pilot.press("space", "m", "g", "o", "slash", *"-x", "enter")
+            await pilot.press("space", "m", "g", "o", "slash", *"-two", "enter")
             await until(pilot, lambda: table.order == [third, first])
             table.select(third)
             before = app.saved_view()

@@ -576,7 +576,33 @@ def test_p_in_the_sweep_view_draws_the_sweep_as_parallel_coordinates(engine: Eng
             assert any(0x2800 < ord(ch) <= 0x28FF for ch in "".join(lines[1:-2]))  # lines
             text = str(view.query_one("#scatter-best", Static).render())
             assert lowest in text and "best loss" in text
-            await pilot.press("p")  # back to the scatter
+
+            ranked = sorted(SWEEP_IDS, key=lambda r: app.state.runs[r].best["loss"])
+            assert view.picked is None
+            await pilot.press("j")  # a run picked, from the best down: drawn apart
+            assert view.picked == ranked[0]
+            await pilot.press("j", "j", "j", "k")
+            assert view.picked == ranked[2]
+            await pilot.press("k", "k", "k")  # no further than the best
+            assert view.picked == ranked[0]
+            await pilot.press("j")
+            await pilot.pause()
+            picked = app.state.runs[ranked[1]]
+            text = str(view.query_one("#scatter-best", Static).render())
+            assert f"picked, 2 of {len(SWEEP_IDS)}" in text and ranked[1] in text
+            assert f"batch={picked.config['batch']}" in text
+            lines = [plot.render_line(y).text for y in range(plot.size.height)]
+            assert sum(line.count("◆") for line in lines) == 3  # on each of the 3 axes
+            assert any(f"◆ {picked.config['batch']}" in line for line in lines)
+
+            await pilot.press("p")  # back to the scatter: the same run picked
             await until(pilot, lambda: not plot.display and view.query_one(SweepScatter).display)
+            await pilot.pause()
+            dots = view.query_one(SweepScatter)
+            assert sum(dots.render_line(y).text.count("◆")
+                       for y in range(dots.size.height)) == 1
+            await pilot.press("enter")  # the view closes on it, selected in the table
+            await until(pilot, lambda: not isinstance(app.screen, SweepView))
+            assert table.selected_id == ranked[1]
 
     asyncio.run(scenario())

@@ -51,6 +51,11 @@ class Axis:
         placed = math.log10(found) if self.log else found
         return 0.5 if self.hi == self.lo else (placed - self.lo) / (self.hi - self.lo)
 
+    def text(self, value: Any) -> str:
+        """``value`` as this axis writes it."""
+        found = None if self.words else number(value)
+        return _word(value) if found is None else format_number(found)
+
     def end_labels(self) -> tuple[str, str]:
         """What is written under and over the axis: its lowest and highest value."""
         if self.words:
@@ -70,6 +75,7 @@ class Line:
     shade: int  # index into SHADES: 0 for the best fifth of the lines
     best: bool = False
     runs: int = 1
+    texts: tuple[str, ...] = ()  # its value on each setting's axis, as written ("": none)
 
 
 @dataclass(frozen=True)
@@ -140,10 +146,14 @@ def parallel(
     lines = []
     for rank, i in enumerate(ranked):
         alike, label, y = members[i]
-        positions = tuple(a.position(configs[i].get(a.name)) for a in axes[:-1])
+        settings = [configs[i].get(a.name) for a in axes[:-1]]
+        positions = tuple(a.position(v) for a, v in zip(axes, settings, strict=False))
+        texts = tuple("" if p is None else a.text(v)
+                      for a, v, p in zip(axes, settings, positions, strict=False))
         lines.append(Line(alike[0].id, label, (*positions, metric_axis.position(y)
                                                 if metric_axis else None),
-                          y, rank * len(SHADES) // len(members), rank == 0, len(alike)))
+                          y, rank * len(SHADES) // len(members), rank == 0, len(alike),
+                          texts))
     return Parallel(tuple(axes), tuple(reversed(lines)), y_name, len(runs) - len(valued),
                     left_out)
 

@@ -77,7 +77,18 @@ class SweepActions(RunActions):
         colours = colours_for(ids, self.state.marks)
         view = self.state.view
         self.push_screen(SweepView(title, runs_now, colours, labels,
-                                   Grouping(view.group, view.group_by)))
+                                   Grouping(view.group, view.group_by)), self._select_picked)
+
+    def _select_picked(self, run_id: str | None) -> None:
+        """Select the run the sweep view closed on (Enter), unfolding what hides it."""
+        if run_id is None:
+            return
+        table = self.query_one(RunsTable)
+        table.pending_select = run_id
+        table.refresh_rows(self.state)
+        if table.selected_id != run_id:  # the filter hides it
+            table.pending_select = None
+            self.notify(f"{run_id} is hidden by the filter ('/')", severity="warning")
 
     @work
     async def action_sweep(self) -> None:

@@ -5,8 +5,10 @@ coordinates: every setting they differ in an axis, each run a line across them.
 ``x`` picks the next hyper-parameter, ``b`` switches best and last, ``m`` the
 metric, ``G`` groups the runs by setting (as the chart's ``G``: alike but for their
 seeds, or in the keys named there), each setting a point at the mean of its runs
-with a bar from the lowest to the highest (a line at that mean). The plot follows the
-runs as they train (redrawn every two seconds).
+with a bar from the lowest to the highest (a line at that mean). ``j``/``k`` pick a
+run, from the best down, drawn apart with its values; Enter closes the view on it,
+selected in the runs table. The plot follows the runs as they train (redrawn every
+two seconds).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from engine.common.format import format_number
 from tui.parallel_data import SHADES, Parallel, parallel
 from tui.scatter_data import Scatter, ScatterPoint, metrics_of, numeric_params, scatter
 from tui.widgets.parallel_plot import ParallelPlot
-from tui.widgets.sweep_scatter import BEST, POINT, SweepScatter
+from tui.widgets.sweep_scatter import BEST, PICK, PICKED_COLOUR, POINT, SweepScatter
 
 REDRAW_S = 2.0  # as the chart's live curve: values move with training
 
@@ -49,8 +51,9 @@ def value_of(point: ScatterPoint) -> str:
     return f"{format_number(point.y)} ({format_number(point.low)}…{format_number(point.high)})"
 
 
-class SweepView(ModalScreen[None]):
-    """A scatter of runs; the runs come from ``runs_of`` each time it is drawn."""
+class SweepView(ModalScreen[str | None]):
+    """A scatter of runs; the runs come from ``runs_of`` each time it is drawn. It
+    closes with the run picked (Enter), or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,v", "close", "Close"),
@@ -59,6 +62,9 @@ class SweepView(ModalScreen[None]):
         Binding("m", "next_metric", "Next metric"),
         Binding("G", "toggle_group", "Group by setting"),
         Binding("p", "toggle_parallel", "Parallel coordinates or scatter"),
+        Binding("j,down", "pick(1)", "Next run, worse", priority=True),
+        Binding("k,up", "pick(-1)", "Run before, better", priority=True),
+        Binding("enter", "go", "Select the picked run", priority=True),
     ]
 
     def __init__(
@@ -81,6 +87,8 @@ class SweepView(ModalScreen[None]):
         self.metric = metrics[0] if metrics else "loss"
         self.use_best = True
         self.parallel = False  # parallel coordinates (p) instead of the scatter
+        self.picked: str | None = None  # the run picked with j/k, drawn apart
+        self._order: list[str] = []  # the runs (a group's first) drawn, best first
 
     def compose(self) -> ComposeResult:
         with Vertical(id="scatter-box"):
@@ -91,9 +99,9 @@ class SweepView(ModalScreen[None]):
             yield Static("", id="scatter-best")
             with VerticalScroll(id="scatter-runs-box"):  # the plot keeps its room
                 yield Static("", id="scatter-runs")
-            yield Static("[dim]x: next setting   b: best or last   m: next metric   "
-                         "G: group by setting   p: parallel coordinates or scatter   "
-                         "esc: close[/]")
+            yield Static("[dim]x: next setting  b: best or last  m: metric  G: group by "
+                         "setting  p: parallel or scatter  j/k: pick a run  enter: select it"
+                         "  esc: close[/]")
 
     def on_mount(self) -> None:
         self.draw()
@@ -119,7 +127,9 @@ class SweepView(ModalScreen[None]):
             return
         drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels,
                         self.group, self.by)
-        self.query_one(SweepScatter).set_data(drawn)
+        ordered = sorted(drawn.points, key=lambda p: p.y)  # lowest first, as the key lists
+        self._set_order([p.run_id for p in ordered])
+        self.query_one(SweepScatter).set_data(drawn, self.picked)
         log = " (log)" if drawn.log_x else ""
         grouped = ""
         if self.group:
@@ -131,19 +141,14 @@ class SweepView(ModalScreen[None]):
             f"x: [b]{escape(self.param or 'no numeric setting')}[/b]{log}   "
             f"y: [b]{escape(drawn.y_name)}[/b]{' (log)' if drawn.log_y else ''}{grouped}"
         )
-        best = next((p for p in drawn.points if p.best), None)
-        line = "" if best is None else (
-            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b]"
-            f"{f' ({best.run_id})' if best.runs == 1 else ''}: "
-            f"{escape(drawn.y_name)} {value_of(best)} at {escape(self.param)}="
-            f"{format_number(best.x)}"
-        )
-        if drawn.missing:
-            line += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
-        self.query_one("#scatter-best", Static).update(line)
+        told = next((p for p in ordered if p.run_id == self.picked), None) or next(
+            (p for p in ordered if p.best), None)
+        line = "" if told is None else (
+            f"{self._whom(told.run_id, told.label, told.runs)}: {escape(drawn.y_name)} "
+            f"{value_of(told)} at {escape(self.param)}={format_number(told.x)}")
+        self._say(line, drawn.missing, len(runs))
         # Every point named, in its colour, lowest first: the key to the plot, in
         # columns, so that no name is broken across two lines.
-        ordered = sorted(drawn.points, key=lambda p: p.y)
         self.query_one("#scatter-runs", Static).update(Columns([
             Text.from_markup(f"[{p.colour or 'default'}]{BEST if p.best else POINT}[/] "
                              f"{escape(p.label)} [dim]{value_of(p)}[/]")
@@ -152,7 +157,9 @@ class SweepView(ModalScreen[None]):
 
     def _draw_parallel(self, runs: Sequence[RunInfo]) -> None:
         drawn = parallel(runs, self.metric, self.use_best, self.labels, self.group, self.by)
-        self.query_one(ParallelPlot).set_data(drawn)
+        ordered = list(reversed(drawn.lines))  # best first
+        self._set_order([line.run_id for line in ordered])
+        self.query_one(ParallelPlot).set_data(drawn, self.picked)
         names = [f"[b]{escape(a.name)}[/b]{' (log)' if a.log else ''}" for a in drawn.axes]
         more = (f"   [dim]{len(drawn.left_out)} more not drawn: "
                 f"{escape(' '.join(drawn.left_out))}[/]" if drawn.left_out else "")
@@ -160,20 +167,52 @@ class SweepView(ModalScreen[None]):
                   f"{len(drawn.lines)} means[/b]" if self.group else ""
         self.query_one("#scatter-axes", Static).update(
             f"axes: {'  '.join(names[:-1])} → {names[-1] if names else ''}{grouped}{more}")
-        best = next((line for line in drawn.lines if line.best), None)
-        text = "" if best is None else (
-            f"[b]{BEST}[/b] best: [b]{escape(best.label)}[/b]"
-            f"{f' ({best.run_id})' if best.runs == 1 else ''}: "
-            f"{escape(drawn.y_name)} {format_number(best.value)}")
-        if drawn.missing:
-            text += f"   [dim]{drawn.missing} of {len(runs)} runs have no value to plot[/]"
-        self.query_one("#scatter-best", Static).update(text)
+        told = next((line for line in ordered if line.run_id == self.picked), None) or next(
+            (line for line in ordered if line.best), None)
+        text = "" if told is None else (
+            f"{self._whom(told.run_id, told.label, told.runs)}: {escape(drawn.y_name)} "
+            f"{format_number(told.value)}" + "".join(
+                f"  {escape(axis.name)}={escape(value)}"
+                for axis, value in zip(drawn.axes[:-1], told.texts, strict=False) if value))
+        self._say(text, drawn.missing, len(runs))
         self.query_one("#scatter-runs", Static).update(Columns([
             Text.from_markup(f"[{'b bright_white' if line.best else SHADES[line.shade]}]"
                              f"{BEST if line.best else POINT}[/] "
                              f"{escape(line.label)} [dim]{format_number(line.value)}[/]")
-            for line in reversed(drawn.lines)
+            for line in ordered
         ], padding=(0, 3)))
+
+    def _set_order(self, order: list[str]) -> None:
+        """The runs drawn, best first; a picked run no longer drawn is let go."""
+        self._order = order
+        if self.picked not in order:
+            self.picked = None
+
+    def _whom(self, run_id: str, label: str, runs: int) -> str:
+        """The run the line under the plot tells of: the picked one, else the best."""
+        own = f" ({run_id})" if runs == 1 else ""
+        if run_id == self.picked:
+            rank = self._order.index(run_id) + 1
+            return (f"[b {PICKED_COLOUR}]{PICK}[/] picked, {rank} of {len(self._order)}: "
+                    f"[b]{escape(label)}[/b]{own}")
+        return f"[b]{BEST}[/b] best: [b]{escape(label)}[/b]{own}"
+
+    def _say(self, line: str, missing: int, runs: int) -> None:
+        if missing:
+            line += f"   [dim]{missing} of {runs} runs have no value to plot[/]"
+        self.query_one("#scatter-best", Static).update(line)
+
+    def action_pick(self, step: int) -> None:
+        """Pick the next run down the ranking (``step`` 1) or up it (-1), from the best."""
+        if not self._order:
+            return
+        at = self._order.index(self.picked) if self.picked in self._order else -1
+        self.picked = self._order[min(max(at + step, 0), len(self._order) - 1)]
+        self.draw()
+
+    def action_go(self) -> None:
+        """Close on the picked run (none picked: the best), to select it in the table."""
+        self.dismiss(self.picked or (self._order[0] if self._order else None))
 
     def action_toggle_parallel(self) -> None:
         self.parallel = not self.parallel

@@ -1,7 +1,8 @@
 """The sweep view's parallel coordinates: an axis a setting and one for the metric, each
 run a braille line across them, shaded from the best runs (green) to the worst (red),
 the worst drawn first so that the best lie on top, the best run of all in white, marked
-where it crosses each axis. Each axis is labelled with its lowest value under it, its
+where it crosses each axis; the run picked (j/k in the sweep view) over them all, in
+cyan, its value written beside each axis. Each axis is labelled with its lowest value under it, its
 highest over it and its name at the foot.
 
 The frame is laid out once per (size, data) and kept as strips, like the chart's.
@@ -9,16 +10,18 @@ The frame is laid out once per (size, data) and kept as strips, like the chart's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 
 from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui.parallel_data import SHADES, Parallel
+from engine.common.format import format_number
+from tui.parallel_data import SHADES, Line, Parallel
 from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_layout import DIM, DotLayer
-from tui.widgets.sweep_scatter import AXIS, BEST, POINT
+from tui.widgets.sweep_scatter import AXIS, BEST, PICK, PICKED_COLOUR, POINT
 
 AXIS_LINE = "│"
 BEST_STYLE = Style(color="bright_white", bold=True)  # the best run's line and marks
@@ -35,6 +38,7 @@ class ParallelPlot(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._data: Parallel | None = None
+        self._picked: str | None = None
         self._strips: list[Strip] = []
         self._key: tuple[object, ...] | None = None
 
@@ -43,15 +47,16 @@ class ParallelPlot(Widget):
         """What is drawn now."""
         return self._data
 
-    def set_data(self, data: Parallel) -> None:
-        """Draw ``data`` (the same data again draws nothing)."""
-        if data != self._data:
-            self._data = data
+    def set_data(self, data: Parallel, picked: str | None = None) -> None:
+        """Draw ``data``, the line of run ``picked`` over the rest with its values (the
+        same again draws nothing)."""
+        if (data, picked) != (self._data, self._picked):
+            self._data, self._picked = data, picked
             self.refresh()
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        key = (width, height, self._data)
+        key = (width, height, self._data, self._picked)
         if key != self._key:
             self._strips, self._key = self._layout(width, height), key
         if 0 <= y < len(self._strips):
@@ -92,29 +97,41 @@ class ParallelPlot(Widget):
             put(min(height // 2, max(height - 1, 0)), 0, note.center(width)[:width], base + DIM)
             return strips()
 
-        layer = DotLayer(width, plot_h)
         dots_h = plot_h * 4 - 1
-        # Each segment in dots, drawn once: lines that share one (a word axis's, a grid's)
-        # leave it to the last of them, the best, which a cell shows anyway (500 runs
-        # across 6 axes: ~3,000 segments, a few hundred of them apart).
-        segments: dict[tuple[int, int, int], int] = {}
-        for index, line in enumerate(data.lines):  # worst first: the best drawn last
-            for i, (a, b) in enumerate(pairwise(line.positions)):
-                if a is not None and b is not None:
-                    key = (i, round((1 - a) * dots_h), round((1 - b) * dots_h))
-                    segments.pop(key, None)  # (re-inserted: drawn in its last line's turn)
-                    segments[key] = index
-        for (i, y0, y1), index in segments.items():
-            layer.line(columns[i] * 2 + 2, y0, columns[i + 1] * 2 - 1, y1, index)
+
+        def segments(lines: Sequence[Line]) -> dict[tuple[int, int, int], int]:
+            """Each segment in dots, once: lines that share one (a word axis's, a grid's)
+            leave it to the last of them, the best, which a cell shows anyway (500 runs
+            across 6 axes: ~3,000 segments, a few hundred of them apart)."""
+            found: dict[tuple[int, int, int], int] = {}
+            for index, line in enumerate(lines):
+                for i, (a, b) in enumerate(pairwise(line.positions)):
+                    if a is not None and b is not None:
+                        key = (i, round((1 - a) * dots_h), round((1 - b) * dots_h))
+                        found.pop(key, None)  # (re-inserted: drawn in its last line's turn)
+                        found[key] = index
+            return found
+
+        picked = next((line for line in data.lines if line.run_id == self._picked), None)
+        layers = [DotLayer(width, plot_h), DotLayer(width, plot_h)]  # the picked one on top
+        for layer, lines in zip(layers, (data.lines, [picked] if picked else []), strict=True):
+            for (i, y0, y1), index in segments(lines).items():
+                layer.line(columns[i] * 2 + 2, y0, columns[i + 1] * 2 - 1, y1, index)
         shades = [base + Style.parse(shade) for shade in SHADES]
         best_style = base + BEST_STYLE
+        picked_style = base + Style(color=PICKED_COLOUR, bold=True)
         for r in range(plot_h):
             for c in range(width):
                 cell = r * width + c
-                if layer.mask[cell]:
-                    owner = data.lines[layer.owner[cell]]
+                if layers[1].mask[cell]:
+                    dots, style = layers[1].mask[cell], picked_style
+                elif layers[0].mask[cell]:
+                    owner = data.lines[layers[0].owner[cell]]
+                    dots = layers[0].mask[cell]
                     style = best_style if owner.best else shades[owner.shade]
-                    cells[r + 1][c], styles[r + 1][c] = chr(0x2800 + layer.mask[cell]), style
+                else:
+                    continue
+                cells[r + 1][c], styles[r + 1][c] = chr(0x2800 + dots), style
         label_w = gap - 1
         for i, (axis, col) in enumerate(zip(data.axes, columns, strict=True)):
             for r in range(plot_h):
@@ -127,9 +144,20 @@ class ParallelPlot(Widget):
                 text = text if len(text) <= room else text[: max(room - 1, 1)] + "…"
                 put(row, min(max(col - len(text) // 2, 0), width - len(text)), text, style)
         best = next((line for line in data.lines if line.best), None)
-        if best is not None:
-            for i, (position, col) in enumerate(zip(best.positions, columns, strict=True)):
-                if position is not None:
-                    put(1 + round((1 - position) * (plot_h - 1)), col,
-                        BEST if i == len(columns) - 1 else POINT, best_style)
+        for marked, style in ((best, best_style), (picked, picked_style)):
+            if marked is None:
+                continue
+            last = len(columns) - 1
+            for i, (position, col) in enumerate(zip(marked.positions, columns, strict=True)):
+                if position is None:
+                    continue
+                row = 1 + round((1 - position) * (plot_h - 1))
+                put(row, col, PICK if marked is picked else BEST if i == last else POINT, style)
+                if marked is picked:  # its value beside each axis (the last: before it)
+                    text = marked.texts[i] if i < last else format_number(marked.value)
+                    text = text[: max(label_w - 2, 1)]
+                    if i == last:
+                        put(row, col - len(text) - 1, text + " ", style)
+                    else:
+                        put(row, col + 1, " " + text, style)
         return strips()

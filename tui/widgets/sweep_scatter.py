@@ -20,6 +20,7 @@ from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_layout import DIM, GUTTER
 
 POINT, BEST = "●", "★"
+PICK, PICKED_COLOUR = "◆", "bright_cyan"  # the run picked with j/k in the sweep view
 BAR, BAR_TOP, BAR_FOOT = "│", "┬", "┴"  # a group's range, capped at its ends
 AXIS = Style(color="bright_black")
 
@@ -41,6 +42,7 @@ class SweepScatter(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._scatter: Scatter | None = None
+        self._picked: str | None = None
         self._strips: list[Strip] = []
         self._key: tuple[object, ...] | None = None
 
@@ -49,15 +51,16 @@ class SweepScatter(Widget):
         """What is drawn now."""
         return self._scatter
 
-    def set_data(self, scatter: Scatter) -> None:
-        """Draw ``scatter`` (the same data again draws nothing)."""
-        if scatter != self._scatter:
-            self._scatter = scatter
+    def set_data(self, scatter: Scatter, picked: str | None = None) -> None:
+        """Draw ``scatter``, the point of run ``picked`` set apart (the same again draws
+        nothing)."""
+        if (scatter, picked) != (self._scatter, self._picked):
+            self._scatter, self._picked = scatter, picked
             self.refresh()
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        key = (width, height, self._scatter)
+        key = (width, height, self._scatter, self._picked)
         if key != self._key:
             self._strips, self._key = self._layout(width, height), key
         if 0 <= y < len(self._strips):
@@ -137,9 +140,14 @@ class SweepScatter(Widget):
                 put(row, column(point.x),
                     BAR_TOP if row == top < foot else BAR_FOOT if row == foot > top else BAR,
                     style)
-        # The best run last, so it is the one seen where points share a cell.
-        for point in sorted(scatter.points, key=lambda p: p.best):
-            style = base + Style.parse(point.colour or "default")
-            put(row_of(point.y), column(point.x), BEST if point.best else POINT,
-                style + Style(bold=point.best))
+        # The best run last, so it is the one seen where points share a cell; the
+        # picked one after it.
+        picked = base + Style(color=PICKED_COLOUR, bold=True)
+        for point in sorted(scatter.points,
+                            key=lambda p: (p.run_id == self._picked, p.best)):
+            style = base + Style.parse(point.colour or "default") + Style(bold=point.best)
+            if point.run_id == self._picked:
+                style = picked
+            put(row_of(point.y), column(point.x),
+                PICK if point.run_id == self._picked else BEST if point.best else POINT, style)
         return [cells_strip(cells[r], styles[r], width) for r in range(height)]
