@@ -15,12 +15,12 @@ from itertools import pairwise
 
 from rich.style import Style
 from textual.strip import Strip
-from textual.widget import Widget
 
 from engine.common.format import format_number
 from tui.parallel_data import SHADES, Line, Parallel
 from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_layout import DIM, DotLayer
+from tui.widgets.picked_plot import PickedPlot
 from tui.widgets.sweep_scatter import AXIS, BEST, PICK, PICKED_COLOUR, POINT
 
 AXIS_LINE = "│"
@@ -28,40 +28,17 @@ BEST_STYLE = Style(color="bright_white", bold=True)  # the best run's line and m
 MIN_GAP = 4  # columns between two axes, at least
 
 
-class ParallelPlot(Widget):
+class ParallelPlot(PickedPlot[Parallel]):
     """Runs as lines across one axis per setting and one for the metric."""
 
     DEFAULT_CSS = """
     ParallelPlot { height: 1fr; min-height: 6; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._data: Parallel | None = None
-        self._picked: str | None = None
-        self._strips: list[Strip] = []
-        self._key: tuple[object, ...] | None = None
-
     @property
     def data(self) -> Parallel | None:
         """What is drawn now."""
         return self._data
-
-    def set_data(self, data: Parallel, picked: str | None = None) -> None:
-        """Draw ``data``, the line of run ``picked`` over the rest with its values (the
-        same again draws nothing)."""
-        if (data, picked) != (self._data, self._picked):
-            self._data, self._picked = data, picked
-            self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        width, height = self.content_size
-        key = (width, height, self._data, self._picked)
-        if key != self._key:
-            self._strips, self._key = self._layout(width, height), key
-        if 0 <= y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(width, self.rich_style)
 
     def columns(self, width: int) -> list[int]:
         """The cell column of each axis: evenly apart, room for a label at either end."""

@@ -12,12 +12,12 @@ import math
 
 from rich.style import Style
 from textual.strip import Strip
-from textual.widget import Widget
 
 from tui.chart_math import format_log_tick, format_tick, log_ticks, nice_ticks
 from tui.scatter_data import Scatter
 from tui.widgets.cell_rows import cells_strip
 from tui.widgets.chart_layout import DIM, GUTTER
+from tui.widgets.picked_plot import PickedPlot
 
 POINT, BEST = "●", "★"
 PICK, PICKED_COLOUR = "◆", "bright_cyan"  # the run picked with j/k in the sweep view
@@ -31,7 +31,7 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-class SweepScatter(Widget):
+class SweepScatter(PickedPlot[Scatter]):
     """Runs as points: x a hyper-parameter, y a metric (each on a log scale when its
     values span 10x or more)."""
 
@@ -39,39 +39,16 @@ class SweepScatter(Widget):
     SweepScatter { height: 1fr; min-height: 6; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._scatter: Scatter | None = None
-        self._picked: str | None = None
-        self._strips: list[Strip] = []
-        self._key: tuple[object, ...] | None = None
-
     @property
     def scatter(self) -> Scatter | None:
         """What is drawn now."""
-        return self._scatter
-
-    def set_data(self, scatter: Scatter, picked: str | None = None) -> None:
-        """Draw ``scatter``, the point of run ``picked`` set apart (the same again draws
-        nothing)."""
-        if (scatter, picked) != (self._scatter, self._picked):
-            self._scatter, self._picked = scatter, picked
-            self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        width, height = self.content_size
-        key = (width, height, self._scatter, self._picked)
-        if key != self._key:
-            self._strips, self._key = self._layout(width, height), key
-        if 0 <= y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(width, self.rich_style)
+        return self._data
 
     def _layout(self, width: int, height: int) -> list[Strip]:
         base = self.rich_style
         cells = [[" "] * width for _ in range(height)]
         styles = [[base] * width for _ in range(height)]
-        scatter = self._scatter
+        scatter = self._data
         plot_w, plot_h = width - GUTTER - 1, height - 1
         if scatter is None or not scatter.points or plot_w < 4 or plot_h < 2:
             note = "no run has a numeric value of both axes" if scatter else ""
