@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from engine.client.cli.ls_corr import ranks, spearman
+from engine.client.events import RunInfo
+from engine.client.importance import bins_of, correlations, omega_squared, ranks, spearman
 from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
 from tests.conftest import Engine
@@ -352,10 +355,44 @@ def test_ls_corr_says_which_settings_go_with_a_lower_loss(engine: Engine) -> Non
     assert started.code == 0, started.err
     assert engine.cli("wait", "--sweep", "c").code == 0
     lines = engine.cli("ls", "--sweep", "c", "--corr").out.splitlines()
-    assert lines[0].split()[:3] == ["KEY", "RUNS", "SPEARMAN"]
-    key, runs, rho = lines[1].split()[:3]
+    assert lines[0].split()[:5] == ["KEY", "RUNS", "IMPORTANCE", "BEST", "BIN"]
+    key, runs, importance, best_bin, rho = lines[1].split()[:5]
     assert (key, runs) == ("lr", "6") and float(rho) < -0.7  # a higher lr learned faster
+    assert float(importance) > 0.5 and best_bin == "0.02"
     assert not any(line.startswith("seed") for line in lines)  # seeds are what they average
     [wire] = engine.cli("ls", "--sweep", "c", "--corr", "--json").json()
-    assert wire["key"] == "lr" and wire["best_runs"] == 0.02
+    assert wire["key"] == "lr" and wire["best_runs"] == 0.02 and wire["best_bin"] == [0.02, 0.02]
     refused(engine, "ls", "--corr", "-G", mentions="--corr correlates the runs listed")
+
+
+def _scored(losses_by_config: list[tuple[dict[str, float], float]]) -> list[RunInfo]:
+    return [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                               "workload": "synthetic", "step": 9, "config": config,
+                               "best": {"loss": loss}})
+            for n, (config, loss) in enumerate(losses_by_config)]
+
+
+def test_importance_finds_a_setting_best_in_the_middle_that_spearman_misses() -> None:
+    # lr on a log grid, best at 1e-3 and worse either side (a U); 'junk' says nothing
+    lrs = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    runs = _scored([({"lr": lr, "junk": float(n // 5)},  # each junk value: every lr
+                     abs(math.log10(lr) + 3) + 0.01 * (n % 3))
+                    for n, lr in enumerate(lrs * 4)])
+    lr, junk = correlations(runs)  # the most important first
+    assert lr.key == "lr" and abs(lr.rho) < 0.2  # no order: Spearman sees nothing
+    assert lr.importance is not None and lr.importance > 0.8
+    assert lr.best_bin == (1e-3, 1e-3) and lr.bin_text == "0.001"
+    assert junk.key == "junk" and junk.importance == 0.0
+
+
+def test_many_values_go_in_five_bins_of_about_equal_counts_ties_kept_whole() -> None:
+    xs = [float(x) for x in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]
+    assert [[xs[i] for i in b] for b in bins_of(xs)] == [
+        [1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12], [13, 14, 15]]
+    xs = [float(x) for x in [7, 1, 2, 3, 4, 5, 5, 5, 5, 6]]  # the 5s would straddle two
+    bins = bins_of(xs)
+    assert [sorted(xs[i] for i in b) for b in bins] == [[1, 2], [3, 4], [5, 5, 5, 5], [6, 7]]
+    assert sorted(i for b in bins for i in b) == list(range(len(xs)))
+    assert all(max(xs[i] for i in a) < min(xs[i] for i in b) for a, b in pairwise(bins))
+    assert bins_of([3.0, 1.0, 3.0]) == [[1], [0, 2]]  # few values: a bin each
+    assert omega_squared([[0, 1, 2]], [1.0, 2.0, 3.0]) is None  # one bin: nothing to say

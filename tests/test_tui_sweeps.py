@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Select, Static
 
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
+from engine.client.importance import correlations
 from engine.common.format import format_number
 from engine.common.sweep import run_names
 from engine.server.store import Store
@@ -562,6 +563,11 @@ def test_p_in_the_sweep_view_draws_the_sweep_as_parallel_coordinates(engine: Eng
             assert drawn is not None
             assert [a.name for a in drawn.axes] == ["lr", "batch", "best loss"]
             assert sorted(line.run_id for line in drawn.lines) == sorted(SWEEP_IDS)
+            # each setting's importance (as 'ls --corr' gives it) beside its name
+            runs = [app.state.runs[r] for r in SWEEP_IDS]
+            weight = {c.key: c.importance for c in correlations(runs)}
+            axes = str(view.query_one("#scatter-axes", Static).render())
+            assert f"lr (log) {weight['lr']:.2f}  batch {weight['batch']:.2f} → best loss" in axes
             lowest = min(SWEEP_IDS, key=lambda r: app.state.runs[r].best["loss"])
             assert [line.run_id for line in drawn.lines if line.best] == [lowest]
             await pilot.pause()

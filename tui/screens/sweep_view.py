@@ -27,9 +27,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from engine.client.events import RunInfo
+from engine.client.importance import correlations
 from engine.common.format import format_number
 from tui.parallel_data import SHADES, Parallel, parallel
-from tui.scatter_data import Scatter, ScatterPoint, metrics_of, numeric_params, scatter
+from tui.scatter_data import Scatter, ScatterPoint, metrics_of, number, numeric_params, scatter
 from tui.widgets.parallel_plot import ParallelPlot
 from tui.widgets.sweep_scatter import BEST, PICK, PICKED_COLOUR, POINT, SweepScatter
 
@@ -99,9 +100,8 @@ class SweepView(ModalScreen[str | None]):
             yield Static("", id="scatter-best")
             with VerticalScroll(id="scatter-runs-box"):  # the plot keeps its room
                 yield Static("", id="scatter-runs")
-            yield Static("[dim]x: next setting  b: best or last  m: metric  G: group by "
-                         "setting  p: parallel or scatter  j/k: pick a run  enter: select it"
-                         "  esc: close[/]")
+            yield Static("[dim]x: next setting  b: best/last  m: metric  G: group  "
+                         "p: parallel/scatter  j/k: pick a run  enter: select it  esc: close[/]")
 
     def on_mount(self) -> None:
         self.draw()
@@ -160,20 +160,25 @@ class SweepView(ModalScreen[str | None]):
         ordered = list(reversed(drawn.lines))  # best first
         self._set_order([line.run_id for line in ordered])
         self.query_one(ParallelPlot).set_data(drawn, self.picked)
-        names = [f"[b]{escape(a.name)}[/b]{' (log)' if a.log else ''}" for a in drawn.axes]
+        weight = {c.key: c.importance for c in correlations(runs, self._value_of)}
+        names = [f"[b]{escape(a.name)}[/b]{' (log)' if a.log else ''}" + (
+            f" [dim]{weight[a.name]:.2f}[/]" if weight.get(a.name) is not None else "")
+            for a in drawn.axes]
         more = (f"   [dim]{len(drawn.left_out)} more not drawn: "
                 f"{escape(' '.join(drawn.left_out))}[/]" if drawn.left_out else "")
         grouped = f"   [b]{sum(line.runs for line in drawn.lines)} runs as " \
                   f"{len(drawn.lines)} means[/b]" if self.group else ""
         self.query_one("#scatter-axes", Static).update(
-            f"axes: {'  '.join(names[:-1])} → {names[-1] if names else ''}{grouped}{more}")
+            f"axes [dim](importance)[/]: {'  '.join(names[:-1])} → "
+            f"{names[-1] if names else ''}{grouped}{more}")
         told = next((line for line in ordered if line.run_id == self.picked), None) or next(
             (line for line in ordered if line.best), None)
         text = "" if told is None else (
             f"{self._whom(told.run_id, told.label, told.runs)}: {escape(drawn.y_name)} "
             f"{format_number(told.value)}" + "".join(
                 f"  {escape(axis.name)}={escape(value)}"
-                for axis, value in zip(drawn.axes[:-1], told.texts, strict=False) if value))
+                for axis, value in zip(drawn.axes[:-1], told.texts, strict=False)
+                if value and f"{axis.name}=" not in told.label))  # (a sweep's label has it)
         self._say(text, drawn.missing, len(runs))
         self.query_one("#scatter-runs", Static).update(Columns([
             Text.from_markup(f"[{'b bright_white' if line.best else SHADES[line.shade]}]"
@@ -181,6 +186,10 @@ class SweepView(ModalScreen[str | None]):
                              f"{escape(line.label)} [dim]{format_number(line.value)}[/]")
             for line in ordered
         ], padding=(0, 3)))
+
+    def _value_of(self, run: RunInfo) -> float | None:
+        """The run's value of the metric plotted (best or last)."""
+        return number((run.best if self.use_best else run.last).get(self.metric))
 
     def _set_order(self, order: list[str]) -> None:
         """The runs drawn, best first; a picked run no longer drawn is let go."""
