@@ -9,7 +9,8 @@ from engine.client.events import EmaSeed, RunInfo, decode_event
 from tui.chart_math import DebiasedEma, ema_debiased
 from tui.run_tree import build_rows
 from tui.state import TuiState
-from tui.sweep_groups import tree_parent
+from tui.sweep_groups import SweepGroup, tree_parent
+from tui.widgets.run_cells import group_cells
 
 
 def _run(run_id: str, parent: str | None = None, created: float = 0.0) -> dict[str, Any]:
@@ -80,6 +81,33 @@ def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
         _apply(state, {"event": "metrics", "data": {"run": "a", "points": points}})
     assert state.steps_per_second("a") == 10.0
     assert state.eta_seconds("a") == (1000 - 50) / 10.0
+
+
+def test_a_sweeps_eta_queues_its_waiting_runs_on_the_slots_as_they_come_free() -> None:
+    state = TuiState()
+    queued = {"state": "queued", "total_steps": 1000}
+    _set_runs(state, [_run("a"), _run("b"), {**_run("c", created=3), **queued},
+                      {**_run("d", created=4), **queued}, {**_run("e"), "state": "paused"},
+                      {**_run("f"), "state": "finished"}])
+    for second in range(5):  # a: 10 steps a second, at 50; b: 20 a second, at 100
+        for run_id, rate in (("a", 10), ("b", 20)):
+            points = [[second * rate + rate - 1, "loss", 1.0, 1000.0 + second]]
+            _apply(state, {"event": "metrics", "data": {"run": run_id, "points": points}})
+    assert (state.eta_seconds("a"), state.eta_seconds("b")) == (95.0, 45.0)
+    # c takes b's slot at 45 s, d a's at 95 s, each 1000 steps at the mean rate, 15/s
+    assert state.sweep_eta("abcdef") == 95.0 + 1000 / 15
+    assert state.sweep_eta("abef") == 95.0  # the paused and the finished wait for no one
+    assert state.sweep_eta("cdef") is None  # nothing runs: no rate to go by
+    # the sweep's row in the table says it; 'at most' for a rule that stops runs early
+    group = SweepGroup("sweep:s", "s", 0.0, tuple("abcdef"))
+    assert group_cells(group, state, compact=False)["ETA"].plain == "2m41s"
+    asha = {"grace": 100, "metric": "loss", "mode": "min", "reduction": 3}
+    for run_id in "abcdef":
+        state.runs[run_id] = replace(state.runs[run_id], early_stop=asha)
+    assert group_cells(group, state, compact=False)["ETA"].plain == "≤2m41s"
+    state.runs["d"] = replace(state.runs["d"], total_steps=None)
+    assert state.sweep_eta("abcd") is None  # a run of unknown length: no estimate
+    assert group_cells(group, state, compact=False)["ETA"].plain == ""
 
 
 def test_only_runs_whose_cells_moved_are_marked_changed() -> None:

@@ -154,12 +154,20 @@ def value_cells(
 def group_cells(
     group: SweepGroup, state: TuiState, compact: bool, extra: Iterable[str] = ()
 ) -> dict[str, Text]:
-    """Every column but NAME of a sweep's header row: its runs by state, its best loss."""
+    """Every column but NAME of a sweep's header row: its runs by state, its best loss,
+    and when its training and queued runs will all have ended."""
     best = best_of(group.runs, state.runs)
     cells = {column: Text("") for column in (*COLUMNS, *extra)}
     cells["ID"] = Text("sweep", style="bold bright_black")
     cells["STATE"] = Text(state_counts(group, state.runs))
     cells["BEST"] = Text(format_number(best[1] if best else None), style="bold")
+    eta = state.sweep_eta(group.runs)
+    if eta is not None:
+        first = state.runs.get(group.runs[0])
+        rule = first.early_stop if first is not None else None
+        stops = isinstance(rule, dict) and "interval" not in rule  # ASHA's, not PBT's
+        # (an early-stopping sweep stops most of its runs sooner: at most)
+        cells["ETA"] = Text(("≤" if stops else "") + duration(eta), style="bold")
     return cells
 
 
