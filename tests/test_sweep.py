@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from itertools import pairwise
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from engine.client.events import RunInfo
 from engine.client.importance import bins_of, correlations, omega_squared, ranks, spearman
 from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
+from engine.server.store import Store
 from tests.conftest import Engine
+from tests.snapshot_tests.fixed_state import EPOCH, store_run
 from tests.test_cli_errors import refused
 
 STEPS = "steps=5"
@@ -396,3 +399,34 @@ def test_many_values_go_in_five_bins_of_about_equal_counts_ties_kept_whole() -> 
     assert all(max(xs[i] for i in a) < min(xs[i] for i in b) for a, b in pairwise(bins))
     assert bins_of([3.0, 1.0, 3.0]) == [[1], [0, 2]]  # few values: a bin each
     assert omega_squared([[0, 1, 2]], [1.0, 2.0, 3.0]) is None  # one bin: nothing to say
+
+
+def test_ls_corr_ends_with_a_closer_look_that_sweep_takes(engine: Engine) -> None:
+    # 30 runs: lr log-spread, best near 3e-3 (a U); dim whole numbers, wider is better
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    for n in range(30):
+        lr, dim = 10 ** (-4 + 3 * n / 29), 8 + (n * 7) % 57
+        loss = abs(math.log10(lr) + 2.5) + 16 / dim
+        store_run(store, {"id": f"cl{n:04d}", "name": f"r{n}", "workload": "synthetic",
+                          "config": {"lr": lr, "dim": dim, "steps": 10},
+                          "total_steps": 10, "created": EPOCH + n},
+                  [[0, "loss", loss, EPOCH + n]], ("finished", "finished", 0))
+    store.close()
+    lines = engine.cli("ls", "--corr").out.splitlines()
+    said = lines[-1]
+    assert said.startswith("(a closer look: traintop sweep --like ") and said.endswith(")")
+    words = shlex.split(said.removeprefix("(a closer look: traintop sweep ").removesuffix(")"))
+    best = engine.cli("ls", "--sort", "best", "-n", "1", "-q").out.strip()
+    assert words[:2] == ["--like", best] and words[-2:] == ["--trials", "20"]
+    lr_bin, dim_bin = (next(line.split()[3] for line in lines if line.startswith(key))
+                       for key in ("lr ", "dim "))
+    assert f"lr=log({lr_bin})" in words and f"dim=int({dim_bin})" in words
+    plan = engine.cli("sweep", *words, "--dry-run", "--json")  # what it would start
+    assert plan.code == 0, plan.err
+    low, high = (float(end) for end in lr_bin.split(".."))
+    for run in plan.json():
+        values = dict(o.split("=", 1) for o in run["overrides"])
+        assert low <= float(values["lr"]) <= high
+        assert float(values["dim"]) == int(values["dim"])
+    assert len(plan.json()) == 20

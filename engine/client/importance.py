@@ -31,6 +31,8 @@ from engine.common.format import format_number
 from engine.common.settings import is_seed_key
 
 MIN_RUNS = 3  # fewer pairs say nothing about an order
+MATTERS = 0.05  # the least importance a closer look narrows a setting for
+CLOSER_TRIALS = 20  # the runs a closer look draws
 BINS = 5  # a setting's values in at most this many bins for its importance
 
 
@@ -135,3 +137,37 @@ def correlations(
             None if best is None else best[0].config.get(key), omega_squared(bins, ranked),
             (min(xs[i] for i in best_bin), max(xs[i] for i in best_bin))))
     return sorted(found, key=lambda c: (-(c.importance or 0.0), -abs(c.rho)))
+
+
+def closer_look(runs: Sequence[RunInfo], found: Sequence[Correlation],
+                score: Callable[[RunInfo], float | None] = best_loss) -> list[str] | None:
+    """The words after ``traintop sweep`` for a coarse-to-fine next step: the best run's
+    config (``--like``) with each setting that matters (MATTERS) narrowed to its best
+    bin, a random axis over it (log when the runs' values span 10x, int when they are
+    whole), or the bin's one value; None when no setting matters."""
+    scored = [(r, value) for r in runs if (value := score(r)) is not None]
+    best = min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)
+    if best is None:
+        return None
+    axes = []
+    for found_key in found:
+        if found_key.importance is None or found_key.importance < MATTERS \
+                or found_key.best_bin is None:
+            continue
+        key, (low, high) = found_key.key, found_key.best_bin
+        values = [x for r, _ in scored if (x := finite(r.config.get(key))) is not None]
+        whole = all(x == int(x) for x in values)
+        if low == high:
+            text = str(int(low)) if whole else format_number(low)
+            if best[0].config.get(key) != low:
+                axes.append(f"{key}={text}")
+        elif whole:
+            axes.append(f"{key}=int({int(low)}..{int(high)})")
+        else:
+            kind = "log" if found_key.lowest > 0 and \
+                found_key.highest >= 10 * found_key.lowest else "uniform"
+            axes.append(f"{key}={kind}({format_number(low)}..{format_number(high)})")
+    if not axes:
+        return None
+    trials = ["--trials", str(CLOSER_TRIALS)] if any("(" in a for a in axes) else []
+    return ["--like", best[0].id, *axes, *trials]

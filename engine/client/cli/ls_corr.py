@@ -5,9 +5,10 @@ row a numeric setting, its importance, best bin and Spearman correlation
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from engine.client.events import RunInfo
-from engine.client.importance import BINS, MIN_RUNS, correlations
+from engine.client.importance import BINS, MIN_RUNS, closer_look, correlations
 from engine.common.format import format_number, format_table, json_text, shown
 
 HEADER = ["KEY", "RUNS", "IMPORTANCE", "BEST BIN", "SPEARMAN", "LOWEST", "HIGHEST",
@@ -34,3 +35,6 @@ def print_correlations(runs: list[RunInfo], args: argparse.Namespace) -> None:
           f"explains, any shape, from 0 to 1, over up to {BINS} bins of its values; "
           "BEST BIN: the values of the bin whose runs did best; SPEARMAN: -1, the loss "
           "falls as the setting grows; +1, it rises; 0, no order, or a U)")
+    closer = closer_look(runs, found)
+    if closer is not None:
+        print(f"(a closer look: traintop sweep {shlex.join(closer)})")
