@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from typing import Any
+from unittest.mock import patch
 
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Select, Static
@@ -610,5 +611,36 @@ def test_p_in_the_sweep_view_draws_the_sweep_as_parallel_coordinates(engine: Eng
             await pilot.press("enter")  # the view closes on it, selected in the table
             await until(pilot, lambda: not isinstance(app.screen, SweepView))
             assert table.selected_id == ranked[1]
+
+    asyncio.run(scenario())
+
+
+def test_a_pick_refreshes_only_the_lines_it_changes() -> None:
+    # Over SSH a refresh of the whole plot is every cell of it; a pick is a few lines.
+    runs = [_run(n, {"lr": 10 ** (-4 + n / 4), "batch": 2 ** (4 + n % 3)}, 1.0 + (n - 6) ** 2)
+            for n in range(12)]
+    drawn = parallel(runs, "loss", True, {})
+
+    async def scenario() -> None:
+        class One(App[None]):
+            def compose(self) -> ComposeResult:
+                yield ParallelPlot()
+
+        app = One()
+        async with app.run_test(size=(80, 24)) as pilot:
+            plot = app.query_one(ParallelPlot)
+            plot.set_data(drawn)
+            await pilot.pause()
+            before = [plot.render_line(y) for y in range(plot.size.height)]
+            with patch.object(plot, "refresh", wraps=plot.refresh) as refresh:
+                plot.set_data(drawn, "r3")
+                await pilot.pause()
+            regions = [region for call in refresh.call_args_list for region in call.args]
+            after = [plot.render_line(y).text for y in range(plot.size.height)]
+            assert after == [s.text for s in plot._layout(*plot.content_size)]  # as drawn anew
+            assert after != [s.text for s in before] and "◆" in "".join(after)
+            assert regions and refresh.call_count == len([c for c in refresh.call_args_list
+                                                          if c.args])  # never all of it
+            assert all(r.height == 1 for r in regions) and len(regions) < plot.size.height
 
     asyncio.run(scenario())
