@@ -35,6 +35,10 @@ class ParallelPlot(PickedPlot[Parallel]):
     ParallelPlot { height: 1fr; min-height: 6; }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines_drawn: tuple[tuple[object, ...], DotLayer] | None = None
+
     @property
     def data(self) -> Parallel | None:
         """What is drawn now."""
@@ -89,11 +93,17 @@ class ParallelPlot(PickedPlot[Parallel]):
                         found[key] = index
             return found
 
-        picked = next((line for line in data.lines if line.run_id == self._picked), None)
-        layers = [DotLayer(width, plot_h), DotLayer(width, plot_h)]  # the picked one on top
-        for layer, lines in zip(layers, (data.lines, [picked] if picked else []), strict=True):
+        def drawn(lines: Sequence[Line]) -> DotLayer:
+            layer = DotLayer(width, plot_h)
             for (i, y0, y1), index in segments(lines).items():
                 layer.line(columns[i] * 2 + 2, y0, columns[i + 1] * 2 - 1, y1, index)
+            return layer
+
+        picked = next((line for line in data.lines if line.run_id == self._picked), None)
+        if self._lines_drawn is None or self._lines_drawn[0] != (width, height, data):
+            # every run's line, kept: a pick (j/k) draws only its own line anew
+            self._lines_drawn = ((width, height, data), drawn(data.lines))
+        layers = [self._lines_drawn[1], drawn([picked] if picked else [])]  # picked on top
         shades = [base + Style.parse(shade) for shade in SHADES]
         best_style = base + BEST_STYLE
         picked_style = base + Style(color=PICKED_COLOUR, bold=True)
