@@ -243,8 +243,11 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
             await until(pilot, lambda: re.match(r"warm pool: ready \(pid \d+\); \d+ runs forked",
                                                 str(pool.render())))
             box = screen.query_one("#queue-waiting", Static)
-            line = await until(pilot, lambda: "waiting in night, in the order they start:"
-                               in str(box.render()) and str(box.render()))
+            # once the running run's rate is known: when the queue will be done with
+            # (the TUI's estimate, as the table's ETA: tests/test_tui_state.py)
+            line = await until(pilot, lambda: re.match(
+                r"waiting in night, in the order they start; all of its runs ended in "
+                r"about \d+[hms]", str(box.render())) and str(box.render()))
             assert [line.index(run_id) for run_id in waiting] == sorted(
                 line.index(run_id) for run_id in waiting)
             await pilot.press("p", "plus", "f")

@@ -95,9 +95,9 @@ def test_a_sweeps_eta_queues_its_waiting_runs_on_the_slots_as_they_come_free() -
             _apply(state, {"event": "metrics", "data": {"run": run_id, "points": points}})
     assert (state.eta_seconds("a"), state.eta_seconds("b")) == (95.0, 45.0)
     # c takes b's slot at 45 s, d a's at 95 s, each 1000 steps at the mean rate, 15/s
-    assert state.sweep_eta("abcdef") == 95.0 + 1000 / 15
-    assert state.sweep_eta("abef") == 95.0  # the paused and the finished wait for no one
-    assert state.sweep_eta("cdef") is None  # nothing runs: no rate to go by
+    assert state.runs_eta("abcdef") == 95.0 + 1000 / 15
+    assert state.runs_eta("abef") == 95.0  # the paused and the finished wait for no one
+    assert state.runs_eta("cdef") is None  # nothing runs: no rate to go by
     # the sweep's row in the table says it; 'at most' for a rule that stops runs early
     group = SweepGroup("sweep:s", "s", 0.0, tuple("abcdef"))
     assert group_cells(group, state, compact=False)["ETA"].plain == "2m41s"
@@ -106,7 +106,7 @@ def test_a_sweeps_eta_queues_its_waiting_runs_on_the_slots_as_they_come_free() -
         state.runs[run_id] = replace(state.runs[run_id], early_stop=asha)
     assert group_cells(group, state, compact=False)["ETA"].plain == "≤2m41s"
     state.runs["d"] = replace(state.runs["d"], total_steps=None)
-    assert state.sweep_eta("abcd") is None  # a run of unknown length: no estimate
+    assert state.runs_eta("abcd") is None  # a run of unknown length: no estimate
     assert group_cells(group, state, compact=False)["ETA"].plain == ""
 
 

@@ -293,10 +293,11 @@ class TuiState:
             return None
         return max(0.0, float(run.total_steps - run.step) / rate)
 
-    def sweep_eta(self, run_ids: Iterable[str]) -> float | None:
-        """Seconds until every run of ``run_ids`` that trains, starts or waits in its
-        queue has ended: each waiting one takes the first slot to come free (as many
-        slots as run now), at the mean rate of those running. None while nothing runs or
+    def runs_eta(self, run_ids: Iterable[str]) -> float | None:
+        """Seconds until every run of ``run_ids`` (a sweep's, a queue's) that trains,
+        starts or waits in its queue has ended: each waiting one, in its queue's order,
+        takes the first slot to come free (as many slots as run now), at the mean rate
+        of those running. None while nothing runs or
         a running run's own ETA is not known yet (or a waiting one has no step count)."""
         running: list[float] = []
         rates: list[float] = []
@@ -317,7 +318,7 @@ class TuiState:
             return None
         rate = fmean(rates)
         free = sorted(running)  # when each slot comes free (sorted: a heap)
-        for run in sorted(waiting, key=lambda r: (r.state != "starting", r.created)):
+        for run in sorted(waiting, key=lambda r: (r.state != "starting", r.queue_pos or 0.0)):
             if not run.total_steps:
                 return None
             start = heapq.heappop(free)

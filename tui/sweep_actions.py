@@ -51,8 +51,11 @@ class SweepActions(RunActions):
 
     def action_queues(self) -> None:
         run = self.selected
+        def eta(queue: str) -> float | None:
+            return self.state.runs_eta(r.id for r in self.state.runs.values() if r.queue == queue)
+
         self.push_screen(QueuesScreen(self.link.call, self.readonly,
-                                      run.queue if run is not None else None))
+                                      run.queue if run is not None else None, eta))
 
     def action_sweep_view(self) -> None:
         """Scatter the marked runs (two or more), else the selected run's sweep."""

@@ -24,6 +24,7 @@ from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from engine.client.queue_text import QUEUE_HEADER, pool_text, queue_row, waiting_lines
 from engine.common.format import shown
+from tui.widgets.run_cells import duration
 
 REFRESH_S = 1.0
 WAITING_SHOWN = 12  # the head of the selected queue's line; `traintop queue` lists it all
@@ -50,9 +51,11 @@ class QueuesScreen(ModalScreen[None]):
         Binding("f", "pause_on_failure", "Pause on failure"),
     ]
 
-    def __init__(self, ask: Ask, readonly: bool = False, first: str | None = None) -> None:
+    def __init__(self, ask: Ask, readonly: bool = False, first: str | None = None,
+                 eta: Callable[[str], float | None] = lambda queue: None) -> None:
         super().__init__(classes="dialog")
         self.ask = ask
+        self.eta = eta  # seconds until a queue's runs have all ended (None: unknown)
         self.readonly = readonly
         self.first = first  # the queue selected when it opens (the selected run's)
         self.queues: list[dict[str, Any]] = []
@@ -113,8 +116,10 @@ class QueuesScreen(ModalScreen[None]):
         if queue is not None:
             name = shown(queue["name"])
             lines = waiting_lines(queue, WAITING_SHOWN)
-            head = f"waiting in {name}, in the order they start:"
-            text = "\n".join([head, *lines]) if lines else f"nothing waits in {name}"
+            eta = self.eta(queue["name"])
+            until = "" if eta is None else f"; all of its runs ended in about {duration(eta)}"
+            head = f"waiting in {name}, in the order they start{until}:"
+            text = "\n".join([head, *lines]) if lines else f"nothing waits in {name}{until}"
         self.query_one("#queue-waiting", Static).update(escape(text))
 
     def on_data_table_row_highlighted(self) -> None:

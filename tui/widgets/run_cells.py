@@ -161,7 +161,7 @@ def group_cells(
     cells["ID"] = Text("sweep", style="bold bright_black")
     cells["STATE"] = Text(state_counts(group, state.runs))
     cells["BEST"] = Text(format_number(best[1] if best else None), style="bold")
-    eta = state.sweep_eta(group.runs)
+    eta = state.runs_eta(group.runs)
     if eta is not None:
         first = state.runs.get(group.runs[0])
         rule = first.early_stop if first is not None else None
