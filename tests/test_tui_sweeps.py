@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shlex
 import time
 from typing import Any
 from unittest.mock import patch
@@ -644,3 +645,47 @@ def test_a_pick_refreshes_only_the_lines_it_changes() -> None:
             assert all(r.height == 1 for r in regions) and len(regions) < plot.size.height
 
     asyncio.run(scenario())
+
+
+def test_n_in_the_sweep_view_opens_a_closer_sweep_around_the_best_run(engine: Engine) -> None:
+    # 30 runs of one sweep: lr log-spread, best near 3e-3 (a U); dim whole, wider better
+    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(engine.paths.store)
+    for n in range(30):
+        lr, dim = 10 ** (-4 + 3 * n / 29), 8 + (n * 7) % 57
+        store_run(store, {"id": f"cl{n:04d}", "name": f"r{n}", "workload": "synthetic",
+                          "config": {"lr": lr, "dim": dim, "steps": 10}, "total_steps": 10,
+                          "sweep": "coarse", "created": EPOCH + n},
+                  [[0, "loss", abs(math.log10(lr) + 2.5) + 16 / dim, EPOCH + n]],
+                  ("finished", "finished", 0))
+    store.close()
+    assert engine.cli("engine", "start").code == 0
+    engine.call("queue_set", name="hold", paused=True)  # the new runs wait: no workers
+    suggested = engine.cli("ls", "--corr").out.splitlines()[-1]  # the CLI's closer look
+    lr_axis = next(w for w in shlex.split(suggested.rstrip(")")) if w.startswith("lr="))
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50), notifications=True) as pilot:
+            table = await _loaded(pilot, app, 31)
+            table.select("sweep:coarse")
+            await pilot.press("v", "n")
+            dialog = await screen_of(pilot, app, SweepDialog)
+            await pilot.pause()
+            assert dialog.query_one("#builtin", Select).value == "synthetic"
+            axes = shlex.split(dialog.query_one("#axes", Input).value)
+            assert lr_axis in axes and any(a.startswith("dim=int(") for a in axes)
+            assert "steps=10" in axes  # the best run's config, the rest of it
+            assert dialog.query_one("#trials", Input).value == "20"
+            count = dialog.query_one("#sweep-count", Static)
+            await until(pilot, lambda: "20 runs will start" in str(count.render()))
+            dialog.query_one("#queue", Input).value = "hold"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: len(app.state.runs) == 50)
+
+    asyncio.run(scenario())
+    new = [r for r in engine.all_runs() if r["queue"] == "hold"]
+    low, high = (float(end) for end in lr_axis[len("lr=log("):-1].split(".."))
+    assert len(new) == 20 and {r["state"] for r in new} == {"queued"}
+    assert all(low * (1 - 1e-9) <= r["config"]["lr"] <= high * (1 + 1e-9) for r in new)
+    assert len({r["sweep"] for r in new}) == 1 and None not in {r["sweep"] for r in new}

@@ -84,7 +84,8 @@ ACTIONS: tuple[Action, ...] = (
         "v",
         "Scatter",
         "Sweep view: the runs' best or last loss against a setting; G there: a point a "
-        "setting; p there: parallel coordinates; j/k: pick a run, Enter: select it",
+        "setting; p there: parallel coordinates; j/k: pick a run, Enter: select it; n: a "
+        "closer sweep",
         footer=False,
     ),
     Action("queue_up", "left_square_bracket", "Queue up",

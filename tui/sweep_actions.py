@@ -23,7 +23,7 @@ from tui.run_actions import RunActions
 from tui.screens.dialogs import sweep_rule_of
 from tui.screens.queues import QueuesScreen
 from tui.screens.sweep_dialog import SweepDialog, expand_axes
-from tui.screens.sweep_view import Grouping, SweepView
+from tui.screens.sweep_view import CloserLook, Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
 
@@ -82,8 +82,14 @@ class SweepActions(RunActions):
         self.push_screen(SweepView(title, runs_now, colours, labels,
                                    Grouping(view.group, view.group_by)), self._select_picked)
 
-    def _select_picked(self, run_id: str | None) -> None:
-        """Select the run the sweep view closed on (Enter), unfolding what hides it."""
+    def _select_picked(self, run_id: str | CloserLook | None) -> None:
+        """Select the run the sweep view closed on (Enter), unfolding what hides it; or
+        open the sweep dialog on the closer look it closed with (``n``)."""
+        if isinstance(run_id, CloserLook):
+            trials = str(run_id.trials) if run_id.trials else ""
+            self._sweep_dialog({"workload": run_id.workload, "axes": run_id.axes,
+                                "trials": trials})
+            return
         if run_id is None:
             return
         table = self.query_one(RunsTable)
@@ -93,14 +99,18 @@ class SweepActions(RunActions):
             table.pending_select = None
             self.notify(f"{run_id} is hidden by the filter ('/')", severity="warning")
 
+    def action_sweep(self) -> None:
+        self._sweep_dialog()
+
     @work
-    async def action_sweep(self) -> None:
+    async def _sweep_dialog(self, filled: dict[str, str] | None = None) -> None:
+        """The sweep dialog (``S``), its fields ``filled`` (a closer look's)."""
         try:
             workloads = await self.link.call("workloads")
         except (EngineError, EngineUnavailable) as exc:
             self.notify(str(exc), severity="error")
             return
-        self.push_screen(SweepDialog(workloads, self._start_sweep))
+        self.push_screen(SweepDialog(workloads, self._start_sweep, filled))
 
     async def _start_sweep(self, form: dict[str, Any]) -> str | None:
         """Start every run of the sweep the dialog describes; the reason if none started

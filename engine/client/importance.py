@@ -139,12 +139,13 @@ def correlations(
     return sorted(found, key=lambda c: (-(c.importance or 0.0), -abs(c.rho)))
 
 
-def closer_look(runs: Sequence[RunInfo], found: Sequence[Correlation],
-                score: Callable[[RunInfo], float | None] = best_loss) -> list[str] | None:
-    """The words after ``traintop sweep`` for a coarse-to-fine next step: the best run's
-    config (``--like``) with each setting that matters (MATTERS) narrowed to its best
-    bin, a random axis over it (log when the runs' values span 10x, int when they are
-    whole), or the bin's one value; None when no setting matters."""
+def closer_axes(runs: Sequence[RunInfo], found: Sequence[Correlation],
+                score: Callable[[RunInfo], float | None] = best_loss,
+                ) -> tuple[RunInfo, list[str]] | None:
+    """A coarse-to-fine next step: the best run, and each setting that matters
+    (MATTERS) narrowed to its best bin as a sweep axis: a random axis over it (log when
+    the runs' values span 10x, int when they are whole), or the bin's one value where
+    the best run has another; None when there is no best run or nothing to narrow."""
     scored = [(r, value) for r in runs if (value := score(r)) is not None]
     best = min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)
     if best is None:
@@ -167,7 +168,15 @@ def closer_look(runs: Sequence[RunInfo], found: Sequence[Correlation],
             kind = "log" if found_key.lowest > 0 and \
                 found_key.highest >= 10 * found_key.lowest else "uniform"
             axes.append(f"{key}={kind}({format_number(low)}..{format_number(high)})")
-    if not axes:
+    return (best[0], axes) if axes else None
+
+
+def closer_look(runs: Sequence[RunInfo], found: Sequence[Correlation]) -> list[str] | None:
+    """``closer_axes`` as the words after ``traintop sweep``: ``--like`` the best run,
+    the axes, and CLOSER_TRIALS trials when one of them is random."""
+    closer = closer_axes(runs, found)
+    if closer is None:
         return None
+    best, axes = closer
     trials = ["--trials", str(CLOSER_TRIALS)] if any("(" in a for a in axes) else []
-    return ["--like", best[0].id, *axes, *trials]
+    return ["--like", best.id, *axes, *trials]

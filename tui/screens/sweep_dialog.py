@@ -59,9 +59,21 @@ def count_text(axes: str, trials: str, seed: str) -> str:
 class SweepDialog(FormDialog):
     """Start a sweep: nothing starts until the form is submitted, and then every run."""
 
-    def __init__(self, workloads: dict[str, dict[str, Any]], submit: Submit) -> None:
+    def __init__(self, workloads: dict[str, dict[str, Any]], submit: Submit,
+                 filled: dict[str, str] | None = None) -> None:
         super().__init__(submit)
         self.workloads = workloads
+        self.filled = filled or {}  # field values to open with (a closer look's)
+
+    def on_mount(self) -> None:
+        workload = self.filled.get("workload")
+        if workload in self.workloads:
+            self.query_one("#builtin", Select).value = workload
+        elif workload:
+            self.query_one("#file", Input).value = workload
+        for name in ("axes", "trials"):
+            if name in self.filled:
+                self.query_one(f"#{name}", Input).value = self.filled[name]
 
     def title_text(self) -> str:
         return "New sweep"

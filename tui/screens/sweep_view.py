@@ -13,6 +13,7 @@ two seconds).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,7 +28,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from engine.client.events import RunInfo
-from engine.client.importance import correlations
+from engine.client.importance import CLOSER_TRIALS, MATTERS, closer_axes, correlations
+from engine.common.experiment import config_overrides
 from engine.common.format import format_number
 from tui.parallel_data import SHADES, Parallel, parallel
 from tui.scatter_data import Scatter, ScatterPoint, metrics_of, number, numeric_params, scatter
@@ -52,9 +54,20 @@ def value_of(point: ScatterPoint) -> str:
     return f"{format_number(point.y)} ({format_number(point.low)}…{format_number(point.high)})"
 
 
-class SweepView(ModalScreen[str | None]):
+@dataclass(frozen=True)
+class CloserLook:
+    """A new sweep to start around the best run (``n``): its workload, and its axes as
+    the sweep dialog takes them (the best run's config, the settings that matter
+    narrowed to their best bins)."""
+
+    workload: str
+    axes: str
+    trials: int
+
+
+class SweepView(ModalScreen["str | CloserLook | None"]):
     """A scatter of runs; the runs come from ``runs_of`` each time it is drawn. It
-    closes with the run picked (Enter), or None."""
+    closes with the run picked (Enter), a closer look to start (``n``), or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,v", "close", "Close"),
@@ -66,6 +79,7 @@ class SweepView(ModalScreen[str | None]):
         Binding("j,down", "pick(1)", "Next run, worse", priority=True),
         Binding("k,up", "pick(-1)", "Run before, better", priority=True),
         Binding("enter", "go", "Select the picked run", priority=True),
+        Binding("n", "closer", "A closer look: a new sweep around the best"),
     ]
 
     def __init__(
@@ -100,8 +114,8 @@ class SweepView(ModalScreen[str | None]):
             yield Static("", id="scatter-best")
             with VerticalScroll(id="scatter-runs-box"):  # the plot keeps its room
                 yield Static("", id="scatter-runs")
-            yield Static("[dim]x: next setting  b: best/last  m: metric  G: group  "
-                         "p: parallel/scatter  j/k: pick a run  enter: select it  esc: close[/]")
+            yield Static("[dim]x: setting  b: best/last  m: metric  G: group  p: parallel  "
+                         "j/k: pick a run  enter: select it  n: closer look  esc: close[/]")
 
     def on_mount(self) -> None:
         self.draw()
@@ -252,6 +266,23 @@ class SweepView(ModalScreen[str | None]):
     def action_toggle_best(self) -> None:
         self.use_best = not self.use_best
         self.draw()
+
+    def action_closer(self) -> None:
+        """Close with a sweep of the best run's config, each setting that matters narrowed
+        to its best bin (``traintop ls --corr``'s closer look), for the sweep dialog."""
+        runs = self.runs_of()
+        closer = closer_axes(runs, correlations(runs, self._value_of), self._value_of)
+        if closer is None:
+            self.notify(f"no setting of these runs matters enough to narrow (importance "
+                        f"{MATTERS} or more, against {escape(self.metric)})",
+                        severity="warning")
+            return
+        best, axes = closer
+        named = {axis.partition("=")[0] for axis in axes}
+        fixed = [o for o in config_overrides(best.config) if o.partition("=")[0] not in named]
+        random_axis = any("(" in axis for axis in axes)
+        self.dismiss(CloserLook(best.workload, shlex.join([*fixed, *axes]),
+                                CLOSER_TRIALS if random_axis else 0))
 
     def action_close(self) -> None:
         self.dismiss(None)
