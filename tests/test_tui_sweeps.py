@@ -20,6 +20,7 @@ from textual.widgets import Input, Select, Static
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
 from engine.client.importance import correlations
 from engine.common.format import format_number
+from engine.common.metric_goal import higher_is_better
 from engine.common.sweep import run_names
 from engine.server.store import Store
 from tests.conftest import Engine
@@ -689,3 +690,24 @@ def test_n_in_the_sweep_view_opens_a_closer_sweep_around_the_best_run(engine: En
     assert len(new) == 20 and {r["state"] for r in new} == {"queued"}
     assert all(low * (1 - 1e-9) <= r["config"]["lr"] <= high * (1 + 1e-9) for r in new)
     assert len({r["sweep"] for r in new}) == 1 and None not in {r["sweep"] for r in new}
+
+
+def test_an_accuracy_is_ranked_highest_first_its_best_the_highest() -> None:
+    runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                               "workload": "charlm", "step": 9, "config": {"lr": lr},
+                               "best": {"loss": loss, "val/acc": acc - 0.3},
+                               "highest": {"loss": 9.0, "val/acc": acc},
+                               "last": {"loss": loss, "val/acc": acc - 0.1}})
+            for n, (lr, loss, acc) in enumerate([(1e-4, 2.0, 0.6), (1e-3, 1.0, 0.9),
+                                                 (1e-2, 1.5, 0.7)])]
+    assert higher_is_better("val/acc") and not higher_is_better("train/loss")
+    dots = scatter(runs, "lr", "val/acc", True, {}, {})
+    assert [p.y for p in dots.points] == [0.6, 0.9, 0.7]  # the highest each reached
+    assert [p.run_id for p in dots.points if p.best] == ["r1"]
+    lines = parallel(runs, "val/acc", True, {})
+    assert [line.run_id for line in lines.lines] == ["r0", "r2", "r1"]  # worst first
+    assert lines.lines[-1].best and lines.lines[-1].value == 0.9
+    last = scatter(runs, "lr", "val/acc", False, {}, {})  # the last: as it was logged
+    assert [p.y for p in last.points] == [0.5, 0.8, 0.6]
+    assert [p.run_id for p in scatter(runs, "lr", "loss", True, {}, {}).points
+            if p.best] == ["r1"]  # a loss: still the lowest

@@ -17,8 +17,9 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.common.format import format_number
+from engine.common.metric_goal import higher_is_better
 from engine.common.settings import gather, is_seed_key
-from tui.scatter_data import number, spans_decades
+from tui.scatter_data import metric_value, number, spans_decades
 from tui.seed_groups import group_name
 from tui.sweep_groups import differing_keys
 
@@ -117,9 +118,9 @@ def parallel(
     by: Sequence[str] = (),
 ) -> Parallel:
     """The runs with a value of ``metric`` (best or last) as lines across the settings
-    they differ in (grouped: seeds are what a line averages, not an axis)."""
-    valued = [(r, y) for r in runs
-              if (y := number((r.best if use_best else r.last).get(metric))) is not None]
+    they differ in (grouped: seeds are what a line averages, not an axis), ranked from
+    the lowest value (the highest, for a metric where higher is better)."""
+    valued = [(r, y) for r in runs if (y := metric_value(r, metric, use_best)) is not None]
     members: list[tuple[list[RunInfo], str, float]]
     if group:
         members = [(alike, group_name(label, alike),
@@ -142,7 +143,8 @@ def parallel(
     metric_axis = _axis(y_name, values)
     if metric_axis is not None:
         axes.append(metric_axis)
-    ranked = sorted(range(len(members)), key=lambda i: values[i])
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    ranked = sorted(range(len(members)), key=lambda i: sign * values[i])
     lines = []
     for rank, i in enumerate(ranked):
         alike, label, y = members[i]

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.common.config import parse_literal
+from engine.common.metric_goal import higher_is_better
 from engine.common.output_lines import training_loss_key
 from engine.common.settings import gather, is_seed_key
 from tui.compare import COMPARE_PALETTE
@@ -76,6 +77,14 @@ def numeric_params(runs: Sequence[RunInfo], grouped: bool = False) -> list[str]:
     return [k for k in numeric if k in varied] + [k for k in numeric if k not in varied]
 
 
+def metric_value(run: RunInfo, metric: str, use_best: bool) -> float | None:
+    """The run's value of ``metric`` that the sweep view plots: its last, or its best,
+    the highest for a metric where higher is better (an accuracy), else the lowest."""
+    values = run.last if not use_best else (
+        run.highest if higher_is_better(metric) else run.best)
+    return number(values.get(metric))
+
+
 def metrics_of(runs: Sequence[RunInfo]) -> list[str]:
     """The metrics any of the runs logged, the training loss first."""
     keys = sorted({k for run in runs for k in run.last})
@@ -94,11 +103,12 @@ def scatter(
     by: Sequence[str] = (),
 ) -> Scatter:
     """Each run as a point (``param``, best or last ``metric``), or with ``group`` each
-    setting (``by`` as for ``gather``) at each of its x; the lowest y is the best."""
+    setting (``by`` as for ``gather``) at each of its x; the lowest y is the best (the
+    highest, for a metric where higher is better)."""
     found: dict[str, tuple[RunInfo, float, float]] = {}
     for run in runs:
         x = number(run.config.get(param))
-        y = number((run.best if use_best else run.last).get(metric))
+        y = metric_value(run, metric, use_best)
         if x is not None and y is not None:
             found[run.id] = (run, x, y)
     if group:
@@ -107,7 +117,8 @@ def scatter(
         points = [ScatterPoint(run.id, labels.get(run.id, run.name), x, y,
                                colours.get(run.id, "")) for run, x, y in found.values()]
     if points:
-        best = min(range(len(points)), key=lambda i: points[i].y)
+        sign = -1.0 if higher_is_better(metric) else 1.0
+        best = min(range(len(points)), key=lambda i: sign * points[i].y)
         points[best] = replace(points[best], best=True)
     ys = [v for p in points for v in (p.y, p.low, p.high) if v is not None]
     y_name = f"{'best' if use_best else 'last'} {metric}"

@@ -31,8 +31,16 @@ from engine.client.events import RunInfo
 from engine.client.importance import CLOSER_TRIALS, MATTERS, closer_axes, correlations
 from engine.common.experiment import config_overrides
 from engine.common.format import format_number
+from engine.common.metric_goal import higher_is_better
 from tui.parallel_data import SHADES, Parallel, parallel
-from tui.scatter_data import Scatter, ScatterPoint, metrics_of, number, numeric_params, scatter
+from tui.scatter_data import (
+    Scatter,
+    ScatterPoint,
+    metric_value,
+    metrics_of,
+    numeric_params,
+    scatter,
+)
 from tui.widgets.parallel_plot import ParallelPlot
 from tui.widgets.sweep_scatter import BEST, PICK, PICKED_COLOUR, POINT, SweepScatter
 
@@ -141,7 +149,8 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
             return
         drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels,
                         self.group, self.by)
-        ordered = sorted(drawn.points, key=lambda p: p.y)  # lowest first, as the key lists
+        sign = -1.0 if higher_is_better(self.metric) else 1.0
+        ordered = sorted(drawn.points, key=lambda p: sign * p.y)  # the best first
         self._set_order([p.run_id for p in ordered])
         self.query_one(SweepScatter).set_data(drawn, self.picked)
         log = " (log)" if drawn.log_x else ""
@@ -153,7 +162,8 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
                        if counted > len(drawn.points) else f"   [dim]no runs alike {alike}[/]")
         self.query_one("#scatter-axes", Static).update(
             f"x: [b]{escape(self.param or 'no numeric setting')}[/b]{log}   "
-            f"y: [b]{escape(drawn.y_name)}[/b]{' (log)' if drawn.log_y else ''}{grouped}"
+            f"y: [b]{escape(drawn.y_name)}[/b]{' (log)' if drawn.log_y else ''}"
+            f"{self._goal()}{grouped}"
         )
         told = next((p for p in ordered if p.run_id == self.picked), None) or next(
             (p for p in ordered if p.best), None)
@@ -184,7 +194,7 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
                   f"{len(drawn.lines)} means[/b]" if self.group else ""
         self.query_one("#scatter-axes", Static).update(
             f"axes [dim](importance)[/]: {'  '.join(names[:-1])} → "
-            f"{names[-1] if names else ''}{grouped}{more}")
+            f"{names[-1] if names else ''}{self._goal()}{grouped}{more}")
         told = next((line for line in ordered if line.run_id == self.picked), None) or next(
             (line for line in ordered if line.best), None)
         text = "" if told is None else (
@@ -201,9 +211,15 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
             for line in ordered
         ], padding=(0, 3)))
 
+    def _goal(self) -> str:
+        """Said of a metric ranked the other way up (an accuracy)."""
+        return " [dim](higher is better)[/]" if higher_is_better(self.metric) else ""
+
     def _value_of(self, run: RunInfo) -> float | None:
-        """The run's value of the metric plotted (best or last)."""
-        return number((run.best if self.use_best else run.last).get(self.metric))
+        """The run's value of the metric plotted (best or last), as a score where lower
+        is better (an accuracy negated), for ``engine.client.importance``."""
+        value = metric_value(run, self.metric, self.use_best)
+        return None if value is None else -value if higher_is_better(self.metric) else value
 
     def _set_order(self, order: list[str]) -> None:
         """The runs drawn, best first; a picked run no longer drawn is let go."""
