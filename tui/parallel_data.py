@@ -123,8 +123,8 @@ def parallel(
     valued = [(r, y) for r in runs if (y := metric_value(r, metric, use_best)) is not None]
     members: list[tuple[list[RunInfo], str, float]]
     if group:
-        members = [(alike, group_name(label, alike),
-                    fmean(y for r, y in valued if r in alike))
+        value_of = {r.id: y for r, y in valued}
+        members = [(alike, group_name(label, alike), fmean(value_of[r.id] for r in alike))
                    for alike, label in gather((r for r, _ in valued), by)]
     else:
         members = [([r], labels.get(r.id, r.name), y) for r, y in valued]

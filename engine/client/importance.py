@@ -112,13 +112,23 @@ class Correlation:
             f"{format_number(low)}..{format_number(high)}"
 
 
+Scored = tuple[RunInfo, float]
+
+
+def _scored(runs: Sequence[RunInfo], score: Callable[[RunInfo], float | None],
+            ) -> tuple[list[Scored], Scored | None]:
+    """The runs that have a score, with it, and the best of them (the lowest score;
+    ties to the lower id)."""
+    scored = [(r, value) for r in runs if (value := score(r)) is not None]
+    return scored, min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)
+
+
 def correlations(
     runs: Sequence[RunInfo], score: Callable[[RunInfo], float | None] = best_loss
 ) -> list[Correlation]:
     """Each numeric setting that differs between ``runs`` against their ``score`` (lower
     is better; by default the best training loss), the most important first."""
-    scored = [(r, loss) for r in runs if (loss := score(r)) is not None]
-    best = min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)  # ties: lower id
+    scored, best = _scored(runs, score)
     found = []
     for key in config_diff([r.config for r, _ in scored]):
         if is_seed_key(key):
@@ -146,8 +156,7 @@ def closer_axes(runs: Sequence[RunInfo], found: Sequence[Correlation],
     (MATTERS) narrowed to its best bin as a sweep axis: a random axis over it (log when
     the runs' values span 10x, int when they are whole), or the bin's one value where
     the best run has another; None when there is no best run or nothing to narrow."""
-    scored = [(r, value) for r in runs if (value := score(r)) is not None]
-    best = min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)
+    scored, best = _scored(runs, score)
     if best is None:
         return None
     axes = []
