@@ -401,8 +401,9 @@ def test_many_values_go_in_five_bins_of_about_equal_counts_ties_kept_whole() -> 
     assert omega_squared([[0, 1, 2]], [1.0, 2.0, 3.0]) is None  # one bin: nothing to say
 
 
-def test_ls_corr_ends_with_a_closer_look_that_sweep_takes(engine: Engine) -> None:
-    # 30 runs: lr log-spread, best near 3e-3 (a U); dim whole numbers, wider is better
+def store_coarse_sweep(engine: Engine, sweep: str | None = None) -> None:
+    """30 finished runs, stored before the daemon starts: lr log-spread from 1e-4 to
+    0.1, best near 3e-3 (a U); dim whole numbers, the wider the better."""
     engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store(engine.paths.store)
     for n in range(30):
@@ -410,9 +411,13 @@ def test_ls_corr_ends_with_a_closer_look_that_sweep_takes(engine: Engine) -> Non
         loss = abs(math.log10(lr) + 2.5) + 16 / dim
         store_run(store, {"id": f"cl{n:04d}", "name": f"r{n}", "workload": "synthetic",
                           "config": {"lr": lr, "dim": dim, "steps": 10},
-                          "total_steps": 10, "created": EPOCH + n},
+                          "total_steps": 10, "created": EPOCH + n, "sweep": sweep},
                   [[0, "loss", loss, EPOCH + n]], ("finished", "finished", 0))
     store.close()
+
+
+def test_ls_corr_ends_with_a_closer_look_that_sweep_takes(engine: Engine) -> None:
+    store_coarse_sweep(engine)
     lines = engine.cli("ls", "--corr").out.splitlines()
     said = lines[-1]
     assert said.startswith("(a closer look: traintop sweep --like ") and said.endswith(")")

@@ -31,6 +31,7 @@ from tests.snapshot_tests.fixed_state import (
     loss_points,
     store_run,
 )
+from tests.test_sweep import store_coarse_sweep
 from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.parallel_data import SHADES, parallel
@@ -649,17 +650,7 @@ def test_a_pick_refreshes_only_the_lines_it_changes() -> None:
 
 
 def test_n_in_the_sweep_view_opens_a_closer_sweep_around_the_best_run(engine: Engine) -> None:
-    # 30 runs of one sweep: lr log-spread, best near 3e-3 (a U); dim whole, wider better
-    engine.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(engine.paths.store)
-    for n in range(30):
-        lr, dim = 10 ** (-4 + 3 * n / 29), 8 + (n * 7) % 57
-        store_run(store, {"id": f"cl{n:04d}", "name": f"r{n}", "workload": "synthetic",
-                          "config": {"lr": lr, "dim": dim, "steps": 10}, "total_steps": 10,
-                          "sweep": "coarse", "created": EPOCH + n},
-                  [[0, "loss", abs(math.log10(lr) + 2.5) + 16 / dim, EPOCH + n]],
-                  ("finished", "finished", 0))
-    store.close()
+    store_coarse_sweep(engine, "coarse")
     assert engine.cli("engine", "start").code == 0
     engine.call("queue_set", name="hold", paused=True)  # the new runs wait: no workers
     suggested = engine.cli("ls", "--corr").out.splitlines()[-1]  # the CLI's closer look
