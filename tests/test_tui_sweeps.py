@@ -15,7 +15,7 @@ from typing import Any
 from unittest.mock import patch
 
 from textual.app import App, ComposeResult
-from textual.widgets import Input, Select, Static
+from textual.widgets import Input, Label, Select, Static
 
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
 from engine.client.importance import correlations
@@ -702,3 +702,27 @@ def test_an_accuracy_is_ranked_highest_first_its_best_the_highest() -> None:
     assert [p.y for p in last.points] == [0.5, 0.8, 0.6]
     assert [p.run_id for p in scatter(runs, "lr", "loss", True, {}, {}).points
             if p.best] == ["r1"]  # a loss: still the lowest
+
+
+def test_the_sweep_view_plots_the_runs_of_the_sweep_the_filter_keeps(engine: Engine) -> None:
+    store_coarse_sweep(engine, "coarse")
+    assert engine.cli("engine", "start").code == 0
+    wide = [r for r in engine.all_runs() if r["config"]["dim"] >= 40]
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            table = await _loaded(pilot, app, 31)
+            app.query_one("#filter", Input).value = "dim>=40"
+            await until(pilot, lambda: len(table.order) == len(wide) + 1)
+            table.select("sweep:coarse")
+            await pilot.press("v", "p")
+            view = await screen_of(pilot, app, SweepView)
+            await until(pilot, lambda: view.lines is not None)
+            assert view.lines is not None
+            assert sorted(line.run_id for line in view.lines.lines) == sorted(
+                r["id"] for r in wide)
+            title = str(view.query_one("#dialog-title", Label).render())
+            assert f"{len(wide)} of 30 runs, those the filter keeps (dim>=40)" in title
+
+    asyncio.run(scenario())

@@ -15,6 +15,7 @@ from textual import work
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import RunInfo
+from engine.client.run_select import parse_filter
 from engine.client.sweep_plan import base_name, config_problem
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
@@ -64,8 +65,14 @@ class SweepActions(RunActions):
         group = table.group_of(table.selected_id or "")
         if len(marked) >= 2:
             ids, title = marked, f"{len(marked)} marked runs"
-        elif group is not None:
+        elif group is not None:  # the runs of it the table shows: a filter narrows it
             ids, title = list(group.runs), f"sweep {group.name}: {len(group.runs)} runs"
+            if table.text_filter.strip():
+                wanted = parse_filter(table.text_filter, errors=[])
+                ids = [r for r in ids if r in self.state.runs and wanted.matches(
+                    self.state.runs[r])]
+                title = (f"sweep {group.name}: {len(ids)} of {len(group.runs)} runs, "
+                         f"those the filter keeps ({table.text_filter.strip()})")
         else:
             self.notify("select a run of a sweep, or mark two or more runs (space), "
                         "to plot them", severity="warning")
