@@ -726,3 +726,16 @@ def test_the_sweep_view_plots_the_runs_of_the_sweep_the_filter_keeps(engine: Eng
             assert f"{len(wide)} of 30 runs, those the filter keeps (dim>=40)" in title
 
     asyncio.run(scenario())
+
+
+def test_past_eight_settings_the_most_important_are_drawn() -> None:
+    runs = [_run(n, {f"k{k}": float(n * (k + 1)) for k in range(10)}, float(n))
+            for n in range(12)]
+    plain = parallel(runs, "loss", True, {})
+    assert [a.name for a in plain.axes][:-1] == [f"k{k}" for k in range(8)]
+    assert plain.left_out == ("k8", "k9")
+    weight: dict[str, float | None] = {f"k{k}": k / 10 for k in range(10)}
+    weight["k0"] = 0.95  # the most important, first in order, kept
+    drawn = parallel(runs, "loss", True, {}, weight=weight)
+    assert [a.name for a in drawn.axes][:-1] == ["k0", *(f"k{k}" for k in range(3, 10))]
+    assert drawn.left_out == ("k1", "k2")  # the least important, named as not drawn

@@ -116,10 +116,12 @@ def parallel(
     labels: Mapping[str, str],
     group: bool = False,
     by: Sequence[str] = (),
+    weight: Mapping[str, float | None] | None = None,
 ) -> Parallel:
     """The runs with a value of ``metric`` (best or last) as lines across the settings
     they differ in (grouped: seeds are what a line averages, not an axis), ranked from
-    the lowest value (the highest, for a metric where higher is better)."""
+    the lowest value (the highest, for a metric where higher is better). Past MAX_AXES
+    settings, those of the highest ``weight`` (importance) are drawn, in their order."""
     valued = [(r, y) for r in runs if (y := metric_value(r, metric, use_best)) is not None]
     members: list[tuple[list[RunInfo], str, float]]
     if group:
@@ -136,6 +138,10 @@ def parallel(
         axis = _axis(key, [config.get(key) for config in configs])
         if axis is not None:
             axes.append(axis)
+    if len(axes) > MAX_AXES and weight:  # the settings that matter most are drawn
+        kept = set(sorted((a.name for a in axes),
+                          key=lambda k: -(weight.get(k) or 0.0))[:MAX_AXES])
+        axes = [a for a in axes if a.name in kept] + [a for a in axes if a.name not in kept]
     left_out = tuple(a.name for a in axes[MAX_AXES:])
     axes = axes[:MAX_AXES]
     y_name = f"{'best' if use_best else 'last'} {metric}"

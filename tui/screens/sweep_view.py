@@ -180,11 +180,12 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
         ], padding=(0, 3)))
 
     def _draw_parallel(self, runs: Sequence[RunInfo]) -> None:
-        drawn = parallel(runs, self.metric, self.use_best, self.labels, self.group, self.by)
+        weight = {c.key: c.importance for c in correlations(runs, self._value_of)}
+        drawn = parallel(runs, self.metric, self.use_best, self.labels, self.group, self.by,
+                         weight)
         ordered = list(reversed(drawn.lines))  # best first
         self._set_order([line.run_id for line in ordered])
         self.query_one(ParallelPlot).set_data(drawn, self.picked)
-        weight = {c.key: c.importance for c in correlations(runs, self._value_of)}
         names = [f"[b]{escape(a.name)}[/b]{' (log)' if a.log else ''}" + (
             f" [dim]{weight[a.name]:.2f}[/]" if weight.get(a.name) is not None else "")
             for a in drawn.axes]
