@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -435,3 +437,36 @@ def test_ls_corr_ends_with_a_closer_look_that_sweep_takes(engine: Engine) -> Non
         assert low <= float(values["lr"]) <= high
         assert float(values["dim"]) == int(values["dim"])
     assert len(plan.json()) == 20
+
+
+def test_ls_says_when_running_runs_and_sweeps_will_be_done(engine: Engine) -> None:
+    # One slot: the first run trains (about 100 steps a second), the second waits for it.
+    assert engine.cli("queue", "one", "--parallel", "1").code == 0
+    ids = [r["id"] for r in engine.cli(
+        "sweep", "synthetic", "lr=1e-3,3e-3", "steps=100000", "sleep=0.01", "--name", "slow",
+        "--queue", "one", "--json").json()]
+    try:
+        def listed() -> dict[str, dict[str, Any]]:
+            return {r["id"]: r for r in engine.cli("ls", "--json").json()}
+
+        runs = engine.wait(ids[0], lambda r: listed()[ids[0]]["rate"] is not None)
+        runs = listed()
+        rate = runs[ids[0]]["rate"]
+        assert rate > 0 and runs[ids[1]]["rate"] is None  # the daemon's pace of the live one
+        lines = engine.cli("ls").out.splitlines()
+        at = lines[0].index(" ETA ") + 1  # (a queued run's STATE has spaces in it)
+        running, waiting = (next(line[at:].split()[0] for line in lines if line.startswith(i))
+                            for i in ids)
+        assert re.fullmatch(r"\d+h\d\dm|\d+m\d\ds|\d+s", running), lines
+        assert waiting == "-"  # it waits: its time is the sweep's
+        [sweep] = engine.cli("ls", "--sweeps", "--json").json()
+        left = sweep["seconds_left"]
+        alone = (100000 - runs[ids[0]]["step"]) / rate
+        # the second starts when the first ends and takes as long as a whole run: about
+        # twice the first's time left (the rates move between two listings, under load)
+        assert 1.3 * alone < left < 4 * alone
+        header, row = engine.cli("ls", "--sweeps").out.splitlines()[:2]
+        at = header.index(" ETA ") + 1  # ('BEST RUN' is a column too)
+        assert re.fullmatch(r"\d+h\d\dm|\d+m\d\ds", row[at:].split()[0]), (header, row)
+    finally:
+        engine.cli("kill", *ids)

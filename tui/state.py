@@ -7,13 +7,12 @@ screen or the daemon, so it is tested without either.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from statistics import fmean
 
+from engine.client.eta import finish_in, seconds_left
 from engine.client.events import (
     EmaSeed,
     Event,
@@ -288,42 +287,13 @@ class TuiState:
 
     def eta_seconds(self, run_id: str) -> float | None:
         run = self.runs.get(run_id)
-        rate = self.steps_per_second(run_id)
-        if run is None or not rate or not run.total_steps:
-            return None
-        return max(0.0, float(run.total_steps - run.step) / rate)
+        return None if run is None else seconds_left(run, self.steps_per_second(run_id))
 
     def runs_eta(self, run_ids: Iterable[str]) -> float | None:
-        """Seconds until every run of ``run_ids`` (a sweep's, a queue's) that trains,
-        starts or waits in its queue has ended: each waiting one, in its queue's order,
-        takes the first slot to come free (as many slots as run now), at the mean rate
-        of those running. None while nothing runs or
-        a running run's own ETA is not known yet (or a waiting one has no step count)."""
-        running: list[float] = []
-        rates: list[float] = []
-        waiting: list[RunInfo] = []
-        for run_id in run_ids:
-            run = self.runs.get(run_id)
-            if run is None:
-                continue
-            if run.state == "running":
-                eta, rate = self.eta_seconds(run_id), self.steps_per_second(run_id)
-                if eta is None or rate is None:
-                    return None
-                running.append(eta)
-                rates.append(rate)
-            elif run.state in ("starting", "queued"):
-                waiting.append(run)
-        if not running:
-            return None
-        rate = fmean(rates)
-        free = sorted(running)  # when each slot comes free (sorted: a heap)
-        for run in sorted(waiting, key=lambda r: (r.state != "starting", r.queue_pos or 0.0)):
-            if not run.total_steps:
-                return None
-            start = heapq.heappop(free)
-            heapq.heappush(free, start + max(run.total_steps - run.step, 0) / rate)
-        return max(free)
+        """Seconds until every run of ``run_ids`` (a sweep's, a queue's) still to train
+        has ended, at the rates streamed (``engine.client.eta.finish_in``)."""
+        runs = (self.runs[r] for r in run_ids if r in self.runs)
+        return finish_in(runs, lambda run: self.steps_per_second(run.id))
 
     def smoothed_last(self, run_id: str) -> float | None:
         """The debiased EMA of a run's loss at its last point (the table's EMA column)."""

@@ -101,6 +101,7 @@ class RunInfo:
     # The highest value of each metric so far (a listing with ``highest`` says it).
     highest: dict[str, float] = field(default_factory=dict)
     size: int | None = None  # bytes its directory takes on disk (a listing with ``sizes``)
+    rate: float | None = None  # running: its steps a second of late, as the daemon saw them
 
     @classmethod
     def from_wire(cls, data: Any) -> RunInfo:

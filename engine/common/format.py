@@ -97,6 +97,17 @@ def skipped_text(records: int, points: int) -> str | None:
     return ", ".join(parts) or None
 
 
+def duration_text(seconds: float | None) -> str:
+    """A time left as an ETA column shows it: ``45s``, ``2m41s``, ``1h20m``; ``-`` for
+    none."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns separated by two spaces."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]

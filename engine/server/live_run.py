@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from engine.server.rungs import RungWatch
 # publish(topic, data): send an event to the daemon's subscribers.
 Publish = Callable[[str, dict[str, Any]], None]
 
+RATE_WINDOW_S = 30.0  # a run's steps a second are measured over about this long
 # Stored as exit_reason while a kill is under way, so a restarted daemon finishes it.
 KILL_REASON = "kill requested"
 # A kill's signals still to send: (when, on the monotonic clock; which signals).
@@ -58,6 +60,11 @@ class LiveRun:
     passed: list[tuple[int, float]] = field(default_factory=list)  # rungs to judge
     stop_reason: str | None = None  # why its sweep's rule stopped it (its kill's reason)
     output: OutputOrder | None = None  # the order its stdout and stderr came in
+    # (monotonic time, step) as its points were stored, the last RATE_WINDOW_S or so
+    progress: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    # Steps a second over that window: written here only, read by listings on reader
+    # threads (one float, swapped whole). None until two stores apart in time.
+    rate: float | None = None
     # The files looked at for it at every tick, as strings (made once, not per tick).
     spool_file: str = field(init=False)
     exit_file: str = field(init=False)
@@ -65,6 +72,18 @@ class LiveRun:
     def __post_init__(self) -> None:
         self.spool_file = str(self.rundir.spool)
         self.exit_file = str(self.rundir.exit)
+
+    def stored_to(self, step: int, now: float) -> None:
+        """Its points are stored up to ``step`` at ``now`` (monotonic): its rate anew."""
+        marks = self.progress
+        if marks and step < marks[-1][1]:
+            marks.clear()  # it went back (a retry, a rewind): the old pace says nothing
+        marks.append((now, step))
+        while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+            marks.popleft()
+        first_t, first_step = marks[0]
+        if now > first_t and step > first_step:
+            self.rate = (step - first_step) / (now - first_t)
 
     @property
     def kill_reason(self) -> str:

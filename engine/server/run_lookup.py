@@ -95,12 +95,15 @@ class RunLookup:
 
     def summary(self, run: dict[str, Any]) -> dict[str, Any]:
         """A run as listed: its row, kind and refusals, the latest value of each metric,
-        and its condition."""
+        its condition, and, running, its steps a second of late (``LiveRun.rate``)."""
+        live = self.supervisor.live.get(run["id"])  # (a listing's reader thread: one get)
         return {
             **run,
             **kind_fields(run),
             "last": self.db.last_values(run["id"]),
             "condition": self.supervisor.condition(run),
+            "rate": live.rate if live is not None and run["state"] == RunState.RUNNING
+            else None,
         }
 
     def resume_point(self, run: dict[str, Any]) -> tuple[int, Path] | None:

@@ -161,11 +161,13 @@ class RunReports(Population):
         finally:
             for live, _, _ in held:
                 live.unstored = False
+        now = time.monotonic()
         for (live, batch, end), error in zip(held, errors, strict=True):
             if error is None:
                 # Past here they are stored: one run's failure must not keep the runs
                 # after it from moving past theirs, or they would be read twice.
                 live.spool_offset, live.step = end, batch.step
+                live.stored_to(batch.step, now)
                 try:
                     self._stored(live, batch)
                 except Exception as exc:

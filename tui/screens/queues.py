@@ -23,8 +23,7 @@ from textual.widgets import DataTable, Static
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from engine.client.queue_text import QUEUE_HEADER, pool_text, queue_row, waiting_lines
-from engine.common.format import shown
-from tui.widgets.run_cells import duration
+from engine.common.format import duration_text, shown
 
 REFRESH_S = 1.0
 WAITING_SHOWN = 12  # the head of the selected queue's line; `traintop queue` lists it all
@@ -117,7 +116,7 @@ class QueuesScreen(ModalScreen[None]):
             name = shown(queue["name"])
             lines = waiting_lines(queue, WAITING_SHOWN)
             eta = self.eta(queue["name"])
-            until = "" if eta is None else f"; all of its runs ended in about {duration(eta)}"
+            until = "" if eta is None else f"; all of its runs ended in about {duration_text(eta)}"
             head = f"waiting in {name}, in the order they start{until}:"
             text = "\n".join([head, *lines]) if lines else f"nothing waits in {name}{until}"
         self.query_one("#queue-waiting", Static).update(escape(text))

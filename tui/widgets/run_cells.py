@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ from rich.text import Text
 from engine.client.events import RunInfo
 from engine.client.run_detail import retried_mark
 from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
-from engine.common.format import format_bytes, format_number, shown
+from engine.common.format import duration_text, format_bytes, format_number, shown
 from engine.common.runs import stopped_as
 from tui.run_tree import TreeRow
 from tui.state import TuiState
@@ -94,15 +93,6 @@ def progress_text(run: Run, bar: bool = True) -> Text:
     )
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def name_text(
     name: str, row: TreeRow, width: int, style: str = "", pinned: bool = False,
     tags: tuple[str, ...] = (),
@@ -145,7 +135,7 @@ def value_cells(
         "BEST": Text(format_number(run.best.get(run.loss_key))),
         "EMA": Text(format_number(state.smoothed_last(run.id))),
         "STEP/S": Text(f"{rate:.1f}" if rate is not None else "-"),
-        "ETA": Text(duration(state.eta_seconds(run.id))),
+        "ETA": Text(duration_text(state.eta_seconds(run.id))),
         "GPU": Text(format_bytes(gpu) if gpu else "-"),
         "DEV": Text(run.device or ""),
     }
@@ -167,7 +157,7 @@ def group_cells(
         rule = first.early_stop if first is not None else None
         stops = isinstance(rule, dict) and "interval" not in rule  # ASHA's, not PBT's
         # (an early-stopping sweep stops most of its runs sooner: at most)
-        cells["ETA"] = Text(("≤" if stops else "") + duration(eta), style="bold")
+        cells["ETA"] = Text(("≤" if stops else "") + duration_text(eta), style="bold")
     return cells
 
 

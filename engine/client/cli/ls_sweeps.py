@@ -14,18 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.client.eta import finish_in
 from engine.client.events import RunInfo
 from engine.client.run_select import ordered
 from engine.client.sweep_summary import best_of, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
+    duration_text,
     format_number,
     format_table,
     json_text,
     shown,
 )
 
-HEADER = ["SWEEP", "RUNS", "STATES", "BEST", "BEST RUN", "RULE", "QUEUE", "MADE"]
+HEADER = ["SWEEP", "RUNS", "STATES", "BEST", "BEST RUN", "ETA", "RULE", "QUEUE", "MADE"]
 SWEEP_SORTS = ("created", "name", "runs", "best")
 
 
@@ -44,6 +46,18 @@ class Sweep:
         if "interval" in rule:
             return f"pbt {rule['interval']}"
         return f"asha {rule.get('grace')}"
+
+    def seconds_left(self) -> float | None:
+        """When its runs still to train will all have ended, at the rates the daemon
+        keeps (``engine.client.eta``); None: nothing trains, or no rate yet."""
+        return finish_in(self.runs, lambda run: run.rate)
+
+    def eta(self) -> str:
+        """``seconds_left`` as the ETA column says it: at most that for a sweep whose
+        rule stops runs early (ASHA's)."""
+        left, rule = self.seconds_left(), self.runs[0].early_stop
+        stops = left is not None and bool(rule) and "interval" not in (rule or {})
+        return ("≤" if stops else "") + duration_text(left)
 
     def queues(self) -> list[str]:
         """The queues its runs are in, each once."""
@@ -93,7 +107,7 @@ def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> 
             shown(sweep.name, SHOWN_NAME), str(len(sweep.runs)), states_text(sweep.runs),
             "-" if best is None else format_number(best[1]),
             "-" if best is None else f"{best[0].id} {shown(best[0].name, SHOWN_NAME)}",
-            sweep.rule(), shown(",".join(sweep.queues()), SHOWN_NAME),
+            sweep.eta(), sweep.rule(), shown(",".join(sweep.queues()), SHOWN_NAME),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(min(r.created for r in sweep.runs))),
         ])
     print(format_table(HEADER, rows))
@@ -112,6 +126,7 @@ def _to_wire(sweep: Sweep) -> dict[str, Any]:
         "best": None if best is None else {"id": best[0].id, "name": best[0].name,
                                            "loss": best[1]},
         "early_stop": sweep.runs[0].early_stop,
+        "seconds_left": sweep.seconds_left(),
         "queues": sweep.queues(),
         "created": min(r.created for r in sweep.runs),
     }

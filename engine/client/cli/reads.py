@@ -16,6 +16,7 @@ from engine.client.cli.ls_corr import print_correlations
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.cli.ls_sweeps import SWEEP_SORTS, print_sweeps
 from engine.client.client import Client, EngineError
+from engine.client.eta import seconds_left
 from engine.client.events import RunDescription, RunInfo, Sample
 from engine.client.run_detail import detail_lines, plain_text, retried_mark
 from engine.client.run_select import (
@@ -30,6 +31,7 @@ from engine.client.run_select import (
 )
 from engine.common.format import (
     SHOWN_NAME,
+    duration_text,
     format_bytes,
     format_number,
     format_table,
@@ -42,7 +44,7 @@ from engine.common.format import (
 from engine.common.runs import RunState
 from engine.common.settings import unknown_keys
 
-LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "DEVICE", "PARENT"]
+LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "ETA", "DEVICE", "PARENT"]
 # A state with its condition is cut to this ('queued (waiting for a slot in queue ...'):
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
@@ -60,8 +62,9 @@ def run_line_values(run: RunInfo) -> list[str]:
         parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
     loss = format_number(run.last.get(run.loss_key))
     best = format_number(run.best.get(run.loss_key))
+    eta = duration_text(seconds_left(run, run.rate) if run.state == RunState.RUNNING else None)
     return [run.id, shown(run.name, SHOWN_NAME), shown(state, SHOWN_STATE), step, loss, best,
-            run.device or "", parent]
+            eta, run.device or "", parent]
 
 
 def named_values(args: argparse.Namespace) -> list[str]:

@@ -1,0 +1,53 @@
+"""When runs will be done: one run from its rate, a set of them (a sweep's, a queue's)
+by giving each waiting run the first slot to come free.
+
+The TUI's rates come from the progress it streams; the CLI's from the rate the daemon
+keeps of each running run (``RunInfo.rate``). Plain functions, tested without either.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from statistics import fmean
+
+from engine.client.events import RunInfo
+
+Rate = Callable[[RunInfo], "float | None"]  # steps a second of a running run, if known
+
+
+def seconds_left(run: RunInfo, rate: float | None) -> float | None:
+    """Seconds until ``run`` reaches its last step at ``rate`` (None: unknown)."""
+    if not rate or not run.total_steps:
+        return None
+    return max(0.0, float(run.total_steps - run.step) / rate)
+
+
+def finish_in(runs: Iterable[RunInfo], rate_of: Rate) -> float | None:
+    """Seconds until every run of ``runs`` that trains, starts or waits in its queue has
+    ended: each waiting one, in its queue's order, takes the first slot to come free
+    (as many slots as run now), at the mean rate of those running. None while nothing
+    runs or a running run's rate is not known yet (or a waiting one has no step count)."""
+    running: list[float] = []
+    rates: list[float] = []
+    waiting: list[RunInfo] = []
+    for run in runs:
+        if run.state == "running":
+            rate = rate_of(run)
+            left = seconds_left(run, rate)
+            if rate is None or left is None:
+                return None
+            running.append(left)
+            rates.append(rate)
+        elif run.state in ("starting", "queued"):
+            waiting.append(run)
+    if not running:
+        return None
+    rate = fmean(rates)
+    free = sorted(running)  # when each slot comes free (sorted: a heap)
+    for run in sorted(waiting, key=lambda r: (r.state != "starting", r.queue_pos or 0.0)):
+        if not run.total_steps:
+            return None
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + max(run.total_steps - run.step, 0) / rate)
+    return max(free)
