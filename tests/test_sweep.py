@@ -15,6 +15,9 @@ from engine.client.events import RunInfo
 from engine.client.importance import bins_of, correlations, omega_squared, ranks, spearman
 from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
+from engine.rundir.paths import RunDir
+from engine.server.backends import backend_for
+from engine.server.live_run import LiveRun
 from engine.server.store import Store
 from tests.conftest import Engine
 from tests.snapshot_tests.fixed_state import EPOCH, store_run
@@ -470,3 +473,21 @@ def test_ls_says_when_running_runs_and_sweeps_will_be_done(engine: Engine) -> No
         assert re.fullmatch(r"\d+h\d\dm|\d+m\d\ds", row[at:].split()[0]), (header, row)
     finally:
         engine.cli("kill", *ids)
+
+
+def test_the_daemon_keeps_a_runs_pace_over_its_last_half_minute(tmp_path: Path) -> None:
+    live = LiveRun("r1", RunDir(tmp_path), 1, 0, backend_for({"workload": "synthetic"}))
+    live.stored_to(0, 100.0)
+    assert live.rate is None  # one store says nothing of a pace
+    now = 100.0
+    for step in range(5, 6001, 5):  # 50 steps a second for 2 minutes, 10 stores a second
+        now += 0.1
+        live.stored_to(step, now)
+    assert live.rate == pytest.approx(50.0)
+    for step in range(6010, 10001, 10):  # then 100 a second for 40 s: only that counts
+        now += 0.1
+        live.stored_to(step, now)
+    assert live.rate == pytest.approx(100.0, rel=0.05)
+    live.stored_to(10, now + 1.0)  # it went back (a retry): the old pace is dropped
+    live.stored_to(60, now + 2.0)
+    assert live.rate == pytest.approx(50.0)

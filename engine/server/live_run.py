@@ -60,7 +60,8 @@ class LiveRun:
     passed: list[tuple[int, float]] = field(default_factory=list)  # rungs to judge
     stop_reason: str | None = None  # why its sweep's rule stopped it (its kill's reason)
     output: OutputOrder | None = None  # the order its stdout and stderr came in
-    # (monotonic time, step) as its points were stored, the last RATE_WINDOW_S or so
+    # (monotonic time, step) as its points were stored, a second or more apart, over
+    # the last RATE_WINDOW_S or so
     progress: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     # Steps a second over that window: written here only, read by listings on reader
     # threads (one float, swapped whole). None until two stores apart in time.
@@ -78,7 +79,8 @@ class LiveRun:
         marks = self.progress
         if marks and step < marks[-1][1]:
             marks.clear()  # it went back (a retry, a rewind): the old pace says nothing
-        marks.append((now, step))
+        if not marks or now - marks[-1][0] >= 1.0:  # a mark a second: the deque spans 64 s
+            marks.append((now, step))
         while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
             marks.popleft()
         first_t, first_step = marks[0]
