@@ -83,6 +83,14 @@ def test_steps_per_second_and_eta_come_from_streamed_progress() -> None:
     assert state.eta_seconds("a") == (1000 - 50) / 10.0
 
 
+def test_until_points_stream_a_runs_pace_is_the_one_the_daemon_listed() -> None:
+    state = TuiState()
+    _set_runs(state, [{**_run("a"), "step": 200, "rate": 25.0},
+                      {**_run("b"), "state": "paused", "rate": 25.0}])
+    assert state.steps_per_second("a") == 25.0 and state.eta_seconds("a") == 800 / 25.0
+    assert state.steps_per_second("b") is None  # paused: no pace, whatever was listed
+
+
 def test_a_sweeps_eta_queues_its_waiting_runs_on_the_slots_as_they_come_free() -> None:
     state = TuiState()
     queued = {"state": "queued", "total_steps": 1000}

@@ -274,11 +274,14 @@ class TuiState:
     # -- derived --------------------------------------------------------------
 
     def steps_per_second(self, run_id: str) -> float | None:
-        """Steps a second over the last half minute of streamed progress."""
+        """Steps a second over the last half minute of streamed progress; until two
+        points have streamed (a TUI just opened), the pace the daemon listed."""
         run = self.runs.get(run_id)
         marks = self.progress.get(run_id)
-        if run is None or run.state != "running" or not marks or len(marks) < 2:
+        if run is None or run.state != "running":
             return None
+        if not marks or len(marks) < 2:
+            return run.rate
         end_t, end_step = marks[-1]
         start = next((m for m in marks if end_t - m[0] <= RATE_WINDOW_S), marks[0])
         if end_t <= start[0] or end_step <= start[1]:
