@@ -10,8 +10,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from statistics import fmean
+from typing import Any
 
 from engine.client.events import RunInfo
+from engine.common.format import duration_text
 
 Rate = Callable[[RunInfo], "float | None"]  # steps a second of a running run, if known
 
@@ -51,3 +53,11 @@ def finish_in(runs: Iterable[RunInfo], rate_of: Rate) -> float | None:
         start = heapq.heappop(free)
         heapq.heappush(free, start + max(run.total_steps - run.step, 0) / rate)
     return max(free)
+
+
+def eta_text(seconds: float | None, rule: dict[str, Any] | None) -> str:
+    """A sweep's ``finish_in`` as its ETA column says it: ``≤`` before it when the
+    sweep's ``rule`` stops runs early (ASHA's, not PBT's, which keeps them training),
+    so most end sooner; ``-`` for none."""
+    stops = seconds is not None and bool(rule) and "interval" not in (rule or {})
+    return ("≤" if stops else "") + duration_text(seconds)

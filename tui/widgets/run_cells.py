@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from engine.client.eta import eta_text
 from engine.client.events import RunInfo
 from engine.client.run_detail import retried_mark
 from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
@@ -154,10 +155,7 @@ def group_cells(
     eta = state.runs_eta(group.runs)
     if eta is not None:
         first = state.runs.get(group.runs[0])
-        rule = first.early_stop if first is not None else None
-        stops = isinstance(rule, dict) and "interval" not in rule  # ASHA's, not PBT's
-        # (an early-stopping sweep stops most of its runs sooner: at most)
-        cells["ETA"] = Text(("≤" if stops else "") + duration_text(eta), style="bold")
+        cells["ETA"] = Text(eta_text(eta, first.early_stop if first else None), style="bold")
     return cells
 
 

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.client.eta import finish_in
+from engine.client.eta import eta_text, finish_in
 from engine.client.events import RunInfo
 from engine.client.run_select import ordered
 from engine.client.sweep_summary import best_of, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
-    duration_text,
     format_number,
     format_table,
     json_text,
@@ -53,11 +52,8 @@ class Sweep:
         return finish_in(self.runs, lambda run: run.rate)
 
     def eta(self) -> str:
-        """``seconds_left`` as the ETA column says it: at most that for a sweep whose
-        rule stops runs early (ASHA's)."""
-        left, rule = self.seconds_left(), self.runs[0].early_stop
-        stops = left is not None and bool(rule) and "interval" not in (rule or {})
-        return ("≤" if stops else "") + duration_text(left)
+        """``seconds_left`` as the ETA column says it (``eta_text``)."""
+        return eta_text(self.seconds_left(), self.runs[0].early_stop)
 
     def queues(self) -> list[str]:
         """The queues its runs are in, each once."""
