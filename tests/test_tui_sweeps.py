@@ -739,3 +739,32 @@ def test_past_eight_settings_the_most_important_are_drawn() -> None:
     drawn = parallel(runs, "loss", True, {}, weight=weight)
     assert [a.name for a in drawn.axes][:-1] == ["k0", *(f"k{k}" for k in range(3, 10))]
     assert drawn.left_out == ("k1", "k2")  # the least important, named as not drawn
+
+
+def test_a_sweeps_rule_says_which_way_up_its_metric_is() -> None:
+    # 'val_r' says nothing by its name; the sweep's ASHA rule maximises it
+    rule = {"grace": 10, "eta": 3, "metric": "val_r", "mode": "max"}
+    runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                               "workload": "charlm", "step": 9, "config": {"lr": lr},
+                               "early_stop": rule, "best": {"loss": 1.0, "val_r": r - 1},
+                               "highest": {"loss": 2.0, "val_r": r}, "last": {"val_r": r}})
+            for n, (lr, r) in enumerate([(1e-4, 0.2), (1e-3, 0.8), (1e-2, 0.5)])]
+    assert not higher_is_better("val_r")
+
+    async def scenario() -> None:
+        class One(App[None]):
+            def on_mount(self) -> None:
+                self.push_screen(SweepView("sweep", lambda: runs, {}, {}))
+
+        app = One()
+        async with app.run_test(size=(120, 40)) as pilot:
+            view = await screen_of(pilot, app, SweepView)
+            await pilot.press("m")  # from the loss to val_r
+            shown = view.shown
+            assert shown is not None and shown.y_name == "best val_r"
+            assert [p.run_id for p in shown.points if p.best] == ["r1"]  # the highest
+            assert [p.y for p in shown.points] == [0.2, 0.8, 0.5]
+            axes = str(view.query_one("#scatter-axes", Static).render())
+            assert "(higher is better)" in axes
+
+    asyncio.run(scenario())

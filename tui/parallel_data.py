@@ -117,12 +117,17 @@ def parallel(
     group: bool = False,
     by: Sequence[str] = (),
     weight: Mapping[str, float | None] | None = None,
+    higher: bool | None = None,
 ) -> Parallel:
     """The runs with a value of ``metric`` (best or last) as lines across the settings
     they differ in (grouped: seeds are what a line averages, not an axis), ranked from
-    the lowest value (the highest, for a metric where higher is better). Past MAX_AXES
-    settings, those of the highest ``weight`` (importance) are drawn, in their order."""
-    valued = [(r, y) for r in runs if (y := metric_value(r, metric, use_best)) is not None]
+    the lowest value (the highest, for a metric where higher is better: ``higher``, else
+    as its name says). Past MAX_AXES settings, those of the highest ``weight``
+    (importance) are drawn, in their order."""
+    if higher is None:
+        higher = higher_is_better(metric)
+    valued = [(r, y) for r in runs
+              if (y := metric_value(r, metric, use_best, higher)) is not None]
     members: list[tuple[list[RunInfo], str, float]]
     if group:
         value_of = {r.id: y for r, y in valued}
@@ -149,7 +154,7 @@ def parallel(
     metric_axis = _axis(y_name, values)
     if metric_axis is not None:
         axes.append(metric_axis)
-    sign = -1.0 if higher_is_better(metric) else 1.0
+    sign = -1.0 if higher else 1.0
     ranked = sorted(range(len(members)), key=lambda i: sign * values[i])
     lines = []
     for rank, i in enumerate(ranked):

@@ -77,11 +77,14 @@ def numeric_params(runs: Sequence[RunInfo], grouped: bool = False) -> list[str]:
     return [k for k in numeric if k in varied] + [k for k in numeric if k not in varied]
 
 
-def metric_value(run: RunInfo, metric: str, use_best: bool) -> float | None:
+def metric_value(run: RunInfo, metric: str, use_best: bool,
+                 higher: bool | None = None) -> float | None:
     """The run's value of ``metric`` that the sweep view plots: its last, or its best,
-    the highest for a metric where higher is better (an accuracy), else the lowest."""
-    values = run.last if not use_best else (
-        run.highest if higher_is_better(metric) else run.best)
+    the highest for a metric where higher is better (``higher``; None: as its name
+    says, ``higher_is_better``), else the lowest."""
+    if higher is None:
+        higher = higher_is_better(metric)
+    values = run.last if not use_best else (run.highest if higher else run.best)
     return number(values.get(metric))
 
 
@@ -101,14 +104,17 @@ def scatter(
     labels: Mapping[str, str],
     group: bool = False,
     by: Sequence[str] = (),
+    higher: bool | None = None,
 ) -> Scatter:
     """Each run as a point (``param``, best or last ``metric``), or with ``group`` each
     setting (``by`` as for ``gather``) at each of its x; the lowest y is the best (the
-    highest, for a metric where higher is better)."""
+    highest, for a metric where higher is better: ``higher``, else as its name says)."""
+    if higher is None:
+        higher = higher_is_better(metric)
     found: dict[str, tuple[RunInfo, float, float]] = {}
     for run in runs:
         x = number(run.config.get(param))
-        y = metric_value(run, metric, use_best)
+        y = metric_value(run, metric, use_best, higher)
         if x is not None and y is not None:
             found[run.id] = (run, x, y)
     if group:
@@ -117,7 +123,7 @@ def scatter(
         points = [ScatterPoint(run.id, labels.get(run.id, run.name), x, y,
                                colours.get(run.id, "")) for run, x, y in found.values()]
     if points:
-        sign = -1.0 if higher_is_better(metric) else 1.0
+        sign = -1.0 if higher else 1.0
         best = min(range(len(points)), key=lambda i: sign * points[i].y)
         points[best] = replace(points[best], best=True)
     ys = [v for p in points for v in (p.y, p.low, p.high) if v is not None]

@@ -110,6 +110,7 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
         self.metric = metrics[0] if metrics else "loss"
         self.use_best = True
         self.parallel = False  # parallel coordinates (p) instead of the scatter
+        self.higher = False  # whether the metric plotted is better higher (set by draw)
         self.picked: str | None = None  # the run picked with j/k, drawn apart
         self._order: list[str] = []  # the runs (a group's first) drawn, best first
 
@@ -142,14 +143,15 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
     def draw(self) -> None:
         """Plot the runs as they are now, by the current axes."""
         runs = self.runs_of()
+        self.higher = self._higher()
         self.query_one(SweepScatter).display = not self.parallel
         self.query_one(ParallelPlot).display = self.parallel
         if self.parallel:
             self._draw_parallel(runs)
             return
         drawn = scatter(runs, self.param, self.metric, self.use_best, self.colours, self.labels,
-                        self.group, self.by)
-        sign = -1.0 if higher_is_better(self.metric) else 1.0
+                        self.group, self.by, self.higher)
+        sign = -1.0 if self.higher else 1.0
         ordered = sorted(drawn.points, key=lambda p: sign * p.y)  # the best first
         self._set_order([p.run_id for p in ordered])
         self.query_one(SweepScatter).set_data(drawn, self.picked)
@@ -182,7 +184,7 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
     def _draw_parallel(self, runs: Sequence[RunInfo]) -> None:
         weight = {c.key: c.importance for c in correlations(runs, self._value_of)}
         drawn = parallel(runs, self.metric, self.use_best, self.labels, self.group, self.by,
-                         weight)
+                         weight, self.higher)
         ordered = list(reversed(drawn.lines))  # best first
         self._set_order([line.run_id for line in ordered])
         self.query_one(ParallelPlot).set_data(drawn, self.picked)
@@ -212,15 +214,26 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
             for line in ordered
         ], padding=(0, 3)))
 
+    def _higher(self) -> bool:
+        """Whether a higher value of the metric plotted is the better: as the sweep's
+        rule says when it judges that metric (``--mode max``), else as its name says."""
+        for run in self.runs_of():
+            rule = run.early_stop
+            if isinstance(rule, dict) and "mode" in rule:
+                if (rule.get("metric") or run.loss_key) == self.metric:
+                    return bool(rule["mode"] == "max")
+                break
+        return higher_is_better(self.metric)
+
     def _goal(self) -> str:
         """Said of a metric ranked the other way up (an accuracy)."""
-        return " [dim](higher is better)[/]" if higher_is_better(self.metric) else ""
+        return " [dim](higher is better)[/]" if self.higher else ""
 
     def _value_of(self, run: RunInfo) -> float | None:
         """The run's value of the metric plotted (best or last), as a score where lower
         is better (an accuracy negated), for ``engine.client.importance``."""
-        value = metric_value(run, self.metric, self.use_best)
-        return None if value is None else -value if higher_is_better(self.metric) else value
+        value = metric_value(run, self.metric, self.use_best, self.higher)
+        return None if value is None else -value if self.higher else value
 
     def _set_order(self, order: list[str]) -> None:
         """The runs drawn, best first; a picked run no longer drawn is let go."""
