@@ -34,12 +34,16 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
 QUEUE_RECORD = ("queue", "priority", "after_id", "gpus", "sweep")
 
 
-def write_queued(paths: StatePaths, run: dict[str, Any], **extra: Any) -> None:
+def write_queued(paths: StatePaths, run: dict[str, Any], env: dict[str, str] | None = None,
+                 launch_from: str | None = None, sync: bool = True) -> None:
     """The directory of ``run``, which waits in its queue, with a launch.json of
-    generation 0 (and ``extra``: its environment, or the checkpoint a fork starts from)
-    and its tags, so that a rebuilt store has it waiting there again. OSError: the disk
-    refused."""
+    generation 0 (with its environment ``env``, or the checkpoint ``launch_from`` a fork
+    starts from) and its tags, so that a rebuilt store has it waiting there again.
+    ``sync``: see ``write_json_atomic`` (a fork into hundreds writes as many in one go).
+    OSError: the disk refused."""
     rundir = paths.run_dir(run["id"])
     rundir.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(rundir.launch, {**launch_record(run), "generation": 0, **extra})
+    extra = {key: value for key, value in (("env", env), ("launch_from", launch_from))
+             if value is not None}
+    write_json_atomic(rundir.launch, {**launch_record(run), "generation": 0, **extra}, sync)
     save_annotations(rundir, run)

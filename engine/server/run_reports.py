@@ -389,7 +389,8 @@ class RunReports(Population):
                          "queued", schedule=False)
             queued = True
             try:  # what a rebuilt store queues it from again; the fork goes on without it
-                write_queued(self.paths, {**child, "fork_step": step}, launch_from=str(path))
+                write_queued(self.paths, {**child, "fork_step": step},
+                             launch_from=str(path), sync=False)
             except OSError as exc:
                 log.warning("fork %s: its launch.json for a rebuild was not written: %s",
                             child_id, exc)

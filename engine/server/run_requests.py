@@ -145,7 +145,7 @@ class RunRequests(QueueRequests):
         Its environment waits in a launch.json of generation 0 until it starts.
         """
         try:
-            write_queued(self.supervisor.paths, run, **({} if env is None else {"env": env}))
+            write_queued(self.supervisor.paths, run, env)
         except OSError as exc:
             if not out_of_space(exc):
                 raise
