@@ -10,10 +10,10 @@ import pytest
 from textual.widgets import Input
 
 from tests.conftest import Engine
-from tests.test_tui import Pilot, start, until
+from tests.test_tui import Pilot, screen_of, start, until
 from tui.app import TraintopApp
 from tui.notify import QUIET_S
-from tui.screens.dialogs import NewRunDialog
+from tui.screens.dialogs import ConfirmDialog, NewRunDialog
 from tui.widgets.runs_table import RunsTable
 
 SETTLE_S = QUIET_S + 1.5  # longer than a burst is gathered: whatever is due has been told
@@ -213,5 +213,28 @@ def test_a_sweeps_runs_finishing_are_told_once_as_the_sweep_with_its_best_run(
             [line] = told(app)
             assert line.startswith(f"sweep trio done: 3 runs: 3 finished; best {best.id} "), line
             assert len(alerts(writes)) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_sweep_its_user_kills_here_is_not_told_as_done(engine: Engine) -> None:
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01", "steps=100000", "sleep=0.01",
+                         "--name", "duo", "--json")
+    assert started.code == 0, started.err
+    ids = [run["id"] for run in started.json()]
+    for run_id in ids:
+        engine.wait(run_id, lambda r: r["state"] == "running")
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await watch_until_listed(pilot, app, ids)
+            app.query_one(RunsTable).select("sweep:duo")
+            await pilot.press("K")  # the sweep's row: every run of it, once confirmed
+            await screen_of(pilot, app, ConfirmDialog)
+            await pilot.press("y")
+            await until(pilot, lambda: all(app.state.runs[r].state == "killed" for r in ids))
+            await pilot.pause(SETTLE_S)
+            assert not [line for line in told(app) if line.startswith("sweep duo")]
 
     asyncio.run(scenario())

@@ -284,6 +284,7 @@ class RunActions(RunNotices):
                     f"({_states_said(live)})?\nSIGTERM to each, SIGKILL after "
                     f"{DEFAULT_KILL_GRACE:g} s. Their metrics and logs are kept.")
             if await self.push_screen_wait(ConfirmDialog("Kill sweep", body, "Kill")):
+                self.state.killed_here.update(r.id for r in live)  # no "done" news of it
                 await self._request_each("kill", live, f"killing sweep {group.name}")
             return
         run = self._need_run()
@@ -299,6 +300,7 @@ class RunActions(RunNotices):
             "Its metrics and logs are kept."
         )
         if await self.push_screen_wait(ConfirmDialog("Kill run", body, "Kill")):
+            self.state.killed_here.add(run.id)
             await self._request("kill", f"killing {run.id}", run=run.id)
 
     @work

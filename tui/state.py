@@ -70,6 +70,8 @@ class TuiState:
         self.stopped: list[RunInfo] = []
         # Sweeps seen ending by a live event: every run of theirs has ended.
         self.sweeps_ended: list[str] = []
+        # Runs this TUI was asked to kill (K): a sweep its user ended is not told as done.
+        self.killed_here: set[str] = set()
         self.emas_stale = False  # a run went back to a checkpoint: ask the daemon's EMAs
 
     @property
@@ -182,8 +184,9 @@ class TuiState:
         if ended or (old is not None and run.retried > old.retried):  # failed and retried
             self.stopped.append(self.runs[run.id])
         if (run.sweep and old is not None and not old.terminal and run.terminal
+                and run.id not in self.killed_here
                 and all(r.terminal for r in self.runs.values() if r.sweep == run.sweep)):
-            self.sweeps_ended.append(run.sweep)  # its last run has ended
+            self.sweeps_ended.append(run.sweep)  # its last run has ended (not by a K here)
         self.rows_dirty = self.chart_dirty = True
         self.changed.add(run.id)
         self.restated.add(run.id)
