@@ -19,7 +19,8 @@ from engine.client.events import RunInfo
 from engine.common.format import format_number
 from engine.common.metric_goal import higher_is_better
 from engine.common.settings import gather, is_seed_key
-from tui.scatter_data import metric_value, number, spans_decades
+from engine.common.sweep import spans_decades
+from tui.scatter_data import metric_value, number
 from tui.seed_groups import group_name
 from tui.sweep_groups import differing_keys
 

@@ -17,13 +17,10 @@ from engine.common.config import parse_literal
 from engine.common.metric_goal import higher_is_better
 from engine.common.output_lines import training_loss_key
 from engine.common.settings import gather, is_seed_key
+from engine.common.sweep import spans_decades
 from tui.compare import COMPARE_PALETTE
 from tui.seed_groups import group_name
 from tui.sweep_groups import differing_keys
-
-# x goes on a log scale when its values span this factor or more: a one-decade grid
-# (1e-3, 3e-3, 1e-2) is spaced by ratios, and on a linear axis its small values crowd.
-LOG_SPAN = 10.0
 
 
 @dataclass(frozen=True)
@@ -77,13 +74,9 @@ def numeric_params(runs: Sequence[RunInfo], grouped: bool = False) -> list[str]:
     return [k for k in numeric if k in varied] + [k for k in numeric if k not in varied]
 
 
-def metric_value(run: RunInfo, metric: str, use_best: bool,
-                 higher: bool | None = None) -> float | None:
+def metric_value(run: RunInfo, metric: str, use_best: bool, higher: bool) -> float | None:
     """The run's value of ``metric`` that the sweep view plots: its last, or its best,
-    the highest for a metric where higher is better (``higher``; None: as its name
-    says, ``higher_is_better``), else the lowest."""
-    if higher is None:
-        higher = higher_is_better(metric)
+    the highest for a metric where ``higher`` is better, else the lowest."""
     values = run.last if not use_best else (run.highest if higher else run.best)
     return number(values.get(metric))
 
@@ -130,14 +123,6 @@ def scatter(
     y_name = f"{'best' if use_best else 'last'} {metric}"
     return Scatter(tuple(points), param, y_name, spans_decades([p.x for p in points]),
                    len(runs) - len(found), group, spans_decades(ys))
-
-
-def spans_decades(values: Sequence[float]) -> bool:
-    """Whether ``values`` are all positive and span LOG_SPAN or more: drawn on a log axis.
-    The tolerance keeps a decade a decade where floats divide to a hair under 10
-    (3e-4 / 3e-5 = 9.999999999999998)."""
-    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SPAN * (
-        1 - 1e-9)
 
 
 def _settings(

@@ -25,10 +25,11 @@ from typing import Any
 
 from engine.client.events import RunInfo
 from engine.client.run_select import finite
-from engine.client.sweep_summary import best_loss
+from engine.client.sweep_summary import best_loss, lowest
 from engine.common.config_diff import config_diff
 from engine.common.format import format_number
 from engine.common.settings import is_seed_key
+from engine.common.sweep import spans_decades
 
 MIN_RUNS = 3  # fewer pairs say nothing about an order
 MATTERS = 0.05  # the least importance a closer look narrows a setting for
@@ -120,7 +121,7 @@ def _scored(runs: Sequence[RunInfo], score: Callable[[RunInfo], float | None],
     """The runs that have a score, with it, and the best of them (the lowest score;
     ties to the lower id)."""
     scored = [(r, value) for r in runs if (value := score(r)) is not None]
-    return scored, min(scored, key=lambda pair: (pair[1], pair[0].id), default=None)
+    return scored, lowest(scored)
 
 
 def correlations(
@@ -174,8 +175,7 @@ def closer_axes(runs: Sequence[RunInfo], found: Sequence[Correlation],
         elif whole:
             axes.append(f"{key}=int({int(low)}..{int(high)})")
         else:
-            kind = "log" if found_key.lowest > 0 and \
-                found_key.highest >= 10 * found_key.lowest else "uniform"
+            kind = "log" if spans_decades(values) else "uniform"
             axes.append(f"{key}={kind}({format_number(low)}..{format_number(high)})")
     return (best[0], axes) if axes else None
 

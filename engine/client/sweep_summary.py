@@ -33,14 +33,15 @@ def states_text(runs: Iterable[RunInfo]) -> str:
     return ", ".join(f"{n} {state}" for state, n in state_counts(runs).items())
 
 
+def lowest(scored: Iterable[tuple[RunInfo, float]]) -> tuple[RunInfo, float] | None:
+    """The (run, score) of the lowest score (a tie: the lower id); None for none."""
+    return min(scored, key=lambda found: (found[1], found[0].id), default=None)
+
+
 def best_of(runs: Iterable[RunInfo]) -> tuple[RunInfo, float] | None:
     """The run with the lowest best training loss, and that loss (a tie: the lower id);
     None: none has a loss yet."""
-    scored = [(loss, run.id, run) for run in runs if (loss := best_loss(run)) is not None]
-    if not scored:
-        return None
-    loss, _, run = min(scored, key=lambda found: found[:2])
-    return run, loss
+    return lowest((run, loss) for run in runs if (loss := best_loss(run)) is not None)
 
 
 def ended_line(runs: Sequence[RunInfo]) -> str:

@@ -34,6 +34,17 @@ from engine.common.runs import name_from, unique_name
 MAX_SWEEP_RUNS = 1000
 _RANDOM = re.compile(r"^(log|uniform|int)\((.*)\)$", re.DOTALL)
 RANDOM_FORMS = "log(LO..HI), uniform(LO..HI) or int(LO..HI)"
+# Values that span this factor or more are spaced by ratios (a one-decade grid, 1e-3,
+# 3e-3, 1e-2): plotted on a log axis, and drawn from a log(..) axis by a closer look.
+LOG_SPAN = 10.0
+
+
+def spans_decades(values: Sequence[float]) -> bool:
+    """Whether ``values`` are all positive and span LOG_SPAN or more. The tolerance keeps
+    a decade a decade where floats divide to a hair under 10 (3e-4 / 3e-5 =
+    9.999999999999998)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SPAN * (
+        1 - 1e-9)
 
 
 class SweepError(ValueError):

@@ -62,7 +62,7 @@ def run_line_values(run: RunInfo) -> list[str]:
         parent = run.parent_id + (f"@{run.fork_step}" if run.fork_step is not None else "")
     loss = format_number(run.last.get(run.loss_key))
     best = format_number(run.best.get(run.loss_key))
-    eta = duration_text(seconds_left(run, run.rate) if run.state == RunState.RUNNING else None)
+    eta = duration_text(seconds_left(run, run.rate))  # (a rate is listed only running)
     return [run.id, shown(run.name, SHOWN_NAME), shown(state, SHOWN_STATE), step, loss, best,
             eta, run.device or "", parent]
 
