@@ -103,7 +103,7 @@ def test_an_experiment_file_may_hold_the_rule(tmp_path: Path) -> None:
     ("argv", "says"),
     [
         (["--eta", "2"], "--eta goes with --early-stop GRACE; --stop-metric and --stop-mode "
-                          "with --early-stop or --pbt"),
+                          "with --early-stop, --pbt or --search"),
         (["--early-stop", "0"], "must be at least 1"),
         (["--early-stop", "10", "--eta", "1"], "eta must be 2 or more"),
         (["--early-stop", "10", "--stop-mode", "up"], "invalid choice"),

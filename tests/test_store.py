@@ -212,7 +212,7 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     Points(db).add(rid, points)
     db.close()
     store = Store(path)
-    assert store.version == SCHEMA_VERSION == 12
+    assert store.version == SCHEMA_VERSION == 13
     # 7: the index a run's best values are read from.
     indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "chunks_best" in indexes
@@ -224,6 +224,7 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     # 11: no checkpoints of its own, no retries
     assert run["checkpoint_every"] is None and run["retries"] == run["retried"] == 0
     assert run["checkpoints_removed"] is None  # 12: its checkpoints are there
+    assert run["search"] is None  # 13: not a searched sweep's
     assert run["divergence_factor"] == 10.0 and run["diverged"] is None
     assert store.all_metrics("abc234") == points
 

@@ -28,11 +28,14 @@ def seconds_left(run: RunInfo, rate: float | None) -> float | None:
 def finish_in(runs: Iterable[RunInfo], rate_of: Rate) -> float | None:
     """Seconds until every run of ``runs`` that trains, starts or waits in its queue has
     ended: each waiting one, in its queue's order, takes the first slot to come free
-    (as many slots as run now), at the mean rate of those running. None while nothing
-    runs or a running run's rate is not known yet (or a waiting one has no step count)."""
+    (as many slots as run now), at the mean rate of those running, and after them each
+    trial a searched sweep has yet to make (as many steps as its runs). None while
+    nothing runs or a running run's rate is not known yet (or a waiting one has no step
+    count)."""
     running: list[float] = []
     rates: list[float] = []
     waiting: list[RunInfo] = []
+    runs = list(runs)
     for run in runs:
         if run.state == "running":
             rate = rate_of(run)
@@ -47,12 +50,29 @@ def finish_in(runs: Iterable[RunInfo], rate_of: Rate) -> float | None:
         return None
     rate = fmean(rates)
     free = sorted(running)  # when each slot comes free (sorted: a heap)
-    for run in sorted(waiting, key=lambda r: (r.state != "starting", r.queue_pos or 0.0)):
-        if not run.total_steps:
+    steps = [r.total_steps and max(r.total_steps - r.step, 0)
+             for r in sorted(waiting, key=lambda r: (r.state != "starting", r.queue_pos or 0.0))]
+    for left in steps + trials_to_come(runs):
+        if left is None:
             return None
         start = heapq.heappop(free)
-        heapq.heappush(free, start + max(run.total_steps - run.step, 0) / rate)
+        heapq.heappush(free, start + left / rate)
     return max(free)
+
+
+def trials_to_come(runs: Iterable[RunInfo]) -> list[int | None]:
+    """The steps of each trial the searched sweeps of ``runs`` have yet to make (as many
+    as their runs have; None: not known)."""
+    made: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        if run.search and run.sweep:
+            made.setdefault(run.sweep, []).append(run)
+    steps: list[int | None] = []
+    for trials in made.values():
+        total = trials[0].search.get("trials") if trials[0].search else None
+        if isinstance(total, int):
+            steps += [trials[0].total_steps] * max(0, total - len(trials))
+    return steps
 
 
 def eta_text(seconds: float | None, rule: dict[str, Any] | None) -> str:

@@ -92,6 +92,7 @@ class RunInfo:
     note: str | None = None  # what the user wrote about it
     early_stop: dict[str, Any] | None = None  # its sweep's rule: ASHA's or PBT's
     stopped_early: str | None = None  # why that rule stopped it
+    search: dict[str, Any] | None = None  # its sweep's search (TPE): what makes its trials
     checkpoint_every: dict[str, Any] | None = None  # how often it checkpoints on its own
     retries: int = 0  # how many times the engine takes it up again when it fails
     retried: int = 0  # how many of those it has used

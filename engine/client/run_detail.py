@@ -23,6 +23,7 @@ from engine.common.format import (
 )
 from engine.common.pbt import sweep_rule
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, exit_text
+from engine.common.search import SearchRule
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
         with contextlib.suppress(ValueError):  # (a newer daemon's rule: left unsaid)
             rule = sweep_rule(run.early_stop)
             lines.append(DetailLine(rule.label, rule.describe(run.fork_step or 0)))
+    if run.search:
+        with contextlib.suppress(ValueError):
+            search = SearchRule.from_wire(run.search)
+            lines.append(DetailLine(search.label, search.describe()))
     if run.tags:
         lines.append(DetailLine("tags", " ".join(shown(t) for t in run.tags)))
     if run.note:  # its first line beside the label, the rest under it

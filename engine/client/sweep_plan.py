@@ -44,24 +44,32 @@ def plan_sweep(
     base: str,
     taken_names: Callable[[str], bool],
     taken_sweeps: Callable[[str], bool],
+    searched: Sequence[str] | None = None,
 ) -> SweepPlan:
     """Name the runs ``expand`` made of a spec, and their group.
 
     Names and the group's name avoid those taken already (a sweep named ``base``
-    exists: the group is ``base-2``).
+    exists: the group is ``base-2``). A search's first trials (``searched``: its axes)
+    are a group even when there is one, named as the daemon names the trials it makes
+    later: the group's name and the value of each axis.
     """
+    if searched is not None:
+        sweep: str | None = unique_name(base, taken_sweeps)
+        assert sweep is not None
+        return SweepPlan(workload, runs, run_names(sweep, runs, taken_names, searched), sweep)
     names = run_names(base, runs, taken_names)
     sweep = unique_name(base, taken_sweeps) if len(runs) > 1 else None
     return SweepPlan(workload, runs, names, sweep)
 
 
 def plan_among(workload: str, runs: list[list[str]], base: str,
-               listed: Iterable[Mapping[str, Any]]) -> SweepPlan:
+               listed: Iterable[Mapping[str, Any]],
+               searched: Sequence[str] | None = None) -> SweepPlan:
     """``plan_sweep`` beside the runs ``listed`` (as ``list_runs`` gives them): no name
     nor group of theirs is taken again."""
     listed = list(listed)
     taken, sweeps = {r["name"] for r in listed}, {r.get("sweep") for r in listed}
-    return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+    return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__, searched)
 
 
 def config_problem(defaults: Mapping[str, Any], runs: Sequence[Sequence[str]]) -> str | None:

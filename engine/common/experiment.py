@@ -50,6 +50,8 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "early_stop": (dict, "a table (grace, eta, metric, mode)"),
     "pbt": (dict, "a table (interval, quantile, resample, metric, mode)"),
     "checkpoint_every": (str, 'steps (500) or a time ("10m")'),
+    "search": (str, 'a method ("tpe")'),
+    "startup": (int, "an integer"),
     "retries": (int, "an integer"),
 }
 
@@ -74,6 +76,8 @@ class Experiment:
     pbt: PbtRule | None = None  # its axes are the sweep's: filled in when it is started
     checkpoint_every: str | None = None
     retries: int | None = None
+    search: str | None = None  # checked with the sweep, when it is started
+    startup: int | None = None
 
     @property
     def is_sweep(self) -> bool:
@@ -159,6 +163,8 @@ def load_experiment(path: str) -> Experiment:
         pbt,
         data.get("checkpoint_every"),
         data.get("retries"),
+        data.get("search"),
+        data.get("startup"),
     )
 
 

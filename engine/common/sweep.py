@@ -228,14 +228,17 @@ def _compact_exponent(text: str) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def run_names(base: str, runs: Sequence[Sequence[str]], taken: Callable[[str], bool]) -> list[str]:
-    """A unique name per run: ``base`` and each value that differs between the runs.
+def run_names(base: str, runs: Sequence[Sequence[str]], taken: Callable[[str], bool],
+              keys: Sequence[str] | None = None) -> list[str]:
+    """A unique name per run: ``base`` and each value that differs between the runs
+    (``keys``: the value of each of these, as a search names every trial it makes).
 
     ``charlm-lr3e-4-batch64``; a name ``taken`` (or made twice here) gets a number.
     """
     values = [dict(o.partition("=")[::2] for o in overrides) for overrides in runs]
-    keys = list(dict.fromkeys(k for v in values for k in v))
-    varying = [k for k in keys if len({v.get(k) for v in values}) > 1]
+    every = list(dict.fromkeys(k for v in values for k in v))
+    varying = list(keys) if keys is not None else [
+        k for k in every if len({v.get(k) for v in values}) > 1]
     chosen: set[str] = set()
     names = []
     for run in values:

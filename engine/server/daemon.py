@@ -264,6 +264,7 @@ def run_daemon(paths: StatePaths) -> int:
         try:
             daemon = Daemon(paths)
             daemon.supervisor.adopt_all()
+            daemon.supervisor.resume_searches()
         finally:
             paths.upgrading.unlink(missing_ok=True)
     except StoreError as exc:

@@ -24,6 +24,7 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
         "fork_step": run["fork_step"],
         "divergence_factor": run["divergence_factor"],
         "early_stop": run["early_stop"],
+        "search": run["search"],
         "checkpoint_every": run["checkpoint_every"],  # the worker reads it too
         "retries": run["retries"],
         **{key: run[key] for key in QUEUE_RECORD},

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState
+from engine.common.search import SearchRule
 from engine.rundir.paths import write_json_atomic
 from engine.server.requests import RequestError, is_number, param, tags_param
 from engine.server.run_lookup import RunLookup
@@ -69,8 +70,12 @@ class QueueRequests(RunLookup):
                 raise RequestError("bad_request", f"{what} is for the runs of a sweep "
                                    f"(traintop sweep {option})")
             rule = judged.wire()
+        search = params.get("search")
+        if search is not None:
+            search = self._search_rule(search, sweep, rule)
         return {
             "early_stop": rule,
+            "search": search,
             "tags": tags_param(params),
             "queue": queue,
             "priority": priority,
@@ -80,6 +85,21 @@ class QueueRequests(RunLookup):
             "sweep": sweep,
             "queue_pos": self.store.last_queue_pos() + 1,
         }
+
+    @staticmethod
+    def _search_rule(data: Any, sweep: str | None, rule: dict[str, Any] | None) -> dict[str, Any]:
+        """A new run's search rule, checked: a searched sweep's, not a population's."""
+        try:
+            search = SearchRule.from_wire(data)
+        except ValueError as exc:
+            raise RequestError("bad_request", str(exc)) from None
+        if sweep is None:
+            raise RequestError("bad_request", "a search is for the runs of a sweep "
+                               "(traintop sweep --search tpe)")
+        if rule is not None and "interval" in rule:
+            raise RequestError("bad_request", "a sweep is searched by TPE or made a "
+                               "population by PBT, not both")
+        return search.wire()
 
     def _after(self, ref: Any) -> str:
         """The run ``--after`` names; refused if it can never finish now."""

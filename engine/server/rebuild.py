@@ -26,6 +26,7 @@ from typing import Any
 from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState, name_from, unique_name
+from engine.common.search import SearchRule
 from engine.rundir.annotations import killed_at, read_annotations
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import RunDir, StatePaths, read_json, sqlite_files
@@ -185,6 +186,7 @@ def _restore_run(
             **_divergence(launch),
             **_queue_fields(launch),
             **_early_stop(launch),
+            **_search(launch),
             **_fault_fields(launch),
             **read_annotations(rundir),
         },
@@ -383,6 +385,15 @@ def _early_stop(launch: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return {} if rule is None else {"early_stop": rule.wire()}
+
+
+def _search(launch: dict[str, Any]) -> dict[str, Any]:
+    """A searched sweep's run's search rule, if launch.json holds one that is right."""
+    try:
+        rule = SearchRule.from_wire(launch["search"]) if launch.get("search") else None
+    except ValueError:
+        return {}
+    return {} if rule is None else {"search": rule.wire()}
 
 
 def _divergence(launch: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from engine.server.population import Population
 from engine.server.retries import fork_point, retry_point, retry_reason
 from engine.server.rungs import RungWatch, rule_of
 from engine.server.scheduler import Scheduler
+from engine.server.search_runs import Searches
 from engine.server.store import Store
 from engine.server.store_metrics import MetricBatch
 
@@ -54,7 +55,7 @@ DISK_FULL = "disk full"
 CHILDREN_SEP = ","
 
 
-class RunReports(Population):
+class RunReports(Population, Searches):
     """Reads runs' spools into the store and ends runs (part of ``Supervisor``)."""
 
     paths: StatePaths
@@ -266,9 +267,10 @@ class RunReports(Population):
 
     def _pause_diverged(self, live: LiveRun, reason: str) -> None:
         """Pause a run whose loss diverged, as its kind pauses (the reason kept with it);
-        one of a sweep judged by a rule (early stopping, PBT) is stopped instead, as the
-        rule would stop it, and under PBT replaced (``replace_diverged``): a search left
-        overnight has nobody to look at it, and a paused run would never be judged.
+        one of a sweep judged by a rule (early stopping, PBT) or searched (TPE) is stopped
+        instead, as the rule would stop it, and under PBT replaced (``replace_diverged``),
+        under a search followed by its next trial: a search left overnight has nobody to
+        look at it, and a paused run would never be judged.
 
         Called once its points are stored, never mid-read: a wrapped command's
         pause reads the spool itself first.
@@ -282,7 +284,7 @@ class RunReports(Population):
         if isinstance(rule, PbtRule):
             self._stop(run, self.replace_diverged(run, rule, reason))
             return
-        if rule is not None:
+        if rule is not None or run["search"]:  # a searched sweep: its next trial goes on
             self._stop(run, f"diverged: {reason}")
             return
         log.warning("run %s diverged (%s): pausing it", live.run_id, reason)
@@ -458,6 +460,9 @@ class RunReports(Population):
             rule = rule_of(ended) if ended["sweep"] else None
             if isinstance(rule, PbtRule):  # a round may have waited only for this run
                 self.judge_rounds(ended["sweep"], rule)
+            # Its sweep's next trial is made before its end is told: a client waiting on
+            # the sweep sees the new run before the last one ends.
+            self.next_trial(ended, state)
         self.announce(live.run_id)
 
     def _retry(self, run: dict[str, Any]) -> bool:

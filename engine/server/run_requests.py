@@ -68,6 +68,7 @@ _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
 _FAULT_PARAMS = {"checkpoint_every", "retries"}
 ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd", "early_stop",
+              "search",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS, *_FAULT_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
                     "logdir", "env", "cwd", "retries",
@@ -106,8 +107,9 @@ class RunRequests(QueueRequests):
             if self.store.name_taken(name):
                 raise RequestError("bad_request", f"a run named {name!r} already exists")
 
-    def start(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Create a run from a workload and overrides, and queue it (it starts if it may)."""
+    def start(self, params: dict[str, Any], reason: str = "created by user") -> dict[str, Any]:
+        """Create a run from a workload and overrides, and queue it (it starts if it may);
+        ``reason``: its first event's (a search's trial says why it was made)."""
         check_known("start", params)
         cwd = param(params, "cwd", str, os.getcwd())
         spec = resolve_spec(param(params, "workload", str), cwd)
@@ -133,7 +135,7 @@ class RunRequests(QueueRequests):
         self.check_room()
         run = self._new_run(
             spec, config, device, cwd, name or self._unique_name(base), divergence=divergence,
-            queued=queued,
+            queued=queued, reason=reason,
         )
         self._queue_new(run, env)
         return self.summary(self.store.get_run(run["id"]) or run)
@@ -225,6 +227,7 @@ class RunRequests(QueueRequests):
         parent: dict[str, Any] | None = None,
         divergence: float | None = DEFAULT_DIVERGENCE_FACTOR,
         queued: dict[str, Any] | None = None,
+        reason: str = "created by user",
     ) -> dict[str, Any]:
         run_id = new_run_id()
         while self.store.get_run(run_id) is not None:
@@ -245,8 +248,7 @@ class RunRequests(QueueRequests):
             "awaiting": "checkpoint" if parent else None,
             **(queued or {}),
         }
-        reason = f"forked from {parent['id']}" if parent else "created by user"
-        self.store.create_run(run, reason)
+        self.store.create_run(run, f"forked from {parent['id']}" if parent else reason)
         created = self.store.get_run(run_id)
         assert created is not None
         return created

@@ -66,6 +66,7 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
             "move": self.move,
         }
         supervisor.fork_run = self.fork  # a PBT round forks as a user's fork does
+        supervisor.start_run = self.start  # a search's next trial starts as a user's does
         clash = set(own or {}) & set(self.handlers)
         if clash:  # a programming error: one method, one handler
             raise ValueError(f"requests already handled by the engine: {sorted(clash)}")

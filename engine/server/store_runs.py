@@ -18,7 +18,7 @@ from engine.server.store_connection import StoreConnection
 from engine.server.store_schema import RUN_FIELDS
 
 # Columns that hold a JSON object, or NULL for none.
-_JSON_OR_NULL = ("early_stop", "checkpoint_every")
+_JSON_OR_NULL = ("early_stop", "checkpoint_every", "search")
 
 
 def row_to_run(row: sqlite3.Row) -> dict[str, Any]:
@@ -178,6 +178,17 @@ class RunRows(StoreConnection):
         marks = ", ".join("?" for _ in states)
         rows = self.db.execute(f"SELECT * FROM runs WHERE state IN ({marks})", tuple(states))
         return [row_to_run(r) for r in rows.fetchall()]
+
+    def sweep_runs(self, sweep: str) -> list[dict[str, Any]]:
+        """Every run of a sweep, in the order made (read through the sweep's index)."""
+        rows = self.db.execute("SELECT * FROM runs WHERE sweep = ? ORDER BY rid", (sweep,))
+        return [row_to_run(r) for r in rows.fetchall()]
+
+    def searched_sweeps(self) -> list[str]:
+        """The sweeps whose runs have a search rule."""
+        rows = self.db.execute(
+            "SELECT DISTINCT sweep FROM runs WHERE search IS NOT NULL AND sweep IS NOT NULL")
+        return [str(sweep) for (sweep,) in rows]
 
     def devices_in_state(self, state: str) -> dict[str, str]:
         """The device of each run in ``state``, by run id (no config decoded)."""

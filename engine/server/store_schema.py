@@ -258,6 +258,11 @@ MIGRATIONS.append(
 # points kept: a fork or resume of it is then refused for that reason.
 MIGRATIONS.append("ALTER TABLE runs ADD COLUMN checkpoints_removed REAL")
 
+# 12 -> 13: a searched sweep (TPE). Each of its runs keeps the sweep's search rule (JSON,
+# see ``engine.common.search``): the daemon makes the sweep's next trial from it when one
+# of them ends, and a rebuilt store has it from launch.json.
+MIGRATIONS.append("ALTER TABLE runs ADD COLUMN search TEXT")
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -293,7 +298,7 @@ RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
     "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early", "checkpoint_every",
-    "retries", "retried", "checkpoints_removed",
+    "retries", "retried", "checkpoints_removed", "search",
 ]
 
 

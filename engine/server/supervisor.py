@@ -75,6 +75,7 @@ class Supervisor(RunReports):
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
         self.scheduler.release_diverged = self.release_diverged
         self.fork_run = None  # the request side's fork, for PBT (set by ``Engine``)
+        self.start_run = None  # its start, for a searched sweep's next trials
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
@@ -101,7 +102,7 @@ class Supervisor(RunReports):
         generation = int(run["generation"]) + 1
         extra = dict(extra or {})
         if "env" not in extra:
-            env = self._env_of(run["id"]) or self._env_of(run["parent_id"])
+            env = self.env_of(run["id"]) or self.env_of(run["parent_id"])
             if env is not None:
                 extra["env"] = env
         for stale in (rundir.worker, rundir.exit):
@@ -157,7 +158,7 @@ class Supervisor(RunReports):
             run = {**run, "device": "cuda:" + ",".join(str(i) for i in gpus)}
             self.store.update_run(run["id"], device=run["device"])
             if backend_for(run).kind != "train":  # its own code picks "cuda": show it these
-                env = self._env_of(run["id"]) or self._env_of(run["parent_id"]) or dict(os.environ)
+                env = self.env_of(run["id"]) or self.env_of(run["parent_id"]) or dict(os.environ)
                 extra["env"] = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus)}
         launch_from = run["launch_from"]
         if launch_from and run["generation"] == 0 and run["parent_id"]:
@@ -202,7 +203,7 @@ class Supervisor(RunReports):
                 live.stop_reason = run["stopped_early"]
                 self.kill(run, DEFAULT_KILL_GRACE)
 
-    def _env_of(self, run_id: str | None) -> dict[str, str] | None:
+    def env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (None: the daemon's own)."""
         if run_id is None:
             return None

@@ -218,10 +218,11 @@ class SweepView(ModalScreen["str | CloserLook | None"]):
         """Whether a higher value of the metric plotted is the better: as the sweep's
         rule says when it judges that metric (``--mode max``), else as its name says."""
         for run in self.runs_of():
-            rule = run.early_stop
-            if isinstance(rule, dict) and "mode" in rule:
+            rules = [r for r in (run.early_stop, run.search) if isinstance(r, dict) and "mode" in r]
+            for rule in rules:
                 if (rule.get("metric") or run.loss_key) == self.metric:
                     return bool(rule["mode"] == "max")
+            if rules:
                 break
         return higher_is_better(self.metric)
 

@@ -38,13 +38,17 @@ class Sweep:
     runs: tuple[RunInfo, ...]
 
     def rule(self) -> str:
-        """Its rule in a word and a number: 'asha 100' (first rung), 'pbt 50' (interval)."""
-        rule = self.runs[0].early_stop
-        if not rule:
-            return "-"
-        if "interval" in rule:
-            return f"pbt {rule['interval']}"
-        return f"asha {rule.get('grace')}"
+        """Its rule in a word and a number: 'asha 100' (first rung), 'pbt 50' (interval),
+        'tpe 14/40' (trials made of those it will make), or two: 'tpe 14/40, asha 100'."""
+        first = self.runs[0]
+        rule, search = first.early_stop, first.search
+        said = [] if not search else [
+            f"{search.get('method')} {sum(1 for r in self.runs if r.search)}/"
+            f"{search.get('trials')}"]
+        if rule:
+            said.append(f"pbt {rule['interval']}" if "interval" in rule
+                        else f"asha {rule.get('grace')}")
+        return ", ".join(said) or "-"
 
     def seconds_left(self) -> float | None:
         """When its runs still to train will all have ended, at the rates the daemon

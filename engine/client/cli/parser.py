@@ -16,6 +16,7 @@ from engine.client.run_select import RUN_SORTS, parse_condition, parse_since, pa
 from engine.common.early_stop import DEFAULT_ETA, MODES
 from engine.common.pbt import DEFAULT_QUANTILE, DEFAULT_RESAMPLE
 from engine.common.runs import DEFAULT_DIVERGENCE_FACTOR, DEFAULT_KILL_GRACE
+from engine.common.search import DEFAULT_STARTUP, METHODS
 from engine.common.sweep import MAX_SWEEP_RUNS
 
 
@@ -201,11 +202,11 @@ def _add_rule_options(p: argparse.ArgumentParser) -> None:
                    help="with --pbt: the chance an axis is drawn afresh rather than moved "
                    f"(default {DEFAULT_RESAMPLE})")
     p.add_argument("--stop-metric", metavar="KEY",
-                   help="with --early-stop or --pbt: the metric judged (default: the "
-                   "training loss)")
+                   help="with --early-stop, --pbt or --search: the metric judged (default: "
+                   "the training loss)")
     p.add_argument("--stop-mode", choices=MODES,
-                   help="with --early-stop or --pbt: which way the metric is better "
-                   "(default min)")
+                   help="with --early-stop, --pbt or --search: which way the metric is "
+                   "better (default min)")
 
 
 def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -226,7 +227,17 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
         "(more seeds of the best settings: --like \"$(traintop ls -G --sort best -n 3 -q)\" "
         "seed=0,1,2,3,4); runs alike one that exists are left out",
     )
-    p.add_argument("--trials", type=int, help="how many times to draw the random axes")
+    p.add_argument("--trials", type=int, help="how many times to draw the random axes "
+                   "(with --search: how many trials in all)")
+    p.add_argument(
+        "--search", choices=METHODS,
+        help="learn where to look (tpe: Optuna's default, W&B's bayes): the first --startup "
+        "trials at random, then each next one, made as one ends, from what the ended ones "
+        "scored; grid axes are choices, not crossed",
+    )
+    p.add_argument("--startup", type=_count, metavar="N",
+                   help=f"with --search: trials drawn at random first, started together "
+                   f"(default {DEFAULT_STARTUP})")
     p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
     p.add_argument("--name", help="the base of the runs' names (default: the workload)")
     p.add_argument("--device", help="cpu, cuda or cuda:N, for every run")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shlex
 import sys
@@ -37,6 +38,7 @@ from engine.common.experiment import (
 from engine.common.format import format_table, json_text, shown
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
+from engine.common.search import DEFAULT_STARTUP, SearchRule, draw_random, search_axes
 from engine.common.sweep import SweepError, expand, parse_tokens
 
 
@@ -57,11 +59,17 @@ def read_experiment(args: argparse.Namespace) -> Experiment:
         raise UsageError(str(exc)) from None
 
 
-def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[list[str]]]:
-    """The workload and each run's overrides; command-line values win over the file's."""
+def _plan(args: argparse.Namespace, experiment: Experiment,
+          search: SearchRule | None) -> tuple[str, list[list[str]]]:
+    """The workload and each run's overrides (a search: its first trials, drawn at
+    random); command-line values win over the file's."""
     workload = args.workload or experiment.workload
     if workload is None:
         raise UsageError("no workload: name one, or give a file with workload = ... (-f FILE)")
+    if search is not None:
+        rng = random.Random(search.seed)
+        return workload, [search.overrides(draw_random(search, rng))
+                          for _ in range(min(search.startup, search.trials))]
     trials = args.trials if args.trials is not None else experiment.trials
     seed = args.seed if args.seed is not None else (experiment.seed or 0)
     try:
@@ -71,16 +79,47 @@ def _plan(args: argparse.Namespace, experiment: Experiment) -> tuple[str, list[l
         raise UsageError(str(exc)) from None
 
 
+def search_rule(args: argparse.Namespace, experiment: Experiment,
+                rule: SweepRule | None) -> SearchRule | None:
+    """``--search tpe`` (or the file's ``search``): the sweep's axes searched over
+    ``--trials`` trials, judged on the rule's metric if it has one; None: no search."""
+    method = getattr(args, "search", None) or experiment.search
+    startup = getattr(args, "startup", None)
+    startup = startup if startup is not None else experiment.startup
+    if method is None:
+        if startup is not None:
+            raise UsageError("--startup goes with --search tpe")
+        return None
+    if isinstance(rule, PbtRule):
+        raise UsageError("a sweep is searched by TPE or made a population by PBT, not both")
+    trials = args.trials if args.trials is not None else experiment.trials
+    if trials is None:
+        raise UsageError("--search tpe needs --trials N: how many trials in all")
+    try:
+        spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
+        metric = getattr(args, "stop_metric", None) or (rule.metric if rule else None)
+        mode = getattr(args, "stop_mode", None) or (rule.mode if rule else "min")
+        return SearchRule(method, trials, DEFAULT_STARTUP if startup is None else startup,
+                          spec.fixed, search_axes(spec), metric, mode,
+                          args.seed if args.seed is not None else (experiment.seed or 0),
+                          args.device or experiment.device)
+    except (SweepError, ValueError) as exc:
+        raise UsageError(str(exc).removeprefix("search: ")) from None
+
+
 def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     """Start (or with ``--dry-run`` show) every run of a sweep or experiment file."""
     like = getattr(args, "like", None)  # ('start -f' has no --like)
     if like and (args.file is not None or args.workload is not None):
         raise UsageError("--like takes the workload and config from the runs named: "
                          "give it no workload or -f file")
-    planned = None if like else _plan(args, experiment)  # a bad spec: before connecting
+    rule = stop_rule(args, experiment)
+    search = search_rule(args, experiment, rule)
+    if like and search is not None:
+        raise UsageError("--search makes its trials from the axes given: not with --like")
+    planned = None if like else _plan(args, experiment, search)  # before connecting
     device = args.device or experiment.device
     queue = args.queue or experiment.queue
-    rule = stop_rule(args, experiment)
     cwd = os.getcwd()
     with connect() as client:
         listed = client.all_runs()
@@ -94,19 +133,22 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
             base = args.name or experiment.name or base_name(workload)
         if name_problem(base):
             raise UsageError(str(name_problem(base)))
-        plan = plan_among(workload, runs, base, listed)
+        plan = plan_among(workload, runs, base, listed,
+                          None if search is None else list(search.axes))
         found = client.call("workloads", workload=workload, cwd=cwd)
         problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
             print(f"traintop: {problem}; nothing was started", file=sys.stderr)
             return 1
         if args.dry_run:
-            return _show_plan(args, plan.names, plan.runs, rule)
+            return _show_plan(args, plan.names, plan.runs, rule, search)
         extra = {**divergence_params(args), **queue_params(args), "queue": queue,
                  "tags": args.tag or experiment.tags,
                  **fault_params(args, experiment.checkpoint_every, experiment.retries)}
         if rule is not None:
             extra["early_stop"] = rule.wire()
+        if search is not None:
+            extra["search"] = search.wire()
         started: list[dict[str, Any]] = []
         for request in plan.start_requests(device=device, cwd=cwd,
                                            env=chosen_env(args), **extra):
@@ -188,14 +230,15 @@ def stop_rule(args: argparse.Namespace, experiment: Experiment) -> SweepRule | N
     metric, mode = getattr(args, "stop_metric", None), getattr(args, "stop_mode", None)
     if not pbt and any(value is not None for value in _pbt_tuning(args)):
         raise UsageError("--pbt-quantile and --pbt-resample go with --pbt INTERVAL")
+    searched = getattr(args, "search", None) or experiment.search
     try:
         if pbt:
             return _pbt_rule(args, experiment, interval, metric, mode)
         eta = getattr(args, "eta", None)
         if not asha:
-            if any(value is not None for value in (eta, metric, mode)):
+            if eta is not None or (not searched and (metric or mode) is not None):
                 raise UsageError("--eta goes with --early-stop GRACE; --stop-metric and "
-                                 "--stop-mode with --early-stop or --pbt")
+                                 "--stop-mode with --early-stop, --pbt or --search")
             return None
         base = experiment.early_stop or StopRule(grace or 1)
         return StopRule(grace or base.grace, eta or base.eta, metric or base.metric,
@@ -236,10 +279,11 @@ def _varying(runs: list[list[str]]) -> list[str]:
 
 
 def _show_plan(
-    args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: SweepRule | None
+    args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: SweepRule | None,
+    search: SearchRule | None,
 ) -> int:
-    """``--dry-run``: the runs that would start, their names and overrides, and the rule
-    that would stop them early."""
+    """``--dry-run``: the runs that would start, their names and overrides, the rule
+    that would stop them early, and the search that would make the rest."""
     if args.json:
         print(json_text([{"name": n, "overrides": o} for n, o in zip(names, runs, strict=True)]))
         return 0
@@ -251,7 +295,13 @@ def _show_plan(
     print(format_table(["NAME", *(k.upper() for k in keys)], rows))
     if rule is not None:
         print(f"{rule.label}: {rule.describe()}")
-    print(f"dry run: {len(runs)} run{'s' if len(runs) != 1 else ''} would start; none started")
+    later = ""
+    if search is not None:
+        print(f"{search.label}: {search.describe()}")
+        left = search.trials - len(runs)
+        later = f", {left} more as they end" if left else ""
+    print(f"dry run: {len(runs)} run{'s' if len(runs) != 1 else ''} would start{later}; "
+          "none started")
     return 0
 
 

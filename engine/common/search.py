@@ -1,0 +1,325 @@
+"""A sweep that learns where to look: the Tree-structured Parzen Estimator (TPE), the
+default search of Optuna and of Hyperopt, and what W&B calls a "bayes" sweep.
+
+A sweep started with ``--search tpe --trials N`` runs N trials in all. The first
+``startup`` are drawn at random and start together; from then on the daemon makes each
+next trial when one of the sweep's runs ends (and none of the sweep waits in its queue
+already, so the queue's slots set how many run at once), from what the ended ones
+scored:
+
+- the trials are ranked: those that trained to their end by their value, best first,
+  then those stopped sooner (an early-stop rung, a user's kill) by how far they got,
+  then their value, as Optuna ranks pruned trials after complete ones;
+- the best ``good_share`` of them (at least one, at most ``MAX_GOOD``) are the good,
+  the rest the others;
+- each axis on its own gets two densities: l(x) from the good trials' values and g(x)
+  from the others'. A number (a log axis in log space, an int axis as a number rounded
+  after) is a mixture of a normal at each value, truncated to the axis's range, each as
+  wide as the larger gap to its neighbours (no narrower than the range / (trials + 1),
+  hyperopt's rule), plus a wide prior that keeps some weight everywhere. A grid axis is
+  a choice among its values: counts, plus one spread over all;
+- ``CANDIDATES`` values are drawn from l(x), and the one with the highest l(x) / g(x)
+  is taken: likely among good trials, unlikely among the others.
+
+A seed axis is never learned: it is drawn at random every time. The draws come from
+the sweep's seed and the trial's number, so a search is replayed the same. Standard
+library only: the CLI draws the first trials, the daemon the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from engine.common.config import parse_literal
+from engine.common.early_stop import judged_problem
+from engine.common.settings import is_seed_key
+from engine.common.sweep import RandomAxis, SweepError, SweepSpec, parse_random
+
+METHODS = ("tpe",)
+DEFAULT_STARTUP = 10  # Optuna's n_startup_trials
+GOOD_SHARE = 0.1  # Optuna's: the share of the ranked trials that are the good ones
+MAX_GOOD = 25
+CANDIDATES = 24  # values drawn from l(x) per axis (Optuna's n_ei_candidates)
+PRIOR_WEIGHT = 1.0
+# How many trials in a row may fail, with none ever scored, before a search stops making
+# more: a script that crashes on every config should not be run forty times.
+FAILURES_IN_A_ROW = 3
+_FIELDS = {"method", "trials", "startup", "fixed", "axes", "metric", "mode", "seed",
+           "device"}
+
+Axis = list[str] | str  # a grid axis's values, or a random axis's text (log(1e-4..1e-2))
+
+
+@dataclass(frozen=True)
+class SearchRule:
+    """How a sweep makes its trials: what it varies, how many, judged on what.
+
+    ``fixed`` holds the sweep's fixed overrides (key -> value text), ``axes`` each axis
+    searched; ``device`` is the device the sweep asked for (a run's own device field is
+    the GPU it was given), for the trials the daemon makes.
+    """
+
+    label: ClassVar[str] = "search"
+    method: str
+    trials: int
+    startup: int = DEFAULT_STARTUP
+    fixed: Mapping[str, str] = field(default_factory=dict)
+    axes: Mapping[str, Axis] = field(default_factory=dict)
+    metric: str | None = None  # None: the run's training loss
+    mode: str = "min"
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = rule_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    def wire(self) -> dict[str, Any]:
+        return {"method": self.method, "trials": self.trials, "startup": self.startup,
+                "fixed": dict(self.fixed), "axes": dict(self.axes), "metric": self.metric,
+                "mode": self.mode, "seed": self.seed, "device": self.device}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SearchRule:
+        """A rule as a request or a stored row gives it; ValueError, in words, if it is not one."""
+        if not isinstance(data, dict) or not {"method", "trials"} <= set(data) <= _FIELDS:
+            raise ValueError("search must be an object of method, trials, startup, fixed, "
+                             "axes, metric, mode, seed and device")
+        whole: dict[str, int] = {}
+        for key, default in (("trials", 0), ("startup", DEFAULT_STARTUP), ("seed", 0)):
+            value = data.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError("search: trials, startup and seed must be whole numbers")
+            whole[key] = value
+        fixed, axes = data.get("fixed", {}), data.get("axes", {})
+        if not isinstance(fixed, dict) or not all(isinstance(v, str) for v in fixed.values()):
+            raise ValueError("search: fixed must map keys to value text")
+        if not isinstance(axes, dict) or not all(
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+            for v in axes.values()
+        ):
+            raise ValueError("search: axes must map keys to a list of values or a random axis")
+        metric, device = data.get("metric"), data.get("device")
+        if not all(v is None or isinstance(v, str) for v in (metric, device)):
+            raise ValueError("search: the metric and the device must be names")
+        return cls(str(data["method"]), whole["trials"], whole["startup"], fixed, axes,
+                   metric, str(data.get("mode", "min")), whole["seed"], device)
+
+    def describe(self) -> str:
+        """The rule in a few words, for ``show`` and a sweep's dry run."""
+        metric = self.metric or "the training loss"
+        better = "lowest" if self.mode == "min" else "highest"
+        return (f"TPE over {', '.join(self.axes)}: {self.trials} trials, the first "
+                f"{min(self.startup, self.trials)} at random, each next one where the "
+                f"{better} {metric} so far came from")
+
+    def overrides(self, values: Mapping[str, str]) -> list[str]:
+        """A trial's overrides: the fixed ones, then each axis's value."""
+        return [*(f"{k}={v}" for k, v in self.fixed.items()),
+                *(f"{k}={values[k]}" for k in self.axes)]
+
+
+def rule_problem(rule: SearchRule) -> str | None:
+    """What is wrong with a rule, in one line; None: nothing."""
+    if rule.method not in METHODS:
+        return f"search: the method is {' or '.join(METHODS)}, not {rule.method!r}"
+    if rule.trials < 1:
+        return f"search: --trials must be 1 or more, not {rule.trials}"
+    if rule.startup < 1:
+        return f"search: --startup must be 1 or more, not {rule.startup}"
+    if not any(not is_seed_key(k) for k in rule.axes):
+        return ("search: nothing to search: give the sweep an axis other than a seed "
+                "(lr=log(1e-4..1e-2), batch=32,64)")
+    judged = judged_problem("search", rule.metric, rule.mode)
+    if judged:
+        return judged
+    for key, axis in rule.axes.items():
+        if isinstance(axis, list):
+            if len(axis) < 2:
+                return f"search: the grid axis {key} needs two values or more"
+            continue
+        try:
+            if parse_random(key, axis, f"{key}={axis}") is None:
+                return f"search: {key}={axis} is not a random axis"
+        except SweepError as exc:
+            return f"search: {exc}"
+    return None
+
+
+def search_axes(spec: SweepSpec) -> dict[str, Axis]:
+    """A spec's axes as a search takes them: each grid axis a choice among its values
+    (not crossed: a trial takes one of them), each random axis as it is typed."""
+    axes: dict[str, Axis] = {k: list(v) for k, v in spec.grid.items()}
+    axes.update({k: v.text() for k, v in spec.random.items()})
+    return axes
+
+
+# -- trials and their ranking ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trial:
+    """An ended trial as the search learns from it: its config, its value of the metric
+    (the mean over its last twentieth of steps, as at an early-stop rung), whether it
+    trained to its end, and the step it reached."""
+
+    config: Mapping[str, Any]
+    value: float
+    complete: bool
+    step: int
+
+
+def ranked(trials: Sequence[Trial], mode: str) -> list[Trial]:
+    """Best first: the complete trials by value, then the others by how far they got,
+    then by value."""
+    sign = 1.0 if mode == "min" else -1.0
+    return sorted(trials, key=lambda t: (not t.complete, 0 if t.complete else -t.step,
+                                         sign * t.value))
+
+
+def good_count(count: int) -> int:
+    """How many of ``count`` ranked trials are the good ones."""
+    return max(1, min(MAX_GOOD, math.ceil(GOOD_SHARE * count)))
+
+
+# -- drawing a trial ------------------------------------------------------------------
+
+def draw_random(rule: SearchRule, rng: random.Random) -> dict[str, str]:
+    """A trial's values, each axis drawn at random (a startup trial), as override text."""
+    return {key: _random_value(axis, key, rng) for key, axis in rule.axes.items()}
+
+
+def propose(rule: SearchRule, trials: Sequence[Trial],
+            rng: random.Random) -> tuple[dict[str, str], str]:
+    """The next trial's values (override text per axis) and how they were chosen, in
+    words: at random while fewer than ``startup`` trials have a value, else by TPE."""
+    if len(trials) < rule.startup:
+        return draw_random(rule, rng), (
+            f"drawn at random ({len(trials)} of the {rule.startup} trials the search "
+            "starts from have a value)")
+    order = ranked(trials, rule.mode)
+    good = good_count(len(order))
+    values: dict[str, str] = {}
+    for key, axis in rule.axes.items():
+        if is_seed_key(key):
+            values[key] = _random_value(axis, key, rng)
+            continue
+        seen = [[t.config.get(key) for t in order[:good]],
+                [t.config.get(key) for t in order[good:]]]
+        if isinstance(axis, list):
+            values[key] = _best_choice(axis, seen[0], seen[1], rng)
+        else:
+            spec = parse_random(key, axis, f"{key}={axis}")
+            assert spec is not None  # checked with the rule
+            values[key] = _best_number(spec, seen[0], seen[1], rng)
+    return values, (f"proposed by TPE from {len(order)} ended trials "
+                    f"(the best {good} as the good ones)")
+
+
+def _random_value(axis: Axis, key: str, rng: random.Random) -> str:
+    if isinstance(axis, list):
+        return rng.choice(axis)
+    spec = parse_random(key, axis, f"{key}={axis}")
+    assert spec is not None
+    return spec.sample(rng)
+
+
+def _best_choice(values: list[str], good: list[Any], others: list[Any],
+                 rng: random.Random) -> str:
+    """A grid axis's value: drawn from the good trials' counts, the one most likely
+    among the good and least among the others kept."""
+    parsed = [parse_literal(v) for v in values]
+
+    def weights(seen: list[Any]) -> list[float]:
+        counts = [sum(1 for s in seen if s == p) for p in parsed]
+        total = sum(counts) + PRIOR_WEIGHT
+        return [(c + PRIOR_WEIGHT / len(values)) / total for c in counts]
+
+    l_weights, g_weights = weights(good), weights(others)
+    drawn = set(rng.choices(range(len(values)), weights=l_weights, k=CANDIDATES))
+    best = max(sorted(drawn), key=lambda i: l_weights[i] / g_weights[i])
+    return values[best]
+
+
+@dataclass(frozen=True)
+class _Parzen:
+    """A mixture of normals truncated to [low, high]: one at each value seen, and a prior
+    as wide as the range at its middle."""
+
+    low: float
+    high: float
+    mus: list[float]
+    sigmas: list[float]
+    weights: list[float]  # each component's share, summing to 1
+    scales: list[float]  # each component's share / (sigma sqrt(2 pi) its mass in range)
+
+    @classmethod
+    def of(cls, points: list[float], low: float, high: float) -> _Parzen:
+        span, middle = high - low, (low + high) / 2
+        # The prior sorts among the points; each point is as wide as its larger gap to a
+        # neighbour (the ends of the range count as neighbours), within [floor, span].
+        parts = sorted([(p, False) for p in points] + [(middle, True)])
+        mus = [mu for mu, _ in parts]
+        edges = [low, *mus, high]
+        floor = span / min(100.0, len(mus) + 1.0)
+        sigmas = [span if prior else min(max(edges[i + 1] - edges[i], edges[i + 2] -
+                                             edges[i + 1], floor), span)
+                  for i, (_, prior) in enumerate(parts)]
+        weights = [PRIOR_WEIGHT if prior else 1.0 for _, prior in parts]
+        weights = [w / sum(weights) for w in weights]
+        scales = [w / (s * math.sqrt(2 * math.pi) * (_cdf((high - m) / s) - _cdf((low - m) / s)))
+                  for m, s, w in zip(mus, sigmas, weights, strict=True)]
+        return cls(low, high, mus, sigmas, weights, scales)
+
+    def sample(self, rng: random.Random) -> float:
+        at = rng.choices(range(len(self.mus)), weights=self.weights)[0]
+        for _ in range(100):
+            x = rng.gauss(self.mus[at], self.sigmas[at])
+            if self.low <= x <= self.high:
+                return x
+        return min(max(self.mus[at], self.low), self.high)
+
+    def log_pdf(self, x: float) -> float:
+        total = sum(scale * math.exp(-0.5 * ((x - mu) / sigma) ** 2)
+                    for mu, sigma, scale in zip(self.mus, self.sigmas, self.scales, strict=True))
+        return math.log(total) if total > 0 else -math.inf
+
+
+def _cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _best_number(axis: RandomAxis, good: list[Any], others: list[Any],
+                 rng: random.Random) -> str:
+    """A random axis's value: ``CANDIDATES`` drawn from l(x), the one with the highest
+    l(x) / g(x) kept; as override text (a whole number for an int axis)."""
+    log = axis.kind == "log"
+    low, high = (math.log(axis.low), math.log(axis.high)) if log else (axis.low, axis.high)
+    if axis.kind == "int":  # each whole number owns the unit around it
+        low, high = low - 0.5, high + 0.5
+    if high <= low:  # a range of one value
+        return str(int(axis.low)) if axis.kind == "int" else repr(axis.low)
+
+    def space(values: list[Any]) -> list[float]:
+        numbers = [float(v) for v in values if isinstance(v, int | float)
+                   and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not log)]
+        return [min(max(math.log(v) if log else v, low), high) for v in numbers]
+
+    l_density = _Parzen.of(space(good), low, high)
+    g_density = _Parzen.of(space(others), low, high)
+    candidates = [l_density.sample(rng) for _ in range(CANDIDATES)]
+    x = max(candidates, key=lambda c: l_density.log_pdf(c) - g_density.log_pdf(c))
+    if axis.kind == "int":
+        return str(min(max(round(x), int(axis.low)), int(axis.high)))
+    value = math.exp(x) if log else x
+    return repr(min(max(value, axis.low), axis.high))
+
+
+def search_of(run: Mapping[str, Any]) -> SearchRule | None:
+    """A stored run's search rule (its ``search`` column, decoded), or None."""
+    data = run.get("search")
+    return SearchRule.from_wire(data) if data else None
