@@ -462,7 +462,7 @@ class RunReports(Population, Searches):
                 self.judge_rounds(ended["sweep"], rule)
             # Its sweep's next trial is made before its end is told: a client waiting on
             # the sweep sees the new run before the last one ends.
-            self.next_trial(ended, state)
+            self.next_trial(ended)
         self.announce(live.run_id)
 
     def _retry(self, run: dict[str, Any]) -> bool:

@@ -180,6 +180,16 @@ class Scheduler:
         for run_id in changed:
             self.announce(run_id)
 
+    def has_room(self, name: str) -> bool:
+        """Whether a run queued now in queue ``name`` would find a free slot there (its
+        GPUs aside): the queue is not paused, and holds fewer runs than its limit."""
+        queue = self.store.queues().get(name)
+        if queue is not None and queue["paused"]:
+            return False
+        limit = queue_limit(name, queue)
+        return limit is None or sum(
+            1 for r in holding_slots(self.store) if r["queue"] == name) < limit
+
     def _give_room(
         self, holding: list[dict[str, Any]], short: Counter[str], short_of_gpu: int
     ) -> None:

@@ -34,6 +34,7 @@ from engine.common.output_lines import training_loss_key
 from engine.common.runs import RunState
 from engine.common.search import FAILURES_IN_A_ROW, SearchRule, Trial, propose, search_of
 from engine.common.sweep import run_names, short_text
+from engine.server.scheduler import Scheduler
 from engine.server.store import Store
 
 log = logging.getLogger("traintop.supervisor")
@@ -50,82 +51,100 @@ class Searches:
     """Makes the next trials of searched sweeps (part of ``Supervisor``)."""
 
     store: Store
+    scheduler: Scheduler
     start_run: StartRun | None
 
     def env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (the supervisor's)."""
         raise NotImplementedError
 
-    def next_trial(self, ended: dict[str, Any], state: RunState) -> None:
-        """Make the next trial of the searched sweep ``ended`` (a run that just ended in
-        ``state``) belongs to, if it is due."""
-        rule = search_of(ended) if ended["sweep"] else None
-        if rule is None or (state is RunState.KILLED and not ended["stopped_early"]):
-            return
-        self._make_trial(ended, rule)
+    def next_trial(self, ended: dict[str, Any]) -> None:
+        """A run just ended: make the trials of its searched sweep that are due now."""
+        if ended["sweep"] and ended["search"]:
+            self.fill_search(str(ended["sweep"]))
 
     def resume_searches(self) -> None:
-        """At the daemon's start: a searched sweep with trials left and none queued or
-        running lost its next trial to a daemon that died at the wrong time; make it."""
+        """At the daemon's start: make the trials a daemon that died at the wrong time
+        (after a run ended, before its next trial) did not make."""
         for sweep in self.store.searched_sweeps():
-            runs = self.store.sweep_runs(sweep)
-            if any(r["state"] in _IN_FLIGHT for r in runs):
-                continue
-            searched = [r for r in runs if r["search"]]
-            last = max(searched, key=lambda r: r["ended"] or 0.0, default=None)
-            if last is not None and not (last["state"] == RunState.KILLED
-                                         and not last["stopped_early"]):
-                rule = search_of(last)
-                assert rule is not None
-                self._make_trial(last, rule)
+            self.fill_search(sweep)
 
-    def _make_trial(self, ended: dict[str, Any], rule: SearchRule) -> None:
-        sweep = str(ended["sweep"])
+    def fill_search(self, sweep: str) -> None:
+        """Make the trials of a searched sweep that are due: while it has fewer in flight
+        than it started with (less those a user killed), has trials left, none of them
+        waits in its queue, and the queue has a free slot."""
+        self.scheduler.run_pass()  # a trial of it that waits takes a freed slot first
         runs = [r for r in self.store.sweep_runs(sweep) if r["search"]]
-        if len(runs) >= rule.trials or any(r["state"] == RunState.QUEUED for r in runs):
+        rule = search_of(runs[-1]) if runs else None
+        if rule is None:
             return
-        finished = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
-        recent = finished[-FAILURES_IN_A_ROW:]
-        if len(recent) == FAILURES_IN_A_ROW and all(
-                r["state"] == RunState.FAILED for r in recent) and not any(
-                r["state"] == RunState.FINISHED for r in finished):
-            self.store.note(ended["id"], f"search of sweep {sweep}: the last "
-                            f"{FAILURES_IN_A_ROW} trials failed and none has finished: no "
-                            "more are made (fix the script, then start the sweep again)")
-            return
-        trials = [t for t in (self._trial(r, rule) for r in finished) if t is not None]
+        killed = sum(1 for r in runs if r["state"] == RunState.KILLED and not r["stopped_early"])
+        flying = sum(1 for r in runs if r["state"] in _IN_FLIGHT)
+        due = min(rule.startup, rule.trials) - killed - flying
+        while due > 0 and len(runs) < rule.trials and self.scheduler.has_room(runs[-1]["queue"]):
+            if any(r["state"] == RunState.QUEUED for r in runs) or self._crashing(sweep, runs):
+                return
+            made = self._make_trial(sweep, runs, rule)
+            if made is None:
+                return
+            runs.append(made)
+            due -= 1
+
+    def _crashing(self, sweep: str, runs: list[dict[str, Any]]) -> bool:
+        """Whether the last trials all failed, and none has ever finished (said once, on
+        the last of them)."""
+        ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
+        recent = ended[-FAILURES_IN_A_ROW:]
+        if len(recent) < FAILURES_IN_A_ROW or any(r["state"] != RunState.FAILED for r in recent) \
+                or any(r["state"] == RunState.FINISHED for r in ended):
+            return False
+        said = (f"search of sweep {sweep}: the last {FAILURES_IN_A_ROW} trials failed and none "
+                "has finished: no more are made (fix the script, then start the sweep again)")
+        if not any(e["reason"] == said for e in self.store.events(recent[-1]["id"])):
+            self.store.note(recent[-1]["id"], said)
+        return True
+
+    def _make_trial(self, sweep: str, runs: list[dict[str, Any]],
+                    rule: SearchRule) -> dict[str, Any] | None:
+        """Start the sweep's next trial, chosen from the trials that have ended; its row
+        (None: refused, and said on the last trial made)."""
+        ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
+        trials = [t for t in (self._trial(r, rule) for r in ended) if t is not None]
         rng = random.Random(f"{sweep}:{len(runs)}:{rule.seed}")
-        values, how = propose(rule, trials, rng)
+        pending = [r["config"] for r in runs if r["state"] in _IN_FLIGHT]
+        values, how = propose(rule, trials, rng, pending)
         said = ", ".join(f"{k}={short_text(parse_literal(v))}" for k, v in values.items())
         why = f"trial {len(runs) + 1} of {rule.trials} of sweep {sweep}: {said}, {how}"
         try:
-            child = self._start_trial(ended, rule, values, sweep, why)
+            child = self._start_trial(runs[-1], rule, values, sweep, why)
         except Exception as exc:  # refused (disk full, a config the workload rejects)
-            self.store.note(ended["id"], f"search of sweep {sweep}: its next trial was "
+            self.store.note(runs[-1]["id"], f"search of sweep {sweep}: its next trial was "
                             f"refused ({exc})")
-            return
+            return None
         log.info("run %s: %s", child, why)
+        return self.store.get_run(child)
 
-    def _start_trial(self, ended: dict[str, Any], rule: SearchRule, values: dict[str, str],
+    def _start_trial(self, like: dict[str, Any], rule: SearchRule, values: dict[str, str],
                      sweep: str, why: str) -> str:
-        """Start a trial as the sweep's runs were started (raises what refused it)."""
+        """Start a trial as ``like``, a trial before it, was started (raises what
+        refused it)."""
         if self.start_run is None:
             raise RuntimeError("the engine has no start to make it with")
         overrides = rule.overrides(values)
-        factor = ended["divergence_factor"]
-        every = CheckpointEvery.from_wire(ended["checkpoint_every"])
+        factor = like["divergence_factor"]
+        every = CheckpointEvery.from_wire(like["checkpoint_every"])
         params: dict[str, Any] = {
-            "workload": ended["workload"], "cwd": ended["cwd"],
+            "workload": like["workload"], "cwd": like["cwd"],
             "overrides": overrides,
             "name": run_names(sweep, [overrides], self.store.name_taken, list(rule.axes))[0],
-            "device": rule.device, "queue": ended["queue"], "priority": ended["priority"],
-            "gpus": ended["gpus"], "sweep": sweep, "tags": ended["tags"],
-            "early_stop": ended["early_stop"], "search": rule.wire(),
-            "retries": ended["retries"],
+            "device": rule.device, "queue": like["queue"], "priority": like["priority"],
+            "gpus": like["gpus"], "sweep": sweep, "tags": like["tags"],
+            "early_stop": like["early_stop"], "search": rule.wire(),
+            "retries": like["retries"],
             **({"divergence_factor": factor} if factor else {"divergence_pause": False}),
             **({"checkpoint_every": every.text()} if every else {}),
         }
-        env = self.env_of(ended["id"])
+        env = self.env_of(like["id"])
         if env is not None:
             params["env"] = env
         return str(self.start_run(params, why)["id"])
