@@ -79,6 +79,15 @@ def test_a_choice_and_a_whole_number_are_learned_and_a_seed_never_is() -> None:
     assert len({p["seed"] for p in proposals}) >= 3  # drawn at random, every time
 
 
+def test_a_choice_is_learned_when_the_config_keeps_its_values_as_text() -> None:
+    # A workload whose default is text keeps "32" as text; the axis's 32 reads as a number.
+    rule = _rule(width=["16", "32", "64"])
+    trials = [Trial({"width": w}, 0.1 if w == "32" else 1.0, True, 50)
+              for w in ["16", "32", "64"] * 5]
+    picks = [propose(rule, trials, random.Random(i))[0]["width"] for i in range(20)]
+    assert picks.count("32") >= 15, picks
+
+
 def test_trials_rank_complete_ones_first_then_by_how_far_the_others_got() -> None:
     trials = [Trial({"n": 1}, 0.5, True, 100), Trial({"n": 2}, 0.1, False, 60),
               Trial({"n": 3}, 0.9, True, 100), Trial({"n": 4}, 0.05, False, 30),

@@ -1,22 +1,22 @@
 """A searched sweep's next trials: the daemon's part (``engine.common.search`` has the
 rule and the maths).
 
-Mixed into ``Supervisor``. When a run of a searched sweep ends, the sweep's next trial
-is made, as a ``start`` of the same workload, directory, environment, queue and options,
-unless:
+Mixed into ``Supervisor``. A searched sweep keeps as many trials in flight (queued,
+starting, running or paused) as it started with, less those a user killed: a kill ends
+that trial and the search goes on with one fewer at a time (kill them all to stop it).
+When a run of it ends, after the queue has given the freed slot to whatever of it waits
+(``fill_search``), its next trials are made, as a ``start`` of the same workload,
+directory, environment, queue and options, while
 
-- the sweep has all its trials (every run of it with the rule counts, whatever became
-  of it);
-- one of its trials waits in its queue already: that one takes the slot this end frees,
-  so the sweep never holds more runs than its queue lets run (and each trial is chosen
-  as late as it can be, from the most that have ended);
-- the run was killed by a user (not by a rule): a kill ends that trial, and the search
-  goes on with one fewer at a time; kill them all to stop it;
-- ``FAILURES_IN_A_ROW`` trials failed one after another and none ever had a value: the
-  script is likely broken, said on the run.
+- it has trials left (every run of it with the rule counts, whatever became of it);
+- none of its trials waits in its queue, and the queue has a free slot: each trial is
+  chosen as late as it can be, from the most that have ended, and a queue with fewer
+  slots than the search started with sets how many run at once;
+- the last ``FAILURES_IN_A_ROW`` trials did not all fail with none ever finished (the
+  script is likely broken: said on the last of them).
 
-A daemon that died between a run's end and its next trial makes it at its next start,
-for a sweep left with nothing queued or running (``resume_searches``).
+The count is read from the store, so a daemon that died after a run ended and before
+it made the next trial makes it at its next start (``resume_searches``).
 """
 
 from __future__ import annotations
