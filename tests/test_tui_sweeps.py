@@ -294,6 +294,36 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
     asyncio.run(scenario())
 
 
+def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> None:
+    assert engine.cli("engine", "start").code == 0
+    engine.call("queue_set", name="hold", paused=True)  # the runs wait: no workers
+    axes = ["lr=log(1e-4..1e-2)", "dim=8,16"]
+    names = _names(engine, *axes, "--search", "tpe", "--trials", "12", "--startup", "10")
+
+    async def scenario() -> None:
+        app = _app(engine)
+        async with app.run_test(size=(160, 50), notifications=True) as pilot:
+            await until(pilot, lambda: app.state.connected)
+            await pilot.press("S")
+            dialog = await screen_of(pilot, app, SweepDialog)
+            count = dialog.query_one("#sweep-count", Static)
+            await _fill(pilot, dialog, axes=" ".join(axes), queue="hold")
+            dialog.query_one("#search", Select).value = "tpe"
+            await until(pilot, lambda: "needs trials" in str(count.render()))
+            await _fill(pilot, dialog, trials="12")
+            assert "10 runs will start, 2 more as they end" in str(count.render())
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: len(engine.all_runs()) == 10)
+            runs = engine.all_runs()
+            assert [r["name"] for r in runs] == names
+            rule = runs[0]["search"]
+            assert rule["method"] == "tpe" and rule["trials"] == 12
+            assert rule["axes"] == {"dim": ["8", "16"], "lr": "log(0.0001..0.01)"}
+            assert all(r["search"] == rule and r["sweep"] == "synthetic" for r in runs)
+
+    asyncio.run(scenario())
+
+
 def _waiting(engine: Engine, queue: str) -> list[str]:
     return next(q for q in engine.call("queues") if q["name"] == queue)["waiting"]
 

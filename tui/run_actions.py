@@ -217,12 +217,14 @@ class RunActions(RunNotices):
         self.query_one(RunsTable).pending_select = forks[0]["id"]
         return None
 
-    def plan(self, workload: str, runs: list[list[str]], base: str) -> SweepPlan:
+    def plan(self, workload: str, runs: list[list[str]], base: str,
+             searched: list[str] | None = None) -> SweepPlan:
         """Names for new runs of a sweep (or fork variants) and their group, none taken
-        by a run listed."""
+        by a run listed (``searched``: a search's axes, see ``plan_sweep``)."""
         listed = self.state.runs.values()
         taken, sweeps = {r.name for r in listed}, {r.sweep for r in listed}
-        return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__)
+        return plan_sweep(workload, runs, base, taken.__contains__, sweeps.__contains__,
+                          searched)
 
     def action_annotate(self) -> None:
         run = self._need_run()

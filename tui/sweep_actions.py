@@ -17,13 +17,14 @@ from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import RunInfo
 from engine.client.run_select import parse_filter
 from engine.client.sweep_plan import base_name, config_problem
+from engine.common.pbt import PbtRule
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
 from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.dialogs import sweep_rule_of
 from tui.screens.queues import QueuesScreen
-from tui.screens.sweep_dialog import SweepDialog, expand_axes
+from tui.screens.sweep_dialog import SweepDialog, expand_axes, search_of
 from tui.screens.sweep_view import CloserLook, Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -126,15 +127,18 @@ class SweepActions(RunActions):
         if not workload:
             return "no workload: pick a built-in one or name a file"
         try:
-            runs = expand_axes(form["axes"], form["trials"], form["seed"])
+            runs = expand_axes(form["axes"], form["trials"], form["seed"], form["search"])
             rule = sweep_rule_of(form["early_stop"], form["pbt"], shlex.split(form["axes"]))
+            search = search_of(form["axes"], form["trials"], form["seed"], form["search"])
         except SweepError as exc:
             return str(exc)
+        if search is not None and isinstance(rule, PbtRule):
+            return "a sweep is searched by TPE or made a population by PBT, not both"
         base = form["name"] or base_name(workload)
         problem = name_problem(base)
         if problem:
             return problem
-        plan = self.plan(workload, runs, base)
+        plan = self.plan(workload, runs, base, None if search is None else list(search.axes))
         cwd = str(Path.cwd())
         try:
             found = await self.link.call("workloads", workload=workload, cwd=cwd)
@@ -145,7 +149,8 @@ class SweepActions(RunActions):
             return f"{problem}; nothing was started"
         started: list[str] = []
         extra = {"checkpoint_every": form["checkpoint_every"], "retries": form["retries"],
-                 **({} if rule is None else {"early_stop": rule.wire()})}
+                 **({} if rule is None else {"early_stop": rule.wire()}),
+                 **({} if search is None else {"search": search.wire()})}
         for request in plan.start_requests(cwd=cwd, queue=form["queue"], **extra):
             try:
                 started.append((await self.link.call("start", **request))["id"])

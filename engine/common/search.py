@@ -162,6 +162,23 @@ def search_axes(spec: SweepSpec) -> dict[str, Axis]:
     return axes
 
 
+def search_from(spec: SweepSpec, method: str, trials: int | None, startup: int | None = None,
+                metric: str | None = None, mode: str = "min", seed: int = 0,
+                device: str | None = None) -> SearchRule:
+    """The search of a sweep's spec, as ``traintop sweep --search`` and the TUI's sweep
+    dialog make it; ValueError, in words, if it cannot be one."""
+    if trials is None:
+        raise ValueError("--search tpe needs --trials N: how many trials in all")
+    return SearchRule(method, trials, DEFAULT_STARTUP if startup is None else startup,
+                      spec.fixed, search_axes(spec), metric, mode, seed, device)
+
+
+def first_trials(rule: SearchRule) -> list[list[str]]:
+    """The overrides of the trials a search starts with, drawn at random from its seed."""
+    rng = random.Random(rule.seed)
+    return [rule.overrides(draw_random(rule, rng)) for _ in range(min(rule.startup, rule.trials))]
+
+
 # -- trials and their ranking ---------------------------------------------------------
 
 @dataclass(frozen=True)

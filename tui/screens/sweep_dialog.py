@@ -1,6 +1,6 @@
 """The sweep dialog (``S``): a workload, the axes as ``traintop sweep`` takes them, trials,
-seed, early stopping or PBT, queue and name; it says how many runs it will start before
-anything starts.
+seed, a search (TPE), early stopping or PBT, queue and name; it says how many runs it
+will start before anything starts.
 
 The axes are expanded by ``engine.common.sweep``, the same code as the CLI's, so
 ``lr=1e-4,3e-4 batch=32,64`` or ``lr=log(1e-4..1e-2)`` with trials mean the same
@@ -17,7 +17,15 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
-from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens, run_count
+from engine.common.search import SearchRule, first_trials, search_from
+from engine.common.sweep import (
+    MAX_SWEEP_RUNS,
+    SweepError,
+    SweepSpec,
+    expand,
+    parse_tokens,
+    run_count,
+)
 from tui.screens.dialogs import (
     FormDialog,
     Submit,
@@ -30,16 +38,39 @@ from tui.screens.dialogs import (
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
 
 
-def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
-    """Each run's ``key=value`` overrides from the dialog's text, as ``traintop sweep``
-    would make them; SweepError (one line) if the text makes none."""
+def search_of(axes: str, trials: str, seed: str, method: str) -> SearchRule | None:
+    """The search the dialog asks for (``method``: empty for none), as ``traintop sweep
+    --search`` makes it; SweepError (one line) if it cannot be one."""
+    if not method:
+        return None
+    try:
+        return search_from(_spec(axes), method, whole_number(trials, "trials"),
+                           seed=whole_number(seed, "seed") or 0)
+    except ValueError as exc:
+        raise SweepError(str(exc).removeprefix("search: ").replace("--trials N", "trials")
+                         ) from None
+
+
+
+def _spec(axes: str) -> SweepSpec:
     try:
         tokens = shlex.split(axes)  # quotes as a shell takes them: opt="adam w"
     except ValueError as exc:
         raise SweepError(f"axes: {exc}") from None
     if not tokens:
         raise SweepError(f"no axes: write them as {AXES_HINT}")
-    spec = parse_tokens(tokens)
+    return parse_tokens(tokens)
+
+
+def expand_axes(axes: str, trials: str = "", seed: str = "",
+                method: str = "") -> list[list[str]]:
+    """Each run's ``key=value`` overrides from the dialog's text, as ``traintop sweep``
+    would make them (with a search: its first trials); SweepError (one line) if the
+    text makes none."""
+    search = search_of(axes, trials, seed, method)
+    if search is not None:
+        return first_trials(search)
+    spec = _spec(axes)
     count = run_count(spec, whole_number(trials, "trials"))
     if count > MAX_SWEEP_RUNS:
         raise SweepError(f"this sweep makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
@@ -47,13 +78,15 @@ def expand_axes(axes: str, trials: str = "", seed: str = "") -> list[list[str]]:
     return expand(spec, whole_number(trials, "trials"), whole_number(seed, "seed") or 0)
 
 
-def count_text(axes: str, trials: str, seed: str) -> str:
+def count_text(axes: str, trials: str, seed: str, method: str = "") -> str:
     """The dialog's verdict line: how many runs will start, or why none can."""
     try:
-        runs = expand_axes(axes, trials, seed)
+        runs = expand_axes(axes, trials, seed, method)
     except SweepError as exc:
         return f"[red]{exc}[/]"
-    return f"[b]{len(runs)} run{'s' if len(runs) != 1 else ''}[/b] will start"
+    later = int(trials) - len(runs) if method else 0
+    return (f"[b]{len(runs)} run{'s' if len(runs) != 1 else ''}[/b] will start"
+            + (f", {later} more as they end" if later else ""))
 
 
 class SweepDialog(FormDialog):
@@ -88,6 +121,9 @@ class SweepDialog(FormDialog):
         yield from field("axes", Input(placeholder=AXES_HINT, id="axes"))
         yield from field("trials", Input(placeholder="runs drawn from random axes", id="trials"))
         yield from field("seed", Input("0", id="seed"))
+        yield from field("search", Select(
+            [("off: every run starts now", ""), ("tpe: learn where to look", "tpe")],
+            value="", allow_blank=False, id="search"))
         yield from rule_fields()
         yield from field("queue", Input(placeholder="default", id="queue"))
         yield from field("name", Input(placeholder="automatic: the workload's", id="name"))
@@ -97,9 +133,15 @@ class SweepDialog(FormDialog):
         yield Static(count_text("", "", ""), id="sweep-count")
 
     @on(Input.Changed, "#axes, #trials, #seed")
+    @on(Select.Changed, "#search")
     def _recount(self) -> None:
-        text = count_text(self._value("axes"), self._value("trials"), self._value("seed"))
+        text = count_text(self._value("axes"), self._value("trials"), self._value("seed"),
+                          self._search())
         self.query_one("#sweep-count", Static).update(text)
+
+    def _search(self) -> str:
+        method = self.query_one("#search", Select).value
+        return method if isinstance(method, str) else ""
 
     def params(self) -> dict[str, Any]:
         picked = self.query_one("#builtin", Select).value
@@ -110,6 +152,7 @@ class SweepDialog(FormDialog):
             "axes": self._value("axes"),
             "trials": self._value("trials"),
             "seed": self._value("seed"),
+            "search": self._search(),
             "early_stop": self._value("early-stop"),
             "pbt": self._value("pbt"),
             "queue": self._value("queue").strip() or None,

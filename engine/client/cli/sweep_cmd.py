@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import shlex
 import sys
@@ -38,7 +37,7 @@ from engine.common.experiment import (
 from engine.common.format import format_table, json_text, shown
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
-from engine.common.search import DEFAULT_STARTUP, SearchRule, draw_random, search_axes
+from engine.common.search import SearchRule, first_trials, search_from
 from engine.common.sweep import SweepError, expand, parse_tokens
 
 
@@ -67,9 +66,7 @@ def _plan(args: argparse.Namespace, experiment: Experiment,
     if workload is None:
         raise UsageError("no workload: name one, or give a file with workload = ... (-f FILE)")
     if search is not None:
-        rng = random.Random(search.seed)
-        return workload, [search.overrides(draw_random(search, rng))
-                          for _ in range(min(search.startup, search.trials))]
+        return workload, first_trials(search)
     trials = args.trials if args.trials is not None else experiment.trials
     seed = args.seed if args.seed is not None else (experiment.seed or 0)
     try:
@@ -92,17 +89,14 @@ def search_rule(args: argparse.Namespace, experiment: Experiment,
         return None
     if isinstance(rule, PbtRule):
         raise UsageError("a sweep is searched by TPE or made a population by PBT, not both")
-    trials = args.trials if args.trials is not None else experiment.trials
-    if trials is None:
-        raise UsageError("--search tpe needs --trials N: how many trials in all")
     try:
         spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
-        metric = getattr(args, "stop_metric", None) or (rule.metric if rule else None)
-        mode = getattr(args, "stop_mode", None) or (rule.mode if rule else "min")
-        return SearchRule(method, trials, DEFAULT_STARTUP if startup is None else startup,
-                          spec.fixed, search_axes(spec), metric, mode,
-                          args.seed if args.seed is not None else (experiment.seed or 0),
-                          args.device or experiment.device)
+        return search_from(
+            spec, method, args.trials if args.trials is not None else experiment.trials,
+            startup, getattr(args, "stop_metric", None) or (rule.metric if rule else None),
+            getattr(args, "stop_mode", None) or (rule.mode if rule else "min"),
+            args.seed if args.seed is not None else (experiment.seed or 0),
+            args.device or experiment.device)
     except (SweepError, ValueError) as exc:
         raise UsageError(str(exc).removeprefix("search: ")) from None
 
