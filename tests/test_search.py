@@ -163,6 +163,22 @@ def _sweep_runs(engine: Engine, sweep: str) -> list[dict[str, Any]]:
     return [engine.run(r["id"]) for r in engine.all_runs() if r["sweep"] == sweep]
 
 
+def _search(engine: Engine, name: str, trials: int, startup: int,
+            *config: str) -> list[dict[str, Any]]:
+    """Start a search of lr for the synthetic workload; the runs it started with."""
+    started = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", *config, "--search",
+                         "tpe", "--trials", str(trials), "--startup", str(startup),
+                         "--name", name, "--json")
+    assert started.code == 0, started.err
+    runs: list[dict[str, Any]] = started.json()
+    return runs
+
+
+def _failed(engine: Engine, sweep: str, count: int) -> list[dict[str, Any]] | None:
+    runs = _sweep_runs(engine, sweep)
+    return runs if len(runs) == count and all(r["state"] == "failed" for r in runs) else None
+
+
 def test_the_daemon_makes_each_next_trial_as_one_ends_until_the_sweep_has_them_all(
     engine: Engine,
 ) -> None:
@@ -211,24 +227,16 @@ def test_the_daemon_makes_each_next_trial_as_one_ends_until_the_sweep_has_them_a
 def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
     engine: Engine,
 ) -> None:
-    started = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "steps=100000",
-                         "sleep=0.01", "--search", "tpe", "--trials", "10", "--startup", "2",
-                         "--name", "killed", "--json")
-    assert started.code == 0, started.err
-    for run in started.json():
+    first = _search(engine, "killed", 10, 2, "steps=100000", "sleep=0.01")
+    for run in first:
         engine.wait_state(run["id"], "running")
         assert engine.cli("kill", run["id"]).code == 0
-    for run in started.json():
+    for run in first:
         engine.wait_state(run["id"], "killed")
     assert len(_sweep_runs(engine, "killed")) == 2  # the user stopped it: nothing more
     # A script that crashes at once: three failures in a row, none finished: it stops.
-    started = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "steps=50", "fail_at=1",
-                         "--search", "tpe", "--trials", "10", "--startup", "1",
-                         "--name", "crash")
-    assert started.code == 0, started.err
-    runs = wait_until(lambda: (lambda rs: len(rs) == 3 and all(
-        r["state"] == "failed" for r in rs) and rs)(_sweep_runs(engine, "crash")),
-        "three trials failed", timeout=120)
+    _search(engine, "crash", 10, 1, "steps=50", "fail_at=1")
+    runs = wait_until(lambda: _failed(engine, "crash", 3), "three trials failed", timeout=120)
     said = [e["reason"] for e in runs[-1]["events"]]
     assert any(r.startswith("search of sweep crash: the last 3 trials failed and none has "
                             "finished: no more are made") for r in said), said
@@ -238,11 +246,7 @@ def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
 def test_a_trial_that_ends_while_the_daemon_is_down_is_followed_by_the_next(
     engine: Engine,
 ) -> None:
-    started = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "steps=150",
-                         "sleep=0.02", "--search", "tpe", "--trials", "2", "--startup", "1",
-                         "--name", "down", "--json")
-    assert started.code == 0, started.err
-    first = started.json()[0]["id"]
+    first = _search(engine, "down", 2, 1, "steps=150", "sleep=0.02")[0]["id"]
     engine.wait_step(first, 10)
     assert engine.cli("engine", "stop").code == 0  # the run trains on without it
     # The next daemon finds the run ended (its shim kept the exit) and makes trial 2.
