@@ -53,6 +53,10 @@ class Searches:
     store: Store
     scheduler: Scheduler
     start_run: StartRun | None
+    # What each ended trial scored, by run id, read from the store once: a search of 500
+    # trials would otherwise read ~1,500 queries' worth at every trial it makes. (A failed
+    # run is read again each time: a retry may bring it back.)
+    trial_values: dict[str, Trial | None]
 
     def env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (the supervisor's)."""
@@ -109,7 +113,7 @@ class Searches:
         """Start the sweep's next trial, chosen from the trials that have ended; its row
         (None: refused, and said on the last trial made)."""
         ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
-        trials = [t for t in (self._trial(r, rule) for r in ended) if t is not None]
+        trials = [t for t in (self._scored(r, rule) for r in ended) if t is not None]
         rng = random.Random(f"{sweep}:{len(runs)}:{rule.seed}")
         pending = [r["config"] for r in runs if r["state"] in _IN_FLIGHT]
         values, how = propose(rule, trials, rng, pending)
@@ -148,6 +152,15 @@ class Searches:
         if env is not None:
             params["env"] = env
         return str(self.start_run(params, why)["id"])
+
+    def _scored(self, run: dict[str, Any], rule: SearchRule) -> Trial | None:
+        """``_trial``, kept for a run that can no longer change (finished or killed)."""
+        if run["id"] in self.trial_values:
+            return self.trial_values[run["id"]]
+        trial = self._trial(run, rule)
+        if run["state"] in (RunState.FINISHED, RunState.KILLED):
+            self.trial_values[run["id"]] = trial
+        return trial
 
     def _trial(self, run: dict[str, Any], rule: SearchRule) -> Trial | None:
         """What an ended run scored: the mean of its metric over its last twentieth of

@@ -76,6 +76,7 @@ class Supervisor(RunReports):
         self.scheduler.release_diverged = self.release_diverged
         self.fork_run = None  # the request side's fork, for PBT (set by ``Engine``)
         self.start_run = None  # its start, for a searched sweep's next trials
+        self.trial_values = {}
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
