@@ -320,6 +320,10 @@ def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> No
             assert rule["method"] == "tpe" and rule["trials"] == 12
             assert rule["axes"] == {"dim": ["8", "16"], "lr": "log(0.0001..0.01)"}
             assert all(r["search"] == rule and r["sweep"] == "synthetic" for r in runs)
+            # The sweep's row says the trials made of all it will make.
+            table = app.query_one(RunsTable)
+            group = next(row for row in table.order if row not in app.state.runs)
+            await until(pilot, lambda: table.cell_text(group, "STEP") == "tpe 10/12")
 
     asyncio.run(scenario())
 

@@ -146,16 +146,21 @@ def group_cells(
     group: SweepGroup, state: TuiState, compact: bool, extra: Iterable[str] = ()
 ) -> dict[str, Text]:
     """Every column but NAME of a sweep's header row: its runs by state, its best loss,
-    and when its training and queued runs will all have ended."""
+    when its training and queued runs will all have ended, and a search's trials so far
+    (STEP: ``tpe 14/40``)."""
     best = best_of(group.runs, state.runs)
     cells = {column: Text("") for column in (*COLUMNS, *extra)}
     cells["ID"] = Text("sweep", style="bold bright_black")
     cells["STATE"] = Text(state_counts(group, state.runs))
     cells["BEST"] = Text(format_number(best[1] if best else None), style="bold")
+    first = state.runs.get(group.runs[0])
     eta = state.runs_eta(group.runs)
     if eta is not None:
-        first = state.runs.get(group.runs[0])
         cells["ETA"] = Text(eta_text(eta, first.early_stop if first else None), style="bold")
+    if first is not None and first.search:  # a search's trials made of all it will make
+        made = sum(1 for r in group.runs if (run := state.runs.get(r)) and run.search)
+        cells["STEP"] = Text(f"{first.search.get('method')} {made}/{first.search.get('trials')}",
+                             style="bold")
     return cells
 
 
