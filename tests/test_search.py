@@ -136,6 +136,8 @@ def test_a_rule_goes_over_the_wire_and_says_what_is_wrong() -> None:
         (["lr=log(1e-4..1e-1)", "--trials", "4", "--startup", "2"],
          "--startup goes with --search tpe"),
         (["lr=log(1e-4..1e-1)", "--search", "grid", "--trials", "4"], "invalid choice"),
+        (["lr=log(1e-4..1e-1)", "--search", "tpe", "--trials", "5000"],
+         "this search makes 5000 runs, over the limit of 1000 (pass --yes"),
     ],
 )
 def test_sweep_refuses_a_wrong_search_in_one_line(engine: Engine, argv: list[str],

@@ -43,9 +43,12 @@ def search_of(axes: str, trials: str, seed: str, method: str) -> SearchRule | No
     --search`` makes it; SweepError (one line) if it cannot be one."""
     if not method:
         return None
+    count = whole_number(trials, "trials")
+    if count is not None and count > MAX_SWEEP_RUNS:
+        raise SweepError(f"this search makes {count} runs, over the limit of {MAX_SWEEP_RUNS} "
+                         "(the CLI starts it with --yes)")
     try:
-        return search_from(_spec(axes), method, whole_number(trials, "trials"),
-                           seed=whole_number(seed, "seed") or 0)
+        return search_from(_spec(axes), method, count, seed=whole_number(seed, "seed") or 0)
     except ValueError as exc:
         raise SweepError(str(exc).removeprefix("search: ").replace("--trials N", "trials")
                          ) from None

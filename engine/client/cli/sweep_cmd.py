@@ -38,7 +38,7 @@ from engine.common.format import format_table, json_text, shown
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
 from engine.common.search import SearchRule, first_trials, search_from
-from engine.common.sweep import SweepError, expand, parse_tokens
+from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens
 
 
 def read_experiment(args: argparse.Namespace) -> Experiment:
@@ -89,11 +89,15 @@ def search_rule(args: argparse.Namespace, experiment: Experiment,
         return None
     if isinstance(rule, PbtRule):
         raise UsageError("a sweep is searched by TPE or made a population by PBT, not both")
+    trials = args.trials if args.trials is not None else experiment.trials
+    if trials is not None and trials > MAX_SWEEP_RUNS and not args.yes:
+        raise UsageError(f"this search makes {trials} runs, over the limit of "
+                         f"{MAX_SWEEP_RUNS} (pass --yes to start it anyway)")
     try:
         spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
         return search_from(
-            spec, method, args.trials if args.trials is not None else experiment.trials,
-            startup, getattr(args, "stop_metric", None) or (rule.metric if rule else None),
+            spec, method, trials, startup,
+            getattr(args, "stop_metric", None) or (rule.metric if rule else None),
             getattr(args, "stop_mode", None) or (rule.mode if rule else "min"),
             args.seed if args.seed is not None else (experiment.seed or 0),
             args.device or experiment.device)
