@@ -322,8 +322,8 @@ def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> No
             assert all(r["search"] == rule and r["sweep"] == "synthetic" for r in runs)
             # The sweep's row says the trials made of all it will make.
             table = app.query_one(RunsTable)
-            group = next(row for row in table.order if row not in app.state.runs)
-            await until(pilot, lambda: table.cell_text(group, "STEP") == "tpe 10/12")
+            await until(pilot, lambda: "sweep:synthetic" in table.order)
+            await until(pilot, lambda: table.cell_text("sweep:synthetic", "STEP") == "tpe 10/12")
 
     asyncio.run(scenario())
 
