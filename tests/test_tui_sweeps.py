@@ -15,6 +15,7 @@ from typing import Any
 from unittest.mock import patch
 
 from textual.app import App, ComposeResult
+from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static
 
 from engine.client.events import MetricBatch, MetricPoint, RunInfo
@@ -206,6 +207,17 @@ def test_the_sweep_view_scatters_a_setting_against_the_best_or_last_loss(engine:
     asyncio.run(scenario())
 
 
+class _Holding(App[None]):
+    """An app of one widget, to draw it on its own."""
+
+    def __init__(self, held: Widget) -> None:
+        super().__init__()
+        self.held = held
+
+    def compose(self) -> ComposeResult:
+        yield self.held
+
+
 def _names(engine: Engine, *argv: str) -> list[str]:
     """The names ``traintop sweep synthetic ARGV --dry-run`` would give."""
     result = engine.cli("sweep", "synthetic", *argv, "--dry-run", "--json")
@@ -392,11 +404,7 @@ def test_a_metric_spanning_a_decade_or_more_is_scattered_on_a_log_y() -> None:
     assert not scatter(runs[:4], "lr", "loss", True, {}, {}).log_y  # 0.026 to 0.09
 
     async def scenario() -> list[str]:
-        class One(App[None]):
-            def compose(self) -> ComposeResult:
-                yield SweepScatter()
-
-        app = One()
+        app = _Holding(SweepScatter())
         async with app.run_test(size=(60, 20)) as pilot:
             plot = app.query_one(SweepScatter)
             plot.set_data(drawn)
@@ -659,11 +667,7 @@ def test_a_pick_refreshes_only_the_lines_it_changes() -> None:
     drawn = parallel(runs, "loss", True, {})
 
     async def scenario() -> None:
-        class One(App[None]):
-            def compose(self) -> ComposeResult:
-                yield ParallelPlot()
-
-        app = One()
+        app = _Holding(ParallelPlot())
         async with app.run_test(size=(80, 24)) as pilot:
             plot = app.query_one(ParallelPlot)
             plot.set_data(drawn)

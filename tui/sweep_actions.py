@@ -24,7 +24,7 @@ from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.dialogs import sweep_rule_of
 from tui.screens.queues import QueuesScreen
-from tui.screens.sweep_dialog import SweepDialog, expand_axes, search_of
+from tui.screens.sweep_dialog import SweepDialog, expand_axes, form_search
 from tui.screens.sweep_view import CloserLook, Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -129,7 +129,7 @@ class SweepActions(RunActions):
         try:
             runs = expand_axes(form["axes"], form["trials"], form["seed"], form["search"])
             rule = sweep_rule_of(form["early_stop"], form["pbt"], shlex.split(form["axes"]))
-            search = search_of(form["axes"], form["trials"], form["seed"], form["search"])
+            search = form_search(form["axes"], form["trials"], form["seed"], form["search"])
         except SweepError as exc:
             return str(exc)
         if search is not None and isinstance(rule, PbtRule):

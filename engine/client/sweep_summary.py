@@ -33,6 +33,16 @@ def states_text(runs: Iterable[RunInfo]) -> str:
     return ", ".join(f"{n} {state}" for state, n in state_counts(runs).items())
 
 
+def search_text(runs: Sequence[RunInfo]) -> str | None:
+    """A searched sweep's trials made of all it will make (``tpe 14/40``), from its runs
+    (the first holds the rule); None for a sweep that is not searched."""
+    search = runs[0].search if runs else None
+    if not search:
+        return None
+    made = sum(1 for run in runs if run.search)
+    return f"{search.get('method')} {made}/{search.get('trials')}"
+
+
 def lowest(scored: Iterable[tuple[RunInfo, float]]) -> tuple[RunInfo, float] | None:
     """The (run, score) of the lowest score (a tie: the lower id); None for none."""
     return min(scored, key=lambda found: (found[1], found[0].id), default=None)

@@ -77,11 +77,13 @@ class Searches:
         """Make the trials of a searched sweep that are due: while it has fewer in flight
         than it started with (less those a user killed), has trials left, none of them
         waits in its queue, and the queue has a free slot."""
-        self.scheduler.run_pass()  # a trial of it that waits takes a freed slot first
         runs = [r for r in self.store.sweep_runs(sweep) if r["search"]]
         rule = search_of(runs[-1]) if runs else None
-        if rule is None:
-            return
+        if rule is None or len(runs) >= rule.trials:
+            return  # (a search long done costs an engine start one read)
+        self.scheduler.run_pass()  # a trial of it that waits takes a freed slot first
+        if any(r["state"] == RunState.QUEUED for r in runs):  # the pass may have started it
+            runs = [r for r in self.store.sweep_runs(sweep) if r["search"]]
         killed = sum(1 for r in runs if r["state"] == RunState.KILLED and not r["stopped_early"])
         flying = sum(1 for r in runs if r["state"] in _IN_FLIGHT)
         due = min(rule.startup, rule.trials) - killed - flying

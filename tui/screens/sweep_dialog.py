@@ -38,7 +38,7 @@ from tui.screens.dialogs import (
 AXES_HINT = "lr=1e-4,3e-4 batch=32,64   or   lr=log(1e-4..1e-2) with trials"
 
 
-def search_of(axes: str, trials: str, seed: str, method: str) -> SearchRule | None:
+def form_search(axes: str, trials: str, seed: str, method: str) -> SearchRule | None:
     """The search the dialog asks for (``method``: empty for none), as ``traintop sweep
     --search`` makes it; SweepError (one line) if it cannot be one."""
     if not method:
@@ -70,7 +70,7 @@ def expand_axes(axes: str, trials: str = "", seed: str = "",
     """Each run's ``key=value`` overrides from the dialog's text, as ``traintop sweep``
     would make them (with a search: its first trials); SweepError (one line) if the
     text makes none."""
-    search = search_of(axes, trials, seed, method)
+    search = form_search(axes, trials, seed, method)
     if search is not None:
         return first_trials(search)
     spec = _spec(axes)

@@ -11,6 +11,7 @@ from engine.client.eta import eta_text
 from engine.client.events import RunInfo
 from engine.client.run_detail import retried_mark
 from engine.client.run_select import RUN_SORTS, finite, run_value, value_order, value_text
+from engine.client.sweep_summary import search_text
 from engine.common.format import duration_text, format_bytes, format_number, shown
 from engine.common.runs import stopped_as
 from tui.run_tree import TreeRow
@@ -157,10 +158,9 @@ def group_cells(
     eta = state.runs_eta(group.runs)
     if eta is not None:
         cells["ETA"] = Text(eta_text(eta, first.early_stop if first else None), style="bold")
-    if first is not None and first.search:  # a search's trials made of all it will make
-        made = sum(1 for r in group.runs if (run := state.runs.get(r)) and run.search)
-        cells["STEP"] = Text(f"{first.search.get('method')} {made}/{first.search.get('trials')}",
-                             style="bold")
+    search = search_text([run for r in group.runs if (run := state.runs.get(r))])
+    if search:  # a search's trials made of all it will make
+        cells["STEP"] = Text(search, style="bold")
     return cells
 
 

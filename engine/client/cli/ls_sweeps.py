@@ -17,7 +17,7 @@ from typing import Any
 from engine.client.eta import eta_text, finish_in
 from engine.client.events import RunInfo
 from engine.client.run_select import ordered
-from engine.client.sweep_summary import best_of, state_counts, states_text
+from engine.client.sweep_summary import best_of, search_text, state_counts, states_text
 from engine.common.format import (
     SHOWN_NAME,
     format_number,
@@ -40,11 +40,8 @@ class Sweep:
     def rule(self) -> str:
         """Its rule in a word and a number: 'asha 100' (first rung), 'pbt 50' (interval),
         'tpe 14/40' (trials made of those it will make), or two: 'tpe 14/40, asha 100'."""
-        first = self.runs[0]
-        rule, search = first.early_stop, first.search
-        said = [] if not search else [
-            f"{search.get('method')} {sum(1 for r in self.runs if r.search)}/"
-            f"{search.get('trials')}"]
+        rule, search = self.runs[0].early_stop, search_text(self.runs)
+        said = [search] if search else []
         if rule:
             said.append(f"pbt {rule['interval']}" if "interval" in rule
                         else f"asha {rule.get('grace')}")
