@@ -225,6 +225,13 @@ def _names(engine: Engine, *argv: str) -> list[str]:
     return [run["name"] for run in result.json()]
 
 
+async def _sweep_dialog(pilot: Pilot, app: TraintopApp) -> SweepDialog:
+    """The sweep dialog, opened with ``S`` once the app has its engine."""
+    await until(pilot, lambda: app.state.connected)
+    await pilot.press("S")
+    return await screen_of(pilot, app, SweepDialog)
+
+
 async def _fill(pilot: Pilot, dialog: SweepDialog, **fields: str) -> None:
     dialog.query_one("#builtin", Select).value = "synthetic"
     for field, value in fields.items():
@@ -241,9 +248,7 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
     async def scenario() -> None:
         app = _app(engine)
         async with app.run_test(size=(160, 50), notifications=True) as pilot:
-            await until(pilot, lambda: app.state.connected)
-            await pilot.press("S")
-            dialog = await screen_of(pilot, app, SweepDialog)
+            dialog = await _sweep_dialog(pilot, app)
             count = dialog.query_one("#sweep-count", Static)
             await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", queue="hold")
             assert "a random axis needs --trials" in str(count.render())
@@ -315,9 +320,7 @@ def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> No
     async def scenario() -> None:
         app = _app(engine)
         async with app.run_test(size=(160, 50), notifications=True) as pilot:
-            await until(pilot, lambda: app.state.connected)
-            await pilot.press("S")
-            dialog = await screen_of(pilot, app, SweepDialog)
+            dialog = await _sweep_dialog(pilot, app)
             count = dialog.query_one("#sweep-count", Static)
             await _fill(pilot, dialog, axes=" ".join(axes), queue="hold")
             dialog.query_one("#search", Select).value = "tpe"
