@@ -245,6 +245,27 @@ def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
     assert len(_sweep_runs(engine, "crash")) == 3
 
 
+def test_a_search_whose_slots_another_sweep_took_goes_on_when_they_come_free(
+    engine: Engine,
+) -> None:
+    assert engine.cli("queue", "shared", "--parallel", "2").code == 0
+    first = _search(engine, "patient", 4, 2, "steps=100", "sleep=0.02", "--queue", "shared")
+    for run in first:
+        engine.wait_state(run["id"], "running")
+    # A grid queued behind it takes each slot the search's runs free: the search is left
+    # with none in flight, so none of its own runs' ends can make its next trial.
+    grid = engine.cli("sweep", "synthetic", "lr=1e-3,2e-3,3e-3", "steps=100", "sleep=0.02",
+                      "--queue", "shared", "--name", "grid", "--json")
+    assert grid.code == 0, grid.err
+    assert all(r["state"] == "queued" for r in grid.json())
+    runs = wait_until(lambda: (lambda rs: rs if len(rs) == 4 else None)(
+        _sweep_runs(engine, "patient")), "the search's last two trials", timeout=120)
+    # They were made once the grid's runs had taken their turn, not before.
+    grid_started = max(engine.run(r["id"])["events"][1]["time"] for r in grid.json())
+    assert all(r["events"][0]["time"] >= grid_started for r in runs[2:])
+    assert all(r["queue"] == "shared" for r in runs)
+
+
 def test_a_trial_that_ends_while_the_daemon_is_down_is_followed_by_the_next(
     engine: Engine,
 ) -> None:

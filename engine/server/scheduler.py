@@ -128,12 +128,14 @@ class Scheduler:
         """Something changed (a run queued or ended, a queue set): pass at the next tick."""
         self._due = 0.0
 
-    def tick(self) -> None:
-        """Run a pass if one is due."""
+    def tick(self) -> bool:
+        """Run a pass if one is due; whether it ran."""
         now = time.monotonic()
-        if now >= self._due:
-            self._due = now + PASS_INTERVAL
-            self.run_pass()
+        if now < self._due:
+            return False
+        self._due = now + PASS_INTERVAL
+        self.run_pass()
+        return True
 
     def run_pass(self) -> None:
         """Start every queued run that may start now, in order; note why the rest wait."""

@@ -15,6 +15,11 @@ directory, environment, queue and options, while
 - the last ``FAILURES_IN_A_ROW`` trials did not all fail with none ever finished (the
   script is likely broken: said on the last of them).
 
+A search left short of trials that way (its queue full of other runs) is remembered, and
+topped up as soon as its queue has room, whoever's run freed it (``feed_searches``, at
+the scheduler's pass): else a search whose slots a later-queued sweep took stalled for
+good once its own runs had ended, with nothing of it left to end.
+
 The count is read from the store, so a daemon that died after a run ended and before
 it made the next trial makes it at its next start (``resume_searches``).
 """
@@ -57,6 +62,8 @@ class Searches:
     # trials would otherwise read ~1,500 queries' worth at every trial it makes. (A failed
     # run is read again each time: a retry may bring it back.)
     trial_values: dict[str, Trial | None]
+    # Searches with trials due that their queue had no room for: sweep -> its queue.
+    short_of_room: dict[str, str]
 
     def env_of(self, run_id: str | None) -> dict[str, str] | None:
         """The environment a run was last launched with (the supervisor's)."""
@@ -73,10 +80,18 @@ class Searches:
         for sweep in self.store.searched_sweeps():
             self.fill_search(sweep)
 
+    def feed_searches(self) -> None:
+        """Make the trials of the searches left short for want of room, whose queue has
+        room now (a slot another sweep's run freed, a limit raised, a queue let go)."""
+        for sweep, queue in list(self.short_of_room.items()):
+            if self.scheduler.has_room(queue):
+                self.fill_search(sweep)
+
     def fill_search(self, sweep: str) -> None:
         """Make the trials of a searched sweep that are due: while it has fewer in flight
         than it started with (less those a user killed), has trials left, none of them
         waits in its queue, and the queue has a free slot."""
+        self.short_of_room.pop(sweep, None)
         runs = [r for r in self.store.sweep_runs(sweep) if r["search"]]
         rule = search_of(runs[-1]) if runs else None
         if rule is None or len(runs) >= rule.trials:
@@ -87,8 +102,12 @@ class Searches:
         killed = sum(1 for r in runs if r["state"] == RunState.KILLED and not r["stopped_early"])
         flying = sum(1 for r in runs if r["state"] in _IN_FLIGHT)
         due = min(rule.startup, rule.trials) - killed - flying
-        while due > 0 and len(runs) < rule.trials and self.scheduler.has_room(runs[-1]["queue"]):
+        queue = str(runs[-1]["queue"])
+        while due > 0 and len(runs) < rule.trials:
             if any(r["state"] == RunState.QUEUED for r in runs) or self._crashing(sweep, runs):
+                return
+            if not self.scheduler.has_room(queue):
+                self.short_of_room[sweep] = queue
                 return
             made = self._make_trial(sweep, runs, rule)
             if made is None:

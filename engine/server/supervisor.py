@@ -77,6 +77,7 @@ class Supervisor(RunReports):
         self.fork_run = None  # the request side's fork, for PBT (set by ``Engine``)
         self.start_run = None  # its start, for a searched sweep's next trials
         self.trial_values = {}
+        self.short_of_room = {}
         self.cores = CoreShares()  # each CPU run's share of the cores
         self.warm = WarmPool(paths)  # a worker with torch imported, for the next launch
         self.trash = Trash(paths, store)  # removed runs' files, deleted off the event loop
@@ -343,7 +344,8 @@ class Supervisor(RunReports):
         if not self._store_read(first):
             return False
         self._next_run = 0
-        self.scheduler.tick()
+        if self.scheduler.tick() and self.short_of_room:
+            self.feed_searches()
         self.warm.tick()
         self._purge_removed()
         self.store.write_succeeded()
