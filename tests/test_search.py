@@ -4,6 +4,7 @@ real sweep as one of its runs ends, across a kill, a crash loop, a restart and a
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sqlite3
@@ -243,6 +244,45 @@ def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
     assert any(r.startswith("search of sweep crash: the last 3 trials failed and none has "
                             "finished: no more are made") for r in said), said
     assert len(_sweep_runs(engine, "crash")) == 3
+    # 'sweep --more' goes on with both: the kills and failures before it are forgiven.
+    more = engine.cli("sweep", "--more", "killed", "--trials", "1")
+    assert more.code == 0, more.err
+    assert more.out.startswith("sweep killed: 1 more trials, 11 in all, 2 at a time; "
+                               "2 started now"), more.out
+    runs = _sweep_runs(engine, "killed")
+    assert len(runs) == 4 and [r["state"] for r in runs[2:]] != ["killed", "killed"]
+    assert runs[3]["events"][0]["reason"].startswith("trial 4 of 11 of sweep killed: lr=")
+    assert all(r["search"]["trials"] == 11 for r in runs)
+    # What 'engine rebuild' would read the rule back from: the last trial before it.
+    launch = json.loads(engine.paths.run_dir(runs[1]["id"]).launch.read_text())
+    assert launch["search"]["trials"] == 11 and launch["search"]["since"] > 0
+    assert engine.cli("sweep", "--more", "crash", "--trials", "1").code == 0
+    # The script still crashes: three more failures in a row stop it again.
+    runs = wait_until(lambda: _failed(engine, "crash", 6), "three more failed", timeout=120)
+    wait_until(lambda: any(e["reason"].startswith("search of sweep crash: the last 3 trials")
+                           for e in engine.run(runs[-1]["id"])["events"]), "it stopped again")
+    assert len(_sweep_runs(engine, "crash")) == 6
+
+
+@pytest.mark.parametrize(
+    ("argv", "says", "code"),
+    [
+        (["--more", "nosuch", "--trials", "2"], "no sweep named 'nosuch'", 1),
+        (["--more", "grid", "--trials", "2"], "sweep 'grid' is not a search", 1),
+        (["--more", "grid"], "--more needs --trials N", 2),
+        (["--more", "grid", "--trials", "2", "--queue", "q", "lr=1"],
+         "--more takes only --trials, --startup, --yes and --json, not --queue, a workload or "
+         "axes", 2),
+    ],
+)
+def test_more_trials_are_refused_in_one_line_for_what_is_not_a_search(
+        engine: Engine, argv: list[str], says: str, code: int) -> None:
+    made = engine.cli("sweep", "synthetic", "lr=1e-3,2e-3", "steps=5", "--name", "grid")
+    assert made.code == 0, made.err
+    result = engine.cli("sweep", *argv)
+    assert result.code == code and says in result.err and result.err.count("\n") == 1, \
+        result.err
+    assert len(_sweep_runs(engine, "grid")) == 2
 
 
 def test_a_search_whose_slots_another_sweep_took_goes_on_when_they_come_free(

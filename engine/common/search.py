@@ -53,7 +53,7 @@ PRIOR_WEIGHT = 1.0
 # more: a script that crashes on every config should not be run forty times.
 FAILURES_IN_A_ROW = 3
 _FIELDS = {"method", "trials", "startup", "fixed", "axes", "metric", "mode", "seed",
-           "device"}
+           "device", "since"}
 
 Axis = list[str] | str  # a grid axis's values, or a random axis's text (log(1e-4..1e-2))
 
@@ -77,6 +77,9 @@ class SearchRule:
     mode: str = "min"
     seed: int = 0
     device: str | None = None
+    # When trials were last added (``sweep --more``; 0: never): kills and failures before
+    # it no longer hold the search back.
+    since: float = 0.0
 
     def __post_init__(self) -> None:
         problem = rule_problem(self)
@@ -86,14 +89,15 @@ class SearchRule:
     def wire(self) -> dict[str, Any]:
         return {"method": self.method, "trials": self.trials, "startup": self.startup,
                 "fixed": dict(self.fixed), "axes": dict(self.axes), "metric": self.metric,
-                "mode": self.mode, "seed": self.seed, "device": self.device}
+                "mode": self.mode, "seed": self.seed, "device": self.device,
+                **({"since": self.since} if self.since else {})}
 
     @classmethod
     def from_wire(cls, data: Any) -> SearchRule:
         """A rule as a request or a stored row gives it; ValueError, in words, if it is not one."""
         if not isinstance(data, dict) or not {"method", "trials"} <= set(data) <= _FIELDS:
             raise ValueError("search must be an object of method, trials, startup, fixed, "
-                             "axes, metric, mode, seed and device")
+                             "axes, metric, mode, seed, device and since")
         whole: dict[str, int] = {}
         for key, default in (("trials", 0), ("startup", DEFAULT_STARTUP), ("seed", 0)):
             value = data.get(key, default)
@@ -111,8 +115,12 @@ class SearchRule:
         metric, device = data.get("metric"), data.get("device")
         if not all(v is None or isinstance(v, str) for v in (metric, device)):
             raise ValueError("search: the metric and the device must be names")
+        since = data.get("since", 0.0)
+        if not isinstance(since, int | float) or isinstance(since, bool) or not math.isfinite(
+                since):
+            raise ValueError("search: since must be a time")
         return cls(str(data["method"]), whole["trials"], whole["startup"], fixed, axes,
-                   metric, str(data.get("mode", "min")), whole["seed"], device)
+                   metric, str(data.get("mode", "min")), whole["seed"], device, float(since))
 
     def describe(self) -> str:
         """The rule in a few words, for ``show`` and a sweep's dry run."""

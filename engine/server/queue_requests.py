@@ -6,14 +6,17 @@ sweep) are checked here before anything is made, like every other parameter.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from engine.common.pbt import PbtRule, sweep_rule
 from engine.common.runs import RunState
-from engine.common.search import SearchRule
-from engine.rundir.paths import write_json_atomic
+from engine.common.search import SearchRule, search_of
+from engine.rundir.paths import read_json, write_json_atomic
 from engine.server.requests import RequestError, is_number, param, tags_param
 from engine.server.run_lookup import RunLookup
 from engine.server.scheduler import (
@@ -23,6 +26,8 @@ from engine.server.scheduler import (
     queue_limit,
     queue_problem,
 )
+
+log = logging.getLogger("traintop.requests")
 
 # Where ``move`` may put a queued run among the runs of its queue and priority.
 MOVES = ("up", "down", "top", "bottom")
@@ -100,6 +105,38 @@ class QueueRequests(RunLookup):
             raise RequestError("bad_request", "a sweep is searched by TPE or made a "
                                "population by PBT, not both")
         return search.wire()
+
+    def search_more(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Add ``trials`` trials to a searched sweep (``startup``: how many at once from
+        now) and make those due now. Kills and failures before it no longer hold the
+        search back: it goes on after a user stopped it, or after a script that failed
+        three trials in a row was fixed. Every trial it made so far is learned from."""
+        sweep = param(params, "sweep", str)
+        more = param(params, "trials", int)
+        startup = param(params, "startup", int, None)
+        if more < 1 or (startup is not None and startup < 1):
+            raise RequestError("bad_request", "trials and startup must be 1 or more")
+        runs = self.store.sweep_runs(sweep)
+        searched = [r for r in runs if r["search"]]
+        rule = search_of(searched[-1]) if searched else None
+        if rule is None:
+            raise RequestError("not_found", f"sweep {sweep!r} is not a search (--more adds "
+                               "trials to a sweep made with --search tpe)" if runs else
+                               f"no sweep named {sweep!r} ('traintop ls --sweeps' lists them)")
+        rule = replace(rule, trials=rule.trials + more, since=time.time(),
+                       startup=rule.startup if startup is None else startup)
+        self.store.set_search(sweep, rule.wire())
+        last = self.supervisor.paths.run_dir(searched[-1]["id"]).launch
+        try:  # what 'engine rebuild' reads the rule back from
+            write_json_atomic(last, {**read_json(last), "search": rule.wire()})
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("sweep %s: the new rule was not written to %s: %s", sweep, last, exc)
+        self.store.note(searched[-1]["id"], f"search of sweep {sweep}: {more} more trials, "
+                        f"{rule.trials} in all, {rule.startup} at a time")
+        self.supervisor.fill_search(sweep)
+        made = [r for r in self.store.sweep_runs(sweep) if r["search"]]
+        return {"sweep": sweep, "search": rule.wire(), "made": len(made),
+                "started": [self.summary(r) for r in made[len(searched):]]}
 
     def _after(self, ref: Any) -> str:
         """The run ``--after`` names; refused if it can never finish now."""

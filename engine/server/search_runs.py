@@ -99,12 +99,14 @@ class Searches:
         self.scheduler.run_pass()  # a trial of it that waits takes a freed slot first
         if any(r["state"] == RunState.QUEUED for r in runs):  # the pass may have started it
             runs = [r for r in self.store.sweep_runs(sweep) if r["search"]]
-        killed = sum(1 for r in runs if r["state"] == RunState.KILLED and not r["stopped_early"])
+        killed = sum(1 for r in runs if r["state"] == RunState.KILLED
+                     and not r["stopped_early"] and (r["ended"] or 0) > rule.since)
         flying = sum(1 for r in runs if r["state"] in _IN_FLIGHT)
         due = min(rule.startup, rule.trials) - killed - flying
         queue = str(runs[-1]["queue"])
         while due > 0 and len(runs) < rule.trials:
-            if any(r["state"] == RunState.QUEUED for r in runs) or self._crashing(sweep, runs):
+            if any(r["state"] == RunState.QUEUED for r in runs) or self._crashing(
+                    sweep, runs, rule.since):
                 return
             if not self.scheduler.has_room(queue):
                 self.short_of_room[sweep] = queue
@@ -115,16 +117,17 @@ class Searches:
             runs.append(made)
             due -= 1
 
-    def _crashing(self, sweep: str, runs: list[dict[str, Any]]) -> bool:
-        """Whether the last trials all failed, and none has ever finished (said once, on
-        the last of them)."""
+    def _crashing(self, sweep: str, runs: list[dict[str, Any]], since: float) -> bool:
+        """Whether the last trials (ended after ``since``) all failed, and none has ever
+        finished (said once, on the last of them)."""
         ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
-        recent = ended[-FAILURES_IN_A_ROW:]
+        recent = [r for r in ended if r["ended"] > since][-FAILURES_IN_A_ROW:]
         if len(recent) < FAILURES_IN_A_ROW or any(r["state"] != RunState.FAILED for r in recent) \
                 or any(r["state"] == RunState.FINISHED for r in ended):
             return False
         said = (f"search of sweep {sweep}: the last {FAILURES_IN_A_ROW} trials failed and none "
-                "has finished: no more are made (fix the script, then start the sweep again)")
+                "has finished: no more are made (fix the script, then 'traintop sweep --more "
+                f"{sweep} --trials N')")
         if not any(e["reason"] == said for e in self.store.events(recent[-1]["id"])):
             self.store.note(recent[-1]["id"], said)
         return True

@@ -64,6 +64,7 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
             "queues": self.queues,
             "queue_set": self.queue_set,
             "move": self.move,
+            "search_more": self.search_more,
         }
         supervisor.fork_run = self.fork  # a PBT round forks as a user's fork does
         supervisor.start_run = self.start  # a search's next trial starts as a user's does

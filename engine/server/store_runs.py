@@ -184,6 +184,12 @@ class RunRows(StoreConnection):
         rows = self.db.execute("SELECT * FROM runs WHERE sweep = ? ORDER BY rid", (sweep,))
         return [row_to_run(r) for r in rows.fetchall()]
 
+    def set_search(self, sweep: str, rule: dict[str, Any]) -> None:
+        """Put a new search rule on every searched run of a sweep."""
+        self._write_held_first()
+        self.db.execute("UPDATE runs SET search = ? WHERE sweep = ? AND search IS NOT NULL",
+                        (json.dumps(rule), sweep))
+
     def searched_sweeps(self) -> list[str]:
         """The sweeps whose runs have a search rule."""
         rows = self.db.execute(

@@ -237,7 +237,11 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--startup", type=_count, metavar="N",
                    help=f"with --search: trials drawn at random first, started together "
-                   f"(default {DEFAULT_STARTUP})")
+                   f"(default {DEFAULT_STARTUP}); with --more: how many at a time from now")
+    p.add_argument("--more", metavar="SWEEP",
+                   help="go on with a searched sweep: --trials N more trials, learning from "
+                   "every one it ran (also after it made all it had, was killed, or stopped "
+                   "on failures)")
     p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
     p.add_argument("--name", help="the base of the runs' names (default: the workload)")
     p.add_argument("--device", help="cpu, cuda or cuda:N, for every run")

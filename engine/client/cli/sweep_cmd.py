@@ -338,7 +338,44 @@ def _say_refused(exc: Exception, done: int, names: list[str]) -> None:
     )
 
 
+def _more_trials(args: argparse.Namespace) -> int:
+    """``sweep --more NAME --trials N``: N more trials of a searched sweep."""
+    from engine.client.cli.parser import build_parser  # (the parser imports this module)
+
+    defaults = vars(build_parser().parse_args(["sweep"]))
+    extra = dict.fromkeys(
+        "a workload or axes" if k in ("workload", "overrides") else "--" + k.replace("_", "-")
+        for k, v in sorted(vars(args).items())
+        if k not in _MORE_OPTIONS and k in defaults and v != defaults[k])
+    if extra:
+        raise UsageError("--more takes only --trials, --startup, --yes and --json, not "
+                         + ", ".join(extra))
+    if args.trials is None or args.trials < 1:
+        raise UsageError("--more needs --trials N: how many more trials, 1 or more")
+    if args.trials > MAX_SWEEP_RUNS and not args.yes:
+        raise UsageError(f"{args.trials} more trials is over the limit of "
+                         f"{MAX_SWEEP_RUNS} (pass --yes to add them anyway)")
+    with connect() as client:
+        done = client.call("search_more", sweep=args.more, trials=args.trials,
+                           startup=args.startup)
+    if args.json:
+        print(json_text(done))
+        return 0
+    rule = SearchRule.from_wire(done["search"])
+    print(f"sweep {shown(done['sweep'])}: {args.trials} more trials, {rule.trials} in all, "
+          f"{rule.startup} at a time; {len(done['started'])} started now")
+    if done["started"]:
+        print(format_table(["ID", "NAME"], [[r["id"], shown(r["name"])] for r in done["started"]]))
+    return 0
+
+
+# What ``sweep --more`` takes (the rest of sweep's options would be ignored: refused).
+_MORE_OPTIONS = {"more", "trials", "startup", "yes", "json", "func"}
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.more is not None:
+        return _more_trials(args)
     if args.like and args.workload is not None and "=" in args.workload:
         args.overrides.insert(0, args.workload)  # 'sweep --like A seed=0,1': an axis
         args.workload = None
