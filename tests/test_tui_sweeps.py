@@ -37,7 +37,7 @@ from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.parallel_data import SHADES, parallel
 from tui.scatter_data import scatter
-from tui.screens.dialogs import ChoiceDialog, ConfirmDialog
+from tui.screens.dialogs import ChoiceDialog, ConfirmDialog, MoreTrialsDialog
 from tui.screens.diff import ConfigDiff
 from tui.screens.sweep_dialog import SweepDialog
 from tui.screens.sweep_view import SweepView
@@ -339,6 +339,21 @@ def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> No
             table = app.query_one(RunsTable)
             await until(pilot, lambda: "sweep:synthetic" in table.order)
             await until(pilot, lambda: table.cell_text("sweep:synthetic", "STEP") == "tpe 10/12")
+            # N on its row: more trials for it, as 'traintop sweep --more'.
+            table.select("sweep:synthetic")
+            await pilot.press("N")
+            more = await screen_of(pilot, app, MoreTrialsDialog)
+            said = " ".join(str(w.render()) for w in more.query(Static))
+            assert "It has made 10 of its 12 trials" in said, said
+            more.query_one("#more", Input).value = "x"
+            await pilot.press("ctrl+s")
+            error = more.query_one("#dialog-error", Static)
+            await until(pilot, lambda: "'x' is not a whole number" in str(error.render()))
+            more.query_one("#more", Input).value = "5"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: table.cell_text("sweep:synthetic", "STEP") == "tpe 10/17")
+            assert all(r["search"]["trials"] == 17 for r in engine.all_runs())
+            assert len(engine.all_runs()) == 10  # its queue is held: none more now
 
     asyncio.run(scenario())
 

@@ -27,7 +27,8 @@ ACTIONS: tuple[Action, ...] = (
         "retry_run",
         "N",
         "Retry",
-        "Retry with changes: a new run, its workload and config filled in from the selected run",
+        "Retry with changes: a new run, its workload and config filled in from the selected "
+        "run; on a searched sweep's row, more trials for it",
         mutates=True,
         footer=False,
     ),

@@ -35,6 +35,7 @@ from tui.screens.dialogs import (
     ChoiceDialog,
     ConfirmDialog,
     ForkDialog,
+    MoreTrialsDialog,
     NewRunDialog,
     fork_plan,
 )
@@ -243,6 +244,10 @@ class RunActions(RunNotices):
         self._new_run_dialog(None)
 
     def action_retry_run(self) -> None:
+        sweep = self._selected_sweep()
+        if sweep is not None:  # a sweep's header: more trials, if it is a search
+            self._more_trials(*sweep)
+            return
         run = self._need_run()
         if run is None:
             return
@@ -252,6 +257,26 @@ class RunActions(RunNotices):
             self.notify(f"{run.id} has no workload config to edit: {again}", severity="warning")
             return
         self._new_run_dialog(run)
+
+    def _more_trials(self, group: SweepGroup, runs: list[RunInfo]) -> None:
+        """The more-trials dialog of a searched sweep (``sweep --more``)."""
+        searched = [r for r in runs if r.search]
+        if not searched:
+            self.notify(f"sweep {group.name} is not a search: N on a searched sweep's row "
+                        "adds trials to it (S starts one)", severity="warning")
+            return
+
+        async def more(params: dict[str, Any]) -> str | None:
+            try:
+                done = await self.link.call("search_more", **params)
+            except (EngineError, EngineUnavailable) as exc:
+                return str(exc)
+            self.notify(f"sweep {group.name}: {params['trials']} more trials, "
+                        f"{done['search']['trials']} in all; {len(done['started'])} started now")
+            return None
+
+        self.push_screen(MoreTrialsDialog(group.name, len(searched), searched[-1].search or {},
+                                          more))
 
     @work
     async def _new_run_dialog(self, retry: RunInfo | None) -> None:

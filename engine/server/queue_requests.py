@@ -126,6 +126,8 @@ class QueueRequests(RunLookup):
         rule = replace(rule, trials=rule.trials + more, since=time.time(),
                        startup=rule.startup if startup is None else startup)
         self.store.set_search(sweep, rule.wire())
+        for run in searched:  # clients see the new count on each
+            self.supervisor.announce(run["id"])
         last = self.supervisor.paths.run_dir(searched[-1]["id"]).launch
         try:  # what 'engine rebuild' reads the rule back from
             write_json_atomic(last, {**read_json(last), "search": rule.wire()})

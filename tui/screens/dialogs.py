@@ -374,6 +374,38 @@ class AnnotateDialog(FormDialog):
         }
 
 
+class MoreTrialsDialog(FormDialog):
+    """More trials for a searched sweep (``N`` on its row), as ``traintop sweep --more``."""
+
+    submit_label = "Add"
+
+    def __init__(self, sweep: str, made: int, search: Mapping[str, Any], submit: Submit) -> None:
+        super().__init__(submit)
+        self.sweep = sweep
+        self.made = made
+        self.search = search
+
+    def title_text(self) -> str:
+        return f"More trials for search {self.sweep}"
+
+    def on_mount(self) -> None:
+        self.query_one("#more", Input).focus()
+
+    def fields(self) -> ComposeResult:
+        yield Static(f"It has made {self.made} of its {self.search['trials']} trials; the "
+                     "next ones learn from every trial it ran. Kills and failures before "
+                     "now no longer hold it back.")
+        yield from field("more trials", Input("10", id="more"))
+        yield from field("at a time", Input(str(self.search["startup"]), id="at-a-time"))
+
+    def params(self) -> dict[str, Any]:
+        more = whole_number(self._value("more"), "more trials")
+        if more is None:
+            raise SweepError("more trials: how many, 1 or more")
+        return {"sweep": self.sweep, "trials": more,
+                "startup": whole_number(self._value("at-a-time"), "at a time")}
+
+
 class WordsDialog(FormDialog):
     """One field of names, typed apart by spaces or commas (each kept once, in order):
     its ``field`` is both the input's id and the key of ``params``."""
