@@ -80,6 +80,27 @@ def test_a_choice_and_a_whole_number_are_learned_and_a_seed_never_is() -> None:
     assert len({p["seed"] for p in proposals}) >= 3  # drawn at random, every time
 
 
+def test_axes_learned_together_keep_what_goes_together() -> None:
+    # Two good places, (0.2, 0.2) and (0.8, 0.8): each axis on its own sees 0.2 and 0.8
+    # as good, and may pair them across, at (0.2, 0.8) or (0.8, 0.2), where nothing is.
+    rule = _rule(x="uniform(0.0..1.0)", y="uniform(0.0..1.0)")
+    good, crossed = ((0.2, 0.2), (0.8, 0.8)), ((0.2, 0.8), (0.8, 0.2))
+    across = {True: 0, False: 0}
+    for seed in range(5):
+        rng = random.Random(seed)
+        trials = []
+        for _ in range(200):
+            config = {k: float(v) for k, v in draw_random(rule, rng).items()}
+            xy = (config["x"], config["y"])
+            trials.append(Trial(config, min(math.dist(xy, c) for c in good), True, 50))
+        for joint in across:
+            for i in range(20):
+                pick = propose(rule, trials, random.Random(i), joint=joint)[0]
+                xy = (float(pick["x"]), float(pick["y"]))
+                across[joint] += min(math.dist(xy, c) for c in crossed) < 0.25
+    assert across[True] <= 2 and across[False] >= across[True] + 10, across
+
+
 def test_a_choice_is_learned_when_the_config_keeps_its_values_as_text() -> None:
     # A workload whose default is text keeps "32" as text; the axis's 32 reads as a number.
     rule = _rule(width=["16", "32", "64"])
