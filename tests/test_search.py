@@ -101,6 +101,16 @@ def test_axes_learned_together_keep_what_goes_together() -> None:
     assert across[True] <= 2 and across[False] >= across[True] + 10, across
 
 
+def test_a_range_of_one_value_is_kept_and_the_other_axes_still_learned() -> None:
+    # uniform(0.1..0.1) has nothing to learn: it once made the joint search divide by 0.
+    rule = _rule(lr=LR_AXIS, wd="uniform(0.1..0.1)")
+    trials = [Trial({**t.config, "wd": 0.1}, t.value, True, 50) for t in _lr_trials(30)]
+    for joint in (True, False):
+        picks = [propose(rule, trials, random.Random(i), joint=joint)[0] for i in range(10)]
+        assert all(p["wd"] == "0.1" for p in picks)
+        assert statistics.median(abs(math.log10(float(p["lr"])) + 3) for p in picks) < 0.5
+
+
 def test_a_choice_is_learned_when_the_config_keeps_its_values_as_text() -> None:
     # A workload whose default is text keeps "32" as text; the axis's 32 reads as a number.
     rule = _rule(width=["16", "32", "64"])

@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 from engine.common.config import parse_literal
 from engine.common.early_stop import judged_problem
 from engine.common.settings import is_seed_key
-from engine.common.sweep import RandomAxis, SweepError, SweepSpec, parse_random
+from engine.common.sweep import SweepError, SweepSpec, parse_random
 
 METHODS = ("tpe",)
 DEFAULT_STARTUP = 10  # Optuna's n_startup_trials
@@ -251,11 +251,11 @@ def propose(rule: SearchRule, trials: Sequence[Trial], rng: random.Random,
     order = ranked(trials, rule.mode)
     good = good_count(len(order))
     values: dict[str, str] = {}
-    learned = [key for key in rule.axes if not is_seed_key(key)]
+    dims = {key: _Dim.of(key, axis) for key, axis in rule.axes.items() if not is_seed_key(key)}
+    learned = [dim for dim in dims.values() if not dim.single]  # one value: nothing to learn
     if joint and len(learned) > 1:
         others = [*(t.config for t in order[good:]), *pending]
-        values = _joint([_Dim.of(key, rule.axes[key]) for key in learned],
-                        [t.config for t in order[:good]], others, rng)
+        values = _joint(learned, [t.config for t in order[:good]], others, rng)
     for key, axis in rule.axes.items():
         if key in values:
             continue
@@ -267,9 +267,7 @@ def propose(rule: SearchRule, trials: Sequence[Trial], rng: random.Random,
         if isinstance(axis, list):
             values[key] = _best_choice(axis, seen[0], seen[1], rng)
         else:
-            spec = parse_random(key, axis, f"{key}={axis}")
-            assert spec is not None  # checked with the rule
-            values[key] = _best_number(spec, seen[0], seen[1], rng)
+            values[key] = _best_number(dims[key], seen[0], seen[1], rng)
     return values, (f"proposed by TPE from {len(order)} ended trials "
                     f"(the best {good} as the good ones)")
 
@@ -353,32 +351,18 @@ def _cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
-def _best_number(axis: RandomAxis, good: list[Any], others: list[Any],
-                 rng: random.Random) -> str:
+def _best_number(dim: _Dim, good: list[Any], others: list[Any], rng: random.Random) -> str:
     """A random axis's value: ``CANDIDATES`` drawn from l(x), the one with the highest
     l(x) / g(x) kept; as override text (a whole number for an int axis)."""
-    log = axis.kind == "log"
-    low, high = (math.log(axis.low), math.log(axis.high)) if log else (axis.low, axis.high)
-    if axis.kind == "int":  # each whole number owns the unit around it
-        low, high = low - 0.5, high + 0.5
-    if high <= low:  # a range of one value
-        return str(int(axis.low)) if axis.kind == "int" else repr(axis.low)
-
-    def space(values: list[Any]) -> list[float]:
-        numbers = [float(v) for v in values if isinstance(v, int | float)
-                   and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not log)]
-        return [min(max(math.log(v) if log else v, low), high) for v in numbers]
-
-    good_points, other_points = space(good), space(others)
+    if dim.single:
+        return repr(dim.bounds[0])
+    good_points = [x for x in map(dim.point, good) if x is not None]
+    other_points = [x for x in map(dim.point, others) if x is not None]
     count = len(good_points) + len(other_points)
-    l_density = _Parzen.of(good_points, low, high, count)
-    g_density = _Parzen.of(other_points, low, high, count)
+    l_density = _Parzen.of(good_points, dim.low, dim.high, count)
+    g_density = _Parzen.of(other_points, dim.low, dim.high, count)
     candidates = [l_density.sample(rng) for _ in range(CANDIDATES)]
-    x = max(candidates, key=lambda c: l_density.log_pdf(c) - g_density.log_pdf(c))
-    if axis.kind == "int":
-        return str(min(max(round(x), int(axis.low)), int(axis.high)))
-    value = math.exp(x) if log else x
-    return repr(min(max(value, axis.low), axis.high))
+    return dim.text(max(candidates, key=lambda c: l_density.log_pdf(c) - g_density.log_pdf(c)))
 
 
 # -- the axes learned together (multivariate TPE) ---------------------------------------
@@ -413,6 +397,11 @@ class _Dim:
         if spec.kind == "int":
             low, high = low - 0.5, high + 0.5
         return cls(key, low=low, high=high, kind=spec.kind, bounds=(spec.low, spec.high))
+
+    @property
+    def single(self) -> bool:
+        """Whether the axis is a number range of one value (``uniform(1..1)``)."""
+        return not self.choices and self.high <= self.low
 
     def point(self, value: Any) -> float | None:
         """Where a config's value sits on this axis (None: it has none there)."""
