@@ -357,6 +357,19 @@ def test_a_trial_that_ends_while_the_daemon_is_down_is_followed_by_the_next(
     db.commit()
     db.close()
     wait_until(lambda: len(_sweep_runs(engine, "down")) == 3, "a third trial", timeout=30)
+    # A trial the engine cannot make (here the workload refuses a key the rule was given)
+    # is said on the last trial made; the engine goes on.
+    for run in _sweep_runs(engine, "down"):
+        engine.wait_state(run["id"], *TERMINAL)
+    assert engine.cli("engine", "stop").code == 0
+    db = sqlite3.connect(engine.paths.store)
+    db.execute("UPDATE runs SET search = json_set(search, '$.trials', 4, '$.fixed.nosuch', '1')")
+    db.commit()
+    db.close()
+    last = _sweep_runs(engine, "down")[-1]["id"]
+    said = wait_until(lambda: [e["reason"] for e in engine.run(last)["events"]
+                               if "its next trial was not made" in e["reason"]], "the note")
+    assert "nosuch" in said[0] and len(_sweep_runs(engine, "down")) == 3, said
 
 
 def test_a_searched_sweeps_eta_counts_the_trials_it_has_yet_to_make() -> None:

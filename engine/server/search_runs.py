@@ -140,14 +140,15 @@ class Searches:
         trials = [t for t in (self._scored(r, rule) for r in ended) if t is not None]
         rng = random.Random(f"{sweep}:{len(runs)}:{rule.seed}")
         pending = [r["config"] for r in runs if r["state"] in _IN_FLIGHT]
-        values, how = propose(rule, trials, rng, pending)
-        said = ", ".join(f"{k}={short_text(parse_literal(v))}" for k, v in values.items())
-        why = f"trial {len(runs) + 1} of {rule.trials} of sweep {sweep}: {said}, {how}"
-        try:
+        try:  # (a run's end must not fail with it: it is said, on the last trial made)
+            values, how = propose(rule, trials, rng, pending)
+            said = ", ".join(f"{k}={short_text(parse_literal(v))}" for k, v in values.items())
+            why = f"trial {len(runs) + 1} of {rule.trials} of sweep {sweep}: {said}, {how}"
             child = self._start_trial(runs[-1], rule, values, sweep, why)
         except Exception as exc:  # refused (disk full, a config the workload rejects)
+            log.warning("sweep %s: its next trial was not made", sweep, exc_info=True)
             self.store.note(runs[-1]["id"], f"search of sweep {sweep}: its next trial was "
-                            f"refused ({exc})")
+                            f"not made ({exc})")
             return None
         log.info("run %s: %s", child, why)
         return self.store.get_run(child)
