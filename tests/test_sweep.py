@@ -144,6 +144,14 @@ def test_dry_run_shows_the_runs_and_starts_none(engine: Engine) -> None:
         {"name": "synthetic-lr0.02", "overrides": ["lr=0.02"]},
     ]
     assert engine.all_runs() == []
+    # A drawn value is shown as the run's name shows it; --json keeps every digit.
+    drawn = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "--trials", "2", "--dry-run")
+    exact = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "--trials", "2", "--dry-run",
+                       "--json").json()
+    for line, plan in zip(drawn.out.splitlines()[1:3], exact, strict=True):
+        name, value = line.split()
+        assert name == plan["name"] and name.endswith(f"-lr{value}") and len(value) <= 7
+        assert abs(float(value) / float(plan["overrides"][0].split("=")[1]) - 1) < 5e-3
 
 
 def test_a_2x2_sweep_starts_four_runs_with_their_configs_and_names(engine: Engine) -> None:

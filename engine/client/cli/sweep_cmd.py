@@ -38,6 +38,7 @@ from engine.common.format import format_table, json_text, shown
 from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
 from engine.common.search import SearchRule, first_trials, search_from
+from engine.common.settings import value_text
 from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens
 
 
@@ -276,6 +277,13 @@ def _varying(runs: list[list[str]]) -> list[str]:
     return [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
 
 
+def _cells(overrides: list[str], keys: list[str]) -> list[str]:
+    """The values of ``keys`` in ``overrides`` as a run's name shows them (``6.94e-4``,
+    not a drawn value's every digit: ``traintop show`` has those)."""
+    values = dict(o.partition("=")[::2] for o in overrides)
+    return [shown(value_text(values[k])) if k in values else "" for k in keys]
+
+
 def _show_plan(
     args: argparse.Namespace, names: list[str], runs: list[list[str]], rule: SweepRule | None,
     search: SearchRule | None,
@@ -288,8 +296,7 @@ def _show_plan(
     keys = _varying(runs)
     rows = []
     for name, overrides in zip(names, runs, strict=True):
-        values = dict(o.partition("=")[::2] for o in overrides)
-        rows.append([shown(name), *(shown(values.get(k, "")) for k in keys)])
+        rows.append([shown(name), *_cells(overrides, keys)])
     print(format_table(["NAME", *(k.upper() for k in keys)], rows))
     if rule is not None:
         print(f"{rule.label}: {rule.describe()}")
@@ -315,8 +322,7 @@ def show_started(
     keys = _varying(runs)
     rows = []
     for run, overrides in zip(started, runs, strict=False):
-        values = dict(o.partition("=")[::2] for o in overrides)
-        rows.append([run["id"], shown(run["name"]), *(shown(values.get(k, "")) for k in keys)])
+        rows.append([run["id"], shown(run["name"]), *_cells(overrides, keys)])
     print(format_table(["ID", "NAME", *(k.upper() for k in keys)], rows))
     sweep = started[0].get("sweep")
     if sweep:  # what to do next with a hundred of them
