@@ -293,6 +293,11 @@ def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
     wait_until(lambda: any(e["reason"].startswith("search of sweep crash: the last 3 trials")
                            for e in engine.run(runs[-1]["id"])["events"]), "it stopped again")
     assert len(_sweep_runs(engine, "crash")) == 6
+    # A store made again from the run directories gives every run the newest rule.
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert {r["search"]["trials"] for r in _sweep_runs(engine, "killed")} == {11}
+    assert engine.cli("ls", "--sweeps").out.count("tpe 4/11") == 1
 
 
 @pytest.mark.parametrize(

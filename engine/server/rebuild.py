@@ -127,7 +127,21 @@ def _fill(paths: StatePaths, store: Store) -> Rebuilt:
         result.runs += 1
     _restore_queues(paths, store)
     _close_rounds(store)
+    _newest_searches(store)
     return result
+
+
+def _newest_searches(store: Store) -> None:
+    """Give every run of a searched sweep the rule its newest run was made with: a
+    ``sweep --more`` rewrote the launch.json of the sweep's last run (and wrote it into
+    those made after), not of the older runs, which would keep the trials they had."""
+    newest: dict[str, str] = {}
+    for sweep, rule in store.db.execute(
+            "SELECT sweep, search FROM runs WHERE sweep IS NOT NULL AND search IS NOT NULL "
+            "ORDER BY created, rid"):
+        newest[str(sweep)] = str(rule)
+    for sweep, rule in newest.items():
+        store.set_search(sweep, json.loads(rule))
 
 
 def _close_rounds(store: Store) -> None:
