@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 
 from engine.client.client import EngineError
 from engine.client.queue_text import waiting_lines
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_tui import screen_of, until
 from tui.app import TraintopApp
 from tui.screens.queues import QueuesScreen
@@ -188,6 +188,39 @@ def test_bad_queue_input_is_one_line_and_changes_nothing(engine: Engine) -> None
             raise AssertionError("an unknown parameter was accepted")
         with pytest.raises(EngineError, match="waiting must be 0 or more"):
             client.call("queues", waiting=-1)
+
+
+def test_a_queue_no_one_made_runs_as_many_at_once_as_the_default_and_is_said(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelt --queue does not start every run sent there at once: the queue it
+    makes has the default queue's slots, and the first run sent there says so."""
+    monkeypatch.setenv("TRAINTOP_CPU_SLOTS", "2")  # the default queue: 2 at a time
+    assert engine.cli("queue", "grid", "--parallel", "3").code == 0
+    first = engine.cli("start", *LONG, "--queue", "gird")
+    assert first.code == 0, first.err
+    assert first.err.strip() == (
+        "traintop: queue 'gird' is new: it runs 2 runs at a time, as the default queue does "
+        "('traintop queue gird --parallel N' sets it); did you mean 'grid'?")
+    second = engine.cli("start", *LONG, "--queue", "gird")
+    assert second.code == 0 and second.err == ""  # it is known now
+    third = start(engine, *LONG, "--queue", "gird")
+    ids = [first.json()["id"], second.json()["id"], third["id"]]
+    for run_id in ids[:2]:
+        engine.wait_state(run_id, "running")
+    wait_until(lambda: "(2/2 running)" in (engine.run(ids[2]).get("condition") or ""),
+               "the third waits for a slot")
+    assert queue(engine, "gird")["parallel"] == 2
+    # --parallel 0 is no limit, kept apart from a limit never given.
+    assert engine.cli("queue", "gird", "--parallel", "0").code == 0
+    engine.wait_state(ids[2], "running")
+    assert queue(engine, "gird")["parallel"] is None
+    # Asking after a queue nothing made or used: one line, exit 1.
+    asked = engine.cli("queue", "grdi")
+    assert asked.code == 1 and asked.out == "" and len(asked.err.splitlines()) == 1
+    assert asked.err.startswith("traintop: no queue named 'grdi' yet; a run sent there makes "
+                                "it, and it runs 2 runs at a time") and "'grid'?" in asked.err
+    assert engine.cli("kill", *ids).code == 0
 
 
 def test_a_rebuilt_store_keeps_queued_runs_and_the_queues_settings(engine: Engine) -> None:

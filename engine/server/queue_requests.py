@@ -167,7 +167,7 @@ class QueueRequests(RunLookup):
             line = [r for r in waiting if r["queue"] == name]
             listed.append({
                 "name": name,
-                "parallel": queue_limit(name, queue),
+                "parallel": queue_limit(queue),
                 "paused": bool(queue.get("paused")),
                 "reason": queue.get("reason"),
                 "pause_on_failure": bool(queue.get("pause_on_failure")),
@@ -195,7 +195,7 @@ class QueueRequests(RunLookup):
                 not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 0
             ):
                 raise RequestError("bad_request", "parallel must be a number of runs, 0 or more")
-            fields["parallel"] = parallel or None
+            fields["parallel"] = parallel or 0  # 0: no limit; never set: the default's
         for flag in ("paused", "pause_on_failure"):
             value = param(params, flag, bool, None)
             if value is not None:

@@ -86,11 +86,13 @@ def queue_problem(name: str) -> str | None:
     return None if problem is None else problem.replace("run name", "queue name")
 
 
-def queue_limit(name: str, queue: Mapping[str, Any] | None) -> int | None:
-    """A queue's number of slots (None: no limit)."""
+def queue_limit(queue: Mapping[str, Any] | None) -> int | None:
+    """A queue's number of slots (None: no limit). One never given a limit has the
+    default queue's: a run sent to a queue with a misspelt name does not start with
+    every other run sent there, all at once."""
     if queue is not None and queue.get("parallel") is not None:
-        return int(queue["parallel"])
-    return default_parallel() if name == DEFAULT_QUEUE else None
+        return int(queue["parallel"]) or None  # 0: no limit, as asked
+    return default_parallel()
 
 
 def gpu_ids(device: str | None) -> tuple[int, ...]:
@@ -188,7 +190,7 @@ class Scheduler:
         queue = self.store.queues().get(name)
         if queue is not None and queue["paused"]:
             return False
-        limit = queue_limit(name, queue)
+        limit = queue_limit(queue)
         return limit is None or sum(
             1 for r in holding_slots(self.store) if r["queue"] == name) < limit
 
@@ -223,7 +225,7 @@ class Scheduler:
                     self._fail_dependent(run, waited)
                     return f"run {waited['id']} it waited for {waited['state']}"
                 return f"waiting for run {run['after_id']} to finish"
-        limit = queue_limit(name, queue)
+        limit = queue_limit(queue)
         if limit is not None and occupied[name] >= limit:
             return f"{SLOT_WAIT} in queue {name} ({occupied[name]}/{limit} running)"
         return None

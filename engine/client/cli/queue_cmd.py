@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from engine.client.cli.common import UsageError, connect
+from engine.client.cli.common import UsageError, connect, new_queue_text, say_new_queue
 from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_count, waiting_lines
 from engine.common.format import format_table, json_text, shown
 
@@ -24,11 +25,18 @@ def cmd_queue(args: argparse.Namespace) -> int:
         raise UsageError("name the queue to change: traintop queue NAME --parallel N")
     with connect() as client:
         if changes:
+            if "parallel" not in changes:  # 'queue nigth --pause' makes a queue: say so
+                say_new_queue(client, args.name)
             queues = [client.call("queue_set", name=args.name, **changes)]
         else:
             queues = client.call("queues", waiting=args.limit)
             if args.name is not None:
-                queues = [q for q in queues if q["name"] == args.name] or [_empty(args.name)]
+                unknown = new_queue_text(args.name, queues)
+                if unknown is not None:  # nothing made or used it: say so, list nothing
+                    print(f"traintop: no queue named {args.name!r} yet; a run sent there "
+                          f"makes it, and {unknown}", file=sys.stderr)
+                    return 1
+                queues = [q for q in queues if q["name"] == args.name]
     if args.json:
         print(json_text(queues if args.name is None else queues[0]))
         return 0
@@ -38,12 +46,6 @@ def cmd_queue(args: argparse.Namespace) -> int:
             print(f"\nwaiting in {shown(queue['name'])}, in the order they start:")
             print("\n".join(waiting_lines(queue)))
     return 0
-
-
-def _empty(name: str) -> dict[str, Any]:
-    """A queue nothing has used yet, as ``queues`` would list it."""
-    return {"name": name, "parallel": None, "paused": False, "reason": None,
-            "pause_on_failure": False, "running": 0, "waiting": []}
 
 
 def cmd_move(args: argparse.Namespace) -> int:

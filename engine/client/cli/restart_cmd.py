@@ -21,6 +21,7 @@ from engine.client.cli.common import (
     fault_params,
     queue_params,
     report_new,
+    say_new_queue,
     wait_training,
 )
 from engine.client.client import Client
@@ -43,6 +44,7 @@ def restart_name(name: str, taken: set[str]) -> str:
 def cmd_restart(args: argparse.Namespace) -> int:
     with connect() as client:
         run = client.call("get_run", run=args.run)  # an unknown run: one line, exit 1
+        say_new_queue(client, args.queue)
         if run["kind"] == "attached":
             print(
                 f"traintop: {run['id']} ({shown(run['name'])}) is a script you started "

@@ -24,6 +24,7 @@ from engine.client.cli.common import (
     queue_params,
     report_new,
     resolve_runs,
+    say_new_queue,
     starting,
     wait_all_training,
     wait_for_all,
@@ -59,6 +60,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.text is not None:
         overrides.append(f"text={os.path.abspath(args.text)}")
     with connect() as client:
+        say_new_queue(client, args.queue or experiment.queue)
         run = client.call(
             "start",
             workload=workload,
@@ -92,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         logdir = str(Path(args.logdir).expanduser().absolute())
     with connect() as client:
+        say_new_queue(client, args.queue)
         run = client.call(
             "run_command",
             command=command,
@@ -166,6 +169,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
         raise UsageError("--early-stop and --pbt judge forks made together: give a list of "
                          "values (lr=1e-4,3e-4) or a random axis with --trials")
     with connect() as client:
+        say_new_queue(client, args.queue)
         child = client.call(
             "fork",
             run=args.run,
@@ -195,6 +199,7 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
     if args.name is not None and name_problem(args.name):
         raise UsageError(str(name_problem(args.name)))
     with connect() as client:
+        say_new_queue(client, args.queue)
         parent = client.call("get_run", run=args.run)
         plan = plan_among(parent["workload"], variants, args.name or parent["name"],
                           client.all_runs())

@@ -22,6 +22,7 @@ from engine.client.cli.common import (
     divergence_params,
     fault_params,
     queue_params,
+    say_new_queue,
 )
 from engine.client.client import Client, EngineError, EngineUnavailable
 from engine.client.sweep_plan import base_name, config_problem, plan_among
@@ -121,6 +122,7 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
     queue = args.queue or experiment.queue
     cwd = os.getcwd()
     with connect() as client:
+        say_new_queue(client, queue)
         listed = client.all_runs()
         if planned is None:
             alike = like_plan(client, args, listed)
