@@ -88,6 +88,46 @@ def test_the_watch_follows_the_training_loss_or_the_named_metric_and_skips_nan()
     assert resumed.next == 90  # a restarted daemon does not judge a rung twice
 
 
+def test_the_watch_says_once_when_the_first_rung_goes_by_without_the_named_metric() -> None:
+    misspelt = RungWatch(StopRule(grace=10, metric="lsos"), total=None)
+    assert misspelt.check(points("loss", {s: 1.0 for s in range(10)})) == []
+    assert misspelt.take_missing() is None  # at the rung, not past it yet
+    assert misspelt.check(points("acc", {11: 0.5}) + points("loss", {11: 1.0})) == []
+    assert misspelt.take_missing() == (10, ["acc", "loss"])
+    assert misspelt.take_missing() is None  # said once
+    misspelt.check(points("loss", {s: 1.0 for s in range(12, 100)}))
+    assert misspelt.take_missing() is None
+    # A metric logged only now and then (every 25 steps) is not missing.
+    sparse = RungWatch(StopRule(grace=10, metric="val_loss"), total=None)
+    sparse.check(points("loss", {s: 9.0 for s in range(5)}) + points("val_loss", {5: 7.0}))
+    sparse.check(points("loss", {s: 9.0 for s in range(6, 40)}))
+    assert sparse.take_missing() is None
+
+
+def test_a_misspelt_stop_metric_is_said_on_each_run_asha_and_tpe_alike(engine: Engine) -> None:
+    """Neither stops nor learns from a metric no run logs: it is said, not kept silent."""
+    asha = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "steps=40", "--early-stop", "10",
+                      "--stop-metric", "lsos", "--name", "asha", "--json")
+    tpe = engine.cli("sweep", "synthetic", "lr=log(1e-3..1e-1)", "steps=20", "--search",
+                     "tpe", "--trials", "3", "--startup", "2", "--stop-metric", "lsos",
+                     "--name", "tpe", "--json")
+    assert asha.code == 0 and tpe.code == 0, asha.err + tpe.err
+    assert engine.cli("wait", "--sweep", "asha").code == 0
+    assert engine.cli("wait", "--sweep", "tpe").code == 0
+    for run in asha.json():
+        said = [e["reason"] for e in engine.run(run["id"])["events"]]
+        assert ("sweep asha judges its runs by 'lsos', which this run has not logged by step "
+                "10, its first rung (it logs loss): it is not judged (is --stop-metric "
+                "misspelt?)") in said, said
+    trials = [r for r in engine.all_runs() if r["sweep"] == "tpe"]
+    assert len(trials) == 3
+    for run in trials:
+        said = [e["reason"] for e in engine.run(run["id"])["events"]]
+        assert sum(r.startswith("search of sweep tpe learns from 'lsos', which this trial "
+                                "never logged (it logs loss): it cannot learn") for r in said) == 1
+    assert "drawn at random (0 of the 2" in engine.run(trials[2]["id"])["events"][0]["reason"]
+
+
 def test_an_experiment_file_may_hold_the_rule(tmp_path: Path) -> None:
     good = tmp_path / "exp.toml"
     good.write_text('workload = "synthetic"\n[sweep]\nlr = [0.1, 0.01]\n'

@@ -123,3 +123,11 @@ def stop_reason(rule: StopRule, metric: str, rung: int, value: float,
     best = "lowest" if rule.mode == "min" else "highest"
     return (f"stopped early at step {rung}: {metric} {value:.4g} is not among the {best} "
             f"{kept(len(values), rule.eta)} of the {len(values)} runs there (cutoff {line:.4g})")
+
+
+def logged_text(keys: list[str], at_most: int = 8) -> str:
+    """The metrics a run logs, as said beside one it lacks: 'it logs loss, acc'."""
+    if not keys:
+        return "it logs nothing yet"
+    more = f" and {len(keys) - at_most} more" if len(keys) > at_most else ""
+    return f"it logs {', '.join(keys[:at_most])}{more}"

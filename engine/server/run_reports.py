@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.common.early_stop import stop_reason
+from engine.common.early_stop import logged_text, stop_reason
 from engine.common.pbt import PbtRule
 from engine.common.protocol import EVENT_POINTS
 from engine.common.runs import ActionError, RunState
@@ -136,6 +136,8 @@ class RunReports(Population, Searches):
             self._pause_diverged(live, live.diverged)
         if live.passed:
             self._judge_rungs(live)
+        if live.rungs is not None and (missing := live.rungs.take_missing()) is not None:
+            self._say_missing_metric(live.run_id, str(live.rungs.rule.metric), *missing)
         return drained
 
     def _hold_batch(self, live: LiveRun, batch: SpoolBatch, end: int) -> None:
@@ -356,6 +358,17 @@ class RunReports(Population, Searches):
             live.passed.clear()
             if stopping:
                 self._stop(run, reason, stored=True)
+
+    def _say_missing_metric(self, run_id: str, metric: str, rung: int,
+                            logged: list[str]) -> None:
+        """A run past its first rung with no value of the metric its sweep judges by: it
+        cannot be judged, which a misspelt --stop-metric would otherwise keep silent."""
+        sweep = (self.store.get_run(run_id) or {}).get("sweep")
+        said = (f"sweep {sweep} judges its runs by {metric!r}, which this run has not "
+                f"logged by step {rung}, its first rung ({logged_text(logged)}): it is not "
+                "judged (is --stop-metric misspelt?)")
+        log.warning("run %s: %s", run_id, said)
+        self.store.note(run_id, said)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""

@@ -38,11 +38,17 @@ class RungWatch:
         self.next: int | None = next(self._rungs, None)
         self._recent: deque[tuple[int, float]] = deque()  # points near the next rung
         self._last: float | None = None
+        # A metric the rule names, looked for until it shows or the first rung goes by
+        # without it (a misspelt --stop-metric: then ``missing`` says what the run logs).
+        self._looking = rule.metric is not None
+        self.missing: tuple[int, list[str]] | None = None
 
     def check(self, points: Iterable[Metric]) -> list[tuple[int, float]]:
         """Take in a batch of points; the rungs they carry the run past, with its value at
         each (a rung with no value of the metric before it is passed without one)."""
         points = list(points)
+        if self._looking:
+            self._look_for_metric(points)
         if self.rule.metric is None and not self.keys.issuperset(p[1] for p in points):
             self.keys.update(p[1] for p in points)
             key = training_loss_key(self.keys)
@@ -65,6 +71,22 @@ class RungWatch:
             while self._recent and self._recent[0][0] <= self.next - self._window(self.next):
                 self._recent.popleft()
         return passed
+
+    def _look_for_metric(self, points: list[Metric]) -> None:
+        """Note the rung passed before the rule's metric showed, and the keys logged."""
+        if any(key == self.key for _, key, _, _ in points):
+            self._looking = False
+            return
+        self.keys.update(key for _, key, _, _ in points)
+        if self.next is not None and points and points[-1][0] > self.next:
+            self._looking = False
+            self.missing = (self.next, sorted(self.keys))
+
+    def take_missing(self) -> tuple[int, list[str]] | None:
+        """The first rung passed without the rule's metric, and the keys the run logs
+        instead, once (None: nothing to say)."""
+        missing, self.missing = self.missing, None
+        return missing
 
     def _window(self, rung: int) -> int:
         return window(rung - self.start)

@@ -34,7 +34,7 @@ from typing import Any
 
 from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.config import parse_literal
-from engine.common.early_stop import window
+from engine.common.early_stop import logged_text, window
 from engine.common.output_lines import training_loss_key
 from engine.common.runs import RunState
 from engine.common.search import FAILURES_IN_A_ROW, SearchRule, Trial, propose, search_of
@@ -72,6 +72,9 @@ class Searches:
     def next_trial(self, ended: dict[str, Any]) -> None:
         """A run just ended: make the trials of its searched sweep that are due now."""
         if ended["sweep"] and ended["search"]:
+            rule = search_of(ended)
+            if rule is not None and rule.metric:
+                self._scored(ended, rule)  # says so if it never logged the metric
             self.fill_search(str(ended["sweep"]))
 
     def resume_searches(self) -> None:
@@ -185,7 +188,22 @@ class Searches:
         trial = self._trial(run, rule)
         if run["state"] in (RunState.FINISHED, RunState.KILLED):
             self.trial_values[run["id"]] = trial
+            if trial is None and rule.metric:
+                self._say_unscored(run, rule.metric)
         return trial
+
+    def _say_unscored(self, run: dict[str, Any], metric: str) -> None:
+        """Say (once, on the trial) that it logged other metrics but not the one the
+        search learns from: a misspelt --stop-metric would leave the search at random."""
+        logged = sorted(self.store.last_values(run["id"]))
+        if not logged or metric in logged:
+            return
+        said = (f"search of sweep {run['sweep']} learns from {metric!r}, which this trial "
+                f"never logged ({logged_text(logged)}): it cannot learn from it (is "
+                "--stop-metric misspelt?)")
+        if not any(e["reason"] == said for e in self.store.events(run["id"])):
+            log.warning("run %s: %s", run["id"], said)
+            self.store.note(run["id"], said)
 
     def _trial(self, run: dict[str, Any], rule: SearchRule) -> Trial | None:
         """What an ended run scored: the mean of its metric over its last twentieth of
