@@ -164,7 +164,7 @@ def test_pause_resume_and_kill_take_many_runs_and_refuse_a_typo_before_acting(
 
     resumed = engine.cli("resume", a, done, b)  # the finished one is refused, the others go on
     assert resumed.code == 1
-    assert resumed.err.count("\n") == 1 and resumed.err.startswith("traintop: ")
+    assert resumed.err == f"traintop: {done}: cannot resume a run that is finished\n"
     assert [line.split()[:2] for line in resumed.out.splitlines()] == [["resumed", a],
                                                                          ["resumed", b]]
     assert {engine.run(r)["state"] for r in (a, b)} == {"running"}

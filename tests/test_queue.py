@@ -211,6 +211,10 @@ def test_a_queue_no_one_made_runs_as_many_at_once_as_the_default_and_is_said(
     wait_until(lambda: "(2/2 running)" in (engine.run(ids[2]).get("condition") or ""),
                "the third waits for a slot")
     assert queue(engine, "gird")["parallel"] == 2
+    paused = engine.cli("pause", ids[2])  # a run that waits is not paused: its queue is
+    assert paused.code == 1 and paused.err == (
+        f"traintop: {ids[2]}: cannot pause a run that is queued; it waits for its turn: "
+        "'traintop queue QUEUE --pause' holds its queue\n")
     # --parallel 0 is no limit, kept apart from a limit never given.
     assert engine.cli("queue", "gird", "--parallel", "0").code == 0
     engine.wait_state(ids[2], "running")

@@ -139,7 +139,7 @@ def test_rm_refuses_a_live_run_and_a_typo_touches_nothing(engine: Engine) -> Non
 
     mixed = engine.cli("rm", live, done)  # the live run is refused, the ended one removed
     assert mixed.code == 1
-    assert mixed.err == "traintop: cannot remove a run that is running; kill it first\n"
+    assert mixed.err == f"traintop: {live}: cannot remove a run that is running; kill it first\n"
     assert mixed.out.startswith(f"removed {done} ")
     assert engine.run(live)["state"] == "running"
     assert engine.paths.run_dir(live).path.is_dir()

@@ -125,6 +125,8 @@ def check_action(action: str, state: RunState, released: bool) -> None:
     if not allowed:
         extra = " (released)" if released and state is RunState.PAUSED else ""
         hint = "; kill it first" if action == "remove" else ""
+        if state is RunState.QUEUED and action in ("pause", "release"):
+            hint = "; it waits for its turn: 'traintop queue QUEUE --pause' holds its queue"
         raise ActionError(f"cannot {action} a run that is {state.value}{extra}{hint}")
 
 

@@ -88,8 +88,9 @@ def ask_each(
     for run_id in run_ids:
         try:
             replies[run_id] = client.call(method, run=run_id, **params)
-        except EngineError as exc:
-            print(f"traintop: {exc.message}", file=sys.stderr)
+        except EngineError as exc:  # which of the runs asked, unless the message says it
+            said = exc.message if run_id in exc.message else f"{run_id}: {exc.message}"
+            print(f"traintop: {said}", file=sys.stderr)
             status = 1
     return replies, status
 
