@@ -298,6 +298,16 @@ def test_wait_exits_0_when_all_finish_and_1_when_one_is_killed(engine: Engine) -
     killed = engine.cli("wait", "w1", "long")
     assert killed.code == 1, killed
     assert "(long) killed" in killed.out
+    long_id = engine.run("long")["id"]
+    assert killed.err == f"traintop: 1 of 2 runs did not finish: 1 killed ({long_id})\n"
+    # A run that waits in a held queue will not start: said once, while waiting on it.
+    assert engine.cli("queue", "held", "--pause").code == 0
+    engine.call("start", workload="synthetic", name="later", overrides=["steps=5"],
+                queue="held")
+    stuck = engine.cli("wait", "later", "--timeout", "1")
+    assert stuck.code == 2 and stuck.err.startswith(
+        "traintop: waiting on runs queued in held, which is paused: 'traintop queue held "
+        "--resume' lets them start\n"), stuck.err
 
 
 def test_wait_on_an_unknown_run_is_one_line(engine: Engine) -> None:

@@ -65,6 +65,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         # Looked at again after subscribing, so no change falls between a look and the events.
         changed, seen = set(runs), set(runs)
         ends: list[dict[str, Any]] = []
+        held: set[str] = set()  # the held queues said to be so
         while True:
             for run_id in changed & set(runs):
                 run = client.call("get_run", run=run_id)
@@ -72,6 +73,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
                     print(describe(run), flush=True)
                     ends.append(run)
                     del runs[run_id]
+                elif _held(run) and run["queue"] not in held:
+                    held.add(run["queue"])
+                    print(f"traintop: waiting on runs queued in {shown(run['queue'])}, which "
+                          f"is paused: 'traintop queue {shown(run['queue'])} --resume' lets "
+                          "them start", file=sys.stderr, flush=True)
             if not runs:
                 joined = _sweep_runs(client, sweeps, seen)  # one more look before it is done
                 if not joined:
@@ -102,9 +108,31 @@ def cmd_wait(args: argparse.Namespace) -> int:
             else:
                 changed = set()
     # A run its sweep's rule stopped early ended as the sweep meant it to.
-    if all(run["state"] == RunState.FINISHED or run.get("stopped_early") for run in ends):
+    missed = [run for run in ends
+              if run["state"] != RunState.FINISHED and not run.get("stopped_early")]
+    if not missed:
         return WAIT_ALL_FINISHED
+    print(f"traintop: {len(missed)} of {len(ends)} runs did not finish: {_tally(missed)}",
+          file=sys.stderr)
     return WAIT_SOME_DID_NOT_FINISH
+
+
+def _held(run: dict[str, Any]) -> bool:
+    """Whether a run waits in a queue someone (or a failure) paused."""
+    return run.get("state") == RunState.QUEUED and str(run.get("condition") or "").startswith(
+        f"queue {run.get('queue')} is paused")
+
+
+def _tally(runs: list[dict[str, Any]], ids_shown: int = 5) -> str:
+    """'2 killed (ab12cd, ef34gh), 1 failed (ij56kl)': the runs by state, a few ids each."""
+    by_state: dict[str, list[str]] = {}
+    for run in runs:
+        by_state.setdefault(str(run["state"]), []).append(str(run["id"]))
+    parts = []
+    for state, ids in by_state.items():
+        more = f", {len(ids) - ids_shown} more" if len(ids) > ids_shown else ""
+        parts.append(f"{len(ids)} {state} ({', '.join(ids[:ids_shown])}{more})")
+    return ", ".join(parts)
 
 
 def _sweep_runs(client: Client, sweeps: set[str], known: set[str]) -> dict[str, dict[str, Any]]:
