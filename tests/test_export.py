@@ -85,6 +85,26 @@ def test_json_is_an_object_a_run_and_jsonl_a_line_a_run(engine: Engine) -> None:
     assert [p[1] for p in parsed[0]["metrics"]["loss"]] == [1 / (s + 1) for s in range(STEPS)]
 
 
+def test_a_files_name_chooses_the_format_and_one_it_cannot_write_is_refused(
+    engine: Engine, tmp_path: Path
+) -> None:
+    stored(engine)
+    for name, form in (("a.json", "json"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl"),
+                       ("a.CSV", "csv"), ("metrics", "csv")):
+        wrote = engine.cli("export", "base", "lr-low", "-k", "loss", "-o", str(tmp_path / name))
+        assert wrote.code == 0 and wrote.out == "", wrote.err
+        assert wrote.err == f"wrote {2 * STEPS} points of 2 runs to {tmp_path / name} ({form})\n"
+        text = (tmp_path / name).read_bytes().decode()
+        asked = engine.cli("export", "base", "lr-low", "-k", "loss", "--format", form).out
+        assert text == asked, name
+    for name, given, says in (("b.xlsx", None, "cannot write"),
+                              ("b.json", "csv", "its name says json")):
+        argv = ["export", "base", "-o", str(tmp_path / name)]
+        refused = engine.cli(*argv, *(["--format", given] if given else []))
+        assert refused.code == 2 and refused.err.count("\n") == 1 and says in refused.err
+        assert not (tmp_path / name).exists()
+
+
 def test_a_wrong_name_or_key_writes_nothing_and_keeps_the_old_file(
     engine: Engine, tmp_path: Path
 ) -> None:

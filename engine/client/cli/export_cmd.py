@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.client.cli.common import connect, resolve_runs
+from engine.client.cli.common import UsageError, connect, resolve_runs
 from engine.client.client import Client, EngineError
 from engine.common.format import first_unknown, json_text, number_text, shown
 
@@ -30,19 +30,43 @@ EXPORT_FIELDS = (
 )
 
 
+# The format a file name asks for, by how it ends.
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     keys = [k for given in args.keys for k in given.split(",") if k]
+    form = export_format(args.format, args.output)
+    tally = [0]  # points written
     with connect() as client:
         runs = list(resolve_runs(client, args.runs).values())
         problem = unknown_keys(runs, keys)
         if problem:
             raise EngineError("unknown_key", problem)
         with _output(args.output) as out:
-            if args.format == "csv":
-                _write_csv(out, client, runs, keys)
+            if form == "csv":
+                _write_csv(out, client, runs, keys, tally)
             else:
-                _write_json(out, client, runs, keys, lines=args.format == "jsonl")
+                _write_json(out, client, runs, keys, tally, lines=form == "jsonl")
+    if args.output is not None:  # standard output is the data; a file is said once whole
+        print(f"wrote {tally[0]} points of {len(runs)} run{'s' if len(runs) != 1 else ''} "
+              f"to {args.output} ({form})", file=sys.stderr)
     return 0
+
+
+def export_format(given: str | None, output: str | None) -> str:
+    """The format asked for, or the one the output's name ends with (csv if it ends with
+    none); a name that says another format than the one given, or one it cannot write
+    (``.xlsx``), is refused rather than filled with what its name does not say."""
+    suffix = Path(output).suffix.lower() if output else ""
+    implied = SUFFIX_FORMATS.get(suffix)
+    if given is not None and implied is not None and given != implied:
+        raise UsageError(f"--format {given} does not go with {output!r}: its name says "
+                         f"{implied}")
+    if given is None and suffix and implied is None:
+        raise UsageError(f"cannot write {output!r} as its name says ({suffix}): export "
+                         "writes csv, json or jsonl (--format says which)")
+    return given or implied or "csv"
 
 
 def unknown_keys(runs: Iterable[dict[str, Any]], keys: list[str]) -> str | None:
@@ -57,22 +81,23 @@ def unknown_keys(runs: Iterable[dict[str, Any]], keys: list[str]) -> str | None:
     return f"no run named has a metric {shown(key)!r}{hint}"
 
 
-def _blocks(client: Client, run: dict[str, Any], keys: list[str]) -> Iterator[dict[str, Any]]:
+def _blocks(client: Client, run: dict[str, Any], keys: list[str],
+            tally: list[int]) -> Iterator[dict[str, Any]]:
     """The run's points as column blocks, key by key: every key, or those asked for that
-    it has, in the order asked."""
-    if not keys:
-        yield from client.series_blocks(run["id"])
-        return
-    for key in keys:
-        if key in run["last"]:
-            yield from client.series_blocks(run["id"], key)
+    it has, in the order asked; ``tally[0]`` counts their points."""
+    asked = [None] if not keys else [key for key in keys if key in run["last"]]
+    for key in asked:
+        for block in client.series_blocks(run["id"], key):
+            tally[0] += len(block["steps"])
+            yield block
 
 
-def _write_csv(out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str]) -> None:
+def _write_csv(out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str],
+               tally: list[int]) -> None:
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     for run in runs:
-        for block in _blocks(client, run, keys):
+        for block in _blocks(client, run, keys, tally):
             key = block["key"]
             writer.writerows(
                 [run["id"], step, key, number_text(value), us / 1e6]
@@ -83,7 +108,8 @@ def _write_csv(out: TextIO, client: Client, runs: list[dict[str, Any]], keys: li
 
 
 def _write_json(
-    out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str], lines: bool
+    out: TextIO, client: Client, runs: list[dict[str, Any]], keys: list[str],
+    tally: list[int], lines: bool,
 ) -> None:
     """One object per run: an object for one run, an array for several; ``lines``: one
     object a line, whatever their number."""
@@ -92,7 +118,7 @@ def _write_json(
     for i, run in enumerate(runs):
         if i:
             out.write("\n" if lines else ",\n")
-        _write_run_json(out, run, _blocks(client, run, keys))
+        _write_run_json(out, run, _blocks(client, run, keys, tally))
     out.write("]\n" if many else "\n")
 
 

@@ -570,9 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", _command("export_cmd", "cmd_export"), "export the metrics of runs")
     p.add_argument("runs", nargs="+", metavar="run", help="runs by id, prefix or name")
     p.add_argument(
-        "--format", choices=["csv", "json", "jsonl"], default="csv",
+        "--format", choices=["csv", "json", "jsonl"],
         help="csv: a row a point (run,step,key,value,time); json: an object a run (an "
-        "array for several); jsonl: an object a line",
+        "array for several); jsonl: an object a line (default: as -o's name ends, .csv, "
+        ".json, .jsonl or .ndjson; else csv)",
     )
     p.add_argument(
         "-k", "--key", dest="keys", action="append", default=[], metavar="KEY",
