@@ -64,6 +64,8 @@ def workload_dir(tmp_path: Path) -> Path:
 # -- mistakes that need no run -----------------------------------------------------
 
 USAGE_ERRORS = {
+    "a key given twice": (["start", "synthetic", "lr=0.1", "steps=5", "lr=0.2"],
+                          "lr is given twice (lr=0.1, lr=0.2); give it once"),
     "unknown flag": (["ls", "--bogus"], "--bogus"),
     "unknown command": (["frobnicate"], "frobnicate"),
     "missing argument": (["show"], "run"),

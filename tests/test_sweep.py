@@ -116,6 +116,8 @@ def test_config_diff_lists_only_keys_that_differ() -> None:
         (["sweep", "synthetic", "lr=log(-1..1)", "--trials", "2"], 2, "log(-1..1)"),
         (["sweep", "synthetic", "lr=log(1e-3..1e-2)"], 2, "--trials"),
         (["sweep", "synthetic", "lr=0.1,0.2", "--trials", "2"], 2, "no random axis"),
+        (["sweep", "synthetic", "lr=loguniform(1e-3,1e-1)", "--trials", "2"], 2,
+         "loguniform() is not a random axis here; write lr=log(LO..HI)"),
         (["sweep", "synthetic", "seed=" + ",".join(map(str, range(1001)))], 2, "--yes"),
         (["sweep", "synthetic", "lr=0.1,abc"], 1, "lr=abc"),
         (["sweep", "synthetic", "nosuch=1,2"], 1, "nosuch"),

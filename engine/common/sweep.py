@@ -34,6 +34,7 @@ from engine.common.runs import name_from, unique_name
 MAX_SWEEP_RUNS = 1000
 _RANDOM = re.compile(r"^(log|uniform|int)\((.*)\)$", re.DOTALL)
 RANDOM_FORMS = "log(LO..HI), uniform(LO..HI) or int(LO..HI)"
+_CALL = re.compile(r"([A-Za-z_]\w*)\(.*\)$")  # a value written as a call: name(...)
 # Values that span this factor or more are spaced by ratios (a one-decade grid, 1e-3,
 # 3e-3, 1e-2): plotted on a log axis, and drawn from a log(..) axis by a closer look.
 LOG_SPAN = 10.0
@@ -159,6 +160,10 @@ def parse_tokens(tokens: Sequence[str]) -> SweepSpec:
         if axis is not None:
             spec.add(key, "random", axis, token)
             continue
+        called = _CALL.match(text.strip())
+        if called:  # loguniform(1e-3,1e-1), Ray Tune's spelling: not a value, a mistake
+            raise SweepError(f"{token}: {called.group(1)}() is not a random axis here; "
+                             f"write {key}={RANDOM_FORMS}")
         values = split_values(text)
         if len(values) == 1:
             spec.add(key, "fixed", text, token)

@@ -617,6 +617,11 @@ def take_overrides(
     if isinstance(getattr(args, "overrides", None), list):
         args.overrides += [word for word in extras if not word.startswith("-")]
         extras = [word for word in extras if word.startswith("-")]
+        keys = [word.partition("=")[0].strip() for word in args.overrides if "=" in word]
+        twice = next((key for key in keys if keys.count(key) > 1), None)
+        if twice is not None:  # 'lr=0.1 lr=0.2': which one was meant is not for us to guess
+            given = ", ".join(w for w in args.overrides if w.partition("=")[0].strip() == twice)
+            parser.error(f"{twice} is given twice ({given}); give it once")
     if extras and isinstance(getattr(args, "words", None), list):
         leave_out = [word for word in extras if not word.startswith("--")]
         if leave_out:  # 'ls -#old': argparse takes it for an option
