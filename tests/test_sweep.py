@@ -156,6 +156,31 @@ def test_dry_run_shows_the_runs_and_starts_none(engine: Engine) -> None:
         assert abs(float(value) / float(plan["overrides"][0].split("=")[1]) - 1) < 5e-3
 
 
+def test_a_sweep_made_again_without_a_seed_draws_new_values(engine: Engine) -> None:
+    words = ["sweep", "synthetic", "lr=log(1e-4..1e-1)", "dim=8,16", STEPS, "--trials", "3"]
+    first = engine.cli(*words, "--name", "a", "--json")
+    assert first.code == 0 and first.err == "", first.err
+    # The same sweep again: seed 0's draws exist, so seed 1's are taken, and said.
+    plan = engine.cli(*words, "--name", "b", "--dry-run", "--json")
+    again = engine.cli(*words, "--name", "b", "--json")
+    said = "seed 1: seed 0's draws were run before (--seed 1 draws these again)\n"
+    assert plan.err == said and again.err == said
+    assert [r["name"] for r in plan.json()] == [r["name"] for r in again.json()]
+    lrs = {r["config"]["lr"] for r in (engine.run(x["id"]) for x in first.json())}
+    new = {r["config"]["lr"] for r in (engine.run(x["id"]) for x in again.json())}
+    assert len(lrs) == 3 and len(new) == 3 and not lrs & new
+    same = engine.cli(*words, "--name", "c", "--seed", "1", "--dry-run", "--json")
+    overrides = [r["overrides"] for r in plan.json()]
+    assert same.err == "" and [r["overrides"] for r in same.json()] == overrides  # drawn again
+    # A search starts from new draws the same way (its first lr is seed N's first, as a
+    # sweep's: seeds 0 and 1 are taken); a grid has nothing drawn to avoid.
+    search = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-1)", STEPS, "--search", "tpe",
+                        "--trials", "3", "--dry-run")
+    assert search.err.startswith("seed 2: the draws of seeds 0 to 1 were run before"), search.err
+    grid = engine.cli("sweep", "synthetic", "lr=0.01,0.02", STEPS, "--dry-run")
+    assert grid.code == 0 and grid.err == ""
+
+
 def test_a_2x2_sweep_starts_four_runs_with_their_configs_and_names(engine: Engine) -> None:
     result = engine.cli("sweep", "synthetic", "lr=0.01,0.02", "batch=8,16", STEPS, "--json")
     assert result.code == 0, result

@@ -242,7 +242,9 @@ def _add_sweep(add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="go on with a searched sweep: --trials N more trials, learning from "
                    "every one it ran (also after it made all it had, was killed, or stopped "
                    "on failures)")
-    p.add_argument("--seed", type=int, help="seed of the draws (default 0): same seed, same runs")
+    p.add_argument("--seed", type=int, help="seed of the draws: same seed, same runs "
+                   "(default: 0, or the first seed whose log()/uniform() draws no run of "
+                   "the workload has had, said on stderr)")
     p.add_argument("--name", help="the base of the runs' names (default: the workload)")
     p.add_argument("--device", help="cpu, cuda or cuda:N, for every run")
     _add_queue_options(p)
