@@ -364,7 +364,9 @@ def test_ls_sweeps_lists_each_sweep_with_its_states_best_run_and_rule(engine: En
     grid = next(line for line in lines if line.startswith("grid "))
     assert " 2 " in grid and "2 finished" in grid and f"{grid_best['id']} " in grid
     assert "asha 10" in next(line for line in lines if line.startswith("asha "))
-    assert lines[-1].startswith("(2 sweeps of 4 runs; 1 in none;")
+    assert lines[-1].startswith("(2 sweeps of 4 runs; 1 run in no sweep;")
+    cut = engine.cli("ls", "--sweeps", "-n", "1").out.splitlines()[-1]
+    assert cut.startswith("(1 sweep (of 2) of 2 runs; 1 run in no sweep;"), cut
     # The lowest best loss first; only the sweeps that still hold a run of a state asked.
     best = engine.cli("ls", "--sweeps", "--sort", "best", "-q").out.split()
     bests = {s: min(r["best"]["loss"] for r in runs.values() if r["sweep"] == s)

@@ -84,7 +84,8 @@ def _sort_key(sweep: Sweep, sort: str) -> Any:
 def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> None:
     """``ls --sweeps``: a row a sweep of ``runs`` (already filtered), sorted and cut as
     ``ls`` sorts runs; or ``-q`` (their names) and ``--json``."""
-    sweeps = ordered(sweeps_of(runs), lambda s: _sort_key(s, args.sort), args.sort,
+    every = sweeps_of(runs)
+    sweeps = ordered(every, lambda s: _sort_key(s, args.sort), args.sort,
                      args.reverse, args.limit)
     if args.json:
         print(json_text([_to_wire(s) for s in sweeps]))
@@ -109,8 +110,10 @@ def print_sweeps(runs: list[RunInfo], args: argparse.Namespace, listed: int) -> 
         ])
     print(format_table(HEADER, rows))
     alone = sum(1 for r in runs if not r.sweep)
-    print(f"({len(sweeps)} sweep{'s' if len(sweeps) != 1 else ''} of "
-          f"{sum(len(s.runs) for s in sweeps)} runs{f'; {alone} in none' if alone else ''}; "
+    cut = f" (of {len(every)})" if len(sweeps) < len(every) else ""
+    outside = f"; {alone} run{'s' if alone != 1 else ''} in no sweep" if alone else ""
+    print(f"({len(sweeps)} sweep{'s' if len(sweeps) != 1 else ''}{cut} of "
+          f"{sum(len(s.runs) for s in sweeps)} runs{outside}; "
           "'traintop ls --sweep NAME --sort best' ranks a sweep's runs)")
 
 
