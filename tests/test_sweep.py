@@ -380,6 +380,8 @@ def test_ls_sweeps_lists_each_sweep_with_its_states_best_run_and_rule(engine: En
     refused(engine, "ls", "--sweeps", "--sort", "step",
             mentions="--sweeps sorts by created, name, runs, best")
     refused(engine, "ls", "--sweeps", "-G", mentions="--sweeps lists sweeps: not with -G")
+    refused(engine, "show", "grid", mentions="no run matches 'grid'; 'grid' is a sweep of 2 "
+            "runs: 'traintop ls --sweep grid -q' gives their ids")
 
 
 def test_more_runs_than_fit_side_by_side_are_diffed_a_row_each() -> None:

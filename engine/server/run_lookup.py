@@ -60,7 +60,10 @@ class RunLookup:
             raise RequestError("bad_request", "a run id or name is required")
         matches = self.db.match_runs(ref)
         if not matches:
-            raise RequestError("not_found", f"no run matches {ref!r}")
+            size = self.db.sweep_size(ref)
+            hint = f"; {ref!r} is a sweep of {size} run{'s' if size != 1 else ''}: 'traintop " \
+                f"ls --sweep {ref} -q' gives their ids" if size else ""
+            raise RequestError("not_found", f"no run matches {ref!r}{hint}")
         if len(matches) > 1:
             ids = ", ".join(m["id"] for m in matches[:5])
             raise RequestError("ambiguous", f"{ref!r} is ambiguous: it matches {ids}")

@@ -184,6 +184,11 @@ class RunRows(StoreConnection):
         rows = self.db.execute("SELECT * FROM runs WHERE sweep = ? ORDER BY rid", (sweep,))
         return [row_to_run(r) for r in rows.fetchall()]
 
+    def sweep_size(self, sweep: str) -> int:
+        """How many runs a sweep has (0: no sweep of that name)."""
+        row = self.db.execute("SELECT COUNT(*) FROM runs WHERE sweep = ?", (sweep,)).fetchone()
+        return int(row[0])
+
     def set_search(self, sweep: str, rule: dict[str, Any]) -> None:
         """Put a new search rule on every searched run of a sweep."""
         self._write_held_first()
