@@ -96,8 +96,8 @@ def _drawn_keys(args: argparse.Namespace, experiment: Experiment) -> list[str]:
 def _fresh_seed(plan: Callable[[int], list[list[str]]], keys: list[str],
                 workload: str, listed: list[dict[str, Any]]) -> int:
     """The first seed from 0 whose draws no run of the workload has: a sweep made again
-    without --seed draws new values, as Optuna and Ray Tune do, and stays one seed
-    away from being made again (the seed is said)."""
+    without --seed draws new values, as Optuna and Ray Tune do (the seed is said, so
+    --seed N makes the same runs again)."""
     had = {tuple(_number(r["config"].get(k)) for k in keys)
            for r in listed if r["workload"] == workload}
     for seed in range(SEED_TRIES):
