@@ -143,6 +143,16 @@ def test_a_spike_above_the_factor_pauses_and_a_resume_does_not_trip_on_it_again(
     assert sum(r.startswith("paused") for r in reasons) == 1
 
 
+def test_a_nan_in_the_last_steps_is_said_on_the_finished_run(engine: Engine) -> None:
+    """The pause cannot land after the last step: the run finishes, and says why its
+    last values are not to be trusted rather than read as a clean finish."""
+    run_id = start(engine, "steps=60", "nan_at=58")
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "finished" and run["condition"] == "loss nan at step 58", run
+    line = next(x for x in engine.cli("ls").out.splitlines() if x.startswith(run_id))
+    assert "finished (loss nan at step 58)" in line
+
+
 def test_a_factor_the_spike_stays_under_lets_the_run_finish(engine: Engine) -> None:
     run_id = start(engine, "steps=80", "spike_at=50", "--divergence-factor", "5000")
     assert engine.wait_state(run_id, *TERMINAL)["state"] == "finished"

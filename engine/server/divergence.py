@@ -103,9 +103,10 @@ def watch_for(run: dict[str, Any]) -> DivergenceWatch:
 
 
 def divergence_condition(run: dict[str, Any]) -> str | None:
-    """What a run paused for divergence shows over its state (the table, ls, show)."""
+    """What a run paused for divergence, or one that finished before its pause could land
+    (a NaN in its last steps), shows over its state (the table, ls, show)."""
     diverged = run.get("diverged")
-    return str(diverged) if diverged and run.get("state") == "paused" else None
+    return str(diverged) if diverged and run.get("state") in ("paused", "finished") else None
 
 
 def pause_reason(run: dict[str, Any], default: str) -> str:
