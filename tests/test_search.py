@@ -342,6 +342,19 @@ def test_a_search_whose_slots_another_sweep_took_goes_on_when_they_come_free(
     assert all(r["queue"] == "shared" for r in runs)
 
 
+def _stop_and_set_rule(engine: Engine, sweep: str, changes: str) -> None:
+    """Once the sweep's runs have ended, stop the engine and change its search rule in
+    the store (``changes``: json_set's path, value pairs), as a daemon left it."""
+    for run in _sweep_runs(engine, sweep):
+        engine.wait_state(run["id"], *TERMINAL)
+    assert engine.cli("engine", "stop").code == 0
+    db = sqlite3.connect(engine.paths.store)
+    db.execute(f"UPDATE runs SET search = json_set(search, {changes}) WHERE sweep = ?",
+               (sweep,))
+    db.commit()
+    db.close()
+
+
 def test_a_trial_that_ends_while_the_daemon_is_down_is_followed_by_the_next(
     engine: Engine,
 ) -> None:
@@ -354,23 +367,11 @@ def test_a_trial_that_ends_while_the_daemon_is_down_is_followed_by_the_next(
     assert runs
     # A daemon that died after a trial ended but before it made the next makes it when it
     # starts again: the store is left as it would be (a third trial due, none made).
-    for run in _sweep_runs(engine, "down"):
-        engine.wait_state(run["id"], *TERMINAL)
-    assert engine.cli("engine", "stop").code == 0
-    db = sqlite3.connect(engine.paths.store)
-    db.execute("UPDATE runs SET search = json_set(search, '$.trials', 3)")
-    db.commit()
-    db.close()
+    _stop_and_set_rule(engine, "down", "'$.trials', 3")
     wait_until(lambda: len(_sweep_runs(engine, "down")) == 3, "a third trial", timeout=30)
     # A trial the engine cannot make (here the workload refuses a key the rule was given)
     # is said on the last trial made; the engine goes on.
-    for run in _sweep_runs(engine, "down"):
-        engine.wait_state(run["id"], *TERMINAL)
-    assert engine.cli("engine", "stop").code == 0
-    db = sqlite3.connect(engine.paths.store)
-    db.execute("UPDATE runs SET search = json_set(search, '$.trials', 4, '$.fixed.nosuch', '1')")
-    db.commit()
-    db.close()
+    _stop_and_set_rule(engine, "down", "'$.trials', 4, '$.fixed.nosuch', '1'")
     last = _sweep_runs(engine, "down")[-1]["id"]
     said = wait_until(lambda: [e["reason"] for e in engine.run(last)["events"]
                                if "its next trial was not made" in e["reason"]], "the note")

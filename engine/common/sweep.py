@@ -23,7 +23,7 @@ import itertools
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +233,18 @@ def _compact_exponent(text: str) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def override_values(overrides: Iterable[str]) -> dict[str, str]:
+    """``['lr=1e-3', 'batch=64']`` as ``{'lr': '1e-3', 'batch': '64'}`` (text, as given)."""
+    return dict(o.partition("=")[::2] for o in overrides)
+
+
+def varying_keys(values: Sequence[Mapping[str, str]]) -> list[str]:
+    """The keys of ``values`` (each run's ``override_values``) whose text differs between
+    the runs, in the order they first come."""
+    every = list(dict.fromkeys(k for v in values for k in v))
+    return [k for k in every if len({v.get(k) for v in values}) > 1]
+
+
 def run_names(base: str, runs: Sequence[Sequence[str]], taken: Callable[[str], bool],
               keys: Sequence[str] | None = None) -> list[str]:
     """A unique name per run: ``base`` and each value that differs between the runs
@@ -240,10 +252,8 @@ def run_names(base: str, runs: Sequence[Sequence[str]], taken: Callable[[str], b
 
     ``charlm-lr3e-4-batch64``; a name ``taken`` (or made twice here) gets a number.
     """
-    values = [dict(o.partition("=")[::2] for o in overrides) for overrides in runs]
-    every = list(dict.fromkeys(k for v in values for k in v))
-    varying = list(keys) if keys is not None else [
-        k for k in every if len({v.get(k) for v in values}) > 1]
+    values = [override_values(overrides) for overrides in runs]
+    varying = list(keys) if keys is not None else varying_keys(values)
     chosen: set[str] = set()
     names = []
     for run in values:

@@ -107,23 +107,24 @@ class Searches:
         flying = sum(1 for r in runs if r["state"] in _IN_FLIGHT)
         due = min(rule.startup, rule.trials) - killed - flying
         queue = str(runs[-1]["queue"])
+        # Oldest end first; the trials made below have not ended, so this holds for all.
+        ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
         while due > 0 and len(runs) < rule.trials:
             if any(r["state"] == RunState.QUEUED for r in runs) or self._crashing(
-                    sweep, runs, rule.since):
+                    sweep, ended, rule.since):
                 return
             if not self.scheduler.has_room(queue):
                 self.short_of_room[sweep] = queue
                 return
-            made = self._make_trial(sweep, runs, rule)
+            made = self._make_trial(sweep, runs, ended, rule)
             if made is None:
                 return
             runs.append(made)
             due -= 1
 
-    def _crashing(self, sweep: str, runs: list[dict[str, Any]], since: float) -> bool:
-        """Whether the last trials (ended after ``since``) all failed, and none has ever
-        finished (said once, on the last of them)."""
-        ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
+    def _crashing(self, sweep: str, ended: list[dict[str, Any]], since: float) -> bool:
+        """Whether the last trials (of ``ended``, oldest first: those ended after
+        ``since``) all failed, and none has ever finished (said once, on the last)."""
         recent = [r for r in ended if r["ended"] > since][-FAILURES_IN_A_ROW:]
         if len(recent) < FAILURES_IN_A_ROW or any(r["state"] != RunState.FAILED for r in recent) \
                 or any(r["state"] == RunState.FINISHED for r in ended):
@@ -131,15 +132,20 @@ class Searches:
         said = (f"search of sweep {sweep}: the last {FAILURES_IN_A_ROW} trials failed and none "
                 "has finished: no more are made (fix the script, then 'traintop sweep --more "
                 f"{sweep} --trials N')")
-        if not any(e["reason"] == said for e in self.store.events(recent[-1]["id"])):
-            self.store.note(recent[-1]["id"], said)
+        self._note_once(recent[-1]["id"], said)
         return True
 
-    def _make_trial(self, sweep: str, runs: list[dict[str, Any]],
+    def _note_once(self, run_id: str, said: str) -> None:
+        """Note ``said`` on the run unless it is there already (a restarted daemon, or
+        one more pass over the same trials, says it again)."""
+        if not any(e["reason"] == said for e in self.store.events(run_id)):
+            log.warning("run %s: %s", run_id, said)
+            self.store.note(run_id, said)
+
+    def _make_trial(self, sweep: str, runs: list[dict[str, Any]], ended: list[dict[str, Any]],
                     rule: SearchRule) -> dict[str, Any] | None:
-        """Start the sweep's next trial, chosen from the trials that have ended; its row
-        (None: refused, and said on the last trial made)."""
-        ended = sorted((r for r in runs if r["ended"]), key=lambda r: r["ended"])
+        """Start the sweep's next trial, chosen from the trials that have ended (``ended``,
+        oldest first); its row (None: refused, and said on the last trial made)."""
         trials = [t for t in (self._scored(r, rule) for r in ended) if t is not None]
         rng = random.Random(f"{sweep}:{len(runs)}:{rule.seed}")
         pending = [r["config"] for r in runs if r["state"] in _IN_FLIGHT]
@@ -201,9 +207,7 @@ class Searches:
         said = (f"search of sweep {run['sweep']} learns from {metric!r}, which this trial "
                 f"never logged ({logged_text(logged)}): it cannot learn from it (is "
                 "--stop-metric misspelt?)")
-        if not any(e["reason"] == said for e in self.store.events(run["id"])):
-            log.warning("run %s: %s", run["id"], said)
-            self.store.note(run["id"], said)
+        self._note_once(run["id"], said)
 
     def _trial(self, run: dict[str, Any], rule: SearchRule) -> Trial | None:
         """What an ended run scored: the mean of its metric over its last twentieth of

@@ -42,7 +42,14 @@ from engine.common.pbt import NOTHING_TO_PERTURB, PbtRule, SweepRule, axes_of
 from engine.common.runs import name_problem
 from engine.common.search import SearchRule, first_trials, search_from
 from engine.common.settings import value_text
-from engine.common.sweep import MAX_SWEEP_RUNS, SweepError, expand, parse_tokens
+from engine.common.sweep import (
+    MAX_SWEEP_RUNS,
+    SweepError,
+    expand,
+    override_values,
+    parse_tokens,
+    varying_keys,
+)
 
 
 def read_experiment(args: argparse.Namespace) -> Experiment:
@@ -101,7 +108,7 @@ def _fresh_seed(plan: Callable[[int], list[list[str]]], keys: list[str],
     had = {tuple(_number(r["config"].get(k)) for k in keys)
            for r in listed if r["workload"] == workload}
     for seed in range(SEED_TRIES):
-        drawn = (dict(o.partition("=")[::2] for o in run) for run in plan(seed))
+        drawn = (override_values(run) for run in plan(seed))
         if not any(tuple(_number(parse_literal(d[k])) for k in keys) in had
                    for d in drawn):
             return seed
@@ -322,16 +329,16 @@ def _pbt_rule(args: argparse.Namespace, experiment: Experiment, interval: int | 
 
 
 def _varying(runs: list[list[str]]) -> list[str]:
-    """The keys whose value text differs between the runs, in spec order."""
-    values = [dict(o.partition("=")[::2] for o in overrides) for overrides in runs]
-    keys = list(dict.fromkeys(k for v in values for k in v))
-    return [k for k in keys if len({v.get(k) for v in values}) > 1] or keys
+    """The keys whose value text differs between the runs, in spec order (every key when
+    none differs: a sweep of one run still shows its values)."""
+    values = [override_values(overrides) for overrides in runs]
+    return varying_keys(values) or list(dict.fromkeys(k for v in values for k in v))
 
 
 def _cells(overrides: list[str], keys: list[str]) -> list[str]:
     """The values of ``keys`` in ``overrides`` as a run's name shows them (``6.94e-4``,
     not a drawn value's every digit: ``traintop show`` has those)."""
-    values = dict(o.partition("=")[::2] for o in overrides)
+    values = override_values(overrides)
     return [shown(value_text(values[k])) if k in values else "" for k in keys]
 
 
