@@ -230,3 +230,32 @@ def test_a_restarted_daemon_still_follows_and_kills_an_attached_script(
     assert engine.cli("kill", run_id, "--grace", "5").code == 0
     assert engine.wait_state(run_id, *TERMINAL, timeout=20)["state"] == "killed"
     assert proc.wait(timeout=10) == 143  # signalled alone, as before the restart
+
+
+def test_a_kill_that_lands_after_the_last_step_leaves_the_run_finished(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # A script that trains, then evaluates, and ends cleanly on SIGTERM: a kill in that
+    # evaluation stops nothing of the training, whose every point and checkpoint are kept.
+    script = tmp_path / "train_then_eval.py"
+    script.write_text(SCRIPT + textwrap.dedent(
+        """
+        signal_module = __import__("signal")
+        signal_module.signal(signal_module.SIGTERM, lambda *_: sys.exit(0))
+        print("TRAINED", flush=True)
+        time.sleep(60)
+        """
+    ))
+    proc = subprocess.Popen([sys.executable, str(script), "steps=20"], stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=child_env())
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().split()[1]
+    assert proc.stdout.readline() == "TRAINED\n"
+    engine.wait_step(run_id, 20)
+    assert engine.cli("kill", run_id, "--grace", "5").code == 0
+    assert proc.wait(timeout=20) == 0
+    run = engine.wait_state(run_id, *TERMINAL, timeout=20)
+    assert (run["state"], run["step"], run["exit_code"]) == ("finished", 20, 0), run
+    assert sorted(engine.losses(run_id)) == list(range(20))
+    shown = engine.cli("show", run_id).out
+    assert "killed by user with SIGTERM after its last step: it had finished" in shown, shown

@@ -15,7 +15,7 @@ from engine.common.early_stop import StopRule, cutoff, stop_reason
 from engine.common.experiment import ExperimentError, load_experiment
 from engine.common.pbt import PbtRule
 from engine.server.rungs import RungWatch
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 from tui.widgets.run_cells import state_text
 
 
@@ -284,3 +284,24 @@ def test_a_run_a_rule_stopped_is_killed_by_the_next_daemon_if_the_last_died_firs
     assert engine.cli("ls", "-q").out.split() == [run_id]  # the next daemon
     ended = engine.wait_state(run_id, *TERMINAL)
     assert ended["state"] == "killed" and ended["exit_reason"] == reason
+
+
+def test_a_verdict_read_after_a_runs_last_step_lets_it_finish(engine: Engine) -> None:
+    # A daemon that reads a rung late (stopped, or behind on a loaded machine) finds runs
+    # that have trained every step: a stop saves nothing then, and 'killed' would be a lie.
+    assert engine.cli("queue", "late", "--parallel", "4").code == 0
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,1e-6,1e-7", "steps=600",
+                         "sleep=0.01", "--early-stop", "500", "--queue", "late", "--json")
+    assert started.code == 0, started.err
+    ids = [run["id"] for run in started.json()]
+    for run_id in ids:
+        engine.wait_process(run_id, 1)
+    assert engine.cli("engine", "stop").code == 0  # the runs train on without it
+    spools = [engine.paths.run_dir(run_id).spool for run_id in ids]
+    wait_until(lambda: all(b'"finished"' in path.read_bytes() for path in spools),
+               "every run trained its last step", timeout=120)
+    ends = {run_id: engine.wait_state(run_id, *TERMINAL) for run_id in ids}  # a new daemon
+    assert {(run["state"], run["step"]) for run in ends.values()} == {("finished", 600)}, ends
+    assert all(run["stopped_early"] is None for run in ends.values())
+    assert {step for _, step, _, _ in rung_rows(engine)} == {500}  # the verdicts are kept
+    assert engine.cli("wait", *ids).code == 0

@@ -18,6 +18,7 @@ from engine.common.early_stop import logged_text, stop_reason
 from engine.common.pbt import PbtRule
 from engine.common.protocol import EVENT_POINTS
 from engine.common.runs import ActionError, RunState
+from engine.rundir.annotations import save_annotations
 from engine.rundir.line_tail import read_lines
 from engine.rundir.paths import StatePaths, remove_stray_temporaries
 from engine.rundir.spool_records import (
@@ -343,7 +344,11 @@ class RunReports(Population, Searches):
                 del live.passed[0]
                 self.judge_rounds(run["sweep"], rule)
                 continue
-            stopping = run["state"] in (RunState.RUNNING, RunState.PAUSED)
+            # One that has trained its last step already saves nothing by a stop: its
+            # verdict is kept, and it finishes.
+            stopping = (run["state"] in (RunState.RUNNING, RunState.PAUSED)
+                        and live.ending is None
+                        and live.step < int(run["total_steps"] or live.step + 1))
             # The value and the verdict on it together: a daemon that dies between the two
             # would find the rung passed, never judge it again, and let the run go on.
             with self.store.transaction():
@@ -419,7 +424,17 @@ class RunReports(Population, Searches):
         if run is None:
             return
         ending = live.ending or {}
-        if run["exit_reason"] == KILL_REASON:
+        finished = ending.get("state") == "finished" and returncode == 0
+        if run["exit_reason"] == KILL_REASON and finished:
+            # It trained its last step before the kill landed, which spared no compute:
+            # every point and its last checkpoint are there. It finished.
+            if run["stopped_early"]:  # (and not for a rebuild either)
+                self.store.update_run(live.run_id, stopped_early=None)
+                save_annotations(live.rundir, {**run, "stopped_early": None})
+            self.store.note(live.run_id, f"{live.kill_reason} after its last step: it "
+                            "had finished")
+            self._end(live, RunState.FINISHED, "finished", 0)
+        elif run["exit_reason"] == KILL_REASON:
             self._end(live, RunState.KILLED, live.kill_reason, returncode)
         elif ending.get("state") == "released" and returncode == 0:
             self.store.set_state(
