@@ -66,7 +66,7 @@ def test_a_two_slot_queue_runs_six_runs_never_more_than_two_at_once(engine: Engi
     assert [r["state"] for r in runs].count("queued") >= 4
     listed = queue(engine, "pair")
     assert listed["parallel"] == 2 and len(listed["waiting"]) >= 4
-    assert all("waiting for a slot in queue pair" in w["why"] for w in listed["waiting"])
+    assert all(w["why"] == "queue pair full, 2/2 running" for w in listed["waiting"])
     for run in runs:
         assert engine.wait_state(run["id"], *TERMINAL, timeout=120)["state"] == "finished"
     intervals = [s for run in runs for s in spans(engine, run["id"])]
@@ -120,10 +120,13 @@ def test_release_frees_the_slot_and_resume_queues_again(engine: Engine) -> None:
     assert second["state"] == "queued"
     assert engine.cli("pause", first["id"], "--release").code == 0
     engine.wait_state(second["id"], "running")
+    listed = engine.cli("ls", first["id"]).out.splitlines()
+    assert listed[1].split()[2] == "paused*"  # the mark, and what it means below
+    assert listed[-1] == "(1 of 2 runs; *: memory released, resumes from its checkpoint)"
     resumed = engine.cli("resume", first["id"], "--timeout", "2")
     assert resumed.code == 0
     waiting = engine.run(first["id"])
-    assert waiting["state"] == "queued" and "waiting for a slot" in waiting["condition"]
+    assert waiting["state"] == "queued" and waiting["condition"] == "queue solo full, 1/1 running"
     step = waiting["step"]
     assert engine.cli("kill", second["id"]).code == 0
     back = engine.wait_step(first["id"], step + 5)
@@ -208,7 +211,7 @@ def test_a_queue_no_one_made_runs_as_many_at_once_as_the_default_and_is_said(
     ids = [first.json()["id"], second.json()["id"], third["id"]]
     for run_id in ids[:2]:
         engine.wait_state(run_id, "running")
-    wait_until(lambda: "(2/2 running)" in (engine.run(ids[2]).get("condition") or ""),
+    wait_until(lambda: "full, 2/2 running" in (engine.run(ids[2]).get("condition") or ""),
                "the third waits for a slot")
     assert queue(engine, "gird")["parallel"] == 2
     paused = engine.cli("pause", ids[2])  # a run that waits is not paused: its queue is
@@ -257,8 +260,8 @@ def test_the_queues_screen_shows_and_steers_the_queues(engine: Engine) -> None:
     assert [w["id"] for w in head["waiting"]] == waiting[:1] and head["waiting_count"] == 3
     assert waiting_lines(head)[-1] == "       … 2 more (traintop queue night)"
     listed = engine.cli("queue", "night", "-n", "1").out.splitlines()
-    assert listed[-2:] == [f"    1. {waiting[0]} synthetic-2: waiting for a slot in queue night "
-                           "(1/1 running)", "       … 2 more (traintop queue night)"]
+    assert listed[-2:] == [f"    1. {waiting[0]} synthetic-2: queue night full, 1/1 "
+                           "running", "       … 2 more (traintop queue night)"]
 
     def night() -> dict[str, Any]:  # (not the CLI: the app's run shares its stdout)
         found: dict[str, Any] = next(q for q in engine.call("queues") if q["name"] == "night")

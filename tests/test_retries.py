@@ -84,7 +84,8 @@ def test_a_killed_run_goes_on_from_its_own_checkpoint_and_ends_as_if_never_kille
     assert files == ["final.pt"], files
     shown = engine.cli("show", run_id).out
     assert "checkpoints every 50 steps; 1 of 2 retries used" in shown
-    assert "finished ↻1" in engine.cli("ls", run_id).out
+    listed = engine.cli("ls", run_id).out
+    assert "finished ↻1" in listed and "; ↻N: taken up again N times after failing)" in listed
     # A store made again from the run directories drops the same points.
     assert engine.cli("engine", "stop").code == 0
     rebuilt = engine.cli("engine", "rebuild")

@@ -54,7 +54,9 @@ Launcher = Callable[[dict[str, Any], tuple[int, ...]], None]
 Releaser = Callable[[dict[str, Any], str], None]
 
 
-SLOT_WAIT = "waiting for a slot"  # how the reason of a run short of a slot begins
+def slot_wait(queue: str, running: int, limit: int) -> str:
+    """Why a run short of a slot waits: what 'ls' cuts to 40 characters says it first."""
+    return f"queue {queue} full, {running}/{limit} running"
 
 
 def _waiting(count: int) -> str:
@@ -159,7 +161,7 @@ class Scheduler:
         short_of_gpu = 0  # runs that do not fit on the GPUs now
         for run in queued:
             reason = self._blocked(run, queues, occupied)
-            if reason is not None and reason.startswith(SLOT_WAIT):
+            if reason is not None and reason.startswith(f"queue {run['queue']} full, "):
                 short[str(run["queue"])] += 1
             placement = Placement() if reason else self._place(run, rooms)
             short_of_gpu += reason is None and placement.why is not None
@@ -227,7 +229,7 @@ class Scheduler:
                 return f"waiting for run {run['after_id']} to finish"
         limit = queue_limit(queue)
         if limit is not None and occupied[name] >= limit:
-            return f"{SLOT_WAIT} in queue {name} ({occupied[name]}/{limit} running)"
+            return slot_wait(name, occupied[name], limit)
         return None
 
     def _place(self, run: dict[str, Any], rooms: list[GpuRoom]) -> Placement:

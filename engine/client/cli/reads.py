@@ -45,7 +45,7 @@ from engine.common.runs import RunState
 from engine.common.settings import unknown_keys
 
 LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "ETA", "DEVICE", "PARENT"]
-# A state with its condition is cut to this ('queued (waiting for a slot in queue ...'):
+# A state with its condition is cut to this ('queued (queue night full, 4/4 runni…'):
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
 SHOWN_TAGS = 40
@@ -172,6 +172,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     footer = [f"{len(runs)} of {len(listed)} runs"] if len(runs) < len(listed) else []
     if sizes:
         footer.append(f"{format_bytes(sum(r.size or 0 for r in runs))} of files")
+    if any(r.released for r in runs):  # the marks, said where they are seen
+        footer.append("*: memory released, resumes from its checkpoint")
+    if any(r.retried for r in runs):
+        footer.append("↻N: taken up again N times after failing")
     if footer:
         print(f"({'; '.join(footer)})")
     return 0
