@@ -113,10 +113,15 @@ def test_fork_of_a_finished_run_starts_from_its_final_checkpoint(engine: Engine)
     run = engine.wait_state(child["id"], *TERMINAL)
     assert run["state"] == "finished"
     assert sorted(engine.losses(child["id"])) == list(range(40, 60))
-    # Without more steps the fork has nothing to train, and the line says what to do.
-    same = engine.cli("fork", parent, "lr=0.01")
-    assert same.code == 0 and "finished at step 40/40" in same.out
-    assert same.out.rstrip().endswith("nothing left to train: give it more steps, e.g. steps=80")
+    # Without more steps a fork would have nothing to train: refused, one or a list of
+    # them alike, and the line says what to do; nothing is made.
+    for overrides in (["lr=0.01"], ["lr=0.01,0.1"], ["lr=0.01", "steps=30"]):
+        same = engine.cli("fork", parent, *overrides)
+        assert same.code == 1 and same.out == "", same
+        steps = 30 if "steps=30" in overrides else 40
+        assert same.err == (f"traintop: run {parent} is at step 40, so a fork with steps={steps} "
+                            "would have nothing to train: give it more steps, e.g. steps=80\n")
+    assert len(engine.all_runs()) == 2
 
 
 STUBBORN = textwrap.dedent(

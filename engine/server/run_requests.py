@@ -91,6 +91,18 @@ def check_known(method: str, params: dict[str, Any]) -> None:
         )
 
 
+
+def refuse_if_nothing_to_train(parent: dict[str, Any], configs: list[dict[str, Any]]) -> None:
+    """A fork from an ended run's last step that would train no step (its ``steps`` not
+    raised past it) is refused before anything is made: forks of it in a list would
+    each finish at once, having used a slot and a copy of the checkpoint for nothing."""
+    step = int(parent["step"])
+    short = [c["steps"] for c in configs if type(c.get("steps")) is int and c["steps"] <= step]
+    if short:
+        raise RequestError("bad_request", f"run {parent['id']} is at step {step}, so a fork "
+                           f"with steps={short[0]} would have nothing to train: give it more "
+                           f"steps, e.g. steps={2 * step if step else 100}")
+
 class RunRequests(QueueRequests):
     """The requests that create, steer and end runs (and the backends' ``Host``)."""
 
@@ -373,7 +385,9 @@ class RunRequests(QueueRequests):
             step, path = self.need_resume_point(parent)
             checkpoint = str(path)
             parent = {**parent, "checkpoint": checkpoint, "step": step}
-        elif parent["state"] == RunState.FINISHED or parent["released"]:
+        if parent["state"] in (RunState.FINISHED, RunState.FAILED):
+            refuse_if_nothing_to_train(parent, configs)
+        if parent["state"] == RunState.FINISHED or parent["released"]:
             checkpoint = self.checkpoint(parent, "fork")
         self.check_room()
         children = [
