@@ -94,6 +94,8 @@ REFUSED = {
     "unknown run export": (["export", "zzzzzz"], "no run matches"),
     "empty run ref": (["show", ""], "run id or name"),
     "unknown sweep": (["ls", "--sweep", "nope"], "no sweep named nope"),
+    "unknown sweep to kill": (["kill", "--sweep", "nope"], "no sweep named nope"),
+    "unknown sweep to remove": (["rm", "--sweep", "nope", "-f"], "no sweep named nope"),
     "bad override key": (["start", "synthetic", "nosuchkey=1"], "nosuchkey"),
     "bad override value": (["start", "synthetic", "lr=abc"], "lr=abc"),
     "fractional int": (["start", "synthetic", "steps=1.5"], "integer"),
@@ -262,3 +264,18 @@ def test_a_store_from_a_newer_traintop_is_one_line_and_left_alone(engine: Engine
     db = sqlite3.connect(engine.paths.store)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 5
     db.close()
+
+
+def test_a_misspelt_run_or_sweep_name_is_answered_with_the_closest(engine: Engine) -> None:
+    made = engine.cli("sweep", "synthetic", "lr=1e-3,2e-3", "steps=5", "--name", "baseline",
+                      "--json")
+    first = made.json()[0]
+    assert engine.cli("wait", "--sweep", "baseline").code == 0  # refused() compares states
+    line = refused(engine, "show", "baseline-lr1e3", mentions="no run matches")
+    assert line.endswith(f"did you mean 'baseline-lr1e-3' ({first['id']}) or "
+                         f"'baseline-lr2e-3' ({made.json()[1]['id']})?"), line
+    line = refused(engine, "wait", "--sweep", "baselin", code=2)
+    assert line == "traintop: no sweep named baselin (did you mean 'baseline'?)"
+    line = refused(engine, "ls", "--sweep", "zzz")  # nothing close: where to look
+    assert line == "traintop: no sweep named zzz ('traintop ls --sweeps' lists them)"
+    assert refused(engine, "show", "zzzzzz") == "traintop: no run matches 'zzzzzz'"

@@ -158,7 +158,8 @@ def test_a_run_still_needed_by_a_queued_run_is_kept(engine: Engine) -> None:
     parent = start(engine, "synthetic", "steps=20")
     engine.wait_state(parent, *TERMINAL)
     assert engine.cli("queue", "held", "--pause").code == 0
-    fork = engine.cli("fork", parent, "--queue", "held", "--json", "--no-wait").json()["id"]
+    fork = engine.cli("fork", parent, "steps=40", "--queue", "held", "--json",
+                      "--no-wait").json()["id"]
     after = start(engine, "synthetic", "steps=5", "--after", parent, "--queue", "held",
                   "--no-wait")
     assert engine.run(fork)["state"] == engine.run(after)["state"] == "queued"
@@ -248,7 +249,7 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     assert engine.run(base)["checkpoints_removed"] is not None
     assert "checkpoints removed" in engine.run(base)["events"][-1]["reason"]
     assert "its checkpoints removed" in engine.cli("show", base).out
-    forked = engine.cli("fork", base, "lr=0.1")  # from the checkpoint that went: said why
+    forked = engine.cli("fork", base, "lr=0.1", "steps=600")  # from the checkpoint that went
     assert forked.code == 1 and len(forked.err.strip().splitlines()) == 1
     assert "its checkpoints were removed" in forked.err and "restart" in forked.err
 
@@ -264,7 +265,7 @@ def test_rm_checkpoints_keeps_the_run_and_what_a_live_fork_goes_on_from(engine: 
     assert engine.cli("engine", "rebuild").code == 0
     assert engine.run(base)["checkpoints_removed"] is not None
     assert engine.points(base) == points
-    assert "its checkpoints were removed" in engine.cli("fork", base, "lr=0.1").err
+    assert "its checkpoints were removed" in engine.cli("fork", base, "lr=0.1", "steps=600").err
 
 
 def test_a_fork_still_training_keeps_what_it_started_from_when_its_parent_goes(

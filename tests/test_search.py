@@ -264,9 +264,9 @@ def test_a_killed_trial_is_not_replaced_and_a_crash_loop_stops_the_search(
     first = _search(engine, "killed", 10, 2, "steps=100000", "sleep=0.01")
     for run in first:
         engine.wait_state(run["id"], "running")
-        assert engine.cli("kill", run["id"]).code == 0
+    assert engine.cli("kill", "--sweep", "killed").code == 0  # each trial, as a user would
     for run in first:
-        engine.wait_state(run["id"], "killed")
+        assert engine.run(run["id"])["state"] == "killed"
     assert len(_sweep_runs(engine, "killed")) == 2  # the user stopped it: nothing more
     # A script that crashes at once: three failures in a row, none finished: it stops.
     _search(engine, "crash", 10, 1, "steps=50", "fail_at=1")

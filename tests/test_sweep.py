@@ -343,6 +343,34 @@ def test_wait_on_an_unknown_run_is_one_line(engine: Engine) -> None:
     refused(engine, "wait", "known", "nosuch", code=2, mentions="nosuch")
 
 
+def test_a_sweep_is_killed_and_removed_by_its_name(engine: Engine) -> None:
+    # A grid of four in a queue of two: two train, two wait; one kill stops all four.
+    assert engine.cli("queue", "two", "--parallel", "2").code == 0
+    made = engine.cli("sweep", "synthetic", "lr=1e-3,2e-3,3e-3,4e-3", "steps=100000",
+                      "sleep=0.01", "--queue", "two", "--name", "grid", "--json")
+    ids = {run["id"] for run in made.json()}
+    engine.call("start", workload="synthetic", name="apart", overrides=["steps=100000"])
+    removing = engine.cli("rm", "--sweep", "grid")  # nothing of it has ended yet
+    assert removing.code == 1 and removing.out == "no run of sweep grid is left to remove\n"
+    assert removing.err == ("traintop: 4 runs of sweep grid not ended, not removed: kill "
+                            "them first, or give -f\n")
+    killed = engine.cli("kill", "--sweep", "grid", "--grace", "5")
+    assert killed.code == 0, killed
+    assert {line.split()[1] for line in killed.out.splitlines()} == ids
+    assert {engine.run(run_id)["state"] for run_id in ids} == {"killed"}
+    assert engine.run("apart")["state"] == "running"  # not of the sweep: untouched
+    again = engine.cli("kill", "--sweep", "grid")
+    assert again.code == 0 and again.out == "no run of sweep grid is left to kill\n"
+    typo = engine.cli("kill", "--sweep", "gird")
+    assert typo.code == 1 and typo.err == "traintop: no sweep named gird (did you mean 'grid'?)\n"
+    removed = engine.cli("rm", "--sweep", "grid")
+    assert removed.code == 0 and removed.out.endswith("removed 4 runs: " + removed.out.rsplit(
+        ": ", 1)[1]), removed.out
+    assert [run["name"] for run in engine.all_runs()] == ["apart"]
+    bare = engine.cli("kill")
+    assert bare.code == 2 and "kill needs runs or --sweep NAME" in bare.err
+
+
 def test_ls_sweeps_lists_each_sweep_with_its_states_best_run_and_rule(engine: Engine) -> None:
     assert engine.cli("queue", "q", "--parallel", "4").code == 0
     plain = engine.cli("sweep", "synthetic", "lr=0.02,1e-6", "steps=30", "--name", "grid",

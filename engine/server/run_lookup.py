@@ -61,8 +61,13 @@ class RunLookup:
         matches = self.db.match_runs(ref)
         if not matches:
             size = self.db.sweep_size(ref)
+            near = self.db.names_near(ref) if not size else []
             hint = f"; {ref!r} is a sweep of {size} run{'s' if size != 1 else ''}: 'traintop " \
                 f"ls --sweep {ref} -q' gives their ids" if size else ""
+            if near:
+                named = [f"{name!r} ({run_id})" for name, run_id in near]
+                hint = "; did you mean " + " or ".join(
+                    [", ".join(named[:-1]), named[-1]] if len(named) > 1 else named) + "?"
             raise RequestError("not_found", f"no run matches {ref!r}{hint}")
         if len(matches) > 1:
             ids = ", ".join(m["id"] for m in matches[:5])

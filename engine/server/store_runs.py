@@ -7,6 +7,7 @@ the same transaction as the row it changes.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 import time
@@ -219,6 +220,12 @@ class RunRows(StoreConnection):
                 "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", (escaped + "%",)
             ).fetchall()
         return [row_to_run(r) for r in rows]
+
+    def names_near(self, ref: str) -> list[tuple[str, str]]:
+        """The (name, id) of up to three runs whose names are closest to ``ref`` (a
+        misspelt name's hint), the closest first."""
+        named = dict(self.db.execute("SELECT name, id FROM runs").fetchall())
+        return [(name, named[name]) for name in difflib.get_close_matches(ref, named, n=3)]
 
     def name_taken(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None

@@ -78,6 +78,31 @@ def resolve_runs(client: Client, refs: list[str]) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def no_sweep_text(name: str, sweeps: Iterable[str]) -> str:
+    """What to say of a sweep name no run has: the closest one, if any is close."""
+    known = sorted(set(sweeps))
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = (f"did you mean {near[0]!r}?" if near else "'traintop ls --sweeps' lists them"
+            if known else "there are no sweeps yet")
+    return f"no sweep named {shown(name)} ({hint})"
+
+
+def sweep_runs(client: Client, sweeps: Iterable[str],
+               known: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """The runs of ``sweeps`` not among ``known``, as listed; EngineError for a sweep no
+    run belongs to (only with ``known`` empty: at the start, not for a later look)."""
+    names, seen = set(sweeps), set(known)
+    if not names:
+        return {}
+    listed = client.all_runs()
+    have = {run["sweep"] for run in listed if run.get("sweep")}
+    unknown = sorted(names - have) if not seen else []
+    if unknown:
+        raise EngineError("unknown_sweep", no_sweep_text(unknown[0], have))
+    return {run["id"]: run for run in listed
+            if run.get("sweep") in names and run["id"] not in seen}
+
+
 def ask_each(
     client: Client, run_ids: Iterable[str], method: str, **params: Any
 ) -> tuple[dict[str, dict[str, Any]], int]:

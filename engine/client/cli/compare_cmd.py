@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any
 
-from engine.client.cli.common import UsageError, connect, describe, resolve_runs
-from engine.client.client import Client, EngineError
+from engine.client.cli.common import UsageError, connect, describe, resolve_runs, sweep_runs
+from engine.client.client import EngineError
 from engine.common.config_diff import UNSET, diff_table, outcome_rows, runs_diff
 from engine.common.format import format_table, json_text, shown
 from engine.common.runs import RunState
@@ -56,7 +56,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     with connect() as client:
         try:
             runs = resolve_runs(client, args.runs)
-            runs.update(_sweep_runs(client, sweeps, known=set()))
+            runs.update(sweep_runs(client, sweeps))
         except EngineError as exc:
             print(f"traintop: {exc.message}", file=sys.stderr)
             return WAIT_TIMED_OUT
@@ -79,7 +79,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
                           f"is paused: 'traintop queue {shown(run['queue'])} --resume' lets "
                           "them start", file=sys.stderr, flush=True)
             if not runs:
-                joined = _sweep_runs(client, sweeps, seen)  # one more look before it is done
+                joined = sweep_runs(client, sweeps, seen)  # one more look before it is done
                 if not joined:
                     break
                 runs.update(joined)
@@ -96,7 +96,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
             event = client.next_event(WAIT_POLL_S if left is None else min(left, WAIT_POLL_S))
             data = {} if event is None or event.get("event") != "runs" else event["data"]
             if event is None:  # quiet for a while: look at every run left, and for new ones
-                joined = _sweep_runs(client, sweeps, seen)
+                joined = sweep_runs(client, sweeps, seen)
                 runs.update(joined)
                 seen |= set(joined)
                 changed = set(runs)
@@ -133,17 +133,3 @@ def _tally(runs: list[dict[str, Any]], ids_shown: int = 5) -> str:
         more = f", {len(ids) - ids_shown} more" if len(ids) > ids_shown else ""
         parts.append(f"{len(ids)} {state} ({', '.join(ids[:ids_shown])}{more})")
     return ", ".join(parts)
-
-
-def _sweep_runs(client: Client, sweeps: set[str], known: set[str]) -> dict[str, dict[str, Any]]:
-    """The runs of ``sweeps`` not among ``known``, as listed; EngineError for a sweep no
-    run belongs to (with ``known`` empty: at the start)."""
-    if not sweeps:
-        return {}
-    listed = client.all_runs()
-    unknown = sorted(sweeps - {run.get("sweep") for run in listed}) if not known else []
-    if unknown:
-        raise EngineError("unknown_sweep", f"no sweep named {shown(unknown[0])} "
-                          "('traintop ls --sweeps' lists them)")
-    return {run["id"]: run for run in listed
-            if run.get("sweep") in sweeps and run["id"] not in known}

@@ -536,7 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stop runs: SIGTERM, then SIGKILL after a grace period "
         "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME that has not ended, queued ones too, and "
+                   "any trial its search makes meanwhile; again for several")
     p.add_argument(
         "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )
@@ -547,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
         "remove ended runs for good: their metrics, events, logs and checkpoints "
         "(kill a run first); forks of a removed run keep their own",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME that has ended (with -f, all of them); "
+                   "again for several")
     p.add_argument(
         "-n", "--dry-run", action="store_true",
         help="say what would be removed and the disk it would free; remove nothing",

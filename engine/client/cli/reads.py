@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from engine.client.cli.common import connect
+from engine.client.cli.common import connect, no_sweep_text
 from engine.client.cli.ls_corr import print_correlations
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.cli.ls_sweeps import SWEEP_SORTS, print_sweeps
@@ -51,10 +51,15 @@ SHOWN_STATE = 40
 SHOWN_TAGS = 40
 
 
+def _released(run: RunInfo) -> bool:
+    """Whether a run that goes on later has its memory released (a killed one has none)."""
+    return run.released and not RunState(run.state).terminal
+
+
 def run_line_values(run: RunInfo) -> list[str]:
     """The columns of ``traintop ls`` for one run (``LS_HEADER``)."""
     step = str(run.step) + (f"/{run.total_steps}" if run.total_steps else "")
-    state = run.state + ("*" if run.released else "") + retried_mark(run)
+    state = run.state + ("*" if _released(run) else "") + retried_mark(run)
     if run.condition:
         state += f" ({run.condition})"
     parent = ""
@@ -95,10 +100,8 @@ def filter_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
     """The runs that hold every word and condition, in the states, sweep, time and tags
     asked for, in creation order; an unknown sweep or value name is refused."""
     if args.sweep is not None and not any(r.sweep == args.sweep for r in runs):
-        sweeps = sorted({r.sweep for r in runs if r.sweep})
-        known = f"sweeps: {', '.join(shown(s) for s in sweeps[:10])}" if sweeps else "no sweeps yet"
-        more = f" and {len(sweeps) - 10} more" if len(sweeps) > 10 else ""
-        raise EngineError("unknown_sweep", f"no sweep named {shown(args.sweep)} ({known}{more})")
+        sweeps = (r.sweep for r in runs if r.sweep)
+        raise EngineError("unknown_sweep", no_sweep_text(args.sweep, sweeps))
     if runs:
         _check_names(runs, named_values(args))
     wanted = parse_filter(" ".join(args.words))
@@ -172,7 +175,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     footer = [f"{len(runs)} of {len(listed)} runs"] if len(runs) < len(listed) else []
     if sizes:
         footer.append(f"{format_bytes(sum(r.size or 0 for r in runs))} of files")
-    if any(r.released for r in runs):  # the marks, said where they are seen
+    if any(_released(r) for r in runs):  # the marks, said where they are seen
         footer.append("*: memory released, resumes from its checkpoint")
     if any(r.retried for r in runs):
         footer.append("↻N: taken up again N times after failing")

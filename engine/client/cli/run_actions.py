@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,13 @@ from engine.client.cli.common import (
     resolve_runs,
     say_new_queue,
     starting,
+    sweep_runs,
     wait_all_training,
     wait_for_all,
     wait_training,
 )
 from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many, stop_rule
+from engine.client.client import Client
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.client.sweep_plan import fork_variants, plan_among
 from engine.common.experiment import Experiment
@@ -221,9 +225,34 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
     return max(fail_if_failed(f) for f in forks)
 
 
+def named_runs(client: Client, args: argparse.Namespace, command: str, verb: str,
+               of_sweep: Callable[[dict[str, Any]], bool]) -> dict[str, dict[str, Any]]:
+    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
+    before anything is done (an unknown one refuses them all)."""
+    if not args.runs and not args.sweep:
+        raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
+                         f"--sweep NAME (traintop {command} --help)")
+    runs = resolve_runs(client, args.runs)
+    for run_id, run in sweep_runs(client, args.sweep).items():
+        if of_sweep(run):
+            runs.setdefault(run_id, run)
+    if not runs:
+        print(f"no run of sweep {shown(', '.join(args.sweep))} is left to {verb}")
+    return runs
+
+
 def cmd_kill(args: argparse.Namespace) -> int:
     with connect() as client:
-        taken, status = ask_each(client, resolve_runs(client, args.runs), "kill", grace=args.grace)
+        chosen = named_runs(client, args, "kill", "kill", lambda run: not ended(run))
+        taken, status = ask_each(client, chosen, "kill", grace=args.grace)
+        # A search makes a trial as one of its runs ends by itself meanwhile: it goes too.
+        while args.sweep and (made := [r for r, run in sweep_runs(client, args.sweep, taken)
+                                       .items() if not ended(run)]):
+            more, failed = ask_each(client, made, "kill", grace=args.grace)
+            if not more:
+                break
+            taken.update(more)
+            status = max(status, failed)
         # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         runs = wait_for_all(client, list(taken), ended, 2 * args.grace + 10)
     for run in runs:
@@ -235,8 +264,15 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     with connect() as client:
-        resolved = resolve_runs(client, args.runs)
+        resolved = named_runs(client, args, "rm", "remove",
+                              lambda run: args.force or ended(run))
         run_ids = list(resolved)
+        left = 0 if args.force else sum(
+            not ended(run) for run in sweep_runs(client, args.sweep).values())
+        if left:  # said once, not once a run
+            print(f"traintop: {left} run{'s' if left != 1 else ''} of sweep "
+                  f"{shown(', '.join(args.sweep))} not ended, not removed: kill them first, "
+                  "or give -f", file=sys.stderr)
         if args.force:  # kill what has not ended, wait for it, then remove it with the rest
             live = [r for r, run in resolved.items() if not ended(run)]
             if args.dry_run:
@@ -248,6 +284,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
                 wait_for_all(client, list(killed), ended, 2 * DEFAULT_KILL_GRACE + 10)
         taken, status = ask_each(client, run_ids, "remove", dry_run=args.dry_run,
                                  checkpoints=args.checkpoints)
+        status = max(status, int(left > 0))
     if args.checkpoints:
         _say_checkpoints_removed(taken, args.dry_run)
         return status
