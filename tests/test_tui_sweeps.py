@@ -308,7 +308,32 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
                 "interval": 30, "quantile": 0.25, "resample": 0.25, "metric": None,
                 "mode": "min", "axes": {"lr": "log(0.0001..0.01)"}} for r in pbt)
 
+            # The seed left empty: new draws, as the CLI makes them without --seed; made
+            # again, new ones again, and the notice says which seed drew them.
+            for sweep in ("synthetic-4", "synthetic-5"):
+                await pilot.press("S")
+                dialog = await screen_of(pilot, app, SweepDialog)
+                await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", trials="2", queue="hold")
+                await pilot.press("ctrl+s")
+                await until(pilot, lambda s=sweep: any(
+                    n.message.startswith(f"started 2 runs of sweep {s}")
+                    for n in app._notifications))
+            said.extend(n.message for n in app._notifications)
+
+    said: list[str] = []
     asyncio.run(scenario())
+    had = [r["config"]["lr"] for r in engine.all_runs() if r["sweep"] not in (
+        "synthetic-4", "synthetic-5")]
+    for sweep in ("synthetic-4", "synthetic-5"):
+        (notice,) = [m for m in said if m.startswith(f"started 2 runs of sweep {sweep}")]
+        seed = notice.split("; seed ")[1].split(":")[0] if "; seed " in notice else "0"
+        again = engine.cli("sweep", "synthetic", "lr=log(1e-4..1e-2)", "--trials", "2",
+                           "--seed", seed, "--dry-run", "--json")
+        made = sorted(r["config"]["lr"] for r in engine.all_runs() if r["sweep"] == sweep)
+        assert made == sorted(float(run["overrides"][0][3:]) for run in again.json())
+        assert not set(made) & set(had), (sweep, notice)  # none drawn before
+        had += made
+    assert "; seed " in notice and "were run before" in notice, notice  # the second
 
 
 def test_the_sweep_dialog_starts_a_search_as_the_cli_would(engine: Engine) -> None:

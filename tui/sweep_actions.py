@@ -16,7 +16,7 @@ from textual import work
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import RunInfo
 from engine.client.run_select import parse_filter
-from engine.client.sweep_plan import base_name, config_problem
+from engine.client.sweep_plan import base_name, config_problem, fresh_seed_text
 from engine.common.pbt import PbtRule
 from engine.common.runs import name_problem
 from engine.common.sweep import SweepError
@@ -24,7 +24,7 @@ from tui.compare import colours_for
 from tui.run_actions import RunActions
 from tui.screens.dialogs import sweep_rule_of
 from tui.screens.queues import QueuesScreen
-from tui.screens.sweep_dialog import SweepDialog, expand_axes, form_search
+from tui.screens.sweep_dialog import SweepDialog, expand_axes, form_search, form_seed
 from tui.screens.sweep_view import CloserLook, Grouping, SweepView
 from tui.widgets.runs_table import RunsTable
 
@@ -126,10 +126,15 @@ class SweepActions(RunActions):
         workload = str(form["workload"]).strip()
         if not workload:
             return "no workload: pick a built-in one or name a file"
+        seed = str(form["seed"]).strip()
         try:
-            runs = expand_axes(form["axes"], form["trials"], form["seed"], form["search"])
+            if not seed:  # new draws, as 'traintop sweep' without --seed
+                seed = str(form_seed(form["axes"], form["trials"], form["search"],
+                                     (r.config for r in self.state.runs.values()
+                                      if r.workload == workload)))
+            runs = expand_axes(form["axes"], form["trials"], seed, form["search"])
             rule = sweep_rule_of(form["early_stop"], form["pbt"], shlex.split(form["axes"]))
-            search = form_search(form["axes"], form["trials"], form["seed"], form["search"])
+            search = form_search(form["axes"], form["trials"], seed, form["search"])
         except SweepError as exc:
             return str(exc)
         if search is not None and isinstance(rule, PbtRule):
@@ -157,7 +162,9 @@ class SweepActions(RunActions):
             except (EngineError, EngineUnavailable) as exc:
                 done = f"{len(started)} started" if started else "none started"
                 return f"run {len(started) + 1} of {len(plan.runs)} was refused: {exc}; {done}"
+        drawn = f"; {fresh_seed_text(int(seed))}" if not form["seed"].strip() and \
+            int(seed) else ""
         self.notify(f"started {len(started)} runs" + (f" of sweep {plan.sweep}"
-                                                      if plan.sweep else ""))
+                                                      if plan.sweep else "") + drawn)
         self.query_one(RunsTable).pending_select = started[0]
         return None

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.common.config import ConfigError, apply_overrides
+from engine.common.config import ConfigError, apply_overrides, parse_literal
 from engine.common.runs import unique_name
-from engine.common.sweep import expand, parse_tokens, run_names
+from engine.common.sweep import SweepSpec, expand, override_values, parse_tokens, run_names
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,38 @@ def fork_variants(overrides: Sequence[str], trials: int | None = None, seed: int
     if not (spec.grid or spec.random or trials is not None):
         return None
     return expand(spec, trials, seed, allow_many=allow_many)
+
+
+# How many seeds a sweep made without one tries for draws no run has had.
+SEED_TRIES = 1000
+
+
+def drawn_keys(spec: SweepSpec) -> list[str]:
+    """The keys drawn from a range of real numbers (log() or uniform()): values no two
+    draws share by chance, so one a run already has was drawn from the same seed."""
+    return [key for key, axis in spec.random.items() if axis.kind in ("log", "uniform")]
+
+
+def fresh_seed(plan: Callable[[int], list[list[str]]], keys: list[str],
+               configs: Iterable[Mapping[str, Any]]) -> int:
+    """The first seed from 0 whose draws (``plan(seed)``: each run's overrides) none of
+    ``configs`` (the workload's runs) has: a sweep made again without a seed draws new
+    values, as Optuna and Ray Tune do; the seed is said, so giving it draws them again."""
+    had = {tuple(_number(config.get(k)) for k in keys) for config in configs}
+    for seed in range(SEED_TRIES):
+        drawn = (override_values(run) for run in plan(seed))
+        if not any(tuple(_number(parse_literal(d[k])) for k in keys) in had for d in drawn):
+            return seed
+    return SEED_TRIES
+
+
+def fresh_seed_text(seed: int) -> str:
+    """Why a sweep draws with ``seed`` (1 or more) rather than 0."""
+    before = "seed 0's draws were" if seed == 1 else f"the draws of seeds 0 to {seed - 1} were"
+    return f"seed {seed}: {before} run before"
+
+
+def _number(value: Any) -> Any:
+    """A config value as drawn values compare with it (1e-3 and 0.001 alike)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else value

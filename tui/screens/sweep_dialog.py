@@ -10,6 +10,7 @@ runs in both. A bad spec is said in the dialog, in the CLI's words.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from textual import on
@@ -17,6 +18,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Static
 
+from engine.client.sweep_plan import drawn_keys, fresh_seed
 from engine.common.search import SearchRule, first_trials, search_from
 from engine.common.sweep import (
     MAX_SWEEP_RUNS,
@@ -81,6 +83,18 @@ def expand_axes(axes: str, trials: str = "", seed: str = "",
     return expand(spec, whole_number(trials, "trials"), whole_number(seed, "seed") or 0)
 
 
+def form_seed(axes: str, trials: str, method: str, configs: Iterable[Mapping[str, Any]]) -> int:
+    """The seed a sweep whose seed field is left empty draws with: the first whose draws
+    none of ``configs`` (its workload's runs) has, as ``traintop sweep`` without --seed."""
+    try:
+        keys = drawn_keys(_spec(axes))
+    except SweepError:
+        return 0  # (the dialog says why)
+    if not keys:
+        return 0
+    return fresh_seed(lambda seed: expand_axes(axes, trials, str(seed), method), keys, configs)
+
+
 def count_text(axes: str, trials: str, seed: str, method: str = "") -> str:
     """The dialog's verdict line: how many runs will start, or why none can."""
     try:
@@ -123,7 +137,8 @@ class SweepDialog(FormDialog):
         yield from field("or file", Input(placeholder="path/to/train.py[:function]", id="file"))
         yield from field("axes", Input(placeholder=AXES_HINT, id="axes"))
         yield from field("trials", Input(placeholder="runs drawn from random axes", id="trials"))
-        yield from field("seed", Input("0", id="seed"))
+        yield from field("seed", Input(placeholder="new draws, or a number to draw again",
+                                       id="seed"))
         yield from field("search", Select(
             [("off: every run starts now", ""), ("tpe: learn where to look", "tpe")],
             value="", allow_blank=False, id="search"))

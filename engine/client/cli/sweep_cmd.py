@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from engine.client.cli.common import (
@@ -27,8 +26,15 @@ from engine.client.cli.common import (
     say_new_queue,
 )
 from engine.client.client import Client, EngineError, EngineUnavailable
-from engine.client.sweep_plan import base_name, config_problem, plan_among
-from engine.common.config import ConfigError, apply_overrides, parse_literal
+from engine.client.sweep_plan import (
+    base_name,
+    config_problem,
+    drawn_keys,
+    fresh_seed,
+    fresh_seed_text,
+    plan_among,
+)
+from engine.common.config import ConfigError, apply_overrides
 from engine.common.config_diff import comparable
 from engine.common.early_stop import StopRule
 from engine.common.experiment import (
@@ -69,10 +75,6 @@ def read_experiment(args: argparse.Namespace) -> Experiment:
         raise UsageError(str(exc)) from None
 
 
-# How many seeds a sweep without --seed tries for draws no run has had.
-SEED_TRIES = 1000
-
-
 def _plan(args: argparse.Namespace, experiment: Experiment,
           search: SearchRule | None, seed: int) -> tuple[str, list[list[str]]]:
     """The workload and each run's overrides (a search: its first trials, drawn at
@@ -91,34 +93,11 @@ def _plan(args: argparse.Namespace, experiment: Experiment,
 
 
 def _drawn_keys(args: argparse.Namespace, experiment: Experiment) -> list[str]:
-    """The keys drawn from a range of real numbers (log() or uniform()): values no two
-    draws share by chance, so one a run already has was drawn from the same seed."""
+    """The keys the sweep draws from a range of real numbers (``drawn_keys``)."""
     try:
-        spec = experiment.spec.replaced_by(parse_tokens(args.overrides))
+        return drawn_keys(experiment.spec.replaced_by(parse_tokens(args.overrides)))
     except SweepError:
         return []  # (said by the plan)
-    return [key for key, axis in spec.random.items() if axis.kind in ("log", "uniform")]
-
-
-def _fresh_seed(plan: Callable[[int], list[list[str]]], keys: list[str],
-                workload: str, listed: list[dict[str, Any]]) -> int:
-    """The first seed from 0 whose draws no run of the workload has: a sweep made again
-    without --seed draws new values, as Optuna and Ray Tune do (the seed is said, so
-    --seed N makes the same runs again)."""
-    had = {tuple(_number(r["config"].get(k)) for k in keys)
-           for r in listed if r["workload"] == workload}
-    for seed in range(SEED_TRIES):
-        drawn = (override_values(run) for run in plan(seed))
-        if not any(tuple(_number(parse_literal(d[k])) for k in keys) in had
-                   for d in drawn):
-            return seed
-    return SEED_TRIES
-
-
-def _number(value: Any) -> Any:
-    """A config value as drawn values compare with it (1e-3 and 0.001 alike)."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else value
 
 
 def search_rule(args: argparse.Namespace, experiment: Experiment,
@@ -170,15 +149,13 @@ def start_many(args: argparse.Namespace, experiment: Experiment) -> int:
         listed = client.all_runs()
         keys = _drawn_keys(args, experiment) if planned is not None and seed is None else []
         if keys and planned is not None:
-            seed = _fresh_seed(lambda s: _plan(args, experiment, search, s)[1], keys,
-                               planned[0], listed)
+            seed = fresh_seed(lambda s: _plan(args, experiment, search, s)[1], keys,
+                              (r["config"] for r in listed if r["workload"] == planned[0]))
             if seed:
                 planned = _plan(args, experiment, search, seed)
                 if search is not None:
                     search = dataclasses.replace(search, seed=seed)
-                before = "seed 0's draws were" if seed == 1 else \
-                    f"the draws of seeds 0 to {seed - 1} were"
-                print(f"seed {seed}: {before} run before (--seed {seed} draws these again)",
+                print(f"{fresh_seed_text(seed)} (--seed {seed} draws these again)",
                       file=sys.stderr)
         if planned is None:
             alike = like_plan(client, args, listed)
