@@ -448,6 +448,14 @@ def test_ls_corr_says_which_settings_go_with_a_lower_loss(engine: Engine) -> Non
     [wire] = engine.cli("ls", "--sweep", "c", "--corr", "--json").json()
     assert wire["key"] == "lr" and wire["best_runs"] == 0.02 and wire["best_bin"] == [0.02, 0.02]
     refused(engine, "ls", "--corr", "-G", mentions="--corr correlates the runs listed")
+    # Runs of another workload beside them: their losses do not compare with these.
+    assert engine.cli("queue", "held", "--pause").code == 0
+    engine.call("start", workload="charlm", overrides=["steps=2"], queue="held")
+    line = refused(engine, "ls", "--corr")
+    assert line == ("traintop: --corr compares runs of one workload, whose losses compare; "
+                    "these are of synthetic (6), charlm (1): narrow them with --sweep NAME "
+                    "or a filter (traintop ls --corr workload=synthetic)")
+    assert engine.cli("ls", "--corr", "workload=synthetic").out.splitlines()[1:2] == lines[1:2]
 
 
 def _scored(losses_by_config: list[tuple[dict[str, float], float]]) -> list[RunInfo]:

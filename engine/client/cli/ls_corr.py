@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections import Counter
 
+from engine.client.client import EngineError
 from engine.client.events import RunInfo
 from engine.client.importance import BINS, MIN_RUNS, closer_look, correlations
 from engine.common.format import format_number, format_table, json_text, shown
@@ -16,7 +18,17 @@ HEADER = ["KEY", "RUNS", "IMPORTANCE", "BEST BIN", "SPEARMAN", "LOWEST", "HIGHES
 
 
 def print_correlations(runs: list[RunInfo], args: argparse.Namespace) -> None:
-    """``ls --corr``: a row a numeric setting of the filtered ``runs``, or ``--json``."""
+    """``ls --corr``: a row a numeric setting of the filtered ``runs``, or ``--json``.
+    Runs of several workloads are refused: their losses are on scales of their own, so
+    a setting would seem to matter for being what set the workloads apart."""
+    workloads = Counter(r.workload for r in runs)
+    if len(workloads) > 1:
+        counts = ", ".join(f"{shown(w)} ({n})" for w, n in workloads.most_common(4))
+        more = f" and {len(workloads) - 4} more" if len(workloads) > 4 else ""
+        first = shlex.quote(f"workload={workloads.most_common(1)[0][0]}")
+        raise EngineError("bad_request", f"--corr compares runs of one workload, whose "
+                          f"losses compare; these are of {counts}{more}: narrow them with "
+                          f"--sweep NAME or a filter (traintop ls --corr {first})")
     found = correlations(runs)
     if args.json:
         print(json_text([{"key": c.key, "runs": c.runs, "importance": c.importance,
