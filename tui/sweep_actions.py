@@ -15,6 +15,7 @@ from textual import work
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import RunInfo
+from engine.client.queue_text import new_queue_text
 from engine.client.run_select import parse_filter
 from engine.client.sweep_plan import base_name, config_problem, fresh_seed_text
 from engine.common.pbt import PbtRule
@@ -152,6 +153,11 @@ class SweepActions(RunActions):
         problem = config_problem(next(iter(found.values())), plan.runs)
         if problem is not None:
             return f"{problem}; nothing was started"
+        try:  # a misspelt queue would make a new one: said with the run count below
+            new_queue = new_queue_text(form["queue"], await self.link.call(
+                "queues", waiting=0)) if form["queue"] else None
+        except (EngineError, EngineUnavailable) as exc:
+            return str(exc)
         started: list[str] = []
         extra = {"checkpoint_every": form["checkpoint_every"], "retries": form["retries"],
                  **({} if rule is None else {"early_stop": rule.wire()}),
@@ -166,5 +172,7 @@ class SweepActions(RunActions):
             int(seed) else ""
         self.notify(f"started {len(started)} runs" + (f" of sweep {plan.sweep}"
                                                       if plan.sweep else "") + drawn)
+        if new_queue is not None:
+            self.notify(f"queue {form['queue']!r} is new: {new_queue}", severity="warning")
         self.query_one(RunsTable).pending_select = started[0]
         return None

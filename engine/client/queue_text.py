@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from engine.common.format import shown
@@ -53,3 +54,18 @@ def pool_text(pool: dict[str, Any]) -> str:
         return f"its server died before it was ready ({pool['problem']}); retrying; {served}"
     doing = "ready" if state == "ready" else "importing torch"
     return f"{doing} (pid {pool['pid']}); {served}"
+
+
+def new_queue_text(name: str, queues: list[dict[str, Any]]) -> str | None:
+    """What to say of a queue a new run names, if nothing has made or used it yet (a
+    misspelt name, most often): the limit it gets, and the queue it is closest to
+    ('it runs 2 runs at a time, ...; did you mean 'grid'?'). None: a known queue."""
+    known = [str(q["name"]) for q in queues]
+    if name in known:
+        return None
+    limit = next((q["parallel"] for q in queues if q["name"] == "default"), None)
+    runs = "any number of runs" if limit is None else f"{limit} run{'s' if limit != 1 else ''}"
+    text = (f"it runs {runs} at a time, as the default queue does "
+            f"('traintop queue {name} --parallel N' sets it)")
+    near = difflib.get_close_matches(name, known, n=1)
+    return text + (f"; did you mean {near[0]!r}?" if near else "")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.client.client import Client, EngineError
+from engine.client.queue_text import new_queue_text
 from engine.common.format import json_text, shown
 from engine.common.run_env import run_env
 from engine.common.runs import RunState, exit_text, name_problem, tag_problem
@@ -201,21 +202,6 @@ def parse_size(text: str) -> int:
     if not 0 <= value < 2**63 / _SIZE_UNITS[unit]:
         raise UsageError(f"not a size: {text!r} (say e.g. 20G or 512M)")
     return int(value * _SIZE_UNITS[unit])
-
-
-def new_queue_text(name: str, queues: list[dict[str, Any]]) -> str | None:
-    """What to say of a queue a new run names, if nothing has made or used it yet (a
-    misspelt name, most often): the limit it gets, and the queue it is closest to
-    ('it runs 2 runs at a time, ...; did you mean 'grid'?'). None: a known queue."""
-    known = [str(q["name"]) for q in queues]
-    if name in known:
-        return None
-    limit = next((q["parallel"] for q in queues if q["name"] == "default"), None)
-    runs = "any number of runs" if limit is None else f"{limit} run{'s' if limit != 1 else ''}"
-    text = (f"it runs {runs} at a time, as the default queue does "
-            f"('traintop queue {name} --parallel N' sets it)")
-    near = difflib.get_close_matches(name, known, n=1)
-    return text + (f"; did you mean {near[0]!r}?" if near else "")
 
 
 def say_new_queue(client: Client, name: str | None) -> None:

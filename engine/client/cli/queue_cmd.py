@@ -6,8 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from engine.client.cli.common import UsageError, connect, new_queue_text, say_new_queue
-from engine.client.queue_text import QUEUE_HEADER, queue_row, waiting_count, waiting_lines
+from engine.client.cli.common import UsageError, connect, say_new_queue
+from engine.client.queue_text import (
+    QUEUE_HEADER,
+    new_queue_text,
+    queue_row,
+    waiting_count,
+    waiting_lines,
+)
 from engine.common.format import format_table, json_text, shown
 
 
