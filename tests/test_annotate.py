@@ -126,7 +126,7 @@ def test_new_runs_take_the_tags_they_are_started_with(engine: Engine, tmp_path: 
     swept = engine.cli("sweep", "synthetic", "seed=1,2", "steps=5", "--tag", "grid", "--json")
     assert [r["tags"] for r in swept.json()] == [["grid"], ["grid"]]
     engine.wait_state("base", "finished")
-    fork = engine.cli("fork", "base", "--tag", "tuned", "--json").json()
+    fork = engine.cli("fork", "base", "steps=10", "--tag", "tuned", "--json").json()
     assert fork["tags"] == ["tuned"]  # a fork says what it is, not what its parent was
     again = engine.cli("restart", "base", "--json", "--no-wait").json()
     assert again["tags"] == ["base", "lr"]  # a restart is the same run again

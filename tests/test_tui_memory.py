@@ -37,7 +37,7 @@ def _saved(engine: Engine) -> dict[str, Any]:
 
 def test_the_view_is_kept_when_the_tui_starts_again(engine: Engine) -> None:
     alpha, beta, gamma = _finished(engine, "alpha", "beta", "gamma")
-    fork = engine.cli("fork", beta, "lr=0.01", "--json").json()["id"]
+    fork = engine.cli("fork", beta, "lr=0.01", "steps=40", "--json").json()["id"]
     engine.wait_state(fork, *TERMINAL)
 
     async def first_session() -> dict[str, Any]:

@@ -40,7 +40,8 @@ def test_options_may_come_before_between_and_after_overrides(engine: Engine) -> 
     assert (run["config"]["steps"], run["config"]["lr"]) == (3, 0.01)
     engine.wait_state("mixed", "finished")
 
-    forked = engine.cli("fork", "mixed", "--name", "branch", "lr=0.02", "--no-wait", "seed=1")
+    forked = engine.cli("fork", "mixed", "--name", "branch", "lr=0.02", "--no-wait", "seed=1",
+                        "steps=6")
     assert forked.code == 0, forked
     child = engine.run("branch")
     assert (child["config"]["lr"], child["config"]["seed"]) == (0.02, 1)
