@@ -354,6 +354,21 @@ def test_a_sweep_is_killed_and_removed_by_its_name(engine: Engine) -> None:
     assert removing.code == 1 and removing.out == "no run of sweep grid is left to remove\n"
     assert removing.err == ("traintop: 4 runs of sweep grid not ended, not removed: kill "
                             "them first, or give -f\n")
+    # Pause and resume take its training runs; the two queued ones wait on.
+    first = [run["id"] for run in made.json()[:2]]
+    for run_id in first:
+        engine.wait_step(run_id, 1)
+    paused = engine.cli("pause", "--sweep", "grid")
+    assert paused.code == 0 and sorted(line.split()[1] for line in paused.out.splitlines()) \
+        == sorted(first), paused
+    assert [engine.run(r)["state"] for r in ids - set(first)] == ["queued", "queued"]
+    resumed = engine.cli("resume", "--sweep", "grid")
+    assert resumed.code == 0 and resumed.out.count("resumed ") == 2, resumed
+    # Released, their slots go to the sweep's queued runs: said, with how to hold them.
+    released = engine.cli("pause", "--sweep", "grid", "--release", "--timeout", "30")
+    assert released.code == 0 and released.out.count("(memory released)") == 2, released
+    assert released.err == ("traintop: 2 queued runs of the sweep may take the slots freed "
+                            "('traintop queue two --pause' holds them)\n")
     killed = engine.cli("kill", "--sweep", "grid", "--grace", "5")
     assert killed.code == 0, killed
     assert {line.split()[1] for line in killed.out.splitlines()} == ids

@@ -478,7 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pause", _command("run_actions", "cmd_pause"),
             "pause runs at their next step")
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME that is training (its queued ones wait on "
+                   "while their slots are held; --release frees them); again for several")
     p.add_argument(
         "--release",
         action="store_true",
@@ -487,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0)
 
     p = add("resume", _command("run_actions", "cmd_resume"), "resume paused (or failed) runs")
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every paused run of sweep NAME; again for several")
     p.add_argument("--timeout", type=float, default=30.0)
 
     p = add(

@@ -126,6 +126,23 @@ def _verb(run: dict[str, Any]) -> str:
     return "queued" if run["state"] == "queued" else "started"
 
 
+def named_runs(client: Client, args: argparse.Namespace, command: str,
+               of_sweep: Callable[[dict[str, Any]], bool],
+               verb: str | None = None) -> dict[str, dict[str, Any]]:
+    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
+    before anything is done (an unknown one refuses them all)."""
+    if not args.runs and not args.sweep:
+        raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
+                         f"--sweep NAME (traintop {command} --help)")
+    runs = resolve_runs(client, args.runs)
+    for run_id, run in sweep_runs(client, args.sweep).items():
+        if of_sweep(run):
+            runs.setdefault(run_id, run)
+    if not runs:
+        print(f"no run of sweep {shown(', '.join(args.sweep))} is left to {verb or command}")
+    return runs
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     if args.release:
 
@@ -134,9 +151,17 @@ def cmd_pause(args: argparse.Namespace) -> int:
     else:
         done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
     with connect() as client:
-        taken, status = ask_each(client, resolve_runs(client, args.runs), "pause",
-                                 release=args.release)
+        chosen = named_runs(client, args, "pause", lambda run: run["state"] in (
+            "running", "starting") or (args.release and run["state"] == "paused"
+                                       and not run["released"]))
+        queued = [r for r in sweep_runs(client, args.sweep).values() if r["state"] == "queued"]
+        taken, status = ask_each(client, chosen, "pause", release=args.release)
         runs = wait_for_all(client, list(taken), done, args.timeout)
+    if queued and args.release:  # what a user freeing a GPU for something else must know
+        queues = sorted({str(r["queue"]) for r in queued})
+        print(f"traintop: {len(queued)} queued run{'s' if len(queued) != 1 else ''} of the "
+              f"sweep may take the slots freed ('traintop queue {queues[0]} --pause' holds "
+              f"{'them' if len(queues) == 1 else 'those of ' + queues[0]})", file=sys.stderr)
     for run in runs:
         if run["state"] in ("running", "starting") or (args.release and not run["released"]):
             print(f"pause of {run['id']} requested; it takes effect at its next step")
@@ -147,7 +172,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     with connect() as client:
-        taken, status = ask_each(client, resolve_runs(client, args.runs), "resume")
+        chosen = named_runs(client, args, "resume",
+                            lambda run: run["state"] == "paused")
+        taken, status = ask_each(client, chosen, "resume")
         # Settled once running, ended, or queued behind other runs (its condition says why).
         runs = wait_for_all(
             client, list(taken), lambda r: r["state"] != "paused" and not starting(r),
@@ -225,25 +252,9 @@ def _fork_variants(args: argparse.Namespace, variants: list[list[str]],
     return max(fail_if_failed(f) for f in forks)
 
 
-def named_runs(client: Client, args: argparse.Namespace, command: str, verb: str,
-               of_sweep: Callable[[dict[str, Any]], bool]) -> dict[str, dict[str, Any]]:
-    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
-    before anything is done (an unknown one refuses them all)."""
-    if not args.runs and not args.sweep:
-        raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
-                         f"--sweep NAME (traintop {command} --help)")
-    runs = resolve_runs(client, args.runs)
-    for run_id, run in sweep_runs(client, args.sweep).items():
-        if of_sweep(run):
-            runs.setdefault(run_id, run)
-    if not runs:
-        print(f"no run of sweep {shown(', '.join(args.sweep))} is left to {verb}")
-    return runs
-
-
 def cmd_kill(args: argparse.Namespace) -> int:
     with connect() as client:
-        chosen = named_runs(client, args, "kill", "kill", lambda run: not ended(run))
+        chosen = named_runs(client, args, "kill", lambda run: not ended(run))
         taken, status = ask_each(client, chosen, "kill", grace=args.grace)
         # A search makes a trial as one of its runs ends by itself meanwhile: it goes too.
         while args.sweep and (made := [r for r, run in sweep_runs(client, args.sweep, taken)
@@ -264,8 +275,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     with connect() as client:
-        resolved = named_runs(client, args, "rm", "remove",
-                              lambda run: args.force or ended(run))
+        resolved = named_runs(client, args, "rm", lambda run: args.force or ended(run),
+                              "remove")
         run_ids = list(resolved)
         left = 0 if args.force else sum(
             not ended(run) for run in sweep_runs(client, args.sweep).values())
