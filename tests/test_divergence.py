@@ -126,6 +126,26 @@ def test_a_run_paused_for_divergence_gives_its_slot_to_a_run_queued_behind_it(
     assert len(losses) == 120 and math.isnan(losses[40])
 
 
+def test_a_resume_that_comes_as_the_run_gives_its_slot_away_still_resumes_it(
+    engine: Engine,
+) -> None:
+    # 'resume --sweep' (or two names) as the helper's user typed it: the first run resumed
+    # queues behind the diverged one, which is released for it; the resume of that one then
+    # comes while it checkpoints and exits. It must not be lost (left paused*, exit 0).
+    assert engine.cli("queue", "one", "--parallel", "1").code == 0
+    first = start(engine, *SLOW, "--queue", "one")
+    engine.wait_step(first, 5)
+    assert engine.cli("pause", first, "--release", "--timeout", "30").code == 0
+    diverging = start(engine, *SLOW, "nan_at=20", "--queue", "one")
+    assert engine.wait_state(diverging, "paused", *TERMINAL)["state"] == "paused"
+    resumed = engine.cli("resume", first, diverging)
+    assert resumed.code == 0, resumed
+    # Released, it queues again behind the first; it finishes once the slot is free.
+    for run_id in (first, diverging):
+        assert engine.wait_state(run_id, *TERMINAL, timeout=90)["state"] == "finished"
+    assert len(engine.losses(diverging)) == 120
+
+
 def test_a_spike_above_the_factor_pauses_and_a_resume_does_not_trip_on_it_again(
     engine: Engine,
 ) -> None:

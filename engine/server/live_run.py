@@ -55,6 +55,7 @@ class LiveRun:
     divergence: DivergenceWatch | None = None  # made from its row at its first points
     diverged: str | None = None  # why it tripped, until its pause is asked for
     giving_room: bool = False  # paused for divergence, asked to release for queued runs
+    resume_asked: bool = False  # resumed by its user while that release was under way
     rungs: RungWatch | None = None  # its sweep's early stopping, if the sweep has a rule
     rungs_ready: bool = False  # whether ``rungs`` was made (at its first points)
     passed: list[tuple[int, float]] = field(default_factory=list)  # rungs to judge

@@ -447,6 +447,10 @@ class RunReports(Population, Searches):
                 pid_start=None,
             )
             self.live.pop(live.run_id, None)  # after the store has it: else the next tick retries
+            released = self.store.get_run(live.run_id)
+            if live.resume_asked and released is not None and released["checkpoint"]:
+                self.enqueue(released, str(released["checkpoint"]),
+                             "to resume from its checkpoint (resumed as it was released)")
             self.scheduler.wake()  # its slot is free
             self.announce(live.run_id)
         elif returncode == 0:

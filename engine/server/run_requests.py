@@ -298,6 +298,10 @@ class RunRequests(QueueRequests):
             self.check_room()
             # It gave its slot back: it waits for one again, at the back of its queue.
             self.supervisor.enqueue(run, checkpoint, "to resume from its checkpoint")
+        elif (live := self.supervisor.live.get(run["id"])) is not None and live.giving_room:
+            # Its memory is being released for a queued run: a 'resume' sent now would be
+            # read after the release and lost. It queues again once out, as one released.
+            live.resume_asked = True
         else:
             backend_for(run).resume(self, run)
         # After it took: a refused resume keeps the reason the run paused.

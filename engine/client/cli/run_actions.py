@@ -163,7 +163,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
               f"sweep may take the slots freed ('traintop queue {queues[0]} --pause' holds "
               f"{'them' if len(queues) == 1 else 'those of ' + queues[0]})", file=sys.stderr)
     for run in runs:
-        if run["state"] in ("running", "starting") or (args.release and not run["released"]):
+        if ended(run):  # (it trained its last step first)
+            print(f"not paused: {describe(run)}")
+        elif run["state"] in ("running", "starting") or (args.release and not run["released"]):
             print(f"pause of {run['id']} requested; it takes effect at its next step")
         else:
             print(f"paused {describe(run)}" + (" (memory released)" if run["released"] else ""))
