@@ -120,6 +120,12 @@ def test_a_wrong_name_or_key_writes_nothing_and_keeps_the_old_file(
     assert key.code == 1 and key.err.count("\n") == 1
     assert "no run named has a metric 'acx'; did you mean acc?" in key.err
     assert out.read_text() == before
+    # A path that cannot be written: one line naming it (not the hidden file beside it).
+    for where, why in ((tmp_path / "nope" / "x.csv", "no such directory"),
+                       (tmp_path, "it is a directory")):
+        bad = engine.cli("export", "base", "-o", str(where))
+        assert bad.code == 1 and bad.err == f"traintop: cannot write {where}: {why}" + (
+            " (give a file's name, e.g. runs.csv)\n" if where == tmp_path else "\n"), bad
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "sweep.csv"]  # no part file
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -378,6 +379,14 @@ def test_a_sweep_is_killed_and_removed_by_its_name(engine: Engine) -> None:
     assert again.code == 0 and again.out == "no run of sweep grid is left to kill\n"
     typo = engine.cli("kill", "--sweep", "gird")
     assert typo.code == 1 and typo.err == "traintop: no sweep named gird (did you mean 'grid'?)\n"
+    # diff and export take a sweep by its name too: every run of it, in the order made.
+    diffed = engine.cli("diff", "--sweep", "grid", "--json").json()
+    assert diffed["runs"] == [run["id"] for run in made.json()]
+    assert set(diffed["differences"]) == {"lr"}
+    exported = engine.cli("export", "--sweep", "grid", "--format", "jsonl").out.splitlines()
+    assert [json.loads(line)["run"]["id"] for line in exported] == diffed["runs"]
+    alone = engine.cli("diff", "apart")
+    assert alone.code == 2 and "diff needs two runs or more" in alone.err
     removed = engine.cli("rm", "--sweep", "grid")
     assert removed.code == 0 and removed.out.endswith("removed 4 runs: " + removed.out.rsplit(
         ": ", 1)[1]), removed.out

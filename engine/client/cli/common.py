@@ -104,6 +104,23 @@ def sweep_runs(client: Client, sweeps: Iterable[str],
             if run.get("sweep") in names and run["id"] not in seen}
 
 
+def named_runs(client: Client, args: argparse.Namespace, command: str,
+               of_sweep: Callable[[dict[str, Any]], bool],
+               verb: str | None = None) -> dict[str, dict[str, Any]]:
+    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
+    before anything is done (an unknown one refuses them all)."""
+    if not args.runs and not args.sweep:
+        raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
+                         f"--sweep NAME (traintop {command} --help)")
+    runs = resolve_runs(client, args.runs)
+    for run_id, run in sweep_runs(client, args.sweep).items():
+        if of_sweep(run):
+            runs.setdefault(run_id, run)
+    if not runs:
+        print(f"no run of sweep {shown(', '.join(args.sweep))} is left to {verb or command}")
+    return runs
+
+
 def ask_each(
     client: Client, run_ids: Iterable[str], method: str, **params: Any
 ) -> tuple[dict[str, dict[str, Any]], int]:

@@ -7,7 +7,14 @@ import sys
 import time
 from typing import Any
 
-from engine.client.cli.common import UsageError, connect, describe, resolve_runs, sweep_runs
+from engine.client.cli.common import (
+    UsageError,
+    connect,
+    describe,
+    named_runs,
+    resolve_runs,
+    sweep_runs,
+)
 from engine.client.client import EngineError
 from engine.common.config_diff import UNSET, diff_table, outcome_rows, runs_diff
 from engine.common.format import format_table, json_text, shown
@@ -22,10 +29,12 @@ _STOPPED = {s.value for s in RunState if s.terminal} | {RunState.PAUSED.value}
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    if len(args.runs) < 2:
-        raise UsageError("diff needs at least two runs: traintop diff A B [C...]")
     with connect() as client:
-        runs = [client.call("get_run", run=ref) for ref in args.runs]
+        named = named_runs(client, args, "diff", lambda run: True)
+        if len(named) < 2:
+            raise UsageError("diff needs two runs or more: traintop diff A B [C...] | "
+                             "--sweep NAME")
+        runs = [client.call("get_run", run=run_id) for run_id in named]  # (their best too)
     diff = runs_diff(runs)
     if args.json:
         def by_run(rows: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:

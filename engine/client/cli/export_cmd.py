@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.client.cli.common import UsageError, connect, resolve_runs
+from engine.client.cli.common import UsageError, connect, named_runs
 from engine.client.client import Client, EngineError
 from engine.common.format import first_unknown, json_text, number_text, shown
 
@@ -39,7 +39,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     form = export_format(args.format, args.output)
     tally = [0]  # points written
     with connect() as client:
-        runs = list(resolve_runs(client, args.runs).values())
+        runs = list(named_runs(client, args, "export", lambda run: True).values())
         problem = unknown_keys(runs, keys)
         if problem:
             raise EngineError("unknown_key", problem)
@@ -150,8 +150,16 @@ def _output(path: str | None) -> Iterator[TextIO]:
         return
     target = Path(path)
     part = target.with_name(f".{target.name}.part-{os.getpid()}")
+    if target.is_dir():
+        raise EngineError("bad_output", f"cannot write {path}: it is a directory (give a "
+                          "file's name, e.g. runs.csv)")
     try:
-        with open(part, "w", newline="") as out:
+        out = open(part, "w", newline="")  # noqa: SIM115 (closed below, before the rename)
+    except OSError as exc:  # said of the user's path, not of the hidden file beside it
+        why = "no such directory" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise EngineError("bad_output", f"cannot write {path}: {why or exc}") from None
+    try:
+        with out:
             yield out
         os.replace(part, target)
     except BaseException:

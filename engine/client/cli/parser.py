@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         _command("compare_cmd", "cmd_diff"),
         "the config keys whose values differ between runs",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME, a row each; again for several")
     p.add_argument("--json", action="store_true")
 
     p = add(
@@ -581,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
 
     p = add("export", _command("export_cmd", "cmd_export"), "export the metrics of runs")
-    p.add_argument("runs", nargs="+", metavar="run", help="runs by id, prefix or name")
+    p.add_argument("runs", nargs="*", metavar="run", help="runs by id, prefix or name")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help="every run of sweep NAME, in the order made; again for several")
     p.add_argument(
         "--format", choices=["csv", "json", "jsonl"],
         help="csv: a row a point (run,step,key,value,time); json: an object a run (an "

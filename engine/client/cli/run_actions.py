@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from engine.client.cli.common import (
     ended,
     fail_if_failed,
     fault_params,
+    named_runs,
     queue_params,
     report_new,
-    resolve_runs,
     say_new_queue,
     starting,
     sweep_runs,
@@ -34,7 +33,6 @@ from engine.client.cli.common import (
     wait_training,
 )
 from engine.client.cli.sweep_cmd import read_experiment, show_started, start_many, stop_rule
-from engine.client.client import Client
 from engine.client.demo import FORK_AFTER_STEPS, maybe_fork, start_demo
 from engine.client.sweep_plan import fork_variants, plan_among
 from engine.common.experiment import Experiment
@@ -124,23 +122,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _verb(run: dict[str, Any]) -> str:
     """How a new run's report begins: it started, or it waits in its queue."""
     return "queued" if run["state"] == "queued" else "started"
-
-
-def named_runs(client: Client, args: argparse.Namespace, command: str,
-               of_sweep: Callable[[dict[str, Any]], bool],
-               verb: str | None = None) -> dict[str, dict[str, Any]]:
-    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
-    before anything is done (an unknown one refuses them all)."""
-    if not args.runs and not args.sweep:
-        raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
-                         f"--sweep NAME (traintop {command} --help)")
-    runs = resolve_runs(client, args.runs)
-    for run_id, run in sweep_runs(client, args.sweep).items():
-        if of_sweep(run):
-            runs.setdefault(run_id, run)
-    if not runs:
-        print(f"no run of sweep {shown(', '.join(args.sweep))} is left to {verb or command}")
-    return runs
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
