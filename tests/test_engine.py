@@ -239,6 +239,16 @@ def test_logs_and_export(engine: Engine, tmp_path: Path) -> None:
     assert logs.code == 0 and logs.out.count("\n") >= 3
     followed = engine.cli("logs", run_id, "-f")  # returns once the run has ended
     assert followed.out == logs.out
+    # Nothing on the stream asked for: said, with where its output is, not a silent 0.
+    quiet = engine.cli("logs", run_id, "--stderr")
+    assert quiet.code == 0 and quiet.out == "" and quiet.err == (
+        f"traintop: nothing on its stderr; its stdout has output: traintop logs {run_id}\n")
+    failed = engine.call("start", workload="synthetic", overrides=["steps=30", "fail_at=3"])["id"]
+    assert engine.wait_state(failed, *TERMINAL)["state"] == "failed"
+    crashed = engine.cli("logs", failed)
+    assert crashed.out == "" and crashed.err == ("traintop: nothing on its stdout; its stderr "
+                                                 f"has output: traintop logs {failed} --stderr\n")
+    assert "RuntimeError" in engine.cli("logs", failed, "--stderr").out
     out_csv = tmp_path / "m.csv"
     assert engine.cli("export", run_id, "--format", "csv", "-o", str(out_csv)).code == 0
     rows = out_csv.read_text().splitlines()

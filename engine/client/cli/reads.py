@@ -204,6 +204,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             text = text.split("\n", 1)[1]  # start on a whole line
         sys.stdout.write(text)
         sys.stdout.flush()
+        if not text and not args.follow:  # an empty answer would look like a failure
+            _say_no_output(client, args.run, stream, reply["state"])
         while args.follow:
             offset = reply["offset"]
             reply = client.call("read_log", run=args.run, stream=stream, offset=offset)
@@ -214,6 +216,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     break
                 time.sleep(0.25)
     return 0
+
+
+def _say_no_output(client: Client, run: str, stream: str, state: str) -> None:
+    """One line on stderr for a run with nothing on ``stream``: where its output is."""
+    other = "stdout" if stream == "stderr" else "stderr"
+    if client.call("read_log", run=run, stream=other, offset=-1)["data"]:
+        flag = "" if other == "stdout" else " --stderr"
+        said = f"nothing on its {stream}; its {other} has output: traintop logs {run}{flag}"
+    else:
+        said = "it printed nothing" if RunState(state).terminal else "no output yet"
+    print(f"traintop: {said}", file=sys.stderr)
 
 
 def _latest_sample(client: Client) -> dict[str, Any] | None:
