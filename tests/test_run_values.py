@@ -202,6 +202,16 @@ def test_the_tui_filter_takes_the_same_conditions(valued: Engine) -> None:
             field.value = "run lr<x"  # wrong: the field says so, the rest still filters
             await until(pilot, lambda: table.order == every)
             assert field.has_class("-invalid")
+            # A name no run has keeps no run: the field says so, and Enter says the name
+            # it meant (as 'traintop ls lrr<1e-3' does), rather than an empty table alone.
+            field.value = "lrr<1e-3"
+            await until(pilot, lambda: table.order == [])
+            assert field.has_class("-invalid")
+            field.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: any(
+                n.message == "filter: no run has a value named 'lrr'; did you mean lr?"
+                for n in app._notifications))
 
     asyncio.run(scenario())
 

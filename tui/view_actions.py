@@ -16,7 +16,7 @@ from textual.widgets import Input, RichLog
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
-from engine.client.run_select import filter_errors, unknown_value
+from engine.client.run_select import filter_errors, unknown_names, unknown_value
 from engine.common.settings import unknown_keys
 from tui.chart_view import ChartView
 from tui.compare import MAX_MARKS, MAX_PINS, Overlaid
@@ -177,8 +177,11 @@ class ViewActions(SweepActions):
         table = self.query_one(RunsTable)
         table.text_filter = event.value
         table.refresh_rows(self.state)
-        # A condition half typed ('lr<') or wrong ('lr<x') is left out; the field says so.
-        event.input.set_class(bool(filter_errors(event.value)), "-invalid")
+        # A condition half typed ('lr<'), wrong ('lr<x') or on a name no run has ('lrr<1')
+        # is left out or keeps nothing; the field says so.
+        runs = self.state.runs.values()
+        wrong = filter_errors(event.value) or unknown_names(event.value, runs)
+        event.input.set_class(bool(wrong), "-invalid")
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
@@ -187,6 +190,8 @@ class ViewActions(SweepActions):
         self.query_one(RunsTable).focus()
         for error in filter_errors(field.value):
             self.notify(f"filter: {error}; left out", severity="warning")
+        for problem in unknown_names(field.value, self.state.runs.values()):
+            self.notify(f"filter: {problem}", severity="warning")
 
     def action_columns(self) -> None:
         table = self.query_one(RunsTable)

@@ -337,3 +337,12 @@ def filter_errors(text: str) -> list[str]:
     errors: list[str] = []
     parse_filter(text, errors)
     return errors
+
+
+def unknown_names(text: str, runs: Collection[RunInfo]) -> list[str]:
+    """Why each name the conditions of ``text`` use names nothing any of ``runs`` has
+    ('lrr<1e-3': did you mean lr?): such a condition keeps no run."""
+    if not runs:
+        return []
+    names = dict.fromkeys(parse_filter(text, errors=[]).names)
+    return [problem for name in names if (problem := unknown_value(runs, name)) is not None]
