@@ -6,10 +6,12 @@ A malformed command line is one line (``UsageError``), never argparse's usage bl
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from engine.client.cli.common import UsageError
 from engine.client.run_select import RUN_SORTS, parse_condition, parse_since, parse_states
@@ -36,8 +38,33 @@ def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a mistake in one line instead of a usage block."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # the top one's subcommands
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{_closest_choice(message)} (see '{self.prog} --help')")
+
+    def unknown_words(self, command: str | None, extras: list[str]) -> NoReturn:
+        """Words no option of ``command`` takes: said with that command's help, and the
+        option closest to each (``--sweeps``? for ``--sweep``)."""
+        sub = self.commands.get(command or "")
+        if sub is None:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        options = [o for action in sub._actions for o in action.option_strings]
+        near = [m[0] for w in extras if w.startswith("--")
+                if (m := difflib.get_close_matches(w.partition("=")[0], options, n=1))]
+        hint = f"; did you mean {' '.join(near)}?" if near else ""
+        sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+
+
+def _closest_choice(message: str) -> str:
+    """argparse's "invalid choice: 'lss' (choose from ...)" as "invalid choice: 'lss';
+    did you mean 'ls'?" when one is close; any other message as it is."""
+    found = re.match(r"(argument .*: invalid choice: '.*') \(choose from (.*)\)$", message)
+    near = difflib.get_close_matches(found[1].rsplit("'", 2)[1], re.findall(
+        r"'([^']*)'", found[2]), n=1) if found else []
+    return f"{found[1]}; did you mean {near[0]!r}?" if found and near else message
 
 
 def _count(text: str) -> int:
@@ -273,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
+        parser.commands[name] = p
         return p
 
     p = add(
@@ -645,5 +673,7 @@ def take_overrides(
             parser.error(f"unrecognized arguments: {' '.join(extras)}; a word that leaves "
                          f"runs out goes after '--': traintop ls -- {' '.join(leave_out)}")
     if extras:
+        if isinstance(parser, _Parser):
+            parser.unknown_words(args.command, extras)
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
 
