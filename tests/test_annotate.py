@@ -58,7 +58,9 @@ def test_tags_are_added_taken_off_and_found(stored: Engine) -> None:
 
     assert listed(stored, "-t", "baseline") == ["aaaa01", "aaaa02"]
     assert listed(stored, "-t", "baseline", "-t", "best-lr") == ["aaaa02"]
-    assert listed(stored, "-t", "best") == []  # a tag matches whole
+    whole = stored.cli("ls", "-t", "best")  # a tag matches whole: no run has this one
+    assert whole.code == 1 and whole.err == ("traintop: no run is tagged 'best' (did you "
+                                             "mean 'best-lr'?)\n")
     assert listed(stored, "best") == ["aaaa02"]  # a word matches in tags as in names
     assert listed(stored, "#best") == ["aaaa02"]  # and as the TUI shows them
     header, *rows = stored.cli("ls").out.splitlines()
@@ -68,7 +70,13 @@ def test_tags_are_added_taken_off_and_found(stored: Engine) -> None:
 
     untagged = stored.cli("tag", "-d", "baseline", "aaaa01", "aaaa02")
     assert untagged.out.splitlines() == ["aaaa01 (run-0): no tags", "aaaa02 (run-1): best-lr"]
-    assert listed(stored, "-t", "baseline") == []
+    gone = stored.cli("ls", "-t", "baseline")
+    assert gone.code == 1 and "no run is tagged 'baseline'" in gone.err
+    # Taking off a tag a run has not (misspelt, most often) is said, not passed over.
+    missed = stored.cli("tag", "-d", "best-lrr", "aaaa02")
+    assert missed.code == 1 and missed.out == "" and missed.err == (
+        "traintop: aaaa02 has no tag 'best-lrr' (its tags: best-lr)\n")
+    assert stored.run("aaaa02")["tags"] == ["best-lr"]
 
 
 def test_a_note_is_set_shown_and_cleared(stored: Engine) -> None:

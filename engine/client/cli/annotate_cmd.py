@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engine.client.cli.common import UsageError, ask_each, connect, resolve_runs
 from engine.common.format import shown
@@ -16,7 +17,18 @@ def cmd_tag(args: argparse.Namespace) -> int:
         raise UsageError(problem)
     change = {"remove": [args.tag]} if args.delete else {"add": [args.tag]}
     with connect() as client:
-        taken, status = ask_each(client, resolve_runs(client, args.runs), "annotate", **change)
+        runs = resolve_runs(client, args.runs)
+        status = 0
+        if args.delete:  # a tag a run has not: most often misspelt; said, not passed over
+            for run_id, run in list(runs.items()):
+                if args.tag not in run["tags"]:
+                    del runs[run_id]
+                    has = " ".join(shown(t) for t in run["tags"]) or "none"
+                    print(f"traintop: {run_id} has no tag {shown(args.tag)!r} (its tags: "
+                          f"{has})", file=sys.stderr)
+                    status = 1
+        taken, refused = ask_each(client, runs, "annotate", **change)
+        status = max(status, refused)
     for run in taken.values():
         tags = " ".join(shown(t) for t in run["tags"]) or "no tags"
         print(f"{run['id']} ({shown(run['name'])}): {tags}")

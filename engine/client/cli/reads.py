@@ -7,6 +7,7 @@ imports nothing it does not need.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from typing import Any
@@ -104,6 +105,13 @@ def filter_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
         raise EngineError("unknown_sweep", no_sweep_text(args.sweep, sweeps))
     if runs:
         _check_names(runs, named_values(args))
+    tags = {tag for r in runs for tag in r.tags}
+    for tag in args.tag:
+        if tag not in tags:
+            near = difflib.get_close_matches(tag, sorted(tags), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else (
+                f"tags: {' '.join(sorted(tags)[:10])}" if tags else "no run has a tag yet")
+            raise EngineError("unknown_tag", f"no run is tagged {shown(tag)!r} ({hint})")
     wanted = parse_filter(" ".join(args.words))
     return [
         r for r in runs
