@@ -119,6 +119,8 @@ def test_the_table_shows_best_and_says_how_many_were_left_out(listed: Engine) ->
     failed = rows[0].split()
     assert failed[LS_HEADER.index("LOSS")] == "9" and failed[LS_HEADER.index("BEST")] == "0.5"
     assert footer == "(4 of 7 runs)"
+    best = listed.cli("ls", "--sweep", "lr-search", "--sort", "best", "-n", "2").out
+    assert best.splitlines()[-1] == "(2 of the 4 that match, of 7 runs)"  # cut by -n
     whole = listed.cli("ls").out.splitlines()
     assert len(whole) == 1 + len(RUNS)  # every run, and no footer
     assert listed.cli("ls", "nothing-has-this").out == "no run of the 7 matches\n"

@@ -90,11 +90,11 @@ def _check_names(runs: list[RunInfo], names: list[str]) -> None:
 
 
 def select_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
-    """The runs ``ls`` shows, in its order: filtered (``filter_runs``), sorted, then cut
-    to ``--limit`` (the newest, or the first of the sort)."""
+    """The runs ``ls`` shows of those its filter kept (``filter_runs``), in its order:
+    sorted, then cut to ``--limit`` (the newest, or the first of the sort)."""
     sort = args.sort
     key = RUN_SORTS.get(sort) or (lambda r: value_order(run_value(r, sort)))
-    return ordered(filter_runs(runs, args), key, sort, args.reverse, args.limit)
+    return ordered(runs, key, sort, args.reverse, args.limit)
 
 
 def filter_runs(runs: list[RunInfo], args: argparse.Namespace) -> list[RunInfo]:
@@ -150,7 +150,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         problem = unknown_keys((r.config for r in everything), args.by) if everything else None
         if problem is not None:
             raise EngineError("unknown_value", problem)
-    runs = filter_runs(everything, args) if args.settings else select_runs(everything, args)
+    matched = filter_runs(everything, args)
+    runs = matched if args.settings else select_runs(matched, args)
     if args.settings and (runs or args.json or args.quiet):
         print_settings(runs, args, len(listed), sizes)
         return 0
@@ -181,6 +182,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 for row, r in zip(rows, runs, strict=True)]
     print(format_table(header, rows))
     footer = [f"{len(runs)} of {len(listed)} runs"] if len(runs) < len(listed) else []
+    if len(matched) not in (len(runs), len(listed)):  # cut by -n from those the filter kept
+        footer = [f"{len(runs)} of the {len(matched)} that match, of {len(listed)} runs"]
     if sizes:
         footer.append(f"{format_bytes(sum(r.size or 0 for r in runs))} of files")
     if any(_released(r) for r in runs):  # the marks, said where they are seen
