@@ -153,6 +153,7 @@ def engine(
 ) -> Iterator[Engine]:
     home = tmp_path / "home"
     monkeypatch.setenv("TRAINTOP_HOME", str(home))
+    monkeypatch.delenv("COLUMNS", raising=False)  # tables at their full width
     # Tests start several runs at once; the default queue's slots (one per core) would
     # queue them on a small machine. Tests of the queue set their own limits.
     monkeypatch.setenv("TRAINTOP_CPU_SLOTS", "32")

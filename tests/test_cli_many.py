@@ -15,6 +15,7 @@ import pytest
 
 from engine.client.cli.reads import LS_HEADER
 from engine.client.run_select import parse_since
+from engine.common.format import fit_columns
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 
@@ -127,6 +128,22 @@ def test_the_table_shows_best_and_says_how_many_were_left_out(listed: Engine) ->
     # a queued run's long reason is cut, so it does not widen the column for every row
     (queued,) = [line for line in whole if line.startswith("aaaa04")]
     assert "queued (waiting for run aaaa06 to finis…  0 " in queued
+
+
+def test_a_terminal_narrower_than_the_table_cuts_the_state_then_the_name(
+    listed: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = listed.cli("ls").out.splitlines()
+    assert max(len(line) for line in whole) > 80
+    monkeypatch.setenv("COLUMNS", "80")  # (as a terminal of 80 columns says it)
+    fitted = listed.cli("ls").out.splitlines()
+    assert max(len(line) for line in fitted) <= 80, fitted
+    assert [line.split()[0] for line in fitted] == [line.split()[0] for line in whole]
+    (queued,) = [line for line in fitted if line.startswith("aaaa04")]
+    assert "queued (waiting for run…  " in queued  # the reason gives way first ('show')
+    cut = fit_columns(["ID", "NAME"], [["a1", "grid-lr1e-4-batch32"], ["a2", "x"]], 20,
+                      [(1, 12, True)])
+    assert cut == [["ID", "NAME"], ["a1", "grid-lr…-batch32"], ["a2", "x"]]  # both ends kept
 
 
 def test_json_holds_the_chosen_runs_in_order_with_their_best(listed: Engine) -> None:

@@ -118,6 +118,31 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int,
+                shrinkable: Sequence[tuple[int, int, bool]]) -> list[list[str]]:
+    """The table (header first) cut to ``width`` characters as ``format_table`` lays it
+    out, by cutting the columns ``shrinkable`` names (index, narrowest, whether to keep
+    both ends: a sweep's run names differ at their end), in that order, each no narrower
+    than its narrowest; what is still too wide is left to wrap."""
+    table = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    over = sum(widths) + 2 * (len(widths) - 1) - width
+    for index, narrowest, ends in shrinkable:
+        if over <= 0:
+            break
+        if index >= len(widths) or widths[index] <= narrowest:
+            continue
+        to = max(narrowest, widths[index] - over)
+        head = (to - 1) // 2 if ends else to - 1
+        for row in table:
+            text = row[index]
+            if len(text) > to:
+                row[index] = text[:head] + "…" + text[len(text) - (to - 1 - head):]
+        over -= widths[index] - to
+        widths[index] = to
+    return table
+
+
 def format_bytes(value: float | None) -> str:
     """Bytes in binary units: ``512 B``, ``3.2 GiB``."""
     if value is None:

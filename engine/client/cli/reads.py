@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -33,6 +35,7 @@ from engine.client.run_select import (
 from engine.common.format import (
     SHOWN_NAME,
     duration_text,
+    fit_columns,
     format_bytes,
     format_number,
     format_table,
@@ -50,6 +53,14 @@ LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "ETA", "DEVICE", "PA
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
 SHOWN_TAGS = 40
+
+
+def terminal_width() -> int | None:
+    """The width to fit a table to: the terminal's, or $COLUMNS if set; None for a pipe
+    or a file (a script reads every character)."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def _released(run: RunInfo) -> bool:
@@ -180,6 +191,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         header.append("TAGS")
         rows = [[*row, shown(" ".join(r.tags), SHOWN_TAGS)]
                 for row, r in zip(rows, runs, strict=True)]
+    width = terminal_width()
+    if width is not None:  # the state's reason, then the name, then tags give way first
+        shrink = [(2, 16, False), (1, 14, True)] + (
+            [(len(header) - 1, 10, False)] if header[-1] == "TAGS" else [])
+        header, *rows = fit_columns(header, rows, width, shrink)
     print(format_table(header, rows))
     footer = [f"{len(runs)} of {len(listed)} runs"] if len(runs) < len(listed) else []
     if len(matched) not in (len(runs), len(listed)):  # cut by -n from those the filter kept
