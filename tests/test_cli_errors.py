@@ -100,6 +100,8 @@ REFUSED = {
     "unknown sweep to kill": (["kill", "--sweep", "nope"], "no sweep named nope"),
     "unknown sweep to remove": (["rm", "--sweep", "nope", "-f"], "no sweep named nope"),
     "bad override key": (["start", "synthetic", "nosuchkey=1"], "nosuchkey"),
+    "misspelt override key": (["start", "synthetic", "lrr=1"],
+                              "unknown config key 'lrr' (did you mean 'lr'? known: batch,"),
     "bad override value": (["start", "synthetic", "lr=abc"], "lr=abc"),
     "fractional int": (["start", "synthetic", "steps=1.5"], "integer"),
     "int overflow": (["start", "synthetic", "steps=1e20"], "steps=1e20: out of range"),

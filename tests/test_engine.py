@@ -239,6 +239,10 @@ def test_logs_and_export(engine: Engine, tmp_path: Path) -> None:
     assert logs.code == 0 and logs.out.count("\n") >= 3
     followed = engine.cli("logs", run_id, "-f")  # returns once the run has ended
     assert followed.out == logs.out
+    shown = engine.cli("show", run_id).out.splitlines()  # its lowest loss and how long
+    lowest = min(engine.losses(run_id).values())
+    assert f"lowest    loss={lowest:.5g}" in shown, shown
+    assert any(line.startswith("ran       ") and line.endswith("s") for line in shown), shown
     # Nothing on the stream asked for: said, with where its output is, not a silent 0.
     quiet = engine.cli("logs", run_id, "--stderr")
     assert quiet.code == 0 and quiet.out == "" and quiet.err == (

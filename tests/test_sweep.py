@@ -87,6 +87,8 @@ def test_names_show_the_values_that_differ_and_are_unique() -> None:
         (["lr=1,2"], 3, "--trials 3"),
         (["lr=1,2", "lr=3"], None, "lr=3"),
         (["layers=int(2..x)"], 2, "int(2..x)"),
+        (["fail_at=5,-1,-1"], None, "fail_at=5,-1,-1: -1 given twice; each value makes a run"),
+        (["lr=1e-3,0.001"], None, "1e-3 and 0.001 given twice"),
     ],
 )
 def test_bad_specs_name_the_token(tokens: list[str], trials: int | None, mentions: str) -> None:

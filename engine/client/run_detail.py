@@ -16,6 +16,7 @@ from engine.client.events import RunDescription, RunInfo
 from engine.common.checkpoint_every import CheckpointEvery
 from engine.common.format import (
     condition_text,
+    duration_text,
     format_bytes,
     format_number,
     shown,
@@ -112,6 +113,11 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
             for k, v in sorted(run.last.items())
         )
         lines.append(DetailLine("last", " ".join(values)))
+    if run.best:  # each metric's lowest so far, as ls's BEST is the loss's
+        lines.append(DetailLine("lowest", " ".join(
+            f"{k}={v:.5g}" for k, v in sorted(run.best.items()))))
+    if run.started is not None and run.ended is not None:  # (its last start to its end)
+        lines.append(DetailLine("ran", duration_text(max(run.ended - run.started, 0.0))))
     skipped = skipped_text(run.skipped_records, run.skipped_points)
     if skipped:
         lines.append(DetailLine("skipped", skipped))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -122,8 +123,10 @@ def apply_overrides(
         if key in config:
             config[key] = coerce(key, text, config[key])
         elif strict:
-            known = ", ".join(sorted(config)) or "none"
-            raise ConfigError(f"unknown config key {key!r} (known: {known})")
+            near = difflib.get_close_matches(key, list(config), n=1)
+            known = f"did you mean {near[0]!r}? " if near else ""
+            known += f"known: {', '.join(sorted(config)) or 'none'}"
+            raise ConfigError(f"unknown config key {key!r} ({known})")
         else:
             config[key] = _check_range(key, text, parse_literal(text))
     return config

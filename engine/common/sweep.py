@@ -170,8 +170,24 @@ def parse_tokens(tokens: Sequence[str]) -> SweepSpec:
         elif any(not v.strip() for v in values):
             raise SweepError(f"{token}: an empty value in the list")
         else:
-            spec.add(key, "grid", [v.strip() for v in values], token)
+            spec.add(key, "grid", _distinct([v.strip() for v in values], token), token)
     return spec
+
+
+def _distinct(values: list[str], token: str) -> list[str]:
+    """A list's values, refused if one is given twice (as written or as a number: 1e-3
+    and 0.001): it would make the same run twice."""
+    seen: dict[Any, str] = {}
+    for value in values:
+        parsed = parse_literal(value)
+        # (a list or dict value by its text; True apart from 1)
+        key = (type(parsed) is bool, parsed) if isinstance(parsed, int | float | str) \
+            else value
+        if key in seen:
+            again = value if seen[key] == value else f"{seen[key]} and {value}"
+            raise SweepError(f"{token}: {again} given twice; each value makes a run")
+        seen[key] = value
+    return values
 
 
 def run_count(spec: SweepSpec, trials: int | None) -> int:
