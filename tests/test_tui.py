@@ -281,6 +281,10 @@ def test_readonly_mode_refuses_every_change(engine: Engine) -> None:
                 await pilot.press(key)
             await pilot.pause(0.5)
             assert not isinstance(app.screen, ConfirmDialog | ForkDialog)
+            said = [n.message for n in app._notifications]  # each said, not ignored
+            for key in ("p", "K", "f", "n"):
+                assert (f"read-only: {key} would change runs (traintop started with "
+                        "--readonly)") in said, said
 
     asyncio.run(scenario())
     assert engine.run(run_id)["state"] == "running"

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 
 from engine.client.client import EngineError, EngineUnavailable
 from engine.client.demo import fork_request
@@ -27,7 +27,7 @@ from engine.common.runs import (
 )
 from engine.common.sweep import SweepError
 from tui.connection import EngineLink
-from tui.keys import BY_ID
+from tui.keys import BY_ID, READONLY_KEYS
 from tui.run_notices import RunNotices
 from tui.screens.detail import RunDetail
 from tui.screens.dialogs import (
@@ -65,6 +65,12 @@ class RunActions(RunNotices):
         if spec is not None and spec.mutates and self.readonly:
             return None  # shown greyed out, and the key does nothing
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A key that would change runs, pressed in --readonly mode: said, not ignored."""
+        if self.readonly and event.key in READONLY_KEYS:
+            self.notify(f"read-only: {event.key} would change runs (traintop started "
+                        "with --readonly)", severity="warning")
 
     def _need_run(self) -> RunInfo | None:
         run = self.selected
