@@ -55,7 +55,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1 if unreadable else 0
     for run, (_, origin, count) in zip(runs, made, strict=True):
         print(f"imported {run['id']} ({shown(run.get('name') or '')}) {run.get('state', '')}: "
-              f"{count} points from {origin}")
+              f"{count} point{'s' if count != 1 else ''} from {origin}")
     return 1 if unreadable else 0
 
 

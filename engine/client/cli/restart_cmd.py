@@ -53,7 +53,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
             )
             return 1
         if run["kind"] == "imported":
-            print(f"traintop: {run['refusals']['fork']}", file=sys.stderr)
+            print(f"traintop: run {run['id']} was imported from TensorBoard logs: there is "
+                  "no command or workload to run again", file=sys.stderr)
             return 1
         name = args.name or restart_name(run["name"], {r["name"] for r in client.all_runs()})
         new = _restart_command(client, run, args, name) if run["kind"] == "wrapped" else (
