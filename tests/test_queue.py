@@ -228,6 +228,10 @@ def test_a_queue_no_one_made_runs_as_many_at_once_as_the_default_and_is_said(
     assert asked.err.startswith("traintop: no queue named 'grdi' yet; a run sent there makes "
                                 "it, and it runs 2 runs at a time") and "'grid'?" in asked.err
     assert engine.cli("kill", *ids).code == 0
+    # Made on purpose with --parallel: made, but one a letter from a known queue is said.
+    made = engine.cli("queue", "gdir", "--parallel", "4")
+    assert made.code == 0 and made.err == "traintop: made queue 'gdir'; did you mean 'gird'?\n"
+    assert engine.cli("queue", "fresh", "--parallel", "4").err == ""
 
 
 def test_a_rebuilt_store_keeps_queued_runs_and_the_queues_settings(engine: Engine) -> None:

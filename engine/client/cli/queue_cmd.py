@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Any
 
@@ -33,6 +34,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
         if changes:
             if "parallel" not in changes:  # 'queue nigth --pause' makes a queue: say so
                 say_new_queue(client, args.name)
+            else:  # made on purpose; but one a letter away from a known queue is said
+                known = [str(q["name"]) for q in client.call("queues", waiting=0)]
+                near = difflib.get_close_matches(args.name, known, n=1)
+                if args.name not in known and near:
+                    print(f"traintop: made queue {args.name!r}; did you mean {near[0]!r}?",
+                          file=sys.stderr)
             queues = [client.call("queue_set", name=args.name, **changes)]
         else:
             queues = client.call("queues", waiting=args.limit)
