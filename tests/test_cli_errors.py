@@ -78,6 +78,8 @@ USAGE_ERRORS = {
     "no runs asked for": (["ls", "-n", "0"], "at least 1"),
     "no run to remove": (["rm"], "RUN"),
     "unknown time": (["ls", "--since", "yesterday"], "not a time"),
+    "negative timeout": (["wait", "x", "--timeout", "-1"], "must be 0 seconds or more, not -1"),
+    "negative bytes": (["logs", "x", "--bytes", "-5"], "--bytes: must be 0 or more, not -5"),
 }
 
 
@@ -179,7 +181,7 @@ def test_wrong_state_and_duplicate_names(engine: Engine) -> None:
     refused(engine, "pause", "done", "--release", mentions="cannot release")
     refused(engine, "kill", finished["id"], mentions="cannot kill a run that is finished")
     refused(engine, "resume", "done", mentions="cannot resume a run that is finished")
-    refused(engine, "kill", "busy", "--grace", "-1", mentions="grace")
+    refused(engine, "kill", "busy", "--grace", "-1", mentions="grace", code=2)
     refused(engine, "start", "synthetic", "--name", "done", mentions="already exists")
     refused(engine, "start", "synthetic", "--name", "busy", mentions="already exists")
     refused(engine, "fork", "busy", "--name", "done", mentions="already exists")

@@ -67,6 +67,28 @@ def _closest_choice(message: str) -> str:
     return f"{found[1]}; did you mean {near[0]!r}?" if found and near else message
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, zero or more (argparse says what was wrong with the word)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, not {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    """A whole number of bytes, zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _count(text: str) -> int:
     """A whole number of at least 1 (argparse says what was wrong with the word)."""
     try:
@@ -400,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=[], metavar="NAME",
                    help="every run of sweep NAME, and those that join it while waiting "
                    "(PBT's replacements); again for several")
-    p.add_argument("--timeout", type=float, help="seconds to wait at most (default: no limit)")
+    p.add_argument("--timeout", type=_seconds, help="seconds to wait at most (default: no limit)")
 
     p = add(
         "queue",
@@ -517,13 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="checkpoint and end the worker, freeing its (GPU) memory",
     )
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=_seconds, default=10.0)
 
     p = add("resume", _command("run_actions", "cmd_resume"), "resume paused (or failed) runs")
     p.add_argument("runs", nargs="*", metavar="RUN")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME",
                    help="every paused run of sweep NAME; again for several")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=_seconds, default=30.0)
 
     p = add(
         "fork",
@@ -576,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every run of sweep NAME that has not ended, queued ones too, and "
                    "any trial its search makes meanwhile; again for several")
     p.add_argument(
-        "--grace", type=float, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
+        "--grace", type=_seconds, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )
 
     p = add(
@@ -608,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--stderr", action="store_true")
-    p.add_argument("--bytes", type=int, default=64 * 1024, help="how much of the end to show")
+    p.add_argument("--bytes", type=_size, default=64 * 1024, help="how much of the end to show")
 
     p = add("export", _command("export_cmd", "cmd_export"), "export the metrics of runs")
     p.add_argument("runs", nargs="*", metavar="run", help="runs by id, prefix or name")
