@@ -166,14 +166,20 @@ def test_a_rule_is_only_for_a_sweeps_runs(engine: Engine) -> None:
     assert engine.all_runs() == []
 
 
+def _asha_sweep(engine: Engine, parallel: int, *argv: str) -> list[str]:
+    """Two good learning rates, then two that barely learn, in a queue of ``parallel``
+    slots: the ids of the four runs."""
+    assert engine.cli("queue", "asha", "--parallel", str(parallel)).code == 0
+    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,1e-6,1e-7", *argv, "--queue",
+                         "asha", "--json")
+    assert started.code == 0, started.err
+    return [run["id"] for run in started.json()]
+
+
 def test_a_sweep_stops_its_worse_runs_and_lets_the_better_finish(engine: Engine) -> None:
-    assert engine.cli("queue", "asha", "--parallel", "2").code == 0
     # Two good learning rates first, then two that barely learn: these reach step 50
     # after the first two have (two slots), and are not among the best third there.
-    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,1e-6,1e-7", "steps=1000",
-                         "sleep=0.005", "--early-stop", "50", "--queue", "asha", "--json")
-    assert started.code == 0, started.err
-    ids = [run["id"] for run in started.json()]
+    ids = _asha_sweep(engine, 2, "steps=1000", "sleep=0.005", "--early-stop", "50")
     ends = {run_id: engine.wait_state(run_id, *TERMINAL, timeout=120) for run_id in ids}
     good, bad = ids[:2], ids[2:]
     for run_id in good:
@@ -289,11 +295,7 @@ def test_a_run_a_rule_stopped_is_killed_by_the_next_daemon_if_the_last_died_firs
 def test_a_verdict_read_after_a_runs_last_step_lets_it_finish(engine: Engine) -> None:
     # A daemon that reads a rung late (stopped, or behind on a loaded machine) finds runs
     # that have trained every step: a stop saves nothing then, and 'killed' would be a lie.
-    assert engine.cli("queue", "late", "--parallel", "4").code == 0
-    started = engine.cli("sweep", "synthetic", "lr=0.02,0.01,1e-6,1e-7", "steps=600",
-                         "sleep=0.01", "--early-stop", "500", "--queue", "late", "--json")
-    assert started.code == 0, started.err
-    ids = [run["id"] for run in started.json()]
+    ids = _asha_sweep(engine, 4, "steps=600", "sleep=0.01", "--early-stop", "500")
     for run_id in ids:
         engine.wait_process(run_id, 1)
     assert engine.cli("engine", "stop").code == 0  # the runs train on without it

@@ -78,26 +78,24 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _size(text: str) -> int:
-    """A whole number of bytes, zero or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+def _whole(least: int) -> Callable[[str], int]:
+    """A type for argparse: a whole number of at least ``least``."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}"
+                                             if least else f"must be 0 or more, not {value}")
+        return value
+
+    return whole
 
 
-def _count(text: str) -> int:
-    """A whole number of at least 1 (argparse says what was wrong with the word)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+_count = _whole(1)  # how many (runs, trials...)
+_size = _whole(0)  # bytes
 
 
 def _since(text: str) -> float:
