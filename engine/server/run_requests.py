@@ -91,7 +91,6 @@ def check_known(method: str, params: dict[str, Any]) -> None:
         )
 
 
-
 def refuse_if_nothing_to_train(parent: dict[str, Any], configs: list[dict[str, Any]]) -> None:
     """A fork from an ended run's last step that would train no step (its ``steps`` not
     raised past it) is refused before anything is made: forks of it in a list would
@@ -102,6 +101,7 @@ def refuse_if_nothing_to_train(parent: dict[str, Any], configs: list[dict[str, A
         raise RequestError("bad_request", f"run {parent['id']} is at step {step}, so a fork "
                            f"with steps={short[0]} would have nothing to train: give it more "
                            f"steps, e.g. steps={2 * step if step else 100}")
+
 
 class RunRequests(QueueRequests):
     """The requests that create, steer and end runs (and the backends' ``Host``)."""

@@ -243,10 +243,10 @@ def cmd_kill(args: argparse.Namespace) -> int:
         while args.sweep and (made := [r for r, run in sweep_runs(client, args.sweep, taken)
                                        .items() if not ended(run)]):
             more, failed = ask_each(client, made, "kill", grace=args.grace)
+            status = max(status, failed)
             if not more:
                 break
             taken.update(more)
-            status = max(status, failed)
         # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         runs = wait_for_all(client, list(taken), ended, 2 * args.grace + 10)
     for run in runs:
