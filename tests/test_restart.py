@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from engine.client.cli.restart_cmd import restart_name
+from engine.client.client import EngineError
 from tests.conftest import TERMINAL, Engine
 from tests.test_attach import launch
 
@@ -31,6 +32,25 @@ def test_restart_of_a_finished_run_keeps_its_config_and_applies_overrides(
     assert third.code == 0, third.err
     assert third.out.startswith("started ") and "(base-r3)" in third.out
     assert f"a restart of {again['id']}" in third.out
+    # Each says what it is a restart of, as a fork says its parent; a rebuild keeps it.
+    assert again["restart_of"] == first["id"]
+    shown = engine.cli("show", "base-r3").out.splitlines()
+    assert f"restarts  {again['id']}, from step 0" in shown, shown
+    events = engine.run("base-r3")["events"]
+    assert events[0]["reason"] == f"created by user: a restart of {again['id']}"
+    engine.wait_state("base-r3", *TERMINAL)
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.run("base-r3")["restart_of"] == again["id"]
+    assert engine.run("base")["restart_of"] is None
+    refused = engine.call  # a request naming a run that is not there: refused, nothing made
+    try:
+        refused("start", workload="synthetic", restart_of="zzzzzz")
+    except EngineError as exc:
+        assert exc.message == "no run 'zzzzzz' to restart"
+    else:
+        raise AssertionError("a restart of no run was made")
+    assert len(engine.all_runs()) == 3
 
 
 def test_a_restart_keeps_the_runs_divergence_watch_unless_told(engine: Engine) -> None:
@@ -76,6 +96,7 @@ def test_restart_of_a_wrapped_run_runs_its_command_again(
     again = result.json()
     assert again["kind"] == "wrapped" and again["name"] == "cmd-r2"
     assert again["config"]["command"] == first["config"]["command"]
+    assert again["restart_of"] == first["id"]
     assert engine.wait_state(again["id"], *TERMINAL)["state"] == "finished"
     assert marks.read_text() == "ran\nran\n"
 

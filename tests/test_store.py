@@ -212,7 +212,7 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     Points(db).add(rid, points)
     db.close()
     store = Store(path)
-    assert store.version == SCHEMA_VERSION == 13
+    assert store.version == SCHEMA_VERSION == 14
     # 7: the index a run's best values are read from.
     indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "chunks_best" in indexes
@@ -225,6 +225,7 @@ def test_a_version_4_store_gains_the_divergence_watch_and_keeps_runs_and_points(
     assert run["checkpoint_every"] is None and run["retries"] == run["retried"] == 0
     assert run["checkpoints_removed"] is None  # 12: its checkpoints are there
     assert run["search"] is None  # 13: not a searched sweep's
+    assert run["restart_of"] is None  # 14: a restart of no run
     assert run["divergence_factor"] == 10.0 and run["diverged"] is None
     assert store.all_metrics("abc234") == points
 

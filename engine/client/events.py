@@ -60,6 +60,7 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)
     total_steps: int | None = None
     parent_id: str | None = None
+    restart_of: str | None = None  # the run it is a restart of (traintop restart)
     fork_step: int | None = None
     created: float = 0.0
     started: float | None = None

@@ -103,6 +103,8 @@ def detail_lines(run: RunDescription, resume_hint: str) -> list[DetailLine]:
     if run.parent_id:
         gone = " (since removed)" if run.parent_removed else ""
         lines.append(DetailLine("forked", f"from {run.parent_id} at step {run.fork_step}{gone}"))
+    if run.restart_of:
+        lines.append(DetailLine("restarts", f"{run.restart_of}, from step 0"))
     lines += _lineage(run)
     if run.children:
         lines.append(DetailLine("forks", ", ".join(run.children)))

@@ -27,6 +27,7 @@ def launch_record(run: dict[str, Any]) -> dict[str, Any]:
         "search": run["search"],
         "checkpoint_every": run["checkpoint_every"],  # the worker reads it too
         "retries": run["retries"],
+        "restart_of": run.get("restart_of"),
         **{key: run[key] for key in QUEUE_RECORD},
     }
 

@@ -195,6 +195,8 @@ def _restore_run(
             "created": created,
             "parent_id": launch.get("parent_id") or _parent_from(paths, launch, run_id),
             "fork_step": launch.get("fork_step"),
+            "restart_of": restart if isinstance(restart := launch.get("restart_of"), str)
+            else None,
             "total_steps": steps if isinstance(steps, int) else None,
             "released": False,
             **_divergence(launch),

@@ -68,10 +68,10 @@ _DIVERGENCE_PARAMS = {"divergence_pause", "divergence_factor"}
 _FAULT_PARAMS = {"checkpoint_every", "retries"}
 ALLOWED = {
     "start": {"workload", "overrides", "name", "steps", "env", "device", "cwd", "early_stop",
-              "search",
+              "search", "restart_of",
               *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS, *_FAULT_PARAMS},
     "run_command": {"command", "name", "loss_pattern", "metric_patterns", "only_patterns",
-                    "logdir", "env", "cwd", "retries",
+                    "logdir", "env", "cwd", "retries", "restart_of",
                     *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS},
     "fork": {"run", "overrides", "name", "device", *_QUEUE_PARAMS, *_DIVERGENCE_PARAMS,
              *_FAULT_PARAMS},
@@ -144,6 +144,7 @@ class RunRequests(QueueRequests):
                 "commands that use several GPUs themselves (traintop run)"
             )
         base = Path(spec.partition(":")[0]).stem if spec.endswith(".py") or ":" in spec else spec
+        queued, reason = self._restart_of(params, queued, reason)
         self.check_room()
         run = self._new_run(
             spec, config, device, cwd, name or self._unique_name(base), divergence=divergence,
@@ -221,13 +222,25 @@ class RunRequests(QueueRequests):
         if queued["gpus"] and not (self.gpus or self.supervisor.scheduler.gpu_view()[0]):
             raise RequestError("bad_request", "GPUs asked for, but no NVIDIA GPU is visible here")
         device = "cuda" if queued["gpus"] else "-"
+        queued, reason = self._restart_of(params, queued, "created by user")
         self.check_room()
         run = self._new_run(
             WRAPPED_WORKLOAD, config, device, cwd, name or self._unique_name(base),
-            divergence=divergence, queued=queued,
+            divergence=divergence, queued=queued, reason=reason,
         )
         self._queue_new(run, env)
         return self.summary(self.store.get_run(run["id"]) or run)
+
+    def _restart_of(self, params: dict[str, Any], queued: dict[str, Any],
+                    reason: str) -> tuple[dict[str, Any], str]:
+        """A new run's fields and first event's reason with the run it restarts, if the
+        request names one (``restart_of``: an id)."""
+        restarted = param(params, "restart_of", str, None)
+        if restarted is None:
+            return queued, reason
+        if self.store.get_run(restarted) is None:
+            raise RequestError("not_found", f"no run {restarted!r} to restart")
+        return {**queued, "restart_of": restarted}, f"{reason}: a restart of {restarted}"
 
     def _new_run(
         self,

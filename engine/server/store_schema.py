@@ -263,6 +263,10 @@ MIGRATIONS.append("ALTER TABLE runs ADD COLUMN checkpoints_removed REAL")
 # of them ends, and a rebuilt store has it from launch.json.
 MIGRATIONS.append("ALTER TABLE runs ADD COLUMN search TEXT")
 
+# 13 -> 14: the run a restart (``traintop restart``) is a new run of, as a fork keeps its
+# parent: what it was, since its name says only -r2.
+MIGRATIONS.append("ALTER TABLE runs ADD COLUMN restart_of TEXT")
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns of the runs table in schemas 2 and 3 (the migration to 3 copies them).
@@ -298,7 +302,7 @@ RUN_FIELDS = [
     *_V3_RUN_FIELDS, "skipped_records", "skipped_points", "divergence_factor", "diverged",
     "queue", "priority", "queue_pos", "after_id", "gpus", "launch_from", "awaiting",
     "gpu_peak", "sweep", "tags", "note", "early_stop", "stopped_early", "checkpoint_every",
-    "retries", "retried", "checkpoints_removed", "search",
+    "retries", "retried", "checkpoints_removed", "search", "restart_of",
 ]
 
 
