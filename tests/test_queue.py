@@ -100,7 +100,8 @@ def test_priority_first_then_fifo_and_moved_runs_keep_their_new_place(engine: En
     low3 = start(engine, *SHORT, "--queue", "one", "--name", "low3")
     high = start(engine, *SHORT, "--queue", "one", "--priority", "5", "--name", "high")
     moved = engine.cli("move", "low3", "top")
-    assert moved.code == 0 and "number 2 of 4" in moved.out  # behind the higher priority
+    assert moved.code == 0 and moved.out == (  # behind the one of a higher priority
+        f"moved {low3['id']} (low3) to the top: number 2 of 4 waiting in one\n")
     assert [w["name"] for w in queue(engine, "one")["waiting"]] == [
         "high", "low3", "low1", "low2"
     ]

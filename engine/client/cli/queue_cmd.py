@@ -67,6 +67,7 @@ def cmd_move(args: argparse.Namespace) -> int:
         line = [w["id"] for q in client.call("queues") if q["name"] == run["queue"]
                 for w in q["waiting"]]
     place = line.index(run["id"]) + 1 if run["id"] in line else "?"
-    print(f"moved {run['id']} ({shown(run['name'])}) {args.to}: "
+    where = args.to if args.to in ("up", "down") else f"to the {args.to}"
+    print(f"moved {run['id']} ({shown(run['name'])}) {where}: "
           f"number {place} of {len(line)} waiting in {shown(run['queue'])}")
     return 0
