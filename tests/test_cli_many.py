@@ -15,7 +15,7 @@ import pytest
 
 from engine.client.cli.reads import LS_HEADER
 from engine.client.run_select import parse_since
-from engine.common.format import fit_columns
+from engine.common.format import cut_middle, fit_columns
 from engine.server.store import Store
 from tests.conftest import TERMINAL, Engine
 
@@ -143,7 +143,16 @@ def test_a_terminal_narrower_than_the_table_cuts_the_state_then_the_name(
     assert "queued (waiting for run…  " in queued  # the reason gives way first ('show')
     cut = fit_columns(["ID", "NAME"], [["a1", "grid-lr1e-4-batch32"], ["a2", "x"]], 20,
                       [(1, 12, True)])
-    assert cut == [["ID", "NAME"], ["a1", "grid-lr…-batch32"], ["a2", "x"]]  # both ends kept
+    assert cut == [["ID", "NAME"], ["a1", "grid-lr1…batch32"], ["a2", "x"]]  # both ends kept
+    assert cut_middle("grid-lr1…batch32", 10) == "grid-…ch32"  # a cut cut again: one '…'
+    # diff's columns give way alike, side by side or a row a run.
+    for refs in (["aaaa01", "aaaa02"], ["--sweep", "lr-search"]):
+        monkeypatch.delenv("COLUMNS")
+        wide = listed.cli("diff", *refs).out.splitlines()
+        monkeypatch.setenv("COLUMNS", "40")
+        narrow = listed.cli("diff", *refs).out.splitlines()
+        assert len(narrow) == len(wide) and max(map(len, narrow)) < max(map(len, wide))
+        assert max(map(len, narrow)) <= 40 or "…" in "".join(narrow), narrow
 
 
 def test_json_holds_the_chosen_runs_in_order_with_their_best(listed: Engine) -> None:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.common.format import shown
+from engine.common.format import cut_middle, shown
 from engine.common.output_lines import training_loss_key
 
 
@@ -121,12 +121,13 @@ def diff_table(
     if len(runs) > RUNS_AS_COLUMNS:
         header = ["RUN", *(shown(key) for key in (*diff, *outcomes))]
         return header, [
-            [f"{run['id']} {shown(str(run['name']), 30)}",
+            [f"{run['id']} {cut_middle(shown(str(run['name'])), 30)}",
              *(shown(value_text(values[i]), 40) for values in diff.values()),
              *(shown(_outcome_text(values[i]), 40) for values in outcomes.values())]
             for i, run in enumerate(runs)
         ]
-    header = ["KEY", *(f"{run['id']} ({shown(str(run['name']), 30)})" for run in runs)]
+    header = ["KEY", *(f"{run['id']} ({cut_middle(shown(str(run['name'])), 30)})"
+                       for run in runs)]
     rows = [[shown(key), *(shown(value_text(v), 40) for v in values)]
             for key, values in diff.items()]
     if rows:

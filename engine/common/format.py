@@ -118,6 +118,20 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def cut_middle(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, both ends kept ('grid-lr…-batch32'):
+    the names of a sweep's runs differ at their end."""
+    if len(text) <= limit:
+        return text
+    cut = text.find("…")  # cut once already: cut more around the same place
+    left, right = (text[:cut], text[cut + 1:]) if cut >= 0 else (
+        text[:len(text) // 2], text[len(text) // 2:])
+    keep = limit - 1
+    kept_left = min(len(left), keep - min(len(right), keep // 2))
+    kept_right = keep - kept_left
+    return left[:kept_left] + "…" + (right[len(right) - kept_right:] if kept_right else "")
+
+
 def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int,
                 shrinkable: Sequence[tuple[int, int, bool]]) -> list[list[str]]:
     """The table (header first) cut to ``width`` characters as ``format_table`` lays it
@@ -133,11 +147,9 @@ def fit_columns(header: Sequence[str], rows: Sequence[Sequence[str]], width: int
         if index >= len(widths) or widths[index] <= narrowest:
             continue
         to = max(narrowest, widths[index] - over)
-        head = (to - 1) // 2 if ends else to - 1
         for row in table:
-            text = row[index]
-            if len(text) > to:
-                row[index] = text[:head] + "…" + text[len(text) - (to - 1 - head):]
+            if len(row[index]) > to:
+                row[index] = cut_middle(row[index], to) if ends else row[index][:to - 1] + "…"
         over -= widths[index] - to
         widths[index] = to
     return table

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,14 @@ class UsageError(Exception):
 def connect(autostart: bool = True) -> Client:
     """A client of this user's engine, started first if none runs (and ``autostart``)."""
     return Client().connect(autostart=autostart)
+
+
+def terminal_width() -> int | None:
+    """The width to fit a table to: the terminal's, or $COLUMNS if set; None for a pipe
+    or a file (a script reads every character)."""
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def wait_for(

@@ -14,10 +14,11 @@ from engine.client.cli.common import (
     named_runs,
     resolve_runs,
     sweep_runs,
+    terminal_width,
 )
 from engine.client.client import EngineError
 from engine.common.config_diff import UNSET, diff_table, outcome_rows, runs_diff
-from engine.common.format import format_table, json_text, shown
+from engine.common.format import fit_columns, format_table, json_text, shown
 from engine.common.runs import RunState
 
 # How often wait looks at the runs itself, besides the events the engine pushes
@@ -45,7 +46,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return 0
     if not diff:
         print("no config differences")
-    print(format_table(*diff_table(runs, diff)))
+    header, rows = diff_table(runs, diff)
+    width = terminal_width()
+    if width is not None:  # each run's column (or each value's) gives way alike
+        first = max(len(row[0]) for row in (header, *rows))
+        share = max(12, (width - first) // max(len(header) - 1, 1) - 2)
+        header, *rows = fit_columns(header, rows, width,
+                                    [(i, share, True) for i in range(1, len(header))])
+    print(format_table(header, rows))
     return 0
 
 

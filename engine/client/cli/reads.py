@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
-import shutil
 import sys
 import time
 from typing import Any
 
-from engine.client.cli.common import connect, no_sweep_text
+from engine.client.cli.common import connect, no_sweep_text, terminal_width
 from engine.client.cli.ls_corr import print_correlations
 from engine.client.cli.ls_groups import SETTING_SORTS, print_settings
 from engine.client.cli.ls_sweeps import SWEEP_SORTS, print_sweeps
@@ -53,14 +51,6 @@ LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "ETA", "DEVICE", "PA
 # one long reason must not widen the column for 500 rows; 'traintop show' has all of it.
 SHOWN_STATE = 40
 SHOWN_TAGS = 40
-
-
-def terminal_width() -> int | None:
-    """The width to fit a table to: the terminal's, or $COLUMNS if set; None for a pipe
-    or a file (a script reads every character)."""
-    if "COLUMNS" in os.environ or sys.stdout.isatty():
-        return shutil.get_terminal_size().columns
-    return None
 
 
 def _released(run: RunInfo) -> bool:
