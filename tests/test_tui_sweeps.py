@@ -315,9 +315,9 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
                 dialog = await screen_of(pilot, app, SweepDialog)
                 await _fill(pilot, dialog, axes="lr=log(1e-4..1e-2)", trials="2", queue="hold")
                 await pilot.press("ctrl+s")
-                await until(pilot, lambda s=sweep: any(
-                    n.message.startswith(f"started 2 runs of sweep {s}")
-                    for n in app._notifications))
+                said.append(await until(pilot, lambda s=sweep: next((  # (kept: it fades)
+                    n.message for n in app._notifications
+                    if n.message.startswith(f"started 2 runs of sweep {s}")), None)))
             # A misspelt queue makes a new one, as on the command line: said, with the
             # closest known one.
             await pilot.press("S")
@@ -327,7 +327,6 @@ def test_the_sweep_dialog_starts_what_the_cli_would_and_refuses_bad_axes(engine:
             await until(pilot, lambda: any(n.message.startswith("queue 'hodl' is new: it runs ")
                                            and n.message.endswith("did you mean 'hold'?")
                                            for n in app._notifications))
-            said.extend(n.message for n in app._notifications)
 
     said: list[str] = []
     asyncio.run(scenario())
