@@ -10,6 +10,7 @@ from bisect import bisect_right
 from statistics import fmean, stdev
 from typing import Any
 
+import pytest
 from rich.segment import Segment
 from textual.widgets import Input, Static
 
@@ -290,6 +291,11 @@ def test_ls_g_lists_a_row_a_setting_with_the_mean_and_sd_of_its_seeds(engine: En
     assert first.startswith(f"lr={worse} ") and " 3 finished " in first and " 0,1,2 " in first
     assert f"{fmean(bests[worse]):.4g} ± {stdev(bests[worse]):.2g}" in first
     assert lines[-1] == "(6 of 6 runs as 2 settings; LOSS, BEST: mean ± sd of the runs)"
+    with pytest.MonkeyPatch.context() as patch:  # a terminal narrower: the ids give way
+        patch.setenv("COLUMNS", str(max(map(len, lines)) - 6))
+        fitted = engine.cli("ls", "-G", "-c", "seed", "--sort", "best", "-r").out.splitlines()
+    assert max(map(len, fitted)) <= max(map(len, lines)) - 6 and fitted[1].endswith("…")
+    assert fitted[1].startswith(f"lr={worse} ") and fitted[-1] == lines[-1]
 
     # -q: a line of ids a setting; -n: the first settings of the sort; words filter runs
     quiet = engine.cli("ls", "-G", "-q", "--sort", "best", "-n", "1")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from statistics import fmean, stdev
 from typing import Any
 
+from engine.client.cli.common import terminal_width
 from engine.client.events import RunInfo
 from engine.client.run_select import (
     RUN_COLUMNS,
@@ -29,6 +30,7 @@ from engine.client.run_select import (
 )
 from engine.common.format import (
     SHOWN_NAME,
+    fit_columns,
     format_bytes,
     format_number,
     format_table,
@@ -198,6 +200,10 @@ def print_settings(
             *([format_bytes(sum(r.size or 0 for r in setting.runs))] if sizes else []),
             shown(" ".join(r.id for r in setting.runs), SHOWN_IDS),
         ])
+    width = terminal_width()
+    if width is not None:  # the ids give way first (-q lists them), then the states, the name
+        shrink = [(len(header) - 1, 14, False), (2, 12, False), (0, 16, True)]
+        header, *rows = fit_columns(header, rows, width, shrink)
     print(format_table(header, rows))
     print(f"({sum(len(s.runs) for s in settings)} of {listed} runs as {len(settings)} "
           f"setting{'s' if len(settings) != 1 else ''}; LOSS, BEST: mean ± sd of the runs)")
