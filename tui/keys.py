@@ -193,5 +193,7 @@ def display_key(action: Action) -> str:
              "equals_sign": "=", "minus": "-", "less_than_sign": "<", "greater_than_sign": ">",
              "left": "←", "right": "→", "delete": "Del"}
     return ", ".join(names.get(k, k) for k in action.keys.split(","))
+
+
 # The keys of the actions that change runs: said, not silently ignored, in --readonly mode.
 READONLY_KEYS = frozenset(key.strip() for a in ACTIONS if a.mutates for key in a.keys.split(","))

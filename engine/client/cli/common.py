@@ -114,15 +114,16 @@ def sweep_runs(client: Client, sweeps: Iterable[str],
 
 
 def named_runs(client: Client, args: argparse.Namespace, command: str,
-               of_sweep: Callable[[dict[str, Any]], bool],
-               verb: str | None = None) -> dict[str, dict[str, Any]]:
-    """The runs named, and those of ``--sweep`` for which ``of_sweep`` holds; all checked
-    before anything is done (an unknown one refuses them all)."""
+               of_sweep: Callable[[dict[str, Any]], bool], verb: str | None = None,
+               swept: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The runs named, and those of ``--sweep`` (``swept``: as ``sweep_runs`` listed them
+    already) for which ``of_sweep`` holds; all checked before anything is done (an unknown
+    one refuses them all)."""
     if not args.runs and not args.sweep:
         raise UsageError(f"{command} needs runs or --sweep NAME: traintop {command} RUN... | "
                          f"--sweep NAME (traintop {command} --help)")
     runs = resolve_runs(client, args.runs)
-    for run_id, run in sweep_runs(client, args.sweep).items():
+    for run_id, run in (sweep_runs(client, args.sweep) if swept is None else swept).items():
         if of_sweep(run):
             runs.setdefault(run_id, run)
     if not runs:

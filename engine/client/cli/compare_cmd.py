@@ -35,7 +35,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if len(named) < 2:
             raise UsageError("diff needs two runs or more: traintop diff A B [C...] | "
                              "--sweep NAME")
-        runs = [client.call("get_run", run=run_id) for run_id in named]  # (their best too)
+        # A sweep's runs come as listed, without their best: asked for in full (with their
+        # events); a run named was already.
+        runs = [run if "events" in run else client.call("get_run", run=run_id)
+                for run_id, run in named.items()]
     diff = runs_diff(runs)
     if args.json:
         def by_run(rows: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:

@@ -132,10 +132,11 @@ def cmd_pause(args: argparse.Namespace) -> int:
     else:
         done = lambda r: r["state"] not in ("running", "starting")  # noqa: E731
     with connect() as client:
+        swept = sweep_runs(client, args.sweep)  # (one listing for both)
         chosen = named_runs(client, args, "pause", lambda run: run["state"] in (
             "running", "starting") or (args.release and run["state"] == "paused"
-                                       and not run["released"]))
-        queued = [r for r in sweep_runs(client, args.sweep).values() if r["state"] == "queued"]
+                                       and not run["released"]), swept=swept)
+        queued = [r for r in swept.values() if r["state"] == "queued"]
         taken, status = ask_each(client, chosen, "pause", release=args.release)
         runs = wait_for_all(client, list(taken), done, args.timeout)
     if queued and args.release:  # what a user freeing a GPU for something else must know
@@ -258,11 +259,11 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     with connect() as client:
+        swept = sweep_runs(client, args.sweep)  # (one listing for both)
         resolved = named_runs(client, args, "rm", lambda run: args.force or ended(run),
-                              "remove")
+                              "remove", swept)
         run_ids = list(resolved)
-        left = 0 if args.force else sum(
-            not ended(run) for run in sweep_runs(client, args.sweep).values())
+        left = 0 if args.force else sum(not ended(run) for run in swept.values())
         if left:  # said once, not once a run
             print(f"traintop: {left} run{'s' if left != 1 else ''} of sweep "
                   f"{shown(', '.join(args.sweep))} not ended, not removed: kill them first, "
