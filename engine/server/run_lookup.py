@@ -65,9 +65,8 @@ class RunLookup:
             hint = f"; {ref!r} is a sweep of {size} run{'s' if size != 1 else ''}: 'traintop " \
                 f"ls --sweep {ref} -q' gives their ids" if size else ""
             if near:
-                named = [f"{name!r} ({run_id})" for name, run_id in near]
-                hint = "; did you mean " + " or ".join(
-                    [", ".join(named[:-1]), named[-1]] if len(named) > 1 else named) + "?"
+                *first, last = [f"{name!r} ({run_id})" for name, run_id in near]
+                hint = f"; did you mean {', '.join(first) + ' or ' if first else ''}{last}?"
             raise RequestError("not_found", f"no run matches {ref!r}{hint}")
         if len(matches) > 1:
             ids = ", ".join(m["id"] for m in matches[:5])

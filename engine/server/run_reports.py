@@ -372,8 +372,7 @@ class RunReports(Population, Searches):
         said = (f"sweep {sweep} judges its runs by {metric!r}, which this run has not "
                 f"logged by step {rung}, its first rung ({logged_text(logged)}): it is not "
                 "judged (is --stop-metric misspelt?)")
-        log.warning("run %s: %s", run_id, said)
-        self.store.note(run_id, said)
+        self._note_once(run_id, said)  # (a restarted daemon's watch would say it again)
 
     def rearm_divergence(self, run_id: str) -> None:
         """A run is resumed: forget its divergence; its EMA starts again from what follows."""

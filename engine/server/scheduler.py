@@ -54,9 +54,14 @@ Launcher = Callable[[dict[str, Any], tuple[int, ...]], None]
 Releaser = Callable[[dict[str, Any], str], None]
 
 
+def _full(queue: str) -> str:
+    """How the reason of a run short of a slot in ``queue`` begins."""
+    return f"queue {queue} full, "
+
+
 def slot_wait(queue: str, running: int, limit: int) -> str:
     """Why a run short of a slot waits: what 'ls' cuts to 40 characters says it first."""
-    return f"queue {queue} full, {running}/{limit} running"
+    return f"{_full(queue)}{running}/{limit} running"
 
 
 def _waiting(count: int) -> str:
@@ -161,7 +166,7 @@ class Scheduler:
         short_of_gpu = 0  # runs that do not fit on the GPUs now
         for run in queued:
             reason = self._blocked(run, queues, occupied)
-            if reason is not None and reason.startswith(f"queue {run['queue']} full, "):
+            if reason is not None and reason.startswith(_full(str(run["queue"]))):
                 short[str(run["queue"])] += 1
             placement = Placement() if reason else self._place(run, rooms)
             short_of_gpu += reason is None and placement.why is not None
