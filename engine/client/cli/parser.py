@@ -194,6 +194,12 @@ def _add_fault_options(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def _add_sweep_option(p: argparse.ArgumentParser, which: str) -> None:
+    """``--sweep NAME`` (again for several): ``which`` of a sweep's runs it takes."""
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
+                   help=f"{which}; again for several")
+
+
 def _add_queue_options(p: argparse.ArgumentParser) -> None:
     """Where a new run waits and what it needs: queue, priority, --after, GPUs; and its
     tags."""
@@ -405,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the config keys whose values differ between runs",
     )
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME, a row each; again for several")
+    _add_sweep_option(p, "every run of sweep NAME, a row each")
     p.add_argument("--json", action="store_true")
 
     p = add(
@@ -417,9 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
         "unknown run",
     )
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME, and those that join it while waiting "
-                   "(PBT's replacements); again for several")
+    _add_sweep_option(p, "every run of sweep NAME, and those that join it while waiting "
+                      "(PBT's replacements)")
     p.add_argument("--timeout", type=_seconds, help="seconds to wait at most (default: no limit)")
 
     p = add(
@@ -529,9 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pause", _command("run_actions", "cmd_pause"),
             "pause runs at their next step")
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME that is training (its queued ones wait on "
-                   "while their slots are held; --release frees them); again for several")
+    _add_sweep_option(p, "every run of sweep NAME that is training (its queued ones wait "
+                      "on while their slots are held; --release frees them)")
     p.add_argument(
         "--release",
         action="store_true",
@@ -541,8 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("resume", _command("run_actions", "cmd_resume"), "resume paused (or failed) runs")
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every paused run of sweep NAME; again for several")
+    _add_sweep_option(p, "every paused run of sweep NAME")
     p.add_argument("--timeout", type=_seconds, default=30.0)
 
     p = add(
@@ -592,9 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(a wrapped command gets SIGINT first, then SIGTERM after the grace period)",
     )
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME that has not ended, queued ones too, and "
-                   "any trial its search makes meanwhile; again for several")
+    _add_sweep_option(p, "every run of sweep NAME that has not ended, queued ones too, "
+                      "and any trial its search makes meanwhile")
     p.add_argument(
         "--grace", type=_seconds, default=DEFAULT_KILL_GRACE, help="seconds before SIGKILL"
     )
@@ -606,9 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(kill a run first); forks of a removed run keep their own",
     )
     p.add_argument("runs", nargs="*", metavar="RUN")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME that has ended (with -f, all of them); "
-                   "again for several")
+    _add_sweep_option(p, "every run of sweep NAME that has ended (with -f, all of them)")
     p.add_argument(
         "-n", "--dry-run", action="store_true",
         help="say what would be removed and the disk it would free; remove nothing",
@@ -632,8 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", _command("export_cmd", "cmd_export"), "export the metrics of runs")
     p.add_argument("runs", nargs="*", metavar="run", help="runs by id, prefix or name")
-    p.add_argument("--sweep", action="append", default=[], metavar="NAME",
-                   help="every run of sweep NAME, in the order made; again for several")
+    _add_sweep_option(p, "every run of sweep NAME, in the order made")
     p.add_argument(
         "--format", choices=["csv", "json", "jsonl"],
         help="csv: a row a point (run,step,key,value,time); json: an object a run (an "
