@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.client.aclient import AsyncClient
-from engine.client.client import EngineError, EngineUnavailable
+from engine.client.client import EngineError, EngineUnavailable, engine_pid
 from engine.client.events import EmaSeed, LogText, ProtocolError, RunDescription, SeriesView
+from engine.rundir.paths import StatePaths
 from tui.state import TuiState
 
 T = TypeVar("T")
 
 TELEMETRY_HISTORY_S = 600.0
+QUIET_S = 10.0  # see EngineLink._pump
 LOG_TAIL_BYTES = 32 * 1024
 
 
@@ -70,27 +73,48 @@ class EngineLink:
                 self.on_status(None)
                 backoff = 0.25
                 await self._pump(client)
+                why = f" ({client.failure})" if client.failure else ""
+                status = f"lost the engine{why}; reconnecting…"
             except (EngineUnavailable, EngineError, ProtocolError, OSError) as exc:
-                self.on_status(f"engine unreachable: {exc}; retrying")
+                status = f"engine unreachable: {exc}; retrying"
             finally:
                 self.client = None
                 self.state.connected = False
                 await client.close()
             if not self._stopping:
-                why = f" ({client.failure})" if client.failure else ""
-                self.on_status(f"lost the engine{why}; reconnecting…")
+                self.on_status(status)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _pump(self, client: AsyncClient) -> None:
+        """Apply the engine's events until the connection ends. An engine that sends
+        nothing for QUIET_S (telemetry alone comes every second) is pinged; one that
+        does not answer that either is said to be silent, with the time of what the
+        screen shows, until it speaks again."""
         closed = asyncio.create_task(client.closed.wait())
+        ping: asyncio.Task[Any] | None = None
+        heard = time.time()
+        silent = False
         try:
             while True:
                 getter = asyncio.create_task(client.events.get())
-                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, closed}, timeout=QUIET_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
-                    return
+                    if closed in done:
+                        return
+                    if ping is None or ping.done():
+                        ping = asyncio.create_task(client.call("ping"))
+                        ping.add_done_callback(_ignore_outcome)
+                    elif not silent:
+                        silent = True
+                        self.on_status(silence_text(client.paths, heard))
+                    continue
+                heard = time.time()
+                if silent:
+                    silent = False
+                    self.on_status(None)
                 self.state.apply_event(getter.result())
                 while not client.events.empty():
                     self.state.apply_event(client.events.get_nowait())
@@ -145,6 +169,20 @@ class EngineLink:
         self._stopping = True
         if self.client is not None:
             await self.client.close()
+
+
+def silence_text(paths: StatePaths, heard: float) -> str:
+    """The status line for an engine that answers nothing, last heard at ``heard``."""
+    pid = engine_pid(paths)
+    who = f"engine {pid}" if pid is not None else "the engine"
+    return (f"{who} has not answered for {time.time() - heard:.0f} s (stopped or stuck?); "
+            f"the screen shows {time.strftime('%H:%M:%S', time.localtime(heard))}")
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """A ping's reply or failure is of no interest: losing the engine is seen elsewhere."""
+    if not task.cancelled():
+        task.exception()
 
 
 class LogFollower:

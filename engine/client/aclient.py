@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.client.client import (
+    HELLO_PATIENCE_S,
     START_POLL_S,
     START_TIMEOUT,
     EngineError,
+    EngineSilent,
     EngineUnavailable,
     check_safe,
+    hello_silence,
     start_daemon,
     start_wait,
 )
@@ -78,7 +81,16 @@ class AsyncClient:
     async def _open(self) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.paths.socket))
         writer.write(protocol.encode(protocol.hello()))
-        reply = await _read_frame(reader)
+        answer = asyncio.create_task(_read_frame(reader))
+        started = asyncio.get_running_loop().time()
+        while not (await asyncio.wait({answer}, timeout=HELLO_PATIENCE_S))[0]:
+            try:
+                hello_silence(self.paths, asyncio.get_running_loop().time() - started)
+            except EngineSilent:
+                answer.cancel()
+                writer.close()
+                raise
+        reply = answer.result()
         if "error" in reply:
             writer.close()
             raise EngineUnavailable(str(reply["error"].get("message", "handshake refused")))

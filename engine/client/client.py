@@ -47,6 +47,23 @@ class EngineUnavailable(Exception):
     """No daemon could be reached or started."""
 
 
+class EngineSilent(EngineUnavailable):
+    """A daemon holds the socket but does not answer its hello; ``pid`` is its process,
+    None if engine.pid names no engine."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+# The daemon's loop answers a hello at once, so one unanswered this long means the
+# daemon is stopped (SIGSTOP, a debugger), stuck, or the machine is swapping hard:
+# the client says so, and gives up on a stopped one at once, on any other after
+# HELLO_GIVE_UP_S. Runs never wait on the daemon, so they train on meanwhile.
+HELLO_PATIENCE_S = 10.0
+HELLO_GIVE_UP_S = 60.0
+
+
 # State dirs whose daemon ``start_early`` launched and no client has waited for yet,
 # with the daemon's pid.
 _STARTED_EARLY: dict[str, int | None] = {}
@@ -182,6 +199,43 @@ def start_wait(
     return now + START_POLL_S
 
 
+def engine_pid(paths: StatePaths) -> int | None:
+    """The pid engine.pid names, if that process is a traintop engine (a stale file's
+    pid may belong to anything by now)."""
+    import psutil
+
+    try:
+        pid = int(paths.lock.read_text().split()[0])
+        return pid if "engine.server.daemon" in psutil.Process(pid).cmdline() else None
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def hello_silence(paths: StatePaths, waited: float, said: set[str] | None = None) -> None:
+    """The engine has not answered a hello for ``waited`` seconds: EngineSilent if it is
+    time to give up, else the wait is told once (on stderr, with ``said``)."""
+    import psutil
+
+    pid = engine_pid(paths)
+    who = f"engine {pid}" if pid is not None else f"the engine on {paths.socket}"
+    try:
+        stopped = pid is not None and psutil.Process(pid).status() in (
+            psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        stopped = False
+    end = "runs keep training; 'traintop engine stop' ends it"
+    if stopped:
+        raise EngineSilent(f"{who} is stopped (SIGSTOP or a debugger: 'kill -CONT {pid}' "
+                           f"wakes it) and does not answer; {end}", pid)
+    if waited >= HELLO_GIVE_UP_S:
+        raise EngineSilent(f"{who} has not answered for {waited:.0f} s (stuck? see "
+                           f"{paths.daemon_log}); {end}", pid)
+    if said is not None and "silent" not in said:
+        said.add("silent")
+        print(f"traintop: {who} has not answered for {waited:.0f} s; waiting",
+              file=sys.stderr)
+
+
 class Client:
     """One connection to the daemon: requests, and optionally an event stream."""
 
@@ -236,12 +290,25 @@ class Client:
         self.sock = sock
         self._buffer = b""
         self._send(protocol.hello())
-        reply = self._recv()
+        reply = self._hello_reply()
         if "error" in reply:
             self.close()
             raise EngineUnavailable(reply["error"].get("message", "handshake refused"))
         protocol.check_hello(reply)
         self.server_pid = reply.get("pid")
+
+    def _hello_reply(self) -> dict[str, Any]:
+        """The daemon's answer to our hello; EngineSilent if it does not come."""
+        started, said = time.monotonic(), set[str]()
+        while True:
+            try:
+                return self._recv(HELLO_PATIENCE_S)
+            except TimeoutError:
+                try:
+                    hello_silence(self.paths, time.monotonic() - started, said)
+                except EngineSilent:
+                    self.close()
+                    raise
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.sock is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import TypeVar
 
 from engine.client.cli.common import connect
 from engine.client.cli.common import ended as ended_state
-from engine.client.client import EngineError, EngineUnavailable
+from engine.client.client import EngineError, EngineSilent, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.client.queue_text import pool_text
 from engine.common.format import format_bytes, json_text
@@ -23,6 +24,7 @@ from engine.rundir.paths import StatePaths, state_home, wal_of
 T = TypeVar("T")
 # Unused room in a store that cannot give it back itself, worth a note in the status.
 COMPACT_WORTH = 64 * 2**20
+STOP_WAIT_S = 10.0  # how long a stopping daemon is given before it is killed
 
 
 def _with_engine_stopped(action: str, work: Callable[[StatePaths], T]) -> tuple[StatePaths, T]:
@@ -68,6 +70,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
         return 0
     try:
         client = connect(autostart=False)
+    except EngineSilent as exc:
+        if args.action != "stop" or exc.pid is None:
+            raise
+        return _stop_silent(exc.pid)
     except EngineUnavailable:
         print("engine not running")
         return 0 if args.action == "stop" else 3
@@ -124,12 +130,34 @@ def disk_figures(paths: StatePaths, ended: list[str]) -> dict[str, int]:
             "ended_checkpoints": disk_use(*(paths.run_dir(r).checkpoints for r in ended))}
 
 
-def _wait_gone(pid: int | None, timeout: float = 10.0) -> None:
+def _stop_silent(pid: int) -> int:
+    """Stop a daemon that does not answer: SIGTERM (with SIGCONT, so a stopped one
+    gets it), then SIGKILL. Runs are processes of their own and train on; the store
+    is SQLite's, whole after a kill, and the next engine adopts the runs."""
+    print(f"engine {pid} does not answer; sending it SIGTERM")
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    if not _wait_gone(pid):
+        print(f"engine {pid} did not stop in {STOP_WAIT_S:.0f} s; killing it (runs keep training)")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not _wait_gone(pid):
+            raise EngineError("stop", f"engine {pid} outlived SIGKILL (a process stuck in the "
+                              "kernel, on a dead NFS mount?); see 'ps -o stat,wchan -p "
+                              f"{pid}'")
+    print(f"engine {pid} stopped; runs keep training")
+    return 0
+
+
+def _wait_gone(pid: int | None, timeout: float = STOP_WAIT_S) -> bool:
+    """Whether process ``pid`` ended within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while pid and time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.05)
+    return False
 
