@@ -182,7 +182,11 @@ def test_the_mouse_selects_a_row_and_the_wheel_scrolls_the_table(engine: Engine)
 def test_under_100_columns_the_chart_takes_the_width_and_the_panels_go_under_it(
     engine: Engine,
 ) -> None:
-    _stored_runs(engine, 3)
+    _stored_runs(engine, 20)  # more than the table shows at 80x24
+
+    def host_lines(host: HostPanel) -> list[str]:
+        region = host.content_region
+        return [line.plain.split()[0] for line in host.build_lines(region.width, region.height)]
 
     async def scenario() -> None:
         app = TraintopApp(home=engine.paths.home, autostart=False)
@@ -191,8 +195,16 @@ def test_under_100_columns_the_chart_takes_the_width_and_the_panels_go_under_it(
             await until(pilot, lambda: app.state.telemetry and chart.series)
             await pilot.pause(0.2)
             assert chart.region.width == SMALL[0] and host.region.y > chart.region.y
-            # No GPU: no panel for it (the host panel says why in a line).
+            # No GPU: no panel for it.
             assert app.query_one(GpuPanel).display == bool(app.state.telemetry[-1].gpus)
+            # 24 lines: the panels under the chart keep two lines, CPU and RAM, so the
+            # chart keeps 9 lines (it had 6, a plot of two lines, beside a full table).
+            assert host_lines(host) == ["CPU", "RAM"]
+            assert chart.region.height == 9
+            await pilot.resize_terminal(80, 40)  # tall enough: the whole panel again
+            await pilot.pause(0.3)
+            assert host_lines(host)[:2] == ["GPU", "CPU"]  # why there is no GPU panel
+            assert {"RAM", "swap", "disk"} <= set(host_lines(host))
             await pilot.resize_terminal(120, 40)
             await pilot.pause(0.3)
             assert chart.region.width < 100 and host.region.x >= chart.region.right

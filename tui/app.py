@@ -55,6 +55,7 @@ CHART_EVERY_S = 2.0
 FOLLOW_AFTER_S = 0.05  # the chart follows the cursor once it has rested this long
 COMPACT_BELOW = 110  # columns: narrower terminals get the compact runs table
 NARROW_BELOW = 100  # columns: the chart takes the whole width, the panels go under it
+SHORT_BELOW = 32  # lines: panels under the chart keep two lines each, the chart the rest
 # A run's name in the chart's legend is cut to this: room for a three-axis sweep run's
 # values (lr=1e-3 batch=16 dropout=0.1), whose last one tells it from its neighbour.
 LEGEND_NAME = 30
@@ -128,19 +129,20 @@ class TraintopApp(ChartActions, ViewRestore):
         yield QuietFooter()
 
     def on_resize(self, event: events.Resize) -> None:
-        self._fit_width(event.size.width)
+        self._fit_size(event.size.width, event.size.height)
         self.state.rows_dirty = True
 
-    def _fit_width(self, width: int) -> None:
-        """The table's columns and where the panels go, for a terminal ``width`` wide."""
+    def _fit_size(self, width: int, height: int) -> None:
+        """The table's columns and where the panels go, for a terminal of this size."""
         self.query_one(RunsTable).set_compact(width < COMPACT_BELOW)
         self.query_one("#middle").set_class(width < NARROW_BELOW, "-narrow")
+        self.query_one("#middle").set_class(height < SHORT_BELOW, "-short")
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
         self.query_one("#logs").display = False
         table = self.query_one(RunsTable)
-        self._fit_width(self.size.width)
+        self._fit_size(self.size.width, self.size.height)
         self.restore_table()
         table.focus()
         self.query_one(LossChart).view = self.state.view

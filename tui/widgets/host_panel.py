@@ -125,6 +125,10 @@ class HostPanel(SamplePanel):
         host = last.host
         if host is None:
             return [*hint, Text("host: N/A", style=TRACK_STYLE)]
+        if height < len(hint) + 3:  # a short terminal's panel: CPU and RAM come first
+            lines = self._host_lines(host, width, 0)
+            ram = next(line for line in lines if line.plain.startswith("RAM"))
+            return [lines[0], ram, *hint][:max(height, 1)]
         return [*hint, *self._host_lines(host, width, height - len(hint))]
 
     def _host_lines(self, host: HostSample, width: int, height: int) -> list[Text]:
@@ -159,7 +163,7 @@ class HostPanel(SamplePanel):
         else:
             tail = [load, ram, swap, disk, net]
         room = height - 1 - len(tail)
-        cores = core_lines(host.cpu_per_core, width, room)
+        cores = core_lines(host.cpu_per_core, width, room) if room > 0 else []
         if len(cores) > room:
             return [cpu_line, *tail, *cores]  # the bottom is cut off: let it be cores, not RAM
         return [cpu_line, *cores, *tail]
