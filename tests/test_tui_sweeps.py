@@ -405,11 +405,18 @@ def test_queued_runs_say_why_they_wait_and_move_up_and_down(engine: Engine) -> N
         app = _app(engine)
         async with app.run_test(size=(160, 50), notifications=True) as pilot:
             table = app.query_one(RunsTable)
-            await until(pilot, lambda: len(table.order) == 3 and all(
+            await until(pilot, lambda: len(table.order) == 3 and app.state.telemetry and all(
                 app.state.runs[r].condition for r in ids))
+            await pilot.pause(0.3)
+            drawn = [table.render_line(y).text for y in range(4)]
+            # No GPU on the machine: no column of dashes for GPU memory; the room it
+            # leaves, and all the room the table has, goes to why each run waits.
+            gpus = bool(app.state.telemetry and app.state.telemetry[-1].gpus)
+            assert ("GPU" in drawn[0].split()) == gpus, drawn[0]
             for place, run_id in enumerate(ids, 1):
                 cell = table.cell_text(run_id, "STATE")
                 assert cell.startswith(f"… queued #{place}: queue hold is paused"), cell
+                assert cell in drawn[place], (cell, drawn[place])  # whole, not cut
 
             table.select(ids[2])
             await pilot.press("left_square_bracket")  # [: up one

@@ -232,6 +232,7 @@ class TraintopApp(ChartActions, ViewRestore):
             gpus = self.query_one(GpuPanel)
             gpus.update_samples(history, names)
             self.query_one("#side").set_class(not gpus.display, "-no-gpu")
+            self.query_one(RunsTable).set_gpu_column(gpus.display)
             self.query_one(HostPanel).update_samples(history)
         if self.keep_view():
             self._update_status()  # the saved view's line came or went

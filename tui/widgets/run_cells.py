@@ -43,7 +43,7 @@ FIXED_WIDTHS = {"ID": 6, "STATE": 11, "LOSS": 7, "BEST": 7, "EMA": 7, "STEP/S": 
                 "GPU": 8}
 PIN = "⚑"  # before a pinned run's name (``t``)
 # A queued run's reason is cut to this in the STATE column (the detail has all of it).
-QUEUED_WIDTH = 34
+QUEUED_WIDTH = 48
 
 
 def state_text(run: Run, place: int | None = None) -> Text:
@@ -167,9 +167,12 @@ def group_cells(
 def column_widths(
     columns: Iterable[str], runs: Iterable[Run], rows: Iterable[TreeRow], compact: bool,
     names: Mapping[str, str], pinned: Collection[str] = (),
+    places: Mapping[str, int] | None = None, room: int | None = None,
 ) -> dict[str, int]:
     """Widths that fit every run's cells (the NAME column, ``names`` by row, is capped),
-    from cheap lengths."""
+    from cheap lengths; with ``room`` (the columns the cells may take in all), fitted to
+    it: NAME gives way first when there is too little, and when there is more, a queued
+    run's STATE (its place and why it waits, by ``places``) gets it, then a long NAME."""
     widths = {c: max(len(c) + 1, FIXED_WIDTHS.get(c, 0)) for c in columns}
     runs_by_id = {r.id: r for r in runs}
     name_cap = NAME_WIDTH_COMPACT if compact else NAME_WIDTH[1]
@@ -191,6 +194,19 @@ def column_widths(
     for column in [c for c in widths if c not in COLUMNS]:  # the user's own (``a``)
         values = (len(value_text(run_value(r, column))) for r in runs_by_id.values())
         widths[column] = max(widths[column], *values, 0)
+    if room is None:
+        return widths
+    spare = room - sum(widths.values())
+    if spare < 0:
+        widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] + spare)
+        return widths
+    places = places or {}
+    states = (state_text(r, places.get(r.id)).cell_len for r in runs_by_id.values()
+              if r.state == "queued" or r.condition)
+    for column, want in (("STATE", max(states, default=0)), ("NAME", name)):
+        grow = min(spare, max(0, want - widths.get(column, want)))
+        widths[column] = widths.get(column, 0) + grow
+        spare -= grow
     return widths
 
 

@@ -29,7 +29,6 @@ from tui.widgets.run_cells import (
     COLUMNS,
     COMPACT_COLUMNS,
     LIVE_SORTS,
-    NAME_WIDTH,
     SORT_COLUMNS,
     column_widths,
     group_cells,
@@ -69,6 +68,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         self.text_filter = ""
         self.folded: set[str] = set()
         self.compact = False
+        self.gpu_column = True  # until telemetry says the machine has no GPU
         self.extra_columns: tuple[str, ...] = ()  # values the user added as columns (``a``)
         self.pending_select: str | None = None  # a run just started here: select it on arrival
         self.cursor = 0
@@ -92,7 +92,10 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return (COMPACT_COLUMNS if self.compact else COLUMNS) + self.extra_columns
+        own: tuple[str, ...] = COMPACT_COLUMNS if self.compact else COLUMNS
+        if not self.gpu_column:
+            own = tuple(c for c in own if c != "GPU")
+        return own + self.extra_columns
 
     @property
     def sort_columns(self) -> tuple[str, ...]:
@@ -163,6 +166,13 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             self.compact = compact
             self._redraw_all()
 
+    def set_gpu_column(self, shown: bool) -> None:
+        """Show the GPU memory column or not (a machine with no GPU: all dashes)."""
+        if shown != self.gpu_column:
+            self.gpu_column = shown
+            if self._rows:  # laid out again now: the rows never go blank for a tick
+                self.refresh_rows(self._state)
+
     def set_extra_columns(self, names: tuple[str, ...], state: TuiState) -> None:
         """Show these values as columns after the table's own (``a``); a sort by one that
         goes returns to creation order."""
@@ -206,12 +216,11 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
             return self.refresh_rows(state, target)
         self._names = row_names(rows, self._groups, state.runs, self._labels)
         self._places = queue_places(state.runs.values())
+        room = self.size.width - SCROLLBAR - 2 * PAD * len(self.columns_shown)
         widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact,
-                               self._names, state.pinned)
+                               self._names, state.pinned, self._places,
+                               room if self.size.width else None)
         widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
-        overflow = sum(w + 2 * PAD for w in widths.values()) - (self.size.width - SCROLLBAR)
-        if self.size.width and overflow > 0:  # narrow terminal: names give way first
-            widths["NAME"] = max(NAME_WIDTH[0], widths["NAME"] - overflow)
         # Names carry sweep labels and depth: rows alike with other names must be redrawn.
         changed = (rows != self._rows or widths != self._widths
                    or self._names != self._drawn_names or state.pinned != self._drawn_pins)
