@@ -10,22 +10,26 @@ Record formats (``gen`` is the launch generation, ``time`` unix seconds)::
     {"t":"state","gen":G,"state":"released"|"finished","step":s,"checkpoint":p,"time":T}
     {"t":"checkpoint","gen":G,"request":R,"step":s,"path":p,"time":T}
     {"t":"error","gen":G,"message":"ExcType: message","time":T}
-    {"t":"spool","gen":G,"held":n,"dropped":d,"since":T0,"time":T}
+    {"t":"spool","gen":G,"held":n,"dropped":d,"since":T0,"while":W,"time":T}
 
 A ``running`` record drops the points an earlier generation logged at its step and
 after (it goes on from a checkpoint there). A wrapped command's says ``rewind: false``:
 it cannot know where the command goes on from, so a retried one writes a ``rewind``
 record with the step of its first points instead.
 
-The ``spool`` record follows a time when the disk refused the spool (ENOSPC): the
-worker went on training, held its records in memory (at most HOLD_LIMIT_BYTES;
-past it every other held metrics batch is dropped, so what is kept still spans
-the whole outage), wrote them when room came back, and then says how many
-points were held and how many dropped.
+The ``spool`` record follows a time when the disk refused the spool (full, or
+read-only, an immutable file, an I/O error: any OSError): the worker went on
+training, held its records in memory (at most HOLD_LIMIT_BYTES; past it every
+other held metrics batch is dropped, so what is kept still spans the whole
+outage), wrote them when the disk took them again, and then says how many points
+were held and how many dropped, and ``while`` what (``refused_while``). The
+start of an outage other than a full disk is also said on stderr: an attached
+script's user sees it in their terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -36,7 +40,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.rundir.disk_space import RETRY_INTERVAL_S, out_of_space, refuse_if_fake_full
+from engine.rundir.disk_space import (
+    RETRY_INTERVAL_S,
+    out_of_space,
+    refuse_if_fake_full,
+    refused_while,
+)
 
 # (step, unix time of the step boundary, {key: value}) as buffered by Run.log.
 LoggedCall = tuple[int, float, dict[str, Any]]
@@ -59,6 +68,7 @@ class SpoolWriter:
         self._held_bytes = 0
         self._partial_head = False
         self._full_since: float | None = None
+        self._refused_while = ""  # why the disk refused the spool (see refused_while)
         self._late_points = 0
         self._dropped_points = 0
         # Past the bound, only every ``_stride``-th metrics batch is kept (see _thin).
@@ -99,11 +109,13 @@ class SpoolWriter:
             try:
                 refuse_if_fake_full()
                 written = os.write(self._fd, data)
-            except OSError as exc:
-                if not out_of_space(exc):
-                    raise
+            except OSError as exc:  # whatever the disk's reason: training goes on
                 if self._full_since is None:
                     self._full_since = time.time()
+                    self._refused_while = refused_while(exc)
+                    if not out_of_space(exc):
+                        _say(f"traintop: cannot write this run's spool ({exc.strerror}); "
+                             "training goes on, its points held in memory until it can")
                 return False
             self._held_bytes -= written
             if written < len(data):  # a short write: the disk filled up within the line
@@ -125,7 +137,8 @@ class SpoolWriter:
         self._stride = 1
         if late or dropped:
             self.write({"t": "spool", "gen": self.generation, "held": late,
-                        "dropped": dropped, "since": since, "time": time.time()})
+                        "dropped": dropped, "since": since, "while": self._refused_while,
+                        "time": time.time()})
 
     def _thin(self) -> None:
         """Drop every other held metrics batch (counting their points); keep half as many after.
@@ -224,6 +237,12 @@ class MetricsBatch:
         for (index, _), value in zip(self._tensors, values, strict=True):
             self._points[index][2] = value
         self._tensors = []
+
+
+def _say(line: str) -> None:
+    """A line on stderr, if stderr takes it (it may be a file on the refusing disk)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def expand_points(calls: Sequence[LoggedCall]) -> tuple[list[list[Any]], list[tuple[int, Any]]]:

@@ -4,10 +4,18 @@ The daemon asks :func:`is_full` (statvfs) before it makes a run and while it
 follows runs; workers and shims treat ENOSPC (and EDQUOT, a quota that ran
 out, which statvfs does not show) as "wait for room", never as a reason to die.
 
+A disk can refuse writes for other reasons than room: remounted read-only after
+an error (EROFS), a file made immutable or a permission taken away (EPERM,
+EACCES), a failing device (EIO). Those are not the run's fault either and may
+pass: workers hold their points and retry as for a full disk (``write_refused``),
+and the daemon shows the run's spool as held back (``refusal``).
+
 ``TRAINTOP_FAKE_DISK_FULL`` names a flag file: while that file exists, every
 filesystem counts as full here and the writes that go through
 :func:`refuse_if_fake_full` fail with ENOSPC. It stands in for a full disk in
-tests, where no small filesystem can be made without root.
+tests, where no small filesystem can be made without root. A flag file that
+holds an errno's name (``EROFS``) fails them with that error instead, and the
+filesystem counts as read-only rather than full.
 """
 
 from __future__ import annotations
@@ -29,9 +37,31 @@ RETRY_INTERVAL_S = 1.0
 T = TypeVar("T")
 
 
-def _fake_full() -> bool:
+# Errors by which a disk refuses a write for a while, through no fault of the writer.
+REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EPERM, errno.EACCES,
+                      errno.EIO})
+# What the daemon shows as a run's condition while its spool is held back, by cause.
+DISK_FULL = "disk full"
+READ_ONLY = "disk read-only"
+NOT_WRITABLE = "spool not writable"
+
+
+def _fake_refusal() -> int | None:
+    """The errno the fake disk refuses writes with (ENOSPC: full), None while it is off."""
     flag = os.environ.get(FAKE_DISK_FULL_ENV)
-    return flag is not None and os.path.exists(flag)
+    if flag is None:
+        return None
+    try:
+        with open(flag, encoding="ascii") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    code = getattr(errno, name, errno.ENOSPC) if name else errno.ENOSPC
+    return code if isinstance(code, int) else errno.ENOSPC
+
+
+def _fake_full() -> bool:
+    return _fake_refusal() == errno.ENOSPC
 
 
 def free_bytes(path: Path) -> int:
@@ -105,36 +135,75 @@ def is_full(path: Path) -> bool:
         return False
 
 
-def out_of_space(exc: BaseException) -> bool:
-    """Is ``exc`` a write refused for want of space (ENOSPC) or of quota (EDQUOT), or an
-    error raised while handling one? ``torch.save`` turns the OSError of its file's
-    write into a RuntimeError ('unexpected pos'), the OSError its context."""
+def _os_error(exc: BaseException, codes: Collection[int]) -> OSError | None:
+    """The OSError with one of ``codes`` that ``exc`` is, or was raised while handling.
+    ``torch.save`` turns the OSError of its file's write into a RuntimeError
+    ('unexpected pos'), the OSError its context."""
     seen: BaseException | None = exc
     for _ in range(8):  # a chain is short; a cycle must not hang us
         if seen is None:
-            return False
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
+            return None
+        if isinstance(seen, OSError) and seen.errno in codes:
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Is ``exc`` a write refused for want of space (ENOSPC) or of quota (EDQUOT)?"""
+    return _os_error(exc, (errno.ENOSPC, errno.EDQUOT)) is not None
+
+
+def write_refused(exc: BaseException) -> bool:
+    """Is ``exc`` a write the disk refused for a while (full, read-only, an I/O error)?"""
+    return _os_error(exc, REFUSALS) is not None
+
+
+def refused_while(exc: BaseException) -> str:
+    """How a held spool's note ends: 'points held while the disk was full'."""
+    found = _os_error(exc, REFUSALS)
+    if found is None or found.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk was full"
+    if found.errno == errno.EROFS:
+        return "the disk was read-only"
+    return f"the spool could not be written ({found.strerror})"
+
+
+def refusal(path: Path) -> str | None:
+    """Why a write under the directory ``path`` would be refused now (DISK_FULL,
+    READ_ONLY, NOT_WRITABLE), or None if it would not (as far as cheap calls tell)."""
+    if is_full(path):
+        return DISK_FULL
+    fake = _fake_refusal()
+    if fake == errno.EROFS:
+        return READ_ONLY
+    if fake is not None:
+        return NOT_WRITABLE
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return READ_ONLY
+    except OSError:
+        return None  # the directory went away: not a question of the disk
+    return None if os.access(path, os.W_OK) else NOT_WRITABLE
 
 
 def refuse_if_fake_full() -> None:
-    """Raise ENOSPC while the fake full disk is on (see the module docstring)."""
-    if _fake_full():
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    """Raise the fake disk's error while it is on (see the module docstring)."""
+    code = _fake_refusal()
+    if code is not None:
+        raise OSError(code, os.strerror(code))
 
 
 def when_room(write: Callable[[], T]) -> T:
     """Call ``write`` until the disk lets it through.
 
     For writes that must happen and can wait (a checkpoint, exit.json): the
-    process stays alive, and the daemon shows the run's disk as full meanwhile.
+    process stays alive, and the daemon shows the run's disk as refusing meanwhile.
     """
     while True:
         try:
             return write()
         except OSError as exc:
-            if not out_of_space(exc):
+            if not write_refused(exc):
                 raise
         time.sleep(RETRY_INTERVAL_S)

@@ -81,10 +81,12 @@ class ErrorRecord:
 
 @dataclass(frozen=True)
 class HeldRecord:
-    """The worker could write its spool again after a full disk: what it held and dropped."""
+    """The worker could write its spool again after the disk refused it: what it held and
+    dropped, and while what (``refused_while``: "the disk was full")."""
 
     held: int
     dropped: int
+    refused: str = "the disk was full"  # (a worker from before says nothing of it)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,10 @@ def decode_record(line: bytes) -> SpoolRecord:
         if kind == "error":
             return ErrorRecord(_text(record, "message"))
         if kind == "spool":
-            return HeldRecord(_count(record, "held"), _count(record, "dropped"))
+            refused = record.get("while")
+            return HeldRecord(_count(record, "held"), _count(record, "dropped"),
+                              *([refused] if isinstance(refused, str) and refused
+                                and refused.isprintable() and len(refused) < 200 else []))
         if kind == "rewind":
             return RewindRecord(_step(record.get("step")))
     except _Refused as exc:

@@ -48,7 +48,8 @@ class LiveRun:
     ending: dict[str, Any] | None = None  # the released/finished record, once seen
     error: str | None = None  # the message of an error record
     spool_size: int = -1  # the spool's size at the last disk check
-    disk_full: bool = False  # the disk holds its spool back: the worker keeps points in memory
+    # Why the disk holds its spool back (DISK_FULL...): the worker keeps points in memory.
+    held_back: str | None = None
     warned_skips: bool = False  # skipped records are logged once per run, then only counted
     failing: str | None = None  # the last unexpected error following it (logged once)
     unstored: bool = False  # points read this tick wait to be stored (``store_read``)

@@ -49,8 +49,6 @@ log = logging.getLogger("traintop.supervisor")
 STDERR_TAIL_LINES = 20
 # The most of one run's spool read at once (~8k points, ~50 ms to store).
 SPOOL_READ_BYTES = 512 * 1024
-# What a run shows while its worker cannot write its spool (see ``check_disk``).
-DISK_FULL = "disk full"
 # A checkpoint asked for several forks at once names them all, joined by this (a run id
 # never holds one), so one file serves every child of the same step.
 CHILDREN_SEP = ","
@@ -94,7 +92,9 @@ class RunReports(Population, Searches):
         if run["stopped_early"]:  # the first part: 'stopped early at step 300', 'diverged'
             return str(run["stopped_early"]).partition(":")[0]
         live = self.live.get(run["id"])
-        return DISK_FULL if live is not None and live.disk_full else divergence_condition(run)
+        if live is not None and live.held_back:
+            return live.held_back
+        return divergence_condition(run)
 
     # -- the spool ----------------------------------------------------------
 
@@ -217,7 +217,7 @@ class RunReports(Population, Searches):
         elif isinstance(record, HeldRecord):
             self.store.note(
                 live.run_id,
-                f"spool: {record.held} points held while the disk was full, "
+                f"spool: {record.held} points held while {record.refused}, "
                 f"{record.dropped} dropped",
             )
         elif isinstance(record, CheckpointRecord):

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.common.runs import DEFAULT_KILL_GRACE, ActionError, RunState
 from engine.rundir.annotations import save_annotations
-from engine.rundir.disk_space import is_full
+from engine.rundir.disk_space import NOT_WRITABLE, refusal
 from engine.rundir.paths import StatePaths, read_json
 from engine.server.attach import import_offline_runs
 from engine.server.backends import backend_for
@@ -71,7 +71,8 @@ class Supervisor(RunReports):
         self._next_import = 0.0
         self._next_run = 0  # where the next tick starts, after one that ran out of time
         self._next_disk_check = 0.0
-        self.disk_full = False  # the state directory's filesystem, at the last check
+        # Why the state directory's disk refuses writes (DISK_FULL...), at the last check.
+        self.disk_refuses: str | None = None
         self.scheduler = Scheduler(store, self._launch_queued, self.announce)
         self.scheduler.release_diverged = self.release_diverged
         self.fork_run = None  # the request side's fork, for PBT (set by ``Engine``)
@@ -391,26 +392,31 @@ class Supervisor(RunReports):
         self.unstored = []
 
     def check_disk(self) -> None:
-        """Mark the live runs whose spool the full disk holds back, and clear the rest.
+        """Mark the live runs whose spool the disk holds back (full, read-only, the file
+        not writable), and clear the rest.
 
-        Decided here, from statvfs and the spool's size, rather than said by the
-        worker: that needs no disk and no new channel, holds for every kind of
+        Decided here, from statvfs, access() and the spool's size, rather than said by
+        the worker: that needs no disk and no new channel, holds for every kind of
         run (a wrapped command's shim, an attached script) and for a daemon
-        that restarts while the disk is full. A spool that still grows is not
+        that restarts while the disk refuses. A spool that still grows is not
         held back, whatever statvfs says (root's reserved blocks, a stale count).
         """
-        self.disk_full = is_full(self.paths.runs)
+        self.disk_refuses = refusal(self.paths.runs)
         for live in list(self.live.values()):
             try:
                 size = live.rundir.spool.stat().st_size
             except OSError:
                 size = -1
-            held_back = self.disk_full and size == live.spool_size
+            why = self.disk_refuses
+            if why is None and size >= 0 and not os.access(live.rundir.spool, os.W_OK):
+                why = NOT_WRITABLE  # this file alone (made immutable, its mode changed)
+            held_back = why if why is not None and size == live.spool_size else None
             live.spool_size = size
-            if held_back != live.disk_full:
-                live.disk_full = held_back
+            if held_back != live.held_back:
+                live.held_back = held_back
                 if held_back:
-                    log.warning("run %s: disk full; its worker holds its points", live.run_id)
+                    log.warning("run %s: %s; its worker holds its points", live.run_id,
+                                held_back)
                 else:
                     log.info("run %s: its spool is written again", live.run_id)
                 self.announce(live.run_id)
@@ -453,8 +459,8 @@ class Supervisor(RunReports):
         if live.pid is None:
             if live.killing and live.shim is None:
                 self._end(live, RunState.KILLED, live.kill_reason, None)
-            elif now - live.since > SPAWN_TIMEOUT and not self.disk_full:
-                # (On a full disk the shim waits for room to write worker.json.)
+            elif now - live.since > SPAWN_TIMEOUT and self.disk_refuses is None:
+                # (On a refusing disk the shim waits to write worker.json.)
                 self._end(live, RunState.FAILED, "lost: the worker never started", None)
             return
         if not live.seen_alive:
@@ -463,7 +469,7 @@ class Supervisor(RunReports):
             # On a full disk the shim waits for room to write exit.json: not lost yet. No
             # exit status can come once the run's directory is gone: no use waiting then.
             gone = not live.rundir.path.is_dir()
-            if not self.disk_full and (gone or waited > live.backend.exit_timeout(live)):
+            if self.disk_refuses is None and (gone or waited > live.backend.exit_timeout(live)):
                 if live.killing:
                     self._end(live, RunState.KILLED, live.kill_reason, None)
                 else:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,10 @@ import pytest
 from engine.run import spool_writer
 from engine.run.spool_writer import SpoolWriter
 from engine.rundir.disk_space import FAKE_DISK_FULL_ENV
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 STEPS = 300
 SLOW = "sleep=0.01"  # about 100 steps a second: the outage lands mid-run
@@ -36,18 +40,19 @@ def _start(engine: Engine, *argv: str) -> str:
 
 
 def _outage(
-    engine: Engine, run_id: str, make_full: Callable[[], object], make_room: Callable[[], object]
+    engine: Engine, run_id: str, make_full: Callable[[], object], make_room: Callable[[], object],
+    condition: str = "disk full",
 ) -> tuple[float, float]:
     """Fill the disk mid-run, see the run say so, give room back; the outage's bounds."""
     engine.wait_step(run_id, 30)
     pid = engine.run(run_id)["pid"]
     began = time.time()
     make_full()
-    engine.wait(run_id, lambda r: r["condition"] == "disk full", timeout=30)
+    engine.wait(run_id, lambda r: r["condition"] == condition, timeout=30)
     shown = engine.cli("show", run_id)
-    assert "disk full" in shown.out.splitlines()[1], shown.out  # the state line
+    assert condition in shown.out.splitlines()[1], shown.out  # the state line
     listed = engine.cli("ls")
-    assert "running (disk full)" in listed.out
+    assert f"running ({condition})" in listed.out
     stuck_at = engine.run(run_id)["step"]
     time.sleep(1.0)  # the worker trains on, holding its points
     assert psutil.Process(pid).is_running()
@@ -57,18 +62,18 @@ def _outage(
     return began, ended
 
 
-def _check_every_point_once(engine: Engine, run_id: str, outage: tuple[float, float]) -> None:
+def _check_every_point_once(engine: Engine, run_id: str, outage: tuple[float, float],
+                            held_while: str = "the disk was full", steps: int = STEPS) -> None:
     run = engine.wait_state(run_id, *TERMINAL, timeout=120)
     assert run["state"] == "finished", run
     assert run["condition"] is None
     with engine.client() as client:
         points = client.all_metrics(run_id, "loss")
-    steps = sorted(int(p[0]) for p in points)
-    assert steps == list(range(STEPS))  # every step, each once
+    assert sorted(int(p[0]) for p in points) == list(range(steps))  # every step, each once
     # Steps were taken while the disk was full: training did not stop.
     assert any(outage[0] < p[3] < outage[1] for p in points)
     notes = [e["reason"] for e in run["events"] if e["reason"].startswith("spool:")]
-    assert len(notes) == 1 and notes[0].endswith("points held while the disk was full, 0 dropped")
+    assert len(notes) == 1 and notes[0].endswith(f"points held while {held_while}, 0 dropped")
     assert int(notes[0].split()[1]) > 0
 
 
@@ -80,6 +85,53 @@ def test_a_worker_trains_through_a_full_disk_and_stores_every_point_after(
     run_id = _start(engine, "synthetic", f"steps={STEPS}", SLOW)
     outage = _outage(engine, run_id, flag.touch, flag.unlink)
     _check_every_point_once(engine, run_id, outage)
+
+
+def test_a_disk_gone_read_only_never_stops_training_and_loses_no_point(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem remounted read-only after an error (EROFS) mid-run: as for a full
+    disk, the worker trains on and holds its points, the run says why, and every point
+    is stored once the disk takes writes again. (Any OSError of a spool write is held;
+    before, anything but ENOSPC ended the worker.)"""
+    flag = tmp_path / "disk-is-read-only"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))
+    run_id = _start(engine, "synthetic", f"steps={STEPS}", SLOW)
+    outage = _outage(engine, run_id, lambda: flag.write_text("EROFS"), flag.unlink,
+                     condition="disk read-only")
+    _check_every_point_once(engine, run_id, outage, held_while="the disk was read-only")
+    said = engine.cli("logs", run_id, "--stderr").out
+    assert ("traintop: cannot write this run's spool (Read-only file system); training goes "
+            "on, its points held in memory until it can") in said
+
+
+def test_an_attached_script_trains_through_a_spool_it_may_not_write(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Your own script, attached: its spool refused with EPERM (as by ``chattr +i``) must
+    not raise in your training loop. It says so once on your terminal and trains on."""
+    flag = tmp_path / "spool-refused"
+    monkeypatch.setenv(FAKE_DISK_FULL_ENV, str(flag))
+    assert engine.cli("engine", "start").code == 0
+    steps = 400
+    script = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "attach_train.py"), "--steps", str(steps),
+         "--sleep", "0.01", "--name", "mine"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        run_id = wait_until(lambda: next(
+            (r["id"] for r in engine.all_runs() if r["name"] == "mine"), None))
+        outage = _outage(engine, run_id, lambda: flag.write_text("EPERM"), flag.unlink,
+                         condition="spool not writable")
+        _, err = script.communicate(timeout=120)
+    finally:
+        script.kill()
+    assert script.returncode == 0, err
+    assert err.count("traintop: cannot write this run's spool (Operation not permitted); "
+                     "training goes on, its points held in memory until it can") == 1, err
+    _check_every_point_once(engine, run_id, outage, steps=steps,
+                            held_while="the spool could not be written (Operation not "
+                            "permitted)")
 
 
 def test_a_start_on_a_full_disk_is_refused_and_leaves_nothing(
