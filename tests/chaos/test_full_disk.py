@@ -223,3 +223,25 @@ def test_a_real_full_filesystem_too(tiny_disk: Path, engine: Engine) -> None:
     filler = tiny_disk / "filler"
     outage = _outage(engine, run_id, lambda: _fill(filler), lambda: os.unlink(filler))
     _check_every_point_once(engine, run_id, outage)
+
+
+def test_a_spool_made_immutable_for_real(engine: Engine) -> None:
+    """``chattr +i`` on a training run's spool (root, on a filesystem that has it): the
+    kernel's own EPERM, not the fake one."""
+    run_id = _start(engine, "synthetic", f"steps={STEPS}", SLOW)
+    spool = engine.paths.run_dir(run_id).spool
+    engine.wait_step(run_id, 5)
+    tried = subprocess.run(["chattr", "+i", str(spool)], capture_output=True)
+    if tried.returncode != 0:
+        engine.cli("kill", run_id)
+        pytest.skip(f"no chattr +i here: {tried.stderr.decode().strip()}")
+    subprocess.run(["chattr", "-i", str(spool)], check=True)
+    try:
+        outage = _outage(engine, run_id, lambda: subprocess.run(["chattr", "+i", str(spool)]),
+                         lambda: subprocess.run(["chattr", "-i", str(spool)]),
+                         condition="spool not writable")
+    finally:  # a failed check must not leave a file pytest cannot clean up
+        subprocess.run(["chattr", "-i", str(spool)], check=True)
+    _check_every_point_once(engine, run_id, outage,
+                            held_while="the spool could not be written (Operation not "
+                            "permitted)")
