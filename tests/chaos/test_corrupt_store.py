@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -14,6 +15,8 @@ import psutil
 import pytest
 
 from tests.conftest import TERMINAL, Engine
+from tests.test_tui import until
+from tui.app import TraintopApp
 
 
 def start(engine: Engine, *args: str) -> str:
@@ -80,6 +83,26 @@ def test_a_damaged_store_is_said_in_one_line_and_left_as_it_is(
     refused_in_one_line(engine, "damaged")  # and again: nothing was "repaired"
     assert engine.paths.store.read_bytes() == damaged
     assert sorted(engine.paths.home.iterdir()) == files  # no -wal or -shm made beside it
+
+
+def test_the_tui_says_why_the_engine_cannot_start_on_a_damaged_store(engine: Engine) -> None:
+    """Not 'lost the engine; reconnecting…' over an empty table: the damage, the file and
+    what to do, as ls says them."""
+    engine.wait_state(start(engine, "steps=20"), *TERMINAL)
+    stop(engine)
+    garble_header(engine.paths.store)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(200, 30)) as pilot:
+            status = app.query_one("#status")
+            await until(pilot, lambda: "damaged" in str(status.render()))
+            await pilot.pause(1.0)  # a retry later, it still says why
+            text = str(status.render())
+            assert f"the store {engine.paths.store} is damaged" in text, text
+            assert "traintop engine rebuild" in text and "lost the engine" not in text
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("how", ["deleted", "empty"])
