@@ -102,6 +102,7 @@ class TraintopApp(ChartActions, ViewRestore):
         )
         self.logs = LogFollower(home, self._on_log_text)
         self._banner: str | None = None
+        self._store_problem: str | None = None  # the engine cannot write its store: why
         self._status_text = ""
         self.feed = ChartFeed(self.link.series)
         self._fetching = False
@@ -171,9 +172,11 @@ class TraintopApp(ChartActions, ViewRestore):
 
     def _update_status(self) -> None:
         status = self.query_one("#status", Static)
-        if self._banner:
-            self._status_text = ""
-            status.update(Text(f" ⚠ {self._banner}", style="bold black on yellow"))
+        banner = self._banner or self._store_problem
+        if banner:
+            if f" ⚠ {banner}" != self._status_text:
+                self._status_text = f" ⚠ {banner}"
+                status.update(Text(self._status_text, style="bold black on yellow"))
             return
         counts: dict[str, int] = {}
         for run in self.state.runs.values():
@@ -234,6 +237,9 @@ class TraintopApp(ChartActions, ViewRestore):
             self.query_one("#side").set_class(not gpus.display, "-no-gpu")
             self.query_one(RunsTable).set_gpu_column(gpus.display)
             self.query_one(HostPanel).update_samples(history)
+            if history and history[-1].store_problem != self._store_problem:
+                self._store_problem = history[-1].store_problem
+                self._update_status()
         if self.keep_view():
             self._update_status()  # the saved view's line came or went
 

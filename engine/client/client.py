@@ -246,6 +246,8 @@ class Client:
         self._ids = itertools.count(1)
         self._buffer = b""
         self._events: deque[dict[str, Any]] = deque()
+        # Why the engine cannot write its store, as the last listing said (None: it can).
+        self.store_problem: str | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -361,6 +363,7 @@ class Client:
         cursor = None
         while True:
             page = self.call(method, **params, cursor=cursor)
+            self.store_problem = page.get("store_problem")
             yield page[items]
             cursor = page["next"]
             if cursor is None:

@@ -172,6 +172,8 @@ class Sample:
     runs: dict[str, RunUsage] = field(default_factory=dict)
     others: list[OtherGpuProcess] = field(default_factory=list)
     gpu_status: str | None = None
+    # Set by the daemon on what it publishes (never stored): its store cannot be written.
+    store_problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, the shape stored and published as the "telemetry" topic."""
@@ -200,4 +202,5 @@ class Sample:
                 for o in wire_list(values.get("others", []), "other GPU processes")
             ],
             gpu_status=values.get("gpu_status"),
+            store_problem=values.get("store_problem"),
         )

@@ -61,6 +61,7 @@ class ReadRequests(RunLookup):
             "live": len(self.supervisor.live),
             "gpus": len(self.gpus),
             "warm_pool": self.supervisor.warm.describe(),
+            "store_problem": self.supervisor.store.problem(),
         }
 
     def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -102,10 +103,19 @@ class ReadRequests(RunLookup):
                 summary["ema"] = tail_ema(self.db.points, rid, key, smoothing) if key else None
             budget -= len(json.dumps(summary, default=str))
             if runs and budget < 0:
-                return {"runs": runs, "next": after}
+                return self._page(runs, after)
             runs.append(summary)
             after = rid
-        return {"runs": runs, "next": after if len(runs) == RUNS_PAGE else None}
+        return self._page(runs, after if len(runs) == RUNS_PAGE else None)
+
+    def _page(self, runs: list[dict[str, Any]], after: int | None) -> dict[str, Any]:
+        """A page of ``list_runs``; with ``store_problem`` while the store cannot be
+        written (the runs listed are then as of when it could)."""
+        page: dict[str, Any] = {"runs": runs, "next": after}
+        problem = self.supervisor.store.problem()
+        if problem:
+            page["store_problem"] = problem
+        return page
 
     def _lineage(self, run: dict[str, Any]) -> list[dict[str, Any]]:
         """Each fork from the run's first ancestor down to it, the oldest first (at most

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
@@ -68,6 +69,7 @@ class StoreConnection:
         self._reclaiming: bool | None = None
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None
+        self.unavailable_since: float | None = None  # unix time of the first failed write
         self._changes_at_failure = 0
         # Called before every write, so that writes held back to be stored together
         # (the daemon's metric batches of one tick) go first: see ``before_write``.
@@ -99,6 +101,7 @@ class StoreConnection:
                 "the store cannot be written (%s); metrics wait in the spools and are "
                 "stored once it can", exc,
             )
+            self.unavailable_since = time.time()
         self.unavailable = str(exc)
         self._changes_at_failure = self.db.total_changes
         return True
@@ -109,6 +112,15 @@ class StoreConnection:
         if self.unavailable is not None and self.db.total_changes > self._changes_at_failure:
             log.warning("the store can be written again; storing what the spools hold")
             self.unavailable = None
+
+    def problem(self) -> str | None:
+        """One line for the user while the store cannot be written (locked by another
+        process, its disk full or read-only), else None."""
+        if self.unavailable is None or self.unavailable_since is None:
+            return None
+        since = time.strftime("%H:%M:%S", time.localtime(self.unavailable_since))
+        return (f"the engine cannot write its store since {since} ({self.unavailable}): "
+                "what is shown is as of then; runs train on, their points wait in their spools")
 
     def may_write(self) -> bool:
         """False while the store is known to be locked by another process and still is.

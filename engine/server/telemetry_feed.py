@@ -84,7 +84,8 @@ class TelemetryFeed:
 
     def _on_sample(self, sample: Sample) -> None:
         data = sample.to_dict()
-        self.publish("telemetry", data)
+        problem = self.store.problem()
+        self.publish("telemetry", {**data, "store_problem": problem} if problem else data)
         self._note_peaks(sample)
         self._count += 1
         store_now = self._count % self.store_every == 1 or self.store_every == 1

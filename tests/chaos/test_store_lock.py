@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.server.store import BUSY_TIMEOUT
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_engine import start
+from tests.test_tui import until
+from tui.app import TraintopApp
 
 # Holds a write transaction on the store until its stdin closes (a backup tool, a
 # person in the sqlite3 shell). Longer than the daemon's wait for a lock, so its
@@ -60,7 +63,18 @@ def test_points_logged_while_the_store_is_locked_are_stored_once(engine: Engine)
         time.sleep(LOCKED_FOR)
         assert spool.stat().st_size > size  # training went on meanwhile
         step_in_lock = engine.run(run_id)["step"]  # the daemon still answers
+        # ... and says, where users look, that what it shows is old.
+        listed = wait_until(lambda: (r := engine.cli("ls")).err and r, timeout=30)
+        assert listed.code == 0 and run_id in listed.out
+        assert listed.err.startswith("traintop: warning: the engine cannot write its store "
+                                     "since "), listed.err
+        assert listed.err.rstrip().endswith("(database is locked): what is shown is as of "
+                                            "then; runs train on, their points wait in their "
+                                            "spools"), listed.err
+        status = engine.cli("engine", "status").out
+        assert "warning: the engine cannot write its store since " in status, status
     engine.wait_step(run_id, step_in_lock + 200)  # storing again, and the run goes on
+    wait_until(lambda: not engine.cli("ls").err, timeout=30)  # and the warning is gone
     assert engine.cli("engine", "stop").code == 0
     assert engine.cli("engine", "start").code == 0
     run = engine.wait_state(run_id, *TERMINAL)
@@ -106,4 +120,24 @@ def test_a_command_refused_by_a_locked_store_says_so_and_changes_nothing(engine:
         assert len(lines) == 1 and "locked" in lines[0], result.err
         assert "internal error" not in result.err
     assert engine.run(run_id)["state"] == "running"  # the pause was not half made
+    assert engine.cli("kill", run_id).code == 0
+
+
+def test_the_tui_says_while_the_store_cannot_be_written(engine: Engine) -> None:
+    run_id = start(engine, "synthetic", "steps=100000", "sleep=0.01")
+    engine.wait_step(run_id, 5)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home, autostart=False)
+        async with app.run_test(size=(220, 30)) as pilot:
+            await until(pilot, lambda: app.state.connected and run_id in app.state.runs)
+            status = app.query_one("#status")
+            with store_locked(engine.paths.store):
+                await until(pilot, lambda: "cannot write its store" in str(status.render()),
+                            timeout=LOCKED_FOR + 20)
+                assert "(database is locked)" in str(status.render())
+            await until(pilot, lambda: "cannot write its store" not in str(status.render()),
+                        timeout=30)
+
+    asyncio.run(scenario())
     assert engine.cli("kill", run_id).code == 0

@@ -105,9 +105,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
         print(f"note: {format_bytes(disk['store_unused'])} of the store is room removed runs "
               "left; 'traintop engine stop' then 'traintop engine compact' gives it back "
               "(once: from then on the engine does it itself)")
-    warning = logout_warning()
-    if warning:
-        print(f"warning: {warning}")
+    for warning in (status.get("store_problem"), logout_warning()):
+        if warning:
+            print(f"warning: {warning}")
     return 0
 
 

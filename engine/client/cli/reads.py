@@ -130,6 +130,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     highest = any(name.startswith("max:") for name in named)
     with connect() as client:
         listed = client.all_runs(best=True, sizes=sizes, highest=highest)
+    if client.store_problem:
+        print(f"traintop: warning: {client.store_problem}", file=sys.stderr)
     everything = [RunInfo.from_wire(r) for r in listed]
     if args.corr:
         if args.settings or args.by or args.sweeps or args.quiet:
