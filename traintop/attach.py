@@ -131,7 +131,7 @@ def _attach(
     reply: dict[str, Any] = {}
 
     def ask() -> None:
-        from engine.client.client import Client
+        from engine.client.client import Client, EngineError
 
         try:
             autostart = os.environ.get(NO_AUTOSTART_ENV, "") in ("", "0")
@@ -142,6 +142,8 @@ def _attach(
                                          divergence_factor=divergence,
                                          divergence_pause=divergence is not None,
                                          tags=tags))
+        except EngineError as exc:
+            reply["error"], reply["refused"] = exc.message, True
         except Exception as exc:
             reply["error"] = str(exc)
 
@@ -150,7 +152,8 @@ def _attach(
     thread.join(ATTACH_TIMEOUT + 2.0)
     if thread.is_alive() or "error" in reply or "id" not in reply:
         why = reply.get("error") or "no answer in time"
-        print(f"traintop: no engine ({why}); this run is recorded offline", file=sys.stderr)
+        said = "the engine refused it" if reply.get("refused") else "no engine"
+        print(f"traintop: {said} ({why}); this run is recorded offline", file=sys.stderr)
         return None
     launch = {"run_id": reply["id"], "name": reply["name"], "generation": 1,
               "device": reply.get("device"), "control_offset": reply.get("control_offset", 0)}

@@ -162,16 +162,22 @@ class RunRequests(QueueRequests):
         try:
             write_queued(self.supervisor.paths, run, env)
         except OSError as exc:
-            if not out_of_space(exc):
-                raise
-            shutil.rmtree(self.supervisor.paths.run_dir(run["id"]).path, ignore_errors=True)
-            self.store.remove_run(run["id"])
-            home = self.supervisor.paths.home
-            raise RequestError(
-                "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})"
-            ) from None
+            raise self._unmade(run["id"], exc) from None
         self.supervisor.scheduler.run_pass()
         self.supervisor.announce(run["id"])
+
+    def _unmade(self, run_id: str, exc: OSError) -> RequestError:
+        """Forget a run whose files the disk refused, and say why in one line: nothing is
+        left of it, so a retry makes one run, not two."""
+        shutil.rmtree(self.supervisor.paths.run_dir(run_id).path, ignore_errors=True)
+        self.store.remove_run(run_id)
+        home = self.supervisor.paths.home
+        if out_of_space(exc):
+            return RequestError(
+                "disk_full", f"the state directory's disk is full ({exc.strerror} at {home})")
+        where = f": {exc.filename}" if exc.filename else ""
+        return RequestError("disk_refused", f"cannot make the run's files under {home} "
+                            f"({exc.strerror}{where}); is the state directory writable?")
 
     def run_command(self, params: dict[str, Any]) -> dict[str, Any]:
         """Create a run that wraps a command (``traintop run -- CMD``), and queue it."""
@@ -450,7 +456,10 @@ class RunRequests(QueueRequests):
                 "pid": pid, "created": time.time(), "tags": tags_param(params),
                 "divergence_factor": divergence_param(params, DEFAULT_DIVERGENCE_FACTOR)}
         run = create_attached_run(self.store, run_id, info)
-        self.supervisor.follow_attached(run, pid, pid_start, env)
+        try:
+            self.supervisor.follow_attached(run, pid, pid_start, env)
+        except OSError as exc:
+            raise self._unmade(run_id, exc) from None
         return {
             **self.summary(self.store.get_run(run_id) or run),
             "dir": str(paths.run_dir(run_id).path),

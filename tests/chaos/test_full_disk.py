@@ -245,3 +245,33 @@ def test_a_spool_made_immutable_for_real(engine: Engine) -> None:
     _check_every_point_once(engine, run_id, outage,
                             held_while="the spool could not be written (Operation not "
                             "permitted)")
+
+
+def test_a_runs_directory_that_refuses_new_runs_leaves_no_ghost(engine: Engine) -> None:
+    """``chattr +i`` on runs/ (root, where the filesystem has it): a start is refused in
+    one line, and nothing of it is left to start later, when the directory takes files
+    again (it stayed 'starting' and then ran); an attached script is told the engine
+    refused it, not that there is no engine, and trains on unmonitored."""
+    assert engine.cli("engine", "start").code == 0
+    runs = engine.paths.runs
+    runs.mkdir(exist_ok=True)
+    tried = subprocess.run(["chattr", "+i", str(runs)], capture_output=True)
+    if tried.returncode != 0:
+        pytest.skip(f"no chattr +i here: {tried.stderr.decode().strip()}")
+    try:
+        refused = engine.cli("start", "synthetic", "steps=20")
+        script = subprocess.run(
+            [sys.executable, str(EXAMPLES / "attach_train.py"), "--steps", "30", "--name",
+             "mine"], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        subprocess.run(["chattr", "-i", str(runs)], check=True)
+    assert refused.code == 1 and len(refused.err.splitlines()) == 1, refused.err
+    assert refused.err.startswith(f"traintop: cannot make the run's files under "
+                                  f"{engine.paths.home} (Operation not permitted: "), refused.err
+    assert refused.err.rstrip().endswith("is the state directory writable?"), refused.err
+    assert script.returncode == 0, script.stderr
+    assert ("traintop: the engine refused it (cannot make the run's files under "
+            in script.stderr), script.stderr
+    time.sleep(2.5)  # a scheduler pass or two: a ghost would start now
+    assert engine.cli("ls", "--json").json() == []
