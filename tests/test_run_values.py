@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from dataclasses import replace
 
 import pytest
 from textual.widgets import Input, Static
@@ -77,6 +78,15 @@ def test_conditions_compare_numbers_words_and_ranges() -> None:
     assert holds("acc>0.5") and not holds("loss<100") and not holds("loss!=1")  # NaN: never
     assert not holds("missing=1") and not holds("missing!=1")  # no value: never
     assert parse_condition("lr3e-4") is None and parse_condition("#best") is None
+    # '*' stands for any characters, spaces too (a filter's words hold none): how an
+    # attached script's workload, a command line, is named in a filter.
+    attached = replace(r, workload="attach:/usr/bin/python3 train.py --lr [0.1]")
+    for word, kept in (("workload=attach:*train.py*", True), ("workload=ATTACH:*", True),
+                       ("workload=attach:/usr/bin/python3*train.py*--lr*[0.1]", True),
+                       ("workload=attach:*eval.py*", False), ("workload=attach:", False),
+                       ("workload!=*train.py*", False), ("workload=*", True)):
+        condition = parse_condition(word)
+        assert condition is not None and condition.holds(attached) == kept, word
 
 
 def test_a_word_or_condition_after_a_dash_leaves_runs_out() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -12,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from engine.client.cli.ls_corr import print_correlations
+from engine.client.client import EngineError
 from engine.client.events import RunInfo
 from engine.client.importance import bins_of, correlations, omega_squared, ranks, spearman
+from engine.client.run_select import parse_filter
 from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
 from engine.rundir.paths import RunDir
@@ -485,6 +489,21 @@ def test_ls_corr_says_which_settings_go_with_a_lower_loss(engine: Engine) -> Non
                     "these are of synthetic (6), charlm (1): narrow them with --sweep NAME "
                     "or a filter (traintop ls --corr workload=synthetic)")
     assert engine.cli("ls", "--corr", "workload=synthetic").out.splitlines()[1:2] == lines[1:2]
+
+
+def test_the_corr_hint_names_a_filter_that_keeps_a_commands_runs() -> None:
+    """An attached script's workload is its command line, spaces and all: the filter the
+    refusal suggests must keep its runs (it kept none)."""
+    command = "attach:/usr/bin/python3 train.py --lr 0.1"
+    runs = [RunInfo.from_wire({"id": f"r{n}", "name": f"r{n}", "state": "finished",
+                               "workload": workload, "step": 9, "config": {"lr": n}})
+            for n, workload in enumerate([command, command, "synthetic"])]
+    with pytest.raises(EngineError) as refusal:
+        print_correlations(runs, argparse.Namespace(json=False))
+    hint = refusal.value.message.rpartition("(traintop ls --corr ")[2].rstrip(")")
+    [word] = shlex.split(hint)
+    assert word == "workload=attach:/usr/bin/python3*train.py*--lr*0.1"
+    assert [r.id for r in runs if parse_filter(word).matches(r)] == ["r0", "r1"]
 
 
 def _scored(losses_by_config: list[tuple[dict[str, float], float]]) -> list[RunInfo]:

@@ -232,8 +232,17 @@ class Condition:
             if self.number is not None:
                 return _compare(value, self.op, self.number)
         if self.op in ("=", "!="):
-            return (str(value).lower() == self.text.lower()) == (self.op == "=")
+            return _word_equal(str(value), self.text) == (self.op == "=")
         return False  # an order between a number and a word, or two words: none
+
+
+def _word_equal(value: str, text: str) -> bool:
+    """Whether ``value`` is the word ``text``, case ignored; a ``*`` in ``text`` stands
+    for any characters (spaces too: a filter's words cannot hold one)."""
+    if "*" not in text:
+        return value.lower() == text.lower()
+    pattern = ".*".join(re.escape(part) for part in text.split("*"))
+    return re.fullmatch(pattern, value, re.IGNORECASE | re.DOTALL) is not None
 
 
 def _compare(value: float, op: str, number: float) -> bool:

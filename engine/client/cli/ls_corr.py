@@ -5,6 +5,7 @@ row a numeric setting, its importance, best bin and Spearman correlation
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from collections import Counter
 
@@ -25,7 +26,8 @@ def print_correlations(runs: list[RunInfo], args: argparse.Namespace) -> None:
     if len(workloads) > 1:
         counts = ", ".join(f"{shown(w)} ({n})" for w, n in workloads.most_common(4))
         more = f" and {len(workloads) - 4} more" if len(workloads) > 4 else ""
-        first = shlex.quote(f"workload={workloads.most_common(1)[0][0]}")
+        # (a filter's words hold no space: '*' stands for the spaces of a command)
+        first = shlex.quote("workload=" + re.sub(r"\s+", "*", workloads.most_common(1)[0][0]))
         raise EngineError("bad_request", f"--corr compares runs of one workload, whose "
                           f"losses compare; these are of {counts}{more}: narrow them with "
                           f"--sweep NAME or a filter (traintop ls --corr {first})")
