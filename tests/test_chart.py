@@ -20,6 +20,7 @@ from tui.chart_math import (
     downsample_minmax,
     ema_debiased,
     format_log_tick,
+    format_tick,
     inlier_range,
     log_ticks,
     nice_ticks,
@@ -466,3 +467,17 @@ def test_raw_points_are_drawn_faint_only_for_the_selected_run() -> None:
     # A sweep overlaid from its header (no run selected): curves only, no raw clouds.
     assert faint_cells(None) == 0
     assert faint_cells(2) > 0  # the selected run's raw points, faint behind the curves
+
+
+def test_tick_labels_are_short_at_every_magnitude() -> None:
+    """k/M/G up to the billions, then a bare exponent (a diverged loss of 1e28 read
+    '1e+19G'); tiny values as 2e-8, not 2.00e-08."""
+    def labels(hi: float) -> list[str]:
+        ticks = nice_ticks(0, hi, 5)
+        return [format_tick(v, ticks[1] - ticks[0]) for v in ticks]
+
+    assert labels(1.084e28) == ["0", "2e27", "4e27", "6e27", "8e27", "1e28"]
+    assert labels(12_345_678) == ["0", "2M", "4M", "6M", "8M", "10M", "12M"]
+    assert labels(1.5e-7)[:3] == ["0", "2e-8", "4e-8"] and labels(1.5e-7)[-1] == "1.4e-7"
+    assert labels(0.5) == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
+    assert all(len(label) <= 6 for hi in (1e12, 3.3e15, 7e99) for label in labels(hi))

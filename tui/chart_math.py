@@ -149,14 +149,22 @@ def format_tick(value: float, step: float) -> str:
     if value == 0:
         return "0"
     magnitude = abs(value)
+    if magnitude >= 1e12:  # past G a suffix reads worse than an exponent (a diverged loss)
+        return _exponent(value)
     if magnitude >= 1e4:
         for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if magnitude >= scale:
                 return f"{value / scale:.4g}{suffix}"
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
     if decimals > 4:
-        return f"{value:.2e}".replace("e-0", "e-")
+        return _exponent(value)
     return f"{value:.{decimals}f}"
+
+
+def _exponent(value: float) -> str:
+    """``value`` in 3 significant digits with a bare exponent: 2e18, 1.2e-07 as 1.2e-7."""
+    mantissa, _, exponent = f"{value:.3g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
 
 
 def log_ticks(lo_exp: float, hi_exp: float, n: int) -> list[float]:
