@@ -18,7 +18,14 @@ from engine.client.client import EngineError
 from engine.client.events import RunInfo
 from engine.client.importance import bins_of, correlations, omega_squared, ranks, spearman
 from engine.client.run_select import parse_filter
-from engine.common.config_diff import RUNS_AS_COLUMNS, UNSET, config_diff, diff_table, runs_diff
+from engine.common.config_diff import (
+    RUNS_AS_COLUMNS,
+    UNSET,
+    config_diff,
+    diff_table,
+    runs_diff,
+    value_texts,
+)
 from engine.common.sweep import SweepError, expand, parse_tokens, run_names
 from engine.rundir.paths import RunDir
 from engine.server.backends import backend_for
@@ -455,6 +462,10 @@ def test_more_runs_than_fit_side_by_side_are_diffed_a_row_each() -> None:
     assert [row[:2] for row in rows] == [[f"r{i} lr-{i}", repr(10.0 ** -i)]
                                          for i in range(len(runs))]
     assert rows[2][4] == f"{0.4 / 3:.6g}"
+    # A drawn value in as few digits as keep the runs' values apart, four at least.
+    assert value_texts([0.03414016019207298, 0.0005980675662697353, 2.0, 2, "x"]) == [
+        "0.03414", "0.0005981", "2.0", "2", "x"]
+    assert value_texts([0.1, 0.1000001, 0.10000011]) == ["0.1", "0.1000001", "0.10000011"]
     side_by_side, _ = diff_table(runs[:RUNS_AS_COLUMNS], runs_diff(runs[:RUNS_AS_COLUMNS]))
     assert side_by_side[0] == "KEY" and len(side_by_side) == RUNS_AS_COLUMNS + 1
 

@@ -107,6 +107,23 @@ def value_text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else json.dumps(value, default=repr)
 
 
+def value_texts(values: Sequence[Any]) -> list[str]:
+    """One key's values across runs as a diff shows them: floats in as few significant
+    digits as keep different values different (at least 4: a drawn lr of
+    0.03414016019207298 is 0.03414), the rest as ``value_text``."""
+    floats = {v for v in values if isinstance(v, float) and math.isfinite(v)}
+    digits = next((d for d in range(4, 17)
+                   if len({f"{v:.{d}g}" for v in floats}) == len(floats)), 17)
+
+    def text(value: Any) -> str:
+        if not isinstance(value, float) or value not in floats:
+            return value_text(value)
+        short = f"{value:.{digits}g}"
+        return f"{short}.0" if short.lstrip("-").isdigit() else short  # 1.0, not the int 1
+
+    return [text(v) for v in values]
+
+
 def diff_table(
     runs: Sequence[Mapping[str, Any]], diff: Mapping[str, Sequence[Any]]
 ) -> tuple[list[str], list[list[str]]]:
@@ -118,18 +135,19 @@ def diff_table(
     The CLI's ``traintop diff`` and the TUI's ``d`` both show this table.
     """
     outcomes = outcome_rows(runs)
+    texts = {key: value_texts(values) for key, values in diff.items()}
     if len(runs) > RUNS_AS_COLUMNS:
         header = ["RUN", *(shown(key) for key in (*diff, *outcomes))]
         return header, [
             [f"{run['id']} {cut_middle(shown(str(run['name'])), 30)}",
-             *(shown(value_text(values[i]), 40) for values in diff.values()),
+             *(shown(values[i], 40) for values in texts.values()),
              *(shown(_outcome_text(values[i]), 40) for values in outcomes.values())]
             for i, run in enumerate(runs)
         ]
     header = ["KEY", *(f"{run['id']} ({cut_middle(shown(str(run['name'])), 30)})"
                        for run in runs)]
-    rows = [[shown(key), *(shown(value_text(v), 40) for v in values)]
-            for key, values in diff.items()]
+    rows = [[shown(key), *(shown(text, 40) for text in values)]
+            for key, values in texts.items()]
     if rows:
         rows.append(["" for _ in header])
     rows += [[shown(key), *(shown(_outcome_text(v), 40) for v in values)]
