@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -11,10 +12,14 @@ import time
 from pathlib import Path
 
 import psutil
+from textual.widgets import RichLog
 
 from engine.client.client import EngineError
+from engine.common.runs import ATTACHED_OUTPUT
 from engine.rundir.paths import child_env
 from tests.conftest import TERMINAL, Engine
+from tests.test_tui import until
+from tui.app import TraintopApp
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -75,6 +80,28 @@ def test_attached_script_shows_its_metrics_and_finishes(engine: Engine, tmp_path
     assert run["config"] == {"steps": 40, "lr": 0.05, "sleep": 0.0, "fail_at": -1}
     assert sorted(engine.losses(run_id)) == list(range(40))
     assert run["step"] == 40
+    # Its output went to its own terminal: logs says so, not "it printed nothing".
+    logs = engine.cli("logs", run_id)
+    assert logs.code == 0 and logs.out == ""
+    assert logs.err == ("traintop: an attached script prints to the terminal it runs in: "
+                        "traintop keeps no copy of its output\n")
+
+
+def test_the_tuis_log_pane_says_where_an_attached_scripts_output_is(
+        engine: Engine, tmp_path: Path) -> None:
+    proc, run_id = launch(tmp_path, "steps=5")
+    assert proc.wait(timeout=60) == 0
+    engine.wait_state(run_id, *TERMINAL)
+
+    async def scenario() -> None:
+        app = TraintopApp(home=engine.paths.home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: run_id in app.state.runs)
+            await pilot.press("l")
+            logs = app.query_one("#logs", RichLog)
+            await until(pilot, lambda: any(ATTACHED_OUTPUT in str(line) for line in logs.lines))
+
+    asyncio.run(scenario())
 
 
 def test_attached_script_that_raises_fails_with_its_error(engine: Engine, tmp_path: Path) -> None:

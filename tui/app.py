@@ -29,6 +29,7 @@ from engine.client.client import EngineError, EngineUnavailable
 from engine.client.events import ProtocolError
 from engine.common.format import shown
 from engine.common.protocol import MAX_BUCKETS as MAX_VIEW_BUCKETS
+from engine.common.runs import ATTACHED_OUTPUT
 from tui import partial_updates
 from tui.chart_actions import ChartActions
 from tui.chart_feed import ChartFeed, ViewRequest
@@ -394,6 +395,9 @@ class TraintopApp(ChartActions, ViewRestore):
         log = self.query_one("#logs", RichLog)
         if reset:
             log.clear()
+            run = self.state.runs.get(self.logs.run_id or "")
+            if run is not None and run.kind == "attached":  # its pane would stay empty
+                log.write(Text(ATTACHED_OUTPUT, style="bright_black"))
         for line in text.splitlines():
             # stderr: red, and marked for terminals (and copies) without colour
             log.write(Text.assemble(("▌", "red"), (line, "red")) if stream == "stderr"

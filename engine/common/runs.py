@@ -158,3 +158,9 @@ def stopped_as(stopped_early: str) -> str:
     'replaced' (PBT), 'diverged' (its loss), else 'stopped early' (a rung)."""
     return next((word for word in ("replaced", "diverged") if stopped_early.startswith(word)),
                 "stopped early")
+
+
+# Said where a run's output would show, for a script that attached itself (traintop.init):
+# it prints to the terminal it was started from, and nothing makes a copy.
+ATTACHED_OUTPUT = ("an attached script prints to the terminal it runs in: traintop keeps no "
+                   "copy of its output")

@@ -43,7 +43,7 @@ from engine.common.format import (
     run_usage_rows,
     shown,
 )
-from engine.common.runs import RunState
+from engine.common.runs import ATTACHED_OUTPUT, RunState
 from engine.common.settings import unknown_keys
 
 LS_HEADER = ["ID", "NAME", "STATE", "STEP", "LOSS", "BEST", "ETA", "DEVICE", "PARENT"]
@@ -243,6 +243,8 @@ def _say_no_output(client: Client, run: str, stream: str, state: str) -> None:
     if client.call("read_log", run=run, stream=other, offset=-1)["data"]:
         flag = "" if other == "stdout" else " --stderr"
         said = f"nothing on its {stream}; its {other} has output: traintop logs {run}{flag}"
+    elif client.call("get_run", run=run).get("kind") == "attached":
+        said = ATTACHED_OUTPUT
     else:
         said = "it printed nothing" if RunState(state).terminal else "no output yet"
     print(f"traintop: {said}", file=sys.stderr)
