@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import engine.client.aclient as aclient_module
 import engine.client.client as client_module
 import tui.connection as connection_module
 from tests.conftest import Engine, wait_until
@@ -30,6 +31,7 @@ from tui.app import TraintopApp
 def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients that notice a silent engine in a fraction of a second, not ten."""
     monkeypatch.setattr(client_module, "HELLO_PATIENCE_S", 0.3)
+    monkeypatch.setattr(aclient_module, "HELLO_PATIENCE_S", 0.3)
     monkeypatch.setattr(client_module, "HELLO_GIVE_UP_S", 1.0)
     monkeypatch.setattr(connection_module, "QUIET_S", 0.3)
 
@@ -125,7 +127,9 @@ def test_the_tui_says_a_silent_engine_and_when_its_screen_is_from(
     async def scenario() -> None:
         app = TraintopApp(home=engine.paths.home, autostart=False)
         async with app.run_test(size=(120, 30)) as pilot:
-            await until(pilot, lambda: app.state.connected and run_id in app.state.runs)
+            # Telemetry is the last thing a connection asks before it follows events.
+            await until(pilot, lambda: app.state.connected and run_id in app.state.runs
+                        and app.state.telemetry)
             status = app.query_one("#status")
             os.kill(daemon, signal.SIGSTOP)
             try:

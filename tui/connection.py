@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.client.aclient import AsyncClient
-from engine.client.client import EngineError, EngineUnavailable, engine_pid
+from engine.client.client import EngineError, EngineUnavailable, silence_text
 from engine.client.events import EmaSeed, LogText, ProtocolError, RunDescription, SeriesView
-from engine.rundir.paths import StatePaths
 from tui.state import TuiState
 
 T = TypeVar("T")
@@ -169,14 +168,6 @@ class EngineLink:
         self._stopping = True
         if self.client is not None:
             await self.client.close()
-
-
-def silence_text(paths: StatePaths, heard: float) -> str:
-    """The status line for an engine that answers nothing, last heard at ``heard``."""
-    pid = engine_pid(paths)
-    who = f"engine {pid}" if pid is not None else "the engine"
-    return (f"{who} has not answered for {time.time() - heard:.0f} s (stopped or stuck?); "
-            f"the screen shows {time.strftime('%H:%M:%S', time.localtime(heard))}")
 
 
 def _ignore_outcome(task: asyncio.Task[Any]) -> None:

@@ -236,6 +236,14 @@ def hello_silence(paths: StatePaths, waited: float, said: set[str] | None = None
               file=sys.stderr)
 
 
+def silence_text(paths: StatePaths, heard: float) -> str:
+    """A status line for an engine that has answered nothing since ``heard``."""
+    pid = engine_pid(paths)
+    who = f"engine {pid}" if pid is not None else "the engine"
+    return (f"{who} has not answered for {time.time() - heard:.0f} s (stopped or stuck?); "
+            f"the screen shows {time.strftime('%H:%M:%S', time.localtime(heard))}")
+
+
 class Client:
     """One connection to the daemon: requests, and optionally an event stream."""
 
