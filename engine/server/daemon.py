@@ -167,8 +167,9 @@ class Daemon:
                     for live in self.supervisor.live.values()
                     if live.pid is not None and live.pgid is not None
                 ]
-            except Exception:
-                log.exception("tick failed")
+            except Exception as exc:
+                if not self.store.note_damage(exc):  # (damage: said once, writes stop)
+                    log.exception("tick failed")
             # Behind (a backlog of spools): go on at once, after the loop has had its turn.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0 if behind else TICK_SECONDS)

@@ -72,6 +72,7 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
         if clash:  # a programming error: one method, one handler
             raise ValueError(f"requests already handled by the engine: {sorted(clash)}")
         self.handlers.update(own or {})
+        self.own = frozenset(own or {})  # (shutdown: answered even with a damaged store)
 
     def read(self, method: str, params: dict[str, Any]) -> Any:
         """Answer a read-only request (on a reader thread) from one snapshot of the store."""
@@ -83,6 +84,9 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
         handler = self.handlers.get(method)
         if handler is None:
             raise RequestError("unknown_method", f"unknown method {method!r}")
+        damage = self.store.problem() if self.store.damaged is not None else None
+        if damage is not None and method not in READS and method not in self.own:
+            raise RequestError("store_damaged", damage)  # a write could spread the damage
         try:
             return handler(params)
         except ActionError as exc:

@@ -195,7 +195,8 @@ class ConnectionServer:
                 return
             if is_damage(exc):  # damage in pages only now read: name the file, and the way out
                 log.error("request %s: %s", method, exc)
-                said = damage_message(self.store_path, str(exc))
+                self.engine.store.note_damage(exc)  # written no more, said everywhere
+                said = self.engine.store.problem() or damage_message(self.store_path, str(exc))
                 conn.send(_error(request_id, "store_damaged", said))
                 return
             log.exception("request %s failed", method)

@@ -33,6 +33,17 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 
+# SQLite's codes for a file that is not (or no longer) a valid database.
+DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether an sqlite3 error says the file is damaged (not busy, not interrupted)."""
+    return isinstance(exc, sqlite3.DatabaseError) and getattr(
+        exc, "sqlite_errorname", ""
+    ) in DAMAGE_CODES
+
+
 def store_unavailable(exc: BaseException) -> bool:
     """Is ``exc`` a store that cannot be written for now (locked, full), so worth a retry?"""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -70,6 +81,8 @@ class StoreConnection:
         # Why the store cannot be written, from a failed write until one succeeds.
         self.unavailable: str | None = None
         self.unavailable_since: float | None = None  # unix time of the first failed write
+        # Why the store is damaged, once an operation found it so: never written again.
+        self.damaged: str | None = None
         self._changes_at_failure = 0
         # Called before every write, so that writes held back to be stored together
         # (the daemon's metric batches of one tick) go first: see ``before_write``.
@@ -113,9 +126,24 @@ class StoreConnection:
             log.warning("the store can be written again; storing what the spools hold")
             self.unavailable = None
 
+    def note_damage(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the store is damaged; if so, it is written no more by this
+        connection (a write into a damaged file may spread the damage), said once."""
+        if not is_damage(exc):
+            return False
+        if self.damaged is None:
+            log.error("the store %s is damaged (%s); it is no longer written: runs train "
+                      "on, their points wait in their spools", self.path, exc)
+            self.damaged = str(exc)
+        return True
+
     def problem(self) -> str | None:
-        """One line for the user while the store cannot be written (locked by another
-        process, its disk full or read-only), else None."""
+        """One line for the user while the store cannot be written (damaged, locked by
+        another process, its disk full or read-only), else None."""
+        if self.damaged is not None:
+            return (f"the store {self.path} is damaged ({self.damaged}): the engine no longer "
+                    "writes it; runs train on, their points wait in their spools: 'traintop "
+                    "engine stop', then 'traintop engine rebuild'")
         if self.unavailable is None or self.unavailable_since is None:
             return None
         since = time.strftime("%H:%M:%S", time.localtime(self.unavailable_since))
@@ -127,6 +155,8 @@ class StoreConnection:
 
         A caller skips its writes until its next turn then, rather than wait on it.
         """
+        if self.damaged is not None:
+            return False
         if self.unavailable is None:
             return True
         self.set_busy_timeout(RECHECK_WAIT)

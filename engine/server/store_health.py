@@ -15,23 +15,14 @@ from pathlib import Path
 
 from engine.rundir.paths import StatePaths, wal_of
 from engine.server.store import StoreError
+from engine.server.store_connection import is_damage
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
 REBUILD_HINT = (
     "'traintop engine rebuild' moves it aside and rebuilds the store from the run directories"
 )
-# SQLite's codes for a file that is not (or no longer) a valid database.
-DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether an sqlite3 error says the file is damaged (not busy, not interrupted)."""
-    return isinstance(exc, sqlite3.DatabaseError) and getattr(
-        exc, "sqlite_errorname", ""
-    ) in DAMAGE_CODES
-
-
+__all__ = ["REBUILD_HINT", "check_store", "damage_message", "is_damage"]
 def damage_message(path: Path, detail: str) -> str:
     """The one line that says a store is damaged, and what to do."""
     return f"the store {path} is damaged ({detail}); it was left as it is: {REBUILD_HINT}"

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import TERMINAL, Engine
+from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_tui import until
 from tui.app import TraintopApp
 
@@ -103,6 +104,44 @@ def test_the_tui_says_why_the_engine_cannot_start_on_a_damaged_store(engine: Eng
             assert "traintop engine rebuild" in text and "lost the engine" not in text
 
     asyncio.run(scenario())
+
+
+def test_a_store_found_damaged_while_the_engine_runs_is_written_no_more(engine: Engine) -> None:
+    """Damage found mid-way (here: pages garbled under a running engine): the engine stops
+    writing the file (writing on could spread the damage, and it came back listing runs as
+    if all were well), says so in every listing and refusal, and runs train on."""
+    for n in range(3):  # pages enough that garbling all but the first hits the runs'
+        engine.wait_state(start(engine, "steps=300", "extra_metrics=3", f"seed={n}"), *TERMINAL)
+    live = start(engine, "steps=100000", "sleep=0.01")
+    engine.wait_step(live, 20)
+    db = sqlite3.connect(engine.paths.store)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    garble_all_but_the_first_page(engine.paths.store)
+
+    def refused_start() -> str | None:
+        said = engine.cli("start", "synthetic", "steps=5")
+        return said.err if said.code == 1 and "damaged" in said.err else None
+
+    line = wait_until(refused_start, timeout=60)
+    assert line.startswith(f"traintop: the store {engine.paths.store} is damaged ("), line
+    assert line.rstrip().endswith("'traintop engine stop', then 'traintop engine rebuild'"), line
+    spool = engine.paths.run_dir(live).spool
+    time.sleep(2.0)  # a tick or two: the engine would store the live run's points now
+    store, size = engine.paths.store.read_bytes(), spool.stat().st_size
+    wal = Path(f"{engine.paths.store}-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    time.sleep(3.0)
+    assert engine.paths.store.read_bytes() == store  # not written into
+    assert (wal.stat().st_size if wal.exists() else 0) == wal_size
+    assert spool.stat().st_size > size  # and training goes on
+    assert "is damaged" in engine.cli("ls").err
+    pid = engine.daemon_pid()
+    assert engine.cli("engine", "stop").code == 0  # it stops, damage or not
+    wait_until(lambda: pid is None or not psutil.pid_exists(pid), timeout=60)
+    assert engine.cli("engine", "rebuild").code == 0
+    assert engine.run(live)["state"] == "running"  # adopted by the new engine
+    assert engine.cli("kill", live).code == 0
 
 
 @pytest.mark.parametrize("how", ["deleted", "empty"])
