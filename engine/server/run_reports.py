@@ -424,7 +424,9 @@ class RunReports(Population, Searches):
             return
         ending = live.ending or {}
         finished = ending.get("state") == "finished" and returncode == 0
-        if run["exit_reason"] == KILL_REASON and finished:
+        # (A kill asked while the store was locked went out unrecorded: the live run knows.)
+        killed = run["exit_reason"] == KILL_REASON or live.killing
+        if killed and finished:
             # It trained its last step before the kill landed, which spared no compute:
             # every point and its last checkpoint are there. It finished.
             if run["stopped_early"]:  # (and not for a rebuild either)
@@ -433,7 +435,7 @@ class RunReports(Population, Searches):
             self.store.note(live.run_id, f"{live.kill_reason} after its last step: it "
                             "had finished")
             self._end(live, RunState.FINISHED, "finished", 0)
-        elif run["exit_reason"] == KILL_REASON:
+        elif killed:
             self._end(live, RunState.KILLED, live.kill_reason, returncode)
         elif ending.get("state") == "released" and returncode == 0:
             self.store.set_state(

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -288,9 +289,17 @@ class Supervisor(RunReports):
             )
             self.announce(run["id"])
             return
-        self.store.update_run(run["id"], exit_reason=KILL_REASON, kill_grace=grace)
+        # The signals first: they need no store, and a store another process holds
+        # locked must not keep a runaway run alive. Recorded once the store takes it.
         live.start_kill(grace)
         live.escalate_kill()
+        if not self.store.may_write():
+            return
+        try:
+            self.store.update_run(run["id"], exit_reason=KILL_REASON, kill_grace=grace)
+        except sqlite3.OperationalError as exc:
+            if not self.store.write_failed(exc):
+                raise
 
     # -- following ----------------------------------------------------------
 

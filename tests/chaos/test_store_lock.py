@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from engine.server.store import BUSY_TIMEOUT
 from tests.conftest import TERMINAL, Engine, wait_until
 from tests.test_engine import start
@@ -141,3 +143,18 @@ def test_the_tui_says_while_the_store_cannot_be_written(engine: Engine) -> None:
 
     asyncio.run(scenario())
     assert engine.cli("kill", run_id).code == 0
+
+
+def test_a_kill_goes_out_while_the_store_is_locked(engine: Engine) -> None:
+    """A runaway run must not outlive a lock someone else holds on the store: the kill's
+    signals need no store. It is recorded as killed once the store can be written."""
+    run_id = start(engine, "synthetic", "steps=100000", "sleep=0.01")
+    pid = engine.wait_step(run_id, 5)["pid"]
+    with store_locked(engine.paths.store):
+        killed = engine.cli("kill", run_id, "--grace", "1")
+        wait_until(lambda: not psutil.pid_exists(pid), timeout=30)  # gone, lock or not
+    assert killed.code == 0, killed.err
+    assert killed.out.startswith(f"sent {run_id} (synthetic-1) its kill; not recorded yet: the "
+                                 "engine cannot write its store since "), killed.out
+    run = engine.wait_state(run_id, *TERMINAL)
+    assert run["state"] == "killed", run

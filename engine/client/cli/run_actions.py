@@ -250,9 +250,17 @@ def cmd_kill(args: argparse.Namespace) -> int:
             taken.update(more)
         # a wrapped command: SIGINT, SIGTERM, then SIGKILL
         runs = wait_for_all(client, list(taken), ended, 2 * args.grace + 10)
+        # Signals need no store: under another process's lock they went out unrecorded.
+        problem = client.call("status").get("store_problem") if not all(
+            ended(run) for run in runs) else None
     for run in runs:
-        print(f"killed {run['id']} ({shown(run['name'])})" if run["state"] == "killed"
-              else f"{run['id']} is {run['state']}")
+        if run["state"] == "killed":
+            print(f"killed {run['id']} ({shown(run['name'])})")
+        elif problem and not ended(run):
+            print(f"sent {run['id']} ({shown(run['name'])}) its kill; not recorded yet: "
+                  f"{problem}")
+        else:
+            print(f"{run['id']} is {run['state']}")
     return status
 
 
