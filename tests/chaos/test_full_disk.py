@@ -53,6 +53,11 @@ def _outage(
     assert condition in shown.out.splitlines()[1], shown.out  # the state line
     listed = engine.cli("ls")
     assert f"running ({condition})" in listed.out
+    if condition != "spool not writable":  # (the whole disk: engine status says it too)
+        disk = next(line for line in engine.cli("engine", "status").out.splitlines()
+                    if line.startswith("disk: "))
+        assert disk.endswith(f" free ({condition}: runs hold their points in memory "
+                             "meanwhile)"), disk
     stuck_at = engine.run(run_id)["step"]
     time.sleep(1.0)  # the worker trains on, holding its points
     assert psutil.Process(pid).is_running()

@@ -18,7 +18,7 @@ from engine.client.client import EngineError, EngineSilent, EngineUnavailable
 from engine.client.linger import logout_warning
 from engine.client.queue_text import pool_text
 from engine.common.format import format_bytes, json_text
-from engine.rundir.disk_space import disk_use, free_bytes
+from engine.rundir.disk_space import disk_use, free_bytes, refusal
 from engine.rundir.paths import StatePaths, state_home, wal_of
 
 T = TypeVar("T")
@@ -99,8 +99,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
     kept = (f" (checkpoints of ended runs {format_bytes(disk['ended_checkpoints'])}: 'traintop "
             "rm --checkpoints' frees them and keeps the curves)"
             if disk["ended_checkpoints"] else "")
+    refused = refusal(StatePaths(Path(status["home"])).runs)
+    said = f" ({refused}: runs hold their points in memory meanwhile)" if refused else ""
     print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}"
-          f"{kept}; {format_bytes(disk['free'])} free")
+          f"{kept}; {format_bytes(disk['free'])} free{said}")
     if disk["store_unused"] >= COMPACT_WORTH and not disk["store_gives_back"]:
         print(f"note: {format_bytes(disk['store_unused'])} of the store is room removed runs "
               "left; 'traintop engine stop' then 'traintop engine compact' gives it back "
