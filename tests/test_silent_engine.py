@@ -144,3 +144,19 @@ def test_the_tui_says_a_silent_engine_and_when_its_screen_is_from(
 
     asyncio.run(scenario())
     assert engine.cli("kill", run_id).code == 0
+
+
+def test_engine_status_says_when_the_last_engine_did_not_stop_cleanly(engine: Engine) -> None:
+    assert engine.cli("engine", "start").code == 0
+    assert engine.cli("engine", "stop").code == 0
+    assert engine.cli("engine", "start").code == 0
+    assert "did not stop cleanly" not in engine.cli("engine", "status").out  # a clean stop
+    daemon = engine.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(daemon))
+    assert engine.cli("engine", "start").code == 0
+    first = engine.cli("engine", "status").out.splitlines()[0]
+    assert first.endswith(f"(the last engine did not stop cleanly: killed or crashed; see "
+                          f"{engine.paths.daemon_log})"), first
+    assert "did not stop cleanly" in engine.paths.daemon_log.read_text()

@@ -246,6 +246,12 @@ def run_daemon(paths: StatePaths) -> int:
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 0
+    # A clean stop takes its socket away: one left says the last engine was killed or
+    # crashed (its runs went on; this one adopts them), worth a line in engine status.
+    unclean = paths.socket.exists()
+    if unclean:
+        log.warning("the last engine did not stop cleanly (killed or crashed): its socket "
+                    "was left behind; the runs it followed are adopted")
     # Walked by the daemon that will serve only, not by one that finds another running.
     try:
         tidied = tidy_tree(paths)
@@ -264,6 +270,7 @@ def run_daemon(paths: StatePaths) -> int:
             paths.upgrading.write_text(f"{os.getpid()} {upgrade}\n")
         try:
             daemon = Daemon(paths)
+            daemon.engine.after_unclean_stop = unclean
             daemon.supervisor.adopt_all()
             daemon.supervisor.resume_searches()
         finally:

@@ -57,6 +57,7 @@ class ReadRequests(RunLookup):
             "version": __version__,
             "home": str(self.supervisor.paths.home),
             "uptime": time.time() - self.started,
+            "after_unclean_stop": self.after_unclean_stop,
             "runs": counts,
             "live": len(self.supervisor.live),
             "gpus": len(self.gpus),

@@ -33,6 +33,7 @@ class RunLookup:
         self.store = store
         self.supervisor = supervisor
         self.started = time.time()
+        self.after_unclean_stop = False  # the last engine was killed or crashed (its socket left)
         self._local = threading.local()
         self.readers: list[Store] = []
         self.ema_cache = EmaCache()

@@ -91,7 +91,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
         print(json_text({**status, "disk": disk}))
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
-    print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}")
+    unclean = (" (the last engine did not stop cleanly: killed or crashed; see "
+               f"{StatePaths(Path(status['home'])).daemon_log})"
+               if status.get("after_unclean_stop") else "")
+    print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}{unclean}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
     pool = status.get("warm_pool")  # (an older engine does not say)
     if isinstance(pool, dict):
