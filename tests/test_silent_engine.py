@@ -40,12 +40,18 @@ def spool_size(engine: Engine, run_id: str) -> int:
     return engine.paths.run_dir(run_id).spool.stat().st_size
 
 
-def test_a_stopped_engine_is_said_at_once_and_engine_stop_ends_it(
-        engine: Engine, impatient: None) -> None:
+def training(engine: Engine) -> tuple[str, int]:
+    """A long run, training; and the engine's pid."""
     run_id = start(engine, "synthetic", "steps=100000", "sleep=0.005")
     engine.wait_step(run_id, 5)
     daemon = engine.daemon_pid()
     assert daemon is not None
+    return run_id, daemon
+
+
+def test_a_stopped_engine_is_said_at_once_and_engine_stop_ends_it(
+        engine: Engine, impatient: None) -> None:
+    run_id, daemon = training(engine)
     os.kill(daemon, signal.SIGSTOP)
     try:
         result = engine.cli("ls")
@@ -119,10 +125,7 @@ def test_an_engine_that_never_answers_is_given_up_on_in_one_line(
 
 def test_the_tui_says_a_silent_engine_and_when_its_screen_is_from(
         engine: Engine, impatient: None) -> None:
-    run_id = start(engine, "synthetic", "steps=100000", "sleep=0.005")
-    engine.wait_step(run_id, 5)
-    daemon = engine.daemon_pid()
-    assert daemon is not None
+    run_id, daemon = training(engine)
 
     async def scenario() -> None:
         app = TraintopApp(home=engine.paths.home, autostart=False)
