@@ -175,9 +175,10 @@ class TraintopApp(ChartActions, ViewRestore):
         status = self.query_one("#status", Static)
         banner = self._banner or self._store_problem
         if banner:
-            if f" ⚠ {banner}" != self._status_text:
-                self._status_text = f" ⚠ {banner}"
-                status.update(Text(self._status_text, style="bold black on yellow"))
+            line = f" ⚠ {banner}"
+            if line != self._status_text:  # (the same line again costs bytes over SSH)
+                self._status_text = line
+                status.update(Text(line, style="bold black on yellow"))
             return
         counts: dict[str, int] = {}
         for run in self.state.runs.values():

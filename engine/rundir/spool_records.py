@@ -188,9 +188,9 @@ def decode_record(line: bytes) -> SpoolRecord:
             return ErrorRecord(_text(record, "message"))
         if kind == "spool":
             refused = record.get("while")
-            return HeldRecord(_count(record, "held"), _count(record, "dropped"),
-                              *([refused] if isinstance(refused, str) and refused
-                                and refused.isprintable() and len(refused) < 200 else []))
+            if not (isinstance(refused, str) and refused.isprintable() and 0 < len(refused) < 200):
+                refused = HeldRecord.refused  # (said by no worker from before)
+            return HeldRecord(_count(record, "held"), _count(record, "dropped"), refused)
         if kind == "rewind":
             return RewindRecord(_step(record.get("step")))
     except _Refused as exc:

@@ -84,9 +84,9 @@ class Engine(ReadRequests, RunRequests, AnnotationRequests):
         handler = self.handlers.get(method)
         if handler is None:
             raise RequestError("unknown_method", f"unknown method {method!r}")
-        damage = self.store.problem() if self.store.damaged is not None else None
-        if damage is not None and method not in READS and method not in self.own:
-            raise RequestError("store_damaged", damage)  # a write could spread the damage
+        if self.store.damaged is not None and method not in READS | self.own:
+            # A write could spread the damage.
+            raise RequestError("store_damaged", self.store.problem() or self.store.damaged)
         try:
             return handler(params)
         except ActionError as exc:

@@ -290,7 +290,8 @@ class Supervisor(RunReports):
             self.announce(run["id"])
             return
         # The signals first: they need no store, and a store another process holds
-        # locked must not keep a runaway run alive. Recorded once the store takes it.
+        # locked must not keep a runaway run alive. Unrecorded, the run still ends as
+        # killed once the store takes writes: ``_finish`` asks the live run too.
         live.start_kill(grace)
         live.escalate_kill()
         if not self.store.may_write():

@@ -168,11 +168,13 @@ def column_widths(
     columns: Iterable[str], runs: Iterable[Run], rows: Iterable[TreeRow], compact: bool,
     names: Mapping[str, str], pinned: Collection[str] = (),
     places: Mapping[str, int] | None = None, room: int | None = None,
+    grown: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Widths that fit every run's cells (the NAME column, ``names`` by row, is capped),
-    from cheap lengths; with ``room`` (the columns the cells may take in all), fitted to
-    it: NAME gives way first when there is too little, and when there is more, a queued
-    run's STATE (its place and why it waits, by ``places``) gets it, then a long NAME."""
+    from cheap lengths, none under its ``grown`` width (widened for good by a long value);
+    with ``room`` (the columns the cells may take in all), fitted to it: NAME gives way
+    first when there is too little, and when there is more, a queued run's STATE (its
+    place and why it waits, by ``places``) gets it, then a long NAME."""
     widths = {c: max(len(c) + 1, FIXED_WIDTHS.get(c, 0)) for c in columns}
     runs_by_id = {r.id: r for r in runs}
     name_cap = NAME_WIDTH_COMPACT if compact else NAME_WIDTH[1]
@@ -194,6 +196,9 @@ def column_widths(
     for column in [c for c in widths if c not in COLUMNS]:  # the user's own (``a``)
         values = (len(value_text(run_value(r, column))) for r in runs_by_id.values())
         widths[column] = max(widths[column], *values, 0)
+    for column, width in (grown or {}).items():
+        if column in widths:
+            widths[column] = max(widths[column], width)
     if room is None:
         return widths
     spare = room - sum(widths.values())
@@ -204,8 +209,8 @@ def column_widths(
     states = (state_text(r, places.get(r.id)).cell_len for r in runs_by_id.values()
               if r.state == "queued" or r.condition)
     for column, want in (("STATE", max(states, default=0)), ("NAME", name)):
-        grow = min(spare, max(0, want - widths.get(column, want)))
-        widths[column] = widths.get(column, 0) + grow
+        grow = min(spare, max(0, want - widths[column]))
+        widths[column] += grow
         spare -= grow
     return widths
 

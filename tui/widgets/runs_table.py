@@ -219,8 +219,7 @@ class RunsTable(ScrollView, can_focus=True, inherit_bindings=False):
         room = self.size.width - SCROLLBAR - 2 * PAD * len(self.columns_shown)
         widths = column_widths(self.columns_shown, state.runs.values(), rows, self.compact,
                                self._names, state.pinned, self._places,
-                               room if self.size.width else None)
-        widths = {c: max(w, self._grown.get(c, 0)) for c, w in widths.items()}
+                               room if self.size.width else None, self._grown)
         # Names carry sweep labels and depth: rows alike with other names must be redrawn.
         changed = (rows != self._rows or widths != self._widths
                    or self._names != self._drawn_names or state.pinned != self._drawn_pins)

@@ -86,13 +86,14 @@ def cmd_engine(args: argparse.Namespace) -> int:
             return 0
         status = client.call("status")
         ended = [run["id"] for run in client.all_runs() if ended_state(run)]
-    disk = disk_figures(StatePaths(Path(status["home"])), ended)
+    paths = StatePaths(Path(status["home"]))
+    disk = disk_figures(paths, ended)
     if args.json:
         print(json_text({**status, "disk": disk}))
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status["runs"].items())) or "no runs"
     unclean = (" (the last engine did not stop cleanly: killed or crashed; see "
-               f"{StatePaths(Path(status['home'])).daemon_log})"
+               f"{paths.daemon_log})"
                if status.get("after_unclean_stop") else "")
     print(f"engine {status['pid']} up {status['uptime']:.0f}s, {status['home']}{unclean}")
     print(f"runs: {counts}; GPUs: {status['gpus']}")
@@ -102,7 +103,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     kept = (f" (checkpoints of ended runs {format_bytes(disk['ended_checkpoints'])}: 'traintop "
             "rm --checkpoints' frees them and keeps the curves)"
             if disk["ended_checkpoints"] else "")
-    refused = refusal(StatePaths(Path(status["home"])).runs)
+    refused = refusal(paths.runs)
     said = f" ({refused}: runs hold their points in memory meanwhile)" if refused else ""
     print(f"disk: store {format_bytes(disk['store'])}, run files {format_bytes(disk['runs'])}"
           f"{kept}; {format_bytes(disk['free'])} free{said}")
